@@ -1,0 +1,129 @@
+"""The contact envelope as Python: deterministic ids and the record written to contacts.v1.
+
+Pure functions, no I/O: every connector maps its provider's payload to ``ContactIn`` and
+``to_record`` turns that into the Avro record of schemas/avro/contact.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Namespace of every Threadline event id: uuid5(THREADLINE_NS, "<connector>:<provider id>").
+THREADLINE_NS = uuid.UUID("5b0f3c9e-6f1a-5d8e-9c4b-7a1e2d3f4b5c")
+
+Channel = Literal["email", "sms", "whatsapp", "chat", "voice", "ivr", "twitter", "facebook",
+                  "instagram", "review", "web_form", "store", "other"]
+IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
+
+
+def event_id(connector: str, provider_id: str) -> str:
+    """Deterministic: the same provider message through the same connector, the same id."""
+    return str(uuid.uuid5(THREADLINE_NS, f"{connector}:{provider_id}"))
+
+
+class IdentityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: IdentityKind
+    value: str = Field(min_length=1, max_length=320)
+    platform: str | None = None
+    strength: Literal["asserted", "verified", "hint"] = "asserted"
+    primary: bool = False
+
+
+class ActorIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["customer", "agent", "bot", "system"] = "customer"
+    department: Literal["support", "sales", "marketing", "other"] | None = None
+    id: str | None = None
+    display_name: str | None = None
+
+
+class FactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(min_length=1)
+    value: str = Field(min_length=1)
+    source: str | None = None
+
+
+class ConsentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: str = Field(min_length=1)
+    channel: str | None = None
+    granted: bool
+    source: str | None = None
+
+
+class AttachmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    content_type: str | None = None
+    size_bytes: int | None = Field(default=None, ge=0)
+    url: str | None = None
+    sha256: str | None = None
+
+
+class ThreadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = []
+    reply_to_id: str | None = None
+    call_id: str | None = None
+    session_id: str | None = None
+
+
+class ContactIn(BaseModel):
+    """A contact in Threadline's own JSON shape (the generic ingest endpoint's body)."""
+
+    model_config = ConfigDict(extra="forbid")
+    provider_id: str = Field(min_length=1, max_length=512)
+    connector: str = Field(default="api", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    channel: Channel
+    direction: Literal["inbound", "outbound", "internal"] = "inbound"
+    occurred_at: datetime
+    actor: ActorIn = ActorIn()
+    identities: list[IdentityIn] = Field(min_length=1)
+    subject: str | None = None
+    text: str | None = None
+    language: str | None = None
+    attachments: list[AttachmentIn] = []
+    thread: ThreadIn = ThreadIn()
+    facts: list[FactIn] = []
+    consent: list[ConsentIn] = []
+    metadata: dict[str, str] = {}
+    event_type: str = "contact.received"
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("occurred_at needs a time zone (e.g. 2026-11-22T10:00:00Z)")
+        return v.astimezone(UTC)
+
+
+def primary_identity(contact: ContactIn) -> IdentityIn:
+    return next((i for i in contact.identities if i.primary), contact.identities[0])
+
+
+def partition_key(contact: ContactIn) -> bytes:
+    """contacts.v1 is keyed by the contact's primary channel identity."""
+    ident = primary_identity(contact)
+    platform = f"{ident.platform}:" if ident.platform else ""
+    return f"{ident.kind}:{platform}{ident.value}".encode()
+
+
+def to_record(contact: ContactIn, recorded_at: datetime) -> dict:
+    """The Avro record (schemas/avro/contact, latest version) for one contact."""
+    primary = primary_identity(contact)
+    data = contact.model_dump()
+    data["identities"] = [
+        {**i.model_dump(), "primary": i is primary} for i in contact.identities
+    ]
+    data["event_id"] = event_id(contact.connector, contact.provider_id)
+    data["recorded_at"] = recorded_at
+    data["customer_id"] = None
+    return data

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Maven Central (as reachable here) lacks a few artifacts of Apicurio Registry 3.0.9:
+#   io.apicurio:apicurio-registry:3.0.9 (parent pom)            -> copy of 3.0.7 parent, version renamed
+#   io.apicurio:apicurio-registry-config-index-deployment:3.0.9 -> Maven relocation to 3.0.6
+# (config-definitions, protobuf-schema-utilities and utils-kafka are pinned in pom.xml's dependencyManagement).
+# This writes them into ./stub-repo (a file:// repository declared in pom.xml). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")"
+REPO=stub-repo/io/apicurio
+mvn -B -q dependency:get -Dartifact=io.apicurio:apicurio-registry:3.0.7:pom -Dtransitive=false
+mkdir -p "$REPO/apicurio-registry/3.0.9" "$REPO/apicurio-registry-config-index-deployment/3.0.9"
+sed '0,/<version>3.0.7<\/version>/s//<version>3.0.9<\/version>/' \
+  "$HOME/.m2/repository/io/apicurio/apicurio-registry/3.0.7/apicurio-registry-3.0.7.pom" \
+  > "$REPO/apicurio-registry/3.0.9/apicurio-registry-3.0.9.pom"
+cat > "$REPO/apicurio-registry-config-index-deployment/3.0.9/apicurio-registry-config-index-deployment-3.0.9.pom" <<'POM'
+<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>io.apicurio</groupId>
+  <artifactId>apicurio-registry-config-index-deployment</artifactId>
+  <version>3.0.9</version>
+  <distributionManagement>
+    <relocation><version>3.0.6</version></relocation>
+  </distributionManagement>
+</project>
+POM
+echo "stubs written under $(pwd)/stub-repo"

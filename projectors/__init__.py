@@ -1,0 +1,1 @@
+"""Projectors: materialize read models in PostgreSQL from the event topics, effectively once."""

@@ -1,0 +1,198 @@
+"""The ``threadline`` command line.
+
+    threadline up | down | status          the local stack
+    threadline topics apply [--dry-run]    the topic catalog on the cluster
+    threadline topics list
+    threadline serve gateway | api         HTTP services
+    threadline worker                      stream processors (faust)
+    threadline project                     projectors
+    threadline demo                        the whole pipeline with a handful of contacts
+    threadline bench                       benchmarks → docs/benchmarks.md
+
+Exit codes: 0 success, 1 failure of the operation, 2 bad usage or configuration,
+3 topic drift.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from threadline.errors import ConfigError, ThreadlineError, TopicDriftError
+from threadline.logging import configure_logging
+from threadline.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Threadline: cross-channel conversations on Kafka.")
+topics_app = typer.Typer(no_args_is_help=True, help="The topic catalog.")
+serve_app = typer.Typer(no_args_is_help=True, help="HTTP services.")
+app.add_typer(topics_app, name="topics")
+app.add_typer(serve_app, name="serve")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def settings() -> Settings:
+    s = Settings()
+    configure_logging(s)
+    return s
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main_options(home: Path = typer.Option(None, "--home", help="state folder of the local stack (THREADLINE_HOME)")):
+    if home is not None:
+        os.environ["THREADLINE_HOME"] = str(home)
+
+
+@app.command()
+def up():
+    """Start Kafka, PostgreSQL and the schema registry (idempotent)."""
+    from threadline import stack
+
+    s = settings()
+    try:
+        started = stack.up(s, log=lambda m: err.print(f"[dim]{m}[/]"))
+    except (ConfigError, TimeoutError) as exc:
+        fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
+    for part, new in started.items():
+        console.print(f"{part}: {'started' if new else 'already running'}")
+    console.print(f"state in {s.state_dir}; stop with [bold]threadline down[/]")
+
+
+@app.command()
+def down():
+    """Stop everything this state folder started."""
+    from threadline import stack
+
+    stopped = stack.down(settings())
+    console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@app.command()
+def status():
+    """Each part of the stack, its address, and whether it answers."""
+    from threadline import stack
+
+    s = settings()
+    table = Table("part", "address", "process", "answers", "detail")
+    parts = stack.status(s)
+    for p in parts:
+        proc = "running" if p.running else ("external" if not p.managed else "stopped")
+        table.add_row(p.name, p.address, proc, "[green]yes[/]" if p.answers else "[red]no[/]", p.detail)
+    console.print(table)
+    infra = [p for p in parts if p.name in ("kafka", "postgres", "registry")]
+    raise typer.Exit(0 if all(p.answers for p in infra) else 1)
+
+
+@topics_app.command("apply")
+def topics_apply(dry_run: bool = typer.Option(False, "--dry-run", help="report, change nothing")):
+    """Create missing topics; report drift as an error (exit 3)."""
+    from threadline.topics import apply
+
+    try:
+        report = apply(settings(), dry_run=dry_run)
+    except TopicDriftError as exc:
+        for d in exc.drifts:
+            err.print(f"[bold red]drift:[/] {d}")
+        raise typer.Exit(3)
+    for name in report.created:
+        console.print(f"created   {name}")
+    for name in report.planned:
+        console.print(f"would create {name}")
+    for name in report.in_line:
+        console.print(f"in line   {name}")
+
+
+@topics_app.command("list")
+def topics_list():
+    """The catalog: name, partitions, key, cleanup policy, retention."""
+    from threadline.catalog import CATALOG
+
+    table = Table("topic", "partitions", "key", "cleanup", "retention.ms", "purpose")
+    for t in CATALOG:
+        table.add_row(t.name, str(t.partitions), t.key, t.cleanup_policy, t.retention_ms, t.doc)
+    console.print(table)
+
+
+@serve_app.command("gateway")
+def serve_gateway():
+    """The HTTP ingest gateway."""
+    import uvicorn
+
+    from connectors.gateway import build
+
+    s = settings()
+    uvicorn.run(build(s), host=s.gateway_host, port=s.gateway_port, log_config=None, access_log=False)
+
+
+@serve_app.command("api")
+def serve_api():
+    """The read API."""
+    import uvicorn
+
+    from projectors.api import create_app
+
+    s = settings()
+    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, access_log=False)
+
+
+@app.command()
+def worker():
+    """The stream processors (faust worker)."""
+    import faust
+
+    from streams.app import create_app
+
+    s = settings()
+    faust_app = create_app(s)
+    faust.Worker(faust_app, loglevel=s.log_level, quiet=True).execute_from_commandline()
+
+
+@app.command()
+def project():
+    """The projectors."""
+    from projectors.skeleton import run_forever
+
+    run_forever(settings())
+
+
+@app.command()
+def demo():
+    """Bring the stack up, send a handful of contacts through, print the read model."""
+    from threadline.demo import run_demo
+
+    try:
+        run_demo(settings(), console)
+    except (ConfigError, TimeoutError) as exc:
+        fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
+
+
+@app.command()
+def bench(events: int = typer.Option(20000, help="events per measurement"),
+          out: Path = typer.Option(Path("docs/benchmarks.md"), help="where the figures go")):
+    """Benchmarks on the local stack; writes docs/benchmarks.md."""
+    from threadline.bench import run_bench
+
+    run_bench(settings(), events=events, out=out, console=console)
+
+
+def main() -> None:
+    try:
+        app()
+    except ThreadlineError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The local stack: Kafka (KRaft), PostgreSQL and the schema registry, as local processes.
+
+``up`` is idempotent: a part that already runs from this state folder is reused, never
+started twice. ``down`` stops what this state folder started, apps first, and leaves no process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from threadline.settings import CodecKind, Settings
+from threadline.stack import apps, kafka, postgres, registry
+from threadline.stack.process import port_open
+
+
+@dataclass(frozen=True)
+class PartStatus:
+    name: str
+    address: str
+    managed: bool
+    running: bool
+    answers: bool
+    detail: str = ""
+
+
+def up(settings: Settings, log=print) -> dict[str, bool]:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    started = {}
+    log(f"kafka {settings.kafka_version} at {settings.kafka_bootstrap} ...")
+    started["kafka"] = kafka.start(settings)
+    log(f"postgres at {settings.effective_pg_dsn} ...")
+    started["postgres"] = postgres.start(settings)
+    if settings.codec is CodecKind.CONFLUENT:
+        log(f"schema registry at {settings.registry_url} ...")
+        started["registry"] = registry.start(settings)
+    return started
+
+
+def down(settings: Settings) -> list[str]:
+    stopped = [f"app-{n}" for n in apps.stop(settings)]
+    if registry.managed(settings).stop(timeout=20):
+        stopped.append("registry")
+    if kafka.managed(settings).stop(timeout=60):
+        stopped.append("kafka")
+    if postgres.stop(settings):
+        stopped.append("postgres")
+    return stopped
+
+
+def _probe(check) -> tuple[bool, str]:
+    try:
+        return bool(check()), ""
+    except Exception as exc:  # status reports every failure as text, whatever its kind
+        return False, f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
+def status(settings: Settings) -> list[PartStatus]:
+    parts = []
+    host, port = kafka.host_port(settings)
+    ok, why = _probe(lambda: port_open(host, port) and kafka.ready(settings))
+    parts.append(PartStatus("kafka", settings.kafka_bootstrap, True, kafka.managed(settings).running(), ok, why))
+    ok, why = _probe(lambda: postgres.ready(settings))
+    parts.append(PartStatus("postgres", settings.effective_pg_dsn, settings.embedded_pg,
+                            postgres.running(settings) if settings.embedded_pg else ok, ok, why))
+    if settings.codec is CodecKind.CONFLUENT:
+        ok, why = _probe(lambda: registry.ready(settings))
+        parts.append(PartStatus("registry", settings.registry_url, True, registry.managed(settings).running(), ok, why))
+    else:
+        parts.append(PartStatus("registry", "single-object encoding (schemas/)", False, False, True,
+                                "no registry: THREADLINE_CODEC=single-object"))
+    for name in apps.APPS:
+        m = apps.managed(settings, name)
+        url = {"gateway": f"http://{settings.gateway_host}:{settings.gateway_port}",
+               "api": f"http://{settings.api_host}:{settings.api_port}"}.get(name, "-")
+        running = m.running()
+        answers = _probe(lambda: apps._healthy(f"{url}/healthz"))[0] if url != "-" else running
+        parts.append(PartStatus(name, url, True, running, answers))
+    return parts

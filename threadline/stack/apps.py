@@ -1,0 +1,50 @@
+"""Threadline's own components as background processes of the local stack (for the demo).
+
+Each runs ``python -m threadline.cli --home <state> ...`` so its command line names the state
+folder, which is how ``threadline down`` recognises what it may stop.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+
+from threadline.settings import Settings
+from threadline.stack.process import Managed, wait_until
+
+APPS = {
+    "gateway": ["serve", "gateway"],
+    "worker": ["worker"],
+    "projector": ["project"],
+    "api": ["serve", "api"],
+}
+
+
+def managed(settings: Settings, name: str) -> Managed:
+    return Managed(f"app-{name}", settings.state_dir)
+
+
+def start(settings: Settings, names=tuple(APPS)) -> list[str]:
+    started = []
+    for name in names:
+        m = managed(settings, name)
+        if m.running():
+            continue
+        m.start([sys.executable, "-m", "threadline.cli", "--home", str(settings.state_dir), *APPS[name]],
+                env={"THREADLINE_LOG_FORMAT": "json"})
+        started.append(name)
+    if "gateway" in names:
+        wait_until(lambda: _healthy(f"http://{settings.gateway_host}:{settings.gateway_port}/healthz"), 60,
+                   what="gateway")
+    if "api" in names:
+        wait_until(lambda: _healthy(f"http://{settings.api_host}:{settings.api_port}/healthz"), 60, what="api")
+    return started
+
+
+def _healthy(url: str) -> bool:
+    return httpx.get(url, timeout=2).status_code == 200
+
+
+def stop(settings: Settings) -> list[str]:
+    return [name for name in APPS if managed(settings, name).stop(timeout=15)]

@@ -1,0 +1,19 @@
+"""Where the local stack's files live: recipes in deploy/local, state in the state folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from threadline.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_LOCAL = REPO_ROOT / "deploy" / "local"
+
+
+def deploy_local() -> Path:
+    if not (DEPLOY_LOCAL / "pom.xml").exists():
+        raise ConfigError(
+            f"{DEPLOY_LOCAL} not found: the local stack runs from a source checkout "
+            "(pip install -e .); elsewhere point THREADLINE_KAFKA_BOOTSTRAP and THREADLINE_PG_DSN at your services"
+        )
+    return DEPLOY_LOCAL
