@@ -68,10 +68,14 @@ def _fullname(raw: dict) -> str:
 
 
 class ConfluentCodec:
+    """Writes Confluent frames; reads them and, for places that ran without a registry,
+    single-object frames too (the magic bytes tell them apart)."""
+
     def __init__(self, registry: RegistryClient):
         self.registry = registry
         self._ids: dict[tuple[str, str], tuple[int, dict]] = {}
         self._writers: dict[int, tuple[str, dict]] = {}
+        self._single_object: SingleObjectCodec | None = None
 
     def schema_id(self, topic: str, subject: str) -> int:
         return self._writer_for(topic, subject)[0]
@@ -92,6 +96,9 @@ class ConfluentCodec:
         return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + _write(parsed, record)
 
     def decode(self, data: bytes) -> Decoded:
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            self._single_object = self._single_object or SingleObjectCodec()
+            return self._single_object.decode(data)
         if len(data) < 5 or data[:1] != CONFLUENT_MAGIC:
             raise DecodeError("not in the Confluent wire format (magic byte 0 + schema id)")
         (schema_id,) = struct.unpack(">I", data[1:5])

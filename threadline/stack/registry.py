@@ -1,12 +1,75 @@
-"""Placeholder until the registry recipe lands."""
+"""A Confluent-compatible schema registry for the local stack: Apicurio Registry 3.0.9.
+
+Maven Central has only the plain application jar, not a runnable build, so deploy/local/registry
+re-runs the Quarkus build over it (``build.sh``, once; jars cached in ~/.m2) and ``run.sh``
+starts it on loopback with its H2 database in the state folder, so schema ids survive a
+restart (records on Kafka carry those ids). The API the codec uses is ``/apis/ccompat/v7``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import httpx
+
 from threadline.errors import ConfigError
-from threadline.stack.process import Managed
+from threadline.settings import Settings
+from threadline.stack.kafka import java_bin
+from threadline.stack.paths import deploy_local
+from threadline.stack.process import Managed, port_open, wait_until
 
-def managed(settings):
-    return Managed("registry", settings.state_dir)
+NAME = "registry"
 
-def start(settings, timeout: float = 120.0) -> bool:
-    raise ConfigError("registry not wired yet")
 
-def ready(settings) -> bool:
-    return False
+def folder():
+    return deploy_local() / "registry"
+
+
+def runner_jar():
+    return folder() / "target" / "threadline-local-registry-0.0.0-local-runner.jar"
+
+
+def ensure_built(settings: Settings) -> None:
+    if runner_jar().exists():
+        return
+    log = settings.state_dir / "logs" / "registry-build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        result = subprocess.run(["bash", str(folder() / "build.sh"), "-q"], stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0 or not runner_jar().exists():
+        raise ConfigError(f"the schema registry build failed; see {log}")
+
+
+def managed(settings: Settings) -> Managed:
+    return Managed(NAME, settings.state_dir)
+
+
+def ready(settings: Settings) -> bool:
+    return httpx.get(f"{settings.registry_url}/subjects", timeout=3).status_code == 200
+
+
+def start(settings: Settings, timeout: float = 120.0) -> bool:
+    m = managed(settings)
+    if m.running():
+        wait_until(lambda: ready(settings), timeout, what="schema registry")
+        return False
+    if port_open("127.0.0.1", settings.registry_port):
+        raise ConfigError(f"127.0.0.1:{settings.registry_port} is taken by a process this state folder did not start; "
+                          "stop it, or set THREADLINE_REGISTRY_URL to use it")
+    ensure_built(settings)
+    db = settings.state_dir / "registry" / "db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    m.start(["bash", str(folder() / "run.sh")], cwd=folder(), env={
+        "JAVA_HOME": os.path.dirname(os.path.dirname(java_bin())),
+        "REGISTRY_PORT": str(settings.registry_port),
+        "REGISTRY_DB_URL": f"jdbc:h2:file:{db};DB_CLOSE_ON_EXIT=FALSE",
+        # -Dthreadline.home puts the state folder on the command line: that is how pid files are checked.
+        "REGISTRY_JAVA_OPTS": f"-Xmx256m -XX:+UseSerialGC -Dthreadline.home={settings.state_dir}",
+    })
+    try:
+        wait_until(lambda: ready(settings), timeout, what="schema registry")
+    except TimeoutError:
+        m.stop(5)
+        raise
+    return True

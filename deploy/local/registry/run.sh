@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the locally built Apicurio Registry 3.0.9 (in-memory H2 storage) on 127.0.0.1:${REGISTRY_PORT:-18081}.
+# Run the locally built Apicurio Registry 3.0.9 (H2 storage: in memory, or REGISTRY_DB_URL, e.g. jdbc:h2:file:/path/db) on 127.0.0.1:${REGISTRY_PORT:-18081}.
 # Confluent-compatible API: http://127.0.0.1:${REGISTRY_PORT:-18081}/apis/ccompat/v7
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,7 +12,7 @@ exec "$JAVA" ${REGISTRY_JAVA_OPTS:--Xmx256m -XX:+UseSerialGC} \
   -Dquarkus.oidc.token-path=http://127.0.0.1:1/oidc-disabled \
   -Dapicurio.storage.kind=sql \
   -Dapicurio.storage.sql.kind=h2 \
-  -Dapicurio.datasource.url='jdbc:h2:mem:registry' \
+  -Dapicurio.datasource.url="${REGISTRY_DB_URL:-jdbc:h2:mem:registry}" \
   -Dapicurio.datasource.jdbc.initial-size=2 \
   -Dapicurio.datasource.jdbc.min-size=2 \
   -Dapicurio.datasource.jdbc.max-size=20 \
