@@ -56,7 +56,7 @@ def versions(subject: str) -> tuple[SchemaVersion, ...]:
         if not m:
             continue
         raw = json.loads(path.read_text())
-        parsed = fastavro.parse_schema(raw, _write_hint=False, _force=True)
+        parsed = fastavro.parse_schema(raw)
         found.append(SchemaVersion(subject, int(m.group(1)), path, raw, parsed))
     if not found:
         raise KeyError(f"no schema versions under {folder}")

@@ -108,7 +108,7 @@ class ConfluentCodec:
                 raw = json.loads(self.registry.schema_by_id(schema_id))
             except SchemaError as exc:
                 raise DecodeError(f"unknown schema id {schema_id}: {exc}") from exc
-            writer = (_fullname(raw), fastavro.parse_schema(raw, _write_hint=False, _force=True))
+            writer = (_fullname(raw), fastavro.parse_schema(raw))
             self._writers[schema_id] = writer
         name, parsed = writer
         reader = schemas.latest_by_fullname().get(name)
