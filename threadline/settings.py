@@ -91,6 +91,15 @@ class Settings(BaseSettings):
             return self.pg_dsn
         return f"postgresql://threadline@127.0.0.1:{self.pg_port}/threadline"
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as THREADLINE_* variables, for child processes that must share them."""
+        out = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is not None:
+                out[f"THREADLINE_{name.upper()}"] = str(value)
+        out["THREADLINE_HOME"] = str(self.state_dir)
+        return out
+
     def kafka_client_config(self) -> dict:
         """Security settings shared by every kafka-python client (empty on the local stack)."""
         cfg: dict = {"bootstrap_servers": self.kafka_bootstrap.split(",")}

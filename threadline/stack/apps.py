@@ -32,7 +32,7 @@ def start(settings: Settings, names=tuple(APPS)) -> list[str]:
         if m.running():
             continue
         m.start([sys.executable, "-m", "threadline.cli", "--home", str(settings.state_dir), *APPS[name]],
-                env={"THREADLINE_LOG_FORMAT": "json"})
+                env={**settings.to_env(), "THREADLINE_LOG_FORMAT": "json"})
         started.append(name)
     if "gateway" in names:
         wait_until(lambda: _healthy(f"http://{settings.gateway_host}:{settings.gateway_port}/healthz"), 60,

@@ -1,0 +1,150 @@
+"""One contact carried end to end on real parts:
+HTTP gateway → contacts.v1 → identity worker (faust) → contacts.resolved.v1 → projector →
+Postgres → read API. Every component runs as its own process, as in production."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from threadline.catalog import CONTACTS, EVENT_PARTITIONS
+from threadline.stack import apps
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pipeline(services, catalog_topics, tmp_path_factory):
+    settings = services.settings.model_copy(update={
+        "home": tmp_path_factory.mktemp("e2e-home"),
+        "gateway_port": _free_port(), "api_port": _free_port(),
+    })
+    apps.start(settings)
+    try:
+        yield settings
+    finally:
+        stopped = apps.stop(settings)
+        assert sorted(stopped) == sorted(apps.APPS), f"an app had died before the end: {stopped}"
+
+
+@pytest.fixture
+def gateway(pipeline):
+    with httpx.Client(base_url=f"http://{pipeline.gateway_host}:{pipeline.gateway_port}", timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def api(pipeline):
+    with httpx.Client(base_url=f"http://{pipeline.api_host}:{pipeline.api_port}", timeout=30) as c:
+        yield c
+
+
+def contact(provider_id: str, handle: str, **extra) -> dict:
+    body = {"provider_id": provider_id, "connector": "e2e", "channel": "twitter",
+            "occurred_at": datetime.now(UTC).isoformat(), "language": "it",
+            "identities": [{"kind": "social", "value": handle, "platform": "twitter"}],
+            "text": "il mio ordine è arrivato rotto", "facts": [{"kind": "order_number", "value": "100234"}]}
+    body.update(extra)
+    return body
+
+
+def wait_visible(api, event_id: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = api.get(f"/contacts/{event_id}")
+        if r.status_code == 200:
+            return r.json()
+        assert r.status_code == 404, r.text
+        time.sleep(0.2)
+    raise AssertionError(f"{event_id} never reached the read model")
+
+
+def contacts_end_offset(settings) -> int:
+    consumer = KafkaConsumer(**settings.kafka_client_config())
+    try:
+        tps = [TopicPartition(CONTACTS.name, p) for p in range(EVENT_PARTITIONS)]
+        return sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+
+
+def test_a_posted_contact_comes_back_from_the_read_endpoint(gateway, api):
+    handle = f"giulia_{uuid.uuid4().hex[:8]}"
+    resp = gateway.post("/contacts", json=contact(f"tw-{handle}", handle))
+    assert resp.status_code == 202, resp.text
+    ack = resp.json()
+    assert ack["topic"] == "contacts.v1" and ack["offset"] >= 0
+
+    row = wait_visible(api, ack["event_id"])
+    assert row["channel"] == "twitter"
+    assert row["text"] == "il mio ordine è arrivato rotto"
+    assert row["facts"] == [{"kind": "order_number", "value": "100234", "source": None}]
+    assert row["customer_id"]
+    assert row["source_topic"] == "contacts.resolved.v1"
+
+    timeline = api.get(f"/customers/{row['customer_id']}/contacts").json()
+    assert [c["event_id"] for c in timeline["items"]] == [ack["event_id"]]
+
+
+def test_the_same_contact_posted_twice_is_one_row(gateway, api, pipeline):
+    handle = f"sanne_{uuid.uuid4().hex[:8]}"
+    body = contact(f"form-{handle}", handle, channel="web_form")
+    before = contacts_end_offset(pipeline)
+    first = gateway.post("/contacts", json=body).json()
+    second = gateway.post("/contacts", json=body).json()
+    assert first["event_id"] == second["event_id"]
+    # The log keeps both deliveries (at-least-once); the read model holds one row.
+    assert contacts_end_offset(pipeline) - before == 2
+    row = wait_visible(api, first["event_id"])
+    time.sleep(1.0)  # give the duplicate time to reach the projector too
+    timeline = api.get(f"/customers/{row['customer_id']}/contacts").json()
+    assert [c["event_id"] for c in timeline["items"]] == [first["event_id"]]
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"provider_id": None}, "provider_id"),
+    ({"channel": "carrier_pigeon"}, "channel"),
+    ({"occurred_at": "2026-11-22T10:00:00"}, "occurred_at"),
+    ({"identities": []}, "identities"),
+    ({"identities": [{"kind": "email"}]}, "identities.0.value"),
+])
+def test_a_malformed_contact_gets_400_naming_the_field_and_nothing_is_produced(gateway, pipeline, change, field):
+    body = contact("bad-1", "nobody")
+    body.update(change)
+    body = {k: v for k, v in body.items() if v is not None}
+    before = contacts_end_offset(pipeline)
+    resp = gateway.post("/contacts", json=body)
+    assert resp.status_code == 400
+    err = resp.json()
+    assert err["error"] == "invalid_body"
+    assert field in [f["field"] for f in err["fields"]]
+    assert contacts_end_offset(pipeline) == before
+
+
+def test_bad_requests_get_clear_json_errors(gateway, api, pipeline):
+    before = contacts_end_offset(pipeline)
+    r = gateway.post("/contacts", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == "malformed_json"
+    r = gateway.post("/contacts", content=b"provider_id=1", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
+    r = gateway.post("/contacts", content=b"{" + b" " * (pipeline.max_body_bytes + 1) + b"}",
+                     headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "body_too_large"
+    assert contacts_end_offset(pipeline) == before
+
+    r = api.get(f"/contacts/{uuid.uuid4()}")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = api.get("/contacts/not-a-uuid")
+    assert r.status_code == 400 and r.json()["fields"][0]["field"] == "event_id"
+    r = api.get("/customers/x/contacts", params={"limit": 0})
+    assert r.status_code == 400 and r.json()["fields"][0]["field"] == "limit"
