@@ -20,33 +20,37 @@ PROMOTIONS = {
 }
 
 
-def _norm(schema, names: dict) -> object:
-    """Inline named-type references so each node can be compared on its own."""
+def _norm(schema, names: dict, ns: str | None = None) -> object:
+    """Inline named-type references so each node can be compared on its own.
+
+    ``ns`` is the enclosing namespace: named types defined inside a record inherit it.
+    """
     if isinstance(schema, str):
         if schema in PRIMITIVES:
             return {"type": schema}
-        if schema in names:
-            return names[schema]
+        for candidate in ((f"{ns}.{schema}",) if ns and "." not in schema else ()) + (schema,):
+            if candidate in names:
+                return names[candidate]
         raise ValueError(f"unknown type reference {schema!r}")
     if isinstance(schema, list):
-        return [_norm(s, names) for s in schema]
+        return [_norm(s, names, ns) for s in schema]
     t = schema["type"]
     if isinstance(t, (dict, list)) or (isinstance(t, str) and t not in PRIMITIVES | {"record", "enum", "array", "map", "fixed", "error"}):
-        return _norm(t, names)
+        return _norm(t, names, ns)
     if t in ("record", "error", "enum", "fixed"):
         name = schema["name"]
-        ns = schema.get("namespace")
+        own_ns = name.rsplit(".", 1)[0] if "." in name else schema.get("namespace", ns)
         out = dict(schema)
         names[name] = out
-        if ns and "." not in name:
-            names[f"{ns}.{name}"] = out
+        if own_ns and "." not in name:
+            names[f"{own_ns}.{name}"] = out
         if t in ("record", "error"):
-            out["fields"] = [dict(f, type=_norm(f["type"], names)) for f in schema["fields"]]
+            out["fields"] = [dict(f, type=_norm(f["type"], names, own_ns)) for f in schema["fields"]]
         return out
     if t == "array":
-        return dict(schema, items=_norm(schema["items"], names))
+        return dict(schema, items=_norm(schema["items"], names, ns))
     if t == "map":
-        return dict(schema, values=_norm(schema["values"], names))
+        return dict(schema, values=_norm(schema["values"], names, ns))
     return schema
 
 
@@ -67,18 +71,18 @@ def _names_match(reader: dict, writer: dict) -> bool:
 
 def incompatibilities(reader, writer, path: str = "") -> list[str]:
     """Every reason a reader cannot read data of this writer; empty when it can."""
-    return _check(_norm(reader, {}), _norm(writer, {}), path or "<root>")
+    return _check(_norm(reader, {}), _norm(writer, {}), path or "<root>", set())
 
 
-def _check(r, w, path: str) -> list[str]:
+def _check(r, w, path: str, seen: set) -> list[str]:
     if isinstance(w, list):
         problems = []
         for branch in w:
-            problems += _check(r, branch, f"{path}|{_type_name(branch)}")
+            problems += _check(r, branch, f"{path}|{_type_name(branch)}", seen)
         return problems
     if isinstance(r, list):
         for branch in r:
-            if not _check(branch, w, path):
+            if not _check(branch, w, path, seen):
                 return []
         return [f"{path}: reader union has no branch for writer type {_type_name(w)}"]
     rt, wt = r["type"], w["type"]
@@ -89,6 +93,9 @@ def _check(r, w, path: str) -> list[str]:
     if rt in ("record", "error"):
         if not _names_match(r, w):
             return [f"{path}: record name {w['name']} does not match reader {r['name']}"]
+        if (id(r), id(w)) in seen:  # a recursive type: this pair is being checked further up
+            return []
+        seen = seen | {(id(r), id(w))}
         problems = []
         by_name = {f["name"]: f for f in w["fields"]}
         for field in r["fields"]:
@@ -98,7 +105,7 @@ def _check(r, w, path: str) -> list[str]:
                 if "default" not in field:
                     problems.append(f"{path}.{field['name']}: added without a default")
                 continue
-            problems += _check(field["type"], wf["type"], f"{path}.{field['name']}")
+            problems += _check(field["type"], wf["type"], f"{path}.{field['name']}", seen)
         return problems
     if rt == "enum":
         if not _names_match(r, w):
@@ -108,9 +115,9 @@ def _check(r, w, path: str) -> list[str]:
             return [f"{path}: enum symbols {missing} removed and the reader has no default"]
         return []
     if rt == "array":
-        return _check(r["items"], w["items"], f"{path}[]")
+        return _check(r["items"], w["items"], f"{path}[]", seen)
     if rt == "map":
-        return _check(r["values"], w["values"], f"{path}{{}}")
+        return _check(r["values"], w["values"], f"{path}{{}}", seen)
     if rt == "fixed":
         if not _names_match(r, w) or r["size"] != w["size"]:
             return [f"{path}: fixed {w['name']}({w['size']}) cannot be read as {r['name']}({r['size']})"]

@@ -18,6 +18,9 @@ def validation_fields(exc: ValidationError | RequestValidationError) -> list[dic
     """One entry per invalid field, named by its dotted path (``identities.0.kind``)."""
     out = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"] if p not in ("body", "query", "path")]
+        loc = list(err["loc"])
+        if isinstance(exc, RequestValidationError) and loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+            loc = loc[1:]
+        loc = [str(p) for p in loc]
         out.append({"field": ".".join(loc) or "<body>", "problem": err["msg"]})
     return out
