@@ -109,9 +109,11 @@ class _SeekToStored(ConsumerRebalanceListener):
 
 
 class Projector:
-    def __init__(self, settings: Settings, codec: Codec | None = None, projector: str = NAME):
+    def __init__(self, settings: Settings, codec: Codec | None = None, projector: str = NAME,
+                 source_topic: str = CONTACTS_RESOLVED.name):
         self.settings = settings
         self.projector = projector
+        self.source_topic = source_topic
         self.codec = codec or make_codec(settings)
         self.stop_event = threading.Event()
 
@@ -121,7 +123,7 @@ class Projector:
         consumer = KafkaConsumer(group_id=f"threadline-projector-{self.projector}", enable_auto_commit=False,
                                  auto_offset_reset="earliest", max_poll_records=1000,
                                  **self.settings.kafka_client_config())
-        consumer.subscribe([CONTACTS_RESOLVED.name], listener=_SeekToStored(consumer, conn, self.projector))
+        consumer.subscribe([self.source_topic], listener=_SeekToStored(consumer, conn, self.projector))
         dlq = make_producer(self.settings)
         batches = 0
         try:

@@ -1,7 +1,9 @@
 """The faust application: wires the identity rules to contacts.v1 → contacts.resolved.v1.
 
 Processing is at-least-once (faust's exactly-once mode has open bugs); duplicates are harmless
-because event ids are deterministic and every consumer is idempotent. A record that cannot be
+because event ids are deterministic and every consumer is idempotent. Commit order, as faust's
+consumer does it: the agent hands its output to the producer, faust flushes the producer (every
+output acknowledged), and only then commits the source offsets. A record that cannot be
 decoded or resolved goes to streams.dlq.v1 with its raw bytes and the reason; it never blocks
 its partition and never stops the worker.
 """

@@ -148,3 +148,41 @@ def test_bad_requests_get_clear_json_errors(gateway, api, pipeline):
     assert r.status_code == 400 and r.json()["fields"][0]["field"] == "event_id"
     r = api.get("/customers/x/contacts", params={"limit": 0})
     assert r.status_code == 400 and r.json()["fields"][0]["field"] == "limit"
+
+
+def test_a_bad_record_on_contacts_goes_to_the_streams_dlq_and_does_not_block_the_partition(gateway, api, pipeline):
+    from threadline.catalog import STREAMS_DLQ
+    from threadline.kafka import make_producer
+
+    handle = f"emre_{uuid.uuid4().hex[:8]}"
+    body = contact(f"rev-{handle}", handle, channel="review")
+    key = f"social:twitter:{handle}".encode()  # the partition the valid contact will use
+    dlq = KafkaConsumer(**pipeline.kafka_client_config())
+    tp = TopicPartition(STREAMS_DLQ.name, 0)
+    dlq.assign([tp])
+    dlq.seek(tp, dlq.end_offsets([tp])[tp])
+
+    producer = make_producer(pipeline)
+    meta = producer.send(CONTACTS.name, key=key, value=b"\x00\x7f\xff\xff\xffgarbage").get(timeout=30)
+    producer.close()
+    ack = gateway.post("/contacts", json=body).json()
+    assert ack["partition"] == meta.partition and ack["offset"] > meta.offset
+    wait_visible(api, ack["event_id"])  # the record behind the bad one went through
+
+    deadline = time.monotonic() + 30
+    found = []
+    while not found and time.monotonic() < deadline:
+        for m in dlq.poll(timeout_ms=500).get(tp, []):
+            h = dict(m.headers)
+            if h.get("source_offset") == str(meta.offset).encode() and h.get("source_partition") == str(meta.partition).encode():
+                found.append(m)
+    dlq.close()
+    assert found, "the bad record did not reach streams.dlq.v1"
+    assert found[0].value == b"\x00\x7f\xff\xff\xffgarbage"
+    assert dict(found[0].headers)["reason"]
+
+
+def test_the_gateway_and_the_api_describe_themselves_in_openapi(gateway, api):
+    assert "/contacts" in gateway.get("/openapi.json").json()["paths"]
+    paths = api.get("/openapi.json").json()["paths"]
+    assert "/contacts/{event_id}" in paths and "/customers/{customer_id}/contacts" in paths
