@@ -183,7 +183,10 @@ def bench(events: int = typer.Option(20000, help="events per measurement"),
     """Benchmarks on the local stack; writes docs/benchmarks.md."""
     from threadline.bench import run_bench
 
-    run_bench(settings(), events=events, out=out, console=console)
+    try:
+        run_bench(settings(), events=events, out=out, console=console)
+    except (ConfigError, TimeoutError, RuntimeError) as exc:
+        fail(f"benchmark did not complete: {exc}", 2 if isinstance(exc, ConfigError) else 1)
 
 
 def main() -> None:

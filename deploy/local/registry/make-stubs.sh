@@ -7,10 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 REPO=stub-repo/io/apicurio
-mvn -B -q dependency:get -Dartifact=io.apicurio:apicurio-registry:3.0.7:pom -Dtransitive=false
+# Copy the 3.0.7 parent out of whatever local repository Maven uses (~/.m2 or -Dmaven.repo.local).
+mvn -B -q dependency:copy -Dartifact=io.apicurio:apicurio-registry:3.0.7:pom -DoutputDirectory=stub-repo/.parent
 mkdir -p "$REPO/apicurio-registry/3.0.9" "$REPO/apicurio-registry-config-index-deployment/3.0.9"
 sed '0,/<version>3.0.7<\/version>/s//<version>3.0.9<\/version>/' \
-  "$HOME/.m2/repository/io/apicurio/apicurio-registry/3.0.7/apicurio-registry-3.0.7.pom" \
+  stub-repo/.parent/apicurio-registry-3.0.7.pom \
   > "$REPO/apicurio-registry/3.0.9/apicurio-registry-3.0.9.pom"
 cat > "$REPO/apicurio-registry-config-index-deployment/3.0.9/apicurio-registry-config-index-deployment-3.0.9.pom" <<'POM'
 <?xml version="1.0" encoding="UTF-8"?>
