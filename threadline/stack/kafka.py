@@ -109,13 +109,18 @@ def ready(settings: Settings) -> bool:
     from kafka import KafkaAdminClient
 
     # Refused connections are the expected answer while the broker starts: not worth a warning.
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    admin = KafkaAdminClient(client_id="threadline-ready", request_timeout_ms=3000,
-                             **settings.kafka_client_config())
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
     try:
-        return bool(admin.describe_cluster().get("brokers"))
+        admin = KafkaAdminClient(client_id="threadline-ready", request_timeout_ms=3000,
+                                 **settings.kafka_client_config())
+        try:
+            return bool(admin.describe_cluster().get("brokers"))
+        finally:
+            admin.close()
     finally:
-        admin.close()
+        kafka_log.setLevel(level)
 
 
 def broker_version(settings: Settings) -> str | None:

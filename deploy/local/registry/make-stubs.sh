@@ -8,7 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")"
 REPO=stub-repo/io/apicurio
 # Copy the 3.0.7 parent out of whatever local repository Maven uses (~/.m2 or -Dmaven.repo.local).
-mvn -B -q dependency:copy -Dartifact=io.apicurio:apicurio-registry:3.0.7:pom -DoutputDirectory=stub-repo/.parent
+# Run from an empty folder: here, Maven would first try to read pom.xml, which needs these stubs.
+here=$(pwd)
+(cd "$(mktemp -d)" && mvn -B -q dependency:copy -Dartifact=io.apicurio:apicurio-registry:3.0.7:pom \
+  -DoutputDirectory="$here/stub-repo/.parent")
 mkdir -p "$REPO/apicurio-registry/3.0.9" "$REPO/apicurio-registry-config-index-deployment/3.0.9"
 sed '0,/<version>3.0.7<\/version>/s//<version>3.0.9<\/version>/' \
   stub-repo/.parent/apicurio-registry-3.0.7.pom \
