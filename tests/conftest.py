@@ -96,7 +96,13 @@ def services(request) -> Services:
     from threadline.stack import kafka
 
     s = Settings()
-    started = stack.up(s, log=lambda m: None)
+    was_running = kafka.managed(s).running()
+    try:
+        started = stack.up(s, log=lambda m: None)
+    except BaseException:
+        if not was_running:
+            stack.down(s)  # a part failed to start: stop the parts that did, leave nothing behind
+        raise
     version = kafka.broker_version(s) or s.kafka_version
     print(f"\nkafka broker: Apache Kafka {version} at {s.kafka_bootstrap}")
     try:
