@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from projectors.migrate import migrate

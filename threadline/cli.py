@@ -33,7 +33,7 @@ serve_app = typer.Typer(no_args_is_help=True, help="HTTP services.")
 app.add_typer(topics_app, name="topics")
 app.add_typer(serve_app, name="serve")
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 

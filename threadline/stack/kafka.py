@@ -142,11 +142,7 @@ def start(settings: Settings, timeout: float = 90.0) -> bool:
     ensure_jars(settings)
     config = _write_config(settings)
     _format(settings, config)
-    m.start([java_bin(), *_java_opts(settings), "-cp", _classpath(settings), "kafka.Kafka", str(config)])
-    try:
-        wait_until(lambda: ready(settings), timeout, what="kafka")
-    except TimeoutError:
-        m.stop(5)
-        raise
+    m.launch([java_bin(), *_java_opts(settings), "-cp", _classpath(settings), "kafka.Kafka", str(config)],
+             ready=lambda: ready(settings), timeout=timeout)
     return True
 

@@ -60,6 +60,16 @@ class Managed:
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
 
+    def launch(self, argv: list[str], *, ready, timeout: float, env: dict | None = None,
+               cwd: Path | None = None) -> None:
+        """Start, then wait for ``ready()``; a process that never gets ready is stopped again."""
+        self.start(argv, env=env, cwd=cwd)
+        try:
+            wait_until(ready, timeout, what=self.name)
+        except TimeoutError:
+            self.stop(5)
+            raise
+
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM, then SIGKILL after ``timeout``; the whole process group. True if it ran."""
         pid = self.pid()

@@ -60,16 +60,11 @@ def start(settings: Settings, timeout: float = 120.0) -> bool:
     ensure_built(settings)
     db = settings.state_dir / "registry" / "db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    m.start(["bash", str(folder() / "run.sh")], cwd=folder(), env={
+    m.launch(["bash", str(folder() / "run.sh")], ready=lambda: ready(settings), timeout=timeout, cwd=folder(), env={
         "JAVA_HOME": os.path.dirname(os.path.dirname(java_bin())),
         "REGISTRY_PORT": str(settings.registry_port),
         "REGISTRY_DB_URL": f"jdbc:h2:file:{db};DB_CLOSE_ON_EXIT=FALSE",
         # -Dthreadline.home puts the state folder on the command line: that is how pid files are checked.
         "REGISTRY_JAVA_OPTS": f"-Xmx256m -XX:+UseSerialGC -Dthreadline.home={settings.state_dir}",
     })
-    try:
-        wait_until(lambda: ready(settings), timeout, what="schema registry")
-    except TimeoutError:
-        m.stop(5)
-        raise
     return True
