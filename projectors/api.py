@@ -1,19 +1,32 @@
 """The read API (``threadline serve api``): JSON over HTTP on the read models.
 
-The foundation serves the skeleton's contacts; the audience read models add their routes.
-Unknown ids answer 404 with a JSON error; malformed ids 400 naming the parameter.
+Customers by id and by any identity, a customer's timeline and conversations, the support
+inbox, the sales context, marketing engagement, reviews, consent and segments, projection lag;
+plus the walking skeleton's contact routes. Lists page with ``limit``/``offset`` and say the
+``next_offset``. Unknown ids answer 404 with a JSON error; bad parameters 400 naming them; a
+projection that was never built 503. OpenAPI at ``/openapi.json`` (``/docs``).
+
+A merged customer's old id answers with the survivor (``customer_id``) and says so
+(``requested_id``); the survivor lists the ids merged into it (``merged_ids``).
 """
 
 from __future__ import annotations
 
 import uuid
 from contextlib import asynccontextmanager
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Literal
 
+import psycopg
 from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from projectors import rules
+from projectors.framework import live_schema
 from threadline.http import error_response, validation_fields
 from threadline.settings import Settings
 
@@ -21,8 +34,22 @@ CONTACT_COLUMNS = ("event_id, customer_id, connector, channel, direction, occurr
                    "record->'facts' as facts, record->'identities' as identities, "
                    "source_topic, source_partition, source_offset")
 
+SlaState = Literal["running", "breached", "met", "none"]
+ConversationState = Literal["open", "resolved"]
+WaitingOn = Literal["agent", "customer", "nobody"]
+IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
+Limit = Query(50, ge=1, le=500, description="page size")
+Offset = Query(0, ge=0, description="rows to skip")
+
+
+class NotFound(Exception):
+    def __init__(self, what: str):
+        self.what = what
+
 
 def create_app(settings: Settings) -> FastAPI:
+    support, sales, marketing = (live_schema(settings, p) for p in ("support", "sales", "marketing"))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         pool = AsyncConnectionPool(settings.effective_pg_dsn, min_size=1, max_size=8, open=False,
@@ -32,47 +59,240 @@ def create_app(settings: Settings) -> FastAPI:
         yield
         await pool.close()
 
-    app = FastAPI(title="Threadline read API", version="1", lifespan=lifespan)
+    app = FastAPI(title="Threadline read API", version="2", lifespan=lifespan,
+                  description="Read models for support, sales and marketing, built from the event log.")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):
         return error_response(400, "invalid_parameters", "the request parameters are not valid",
                               validation_fields(exc))
 
-    @app.get("/contacts/{event_id}")
+    @app.exception_handler(NotFound)
+    async def _not_found(_req: Request, exc: NotFound):
+        return error_response(404, "not_found", f"no {exc.what}")
+
+    @app.exception_handler(psycopg.errors.UndefinedTable)
+    async def _not_built(_req: Request, exc: psycopg.errors.UndefinedTable):
+        return error_response(503, "projection_not_built",
+                              "the projection has not been built yet (run `threadline project`)")
+
+    async def rows(request: Request, sql: str, params=()) -> list[dict]:
+        async with request.app.state.pool.connection() as conn:
+            return [_jsonable(r) for r in await (await conn.execute(sql, params)).fetchall()]
+
+    async def one(request: Request, sql: str, params=()) -> dict | None:
+        found = await rows(request, sql, params)
+        return found[0] if found else None
+
+    async def resolve(request: Request, schema: str, customer_id: str) -> str:
+        row = await one(request, f"select customer_id from {schema}.customers where origin_customer_id = %s",
+                        (customer_id,))
+        if row is None:
+            raise NotFound(f"customer {customer_id}")
+        return row["customer_id"]
+
+    def page(items: list[dict], limit: int, offset: int, **extra) -> dict:
+        return {**extra, "items": items, "limit": limit, "offset": offset,
+                "next_offset": offset + limit if len(items) == limit else None}
+
+    # -- the walking skeleton's contacts ------------------------------------------------------
+    @app.get("/contacts/{event_id}", tags=["contacts"])
     async def get_contact(event_id: str, request: Request):
         try:
             uuid.UUID(event_id)
         except ValueError:
             return error_response(400, "invalid_parameters", "event_id is not a UUID",
                                   [{"field": "event_id", "problem": "not a UUID"}])
-        async with request.app.state.pool.connection() as conn:
-            row = await (await conn.execute(f"select {CONTACT_COLUMNS} from skeleton.contacts where event_id = %s",
-                                            (event_id,))).fetchone()
+        row = await one(request, f"select {CONTACT_COLUMNS} from skeleton.contacts where event_id = %s", (event_id,))
         if row is None:
-            return error_response(404, "not_found", f"no contact {event_id}")
-        return _jsonable(row)
+            raise NotFound(f"contact {event_id}")
+        return row
 
-    @app.get("/customers/{customer_id}/contacts")
-    async def customer_contacts(customer_id: str, request: Request,
-                                limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
-        async with request.app.state.pool.connection() as conn:
-            rows = await (await conn.execute(
-                f"select {CONTACT_COLUMNS} from skeleton.contacts where customer_id = %s"
-                " order by occurred_at, event_id limit %s offset %s", (customer_id, limit, offset))).fetchall()
-        if not rows and offset == 0:
-            return error_response(404, "not_found", f"no customer {customer_id}")
-        return {"customer_id": customer_id, "items": [_jsonable(r) for r in rows], "limit": limit, "offset": offset}
+    @app.get("/customers/{customer_id}/contacts", tags=["contacts"])
+    async def customer_contacts(customer_id: str, request: Request, limit: int = Limit, offset: int = Offset):
+        items = await rows(request, f"select {CONTACT_COLUMNS} from skeleton.contacts where customer_id = %s"
+                                    " order by occurred_at, event_id limit %s offset %s", (customer_id, limit, offset))
+        if not items and offset == 0:
+            raise NotFound(f"customer {customer_id}")
+        return {"customer_id": customer_id, "items": items, "limit": limit, "offset": offset}
 
-    @app.get("/contacts")
-    async def list_contacts(request: Request, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)):
-        async with request.app.state.pool.connection() as conn:
-            rows = await (await conn.execute(
-                f"select {CONTACT_COLUMNS} from skeleton.contacts order by occurred_at, event_id limit %s offset %s",
-                (limit, offset))).fetchall()
-        return {"items": [_jsonable(r) for r in rows], "limit": limit, "offset": offset}
+    @app.get("/contacts", tags=["contacts"])
+    async def list_contacts(request: Request, limit: int = Limit, offset: int = Offset):
+        items = await rows(request, f"select {CONTACT_COLUMNS} from skeleton.contacts order by occurred_at, event_id"
+                                    " limit %s offset %s", (limit, offset))
+        return {"items": items, "limit": limit, "offset": offset}
 
-    @app.get("/healthz")
+    # -- customers (support's context card) ---------------------------------------------------
+    async def card(request: Request, requested: str, customer_id: str) -> dict:
+        s = support
+        summary = await one(request, f"select * from {s}.customer_summary where customer_id = %s", (customer_id,)) or {}
+        merged = await rows(request, f"select origin_customer_id from {s}.customers where customer_id = %s"
+                                     " and origin_customer_id <> customer_id order by 1", (customer_id,))
+        identities = await rows(request, f"select kind, platform, value, first_seen_at, last_seen_at"
+                                         f" from {s}.customer_identity_list where customer_id = %s"
+                                         " order by kind, platform nulls first, value", (customer_id,))
+        facts = await rows(request, f"select kind, value, first_given_at, last_given_at from {s}.customer_facts"
+                                    " where customer_id = %s order by last_given_at desc, kind, value", (customer_id,))
+        convs = await rows(request, f"select conversation_id, state, channel, channels, opened_at, last_event_at,"
+                                    f" sla_state from {s}.conversation_state where customer_id = %s"
+                                    " order by last_event_at desc, conversation_id", (customer_id,))
+        last_order = next((f for f in facts if f["kind"] == "order_number"), None)
+        return {
+            "customer_id": customer_id, "requested_id": requested, "merged_ids": [m["origin_customer_id"] for m in merged],
+            "first_contact_at": summary.get("first_contact_at"), "last_contact_at": summary.get("last_contact_at"),
+            "contacts": summary.get("contacts", 0), "channels": summary.get("channels") or [],
+            "language": summary.get("language"),
+            "sentiment": {"latest": summary.get("sentiment_latest"), "avg_30d": summary.get("sentiment_30d")},
+            "identities": identities, "facts": facts,
+            "last_order": last_order["value"] if last_order else None,
+            "open_conversations": [c for c in convs if c["state"] == "open"],
+            "prior_conversations": [c for c in convs if c["state"] == "resolved"][:20],
+        }
+
+    @app.get("/customers/by-identity", tags=["customers"])
+    async def customer_by_identity(request: Request, kind: IdentityKind, value: str = Query(min_length=1),
+                                   platform: str | None = None):
+        """The customer an identity (email, E.164 phone, social handle, ...) belongs to today."""
+        params = [kind, value]
+        where = "i.kind = %s and i.value = %s"
+        if platform is not None:
+            where += " and i.platform = %s"
+            params.append(platform)
+        found = await rows(request, f"select distinct m.customer_id, max(i.last_seen_at) as seen"
+                                    f" from {support}.customer_identities i join {support}.customers m"
+                                    f" using (origin_customer_id) where {where} group by m.customer_id"
+                                    " order by seen desc, m.customer_id", params)
+        if not found:
+            raise NotFound(f"customer with {kind} identity")
+        out = await card(request, found[0]["customer_id"], found[0]["customer_id"])
+        out["also_matching"] = [f["customer_id"] for f in found[1:]]
+        return out
+
+    @app.get("/customers/{customer_id}", tags=["customers"])
+    async def get_customer(customer_id: str, request: Request):
+        """The context card: identities, facts, language, last order, conversations, sentiment."""
+        return await card(request, customer_id, await resolve(request, support, customer_id))
+
+    @app.get("/customers/{customer_id}/timeline", tags=["support"])
+    async def timeline(customer_id: str, request: Request, channel: str | None = None,
+                       limit: int = Limit, offset: int = Offset):
+        """Every contact across channels in event-time order; ``channel_switch`` marks a change."""
+        cid = await resolve(request, support, customer_id)
+        items = await rows(request, f"select * from {support}.timeline where customer_id = %s"
+                                    " and (%s::text is null or channel = %s)"
+                                    " order by occurred_at, event_id limit %s offset %s",
+                           (cid, channel, channel, limit, offset))
+        return page(items, limit, offset, customer_id=cid)
+
+    @app.get("/customers/{customer_id}/conversations", tags=["support"])
+    async def customer_conversations(customer_id: str, request: Request, state: ConversationState | None = None,
+                                     limit: int = Limit, offset: int = Offset):
+        cid = await resolve(request, support, customer_id)
+        items = await rows(request, f"select * from {support}.conversation_state where customer_id = %s"
+                                    " and (%s::text is null or state = %s)"
+                                    " order by last_event_at desc, conversation_id limit %s offset %s",
+                           (cid, state, state, limit, offset))
+        return page(items, limit, offset, customer_id=cid)
+
+    @app.get("/conversations/{conversation_id}", tags=["support"])
+    async def get_conversation(conversation_id: str, request: Request):
+        conv = await one(request, f"select * from {support}.conversation_state where conversation_id = %s",
+                         (conversation_id,))
+        if conv is None:
+            raise NotFound(f"conversation {conversation_id}")
+        conv["events"] = await rows(request, f"select event_id, event_type, occurred_at, channel, previous_channel,"
+                                             f" contact_event_id, waiting_on, sla_kind, sla_due_at, sla_elapsed_seconds"
+                                             f" from {support}.conversation_events where conversation_id = %s"
+                                             " order by occurred_at, event_id", (conversation_id,))
+        return conv
+
+    @app.get("/support/inbox", tags=["support"])
+    async def inbox(request: Request, sla_state: SlaState | None = None, channel: str | None = None,
+                    waiting_on: WaitingOn | None = None, limit: int = Limit, offset: int = Offset):
+        """Open conversations, the most urgent SLA first."""
+        items = await rows(request, f"select * from {support}.inbox where (%s::text is null or sla_state = %s)"
+                                    " and (%s::text is null or channel = %s) and (%s::text is null or waiting_on = %s)"
+                                    " order by sla_due_at nulls last, last_event_at, conversation_id"
+                                    " limit %s offset %s",
+                           (sla_state, sla_state, channel, channel, waiting_on, waiting_on, limit, offset))
+        return page(items, limit, offset)
+
+    # -- sales --------------------------------------------------------------------------------
+    @app.get("/sales/customers/{customer_id}", tags=["sales"])
+    async def sales_context(customer_id: str, request: Request):
+        """Customer 360 for account work, with the sentiment trend and "talk to support first"."""
+        cid = await resolve(request, sales, customer_id)
+        row = await one(request, f"select * from {sales}.customer_360 where customer_id = %s", (cid,))
+        if row is None:
+            raise NotFound(f"customer {customer_id}")
+        flag = rules.talk_to_support_first(open_conversations=row["open_conversations"],
+                                           breached_slas_7d=row["breached_slas_7d"],
+                                           support_contacts_7d=row["support_contacts_7d"],
+                                           sentiment_7d=row["sentiment_7d"])
+        return {**row, "requested_id": customer_id,
+                "sentiment_trend": rules.sentiment_trend(row["sentiment_7d"], row["sentiment_prior_23d"]),
+                "talk_to_support_first": flag.flag, "talk_to_support_first_reasons": flag.reasons}
+
+    # -- marketing ----------------------------------------------------------------------------
+    @app.get("/marketing/engagement", tags=["marketing"])
+    async def engagement(request: Request, from_: date | None = Query(None, alias="from"),
+                         to: date | None = Query(None, description="exclusive"), channel: str | None = None,
+                         limit: int = Limit, offset: int = Offset):
+        """Contacts per channel per day (UTC days)."""
+        if from_ and to and to <= from_:
+            return error_response(400, "invalid_parameters", "to must be after from",
+                                  [{"field": "to", "problem": "not after from"}])
+        items = await rows(request, f"select * from {marketing}.engagement_daily where (%s::date is null or day >= %s)"
+                                    " and (%s::date is null or day < %s) and (%s::text is null or channel = %s)"
+                                    " order by day, channel limit %s offset %s",
+                           (from_, from_, to, to, channel, channel, limit, offset))
+        return page(items, limit, offset)
+
+    @app.get("/marketing/response-times", tags=["marketing"])
+    async def response_times(request: Request):
+        """How fast answers came per channel (seconds, from the SLA clocks)."""
+        return {"items": await rows(request, f"select * from {marketing}.response_times order by channel")}
+
+    @app.get("/marketing/reviews", tags=["marketing"])
+    async def reviews(request: Request, min_rating: int | None = Query(None, ge=1, le=5),
+                      max_rating: int | None = Query(None, ge=1, le=5), customer_id: str | None = None,
+                      limit: int = Limit, offset: int = Offset):
+        cid = await resolve(request, marketing, customer_id) if customer_id else None
+        items = await rows(request, f"select * from {marketing}.reviews where (%s::int is null or rating >= %s)"
+                                    " and (%s::int is null or rating <= %s) and (%s::text is null or customer_id = %s)"
+                                    " order by occurred_at desc, event_id limit %s offset %s",
+                           (min_rating, min_rating, max_rating, max_rating, cid, cid, limit, offset))
+        return page(items, limit, offset)
+
+    @app.get("/marketing/customers/{customer_id}/consent", tags=["marketing"])
+    async def consent(customer_id: str, request: Request):
+        """The latest consent signal per channel and purpose."""
+        cid = await resolve(request, marketing, customer_id)
+        items = await rows(request, f"select channel, purpose, granted, source, signal_at, event_id"
+                                    f" from {marketing}.consent_latest where customer_id = %s order by channel, purpose",
+                           (cid,))
+        return {"customer_id": cid, "items": items}
+
+    @app.get("/marketing/customers/{customer_id}/segments", tags=["marketing"])
+    async def customer_segments(customer_id: str, request: Request):
+        cid = await resolve(request, marketing, customer_id)
+        row = await one(request, f"select * from {marketing}.customer_signals where customer_id = %s", (cid,))
+        if row is None:
+            raise NotFound(f"customer {customer_id}")
+        signals = rules.Signals(row["last_rating"], row["sentiment_30d"], row["inbound_90d"],
+                                row["social_inbound_90d"], row["first_channel"])
+        return {"customer_id": cid, "segments": rules.segments(signals), "signals": row}
+
+    # -- operations ---------------------------------------------------------------------------
+    @app.get("/projections", tags=["operations"])
+    async def projections():
+        """Each projector's lag: events and seconds behind its topics."""
+        from projectors.lag import projection_lag
+
+        lags = await run_in_threadpool(projection_lag, settings)
+        return {"items": [_jsonable(vars(lag)) for lag in lags]}
+
+    @app.get("/healthz", tags=["operations"])
     async def healthz():
         return {"status": "ok"}
 
@@ -82,5 +302,11 @@ def create_app(settings: Settings) -> FastAPI:
 def _jsonable(row: dict) -> dict:
     out = {}
     for k, v in row.items():
-        out[k] = v.isoformat() if hasattr(v, "isoformat") else (str(v) if isinstance(v, uuid.UUID) else v)
+        if isinstance(v, (datetime, date)):
+            v = v.isoformat()
+        elif isinstance(v, uuid.UUID):
+            v = str(v)
+        elif isinstance(v, Decimal):
+            v = float(v)
+        out[k] = v
     return out

@@ -9,6 +9,7 @@ that ``threadline up`` starts, so a fresh checkout needs no configuration at all
     THREADLINE_CODEC                confluent | single-object
     THREADLINE_PG_DSN               a PostgreSQL DSN; unset = the embedded server of the local stack
     THREADLINE_LOG_FORMAT           json | console | auto (console on a terminal, JSON otherwise)
+    THREADLINE_PROJECTION_PREFIX    prefix of the projection schemas ("" → support, sales, marketing)
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 18001
     max_body_bytes: int = 1_000_000
+
+    projection_prefix: str = Field(default="", description="prefix of the projection schemas (support → <prefix>support)")
 
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"

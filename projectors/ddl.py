@@ -1,0 +1,286 @@
+"""The tables and views of a projection schema, created per build (blue/green).
+
+Every projection (support, sales, marketing) lives in its own PostgreSQL schema. A schema holds
+the same event-level tables, written by the projector, and the views of its audience over them.
+Tables are keyed by event id (facts, written once) or by what they summarize (``customers``,
+``conversations``: recomputed for the keys a batch touched, from the facts, in the batch's
+transaction). Views that depend on "now" read it from ``clock``: ``now()`` for a live schema,
+the ``as_of`` time for a time-travel build.
+
+The shared bookkeeping (``projection_offsets``, ``projection_builds``) lives in the versioned
+migrations (projectors/migrations); schemas are created here because a rebuild creates a new one
+beside the live one and swaps it in.
+"""
+
+from __future__ import annotations
+
+import re
+
+from threadline.errors import ConfigError
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def check_ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ConfigError(f"{name!r} is not a valid schema name (lowercase letters, digits, _)")
+    return name
+
+
+TABLES = """
+create schema {s};
+create table {s}.meta (
+    only_row   boolean primary key default true check (only_row),
+    projection text not null,
+    build_id   text not null,
+    as_of      timestamptz,
+    created_at timestamptz not null default now()
+);
+create view {s}.clock as select coalesce(as_of, now()) as now from {s}.meta;
+
+create table {s}.contacts (
+    event_id uuid primary key, origin_customer_id text not null, event_type text not null,
+    occurred_at timestamptz not null, recorded_at timestamptz not null, connector text not null,
+    channel text not null, direction text not null, actor_role text not null, department text,
+    subject text, text text, language text, sentiment real, rating smallint, platform text,
+    identities jsonb not null, facts jsonb not null, consent jsonb not null, attachments jsonb not null,
+    thread jsonb not null, metadata jsonb not null, source_partition integer not null, source_offset bigint not null
+);
+create index on {s}.contacts (origin_customer_id, occurred_at);
+create index on {s}.contacts (occurred_at);
+
+create table {s}.conversation_events (
+    event_id text primary key, origin_customer_id text not null, conversation_id text not null,
+    event_type text not null, occurred_at timestamptz not null, recorded_at timestamptz not null,
+    channel text, previous_channel text, contact_event_id text, waiting_on text, sla_kind text,
+    sla_target_seconds bigint, sla_started_at timestamptz, sla_due_at timestamptz, sla_elapsed_seconds bigint,
+    facts jsonb not null, source_partition integer not null, source_offset bigint not null
+);
+create index on {s}.conversation_events (conversation_id, occurred_at);
+create index on {s}.conversation_events (origin_customer_id);
+create index on {s}.conversation_events (contact_event_id);
+
+create table {s}.identity_events (
+    event_id text primary key, event_type text not null, occurred_at timestamptz not null,
+    recorded_at timestamptz not null, customer_id text not null, identities jsonb not null,
+    related_customer_ids text[] not null, rule text, reason text, source_event_id text,
+    source_partition integer not null, source_offset bigint not null
+);
+
+-- Lookup by any identity: which (origin) customer ids an identity was seen with.
+create table {s}.customer_identities (
+    origin_customer_id text not null, kind text not null, platform text not null, value text not null,
+    first_seen_at timestamptz not null, last_seen_at timestamptz not null,
+    primary key (kind, platform, value, origin_customer_id)
+);
+create index on {s}.customer_identities (origin_customer_id);
+
+-- Merges as edges absorbed → survivor; root_id is where the chain ends (projectors.rows.roots).
+create table {s}.customer_alias (
+    customer_id text not null, survivor_id text not null, root_id text not null,
+    event_id text not null, occurred_at timestamptz not null,
+    primary key (customer_id, survivor_id)
+);
+
+-- Every customer id ever seen, re-pointed to the customer it stands for today (merges,
+-- unmerges): the one row a merge rewrites, so no history row has to move.
+create table {s}.customers (
+    origin_customer_id text primary key, customer_id text not null, first_seen_at timestamptz not null
+);
+create index on {s}.customers (customer_id);
+
+-- One row per conversation, recomputed from its events whenever a batch touches it.
+create table {s}.conversations (
+    conversation_id text primary key, origin_customer_id text not null, opened_at timestamptz not null,
+    last_event_at timestamptz not null, state text not null, channel text, first_channel text,
+    channels text[] not null, channel_switches integer not null, waiting_on text, last_sla_event text,
+    sla_kind text, sla_due_at timestamptz, sla_breaches integer not null, messages integer not null,
+    last_contact_event_id text, last_message_at timestamptz
+);
+create index on {s}.conversations (state, last_event_at);
+create index on {s}.conversations (origin_customer_id);
+
+create view {s}.v_contacts as
+    select m.customer_id, c.* from {s}.contacts c join {s}.customers m using (origin_customer_id);
+
+create view {s}.conversation_state as
+    select m.customer_id, c.*,
+           case when c.last_sla_event = 'sla_breached' then 'breached'
+                when c.last_sla_event = 'sla_hit' then 'met'
+                when c.last_sla_event = 'sla_started' and c.state = 'open'
+                     and c.sla_due_at < (select now from {s}.clock) then 'breached'
+                when c.last_sla_event = 'sla_started' and c.state = 'open' then 'running'
+                else 'none' end as sla_state
+    from {s}.conversations c join {s}.customers m using (origin_customer_id);
+
+create view {s}.customer_summary as
+    select customer_id, min(occurred_at) as first_contact_at, max(occurred_at) as last_contact_at,
+           count(*) as contacts,
+           (array_agg(language order by occurred_at desc, event_id desc) filter (where language is not null))[1] as language,
+           (array_agg(sentiment order by occurred_at desc, event_id desc) filter (where sentiment is not null))[1] as sentiment_latest,
+           round(avg(sentiment) filter (where occurred_at > (select now from {s}.clock) - interval '30 days')::numeric, 3)::float8 as sentiment_30d,
+           array_agg(distinct channel) as channels
+    from {s}.v_contacts group by customer_id;
+"""
+
+# Recompute the conversations a batch touched (%(ids)s: their ids) from their events.
+RECOMPUTE_CONVERSATIONS = """
+insert into {s}.conversations
+select conversation_id,
+       (array_agg(origin_customer_id order by occurred_at desc, event_id desc))[1],
+       min(occurred_at), max(occurred_at),
+       case when (array_agg(event_type order by occurred_at desc, event_id desc)
+                  filter (where event_type in ('opened', 'resolved', 'reopened')))[1] = 'resolved'
+            then 'resolved' else 'open' end,
+       (array_agg(channel order by occurred_at desc, event_id desc) filter (where channel is not null))[1],
+       (array_agg(channel order by occurred_at, event_id) filter (where channel is not null))[1],
+       coalesce(array_agg(distinct channel) filter (where channel is not null), '{{}}'),
+       count(*) filter (where event_type = 'channel_switched'),
+       (array_agg(waiting_on order by occurred_at desc, event_id desc) filter (where waiting_on is not null))[1],
+       (array_agg(event_type order by occurred_at desc, event_id desc)
+            filter (where event_type in ('sla_started', 'sla_hit', 'sla_breached')))[1],
+       (array_agg(sla_kind order by occurred_at desc, event_id desc) filter (where sla_kind is not null))[1],
+       (array_agg(sla_due_at order by occurred_at desc, event_id desc) filter (where sla_due_at is not null))[1],
+       count(*) filter (where event_type = 'sla_breached'),
+       count(*) filter (where event_type = 'message_appended'),
+       (array_agg(contact_event_id order by occurred_at desc, event_id desc)
+            filter (where event_type = 'message_appended'))[1],
+       max(occurred_at) filter (where event_type = 'message_appended')
+from {s}.conversation_events where conversation_id = any(%(ids)s)
+group by conversation_id
+on conflict (conversation_id) do update set
+    origin_customer_id = excluded.origin_customer_id, opened_at = excluded.opened_at,
+    last_event_at = excluded.last_event_at, state = excluded.state, channel = excluded.channel,
+    first_channel = excluded.first_channel, channels = excluded.channels,
+    channel_switches = excluded.channel_switches, waiting_on = excluded.waiting_on,
+    last_sla_event = excluded.last_sla_event, sla_kind = excluded.sla_kind, sla_due_at = excluded.sla_due_at,
+    sla_breaches = excluded.sla_breaches, messages = excluded.messages,
+    last_contact_event_id = excluded.last_contact_event_id, last_message_at = excluded.last_message_at
+"""
+
+SUPPORT = """
+create view {s}.inbox as
+    select cs.conversation_id, cs.customer_id, cs.channel, cs.channels, cs.waiting_on, cs.sla_kind,
+           cs.sla_due_at, cs.sla_state, cs.opened_at, cs.last_event_at, cs.messages,
+           cs.last_message_at, lc.channel as last_message_channel, lc.text as last_message_text
+    from {s}.conversation_state cs
+    left join {s}.contacts lc on lc.event_id::text = cs.last_contact_event_id
+    where cs.state = 'open';
+
+create view {s}.timeline as
+    select c.customer_id, c.event_id, c.occurred_at, c.channel, c.direction, c.actor_role, c.subject, c.text,
+           c.language, c.sentiment, c.facts, c.attachments,
+           lag(c.channel) over w as previous_channel,
+           coalesce(lag(c.channel) over w <> c.channel, false) as channel_switch,
+           (select e.conversation_id from {s}.conversation_events e where e.contact_event_id = c.event_id::text
+            order by e.occurred_at, e.event_id limit 1) as conversation_id
+    from {s}.v_contacts c
+    window w as (partition by c.customer_id order by c.occurred_at, c.event_id);
+
+create view {s}.customer_facts as
+    select customer_id, kind, value, min(given_at) as first_given_at, max(given_at) as last_given_at
+    from (select c.customer_id, f->>'kind' as kind, f->>'value' as value, c.occurred_at as given_at
+          from {s}.v_contacts c cross join lateral jsonb_array_elements(c.facts) f
+          union all
+          select m.customer_id, f->>'kind', f->>'value', e.occurred_at
+          from {s}.conversation_events e join {s}.customers m using (origin_customer_id)
+          cross join lateral jsonb_array_elements(e.facts) f) x
+    group by customer_id, kind, value;
+
+create view {s}.customer_identity_list as
+    select m.customer_id, i.kind, nullif(i.platform, '') as platform, i.value,
+           min(i.first_seen_at) as first_seen_at, max(i.last_seen_at) as last_seen_at
+    from {s}.customer_identities i join {s}.customers m using (origin_customer_id)
+    group by m.customer_id, i.kind, i.platform, i.value;
+"""
+
+SALES = """
+create view {s}.customer_360 as
+    with now_ as (select now from {s}.clock),
+    c as (select * from {s}.v_contacts),
+    support as (select * from c where actor_role = 'customer' and direction = 'inbound'
+                and channel not in ('review', 'store') and coalesce(department, 'support') = 'support'),
+    purchases as (select customer_id, occurred_at, event_id, facts from c
+                  where channel = 'store' or event_type in ('order.placed', 'purchase'))
+    select s.customer_id, s.first_contact_at, s.last_contact_at,
+        (select count(*) from support x where x.customer_id = s.customer_id
+            and x.occurred_at > (select now from now_) - interval '7 days') as support_contacts_7d,
+        (select count(*) from support x where x.customer_id = s.customer_id
+            and x.occurred_at > (select now from now_) - interval '30 days') as support_contacts_30d,
+        (select count(*) from {s}.conversation_state cs where cs.customer_id = s.customer_id
+            and cs.state = 'open') as open_conversations,
+        (select count(*) from {s}.conversation_state cs where cs.customer_id = s.customer_id
+            and cs.sla_state = 'breached' and cs.last_event_at > (select now from now_) - interval '30 days') as breached_slas_30d,
+        (select count(*) from {s}.conversation_state cs where cs.customer_id = s.customer_id
+            and cs.sla_state = 'breached' and cs.last_event_at > (select now from now_) - interval '7 days') as breached_slas_7d,
+        (select max(p.occurred_at) from purchases p where p.customer_id = s.customer_id) as last_purchase_at,
+        (select round(avg(x.sentiment)::numeric, 3)::float8 from c x where x.customer_id = s.customer_id
+            and x.occurred_at > (select now from now_) - interval '7 days') as sentiment_7d,
+        (select round(avg(x.sentiment)::numeric, 3)::float8 from c x where x.customer_id = s.customer_id
+            and x.occurred_at <= (select now from now_) - interval '7 days'
+            and x.occurred_at > (select now from now_) - interval '30 days') as sentiment_prior_23d
+    from {s}.customer_summary s;
+"""
+
+MARKETING = """
+create view {s}.engagement_daily as
+    select (occurred_at at time zone 'UTC')::date as day, channel, count(*) as contacts,
+           count(*) filter (where direction = 'inbound') as inbound,
+           count(*) filter (where direction = 'outbound') as outbound,
+           count(distinct customer_id) as customers
+    from {s}.v_contacts group by 1, 2;
+
+create view {s}.response_times as
+    select channel, count(*) as responses,
+           round(avg(sla_elapsed_seconds)::numeric, 1)::float8 as mean_seconds,
+           percentile_disc(0.5) within group (order by sla_elapsed_seconds) as p50_seconds,
+           percentile_disc(0.9) within group (order by sla_elapsed_seconds) as p90_seconds
+    from {s}.conversation_events
+    where event_type in ('sla_hit', 'sla_breached') and sla_elapsed_seconds is not null and channel is not null
+    group by channel;
+
+create view {s}.reviews as
+    select customer_id, event_id, occurred_at, platform, rating, sentiment, language, text
+    from {s}.v_contacts where channel = 'review';
+
+create view {s}.consent_latest as
+    select distinct on (c.customer_id, coalesce(x->>'channel', 'any'), x->>'purpose')
+           c.customer_id, coalesce(x->>'channel', 'any') as channel, x->>'purpose' as purpose,
+           (x->>'granted')::boolean as granted, x->>'source' as source, c.occurred_at as signal_at,
+           c.event_id
+    from {s}.v_contacts c cross join lateral jsonb_array_elements(c.consent) x
+    order by c.customer_id, coalesce(x->>'channel', 'any'), x->>'purpose', c.occurred_at desc, c.event_id desc;
+
+create view {s}.customer_signals as
+    with now_ as (select now from {s}.clock)
+    select s.customer_id,
+        (select r.rating from {s}.v_contacts r where r.customer_id = s.customer_id and r.rating is not null
+            order by r.occurred_at desc, r.event_id desc limit 1) as last_rating,
+        s.sentiment_30d,
+        (select count(*) from {s}.v_contacts x where x.customer_id = s.customer_id and x.direction = 'inbound'
+            and x.occurred_at > (select now from now_) - interval '90 days') as inbound_90d,
+        (select count(*) from {s}.v_contacts x where x.customer_id = s.customer_id and x.direction = 'inbound'
+            and x.channel in ('twitter', 'facebook', 'instagram')
+            and x.occurred_at > (select now from now_) - interval '90 days') as social_inbound_90d,
+        (select x.channel from {s}.v_contacts x where x.customer_id = s.customer_id
+            order by x.occurred_at, x.event_id limit 1) as first_channel
+    from {s}.customer_summary s;
+"""
+
+AUDIENCE = {"support": SUPPORT, "sales": SALES, "marketing": MARKETING}
+PROJECTIONS = tuple(AUDIENCE)
+
+# The tables a rebuild is compared on, with the columns that order them.
+TABLE_KEYS = {
+    "contacts": "event_id", "conversation_events": "event_id", "identity_events": "event_id",
+    "customer_identities": "kind, platform, value, origin_customer_id",
+    "customer_alias": "customer_id, survivor_id", "customers": "origin_customer_id",
+    "conversations": "conversation_id",
+}
+
+
+def schema_sql(projection: str, schema: str) -> str:
+    if projection not in AUDIENCE:
+        raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(PROJECTIONS)}")
+    check_ident(schema)
+    return (TABLES + AUDIENCE[projection]).format(s=schema)

@@ -1,0 +1,341 @@
+"""The projector framework: event topics → a projection schema, effectively once.
+
+Per batch, in this order:
+  1. poll up to ``batch_size`` records from every partition of the source topics;
+  2. decode and shape them (``projectors.rows``); what does not decode is produced to
+     projections.dlq.v1 and acknowledged before step 3, and the projector goes on;
+  3. in ONE PostgreSQL transaction: check that the schema it writes is still the build it
+     started on (a replay may have swapped a new one in), COPY the rows into staging tables and
+     upsert them from there (no round trip per row), re-point merged customers, recompute the
+     conversations the batch touched, and store the next offset of every partition it read.
+Offsets come from PostgreSQL, never from a consumer group: the projector assigns itself every
+partition and seeks to the stored offsets, so a crash anywhere replays nothing twice into the
+tables. One instance per projector writes at a time (a session advisory lock); a second one
+waits as a standby.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import psycopg
+from kafka import KafkaConsumer, TopicPartition
+
+from projectors import ddl
+from projectors.migrate import migrate
+from projectors.rows import (CONTACT_COLUMNS, CONVERSATION_COLUMNS, IDENTITY_COLUMNS, IDENTITY_EVENT_COLUMNS,
+                             Batch, roots)
+from schemas.codec import Codec, make_codec
+from streams.dlq import dlq_headers
+from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
+from threadline.errors import ConfigError, DecodeError
+from threadline.kafka import header_list, make_producer
+from threadline.logging import get_logger
+from threadline.settings import Settings
+
+log = get_logger("threadline.projector")
+
+DEFAULT_BATCH = 2000
+ASSIGN_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The topics a projection reads; tests and replays pass their own."""
+
+    contacts: str | None = CONTACTS_RESOLVED.name
+    conversations: str | None = CONVERSATIONS.name
+    identities: str | None = IDENTITIES.name
+
+    def topics(self) -> list[str]:
+        return [t for t in (self.contacts, self.conversations, self.identities) if t]
+
+
+def live_schema(settings: Settings, projection: str) -> str:
+    return ddl.check_ident(f"{settings.projection_prefix}{projection}")
+
+
+def _lock_key(kind: str, name: str) -> str:
+    return f"threadline:{kind}:{name}"
+
+
+def connect(settings: Settings, application_name: str = "threadline-projector") -> psycopg.Connection:
+    return psycopg.connect(settings.effective_pg_dsn, autocommit=True, application_name=application_name[:63])
+
+
+def schema_exists(conn: psycopg.Connection, schema: str) -> bool:
+    return conn.execute("select 1 from pg_namespace where nspname = %s", (schema,)).fetchone() is not None
+
+
+def create_schema(conn: psycopg.Connection, projection: str, schema: str, build_id: str,
+                  as_of: datetime | None = None) -> None:
+    with conn.transaction():
+        conn.execute(ddl.schema_sql(projection, schema))
+        conn.execute(f"insert into {schema}.meta (projection, build_id, as_of) values (%s, %s, %s)",
+                     (projection, build_id, as_of))
+
+
+def ensure_live(conn: psycopg.Connection, projection: str, schema: str) -> None:
+    """Create the live schema on first use (serialized: two projectors may start at once)."""
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (_lock_key("swap", schema),))
+        if not schema_exists(conn, schema):
+            conn.execute(ddl.schema_sql(projection, schema))
+            conn.execute(f"insert into {schema}.meta (projection, build_id) values (%s, 'initial')", (projection,))
+
+
+def stored_offsets(conn: psycopg.Connection, projector: str) -> dict[tuple[str, int], int]:
+    rows = conn.execute("select topic, partition, next_offset from projection_offsets where projector = %s",
+                        (projector,)).fetchall()
+    return {(t, p): o for t, p, o in rows}
+
+
+def write_offsets(cur, projector: str, offsets: dict[tuple[str, int], int],
+                  last_record_at: dict[tuple[str, int], datetime] | None = None) -> None:
+    if not offsets:
+        return
+    keys = sorted(offsets)
+    cur.execute(
+        "insert into projection_offsets (projector, topic, partition, next_offset, last_record_at)"
+        " select %s, t, p, o, ts from unnest(%s::text[], %s::int[], %s::bigint[], %s::timestamptz[]) as u(t, p, o, ts)"
+        " on conflict (projector, topic, partition) do update set next_offset = excluded.next_offset,"
+        " last_record_at = coalesce(excluded.last_record_at, projection_offsets.last_record_at), updated_at = now()",
+        (projector, [k[0] for k in keys], [k[1] for k in keys], [offsets[k] for k in keys],
+         [(last_record_at or {}).get(k) for k in keys]))
+
+
+class Store:
+    """Writes a shaped Batch into one projection schema, inside the caller's transaction."""
+
+    def __init__(self, schema: str):
+        self.s = ddl.check_ident(schema)
+
+    def _copy(self, cur, table: str, columns: tuple[str, ...], rows: list[tuple], *, like: str | None = None) -> None:
+        stage = f"_stage_{table}"
+        cols = ", ".join(columns)
+        if like:
+            cur.execute(f"create temp table if not exists {stage} (like {self.s}.{like}) on commit delete rows")
+        with cur.copy(f"copy {stage} ({cols}) from stdin") as cp:
+            for row in rows:
+                cp.write_row(row)
+
+    def _facts(self, cur, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        """Events are facts: written once, a duplicate delivery changes nothing."""
+        if not rows:
+            return
+        self._copy(cur, table, columns, rows, like=table)
+        cols = ", ".join(columns)
+        cur.execute(f"insert into {self.s}.{table} ({cols}) select distinct on (event_id) {cols} from _stage_{table}"
+                    f" order by event_id, source_partition, source_offset on conflict (event_id) do nothing")
+
+    def write(self, cur, batch: Batch) -> None:
+        s = self.s
+        self._facts(cur, "contacts", CONTACT_COLUMNS, batch.contacts)
+        self._facts(cur, "conversation_events", CONVERSATION_COLUMNS, batch.conversations)
+        self._facts(cur, "identity_events", IDENTITY_EVENT_COLUMNS, batch.identity_events)
+        if batch.identities:
+            self._copy(cur, "customer_identities", IDENTITY_COLUMNS, batch.identities, like="customer_identities")
+            cur.execute(
+                f"insert into {s}.customer_identities select origin_customer_id, kind, platform, value,"
+                f" min(first_seen_at), max(last_seen_at) from _stage_customer_identities"
+                f" group by kind, platform, value, origin_customer_id"
+                f" on conflict (kind, platform, value, origin_customer_id) do update set"
+                f" first_seen_at = least({s}.customer_identities.first_seen_at, excluded.first_seen_at),"
+                f" last_seen_at = greatest({s}.customer_identities.last_seen_at, excluded.last_seen_at)")
+        if batch.customers:
+            cur.execute("create temp table if not exists _stage_customers"
+                        " (origin_customer_id text, first_seen_at timestamptz) on commit delete rows")
+            self._copy(cur, "customers", ("origin_customer_id", "first_seen_at"), batch.customers)
+            cur.execute(
+                f"insert into {s}.customers select st.origin_customer_id,"
+                f" coalesce((select a.root_id from {s}.customer_alias a where a.customer_id = st.origin_customer_id"
+                f" order by a.survivor_id limit 1), st.origin_customer_id), min(st.first_seen_at)"
+                f" from _stage_customers st group by st.origin_customer_id"
+                f" on conflict (origin_customer_id) do update set"
+                f" first_seen_at = least({s}.customers.first_seen_at, excluded.first_seen_at)")
+        if batch.alias_ops:
+            self._repoint(cur, batch)
+        if batch.conversations:
+            ids = sorted({r[2] for r in batch.conversations})
+            cur.execute(ddl.RECOMPUTE_CONVERSATIONS.format(s=s), {"ids": ids})
+
+    def _repoint(self, cur, batch: Batch) -> None:
+        """Apply merges and unmerges in log order, then point every affected id at its root."""
+        s = self.s
+        before = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
+        for op in batch.alias_ops:
+            if op.action == "add":
+                cur.execute(f"insert into {s}.customer_alias values (%s, %s, %s, %s, %s) on conflict do nothing",
+                            (op.absorbed, op.survivor, op.survivor, op.event_id, op.occurred_at))
+            else:
+                cur.execute(f"delete from {s}.customer_alias where customer_id = %s and survivor_id = %s",
+                            (op.absorbed, op.survivor))
+        after = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
+        root = roots(after)
+        affected = sorted({n for e in before | after for n in e})
+        targets = [root.get(n, n) for n in affected]
+        cur.execute(f"update {s}.customer_alias a set root_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r)"
+                    f" where a.customer_id = u.n and a.root_id is distinct from u.r", (affected, targets))
+        cur.execute(f"update {s}.customers c set customer_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r)"
+                    f" where c.origin_customer_id = u.n and c.customer_id is distinct from u.r", (affected, targets))
+        log.info("customers_repointed", schema=s, ids=len(affected),
+                 merges=sum(op.action == "add" for op in batch.alias_ops),
+                 unmerges=sum(op.action == "remove" for op in batch.alias_ops))
+
+
+class SchemaSwapped(Exception):
+    """The schema was replaced by a rebuild since this projector looked: re-seek and go on."""
+
+
+@dataclass
+class RunStats:
+    events: int = 0
+    rows: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    skipped_as_of: int = 0
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class Projector:
+    """Projects ``sources`` into ``schema`` (default: the live schema of ``projection``),
+    storing offsets under ``name`` (default: the schema name)."""
+
+    def __init__(self, settings: Settings, projection: str, *, sources: Sources = Sources(),
+                 schema: str | None = None, name: str | None = None, codec: Codec | None = None,
+                 as_of: datetime | None = None, batch_size: int = DEFAULT_BATCH,
+                 create: bool = True):
+        if projection not in ddl.PROJECTIONS:
+            raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(ddl.PROJECTIONS)}")
+        self.settings = settings
+        self.projection = projection
+        self.sources = sources
+        self.schema = ddl.check_ident(schema or live_schema(settings, projection))
+        self.name = name or self.schema
+        self.codec = codec or make_codec(settings)
+        self.as_of = as_of
+        self.batch_size = batch_size
+        self.create = create
+        self.store = Store(self.schema)
+        self.stop_event = threading.Event()
+        self.stats = RunStats()
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+        tps = []
+        deadline = time.monotonic() + ASSIGN_TIMEOUT
+        for topic in self.sources.topics():
+            parts = consumer.partitions_for_topic(topic)
+            while not parts:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"topic {topic} does not exist (run `threadline topics apply`)")
+                time.sleep(0.2)
+                parts = consumer.partitions_for_topic(topic)
+            tps += [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        return tps
+
+    def _seek_to_stored(self, conn, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
+        stored = stored_offsets(conn, self.name)
+        for tp in tps:
+            if (tp.topic, tp.partition) in stored:
+                consumer.seek(tp, stored[(tp.topic, tp.partition)])
+            else:
+                consumer.seek_to_beginning(tp)
+        self.stats.positions = {(tp.topic, tp.partition): stored.get((tp.topic, tp.partition), 0) for tp in tps}
+
+    def _build_id(self, conn) -> str:
+        return conn.execute(f"select build_id from {self.schema}.meta").fetchone()[0]
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, *, max_batches: int | None = None, stop_at: dict[tuple[str, int], int] | None = None,
+            on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
+        """Project until stopped, ``max_batches`` batches, or every partition reached ``stop_at``."""
+        conn = connect(self.settings, f"projector:{self.name}")
+        consumer = dlq = None
+        try:
+            migrate(conn)
+            if self.create:
+                ensure_live(conn, self.projection, self.schema)
+            conn.execute("select pg_advisory_lock(hashtext(%s))", (_lock_key("writer", self.name),))
+            consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
+                                     max_poll_records=self.batch_size, client_id=f"projector-{self.name}",
+                                     **self.settings.kafka_client_config())
+            dlq = make_producer(self.settings, client_id=f"projector-{self.name}")
+            tps = self._assign(consumer)
+            self._seek_to_stored(conn, consumer, tps)
+            build = self._build_id(conn)
+            log.info("projector_started", projector=self.name, schema=self.schema, build=build,
+                     topics=self.sources.topics(), as_of=self.as_of.isoformat() if self.as_of else None)
+            while not self.stop_event.is_set():
+                if max_batches is not None and self.stats.batches >= max_batches:
+                    break
+                if stop_at is not None and all(self.stats.positions.get(k, 0) >= v for k, v in stop_at.items()):
+                    break
+                polled = consumer.poll(timeout_ms=500, max_records=self.batch_size)
+                if not polled:
+                    continue
+                try:
+                    self._project(conn, dlq, polled, build)
+                except SchemaSwapped:
+                    build = self._build_id(conn)
+                    self._seek_to_stored(conn, consumer, tps)
+                    log.info("projector_follows_swapped_schema", projector=self.name, schema=self.schema, build=build)
+                    continue
+                if on_batch:
+                    on_batch(self.stats)
+            return self.stats
+        finally:
+            if consumer is not None:
+                consumer.close(autocommit=False)
+            if dlq is not None:
+                dlq.close(10)
+            conn.close()
+
+    def _project(self, conn, dlq, polled, build: str) -> None:
+        batch = Batch()
+        next_offsets: dict[tuple[str, int], int] = {}
+        last_at: dict[tuple[str, int], datetime] = {}
+        dead = []
+        count = 0
+        for tp, messages in polled.items():
+            for m in messages:
+                count += 1
+                try:
+                    decoded = self.codec.decode(m.value)
+                    batch.add(decoded.schema_fullname, decoded.record, m.partition, m.offset, self.as_of)
+                except (DecodeError, KeyError, TypeError) as exc:
+                    reason = exc.reason if isinstance(exc, DecodeError) else f"record does not fit: {exc!r}"
+                    dead.append(dlq.send(PROJECTIONS_DLQ.name, key=m.topic.encode(), value=m.value,
+                                         headers=header_list(dlq_headers(reason=reason, topic=m.topic,
+                                                                         partition=m.partition, offset=m.offset,
+                                                                         component=self.name))))
+                    log.warning("record_to_dlq", projector=self.name, topic=m.topic, partition=m.partition,
+                                offset=m.offset, reason=reason[:200])
+            key = (tp.topic, tp.partition)
+            next_offsets[key] = messages[-1].offset + 1
+            last_at[key] = datetime.fromtimestamp(messages[-1].timestamp / 1000).astimezone()
+        for future in dead:  # dead letters acknowledged before the offsets move past them
+            future.get(timeout=30)
+        with conn.transaction():
+            with conn.cursor() as cur:
+                cur.execute("select pg_advisory_xact_lock_shared(hashtext(%s))", (_lock_key("swap", self.schema),))
+                now_build = cur.execute(f"select build_id from {self.schema}.meta").fetchone()[0]
+                if now_build != build:
+                    raise SchemaSwapped(now_build)
+                self.store.write(cur, batch)
+                write_offsets(cur, self.name, next_offsets, last_at)
+        self.stats.positions.update(next_offsets)
+        self.stats.events += count
+        self.stats.rows += len(batch)
+        self.stats.dead_letters += len(dead)
+        self.stats.batches += 1
+        self.stats.skipped_as_of += batch.skipped_as_of
+        log.info("batch_projected", projector=self.name, events=count, rows=len(batch), dead_letters=len(dead),
+                 offsets={f"{t}:{p}": o for (t, p), o in next_offsets.items()})
+        for r in batch.contacts:  # per event at debug only: at info the batch line above
+            log.debug("contact_projected", event_id=r[0], customer_id=r[1], partition=r[-2], offset=r[-1])

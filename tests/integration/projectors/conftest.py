@@ -1,0 +1,36 @@
+"""Per-test projection schemas and topics on the real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from projectors.framework import Sources
+from schemas.codec import make_codec
+
+
+@pytest.fixture
+def pg(settings):
+    with psycopg.connect(settings.effective_pg_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def prefixed(settings, unique, pg):
+    """Settings whose projection schemas are t<unique>_support, ...; dropped afterwards."""
+    prefix = f"t{unique}_"
+    yield settings.model_copy(update={"projection_prefix": prefix})
+    for (name,) in pg.execute("select nspname from pg_namespace where nspname like %s", (prefix + "%",)).fetchall():
+        pg.execute(f"drop schema {name} cascade")
+    pg.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
+
+
+@pytest.fixture
+def sources(new_topic, catalog_topics) -> Sources:
+    return Sources(contacts=new_topic(partitions=3), conversations=new_topic(partitions=3),
+                   identities=new_topic(partitions=3))
+
+
+@pytest.fixture(scope="session")
+def codec(settings):
+    return make_codec(settings)
