@@ -6,6 +6,8 @@
     threadline serve gateway | api         HTTP services
     threadline worker                      stream processors (faust)
     threadline project                     projectors
+    threadline replay PROJECTION [--as-of]  rebuild beside the live one and swap; time travel
+    threadline export --from --to FILE      events of an event-time window → Parquet / JSON lines
     threadline demo                        the whole pipeline with a handful of contacts
     threadline bench                       benchmarks → docs/benchmarks.md
 
@@ -158,12 +160,7 @@ def worker():
     faust.Worker(faust_app, loglevel=s.log_level, quiet=True).execute_from_commandline()
 
 
-@app.command()
-def project():
-    """The projectors."""
-    from projectors.skeleton import run_forever
-
-    run_forever(settings())
+__import__("projectors.cli").cli.register(app)  # threadline project, replay, export
 
 
 @app.command()

@@ -1,0 +1,163 @@
+"""``threadline project``, ``threadline replay``, ``threadline export`` (registered on the main CLI)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.text import Text
+
+from projectors.ddl import PROJECTIONS
+from threadline.errors import ConfigError, ThreadlineError
+
+err = Console(stderr=True)
+
+
+def _settings():
+    from threadline.logging import configure_logging
+    from threadline.settings import Settings
+
+    s = Settings()
+    configure_logging(s)
+    return s
+
+
+def _fail(message: str, code: int) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 moment with a time zone (2026-11-22T10:00:00Z)."""
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{option}: {value!r} is not an ISO 8601 time") from None
+    if t.tzinfo is None:
+        raise ConfigError(f"{option}: {value!r} needs a time zone (e.g. {value}Z)")
+    return t
+
+
+def _sources(contacts: str | None, conversations: str | None, identities: str | None):
+    from projectors.framework import Sources
+
+    d = Sources()
+    return Sources(contacts or d.contacts, conversations or d.conversations, identities or d.identities)
+
+
+class RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.0f} events/s" if task.speed else "— events/s", style="cyan")
+
+
+def register(app: typer.Typer) -> None:
+    contacts_opt = typer.Option(None, "--contacts-topic", help="default contacts.resolved.v1")
+    conversations_opt = typer.Option(None, "--conversations-topic", help="default conversations.v1")
+    identities_opt = typer.Option(None, "--identities-topic", help="default identities.v1")
+
+    @app.command()
+    def project(projection: list[str] = typer.Option(list(PROJECTIONS), "--projection", "-p",
+                                                     help="support, sales, marketing (repeat)"),
+                contacts_topic: str = contacts_opt, conversations_topic: str = conversations_opt,
+                identities_topic: str = identities_opt,
+                skeleton: bool = typer.Option(True, help="also run the walking skeleton's contacts projector"),
+                batch_size: int = typer.Option(2000, min=1)):
+        """The projectors: event topics → PostgreSQL read models, offsets in the same transaction."""
+        from projectors.framework import Projector
+
+        s = _settings()
+        try:
+            runners = [Projector(s, p, sources=_sources(contacts_topic, conversations_topic, identities_topic),
+                                 batch_size=batch_size) for p in projection]
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+        if skeleton:
+            from projectors.skeleton import Projector as SkeletonProjector
+
+            runners.append(SkeletonProjector(s))
+        failures: list[BaseException] = []
+
+        def run(r):
+            try:
+                r.run()
+            except BaseException as exc:  # one projector failing stops them all, loudly
+                failures.append(exc)
+                for other in runners:
+                    other.stop_event.set()
+                raise
+
+        def stop(*_):
+            for r in runners:
+                r.stop_event.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        threads = [threading.Thread(target=run, args=(r,), name=getattr(r, "name", "skeleton")) for r in runners]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+        if failures:
+            _fail(f"a projector stopped: {failures[0]}", 1)
+
+    @app.command()
+    def replay(projection: str = typer.Argument(..., help="support, sales or marketing"),
+               as_of: str = typer.Option(None, "--as-of", help="event time (ISO 8601 with zone): a snapshot as of then"),
+               swap: bool = typer.Option(None, help="swap the rebuild in (default: yes; never for --as-of)"),
+               contacts_topic: str = contacts_opt, conversations_topic: str = conversations_opt,
+               identities_topic: str = identities_opt, batch_size: int = typer.Option(5000, min=1)):
+        """Rebuild a projection from offset 0 beside the live one, then swap it in (blue/green)."""
+        from projectors.replay import rebuild
+
+        s = _settings()
+        try:
+            when = parse_time(as_of, "--as-of")
+            if projection not in PROJECTIONS:
+                raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(PROJECTIONS)}")
+            with Progress(TextColumn(f"rebuild {projection}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                          TimeElapsedColumn(), console=err) as progress:
+                task = progress.add_task(projection, total=None)
+
+                def on_progress(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                result = rebuild(s, projection, sources=_sources(contacts_topic, conversations_topic,
+                                                                 identities_topic),
+                                 as_of=when, swap=swap, batch_size=batch_size, on_progress=on_progress)
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+        except (ThreadlineError, RuntimeError) as exc:
+            _fail(str(exc), 1)
+        what = "swapped in as" if result.swapped else "built in schema"
+        typer.echo(f"{projection}: {result.events:,} events in {result.seconds:.1f} s "
+                   f"({result.per_second:,.0f} events/s), {what} {result.schema}")
+
+    @app.command("export")
+    def export_cmd(file: Path = typer.Argument(..., help="output file"),
+                   from_: str = typer.Option(None, "--from", help="event time, inclusive (ISO 8601 with zone)"),
+                   to: str = typer.Option(None, "--to", help="event time, exclusive"),
+                   topic: list[str] = typer.Option(None, "--topic", help="repeat; default the event topics"),
+                   fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl")):
+        """Events of an event-time window, decoded, to Parquet or JSON lines (pandas/DuckDB read them)."""
+        from projectors.export import export
+        from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES
+
+        s = _settings()
+        try:
+            start, end = parse_time(from_, "--from"), parse_time(to, "--to")
+            topics = topic or [CONTACTS_RESOLVED.name, CONVERSATIONS.name, IDENTITIES.name]
+            result = export(s, topics, start, end, fmt, file)
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+        except (ThreadlineError, TimeoutError) as exc:
+            _fail(str(exc), 1)
+        typer.echo(f"{result.rows:,} events written to {result.path} ({result.read:,} read, "
+                   f"{result.undecodable:,} undecodable left out)")
