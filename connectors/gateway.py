@@ -4,8 +4,13 @@
 with the event contract and produces it to contacts.v1. It answers 202 only after Kafka
 acknowledged the record (acks=all); when Kafka does not, it answers 503 so the caller retries.
 A body that does not validate gets 400 with a JSON error naming each bad field, and nothing is
-produced. Provider-native webhooks (``POST /webhooks/<connector>``) are added by the
-connectors built on this one.
+produced.
+
+``POST /webhooks/<connector>`` takes each provider's own payload and headers unchanged
+(``connectors.registry``): the decision is ``connectors.webhooks.handle`` (pure), the produce is
+``connectors.sink.Sink``. It answers 202 only after Kafka acknowledged every event of the
+request and every DLQ record; 503 otherwise, so the provider retries. ``GET /webhooks/meta``
+answers Meta's ``hub.challenge`` handshake and ``GET /webhooks/x`` X's CRC check.
 """
 
 from __future__ import annotations
@@ -16,10 +21,19 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 
 import schemas
-from connectors.contact import ContactIn, partition_key, to_record
+from connectors import meta as meta_connector
+from connectors import x as x_connector
+from connectors.base import MapContext, WebhookRequest
+from connectors.contact import ContactIn, event_id, partition_key, to_record
+from connectors.registry import CONNECTORS, SECRET_NAMES
+from connectors.secrets import secret
+from connectors.sink import Sink
+from connectors.webhooks import handle
+from threadline.catalog import INGEST_DLQ
 from schemas.codec import Codec
 from threadline.catalog import CONTACTS
 from threadline.errors import KafkaUnavailable, RegistryUnavailable
@@ -31,15 +45,23 @@ from threadline.settings import Settings
 log = get_logger("threadline.gateway")
 
 
-def create_app(settings: Settings, *, producer_factory, codec_factory) -> FastAPI:
-    """``producer_factory``/``codec_factory`` build the Kafka producer and codec at start-up."""
+def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_topic: str = CONTACTS.name,
+               dlq_topic: str = INGEST_DLQ.name) -> FastAPI:
+    """``producer_factory``/``codec_factory`` build the Kafka producer and codec at start-up;
+    the topics default to the catalog's (tests give throw-away ones)."""
+    secrets = {name: secret(settings, name) for name in SECRET_NAMES}
+    unsigned = sorted(c.name for c in CONNECTORS.values() if not secrets.get(c.secret))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.producer = producer_factory()
         app.state.codec = codec_factory()
+        app.state.sink = Sink(app.state.producer, app.state.codec, contacts_topic=contacts_topic, dlq_topic=dlq_topic)
         # Register the writer schema before the first request, not during it.
-        app.state.codec.encode(CONTACTS.name, schemas.CONTACT, _probe_record())
+        app.state.codec.encode(contacts_topic, schemas.CONTACT, _probe_record())
+        if unsigned:
+            log.warning("connectors_without_secret", connectors=unsigned,
+                        hint="their webhooks answer 401 until a signing secret is configured")
         yield
         app.state.producer.flush(10)
         app.state.producer.close(10)
@@ -71,8 +93,8 @@ def create_app(settings: Settings, *, producer_factory, codec_factory) -> FastAP
         record = to_record(contact, datetime.now(UTC))
         codec: Codec = request.app.state.codec
         try:
-            value = codec.encode(CONTACTS.name, schemas.CONTACT, record)
-            meta = await send_async(request.app.state.producer, CONTACTS.name,
+            value = codec.encode(contacts_topic, schemas.CONTACT, record)
+            meta = await send_async(request.app.state.producer, contacts_topic,
                                     key=partition_key(contact), value=value,
                                     headers={"connector": contact.connector, "event_id": record["event_id"]})
         except (KafkaUnavailable, RegistryUnavailable) as exc:
@@ -83,11 +105,84 @@ def create_app(settings: Settings, *, producer_factory, codec_factory) -> FastAP
         return {"event_id": record["event_id"], "topic": meta.topic, "partition": meta.partition,
                 "offset": meta.offset}
 
+    @app.post("/webhooks/{connector}", status_code=202,
+              summary="A provider's webhook, its payload and headers unchanged",
+              responses={400: {"description": "not the provider's payload (fields named)"},
+                         401: {"description": "missing or wrong signature"}, 404: {"description": "unknown connector"},
+                         413: {"description": "body too large"}, 415: {"description": "unsupported media type"},
+                         503: {"description": "Kafka did not acknowledge: retry"}})
+    async def post_webhook(connector: str, request: Request):
+        if int(request.headers.get("content-length") or 0) > settings.max_body_bytes and connector in CONNECTORS:
+            return error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
+        body = await _read_limited(request, settings.max_body_bytes)
+        now = datetime.now(UTC)
+        req = WebhookRequest(connector=connector, url=_public_url(request, settings),
+                             headers={k.lower(): v for k, v in request.headers.items()}, body=body,
+                             received_at=now, query=dict(request.query_params))
+        outcome = handle(req, secrets, MapContext.from_settings(settings, now), settings.max_body_bytes)
+        if outcome.status != 202:
+            log.info("webhook_rejected", connector=connector, status=outcome.status, error=outcome.error)
+            return error_response(outcome.status, outcome.error, outcome.detail, outcome.fields)
+        sink: Sink = request.app.state.sink
+        try:
+            acks, dlq = await sink.publish(connector, outcome.contacts, outcome.rejected)
+        except (KafkaUnavailable, RegistryUnavailable) as exc:
+            log.warning("webhook_not_acknowledged", connector=connector, error=str(exc))
+            return error_response(503, "not_stored", "the event store did not acknowledge; retry")
+        accepted = []
+        for contact, meta in zip(outcome.contacts, acks):
+            eid = event_id(contact.connector, contact.provider_id)
+            log.info("contact_accepted", event_id=eid, connector=connector, channel=contact.channel,
+                     topic=meta.topic, partition=meta.partition, offset=meta.offset)
+            accepted.append({"event_id": eid, "partition": meta.partition, "offset": meta.offset})
+        for rejected, meta in zip(outcome.rejected, dlq):
+            log.info("webhook_dead_lettered", connector=connector, reason=rejected.reason, where=rejected.where,
+                     topic=meta.topic, offset=meta.offset)
+        return JSONResponse({"accepted": accepted, "dead_lettered": len(dlq)}, status_code=202)
+
+    @app.get("/webhooks/{connector}", summary="Subscription handshakes: Meta's hub.challenge, X's CRC")
+    async def get_webhook(connector: str, request: Request):
+        query = dict(request.query_params)
+        if connector == "meta":
+            challenge = meta_connector.handshake(query, secrets.get("meta_verify_token"))
+            if challenge is None:
+                return error_response(403, "verification_failed", "hub.mode, hub.verify_token or hub.challenge wrong")
+            return PlainTextResponse(challenge)
+        if connector == "x":
+            key = secrets.get("x_consumer_secret")
+            answer = x_connector.crc(query, key) if key else None
+            if answer is None:
+                return error_response(400 if key else 401, "crc_failed",
+                                      "crc_token missing" if key else "no consumer secret configured")
+            return answer
+        if connector in CONNECTORS:
+            return error_response(405, "method_not_allowed", "POST the provider's webhook here")
+        return error_response(404, "unknown_connector", f"no connector {connector!r}")
+
     @app.get("/healthz")
     async def healthz():
         return {"status": "ok"}
 
     return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, but never more than ``limit`` + 1 bytes held in memory."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)
+
+
+def _public_url(request: Request, settings: Settings) -> str:
+    """The URL as the provider called it: ``public_base_url`` + path + query behind a proxy."""
+    if not settings.public_base_url:
+        return str(request.url)
+    query = f"?{request.url.query}" if request.url.query else ""
+    return settings.public_base_url.rstrip("/") + request.url.path + query
 
 
 def _probe_record() -> dict:

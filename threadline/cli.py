@@ -5,10 +5,13 @@
     threadline topics list
     threadline serve gateway | api         HTTP services
     threadline worker                      stream processors (faust)
+    threadline identity unlink A B         withdraw a link of the identity graph
     threadline project                     projectors
     threadline replay PROJECTION [--as-of]  rebuild beside the live one and swap; time travel
     threadline export --from --to FILE      events of an event-time window → Parquet / JSON lines
     threadline demo                        the whole pipeline with a handful of contacts
+    threadline ingest mbox|asterisk-cdr FILE, ingest imap   importers (connectors/cli.py)
+    threadline generate                    synthetic cross-channel webhook traffic
     threadline bench                       benchmarks → docs/benchmarks.md
 
 Exit codes: 0 success, 1 failure of the operation, 2 bad usage or configuration,
@@ -34,6 +37,9 @@ topics_app = typer.Typer(no_args_is_help=True, help="The topic catalog.")
 serve_app = typer.Typer(no_args_is_help=True, help="HTTP services.")
 app.add_typer(topics_app, name="topics")
 app.add_typer(serve_app, name="serve")
+identity_app = typer.Typer(no_args_is_help=True, help="The identity graph.")
+app.add_typer(identity_app, name="identity")
+__import__("connectors.cli").cli.register(app)  # threadline ingest ..., threadline generate
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
@@ -149,15 +155,36 @@ def serve_api():
 
 
 @app.command()
-def worker():
-    """The stream processors (faust worker)."""
-    import faust
+def worker(app_id: str = typer.Option("threadline-streams", help="faust app id (consumer group)"),
+           topic_prefix: str = typer.Option("", help="read and write <prefix>.<topic> instead of the catalog's")):
+    """The stream processors (faust worker): identity, conversations, SLA clocks."""
+    from streams.app import StreamTopics, run_worker
 
-    from streams.app import create_app
+    topics = StreamTopics.prefixed(topic_prefix) if topic_prefix else StreamTopics()
+    run_worker(settings(), app_id=app_id, topics=topics)
 
-    s = settings()
-    faust_app = create_app(s)
-    faust.Worker(faust_app, loglevel=s.log_level, quiet=True).execute_from_commandline()
+
+@identity_app.command("unlink")
+def identity_unlink(a: str = typer.Argument(..., help="identity as kind:[platform:]value, e.g. email:giulia@example.it"),
+                    b: str = typer.Argument(..., help="the other identity, e.g. phone:+393471234567"),
+                    topic_prefix: str = typer.Option("", help="as given to the worker")):
+    """Withdraw the link between two identities: they are never one customer again."""
+    import uuid
+
+    from streams.app import StreamTopics, unlink_command
+    from threadline.kafka import make_producer
+
+    if a == b or ":" not in a or ":" not in b:
+        fail("give two different identities as kind:[platform:]value", 2)
+    topics = StreamTopics.prefixed(topic_prefix) if topic_prefix else StreamTopics()
+    command_id = str(uuid.uuid4())
+    producer = make_producer(settings())
+    try:
+        producer.send(topics.graph, key=b"unlink", value=unlink_command(a, b, command_id=command_id),
+                      headers=[("kind", b"unlink")]).get(timeout=30)
+    finally:
+        producer.close()
+    console.print(f"unlink {command_id} sent: {a} ⟂ {b}")
 
 
 __import__("projectors.cli").cli.register(app)  # threadline project, replay, export

@@ -18,7 +18,7 @@ from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,6 +66,33 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"
 
+    # Connectors (connectors/, docs/connectors.md). Each secret is given directly or as a file
+    # (``*_file``: the first line of the file); unset = that connector answers 401 to everything.
+    public_base_url: str | None = None  # the gateway's address as providers call it (Twilio signs the URL)
+    twilio_auth_token: SecretStr | None = None
+    twilio_auth_token_file: Path | None = None
+    meta_app_secret: SecretStr | None = None
+    meta_app_secret_file: Path | None = None
+    meta_verify_token: SecretStr | None = None
+    meta_verify_token_file: Path | None = None
+    x_consumer_secret: SecretStr | None = None
+    x_consumer_secret_file: Path | None = None
+    shopify_webhook_secret: SecretStr | None = None
+    shopify_webhook_secret_file: Path | None = None
+    webhook_secret: SecretStr | None = None  # the generic JSON/email webhooks (X-Threadline-Signature)
+    webhook_secret_file: Path | None = None
+    default_phone_region: str = "IT"  # region of phone numbers written without a country code
+    languages: str = "en,it,pl,nl,tr,de,fr,es"  # what language detection chooses from (ISO 639-1)
+    fact_patterns: str | None = None  # JSON {"kind": "regex with one group"}; unset = built-in patterns
+    cdr_timezone: str = "UTC"  # time zone of Asterisk CDR times (UTC when cdr.conf has usegmtime=yes)
+    imap_host: str = "127.0.0.1"
+    imap_port: int = 993
+    imap_ssl: bool = True
+    imap_user: str | None = None
+    imap_password: SecretStr | None = None
+    imap_password_file: Path | None = None
+    imap_mailbox: str = "INBOX"
+
     @property
     def state_dir(self) -> Path:
         return self.home.resolve()
@@ -98,6 +125,8 @@ class Settings(BaseSettings):
         """These settings as THREADLINE_* variables, for child processes that must share them."""
         out = {}
         for name, value in self.model_dump(mode="json").items():
+            if isinstance(getattr(self, name), SecretStr):
+                value = getattr(self, name).get_secret_value()
             if value is not None:
                 out[f"THREADLINE_{name.upper()}"] = str(value)
         out["THREADLINE_HOME"] = str(self.state_dir)

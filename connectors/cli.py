@@ -1,0 +1,155 @@
+"""``threadline ingest ...`` and ``threadline generate``: registered on the main CLI by ``register``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+ingest_app = typer.Typer(no_args_is_help=True, help="Import contacts from files and mailboxes.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings():
+    from threadline.cli import settings
+
+    return settings()
+
+
+def _sink(settings, component: str):
+    from connectors.sink import Sink
+    from schemas.codec import make_codec
+    from threadline.kafka import make_producer
+
+    return Sink(make_producer(settings, client_id=f"threadline-{component}"), make_codec(settings), component=component)
+
+
+def _report(summary, title: str) -> None:
+    table = Table("read", "produced", "duplicates", "rejected", title=title)
+    row = summary.as_row()
+    table.add_row(*(f"{row[k]:,}" for k in ("read", "produced", "duplicates", "rejected")))
+    out.print(table)
+    for where, reason in summary.rejected[:50]:
+        err.print(f"[yellow]rejected[/] {where}: {reason}")
+    if len(summary.rejected) > 50:
+        err.print(f"[yellow]... and {len(summary.rejected) - 50} more rejected (all in ingest.dlq.v1)[/]")
+
+
+def _import_file(path: Path, kind: str, records_fn, fresh: bool) -> None:
+    from connectors.base import MapContext
+    from connectors.importer import Ledger, ledger_path, progress_bar, run_import
+
+    s = _settings()
+    data = path.read_bytes()
+    ctx = MapContext.from_settings(s)
+    sink = _sink(s, kind)
+    ledger = Ledger(None if fresh else ledger_path(s.state_dir, kind))
+    try:
+        with progress_bar(err) as progress:
+            task = progress.add_task(f"{kind} {path.name}", total=len(data), counts="")
+            state = {"n": 0}
+
+            def records():
+                for where, end, item in records_fn(data, ctx):
+                    state["n"] += 1
+                    if state["n"] % 200 == 0:
+                        progress.update(task, completed=end, counts=f"{state['n']:,} records")
+                    yield where, item
+                progress.update(task, completed=len(data), counts=f"{state['n']:,} records")
+
+            summary = run_import(records(), sink, ledger, connector=kind, source=str(path))
+    finally:
+        sink.producer.close(10)
+    _report(summary, f"{kind}: {path}")
+
+
+@ingest_app.command("mbox")
+def ingest_mbox(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="an mbox file"),
+                fresh: bool = typer.Option(False, "--fresh", help="ignore what earlier imports produced (ids stay the same)")):
+    """Import every message of an mbox file (re-runs skip what was already produced)."""
+    from connectors import mbox
+
+    _import_file(file, "mbox", mbox.records, fresh)
+
+
+@ingest_app.command("asterisk-cdr")
+def ingest_cdr(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Asterisk cdr_csv Master.csv"),
+               fresh: bool = typer.Option(False, "--fresh", help="ignore what earlier imports produced (ids stay the same)")):
+    """Import call detail records from Asterisk's CSV (re-runs skip what was already produced)."""
+    from connectors import asterisk_cdr
+
+    _import_file(file, "asterisk-cdr", asterisk_cdr.records, fresh)
+
+
+@ingest_app.command("imap")
+def ingest_imap(host: str = typer.Option(None, help="THREADLINE_IMAP_HOST"),
+                port: int = typer.Option(None, help="THREADLINE_IMAP_PORT"),
+                user: str = typer.Option(None, help="THREADLINE_IMAP_USER"),
+                mailbox: str = typer.Option(None, help="THREADLINE_IMAP_MAILBOX"),
+                ssl: bool = typer.Option(None, "--ssl/--no-ssl", help="THREADLINE_IMAP_SSL"),
+                once: bool = typer.Option(False, "--once", help="one poll, then exit"),
+                interval: float = typer.Option(30.0, help="seconds between polls")):
+    """Poll an IMAP mailbox for new messages (password from THREADLINE_IMAP_PASSWORD[_FILE])."""
+    from connectors.base import MapContext
+    from connectors.imap import ImapAccount, ImapPoller, ImapUnavailable
+    from connectors.secrets import secret
+
+    s = _settings()
+    account = ImapAccount(host or s.imap_host, port or s.imap_port, user or s.imap_user or "",
+                          secret(s, "imap_password") or "", mailbox or s.imap_mailbox,
+                          s.imap_ssl if ssl is None else ssl)
+    sink = _sink(s, "imap")
+    poller = ImapPoller(account, sink, MapContext.from_settings(s), s.state_dir)
+    try:
+        while True:
+            try:
+                summary = poller.poll_once()
+                _report(summary, repr(account))
+            except ImapUnavailable as exc:
+                err.print(f"[yellow]IMAP unavailable, retrying:[/] {exc}")
+            if once:
+                break
+            time.sleep(interval)
+    finally:
+        sink.producer.close(10)
+
+
+def generate(customers: int = typer.Option(50, help="size of the seeded population"),
+             seed: int = typer.Option(42, help="the same seed gives the same traffic"),
+             rate: float = typer.Option(0.0, help="webhooks per second (0 = as fast as possible)"),
+             direct: bool = typer.Option(False, "--direct", help="map in-process and produce, no gateway"),
+             gateway: str = typer.Option(None, help="gateway base URL (default: the configured gateway)")):
+    """Synthetic cross-channel traffic from a seeded population, as provider-native webhooks."""
+    from connectors.base import MapContext
+    from connectors.generate import journeys, population, render, send_direct, send_http
+    from connectors.importer import progress_bar
+    from connectors.registry import SECRET_NAMES
+    from connectors.secrets import secret
+
+    s = _settings()
+    steps = journeys(population(customers, seed), seed)
+    items = (render(step) for step in steps)
+    with progress_bar(err) as progress:
+        task = progress.add_task("generate", total=len(steps), counts="")
+        tick = lambda: progress.advance(task)  # noqa: E731
+        if direct:
+            sink = _sink(s, "generate")
+            try:
+                counts = send_direct(sink, lambda now: MapContext.from_settings(s, now), items, rate, tick)
+            finally:
+                sink.producer.close(10)
+        else:
+            base = gateway or f"http://{s.gateway_host}:{s.gateway_port}"
+            counts = send_http(base, {n: secret(s, n) for n in SECRET_NAMES}, items, rate, tick)
+    out.print(f"{len(steps):,} webhooks from {customers} customers: " + ", ".join(f"{k}: {v:,}" for k, v in counts.items()))
+    if not direct and any(code >= 400 for code in counts):
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ingest_app, name="ingest")
+    app.command("generate")(generate)

@@ -1,0 +1,210 @@
+"""Normalization shared by every connector: pure functions, no I/O.
+
+Phones to E.164 (``phonenumbers``, with a default region for numbers written without a country
+code), emails trimmed and lowercased, social handles without ``@`` and lowercased with their
+platform, provider timestamps (epoch seconds or milliseconds, RFC 2822, ISO 8601) to UTC,
+the language of a text (lingua, offline, limited to the configured languages) and facts the
+customer gave (order and account numbers; patterns configurable).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+
+import phonenumbers
+
+from connectors.contact import FactIn, IdentityIn
+from connectors.errors import MalformedPayload
+
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+def phone_e164(raw: str | None, default_region: str = "IT") -> str | None:
+    """``+393471234567`` for any way of writing the number; None when it is not a valid number.
+
+    A ``whatsapp:`` / ``tel:`` prefix is dropped; digits without ``+`` that are not valid in
+    ``default_region`` are tried as international (WhatsApp's ``wa_id`` is written that way).
+    """
+    if not raw:
+        return None
+    text = raw.strip()
+    for prefix in ("whatsapp:", "tel:", "sip:"):
+        if text.lower().startswith(prefix):
+            text = text[len(prefix):]
+    text = text.split("@")[0]
+    candidates = [text]
+    if text and text[0] != "+":
+        digits = re.sub(r"\D", "", text)
+        if digits.startswith("00"):
+            candidates = ["+" + digits[2:]]
+        else:
+            candidates.append("+" + digits)
+    for cand in candidates:
+        try:
+            num = phonenumbers.parse(cand, default_region.upper())
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(num):
+            return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+def phones_in_text(text: str, default_region: str = "IT") -> list[str]:
+    """Every valid phone number written in ``text`` (a signature, say), E.164, in order, once."""
+    out: list[str] = []
+    for match in phonenumbers.PhoneNumberMatcher(text, default_region.upper()):
+        e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+        if e164 not in out:
+            out.append(e164)
+    return out
+
+
+def email_norm(raw: str | None) -> str | None:
+    """Trimmed and lowercased; None when it is not an address."""
+    if not raw:
+        return None
+    value = raw.strip().strip("<>").strip().lower()
+    return value if _EMAIL.match(value) and len(value) <= 320 else None
+
+
+def handle_norm(raw: str | None) -> str | None:
+    """A social handle without ``@`` and lowercased (X and Instagram handles are case-insensitive)."""
+    if not raw:
+        return None
+    value = raw.strip().lstrip("@").strip().lower()
+    return value or None
+
+
+def email_identity(raw: str | None, **kw) -> IdentityIn | None:
+    value = email_norm(raw)
+    return IdentityIn(kind="email", value=value, **kw) if value else None
+
+
+def phone_identity(raw: str | None, region: str, **kw) -> IdentityIn | None:
+    value = phone_e164(raw, region)
+    return IdentityIn(kind="phone", value=value, **kw) if value else None
+
+
+def social_identity(handle: str | None, platform: str, **kw) -> IdentityIn | None:
+    value = handle_norm(handle)
+    return IdentityIn(kind="social", value=value, platform=platform, **kw) if value else None
+
+
+def account_identity(account_id: str | int | None, platform: str, **kw) -> IdentityIn | None:
+    value = str(account_id).strip() if account_id not in (None, "") else ""
+    return IdentityIn(kind="account", value=value, platform=platform, **kw) if value else None
+
+
+def dedupe_identities(idents: list[IdentityIn | None]) -> list[IdentityIn]:
+    """Drop Nones and repeats (same kind, platform and value); the first occurrence wins."""
+    seen, out = set(), []
+    for i in idents:
+        if i is None:
+            continue
+        key = (i.kind, i.platform, i.value)
+        if key not in seen:
+            seen.add(key)
+            out.append(i)
+    return out
+
+
+# ------------------------------------------------------------------------------------ time
+
+def parse_time(value: str | int | float | None, field_name: str = "timestamp") -> datetime:
+    """A provider's timestamp as an aware UTC datetime.
+
+    Accepts epoch seconds or milliseconds (number or digit string; > 10^11 means milliseconds),
+    RFC 2822 (``Tue, 21 Nov 2026 10:00:00 +0000``, Twilio, email ``Date``), X's
+    ``Wed Oct 10 20:19:24 +0000 2018`` and ISO 8601 with an offset. A time without a zone
+    is rejected: guessing it would shift the SLA clock.
+    """
+    if value is None or value == "":
+        raise MalformedPayload(field_name, "missing timestamp")
+    if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d{9,14}(\.\d+)?", value.strip())):
+        num = float(value)
+        if num > 1e11:
+            num /= 1000.0
+        return datetime.fromtimestamp(num, UTC)
+    text = str(value).strip()
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        dt = None
+    if dt is None:
+        try:
+            dt = datetime.strptime(text, "%a %b %d %H:%M:%S %z %Y")
+        except ValueError:
+            dt = None
+    if dt is None:
+        try:
+            dt = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            raise MalformedPayload(field_name, f"not a timestamp: {text[:40]!r}") from None
+    if dt.tzinfo is None:
+        raise MalformedPayload(field_name, "timestamp without a time zone")
+    return dt.astimezone(UTC)
+
+
+# ------------------------------------------------------------------------------- language
+
+@lru_cache(maxsize=4)
+def _detector(languages: tuple[str, ...]):
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    langs = [Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper())) for c in languages]
+    return LanguageDetectorBuilder.from_languages(*langs).with_minimum_relative_distance(0.05).build()
+
+
+def detect_language(text: str | None, languages: tuple[str, ...] = ("en", "it", "pl", "nl", "tr")) -> str | None:
+    """ISO 639-1 code of ``text`` among ``languages``; None for text too short to tell."""
+    if not text:
+        return None
+    letters = sum(ch.isalpha() for ch in text)
+    if letters < 8 or len(text.split()) < 2:
+        return None
+    found = _detector(tuple(languages)).detect_language_of(text[:2000])
+    return found.iso_code_639_1.name.lower() if found else None
+
+
+# ---------------------------------------------------------------------------------- facts
+
+DEFAULT_FACT_PATTERNS: dict[str, str] = {
+    # a keyword (any inflection), then within 25 characters without digits the number:
+    # "order 4711", "numero dell'ordine è 100234", "bestelling 778899", "zamówienie nr 554433",
+    # "Siparişim 445566", and Shopify-style "#100234"
+    "order_number": r"(?:order|ordine|bestelling|bestelnummer|zam[óo]wieni|sipari[şs]|pedido|commande|bestellung)"
+                    r"\w*[^\d\n]{0,25}?#?(\d{4,12})(?![-/.:]\d)|(?<![\w#&])#(\d{4,12})\b",
+    # "account 88001234", "klantnummer 55512345", "numer klienta 1234567", "conto 12345678"
+    "account_number": r"(?:account|klantnummer|klant|customer\s+number|numer\s+klienta|conto|hesap|m[üu][şs]teri\s*no)"
+                      r"\w*[^\d\n]{0,20}?(\d{5,14})(?![-/.:]\d)",
+}
+
+
+@dataclass(frozen=True)
+class FactPatterns:
+    compiled: tuple[tuple[str, re.Pattern], ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> FactPatterns:
+        """``text`` is JSON ``{"kind": "regex"}`` (each regex with capturing groups); None = defaults."""
+        patterns = DEFAULT_FACT_PATTERNS if not text else json.loads(text)
+        return cls(tuple((kind, re.compile(rx, re.IGNORECASE)) for kind, rx in patterns.items()))
+
+
+def extract_facts(text: str | None, patterns: FactPatterns, source: str = "text") -> list[FactIn]:
+    """Every fact in ``text``: the first non-empty group of each match, once per kind and value."""
+    if not text:
+        return []
+    out, seen = [], set()
+    for kind, rx in patterns.compiled:
+        for m in rx.finditer(text):
+            value = next((g for g in m.groups() if g), None) if m.groups() else m.group(0)
+            if value and (kind, value) not in seen:
+                seen.add((kind, value))
+                out.append(FactIn(kind=kind, value=value, source=source))
+    return out
