@@ -75,4 +75,17 @@ def status(settings: Settings) -> list[PartStatus]:
         running = m.running()
         answers = _probe(lambda: apps._healthy(f"{url}/healthz"))[0] if url != "-" else running
         parts.append(PartStatus(name, url, True, running, answers))
+    parts += projection_parts(settings)
     return parts
+
+
+def projection_parts(settings: Settings) -> list[PartStatus]:
+    """One line per projector: how many events and seconds it is behind its topics."""
+    from projectors.lag import projection_lag  # lazy: the kernel does not need projectors to start
+
+    try:
+        lags = projection_lag(settings)
+    except Exception as exc:  # status reports every failure as text, whatever its kind
+        return [PartStatus("projections", "-", False, False, False, f"lag unknown: {type(exc).__name__}: {exc}"[:160])]
+    return [PartStatus(f"projection {lag.projector}", "postgres", False, False, True,
+                       f"lag {lag.events:,} events, {lag.seconds:.1f} s") for lag in lags]
