@@ -20,12 +20,17 @@ def _settings():
     return settings()
 
 
-def _sink(settings, component: str):
+TOPICS = {"contacts_topic": typer.Option("contacts.v1", help="where contacts go"),
+          "dlq_topic": typer.Option("ingest.dlq.v1", help="where what cannot be mapped goes")}
+
+
+def _sink(settings, component: str, contacts_topic: str = "contacts.v1", dlq_topic: str = "ingest.dlq.v1"):
     from connectors.sink import Sink
     from schemas.codec import make_codec
     from threadline.kafka import make_producer
 
-    return Sink(make_producer(settings, client_id=f"threadline-{component}"), make_codec(settings), component=component)
+    return Sink(make_producer(settings, client_id=f"threadline-{component}"), make_codec(settings), component=component,
+                contacts_topic=contacts_topic, dlq_topic=dlq_topic)
 
 
 def _report(summary, title: str) -> None:
@@ -39,14 +44,14 @@ def _report(summary, title: str) -> None:
         err.print(f"[yellow]... and {len(summary.rejected) - 50} more rejected (all in ingest.dlq.v1)[/]")
 
 
-def _import_file(path: Path, kind: str, records_fn, fresh: bool) -> None:
+def _import_file(path: Path, kind: str, records_fn, fresh: bool, topics: dict[str, str]) -> None:
     from connectors.base import MapContext
     from connectors.importer import Ledger, ledger_path, progress_bar, run_import
 
     s = _settings()
     data = path.read_bytes()
     ctx = MapContext.from_settings(s)
-    sink = _sink(s, kind)
+    sink = _sink(s, kind, **topics)
     ledger = Ledger(None if fresh else ledger_path(s.state_dir, kind))
     try:
         with progress_bar(err) as progress:
@@ -69,20 +74,22 @@ def _import_file(path: Path, kind: str, records_fn, fresh: bool) -> None:
 
 @ingest_app.command("mbox")
 def ingest_mbox(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="an mbox file"),
-                fresh: bool = typer.Option(False, "--fresh", help="ignore what earlier imports produced (ids stay the same)")):
+                fresh: bool = typer.Option(False, "--fresh", help="ignore what earlier imports produced (ids stay the same)"),
+                contacts_topic: str = TOPICS["contacts_topic"], dlq_topic: str = TOPICS["dlq_topic"]):
     """Import every message of an mbox file (re-runs skip what was already produced)."""
     from connectors import mbox
 
-    _import_file(file, "mbox", mbox.records, fresh)
+    _import_file(file, "mbox", mbox.records, fresh, {"contacts_topic": contacts_topic, "dlq_topic": dlq_topic})
 
 
 @ingest_app.command("asterisk-cdr")
 def ingest_cdr(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Asterisk cdr_csv Master.csv"),
-               fresh: bool = typer.Option(False, "--fresh", help="ignore what earlier imports produced (ids stay the same)")):
+               fresh: bool = typer.Option(False, "--fresh", help="ignore what earlier imports produced (ids stay the same)"),
+               contacts_topic: str = TOPICS["contacts_topic"], dlq_topic: str = TOPICS["dlq_topic"]):
     """Import call detail records from Asterisk's CSV (re-runs skip what was already produced)."""
     from connectors import asterisk_cdr
 
-    _import_file(file, "asterisk-cdr", asterisk_cdr.records, fresh)
+    _import_file(file, "asterisk-cdr", asterisk_cdr.records, fresh, {"contacts_topic": contacts_topic, "dlq_topic": dlq_topic})
 
 
 @ingest_app.command("imap")
