@@ -805,6 +805,15 @@ def raw_clients_suite(ctx: BenchContext) -> list[Section]:
 SUITES: list[Callable[[BenchContext], list[Section]]] = [codec_suite, raw_clients_suite]
 
 
+def _projection_suite(ctx: BenchContext) -> list[Section]:
+    from projectors.bench import projection_rebuild_suite
+
+    return projection_rebuild_suite(ctx)
+
+
+SUITES.append(_projection_suite)
+
+
 def prepare_batch(settings: Settings, events: int, warmup: int, console: Console) -> tuple[EventBatch, Rate, Rate]:
     """Build the records, encode them once with the project's codec (timed), decode them (timed)."""
     from schemas.codec import make_codec
