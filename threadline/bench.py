@@ -805,6 +805,15 @@ def raw_clients_suite(ctx: BenchContext) -> list[Section]:
 SUITES: list[Callable[[BenchContext], list[Section]]] = [codec_suite, raw_clients_suite]
 
 
+def _connectors_suite(ctx: BenchContext) -> list[Section]:
+    from connectors.bench import connectors_suite
+
+    return connectors_suite(ctx)
+
+
+SUITES.append(_connectors_suite)  # gateway and mbox importer contacts/s (connectors/bench.py)
+
+
 def _projection_suite(ctx: BenchContext) -> list[Section]:
     from projectors.bench import projection_rebuild_suite
 
