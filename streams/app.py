@@ -1,22 +1,47 @@
-"""The faust application: wires the identity rules to contacts.v1 → contacts.resolved.v1.
+"""The faust application: wires the identity and conversation rules to topics and tables.
 
-Processing is at-least-once (faust's exactly-once mode has open bugs); duplicates are harmless
-because event ids are deterministic and every consumer is idempotent. Commit order, as faust's
-consumer does it: the agent hands its output to the producer, faust flushes the producer (every
-output acknowledged), and only then commits the source offsets. A record that cannot be
-decoded or resolved goes to streams.dlq.v1 with its raw bytes and the reason; it never blocks
-its partition and never stops the worker.
+    contacts.v1 (6) ──route──► streams.identity-graph.v1 (1) ──identity──► identities.v1
+         │ undecodable ─► streams.dlq.v1                        table: identity graph ├─► contacts.resolved.v1 (6)
+                                                                                      └─► commands: retire
+    contacts.resolved.v1 (6) + streams.conversation-commands.v1 (6) ──conversations──► conversations.v1
+                               ▲ timer: tick for clocks that fall due      table: state per customer_id
+
+* ``route`` runs on every worker over the six contacts.v1 partitions: it decodes (an undecodable
+  record goes to streams.dlq.v1 with its reason and the partition moves on) and forwards the
+  contact to the one-partition graph topic. ``identity`` is the graph's single writer (the
+  worker that owns that partition; see ``streams.identity`` for why). ``conversations`` is keyed
+  by customer_id: each customer's state has one writer, the owner of its partition.
+* The timer runs on every worker, looks only at the customers of the partitions it owns, and
+  sends a ``tick`` command for each clock that has fallen due; the tick goes through the commands
+  topic so that the state change happens in the agent, in order, with its changelog.
+* Processing is at-least-once (faust's exactly-once mode has open bugs). Every output is the
+  same for a redelivered input: event ids are deterministic, a duplicate changes no state, and
+  the events a contact produced are re-sent from the state's outbox (so a crash after the
+  changelog write but before the offset commit loses nothing and adds nothing new).
+* Tables live in RocksDB (rocksdict) when it is importable, in memory otherwise
+  (``THREADLINE_STREAMS_STORE=memory|rocksdb`` forces one); changelogs are the catalog's topics,
+  with the partition counts of their sources.
 """
 
 from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, replace
 
 import faust
 
 import schemas
 from schemas.codec import make_codec
+from streams.conversations import Stitcher
 from streams.dlq import dlq_headers
-from streams.identity import resolve
-from threadline.catalog import CONTACTS, CONTACTS_RESOLVED, EVENT_PARTITIONS, STREAMS_DLQ
+from streams.identity import IdentityGraph, resolve
+from streams.rules import Rules, rules_from_env
+from threadline import catalog
 from threadline.errors import FatalError
 from threadline.kafka import header_list
 from threadline.logging import get_logger
@@ -24,54 +49,276 @@ from threadline.settings import Settings
 
 log = get_logger("threadline.streams")
 
+APP_ID = "threadline-streams"
+# A record that fails to decode or that the rules cannot process goes to the DLQ with the reason:
+# whatever the failure of that one record, the partition moves on and the worker keeps running.
+DECODE_ERRORS = (FatalError, ValueError, KeyError, TypeError, AttributeError, IndexError)
+SHUTDOWN_LIMIT = 25.0  # seconds a worker may take to stop after SIGTERM before it exits hard
+
+
+@dataclass(frozen=True)
+class StreamTopics:
+    """The names the app reads and writes; the catalog's by default, unique ones in tests."""
+
+    contacts: str = catalog.CONTACTS.name
+    resolved: str = catalog.CONTACTS_RESOLVED.name
+    identities: str = catalog.IDENTITIES.name
+    conversations: str = catalog.CONVERSATIONS.name
+    dlq: str = catalog.STREAMS_DLQ.name
+    graph: str = catalog.IDENTITY_GRAPH.name
+    graph_changelog: str = catalog.IDENTITY_GRAPH_CHANGELOG.name
+    contacts_changelog: str = catalog.IDENTITY_CONTACTS_CHANGELOG.name
+    commands: str = catalog.CONVERSATION_COMMANDS.name
+    conversations_changelog: str = catalog.CONVERSATIONS_CHANGELOG.name
+
+    @classmethod
+    def prefixed(cls, prefix: str) -> StreamTopics:
+        """Every topic under ``prefix`` (tests: topics nobody else writes)."""
+        base = cls()
+        return replace(base, **{k: f"{prefix}.{v}" for k, v in base.__dict__.items()})
+
+    def specs(self, partitions: int = catalog.EVENT_PARTITIONS) -> dict[str, tuple[int, dict[str, str]]]:
+        """Each topic's partitions and configs as the catalog declares them (for tests to create)."""
+        sizes = {k: 1 if k in ("dlq", "graph", "graph_changelog", "contacts_changelog") else partitions
+                 for k in self.__dict__}
+        compact = ("graph_changelog", "contacts_changelog", "conversations_changelog")
+        return {v: (sizes[k], {"cleanup.policy": "compact" if k in compact else "delete"})
+                for k, v in self.__dict__.items()}
+
 
 def faust_broker(settings: Settings) -> str:
     return ";".join(f"kafka://{b}" for b in settings.kafka_bootstrap.split(","))
 
 
-def create_app(settings: Settings, app_id: str = "threadline-identity") -> faust.App:
+def store_url() -> str:
+    want = os.environ.get("THREADLINE_STREAMS_STORE", "").lower()
+    if want == "memory":
+        return "memory://"
+    try:
+        import rocksdict  # noqa: F401
+    except ImportError:
+        if want == "rocksdb":
+            raise
+        return "memory://"
+    return "rocksdb://"
+
+
+def _raw_topic(app: faust.App, *names: str, partitions: int | None = None) -> faust.TopicT:
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                     partitions=partitions)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | None = None,
+               rules: Rules | None = None) -> faust.App:
+    topics = topics or StreamTopics()
+    rules = rules or rules_from_env()
     datadir = settings.state_dir / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=faust_broker(settings),
-        store="memory://",
+        store=store_url(),
         processing_guarantee="at_least_once",
-        topic_partitions=EVENT_PARTITIONS,
+        topic_partitions=catalog.EVENT_PARTITIONS,
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         datadir=str(datadir),
+        table_standby_replicas=0,
     )
     codec = make_codec(settings)
-    contacts = app.topic(CONTACTS.name, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
-    resolved = app.topic(CONTACTS_RESOLVED.name, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
-    dlq = app.topic(STREAMS_DLQ.name, key_type=bytes, value_type=bytes,
-                    key_serializer="raw", value_serializer="raw")
+    stitcher = Stitcher(rules.stitch)
+
+    contacts = _raw_topic(app, topics.contacts)
+    graph_in = _raw_topic(app, topics.graph, partitions=1)
+    resolved = _raw_topic(app, topics.resolved)
+    identities = _raw_topic(app, topics.identities)
+    conversations = _raw_topic(app, topics.conversations)
+    commands = _raw_topic(app, topics.commands)
+    dlq = _raw_topic(app, topics.dlq, partitions=1)
+    stitch_in = _raw_topic(app, topics.resolved, topics.commands)
+
+    json_schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
+
+    def table(name: str, changelog: str, partitions: int, schema: faust.Schema):
+        return app.Table(name, partitions=partitions, schema=schema,
+                         changelog_topic=app.topic(changelog, partitions=partitions, compacting=True, schema=schema))
+
+    graph_table = table("identity-graph", topics.graph_changelog, 1, json_schema)
+    contacts_table = table("identity-contacts", topics.contacts_changelog, 1, json_schema)  # base64 of the record
+    conv_table = table("conversations", topics.conversations_changelog, catalog.EVENT_PARTITIONS, json_schema)
+    graph = IdentityGraph(graph_table, rules.identity)
+    due_index: dict[str, tuple[int, int]] = {}  # customer_id -> (next due ms, partition)
+    indexed_for: set = set()
+    ticked: dict[str, int] = {}
+
+    async def to_dlq(event, reason: str) -> None:
+        msg = event.message
+        await dlq.send(key=msg.topic.encode(), value=event.value, headers=header_list(
+            dlq_headers(reason=reason[:1000], topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                        component=app_id)))
+        log.warning("record_to_dlq", topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                    reason=reason.split(":", 1)[0])
 
     @app.agent(contacts)
+    async def route(stream):
+        async for event in stream.events():
+            try:
+                record = codec.decode(event.value).record
+                if not record.get("identities"):
+                    raise ValueError("a contact without identities cannot be resolved")
+            except DECODE_ERRORS as exc:
+                await to_dlq(event, f"{type(exc).__name__}: {exc}")
+                continue
+            await graph_in.send(key=event.key, value=event.value, headers=[("kind", b"contact")])
+
+    async def send_resolved(record: dict, customer_id: str, rekeyed_from: str | None = None) -> None:
+        out = resolve(record, customer_id)
+        headers = {"event_id": out["event_id"]}
+        if rekeyed_from:
+            headers["rekeyed_from"] = rekeyed_from
+        await resolved.send(key=customer_id.encode(),
+                            value=codec.encode(topics.resolved, schemas.CONTACT, out),
+                            headers=header_list(headers))
+
+    async def publish(change, offset: int) -> None:
+        for eid, new, old in change.rekeyed:
+            raw = contacts_table.get(eid)
+            if raw is not None:
+                await send_resolved(codec.decode(base64.b64decode(raw)).record, new, rekeyed_from=old)
+        for e in change.events:
+            await identities.send(key=e["customer_id"].encode(),
+                                  value=codec.encode(topics.identities, schemas.IDENTITY_EVENT, e),
+                                  headers=header_list({"event_id": e["event_id"]}))
+            if e["event_type"] == "merged":
+                for absorbed in e["related_customer_ids"]:
+                    await commands.send(key=absorbed.encode(), value=json.dumps(
+                        {"type": "retire", "survivor": e["customer_id"]}).encode())
+            log.info("identity_" + e["event_type"], event_id=e["event_id"], customer_id=e["customer_id"],
+                     offset=offset, rule=e["rule"], reason=e["reason"])
+
+    @app.agent(graph_in)
     async def identity(stream):
         async for event in stream.events():
             msg = event.message
-            try:
-                contact = codec.decode(event.value).record
-                out = resolve(contact)
-                value = codec.encode(CONTACTS_RESOLVED.name, schemas.CONTACT, out)
-            except (FatalError, ValueError, KeyError, TypeError) as exc:
-                await dlq.send(key=CONTACTS.name.encode(), value=event.value, headers=header_list(
-                               dlq_headers(reason=f"{type(exc).__name__}: {exc}", topic=msg.topic,
-                                                   partition=msg.partition, offset=msg.offset,
-                                                   component=app_id)))
-                log.warning("record_to_dlq", topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                            reason=type(exc).__name__)
+            headers = dict(msg.headers or [])
+            if headers.get("kind") == b"unlink":
+                try:
+                    cmd = json.loads(event.value)
+                    change = graph.unlink(cmd["a"], cmd["b"], command_id=cmd["command_id"], at_ms=int(cmd["at_ms"]))
+                except (ValueError, KeyError, TypeError) as exc:
+                    await to_dlq(event, f"{type(exc).__name__}: {exc}")
+                    continue
+                await publish(change, msg.offset)
                 continue
-            await resolved.send(key=out["customer_id"].encode(), value=value,
-                                headers=header_list({"event_id": out["event_id"]}))
-            log.info("contact_resolved", event_id=out["event_id"], customer_id=out["customer_id"],
-                     partition=msg.partition, offset=msg.offset)
+            try:
+                record = codec.decode(event.value).record
+                change = graph.observe(record)
+            except DECODE_ERRORS as exc:
+                await to_dlq(event, f"{type(exc).__name__}: {exc}")
+                continue
+            if not change.duplicate:
+                contacts_table[record["event_id"]] = base64.b64encode(event.value).decode()
+            await publish(change, msg.offset)
+            await send_resolved(record, change.customer_id)
+            log.info("contact_resolved", event_id=record["event_id"], customer_id=change.customer_id,
+                     offset=msg.offset, duplicate=change.duplicate)
+
+    def remember_due(customer_id: str, state: dict, partition: int) -> None:
+        due = stitcher.next_due(state)
+        if due is None:
+            due_index.pop(customer_id, None)
+        else:
+            due_index[customer_id] = (due, partition)
+
+    @app.agent(stitch_in)
+    async def conversations_agent(stream):
+        async for event in stream.events():
+            msg = event.message
+            cid = event.key.decode() if event.key else ""
+            try:
+                if msg.topic == topics.commands:
+                    cmd = json.loads(event.value)
+                    state = conv_table.get(cid)
+                    if state is None:
+                        continue
+                    if cmd["type"] == "retire":
+                        new, events = stitcher.retire(state, cmd["survivor"]), []
+                    else:
+                        new, events = stitcher.tick(state, int(cmd["now"]))
+                    contact_id = None
+                else:
+                    record = codec.decode(event.value).record
+                    contact_id = record["event_id"]
+                    if not record.get("customer_id"):
+                        raise ValueError("a resolved contact without customer_id")
+                    cid = record["customer_id"]
+                    state = conv_table.get(cid)
+                    new, events = stitcher.apply(state, record)
+            except DECODE_ERRORS as exc:
+                await to_dlq(event, f"{type(exc).__name__}: {exc}")
+                continue
+            if new != state:
+                new["p"] = msg.partition
+                conv_table[cid] = new
+            remember_due(cid, new, msg.partition)
+            for e in events:
+                await conversations.send(key=cid.encode(),
+                                         value=codec.encode(topics.conversations, schemas.CONVERSATION_EVENT, e),
+                                         headers=header_list({"event_id": e["event_id"]}))
+                log.info("conversation_" + e["event_type"], event_id=e["event_id"], customer_id=cid,
+                         contact_event_id=contact_id, partition=msg.partition, offset=msg.offset)
+
+    def active_partitions() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.resolved}
+
+    @app.timer(interval=1.0)
+    async def clocks():
+        active = active_partitions()
+        if active - indexed_for:  # newly assigned (or recovered) partitions: index their clocks
+            for cid, state in list(conv_table.items()):
+                if isinstance(state, dict) and state.get("p") in active - indexed_for:
+                    remember_due(cid, state, state["p"])
+            indexed_for.clear()
+            indexed_for.update(active)
+        indexed_for.intersection_update(active)
+        now = _now_ms()
+        limit = now - rules.stitch.timer_grace_seconds * 1000
+        for cid, (due, partition) in list(due_index.items()):
+            if due <= limit and partition in active and ticked.get(cid) != due:
+                ticked[cid] = due
+                await commands.send(key=cid.encode(), value=json.dumps({"type": "tick", "now": now}).encode())
 
     return app
+
+
+def unlink_command(a: str, b: str, *, command_id: str, at_ms: int | None = None) -> bytes:
+    """The record ``threadline identity unlink`` writes to the graph topic (header kind=unlink)."""
+    return json.dumps({"a": a, "b": b, "command_id": command_id, "at_ms": at_ms or _now_ms()}).encode()
+
+
+class StreamsWorker(faust.Worker):
+    """A faust worker that is gone within SHUTDOWN_LIMIT seconds of SIGTERM, even if a component
+    hangs while stopping (faust-streaming #324, #162)."""
+
+    def _on_sigterm(self) -> None:
+        def hard_exit() -> None:
+            log.warning("worker_shutdown_forced", after_seconds=SHUTDOWN_LIMIT)
+            os._exit(0)
+
+        timer = threading.Timer(SHUTDOWN_LIMIT, hard_exit)
+        timer.daemon = True
+        timer.start()
+        super()._on_sigterm()
+
+
+def run_worker(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | None = None) -> None:
+    app = create_app(settings, app_id=app_id, topics=topics)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    StreamsWorker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()

@@ -1,16 +1,72 @@
-"""Identity resolution rules (pure).
+"""Identity resolution: an identity graph over channel identities (pure rules, no I/O).
 
-The foundation step is deliberately minimal: a contact's customer is named after its primary
-identity, deterministically, so the same identity always lands on the same customer id and
-the same partition of contacts.resolved.v1. The identity graph (links, merges, unmerges,
-guardrails) replaces ``minimal_customer_id`` without changing the stream wiring.
+The graph
+---------
+Nodes are channel identities (``email:giulia@…``, ``phone:+39…``, ``social:twitter:giulia_r``,
+``account:shop:A-1``, ``chat_visitor:v-1`` …) and linking facts (``fact:order_number:100234``).
+Each contact is evidence: it ties its *anchor* (its strongest identity by kind priority)
+to every other node it carries. Rules, each configurable (``streams.rules.IdentityRules``):
+
+* ``same_contact`` — identities carried together by one contact (a chat visitor who logs in
+  with an email, a WhatsApp message with its phone, a web order with email and phone);
+* ``shared_fact`` — an order or account number given on one channel that is known under another
+  identity (Giulia's DM gives the order number of an order placed with her email and phone);
+* ``hint`` — identities of strength ``hint`` (a phone number in an email signature): off by
+  default (``THREADLINE_IDENTITY_HINT_LINKS=1`` turns it on, weakest of all links).
+
+Guardrails: blocked values (``noreply@``, ``0000000000``, ``unknown`` …) never become nodes; a
+limit per identity kind per customer (a shared family phone must not merge ten people); and a
+priority of kinds that decides which link is dropped when a limit is hit. A dropped link is a
+``link_rejected`` event with its reason. An operator's ``unlink`` withdraws the link between two
+identities for good: they may never again be in one customer.
+
+Determinism and order independence
+----------------------------------
+Customers are a pure function of the *set* of evidence, never of arrival order. When a contact
+(or an unlink) arrives, the connected *region* around it (every node reachable over any evidence
+edge) is recomputed canonically: edges sorted by (rule, kind priority, event time, event id,
+node), added one by one with union-find unless a guardrail rejects them. A customer's id is
+UUIDv5 of the event id of its earliest contact (event time, then event id), so it is stable as a
+customer grows and the same whatever the arrival order. Comparing the region's assignment
+before and after gives the events: ``observed`` (a new customer), ``linked`` (new identities on a
+customer), ``merged`` (two customers became one; the survivor is the one whose first contact is
+earliest), ``unmerged`` (a customer was split), and ``rekeyed`` past contacts whose customer changed.
+
+Correct across partitions: one writer per customer
+--------------------------------------------------
+contacts.v1 is keyed by the primary identity, so two identities of one customer usually sit on
+different partitions, and the graph component that joins them can span every partition. The
+graph is therefore one keyed state with a single writer: the ``route`` agent (every worker, all
+six contacts.v1 partitions) decodes, sends undecodable records to the DLQ and forwards each
+contact to the one-partition ``streams.identity-graph.v1`` topic; the ``identity`` agent that owns
+that partition (exactly one worker at a time, by Kafka's group assignment) updates the graph table
+(changelog ``threadline-streams-identity-graph-changelog``, one partition like its source) and
+writes identities.v1 and contacts.resolved.v1 keyed by customer_id. Everything after that is keyed
+by customer_id: each customer's conversation state has exactly one writer, the worker that owns
+that customer's partition of contacts.resolved.v1. The graph step is a few dictionary look-ups per
+contact; the work that scales with conversations (stitching, SLA clocks, timers) is spread over
+the six customer partitions and every worker.
+
+Storage: ``IdentityGraph`` works on any mutable mapping of JSON values (a dict in tests, a faust
+table in the worker); every change is a reassignment, so a table's changelog sees it.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from streams.rules import IdentityRules
 
 CUSTOMER_NS = uuid.UUID("0c6f8a52-3f5e-5b7d-8e21-4d9a6b1c2e3f")
+IDENTITY_EVENT_NS = uuid.UUID("7d1e4a9b-2c3f-5a6e-8b1d-9f0e2c4a6b8d")
+
+SAME_CONTACT, SHARED_FACT, HINT = "same_contact", "shared_fact", "hint"
+RULE_RANK = {SAME_CONTACT: 0, SHARED_FACT: 1, HINT: 2}
+NOREPLY_LOCALS = frozenset({"noreply", "no-reply", "no_reply", "donotreply", "do-not-reply",
+                            "mailer-daemon", "postmaster", "unknown", "none", "test"})
 
 
 def identity_key(identity: dict) -> str:
@@ -18,16 +74,322 @@ def identity_key(identity: dict) -> str:
     return f"{identity['kind']}:{platform}{identity['value']}"
 
 
-def primary(identities: list[dict]) -> dict:
-    if not identities:
+def fact_key(fact: dict) -> str:
+    return f"fact:{fact['kind']}:{fact['value'].strip().lower()}"
+
+
+def parse_identity_key(key: str) -> dict:
+    """``kind:[platform:]value`` back to an identity record (the inverse of ``identity_key``)."""
+    kind, _, rest = key.partition(":")
+    if kind in ("social", "account") and rest.count(":") >= 1:
+        platform, _, value = rest.partition(":")
+        return {"kind": kind, "value": value, "platform": platform}
+    return {"kind": kind, "value": rest, "platform": None}
+
+
+def to_millis(t) -> int:
+    if isinstance(t, datetime):
+        return int(t.timestamp() * 1000)
+    return int(t)
+
+
+def blocked(identity: dict, rules: IdentityRules) -> bool:
+    """A placeholder value that must never link anyone."""
+    value = identity["value"].strip().lower()
+    if not value or value in rules.blocked_values:
+        return True
+    kind = identity["kind"]
+    if kind == "email":
+        local = value.split("@", 1)[0]
+        return local in NOREPLY_LOCALS or "@" not in value
+    if kind == "phone":
+        digits = "".join(ch for ch in value if ch.isdigit())
+        return len(digits) < 6 or len(set(digits)) == 1 or digits in ("1234567890", "0123456789")
+    return False
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the graph keeps of one contact: its time, anchor and nodes."""
+
+    event_id: str
+    occurred_ms: int
+    anchor: str | None
+    nodes: tuple[tuple[str, str, str], ...]  # (node key, kind, rule)
+    rejected: tuple[tuple[str, str], ...]    # (identity key, reason) refused before linking
+
+
+def evidence(contact: dict, rules: IdentityRules) -> Evidence:
+    """The contact's nodes after the blocked-value and hint rules, and its anchor."""
+    idents = contact.get("identities") or []
+    if not idents:
         raise ValueError("a contact without identities cannot be resolved")
-    return next((i for i in identities if i.get("primary")), identities[0])
+    nodes: dict[str, tuple[str, str, str]] = {}
+    rejected = []
+    primary_key = None
+    for ident in idents:
+        key = identity_key(ident)
+        if blocked(ident, rules):
+            rejected.append((key, "blocked_value"))
+            continue
+        if ident.get("strength") == "hint":
+            if not rules.hint_links:
+                continue
+            rule = HINT
+        else:
+            rule = SAME_CONTACT
+        if key not in nodes or RULE_RANK[rule] < RULE_RANK[nodes[key][2]]:
+            nodes[key] = (key, ident["kind"], rule)
+        if ident.get("primary") and rule != HINT:
+            primary_key = key
+    for fact in contact.get("facts") or []:
+        if fact["kind"] in rules.link_fact_kinds and fact["value"].strip().lower() not in rules.blocked_values:
+            key = fact_key(fact)
+            nodes.setdefault(key, (key, "fact", SHARED_FACT))
+    # The anchor is the strongest identity by kind priority (the primary breaks ties), so when a
+    # limit refuses a link it is the weaker identity that is left out, never the contact.
+    usable = [n for n in nodes.values() if n[1] != "fact" and n[2] != HINT]
+    anchor = min(usable, key=lambda n: (rules.rank(n[1]), n[0] != primary_key, n[0]))[0] if usable else None
+    return Evidence(contact["event_id"], to_millis(contact["occurred_at"]), anchor,
+                    tuple(sorted(nodes.values())), tuple(sorted(rejected)))
 
 
-def minimal_customer_id(contact: dict) -> str:
-    return str(uuid.uuid5(CUSTOMER_NS, identity_key(primary(contact["identities"]))))
+def customer_id_for(anchor_event_id: str) -> str:
+    return str(uuid.uuid5(CUSTOMER_NS, anchor_event_id))
 
 
-def resolve(contact: dict) -> dict:
+def isolated_customer_id(event_id: str) -> str:
+    """The customer of a contact with no usable identity at all (every one blocked)."""
+    return str(uuid.uuid5(CUSTOMER_NS, f"contact:{event_id}"))
+
+
+@dataclass
+class Change:
+    """What one contact or command did to the graph."""
+
+    customer_id: str | None
+    events: list[dict] = field(default_factory=list)      # identities.v1 records
+    rekeyed: list[tuple[str, str, str]] = field(default_factory=list)  # (event_id, new, old customer)
+    duplicate: bool = False
+
+
+class _UnionFind:
+    def __init__(self, kinds: dict[str, str], withdrawn: dict[str, set[str]]):
+        self.parent = {k: k for k in kinds}
+        self.members = {k: [k] for k in kinds}
+        self.counts = {k: {kind: 1} for k, kind in kinds.items()}
+        self.withdrawn = withdrawn
+
+    def find(self, x: str) -> str:
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def refusal(self, a: str, b: str, limits) -> str | None:
+        if len(self.members[a]) > len(self.members[b]):
+            a, b = b, a
+        for x in self.members[a]:
+            for y in self.withdrawn.get(x, ()):
+                if y in self.parent and self.find(y) == b:
+                    return "unlinked_by_operator"
+        for kind, n in self.counts[a].items():
+            limit = limits.get(kind)
+            if limit is not None and n + self.counts[b].get(kind, 0) > limit:
+                return f"limit:{kind}"
+        return None
+
+    def union(self, a: str, b: str) -> None:
+        if len(self.members[a]) < len(self.members[b]):
+            a, b = b, a
+        self.parent[b] = a
+        self.members[a] += self.members.pop(b)
+        for kind, n in self.counts.pop(b).items():
+            self.counts[a][kind] = self.counts[a].get(kind, 0) + n
+
+
+class IdentityGraph:
+    """The identity graph on a mapping: ``n:<node>`` node records, ``e:<event id>`` evidence."""
+
+    def __init__(self, store: MutableMapping, rules: IdentityRules | None = None):
+        self.store = store
+        self.rules = rules or IdentityRules()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def customer_of(self, event_id: str) -> str | None:
+        ev = self.store.get(f"e:{event_id}")
+        return ev["cust"] if ev else None
+
+    def node_customer(self, key: str) -> str | None:
+        rec = self.store.get(f"n:{key}")
+        return rec["cust"] if rec else None
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def observe(self, contact: dict) -> Change:
+        """Add one contact's evidence; its customer, the graph events and the re-keyed contacts."""
+        eid = contact["event_id"]
+        known = self.store.get(f"e:{eid}")
+        if known is not None:  # a duplicate: nothing changes, the same answer again
+            return Change(known["cust"], list(known.get("out", [])), [], duplicate=True)
+        ev = evidence(contact, self.rules)
+        times = (to_millis(contact["occurred_at"]), to_millis(contact.get("recorded_at") or contact["occurred_at"]))
+        record = {"t": ev.occurred_ms, "a": ev.anchor, "n": [list(n) for n in ev.nodes], "cust": None}
+        self.store[f"e:{eid}"] = record
+        for key, _kind, _rule in ev.nodes:
+            rec = self.store.get(f"n:{key}") or {"c": [], "cust": None, "x": []}
+            self.store[f"n:{key}"] = {**rec, "c": [*rec["c"], eid]}
+        change = Change(None)
+        if ev.anchor is None:
+            cust = isolated_customer_id(eid)
+            self.store[f"e:{eid}"] = {**record, "cust": cust}
+            change.customer_id = cust
+        else:
+            self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times)
+            change.customer_id = self.store[f"e:{eid}"]["cust"]
+        for key, reason in ev.rejected:
+            change.events.append(self._event("link_rejected", change.customer_id, times, source=eid,
+                                             identities=[key], rule="guardrail", reason=reason))
+        change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
+        self.store[f"e:{eid}"] = {**self.store[f"e:{eid}"], "out": change.events}
+        return change
+
+    def unlink(self, a: str, b: str, command_id: str, at_ms: int) -> Change:
+        """Withdraw the link between identities ``a`` and ``b`` (node keys): they are never one
+        customer again. Splits the customer they share, if any."""
+        if a == b:
+            raise ValueError("an identity cannot be unlinked from itself")
+        for x, y in ((a, b), (b, a)):
+            rec = self.store.get(f"n:{x}") or {"c": [], "cust": None, "x": []}
+            if y not in rec["x"]:
+                self.store[f"n:{x}"] = {**rec, "x": sorted([*rec["x"], y])}
+        change = Change(None)
+        self._recompute([a, b], change, source=command_id, times=(at_ms, at_ms), reason="unlinked_by_operator")
+        return change
+
+    # -- the canonical recomputation ---------------------------------------------------------
+
+    def _region(self, start: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
+        nodes: dict[str, dict] = {}
+        contacts: dict[str, dict] = {}
+        todo = list(start)
+        while todo:
+            key = todo.pop()
+            if key in nodes:
+                continue
+            rec = self.store.get(f"n:{key}")
+            if rec is None:
+                continue
+            nodes[key] = rec
+            for eid in rec["c"]:
+                if eid not in contacts:
+                    ev = self.store[f"e:{eid}"]
+                    contacts[eid] = ev
+                    todo.extend(n[0] for n in ev["n"] if n[0] not in nodes)
+        return nodes, contacts
+
+    def _recompute(self, start: list[str], change: Change, *, source: str, times: tuple[int, int],
+                   reason: str | None = None) -> None:
+        nodes, contacts = self._region(start)
+        kinds = {}
+        for ev in contacts.values():
+            for key, kind, _rule in ev["n"]:
+                kinds[key] = kind
+        withdrawn = {k: set(rec.get("x", ())) for k, rec in nodes.items() if rec.get("x")}
+        uf = _UnionFind(kinds, withdrawn)
+        edges = []
+        for eid, ev in contacts.items():
+            if ev["a"] is None:
+                continue
+            for key, kind, rule in ev["n"]:
+                if key != ev["a"]:
+                    edges.append((RULE_RANK[rule], self.rules.rank(kind), ev["t"], eid, key, rule))
+        edges.sort()
+        limits = dict(self.rules.limits)
+        used_rules: set[str] = set()
+        for _r, _k, _t, eid, key, rule in edges:
+            ra, rb = uf.find(contacts[eid]["a"]), uf.find(key)
+            if ra == rb:
+                continue
+            refused = uf.refusal(ra, rb, limits)
+            if refused is None:
+                uf.union(ra, rb)
+                if eid == source:
+                    used_rules.add(rule)
+            elif eid == source:
+                change.events.append(self._event("link_rejected", None, times, source=source,
+                                                 identities=[contacts[eid]["a"], key], rule=rule, reason=refused))
+        # Each component's customer: its earliest contact (event time, then event id).
+        first: dict[str, tuple[int, str]] = {}
+        for eid, ev in contacts.items():
+            if ev["a"] is not None:
+                root = uf.find(ev["a"])
+                first[root] = min(first.get(root, (ev["t"], eid)), (ev["t"], eid))
+        new = {k: (customer_id_for(first[uf.find(k)][1]) if uf.find(k) in first else None) for k in kinds}
+        old = {k: rec["cust"] for k, rec in nodes.items()}
+        self._emit_diff(old, new, change, source=source, times=times, rule=",".join(sorted(used_rules)) or None,
+                        reason=reason)
+        for k, cust in new.items():
+            if old.get(k) != cust:
+                self.store[f"n:{k}"] = {**self.store[f"n:{k}"], "cust": cust}
+        for eid, ev in contacts.items():
+            cust = new[ev["a"]] if ev["a"] is not None else ev["cust"]
+            if cust != ev["cust"]:
+                if ev["cust"] is not None:
+                    change.rekeyed.append((eid, cust, ev["cust"]))
+                self.store[f"e:{eid}"] = {**self.store[f"e:{eid}"], "cust": cust}
+        for ev in change.events:
+            if ev["customer_id"] is None:  # a rejection on the source contact: its own customer
+                src = self.store.get(f"e:{source}")
+                ev["customer_id"] = new.get(src["a"]) if src and src["a"] else None
+        change.events[:] = [e for e in change.events if e["customer_id"] is not None]
+        for e in change.events:
+            if e["event_type"] == "link_rejected":
+                e["event_id"] = self._event_id(e)
+
+    def _emit_diff(self, old: dict, new: dict, change: Change, *, source: str, times, rule, reason) -> None:
+        groups: dict[str, list[str]] = {}
+        for k, cust in new.items():
+            if cust is not None:
+                groups.setdefault(cust, []).append(k)
+        for cust in sorted(groups):
+            members = sorted(groups[cust])
+            before = {old.get(k) for k in members} - {None}
+            added = [k for k in members if old.get(k) is None and not k.startswith("fact:")]
+            if not before:
+                change.events.append(self._event("observed", cust, times, source=source, identities=added, rule=rule))
+            elif before - {cust}:
+                change.events.append(self._event("merged", cust, times, source=source, identities=added,
+                                                 related=sorted(before - {cust}), rule=rule, reason=reason))
+            elif added:
+                change.events.append(self._event("linked", cust, times, source=source, identities=added, rule=rule))
+        parts: dict[str, set[str]] = {}
+        for k, was in old.items():
+            if was is not None:
+                parts.setdefault(was, set()).add(new.get(k) or "")
+        for was in sorted(parts):
+            now = parts[was] - {""}
+            if len(now) > 1:
+                change.events.append(self._event("unmerged", was, times, source=source,
+                                                 related=sorted(now - {was}), reason=reason or "guardrail"))
+
+    def _event(self, event_type: str, customer_id: str | None, times, *, source: str, identities=(),
+               related=(), rule=None, reason=None) -> dict:
+        e = {"event_type": event_type, "occurred_at": times[0], "recorded_at": times[1],
+             "customer_id": customer_id,
+             "identities": [parse_identity_key(k) for k in identities if not k.startswith("fact:")],
+             "related_customer_ids": list(related), "rule": rule, "reason": reason, "source_event_id": source}
+        e["event_id"] = self._event_id(e)
+        return e
+
+    @staticmethod
+    def _event_id(e: dict) -> str:
+        ids = ",".join(identity_key(i) for i in e["identities"])
+        name = f"{e['event_type']}:{e['customer_id']}:{e['source_event_id']}:{','.join(e['related_customer_ids'])}:{ids}"
+        return str(uuid.uuid5(IDENTITY_EVENT_NS, name))
+
+
+def resolve(contact: dict, customer_id: str) -> dict:
     """The same contact with customer_id set (a new dict; the input is not changed)."""
-    return {**contact, "customer_id": minimal_customer_id(contact)}
+    return {**contact, "customer_id": customer_id}

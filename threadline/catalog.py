@@ -60,6 +60,30 @@ STREAMS_DLQ = TopicSpec(
     "streams.dlq.v1", 1, key="source topic", value="raw record; reason, topic, partition, offset in headers",
     retention_ms=THIRTY_DAYS_MS, doc="Records a stream processor could not decode or process.",
 )
+# Internal topics of the stream processors (``threadline worker``): the identity graph is one
+# keyed state with a single writer, so its input and changelogs have one partition; the
+# conversation state is keyed by customer_id, so its commands and changelog match contacts.resolved.v1.
+SEVEN_DAYS_MS = str(7 * 24 * 3600 * 1000)
+IDENTITY_GRAPH = TopicSpec(
+    "streams.identity-graph.v1", 1, key="contacts.v1 key", value="contacts.v1 record bytes, or an unlink command (JSON)",
+    retention_ms=SEVEN_DAYS_MS, doc="Every contact and unlink command, to the one writer of the identity graph.",
+)
+IDENTITY_GRAPH_CHANGELOG = TopicSpec(
+    "streams.identity-graph.changelog.v1", 1, key="graph node or evidence key", value="JSON",
+    cleanup_policy="compact", doc="Changelog of the identity graph table (partitions as its source).",
+)
+IDENTITY_CONTACTS_CHANGELOG = TopicSpec(
+    "streams.identity-contacts.changelog.v1", 1, key="event_id", value="JSON: base64 of the contacts.v1 record",
+    cleanup_policy="compact", doc="Changelog of the contacts the graph re-keys after a merge or unmerge.",
+)
+CONVERSATION_COMMANDS = TopicSpec(
+    "streams.conversation-commands.v1", EVENT_PARTITIONS, key="customer_id", value="JSON: tick | retire",
+    retention_ms=SEVEN_DAYS_MS, doc="Timer ticks and merge retirements for the conversation state.",
+)
+CONVERSATIONS_CHANGELOG = TopicSpec(
+    "streams.conversations.changelog.v1", EVENT_PARTITIONS, key="customer_id", value="JSON",
+    cleanup_policy="compact", doc="Changelog of the per-customer conversation table (partitions as its source).",
+)
 PROJECTIONS_DLQ = TopicSpec(
     "projections.dlq.v1", 1, key="source topic", value="raw record; reason, topic, partition, offset in headers",
     retention_ms=THIRTY_DAYS_MS, doc="Records a projector could not decode.",
@@ -72,6 +96,8 @@ CUSTOMER_PROFILES = TopicSpec(
 CATALOG: tuple[TopicSpec, ...] = (
     CONTACTS, INGEST_DLQ, IDENTITIES, CONTACTS_RESOLVED, CONVERSATIONS,
     STREAMS_DLQ, PROJECTIONS_DLQ, CUSTOMER_PROFILES,
+    IDENTITY_GRAPH, IDENTITY_GRAPH_CHANGELOG, IDENTITY_CONTACTS_CHANGELOG, CONVERSATION_COMMANDS,
+    CONVERSATIONS_CHANGELOG,
 )
 
 

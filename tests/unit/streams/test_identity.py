@@ -1,4 +1,4 @@
-"""streams/identity.py: the minimal, deterministic identity rule."""
+"""streams/identity.py: the identity graph, its linking rules, guardrails, merges and unmerges."""
 
 from __future__ import annotations
 
@@ -6,58 +6,246 @@ import copy
 import uuid
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.contact import to_record
-from streams.identity import minimal_customer_id, resolve
+from streams.identity import IdentityGraph, customer_id_for, evidence, identity_key, resolve
+from streams.rules import IdentityRules, rules_from_env
 
-from .conftest import RECORDED_AT
+from ..conftest import RECORDED_AT
 
-IDENTITIES = [
-    {"kind": "email", "value": "giulia.rossi@example.it", "platform": None, "primary": False},
-    {"kind": "phone", "value": "+393471234567", "platform": None, "primary": True},
-    {"kind": "social", "value": "giuliar", "platform": "twitter", "primary": False},
-    {"kind": "account", "value": "A-1001", "platform": "shop", "primary": False},
-]
+T0 = 1_795_000_000_000
+MIN = 60_000
 
 
-def test_same_contact_gets_the_same_customer_id():
-    contact = {"identities": copy.deepcopy(IDENTITIES)}
-    first = minimal_customer_id(contact)
-    assert first == minimal_customer_id(copy.deepcopy(contact))
-    assert uuid.UUID(first).version == 5
+def contact(eid, *identities, t=0, facts=(), **extra):
+    idents = []
+    for i, ident in enumerate(identities):
+        kind, _, rest = ident.partition(":")
+        platform, value = (rest.split(":", 1) if kind == "social" else (None, rest))
+        strength = "asserted"
+        if value.endswith("~hint"):
+            value, strength = value[:-5], "hint"
+        idents.append({"kind": kind, "value": value, "platform": platform, "strength": strength, "primary": i == 0})
+    return {"event_id": eid, "occurred_at": T0 + t * MIN, "recorded_at": T0 + t * MIN + 500,
+            "identities": idents, "facts": [{"kind": k, "value": v, "source": "text"} for k, v in facts], **extra}
 
 
-@given(st.permutations(IDENTITIES))
-def test_customer_id_does_not_depend_on_the_order_of_identities(order):
-    assert minimal_customer_id({"identities": order}) == minimal_customer_id({"identities": IDENTITIES})
+def feed(contacts, rules=None):
+    g = IdentityGraph({}, rules)
+    changes = [g.observe(c) for c in contacts]
+    return g, changes
 
 
-def test_customer_id_follows_the_primary_identity():
-    phone_first = {"identities": [{**IDENTITIES[1], "primary": False}, {**IDENTITIES[0], "primary": False}]}
-    email_primary = {"identities": [IDENTITIES[1] | {"primary": False}, IDENTITIES[0] | {"primary": True}]}
-    assert minimal_customer_id(phone_first) == minimal_customer_id({"identities": [IDENTITIES[1]]})
-    assert minimal_customer_id(email_primary) != minimal_customer_id(phone_first)
+def events(changes, kind):
+    return [e for ch in changes for e in ch.events if e["event_type"] == kind]
 
 
-def test_the_platform_of_a_handle_is_part_of_the_identity():
-    on_twitter = {"identities": [{"kind": "social", "value": "giuliar", "platform": "twitter"}]}
-    on_instagram = {"identities": [{"kind": "social", "value": "giuliar", "platform": "instagram"}]}
-    assert minimal_customer_id(on_twitter) != minimal_customer_id(on_instagram)
+GIULIA_ORDER = contact("order", "email:giulia.rossi@example.it", "phone:+393471234567", t=-3000,
+                       facts=[("order_number", "100234")])
+GIULIA_TWEET = contact("tweet", "social:twitter:giulia_r", t=0)
+GIULIA_DM = contact("dm", "social:twitter:giulia_r", t=6, facts=[("order_number", "100234")])
+GIULIA_MAIL = contact("mail", "email:giulia.rossi@example.it", t=15)
+GIULIA_CALL = contact("call", "phone:+393471234567", t=120)
+
+
+def test_identities_carried_by_one_contact_belong_to_one_customer():
+    g, _ = feed([contact("chat", "chat_visitor:v-1", "email:tom@example.co.uk"),
+                 contact("mail", "email:tom@example.co.uk", t=5)])
+    assert g.customer_of("chat") == g.customer_of("mail") == customer_id_for("chat")
+    assert g.node_customer("chat_visitor:v-1") == g.node_customer("email:tom@example.co.uk")
+
+
+def test_an_order_number_given_on_another_channel_links_to_the_customer_who_placed_the_order():
+    g, changes = feed([GIULIA_ORDER, GIULIA_TWEET, GIULIA_DM, GIULIA_MAIL, GIULIA_CALL])
+    customers = {g.customer_of(e) for e in ("order", "tweet", "dm", "mail", "call")}
+    assert customers == {customer_id_for("order")}
+    merged = events(changes, "merged")
+    assert [(m["customer_id"], m["related_customer_ids"], m["rule"]) for m in merged] == [
+        (customer_id_for("order"), [customer_id_for("tweet")], "shared_fact")]
+    # The tweet was resolved before the DM revealed who she is: it is re-keyed to the survivor.
+    assert changes[2].rekeyed == [("tweet", customer_id_for("order"), customer_id_for("tweet"))]
+
+
+def test_a_fact_kind_that_is_not_a_linking_rule_links_nothing():
+    g, _ = feed([contact("a", "email:a@example.com", facts=[("preference", "window seat")]),
+                 contact("b", "email:b@example.com", facts=[("preference", "window seat")])])
+    assert g.customer_of("a") != g.customer_of("b")
+
+
+def test_a_phone_in_a_signature_is_only_a_hint_and_does_not_link_by_default():
+    hinted = [contact("call", "phone:+393471234567"),
+              contact("mail", "email:giulia.rossi@example.it", "phone:+393471234567~hint", t=5)]
+    g, _ = feed(hinted)
+    assert g.customer_of("call") != g.customer_of("mail")
+    g, changes = feed(hinted, IdentityRules(hint_links=True))
+    assert g.customer_of("call") == g.customer_of("mail")
+    assert events(changes, "linked")[0]["rule"] == "hint"
+
+
+def test_the_earliest_contact_names_the_customer_and_survives_a_merge():
+    late_first = [contact("b", "email:x@example.com", t=10), contact("a", "phone:+31612345678", t=1),
+                  contact("c", "email:x@example.com", "phone:+31612345678", t=20)]
+    g, changes = feed(late_first)
+    assert g.customer_of("b") == customer_id_for("a")
+    merged = events(changes, "merged")
+    assert merged[0]["customer_id"] == customer_id_for("a")
+    assert merged[0]["related_customer_ids"] == [customer_id_for("b")]
+
+
+# --- order independence --------------------------------------------------------------------
+
+IDENTS = ["email:a@example.com", "email:b@example.com", "email:c@example.com", "phone:+31611111111",
+          "phone:+31622222222", "phone:+31633333333", "social:twitter:aa", "social:twitter:bb",
+          "chat_visitor:v-1", "email:noreply@example.com", "phone:+31622222222~hint"]
+
+contact_strategy = st.builds(
+    lambda n, idents, t, facts: (idents, t, facts),
+    st.integers(),
+    st.lists(st.sampled_from(IDENTS), min_size=1, max_size=3, unique=True),
+    st.integers(min_value=0, max_value=50),
+    st.lists(st.tuples(st.sampled_from(["order_number", "account_number"]), st.sampled_from(["1", "2", "3"])),
+             max_size=1),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(contact_strategy, min_size=1, max_size=12), st.randoms(use_true_random=False),
+       st.booleans(), st.lists(st.tuples(st.sampled_from(IDENTS[:9]), st.sampled_from(IDENTS[:9])), max_size=2))
+def test_the_same_contacts_in_any_arrival_order_give_the_same_customers(specs, rnd, hints, unlinks):
+    rules = IdentityRules(hint_links=hints, limits={"email": 2, "phone": 2})
+    contacts = [contact(f"e{i}", *idents, t=t, facts=facts) for i, (idents, t, facts) in enumerate(specs)]
+    unlinks = [(identity_key(contact("x", a)["identities"][0]), identity_key(contact("x", b)["identities"][0]))
+               for a, b in unlinks if a != b]
+
+    def run(steps):
+        g = IdentityGraph({}, rules)
+        for kind, item in steps:
+            g.observe(item) if kind == "c" else g.unlink(*item, command_id=f"{item}", at_ms=T0)
+        return {c["event_id"]: g.customer_of(c["event_id"]) for c in contacts}
+
+    in_order = [("c", c) for c in contacts] + [("u", u) for u in unlinks]
+    shuffled = list(in_order)
+    rnd.shuffle(shuffled)  # contacts and unlink commands interleaved in any order
+    assert run(shuffled) == run(in_order)
+
+
+@given(st.permutations([GIULIA_ORDER, GIULIA_TWEET, GIULIA_DM, GIULIA_MAIL, GIULIA_CALL]))
+def test_giulia_is_one_customer_with_the_same_id_whatever_the_arrival_order(order):
+    g, _ = feed(copy.deepcopy(order))
+    assert {g.customer_of(c["event_id"]) for c in order} == {customer_id_for("order")}
+
+
+# --- guardrails ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("placeholder", ["email:noreply@shop.example", "email:unknown", "phone:0000000000",
+                                         "phone:+0000000000", "email:test@test.com", "social:twitter:unknown"])
+def test_a_blocked_placeholder_value_links_no_one_and_the_refusal_is_an_event(placeholder):
+    g, changes = feed([contact("a", "email:anna@example.com", placeholder),
+                       contact("b", "email:bart@example.com", placeholder, t=1)])
+    assert g.customer_of("a") != g.customer_of("b")
+    rejected = events(changes, "link_rejected")
+    assert [(r["reason"], r["source_event_id"]) for r in rejected] == [("blocked_value", "a"), ("blocked_value", "b")]
+    assert rejected[0]["customer_id"] == g.customer_of("a")
+
+
+def test_configured_blocked_values_are_added_to_the_defaults():
+    rules = rules_from_env({"THREADLINE_IDENTITY_BLOCKED": "Shared@Family.example"}).identity
+    g, _ = feed([contact("a", "email:anna@example.com", "email:shared@family.example"),
+                 contact("b", "email:bart@example.com", "email:shared@family.example", t=1)], rules)
+    assert g.customer_of("a") != g.customer_of("b")
+    assert "unknown" in rules.blocked_values
+
+
+def test_a_contact_whose_every_identity_is_blocked_still_gets_a_customer_of_its_own():
+    g, changes = feed([contact("a", "email:noreply@shop.example"), contact("b", "email:noreply@shop.example")])
+    assert g.customer_of("a") and g.customer_of("b") and g.customer_of("a") != g.customer_of("b")
+
+
+def test_a_shared_family_phone_does_not_merge_ten_people():
+    family = [contact(f"p{i}", f"email:person{i}@example.com", "phone:+393470000001", t=i) for i in range(10)]
+    g, changes = feed(family, IdentityRules(limits={"email": 2}))
+    customers = {g.customer_of(c["event_id"]) for c in family}
+    assert len(customers) == 9  # the first two (by event time) share the phone; no one else joins them
+    rejected = events(changes, "link_rejected")
+    assert len(rejected) == 8 and {r["reason"] for r in rejected} == {"limit:email"}
+
+
+def test_when_a_limit_is_hit_the_kind_lower_in_priority_is_the_link_dropped():
+    # Customer X already has two phones; a contact brings X's email and a third phone.
+    x = [contact("x1", "email:x@example.com", "phone:+31611111111", t=0),
+         contact("x2", "email:x@example.com", "phone:+31622222222", t=1)]
+    third = contact("x3", "phone:+31633333333", "email:x@example.com", t=2)
+    g, changes = feed([*x, third], IdentityRules(limits={"phone": 2}))
+    # The email (higher priority) links the contact to X; the third phone is what is dropped.
+    assert g.customer_of("x3") == g.customer_of("x1")
+    assert g.node_customer("phone:+31633333333") != g.customer_of("x1")
+    assert [r["reason"] for r in events(changes, "link_rejected")] == ["limit:phone"]
+
+
+def test_limits_priority_and_windows_are_read_from_the_environment():
+    rules = rules_from_env({"THREADLINE_IDENTITY_LIMITS": "phone=1", "THREADLINE_IDENTITY_PRIORITY": "phone,email",
+                            "THREADLINE_IDENTITY_HINT_LINKS": "1", "THREADLINE_IDENTITY_LINK_FACTS": "iban"})
+    assert rules.identity.limits["phone"] == 1 and rules.identity.limits["email"] == 2
+    assert rules.identity.priority == ("phone", "email") and rules.identity.hint_links
+    assert rules.identity.link_fact_kinds == frozenset({"iban"})
+
+
+# --- merges, unmerges, duplicates ----------------------------------------------------------
+
+def test_an_unlink_splits_the_customer_and_keeps_the_two_apart_for_good():
+    g, _ = feed([contact("a", "email:a@example.com", t=0), contact("b", "phone:+31611111111", t=1),
+                 contact("ab", "email:a@example.com", "phone:+31611111111", t=2)])
+    assert g.customer_of("a") == g.customer_of("b")
+    change = g.unlink("email:a@example.com", "phone:+31611111111", command_id="op-1", at_ms=T0)
+    assert g.customer_of("a") != g.customer_of("b")
+    [unmerged] = [e for e in change.events if e["event_type"] == "unmerged"]
+    assert unmerged["customer_id"] == customer_id_for("a")
+    assert unmerged["related_customer_ids"] == [customer_id_for("b")]
+    assert unmerged["reason"] == "unlinked_by_operator"
+    assert ("b", customer_id_for("b"), customer_id_for("a")) in change.rekeyed
+    # New evidence tying them again is refused, with its reason.
+    again = g.observe(contact("ab2", "email:a@example.com", "phone:+31611111111", t=3))
+    assert g.customer_of("a") != g.customer_of("b")
+    assert [e["reason"] for e in again.events if e["event_type"] == "link_rejected"] == ["unlinked_by_operator"]
+
+
+def test_a_duplicate_contact_changes_nothing_and_gets_the_same_answer():
+    g, (first,) = feed([contact("a", "email:a@example.com", "email:noreply@x.example")])
+    before = copy.deepcopy(g.store)
+    again = g.observe(contact("a", "email:a@example.com", "email:noreply@x.example"))
+    assert again.duplicate and g.store == before
+    assert again.customer_id == first.customer_id and again.events == first.events and again.rekeyed == []
+
+
+def test_identity_event_ids_are_deterministic():
+    _, c1 = feed([GIULIA_ORDER, GIULIA_TWEET, GIULIA_DM])
+    _, c2 = feed([GIULIA_ORDER, GIULIA_TWEET, GIULIA_DM])
+    assert [e["event_id"] for ch in c1 for e in ch.events] == [e["event_id"] for ch in c2 for e in ch.events]
+    assert all(uuid.UUID(e["event_id"]).version == 5 for ch in c1 for e in ch.events)
+
+
+def test_a_contact_without_identities_cannot_be_resolved():
+    with pytest.raises(ValueError, match="without identities"):
+        IdentityGraph({}).observe({"event_id": "e1", "occurred_at": T0, "identities": []})
+
+
+def test_the_strongest_identity_is_the_anchor_the_primary_breaks_ties_and_hints_never_are():
+    ev = evidence(contact("a", "phone:+393471234567", "email:g@example.it"), IdentityRules())
+    assert ev.anchor == "email:g@example.it"
+    ev = evidence(contact("a", "email:h@example.it", "email:g@example.it"), IdentityRules())
+    assert ev.anchor == "email:h@example.it"
+    ev = evidence(contact("a", "email:g@example.it~hint", "phone:+393471234567"), IdentityRules(hint_links=True))
+    assert ev.anchor == "phone:+393471234567"
 
 
 def test_resolve_sets_customer_id_on_a_copy_and_leaves_the_input_alone(full_contact):
     record = to_record(full_contact, RECORDED_AT)
     before = copy.deepcopy(record)
-    resolved = resolve(record)
-    assert record == before
-    assert record["customer_id"] is None
-    assert resolved["customer_id"] == minimal_customer_id(record)
+    g = IdentityGraph({})
+    resolved = resolve(record, g.observe(record).customer_id)
+    assert record == before and record["customer_id"] is None
+    assert resolved["customer_id"] == g.customer_of(record["event_id"])
     assert {k: v for k, v in resolved.items() if k != "customer_id"} == {
         k: v for k, v in before.items() if k != "customer_id"}
-
-
-def test_a_contact_without_identities_cannot_be_resolved():
-    with pytest.raises(ValueError, match="without identities"):
-        resolve({"event_id": "e1", "identities": []})
