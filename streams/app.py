@@ -131,6 +131,8 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
         web_enabled=False,
         datadir=str(datadir),
         table_standby_replicas=0,
+        # How soon the group gives a dead worker's partitions to the others (THREADLINE_STREAMS_SESSION_TIMEOUT).
+        broker_session_timeout=float(os.environ.get("THREADLINE_STREAMS_SESSION_TIMEOUT", "30")),
     )
     codec = make_codec(settings)
     stitcher = Stitcher(rules.stitch)

@@ -13,44 +13,26 @@ written to contacts.v1 as the gateway writes them, one after the other as they h
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.integration.streams.stream_helpers import (Producer, Reader, StreamTopics, create_topics,
-                                                      delete_topics, make_contact, start_worker,
-                                                      wait_for_members)
+from tests.integration.streams.stream_helpers import make_contact, stream_run
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 @pytest.fixture(scope="module")
 def story(services, tmp_path_factory):
-    from threadline.topics import admin_client
-
-    run = uuid.uuid4().hex[:8]
-    topics = StreamTopics.prefixed(f"demo{run}")
-    admin = admin_client(services.settings)
-    names = create_topics(admin, topics)
-    tmp = tmp_path_factory.mktemp("demo-story")
-    worker = start_worker(services, app_id=f"demo-{run}", prefix=f"demo{run}", home=tmp / "home",
-                          log_path=tmp / "worker.log", THREADLINE_STREAMS_STORE="rocksdb",
-                          THREADLINE_SLA_TARGETS="sms=3", THREADLINE_SLA_TIMER_GRACE_SECONDS="1")
-    producer = Producer(services.settings)
-    resolved = Reader(services.settings, topics.resolved)
-    conversations = Reader(services.settings, topics.conversations)
-    try:
-        wait_for_members(admin, f"demo-{run}", 1)
-        yield run, topics, producer, resolved, conversations
-    finally:
-        worker.stop()
-        for r in (resolved, conversations):
-            r.close()
-        producer.close()
-        delete_topics(admin, names)
-        admin.close()
-    assert worker.proc.returncode is not None
+    with stream_run(services, "demo", tmp_path_factory.mktemp("demo-story")) as world:
+        resolved, conversations = world.reader("resolved"), world.reader("conversations")
+        world.worker(THREADLINE_STREAMS_STORE="rocksdb", THREADLINE_SLA_TARGETS="sms=3",
+                     THREADLINE_SLA_TIMER_GRACE_SECONDS="1")
+        try:
+            yield world.run, world.topics, world.producer, resolved, conversations
+        finally:
+            resolved.close()
+            conversations.close()
 
 
 def send_in_turn(topics, producer, resolved, contacts):

@@ -9,6 +9,9 @@ import os
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -63,7 +66,8 @@ class Worker:
 def start_worker(services, *, app_id: str, prefix: str, home: Path, log_path: Path, **env) -> Worker:
     home.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, **services.env(), "THREADLINE_HOME": str(home), "THREADLINE_LOG_LEVEL": "INFO",
-                "THREADLINE_STREAMS_STORE": "memory", **env}
+                "THREADLINE_STREAMS_STORE": "memory",
+                "THREADLINE_STREAMS_SESSION_TIMEOUT": "10", **env}
     log = open(log_path, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "threadline.cli", "worker", "--app-id", app_id,
                              "--topic-prefix", prefix], env=full_env, stdout=log, stderr=subprocess.STDOUT,
@@ -100,14 +104,18 @@ class Producer:
         self.settings = settings
         self.codec = make_codec(settings)
         self.producer = make_producer(settings)
+        self.partitions: dict[str, int] = {}  # event id -> contacts.v1 partition it was written to
 
     def contacts(self, topic: str, contacts: list[ContactIn]) -> list[dict]:
-        records = []
+        records, futures = [], []
         for c in contacts:
             record = to_record(c, datetime.now(UTC))
-            self.producer.send(topic, key=partition_key(c), value=self.codec.encode(topic, schemas.CONTACT, record))
+            futures.append(self.producer.send(topic, key=partition_key(c),
+                                              value=self.codec.encode(topic, schemas.CONTACT, record)))
             records.append(record)
         self.producer.flush(30)
+        for record, f in zip(records, futures):
+            self.partitions[record["event_id"]] = f.get(timeout=30).partition
         return records
 
     def raw(self, topic: str, key: bytes, value: bytes, headers=None):
@@ -174,3 +182,49 @@ def settle(reader: Reader, quiet: float = 3.0, timeout: float = 60.0) -> list:
         elif time.monotonic() - last_change >= quiet:
             break
     return [v for _, v in reader.records]
+
+
+@dataclass
+class StreamRun:
+    """One test's world: its own topics, app id, producer and workers."""
+
+    services: object
+    run: str
+    prefix: str
+    app_id: str
+    topics: StreamTopics
+    admin: object
+    producer: Producer
+    home: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def worker(self, members: int = 1, **env) -> Worker:
+        """Start one more worker and wait until the group is stable with ``members`` members."""
+        n = len(self.workers) + 1
+        w = start_worker(self.services, app_id=self.app_id, prefix=self.prefix, home=self.home / f"home{n}",
+                         log_path=self.home / f"worker{n}.log", **env)
+        self.workers.append(w)
+        wait_for_members(self.admin, self.app_id, members)
+        return w
+
+    def reader(self, name: str, **kw) -> Reader:
+        return Reader(self.services.settings, getattr(self.topics, name), **kw)
+
+
+@contextmanager
+def stream_run(services, label: str, home: Path) -> Iterator[StreamRun]:
+    from threadline.topics import admin_client
+
+    run = uuid.uuid4().hex[:8]
+    topics = StreamTopics.prefixed(f"{label}{run}")
+    admin = admin_client(services.settings)
+    names = create_topics(admin, topics)
+    world = StreamRun(services, run, f"{label}{run}", f"{label}-{run}", topics, admin, Producer(services.settings), home)
+    try:
+        yield world
+    finally:
+        for w in world.workers:
+            w.stop()
+        world.producer.close()
+        delete_topics(admin, names)
+        admin.close()
