@@ -14,7 +14,6 @@ import schemas
 from connectors.contact import ContactIn, to_record
 from projectors.skeleton import Projector
 from schemas.codec import make_codec
-from streams.identity import resolve
 from threadline.catalog import PROJECTIONS_DLQ
 from threadline.kafka import make_producer
 
@@ -23,7 +22,7 @@ def _resolved(i: int, unique: str) -> dict:
     now = datetime.now(UTC).replace(microsecond=0)
     c = ContactIn(provider_id=f"{unique}-{i}", connector="test", channel="email", occurred_at=now,
                   identities=[{"kind": "email", "value": f"p{i}.{unique}@example.nl"}], text=f"bericht {i}")
-    return resolve(to_record(c, now))
+    return {**to_record(c, now), "customer_id": f"cust-{unique}-{i}"}  # as identity resolution sets it
 
 
 def _produce(settings, topic, values):
