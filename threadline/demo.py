@@ -1,8 +1,19 @@
-"""``threadline demo``: the local stack, the pipeline, and a handful of contacts through it."""
+"""``threadline demo``: the demo story of design.md through the whole system.
+
+The local stack comes up, the topic catalog is applied, and the four components start as their
+own processes (gateway, stream worker, projectors, read API). The cast then reaches the business
+the way real customers do, as provider-native, signed webhooks: Giulia orders online, tweets
+that the order arrived broken, DMs the order number, emails a photo and calls from her phone;
+an agent answers the tweet. Sanne fills a web form for ski insurance, then chats. Emre reviews
+the shop. Kasia's WhatsApp message waits unanswered. What support, sales and marketing see is
+then read back through the read API and printed.
+"""
 
 from __future__ import annotations
 
+import secrets as pysecrets
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -14,79 +25,161 @@ from threadline.settings import Settings
 from threadline.stack import apps
 from threadline.topics import apply
 
+# Settings field of each signing secret the demo's gateway needs.
+SECRET_FIELDS = ("twilio_auth_token", "meta_app_secret", "meta_verify_token", "x_consumer_secret",
+                 "shopify_webhook_secret", "webhook_secret")
 
-def demo_contacts(now: datetime | None = None) -> list[dict]:
-    """The cast of design.md: Giulia (it), Sanne (nl), Emre (tr), Kasia (pl), Tom (en)."""
-    t0 = (now or datetime.now(UTC)).replace(microsecond=0) - timedelta(hours=3)
 
-    def at(minutes: int) -> str:
-        return (t0 + timedelta(minutes=minutes)).isoformat()
+def with_demo_secrets(settings: Settings) -> Settings:
+    """Signing secrets for the local gateway: the configured ones, else random ones kept in the
+    state folder (files only the demo and the gateway read; values never printed)."""
+    folder = settings.state_dir / "secrets"
+    folder.mkdir(parents=True, exist_ok=True)
+    updates = {}
+    for name in SECRET_FIELDS:
+        if getattr(settings, name, None) is not None or getattr(settings, f"{name}_file", None) is not None:
+            continue
+        path = folder / name
+        if not path.exists():
+            path.write_text(pysecrets.token_hex(24) + "\n")
+            path.chmod(0o600)
+        updates[f"{name}_file"] = path
+    return settings.model_copy(update=updates)
 
-    giulia = [{"kind": "social", "value": "giulia_r", "platform": "twitter", "primary": True}]
-    return [
-        {"provider_id": "tw-1790001", "connector": "demo", "channel": "twitter", "occurred_at": at(0),
-         "identities": giulia, "language": "it",
-         "text": "@shop il mio ordine è arrivato rotto!", "thread": {"message_id": "tw-1790001"}},
-        {"provider_id": "dm-5521", "connector": "demo", "channel": "twitter", "occurred_at": at(6),
-         "identities": giulia, "language": "it", "text": "Numero d'ordine: 100234",
-         "facts": [{"kind": "order_number", "value": "100234", "source": "text"}]},
-        {"provider_id": "<c1a2@mail.example.it>", "connector": "demo", "channel": "email", "occurred_at": at(15),
-         "identities": [{"kind": "email", "value": "giulia.rossi@example.it", "primary": True}],
-         "subject": "Ordine 100234 danneggiato", "language": "it", "text": "Vi mando la foto del pacco.",
-         "attachments": [{"name": "pacco.jpg", "content_type": "image/jpeg", "size_bytes": 482113}],
-         "thread": {"message_id": "<c1a2@mail.example.it>"}},
-        {"provider_id": "form-77", "connector": "demo", "channel": "web_form", "occurred_at": at(30),
-         "identities": [{"kind": "email", "value": "sanne.devries@example.nl", "primary": True}], "language": "nl",
-         "text": "Ik wil een skiverzekering voor februari.",
-         "facts": [{"kind": "travel_month", "value": "2027-02", "source": "form.month"}],
-         "consent": [{"purpose": "marketing", "channel": "email", "granted": True, "source": "form.checkbox"}]},
-        {"provider_id": "rev-9001", "connector": "demo", "channel": "review", "occurred_at": at(45),
-         "identities": [{"kind": "social", "value": "emre.k", "platform": "instagram", "primary": True}],
-         "language": "tr", "text": "Hızlı kargo, çok memnun kaldım.", "metadata": {"rating": "5"},
-         "consent": [{"purpose": "marketing", "channel": "instagram", "granted": False}]},
-        {"provider_id": "SM0a1b2c", "connector": "demo", "channel": "sms", "occurred_at": at(60),
-         "identities": [{"kind": "phone", "value": "+48601234567", "primary": True}], "language": "pl",
-         "text": "Kiedy dostanę zwrot pieniędzy?"},
-        {"provider_id": "chat-3-1", "connector": "demo", "channel": "chat", "occurred_at": at(75),
-         "identities": [{"kind": "chat_visitor", "value": "v-8c21", "primary": True},
-                        {"kind": "email", "value": "tom.baker@example.co.uk"}], "language": "en",
-         "text": "Can I change my delivery address?", "thread": {"session_id": "chat-3"}},
+
+def story(now: datetime | None = None) -> tuple[dict, list]:
+    """The cast and their steps, in event time (the story happened over the last two days)."""
+    from connectors.generate import Step, population
+
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    giulia, kasia, sanne, emre, _tom = population(5, seed=2026)
+    # A run marker in provider ids keeps each demo run's events distinct but re-runs idempotent
+    # within the same minute.
+    tweet_at = now - timedelta(hours=26)
+    steps = [
+        Step(now - timedelta(days=2, hours=3), giulia, "order", "store"),
+        Step(tweet_at, giulia, "post", "twitter"),
+        Step(tweet_at + timedelta(minutes=6), giulia, "dm", "twitter"),
+        Step(tweet_at + timedelta(minutes=15), giulia, "email", "email"),
+        Step(tweet_at + timedelta(minutes=25), giulia, "agent", "twitter"),
+        Step(tweet_at + timedelta(hours=2), giulia, "call", "voice"),
+        Step(now - timedelta(hours=3), sanne, "form", "web_form"),
+        Step(now - timedelta(hours=2, minutes=50), sanne, "chat", "chat"),
+        Step(now - timedelta(hours=1), emre, "review", "review"),
+        Step(now - timedelta(minutes=40), kasia, "whatsapp", "whatsapp"),
     ]
+    from connectors.generate import provider_id
+
+    steps[4] = replace(steps[4], reply_to=provider_id(steps[1]))
+    return {"giulia": giulia, "sanne": sanne, "emre": emre, "kasia": kasia}, steps
 
 
 def run_demo(settings: Settings, console: Console) -> None:
+    from connectors.generate import render, send_http
+    from connectors.secrets import secret
+
     console.rule("Threadline demo")
+    settings = with_demo_secrets(settings)
     stack.up(settings, log=lambda m: console.print(f"[dim]{m}[/]"))
     report = apply(settings)
     console.print(f"topics: {len(report.created)} created, {len(report.in_line)} in line")
-    console.print("starting gateway, identity worker, projector and read API ...")
+    console.print("starting gateway, stream worker, projectors and read API ...")
     apps.start(settings)
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
     api = f"http://{settings.api_host}:{settings.api_port}"
-    ids = []
-    with httpx.Client(timeout=30) as http:
-        for contact in demo_contacts():
-            resp = http.post(f"{gateway}/contacts", json=contact)
-            resp.raise_for_status()
-            ids.append(resp.json()["event_id"])
-            console.print(f"  sent {contact['channel']:<9} → contacts.v1 "
-                          f"partition {resp.json()['partition']} offset {resp.json()['offset']}")
-        deadline = time.monotonic() + 90
-        rows: dict[str, dict] = {}
-        while time.monotonic() < deadline and len(rows) < len(ids):
-            for event_id in ids:
-                if event_id not in rows:
-                    r = http.get(f"{api}/contacts/{event_id}")
-                    if r.status_code == 200:
-                        rows[event_id] = r.json()
-            time.sleep(0.3)
-    table = Table("occurred at", "channel", "customer", "text", "facts", title="read model: skeleton.contacts")
-    for row in sorted(rows.values(), key=lambda r: r["occurred_at"]):
-        facts = ", ".join(f"{f['kind']}={f['value']}" for f in row["facts"] or [])
-        table.add_row(row["occurred_at"][:16], row["channel"], row["customer_id"][:8], (row["text"] or "")[:45], facts)
-    console.print(table)
-    console.print(f"{len(rows)} of {len(ids)} contacts visible through {api}")
-    if len(rows) < len(ids):
-        raise TimeoutError("not every contact reached the read model; see logs in " + str(settings.state_dir / "logs"))
-    console.print(f"Try: curl {api}/contacts   ·   threadline status")
+
+    cast, steps = story()
+    keys = {name: secret(settings, name) for name in SECRET_FIELDS}
+    for step in steps:
+        counts = send_http(gateway, keys, [render(step)])
+        ok = counts.get(202, 0) + counts.get(200, 0)
+        console.print(f"  {step.at:%a %H:%M}  {step.customer.first:<7} {step.kind:<9} → gateway "
+                      f"{'accepted' if ok else counts}")
+        if not ok:
+            raise RuntimeError(f"the gateway refused {step.customer.first}'s {step.kind}: {counts}")
+
+    with httpx.Client(base_url=api, timeout=30) as http:
+        giulia = _wait_for(http, "phone", cast["giulia"].phone, contacts=5, what="Giulia's five contacts")
+        sanne = _wait_for(http, "email", cast["sanne"].email, contacts=2, what="Sanne's form and chat")
+        _wait_for(http, "social", cast["emre"].handle, contacts=1, what="Emre's review")
+        _support(console, http, giulia)
+        _sales(console, http, giulia)
+        _sanne(console, http, sanne)
+        _marketing(console, http, cast["emre"])
+        _inbox(console, http)
+    console.print(f"\nRead API: {api}/docs · gateway: {gateway}/docs · [bold]threadline status[/] for lag")
     console.print("Stop everything with [bold]make down[/] (or [bold]threadline down[/]).")
+
+
+def _wait_for(http: httpx.Client, kind: str, value: str, *, contacts: int, what: str, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    card: dict = {}
+    while time.monotonic() < deadline:
+        r = http.get("/customers/by-identity", params={"kind": kind, "value": value})
+        if r.status_code == 200:
+            card = r.json()
+            if card.get("contacts", 0) >= contacts:
+                return card
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not reach the read models within {timeout:.0f} s "
+                       f"(saw {card.get('contacts', 0)}); see the logs under .threadline/logs")
+
+
+def _support(console: Console, http: httpx.Client, card: dict) -> None:
+    cid = card["customer_id"]
+    console.rule("Support · the phone agent takes Giulia's call")
+    ids = ", ".join(f"{i['kind']}:{i['value']}" for i in card["identities"])
+    facts = ", ".join(f"{f['kind']}={f['value']}" for f in card["facts"])
+    console.print(f"customer {cid[:8]} · language {card['language']} · last order {card['last_order']}")
+    console.print(f"identities: {ids}")
+    console.print(f"known facts (never ask again): {facts}")
+    table = Table("when", "channel", "", "direction", "text")
+    for item in http.get(f"/customers/{cid}/timeline").json()["items"]:
+        table.add_row(item["occurred_at"][5:16].replace("T", " "), item["channel"],
+                      "↪ switch" if item.get("channel_switch") else "", item.get("direction") or "",
+                      (item.get("text") or "")[:60])
+    console.print(table)
+    for conv in card["open_conversations"] + card["prior_conversations"]:
+        console.print(f"conversation {conv['conversation_id'][:8]}: {conv['state']}, channels "
+                      f"{conv.get('channels')}, opened {str(conv.get('opened_at'))[:16]}, "
+                      f"first response SLA started {str(conv.get('first_sla_started_at') or conv.get('opened_at'))[:16]}")
+
+
+def _sales(console: Console, http: httpx.Client, card: dict) -> None:
+    ctx = http.get(f"/sales/customers/{card['customer_id']}").json()
+    console.rule("Sales · the rep opens Giulia's account before the renewal call")
+    console.print(f"support contacts: {ctx['support_contacts_7d']} in 7 days, {ctx['support_contacts_30d']} in 30 days · "
+                  f"open conversations {ctx['open_conversations']} · breached SLAs (7d) {ctx['breached_slas_7d']}")
+    console.print(f"last purchase {str(ctx.get('last_purchase_at'))[:16]} · sentiment trend {ctx['sentiment_trend']}")
+    flag = "[bold red]YES[/]" if ctx["talk_to_support_first"] else "no"
+    console.print(f"talk to support first: {flag} ({'; '.join(ctx['talk_to_support_first_reasons'])})")
+
+
+def _sanne(console: Console, http: httpx.Client, card: dict) -> None:
+    console.rule("Support · Sanne chats \"I already filled in that form\"")
+    facts = ", ".join(f"{f['kind']}={f['value']}" for f in card["facts"])
+    convs = card["open_conversations"] + card["prior_conversations"]
+    console.print(f"{len(convs)} conversation(s); channels {[c.get('channels') for c in convs]}")
+    console.print(f"the chat agent sees the form's facts: {facts}")
+
+
+def _marketing(console: Console, http: httpx.Client, emre) -> None:
+    console.rule("Marketing · Emre's review and consent")
+    card = http.get("/customers/by-identity", params={"kind": "social", "value": emre.handle}).json()
+    for review in http.get("/marketing/reviews", params={"customer_id": card["customer_id"]}).json()["items"]:
+        console.print(f"review {review.get('rating')}★ on {review.get('platform')} · sentiment "
+                      f"{review.get('sentiment')} · \"{(review.get('text') or '')[:60]}\"")
+    consent = http.get(f"/marketing/customers/{card['customer_id']}/consent").json()["items"]
+    for c in consent:
+        console.print(f"consent {c['purpose']} via {c['channel']}: {'granted' if c['granted'] else 'refused'}")
+    if not consent:
+        console.print("no consent signal given")
+
+
+def _inbox(console: Console, http: httpx.Client) -> None:
+    console.rule("Support inbox · most urgent first")
+    table = Table("customer", "channel", "waiting on", "SLA", "due")
+    for item in http.get("/support/inbox", params={"limit": 10}).json()["items"]:
+        table.add_row(item["customer_id"][:8], item.get("channel") or "", item.get("waiting_on") or "",
+                      item.get("sla_state") or "", str(item.get("sla_due_at") or "")[:16])
+    console.print(table)
