@@ -32,6 +32,7 @@ State is one JSON dict per customer (a table value keyed by customer_id in the w
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -80,6 +81,11 @@ def view(contact: dict) -> ContactView:
         message_ids=tuple(ids), refs=tuple(refs), facts=tuple(facts))
 
 
+def _copy(state: dict) -> dict:
+    """A deep copy of a JSON state (several times faster than copy.deepcopy)."""
+    return json.loads(json.dumps(state))
+
+
 def new_state(customer_id: str) -> dict:
     return {"customer_id": customer_id, "seen": [], "facts": [], "wm": None, "convs": [], "msgs": {},
             "outbox": {}, "retired": None}
@@ -94,12 +100,12 @@ class Stitcher:
 
     def apply(self, state: dict | None, contact: dict) -> tuple[dict, list[dict]]:
         """One resolved contact: the new state and the conversation events it causes."""
-        state = copy.deepcopy(state) if state else new_state(contact["customer_id"])
         c = view(contact)
-        if c.event_id in state["outbox"]:
+        if state and c.event_id in state["outbox"]:
             return state, copy.deepcopy(state["outbox"][c.event_id])
-        if c.event_id in state["seen"]:
+        if state and c.event_id in state["seen"]:
             return state, []
+        state = _copy(state) if state else new_state(contact["customer_id"])
         state["retired"] = None
         late = state["wm"] is not None and state["wm"] - c.t > self.rules.grace_seconds * 1000
         events: list[dict] = [] if late else self._breaches(state, c.t, c.recorded, by_time=True)
@@ -127,14 +133,14 @@ class Stitcher:
 
     def tick(self, state: dict, now_ms: int) -> tuple[dict, list[dict]]:
         """The timer: breach every running clock whose due time (plus the timer grace) has passed."""
-        state = copy.deepcopy(state)
+        state = _copy(state)
         events = self._breaches(state, now_ms - self.rules.timer_grace_seconds * 1000, now_ms, by_time=False)
         return state, events
 
     def retire(self, state: dict | None, survivor: str) -> dict:
         """The customer was merged into ``survivor``: its clocks stop without a word (its contacts
         are re-keyed to the survivor, whose state carries them on)."""
-        state = copy.deepcopy(state) if state else new_state(survivor)
+        state = _copy(state) if state else new_state(survivor)
         for conv in state["convs"]:
             for kind, clock in conv["clocks"].items():
                 conv["clocks"][kind] = {**clock, "state": "retired", "since": None}
@@ -275,7 +281,7 @@ class Stitcher:
     def _remember(self, state: dict, event_id: str, events: list[dict]) -> None:
         state["seen"] = [*state["seen"], event_id][-self.rules.max_seen_ids:]
         outbox = state["outbox"]
-        outbox[event_id] = copy.deepcopy(events)
+        outbox[event_id] = events  # fresh dicts, never changed after this
         while len(outbox) > self.rules.outbox:
             outbox.pop(next(iter(outbox)))
         while len(state["msgs"]) > MAX_MESSAGE_IDS:

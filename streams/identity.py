@@ -208,62 +208,97 @@ class _UnionFind:
             self.counts[a][kind] = self.counts[a].get(kind, 0) + n
 
 
+class _Buffered:
+    """Reads through to the store, keeps writes until ``flush``: each key is written once per
+    contact, so a table's changelog gets one record per changed key, not one per step."""
+
+    def __init__(self, store: MutableMapping):
+        self.base, self.writes = store, {}
+
+    def get(self, key, default=None):
+        return self.writes[key] if key in self.writes else self.base.get(key, default)
+
+    def __getitem__(self, key):
+        return self.writes[key] if key in self.writes else self.base[key]
+
+    def __setitem__(self, key, value) -> None:
+        self.writes[key] = value
+
+    def flush(self) -> None:
+        for key, value in self.writes.items():
+            self.base[key] = value
+        self.writes = {}
+
+
 class IdentityGraph:
     """The identity graph on a mapping: ``n:<node>`` node records, ``e:<event id>`` evidence."""
 
     def __init__(self, store: MutableMapping, rules: IdentityRules | None = None):
         self.store = store
+        self._db = _Buffered(store)
         self.rules = rules or IdentityRules()
 
     # -- reading ---------------------------------------------------------------------------
 
     def customer_of(self, event_id: str) -> str | None:
-        ev = self.store.get(f"e:{event_id}")
+        ev = self._db.get(f"e:{event_id}")
         return ev["cust"] if ev else None
 
     def node_customer(self, key: str) -> str | None:
-        rec = self.store.get(f"n:{key}")
+        rec = self._db.get(f"n:{key}")
         return rec["cust"] if rec else None
 
     # -- writing ---------------------------------------------------------------------------
 
     def observe(self, contact: dict) -> Change:
         """Add one contact's evidence; its customer, the graph events and the re-keyed contacts."""
+        try:
+            return self._observe(contact)
+        finally:
+            self._db.flush()
+
+    def _observe(self, contact: dict) -> Change:
         eid = contact["event_id"]
-        known = self.store.get(f"e:{eid}")
+        known = self._db.get(f"e:{eid}")
         if known is not None:  # a duplicate: nothing changes, the same answer again
             return Change(known["cust"], list(known.get("out", [])), [], duplicate=True)
         ev = evidence(contact, self.rules)
         times = (to_millis(contact["occurred_at"]), to_millis(contact.get("recorded_at") or contact["occurred_at"]))
         record = {"t": ev.occurred_ms, "a": ev.anchor, "n": [list(n) for n in ev.nodes], "cust": None}
-        self.store[f"e:{eid}"] = record
+        self._db[f"e:{eid}"] = record
         for key, _kind, _rule in ev.nodes:
-            rec = self.store.get(f"n:{key}") or {"c": [], "cust": None, "x": []}
-            self.store[f"n:{key}"] = {**rec, "c": [*rec["c"], eid]}
+            rec = self._db.get(f"n:{key}") or {"c": [], "cust": None, "x": []}
+            self._db[f"n:{key}"] = {**rec, "c": [*rec["c"], eid]}
         change = Change(None)
         if ev.anchor is None:
             cust = isolated_customer_id(eid)
-            self.store[f"e:{eid}"] = {**record, "cust": cust}
+            self._db[f"e:{eid}"] = {**record, "cust": cust}
             change.customer_id = cust
         else:
             self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times)
-            change.customer_id = self.store[f"e:{eid}"]["cust"]
+            change.customer_id = self._db[f"e:{eid}"]["cust"]
         for key, reason in ev.rejected:
             change.events.append(self._event("link_rejected", change.customer_id, times, source=eid,
                                              identities=[key], rule="guardrail", reason=reason))
         change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
-        self.store[f"e:{eid}"] = {**self.store[f"e:{eid}"], "out": change.events}
+        self._db[f"e:{eid}"] = {**self._db[f"e:{eid}"], "out": change.events}
         return change
 
     def unlink(self, a: str, b: str, command_id: str, at_ms: int) -> Change:
         """Withdraw the link between identities ``a`` and ``b`` (node keys): they are never one
         customer again. Splits the customer they share, if any."""
+        try:
+            return self._unlink(a, b, command_id, at_ms)
+        finally:
+            self._db.flush()
+
+    def _unlink(self, a: str, b: str, command_id: str, at_ms: int) -> Change:
         if a == b:
             raise ValueError("an identity cannot be unlinked from itself")
         for x, y in ((a, b), (b, a)):
-            rec = self.store.get(f"n:{x}") or {"c": [], "cust": None, "x": []}
+            rec = self._db.get(f"n:{x}") or {"c": [], "cust": None, "x": []}
             if y not in rec["x"]:
-                self.store[f"n:{x}"] = {**rec, "x": sorted([*rec["x"], y])}
+                self._db[f"n:{x}"] = {**rec, "x": sorted([*rec["x"], y])}
         change = Change(None)
         self._recompute([a, b], change, source=command_id, times=(at_ms, at_ms), reason="unlinked_by_operator")
         return change
@@ -278,13 +313,13 @@ class IdentityGraph:
             key = todo.pop()
             if key in nodes:
                 continue
-            rec = self.store.get(f"n:{key}")
+            rec = self._db.get(f"n:{key}")
             if rec is None:
                 continue
             nodes[key] = rec
             for eid in rec["c"]:
                 if eid not in contacts:
-                    ev = self.store[f"e:{eid}"]
+                    ev = self._db[f"e:{eid}"]
                     contacts[eid] = ev
                     todo.extend(n[0] for n in ev["n"] if n[0] not in nodes)
         return nodes, contacts
@@ -332,16 +367,16 @@ class IdentityGraph:
                         reason=reason)
         for k, cust in new.items():
             if old.get(k) != cust:
-                self.store[f"n:{k}"] = {**self.store[f"n:{k}"], "cust": cust}
+                self._db[f"n:{k}"] = {**self._db[f"n:{k}"], "cust": cust}
         for eid, ev in contacts.items():
             cust = new[ev["a"]] if ev["a"] is not None else ev["cust"]
             if cust != ev["cust"]:
                 if ev["cust"] is not None:
                     change.rekeyed.append((eid, cust, ev["cust"]))
-                self.store[f"e:{eid}"] = {**self.store[f"e:{eid}"], "cust": cust}
+                self._db[f"e:{eid}"] = {**self._db[f"e:{eid}"], "cust": cust}
         for ev in change.events:
             if ev["customer_id"] is None:  # a rejection on the source contact: its own customer
-                src = self.store.get(f"e:{source}")
+                src = self._db.get(f"e:{source}")
                 ev["customer_id"] = new.get(src["a"]) if src and src["a"] else None
         change.events[:] = [e for e in change.events if e["customer_id"] is not None]
         for e in change.events:

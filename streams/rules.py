@@ -94,7 +94,7 @@ class StitchRules:
     business_hours: BusinessHours | None = None
     timer_grace_seconds: int = 2
     max_seen_ids: int = 2000
-    outbox: int = 64
+    outbox: int = 4  # contacts per customer whose events a redelivery may ask for again
 
     def window(self, channel: str | None) -> int:
         return self.windows.get(channel or "other", self.windows.get("other", 24 * HOUR))

@@ -1,0 +1,47 @@
+"""streams/app.py wiring, without a broker: topic names from the catalog, changelogs sized like
+their sources (faust raises PartitionsMismatch otherwise), the store choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.app import StreamTopics, create_app, store_url
+from threadline import catalog
+from threadline.settings import CodecKind, Settings
+
+
+@pytest.fixture
+def app(tmp_path):
+    return create_app(Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT), app_id="wiring-test")
+
+
+def test_the_default_topics_are_the_catalogs():
+    names = {spec.name: spec for spec in catalog.CATALOG}
+    for name, (partitions, configs) in StreamTopics().specs().items():
+        assert names[name].partitions == partitions
+        assert names[name].cleanup_policy == configs["cleanup.policy"]
+
+
+def test_every_table_changelog_has_the_partitions_of_its_source(app):
+    topics = StreamTopics()
+    source = {"identity-graph": catalog.IDENTITY_GRAPH, "identity-contacts": catalog.IDENTITY_GRAPH,
+              "conversations": catalog.CONTACTS_RESOLVED}
+    changelog = {"identity-graph": topics.graph_changelog, "identity-contacts": topics.contacts_changelog,
+                 "conversations": topics.conversations_changelog}
+    assert set(app.tables) == set(source)
+    for name, table in app.tables.items():
+        assert table.changelog_topic.get_topic_name() == changelog[name]
+        assert table.partitions == source[name].partitions == catalog.by_name(changelog[name]).partitions
+
+
+def test_prefixed_topics_keep_their_shape_under_a_prefix():
+    prefixed = StreamTopics.prefixed("t1")
+    assert prefixed.contacts == "t1.contacts.v1"
+    assert list(prefixed.specs().values()) == list(StreamTopics().specs().values())
+
+
+@pytest.mark.parametrize("env, want", [("memory", "memory://"), ("rocksdb", "rocksdb://"), ("", "rocksdb://")])
+def test_tables_use_rocksdb_when_rocksdict_is_there_unless_told_otherwise(monkeypatch, env, want):
+    pytest.importorskip("rocksdict")
+    monkeypatch.setenv("THREADLINE_STREAMS_STORE", env)
+    assert store_url() == want
