@@ -823,6 +823,15 @@ def _projection_suite(ctx: BenchContext) -> list[Section]:
 SUITES.append(_projection_suite)
 
 
+def _streams_suite(ctx: BenchContext) -> list[Section]:
+    from streams.bench import streams_suite
+
+    return streams_suite(ctx)
+
+
+SUITES.append(_streams_suite)  # identity + stitching contacts/s, one and two workers (streams/bench.py)
+
+
 def prepare_batch(settings: Settings, events: int, warmup: int, console: Console) -> tuple[EventBatch, Rate, Rate]:
     """Build the records, encode them once with the project's codec (timed), decode them (timed)."""
     from schemas.codec import make_codec

@@ -1,0 +1,206 @@
+"""The stream processors' benchmark (part of ``threadline bench``): contacts/s through identity
+resolution and conversation stitching, for one worker and for two, each as a ratio to aiokafka's
+raw consume-and-produce rate measured in the same run on the same broker.
+
+* pipeline: ``threadline worker`` processes (faust, RocksDB store when rocksdict is there), on
+  topics of this run; the workers are started and their group is stable *before* the batch is
+  produced, so the figure covers processing, not start-up or rebalancing. The time runs from
+  the first record the route agent wrote to the graph topic to the last conversation event
+  written, both read from the records' own timestamps (no polling error). Done means the group
+  has committed every contacts.v1 and contacts.resolved.v1 offset.
+* baseline: one AIOKafkaConsumer + AIOKafkaProducer (acks=all, idempotent) copying the same N
+  records from one topic to another, timed from the group join to the last acknowledgment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+from kafka import KafkaConsumer, TopicPartition
+
+from streams.app import StreamTopics
+from threadline.bench import (RATE_COLUMNS, BenchContext, Rate, Section, aiokafka_config, fmt_ratio,
+                              produce_kafka_python, rate_row)
+from threadline.stack.process import terminate_tree
+
+BASELINE_COPY_AIO = "consume+produce.aiokafka"
+PIPELINE_TIMEOUT = 600.0
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def copy_aiokafka(settings, src: str, dst: str, events: int, timeout: float = 300.0) -> Rate:
+    """Consume ``events`` records of ``src`` in a new group and produce each to ``dst``."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+
+    async def run() -> Rate:
+        consumer = AIOKafkaConsumer(group_id=f"{src}.copy.{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
+                                    enable_auto_commit=False, client_id="threadline-bench", **aiokafka_config(settings))
+        producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, client_id="threadline-bench",
+                                    **aiokafka_config(settings))
+
+        class PauseOnAssign(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                pass
+
+            def on_partitions_assigned(self, assigned):
+                consumer.pause(*assigned)
+
+        await producer.start()
+        await consumer.start()
+        try:
+            consumer.subscribe([src], listener=PauseOnAssign())
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=100)
+            count = size = 0
+            t0 = time.perf_counter()
+            consumer.resume(*consumer.assignment())
+            futures = []
+            while count < events:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    for r in records:
+                        futures.append(await producer.send(dst, key=r.key, value=r.value))
+                        size += len(r.value) + len(r.key or b"")
+                    count += len(records)
+            await producer.flush()
+            await asyncio.gather(*futures)
+            return Rate(count, time.perf_counter() - t0, size)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    return asyncio.run(asyncio.wait_for(run(), timeout))
+
+
+def _create(admin, topics: StreamTopics, extra: list[str]) -> list[str]:
+    specs = topics.specs()
+    specs.update({name: (6, {"cleanup.policy": "delete"}) for name in extra})
+    admin.create_topics({n: {"num_partitions": p, "replication_factor": 1, "configs": cfg}
+                         for n, (p, cfg) in specs.items()})
+    return list(specs)
+
+
+def _group_stable(admin, group: str, members: int) -> bool:
+    desc = admin.describe_groups([group]).get(group, {})
+    return desc.get("group_state") == "Stable" and len(desc.get("members", [])) == members
+
+
+def _committed_all(admin, consumer, group: str, topic: str, at_least: int) -> bool:
+    parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in parts]
+    ends = consumer.end_offsets(tps)
+    committed = admin.list_group_offsets(group)
+    committed = committed.get(group, committed) if isinstance(committed, dict) else committed
+    done = sum(committed[tp].offset for tp in tps if tp in committed and committed[tp].offset >= 0)
+    return sum(ends.values()) >= at_least and done == sum(ends.values())
+
+
+def _first_timestamp(consumer, topic: str) -> int:
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    for _ in range(50):
+        for records in consumer.poll(timeout_ms=200, max_records=1).values():
+            return records[0].timestamp
+    raise RuntimeError(f"no record on {topic}")
+
+
+def _last_timestamp(consumer, topic: str) -> int:
+    tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    ends = consumer.end_offsets(tps)
+    tps = [tp for tp in tps if ends[tp] > 0]
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, ends[tp] - 1)
+    last, seen = 0, set()
+    deadline = time.monotonic() + 30
+    while len(seen) < len(tps) and time.monotonic() < deadline:
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            for r in records:
+                last = max(last, r.timestamp)
+                seen.add(tp)
+    return last
+
+
+def run_pipeline(ctx: BenchContext, workers: int, label: str) -> tuple[Rate, StreamTopics]:
+    from threadline.topics import admin_client
+
+    s, n = ctx.settings, ctx.events
+    prefix = ctx.topic(label)
+    topics = StreamTopics.prefixed(prefix)
+    app_id = f"bench-{ctx.run_id}-{label}"
+    admin = admin_client(s)
+    names = _create(admin, topics, [])
+    procs = []
+    consumer = KafkaConsumer(**s.kafka_client_config())
+    try:
+        env = {**os.environ, **s.to_env(), "THREADLINE_LOG_LEVEL": "WARNING", "THREADLINE_LOG_FORMAT": "json",
+               "THREADLINE_HOME": str(s.state_dir / "bench" / app_id)}
+        for i in range(workers):
+            log = open(s.state_dir / "logs" / f"{app_id}-{i}.log", "ab")
+            procs.append(subprocess.Popen([sys.executable, "-m", "threadline.cli", "worker", "--app-id", app_id,
+                                           "--topic-prefix", prefix], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          cwd=REPO, start_new_session=True))
+        deadline = time.monotonic() + 120
+        while not _group_stable(admin, app_id, workers):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"{workers} stream worker(s) did not join group {app_id}")
+            time.sleep(0.3)
+        produce_kafka_python(s, topics.contacts, ctx.batch.values[:n], ctx.batch.keys[:n])
+        deadline = time.monotonic() + PIPELINE_TIMEOUT
+        while not (_committed_all(admin, consumer, app_id, topics.contacts, n)
+                   and _committed_all(admin, consumer, app_id, topics.resolved, n)):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"the pipeline did not process {n} contacts within {PIPELINE_TIMEOUT:.0f} s")
+            time.sleep(0.5)
+        t0 = _first_timestamp(consumer, topics.graph)
+        t1 = _last_timestamp(consumer, topics.conversations)
+        return Rate(n, (t1 - t0) / 1000, ctx.batch.payload_bytes * n // len(ctx.batch.values)), topics
+    finally:
+        consumer.close()
+        for p in procs:
+            terminate_tree(p.pid, timeout=30)
+        try:
+            admin.delete_topics(names)
+        except Exception as exc:  # cleanup: report, never mask the run's own failure
+            ctx.console.print(f"[yellow]warning:[/] could not delete {prefix}.* topics: {exc}")
+        admin.close()
+
+
+def streams_suite(ctx: BenchContext) -> list[Section]:
+    from threadline.topics import admin_client
+
+    s, n = ctx.settings, ctx.events
+    src, dst = ctx.topic("copy-src"), ctx.topic("copy-dst")
+    admin = admin_client(s)
+    admin.create_topics({t: {"num_partitions": 6, "replication_factor": 1} for t in (src, dst)})
+    try:
+        with ctx.console.status("aiokafka consume-and-produce baseline ..."):
+            produce_kafka_python(s, src, ctx.batch.values[:n], ctx.batch.keys[:n])
+            copy_aiokafka(s, src, dst, min(n, ctx.warmup) or 1)  # warm-up, not counted
+            base = copy_aiokafka(s, src, dst, n)
+    finally:
+        admin.delete_topics([src, dst])
+        admin.close()
+    ctx.rates[BASELINE_COPY_AIO] = base
+    with ctx.console.status("identity + stitching, one worker ..."):
+        one, _ = run_pipeline(ctx, 1, "streams1")
+    with ctx.console.status("identity + stitching, two workers ..."):
+        two, _ = run_pipeline(ctx, 2, "streams2")
+    ctx.rates["streams.one-worker"], ctx.rates["streams.two-workers"] = one, two
+    return [Section("Stream processors: identity resolution and conversation stitching", RATE_COLUMNS, [
+        rate_row("aiokafka consume + produce (baseline)", base),
+        rate_row("threadline worker ×1", one, base),
+        rate_row("threadline worker ×2", two, base),
+    ], text=["The bench batch of contacts through `threadline worker` (route → identity graph → "
+             "contacts.resolved → conversations, SLA clocks and tables with changelogs), each contact "
+             "decoded twice and encoded at least twice with the project's codec; workers are separate "
+             "processes on this machine, logging at WARNING. Baseline: the same records copied topic to "
+             "topic by one aiokafka consumer and producer (acks=all), no codec work."],
+        notes=["ratio: contacts/s through the worker(s) ÷ aiokafka consume-and-produce records/s.",
+               f"two workers ÷ one worker: {fmt_ratio(two.ratio(one))} (the identity graph has a single "
+               "writer; stitching is spread over the customer partitions)."])]
