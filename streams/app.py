@@ -234,6 +234,7 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
         due = stitcher.next_due(state)
         if due is None:
             due_index.pop(customer_id, None)
+            ticked.pop(customer_id, None)
         else:
             due_index[customer_id] = (due, partition)
 
