@@ -199,7 +199,8 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
             if e["event_type"] == "merged":
                 for absorbed in e["related_customer_ids"]:
                     await emit(topics.commands, absorbed.encode(),
-                               json.dumps({"type": "retire", "survivor": e["customer_id"]}).encode())
+                               json.dumps({"type": "retire", "survivor": e["customer_id"],
+                                           "at": e["occurred_at"], "recorded": e["recorded_at"]}).encode())
             log.info("identity_" + e["event_type"], event_id=e["event_id"], customer_id=e["customer_id"],
                      offset=offset, rule=e["rule"], reason=e["reason"])
 
@@ -250,7 +251,7 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
                     if state is None:
                         continue
                     if cmd["type"] == "retire":
-                        new, events = stitcher.retire(state, cmd["survivor"]), []
+                        new, events = stitcher.retire(state, cmd["survivor"], cmd.get("at"), cmd.get("recorded"))
                     else:
                         new, events = stitcher.tick(state, int(cmd["now"]))
                     contact_id = None

@@ -137,15 +137,22 @@ class Stitcher:
         events = self._breaches(state, now_ms - self.rules.timer_grace_seconds * 1000, now_ms, by_time=False)
         return state, events
 
-    def retire(self, state: dict | None, survivor: str) -> dict:
+    def retire(self, state: dict | None, survivor: str, at: int | None = None,
+               recorded: int | None = None) -> tuple[dict, list[dict]]:
         """The customer was merged into ``survivor``: its clocks stop without a word (its contacts
-        are re-keyed to the survivor, whose state carries them on)."""
+        are re-keyed to the survivor, whose state carries them on), and each conversation still
+        open is resolved at the merge, so read models do not keep showing it open beside the
+        survivor's conversation that now holds its contacts."""
         state = _copy(state) if state else new_state(survivor)
+        events: list[dict] = []
         for conv in state["convs"]:
             for kind, clock in conv["clocks"].items():
                 conv["clocks"][kind] = {**clock, "state": "retired", "since": None}
+            if conv["status"] == "open" and at is not None:
+                conv.update(status="resolved", resolved_at=at, waiting_on="nobody")
+                events.append(self._ev(state, conv, "resolved", at, recorded or at, channel=conv["channel"]))
         state["retired"] = survivor
-        return state
+        return state, events
 
     def next_due(self, state: dict) -> int | None:
         """When the earliest running, not yet breached clock falls due (for the timer's index)."""

@@ -223,9 +223,22 @@ def test_a_store_order_opens_a_conversation_without_starting_a_clock():
 def test_a_retired_customer_has_no_running_clocks():
     s = Stitcher()
     state, _ = s.apply(None, contact("c", "chat", 0))
-    state = s.retire(state, "survivor")
+    state, _ = s.retire(state, "survivor")
     assert s.next_due(state) is None
     assert s.tick(state, T0 + HOUR)[1] == []
+
+
+def test_a_merged_away_customers_open_conversation_is_resolved_at_the_merge_without_clock_events():
+    s = Stitcher()
+    state, opened = s.apply(None, contact("tweet", "twitter", 0))
+    merge_at = T0 + 6 * MIN
+    state, events = s.retire(state, "survivor", merge_at, merge_at + 10)
+    [resolved] = events
+    assert resolved["event_type"] == "resolved" and resolved["occurred_at"] == merge_at
+    assert resolved["conversation_id"] == of(opened, "opened")[0]["conversation_id"]
+    assert not of(events, "sla_hit") and not of(events, "sla_breached")
+    # Retiring again (a redelivered command) resolves nothing twice.
+    assert s.retire(state, "survivor", merge_at, merge_at + 10)[1] == []
 
 
 # --- business hours ------------------------------------------------------------------------
