@@ -20,6 +20,9 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     web_enabled=False,
     datadir=os.environ["COUNTER_DATADIR"],
+    # A member that died without leaving is evicted after 10 s instead of faust's default.
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=2.0,
 )
 source = app.topic(os.environ["COUNTER_SOURCE"], key_type=bytes, value_type=bytes,
                    key_serializer="raw", value_serializer="raw")

@@ -67,6 +67,16 @@ def test_faust_table_recovers_its_state_from_the_changelog_after_a_worker_restar
 
     worker = _start_worker(services, env, tmp_path / "worker2.log")
     try:
+        # The first worker may have died without leaving its group: wait until the group has
+        # settled on the new worker alone, so no rebalance lands in the middle of the count.
+        from tests.integration.streams.stream_helpers import wait_for_members
+        from threadline.topics import admin_client
+
+        admin = admin_client(settings)
+        try:
+            wait_for_members(admin, app_id, 1)
+        finally:
+            admin.close()
         _send(settings, source, b"giulia", 3)
         # 8, not 3: the restarted worker rebuilt the table from the changelog before counting on.
         seen = _wait_for_count(consumer, b"giulia", 8)

@@ -123,6 +123,19 @@ def ready(settings: Settings) -> bool:
         kafka_log.setLevel(level)
 
 
+def coordinator_ready(settings: Settings) -> bool:
+    """A fresh broker answers metadata before it can coordinate consumer groups (its offsets
+    topic is created on first use): ready for Threadline means groups can be joined too."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(client_id="threadline-ready", request_timeout_ms=5000, **settings.kafka_client_config())
+    try:
+        admin.describe_groups(["threadline-readiness-probe"])
+        return True
+    finally:
+        admin.close()
+
+
 def broker_version(settings: Settings) -> str | None:
     """The running broker's release, read from the jar it runs (local stack only)."""
     jar = next(iter(lib_dir(settings).glob("kafka_2.13-*.jar")), None)
@@ -143,6 +156,6 @@ def start(settings: Settings, timeout: float = 90.0) -> bool:
     config = _write_config(settings)
     _format(settings, config)
     m.launch([java_bin(), *_java_opts(settings), "-cp", _classpath(settings), "kafka.Kafka", str(config)],
-             ready=lambda: ready(settings), timeout=timeout)
+             ready=lambda: ready(settings) and coordinator_ready(settings), timeout=timeout)
     return True
 
