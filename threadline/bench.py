@@ -823,6 +823,15 @@ def _projection_suite(ctx: BenchContext) -> list[Section]:
 SUITES.append(_projection_suite)
 
 
+def _freshness_suite(ctx: BenchContext) -> list[Section]:
+    from projectors.bench import freshness_suite
+
+    return freshness_suite(ctx)
+
+
+SUITES.append(_freshness_suite)  # gateway ack → read API latency, every component a process
+
+
 def _streams_suite(ctx: BenchContext) -> list[Section]:
     from streams.bench import streams_suite
 
