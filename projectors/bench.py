@@ -71,7 +71,7 @@ def projection_rebuild_suite(ctx: BenchContext) -> list[Section]:
               "measured yet: it needs the streams' identity and conversation processors (issue 4) in the path."])]
 
 
-FRESHNESS_RATES = (20, 50, 100, 200)# contacts/s offered to the gateway, one run each
+FRESHNESS_RATES = (20, 50, 100, 200)  # contacts/s offered to the gateway, one run each
 FRESHNESS_SECONDS = 10          # how long each load runs
 FRESHNESS_WARMUP = 20           # contacts sent and seen before anything is measured
 
