@@ -48,14 +48,17 @@ def with_demo_secrets(settings: Settings) -> Settings:
     return settings.model_copy(update=updates)
 
 
-def story(now: datetime | None = None) -> tuple[dict, list]:
-    """The cast and their steps, in event time (the story happened over the last two days)."""
+def story(now: datetime | None = None, seed: int = 2026, tag: str = "") -> tuple[dict, list]:
+    """The cast and their steps, in event time (the story happened over the last two days).
+    Another ``seed`` and ``tag`` give the same cast other phone numbers, order numbers, emails
+    and handles (tests run the story beside earlier runs)."""
     from connectors.generate import Step, population
 
     now = (now or datetime.now(UTC)).replace(microsecond=0)
-    giulia, kasia, sanne, emre, _tom = population(5, seed=2026)
-    # A run marker in provider ids keeps each demo run's events distinct but re-runs idempotent
-    # within the same minute.
+    cast = population(5, seed=seed)
+    if tag:
+        cast = [replace(c, email=c.email.replace("@", f".{tag}@"), handle=f"{c.handle}_{tag}") for c in cast]
+    giulia, kasia, sanne, emre, _tom = cast
     tweet_at = now - timedelta(hours=26)
     steps = [
         Step(now - timedelta(days=2, hours=3), giulia, "order", "store"),
