@@ -212,7 +212,7 @@ def render(step: Step) -> tuple[str, bytes]:
         return "shopify", json.dumps({"id": int(uuid.uuid5(uuid.NAMESPACE_URL, pid).int % 10**18), "created_at": step.at.isoformat(),
                                       "email": c.email, "order_number": int(c.order), "name": f"#{c.order}",
                                       "currency": "EUR", "total_price": "59.90", "buyer_accepts_marketing": c.n % 2 == 0,
-                                      "customer": {"id": 115310627314723954 + c.n, "first_name": c.first, "last_name": c.last,
+                                      "customer": {"id": 115310627314723954 + int(c.x_id), "first_name": c.first, "last_name": c.last,
                                                    "phone": c.phone},
                                       "line_items": [{"title": "Espresso machine", "quantity": 1}]}).encode()
     if step.kind == "agent":

@@ -92,7 +92,10 @@ def run_demo(settings: Settings, console: Console) -> None:
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
     api = f"http://{settings.api_host}:{settings.api_port}"
 
-    cast, steps = story()
+    # Each run tells the story with a fresh cast (same people, other numbers and addresses), so
+    # it never merges with an earlier run's contacts or with test traffic in the same stack.
+    run = datetime.now(UTC)
+    cast, steps = story(seed=int(run.timestamp()), tag=f"{run:%H%M%S}")
     keys = {name: secret(settings, name) for name in SECRET_FIELDS}
     with httpx.Client(timeout=30) as http:
         for step in steps:
