@@ -72,7 +72,7 @@ def projection_rebuild_suite(ctx: BenchContext) -> list[Section]:
 
 FRESHNESS_RATES = (20, 50, 100, 200)  # contacts/s offered to the gateway, one run each
 FRESHNESS_SECONDS = 10          # how long each load runs
-FRESHNESS_WARMUP = 20           # contacts sent and seen before anything is measured
+FRESHNESS_WARMUP = 150          # contacts (at 30/s) sent and seen before anything is measured
 
 
 def freshness_suite(ctx: BenchContext) -> list[Section]:
@@ -102,7 +102,7 @@ def freshness_suite(ctx: BenchContext) -> list[Section]:
         apps.start(settings)
     rows = []
     try:
-        asyncio.run(_freshness_run(settings, f"{ctx.run_id}-warm", FRESHNESS_WARMUP, FRESHNESS_WARMUP))
+        asyncio.run(_freshness_run(settings, f"{ctx.run_id}-warm", 30, FRESHNESS_WARMUP))
         for rate in FRESHNESS_RATES:
             lat, offered, _ = asyncio.run(_freshness_run(settings, f"{ctx.run_id}-{rate}", rate,
                                                          rate * FRESHNESS_SECONDS))
