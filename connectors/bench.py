@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import secrets as pysecrets
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,11 @@ from datetime import UTC, datetime, timedelta
 
 from threadline.bench import (BASELINE_PRODUCE_KP, RATE_COLUMNS, BenchContext, Rate, Section, bench_topics,
                               fmt_ratio, rate_row)
+from threadline.stack.process import free_port
 
 CONCURRENCY = 32
 BATCH = 50
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start_gateway(ctx: BenchContext, port: int, contacts: str, dlq: str, keys: dict[str, str]) -> subprocess.Popen:
@@ -140,7 +135,7 @@ def connectors_suite(ctx: BenchContext) -> list[Section]:
     keys = {"webhook_secret": pysecrets.token_hex(16), "meta_app_secret": pysecrets.token_hex(16)}
     names = [ctx.topic("gateway.contacts"), ctx.topic("gateway.dlq"), ctx.topic("mbox.contacts"), ctx.topic("mbox.dlq")]
     with bench_topics(s, names, console=ctx.console):
-        port = _free_port()
+        port = free_port()
         proc = _start_gateway(ctx, port, names[0], names[1], keys)
         try:
             with ctx.console.status("gateway: warm-up, single-contact requests, batched requests ..."):

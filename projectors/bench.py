@@ -81,18 +81,13 @@ def freshness_suite(ctx: BenchContext) -> list[Section]:
     projector → PostgreSQL → read API. Signed chat webhooks go out at a fixed rate; a poller asks
     the read API for each acknowledged event id until it answers 200."""
     import asyncio
-    import socket
     import tempfile
     from pathlib import Path
 
     from threadline.demo import with_demo_secrets
     from threadline.stack import apps
+    from threadline.stack.process import free_port
     from threadline.topics import apply
-
-    def free_port() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
 
     home = Path(tempfile.mkdtemp(prefix="threadline-fresh-"))
     settings = with_demo_secrets(ctx.settings.model_copy(update={

@@ -8,7 +8,6 @@ the projectors build the read models; the read API answers. Every component is i
 from __future__ import annotations
 
 import random
-import socket
 import uuid
 
 import httpx
@@ -17,18 +16,14 @@ import pytest
 from connectors.secrets import secret
 from threadline.demo import SECRET_FIELDS, _post, _wait_for, _wait_visible, story, with_demo_secrets
 from threadline.stack import apps
+from threadline.stack.process import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def told(services, catalog_topics, tmp_path_factory):
     settings = with_demo_secrets(services.settings.model_copy(update={
-        "home": tmp_path_factory.mktemp("story-home"), "gateway_port": _free_port(), "api_port": _free_port()}))
+        "home": tmp_path_factory.mktemp("story-home"), "gateway_port": free_port(), "api_port": free_port()}))
     apps.start(settings)
     try:
         cast, steps = story(seed=random.randrange(10**6), tag=uuid.uuid4().hex[:6])

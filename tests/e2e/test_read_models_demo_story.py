@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,12 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "pr
 import story as st  # noqa: E402
 from projectors.framework import Sources  # noqa: E402
 from schemas.codec import make_codec  # noqa: E402
+from threadline.stack.process import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +33,7 @@ def demo(services, catalog_topics, tmp_path_factory):
     from threadline.topics import admin_client
 
     u = os.urandom(5).hex()
-    settings = services.settings.model_copy(update={"projection_prefix": f"e{u}_", "api_port": _free_port()})
+    settings = services.settings.model_copy(update={"projection_prefix": f"e{u}_", "api_port": free_port()})
     sources = Sources(*(f"test.e2e.{u}.{n}" for n in ("contacts", "conversations", "identities")))
     admin = admin_client(settings)
     admin.create_topics({t: {"num_partitions": 3, "replication_factor": 1} for t in sources.topics()})

@@ -4,7 +4,6 @@ Postgres → read API. Every component runs as its own process, as in production
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from datetime import UTC, datetime
@@ -15,19 +14,15 @@ from kafka import KafkaConsumer, TopicPartition
 
 from threadline.catalog import CONTACTS, EVENT_PARTITIONS
 from threadline.stack import apps
+from threadline.stack.process import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def pipeline(services, catalog_topics, tmp_path_factory):
     settings = services.settings.model_copy(update={
         "home": tmp_path_factory.mktemp("e2e-home"),
-        "gateway_port": _free_port(), "api_port": _free_port(),
+        "gateway_port": free_port(), "api_port": free_port(),
     })
     apps.start(settings)
     try:

@@ -6,7 +6,6 @@ Runs a second, private stack (its own state folder and ports) so the shared one 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,15 +13,11 @@ import psutil
 import pytest
 
 from threadline.settings import Settings
+from threadline.stack.process import free_port
 
 pytestmark = pytest.mark.skipif(os.environ.get("THREADLINE_KAFKA_BOOTSTRAP") is not None,
                                 reason="services come from the environment: no local stack to manage")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ours(state_dir) -> list[psutil.Process]:
@@ -43,8 +38,8 @@ def _cli(env, *args, timeout=300):
 
 def test_up_twice_starts_one_broker_and_down_leaves_no_process(tmp_path):
     home = tmp_path / "stack"
-    settings = Settings(home=home, kafka_bootstrap=f"127.0.0.1:{_free_port()}", kafka_controller_port=_free_port(),
-                        pg_port=_free_port(), registry_url=f"http://127.0.0.1:{_free_port()}/apis/ccompat/v7")
+    settings = Settings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+                        pg_port=free_port(), registry_url=f"http://127.0.0.1:{free_port()}/apis/ccompat/v7")
     env = {**os.environ, **settings.to_env()}
     env.pop("THREADLINE_PG_DSN", None)  # the private stack runs its own embedded PostgreSQL
     try:

@@ -109,6 +109,13 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for services started beside the shared stack)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def wait_until(check, timeout: float, interval: float = 0.5, what: str = "service") -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None

@@ -4,7 +4,6 @@ traffic generator, all producing to the real broker."""
 from __future__ import annotations
 
 import imaplib
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from connectors.base import MapContext
 from connectors.importer import Ledger, ledger_path, run_import
 from connectors.sink import Sink
 from fixtures.providers import raw
+from threadline.stack.process import free_port
 
 
 @pytest.fixture
@@ -90,16 +90,11 @@ def test_the_cli_imports_with_a_progress_bar_and_a_summary_and_a_rerun_is_safe(c
 
 # ---------------------------------------------------------------------------------------- IMAP
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def imap_server():
     """pymap, a real IMAP4rev1 server, with its in-memory backend (user demouser / demopass)."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from pymap.main import main; sys.exit(main())", "--host", "127.0.0.1", "--port", str(port), "--no-tls", "dict"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
