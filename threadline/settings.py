@@ -10,6 +10,8 @@ that ``threadline up`` starts, so a fresh checkout needs no configuration at all
     THREADLINE_PG_DSN               a PostgreSQL DSN; unset = the embedded server of the local stack
     THREADLINE_LOG_FORMAT           json | console | auto (console on a terminal, JSON otherwise)
     THREADLINE_PROJECTION_PREFIX    prefix of the projection schemas ("" → support, sales, marketing)
+    THREADLINE_OPS_HOST             where the worker and projector serve /metrics, /livez, /readyz
+    THREADLINE_WORKER_OPS_PORT      (18002) and THREADLINE_PROJECTOR_OPS_PORT (18003)
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ class Settings(BaseSettings):
     gateway_port: int = 18000
     api_host: str = "127.0.0.1"
     api_port: int = 18001
+    # Metrics (/metrics) and probes (/livez, /readyz): the gateway and the API serve them on their
+    # own port; the worker and the projectors, which serve no HTTP otherwise, on these.
+    ops_host: str = "127.0.0.1"  # 0.0.0.0 in containers
+    worker_ops_port: int = 18002
+    projector_ops_port: int = 18003
     max_body_bytes: int = 1_000_000
 
     projection_prefix: str = Field(default="", description="prefix of the projection schemas (support → <prefix>support)")
