@@ -3,6 +3,7 @@
     threadline up | down | status          the local stack
     threadline topics apply [--dry-run]    the topic catalog on the cluster
     threadline topics list
+    threadline topics manifests [--check]  KafkaTopic resources for Kubernetes (deploy/k8s)
     threadline serve gateway | api         HTTP services
     threadline worker                      stream processors (faust)
     threadline identity unlink A B         withdraw a link of the identity graph
@@ -130,6 +131,36 @@ def topics_list():
     for t in CATALOG:
         table.add_row(t.name, str(t.partitions), t.key, t.cleanup_policy, t.retention_ms, t.doc)
     console.print(table)
+
+
+@topics_app.command("manifests")
+def topics_manifests(
+        out: Path = typer.Option(Path("deploy/k8s/base/kafka/topics.yaml"), "--out", help="where the KafkaTopic resources go; - for stdout"),
+        replicas: int = typer.Option(3, "--replicas", min=1, help="replication factor of every topic"),
+        min_insync: int = typer.Option(2, "--min-insync", min=1, help="min.insync.replicas of every topic"),
+        cluster: str = typer.Option("threadline", "--cluster", help="the Strimzi Kafka cluster (strimzi.io/cluster label)"),
+        check: bool = typer.Option(False, "--check", help="write nothing; exit 3 when the file differs")):
+    """Strimzi KafkaTopic resources from the catalog (deploy/k8s); --check reports drift (exit 3)."""
+    from threadline.k8s import topics_manifest
+
+    try:
+        text = topics_manifest(cluster=cluster, replicas=replicas, min_insync=min_insync)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    if check:
+        have = out.read_text(encoding="utf-8") if out.is_file() else None
+        if have != text:
+            err.print(f"[bold red]drift:[/] {out} {'is missing' if have is None else 'differs from the catalog'}; "
+                      "run `threadline topics manifests` to write it")
+            raise typer.Exit(3)
+        console.print(f"in line   {out}")
+        return
+    if str(out) == "-":
+        sys.stdout.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    console.print(f"wrote     {out} ({text.count(chr(10) + 'kind: KafkaTopic' + chr(10))} topics)")
 
 
 @serve_app.command("gateway")
