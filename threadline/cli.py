@@ -222,12 +222,13 @@ __import__("projectors.cli").cli.register(app)  # threadline project, replay, ex
 
 
 @app.command()
-def demo():
+def demo(external: bool = typer.Option(False, "--external", help="tell the story to the gateway and read API the "
+                                       "settings name (e.g. docker compose); start and stop nothing")):
     """Bring the stack up, send a handful of contacts through, print the read model."""
     from threadline.demo import run_demo
 
     try:
-        run_demo(settings(), console)
+        run_demo(settings(), console, external=external)
     except (ConfigError, TimeoutError) as exc:
         fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
 

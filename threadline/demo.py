@@ -7,6 +7,11 @@ that the order arrived broken, DMs the order number, emails a photo and calls fr
 an agent answers the tweet. Sanne fills a web form for ski insurance, then chats. Emre reviews
 the shop. Kasia's WhatsApp message waits unanswered. What support, sales and marketing see is
 then read back through the read API and printed.
+
+``threadline demo --external`` tells the same story to components that already run elsewhere
+(deploy/compose): it starts and stops nothing, applies no topics, and sends to the gateway and
+read API the settings name (THREADLINE_GATEWAY_HOST/PORT, THREADLINE_API_HOST/PORT), signed
+with the configured secrets.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from threadline import stack
+from threadline.errors import ConfigError
 from threadline.settings import Settings
 from threadline.stack import apps
 from threadline.topics import apply
@@ -78,28 +84,34 @@ def story(now: datetime | None = None, seed: int = 2026, tag: str = "") -> tuple
     return {"giulia": giulia, "sanne": sanne, "emre": emre, "kasia": kasia}, steps
 
 
-def run_demo(settings: Settings, console: Console) -> None:
+def run_demo(settings: Settings, console: Console, external: bool = False) -> None:
     from connectors.generate import render
     from connectors.secrets import secret
 
     console.rule("Threadline demo")
-    settings = with_demo_secrets(settings)
-    stack.up(settings, log=lambda m: console.print(f"[dim]{m}[/]"))
-    report = apply(settings)
-    console.print(f"topics: {len(report.created)} created, {len(report.in_line)} in line")
-    console.print("starting gateway, stream worker, projectors and read API ...")
-    apps.start(settings)
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
     api = f"http://{settings.api_host}:{settings.api_port}"
+    if external:
+        console.print(f"telling the story to the running gateway {gateway} and read API {api}")
+    else:
+        settings = with_demo_secrets(settings)
+        stack.up(settings, log=lambda m: console.print(f"[dim]{m}[/]"))
+        report = apply(settings)
+        console.print(f"topics: {len(report.created)} created, {len(report.in_line)} in line")
+        console.print("starting gateway, stream worker, projectors and read API ...")
+        apps.start(settings)
 
     # Each run tells the story with a fresh cast (same people, other numbers and addresses), so
     # it never merges with an earlier run's contacts or with test traffic in the same stack.
     run = datetime.now(UTC)
     cast, steps = story(seed=int(run.timestamp()), tag=f"{run:%H%M%S}")
     keys = {name: secret(settings, name) for name in SECRET_FIELDS}
+    webhooks = [(step, render(step)) for step in steps]
+    if external:
+        _require_secrets(keys, {connector for _, (connector, _body) in webhooks})
     with httpx.Client(timeout=30) as http:
-        for step in steps:
-            event_ids = _post(http, gateway, keys, *render(step))
+        for step, webhook in webhooks:
+            event_ids = _post(http, gateway, keys, *webhook)
             # The story spans two days; each contact is let through the pipeline before the next
             # one arrives, as the hours between them would in life.
             _wait_visible(http, api, event_ids)
@@ -115,8 +127,22 @@ def run_demo(settings: Settings, console: Console) -> None:
         _sanne(console, http, sanne)
         _marketing(console, http, cast["emre"])
         _inbox(console, http)
+    if external:
+        console.print(f"\nRead API: {api}/docs · gateway: {gateway}/docs")
+        return
     console.print(f"\nRead API: {api}/docs · gateway: {gateway}/docs · [bold]threadline status[/] for lag")
     console.print("Stop everything with [bold]make down[/] (or [bold]threadline down[/]).")
+
+
+def _require_secrets(keys: dict, connectors: set[str]) -> None:
+    """The gateway of another deployment only accepts webhooks signed with its own secrets, so
+    they must be configured here too (random ones, as the local demo makes, would be refused)."""
+    from connectors.registry import CONNECTORS
+
+    missing = sorted({CONNECTORS[c].secret for c in connectors if CONNECTORS[c].secret} - {n for n, v in keys.items() if v})
+    if missing:
+        raise ConfigError("demo --external signs webhooks with the gateway's secrets; configure "
+                          + ", ".join(f"THREADLINE_{n.upper()} (or _FILE)" for n in missing))
 
 
 def _post(http: httpx.Client, gateway: str, keys: dict, connector: str, body: bytes) -> list[str]:
