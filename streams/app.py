@@ -43,7 +43,7 @@ from streams.identity import IdentityGraph, resolve
 from streams.rules import Rules, rules_from_env
 from threadline import catalog
 from threadline.errors import FatalError
-from threadline.kafka import header_list
+from threadline.kafka import broker_credentials, header_list
 from threadline.logging import get_logger
 from threadline.settings import Settings
 
@@ -87,6 +87,9 @@ class StreamTopics:
 
 
 def faust_broker(settings: Settings) -> str:
+    """faust's broker URL; its security (SASL, TLS, mTLS) goes in ``broker_credentials``
+    (``threadline.kafka.broker_credentials``: the same settings as every kafka-python client)."""
+    settings.check_kafka_security()
     return ";".join(f"kafka://{b}" for b in settings.kafka_bootstrap.split(","))
 
 
@@ -120,7 +123,7 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
-        broker=faust_broker(settings),
+        broker=faust_broker(settings), broker_credentials=broker_credentials(settings),
         store=store_url(),
         processing_guarantee="at_least_once",
         topic_partitions=catalog.EVENT_PARTITIONS,

@@ -46,6 +46,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgress
                            TimeElapsedColumn)
 from rich.table import Table
 
+from threadline.kafka import aiokafka_config  # noqa: F401 (streams.bench imports it from here)
 from threadline.settings import Settings
 
 DEFAULT_WARMUP = 1000
@@ -487,17 +488,6 @@ class _Tick:
         if self.progress is not None:
             self.progress.advance(self.task, self.pending)
             self.pending = 0
-
-
-def aiokafka_config(settings: Settings) -> dict:
-    """kafka-python's connection settings, translated for aiokafka (SSL needs a context)."""
-    cfg = dict(settings.kafka_client_config())
-    cafile = cfg.pop("ssl_cafile", None)
-    if cafile or settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        cfg["ssl_context"] = create_ssl_context(cafile=cafile)
-    return cfg
 
 
 # Producer settings shared by both clients, so their figures compare the libraries, not configs.

@@ -3,16 +3,25 @@
 The producer is idempotent with acks=all: a send is acknowledged only once every in-sync
 replica has the record, which is what lets the gateway answer 2xx. ``send_async`` bridges
 kafka-python's future to asyncio without blocking the event loop.
+
+Security settings (SASL, TLS, mTLS) come from ``Settings.kafka_client_config`` for kafka-python
+and from ``aiokafka_config`` / ``broker_credentials`` for aiokafka and faust, which want an
+``ssl.SSLContext`` instead of file names: ``ssl_context`` builds it the way kafka-python does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
+import ssl
+from contextlib import contextmanager
 
 from kafka import KafkaProducer
+from kafka import errors as kafka_errors
 from kafka.errors import KafkaError
 
-from threadline.errors import KafkaUnavailable
+from threadline.errors import ConfigError, KafkaUnavailable
 from threadline.settings import Settings
 
 
@@ -30,7 +39,118 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
     )
     cfg.update(settings.kafka_client_config())
     cfg.update(overrides)
-    return KafkaProducer(**cfg)
+    with explained_connection_errors(settings):
+        return KafkaProducer(**cfg)
+
+
+# What a client raises when it cannot bootstrap: KafkaTimeoutError (kafka-python 3), NoBrokersAvailable (2.x).
+BOOTSTRAP_ERRORS = tuple(getattr(kafka_errors, n) for n in ("KafkaTimeoutError", "NoBrokersAvailable")
+                         if hasattr(kafka_errors, n))
+
+
+class _Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def explained_connection_errors(settings: Settings):
+    """While a kafka-python client bootstraps: keep its retry warnings off the log and, when it
+    gives up, raise one error that says why. ConfigError for what the settings must fix (the
+    broker rejected the credentials, the broker's certificate is not trusted), KafkaUnavailable
+    for a cluster that does not answer."""
+    recorder = _Recorder()
+    kafka_log = logging.getLogger("kafka")
+    propagate = kafka_log.propagate
+    kafka_log.addHandler(recorder)
+    kafka_log.propagate = False
+    try:
+        yield
+    except BOOTSTRAP_ERRORS as exc:
+        raise explain_connection_failure(settings, recorder.messages, exc) from None
+    finally:
+        kafka_log.removeHandler(recorder)
+        kafka_log.propagate = propagate
+
+
+def explain_connection_failure(settings: Settings, messages: list[str], exc: Exception) -> Exception:
+    """The error to show for a client that could not bootstrap, from what kafka-python logged (pure)."""
+    where = settings.kafka_bootstrap
+    text = "\n".join(messages)
+    if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
+        return ConfigError(
+            f"Kafka at {where} rejected the credentials: SASL {settings.kafka_sasl_mechanism} as "
+            f"{settings.kafka_sasl_username!r} failed; check THREADLINE_KAFKA_SASL_USERNAME, "
+            "THREADLINE_KAFKA_SASL_PASSWORD (or _FILE) and THREADLINE_KAFKA_SASL_MECHANISM")
+    if "UnsupportedSaslMechanism" in text:
+        return ConfigError(f"Kafka at {where} does not offer SASL {settings.kafka_sasl_mechanism} on this listener; "
+                           "set THREADLINE_KAFKA_SASL_MECHANISM to one it enables")
+    verify = re.search(r"certificate verify failed: ([^(\n]+)", text)
+    if verify:
+        reason = verify.group(1).strip()
+        if "hostname" in reason.lower() or "IP address mismatch" in reason:
+            hint = ("the certificate does not name the address in THREADLINE_KAFKA_BOOTSTRAP; use the name it "
+                    "was issued for (THREADLINE_KAFKA_SSL_CHECK_HOSTNAME=false only for tests)")
+        elif settings.kafka_ssl_cafile:
+            hint = f"THREADLINE_KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile} is not the CA that signed it"
+        else:
+            hint = ("no THREADLINE_KAFKA_SSL_CAFILE is set, so only the system's CAs are trusted; "
+                    "set it to the PEM file of the CA that signed the broker's certificate")
+        return ConfigError(f"TLS verification of Kafka at {where} failed ({reason}): {hint}")
+    if "ALERT_BAD_CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text:
+        hint = (f"THREADLINE_KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile} is not signed by a CA the broker trusts"
+                if settings.kafka_ssl_certfile else
+                "the listener wants a client certificate: set THREADLINE_KAFKA_SSL_CERTFILE and _KEYFILE")
+        return ConfigError(f"Kafka at {where} refused the TLS client certificate: {hint}")
+    if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
+        return ConfigError(f"Kafka at {where} does not speak TLS on this port; "
+                           f"check THREADLINE_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}")
+    last = next((m for m in reversed(messages) if "Connection lost" in m or "Connection failed" in m), None)
+    return KafkaUnavailable(f"Kafka at {where} did not answer ({exc})" + (f": {last}" if last else ""))
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of a SSL / SASL_SSL cluster (None otherwise): TLS 1.2 or later, the CA
+    file or else the system's CAs, the client certificate for mTLS, hostname checking as set."""
+    settings.check_kafka_security()
+    if not settings.kafka_tls():
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = settings.kafka_ssl_check_hostname
+    if settings.kafka_ssl_cafile:
+        ctx.load_verify_locations(settings.kafka_ssl_cafile)
+    else:
+        ctx.load_default_certs()
+    if settings.kafka_ssl_certfile:
+        ctx.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    return ctx
+
+
+def aiokafka_config(settings: Settings) -> dict:
+    """``kafka_client_config`` translated for aiokafka's clients (an SSL context, not files)."""
+    cfg = {k: v for k, v in settings.kafka_client_config().items() if not k.startswith("ssl_")}
+    context = ssl_context(settings)
+    if context is not None:
+        cfg["ssl_context"] = context
+    return cfg
+
+
+def broker_credentials(settings: Settings):
+    """faust's ``broker_credentials``: SASLCredentials (with the TLS context on SASL_SSL),
+    SSLCredentials on SSL, None on PLAINTEXT."""
+    import faust
+
+    settings.check_kafka_security()
+    context = ssl_context(settings)
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_secret(),
+                                     mechanism=settings.kafka_sasl_mechanism.upper(), ssl_context=context)
+    return faust.SSLCredentials(context) if context is not None else None
 
 
 def header_list(headers: dict[str, str] | None) -> list[tuple[str, bytes]]:

@@ -12,6 +12,9 @@ that ``threadline up`` starts, so a fresh checkout needs no configuration at all
     THREADLINE_PROJECTION_PREFIX    prefix of the projection schemas ("" → support, sales, marketing)
     THREADLINE_OPS_HOST             where the worker and projector serve /metrics, /livez, /readyz
     THREADLINE_WORKER_OPS_PORT      (18002) and THREADLINE_PROJECTOR_OPS_PORT (18003)
+    THREADLINE_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD[_FILE],
+    THREADLINE_KAFKA_SSL_CAFILE, _SSL_CERTFILE, _SSL_KEYFILE, _SSL_CHECK_HOSTNAME
+                                    a secured cluster: SASL/SCRAM or PLAIN, TLS, mTLS (docs/secured-kafka.md)
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from threadline.errors import ConfigError
 
 
 class CodecKind(str, Enum):
@@ -44,11 +49,16 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 19093
     kafka_version: str = "4.3.1"
     kafka_heap: str = "512m"
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
+    # A secured cluster (docs/secured-kafka.md): checked by ``kafka_client_config`` with ConfigError.
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str | None = None  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
     kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
-    kafka_ssl_cafile: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_cafile: str | None = None  # PEM CA bundle; unset with SSL/SASL_SSL = the system's CAs
+    kafka_ssl_certfile: str | None = None  # PEM client certificate (mTLS); may hold the key too
+    kafka_ssl_keyfile: str | None = None  # PEM private key of the client certificate
+    kafka_ssl_check_hostname: bool = True
     replication_factor: int = 1
 
     codec: CodecKind = CodecKind.CONFLUENT
@@ -139,18 +149,68 @@ class Settings(BaseSettings):
         out["THREADLINE_HOME"] = str(self.state_dir)
         return out
 
+    def kafka_sasl_secret(self) -> str | None:
+        """The SASL password: THREADLINE_KAFKA_SASL_PASSWORD, or the first line of *_FILE."""
+        from connectors.secrets import secret
+
+        return secret(self, "kafka_sasl_password")
+
+    def kafka_tls(self) -> bool:
+        return self.kafka_security_protocol.upper() in ("SSL", "SASL_SSL")
+
+    def check_kafka_security(self) -> None:
+        """ConfigError naming every kafka_* setting that is missing or contradicts another."""
+        protocol, mechanism = self.kafka_security_protocol.upper(), (self.kafka_sasl_mechanism or "").upper()
+        problems = []
+        if protocol not in KAFKA_PROTOCOLS:
+            problems.append(f"kafka_security_protocol={self.kafka_security_protocol}: expected one of {', '.join(KAFKA_PROTOCOLS)}")
+        sasl = protocol.startswith("SASL_")
+        if mechanism and mechanism not in SASL_MECHANISMS:
+            problems.append(f"kafka_sasl_mechanism={self.kafka_sasl_mechanism}: expected one of {', '.join(SASL_MECHANISMS)}")
+        if sasl and not mechanism:
+            problems.append(f"kafka_security_protocol={protocol} needs kafka_sasl_mechanism")
+        if mechanism and not sasl:
+            problems.append(f"kafka_sasl_mechanism={mechanism} needs kafka_security_protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}")
+        if mechanism and not self.kafka_sasl_username:
+            problems.append(f"kafka_sasl_mechanism={mechanism} needs kafka_sasl_username")
+        if mechanism and self.kafka_sasl_password is None and self.kafka_sasl_password_file is None:
+            problems.append(f"kafka_sasl_mechanism={mechanism} needs kafka_sasl_password or kafka_sasl_password_file")
+        files = {k: getattr(self, k) for k in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")}
+        if not self.kafka_tls() and protocol in KAFKA_PROTOCOLS and any(files.values()):
+            given = ", ".join(k for k, v in files.items() if v)
+            problems.append(f"{given} given, but kafka_security_protocol={protocol} does not use TLS (SSL or SASL_SSL)")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            problems.append("kafka_ssl_keyfile needs kafka_ssl_certfile (the client certificate it belongs to)")
+        for key, path in files.items():
+            if path and not Path(path).is_file():
+                problems.append(f"{key}: no file {path}")
+        if problems:
+            raise ConfigError("Kafka settings: " + "; ".join(problems))
+        if mechanism and not self.kafka_sasl_secret():
+            raise ConfigError(f"Kafka settings: kafka_sasl_mechanism={mechanism} needs a non-empty password")
+
     def kafka_client_config(self) -> dict:
-        """Security settings shared by every kafka-python client (empty on the local stack)."""
+        """Connection and security settings shared by every kafka-python client (only the
+        bootstrap servers on the local stack). Raises ConfigError on contradictory settings."""
+        self.check_kafka_security()
         cfg: dict = {"bootstrap_servers": self.kafka_bootstrap.split(",")}
-        if self.kafka_security_protocol != "PLAINTEXT":
-            cfg["security_protocol"] = self.kafka_security_protocol
+        protocol = self.kafka_security_protocol.upper()
+        if protocol != "PLAINTEXT":
+            cfg["security_protocol"] = protocol
         if self.kafka_sasl_mechanism:
-            cfg["sasl_mechanism"] = self.kafka_sasl_mechanism
+            cfg["sasl_mechanism"] = self.kafka_sasl_mechanism.upper()
             cfg["sasl_plain_username"] = self.kafka_sasl_username
-            cfg["sasl_plain_password"] = self.kafka_sasl_password
-        if self.kafka_ssl_cafile:
-            cfg["ssl_cafile"] = self.kafka_ssl_cafile
+            cfg["sasl_plain_password"] = self.kafka_sasl_secret()
+        if self.kafka_tls():
+            cfg["ssl_check_hostname"] = self.kafka_ssl_check_hostname
+            for key in ("cafile", "certfile", "keyfile"):
+                if getattr(self, f"kafka_ssl_{key}"):
+                    cfg[f"ssl_{key}"] = getattr(self, f"kafka_ssl_{key}")
         return cfg
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @lru_cache(maxsize=1)
