@@ -1,7 +1,7 @@
 """deploy/k8s: every manifest validates, and the deployment says what the issue asks.
 
 Each document of the base's files and of the three renders (`kubectl kustomize` of base, dev and
-production) is validated against the Kubernetes {version} OpenAPI schemas (strict) or, for
+production) is validated against the Kubernetes 1.34 OpenAPI schemas (strict) or, for
 Strimzi resources, the generated CRD schemas. Then: the Kafka cluster is KRaft with three brokers,
 replication factor 3 and two in-sync replicas; every container runs `threadline <subcommand>`
 that exists; probes, ports, scrape annotations, security contexts, resources, references between
