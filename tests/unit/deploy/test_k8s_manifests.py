@@ -212,6 +212,28 @@ def test_every_configmap_key_is_a_setting():
 
 
 @pytest.mark.parametrize("name", RENDERS)
+def test_every_file_setting_names_a_file_a_mounted_secret_provides(name):
+    docs = rendered(name)
+    config = of(docs, "ConfigMap", "threadline-config")["data"]
+    checked = 0
+    for workload, container in containers(docs):
+        if not container["image"].startswith(IMAGE):
+            continue
+        env = {**config, **{e["name"]: e.get("value") for e in container.get("env", [])}}
+        volumes = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
+        mounts = {m["mountPath"]: volumes.get(m["name"], {}) for m in container["volumeMounts"]}  # claims: no volume
+        for key, value in env.items():
+            if not key.endswith(("_FILE", "_CAFILE")):
+                continue
+            folder, file = value.rsplit("/", 1)
+            secret = mounts.get(folder, {}).get("secret")
+            assert secret, f"{name}: {workload['metadata']['name']} {key}={value}: no Secret mounted at {folder}"
+            assert file in {i["path"] for i in secret["items"]}, f"{key}: {secret['secretName']} gives no {file}"
+            checked += 1
+    assert checked >= 4 * 2 + 6, "the Kafka password and CA for every component, the gateway's webhook secrets"
+
+
+@pytest.mark.parametrize("name", RENDERS)
 def test_every_container_is_non_root_read_only_with_tmp_and_resources(name):
     for workload, container in containers(rendered(name)):
         where = f"{name}: {workload['metadata']['name']}/{container['name']}"
