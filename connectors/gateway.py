@@ -38,6 +38,7 @@ from schemas.codec import Codec
 from threadline.catalog import CONTACTS
 from threadline.errors import KafkaUnavailable, RegistryUnavailable
 from threadline.kafka import send_async
+from threadline import metrics, ops
 from threadline.http import error_response, validation_fields
 from threadline.logging import get_logger
 from threadline.settings import Settings
@@ -51,6 +52,10 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
     the topics default to the catalog's (tests give throw-away ones)."""
     secrets = {name: secret(settings, name) for name in SECRET_NAMES}
     unsigned = sorted(c.name for c in CONNECTORS.values() if not secrets.get(c.secret))
+    produced = metrics.EVENTS_PRODUCED.labels("gateway", contacts_topic)
+    produced_dlq = metrics.EVENTS_PRODUCED.labels("gateway", dlq_topic)
+    dead_lettered = metrics.DLQ.labels("gateway", contacts_topic)
+    contacts_by = metrics.Labelled(metrics.GATEWAY_CONTACTS)  # (connector, outcome)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -67,6 +72,7 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
         app.state.producer.close(10)
 
     app = FastAPI(title="Threadline ingest gateway", version="1", lifespan=lifespan)
+    ops.install(app, "gateway", ops.Readiness("gateway", ops.kafka_checks(settings)))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):
@@ -98,8 +104,11 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
                                     key=partition_key(contact), value=value,
                                     headers={"connector": contact.connector, "event_id": record["event_id"]})
         except (KafkaUnavailable, RegistryUnavailable) as exc:
+            contacts_by(contact.connector, "unacknowledged").inc()
             log.warning("contact_not_acknowledged", event_id=record["event_id"], error=str(exc))
             return error_response(503, "not_stored", "the event store did not acknowledge; retry")
+        produced.inc()
+        contacts_by(contact.connector, "accepted").inc()
         log.info("contact_accepted", event_id=record["event_id"], topic=meta.topic,
                  partition=meta.partition, offset=meta.offset, channel=contact.channel)
         return {"event_id": record["event_id"], "topic": meta.topic, "partition": meta.partition,
@@ -121,14 +130,24 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
                              received_at=now, query=dict(request.query_params))
         outcome = handle(req, secrets, MapContext.from_settings(settings, now), settings.max_body_bytes)
         if outcome.status != 202:
+            if connector in CONNECTORS:  # an unknown connector's name is not a label value
+                contacts_by(connector, "rejected").inc()
             log.info("webhook_rejected", connector=connector, status=outcome.status, error=outcome.error)
             return error_response(outcome.status, outcome.error, outcome.detail, outcome.fields)
         sink: Sink = request.app.state.sink
         try:
             acks, dlq = await sink.publish(connector, outcome.contacts, outcome.rejected)
         except (KafkaUnavailable, RegistryUnavailable) as exc:
+            contacts_by(connector, "unacknowledged").inc(len(outcome.contacts) + len(outcome.rejected))
             log.warning("webhook_not_acknowledged", connector=connector, error=str(exc))
             return error_response(503, "not_stored", "the event store did not acknowledge; retry")
+        if acks:
+            produced.inc(len(acks))
+            contacts_by(connector, "accepted").inc(len(acks))
+        if dlq:
+            produced_dlq.inc(len(dlq))
+            dead_lettered.inc(len(dlq))
+            contacts_by(connector, "dead_lettered").inc(len(dlq))
         accepted = []
         for contact, meta in zip(outcome.contacts, acks):
             eid = event_id(contact.connector, contact.provider_id)

@@ -27,6 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from projectors import rules
 from projectors.framework import live_schema
+from threadline import ops
 from threadline.http import error_response, validation_fields
 from threadline.settings import Settings
 
@@ -61,6 +62,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Threadline read API", version="2", lifespan=lifespan,
                   description="Read models for support, sales and marketing, built from the event log.")
+
+    async def postgres_answers() -> None:
+        """``select 1`` on a connection of the pool the routes use."""
+        pool = getattr(app.state, "pool", None)
+        if pool is None:
+            raise RuntimeError("the connection pool is not open yet")
+        async with pool.connection(timeout=ops.PROBE_TIMEOUT) as conn:
+            await conn.execute("select 1")
+
+    ops.install(app, "api", ops.Readiness("api", [ops.Check("postgres", postgres_answers)]))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):

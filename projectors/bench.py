@@ -91,7 +91,8 @@ def freshness_suite(ctx: BenchContext) -> list[Section]:
 
     home = Path(tempfile.mkdtemp(prefix="threadline-fresh-"))
     settings = with_demo_secrets(ctx.settings.model_copy(update={
-        "home": home, "gateway_port": free_port(), "api_port": free_port(), "log_level": "WARNING"}))
+        "home": home, "gateway_port": free_port(), "api_port": free_port(), "worker_ops_port": free_port(),
+        "projector_ops_port": free_port(), "log_level": "WARNING"}))
     apply(settings)
     with ctx.console.status("starting gateway, stream worker, projectors and read API ..."):
         apps.start(settings)

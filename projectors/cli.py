@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from projectors.ddl import PROJECTIONS
 from threadline.errors import ConfigError, ThreadlineError
 
 err = Console(stderr=True)
+STALL_LIMIT = 120.0  # seconds a started projector's loop may take for one turn before /livez fails
 
 
 def _settings():
@@ -50,6 +52,38 @@ def _sources(contacts: str | None, conversations: str | None, identities: str | 
 
     d = Sources()
     return Sources(contacts or d.contacts, conversations or d.conversations, identities or d.identities)
+
+
+def process_probes(runners: list, threads: list[threading.Thread], clock=time.monotonic, stall: float = STALL_LIMIT):
+    """/livez and the ``projectors`` readiness probe of a process running ``runners`` in ``threads``."""
+
+    def liveness() -> str | None:
+        for r, t in zip(runners, threads):
+            inst = r.instruments
+            if t.ident is not None and not t.is_alive():
+                return f"{inst.component} stopped"
+            if inst.started and clock() - inst.heartbeat > stall:
+                return f"{inst.component}: no turn of its loop for {stall:g} s"
+        return None
+
+    def running() -> None:
+        waiting = [r.instruments.component for r in runners if not r.instruments.started]
+        if waiting:
+            raise RuntimeError("not projecting yet (starting, or standby behind another instance): "
+                               + ", ".join(waiting))
+
+    return liveness, running
+
+
+def serve_ops(s, runners: list, threads: list[threading.Thread]):
+    """/metrics, /livez, /readyz of the projector process (THREADLINE_PROJECTOR_OPS_PORT; 0: none)."""
+    from threadline import ops
+
+    liveness, running = process_probes(runners, threads)
+    readiness = ops.Readiness("projector", [*ops.kafka_checks(s), ops.Check("postgres", ops.postgres_probe(s)),
+                                            ops.Check("projectors", running)])
+    return ops.serve(s.ops_host, s.projector_ops_port, component="projector", liveness=liveness,
+                     readiness=readiness)
 
 
 class RateColumn(ProgressColumn):
@@ -100,6 +134,10 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         threads = [threading.Thread(target=run, args=(r,), name=getattr(r, "name", "skeleton")) for r in runners]
+        try:
+            serve_ops(s, runners, threads)
+        except ConfigError as exc:
+            _fail(str(exc), 2)
         for t in threads:
             t.start()
         for t in threads:

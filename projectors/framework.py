@@ -31,6 +31,7 @@ from projectors.rows import (CONTACT_COLUMNS, CONVERSATION_COLUMNS, IDENTITY_COL
                              Batch, roots)
 from schemas.codec import Codec, make_codec
 from streams.dlq import dlq_headers
+from threadline import metrics
 from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
 from threadline.errors import ConfigError, DecodeError
 from threadline.kafka import header_list, make_producer
@@ -41,6 +42,7 @@ log = get_logger("threadline.projector")
 
 DEFAULT_BATCH = 2000
 ASSIGN_TIMEOUT = 60.0
+LAG_INTERVAL = 1.0  # seconds between updates of threadline_consumer_lag
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,39 @@ class RunStats:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
+class Instruments:
+    """One projector's metrics, and what /livez and /readyz of the projector process read:
+    ``started`` (assigned and seeked), ``heartbeat`` (the loop's last turn)."""
+
+    def __init__(self, component: str, dlq_topic: str = PROJECTIONS_DLQ.name):
+        self.component = component
+        self.consumed = metrics.Labelled(metrics.EVENTS_CONSUMED, component)
+        self.dead_lettered = metrics.Labelled(metrics.DLQ, component)
+        self._produced_dlq = metrics.EVENTS_PRODUCED.labels(component, dlq_topic)
+        self._batch_seconds = metrics.PROCESSING_SECONDS.labels(component, "batch")
+        self.lag = metrics.LagGauge(component)
+        self.started = False
+        self.heartbeat = time.monotonic()
+        self._lag_at = 0.0
+
+    def beat(self, consumer: KafkaConsumer, tps, position: Callable) -> None:
+        """A turn of the loop: the heartbeat, and at most every LAG_INTERVAL the lag of ``tps``
+        (the consumer's last seen end offsets minus ``position(tp)``)."""
+        self.heartbeat = now = time.monotonic()
+        if now - self._lag_at >= LAG_INTERVAL:
+            self._lag_at = now
+            self.lag.update_from(tps, consumer.highwater, position)
+
+    def batch_done(self, seconds: float, dead_letters: int) -> None:
+        self._batch_seconds.observe(seconds)
+        if dead_letters:
+            self._produced_dlq.inc(dead_letters)
+
+    def stopped(self) -> None:
+        self.started = False
+        self.lag.clear()
+
+
 class Projector:
     """Projects ``sources`` into ``schema`` (default: the live schema of ``projection``),
     storing offsets under ``name`` (default: the schema name)."""
@@ -223,6 +258,7 @@ class Projector:
         self.store = Store(self.schema)
         self.stop_event = threading.Event()
         self.stats = RunStats()
+        self.instruments = Instruments(f"projector:{self.name}")
 
     # -- set-up -------------------------------------------------------------------------------
     def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
@@ -271,7 +307,9 @@ class Projector:
             build = self._build_id(conn)
             log.info("projector_started", projector=self.name, schema=self.schema, build=build,
                      topics=self.sources.topics(), as_of=self.as_of.isoformat() if self.as_of else None)
+            self.instruments.started = True
             while not self.stop_event.is_set():
+                self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
                 if max_batches is not None and self.stats.batches >= max_batches:
                     break
                 if stop_at is not None and all(self.stats.positions.get(k, 0) >= v for k, v in stop_at.items()):
@@ -290,6 +328,7 @@ class Projector:
                     on_batch(self.stats)
             return self.stats
         finally:
+            self.instruments.stopped()
             if consumer is not None:
                 consumer.close(autocommit=False)
             if dlq is not None:
@@ -297,6 +336,7 @@ class Projector:
             conn.close()
 
     def _project(self, conn, dlq, polled, build: str) -> None:
+        started = time.perf_counter()
         batch = Batch()
         next_offsets: dict[tuple[str, int], int] = {}
         last_at: dict[tuple[str, int], datetime] = {}
@@ -314,8 +354,10 @@ class Projector:
                                          headers=header_list(dlq_headers(reason=reason, topic=m.topic,
                                                                          partition=m.partition, offset=m.offset,
                                                                          component=self.name))))
+                    self.instruments.dead_lettered(m.topic).inc()
                     log.warning("record_to_dlq", projector=self.name, topic=m.topic, partition=m.partition,
                                 offset=m.offset, reason=reason[:200])
+            self.instruments.consumed(tp.topic).inc(len(messages))
             key = (tp.topic, tp.partition)
             next_offsets[key] = messages[-1].offset + 1
             last_at[key] = datetime.fromtimestamp(messages[-1].timestamp / 1000).astimezone()
@@ -335,6 +377,7 @@ class Projector:
         self.stats.dead_letters += len(dead)
         self.stats.batches += 1
         self.stats.skipped_as_of += batch.skipped_as_of
+        self.instruments.batch_done(time.perf_counter() - started, len(dead))
         log.info("batch_projected", projector=self.name, events=count, rows=len(batch), dead_letters=len(dead),
                  offsets={f"{t}:{p}": o for (t, p), o in next_offsets.items()})
         for r in batch.contacts:  # per event at debug only: at info the batch line above

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -116,6 +117,9 @@ class Projector:
         self.source_topic = source_topic
         self.codec = codec or make_codec(settings)
         self.stop_event = threading.Event()
+        from projectors.framework import Instruments
+
+        self.instruments = Instruments(f"projector:{projector}")
 
     def run(self, max_batches: int | None = None) -> None:
         conn = psycopg.connect(self.settings.effective_pg_dsn, autocommit=True)
@@ -126,19 +130,23 @@ class Projector:
         consumer.subscribe([self.source_topic], listener=_SeekToStored(consumer, conn, self.projector))
         dlq = make_producer(self.settings)
         batches = 0
+        self.instruments.started = True
         try:
             while not self.stop_event.is_set() and (max_batches is None or batches < max_batches):
+                self.instruments.beat(consumer, consumer.assignment(), lambda tp: consumer.position(tp, timeout_ms=0))
                 polled = consumer.poll(timeout_ms=500)
                 if not polled:
                     continue
                 self._project(conn, dlq, polled)
                 batches += 1
         finally:
+            self.instruments.stopped()
             consumer.close(autocommit=False)
             dlq.close(10)
             conn.close()
 
     def _project(self, conn, dlq, polled) -> None:
+        started = time.perf_counter()
         rows: list[Row] = []
         next_offsets: dict[tuple[str, int], int] = {}
         dead = []
@@ -150,12 +158,15 @@ class Projector:
                     dead.append(dlq.send(PROJECTIONS_DLQ.name, key=m.topic.encode(), value=m.value, headers=header_list(
                         dlq_headers(reason=exc.reason, topic=m.topic, partition=m.partition, offset=m.offset,
                                     component=self.projector))))
+                    self.instruments.dead_lettered(m.topic).inc()
                     log.warning("record_to_dlq", topic=m.topic, partition=m.partition, offset=m.offset, reason=exc.reason)
+            self.instruments.consumed(tp.topic).inc(len(messages))
             next_offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
         # Commit order: dead letters acknowledged first, then rows + offsets in one transaction.
         for future in dead:
             future.get(timeout=30)
         write_batch(conn, self.projector, rows, next_offsets)
+        self.instruments.batch_done(time.perf_counter() - started, len(dead))
         for r in rows:
             log.info("contact_projected", event_id=r.event_id, customer_id=r.customer_id,
                      partition=r.partition, offset=r.offset)

@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -41,7 +42,7 @@ from streams.conversations import Stitcher
 from streams.dlq import dlq_headers
 from streams.identity import IdentityGraph, resolve
 from streams.rules import Rules, rules_from_env
-from threadline import catalog
+from threadline import catalog, metrics, ops
 from threadline.errors import FatalError
 from threadline.kafka import broker_credentials, header_list
 from threadline.logging import get_logger
@@ -54,6 +55,9 @@ APP_ID = "threadline-streams"
 # whatever the failure of that one record, the partition moves on and the worker keeps running.
 DECODE_ERRORS = (FatalError, ValueError, KeyError, TypeError, AttributeError, IndexError)
 SHUTDOWN_LIMIT = 25.0  # seconds a worker may take to stop after SIGTERM before it exits hard
+COMPONENT = "worker"  # the ``component`` label of the worker's metrics
+LAG_INTERVAL = 5.0  # seconds between updates of threadline_consumer_lag
+LOOP_ANSWER_LIMIT = 5.0  # seconds the event loop may take to answer /livez
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,11 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
     contacts_table = table("identity-contacts", topics.contacts_changelog, 1, json_schema)  # base64 of the record
     conv_table = table("conversations", topics.conversations_changelog, catalog.EVENT_PARTITIONS, json_schema)
     graph = IdentityGraph(graph_table, rules.identity)
+    consumed = metrics.Labelled(metrics.EVENTS_CONSUMED, COMPONENT)
+    produced = metrics.Labelled(metrics.EVENTS_PRODUCED, COMPONENT)
+    dead_lettered = metrics.Labelled(metrics.DLQ, COMPONENT)
+    sla_events = metrics.Labelled(metrics.SLA)
+    lag_gauge = metrics.LagGauge(COMPONENT)
     due_index: dict[str, tuple[int, int]] = {}  # customer_id -> (next due ms, partition)
     indexed_for: set = set()
     ticked: dict[str, int] = {}
@@ -163,9 +172,21 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
     async def emit(topic: str, key: bytes, value: bytes, headers: dict[str, str] | None = None) -> None:
         """Hand a record to the producer (faust flushes it before it commits the input's offset)."""
         await app.producer.send(topic, key, value, None, None, header_list(headers))
+        produced(topic).inc()
+
+    async def measured(events, stage: str):
+        """The agent's events, counted per topic, each timed from its arrival in the agent's loop
+        to the agent asking for the next one."""
+        seconds = metrics.PROCESSING_SECONDS.labels(COMPONENT, stage)
+        async for event in events:
+            consumed(event.message.topic).inc()
+            t0 = time.perf_counter()
+            yield event
+            seconds.observe(time.perf_counter() - t0)
 
     async def to_dlq(event, reason: str) -> None:
         msg = event.message
+        dead_lettered(msg.topic).inc()
         await emit(topics.dlq, msg.topic.encode(), event.value,
                    dlq_headers(reason=reason[:1000], topic=msg.topic, partition=msg.partition, offset=msg.offset,
                                component=app_id))
@@ -174,7 +195,7 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
 
     @app.agent(contacts)
     async def route(stream):
-        async for event in stream.events():
+        async for event in measured(stream.events(), "route"):
             try:
                 record = codec.decode(event.value).record
                 if not record.get("identities"):
@@ -209,7 +230,7 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
 
     @app.agent(graph_in)
     async def identity(stream):
-        async for event in stream.events():
+        async for event in measured(stream.events(), "identity"):
             msg = event.message
             headers = dict(msg.headers or [])
             if headers.get("kind") == b"unlink":
@@ -244,7 +265,7 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
 
     @app.agent(stitch_in)
     async def conversations_agent(stream):
-        async for event in stream.events():
+        async for event in measured(stream.events(), "conversations"):
             msg = event.message
             cid = event.key.decode() if event.key else ""
             try:
@@ -276,6 +297,8 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
             for e in events:
                 await emit(topics.conversations, cid.encode(),
                            codec.encode(topics.conversations, schemas.CONVERSATION_EVENT, e), {"event_id": e["event_id"]})
+                if e["event_type"] in metrics.SLA_EVENTS:
+                    sla_events(metrics.SLA_EVENTS[e["event_type"]], e["channel"] or "other").inc()
                 log.info("conversation_" + e["event_type"], event_id=e["event_id"], customer_id=cid,
                          contact_event_id=contact_id, partition=msg.partition, offset=msg.offset)
 
@@ -298,6 +321,21 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
             if due <= limit and partition in active and ticked.get(cid) != due:
                 ticked[cid] = due
                 await emit(topics.commands, cid.encode(), json.dumps({"type": "tick", "now": now}).encode())
+
+    @app.timer(interval=LAG_INTERVAL)
+    async def consumer_lag():
+        """threadline_consumer_lag of the partitions this worker processes: the end offset the
+        consumer last saw minus the next offset its streams will read."""
+        consumer = app.consumer
+        lags = {}
+        for tp in app.assignor.assigned_actives():
+            try:
+                read = consumer._read_offset.get(tp)  # the last offset a stream took from the partition
+                position = read + 1 if read is not None else await consumer.position(tp)
+                lags[(tp.topic, tp.partition)] = metrics.lag(consumer.highwater(tp), position)
+            except Exception as exc:  # a partition revoked meanwhile: it is left out until the next update
+                log.debug("consumer_lag_unknown", topic=tp.topic, partition=tp.partition, error=str(exc))
+        lag_gauge.update(lags)
 
     return app
 
@@ -328,7 +366,45 @@ class StreamsWorker(faust.Worker):
         super()._on_sigterm()
 
 
+def loop_liveness(loop: asyncio.AbstractEventLoop, limit: float = LOOP_ANSWER_LIMIT):
+    """/livez of a process run by ``loop``: alive while the loop is starting, or when it runs a
+    no-op within ``limit`` seconds."""
+
+    def alive() -> str | None:
+        if not loop.is_running():
+            return None if not loop.is_closed() else "the event loop is closed"
+        answered = threading.Event()
+        try:
+            loop.call_soon_threadsafe(answered.set)
+        except RuntimeError:  # closed meanwhile
+            return "the event loop is closed"
+        if not answered.wait(limit):
+            return f"the event loop did not answer within {limit:g} s"
+        return None
+
+    return alive
+
+
+def streams_running(app: faust.App, loop: asyncio.AbstractEventLoop):
+    """The readiness probe of the worker's own state: started, not rebalancing, tables recovered."""
+
+    def probe() -> None:
+        if not loop.is_running():
+            raise RuntimeError("the worker is starting")
+        if app.rebalancing:
+            raise RuntimeError("the consumer group is rebalancing")
+        if getattr(app, "in_recovery", False):
+            raise RuntimeError("tables are being recovered from their changelogs")
+
+    return probe
+
+
 def run_worker(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | None = None) -> None:
     app = create_app(settings, app_id=app_id, topics=topics)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    StreamsWorker(app, loglevel=settings.log_level, quiet=True).execute_from_commandline()
+    worker = StreamsWorker(app, loglevel=settings.log_level, quiet=True)
+    readiness = ops.Readiness(COMPONENT, [*ops.kafka_checks(settings),
+                                          ops.Check("streams", streams_running(app, worker.loop))])
+    ops.serve(settings.ops_host, settings.worker_ops_port, component=COMPONENT,
+              liveness=loop_liveness(worker.loop), readiness=readiness)
+    worker.execute_from_commandline()

@@ -139,7 +139,8 @@ def run_pipeline(ctx: BenchContext, workers: int, label: str) -> tuple[Rate, Str
     consumer = KafkaConsumer(**s.kafka_client_config())
     try:
         env = {**os.environ, **s.to_env(), "THREADLINE_LOG_LEVEL": "WARNING", "THREADLINE_LOG_FORMAT": "json",
-               "THREADLINE_HOME": str(s.state_dir / "bench" / app_id)}
+               "THREADLINE_HOME": str(s.state_dir / "bench" / app_id),
+               "THREADLINE_WORKER_OPS_PORT": "0"}  # several workers on one machine: no /metrics
         for i in range(workers):
             log = open(s.state_dir / "logs" / f"{app_id}-{i}.log", "ab")
             procs.append(subprocess.Popen([sys.executable, "-m", "threadline.cli", "worker", "--app-id", app_id,

@@ -43,6 +43,10 @@ class Services:
             "THREADLINE_REGISTRY_URL": s.registry_url,
             "THREADLINE_CODEC": s.codec.value,
             "THREADLINE_LOG_FORMAT": "json",
+            # Tests start several workers and projectors at once: none serves /metrics unless a
+            # test gives it a port of its own.
+            "THREADLINE_WORKER_OPS_PORT": "0",
+            "THREADLINE_PROJECTOR_OPS_PORT": "0",
         }
 
 

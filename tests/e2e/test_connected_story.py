@@ -23,7 +23,8 @@ from threadline.stack.process import free_port
 @pytest.fixture(scope="module")
 def told(services, catalog_topics, tmp_path_factory):
     settings = with_demo_secrets(services.settings.model_copy(update={
-        "home": tmp_path_factory.mktemp("story-home"), "gateway_port": free_port(), "api_port": free_port()}))
+        "home": tmp_path_factory.mktemp("story-home"), "gateway_port": free_port(), "api_port": free_port(),
+        "worker_ops_port": free_port(), "projector_ops_port": free_port()}))
     apps.start(settings)
     try:
         cast, steps = story(seed=random.randrange(10**6), tag=uuid.uuid4().hex[:6])
