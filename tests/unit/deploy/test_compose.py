@@ -349,20 +349,17 @@ def test_the_secrets_service_writes_what_the_gateway_and_the_demo_read(model, tm
         assert {n: secret(settings, n) for n in SECRET_NAMES} == {n: files[n].read_text().strip() for n in SECRET_NAMES}
 
 
-def test_env_example_lists_every_variable_and_its_defaults(compose, model):
+def test_env_example_lists_every_variable_and_its_defaults(compose, model, tmp_path):
     used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", COMPOSE_FILE.read_text()))
     documented = {line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines()
                   if line.strip() and not line.lstrip().startswith("#")}
     assert used == documented
     # Its values are the defaults: copying it to .env changes nothing until it is edited.
     assert compose.model("--profile", "demo", env_file=ENV_EXAMPLE) == model
-    edited = ENV_EXAMPLE.parent / ".env.test-edited"
-    try:
-        edited.write_text(ENV_EXAMPLE.read_text().replace("GATEWAY_HOST_PORT=18000", "GATEWAY_HOST_PORT=28000"))
-        (published,) = compose.model(env_file=edited)["services"]["gateway"]["ports"]
-        assert published["published"] == "28000"
-    finally:
-        edited.unlink()
+    edited = tmp_path / ".env"
+    edited.write_text(ENV_EXAMPLE.read_text().replace("GATEWAY_HOST_PORT=18000", "GATEWAY_HOST_PORT=28000"))
+    (published,) = compose.model(env_file=edited)["services"]["gateway"]["ports"]
+    assert published["published"] == "28000"
 
 
 # -- threadline demo --external -------------------------------------------------------------
