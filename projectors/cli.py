@@ -83,7 +83,7 @@ def serve_ops(s, runners: list, threads: list[threading.Thread]):
     readiness = ops.Readiness("projector", [*ops.kafka_checks(s), ops.Check("postgres", ops.postgres_probe(s)),
                                             ops.Check("projectors", running)])
     return ops.serve(s.ops_host, s.projector_ops_port, component="projector", liveness=liveness,
-                     readiness=readiness)
+                     readiness=readiness, variable="THREADLINE_PROJECTOR_OPS_PORT")
 
 
 class RateColumn(ProgressColumn):

@@ -406,5 +406,5 @@ def run_worker(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
     readiness = ops.Readiness(COMPONENT, [*ops.kafka_checks(settings),
                                           ops.Check("streams", streams_running(app, worker.loop))])
     ops.serve(settings.ops_host, settings.worker_ops_port, component=COMPONENT,
-              liveness=loop_liveness(worker.loop), readiness=readiness)
+              liveness=loop_liveness(worker.loop), readiness=readiness, variable="THREADLINE_WORKER_OPS_PORT")
     worker.execute_from_commandline()

@@ -310,8 +310,10 @@ class OpsServer:
         self.httpd.server_close()
 
 
-def serve(host: str, port: int, *, component: str, liveness: Liveness, readiness: Readiness) -> OpsServer | None:
-    """Serve /metrics, /livez and /readyz on ``host:port`` in a daemon thread; port 0: nothing."""
+def serve(host: str, port: int, *, component: str, liveness: Liveness, readiness: Readiness,
+          variable: str = "its THREADLINE_*_OPS_PORT") -> OpsServer | None:
+    """Serve /metrics, /livez and /readyz on ``host:port`` in a daemon thread; port 0: nothing.
+    ``variable`` names the setting of the port, for the error when the port is taken."""
     if not port:
         log.info("ops_server_disabled", component=component)
         return None
@@ -319,7 +321,7 @@ def serve(host: str, port: int, *, component: str, liveness: Liveness, readiness
         httpd = _OpsHTTPServer((host, port), liveness, readiness)
     except OSError as exc:
         raise ConfigError(f"{component}: cannot serve /metrics on {host}:{port} ({exc.strerror}); "
-                          "set its THREADLINE_*_OPS_PORT (0 disables)") from None
+                          f"set {variable} (0 disables)") from None
     thread = threading.Thread(target=httpd.serve_forever, name=f"ops-{component}", daemon=True)
     thread.start()
     log.info("ops_server_started", component=component, host=host, port=httpd.server_address[1])
