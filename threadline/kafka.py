@@ -109,6 +109,12 @@ def explain_connection_failure(settings: Settings, messages: list[str], exc: Exc
     if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
         return ConfigError(f"Kafka at {where} does not speak TLS on this port; "
                            f"check THREADLINE_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}")
+    if settings.kafka_sasl_mechanism and "socket disconnected" in text and "Connection refused" not in text:
+        # The broker may close the connection after a failed SASL exchange instead of answering it.
+        return ConfigError(
+            f"Kafka at {where} most likely rejected the credentials: it closed the connection during "
+            f"SASL {settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username!r}; check "
+            "THREADLINE_KAFKA_SASL_USERNAME, THREADLINE_KAFKA_SASL_PASSWORD (or _FILE) and THREADLINE_KAFKA_SASL_MECHANISM")
     last = next((m for m in reversed(messages) if "Connection lost" in m or "Connection failed" in m), None)
     return KafkaUnavailable(f"Kafka at {where} did not answer ({exc})" + (f": {last}" if last else ""))
 

@@ -169,6 +169,15 @@ def test_rejected_credentials_are_explained_as_a_config_error():
     assert "pw" not in str(exc)
 
 
+def test_a_connection_closed_during_sasl_is_explained_as_rejected_credentials():
+    logged = ["<KafkaConnection node_id=bootstrap-0>: Connection lost: KafkaConnectionError: socket disconnected"]
+    exc = explain_connection_failure(scram(), logged, BOOT_FAIL)
+    assert isinstance(exc, ConfigError)
+    assert "most likely rejected the credentials" in str(exc) and "SASL SCRAM-SHA-512 as 'threadline'" in str(exc)
+    refused = logged + ["Connection failed: KafkaConnectionError: [Errno 111] Connection refused"]
+    assert isinstance(explain_connection_failure(scram(), refused, BOOT_FAIL), KafkaUnavailable)
+
+
 @pytest.mark.parametrize(("cafile", "hint"), [
     (None, "no THREADLINE_KAFKA_SSL_CAFILE is set, so only the system's CAs are trusted"),
     ("ca", "is not the CA that signed it"),

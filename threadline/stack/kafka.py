@@ -3,13 +3,16 @@
 Steps: resolve the jars (``mvn dependency:copy-dependencies`` on deploy/local/pom.xml into
 the state folder, once per version), write server.properties, format the storage with
 ``kafka.tools.StorageTool`` on first start, launch ``kafka.Kafka``. Ready means the admin
-client sees the broker in the cluster metadata, not merely an open port.
+client sees the broker in the cluster metadata, not merely an open port. ``Broker`` does the
+launching for any broker from these jars: the local stack's, and secured ones beside it (its
+listeners, TLS and SASL given as server.properties, SCRAM users at format time).
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from urllib.parse import urlparse
@@ -57,50 +60,115 @@ def ensure_jars(settings: Settings) -> Path:
     return target
 
 
-def _classpath(settings: Settings) -> str:
-    return f"{lib_dir(settings)}/*"
+@dataclass(frozen=True)
+class Broker:
+    """One single-node KRaft broker: the local stack's, or another one beside it (tests start a
+    secured broker from the same jars). Its config, data, logs and pid file live under ``home``.
+
+    ``properties`` are added to deploy/local/kafka/server.properties and win over its lines:
+    listeners (``listener_properties``), TLS (``tls_properties``), SASL (``sasl_properties``).
+    ``scram`` are credentials written at format time, as ``kafka-storage format --add-scram``
+    takes them: ``SCRAM-SHA-512=[name=threadline,password=...]``.
+    """
+
+    home: Path
+    lib: Path
+    broker_port: int
+    controller_port: int
+    heap: str = "512m"
+    properties: dict[str, str] = field(default_factory=dict)
+    scram: tuple[str, ...] = ()
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "kafka" / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "kafka" / "data"
+
+    def managed(self) -> Managed:
+        return Managed(NAME, self.home)
+
+    def java(self, main: str, *args: str) -> list[str]:
+        logs = self.home / "logs" / "kafka"
+        logs.mkdir(parents=True, exist_ok=True)
+        return [java_bin(), f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={deploy_local() / 'kafka' / 'log4j2.xml'}",
+                f"-Dkafka.logs.dir={logs}", "-cp", f"{self.lib}/*", main, *args]
+
+    def write_config(self) -> Path:
+        template = Template((deploy_local() / "kafka" / "server.properties").read_text())
+        text = template.substitute(broker_port=self.broker_port, controller_port=self.controller_port,
+                                   data_dir=self.data_dir)
+        if self.properties:
+            text += "\n# this broker's own listeners and security\n" + "".join(
+                f"{k}={v}\n" for k, v in self.properties.items())
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(text)
+        return self.config_path
+
+    def format(self) -> None:
+        """Format the storage once (a formatted data folder keeps its cluster id and credentials)."""
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = subprocess.run([java_bin(), "-cp", f"{self.lib}/*", "kafka.tools.StorageTool", "random-uuid"],
+                                    capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        scram = [arg for entry in self.scram for arg in ("--add-scram", entry)]
+        result = subprocess.run(self.java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                          "-c", str(self.config_path), *scram), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ConfigError(f"kafka storage format failed: {result.stdout[-1000:]}{result.stderr[-1000:]}")
+
+    def launch(self, ready, timeout: float) -> None:
+        """Write the config, format on first start, start ``kafka.Kafka`` and wait for ``ready()``."""
+        self.write_config()
+        self.format()
+        self.managed().launch(self.java("kafka.Kafka", str(self.config_path)), ready=ready, timeout=timeout)
 
 
-def _write_config(settings: Settings) -> Path:
+def listener_properties(listeners: dict[str, tuple[str, int]], controller_port: int, *,
+                        inter_broker: str, host: str = "127.0.0.1") -> dict[str, str]:
+    """server.properties for named listeners, ``{name: (security protocol, port)}``, on ``host``;
+    the KRaft controller stays PLAINTEXT on loopback."""
+    return {
+        "listeners": ",".join([*(f"{n}://{host}:{p}" for n, (_, p) in listeners.items()),
+                               f"CONTROLLER://127.0.0.1:{controller_port}"]),
+        "advertised.listeners": ",".join(f"{n}://{host}:{p}" for n, (_, p) in listeners.items()),
+        "listener.security.protocol.map": ",".join([*(f"{n}:{proto}" for n, (proto, _) in listeners.items()),
+                                                    "CONTROLLER:PLAINTEXT"]),
+        "inter.broker.listener.name": inter_broker,
+    }
+
+
+def tls_properties(keystore_pem: Path, truststore_pem: Path | None = None) -> dict[str, str]:
+    """The broker's certificate as a PEM keystore (PKCS#8 key, then the chain); a PEM truststore
+    for client certificates, if given."""
+    props = {"ssl.keystore.type": "PEM", "ssl.keystore.location": str(keystore_pem)}
+    if truststore_pem is not None:
+        props.update({"ssl.truststore.type": "PEM", "ssl.truststore.location": str(truststore_pem)})
+    return props
+
+
+def sasl_properties(listener: str, mechanisms: tuple[str, ...]) -> dict[str, str]:
+    """SASL/SCRAM on one listener, the credentials kept in the cluster metadata (``Broker.scram``)."""
+    props = {"sasl.enabled.mechanisms": ",".join(mechanisms)}
+    for m in mechanisms:
+        props[f"listener.name.{listener.lower()}.{m.lower()}.sasl.jaas.config"] = \
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    return props
+
+
+def local_broker(settings: Settings) -> Broker:
+    """The local stack's PLAINTEXT broker on loopback, in the state folder."""
     host, port = host_port(settings)
     if host not in ("127.0.0.1", "localhost"):
         raise ConfigError(f"the local broker listens on loopback only, not {host}")
-    home = settings.state_dir / "kafka"
-    template = Template((deploy_local() / "kafka" / "server.properties").read_text())
-    text = template.substitute(broker_port=port, controller_port=settings.kafka_controller_port,
-                               data_dir=home / "data")
-    (home / "data").mkdir(parents=True, exist_ok=True)
-    path = home / "server.properties"
-    path.write_text(text)
-    return path
-
-
-def _java_opts(settings: Settings) -> list[str]:
-    logs = settings.state_dir / "logs" / "kafka"
-    logs.mkdir(parents=True, exist_ok=True)
-    return [
-        f"-Xms{settings.kafka_heap}", f"-Xmx{settings.kafka_heap}", "-XX:+UseG1GC",
-        "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={deploy_local() / 'kafka' / 'log4j2.xml'}",
-        f"-Dkafka.logs.dir={logs}",
-    ]
-
-
-def _format(settings: Settings, config: Path) -> None:
-    if (settings.state_dir / "kafka" / "data" / "meta.properties").exists():
-        return
-    cluster_id = subprocess.run(
-        [java_bin(), "-cp", _classpath(settings), "kafka.tools.StorageTool", "random-uuid"],
-        capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    result = subprocess.run(
-        [java_bin(), *_java_opts(settings), "-cp", _classpath(settings), "kafka.tools.StorageTool",
-         "format", "-t", cluster_id, "-c", str(config)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ConfigError(f"kafka storage format failed: {result.stdout[-1000:]}{result.stderr[-1000:]}")
+    return Broker(settings.state_dir, lib_dir(settings), port, settings.kafka_controller_port, settings.kafka_heap)
 
 
 def managed(settings: Settings) -> Managed:
-    return Managed(NAME, settings.state_dir)
+    return Managed(NAME, settings.state_dir)  # = local_broker(settings).managed()
 
 
 def ready(settings: Settings) -> bool:
@@ -153,9 +221,6 @@ def start(settings: Settings, timeout: float = 90.0) -> bool:
         raise ConfigError(f"{host}:{port} is taken by a process this state folder did not start; "
                           "stop it, or set THREADLINE_KAFKA_BOOTSTRAP to use it")
     ensure_jars(settings)
-    config = _write_config(settings)
-    _format(settings, config)
-    m.launch([java_bin(), *_java_opts(settings), "-cp", _classpath(settings), "kafka.Kafka", str(config)],
-             ready=lambda: ready(settings) and coordinator_ready(settings), timeout=timeout)
+    local_broker(settings).launch(lambda: ready(settings) and coordinator_ready(settings), timeout)
     return True
 
