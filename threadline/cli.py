@@ -1,7 +1,8 @@
 """The ``threadline`` command line.
 
     threadline up | down | status          the local stack
-    threadline topics apply [--dry-run]    the topic catalog on the cluster
+    threadline topics apply [--dry-run]    the topic catalog on the cluster (--prefix: under <prefix>.)
+    threadline groups [--json]             consumer groups: members, state, lag per topic
     threadline topics list
     threadline topics manifests [--check]  KafkaTopic resources for Kubernetes (deploy/k8s)
     threadline serve gateway | api         HTTP services
@@ -89,7 +90,7 @@ def down():
 
 @app.command()
 def status():
-    """Each part of the stack, its address, and whether it answers."""
+    """Each part of the stack, its address, and whether it answers; consumer group and projection lag."""
     from threadline import stack
 
     s = settings()
@@ -103,23 +104,54 @@ def status():
     raise typer.Exit(0 if all(p.answers for p in infra) else 1)
 
 
+@app.command()
+def groups(group: list[str] = typer.Option(None, "--group", "-g", help="only these consumer groups"),
+           as_json: bool = typer.Option(False, "--json", help="JSON for scripts: one object per group")):
+    """Consumer groups: state, members, and per topic the committed vs end offsets (lag)."""
+    import json
+
+    from threadline.groups import group_lags
+
+    lags = group_lags(settings(), groups=group or None)
+    if as_json:
+        print(json.dumps([g.as_dict() for g in lags], indent=2))
+        return
+    table = Table("group", "state", "members", "topic", "partitions", "committed", "end", "lag")
+    for g in lags:
+        rows = g.topics or ()
+        if not rows:
+            table.add_row(g.group, g.state, str(g.members), "-", "0", "-", "-", "0")
+        for i, t in enumerate(rows):
+            first = i == 0
+            table.add_row(g.group if first else "", g.state if first else "", str(g.members) if first else "",
+                          t.topic, str(t.partitions), f"{t.committed:,}", f"{t.end:,}", f"{t.lag:,}")
+    console.print(table if lags else "no consumer groups")
+
+
 @topics_app.command("apply")
-def topics_apply(dry_run: bool = typer.Option(False, "--dry-run", help="report, change nothing")):
-    """Create missing topics; report drift as an error (exit 3)."""
-    from threadline.topics import apply
+def topics_apply(dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the drift, change nothing"),
+                 prefix: str = typer.Option("", "--prefix", help="the catalog under <prefix>.<topic> (a second tenant)")):
+    """Create missing topics; report drift as an error (exit 3). --dry-run: the plan, exit 3 on drift."""
+    from threadline.catalog import CATALOG
+    from threadline.topics import apply, prefixed
 
     try:
-        report = apply(settings(), dry_run=dry_run)
+        report = apply(settings(), prefixed(CATALOG, prefix), dry_run=dry_run)
     except TopicDriftError as exc:
         for d in exc.drifts:
             err.print(f"[bold red]drift:[/] {d}")
         raise typer.Exit(3)
-    for name in report.created:
-        console.print(f"created   {name}")
-    for name in report.planned:
-        console.print(f"would create {name}")
+    verb = "would create" if dry_run else "created  "
+    for p in report.plans:
+        console.print(f"{verb} {p.name}  {p.describe()}", soft_wrap=True)
     for name in report.in_line:
         console.print(f"in line   {name}")
+    for d in report.drifted:  # a dry run reports drift instead of raising it
+        err.print(f"[bold red]drift:[/] {d}", soft_wrap=True)
+    if dry_run:
+        console.print(f"plan: {len(report.plans)} to create, {len(report.in_line)} in line, "
+                      f"{len(report.drifted)} drift{'s' if len(report.drifted) != 1 else ''}; nothing changed")
+    raise typer.Exit(3 if report.drifted else 0)
 
 
 @topics_app.command("list")

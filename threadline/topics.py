@@ -1,28 +1,61 @@
-"""Apply the topic catalog to a cluster: create what is missing, report drift, never alter."""
+"""Apply the topic catalog to a cluster: create what is missing, report drift, never alter.
+
+``apply(dry_run=True)`` is the plan: what it would create, with the exact partitions,
+replication factor and configs, and the drift it would report; it changes nothing and
+raises nothing for drift (the caller decides: ``threadline topics apply --dry-run`` exits 3).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource
 
 from threadline.catalog import CATALOG, TopicSpec, drift
 from threadline.errors import TopicDriftError
+from threadline.kafka import explained_connection_errors
 from threadline.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    """A topic as ``apply`` creates it: exactly these settings."""
+
+    name: str
+    partitions: int
+    replication: int
+    configs: dict[str, str]
+
+    def describe(self) -> str:
+        return (f"partitions={self.partitions} replication={self.replication} "
+                + " ".join(f"{k}={v}" for k, v in sorted(self.configs.items())))
 
 
 @dataclass(frozen=True)
 class ApplyReport:
     created: list[str]
     in_line: list[str]
-    drifted: list[str]
-    planned: list[str]
+    drifted: list[str]   # one line per difference; raised as TopicDriftError unless dry_run
+    planned: list[str]   # dry run: the topics it would create
+    plans: list[TopicPlan] = ()  # the settings of each topic created (or, dry run, to be created)
 
 
-def admin_client(settings: Settings) -> KafkaAdminClient:
-    return KafkaAdminClient(client_id="threadline-admin", request_timeout_ms=15000,
-                            **settings.kafka_client_config())
+def prefixed(specs: tuple[TopicSpec, ...], prefix: str) -> tuple[TopicSpec, ...]:
+    """The catalog under ``<prefix>.<name>`` (a second tenant on one cluster; tests)."""
+    return tuple(replace(s, name=f"{prefix}.{s.name}") for s in specs) if prefix else specs
+
+
+def plan(spec: TopicSpec, replication: int) -> TopicPlan:
+    return TopicPlan(spec.name, spec.partitions, replication, spec.configs())
+
+
+def admin_client(settings: Settings, bootstrap_timeout_ms: int = 10000) -> KafkaAdminClient:
+    """An admin client; a cluster it cannot bootstrap from is explained (wrong credentials, an
+    untrusted certificate, no answer), not a retry loop in the log."""
+    with explained_connection_errors(settings):
+        return KafkaAdminClient(client_id="threadline-admin", request_timeout_ms=15000,
+                                bootstrap_timeout_ms=bootstrap_timeout_ms, **settings.kafka_client_config())
 
 
 def describe(admin: KafkaAdminClient, names: list[str]) -> dict[str, tuple[int, int, dict[str, str]]]:
@@ -55,15 +88,16 @@ def apply(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOG, *, dry_run
                 (drifted.extend(problems) if problems else in_line.append(spec.name))
             else:
                 missing.append(spec)
+        plans = [plan(s, settings.replication_factor) for s in missing]
         created = []
         if missing and not dry_run:
             admin.create_topics({
-                s.name: {"num_partitions": s.partitions, "replication_factor": settings.replication_factor,
-                         "configs": s.configs()} for s in missing
+                p.name: {"num_partitions": p.partitions, "replication_factor": p.replication, "configs": p.configs}
+                for p in plans
             })
-            created = [s.name for s in missing]
-        report = ApplyReport(created, in_line, drifted, [s.name for s in missing] if dry_run else [])
-        if drifted:
+            created = [p.name for p in plans]
+        report = ApplyReport(created, in_line, drifted, [p.name for p in plans] if dry_run else [], plans)
+        if drifted and not dry_run:
             raise TopicDriftError(drifted)
         return report
     finally:

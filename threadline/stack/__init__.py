@@ -75,8 +75,23 @@ def status(settings: Settings) -> list[PartStatus]:
         running = m.running()
         answers = _probe(lambda: apps._healthy(f"{url}/healthz"))[0] if url != "-" else running
         parts.append(PartStatus(name, url, True, running, answers))
+    if parts[0].answers:
+        parts += group_parts(settings)
     parts += projection_parts(settings)
     return parts
+
+
+def group_parts(settings: Settings) -> list[PartStatus]:
+    """One line per consumer group on the cluster (the worker's threadline-streams and any other):
+    lag = end offsets − committed offsets, per topic, with the group's state and members."""
+    from threadline.groups import group_lags
+
+    try:
+        lags = group_lags(settings)
+    except Exception as exc:  # status reports every failure as text, whatever its kind
+        return [PartStatus("groups", settings.kafka_bootstrap, False, False, False,
+                           f"lag unknown: {type(exc).__name__}: {exc}"[:160])]
+    return [PartStatus(f"group {g.group}", "kafka", False, g.members > 0, True, g.line()) for g in lags]
 
 
 def projection_parts(settings: Settings) -> list[PartStatus]:
