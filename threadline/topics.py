@@ -7,6 +7,7 @@ raises nothing for drift (the caller decides: ``threadline topics apply --dry-ru
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 
 from kafka import KafkaAdminClient
@@ -48,6 +49,19 @@ def prefixed(specs: tuple[TopicSpec, ...], prefix: str) -> tuple[TopicSpec, ...]
 
 def plan(spec: TopicSpec, replication: int) -> TopicPlan:
     return TopicPlan(spec.name, spec.partitions, replication, spec.configs())
+
+
+class _FaustMetadataNoise(logging.Filter):
+    """kafka-python decodes group members' metadata with the standard consumer protocol and warns,
+    dumping the whole group, when it cannot; faust's members carry their own metadata, so every
+    description of the worker's group would print that dump. It says nothing about lag."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Unable to decode member_metadata",
+                                                   "Unable to decode member_assignment"))
+
+
+logging.getLogger("kafka.admin._groups").addFilter(_FaustMetadataNoise())
 
 
 def admin_client(settings: Settings, bootstrap_timeout_ms: int = 10000) -> KafkaAdminClient:

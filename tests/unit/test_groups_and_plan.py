@@ -52,3 +52,16 @@ def test_prefixed_catalog_keeps_every_setting_under_new_names():
     assert [s.name for s in specs] == [f"tenant-b.{s.name}" for s in CATALOG]
     assert [s.configs() for s in specs] == [s.configs() for s in CATALOG]
     assert prefixed(CATALOG, "") is CATALOG
+
+
+def test_describing_a_faust_group_does_not_dump_its_members_into_the_log(caplog):
+    import logging
+
+    import threadline.topics  # noqa: F401  (installs the filter)
+
+    groups_log = logging.getLogger("kafka.admin._groups")
+    with caplog.at_level(logging.WARNING, logger="kafka.admin._groups"):
+        groups_log.warning("Unable to decode member_metadata for DescribedGroup(...)/faust-0.15.3-abc")
+        groups_log.warning("Unable to decode member_assignment for DescribedGroup(...)/faust-0.15.3-abc")
+        groups_log.warning("coordinator not available")
+    assert [r.getMessage() for r in caplog.records] == ["coordinator not available"]
