@@ -48,8 +48,10 @@ def down(settings: Settings) -> list[str]:
 
 
 def _probe(check) -> tuple[bool, str]:
+    """``check`` answers a bool, or ``(bool, detail)``; an exception is a no with its text."""
     try:
-        return bool(check()), ""
+        result = check()
+        return (bool(result[0]), result[1]) if isinstance(result, tuple) else (bool(result), "")
     except Exception as exc:  # status reports every failure as text, whatever its kind
         return False, f"{type(exc).__name__}: {str(exc)[:120]}"
 
@@ -69,12 +71,10 @@ def status(settings: Settings) -> list[PartStatus]:
         parts.append(PartStatus("registry", "single-object encoding (schemas/)", False, False, True,
                                 "no registry: THREADLINE_CODEC=single-object"))
     for name in apps.APPS:
-        m = apps.managed(settings, name)
-        url = {"gateway": f"http://{settings.gateway_host}:{settings.gateway_port}",
-               "api": f"http://{settings.api_host}:{settings.api_port}"}.get(name, "-")
-        running = m.running()
-        answers = _probe(lambda: apps._healthy(f"{url}/healthz"))[0] if url != "-" else running
-        parts.append(PartStatus(name, url, True, running, answers))
+        url = apps.url(settings, name)
+        running = apps.managed(settings, name).running()
+        answers, why = _probe(lambda: apps.readiness(url)) if url else (running, "")
+        parts.append(PartStatus(name, url or "-", True, running, answers, why))
     if parts[0].answers:
         parts += group_parts(settings)
     parts += projection_parts(settings)

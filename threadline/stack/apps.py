@@ -46,5 +46,26 @@ def _healthy(url: str) -> bool:
     return httpx.get(url, timeout=2).status_code == 200
 
 
+def url(settings: Settings, name: str) -> str | None:
+    """Where a component serves /livez, /readyz and /metrics (None: it serves none)."""
+    host_port = {"gateway": (settings.gateway_host, settings.gateway_port),
+                 "api": (settings.api_host, settings.api_port),
+                 "worker": (settings.ops_host, settings.worker_ops_port),
+                 "projector": (settings.ops_host, settings.projector_ops_port)}[name]
+    if not host_port[1]:
+        return None
+    host = "127.0.0.1" if host_port[0] in ("0.0.0.0", "::") else host_port[0]
+    return f"http://{host}:{host_port[1]}"
+
+
+def readiness(base_url: str) -> tuple[bool, str]:
+    """``(ready, detail)`` from the component's /readyz: the dependencies it says are failing."""
+    r = httpx.get(f"{base_url}/readyz", timeout=3)
+    if r.status_code == 200:
+        return True, ""
+    failing = r.json().get("failing") if r.headers.get("content-type", "").startswith("application/json") else None
+    return False, f"not ready: {', '.join(failing)}" if failing else f"/readyz answered {r.status_code}"
+
+
 def stop(settings: Settings) -> list[str]:
     return [name for name in APPS if managed(settings, name).stop(timeout=15)]
