@@ -65,3 +65,17 @@ def test_describing_a_faust_group_does_not_dump_its_members_into_the_log(caplog)
         groups_log.warning("Unable to decode member_assignment for DescribedGroup(...)/faust-0.15.3-abc")
         groups_log.warning("coordinator not available")
     assert [r.getMessage() for r in caplog.records] == ["coordinator not available"]
+
+
+def test_status_lists_groups_with_members_or_commits_and_counts_the_empty_ones():
+    from threadline.groups import summarize
+    from threadline.stack import group_rows
+
+    lags = [summarize("threadline-streams", "Stable", 2, {("contacts.v1", 0): 5}, {("contacts.v1", 0): 9}),
+            summarize("idle-reader", "Empty", 0, {("contacts.v1", 0): 9}, {("contacts.v1", 0): 9}),
+            summarize("left-behind-1", "Empty", 0, {}, {}),
+            summarize("left-behind-2", "Empty", 0, {}, {})]
+    rows = group_rows(lags)
+    assert [r.name for r in rows] == ["group threadline-streams", "group idle-reader", "groups"]
+    assert rows[0].running and rows[0].detail.startswith("lag 4, Stable, 2 members")
+    assert rows[-1].detail == "2 empty groups without commits not shown (threadline groups)"

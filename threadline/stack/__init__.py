@@ -91,7 +91,18 @@ def group_parts(settings: Settings) -> list[PartStatus]:
     except Exception as exc:  # status reports every failure as text, whatever its kind
         return [PartStatus("groups", settings.kafka_bootstrap, False, False, False,
                            f"lag unknown: {type(exc).__name__}: {exc}"[:160])]
-    return [PartStatus(f"group {g.group}", "kafka", False, g.members > 0, True, g.line()) for g in lags]
+    return group_rows(lags)
+
+
+def group_rows(lags) -> list[PartStatus]:
+    """Pure: the status lines of the groups; groups nobody is in and that never committed (left
+    behind by tools and tests) say nothing about lag and are counted, not listed."""
+    shown = [g for g in lags if g.members or g.topics]
+    parts = [PartStatus(f"group {g.group}", "kafka", False, g.members > 0, True, g.line()) for g in shown]
+    if len(shown) < len(lags):
+        parts.append(PartStatus("groups", "kafka", False, False, True,
+                                f"{len(lags) - len(shown)} empty groups without commits not shown (threadline groups)"))
+    return parts
 
 
 def projection_parts(settings: Settings) -> list[PartStatus]:
