@@ -386,11 +386,15 @@ def loop_liveness(loop: asyncio.AbstractEventLoop, limit: float = LOOP_ANSWER_LI
 
 
 def streams_running(app: faust.App, loop: asyncio.AbstractEventLoop):
-    """The readiness probe of the worker's own state: started, not rebalancing, tables recovered."""
+    """The readiness probe of the worker's own state: started, joined its consumer group (faust's
+    own aiokafka consumer, not only some client of ours, reached the brokers and was given a
+    generation), not rebalancing, tables recovered."""
 
     def probe() -> None:
         if not loop.is_running():
             raise RuntimeError("the worker is starting")
+        if app.consumer_generation_id <= 0:
+            raise RuntimeError(f"the consumer has not joined group {app.conf.id} yet")
         if app.rebalancing:
             raise RuntimeError("the consumer group is rebalancing")
         if getattr(app, "in_recovery", False):

@@ -45,3 +45,21 @@ def test_tables_use_rocksdb_when_rocksdict_is_there_unless_told_otherwise(monkey
     pytest.importorskip("rocksdict")
     monkeypatch.setenv("THREADLINE_STREAMS_STORE", env)
     assert store_url() == want
+
+
+class _RunningLoop:
+    def is_running(self) -> bool:
+        return True
+
+
+def test_the_worker_is_not_ready_until_its_own_consumer_has_joined_the_group(app):
+    from streams.app import streams_running
+
+    probe = streams_running(app, _RunningLoop())
+    with pytest.raises(RuntimeError, match="has not joined group wiring-test"):
+        probe()
+    app.consumer_generation_id = 3  # what faust's aiokafka driver sets when the group assigns partitions
+    assert probe() is None
+    app.rebalancing = True
+    with pytest.raises(RuntimeError, match="rebalancing"):
+        probe()
