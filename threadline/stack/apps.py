@@ -34,11 +34,9 @@ def start(settings: Settings, names=tuple(APPS)) -> list[str]:
         m.start([sys.executable, "-m", "threadline.cli", "--home", str(settings.state_dir), *APPS[name]],
                 env={**settings.to_env(), "THREADLINE_LOG_FORMAT": "json"})
         started.append(name)
-    if "gateway" in names:
-        wait_until(lambda: _healthy(f"http://{settings.gateway_host}:{settings.gateway_port}/healthz"), 60,
-                   what="gateway")
-    if "api" in names:
-        wait_until(lambda: _healthy(f"http://{settings.api_host}:{settings.api_port}/healthz"), 60, what="api")
+    for name in ("gateway", "api"):
+        if name in names:
+            wait_until(lambda: _healthy(f"{url(settings, name)}/healthz"), 60, what=name)
     return started
 
 
