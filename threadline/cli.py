@@ -65,6 +65,43 @@ def main_options(home: Path = typer.Option(None, "--home", help="state folder of
 
 
 @app.command()
+def setup(only: list[str] = typer.Option(None, "--only", help="only these steps: kafka, registry, compose, crds"),
+          force: bool = typer.Option(False, "--force", help="run the steps again even where their output exists"),
+          check: bool = typer.Option(False, "--check", help="build nothing; exit 1 when a step has not run")):
+    """Fetch and build everything the stack, the tests and the demo start later (make setup)."""
+    import time
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from threadline.stack import setup as steps
+
+    s = settings()
+    if check:
+        missing = steps.missing(s)
+        for name in missing:
+            err.print(f"not built: {name}")
+        raise typer.Exit(1 if missing else 0)
+    t0 = time.monotonic()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=False) as progress:
+        task = progress.add_task("set-up", total=None)
+
+        def report(name: str, state: str, seconds: float) -> None:
+            progress.console.print(f"{name:9} {state}" + (f" in {seconds:.0f} s" if seconds else ""))
+
+        for step in steps.STEPS:
+            if only and step.name not in only:
+                continue
+            progress.update(task, description=f"{step.name}: {step.what}")
+            try:
+                steps.run(s, only=(step.name,), force=force, report=report)
+            except ConfigError as exc:
+                progress.stop()
+                fail(str(exc), 1)
+    console.print(f"set-up complete in {time.monotonic() - t0:.0f} s; state in {s.state_dir}")
+
+
+@app.command()
 def up():
     """Start Kafka, PostgreSQL and the schema registry (idempotent)."""
     from threadline import stack

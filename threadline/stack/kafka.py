@@ -220,7 +220,9 @@ def start(settings: Settings, timeout: float = 90.0) -> bool:
     if port_open(host, port):
         raise ConfigError(f"{host}:{port} is taken by a process this state folder did not start; "
                           "stop it, or set THREADLINE_KAFKA_BOOTSTRAP to use it")
-    ensure_jars(settings)
+    from threadline.stack.setup import require
+
+    require(settings, "kafka")  # built by the set-up step, never here: no download inside a start
     local_broker(settings).launch(lambda: ready(settings) and coordinator_ready(settings), timeout)
     return True
 

@@ -1,7 +1,7 @@
 """A Confluent-compatible schema registry for the local stack: Apicurio Registry 3.0.9.
 
 Maven Central has only the plain application jar, not a runnable build, so deploy/local/registry
-re-runs the Quarkus build over it (``build.sh``, once; jars cached in ~/.m2) and ``run.sh``
+re-runs the Quarkus build over it (``build.sh``, run by ``threadline setup``; jars cached in ~/.m2) and ``run.sh``
 starts it on loopback with its H2 database in the state folder, so schema ids survive a
 restart (records on Kafka carry those ids). The API the codec uses is ``/apis/ccompat/v7``.
 """
@@ -9,7 +9,6 @@ restart (records on Kafka carry those ids). The API the codec uses is ``/apis/cc
 from __future__ import annotations
 
 import os
-import subprocess
 
 import httpx
 
@@ -30,17 +29,6 @@ def runner_jar():
     return folder() / "target" / "threadline-local-registry-0.0.0-local-runner.jar"
 
 
-def ensure_built(settings: Settings) -> None:
-    if runner_jar().exists():
-        return
-    log = settings.state_dir / "logs" / "registry-build.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        result = subprocess.run(["bash", str(folder() / "build.sh"), "-q"], stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0 or not runner_jar().exists():
-        raise ConfigError(f"the schema registry build failed; see {log}")
-
-
 def managed(settings: Settings) -> Managed:
     return Managed(NAME, settings.state_dir)
 
@@ -57,7 +45,9 @@ def start(settings: Settings, timeout: float = 120.0) -> bool:
     if port_open("127.0.0.1", settings.registry_port):
         raise ConfigError(f"127.0.0.1:{settings.registry_port} is taken by a process this state folder did not start; "
                           "stop it, or set THREADLINE_REGISTRY_URL to use it")
-    ensure_built(settings)
+    from threadline.stack.setup import require
+
+    require(settings, "registry")  # built by the set-up step (threadline setup), never here
     db = settings.state_dir / "registry" / "db"
     db.parent.mkdir(parents=True, exist_ok=True)
     m.launch(["bash", str(folder() / "run.sh")], ready=lambda: ready(settings), timeout=timeout, cwd=folder(), env={

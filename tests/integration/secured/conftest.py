@@ -18,6 +18,7 @@ import pytest
 from tests.tls_certs import Pki, make_pki
 from threadline.settings import Settings
 from threadline.stack import kafka
+from threadline.stack.setup import require
 from threadline.stack.process import free_port
 
 USER_512, PASSWORD_512 = "threadline", "scram-512-secret"
@@ -79,7 +80,8 @@ def secured_kafka(tmp_path_factory) -> SecuredKafka:
     pki = make_pki(home / "pki")
     keystore = home / "pki" / "broker-keystore.pem"
     keystore.write_bytes(pki.server_key.read_bytes() + pki.server_cert.read_bytes())
-    lib = kafka.ensure_jars(Settings())  # the jars of the local stack: no second download
+    require(Settings(), "kafka")  # the jars of the local stack, fetched by the set-up step
+    lib = kafka.lib_dir(Settings())
     sasl, ssl, internal, controller = (free_port() for _ in range(4))
     props = {
         **kafka.listener_properties({"SASL_SSL": ("SASL_SSL", sasl), "SSL": ("SSL", ssl),
