@@ -76,3 +76,23 @@ def test_bodies_and_identities_are_kept_at_debug():
 def test_redaction_leaves_events_without_sensitive_fields_unchanged():
     event = {"event": "x", "customer_id": "c-1", "offset": 4}
     assert _drop_body_fields(None, "info", dict(event)) == event
+
+
+def _fail_deep():
+    raise ValueError("broken on purpose")
+
+
+@pytest.mark.parametrize("via", ["stdlib", "structlog"])
+def test_an_exception_logged_as_json_carries_its_traceback(restore_logging, capsys, via):
+    configure_logging(Settings(log_format="json", log_level="INFO"), force=True)
+    try:
+        _fail_deep()
+    except ValueError:
+        if via == "stdlib":
+            logging.getLogger("aiokafka.consumer").exception("fetch failed")
+        else:
+            get_logger("threadline.test").exception("projection_failed", offset=7)
+    (line,) = _json_lines(capsys.readouterr().err)
+    assert "traceback object" not in json.dumps(line)
+    assert line["exception"].startswith("Traceback (most recent call last)")
+    assert "_fail_deep" in line["exception"] and "ValueError: broken on purpose" in line["exception"]
