@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import signal
 import threading
@@ -345,6 +346,25 @@ def unlink_command(a: str, b: str, *, command_id: str, at_ms: int | None = None)
     return json.dumps({"a": a, "b": b, "command_id": command_id, "at_ms": at_ms or _now_ms()}).encode()
 
 
+class IdleStreamNotice(logging.Filter):
+    """faust's consumer logs ERROR "Stream has not started processing ..." (and "Has not committed
+    ... at all since worker start") for every partition on which it has seen no event since the
+    worker started, every few seconds: on an idle, healthy worker that is hundreds of lines an hour
+    that are not errors. They become DEBUG records; a worker that really stalls shows as consumer
+    group lag (``threadline groups``, the lag metrics) and in /readyz."""
+
+    IDLE = ("Stream has not started processing", "Has not committed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and any(m in str(record.msg) for m in self.IDLE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+FAUST_CONSUMER_LOGGER = "faust.transport.drivers.aiokafka"
+
+
 class StreamsWorker(faust.Worker):
     """A faust worker that is gone within SHUTDOWN_LIMIT seconds of SIGTERM, even if a component
     hangs while stopping (faust-streaming #324, #162)."""
@@ -354,6 +374,9 @@ class StreamsWorker(faust.Worker):
         # would be built and dropped: measured at a tenth of the worker's time. No spinner.
         self.spinner = None
         super().on_setup_root_logger(logger, level)
+        consumer_log = logging.getLogger(FAUST_CONSUMER_LOGGER)
+        if not any(isinstance(f, IdleStreamNotice) for f in consumer_log.filters):
+            consumer_log.addFilter(IdleStreamNotice())
 
     def _on_sigterm(self) -> None:
         def hard_exit() -> None:
