@@ -34,9 +34,9 @@ def _start_gateway(ctx: BenchContext, port: int, contacts: str, dlq: str, keys: 
     env = {**os.environ, **ctx.settings.to_env(), "THREADLINE_LOG_LEVEL": "WARNING", "THREADLINE_LOG_FORMAT": "json",
            "THREADLINE_GATEWAY_PORT": str(port), **{f"THREADLINE_{k.upper()}": v for k, v in keys.items()}}
     code = ("import uvicorn; from connectors.gateway import create_app; from schemas.codec import make_codec; "
-            "from threadline.kafka import make_producer; from threadline.settings import Settings; "
+            "from threadline.settings import Settings; "
             "from threadline.logging import configure_logging; s = Settings(); configure_logging(s); "
-            f"app = create_app(s, producer_factory=lambda: make_producer(s), codec_factory=lambda: make_codec(s), "
+            f"app = create_app(s, codec_factory=lambda: make_codec(s), "
             f"contacts_topic={contacts!r}, dlq_topic={dlq!r}); "
             "uvicorn.run(app, host='127.0.0.1', port=s.gateway_port, log_config=None, access_log=False)")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

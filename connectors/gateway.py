@@ -37,7 +37,7 @@ from threadline.catalog import INGEST_DLQ
 from schemas.codec import Codec
 from threadline.catalog import CONTACTS
 from threadline.errors import KafkaUnavailable, RegistryUnavailable
-from threadline.kafka import send_async
+from threadline.async_producer import DeadlineProducer
 from threadline import metrics, ops
 from threadline.http import error_response, validation_fields
 from threadline.logging import get_logger
@@ -46,10 +46,22 @@ from threadline.settings import Settings
 log = get_logger("threadline.gateway")
 
 
-def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_topic: str = CONTACTS.name,
+def create_app(settings: Settings, *, producer_factory=None, codec_factory=None, contacts_topic: str = CONTACTS.name,
                dlq_topic: str = INGEST_DLQ.name) -> FastAPI:
-    """``producer_factory``/``codec_factory`` build the Kafka producer and codec at start-up;
-    the topics default to the catalog's (tests give throw-away ones)."""
+    """``producer_factory``/``codec_factory`` build the producer (a ``DeadlineProducer`` unless
+    given) and the codec at start-up; the topics default to the catalog's (tests give throw-away ones).
+
+    Kafka outages: every produce answers within ``produce_deadline_seconds``, 503 + Retry-After
+    when Kafka did not acknowledge (providers retry); /readyz asks the producer in use. SIGTERM:
+    uvicorn stops taking requests, lets the running ones finish (each bounded by the deadline) and
+    the producer stops within STOP_LIMIT: the process is gone within SHUTDOWN_LIMIT seconds."""
+    if producer_factory is None:
+        producer_factory = lambda: DeadlineProducer(settings)  # noqa: E731
+    if codec_factory is None:
+        from schemas.codec import make_codec
+
+        codec_factory = lambda: make_codec(settings)  # noqa: E731
+    retry_after = {"Retry-After": str(settings.retry_after_seconds)}
     secrets = {name: secret(settings, name) for name in SECRET_NAMES}
     unsigned = sorted(c.name for c in CONNECTORS.values() if not secrets.get(c.secret))
     produced = metrics.EVENTS_PRODUCED.labels("gateway", contacts_topic)
@@ -60,6 +72,7 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.producer = producer_factory()
+        await app.state.producer.start()
         app.state.codec = codec_factory()
         app.state.sink = Sink(app.state.producer, app.state.codec, contacts_topic=contacts_topic, dlq_topic=dlq_topic)
         # Register the writer schema before the first request, not during it.
@@ -68,11 +81,15 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
             log.warning("connectors_without_secret", connectors=unsigned,
                         hint="their webhooks answer 401 until a signing secret is configured")
         yield
-        app.state.producer.flush(10)
-        app.state.producer.close(10)
+        await app.state.producer.close()
+
+    async def producer_reaches_kafka():
+        await app.state.producer.probe()
 
     app = FastAPI(title="Threadline ingest gateway", version="1", lifespan=lifespan)
-    ops.install(app, "gateway", ops.Readiness("gateway", ops.kafka_checks(settings)))
+    # "kafka" is the producer the requests use, not a client of its own: a wedged producer is not ready.
+    checks = [ops.Check("kafka", producer_reaches_kafka), *(c for c in ops.kafka_checks(settings) if c.name != "kafka")]
+    ops.install(app, "gateway", ops.Readiness("gateway", checks))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):
@@ -100,13 +117,13 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
         codec: Codec = request.app.state.codec
         try:
             value = codec.encode(contacts_topic, schemas.CONTACT, record)
-            meta = await send_async(request.app.state.producer, contacts_topic,
-                                    key=partition_key(contact), value=value,
-                                    headers={"connector": contact.connector, "event_id": record["event_id"]})
+            meta = await request.app.state.producer.send(
+                contacts_topic, key=partition_key(contact), value=value,
+                headers={"connector": contact.connector, "event_id": record["event_id"]})
         except (KafkaUnavailable, RegistryUnavailable) as exc:
             contacts_by(contact.connector, "unacknowledged").inc()
             log.warning("contact_not_acknowledged", event_id=record["event_id"], error=str(exc))
-            return error_response(503, "not_stored", "the event store did not acknowledge; retry")
+            return error_response(503, "not_stored", "the event store did not acknowledge; retry", headers=retry_after)
         produced.inc()
         contacts_by(contact.connector, "accepted").inc()
         log.info("contact_accepted", event_id=record["event_id"], topic=meta.topic,
@@ -140,7 +157,7 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
         except (KafkaUnavailable, RegistryUnavailable) as exc:
             contacts_by(connector, "unacknowledged").inc(len(outcome.contacts) + len(outcome.rejected))
             log.warning("webhook_not_acknowledged", connector=connector, error=str(exc))
-            return error_response(503, "not_stored", "the event store did not acknowledge; retry")
+            return error_response(503, "not_stored", "the event store did not acknowledge; retry", headers=retry_after)
         if acks:
             produced.inc(len(acks))
             contacts_by(connector, "accepted").inc(len(acks))
@@ -212,9 +229,12 @@ def _probe_record() -> dict:
     return to_record(probe, now)
 
 
-def build(settings: Settings) -> FastAPI:
-    from schemas.codec import make_codec
-    from threadline.kafka import make_producer
+# Seconds from SIGTERM until the gateway process is gone: requests in flight get the produce deadline.
+def shutdown_limit(settings: Settings) -> float:
+    from threadline.async_producer import STOP_LIMIT
 
-    return create_app(settings, producer_factory=lambda: make_producer(settings),
-                      codec_factory=lambda: make_codec(settings))
+    return settings.produce_deadline_seconds + STOP_LIMIT + 2
+
+
+def build(settings: Settings) -> FastAPI:
+    return create_app(settings)

@@ -15,10 +15,13 @@ import schemas
 from connectors.base import Rejected
 from connectors.contact import ContactIn, partition_key, to_record
 from threadline.catalog import CONTACTS, INGEST_DLQ
-from threadline.kafka import header_list, send_async
+from threadline.kafka import header_list
 
 
 class Sink:
+    """``publish`` (the gateway, asyncio) wants a ``DeadlineProducer``; ``send`` and
+    ``send_dead_letter`` (importers, generator: blocking) a kafka-python producer."""
+
     def __init__(self, producer, codec, *, contacts_topic: str = CONTACTS.name, dlq_topic: str = INGEST_DLQ.name,
                  component: str = "gateway"):
         self.producer, self.codec = producer, codec
@@ -46,9 +49,9 @@ class Sink:
         sends = []
         for c in contacts:
             key, value, headers = self.encode(c, now)
-            sends.append(send_async(self.producer, self.contacts_topic, key=key, value=value, headers=headers))
-        dlq = [send_async(self.producer, self.dlq_topic, key=connector.encode(), value=r.raw,
-                          headers=self.dlq_headers(connector, r, extra_headers)) for r in rejected]
+            sends.append(self.producer.send(self.contacts_topic, key=key, value=value, headers=headers))
+        dlq = [self.producer.send(self.dlq_topic, key=connector.encode(), value=r.raw,
+                                  headers=self.dlq_headers(connector, r, extra_headers)) for r in rejected]
         results = await asyncio.gather(*sends, *dlq)
         return list(results[:len(sends)]), list(results[len(sends):])
 

@@ -7,11 +7,12 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 
-def error_response(status: int, error: str, detail: str, fields: list[dict] | None = None) -> JSONResponse:
+def error_response(status: int, error: str, detail: str, fields: list[dict] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
     body: dict = {"error": error, "detail": detail}
     if fields is not None:
         body["fields"] = fields
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def validation_fields(exc: ValidationError | RequestValidationError) -> list[dict]:

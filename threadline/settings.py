@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     worker_ops_port: int = 18002
     projector_ops_port: int = 18003
     max_body_bytes: int = 1_000_000
+    # The gateway answers within this many seconds: Kafka's acknowledgment (2xx) or 503 +
+    # Retry-After; a producer that misses it is replaced (threadline/async_producer.py).
+    produce_deadline_seconds: float = Field(default=5.0, gt=0, le=60)
+    retry_after_seconds: int = Field(default=5, ge=1)
 
     projection_prefix: str = Field(default="", description="prefix of the projection schemas (support → <prefix>support)")
 

@@ -60,9 +60,9 @@ def cli(*args: str) -> list[str]:
 def gateway_argv(contacts: str, dlq: str) -> list[str]:
     """The gateway on this test's topics (``threadline serve gateway`` writes the catalog's)."""
     code = ("import uvicorn; from connectors.gateway import create_app; from schemas.codec import make_codec; "
-            "from threadline.kafka import make_producer; from threadline.settings import Settings; "
+            "from threadline.settings import Settings; "
             "from threadline.logging import configure_logging; s = Settings(); configure_logging(s); "
-            "app = create_app(s, producer_factory=lambda: make_producer(s), codec_factory=lambda: make_codec(s), "
+            "app = create_app(s, codec_factory=lambda: make_codec(s), "
             f"contacts_topic={contacts!r}, dlq_topic={dlq!r}); "
             "uvicorn.run(app, host='127.0.0.1', port=s.gateway_port, log_config=None, access_log=False)")
     return [sys.executable, "-c", code]

@@ -232,9 +232,11 @@ def test_gateway_is_not_ready_naming_kafka_and_registry_when_neither_answers(tmp
 
     settings = Settings(home=tmp_path, kafka_bootstrap=f"127.0.0.1:{free_port()}",
                         registry_url=f"http://127.0.0.1:{free_port()}/apis/ccompat/v7")
-    producer = SimpleNamespace(flush=lambda *_: None, close=lambda *_: None)
+    from threadline.async_producer import DeadlineProducer
+
     codec = SimpleNamespace(encode=lambda *_: b"")
-    app = create_app(settings, producer_factory=lambda: producer, codec_factory=lambda: codec)
+    app = create_app(settings, producer_factory=lambda: DeadlineProducer(settings, deadline=1.0),
+                     codec_factory=lambda: codec)
     with TestClient(app) as client:
         assert client.get("/livez").status_code == 200
         assert client.get("/healthz").json() == {"status": "ok"}

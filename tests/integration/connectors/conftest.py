@@ -42,10 +42,7 @@ def gateway(connector_settings, topics):
 
     from connectors.gateway import create_app
     from schemas.codec import make_codec
-    from threadline.kafka import make_producer
-
-    app = create_app(connector_settings, producer_factory=lambda: make_producer(connector_settings),
-                     codec_factory=lambda: make_codec(connector_settings),
+    app = create_app(connector_settings, codec_factory=lambda: make_codec(connector_settings),
                      contacts_topic=topics["contacts"], dlq_topic=topics["dlq"])
     with TestClient(app) as client:
         yield client

@@ -1,0 +1,152 @@
+"""The gateway's producer: aiokafka in the event loop, a deadline on every send, replaced when it
+misses one.
+
+Why not kafka-python here: its producer runs a sender thread, every acknowledgment hops from that
+thread to the loop, and with ``enable_idempotence=True`` it wedged after a broker pause of ~40 s
+(79 of 79 later sends never completed; measured, issue 11). aiokafka runs in the gateway's own
+event loop, so a send is a coroutine that ``asyncio.wait_for`` can bound, and a producer whose
+connection hangs can be dropped and a fresh one started without restarting the process.
+
+Rules:
+
+- every ``send`` answers within ``deadline`` seconds: the record's metadata once the broker
+  acknowledged it (acks=all), or ``KafkaUnavailable`` (the caller answers 503 + Retry-After);
+- a producer that missed a deadline, or could not start, is retired (stopped in the background,
+  bounded) and the next send starts a new one; only one start runs at a time;
+- not idempotent: a send that missed its deadline may still land, and the provider retries, so a
+  contact can be written twice. That is harmless by design (deterministic event ids, idempotent
+  consumers: invariant 3), while an idempotent producer's sequence state is what wedged;
+- ``probe()`` asks the cluster for metadata on the producer the gateway actually uses, so
+  /readyz says what the next send will meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from threadline.errors import KafkaUnavailable
+from threadline.logging import get_logger
+from threadline.settings import Settings
+
+log = get_logger("threadline.producer")
+
+STOP_LIMIT = 5.0  # seconds a retired or closing producer may take to stop
+
+
+def aiokafka_producer_config(settings: Settings) -> dict:
+    from threadline.kafka import aiokafka_config
+
+    return dict(
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=2,
+        request_timeout_ms=int(settings.produce_deadline_seconds * 1000) + 5_000,
+        retry_backoff_ms=200,
+        metadata_max_age_ms=60_000,
+        client_id="threadline-gateway",
+        **aiokafka_config(settings),
+    )
+
+
+class DeadlineProducer:
+    def __init__(self, settings: Settings, *, deadline: float | None = None,
+                 factory: Callable[[], AIOKafkaProducer] | None = None):
+        self.deadline = deadline if deadline is not None else settings.produce_deadline_seconds
+        self._factory = factory or (lambda: AIOKafkaProducer(**aiokafka_producer_config(settings)))
+        self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
+        self._retiring: set[asyncio.Task] = set()
+        self.replaced = 0  # producers retired after a missed deadline or a failed start
+        self.last_error = ""
+
+    async def start(self) -> None:
+        """Start eagerly (the gateway's start-up); a broker that is down is not fatal here: the
+        first send tries again and answers 503 until Kafka is back."""
+        try:
+            await self._current(time.monotonic() + self.deadline)
+        except KafkaUnavailable as exc:
+            log.warning("producer_not_started", error=str(exc))
+
+    async def _current(self, until: float) -> AIOKafkaProducer:
+        producer = self._producer
+        if producer is not None:
+            return producer
+        try:
+            await asyncio.wait_for(self._starting.acquire(), max(0.0, until - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise KafkaUnavailable("Kafka producer: another start is still under way") from None
+        try:
+            if self._producer is not None:
+                return self._producer
+            producer = self._factory()
+            try:
+                await asyncio.wait_for(producer.start(), max(0.01, until - time.monotonic()))
+            except (asyncio.TimeoutError, KafkaError, OSError) as exc:
+                self._retire(producer, f"start failed: {type(exc).__name__}")
+                raise KafkaUnavailable(f"Kafka producer could not start: {type(exc).__name__}: {exc}") from None
+            except asyncio.CancelledError:  # the caller gave up (a readiness probe's own timeout)
+                self._retire(producer, "start cancelled")
+                raise
+            self._producer = producer
+            return producer
+        finally:
+            self._starting.release()
+
+    async def send(self, topic: str, *, key: bytes | None, value: bytes, headers: dict[str, str] | None = None):
+        """The broker's acknowledgment (RecordMetadata) within ``deadline`` seconds, or KafkaUnavailable."""
+        until = time.monotonic() + self.deadline
+        producer = await self._current(until)
+        hdrs = [(k, v.encode()) for k, v in (headers or {}).items()]
+        try:
+            delivery = await asyncio.wait_for(producer.send(topic, value=value, key=key, headers=hdrs),
+                                              max(0.01, until - time.monotonic()))
+            return await asyncio.wait_for(delivery, max(0.01, until - time.monotonic()))
+        except asyncio.TimeoutError:
+            self._drop(producer, f"no acknowledgment within {self.deadline:g} s")
+            raise KafkaUnavailable(f"{topic}: not acknowledged within {self.deadline:g} s") from None
+        except KafkaError as exc:
+            self._drop(producer, f"{type(exc).__name__}")
+            raise KafkaUnavailable(f"{topic}: not acknowledged: {type(exc).__name__}: {exc}") from None
+
+    def _drop(self, producer: AIOKafkaProducer, why: str) -> None:
+        """Retire ``producer`` if it is still the current one (concurrent sends fail together)."""
+        if self._producer is producer:
+            self._producer = None
+            self._retire(producer, why)
+
+    def _retire(self, producer: AIOKafkaProducer, why: str) -> None:
+        self.replaced += 1
+        self.last_error = why
+        log.warning("producer_replaced", reason=why, replaced=self.replaced)
+        task = asyncio.get_running_loop().create_task(self._stop(producer))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    @staticmethod
+    async def _stop(producer: AIOKafkaProducer) -> None:
+        try:
+            await asyncio.wait_for(producer.stop(), STOP_LIMIT)
+        except (asyncio.TimeoutError, KafkaError, OSError, RuntimeError) as exc:
+            # A retired producer that cannot stop cleanly holds only sockets; it is abandoned.
+            log.info("producer_abandoned", error=type(exc).__name__)
+
+    async def probe(self) -> None:
+        """Raise unless the producer in use can reach the cluster now (a metadata round trip)."""
+        producer = await self._current(time.monotonic() + self.deadline)
+        try:
+            await producer.client.fetch_all_metadata()
+        except (KafkaError, OSError) as exc:
+            raise KafkaUnavailable(f"the gateway's producer cannot reach Kafka: {type(exc).__name__}") from None
+
+    async def close(self) -> None:
+        """Flush and stop within STOP_LIMIT seconds, whatever state Kafka is in."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await self._stop(producer)
+        for task in list(self._retiring):
+            task.cancel()
