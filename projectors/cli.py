@@ -105,8 +105,10 @@ def register(app: typer.Typer) -> None:
                 batch_size: int = typer.Option(2000, min=1)):
         """The projectors: event topics → PostgreSQL read models, offsets in the same transaction."""
         from projectors.framework import Projector
+        from threadline.stack.apps import claim
 
         s = _settings()
+        claim(s, "projector")  # threadline stop / down find it, however it was started
         try:
             runners = [Projector(s, p, sources=_sources(contacts_topic, conversations_topic, identities_topic),
                                  batch_size=batch_size) for p in projection]

@@ -116,6 +116,51 @@ def up():
     console.print(f"state in {s.state_dir}; stop with [bold]threadline down[/]")
 
 
+COMPONENTS = ("gateway", "api", "worker", "projector", "kafka", "postgres", "registry")
+
+
+def _component(name: str) -> str:
+    if name not in COMPONENTS:
+        fail(f"unknown component {name!r}: one of {', '.join(COMPONENTS)}", 2)
+    return name
+
+
+@app.command()
+def start(component: str = typer.Argument(..., help=", ".join(COMPONENTS))):
+    """Start one part with the settings of this environment (already running: left as it is)."""
+    from threadline import stack
+
+    s = settings()
+    try:
+        started = stack.start_part(s, _component(component))
+    except (ConfigError, TimeoutError) as exc:
+        fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
+    console.print(f"{component}: {'started' if started else 'already running'}")
+
+
+@app.command()
+def stop(component: str = typer.Argument(..., help=", ".join(COMPONENTS))):
+    """Stop one part, however it was started (threadline start, up, demo or by hand)."""
+    from threadline import stack
+
+    ran = stack.stop_part(settings(), _component(component))
+    console.print(f"{component}: {'stopped' if ran else 'was not running'}")
+
+
+@app.command()
+def restart(component: str = typer.Argument(..., help=", ".join(COMPONENTS))):
+    """Stop, then start one part with the settings of this environment (a changed setting takes effect)."""
+    from threadline import stack
+
+    s = settings()
+    stack.stop_part(s, _component(component))
+    try:
+        stack.start_part(s, component)
+    except (ConfigError, TimeoutError) as exc:
+        fail(str(exc), 2 if isinstance(exc, ConfigError) else 1)
+    console.print(f"{component}: restarted")
+
+
 @app.command()
 def down():
     """Stop everything this state folder started."""
@@ -237,10 +282,13 @@ def serve_gateway():
     """The HTTP ingest gateway."""
     import uvicorn
 
-    from connectors.gateway import build
+    from connectors.gateway import build, shutdown_limit
+    from threadline.stack.apps import claim
 
     s = settings()
-    uvicorn.run(build(s), host=s.gateway_host, port=s.gateway_port, log_config=None, access_log=False)
+    claim(s, "gateway")  # threadline stop / down find it, however it was started
+    uvicorn.run(build(s), host=s.gateway_host, port=s.gateway_port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=int(shutdown_limit(s)))
 
 
 @serve_app.command("api")
@@ -249,8 +297,10 @@ def serve_api():
     import uvicorn
 
     from projectors.api import create_app
+    from threadline.stack.apps import claim
 
     s = settings()
+    claim(s, "api")
     uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, access_log=False)
 
 
@@ -259,9 +309,12 @@ def worker(app_id: str = typer.Option("threadline-streams", help="faust app id (
            topic_prefix: str = typer.Option("", help="read and write <prefix>.<topic> instead of the catalog's")):
     """The stream processors (faust worker): identity, conversations, SLA clocks."""
     from streams.app import StreamTopics, run_worker
+    from threadline.stack.apps import claim
 
+    s = settings()
+    claim(s, "worker")
     topics = StreamTopics.prefixed(topic_prefix) if topic_prefix else StreamTopics()
-    run_worker(settings(), app_id=app_id, topics=topics)
+    run_worker(s, app_id=app_id, topics=topics)
 
 
 @identity_app.command("unlink")

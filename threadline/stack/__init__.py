@@ -47,6 +47,32 @@ def down(settings: Settings) -> list[str]:
     return stopped
 
 
+INFRASTRUCTURE = ("kafka", "postgres", "registry")
+
+
+def start_part(settings: Settings, name: str) -> bool:
+    """Start one part (an infrastructure part, or one of ``apps.APPS``); True if it started it."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if name == "kafka":
+        return kafka.start(settings)
+    if name == "postgres":
+        return postgres.start(settings)
+    if name == "registry":
+        return registry.start(settings)
+    return bool(apps.start(settings, names=(name,)))
+
+
+def stop_part(settings: Settings, name: str) -> bool:
+    """Stop one part, however it was started; True if it ran."""
+    if name == "kafka":
+        return kafka.managed(settings).stop(timeout=60)
+    if name == "postgres":
+        return postgres.stop(settings)
+    if name == "registry":
+        return registry.managed(settings).stop(timeout=20)
+    return bool(apps.stop(settings, names=(name,)))
+
+
 def _probe(check) -> tuple[bool, str]:
     """``check`` answers a bool, or ``(bool, detail)``; an exception is a no with its text."""
     try:
@@ -72,9 +98,10 @@ def status(settings: Settings) -> list[PartStatus]:
                                 "no registry: THREADLINE_CODEC=single-object"))
     for name in apps.APPS:
         url = apps.url(settings, name)
-        running = apps.managed(settings, name).running()
+        running = bool(apps.instances(settings, name))
         answers, why = _probe(lambda: apps.readiness(url)) if url else (running, "")
-        parts.append(PartStatus(name, url or "-", True, running, answers, why))
+        # A part that answers but that this state folder did not start is "external", never "stopped".
+        parts.append(PartStatus(name, url or "-", running or not answers, running, answers, why))
     if parts[0].answers:
         parts += group_parts(settings)
     parts += projection_parts(settings)

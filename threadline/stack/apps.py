@@ -1,11 +1,15 @@
 """Threadline's own components as background processes of the local stack (for the demo).
 
 Each runs ``python -m threadline.cli --home <state> ...`` so its command line names the state
-folder, which is how ``threadline down`` recognises what it may stop.
+folder. A component started by hand (``threadline serve gateway``, ``threadline worker``, ...)
+claims a pid file in the same folder with its start time (``claim``), so ``threadline stop``,
+``down`` and ``status`` know it too: ``run/app-<name>.pid``, or ``run/app-<name>-<pid>.pid`` for a
+second one of the same kind (tests run several workers at once).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import httpx
@@ -23,6 +27,24 @@ APPS = {
 
 def managed(settings: Settings, name: str) -> Managed:
     return Managed(f"app-{name}", settings.state_dir)
+
+
+def claim(settings: Settings, name: str) -> None:
+    """The calling process is component ``name`` of this state folder (called by the commands that run one)."""
+    m = managed(settings, name)
+    holder = m.pid()
+    if holder is not None and holder != os.getpid():
+        m = Managed(f"app-{name}-{os.getpid()}", settings.state_dir)
+    m.claim()
+
+
+def instances(settings: Settings, name: str) -> list[Managed]:
+    """Every live process of component ``name`` this state folder knows of (started or claimed)."""
+    run = settings.state_dir / "run"
+    found = [managed(settings, name)]
+    if run.is_dir():
+        found += [Managed(p.stem, settings.state_dir) for p in sorted(run.glob(f"app-{name}-*.pid"))]
+    return [m for m in found if m.running()]
 
 
 def start(settings: Settings, names=tuple(APPS)) -> list[str]:
@@ -65,5 +87,12 @@ def readiness(base_url: str) -> tuple[bool, str]:
     return False, f"not ready: {', '.join(failing)}" if failing else f"/readyz answered {r.status_code}"
 
 
-def stop(settings: Settings) -> list[str]:
-    return [name for name in APPS if managed(settings, name).stop(timeout=15)]
+def stop(settings: Settings, names=tuple(APPS)) -> list[str]:
+    """Stop every process of these components, however it was started; the names that ran."""
+    stopped = []
+    for name in names:
+        ran = [m.stop(timeout=15) for m in instances(settings, name)]
+        managed(settings, name).pid_file.unlink(missing_ok=True)
+        if any(ran):
+            stopped.append(name)
+    return stopped

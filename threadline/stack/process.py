@@ -1,8 +1,9 @@
 """Background processes of the local stack: start detached, remember the pid, stop for sure.
 
 Each service has a pid file in the state folder. A pid file is trusted only when the process
-it names is alive *and* its command line still mentions the state folder, so a reused pid is
-never mistaken for ours.
+it names is alive *and* is the one that wrote it: its start time equals the one recorded in the
+file (``claim``: components started by hand, ``threadline serve gateway``), or its command line
+mentions the state folder (what ``start`` launched). A reused pid is never mistaken for ours.
 """
 
 from __future__ import annotations
@@ -33,18 +34,38 @@ class Managed:
 
     def pid(self) -> int | None:
         try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
+            fields = self.pid_file.read_text().split()
+            pid = int(fields[0])
+            started = float(fields[1]) if len(fields) > 1 else None
+        except (FileNotFoundError, ValueError, IndexError):
             return None
         try:
             proc = psutil.Process(pid)
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return None
-            if str(self.state_dir) not in " ".join(proc.cmdline()):
+            if started is not None:
+                if abs(proc.create_time() - started) > 0.01:
+                    return None
+            elif str(self.state_dir) not in " ".join(proc.cmdline()):
                 return None
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return None
         return pid
+
+    def claim(self) -> None:
+        """Record the calling process as this service (a component started by hand), with its
+        start time; the file goes when the process exits normally (a stale one is never trusted)."""
+        import atexit
+
+        me = os.getpid()
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(f"{me} {psutil.Process(me).create_time()}")
+
+        def release() -> None:
+            if self.pid() == me:
+                self.pid_file.unlink(missing_ok=True)
+
+        atexit.register(release)
 
     def running(self) -> bool:
         return self.pid() is not None
