@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request  # at module level: FastAPI resolves the docs routes' annotations here
 
 from threadline import metrics
 from threadline.errors import ConfigError
@@ -252,6 +253,43 @@ def install(app, name: str, readiness: Readiness) -> None:
     async def readyz():
         status, body = await readiness.arun()
         return JSONResponse(body, status_code=status)
+
+    offline_docs(app)
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def offline_docs(app) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` served with their JavaScript and CSS from this
+    process (the fastapi-offline package carries them), never from a CDN: the pages work on a
+    machine without internet. Replaces FastAPI's own CDN-linked pages."""
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    if not app.openapi_url:
+        return
+    app.router.routes[:] = [r for r in app.router.routes
+                            if getattr(r, "path", None) not in ("/docs", "/redoc", "/docs/oauth2-redirect")]
+    app.mount(DOCS_ASSETS, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=root + app.openapi_url, title=f"{app.title} - docs",
+                                   swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request):
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(openapi_url=root + app.openapi_url, title=f"{app.title} - ReDoc",
+                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
 
 
 # -- processes without HTTP: a threaded ops server --------------------------------------------
