@@ -240,7 +240,9 @@ def serve_gateway():
     from connectors.gateway import build
 
     s = settings()
-    uvicorn.run(build(s), host=s.gateway_host, port=s.gateway_port, log_config=None, access_log=False)
+    # proxy_headers off: the gateway reads X-Forwarded-* itself, from THREADLINE_TRUSTED_PROXIES only.
+    uvicorn.run(build(s), host=s.gateway_host, port=s.gateway_port, log_config=None, access_log=False,
+                proxy_headers=False)
 
 
 @serve_app.command("api")
