@@ -29,7 +29,7 @@ from connectors import meta as meta_connector
 from connectors import x as x_connector
 from connectors.base import MapContext, WebhookRequest
 from connectors.contact import ContactIn, event_id, partition_key, to_record
-from connectors.public_url import PublicUrls, public_url
+from connectors.public_url import FORWARDED_HEADERS, PublicUrls, public_url
 from connectors.registry import CONNECTORS, SECRET_NAMES
 from connectors.secrets import secret
 from connectors.sink import Sink
@@ -202,8 +202,9 @@ def _public_url(request: Request, settings: Settings, connector: str) -> str:
     URL, else X-Forwarded-* from a trusted proxy, else ``public_base_url`` + path + query, else
     the URL as received. The peer is the direct one: uvicorn runs without ``proxy_headers``."""
     peer = request.client.host if request.client else None
+    forwarded = {h: ", ".join(request.headers.getlist(h)) for h in FORWARDED_HEADERS if h in request.headers}
     return public_url(PublicUrls.from_settings(settings), connector, url=str(request.url), peer=peer,
-                      headers=request.headers)
+                      headers=forwarded)
 
 
 def _probe_record() -> dict:

@@ -31,6 +31,7 @@ from threadline.settings import Network, parse_proxies, valid_host
 # The connectors whose provider signs the URL, and the setting that holds each one's public URL.
 PUBLIC_URL_SETTINGS: dict[str, str] = {"twilio": "twilio_public_url", "twilio-voice": "twilio_voice_public_url"}
 
+FORWARDED_HEADERS = ("x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix")
 _PREFIX = re.compile(r"^(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*$")
 
 
@@ -73,14 +74,15 @@ def _last(headers: Mapping[str, str], name: str) -> str | None:
 def public_url(config: PublicUrls, connector: str, *, url: str, peer: str | None,
                headers: Mapping[str, str]) -> str:
     """The URL ``connector``'s provider called, for the request the gateway received at ``url``
-    from ``peer`` with ``headers`` (lowercase names). See the module's docstring for the rules."""
+    from ``peer`` with ``headers`` (lowercase names; a repeated header's values joined with
+    ", "). See the module's docstring for the rules."""
     parts = urlsplit(url)
     query = f"?{parts.query}" if parts.query else ""
     configured = config.per_connector.get(connector)
     if configured:
         return configured + query
     if config.trusts(peer):
-        proto, host, prefix = (_last(headers, h) for h in ("x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix"))
+        proto, host, prefix = (_last(headers, h) for h in FORWARDED_HEADERS)
         if proto or host or prefix:
             scheme = proto.lower() if proto and proto.lower() in ("http", "https") else parts.scheme
             netloc = host if host and valid_host(host) else parts.netloc

@@ -27,12 +27,13 @@ def settings(**kw) -> Settings:
 
 
 def incoming(path: str = "/webhooks/twilio", *, peer: str = PROXY, query: str = "",
-             extra: dict[str, str] | None = None) -> Request:
+             extra: dict[str, str] | list[tuple[str, str]] | None = None) -> Request:
     """A request as the gateway's ASGI server hands it over: the direct peer in ``client``."""
-    hdrs = {"host": f"{GATEWAY[0]}:{GATEWAY[1]}", **(extra or {})}
+    more = list(extra.items()) if isinstance(extra, dict) else list(extra or [])
+    hdrs = [("host", f"{GATEWAY[0]}:{GATEWAY[1]}"), *more]
     return Request({"type": "http", "method": "POST", "scheme": "http", "server": GATEWAY, "root_path": "",
                     "path": path, "query_string": query.encode(), "client": (peer, 50123),
-                    "headers": [(k.lower().encode(), v.encode()) for k, v in hdrs.items()]})
+                    "headers": [(k.lower().encode(), v.encode()) for k, v in hdrs]})
 
 
 def status(req: Request, s: Settings, connector: str = "twilio", signed_for: str = PUBLIC) -> int:
@@ -101,6 +102,13 @@ def test_of_a_comma_list_the_value_the_nearest_proxy_appended_counts():
     hdrs = {"x-forwarded-host": "attacker.example, hooks.example.org", "x-forwarded-proto": "http, https"}
     assert public_url(cfg, "twilio", url="http://10.0.3.7:8000/webhooks/twilio", peer=PROXY,
                       headers=hdrs) == "https://hooks.example.org/webhooks/twilio"
+
+
+def test_of_a_repeated_header_the_last_one_counts():
+    s = settings(trusted_proxies=PROXY)
+    req = incoming(extra=[("X-Forwarded-Host", "attacker.example"), ("X-Forwarded-Host", "hooks.example.org"),
+                          ("X-Forwarded-Proto", "https")])
+    assert _public_url(req, s, "twilio") == "https://hooks.example.org/webhooks/twilio"
 
 
 def test_a_malformed_forwarded_value_is_ignored_not_trusted():
