@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from connectors.contact import ContactIn
 from connectors.errors import MalformedPayload, Unmappable
-from connectors.normalize import FactPatterns, detect_language, extract_facts
+from connectors.normalize import FactPatterns, LanguageDetector, extract_facts, shared_detector
 from threadline.settings import Settings
 
 
@@ -47,6 +47,7 @@ class MapContext:
     facts: FactPatterns = field(default_factory=lambda: FactPatterns.from_json(None))
     received_at: datetime | None = None
     cdr_timezone: str = "UTC"
+    detector: LanguageDetector | None = None  # None = the process's shared one for ``languages``
 
     @classmethod
     def from_settings(cls, settings: Settings, received_at: datetime | None = None) -> MapContext:
@@ -54,6 +55,10 @@ class MapContext:
                    languages=tuple(c.strip().lower() for c in settings.languages.split(",") if c.strip()),
                    facts=FactPatterns.from_json(settings.fact_patterns), received_at=received_at,
                    cdr_timezone=settings.cdr_timezone)
+
+    def language(self, text: str | None, stated: str | None = None) -> str | None:
+        """The provider's stated language, else the detected one (None for a short text)."""
+        return (self.detector or shared_detector(self.languages))(text, stated)
 
 
 @dataclass(frozen=True)
@@ -79,12 +84,12 @@ class Connector:
 
 
 def build_contact(data: dict[str, Any], ctx: MapContext) -> ContactIn:
-    """A ContactIn from a connector's mapping: language detected and facts extracted from the
-    text when the mapping did not set them. An invalid result (no usable identity, say) is
+    """A ContactIn from a connector's mapping: the language the provider stated (the mapping's
+    ``language``, normalized to ISO 639-1) or else detected, and facts extracted from the text. An invalid result (no usable identity, say) is
     ``Unmappable``: the payload was well-formed, we cannot make a contact of it."""
     text = data.get("text")
-    if text and not data.get("language"):
-        data["language"] = detect_language(text, ctx.languages)
+    if text or data.get("language"):
+        data["language"] = ctx.language(text, data.get("language"))
     if text:
         have = {(f["kind"] if isinstance(f, dict) else f.kind, f["value"] if isinstance(f, dict) else f.value)
                 for f in data.get("facts", [])}

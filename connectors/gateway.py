@@ -29,6 +29,7 @@ from connectors import meta as meta_connector
 from connectors import x as x_connector
 from connectors.base import MapContext, WebhookRequest
 from connectors.contact import ContactIn, event_id, partition_key, to_record
+from connectors.public_url import FORWARDED_HEADERS, PublicUrls, public_url
 from connectors.registry import CONNECTORS, SECRET_NAMES
 from connectors.secrets import secret
 from connectors.sink import Sink
@@ -142,7 +143,7 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
             return error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
         body = await _read_limited(request, settings.max_body_bytes)
         now = datetime.now(UTC)
-        req = WebhookRequest(connector=connector, url=_public_url(request, settings),
+        req = WebhookRequest(connector=connector, url=_public_url(request, settings, connector),
                              headers={k.lower(): v for k, v in request.headers.items()}, body=body,
                              received_at=now, query=dict(request.query_params))
         outcome = handle(req, secrets, MapContext.from_settings(settings, now), settings.max_body_bytes)
@@ -213,12 +214,14 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _public_url(request: Request, settings: Settings) -> str:
-    """The URL as the provider called it: ``public_base_url`` + path + query behind a proxy."""
-    if not settings.public_base_url:
-        return str(request.url)
-    query = f"?{request.url.query}" if request.url.query else ""
-    return settings.public_base_url.rstrip("/") + request.url.path + query
+def _public_url(request: Request, settings: Settings, connector: str) -> str:
+    """The URL the provider called (``connectors.public_url``): the connector's configured public
+    URL, else X-Forwarded-* from a trusted proxy, else ``public_base_url`` + path + query, else
+    the URL as received. The peer is the direct one: uvicorn runs without ``proxy_headers``."""
+    peer = request.client.host if request.client else None
+    forwarded = {h: ", ".join(request.headers.getlist(h)) for h in FORWARDED_HEADERS if h in request.headers}
+    return public_url(PublicUrls.from_settings(settings), connector, url=str(request.url), peer=peer,
+                      headers=forwarded)
 
 
 def _probe_record() -> dict:

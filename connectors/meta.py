@@ -23,14 +23,14 @@ from connectors.base import (Connector, MapContext, Mapped, Rejected, WebhookReq
                              json_body, require)
 from connectors.errors import MalformedPayload, Unmappable
 from connectors.normalize import account_identity, parse_time, phone_identity
-from connectors.signatures import hub_signature_256, same
+from connectors.signatures import meta_signed, same
 
 NAME = "meta"
 MEDIA_TYPES = ("image", "document", "audio", "video", "sticker")
 
 
 def verify(req: WebhookRequest, secret: str) -> bool:
-    return same(req.headers.get("x-hub-signature-256"), hub_signature_256(req.body, secret))
+    return meta_signed(req.body, req.headers.get("x-hub-signature-256"), secret)
 
 
 def handshake(query: dict[str, str], verify_token: str | None) -> str | None:

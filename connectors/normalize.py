@@ -3,7 +3,8 @@
 Phones to E.164 (``phonenumbers``, with a default region for numbers written without a country
 code), emails trimmed and lowercased, social handles without ``@`` and lowercased with their
 platform, provider timestamps (epoch seconds or milliseconds, RFC 2822, ISO 8601) to UTC,
-the language of a text (lingua, offline, limited to the configured languages) and facts the
+the language of a text (the provider's when it states one, else lingua, offline, limited to the
+configured languages, skipped for short texts and cached by text) and facts the
 customer gave (order and account numbers; patterns configurable).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -151,6 +153,21 @@ def parse_time(value: str | int | float | None, field_name: str = "timestamp") -
 
 
 # ------------------------------------------------------------------------------- language
+#
+# Detection (lingua, ~100-150 µs for a one-line message) runs only where it can matter: not when
+# the provider states the language, not on a text too short to tell, and once per text: results
+# are kept in a bounded LRU keyed by what the detector reads (the first MAX_CHARS characters,
+# digits blanked out: lingua reads letters only, so "ordine 100234" and "ordine 100235" are one
+# question).
+
+MIN_LETTERS, MIN_WORDS = 8, 2     # below either, a text is too short to tell
+MAX_CHARS = 1000                  # what detection reads of a longer text
+CACHE_SIZE = 4096                 # texts whose language is remembered (per language set)
+_DIGITS = re.compile(r"\d+")
+_TAG = re.compile(r"^([A-Za-z]{2})(?:[-_][A-Za-z0-9]{1,8})*$")
+
+Detect = Callable[[str], "str | None"]
+
 
 @lru_cache(maxsize=4)
 def _detector(languages: tuple[str, ...]):
@@ -160,15 +177,63 @@ def _detector(languages: tuple[str, ...]):
     return LanguageDetectorBuilder.from_languages(*langs).with_minimum_relative_distance(0.05).build()
 
 
-def detect_language(text: str | None, languages: tuple[str, ...] = ("en", "it", "pl", "nl", "tr")) -> str | None:
-    """ISO 639-1 code of ``text`` among ``languages``; None for text too short to tell."""
+def lingua_detect(languages: tuple[str, ...]) -> Detect:
+    """lingua among ``languages``: ISO 639-1 code or None. Its models load on the first call."""
+    def detect(text: str) -> str | None:
+        found = _detector(languages).detect_language_of(text)
+        return found.iso_code_639_1.name.lower() if found else None
+    return detect
+
+
+def language_sample(text: str | None) -> str | None:
+    """What detection reads of ``text``; None when the text is empty or too short to tell."""
     if not text:
         return None
-    letters = sum(ch.isalpha() for ch in text)
-    if letters < 8 or len(text.split()) < 2:
+    sample = _DIGITS.sub(" ", text[:MAX_CHARS]).strip()
+    if len(sample) < MIN_LETTERS or sum(ch.isalpha() for ch in sample) < MIN_LETTERS \
+            or len(sample.split(None, MIN_WORDS)) < MIN_WORDS:
         return None
-    found = _detector(tuple(languages)).detect_language_of(text[:2000])
-    return found.iso_code_639_1.name.lower() if found else None
+    return sample
+
+
+def stated_language(value: str | None) -> str | None:
+    """A provider's language tag as ISO 639-1, lowercase: ``it``, ``it-IT``, ``pt_BR``, ``EN``,
+    ``"nl, en"`` (Content-Language: the first) -> two letters; ``und``, ``zxx``, ``""`` -> None."""
+    if not value or not isinstance(value, str):
+        return None
+    match = _TAG.match(value.split(",")[0].strip())
+    return match.group(1).lower() if match else None
+
+
+class LanguageDetector:
+    """The language of a text among ``languages``, detected only where it can matter (see above).
+    ``detect`` is the detector itself (lingua by default; tests give their own)."""
+
+    def __init__(self, languages: tuple[str, ...], detect: Detect | None = None, cache_size: int = CACHE_SIZE):
+        self.languages = tuple(languages)
+        self.detect = detect if detect is not None else lingua_detect(self.languages)
+        self._cached = lru_cache(maxsize=cache_size)(self.detect)
+
+    def __call__(self, text: str | None, stated: str | None = None) -> str | None:
+        lang = stated_language(stated)
+        if lang:
+            return lang
+        sample = language_sample(text)
+        return self._cached(sample) if sample is not None else None
+
+    def cache_info(self):
+        return self._cached.cache_info()
+
+
+@lru_cache(maxsize=8)
+def shared_detector(languages: tuple[str, ...]) -> LanguageDetector:
+    """One detector (and one cache) per language set for the whole process."""
+    return LanguageDetector(languages)
+
+
+def detect_language(text: str | None, languages: tuple[str, ...] = ("en", "it", "pl", "nl", "tr")) -> str | None:
+    """ISO 639-1 code of ``text`` among ``languages``; None for text too short to tell."""
+    return shared_detector(tuple(languages))(text)
 
 
 # ---------------------------------------------------------------------------------- facts
@@ -191,9 +256,15 @@ class FactPatterns:
 
     @classmethod
     def from_json(cls, text: str | None) -> FactPatterns:
-        """``text`` is JSON ``{"kind": "regex"}`` (each regex with capturing groups); None = defaults."""
-        patterns = DEFAULT_FACT_PATTERNS if not text else json.loads(text)
-        return cls(tuple((kind, re.compile(rx, re.IGNORECASE)) for kind, rx in patterns.items()))
+        """``text`` is JSON ``{"kind": "regex"}`` (each regex with capturing groups); None = defaults.
+        Compiled once per distinct ``text`` (the gateway asks for every request)."""
+        return _fact_patterns(text or None)
+
+
+@lru_cache(maxsize=8)
+def _fact_patterns(text: str | None) -> FactPatterns:
+    patterns = DEFAULT_FACT_PATTERNS if not text else json.loads(text)
+    return FactPatterns(tuple((kind, re.compile(rx, re.IGNORECASE)) for kind, rx in patterns.items()))
 
 
 def extract_facts(text: str | None, patterns: FactPatterns, source: str = "text") -> list[FactIn]:

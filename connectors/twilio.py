@@ -1,6 +1,7 @@
 """Twilio Programmable Messaging: SMS and WhatsApp (``POST /webhooks/twilio``).
 
-Form-encoded webhooks signed with ``X-Twilio-Signature`` (see ``signatures.twilio_signature``).
+Form-encoded webhooks signed with ``X-Twilio-Signature`` (see ``signatures.twilio_signature``),
+or a JSON object of the same parameters with ``bodySHA256`` in the URL's query.
 Two kinds of request arrive at the same URL:
 
 * an incoming message (``MessageSid``, ``From``, ``To``, ``Body``, ``NumMedia`` +
@@ -15,10 +16,11 @@ and ``metadata.occurred_at_source`` says so.
 
 from __future__ import annotations
 
-from connectors.base import Connector, MapContext, Mapped, Rejected, WebhookRequest, build_contact, form_body
+from connectors.base import (Connector, MapContext, Mapped, Rejected, WebhookRequest, build_contact, form_body,
+                             json_body)
 from connectors.errors import MalformedPayload, Unmappable
 from connectors.normalize import dedupe_identities, phone_identity
-from connectors.signatures import same, twilio_signature
+from connectors.signatures import twilio_json_valid, twilio_valid
 
 NAME = "twilio"
 STATUS_VALUES = {"accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "failed",
@@ -26,8 +28,34 @@ STATUS_VALUES = {"accepted", "scheduled", "queued", "sending", "sent", "delivere
 
 
 def verify(req: WebhookRequest, token: str) -> bool:
-    params = form_body(req) if req.body else []
-    return same(req.headers.get("x-twilio-signature"), twilio_signature(req.url, params, token))
+    """Twilio's signature over the URL it called and the form parameters; for a JSON body, over
+    the URL alone, whose ``bodySHA256`` must be the body's hash (``signatures``)."""
+    signature = req.headers.get("x-twilio-signature")
+    if req.content_type == "application/json":
+        return twilio_json_valid(req.url, req.body, signature, token)
+    return twilio_valid(req.url, form_body(req) if req.body else [], signature, token)
+
+
+def params_of(req: WebhookRequest) -> list[tuple[str, str]]:
+    """The request's parameters: the form's pairs, or a JSON body's object (Twilio's JSON
+    webhooks carry the same names) with scalar values as Twilio writes them in a form."""
+    if req.content_type != "application/json":
+        return form_body(req)
+    obj = json_body(req)
+    if not isinstance(obj, dict):
+        raise MalformedPayload("<body>", "expected a JSON object of Twilio's parameters")
+    pairs = []
+    for name, value in obj.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif value is None:
+            value = ""
+        elif isinstance(value, (int, float)):
+            value = str(value)
+        elif not isinstance(value, str):
+            raise MalformedPayload(name, "expected a string, number or boolean")
+        pairs.append((name, value))
+    return pairs
 
 
 def _channel(params: dict[str, str]) -> str:
@@ -41,8 +69,7 @@ def _received_at(ctx: MapContext):
 
 
 def parse(req: WebhookRequest, ctx: MapContext) -> Mapped:
-    pairs = form_body(req)
-    params = dict(pairs)
+    params = dict(params_of(req))
     sid = params.get("MessageSid") or params.get("SmsSid")
     if not sid:
         raise MalformedPayload("MessageSid", "missing")
@@ -98,5 +125,6 @@ def status_callback(params: dict[str, str], sid: str, status: str, ctx: MapConte
     }, ctx)
 
 
-CONNECTOR = Connector(NAME, ("application/x-www-form-urlencoded",), "twilio_auth_token", verify, parse,
+MEDIA_TYPES = ("application/x-www-form-urlencoded", "application/json")
+CONNECTOR = Connector(NAME, MEDIA_TYPES, "twilio_auth_token", verify, parse,
                       doc="Twilio SMS and WhatsApp: incoming messages and outbound status callbacks")

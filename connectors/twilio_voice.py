@@ -1,5 +1,6 @@
 """Twilio Voice (``POST /webhooks/twilio-voice``): call status callbacks, transcriptions and IVR
-menu selections, form-encoded and signed with ``X-Twilio-Signature`` like messaging.
+menu selections, form-encoded (or JSON with ``bodySHA256``) and signed with ``X-Twilio-Signature``
+like messaging.
 
 * call status callback (``CallSid``, ``CallStatus``, ``Direction``, ``From``, ``To``,
   ``Timestamp`` in RFC 2822, ``CallDuration``, ``SequenceNumber``) -> a ``voice`` contact per
@@ -15,7 +16,7 @@ The customer is the caller for inbound calls and the callee for outbound ones.
 from __future__ import annotations
 
 from connectors import twilio
-from connectors.base import Connector, MapContext, Mapped, Rejected, WebhookRequest, build_contact, form_body
+from connectors.base import Connector, MapContext, Mapped, Rejected, WebhookRequest, build_contact
 from connectors.errors import MalformedPayload, Unmappable
 from connectors.normalize import parse_time, phone_identity
 
@@ -42,7 +43,7 @@ def _when(params: dict[str, str], ctx: MapContext):
 
 
 def parse(req: WebhookRequest, ctx: MapContext) -> Mapped:
-    params = dict(form_body(req))
+    params = dict(twilio.params_of(req))
     call_sid = params.get("CallSid")
     if not call_sid:
         raise MalformedPayload("CallSid", "missing")
@@ -105,5 +106,5 @@ def ivr(params, call_sid, ctx):
     }, ctx)
 
 
-CONNECTOR = Connector(NAME, ("application/x-www-form-urlencoded",), "twilio_auth_token", twilio.verify, parse,
+CONNECTOR = Connector(NAME, twilio.MEDIA_TYPES, "twilio_auth_token", twilio.verify, parse,
                       doc="Twilio Voice: call status callbacks, transcriptions, IVR <Gather> selections")

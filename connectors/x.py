@@ -109,7 +109,7 @@ def tweet(tw: dict, owner: str, ctx: MapContext):
         "provider_id": f"tweet:{tw['id_str']}", "connector": NAME, "channel": "twitter",
         "direction": "outbound" if outbound else "inbound", "occurred_at": parse_time(tw["created_at"], "created_at"),
         "actor": {"role": "agent" if outbound else "customer", "display_name": None if outbound else user.get("name")},
-        "identities": idents, "text": text or None,
+        "identities": idents, "text": text or None, "language": tw.get("lang"),  # X's own detection ("und": none)
         "thread": {"message_id": tw["id_str"], "reply_to_id": tw.get("in_reply_to_status_id_str")},
         "metadata": {"x_kind": "reply" if tw.get("in_reply_to_status_id_str") else "mention"},
     }, ctx)

@@ -287,8 +287,9 @@ def serve_gateway():
 
     s = settings()
     claim(s, "gateway")  # threadline stop / down find it, however it was started
+    # proxy_headers off: the gateway reads X-Forwarded-* itself, from THREADLINE_TRUSTED_PROXIES only.
     uvicorn.run(build(s), host=s.gateway_host, port=s.gateway_port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=int(shutdown_limit(s)))
+                proxy_headers=False, timeout_graceful_shutdown=int(shutdown_limit(s)))
 
 
 @serve_app.command("api")

@@ -15,18 +15,26 @@ that ``threadline up`` starts, so a fresh checkout needs no configuration at all
     THREADLINE_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD[_FILE],
     THREADLINE_KAFKA_SSL_CAFILE, _SSL_CERTFILE, _SSL_KEYFILE, _SSL_CHECK_HOSTNAME
                                     a secured cluster: SASL/SCRAM or PLAIN, TLS, mTLS (docs/secured-kafka.md)
+    THREADLINE_TWILIO_PUBLIC_URL, THREADLINE_TWILIO_VOICE_PUBLIC_URL, THREADLINE_TRUSTED_PROXIES
+                                    the URL Twilio was given, or the proxies trusted to say it (docs/connectors.md)
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from threadline.errors import ConfigError
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class CodecKind(str, Enum):
@@ -90,6 +98,13 @@ class Settings(BaseSettings):
     # Connectors (connectors/, docs/connectors.md). Each secret is given directly or as a file
     # (``*_file``: the first line of the file); unset = that connector answers 401 to everything.
     public_base_url: str | None = None  # the gateway's address as providers call it (Twilio signs the URL)
+    # The URL each URL-signing connector was given at its provider (connectors/public_url.py):
+    # the gateway checks Twilio's signature against it whatever path a proxy forwarded to.
+    twilio_public_url: str | None = None  # e.g. https://hooks.example.org/twilio/sms
+    twilio_voice_public_url: str | None = None
+    # Addresses (IPs or CIDR networks, comma-separated) of the proxies whose X-Forwarded-Proto,
+    # -Host and -Prefix headers rebuild that URL; from any other peer those headers are ignored.
+    trusted_proxies: str = ""
     twilio_auth_token: SecretStr | None = None
     twilio_auth_token_file: Path | None = None
     meta_app_secret: SecretStr | None = None
@@ -113,6 +128,17 @@ class Settings(BaseSettings):
     imap_password: SecretStr | None = None
     imap_password_file: Path | None = None
     imap_mailbox: str = "INBOX"
+
+    @field_validator("twilio_public_url", "twilio_voice_public_url")
+    @classmethod
+    def _public_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_public_url(value, info.field_name)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        parse_proxies(value, "trusted_proxies")
+        return value
 
     @property
     def state_dir(self) -> Path:
@@ -211,6 +237,42 @@ class Settings(BaseSettings):
                 if getattr(self, f"kafka_ssl_{key}"):
                     cfg[f"ssl_{key}"] = getattr(self, f"kafka_ssl_{key}")
         return cfg
+
+
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
+
+
+def valid_host(netloc: str) -> bool:
+    """A host name or bracketed IPv6 address with an optional port: no user info, no spaces."""
+    return bool(_HOST.match(netloc))
+
+
+def check_public_url(value: str | None, name: str) -> str | None:
+    """``value`` as a connector's public URL: absolute http(s) with a host and no fragment. The
+    query is dropped: the gateway always appends the request's own. ValueError naming ``name``."""
+    if value is None or not value.strip():
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not valid_host(parts.netloc):
+        raise ValueError(f"{name}: expected an absolute http(s) URL such as https://hooks.example.org/twilio/sms, "
+                         f"got {value!r}")
+    if parts.fragment:
+        raise ValueError(f"{name}: a URL with a #fragment is never what a provider calls")
+    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
+
+
+def parse_proxies(value: str | None, name: str = "trusted_proxies") -> tuple[Network, ...]:
+    """``"10.0.0.5, 10.1.0.0/16, ::1"`` -> networks; ValueError naming the bad entry."""
+    out = []
+    for item in (value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{name}: {item!r} is not an IP address or network (CIDR)") from None
+    return tuple(out)
 
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

@@ -62,7 +62,7 @@ def test_a_body_over_the_limit_is_413():
     assert (out.status, out.error) == (413, "body_too_large")
 
 
-@pytest.mark.parametrize("connector,ctype", [("twilio", "application/json"), ("meta", "text/plain"),
+@pytest.mark.parametrize("connector,ctype", [("twilio", "text/plain"), ("meta", "text/plain"),
                                              ("email", "application/json"), ("chat", "application/x-www-form-urlencoded")])
 def test_an_unsupported_media_type_is_415(connector, ctype):
     out = run(request(connector, b"x=1", {"content-type": ctype}))
