@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        pool = AsyncConnectionPool(settings.effective_pg_dsn, min_size=1, max_size=8, open=False,
+        pool = AsyncConnectionPool(settings.effective_pg_api_dsn, min_size=1, max_size=8, open=False,
                                    timeout=POOL_TIMEOUT, check=AsyncConnectionPool.check_connection,
                                    kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 3})
         await pool.open(wait=True, timeout=30)
@@ -315,7 +315,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Each projector's lag: events and seconds behind its topics."""
         from projectors.lag import projection_lag
 
-        lags = await run_in_threadpool(projection_lag, settings)
+        lags = await run_in_threadpool(projection_lag, settings, None, settings.effective_pg_api_dsn)
         return {"items": [_jsonable(vars(lag)) for lag in lags]}
 
     @app.get("/healthz", tags=["operations"])

@@ -89,7 +89,8 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
     st.publish(s, codec, sources, story)
 
     api_port = free_port()
-    env = {**services.env(), "THREADLINE_PG_DSN": s.effective_pg_dsn, "THREADLINE_API_PORT": str(api_port),
+    env = {**services.env(), "THREADLINE_PG_DSN": s.effective_pg_dsn,
+           "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn, "THREADLINE_API_PORT": str(api_port),
            "THREADLINE_PROJECTION_PREFIX": s.projection_prefix}
     projector = _proc([sys.executable, "-m", "threadline.cli", "project", "-p", "support", "--no-skeleton",
                        "--batch-size", "50", "--contacts-topic", sources.contacts, "--conversations-topic",
