@@ -4,7 +4,8 @@ Customers by id and by any identity, a customer's timeline and conversations, th
 inbox, the sales context, marketing engagement, reviews, consent and segments, projection lag;
 plus the walking skeleton's contact routes. Lists page with ``limit``/``offset`` and say the
 ``next_offset``. Unknown ids answer 404 with a JSON error; bad parameters 400 naming them; a
-projection that was never built 503. OpenAPI at ``/openapi.json`` (``/docs``).
+projection that was never built 503; PostgreSQL down 503 ``postgres_unavailable`` with
+Retry-After, within POOL_TIMEOUT. OpenAPI at ``/openapi.json`` (``/docs``).
 
 A merged customer's old id answers with the survivor (``customer_id``) and says so
 (``requested_id``); the survivor lists the ids merged into it (``merged_ids``).
@@ -23,7 +24,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from projectors import rules
 from projectors.framework import live_schema
@@ -39,6 +40,10 @@ SlaState = Literal["running", "breached", "met", "none"]
 ConversationState = Literal["open", "resolved"]
 WaitingOn = Literal["agent", "customer", "nobody"]
 IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
+# PostgreSQL down: a request waits at most this long for a connection, then answers 503 with
+# Retry-After (a client's or a provider's timeout is longer); the pool reconnects in the background.
+POOL_TIMEOUT = 1.0
+RETRY_AFTER = "5"
 Limit = Query(50, ge=1, le=500, description="page size")
 Offset = Query(0, ge=0, description="rows to skip")
 
@@ -53,8 +58,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        pool = AsyncConnectionPool(settings.effective_pg_dsn, min_size=1, max_size=8, open=False,
-                                   kwargs={"row_factory": dict_row, "autocommit": True})
+        pool = AsyncConnectionPool(settings.effective_pg_api_dsn, min_size=1, max_size=8, open=False,
+                                   timeout=POOL_TIMEOUT, check=AsyncConnectionPool.check_connection,
+                                   kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 3})
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
         yield
@@ -86,6 +92,15 @@ def create_app(settings: Settings) -> FastAPI:
     async def _not_built(_req: Request, exc: psycopg.errors.UndefinedTable):
         return error_response(503, "projection_not_built",
                               "the projection has not been built yet (run `threadline project`)")
+
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(psycopg.InterfaceError)
+    async def _postgres_unavailable(_req: Request, exc: Exception):
+        response = error_response(503, "postgres_unavailable",
+                                  "postgres is not answering; retry later")
+        response.headers["Retry-After"] = RETRY_AFTER
+        return response
 
     async def rows(request: Request, sql: str, params=()) -> list[dict]:
         async with request.app.state.pool.connection() as conn:
@@ -300,7 +315,7 @@ def create_app(settings: Settings) -> FastAPI:
         """Each projector's lag: events and seconds behind its topics."""
         from projectors.lag import projection_lag
 
-        lags = await run_in_threadpool(projection_lag, settings)
+        lags = await run_in_threadpool(projection_lag, settings, None, settings.effective_pg_api_dsn)
         return {"items": [_jsonable(vars(lag)) for lag in lags]}
 
     @app.get("/healthz", tags=["operations"])

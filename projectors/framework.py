@@ -2,12 +2,18 @@
 
 Per batch, in this order:
   1. poll up to ``batch_size`` records from every partition of the source topics;
-  2. decode and shape them (``projectors.rows``); what does not decode is produced to
-     projections.dlq.v1 and acknowledged before step 3, and the projector goes on;
+  2. decode and shape them (``projectors.rows``, which also makes text storable: NUL and unpaired
+     surrogates become U+FFFD); what does not decode or shape is produced to projections.dlq.v1
+     and acknowledged before step 3, and the projector goes on;
   3. in ONE PostgreSQL transaction: check that the schema it writes is still the build it
      started on (a replay may have swapped a new one in), COPY the rows into staging tables and
      upsert them from there (no round trip per row), re-point merged customers, recompute the
      conversations the batch touched, and store the next offset of every partition it read.
+     If PostgreSQL refuses the batch's rows (RECORD_WRITE_ERRORS), the same transaction retries
+     it record by record, each in a savepoint; a record refused alone goes to the DLQ with the
+     reason (acknowledged before the commit) and the rest, with the offsets, commit.
+A lost connection is retried with backoff until PostgreSQL is back; the projector then resumes
+from its stored offsets.
 Offsets come from PostgreSQL, never from a consumer group: the projector assigns itself every
 partition and seeks to the stored offsets, so a crash anywhere replays nothing twice into the
 tables. One instance per projector writes at a time (a session advisory lock); a second one
@@ -43,6 +49,22 @@ log = get_logger("threadline.projector")
 DEFAULT_BATCH = 2000
 ASSIGN_TIMEOUT = 60.0
 LAG_INTERVAL = 1.0  # seconds between updates of threadline_consumer_lag
+RECONNECT_FIRST, RECONNECT_MAX = 0.5, 10.0  # backoff (seconds) while PostgreSQL does not answer
+
+# A write that fails with one of these is about the rows written, not the database: the batch is
+# retried record by record, and a record that fails alone goes to the DLQ. Data exceptions (22xxx:
+# NUL in text, a value out of range, bad JSON), integrity violations (23xxx), limits (54xxx: an
+# index row too large), and what psycopg raises adapting a Python value (a string it cannot encode).
+RECORD_WRITE_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded,
+                       UnicodeError, ValueError, TypeError, OverflowError)
+# The connection is gone (PostgreSQL restarted, the network failed): reconnect and resume.
+POSTGRES_LOST = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def write_failure(exc: BaseException, schema: str) -> str:
+    """The DLQ reason of a record PostgreSQL would not take (it may quote the value: DLQ only, never logs)."""
+    state = getattr(exc, "sqlstate", None)
+    return f"not writable to {schema}: {type(exc).__name__}{f' {state}' if state else ''}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -290,42 +312,36 @@ class Projector:
     # -- the loop -----------------------------------------------------------------------------
     def run(self, *, max_batches: int | None = None, stop_at: dict[tuple[str, int], int] | None = None,
             on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
-        """Project until stopped, ``max_batches`` batches, or every partition reached ``stop_at``."""
-        conn = connect(self.settings, f"projector:{self.name}")
+        """Project until stopped, ``max_batches`` batches, or every partition reached ``stop_at``.
+
+        A lost PostgreSQL connection (a restart, a network cut) is not the end: the projector
+        reconnects with backoff until PostgreSQL answers again, re-takes its writer lock and
+        resumes from the offsets stored there (the batch it was writing never committed)."""
         consumer = dlq = None
+        delay = RECONNECT_FIRST
         try:
-            migrate(conn)
-            if self.create:
-                ensure_live(conn, self.projection, self.schema)
-            conn.execute("select pg_advisory_lock(hashtext(%s))", (_lock_key("writer", self.name),))
             consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
                                      max_poll_records=self.batch_size, client_id=f"projector-{self.name}",
                                      **self.settings.kafka_client_config())
             dlq = make_producer(self.settings, client_id=f"projector-{self.name}")
             tps = self._assign(consumer)
-            self._seek_to_stored(conn, consumer, tps)
-            build = self._build_id(conn)
-            log.info("projector_started", projector=self.name, schema=self.schema, build=build,
-                     topics=self.sources.topics(), as_of=self.as_of.isoformat() if self.as_of else None)
-            self.instruments.started = True
             while not self.stop_event.is_set():
-                self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
-                if max_batches is not None and self.stats.batches >= max_batches:
-                    break
-                if stop_at is not None and all(self.stats.positions.get(k, 0) >= v for k, v in stop_at.items()):
-                    break
-                polled = consumer.poll(timeout_ms=500, max_records=self.batch_size)
-                if not polled:
-                    continue
+                conn = None
                 try:
-                    self._project(conn, dlq, polled, build)
-                except SchemaSwapped:
-                    build = self._build_id(conn)
-                    self._seek_to_stored(conn, consumer, tps)
-                    log.info("projector_follows_swapped_schema", projector=self.name, schema=self.schema, build=build)
-                    continue
-                if on_batch:
-                    on_batch(self.stats)
+                    conn = connect(self.settings, f"projector:{self.name}")
+                    build = self._open(conn, consumer, tps)
+                    delay = RECONNECT_FIRST
+                    self._loop(conn, consumer, dlq, tps, build, max_batches, stop_at, on_batch)
+                    break
+                except POSTGRES_LOST as exc:
+                    self.instruments.stopped()
+                    log.warning("postgres_lost", projector=self.name, error=type(exc).__name__,
+                                detail=str(exc).splitlines()[0][:200] if str(exc) else "", retry_in_s=delay)
+                    self.stop_event.wait(delay)
+                    delay = min(delay * 2, RECONNECT_MAX)
+                finally:
+                    if conn is not None:
+                        conn.close()
             return self.stats
         finally:
             self.instruments.stopped()
@@ -333,11 +349,54 @@ class Projector:
                 consumer.close(autocommit=False)
             if dlq is not None:
                 dlq.close(10)
-            conn.close()
+
+    def _open(self, conn, consumer: KafkaConsumer, tps: list[TopicPartition]) -> str:
+        """Set up a (new) connection: migrations, the live schema, the writer lock (a standby
+        waits here), then seek to the stored offsets. Returns the build being written."""
+        migrate(conn)
+        if self.create:
+            ensure_live(conn, self.projection, self.schema)
+        conn.execute("select pg_advisory_lock(hashtext(%s))", (_lock_key("writer", self.name),))
+        self._seek_to_stored(conn, consumer, tps)
+        build = self._build_id(conn)
+        log.info("projector_started", projector=self.name, schema=self.schema, build=build,
+                 topics=self.sources.topics(), as_of=self.as_of.isoformat() if self.as_of else None)
+        self.instruments.started = True
+        return build
+
+    def _loop(self, conn, consumer, dlq, tps, build: str, max_batches, stop_at, on_batch) -> None:
+        while not self.stop_event.is_set():
+            self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
+            if max_batches is not None and self.stats.batches >= max_batches:
+                return
+            if stop_at is not None and all(self.stats.positions.get(k, 0) >= v for k, v in stop_at.items()):
+                return
+            polled = consumer.poll(timeout_ms=500, max_records=self.batch_size)
+            if not polled:
+                continue
+            try:
+                self._project(conn, dlq, polled, build)
+            except SchemaSwapped:
+                build = self._build_id(conn)
+                self._seek_to_stored(conn, consumer, tps)
+                log.info("projector_follows_swapped_schema", projector=self.name, schema=self.schema, build=build)
+                continue
+            if on_batch:
+                on_batch(self.stats)
+
+    def _dead_letter(self, dlq, m, reason: str):
+        """Produce ``m`` as it was read to the projections DLQ; the caller waits for the ack."""
+        self.instruments.dead_lettered(m.topic).inc()
+        log.warning("record_to_dlq", projector=self.name, topic=m.topic, partition=m.partition,
+                    offset=m.offset, reason=reason.split(":")[0][:200])
+        return dlq.send(PROJECTIONS_DLQ.name, key=m.topic.encode(), value=m.value,
+                        headers=header_list(dlq_headers(reason=reason, topic=m.topic, partition=m.partition,
+                                                        offset=m.offset, component=self.name)))
 
     def _project(self, conn, dlq, polled, build: str) -> None:
         started = time.perf_counter()
         batch = Batch()
+        singles: list[tuple] = []  # (message, its rows): to find the record a failed write was about
         next_offsets: dict[tuple[str, int], int] = {}
         last_at: dict[tuple[str, int], datetime] = {}
         dead = []
@@ -345,40 +404,57 @@ class Projector:
         for tp, messages in polled.items():
             for m in messages:
                 count += 1
+                one = Batch()
                 try:
                     decoded = self.codec.decode(m.value)
-                    batch.add(decoded.schema_fullname, decoded.record, m.partition, m.offset, self.as_of)
-                except (DecodeError, KeyError, TypeError) as exc:
+                    one.add(decoded.schema_fullname, decoded.record, m.partition, m.offset, self.as_of)
+                except Exception as exc:  # shaping is pure: whatever it raises is this record's fault
                     reason = exc.reason if isinstance(exc, DecodeError) else f"record does not fit: {exc!r}"
-                    dead.append(dlq.send(PROJECTIONS_DLQ.name, key=m.topic.encode(), value=m.value,
-                                         headers=header_list(dlq_headers(reason=reason, topic=m.topic,
-                                                                         partition=m.partition, offset=m.offset,
-                                                                         component=self.name))))
-                    self.instruments.dead_lettered(m.topic).inc()
-                    log.warning("record_to_dlq", projector=self.name, topic=m.topic, partition=m.partition,
-                                offset=m.offset, reason=reason[:200])
+                    dead.append(self._dead_letter(dlq, m, reason))
+                    continue
+                batch.extend(one)
+                singles.append((m, one))
             self.instruments.consumed(tp.topic).inc(len(messages))
             key = (tp.topic, tp.partition)
             next_offsets[key] = messages[-1].offset + 1
             last_at[key] = datetime.fromtimestamp(messages[-1].timestamp / 1000).astimezone()
         for future in dead:  # dead letters acknowledged before the offsets move past them
             future.get(timeout=30)
+        written = len(batch)
+        unwritable = []
         with conn.transaction():
             with conn.cursor() as cur:
                 cur.execute("select pg_advisory_xact_lock_shared(hashtext(%s))", (_lock_key("swap", self.schema),))
                 now_build = cur.execute(f"select build_id from {self.schema}.meta").fetchone()[0]
                 if now_build != build:
                     raise SchemaSwapped(now_build)
-                self.store.write(cur, batch)
+                try:
+                    with conn.transaction():  # a savepoint: a failed write leaves the batch's transaction usable
+                        self.store.write(cur, batch)
+                except RECORD_WRITE_ERRORS as exc:
+                    log.warning("batch_write_failed", projector=self.name, error=type(exc).__name__,
+                                sqlstate=getattr(exc, "sqlstate", None), records=len(singles),
+                                action="retrying record by record")
+                    written = 0
+                    for m, one in singles:
+                        try:
+                            with conn.transaction():
+                                self.store.write(cur, one)
+                            written += len(one)
+                        except RECORD_WRITE_ERRORS as exc:
+                            unwritable.append(self._dead_letter(dlq, m, write_failure(exc, self.schema)))
+                    for future in unwritable:  # acknowledged before the offsets below commit
+                        future.get(timeout=30)
                 write_offsets(cur, self.name, next_offsets, last_at)
+        dead += unwritable
         self.stats.positions.update(next_offsets)
         self.stats.events += count
-        self.stats.rows += len(batch)
+        self.stats.rows += written
         self.stats.dead_letters += len(dead)
         self.stats.batches += 1
         self.stats.skipped_as_of += batch.skipped_as_of
         self.instruments.batch_done(time.perf_counter() - started, len(dead))
-        log.info("batch_projected", projector=self.name, events=count, rows=len(batch), dead_letters=len(dead),
+        log.info("batch_projected", projector=self.name, events=count, rows=written, dead_letters=len(dead),
                  offsets={f"{t}:{p}": o for (t, p), o in next_offsets.items()})
         for r in batch.contacts:  # per event at debug only: at info the batch line above
             log.debug("contact_projected", event_id=r[0], customer_id=r[1], partition=r[-2], offset=r[-1])

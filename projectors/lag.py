@@ -36,8 +36,8 @@ def summarize(projector: str, stored: dict[tuple[str, int], int], ends: dict[tup
                last_projected_at)
 
 
-def projection_lag(settings: Settings, projectors: list[str] | None = None) -> list[Lag]:
-    with psycopg.connect(settings.effective_pg_dsn, autocommit=True, connect_timeout=5) as conn:
+def projection_lag(settings: Settings, projectors: list[str] | None = None, dsn: str | None = None) -> list[Lag]:
+    with psycopg.connect(dsn or settings.effective_pg_dsn, autocommit=True, connect_timeout=5) as conn:
         if conn.execute("select to_regclass('projection_offsets')").fetchone()[0] is None:
             return []
         rows = conn.execute("select projector, topic, partition, next_offset, updated_at from projection_offsets"

@@ -4,8 +4,9 @@
 from the beginning up to the end offsets it found at the start, then swaps:
 
   1. in one transaction, holding the projection's swap lock exclusively (live batches take it
-     shared, so none is half-way): if the live projector has stored offsets beyond the build's,
-     the build catches up first (the transaction is abandoned, the loop goes on);
+     shared, so none is half-way): if the live projector has stored offsets beyond the build's
+     on a topic the build reads, the build catches up first (the transaction is abandoned, the
+     loop goes on); offsets of topics the build does not read are kept as they are;
   2. otherwise: rename the live schema away, rename the build to the live name, hand the
      build's offsets to the live projector's name, drop the old schema. Readers see the old
      schema or the new one, never a mix.
@@ -104,7 +105,7 @@ def rebuild(settings: Settings, projection: str, *, sources: Sources = Sources()
         swapped = False
         if swap:
             for _ in range(MAX_CATCH_UP_ROUNDS):
-                behind = _try_swap(conn, live, schema, name, build_id)
+                behind = _try_swap(conn, live, schema, name, build_id, sources.topics())
                 if behind is None:
                     swapped = True
                     break
@@ -126,13 +127,15 @@ def rebuild(settings: Settings, projection: str, *, sources: Sources = Sources()
         conn.close()
 
 
-def _try_swap(conn, live: str, build_schema: str, build_name: str, build_id: str) -> dict | None:
-    """Swap if the build has every event the live projector has; else the offsets to reach first."""
+def _try_swap(conn, live: str, build_schema: str, build_name: str, build_id: str, topics: list[str]) -> dict | None:
+    """Swap if the build has every event the live projector has on the ``topics`` the build reads;
+    else the offsets to reach first. Offsets the live projector stored for other topics (an older
+    topic version, a source it no longer reads) are no reason to wait: the build never reads them."""
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (_lock_key("swap", live),))
         live_offsets = stored_offsets(conn, live)
         build_offsets = stored_offsets(conn, build_name)
-        behind = {k: v for k, v in live_offsets.items() if build_offsets.get(k, 0) < v}
+        behind = {k: v for k, v in live_offsets.items() if k[0] in topics and build_offsets.get(k, 0) < v}
         if behind:
             return behind
         retired = f"{live}__r{build_id}"[:63]

@@ -8,6 +8,7 @@ set of alias edges (``roots``), so it does not depend on the order partitions ar
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -31,6 +32,46 @@ IDENTITY_EVENT_COLUMNS = ("event_id", "event_type", "occurred_at", "recorded_at"
                           "source_offset")
 IDENTITY_COLUMNS = ("origin_customer_id", "kind", "platform", "value", "first_seen_at", "last_seen_at")
 CUSTOMER_COLUMNS = ("origin_customer_id", "first_seen_at")
+
+
+# What PostgreSQL cannot store in text or jsonb: NUL (0x00), and surrogate code points, which a
+# Python str only holds unpaired (they have no UTF-8 encoding). Each becomes U+FFFD.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+_search = UNSTORABLE.search
+
+
+def _unstorable(value) -> bool:
+    """Whether any string in ``value`` (keys too, at any depth) holds a character of UNSTORABLE."""
+    t = type(value)
+    if t is str:
+        return _search(value) is not None
+    if t is dict:
+        for k, v in value.items():
+            if (type(k) is str and _search(k) is not None) or _unstorable(v):
+                return True
+    elif t is list:
+        for v in value:
+            if _unstorable(v):
+                return True
+    return False
+
+
+def _clean(value):
+    if type(value) is str:
+        return UNSTORABLE.sub(REPLACEMENT, value)
+    if type(value) is dict:
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_clean(v) for v in value]
+    return value
+
+
+def storable(value):
+    """``value`` with every string (keys too, at any depth) made storable in PostgreSQL text and
+    jsonb: each character it rejects becomes U+FFFD, everything else is kept. A value that needs
+    no change comes back as it is (no copy)."""
+    return _clean(value) if _unstorable(value) else value
 
 
 def _json(v) -> str:
@@ -146,12 +187,19 @@ class Batch:
     def __len__(self) -> int:
         return len(self.contacts) + len(self.conversations) + len(self.identity_events)
 
+    def extend(self, other: Batch) -> None:
+        """Append ``other``'s rows after this batch's own (log order is kept)."""
+        for name in ("contacts", "conversations", "identity_events", "identities", "customers", "alias_ops"):
+            getattr(self, name).extend(getattr(other, name))
+        self.skipped_as_of += other.skipped_as_of
+
     def add(self, schema_fullname: str, record: dict, partition: int, offset: int,
             as_of: datetime | None = None) -> None:
         """Shape one decoded record; raises DecodeError for a record no projection can use."""
         if not within_as_of(record, as_of):
             self.skipped_as_of += 1
             return
+        record = storable(record)
         if schema_fullname == CONTACT:
             self.contacts.append(contact_row(record, partition, offset))
             cid = record["customer_id"]

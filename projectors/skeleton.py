@@ -8,7 +8,10 @@ Per batch, in this order:
 Kafka's consumer-group offsets are never trusted: on assignment the consumer seeks to the
 offsets stored in Postgres, so a crash between 2 and 3 replays nothing twice into the tables.
 Records that do not decode go to projections.dlq.v1 (produced and acknowledged before the
-transaction that moves the offset past them).
+transaction that moves the offset past them). Text is made storable (NUL and unpaired surrogates
+become U+FFFD); a row PostgreSQL still refuses is found by retrying the batch row by row in the
+same transaction and goes to the DLQ with the reason, and the partition moves on. A lost
+PostgreSQL connection is retried with backoff; the projector then re-seeks to its stored offsets.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,7 +28,10 @@ import psycopg
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
+from projectors.framework import (POSTGRES_LOST, RECONNECT_FIRST, RECONNECT_MAX, RECORD_WRITE_ERRORS, Instruments,
+                                  write_failure)
 from projectors.migrate import migrate
+from projectors.rows import storable
 from schemas.codec import Codec, make_codec
 from streams.dlq import dlq_headers
 from threadline.catalog import CONTACTS_RESOLVED, PROJECTIONS_DLQ
@@ -63,6 +70,7 @@ def _json_default(v):
 def to_row(record: dict, topic: str, partition: int, offset: int) -> Row:
     if not record.get("customer_id"):
         raise DecodeError("contact on contacts.resolved.v1 without customer_id")
+    record = storable(record)  # NUL and unpaired surrogates: U+FFFD, the rest as it is
     return Row(record["event_id"], record["customer_id"], record["connector"], record["channel"],
                record["direction"], record["occurred_at"], record["recorded_at"], record.get("text"),
                json.dumps(record, default=_json_default), topic, partition, offset)
@@ -74,39 +82,61 @@ def stored_offsets(conn: psycopg.Connection, projector: str, topic: str) -> dict
     return {p: o for p, o in rows}
 
 
-def write_batch(conn: psycopg.Connection, projector: str, rows: list[Row], next_offsets: dict[tuple[str, int], int]) -> None:
-    """Rows and offsets in one transaction: both land or neither does."""
+def _insert(cur, rows: list[Row]) -> None:
+    cur.executemany(
+        "insert into skeleton.contacts (event_id, customer_id, connector, channel, direction, occurred_at,"
+        " recorded_at, text, record, source_topic, source_partition, source_offset)"
+        " values (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s) on conflict (event_id) do nothing",
+        [(r.event_id, r.customer_id, r.connector, r.channel, r.direction, r.occurred_at, r.recorded_at,
+          r.text, r.record, r.topic, r.partition, r.offset) for r in rows])
+
+
+def write_batch(conn: psycopg.Connection, projector: str, rows: list[Row], next_offsets: dict[tuple[str, int], int],
+                dead_letter: Callable[[Row, BaseException], None] | None = None) -> int:
+    """Rows and offsets in one transaction: both land or neither does. If PostgreSQL refuses the
+    rows, they are retried one by one (each in a savepoint) and ``dead_letter`` is called, before
+    the commit, for each row refused alone. Returns how many rows were written."""
+    written = len(rows)
     with conn.transaction():
         with conn.cursor() as cur:
             if rows:
-                cur.executemany(
-                    "insert into skeleton.contacts (event_id, customer_id, connector, channel, direction, occurred_at,"
-                    " recorded_at, text, record, source_topic, source_partition, source_offset)"
-                    " values (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s) on conflict (event_id) do nothing",
-                    [(r.event_id, r.customer_id, r.connector, r.channel, r.direction, r.occurred_at, r.recorded_at,
-                      r.text, r.record, r.topic, r.partition, r.offset) for r in rows])
+                try:
+                    with conn.transaction():
+                        _insert(cur, rows)
+                except RECORD_WRITE_ERRORS as exc:
+                    if dead_letter is None:
+                        raise
+                    log.warning("batch_write_failed", projector=projector, error=type(exc).__name__,
+                                sqlstate=getattr(exc, "sqlstate", None), records=len(rows),
+                                action="retrying record by record")
+                    written = 0
+                    for r in rows:
+                        try:
+                            with conn.transaction():
+                                _insert(cur, [r])
+                            written += 1
+                        except RECORD_WRITE_ERRORS as one:
+                            dead_letter(r, one)
             cur.executemany(
                 "insert into projection_offsets (projector, topic, partition, next_offset) values (%s,%s,%s,%s)"
                 " on conflict (projector, topic, partition) do update set next_offset = excluded.next_offset,"
                 " updated_at = now()",
                 [(projector, t, p, o) for (t, p), o in next_offsets.items()])
+    return written
 
 
 class _SeekToStored(ConsumerRebalanceListener):
-    def __init__(self, consumer: KafkaConsumer, conn: psycopg.Connection, projector: str):
-        self.consumer, self.conn, self.projector = consumer, conn, projector
+    def __init__(self, projector: Projector):
+        self.projector = projector
 
     def on_partitions_revoked(self, revoked):
         pass
 
     def on_partitions_assigned(self, assigned):
-        by_topic: dict[str, dict[int, int]] = {}
-        for tp in assigned:
-            stored = by_topic.setdefault(tp.topic, stored_offsets(self.conn, self.projector, tp.topic))
-            if tp.partition in stored:
-                self.consumer.seek(tp, stored[tp.partition])
-            else:
-                self.consumer.seek_to_beginning(tp)
+        try:
+            self.projector.seek_to_stored(assigned)
+        except POSTGRES_LOST:
+            self.projector.needs_seek = True  # the loop reconnects, then seeks
 
 
 class Projector:
@@ -117,59 +147,121 @@ class Projector:
         self.source_topic = source_topic
         self.codec = codec or make_codec(settings)
         self.stop_event = threading.Event()
-        from projectors.framework import Instruments
-
         self.instruments = Instruments(f"projector:{projector}")
+        self.conn: psycopg.Connection | None = None
+        self.consumer: KafkaConsumer | None = None
+        self.needs_seek = False
+
+    def seek_to_stored(self, partitions) -> None:
+        by_topic: dict[str, dict[int, int]] = {}
+        for tp in partitions:
+            stored = by_topic.setdefault(tp.topic, stored_offsets(self.conn, self.projector, tp.topic))
+            if tp.partition in stored:
+                self.consumer.seek(tp, stored[tp.partition])
+            else:
+                self.consumer.seek_to_beginning(tp)
+
+    def _connect(self) -> None:
+        """(Re)connect to PostgreSQL with backoff until it answers or the projector is stopped."""
+        delay = RECONNECT_FIRST
+        while not self.stop_event.is_set():
+            try:
+                self.conn = psycopg.connect(self.settings.effective_pg_dsn, autocommit=True,
+                                            application_name=f"projector:{self.projector}"[:63])
+                migrate(self.conn)
+                return
+            except POSTGRES_LOST as exc:
+                self._lost(exc, delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+
+    def _lost(self, exc: BaseException, delay: float) -> None:
+        self.instruments.started = False
+        log.warning("postgres_lost", projector=self.projector, error=type(exc).__name__,
+                    detail=str(exc).splitlines()[0][:200] if str(exc) else "", retry_in_s=delay)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
     def run(self, max_batches: int | None = None) -> None:
-        conn = psycopg.connect(self.settings.effective_pg_dsn, autocommit=True)
-        migrate(conn)
-        consumer = KafkaConsumer(group_id=f"threadline-projector-{self.projector}", enable_auto_commit=False,
-                                 auto_offset_reset="earliest", max_poll_records=1000,
-                                 **self.settings.kafka_client_config())
-        consumer.subscribe([self.source_topic], listener=_SeekToStored(consumer, conn, self.projector))
+        self._connect()
+        if self.conn is None:  # stopped before PostgreSQL answered
+            return
+        self.consumer = consumer = KafkaConsumer(
+            group_id=f"threadline-projector-{self.projector}", enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=1000, **self.settings.kafka_client_config())
+        consumer.subscribe([self.source_topic], listener=_SeekToStored(self))
         dlq = make_producer(self.settings)
         batches = 0
         self.instruments.started = True
         try:
             while not self.stop_event.is_set() and (max_batches is None or batches < max_batches):
                 self.instruments.beat(consumer, consumer.assignment(), lambda tp: consumer.position(tp, timeout_ms=0))
-                polled = consumer.poll(timeout_ms=500)
-                if not polled:
+                try:
+                    if self.conn is None:
+                        self._connect()
+                        self.needs_seek = True
+                        continue
+                    if self.needs_seek:  # the batch that failed never committed: read it again
+                        self.seek_to_stored(consumer.assignment())
+                        self.needs_seek = False
+                        self.instruments.started = True
+                    polled = consumer.poll(timeout_ms=500)
+                    if not polled:
+                        continue
+                    self._project(self.conn, dlq, polled)
+                except POSTGRES_LOST as exc:
+                    self._lost(exc, RECONNECT_FIRST)
+                    self.stop_event.wait(RECONNECT_FIRST)
                     continue
-                self._project(conn, dlq, polled)
                 batches += 1
         finally:
             self.instruments.stopped()
             consumer.close(autocommit=False)
             dlq.close(10)
-            conn.close()
+            if self.conn is not None:
+                self.conn.close()
+
+    def _send_dead(self, dlq, topic: str, partition: int, offset: int, value: bytes, reason: str):
+        self.instruments.dead_lettered(topic).inc()
+        log.warning("record_to_dlq", topic=topic, partition=partition, offset=offset, reason=reason.split(":")[0][:200])
+        return dlq.send(PROJECTIONS_DLQ.name, key=topic.encode(), value=value, headers=header_list(
+            dlq_headers(reason=reason, topic=topic, partition=partition, offset=offset, component=self.projector)))
 
     def _project(self, conn, dlq, polled) -> None:
         started = time.perf_counter()
         rows: list[Row] = []
+        raw: dict[tuple[int, int], bytes] = {}
         next_offsets: dict[tuple[str, int], int] = {}
         dead = []
         for tp, messages in polled.items():
             for m in messages:
                 try:
                     rows.append(to_row(self.codec.decode(m.value).record, m.topic, m.partition, m.offset))
-                except DecodeError as exc:
-                    dead.append(dlq.send(PROJECTIONS_DLQ.name, key=m.topic.encode(), value=m.value, headers=header_list(
-                        dlq_headers(reason=exc.reason, topic=m.topic, partition=m.partition, offset=m.offset,
-                                    component=self.projector))))
-                    self.instruments.dead_lettered(m.topic).inc()
-                    log.warning("record_to_dlq", topic=m.topic, partition=m.partition, offset=m.offset, reason=exc.reason)
+                    raw[(m.partition, m.offset)] = m.value
+                except Exception as exc:  # shaping is pure: whatever it raises is this record's fault
+                    reason = exc.reason if isinstance(exc, DecodeError) else f"record does not fit: {exc!r}"
+                    dead.append(self._send_dead(dlq, m.topic, m.partition, m.offset, m.value, reason))
             self.instruments.consumed(tp.topic).inc(len(messages))
             next_offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
         # Commit order: dead letters acknowledged first, then rows + offsets in one transaction.
         for future in dead:
             future.get(timeout=30)
-        write_batch(conn, self.projector, rows, next_offsets)
-        self.instruments.batch_done(time.perf_counter() - started, len(dead))
+        refused = []
+
+        def dead_letter(r: Row, exc: BaseException) -> None:  # inside the transaction, before its commit
+            refused.append(r)
+            self._send_dead(dlq, r.topic, r.partition, r.offset, raw[(r.partition, r.offset)],
+                            write_failure(exc, "skeleton.contacts")).get(timeout=30)
+
+        write_batch(conn, self.projector, rows, next_offsets, dead_letter)
+        self.instruments.batch_done(time.perf_counter() - started, len(dead) + len(refused))
         for r in rows:
-            log.info("contact_projected", event_id=r.event_id, customer_id=r.customer_id,
-                     partition=r.partition, offset=r.offset)
+            if r not in refused:
+                log.debug("contact_projected", event_id=r.event_id, customer_id=r.customer_id,
+                          partition=r.partition, offset=r.offset)
+        log.info("batch_projected", projector=self.projector, events=len(rows) + len(dead),
+                 rows=len(rows) - len(refused), dead_letters=len(dead) + len(refused))
 
 
 def run_forever(settings: Settings) -> None:

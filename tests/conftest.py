@@ -40,6 +40,7 @@ class Services:
             "THREADLINE_HOME": str(s.state_dir),
             "THREADLINE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
             "THREADLINE_PG_DSN": s.effective_pg_dsn,
+            "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn,
             "THREADLINE_REGISTRY_URL": s.registry_url,
             "THREADLINE_CODEC": s.codec.value,
             "THREADLINE_LOG_FORMAT": "json",

@@ -8,6 +8,10 @@ that ``threadline up`` starts, so a fresh checkout needs no configuration at all
     THREADLINE_REGISTRY_URL         Confluent-compatible registry (http://127.0.0.1:18081/apis/ccompat/v7)
     THREADLINE_CODEC                confluent | single-object
     THREADLINE_PG_DSN               a PostgreSQL DSN; unset = the embedded server of the local stack
+    THREADLINE_PG_PASSWORD[_FILE]   password of the projectors' and migrations' role (added to the DSN)
+    THREADLINE_PG_API_DSN           the read API's DSN (a role that can only read the projections);
+                                    unset = the embedded server's read-only role, or THREADLINE_PG_DSN
+    THREADLINE_PG_API_PASSWORD[_FILE]  password of the read API's role (added to its DSN)
     THREADLINE_LOG_FORMAT           json | console | auto (console on a terminal, JSON otherwise)
     THREADLINE_PROJECTION_PREFIX    prefix of the projection schemas ("" → support, sales, marketing)
     THREADLINE_OPS_HOST             where the worker and projector serve /metrics, /livez, /readyz
@@ -74,6 +78,13 @@ class Settings(BaseSettings):
 
     pg_dsn: str | None = None
     pg_port: int = 15432
+    # Passwords of the two roles (scram-sha-256). Unset with the embedded server: random ones that
+    # the local stack keeps in <home>/secrets/ (files only, never printed). Added to the DSNs.
+    pg_password: SecretStr | None = None
+    pg_password_file: Path | None = None
+    pg_api_dsn: str | None = None  # the read API's role: SELECT on the projections, nothing else
+    pg_api_password: SecretStr | None = None
+    pg_api_password_file: Path | None = None
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 18000
@@ -164,9 +175,39 @@ class Settings(BaseSettings):
 
     @property
     def effective_pg_dsn(self) -> str:
+        """The projectors' and migrations' connection string, with its password (never log it:
+        ``pg_display`` is the same without the password)."""
+        base = self.pg_dsn or f"postgresql://{PG_OWNER}@127.0.0.1:{self.pg_port}/threadline"
+        return _with_password(base, self._pg_secret("pg_password", PG_OWNER))
+
+    @property
+    def effective_pg_api_dsn(self) -> str:
+        """The read API's connection string: THREADLINE_PG_API_DSN; unset, the embedded server's
+        read-only role, or else THREADLINE_PG_DSN as it is."""
+        if self.pg_api_dsn:
+            return _with_password(self.pg_api_dsn, self._pg_secret("pg_api_password", None))
         if self.pg_dsn:
-            return self.pg_dsn
-        return f"postgresql://threadline@127.0.0.1:{self.pg_port}/threadline"
+            return self.effective_pg_dsn
+        return _with_password(f"postgresql://{PG_READER}@127.0.0.1:{self.pg_port}/threadline",
+                              self._pg_secret("pg_api_password", PG_READER))
+
+    @property
+    def pg_display(self) -> str:
+        """Where PostgreSQL is, for messages and status: host, port, database, user; no password."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        d = conninfo_to_dict(self.pg_dsn or f"postgresql://{PG_OWNER}@127.0.0.1:{self.pg_port}/threadline")
+        return f"postgresql://{d.get('user', '')}@{d.get('host', '')}:{d.get('port', '5432')}/{d.get('dbname', '')}"
+
+    def _pg_secret(self, name: str, local_role: str | None) -> str | None:
+        """A configured password (value or file); else, for a role of the embedded server, the
+        local stack's generated one."""
+        from connectors.secrets import secret
+
+        configured = secret(self, name)
+        if configured is not None or not self.embedded_pg or local_role is None:
+            return configured
+        return local_secret(self.state_dir, f"postgres-{local_role}")
 
     def to_env(self) -> dict[str, str]:
         """These settings as THREADLINE_* variables, for child processes that must share them."""
@@ -273,6 +314,48 @@ def parse_proxies(value: str | None, name: str = "trusted_proxies") -> tuple[Net
         except ValueError:
             raise ValueError(f"{name}: {item!r} is not an IP address or network (CIDR)") from None
     return tuple(out)
+
+
+PG_OWNER = "threadline"  # the embedded server's role of the projectors and migrations (owns the database)
+PG_READER = "threadline_reader"  # the embedded server's role of the read API (SELECT only)
+
+
+def _with_password(dsn: str, password: str | None) -> str:
+    if not password:
+        return dsn
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(dsn, password=password)
+
+
+def local_secret(state_dir: Path, name: str) -> str:
+    """A random secret of the local stack, kept in ``<state>/secrets/<name>`` (mode 0600), made
+    on first use. Two processes asking at once get the same value (exclusive create)."""
+    import os
+    import secrets
+
+    folder = state_dir / "secrets"
+    path = folder / name
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the other process is writing it
+            value = path.read_text().strip()
+            if value:
+                return value
+            import time
+
+            time.sleep(0.01)
+        raise ConfigError(f"{path} is empty") from None
+    with os.fdopen(fd, "w") as f:
+        value = secrets.token_urlsafe(24)
+        f.write(value + "\n")
+    return value
 
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

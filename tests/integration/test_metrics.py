@@ -283,6 +283,7 @@ def test_readiness_turns_503_naming_postgres_while_it_is_down_and_200_when_it_is
     admin.create_topics({t: {"num_partitions": 1, "replication_factor": 1} for t in sources})
     ports = {"api": free_port(), "projector": free_port()}
     env = {**services.env(), "THREADLINE_PG_DSN": private_postgres.effective_pg_dsn,
+           "THREADLINE_PG_API_DSN": private_postgres.effective_pg_api_dsn,
            "THREADLINE_API_PORT": str(ports["api"]), "THREADLINE_PROJECTOR_OPS_PORT": str(ports["projector"])}
     procs = [Proc.start(cli("serve", "api"), env, tmp_path / "api.log"),
              Proc.start(cli("project", "-p", "support", "--no-skeleton", "--contacts-topic", sources[0],

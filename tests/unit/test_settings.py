@@ -72,9 +72,45 @@ def test_effective_pg_dsn_is_the_given_dsn(monkeypatch):
     assert not s.embedded_pg
 
 
-def test_effective_pg_dsn_without_a_dsn_is_the_embedded_server_on_pg_port(monkeypatch):
+def test_effective_pg_dsn_without_a_dsn_is_the_embedded_server_on_pg_port_with_a_generated_password(
+        monkeypatch, tmp_path):
+    from psycopg.conninfo import conninfo_to_dict
+
     monkeypatch.setenv("THREADLINE_PG_PORT", "25432")
-    assert Settings().effective_pg_dsn == "postgresql://threadline@127.0.0.1:25432/threadline"
+    monkeypatch.setenv("THREADLINE_HOME", str(tmp_path))
+    s = Settings()
+    d = conninfo_to_dict(s.effective_pg_dsn)
+    kept = tmp_path / "secrets" / "postgres-threadline"
+    assert (d["user"], d["host"], d["port"], d["dbname"]) == ("threadline", "127.0.0.1", "25432", "threadline")
+    assert d["password"] == kept.read_text().strip() and len(d["password"]) >= 24
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert Settings().effective_pg_dsn == s.effective_pg_dsn  # made once, then read
+    assert s.pg_display == "postgresql://threadline@127.0.0.1:25432/threadline"  # no password
+
+
+def test_the_read_api_has_its_own_role_and_password(monkeypatch, tmp_path):
+    from psycopg.conninfo import conninfo_to_dict
+
+    monkeypatch.setenv("THREADLINE_HOME", str(tmp_path))
+    reader = conninfo_to_dict(Settings().effective_pg_api_dsn)
+    assert reader["user"] == "threadline_reader"
+    assert reader["password"] == (tmp_path / "secrets" / "postgres-threadline_reader").read_text().strip()
+    assert reader["password"] != conninfo_to_dict(Settings().effective_pg_dsn)["password"]
+
+    (tmp_path / "api-pw").write_text("from-a-file\n")
+    monkeypatch.setenv("THREADLINE_PG_API_DSN", "postgresql://reader@db.internal/threadline")
+    monkeypatch.setenv("THREADLINE_PG_API_PASSWORD_FILE", str(tmp_path / "api-pw"))
+    monkeypatch.setenv("THREADLINE_PG_DSN", "postgresql://owner@db.internal/threadline")
+    monkeypatch.setenv("THREADLINE_PG_PASSWORD", "owner-pw")
+    s = Settings()
+    assert conninfo_to_dict(s.effective_pg_api_dsn)["password"] == "from-a-file"
+    assert conninfo_to_dict(s.effective_pg_dsn)["password"] == "owner-pw"
+    assert "owner-pw" not in repr(s) and "owner-pw" not in s.pg_display
+
+
+def test_without_an_api_dsn_an_external_server_is_read_with_the_given_dsn(monkeypatch):
+    monkeypatch.setenv("THREADLINE_PG_DSN", "postgresql://app:secret@db.internal:5432/threadline")
+    assert Settings().effective_pg_api_dsn == "postgresql://app:secret@db.internal:5432/threadline"
 
 
 def test_registry_port_and_root_come_from_the_registry_url(monkeypatch):

@@ -28,7 +28,7 @@ def up(settings: Settings, log=print) -> dict[str, bool]:
     started = {}
     log(f"kafka {settings.kafka_version} at {settings.kafka_bootstrap} ...")
     started["kafka"] = kafka.start(settings)
-    log(f"postgres at {settings.effective_pg_dsn} ...")
+    log(f"postgres at {settings.pg_display} ...")
     started["postgres"] = postgres.start(settings)
     if settings.codec is CodecKind.CONFLUENT:
         log(f"schema registry at {settings.registry_url} ...")
@@ -88,7 +88,7 @@ def status(settings: Settings) -> list[PartStatus]:
     ok, why = _probe(lambda: port_open(host, port) and kafka.ready(settings))
     parts.append(PartStatus("kafka", settings.kafka_bootstrap, True, kafka.managed(settings).running(), ok, why))
     ok, why = _probe(lambda: postgres.ready(settings))
-    parts.append(PartStatus("postgres", settings.effective_pg_dsn, settings.embedded_pg,
+    parts.append(PartStatus("postgres", settings.pg_display, settings.embedded_pg,
                             postgres.running(settings) if settings.embedded_pg else ok, ok, why))
     if settings.codec is CodecKind.CONFLUENT:
         ok, why = _probe(lambda: registry.ready(settings))

