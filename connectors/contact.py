@@ -20,6 +20,9 @@ Channel = Literal["email", "sms", "whatsapp", "chat", "voice", "ivr", "twitter",
 IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
 
 
+MIN_YEAR, MAX_YEAR = 1900, 2999  # of an event time: what lies outside is a mistake, or an attack
+
+
 def event_id(connector: str, provider_id: str) -> str:
     """Deterministic: the same provider message through the same connector, the same id."""
     return str(uuid.uuid5(THREADLINE_NS, f"{connector}:{provider_id}"))
@@ -84,7 +87,8 @@ class ContactIn(BaseModel):
     connector: str = Field(default="api", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
     channel: Channel
     direction: Literal["inbound", "outbound", "internal"] = "inbound"
-    occurred_at: datetime
+    occurred_at: datetime = Field(json_schema_extra={"pattern": r"^(19|2[0-9])[0-9]{2}-"},
+                                  description="with a time zone; a year from 1900 to 2999")
     actor: ActorIn = ActorIn()
     identities: list[IdentityIn] = Field(min_length=1)
     subject: str | None = None
@@ -102,7 +106,13 @@ class ContactIn(BaseModel):
     def _aware(cls, v: datetime) -> datetime:
         if v.tzinfo is None:
             raise ValueError("occurred_at needs a time zone (e.g. 2026-11-22T10:00:00Z)")
-        return v.astimezone(UTC)
+        try:
+            utc = v.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError(f"occurred_at out of range (years {MIN_YEAR} to {MAX_YEAR})") from None
+        if not MIN_YEAR <= utc.year <= MAX_YEAR:
+            raise ValueError(f"occurred_at out of range (years {MIN_YEAR} to {MAX_YEAR})")
+        return utc
 
 
 def primary_identity(contact: ContactIn) -> IdentityIn:
