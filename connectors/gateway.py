@@ -3,8 +3,11 @@
 ``POST /contacts`` takes a contact in Threadline's own JSON shape, validates it, encodes it
 with the event contract and produces it to contacts.v1. It answers 202 only after Kafka
 acknowledged the record (acks=all); when Kafka does not, it answers 503 so the caller retries.
-A body that does not validate gets 400 with a JSON error naming each bad field, and nothing is
-produced.
+It needs ``Authorization: Bearer <token>`` with a token of THREADLINE_CONTACT_TOKENS (401
+without one), and the contact's ``connector`` must be one the token is bound to (403 otherwise:
+a chat widget's token cannot write ``twilio`` contacts). A body that does not validate gets 400
+with a JSON error naming each bad field (at most ``threadline.http.MAX_FIELDS`` of them), and
+nothing is produced.
 
 ``POST /webhooks/<connector>`` takes each provider's own payload and headers unchanged
 (``connectors.registry``): the decision is ``connectors.webhooks.handle`` (pure), the produce is
@@ -15,11 +18,10 @@ answers Meta's ``hub.challenge`` handshake and ``GET /webhooks/x`` X's CRC check
 
 from __future__ import annotations
 
-import json
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
@@ -39,7 +41,9 @@ from threadline.catalog import CONTACTS
 from threadline.errors import KafkaUnavailable, RegistryUnavailable
 from threadline.kafka import send_async
 from threadline import metrics, ops
-from threadline.http import error_response, validation_fields
+from threadline import auth
+from threadline.http import (BadJson, ServerErrors, document_errors, error_response, error_responses, load_json,
+                             validation_fields)
 from threadline.logging import get_logger
 from threadline.settings import Settings
 
@@ -56,6 +60,7 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
     produced_dlq = metrics.EVENTS_PRODUCED.labels("gateway", dlq_topic)
     dead_lettered = metrics.DLQ.labels("gateway", contacts_topic)
     contacts_by = metrics.Labelled(metrics.GATEWAY_CONTACTS)  # (connector, outcome)
+    tokens = auth.contact_tokens(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -67,20 +72,32 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
         if unsigned:
             log.warning("connectors_without_secret", connectors=unsigned,
                         hint="their webhooks answer 401 until a signing secret is configured")
+        if not tokens:
+            log.warning("contacts_without_tokens", hint="POST /contacts answers 401 until THREADLINE_CONTACT_TOKENS "
+                                                         "(or _FILE) names a token")
         yield
         app.state.producer.flush(10)
         app.state.producer.close(10)
 
     app = FastAPI(title="Threadline ingest gateway", version="1", lifespan=lifespan)
     ops.install(app, "gateway", ops.Readiness("gateway", ops.kafka_checks(settings)))
+    app.add_middleware(ServerErrors, name="gateway")
+    auth.install_error_handler(app)
+    credential = auth.connector_credential(tokens)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):
         return error_response(400, "invalid_body", "the body does not match the contact schema",
                               validation_fields(exc))
 
-    @app.post("/contacts", status_code=202)
-    async def post_contact(request: Request):
+    @app.post("/contacts", status_code=202, summary="A contact in Threadline's own JSON shape",
+              responses={202: {"description": "stored: Kafka acknowledged it",
+                               "content": {"application/json": {"schema": ACCEPTED_SCHEMA}}},
+                         **error_responses(400, 401, 413, 415, 503,
+                                           _403="the token is not bound to the contact's connector")},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/ContactIn"}}}}, "security": [{"bearer": []}]})
+    async def post_contact(request: Request, allowed: frozenset[str] = Depends(credential)):
         raw = await request.body()
         if len(raw) > settings.max_body_bytes:
             return error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
@@ -88,14 +105,18 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
         if ctype != "application/json":
             return error_response(415, "unsupported_media_type", "send application/json")
         try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return error_response(400, "malformed_json", str(exc), [{"field": "<body>", "problem": "not JSON"}])
-        try:
-            contact = ContactIn.model_validate(payload)
+            load_json(raw)  # not too deep, no lone surrogate: what pydantic and Avro could not take
+            contact = ContactIn.model_validate_json(raw, strict=True)
+        except BadJson as exc:
+            return error_response(400, "malformed_json", "the body is not JSON we can take",
+                                  [{"field": exc.field, "problem": exc.problem}])
         except ValidationError as exc:
             return error_response(400, "invalid_body", "the body does not match the contact schema",
                                   validation_fields(exc))
+        if contact.connector not in allowed:
+            return error_response(403, "connector_not_allowed",
+                                  f"this token may not write {contact.connector!r} contacts",
+                                  [{"field": "connector", "problem": "not a connector of this token"}])
         record = to_record(contact, datetime.now(UTC))
         codec: Codec = request.app.state.codec
         try:
@@ -182,7 +203,27 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
     async def healthz():
         return {"status": "ok"}
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            contact = ContactIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(contact.pop("$defs", {}))
+            components["schemas"]["ContactIn"] = contact
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
+                                                        "description": "a token of THREADLINE_CONTACT_TOKENS"}}
+            app.openapi_schema = document_errors(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
+
+
+ACCEPTED_SCHEMA = {"type": "object", "required": ["event_id", "topic", "partition", "offset"],
+                   "properties": {"event_id": {"type": "string", "format": "uuid"}, "topic": {"type": "string"},
+                                  "partition": {"type": "integer"}, "offset": {"type": "integer"}}}
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

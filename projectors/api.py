@@ -6,6 +6,10 @@ plus the walking skeleton's contact routes. Lists page with ``limit``/``offset``
 ``next_offset``. Unknown ids answer 404 with a JSON error; bad parameters 400 naming them; a
 projection that was never built 503. OpenAPI at ``/openapi.json`` (``/docs``).
 
+Every route but ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` needs a bearer token of
+THREADLINE_API_TOKENS with the scope ``ROUTE_SCOPES`` names (threadline/auth.py): 401 without
+one, 403 without the scope; ``admin`` reads everything.
+
 A merged customer's old id answers with the survivor (``customer_id``) and says so
 (``requested_id``); the survivor lists the ids merged into it (``merged_ids``).
 """
@@ -27,8 +31,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from projectors import rules
 from projectors.framework import live_schema
-from threadline import ops
-from threadline.http import error_response, validation_fields
+from threadline import auth, ops
+from threadline.http import error_response, guard, validation_fields
 from threadline.settings import Settings
 
 CONTACT_COLUMNS = ("event_id, customer_id, connector, channel, direction, occurred_at, recorded_at, text, "
@@ -40,7 +44,23 @@ ConversationState = Literal["open", "resolved"]
 WaitingOn = Literal["agent", "customer", "nobody"]
 IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
 Limit = Query(50, ge=1, le=500, description="page size")
-Offset = Query(0, ge=0, description="rows to skip")
+MAX_OFFSET = 1_000_000_000
+Offset = Query(0, ge=0, le=MAX_OFFSET, description="rows to skip")
+
+# Which audience may read what, by what each route returns: a customer's contacts, card, timeline
+# and conversations, and the inbox are support's; the 360 view sales'; engagement, reviews,
+# consent and segments marketing's; projection lag (no customer data) any valid token's.
+ROUTE_SCOPES = {
+    "/contacts/{event_id}": "support", "/customers/{customer_id}/contacts": "support", "/contacts": "support",
+    "/customers/by-identity": "support", "/customers/{customer_id}": "support",
+    "/customers/{customer_id}/timeline": "support", "/customers/{customer_id}/conversations": "support",
+    "/conversations/{conversation_id}": "support", "/support/inbox": "support",
+    "/sales/customers/{customer_id}": "sales",
+    "/marketing/engagement": "marketing", "/marketing/response-times": "marketing",
+    "/marketing/reviews": "marketing", "/marketing/customers/{customer_id}/consent": "marketing",
+    "/marketing/customers/{customer_id}/segments": "marketing",
+    "/projections": auth.ANY,
+}
 
 
 class NotFound(Exception):
@@ -62,6 +82,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Threadline read API", version="2", lifespan=lifespan,
                   description="Read models for support, sales and marketing, built from the event log.")
+    auth.install(app, auth.api_tokens(settings), ROUTE_SCOPES, errors=(400, 404, 503))
+    guard(app, "api")
 
     async def postgres_answers() -> None:
         """``select 1`` on a connection of the pool the routes use."""

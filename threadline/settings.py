@@ -15,6 +15,8 @@ that ``threadline up`` starts, so a fresh checkout needs no configuration at all
     THREADLINE_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD[_FILE],
     THREADLINE_KAFKA_SSL_CAFILE, _SSL_CERTFILE, _SSL_KEYFILE, _SSL_CHECK_HOSTNAME
                                     a secured cluster: SASL/SCRAM or PLAIN, TLS, mTLS (docs/secured-kafka.md)
+    THREADLINE_CONTACT_TOKENS[_FILE] bearer tokens of POST /contacts, each bound to connector names
+    THREADLINE_API_TOKENS[_FILE]    bearer tokens of the read API, each with its audiences (scopes)
 """
 
 from __future__ import annotations
@@ -109,6 +111,13 @@ class Settings(BaseSettings):
     imap_password: SecretStr | None = None
     imap_password_file: Path | None = None
     imap_mailbox: str = "INBOX"
+
+    # Bearer tokens (threadline/auth.py): entries ``<name>[,<name>...]=<token>``, one per line
+    # (``;`` between entries in a variable); ``*_file``: the whole file. Unset = every request 401.
+    contact_tokens: SecretStr | None = None  # POST /contacts; names: the connectors a token may write
+    contact_tokens_file: Path | None = None
+    api_tokens: SecretStr | None = None  # the read API; names: support, sales, marketing, admin
+    api_tokens_file: Path | None = None
 
     @property
     def state_dir(self) -> Path:
