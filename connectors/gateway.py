@@ -93,7 +93,7 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
     @app.post("/contacts", status_code=202, summary="A contact in Threadline's own JSON shape",
               responses={202: {"description": "stored: Kafka acknowledged it",
                                "content": {"application/json": {"schema": ACCEPTED_SCHEMA}}},
-                         **error_responses(400, 401, 413, 415, 503,
+                         **error_responses(400, 401, 403, 413, 415, 503,
                                            _403="the token is not bound to the contact's connector")},
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": {"$ref": "#/components/schemas/ContactIn"}}}}, "security": [{"bearer": []}]})

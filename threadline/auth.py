@@ -72,15 +72,8 @@ class Tokens:
         names) says what a grant may be."""
         allowed = frozenset(allowed) if allowed is not None else None
         entries, problems = [], []
-        lines = [part for line in text.splitlines() for part in line.split(";")]
-        for n, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            names, sep, token = line.partition("=")
-            token = token.strip()
-            granted = frozenset(n.strip() for n in names.split(",") if n.strip())
-            if not sep or not granted:
+        for n, granted, token in _entries(text):
+            if not granted:
                 problems.append(f"entry {n}: expected <name>[,<name>...]=<token>")
                 continue
             bad = sorted(g for g in granted if (allowed is not None and g not in allowed)
@@ -98,6 +91,29 @@ class Tokens:
         if len(set(digests)) != len(digests):
             raise ConfigError(f"{what}: the same token is given twice; give each its own")
         return cls(tuple(entries))
+
+
+def _entries(text: str) -> list[tuple[int, frozenset[str], str]]:
+    """(entry number, names, token) of each entry of a token table; names empty when malformed."""
+    out = []
+    lines = [part for line in text.splitlines() for part in line.split(";")]
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        names, sep, token = line.partition("=")
+        granted = frozenset(x.strip() for x in names.split(",") if x.strip()) if sep else frozenset()
+        out.append((n, granted, token.strip()))
+    return out
+
+
+def token_for(settings: Settings, table: str, name: str) -> str | None:
+    """A configured token of ``table`` (``api_tokens`` or ``contact_tokens``) granting ``name``
+    (for the API: that scope, or admin), for clients such as the demo; None when there is none."""
+    entries = [(g, t) for _, g, t in _entries(_table(settings, table)) if g]
+    exact = [t for g, t in entries if name in g]
+    fallback = [t for g, t in entries if table == "api_tokens" and "admin" in g]
+    return (exact or fallback or [None])[0]
 
 
 def _table(settings: Settings, name: str) -> str:

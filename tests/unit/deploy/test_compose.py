@@ -415,13 +415,22 @@ def test_demo_external_sends_signed_webhooks_to_the_configured_gateway(no_local_
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         settings = Settings(home=tmp_path, gateway_host="127.0.0.1", gateway_port=server.server_port,
-                            **{n: "s3cret" for n in SECRET_NAMES})
+                            api_tokens="admin=an-admin-token-of-the-api", **{n: "s3cret" for n in SECRET_NAMES})
         with pytest.raises(RuntimeError, match="answered 401"):
             run_demo(settings, Console(file=io.StringIO()), external=True)
     finally:
         server.shutdown()
     assert seen and seen[0].startswith("/webhooks/")
     assert no_local_stack == []
+
+
+def test_demo_external_needs_the_read_apis_tokens_and_makes_none(no_local_stack, tmp_path):
+    from threadline.demo import run_demo
+
+    settings = Settings(home=tmp_path, gateway_host="127.0.0.1", gateway_port=9, **{n: "s3cret" for n in SECRET_NAMES})
+    with pytest.raises(ConfigError, match="THREADLINE_API_TOKENS"):
+        run_demo(settings, Console(file=io.StringIO()), external=True)
+    assert no_local_stack == [] and not (tmp_path / "secrets").exists()
 
 
 def test_demo_without_external_still_brings_the_local_stack_up_first(monkeypatch, tmp_path):
