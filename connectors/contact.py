@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 # Namespace of every Threadline event id: uuid5(THREADLINE_NS, "<connector>:<provider id>").
 THREADLINE_NS = uuid.UUID("5b0f3c9e-6f1a-5d8e-9c4b-7a1e2d3f4b5c")
@@ -26,6 +26,10 @@ MIN_YEAR, MAX_YEAR = 1900, 2999  # of an event time: what lies outside is a mist
 def event_id(connector: str, provider_id: str) -> str:
     """Deterministic: the same provider message through the same connector, the same id."""
     return str(uuid.uuid5(THREADLINE_NS, f"{connector}:{provider_id}"))
+
+
+def _integral(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class IdentityIn(BaseModel):
@@ -64,7 +68,8 @@ class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = None
     content_type: str | None = None
-    size_bytes: int | None = Field(default=None, ge=0)
+    # 1.0 is an integer to JSON Schema (and to the OpenAPI document) though not to strict pydantic
+    size_bytes: Annotated[int, Field(ge=0), BeforeValidator(_integral)] | None = None
     url: str | None = None
     sha256: str | None = None
 

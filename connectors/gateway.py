@@ -42,8 +42,8 @@ from threadline.errors import KafkaUnavailable, RegistryUnavailable
 from threadline.kafka import send_async
 from threadline import metrics, ops
 from threadline import auth
-from threadline.http import (BadJson, ServerErrors, document_errors, error_response, error_responses, load_json,
-                             validation_fields)
+from threadline.http import (BadJson, ServerErrors, document_errors, error_response, error_responses,
+                             install_method_not_allowed, load_json, validation_fields)
 from threadline.logging import get_logger
 from threadline.settings import Settings
 
@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
     app = FastAPI(title="Threadline ingest gateway", version="1", lifespan=lifespan)
     ops.install(app, "gateway", ops.Readiness("gateway", ops.kafka_checks(settings)))
     app.add_middleware(ServerErrors, name="gateway")
+    install_method_not_allowed(app)
     auth.install_error_handler(app)
     credential = auth.connector_credential(tokens)
 
@@ -137,10 +138,12 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
 
     @app.post("/webhooks/{connector}", status_code=202,
               summary="A provider's webhook, its payload and headers unchanged",
-              responses={400: {"description": "not the provider's payload (fields named)"},
-                         401: {"description": "missing or wrong signature"}, 404: {"description": "unknown connector"},
-                         413: {"description": "body too large"}, 415: {"description": "unsupported media type"},
-                         503: {"description": "Kafka did not acknowledge: retry"}})
+              responses={202: {"description": "Kafka acknowledged every contact and every dead-lettered part",
+                               "content": {"application/json": {"schema": WEBHOOK_ACCEPTED_SCHEMA}}},
+                         **error_responses(400, 401, 404, 413, 415, 503,
+                                           _400="not the provider's payload (fields named)",
+                                           _401="missing or wrong signature", _404="unknown connector",
+                                           _503="Kafka did not acknowledge: retry")})
     async def post_webhook(connector: str, request: Request):
         if int(request.headers.get("content-length") or 0) > settings.max_body_bytes and connector in CONNECTORS:
             return error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
@@ -153,7 +156,8 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
         if outcome.status != 202:
             if connector in CONNECTORS:  # an unknown connector's name is not a label value
                 contacts_by(connector, "rejected").inc()
-            log.info("webhook_rejected", connector=connector, status=outcome.status, error=outcome.error)
+            log.info("webhook_rejected", connector=connector if connector in CONNECTORS else "<unknown>",
+                     status=outcome.status, error=outcome.error)
             return error_response(outcome.status, outcome.error, outcome.detail, outcome.fields)
         sink: Sink = request.app.state.sink
         try:
@@ -180,7 +184,12 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
                      topic=meta.topic, offset=meta.offset)
         return JSONResponse({"accepted": accepted, "dead_lettered": len(dlq)}, status_code=202)
 
-    @app.get("/webhooks/{connector}", summary="Subscription handshakes: Meta's hub.challenge, X's CRC")
+    @app.get("/webhooks/{connector}", summary="Subscription handshakes: Meta's hub.challenge, X's CRC",
+             responses={200: {"description": "Meta: the challenge (text/plain); X: the CRC response token",
+                              "content": {"text/plain": {"schema": {"type": "string"}},
+                                          "application/json": {"schema": {"type": "object"}}}},
+                        **error_responses(400, 401, 403, 404, 405, _403="hub.verify_token wrong",
+                                          _405="a connector without a handshake: POST its webhooks")})
     async def get_webhook(connector: str, request: Request):
         query = dict(request.query_params)
         if connector == "meta":
@@ -221,6 +230,9 @@ def create_app(settings: Settings, *, producer_factory, codec_factory, contacts_
     return app
 
 
+WEBHOOK_ACCEPTED_SCHEMA = {
+    "type": "object", "required": ["accepted", "dead_lettered"],
+    "properties": {"accepted": {"type": "array", "items": {"type": "object"}}, "dead_lettered": {"type": "integer"}}}
 ACCEPTED_SCHEMA = {"type": "object", "required": ["event_id", "topic", "partition", "offset"],
                    "properties": {"event_id": {"type": "string", "format": "uuid"}, "topic": {"type": "string"},
                                   "partition": {"type": "integer"}, "offset": {"type": "integer"}}}

@@ -16,17 +16,19 @@ A merged customer's old id answers with the survivor (``customer_id``) and says 
 
 from __future__ import annotations
 
+import re
 import uuid
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 import psycopg
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from psycopg.rows import dict_row
+from pydantic import BeforeValidator
 from psycopg_pool import AsyncConnectionPool
 
 from projectors import rules
@@ -44,6 +46,8 @@ ConversationState = Literal["open", "resolved"]
 WaitingOn = Literal["agent", "customer", "nobody"]
 IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
 Limit = Query(50, ge=1, le=500, description="page size")
+# A calendar day as the document says (format: date), not whatever pydantic would take (0, say).
+IsoDate = Annotated[date, BeforeValidator(lambda v: _iso_date(v))]
 MAX_OFFSET = 1_000_000_000
 Offset = Query(0, ge=0, le=MAX_OFFSET, description="rows to skip")
 
@@ -130,13 +134,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- the walking skeleton's contacts ------------------------------------------------------
     @app.get("/contacts/{event_id}", tags=["contacts"])
-    async def get_contact(event_id: str, request: Request):
-        try:
-            uuid.UUID(event_id)
-        except ValueError:
-            return error_response(400, "invalid_parameters", "event_id is not a UUID",
-                                  [{"field": "event_id", "problem": "not a UUID"}])
-        row = await one(request, f"select {CONTACT_COLUMNS} from skeleton.contacts where event_id = %s", (event_id,))
+    async def get_contact(event_id: uuid.UUID, request: Request):
+        row = await one(request, f"select {CONTACT_COLUMNS} from skeleton.contacts where event_id = %s",
+                        (str(event_id),))
         if row is None:
             raise NotFound(f"contact {event_id}")
         return row
@@ -268,8 +268,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- marketing ----------------------------------------------------------------------------
     @app.get("/marketing/engagement", tags=["marketing"])
-    async def engagement(request: Request, from_: date | None = Query(None, alias="from"),
-                         to: date | None = Query(None, description="exclusive"), channel: str | None = None,
+    async def engagement(request: Request, from_: IsoDate | None = Query(None, alias="from"),
+                         to: IsoDate | None = Query(None, description="exclusive"), channel: str | None = None,
                          limit: int = Limit, offset: int = Offset):
         """Contacts per channel per day (UTC days)."""
         if from_ and to and to <= from_:
@@ -330,6 +330,12 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def _iso_date(value):
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected a date as YYYY-MM-DD")
+    return value
 
 
 def _jsonable(row: dict) -> dict:

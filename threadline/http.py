@@ -205,6 +205,7 @@ def guard(app, name: str) -> None:
 
     app.add_middleware(ServerErrors, name=name)
     app.router.dependencies.append(Depends(no_nul_parameters))
+    install_method_not_allowed(app)
 
     @app.exception_handler(ParameterError)
     async def _bad_parameter(_req, exc: ParameterError):
@@ -212,3 +213,22 @@ def guard(app, name: str) -> None:
                               [{"field": exc.field, "problem": exc.problem}])
 
     extend_openapi(app, document_errors)
+
+
+def install_method_not_allowed(app) -> None:
+    """405 as a JSON error whose ``Allow`` lists every method the path answers (Starlette's own
+    lists only those of the first route that matched the path)."""
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.routing import Match
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        if exc.status_code != 405:
+            return error_response(exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
+        methods = set()
+        for route in app.router.routes:
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match != Match.NONE and getattr(route, "methods", None):
+                methods |= set(route.methods)
+        allow = ", ".join(sorted(methods))
+        return error_response(405, "method_not_allowed", f"use {allow}", headers={"Allow": allow})
