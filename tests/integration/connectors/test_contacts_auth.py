@@ -60,7 +60,7 @@ def test_a_forged_contact_linking_a_victims_email_to_an_attackers_phone_is_401(g
     assert contacts.count() == 0
 
 
-def test_a_token_writes_only_its_own_connectors(gateway, contacts):
+def test_a_token_writes_only_its_own_connectors_and_is_never_logged(gateway, contacts, capfd):
     for connector in ("twilio", "api", "meta"):
         resp = gateway.post("/contacts", json=contact(connector=connector), headers=bearer(CHAT_TOKEN))
         assert resp.status_code == 403, resp.text
@@ -74,12 +74,7 @@ def test_a_token_writes_only_its_own_connectors(gateway, contacts):
     ok = gateway.post("/contacts", json=default, headers=bearer(CONTACT_TOKEN))
     assert ok.status_code == 202, ok.text
     assert {r["connector"] for r in contacts.decoded(2)} == {"chat", "api"}
-
-
-def test_tokens_are_never_logged(gateway, contacts, capfd):
-    gateway.post("/contacts", json=contact(), headers=bearer(CONTACT_TOKEN))
-    gateway.post("/contacts", json=contact(connector="twilio"), headers=bearer(CHAT_TOKEN))
-    gateway.post("/contacts", json=contact(), headers=bearer("a-wrong-token-but-long-enough"))
+    assert gateway.post("/contacts", json=contact(), headers=bearer("a-wrong-token-but-long-enough")).status_code == 401
     out, err = capfd.readouterr()
     for secret in (CONTACT_TOKEN, CHAT_TOKEN, "a-wrong-token-but-long-enough"):
         assert secret not in out + err
