@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from connectors.contact import ContactIn
 from connectors.errors import MalformedPayload, Unmappable
 from connectors.normalize import FactPatterns, LanguageDetector, extract_facts, shared_detector
+from threadline.http import BadJson, load_json
 from threadline.settings import Settings
 
 
@@ -100,7 +101,7 @@ def build_contact(data: dict[str, Any], ctx: MapContext) -> ContactIn:
     try:
         return ContactIn.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
+        first = exc.errors(include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "<contact>"
         raise Unmappable(f"cannot map to a contact: {where}: {first['msg']}") from exc
 
@@ -121,10 +122,12 @@ def map_each(items: list[Any], fn: Callable[[Any], ContactIn | None], raw_of: Ca
 
 
 def json_body(req: WebhookRequest) -> Any:
+    """The parsed body; MalformedPayload when it is not JSON, nested too deep or holds a lone
+    surrogate (``threadline.http.load_json``)."""
     try:
-        return json.loads(req.body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedPayload("<body>", f"not JSON: {exc}") from None
+        return load_json(req.body)
+    except BadJson as exc:
+        raise MalformedPayload(exc.field, exc.problem) from None
 
 
 def form_body(req: WebhookRequest) -> list[tuple[str, str]]:

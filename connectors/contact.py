@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 # Namespace of every Threadline event id: uuid5(THREADLINE_NS, "<connector>:<provider id>").
 THREADLINE_NS = uuid.UUID("5b0f3c9e-6f1a-5d8e-9c4b-7a1e2d3f4b5c")
@@ -20,9 +20,16 @@ Channel = Literal["email", "sms", "whatsapp", "chat", "voice", "ivr", "twitter",
 IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
 
 
+MIN_YEAR, MAX_YEAR = 1900, 2999  # of an event time: what lies outside is a mistake, or an attack
+
+
 def event_id(connector: str, provider_id: str) -> str:
     """Deterministic: the same provider message through the same connector, the same id."""
     return str(uuid.uuid5(THREADLINE_NS, f"{connector}:{provider_id}"))
+
+
+def _integral(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 class IdentityIn(BaseModel):
@@ -61,7 +68,8 @@ class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = None
     content_type: str | None = None
-    size_bytes: int | None = Field(default=None, ge=0)
+    # 1.0 is an integer to JSON Schema (and to the OpenAPI document) though not to strict pydantic
+    size_bytes: Annotated[int, Field(ge=0), BeforeValidator(_integral)] | None = None
     url: str | None = None
     sha256: str | None = None
 
@@ -84,7 +92,8 @@ class ContactIn(BaseModel):
     connector: str = Field(default="api", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
     channel: Channel
     direction: Literal["inbound", "outbound", "internal"] = "inbound"
-    occurred_at: datetime
+    occurred_at: datetime = Field(json_schema_extra={"pattern": r"^(19|2[0-9])[0-9]{2}-"},
+                                  description="with a time zone; a year from 1900 to 2999")
     actor: ActorIn = ActorIn()
     identities: list[IdentityIn] = Field(min_length=1)
     subject: str | None = None
@@ -102,7 +111,13 @@ class ContactIn(BaseModel):
     def _aware(cls, v: datetime) -> datetime:
         if v.tzinfo is None:
             raise ValueError("occurred_at needs a time zone (e.g. 2026-11-22T10:00:00Z)")
-        return v.astimezone(UTC)
+        try:
+            utc = v.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError(f"occurred_at out of range (years {MIN_YEAR} to {MAX_YEAR})") from None
+        if not MIN_YEAR <= utc.year <= MAX_YEAR:
+            raise ValueError(f"occurred_at out of range (years {MIN_YEAR} to {MAX_YEAR})")
+        return utc
 
 
 def primary_identity(contact: ContactIn) -> IdentityIn:

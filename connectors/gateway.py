@@ -3,8 +3,11 @@
 ``POST /contacts`` takes a contact in Threadline's own JSON shape, validates it, encodes it
 with the event contract and produces it to contacts.v1. It answers 202 only after Kafka
 acknowledged the record (acks=all); when Kafka does not, it answers 503 so the caller retries.
-A body that does not validate gets 400 with a JSON error naming each bad field, and nothing is
-produced.
+It needs ``Authorization: Bearer <token>`` with a token of THREADLINE_CONTACT_TOKENS (401
+without one), and the contact's ``connector`` must be one the token is bound to (403 otherwise:
+a chat widget's token cannot write ``twilio`` contacts). A body that does not validate gets 400
+with a JSON error naming each bad field (at most ``threadline.http.MAX_FIELDS`` of them), and
+nothing is produced.
 
 ``POST /webhooks/<connector>`` takes each provider's own payload and headers unchanged
 (``connectors.registry``): the decision is ``connectors.webhooks.handle`` (pure), the produce is
@@ -15,11 +18,10 @@ answers Meta's ``hub.challenge`` handshake and ``GET /webhooks/x`` X's CRC check
 
 from __future__ import annotations
 
-import json
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
@@ -40,7 +42,9 @@ from threadline.catalog import CONTACTS
 from threadline.errors import KafkaUnavailable, RegistryUnavailable
 from threadline.async_producer import DeadlineProducer
 from threadline import metrics, ops
-from threadline.http import error_response, validation_fields
+from threadline import auth
+from threadline.http import (BadJson, ServerErrors, document_errors, error_response, error_responses,
+                             install_method_not_allowed, load_json, validation_fields)
 from threadline.logging import get_logger
 from threadline.settings import Settings
 
@@ -69,6 +73,7 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
     produced_dlq = metrics.EVENTS_PRODUCED.labels("gateway", dlq_topic)
     dead_lettered = metrics.DLQ.labels("gateway", contacts_topic)
     contacts_by = metrics.Labelled(metrics.GATEWAY_CONTACTS)  # (connector, outcome)
+    tokens = auth.contact_tokens(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -81,6 +86,9 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
         if unsigned:
             log.warning("connectors_without_secret", connectors=unsigned,
                         hint="their webhooks answer 401 until a signing secret is configured")
+        if not tokens:
+            log.warning("contacts_without_tokens", hint="POST /contacts answers 401 until THREADLINE_CONTACT_TOKENS "
+                                                         "(or _FILE) names a token")
         yield
         await app.state.producer.close()
 
@@ -91,14 +99,24 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
     # "kafka" is the producer the requests use, not a client of its own: a wedged producer is not ready.
     checks = [ops.Check("kafka", producer_reaches_kafka), *(c for c in ops.kafka_checks(settings) if c.name != "kafka")]
     ops.install(app, "gateway", ops.Readiness("gateway", checks))
+    app.add_middleware(ServerErrors, name="gateway")
+    install_method_not_allowed(app)
+    auth.install_error_handler(app)
+    credential = auth.connector_credential(tokens)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):
         return error_response(400, "invalid_body", "the body does not match the contact schema",
                               validation_fields(exc))
 
-    @app.post("/contacts", status_code=202)
-    async def post_contact(request: Request):
+    @app.post("/contacts", status_code=202, summary="A contact in Threadline's own JSON shape",
+              responses={202: {"description": "stored: Kafka acknowledged it",
+                               "content": {"application/json": {"schema": ACCEPTED_SCHEMA}}},
+                         **error_responses(400, 401, 403, 413, 415, 503,
+                                           _403="the token is not bound to the contact's connector")},
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/ContactIn"}}}}, "security": [{"bearer": []}]})
+    async def post_contact(request: Request, allowed: frozenset[str] = Depends(credential)):
         raw = await request.body()
         if len(raw) > settings.max_body_bytes:
             return error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
@@ -106,14 +124,18 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
         if ctype != "application/json":
             return error_response(415, "unsupported_media_type", "send application/json")
         try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return error_response(400, "malformed_json", str(exc), [{"field": "<body>", "problem": "not JSON"}])
-        try:
-            contact = ContactIn.model_validate(payload)
+            load_json(raw)  # not too deep, no lone surrogate: what pydantic and Avro could not take
+            contact = ContactIn.model_validate_json(raw, strict=True)
+        except BadJson as exc:
+            return error_response(400, "malformed_json", "the body is not JSON we can take",
+                                  [{"field": exc.field, "problem": exc.problem}])
         except ValidationError as exc:
             return error_response(400, "invalid_body", "the body does not match the contact schema",
                                   validation_fields(exc))
+        if contact.connector not in allowed:
+            return error_response(403, "connector_not_allowed",
+                                  f"this token may not write {contact.connector!r} contacts",
+                                  [{"field": "connector", "problem": "not a connector of this token"}])
         record = to_record(contact, datetime.now(UTC))
         codec: Codec = request.app.state.codec
         try:
@@ -134,10 +156,12 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
 
     @app.post("/webhooks/{connector}", status_code=202,
               summary="A provider's webhook, its payload and headers unchanged",
-              responses={400: {"description": "not the provider's payload (fields named)"},
-                         401: {"description": "missing or wrong signature"}, 404: {"description": "unknown connector"},
-                         413: {"description": "body too large"}, 415: {"description": "unsupported media type"},
-                         503: {"description": "Kafka did not acknowledge: retry"}})
+              responses={202: {"description": "Kafka acknowledged every contact and every dead-lettered part",
+                               "content": {"application/json": {"schema": WEBHOOK_ACCEPTED_SCHEMA}}},
+                         **error_responses(400, 401, 404, 413, 415, 503,
+                                           _400="not the provider's payload (fields named)",
+                                           _401="missing or wrong signature", _404="unknown connector",
+                                           _503="Kafka did not acknowledge: retry")})
     async def post_webhook(connector: str, request: Request):
         if int(request.headers.get("content-length") or 0) > settings.max_body_bytes and connector in CONNECTORS:
             return error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
@@ -150,7 +174,8 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
         if outcome.status != 202:
             if connector in CONNECTORS:  # an unknown connector's name is not a label value
                 contacts_by(connector, "rejected").inc()
-            log.info("webhook_rejected", connector=connector, status=outcome.status, error=outcome.error)
+            log.info("webhook_rejected", connector=connector if connector in CONNECTORS else "<unknown>",
+                     status=outcome.status, error=outcome.error)
             return error_response(outcome.status, outcome.error, outcome.detail, outcome.fields)
         sink: Sink = request.app.state.sink
         try:
@@ -177,7 +202,12 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
                      topic=meta.topic, offset=meta.offset)
         return JSONResponse({"accepted": accepted, "dead_lettered": len(dlq)}, status_code=202)
 
-    @app.get("/webhooks/{connector}", summary="Subscription handshakes: Meta's hub.challenge, X's CRC")
+    @app.get("/webhooks/{connector}", summary="Subscription handshakes: Meta's hub.challenge, X's CRC",
+             responses={200: {"description": "Meta: the challenge (text/plain); X: the CRC response token",
+                              "content": {"text/plain": {"schema": {"type": "string"}},
+                                          "application/json": {"schema": {"type": "object"}}}},
+                        **error_responses(400, 401, 403, 404, 405, _403="hub.verify_token wrong",
+                                          _405="a connector without a handshake: POST its webhooks")})
     async def get_webhook(connector: str, request: Request):
         query = dict(request.query_params)
         if connector == "meta":
@@ -200,7 +230,30 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
     async def healthz():
         return {"status": "ok"}
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            contact = ContactIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(contact.pop("$defs", {}))
+            components["schemas"]["ContactIn"] = contact
+            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
+                                                        "description": "a token of THREADLINE_CONTACT_TOKENS"}}
+            app.openapi_schema = document_errors(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
+
+
+WEBHOOK_ACCEPTED_SCHEMA = {
+    "type": "object", "required": ["accepted", "dead_lettered"],
+    "properties": {"accepted": {"type": "array", "items": {"type": "object"}}, "dead_lettered": {"type": "integer"}}}
+ACCEPTED_SCHEMA = {"type": "object", "required": ["event_id", "topic", "partition", "offset"],
+                   "properties": {"event_id": {"type": "string", "format": "uuid"}, "topic": {"type": "string"},
+                                  "partition": {"type": "integer"}, "offset": {"type": "integer"}}}
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:

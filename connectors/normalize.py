@@ -21,7 +21,9 @@ from functools import lru_cache
 import phonenumbers
 
 from connectors.contact import FactIn, IdentityIn
-from connectors.errors import MalformedPayload
+from pydantic import ValidationError
+
+from connectors.errors import MalformedPayload, Unmappable
 
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
@@ -82,24 +84,34 @@ def handle_norm(raw: str | None) -> str | None:
     return value or None
 
 
+def identity(kind: str, value: str, **kw) -> IdentityIn:
+    """An IdentityIn, or Unmappable saying which rule the value breaks (never the value itself:
+    pydantic's own message quotes it)."""
+    try:
+        return IdentityIn(kind=kind, value=value, **kw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False))
+        raise Unmappable(f"{kind} identity: {problems}") from None
+
+
 def email_identity(raw: str | None, **kw) -> IdentityIn | None:
-    value = email_norm(raw)
-    return IdentityIn(kind="email", value=value, **kw) if value else None
+    value = email_norm(raw) if isinstance(raw, str) else None
+    return identity("email", value, **kw) if value else None
 
 
 def phone_identity(raw: str | None, region: str, **kw) -> IdentityIn | None:
-    value = phone_e164(raw, region)
-    return IdentityIn(kind="phone", value=value, **kw) if value else None
+    value = phone_e164(raw, region) if isinstance(raw, str) else None
+    return identity("phone", value, **kw) if value else None
 
 
 def social_identity(handle: str | None, platform: str, **kw) -> IdentityIn | None:
-    value = handle_norm(handle)
-    return IdentityIn(kind="social", value=value, platform=platform, **kw) if value else None
+    value = handle_norm(handle) if isinstance(handle, str) else None
+    return identity("social", value, platform=platform, **kw) if value else None
 
 
 def account_identity(account_id: str | int | None, platform: str, **kw) -> IdentityIn | None:
-    value = str(account_id).strip() if account_id not in (None, "") else ""
-    return IdentityIn(kind="account", value=value, platform=platform, **kw) if value else None
+    value = str(account_id).strip() if isinstance(account_id, (str, int)) and account_id != "" else ""
+    return identity("account", value, platform=platform, **kw) if value else None
 
 
 def dedupe_identities(idents: list[IdentityIn | None]) -> list[IdentityIn]:
@@ -131,7 +143,10 @@ def parse_time(value: str | int | float | None, field_name: str = "timestamp") -
         num = float(value)
         if num > 1e11:
             num /= 1000.0
-        return datetime.fromtimestamp(num, UTC)
+        try:
+            return datetime.fromtimestamp(num, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise Unmappable(f"{field_name}: timestamp out of range") from None
     text = str(value).strip()
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -149,7 +164,10 @@ def parse_time(value: str | int | float | None, field_name: str = "timestamp") -
             raise MalformedPayload(field_name, f"not a timestamp: {text[:40]!r}") from None
     if dt.tzinfo is None:
         raise MalformedPayload(field_name, "timestamp without a time zone")
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise Unmappable(f"{field_name}: timestamp out of range") from None
 
 
 # ------------------------------------------------------------------------------- language

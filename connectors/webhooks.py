@@ -2,8 +2,9 @@
 
 ``handle`` checks, in order: a known connector (404), the body size (413), the media type (415),
 the signature (401; a connector whose secret is not configured answers 401 too), the provider's
-shape (400 naming the field). What passes is mapped: contacts to produce and rejected parts for
-ingest.dlq.v1. The gateway then produces and answers 202 once Kafka acknowledged all of it.
+shape (400 naming the field: not JSON, nested too deep, a lone surrogate, a missing field). What
+passes is mapped: contacts to produce and rejected parts for ingest.dlq.v1 (a part that cannot be
+mapped, and a signed body whose mapping failed in any other way: kept raw, never a 500). The gateway then produces and answers 202 once Kafka acknowledged all of it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def handle(req: WebhookRequest, secrets: Mapping[str, str | None], ctx: MapConte
         return Outcome(401, "not_configured", f"no signing secret configured for {connector.name}")
     try:
         signed = connector.verify(req, secret)
-    except MalformedPayload:
+    except Exception:  # noqa: BLE001 (whatever a verifier trips over, the request is not signed)
         signed = False
     if not signed:
         return Outcome(401, "bad_signature", "the signature is missing or does not match")
@@ -48,6 +49,8 @@ def handle(req: WebhookRequest, secrets: Mapping[str, str | None], ctx: MapConte
         mapped = connector.parse(req, ctx)
     except MalformedPayload as exc:
         return Outcome(400, "invalid_body", f"the body is not a {connector.name} payload", exc.fields)
+    except Exception as exc:  # noqa: BLE001 (signed by the provider: keep it, never drop it, never 500)
+        return Outcome(202, rejected=[Rejected(f"mapping failed: {type(exc).__name__}", req.body)])
     contacts = [m for m in mapped if isinstance(m, ContactIn)]
     rejected = [m for m in mapped if isinstance(m, Rejected)]
     return Outcome(202, contacts=contacts, rejected=rejected)

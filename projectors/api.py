@@ -7,29 +7,35 @@ plus the walking skeleton's contact routes. Lists page with ``limit``/``offset``
 projection that was never built 503; PostgreSQL down 503 ``postgres_unavailable`` with
 Retry-After, within POOL_TIMEOUT. OpenAPI at ``/openapi.json`` (``/docs``).
 
+Every route but ``/healthz``, ``/livez``, ``/readyz`` and ``/metrics`` needs a bearer token of
+THREADLINE_API_TOKENS with the scope ``ROUTE_SCOPES`` names (threadline/auth.py): 401 without
+one, 403 without the scope; ``admin`` reads everything.
+
 A merged customer's old id answers with the survivor (``customer_id``) and says so
 (``requested_id``); the survivor lists the ids merged into it (``merged_ids``).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from contextlib import asynccontextmanager
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 import psycopg
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from psycopg.rows import dict_row
+from pydantic import BeforeValidator
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from projectors import rules
 from projectors.framework import live_schema
-from threadline import ops
-from threadline.http import error_response, validation_fields
+from threadline import auth, ops
+from threadline.http import error_response, guard, validation_fields
 from threadline.settings import Settings
 
 CONTACT_COLUMNS = ("event_id, customer_id, connector, channel, direction, occurred_at, recorded_at, text, "
@@ -45,7 +51,25 @@ IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device"
 POOL_TIMEOUT = 1.0
 RETRY_AFTER = "5"
 Limit = Query(50, ge=1, le=500, description="page size")
-Offset = Query(0, ge=0, description="rows to skip")
+# A calendar day as the document says (format: date), not whatever pydantic would take (0, say).
+IsoDate = Annotated[date, BeforeValidator(lambda v: _iso_date(v))]
+MAX_OFFSET = 1_000_000_000
+Offset = Query(0, ge=0, le=MAX_OFFSET, description="rows to skip")
+
+# Which audience may read what, by what each route returns: a customer's contacts, card, timeline
+# and conversations, and the inbox are support's; the 360 view sales'; engagement, reviews,
+# consent and segments marketing's; projection lag (no customer data) any valid token's.
+ROUTE_SCOPES = {
+    "/contacts/{event_id}": "support", "/customers/{customer_id}/contacts": "support", "/contacts": "support",
+    "/customers/by-identity": "support", "/customers/{customer_id}": "support",
+    "/customers/{customer_id}/timeline": "support", "/customers/{customer_id}/conversations": "support",
+    "/conversations/{conversation_id}": "support", "/support/inbox": "support",
+    "/sales/customers/{customer_id}": "sales",
+    "/marketing/engagement": "marketing", "/marketing/response-times": "marketing",
+    "/marketing/reviews": "marketing", "/marketing/customers/{customer_id}/consent": "marketing",
+    "/marketing/customers/{customer_id}/segments": "marketing",
+    "/projections": auth.ANY,
+}
 
 
 class NotFound(Exception):
@@ -68,6 +92,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Threadline read API", version="2", lifespan=lifespan,
                   description="Read models for support, sales and marketing, built from the event log.")
+    auth.install(app, auth.api_tokens(settings), ROUTE_SCOPES, errors=(400, 404, 503))
+    guard(app, "api")
 
     async def postgres_answers() -> None:
         """``select 1`` on a connection of the pool the routes use."""
@@ -123,13 +149,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- the walking skeleton's contacts ------------------------------------------------------
     @app.get("/contacts/{event_id}", tags=["contacts"])
-    async def get_contact(event_id: str, request: Request):
-        try:
-            uuid.UUID(event_id)
-        except ValueError:
-            return error_response(400, "invalid_parameters", "event_id is not a UUID",
-                                  [{"field": "event_id", "problem": "not a UUID"}])
-        row = await one(request, f"select {CONTACT_COLUMNS} from skeleton.contacts where event_id = %s", (event_id,))
+    async def get_contact(event_id: uuid.UUID, request: Request):
+        row = await one(request, f"select {CONTACT_COLUMNS} from skeleton.contacts where event_id = %s",
+                        (str(event_id),))
         if row is None:
             raise NotFound(f"contact {event_id}")
         return row
@@ -261,8 +283,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- marketing ----------------------------------------------------------------------------
     @app.get("/marketing/engagement", tags=["marketing"])
-    async def engagement(request: Request, from_: date | None = Query(None, alias="from"),
-                         to: date | None = Query(None, description="exclusive"), channel: str | None = None,
+    async def engagement(request: Request, from_: IsoDate | None = Query(None, alias="from"),
+                         to: IsoDate | None = Query(None, description="exclusive"), channel: str | None = None,
                          limit: int = Limit, offset: int = Offset):
         """Contacts per channel per day (UTC days)."""
         if from_ and to and to <= from_:
@@ -323,6 +345,12 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def _iso_date(value):
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected a date as YYYY-MM-DD")
+    return value
 
 
 def _jsonable(row: dict) -> dict:

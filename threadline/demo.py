@@ -11,7 +11,9 @@ then read back through the read API and printed.
 ``threadline demo --external`` tells the same story to components that already run elsewhere
 (deploy/compose): it starts and stops nothing, applies no topics, and sends to the gateway and
 read API the settings name (THREADLINE_GATEWAY_HOST/PORT, THREADLINE_API_HOST/PORT), signed
-with the configured secrets.
+with the configured secrets. Each audience reads with its own token of THREADLINE_API_TOKENS
+(support, sales, marketing; an admin token stands in for any): the local demo makes them in the
+state folder (``threadline.stack.apps.with_local_tokens``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,13 @@ def with_demo_secrets(settings: Settings) -> Settings:
             path.write_text(pysecrets.token_hex(24) + "\n")
             path.chmod(0o600)
         updates[f"{name}_file"] = path
-    return settings.model_copy(update=updates)
+    return apps.with_local_tokens(settings.model_copy(update=updates))
+
+
+def reader(api: str, settings: Settings, audience: str) -> httpx.Client:
+    """An HTTP client of the read API holding ``audience``'s bearer token."""
+    return httpx.Client(base_url=api, timeout=30,
+                        headers={"authorization": f"Bearer {apps.token(settings, 'api_tokens', audience)}"})
 
 
 def story(now: datetime | None = None, seed: int = 2026, tag: str = "") -> tuple[dict, list]:
@@ -109,24 +117,28 @@ def run_demo(settings: Settings, console: Console, external: bool = False) -> No
     webhooks = [(step, render(step)) for step in steps]
     if external:
         _require_secrets(keys, {connector for _, (connector, _body) in webhooks})
+        if settings.api_tokens is None and settings.api_tokens_file is None:
+            raise ConfigError("demo --external reads with the read API's tokens; configure THREADLINE_API_TOKENS "
+                              "(or _FILE) with tokens for support, sales and marketing (or one admin token)")
+    support, sales, marketing = (reader(api, settings, a) for a in ("support", "sales", "marketing"))
     with httpx.Client(timeout=30) as http:
         for step, webhook in webhooks:
             event_ids = _post(http, gateway, keys, *webhook)
             # The story spans two days; each contact is let through the pipeline before the next
             # one arrives, as the hours between them would in life.
-            _wait_visible(http, api, event_ids)
+            _wait_visible(support, api, event_ids)
             console.print(f"  {step.at:%a %H:%M}  {step.customer.first:<7} {step.kind:<9} → accepted, "
                           "resolved and projected")
 
-    with httpx.Client(base_url=api, timeout=30) as http:
-        giulia = _wait_for(http, "phone", cast["giulia"].phone, contacts=5, what="Giulia's five contacts")
-        sanne = _wait_for(http, "email", cast["sanne"].email, contacts=2, what="Sanne's form and chat")
-        _wait_for(http, "social", cast["emre"].handle, contacts=1, what="Emre's review")
-        _support(console, http, giulia)
-        _sales(console, http, giulia)
-        _sanne(console, http, sanne)
-        _marketing(console, http, cast["emre"])
-        _inbox(console, http)
+    with support, sales, marketing:
+        giulia = _wait_for(support, "phone", cast["giulia"].phone, contacts=5, what="Giulia's five contacts")
+        sanne = _wait_for(support, "email", cast["sanne"].email, contacts=2, what="Sanne's form and chat")
+        _wait_for(support, "social", cast["emre"].handle, contacts=1, what="Emre's review")
+        _support(console, support, giulia)
+        _sales(console, sales, giulia)
+        _sanne(console, support, sanne)
+        _marketing(console, support, marketing, cast["emre"])
+        _inbox(console, support)
     if external:
         console.print(f"\nRead API: {api}/docs · gateway: {gateway}/docs")
         return
@@ -223,9 +235,9 @@ def _sanne(console: Console, http: httpx.Client, card: dict) -> None:
     console.print(f"the chat agent sees the form's facts: {facts}")
 
 
-def _marketing(console: Console, http: httpx.Client, emre) -> None:
+def _marketing(console: Console, support: httpx.Client, http: httpx.Client, emre) -> None:
     console.rule("Marketing · Emre's review and consent")
-    card = http.get("/customers/by-identity", params={"kind": "social", "value": emre.handle}).json()
+    card = support.get("/customers/by-identity", params={"kind": "social", "value": emre.handle}).json()
     for review in http.get("/marketing/reviews", params={"customer_id": card["customer_id"]}).json()["items"]:
         console.print(f"review {review.get('rating')}★ on {review.get('platform')} · sentiment "
                       f"{review.get('sentiment')} · \"{(review.get('text') or '')[:60]}\"")

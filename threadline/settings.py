@@ -21,6 +21,8 @@ that ``threadline up`` starts, so a fresh checkout needs no configuration at all
                                     a secured cluster: SASL/SCRAM or PLAIN, TLS, mTLS (docs/secured-kafka.md)
     THREADLINE_TWILIO_PUBLIC_URL, THREADLINE_TWILIO_VOICE_PUBLIC_URL, THREADLINE_TRUSTED_PROXIES
                                     the URL Twilio was given, or the proxies trusted to say it (docs/connectors.md)
+    THREADLINE_CONTACT_TOKENS[_FILE] bearer tokens of POST /contacts, each bound to connector names
+    THREADLINE_API_TOKENS[_FILE]    bearer tokens of the read API, each with its audiences (scopes)
 """
 
 from __future__ import annotations
@@ -150,6 +152,13 @@ class Settings(BaseSettings):
     def _trusted_proxies(cls, value: str) -> str:
         parse_proxies(value, "trusted_proxies")
         return value
+
+    # Bearer tokens (threadline/auth.py): entries ``<name>[,<name>...]=<token>``, one per line
+    # (``;`` between entries in a variable); ``*_file``: the whole file. Unset = every request 401.
+    contact_tokens: SecretStr | None = None  # POST /contacts; names: the connectors a token may write
+    contact_tokens_file: Path | None = None
+    api_tokens: SecretStr | None = None  # the read API; names: support, sales, marketing, admin
+    api_tokens_file: Path | None = None
 
     @property
     def state_dir(self) -> Path:

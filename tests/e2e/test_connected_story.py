@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from connectors.secrets import secret
-from threadline.demo import SECRET_FIELDS, _post, _wait_for, _wait_visible, story, with_demo_secrets
+from threadline.demo import SECRET_FIELDS, _post, _wait_for, _wait_visible, reader, story, with_demo_secrets
 from threadline.stack import apps
 from threadline.stack.process import free_port
 
@@ -31,12 +31,12 @@ def told(services, catalog_topics, tmp_path_factory):
         keys = {name: secret(settings, name) for name in SECRET_FIELDS}
         gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
         api = f"http://{settings.api_host}:{settings.api_port}"
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(timeout=30) as http, reader(api, settings, "support") as support:
             from connectors.generate import render
 
             for step in steps:
-                _wait_visible(http, api, _post(http, gateway, keys, *render(step)))
-        with httpx.Client(base_url=api, timeout=30) as http:
+                _wait_visible(support, api, _post(http, gateway, keys, *render(step)))
+        with reader(api, settings, "admin") as http:
             yield cast, steps, http
     finally:
         apps.stop(settings)

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "pr
 import story as st  # noqa: E402
 from projectors.framework import Sources  # noqa: E402
 from schemas.codec import make_codec  # noqa: E402
-from threadline.stack.process import free_port
+from fixtures.tokens import API_TOKENS, bearer, token_env  # noqa: E402
+from threadline.stack.process import free_port  # noqa: E402
 
 
 
@@ -40,7 +41,7 @@ def demo(services, catalog_topics, tmp_path_factory):
     story = st.build(u)
     st.publish(settings, make_codec(settings), sources, story)
     env = {**os.environ, **services.env(), "THREADLINE_PROJECTION_PREFIX": settings.projection_prefix,
-           "THREADLINE_API_PORT": str(settings.api_port)}
+           "THREADLINE_API_PORT": str(settings.api_port), **token_env()}
     logs = tmp_path_factory.mktemp("demo-logs")
     procs = [subprocess.Popen([sys.executable, "-m", "threadline.cli", "project", "--no-skeleton",
                                "--contacts-topic", sources.contacts, "--conversations-topic", sources.conversations,
@@ -48,7 +49,8 @@ def demo(services, catalog_topics, tmp_path_factory):
                               stdout=(logs / "project.log").open("wb"), stderr=subprocess.STDOUT),
              subprocess.Popen([sys.executable, "-m", "threadline.cli", "serve", "api"], env=env,
                               stdout=(logs / "api.log").open("wb"), stderr=subprocess.STDOUT)]
-    client = httpx.Client(base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30,
+                          headers=bearer(API_TOKENS["admin"]))
     try:
         deadline = time.monotonic() + 90
         while True:  # ready when every projector reports no lag through the API

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from fixtures.tokens import API_TOKENS, CONTACT_TOKEN, bearer, token_settings
 from threadline.catalog import CONTACTS, EVENT_PARTITIONS
 from threadline.stack import apps
 from threadline.stack.process import free_port
@@ -22,7 +23,7 @@ from threadline.stack.process import free_port
 def pipeline(services, catalog_topics, tmp_path_factory):
     settings = services.settings.model_copy(update={
         "home": tmp_path_factory.mktemp("e2e-home"),
-        "gateway_port": free_port(), "api_port": free_port(),
+        "gateway_port": free_port(), "api_port": free_port(), **token_settings(),
     })
     apps.start(settings)
     try:
@@ -34,13 +35,15 @@ def pipeline(services, catalog_topics, tmp_path_factory):
 
 @pytest.fixture
 def gateway(pipeline):
-    with httpx.Client(base_url=f"http://{pipeline.gateway_host}:{pipeline.gateway_port}", timeout=30) as c:
+    with httpx.Client(base_url=f"http://{pipeline.gateway_host}:{pipeline.gateway_port}", timeout=30,
+                      headers=bearer(CONTACT_TOKEN)) as c:
         yield c
 
 
 @pytest.fixture
 def api(pipeline):
-    with httpx.Client(base_url=f"http://{pipeline.api_host}:{pipeline.api_port}", timeout=30) as c:
+    with httpx.Client(base_url=f"http://{pipeline.api_host}:{pipeline.api_port}", timeout=30,
+                      headers=bearer(API_TOKENS["support"])) as c:
         yield c
 
 

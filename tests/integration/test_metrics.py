@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "streams"))
 
 from stream_helpers import create_topics, delete_topics, start_worker, wait_for_members  # noqa: E402
 from streams.app import StreamTopics  # noqa: E402
+from fixtures.tokens import API_TOKENS, bearer, token_env  # noqa: E402
 from threadline.stack.process import free_port, terminate_tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,7 +131,8 @@ def pipeline(services, tmp_path):
     ports = {name: free_port() for name in ("gateway", "worker", "projector", "api")}
     env = {**services.env(), "THREADLINE_PROJECTION_PREFIX": projection_prefix, "THREADLINE_LOG_LEVEL": "INFO",
            "THREADLINE_GATEWAY_PORT": str(ports["gateway"]), "THREADLINE_API_PORT": str(ports["api"]),
-           "THREADLINE_PROJECTOR_OPS_PORT": str(ports["projector"]), "THREADLINE_WEBHOOK_SECRET": secret}
+           "THREADLINE_PROJECTOR_OPS_PORT": str(ports["projector"]), "THREADLINE_WEBHOOK_SECRET": secret,
+           **token_env()}
     procs: list[Proc] = []
     try:
         procs.append(Proc.start(gateway_argv(topics.contacts, ingest_dlq), env, tmp_path / "gateway.log"))
@@ -186,7 +188,7 @@ def test_each_component_counts_the_traffic_that_went_through_it(pipeline):
                      topic=topics.resolved) >= CONTACTS_SENT
 
     wait_for(projected, "the projector consumed every resolved contact", procs)
-    with httpx.Client(base_url=bases["api"], timeout=30) as api:
+    with httpx.Client(base_url=bases["api"], timeout=30, headers=bearer(API_TOKENS["support"])) as api:
         found = api.get("/customers/by-identity",
                         params={"kind": "email", "value": f"metrics-{pipeline['run']}-0@example.it"})
         assert found.status_code == 200, found.text

@@ -5,11 +5,17 @@ folder. A component started by hand (``threadline serve gateway``, ``threadline 
 claims a pid file in the same folder with its start time (``claim``), so ``threadline stop``,
 ``down`` and ``status`` know it too: ``run/app-<name>.pid``, or ``run/app-<name>-<pid>.pid`` for a
 second one of the same kind (tests run several workers at once).
+
+The gateway's ``POST /contacts`` and the read API need bearer tokens: when none are configured,
+``with_local_tokens`` makes random ones in files of the state folder (``secrets/contact_tokens``:
+one token for the ``api`` connector; ``secrets/api_tokens``: one per audience) that the apps read
+and that clients find with ``token`` (values never printed).
 """
 
 from __future__ import annotations
 
 import os
+import secrets as pysecrets
 import sys
 
 import httpx
@@ -47,7 +53,39 @@ def instances(settings: Settings, name: str) -> list[Managed]:
     return [m for m in found if m.running()]
 
 
+LOCAL_TOKENS = {"contact_tokens": ("api",), "api_tokens": ("support", "sales", "marketing", "admin")}
+
+
+def with_local_tokens(settings: Settings) -> Settings:
+    """``settings`` with token files of the state folder for each token table not configured."""
+    folder = settings.state_dir / "secrets"
+    updates = {}
+    for table, names in LOCAL_TOKENS.items():
+        if getattr(settings, table) is not None or getattr(settings, f"{table}_file") is not None:
+            continue
+        path = folder / table
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{name}={pysecrets.token_urlsafe(24)}\n" for name in names))
+            path.chmod(0o600)
+        updates[f"{table}_file"] = path
+    return settings.model_copy(update=updates)
+
+
+def token(settings: Settings, table: str, name: str) -> str:
+    """The token a local client sends: of ``table`` (api_tokens or contact_tokens) for ``name``
+    (an audience or a connector), configured or made by ``with_local_tokens``."""
+    from threadline.auth import token_for
+    from threadline.errors import ConfigError
+
+    found = token_for(with_local_tokens(settings), table, name)
+    if found is None:
+        raise ConfigError(f"no token of THREADLINE_{table.upper()} grants {name}")
+    return found
+
+
 def start(settings: Settings, names=tuple(APPS)) -> list[str]:
+    settings = with_local_tokens(settings)
     started = []
     for name in names:
         m = managed(settings, name)

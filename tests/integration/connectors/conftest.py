@@ -11,6 +11,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from fixtures.providers import SECRETS
+from fixtures.tokens import token_settings
 from threadline.catalog import EVENT_PARTITIONS
 
 
@@ -32,7 +33,7 @@ def topics(settings):
 
 @pytest.fixture(scope="module")
 def connector_settings(settings, tmp_path_factory):
-    return settings.model_copy(update={**{k: SecretStr(v) for k, v in SECRETS.items()},
+    return settings.model_copy(update={**{k: SecretStr(v) for k, v in SECRETS.items()}, **token_settings(),
                                        "home": tmp_path_factory.mktemp("connectors-home")})
 
 

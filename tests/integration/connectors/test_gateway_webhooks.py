@@ -8,6 +8,7 @@ import pytest
 
 from connectors.contact import event_id
 from fixtures.providers import body, headers
+from fixtures.tokens import CONTACT_TOKEN, bearer
 
 URL = "http://testserver/webhooks/{}"
 
@@ -176,7 +177,7 @@ def test_the_meta_handshake_and_the_x_crc_check_answer_get_requests(gateway):
 def test_the_generic_contacts_endpoint_still_works(gateway, contacts):
     payload = {"provider_id": "legacy-1", "connector": "api", "channel": "chat", "occurred_at": "2026-11-22T10:00:00Z",
                "identities": [{"kind": "email", "value": "a@example.it"}]}
-    resp = gateway.post("/contacts", json=payload)
+    resp = gateway.post("/contacts", json=payload, headers=bearer(CONTACT_TOKEN))
     assert resp.status_code == 202 and resp.json()["event_id"] == event_id("api", "legacy-1")
     assert contacts.decoded(1)[0]["event_id"] == event_id("api", "legacy-1")
 

@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import story as st
+from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projectors.api import create_app
 
 
@@ -19,7 +20,8 @@ def built(prefixed, sources, codec, unique):
 
 @pytest.fixture
 def api(prefixed, built):
-    with TestClient(create_app(prefixed)) as client:
+    with TestClient(create_app(prefixed.model_copy(update=token_settings())),
+                    headers=bearer(API_TOKENS["admin"])) as client:
         yield client
 
 

@@ -98,7 +98,8 @@ def test_a_contact_posted_to_the_gateway_is_resolved_and_stitched_by_the_worker_
     assert gateway_ready.status_code == 200 and gateway_ready.json()["checks"]["kafka"] == {"ok": True}
 
     handle = f"secured_{uuid.uuid4().hex[:8]}"
-    posted = httpx.post(f"{gateway_url}/contacts", json=contact(f"tw-{handle}", handle), timeout=30)
+    posted = httpx.post(f"{gateway_url}/contacts", json=contact(f"tw-{handle}", handle, connector="api"), timeout=30,
+                        headers={"authorization": f"Bearer {apps.token(settings, 'contact_tokens', 'api')}"})
     assert posted.status_code == 202, posted.text
     ack = posted.json()
     assert ack["topic"] == CONTACTS.name and ack["offset"] >= 0

@@ -323,7 +323,7 @@ def test_the_secrets_service_writes_what_the_gateway_and_the_demo_read(model, tm
     svc = model["services"]
     script = svc["secrets"]["command"]
     assert svc["secrets"]["entrypoint"] == ["python", "-c"] and len(script) == 1
-    assert set(svc["secrets"]["environment"]) == {n.upper() for n in SECRET_NAMES}
+    assert set(svc["secrets"]["environment"]) == {n.upper() for n in SECRET_NAMES} | {"CONTACT_TOKENS", "API_TOKENS"}
     home = tmp_path / "home"
     (home / "secrets").mkdir(parents=True)
     env = {"PATH": os.environ["PATH"], "THREADLINE_HOME": str(home), "WEBHOOK_SECRET": "from-dot-env",
@@ -331,7 +331,7 @@ def test_the_secrets_service_writes_what_the_gateway_and_the_demo_read(model, tm
     first = subprocess.run([sys.executable, "-c", script[0]], env=env, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     files = {p.name: p for p in (home / "secrets").iterdir()}
-    assert set(files) == set(SECRET_NAMES)
+    assert set(files) == set(SECRET_NAMES) | {"contact_tokens", "api_tokens"}
     assert files["webhook_secret"].read_text() == "from-dot-env\n"
     assert re.fullmatch(r"[0-9a-f]{48}\n", files["twilio_auth_token"].read_text())
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
@@ -340,13 +340,25 @@ def test_the_secrets_service_writes_what_the_gateway_and_the_demo_read(model, tm
     second = subprocess.run([sys.executable, "-c", script[0]], env=env, capture_output=True, text=True, timeout=60)
     assert second.returncode == 0 and files["meta_app_secret"].read_text() == generated
 
-    # The gateway and the demo find every signing secret through their *_FILE settings.
+    # The gateway and the demo find every signing secret through their *_FILE settings, and the
+    # gateway, the api and the demo their token tables.
+    from threadline import auth
+
+    tokens = {"gateway": {"THREADLINE_CONTACT_TOKENS_FILE"}, "demo": {"THREADLINE_API_TOKENS_FILE"}}
     for reader in ("gateway", "demo"):
-        file_env = {k: v for k, v in svc[reader]["environment"].items() if k.endswith("_FILE")}
+        file_env = {k: v for k, v in svc[reader]["environment"].items()
+                    if k.endswith("_FILE") and k not in tokens[reader]}
         assert set(file_env) == {f"THREADLINE_{n.upper()}_FILE" for n in SECRET_NAMES}, reader
+        assert tokens[reader] <= set(svc[reader]["environment"]), reader
         local = {k.removeprefix("THREADLINE_").lower(): str(home / Path(v).relative_to(IMAGE_HOME)) for k, v in file_env.items()}
         settings = Settings(**local)
         assert {n: secret(settings, n) for n in SECRET_NAMES} == {n: files[n].read_text().strip() for n in SECRET_NAMES}
+    for reader, table in (("gateway", "contact_tokens"), ("api", "api_tokens"), ("demo", "api_tokens")):
+        path = svc[reader]["environment"][f"THREADLINE_{table.upper()}_FILE"]
+        settings = Settings(**{f"{table}_file": str(home / Path(path).relative_to(IMAGE_HOME))})
+        loaded = getattr(auth, table)(settings)
+        names = {"contact_tokens": ["api"], "api_tokens": ["support", "sales", "marketing", "admin"]}[table]
+        assert all(loaded.grants(auth.token_for(settings, table, n)) == {n} for n in names), reader
 
 
 def test_env_example_lists_every_variable_and_its_defaults(compose, model, tmp_path):
@@ -415,13 +427,22 @@ def test_demo_external_sends_signed_webhooks_to_the_configured_gateway(no_local_
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         settings = Settings(home=tmp_path, gateway_host="127.0.0.1", gateway_port=server.server_port,
-                            **{n: "s3cret" for n in SECRET_NAMES})
+                            api_tokens="admin=an-admin-token-of-the-api", **{n: "s3cret" for n in SECRET_NAMES})
         with pytest.raises(RuntimeError, match="answered 401"):
             run_demo(settings, Console(file=io.StringIO()), external=True)
     finally:
         server.shutdown()
     assert seen and seen[0].startswith("/webhooks/")
     assert no_local_stack == []
+
+
+def test_demo_external_needs_the_read_apis_tokens_and_makes_none(no_local_stack, tmp_path):
+    from threadline.demo import run_demo
+
+    settings = Settings(home=tmp_path, gateway_host="127.0.0.1", gateway_port=9, **{n: "s3cret" for n in SECRET_NAMES})
+    with pytest.raises(ConfigError, match="THREADLINE_API_TOKENS"):
+        run_demo(settings, Console(file=io.StringIO()), external=True)
+    assert no_local_stack == [] and not (tmp_path / "secrets").exists()
 
 
 def test_demo_without_external_still_brings_the_local_stack_up_first(monkeypatch, tmp_path):

@@ -344,4 +344,6 @@ def test_production_is_persistent_larger_and_ships_no_placeholder_secret():
     # the base ships the example, clearly marked
     example = of(base, "Secret", "threadline-secrets")
     assert "placeholder" in example["metadata"]["annotations"]["threadline.io/example"]
+    tables = {k: example["stringData"].pop(k) for k in ("contact-tokens", "api-tokens")}
     assert set(example["stringData"].values()) - {"CHANGE-ME"} == {example["stringData"]["pg-dsn"]}
+    assert {line.partition("=")[2] for t in tables.values() for line in t.splitlines()} == {"CHANGE-ME"}
