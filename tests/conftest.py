@@ -110,8 +110,15 @@ def services(request) -> Services:
         raise
     version = kafka.broker_version(s) or s.kafka_version
     print(f"\nkafka broker: Apache Kafka {version} at {s.kafka_bootstrap}")
+    # The embedded server's generated passwords live in the state folder: named as files here, so
+    # tests that give their components a state folder of their own (model_copy(home=...)) still
+    # reach the same server with them.
+    s.effective_pg_dsn, s.effective_pg_api_dsn  # made on first use
+    secrets = s.state_dir / "secrets"
+    explicit = s.model_copy(update={"pg_password_file": secrets / "postgres-threadline",
+                                    "pg_api_password_file": secrets / "postgres-threadline_reader"})
     try:
-        yield Services(s, mode, version)
+        yield Services(explicit, mode, version)
     finally:
         if any(started.values()) and os.environ.get("THREADLINE_TEST_KEEP_STACK") != "1":
             stack.down(s)
