@@ -21,9 +21,9 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
-from threadline.bench import (BASELINE_PRODUCE_KP, RATE_COLUMNS, BenchContext, Rate, Section, bench_topics,
+from threadline.benchkit import (BASELINE_PRODUCE_KP, RATE_COLUMNS, BenchContext, Rate, Section, bench_topics,
                               fmt_ratio, rate_row)
-from threadline.stack.process import free_port
+from threadline.process import free_port
 
 CONCURRENCY = 32
 BATCH = 50

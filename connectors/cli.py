@@ -9,15 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from threadline.commands import CommandGroups, load_settings
+
 ingest_app = typer.Typer(no_args_is_help=True, help="Import contacts from files and mailboxes.")
 out = Console()
 err = Console(stderr=True)
 
 
 def _settings():
-    from threadline.cli import settings
-
-    return settings()
+    return load_settings()
 
 
 TOPICS = {"contacts_topic": typer.Option("contacts.v1", help="where contacts go"),
@@ -103,7 +103,7 @@ def ingest_imap(host: str = typer.Option(None, help="THREADLINE_IMAP_HOST"),
     """Poll an IMAP mailbox for new messages (password from THREADLINE_IMAP_PASSWORD[_FILE])."""
     from connectors.base import MapContext
     from connectors.imap import ImapAccount, ImapPoller, ImapUnavailable
-    from connectors.secrets import secret
+    from threadline.secrets import secret
 
     s = _settings()
     account = ImapAccount(host or s.imap_host, port or s.imap_port, user or s.imap_user or "",
@@ -135,7 +135,7 @@ def generate(customers: int = typer.Option(50, help="size of the seeded populati
     from connectors.generate import journeys, population, render, send_direct, send_http
     from connectors.importer import progress_bar
     from connectors.registry import SECRET_NAMES
-    from connectors.secrets import secret
+    from threadline.secrets import secret
 
     s = _settings()
     steps = journeys(population(customers, seed), seed)
@@ -157,6 +157,21 @@ def generate(customers: int = typer.Option(50, help="size of the seeded populati
         raise typer.Exit(1)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(ingest_app, name="ingest")
-    app.command("generate")(generate)
+def serve_gateway():
+    """The HTTP ingest gateway."""
+    import uvicorn
+
+    from connectors.gateway import build, shutdown_limit
+    from threadline.process import claim
+
+    s = load_settings()
+    claim(s, "gateway")  # threadline stop / down find it, however it was started
+    # proxy_headers off: the gateway reads X-Forwarded-* itself, from THREADLINE_TRUSTED_PROXIES only.
+    uvicorn.run(build(s), host=s.gateway_host, port=s.gateway_port, log_config=None, access_log=False,
+                proxy_headers=False, timeout_graceful_shutdown=int(shutdown_limit(s)))
+
+
+def register(groups: CommandGroups) -> None:
+    groups.app.add_typer(ingest_app, name="ingest")
+    groups.app.command("generate")(generate)
+    groups.serve.command("gateway")(serve_gateway)

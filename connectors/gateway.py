@@ -33,7 +33,7 @@ from connectors.base import MapContext, WebhookRequest
 from connectors.contact import ContactIn, event_id, partition_key, to_record
 from connectors.public_url import FORWARDED_HEADERS, PublicUrls, public_url
 from connectors.registry import CONNECTORS, SECRET_NAMES
-from connectors.secrets import secret
+from threadline.secrets import secret
 from connectors.sink import Sink
 from connectors.webhooks import handle
 from threadline.catalog import INGEST_DLQ

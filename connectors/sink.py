@@ -15,6 +15,7 @@ import schemas
 from connectors.base import Rejected
 from connectors.contact import ContactIn, partition_key, to_record
 from threadline.catalog import CONTACTS, INGEST_DLQ
+from threadline.dlq import rejected_headers
 from threadline.kafka import header_list
 
 
@@ -33,12 +34,8 @@ class Sink:
         return partition_key(contact), value, {"connector": contact.connector, "event_id": record["event_id"]}
 
     def dlq_headers(self, connector: str, rejected: Rejected, extra: dict[str, str] | None = None) -> dict[str, str]:
-        headers = {"reason": rejected.reason[:500], "connector": connector, "component": self.component,
-                   "received_at": datetime.now(UTC).isoformat()}
-        if rejected.where:
-            headers["where"] = rejected.where
-        headers.update(extra or {})
-        return headers
+        return {**rejected_headers(reason=rejected.reason, connector=connector, component=self.component,
+                                   where=rejected.where), **(extra or {})}
 
     # -- asyncio (the gateway) --------------------------------------------------------------
 

@@ -10,28 +10,26 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
 from projectors.ddl import PROJECTIONS
+from threadline.commands import CommandGroups, fail, load_settings
 from threadline.errors import ConfigError, ThreadlineError
 
 err = Console(stderr=True)
 STALL_LIMIT = 120.0  # seconds a started projector's loop may take for one turn before /livez fails
 
 
-def _settings():
-    from threadline.logging import configure_logging
-    from threadline.settings import Settings
-
-    s = Settings()
-    configure_logging(s)
-    return s
-
-
-def _fail(message: str, code: int) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+_settings = load_settings
+_fail = fail
 
 
 def parse_time(value: str | None, option: str) -> datetime | None:
@@ -91,7 +89,21 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:,.0f} events/s" if task.speed else "— events/s", style="cyan")
 
 
-def register(app: typer.Typer) -> None:
+def serve_api():
+    """The read API."""
+    import uvicorn
+
+    from projectors.api import create_app
+    from threadline.process import claim
+
+    s = _settings()
+    claim(s, "api")  # threadline stop / down find it, however it was started
+    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, access_log=False)
+
+
+def register(groups: CommandGroups) -> None:
+    groups.serve.command("api")(serve_api)
+    app = groups.app
     contacts_opt = typer.Option(None, "--contacts-topic", help="default contacts.resolved.v1")
     conversations_opt = typer.Option(None, "--conversations-topic", help="default conversations.v1")
     identities_opt = typer.Option(None, "--identities-topic", help="default identities.v1")
@@ -105,7 +117,7 @@ def register(app: typer.Typer) -> None:
                 batch_size: int = typer.Option(2000, min=1)):
         """The projectors: event topics → PostgreSQL read models, offsets in the same transaction."""
         from projectors.framework import Projector
-        from threadline.stack.apps import claim
+        from threadline.process import claim
 
         s = _settings()
         claim(s, "projector")  # threadline stop / down find it, however it was started

@@ -36,7 +36,7 @@ from projectors.migrate import migrate
 from projectors.rows import (CONTACT_COLUMNS, CONVERSATION_COLUMNS, IDENTITY_COLUMNS, IDENTITY_EVENT_COLUMNS,
                              Batch, roots)
 from schemas.codec import Codec, make_codec
-from streams.dlq import dlq_headers
+from threadline.dlq import dlq_headers
 from threadline import metrics
 from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
 from threadline.errors import ConfigError, DecodeError

@@ -33,7 +33,7 @@ from projectors.framework import (POSTGRES_LOST, RECONNECT_FIRST, RECONNECT_MAX,
 from projectors.migrate import migrate
 from projectors.rows import storable
 from schemas.codec import Codec, make_codec
-from streams.dlq import dlq_headers
+from threadline.dlq import dlq_headers
 from threadline.catalog import CONTACTS_RESOLVED, PROJECTIONS_DLQ
 from threadline.errors import DecodeError
 from threadline.kafka import header_list, make_producer

@@ -1,13 +1,13 @@
 """The faust application: wires the identity and conversation rules to topics and tables.
 
     contacts.v1 (6) ──route──► streams.identity-graph.v1 (1) ──identity──► identities.v1
-         │ undecodable ─► streams.dlq.v1                        table: identity graph ├─► contacts.resolved.v1 (6)
+         │ undecodable ─► threadline.dlq.v1                        table: identity graph ├─► contacts.resolved.v1 (6)
                                                                                       └─► commands: retire
     contacts.resolved.v1 (6) + streams.conversation-commands.v1 (6) ──conversations──► conversations.v1
                                ▲ timer: tick for clocks that fall due      table: state per customer_id
 
 * ``route`` runs on every worker over the six contacts.v1 partitions: it decodes (an undecodable
-  record goes to streams.dlq.v1 with its reason and the partition moves on) and forwards the
+  record goes to threadline.dlq.v1 with its reason and the partition moves on) and forwards the
   contact to the one-partition graph topic. ``identity`` is the graph's single writer (the
   worker that owns that partition; see ``streams.identity`` for why). ``conversations`` is keyed
   by customer_id: each customer's state has one writer, the owner of its partition.
@@ -40,7 +40,7 @@ import faust
 import schemas
 from schemas.codec import make_codec
 from streams.conversations import Stitcher
-from streams.dlq import dlq_headers
+from threadline.dlq import dlq_headers
 from streams.identity import IdentityGraph, resolve
 from streams.rules import Rules, rules_from_env
 from threadline import catalog, metrics, ops

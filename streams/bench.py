@@ -24,9 +24,9 @@ import uuid
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.app import StreamTopics
-from threadline.bench import (RATE_COLUMNS, BenchContext, Rate, Section, aiokafka_config, fmt_ratio,
+from threadline.benchkit import (RATE_COLUMNS, BenchContext, Rate, Section, aiokafka_config, fmt_ratio,
                               produce_kafka_python, rate_row)
-from threadline.stack.process import terminate_tree
+from threadline.process import terminate_tree
 
 BASELINE_COPY_AIO = "consume+produce.aiokafka"
 PIPELINE_TIMEOUT = 600.0
@@ -143,7 +143,7 @@ def run_pipeline(ctx: BenchContext, workers: int, label: str) -> tuple[Rate, Str
                "THREADLINE_WORKER_OPS_PORT": "0"}  # several workers on one machine: no /metrics
         for i in range(workers):
             log = open(s.state_dir / "logs" / f"{app_id}-{i}.log", "ab")
-            procs.append(subprocess.Popen([sys.executable, "-m", "threadline.cli", "worker", "--app-id", app_id,
+            procs.append(subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "worker", "--app-id", app_id,
                                            "--topic-prefix", prefix], env=env, stdout=log, stderr=subprocess.STDOUT,
                                           cwd=REPO, start_new_session=True))
         deadline = time.monotonic() + 120

@@ -97,8 +97,8 @@ def services(request) -> Services:
     if mode == "testcontainers":
         yield from _testcontainers()
         return
-    from threadline import stack
-    from threadline.stack import kafka
+    from threadline.tools import stack
+    from threadline.tools.stack import kafka
 
     s = Settings()
     was_running = kafka.managed(s).running()

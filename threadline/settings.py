@@ -211,7 +211,7 @@ class Settings(BaseSettings):
     def _pg_secret(self, name: str, local_role: str | None) -> str | None:
         """A configured password (value or file); else, for a role of the embedded server, the
         local stack's generated one."""
-        from connectors.secrets import secret
+        from threadline.secrets import secret
 
         configured = secret(self, name)
         if configured is not None or not self.embedded_pg or local_role is None:
@@ -231,7 +231,7 @@ class Settings(BaseSettings):
 
     def kafka_sasl_secret(self) -> str | None:
         """The SASL password: THREADLINE_KAFKA_SASL_PASSWORD, or the first line of *_FILE."""
-        from connectors.secrets import secret
+        from threadline.secrets import secret
 
         return secret(self, "kafka_sasl_password")
 

@@ -13,10 +13,10 @@ import uuid
 import httpx
 import pytest
 
-from connectors.secrets import secret
-from threadline.demo import SECRET_FIELDS, _post, _wait_for, _wait_visible, reader, story, with_demo_secrets
-from threadline.stack import apps
-from threadline.stack.process import free_port
+from threadline.secrets import secret
+from threadline.tools.demo import SECRET_FIELDS, _post, _wait_for, _wait_visible, reader, story, with_demo_secrets
+from threadline.tools.stack import apps
+from threadline.process import free_port
 
 
 

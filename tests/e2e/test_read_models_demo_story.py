@@ -25,7 +25,7 @@ import story as st  # noqa: E402
 from projectors.framework import Sources  # noqa: E402
 from schemas.codec import make_codec  # noqa: E402
 from fixtures.tokens import API_TOKENS, bearer, token_env  # noqa: E402
-from threadline.stack.process import free_port  # noqa: E402
+from threadline.process import free_port  # noqa: E402
 
 
 
@@ -43,11 +43,11 @@ def demo(services, catalog_topics, tmp_path_factory):
     env = {**os.environ, **services.env(), "THREADLINE_PROJECTION_PREFIX": settings.projection_prefix,
            "THREADLINE_API_PORT": str(settings.api_port), **token_env()}
     logs = tmp_path_factory.mktemp("demo-logs")
-    procs = [subprocess.Popen([sys.executable, "-m", "threadline.cli", "project", "--no-skeleton",
+    procs = [subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "project", "--no-skeleton",
                                "--contacts-topic", sources.contacts, "--conversations-topic", sources.conversations,
                                "--identities-topic", sources.identities], env=env,
                               stdout=(logs / "project.log").open("wb"), stderr=subprocess.STDOUT),
-             subprocess.Popen([sys.executable, "-m", "threadline.cli", "serve", "api"], env=env,
+             subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "serve", "api"], env=env,
                               stdout=(logs / "api.log").open("wb"), stderr=subprocess.STDOUT)]
     client = httpx.Client(base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30,
                           headers=bearer(API_TOKENS["admin"]))

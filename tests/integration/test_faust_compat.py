@@ -15,7 +15,7 @@ from pathlib import Path
 from kafka import KafkaConsumer
 
 from threadline.kafka import make_producer
-from threadline.stack.process import terminate_tree
+from threadline.process import terminate_tree
 
 HERE = Path(__file__).parent
 

@@ -44,13 +44,13 @@ def test_lag_of_a_group_that_consumed_part_of_a_topic_is_the_records_left(servic
         consumer.close()
 
     env = {**os.environ, **services.env()}
-    result = subprocess.run([sys.executable, "-m", "threadline.cli", "groups", "--json", "-g", group],
+    result = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "groups", "--json", "-g", group],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     [g] = json.loads(result.stdout)
     assert (g["state"], g["members"], g["lag"]) == ("Empty", 0, 7)
 
-    table = subprocess.run([sys.executable, "-m", "threadline.cli", "groups", "-g", group],
+    table = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "groups", "-g", group],
                            env=env, capture_output=True, text=True, timeout=120)
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if group in line)
@@ -68,7 +68,7 @@ def test_status_shows_a_line_per_consumer_group_beside_the_projections(services,
         admin.alter_group_offsets(group, {TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1)})
     finally:
         admin.close()
-    from threadline import stack
+    from threadline.tools import stack
 
     parts = {p.name: p for p in stack.status(settings)}
     assert parts[f"group {group}"].detail == "lag 2, Empty, 0 members, 1 topic"
@@ -78,7 +78,7 @@ def test_status_shows_a_line_per_consumer_group_beside_the_projections(services,
     assert names.index("kafka") < names.index(f"group {group}")
 
     env = {**os.environ, **services.env()}
-    result = subprocess.run([sys.executable, "-m", "threadline.cli", "status"], env=env,
+    result = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "status"], env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"group {group}"[:20] in result.stdout and "lag 2," in result.stdout

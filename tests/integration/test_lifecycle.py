@@ -14,11 +14,11 @@ import httpx
 import psutil
 import pytest
 
-from threadline.stack.process import free_port
+from threadline.process import free_port
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "threadline.cli", *args]
+    return [sys.executable, "-m", "threadline.tools.cli", *args]
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from threadline.settings import Settings
-from threadline.stack.process import free_port
+from threadline.process import free_port
 
 pytestmark = pytest.mark.skipif(os.environ.get("THREADLINE_KAFKA_BOOTSTRAP") is not None,
                                 reason="services come from the environment: no local stack to manage")
@@ -32,7 +32,7 @@ def _ours(state_dir) -> list[psutil.Process]:
 
 
 def _cli(env, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "threadline.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "threadline.tools.cli", *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

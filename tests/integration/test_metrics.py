@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "streams"))
 from stream_helpers import create_topics, delete_topics, start_worker, wait_for_members  # noqa: E402
 from streams.app import StreamTopics  # noqa: E402
 from fixtures.tokens import API_TOKENS, bearer, token_env  # noqa: E402
-from threadline.stack.process import free_port, terminate_tree  # noqa: E402
+from threadline.process import free_port, terminate_tree  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CONTACTS_SENT = 12
@@ -55,7 +55,7 @@ class Proc:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "threadline.cli", *args]
+    return [sys.executable, "-m", "threadline.tools.cli", *args]
 
 
 def gateway_argv(contacts: str, dlq: str) -> list[str]:
@@ -262,7 +262,7 @@ def test_each_component_counts_the_traffic_that_went_through_it(pipeline):
 @pytest.fixture
 def private_postgres(services):
     """An embedded PostgreSQL of this test's own (state folder and port), stopped and removed after."""
-    from threadline.stack import postgres
+    from threadline.tools.stack import postgres
 
     home = services.settings.state_dir / "test-pg" / uuid.uuid4().hex[:8]
     settings = services.settings.model_copy(update={"home": home, "pg_port": free_port(), "pg_dsn": None})
@@ -276,7 +276,7 @@ def private_postgres(services):
 
 def test_readiness_turns_503_naming_postgres_while_it_is_down_and_200_when_it_is_back(services, private_postgres,
                                                                                        tmp_path):
-    from threadline.stack import postgres
+    from threadline.tools.stack import postgres
     from threadline.topics import admin_client
 
     run = uuid.uuid4().hex[:8]

@@ -12,14 +12,14 @@ from urllib.parse import urljoin, urlparse
 import httpx
 import pytest
 
-from threadline.stack.process import free_port
+from threadline.process import free_port
 
 
 @pytest.fixture(scope="module")
 def servers(services, tmp_path_factory):
     env = {**os.environ, **services.env(), "THREADLINE_HOME": str(tmp_path_factory.mktemp("docs-home")),
            "THREADLINE_GATEWAY_PORT": str(free_port()), "THREADLINE_API_PORT": str(free_port())}
-    cli = [sys.executable, "-m", "threadline.cli"]
+    cli = [sys.executable, "-m", "threadline.tools.cli"]
     for name in ("gateway", "api"):
         r = subprocess.run([*cli, "start", name], env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr

@@ -29,7 +29,7 @@ from fixtures.providers import SECRETS  # noqa: E402
 from fixtures.tokens import API_TOKENS, CONTACT_TOKEN, token_settings  # noqa: E402
 from projectors.framework import Sources  # noqa: E402
 from threadline.catalog import EVENT_PARTITIONS  # noqa: E402
-from threadline.stack.process import free_port  # noqa: E402
+from threadline.process import free_port  # noqa: E402
 
 MAX_EXAMPLES = int(os.environ.get("THREADLINE_FUZZ_MAX_EXAMPLES", "100"))
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"

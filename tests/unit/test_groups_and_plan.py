@@ -69,7 +69,7 @@ def test_describing_a_faust_group_does_not_dump_its_members_into_the_log(caplog)
 
 def test_status_lists_groups_with_members_or_commits_and_counts_the_empty_ones():
     from threadline.groups import summarize
-    from threadline.stack import group_rows
+    from threadline.tools.stack import group_rows
 
     lags = [summarize("threadline-streams", "Stable", 2, {("contacts.v1", 0): 5}, {("contacts.v1", 0): 9}),
             summarize("idle-reader", "Empty", 0, {("contacts.v1", 0): 9}, {("contacts.v1", 0): 9}),

@@ -19,7 +19,7 @@ from projectors.cli import process_probes
 from streams.app import loop_liveness
 from threadline import metrics, ops
 from threadline.errors import ConfigError
-from threadline.stack.process import free_port
+from threadline.process import free_port
 
 
 def value(name: str, **labels) -> float:

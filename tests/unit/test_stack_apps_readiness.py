@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from threadline.settings import Settings
-from threadline.stack import _probe, apps
+from threadline.tools.stack import _probe, apps
 
 
 class _Readyz(BaseHTTPRequestHandler):
@@ -51,7 +51,7 @@ def test_a_component_that_is_not_ready_names_the_failing_dependency(readyz_serve
 
 
 def test_a_component_that_does_not_answer_is_a_no_with_the_reason():
-    from threadline.stack.process import free_port
+    from threadline.process import free_port
 
     ok, why = _probe(lambda: apps.readiness(f"http://127.0.0.1:{free_port()}"))
     assert ok is False and why.startswith("ConnectError")

@@ -24,9 +24,9 @@ from kafka import KafkaConsumer
 
 from connectors.gateway import shutdown_limit
 from fixtures.providers import SECRETS, headers, raw
-from threadline.stack import kafka
-from threadline.stack.process import free_port
-from threadline.stack.setup import require
+from threadline.tools.stack import kafka
+from threadline.process import free_port
+from threadline.tools.stack.setup import require
 
 PAUSE_SECONDS = 40
 BACK_WITHIN = 10.0  # seconds after the broker answers again

@@ -18,7 +18,7 @@ from connectors.base import MapContext
 from connectors.importer import Ledger, ledger_path, run_import
 from connectors.sink import Sink
 from fixtures.providers import raw
-from threadline.stack.process import free_port
+from threadline.process import free_port
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_re_importing_a_cdr_file_gives_the_same_event_ids(sink, contacts, dlq, t
 def test_the_cli_imports_with_a_progress_bar_and_a_summary_and_a_rerun_is_safe(connector_settings, topics):
     env = {**connector_settings.to_env(), "THREADLINE_LOG_FORMAT": "json", "COLUMNS": "200"}
     path = str(raw.__globals__["HERE"] / "Master.csv")
-    cmd = [sys.executable, "-m", "threadline.cli", "ingest", "asterisk-cdr", path,
+    cmd = [sys.executable, "-m", "threadline.tools.cli", "ingest", "asterisk-cdr", path,
            "--contacts-topic", topics["contacts"], "--dlq-topic", topics["dlq"]]
     runs = [subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120) for _ in range(2)]
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:]

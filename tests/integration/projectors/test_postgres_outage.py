@@ -30,7 +30,7 @@ from projector_events import contact, produce
 from projectors import skeleton
 from projectors.framework import live_schema
 from projectors.replay import end_offsets, rebuild
-from threadline.stack.process import free_port, terminate_tree
+from threadline.process import free_port, terminate_tree
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture
 def private_pg(services, prefixed):
     """``prefixed`` settings on an embedded PostgreSQL of this test's own, stopped and removed after."""
-    from threadline.stack import postgres
+    from threadline.tools.stack import postgres
 
     home = services.settings.state_dir / "test-pg" / uuid.uuid4().hex[:8]
     s = prefixed.model_copy(update={"home": home, "pg_port": free_port(), "pg_dsn": None})
@@ -80,7 +80,7 @@ def _wait(condition, what: str, procs=(), threads=(), timeout: float = 120.0):
 
 def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, private_pg, sources, codec, unique,
                                                                  tmp_path):
-    from threadline.stack import postgres
+    from threadline.tools.stack import postgres
 
     s = private_pg
     schema = live_schema(s, "support")
@@ -92,11 +92,11 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
     env = {**services.env(), "THREADLINE_PG_DSN": s.effective_pg_dsn,
            "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn, "THREADLINE_API_PORT": str(api_port),
            "THREADLINE_PROJECTION_PREFIX": s.projection_prefix}
-    projector = _proc([sys.executable, "-m", "threadline.cli", "project", "-p", "support", "--no-skeleton",
+    projector = _proc([sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-skeleton",
                        "--batch-size", "50", "--contacts-topic", sources.contacts, "--conversations-topic",
                        sources.conversations, "--identities-topic", sources.identities], env,
                       tmp_path / "projector.log")
-    api = _proc([sys.executable, "-m", "threadline.cli", "serve", "api"], env, tmp_path / "api.log")
+    api = _proc([sys.executable, "-m", "threadline.tools.cli", "serve", "api"], env, tmp_path / "api.log")
     skel = skeleton.Projector(s, codec=codec, projector=skel_name, source_topic=sources.contacts)
     skel_thread = threading.Thread(target=skel.run, name="skeleton projector", daemon=True)
     skel_thread.start()

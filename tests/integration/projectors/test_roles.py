@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import story as st
 from projectors.framework import live_schema
 from threadline.settings import PG_READER
-from threadline.stack.process import free_port
+from threadline.process import free_port
 
 
 def _without_password(dsn: str) -> str:
@@ -65,7 +65,7 @@ def test_every_role_needs_its_password(embedded):
 
 
 def test_a_data_folder_of_an_older_run_is_upgraded_on_its_next_start(services):
-    from threadline.stack import postgres
+    from threadline.tools.stack import postgres
 
     if not services.settings.embedded_pg:
         pytest.skip("the embedded server only")

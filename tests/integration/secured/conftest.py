@@ -17,9 +17,9 @@ import pytest
 
 from tests.tls_certs import Pki, make_pki
 from threadline.settings import Settings
-from threadline.stack import kafka
-from threadline.stack.setup import require
-from threadline.stack.process import free_port
+from threadline.tools.stack import kafka
+from threadline.tools.stack.setup import require
+from threadline.process import free_port
 
 USER_512, PASSWORD_512 = "threadline", "scram-512-secret"
 USER_256, PASSWORD_256 = "threadline256", "scram-256-secret"

@@ -20,7 +20,7 @@ from threadline.topics import admin_client, describe
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "threadline.cli", *args], env=clean_environ(env),
+    return subprocess.run([sys.executable, "-m", "threadline.tools.cli", *args], env=clean_environ(env),
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -22,10 +22,11 @@ from tests.e2e.test_walking_skeleton import contact
 from tests.integration.secured.test_secured_kafka import cli, text
 from tests.integration.streams.stream_helpers import Reader
 from tests.integration.test_metrics import scrape, total
+from threadline import process
 from threadline.catalog import CONTACTS, CONTACTS_RESOLVED, CONVERSATIONS
 from threadline.groups import GroupLag, group_lags
-from threadline.stack import apps
-from threadline.stack.process import free_port, wait_until
+from threadline.process import free_port, wait_until
+from threadline.tools.stack import apps
 
 PIPELINE = ("gateway", "worker")
 
@@ -50,7 +51,7 @@ def secured_pipeline(secured_kafka, services, tmp_path):
     assert "drift" not in text(applied)
 
     apps.start(settings, names=PIPELINE)
-    pids = {name: apps.managed(settings, name).pid() for name in PIPELINE}
+    pids = {name: process.managed(settings, name).pid() for name in PIPELINE}
     procs = [psutil.Process(pid) for pid in pids.values() if pid]
     procs += [c for p in procs for c in p.children(recursive=True)]
     try:
@@ -58,7 +59,7 @@ def secured_pipeline(secured_kafka, services, tmp_path):
         yield settings
     finally:
         stopped = apps.stop(settings)
-        logs = {name: apps.managed(settings, name).log_file for name in PIPELINE}
+        logs = {name: process.managed(settings, name).log_file for name in PIPELINE}
         assert sorted(stopped) == sorted(PIPELINE), f"a component had died before the end: {stopped}; logs: {logs}"
         left = [p.pid for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert not left, f"processes left running: {left}"
@@ -67,7 +68,7 @@ def secured_pipeline(secured_kafka, services, tmp_path):
 def wait_ready(settings, name: str, timeout: float) -> None:
     """Until the component's /readyz answers 200; a component that exits meanwhile fails at once,
     with the end of its log."""
-    managed, base = apps.managed(settings, name), apps.url(settings, name)
+    managed, base = process.managed(settings, name), apps.url(settings, name)
     deadline, detail = time.monotonic() + timeout, "no answer"
     while time.monotonic() < deadline:
         if not managed.running():

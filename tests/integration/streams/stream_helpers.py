@@ -23,7 +23,7 @@ from connectors.contact import ContactIn, partition_key, to_record
 from schemas.codec import make_codec
 from streams.app import StreamTopics
 from threadline.kafka import make_producer
-from threadline.stack.process import terminate_tree
+from threadline.process import terminate_tree
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -69,7 +69,7 @@ def start_worker(services, *, app_id: str, prefix: str, home: Path, log_path: Pa
                 "THREADLINE_STREAMS_STORE": "memory",
                 "THREADLINE_STREAMS_SESSION_TIMEOUT": "10", **env}
     log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "threadline.cli", "worker", "--app-id", app_id,
+    proc = subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "worker", "--app-id", app_id,
                              "--topic-prefix", prefix], env=full_env, stdout=log, stderr=subprocess.STDOUT,
                             cwd=REPO, start_new_session=True)
     return Worker(proc, log_path)

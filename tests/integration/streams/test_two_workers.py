@@ -125,7 +125,7 @@ def test_an_operator_unlink_splits_the_customer_downstream(cluster, sent, servic
     tweet, mail, chat = ids[0]
     survivor, split_off = customer_id_for(tweet), customer_id_for(mail)
     env = {**services.env(), "THREADLINE_LOG_FORMAT": "json"}
-    result = subprocess.run([sys.executable, "-m", "threadline.cli", "identity", "unlink", f"email:p0.{run}@example.pl",
+    result = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "identity", "unlink", f"email:p0.{run}@example.pl",
                              f"social:twitter:p0_{run}", "--topic-prefix", prefix],
                             env={**os.environ, **env}, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

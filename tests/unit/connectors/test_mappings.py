@@ -12,7 +12,7 @@ from connectors.contact import ContactIn, event_id
 from connectors.errors import Unmappable
 from connectors.imap import ImapAccount, uids_after
 from connectors.registry import CONNECTORS
-from connectors.secrets import secret
+from threadline.secrets import secret
 from fixtures.providers import raw
 from threadline.errors import ConfigError
 from threadline.settings import Settings

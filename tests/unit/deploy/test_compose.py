@@ -28,7 +28,7 @@ import pytest
 from rich.console import Console
 
 from connectors.registry import SECRET_NAMES
-from connectors.secrets import secret
+from threadline.secrets import secret
 from threadline.errors import ConfigError
 from threadline.settings import Settings
 
@@ -379,7 +379,7 @@ def test_env_example_lists_every_variable_and_its_defaults(compose, model, tmp_p
 @pytest.fixture
 def no_local_stack(monkeypatch):
     """Fails the test if the demo touches the local stack, the topic catalog or the processes."""
-    from threadline import demo
+    from threadline.tools import demo
 
     touched = []
 
@@ -398,7 +398,7 @@ def no_local_stack(monkeypatch):
 
 
 def test_demo_external_needs_the_gateways_secrets_and_starts_nothing(no_local_stack, tmp_path):
-    from threadline.demo import run_demo
+    from threadline.tools.demo import run_demo
 
     settings = Settings(home=tmp_path, gateway_host="127.0.0.1", gateway_port=9)
     with pytest.raises(ConfigError) as info:
@@ -409,7 +409,7 @@ def test_demo_external_needs_the_gateways_secrets_and_starts_nothing(no_local_st
 
 
 def test_demo_external_sends_signed_webhooks_to_the_configured_gateway(no_local_stack, tmp_path):
-    from threadline.demo import run_demo
+    from threadline.tools.demo import run_demo
 
     seen = []
 
@@ -437,7 +437,7 @@ def test_demo_external_sends_signed_webhooks_to_the_configured_gateway(no_local_
 
 
 def test_demo_external_needs_the_read_apis_tokens_and_makes_none(no_local_stack, tmp_path):
-    from threadline.demo import run_demo
+    from threadline.tools.demo import run_demo
 
     settings = Settings(home=tmp_path, gateway_host="127.0.0.1", gateway_port=9, **{n: "s3cret" for n in SECRET_NAMES})
     with pytest.raises(ConfigError, match="THREADLINE_API_TOKENS"):
@@ -446,7 +446,7 @@ def test_demo_external_needs_the_read_apis_tokens_and_makes_none(no_local_stack,
 
 
 def test_demo_without_external_still_brings_the_local_stack_up_first(monkeypatch, tmp_path):
-    from threadline import demo
+    from threadline.tools import demo
 
     class Up(Exception):
         pass

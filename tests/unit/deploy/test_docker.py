@@ -196,7 +196,7 @@ def test_runtime_settings_are_valid_threadline_settings():
 def test_entrypoint_is_the_console_script_pyproject_declares():
     (entrypoint,) = RUNTIME.args("ENTRYPOINT")
     assert exec_form(entrypoint) == ["threadline"]
-    assert PYPROJECT["project"]["scripts"]["threadline"] == "threadline.cli:main"
+    assert PYPROJECT["project"]["scripts"]["threadline"] == "threadline.tools.cli:main"
     assert THREADLINE.name == "threadline" and THREADLINE.exists()
 
 
@@ -255,7 +255,7 @@ def test_dockerignore_keeps_state_environment_history_and_tests_out():
                  "tests/unit/test_settings.py", "threadline/__pycache__/cli.cpython-311.pyc", "threadline.egg-info/PKG-INFO",
                  "deploy/local/registry/target/x.jar", "docs/benchmarks.md"):
         assert dockerignored(path, rules), path
-    for path in ("pyproject.toml", "threadline/cli.py", "schemas/avro/contact/v1.avsc", "projectors/migrations/0001_foundation.sql"):
+    for path in ("pyproject.toml", "threadline/tools/cli.py", "schemas/avro/contact/v1.avsc", "projectors/migrations/0001_foundation.sql"):
         assert not dockerignored(path, rules), path
 
 
@@ -276,7 +276,7 @@ def test_wheel_carries_the_package_data_the_components_read(wheel):
         assert files, folder
         assert set(files) <= names, set(files) - names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "threadline = threadline.cli:main" in wheel.read(entry_points).decode()
+    assert "threadline = threadline.tools.cli:main" in wheel.read(entry_points).decode()
     # Nothing the wheel holds comes from outside the folders the Dockerfile copies.
     copied = {src for _, srcs, _ in copies(BUILDER) for src in srcs}
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} <= copied

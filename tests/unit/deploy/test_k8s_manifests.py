@@ -18,7 +18,7 @@ import pytest
 
 from tests.unit.deploy.test_k8s_schemas import KUSTOMIZATIONS, REPO, rendered, source_documents, validate_document
 from threadline.catalog import CATALOG
-from threadline.k8s import topic_resource
+from threadline.tools.k8s import topic_resource
 from threadline.settings import Settings
 
 IMAGE = "ghcr.io/threadline/threadline"

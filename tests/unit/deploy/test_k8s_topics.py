@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from tests.unit.deploy.test_k8s_schemas import DNS1123_LABEL, K8S, REPO, validate_document
 from threadline.catalog import CATALOG, TopicSpec
-from threadline.cli import app
-from threadline.k8s import DEFAULT_OUT, resource_name, topic_resource, topics_manifest
+from threadline.tools.cli import app
+from threadline.tools.k8s import DEFAULT_OUT, resource_name, topic_resource, topics_manifest
 
 TOPICS_FILE = K8S / "base" / "kafka" / "topics.yaml"
 

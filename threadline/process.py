@@ -148,3 +148,29 @@ def wait_until(check, timeout: float, interval: float = 0.5, what: str = "servic
             last = exc
         time.sleep(interval)
     raise TimeoutError(f"{what} not ready after {timeout:.0f}s" + (f": {last}" if last else ""))
+
+
+# -- Threadline's own components (gateway, api, worker, projector) ------------------------------
+def managed(settings, name: str) -> Managed:
+    """The pid file of component ``name`` in the state folder of ``settings``."""
+    return Managed(f"app-{name}", settings.state_dir)
+
+
+def claim(settings, name: str) -> None:
+    """The calling process is component ``name`` of this state folder: the commands that run a
+    component call this, so ``threadline stop``, ``down`` and ``status`` know it however it was
+    started. A second one of the same kind gets ``app-<name>-<pid>.pid``."""
+    m = managed(settings, name)
+    holder = m.pid()
+    if holder is not None and holder != os.getpid():
+        m = Managed(f"app-{name}-{os.getpid()}", settings.state_dir)
+    m.claim()
+
+
+def instances(settings, name: str) -> list[Managed]:
+    """Every live process of component ``name`` this state folder knows of (started or claimed)."""
+    run = settings.state_dir / "run"
+    found = [managed(settings, name)]
+    if run.is_dir():
+        found += [Managed(p.stem, settings.state_dir) for p in sorted(run.glob(f"app-{name}-*.pid"))]
+    return [m for m in found if m.running()]

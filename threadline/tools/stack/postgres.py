@@ -25,8 +25,8 @@ import psycopg
 from psycopg import sql
 
 from threadline.errors import ConfigError
+from threadline.process import Managed, port_open, wait_until
 from threadline.settings import PG_OWNER, PG_READER, Settings, local_secret
-from threadline.stack.process import Managed, port_open, wait_until
 
 NAME = "postgres"
 SYSTEM_USER = "embedded_postgres"
@@ -78,7 +78,7 @@ def _chown(path, user: dict) -> None:
 
 HBA_MARKER = "# threadline: password authentication (scram-sha-256) for every role"
 HBA = f"""{HBA_MARKER}
-# Written by threadline/stack/postgres.py; TCP on the loopback only (the server has no socket).
+# Written by threadline/tools/stack/postgres.py; TCP on the loopback only (the server has no socket).
 host    all    all    127.0.0.1/32    scram-sha-256
 host    all    all    ::1/128         scram-sha-256
 """
@@ -197,7 +197,7 @@ def stop(settings: Settings, timeout: float = 30.0) -> bool:
     result = subprocess.run([_bin("pg_ctl"), "-D", str(pgdata(settings)), "-m", "fast", "-w", "-t", str(int(timeout)),
                              "stop"], capture_output=True, text=True, **_as_user())
     if result.returncode != 0 and running(settings):
-        from threadline.stack.process import terminate_tree
+        from threadline.process import terminate_tree
 
         terminate_tree(_pid(settings), 5)
     return True

@@ -13,7 +13,7 @@ then read back through the read API and printed.
 read API the settings name (THREADLINE_GATEWAY_HOST/PORT, THREADLINE_API_HOST/PORT), signed
 with the configured secrets. Each audience reads with its own token of THREADLINE_API_TOKENS
 (support, sales, marketing; an admin token stands in for any): the local demo makes them in the
-state folder (``threadline.stack.apps.with_local_tokens``).
+state folder (``threadline.tools.stack.apps.with_local_tokens``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from threadline import stack
 from threadline.errors import ConfigError
 from threadline.settings import Settings
-from threadline.stack import apps
+from threadline.tools import stack
+from threadline.tools.stack import apps
 from threadline.topics import apply
 
 # Settings field of each signing secret the demo's gateway needs.
@@ -94,7 +94,7 @@ def story(now: datetime | None = None, seed: int = 2026, tag: str = "") -> tuple
 
 def run_demo(settings: Settings, console: Console, external: bool = False) -> None:
     from connectors.generate import render
-    from connectors.secrets import secret
+    from threadline.secrets import secret
 
     console.rule("Threadline demo")
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"

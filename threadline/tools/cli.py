@@ -30,32 +30,29 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from connectors.cli import register as connectors_commands
+from projectors.cli import register as projectors_commands
+from streams.cli import register as streams_commands
+from threadline.commands import CommandGroups, fail, load_settings
 from threadline.errors import ConfigError, ThreadlineError, TopicDriftError
-from threadline.logging import configure_logging
-from threadline.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Threadline: cross-channel conversations on Kafka.")
 topics_app = typer.Typer(no_args_is_help=True, help="The topic catalog.")
 serve_app = typer.Typer(no_args_is_help=True, help="HTTP services.")
 app.add_typer(topics_app, name="topics")
 app.add_typer(serve_app, name="serve")
-identity_app = typer.Typer(no_args_is_help=True, help="The identity graph.")
-app.add_typer(identity_app, name="identity")
-__import__("connectors.cli").cli.register(app)  # threadline ingest ..., threadline generate
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True)
 
 
-def settings() -> Settings:
-    s = Settings()
-    configure_logging(s)
-    return s
+settings = load_settings
 
 
-def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code)
+# Every feature adds its own commands (connectors: ingest, generate, serve gateway; streams:
+# worker, identity unlink; projectors: project, replay, export, serve api).
+for register in (connectors_commands, streams_commands, projectors_commands):
+    register(CommandGroups(app=app, serve=serve_app))
 
 
 @app.callback()
@@ -73,7 +70,7 @@ def setup(only: list[str] = typer.Option(None, "--only", help="only these steps:
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from threadline.stack import setup as steps
+    from threadline.tools.stack import setup as steps
 
     s = settings()
     if check:
@@ -104,7 +101,7 @@ def setup(only: list[str] = typer.Option(None, "--only", help="only these steps:
 @app.command()
 def up():
     """Start Kafka, PostgreSQL and the schema registry (idempotent)."""
-    from threadline import stack
+    from threadline.tools import stack
 
     s = settings()
     try:
@@ -128,7 +125,7 @@ def _component(name: str) -> str:
 @app.command()
 def start(component: str = typer.Argument(..., help=", ".join(COMPONENTS))):
     """Start one part with the settings of this environment (already running: left as it is)."""
-    from threadline import stack
+    from threadline.tools import stack
 
     s = settings()
     try:
@@ -141,7 +138,7 @@ def start(component: str = typer.Argument(..., help=", ".join(COMPONENTS))):
 @app.command()
 def stop(component: str = typer.Argument(..., help=", ".join(COMPONENTS))):
     """Stop one part, however it was started (threadline start, up, demo or by hand)."""
-    from threadline import stack
+    from threadline.tools import stack
 
     ran = stack.stop_part(settings(), _component(component))
     console.print(f"{component}: {'stopped' if ran else 'was not running'}")
@@ -150,7 +147,7 @@ def stop(component: str = typer.Argument(..., help=", ".join(COMPONENTS))):
 @app.command()
 def restart(component: str = typer.Argument(..., help=", ".join(COMPONENTS))):
     """Stop, then start one part with the settings of this environment (a changed setting takes effect)."""
-    from threadline import stack
+    from threadline.tools import stack
 
     s = settings()
     stack.stop_part(s, _component(component))
@@ -164,7 +161,7 @@ def restart(component: str = typer.Argument(..., help=", ".join(COMPONENTS))):
 @app.command()
 def down():
     """Stop everything this state folder started."""
-    from threadline import stack
+    from threadline.tools import stack
 
     stopped = stack.down(settings())
     console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -173,7 +170,7 @@ def down():
 @app.command()
 def status():
     """Each part of the stack, its address, and whether it answers; consumer group and projection lag."""
-    from threadline import stack
+    from threadline.tools import stack
 
     s = settings()
     table = Table("part", "address", "process", "answers", "detail")
@@ -255,7 +252,7 @@ def topics_manifests(
         cluster: str = typer.Option("threadline", "--cluster", help="the Strimzi Kafka cluster (strimzi.io/cluster label)"),
         check: bool = typer.Option(False, "--check", help="write nothing; exit 3 when the file differs")):
     """Strimzi KafkaTopic resources from the catalog (deploy/k8s); --check reports drift (exit 3)."""
-    from threadline.k8s import topics_manifest
+    from threadline.tools.k8s import topics_manifest
 
     try:
         text = topics_manifest(cluster=cluster, replicas=replicas, min_insync=min_insync)
@@ -277,78 +274,13 @@ def topics_manifests(
     console.print(f"wrote     {out} ({text.count(chr(10) + 'kind: KafkaTopic' + chr(10))} topics)")
 
 
-@serve_app.command("gateway")
-def serve_gateway():
-    """The HTTP ingest gateway."""
-    import uvicorn
-
-    from connectors.gateway import build, shutdown_limit
-    from threadline.stack.apps import claim
-
-    s = settings()
-    claim(s, "gateway")  # threadline stop / down find it, however it was started
-    # proxy_headers off: the gateway reads X-Forwarded-* itself, from THREADLINE_TRUSTED_PROXIES only.
-    uvicorn.run(build(s), host=s.gateway_host, port=s.gateway_port, log_config=None, access_log=False,
-                proxy_headers=False, timeout_graceful_shutdown=int(shutdown_limit(s)))
-
-
-@serve_app.command("api")
-def serve_api():
-    """The read API."""
-    import uvicorn
-
-    from projectors.api import create_app
-    from threadline.stack.apps import claim
-
-    s = settings()
-    claim(s, "api")
-    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, access_log=False)
-
-
-@app.command()
-def worker(app_id: str = typer.Option("threadline-streams", help="faust app id (consumer group)"),
-           topic_prefix: str = typer.Option("", help="read and write <prefix>.<topic> instead of the catalog's")):
-    """The stream processors (faust worker): identity, conversations, SLA clocks."""
-    from streams.app import StreamTopics, run_worker
-    from threadline.stack.apps import claim
-
-    s = settings()
-    claim(s, "worker")
-    topics = StreamTopics.prefixed(topic_prefix) if topic_prefix else StreamTopics()
-    run_worker(s, app_id=app_id, topics=topics)
-
-
-@identity_app.command("unlink")
-def identity_unlink(a: str = typer.Argument(..., help="identity as kind:[platform:]value, e.g. email:giulia@example.it"),
-                    b: str = typer.Argument(..., help="the other identity, e.g. phone:+393471234567"),
-                    topic_prefix: str = typer.Option("", help="as given to the worker")):
-    """Withdraw the link between two identities: they are never one customer again."""
-    import uuid
-
-    from streams.app import StreamTopics, unlink_command
-    from threadline.kafka import make_producer
-
-    if a == b or ":" not in a or ":" not in b:
-        fail("give two different identities as kind:[platform:]value", 2)
-    topics = StreamTopics.prefixed(topic_prefix) if topic_prefix else StreamTopics()
-    command_id = str(uuid.uuid4())
-    producer = make_producer(settings())
-    try:
-        producer.send(topics.graph, key=b"unlink", value=unlink_command(a, b, command_id=command_id),
-                      headers=[("kind", b"unlink")]).get(timeout=30)
-    finally:
-        producer.close()
-    console.print(f"unlink {command_id} sent: {a} ⟂ {b}")
-
-
-__import__("projectors.cli").cli.register(app)  # threadline project, replay, export
 
 
 @app.command()
 def demo(external: bool = typer.Option(False, "--external", help="tell the story to the gateway and read API the "
                                        "settings name (e.g. docker compose); start and stop nothing")):
     """Bring the stack up, send a handful of contacts through, print the read model."""
-    from threadline.demo import run_demo
+    from threadline.tools.demo import run_demo
 
     try:
         run_demo(settings(), console, external=external)
@@ -360,7 +292,7 @@ def demo(external: bool = typer.Option(False, "--external", help="tell the story
 def bench(events: int = typer.Option(20000, help="events per measurement"),
           out: Path = typer.Option(Path("docs/benchmarks.md"), help="where the figures go")):
     """Benchmarks on the local stack; writes docs/benchmarks.md."""
-    from threadline.bench import run_bench
+    from threadline.tools.bench import run_bench
 
     try:
         run_bench(settings(), events=events, out=out, console=console)

@@ -13,10 +13,10 @@ import os
 import httpx
 
 from threadline.errors import ConfigError
+from threadline.process import Managed, port_open, wait_until
 from threadline.settings import Settings
-from threadline.stack.kafka import java_bin
-from threadline.stack.paths import deploy_local
-from threadline.stack.process import Managed, port_open, wait_until
+from threadline.tools.stack.kafka import java_bin
+from threadline.tools.stack.paths import deploy_local
 
 NAME = "registry"
 
@@ -45,7 +45,7 @@ def start(settings: Settings, timeout: float = 120.0) -> bool:
     if port_open("127.0.0.1", settings.registry_port):
         raise ConfigError(f"127.0.0.1:{settings.registry_port} is taken by a process this state folder did not start; "
                           "stop it, or set THREADLINE_REGISTRY_URL to use it")
-    from threadline.stack.setup import require
+    from threadline.tools.stack.setup import require
 
     require(settings, "registry")  # built by the set-up step (threadline setup), never here
     db = settings.state_dir / "registry" / "db"

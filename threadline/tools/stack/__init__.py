@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from threadline.process import instances, port_open
 from threadline.settings import CodecKind, Settings
-from threadline.stack import apps, kafka, postgres, registry
-from threadline.stack.process import port_open
+from threadline.tools.stack import apps, kafka, postgres, registry
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def status(settings: Settings) -> list[PartStatus]:
                                 "no registry: THREADLINE_CODEC=single-object"))
     for name in apps.APPS:
         url = apps.url(settings, name)
-        running = bool(apps.instances(settings, name))
+        running = bool(instances(settings, name))
         answers, why = _probe(lambda: apps.readiness(url)) if url else (running, "")
         # A part that answers but that this state folder did not start is "external", never "stopped".
         parts.append(PartStatus(name, url or "-", running or not answers, running, answers, why))
@@ -134,7 +134,9 @@ def group_rows(lags) -> list[PartStatus]:
 
 def projection_parts(settings: Settings) -> list[PartStatus]:
     """One line per projector: how many events and seconds it is behind its topics."""
-    from projectors.lag import projection_lag  # lazy: the kernel does not need projectors to start
+    from projectors.lag import (
+        projection_lag,  # lazy: the kernel does not need projectors to start
+    )
 
     try:
         lags = projection_lag(settings)

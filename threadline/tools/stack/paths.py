@@ -6,7 +6,7 @@ from pathlib import Path
 
 from threadline.errors import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEPLOY_LOCAL = REPO_ROOT / "deploy" / "local"
 
 

@@ -26,7 +26,7 @@ from typing import Callable
 
 from threadline.errors import ConfigError
 from threadline.settings import Settings
-from threadline.stack.paths import REPO_ROOT
+from threadline.tools.stack.paths import REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -75,26 +75,26 @@ def _logged(argv: list[str], log: Path, *, env: dict | None = None, cwd: Path | 
 
 
 def _kafka_done(s: Settings) -> bool:
-    from threadline.stack import kafka
+    from threadline.tools.stack import kafka
 
     return (kafka.lib_dir(s) / ".complete").exists()
 
 
 def _kafka_run(s: Settings, log: Path) -> None:
-    from threadline.stack import kafka
+    from threadline.tools.stack import kafka
 
     (kafka.lib_dir(s) / ".complete").unlink(missing_ok=True)  # inputs changed or --force: resolve again
     kafka.ensure_jars(s)
 
 
 def _registry_done(s: Settings) -> bool:
-    from threadline.stack import registry
+    from threadline.tools.stack import registry
 
     return registry.runner_jar().exists()
 
 
 def _registry_run(s: Settings, log: Path) -> None:
-    from threadline.stack import registry
+    from threadline.tools.stack import registry
 
     _logged(["bash", str(registry.folder() / "build.sh"), "-q"], log)
     if not registry.runner_jar().exists():

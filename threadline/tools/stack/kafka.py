@@ -18,9 +18,9 @@ from string import Template
 from urllib.parse import urlparse
 
 from threadline.errors import ConfigError
+from threadline.process import Managed, port_open, wait_until
 from threadline.settings import Settings
-from threadline.stack.paths import deploy_local
-from threadline.stack.process import Managed, port_open, wait_until
+from threadline.tools.stack.paths import deploy_local
 
 NAME = "kafka"
 
@@ -220,7 +220,7 @@ def start(settings: Settings, timeout: float = 90.0) -> bool:
     if port_open(host, port):
         raise ConfigError(f"{host}:{port} is taken by a process this state folder did not start; "
                           "stop it, or set THREADLINE_KAFKA_BOOTSTRAP to use it")
-    from threadline.stack.setup import require
+    from threadline.tools.stack.setup import require
 
     require(settings, "kafka")  # built by the set-up step, never here: no download inside a start
     local_broker(settings).launch(lambda: ready(settings) and coordinator_ready(settings), timeout)

@@ -1,6 +1,6 @@
 """Threadline's own components as background processes of the local stack (for the demo).
 
-Each runs ``python -m threadline.cli --home <state> ...`` so its command line names the state
+Each runs ``python -m threadline.tools.cli --home <state> ...`` so its command line names the state
 folder. A component started by hand (``threadline serve gateway``, ``threadline worker``, ...)
 claims a pid file in the same folder with its start time (``claim``), so ``threadline stop``,
 ``down`` and ``status`` know it too: ``run/app-<name>.pid``, or ``run/app-<name>-<pid>.pid`` for a
@@ -14,14 +14,13 @@ and that clients find with ``token`` (values never printed).
 
 from __future__ import annotations
 
-import os
 import secrets as pysecrets
 import sys
 
 import httpx
 
+from threadline.process import instances, managed, wait_until
 from threadline.settings import Settings
-from threadline.stack.process import Managed, wait_until
 
 APPS = {
     "gateway": ["serve", "gateway"],
@@ -31,26 +30,6 @@ APPS = {
 }
 
 
-def managed(settings: Settings, name: str) -> Managed:
-    return Managed(f"app-{name}", settings.state_dir)
-
-
-def claim(settings: Settings, name: str) -> None:
-    """The calling process is component ``name`` of this state folder (called by the commands that run one)."""
-    m = managed(settings, name)
-    holder = m.pid()
-    if holder is not None and holder != os.getpid():
-        m = Managed(f"app-{name}-{os.getpid()}", settings.state_dir)
-    m.claim()
-
-
-def instances(settings: Settings, name: str) -> list[Managed]:
-    """Every live process of component ``name`` this state folder knows of (started or claimed)."""
-    run = settings.state_dir / "run"
-    found = [managed(settings, name)]
-    if run.is_dir():
-        found += [Managed(p.stem, settings.state_dir) for p in sorted(run.glob(f"app-{name}-*.pid"))]
-    return [m for m in found if m.running()]
 
 
 LOCAL_TOKENS = {"contact_tokens": ("api",), "api_tokens": ("support", "sales", "marketing", "admin")}
@@ -91,7 +70,7 @@ def start(settings: Settings, names=tuple(APPS)) -> list[str]:
         m = managed(settings, name)
         if m.running():
             continue
-        m.start([sys.executable, "-m", "threadline.cli", "--home", str(settings.state_dir), *APPS[name]],
+        m.start([sys.executable, "-m", "threadline.tools.cli", "--home", str(settings.state_dir), *APPS[name]],
                 env={**settings.to_env(), "THREADLINE_LOG_FORMAT": "json"})
         started.append(name)
     for name in ("gateway", "api"):

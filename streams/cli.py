@@ -1,0 +1,51 @@
+"""``threadline worker`` and ``threadline identity unlink``: registered on the main CLI by ``register``."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from threadline.commands import CommandGroups, fail, load_settings
+
+out = Console()
+identity_app = typer.Typer(no_args_is_help=True, help="The identity graph.")
+
+
+def worker(app_id: str = typer.Option("threadline-streams", help="faust app id (consumer group)"),
+           topic_prefix: str = typer.Option("", help="read and write <prefix>.<topic> instead of the catalog's")):
+    """The stream processors (faust worker): identity, conversations, SLA clocks."""
+    from streams.app import StreamTopics, run_worker
+    from threadline.process import claim
+
+    s = load_settings()
+    claim(s, "worker")  # threadline stop / down find it, however it was started
+    topics = StreamTopics.prefixed(topic_prefix) if topic_prefix else StreamTopics()
+    run_worker(s, app_id=app_id, topics=topics)
+
+
+@identity_app.command("unlink")
+def identity_unlink(a: str = typer.Argument(..., help="identity as kind:[platform:]value, e.g. email:giulia@example.it"),
+                    b: str = typer.Argument(..., help="the other identity, e.g. phone:+393471234567"),
+                    topic_prefix: str = typer.Option("", help="as given to the worker")):
+    """Withdraw the link between two identities: they are never one customer again."""
+    import uuid
+
+    from streams.app import StreamTopics, unlink_command
+    from threadline.kafka import make_producer
+
+    if a == b or ":" not in a or ":" not in b:
+        fail("give two different identities as kind:[platform:]value", 2)
+    topics = StreamTopics.prefixed(topic_prefix) if topic_prefix else StreamTopics()
+    command_id = str(uuid.uuid4())
+    producer = make_producer(load_settings())
+    try:
+        producer.send(topics.graph, key=b"unlink", value=unlink_command(a, b, command_id=command_id),
+                      headers=[("kind", b"unlink")]).get(timeout=30)
+    finally:
+        producer.close()
+    out.print(f"unlink {command_id} sent: {a} ⟂ {b}")
+
+
+def register(groups: CommandGroups) -> None:
+    groups.app.command("worker")(worker)
+    groups.app.add_typer(identity_app, name="identity")

@@ -1,0 +1,73 @@
+"""The layers of the README's architecture section hold, and stay held: import-linter's contracts
+(pyproject.toml, [tool.importlinter]) pass on the tree, and fail when a forbidden import is added
+(kept as a test, so a contract that cannot fail is noticed). The README's list of top-level
+packages is the list of packages on disk."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("threadline", "connectors", "streams", "projectors", "schemas")
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_import_contracts_hold():
+    done = lint_imports(REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "broken" in done.stdout and "0 broken" in done.stdout
+
+
+@pytest.fixture
+def tree_copy(tmp_path) -> Path:
+    for name in PACKAGES:
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+@pytest.mark.parametrize("importer, imported, contract", [
+    ("threadline/errors.py", "connectors.gateway", "Kernel"),
+    ("threadline/settings.py", "threadline.tools.stack", "Kernel"),
+    ("schemas/codec.py", "streams.app", "Contract"),
+    ("projectors/rows.py", "streams.identity", "Features are independent"),
+    ("connectors/contact.py", "threadline.tools.bench", "Features import no tool"),
+])
+def test_a_forbidden_import_breaks_a_contract(tree_copy, importer, imported, contract):
+    path = tree_copy / importer
+    path.write_text(path.read_text() + f"\n\ndef _forbidden():\n    import {imported}  # noqa: F401\n")
+    done = lint_imports(tree_copy)
+    assert done.returncode == 1, done.stdout[-2000:]
+    broken = [line for line in done.stdout.splitlines() if " BROKEN" in line]
+    # the contract the import breaks; an import into the kernel also breaks, indirectly, the
+    # contracts of what depends on the kernel
+    assert any(line.startswith(contract) for line in broken), done.stdout[-2000:]
+
+
+def test_the_readme_lists_the_top_level_packages_there_are():
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Architecture"):]
+    listed = set(re.findall(r"^\| `([a-z_]+)/`", section, flags=re.M))
+    on_disk = {p.name for p in REPO.iterdir() if (p / "__init__.py").is_file()}
+    assert on_disk <= listed, f"packages not in the README: {sorted(on_disk - listed)}"
+    assert {name for name in listed if (REPO / name).is_dir()} == listed, "the README lists folders that do not exist"
+
+
+def test_ruff_finds_no_unused_or_undefined_names():
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run([str(ruff), "check", "--output-format", "concise", "."], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
