@@ -389,6 +389,16 @@ def _copy(state: dict) -> dict:
     return json.loads(json.dumps(state))
 
 
+EVENT_KEYS = ("event_id", "event_type", "occurred_at", "recorded_at", "customer_id", "conversation_id", "channel",
+              "previous_channel", "contact_event_id", "waiting_on", "sla", "version", "status", "opened_at",
+              "messages", "breaches", "open_sla", "merged_into", "merged_into_customer_id")
+
+
+def _unpack(entry: list) -> list[dict]:
+    facts, rows = entry
+    return [{**dict(zip(EVENT_KEYS, _copy(row))), "facts": _copy(facts)} for row in rows]
+
+
 def _short(event_id: str) -> str:
     return event_id.replace("-", "")[:12]
 
@@ -411,7 +421,7 @@ class Stitcher:
         rows = state["contacts"]
         key = f"{c.event_id}:{gen}"
         if key in state["outbox"]:
-            return state, _copy(state["outbox"][key])
+            return state, _unpack(state["outbox"][key])
         present = next((r for r in rows if r[0] == c.event_id), None)
         if present is not None and present[10] < gen:  # assigned here again, after a move not seen yet
             state = _copy(state)
@@ -438,7 +448,7 @@ class Stitcher:
         state = _copy(state) if current(state) else new_state(to_customer or "")
         key = f"rm:{gen}"
         if key in state["outbox"]:
-            return state, _copy(state["outbox"][key])
+            return state, _unpack(state["outbox"][key])
         leaving = set()
         for eid in event_ids:
             row = next((r for r in state["contacts"] if r[0] == eid), None)
@@ -685,8 +695,10 @@ class Stitcher:
             del state["pub"][cid]
 
     def _remember(self, state: dict, key: str, events: list[dict]) -> None:
+        """Keep the events of the last few changes, compactly (values in EVENT_KEYS order, the
+        customer's facts once), so that a redelivery re-sends the same events and no new ones."""
         outbox = state["outbox"]
-        outbox[key] = events
+        outbox[key] = [events[0]["facts"] if events else [], [[e[k] for k in EVENT_KEYS] for e in events]]
         while len(outbox) > self.rules.outbox:
             outbox.pop(next(iter(outbox)))
 
