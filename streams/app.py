@@ -47,7 +47,7 @@ import schemas
 from schemas.codec import make_codec
 from streams.conversations import Stitcher
 from streams.dlq import dlq_headers
-from streams.identity import IdentityGraph, resolve
+from streams.identity import IdentityGraph, resolve, to_millis
 from streams.rules import Rules, rules_from_env
 from threadline import catalog, metrics, ops
 from threadline.errors import FatalError
@@ -313,7 +313,7 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
                         raise ValueError("a resolved contact without customer_id")
                     cid = record["customer_id"]
                     state = conv_table.get(cid)
-                    wm = see(msg.partition, int(record["occurred_at"]))
+                    wm = see(msg.partition, to_millis(record["occurred_at"]))
                     gen = int(headers.get("gen", b"0") or 0)
                     new, events = stitcher.apply(state, record, wm=wm, gen=gen)
             except DECODE_ERRORS as exc:
