@@ -1,19 +1,25 @@
 """The faust application: wires the identity and conversation rules to topics and tables.
 
     contacts.v1 (6) ──route──► streams.identity-graph.v1 (1) ──identity──► identities.v1
-         │ undecodable ─► threadline.dlq.v1                        table: identity graph ├─► contacts.resolved.v1 (6)
-                                                                                      └─► commands: retire
+         │ undecodable ─► streams.dlq.v1                        table: identity graph ├─► contacts.resolved.v1 (6)
+                                                                                      └─► commands: moved
     contacts.resolved.v1 (6) + streams.conversation-commands.v1 (6) ──conversations──► conversations.v1
-                               ▲ timer: tick for clocks that fall due      table: state per customer_id
+                               ▲ timer: tick when a partition's watermark passes a deadline   table: state per customer_id
 
 * ``route`` runs on every worker over the six contacts.v1 partitions: it decodes (an undecodable
-  record goes to threadline.dlq.v1 with its reason and the partition moves on) and forwards the
+  record goes to streams.dlq.v1 with its reason and the partition moves on) and forwards the
   contact to the one-partition graph topic. ``identity`` is the graph's single writer (the
   worker that owns that partition; see ``streams.identity`` for why). ``conversations`` is keyed
   by customer_id: each customer's state has one writer, the owner of its partition.
-* The timer runs on every worker, looks only at the customers of the partitions it owns, and
-  sends a ``tick`` command for each clock that has fallen due; the tick goes through the commands
-  topic so that the state change happens in the agent, in order, with its changelog.
+* Conversations are a function of each customer's contacts in event time (``streams.conversations``).
+  A contact re-keyed by identity (merge, unmerge) goes to its new customer with the graph position
+  (header ``gen``), and its old customer gets a ``moved`` command at the same position, so both
+  are recomputed from their new sets of contacts whatever the order the two records arrive in.
+* Each partition has a watermark: the latest event time seen on it, less the allowed lateness;
+  while the partition is idle it follows the wall clock. The timer runs on every worker, looks
+  only at the customers of the partitions it owns, and sends a ``tick`` command (with the
+  watermark) to each customer whose next deadline the watermark passed; the tick goes through the
+  commands topic so that the state change happens in the agent, in order, with its changelog.
 * Processing is at-least-once (faust's exactly-once mode has open bugs). Every output is the
   same for a redelivered input: event ids are deterministic, a duplicate changes no state, and
   the events a contact produced are re-sent from the state's outbox (so a crash after the
@@ -41,7 +47,7 @@ import schemas
 from schemas.codec import make_codec
 from streams.conversations import Stitcher
 from threadline.dlq import dlq_headers
-from streams.identity import IdentityGraph, resolve
+from streams.identity import IdentityGraph, resolve, to_millis
 from streams.rules import Rules, rules_from_env
 from threadline import catalog, metrics, ops
 from threadline.errors import FatalError
@@ -169,6 +175,9 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
     due_index: dict[str, tuple[int, int]] = {}  # customer_id -> (next due ms, partition)
     indexed_for: set = set()
     ticked: dict[str, int] = {}
+    watermarks: dict[int, int] = {}  # partition -> watermark (ms, event time)
+    idle_since: dict[int, float] = {}  # partition -> monotonic time of its last record
+    lateness = rules.stitch.timer_grace_seconds * 1000
 
     async def emit(topic: str, key: bytes, value: bytes, headers: dict[str, str] | None = None) -> None:
         """Hand a record to the producer (faust flushes it before it commits the input's offset)."""
@@ -206,26 +215,29 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
                 continue
             await emit(topics.graph, event.key, event.value, {"kind": "contact"})
 
-    async def send_resolved(record: dict, customer_id: str, rekeyed_from: str | None = None) -> None:
+    async def send_resolved(record: dict, customer_id: str, gen: int, rekeyed_from: str | None = None) -> None:
         out = resolve(record, customer_id)
-        headers = {"event_id": out["event_id"]}
+        headers = {"event_id": out["event_id"], "gen": str(gen)}
         if rekeyed_from:
             headers["rekeyed_from"] = rekeyed_from
         await emit(topics.resolved, customer_id.encode(), codec.encode(topics.resolved, schemas.CONTACT, out), headers)
 
     async def publish(change, offset: int) -> None:
+        """identities.v1 events; every contact whose customer changed goes again to
+        contacts.resolved.v1 under its new customer, and its old customer gets one ``moved`` command
+        (per new customer) naming the contacts that left, both at graph position ``offset``."""
+        moved: dict[tuple[str, str], list[str]] = {}
         for eid, new, old in change.rekeyed:
             raw = contacts_table.get(eid)
             if raw is not None:
-                await send_resolved(codec.decode(base64.b64decode(raw)).record, new, rekeyed_from=old)
+                await send_resolved(codec.decode(base64.b64decode(raw)).record, new, offset, rekeyed_from=old)
+            moved.setdefault((old, new), []).append(eid)
+        for (old, new), ids in sorted(moved.items()):
+            await emit(topics.commands, old.encode(),
+                       json.dumps({"type": "moved", "to": new, "event_ids": sorted(ids), "gen": offset}).encode())
         for e in change.events:
             await emit(topics.identities, e["customer_id"].encode(),
                        codec.encode(topics.identities, schemas.IDENTITY_EVENT, e), {"event_id": e["event_id"]})
-            if e["event_type"] == "merged":
-                for absorbed in e["related_customer_ids"]:
-                    await emit(topics.commands, absorbed.encode(),
-                               json.dumps({"type": "retire", "survivor": e["customer_id"],
-                                           "at": e["occurred_at"], "recorded": e["recorded_at"]}).encode())
             log.info("identity_" + e["event_type"], event_id=e["event_id"], customer_id=e["customer_id"],
                      offset=offset, rule=e["rule"], reason=e["reason"])
 
@@ -252,34 +264,48 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
             if not change.duplicate:
                 contacts_table[record["event_id"]] = base64.b64encode(event.value).decode()
             await publish(change, msg.offset)
-            await send_resolved(record, change.customer_id)
+            await send_resolved(record, change.customer_id, msg.offset)
             log.info("contact_resolved", event_id=record["event_id"], customer_id=change.customer_id,
                      offset=msg.offset, duplicate=change.duplicate)
 
     def remember_due(customer_id: str, state: dict, partition: int) -> None:
-        due = stitcher.next_due(state)
+        due = stitcher.next_deadline(state)
         if due is None:
             due_index.pop(customer_id, None)
             ticked.pop(customer_id, None)
         else:
             due_index[customer_id] = (due, partition)
 
+    def see(partition: int, event_ms: int | None) -> int | None:
+        """The partition's watermark after a record: the latest event time seen on it, less the
+        allowed lateness (``THREADLINE_SLA_TIMER_GRACE_SECONDS``)."""
+        idle_since[partition] = time.monotonic()
+        if event_ms is not None:
+            wm = event_ms - lateness
+            if wm > watermarks.get(partition, wm - 1):
+                watermarks[partition] = wm
+        return watermarks.get(partition)
+
     @app.agent(stitch_in)
     async def conversations_agent(stream):
         async for event in measured(stream.events(), "conversations"):
             msg = event.message
             cid = event.key.decode() if event.key else ""
+            headers = dict(msg.headers or [])
+            contact_id = None
             try:
                 if msg.topic == topics.commands:
                     cmd = json.loads(event.value)
+                    wm = see(msg.partition, None)
                     state = conv_table.get(cid)
-                    if state is None:
+                    if cmd["type"] == "moved":
+                        new, events = stitcher.remove(state, list(cmd["event_ids"]), cmd["to"], gen=int(cmd["gen"]),
+                                                      wm=wm)
+                        new["customer_id"] = cid
+                    elif cmd["type"] == "tick" and state is not None:
+                        new, events = stitcher.advance(state, int(cmd["wm"]))
+                    else:  # "retire" of earlier versions: the moved contacts' commands do its work now
                         continue
-                    if cmd["type"] == "retire":
-                        new, events = stitcher.retire(state, cmd["survivor"], cmd.get("at"), cmd.get("recorded"))
-                    else:
-                        new, events = stitcher.tick(state, int(cmd["now"]))
-                    contact_id = None
                 else:
                     record = codec.decode(event.value).record
                     contact_id = record["event_id"]
@@ -287,11 +313,13 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
                         raise ValueError("a resolved contact without customer_id")
                     cid = record["customer_id"]
                     state = conv_table.get(cid)
-                    new, events = stitcher.apply(state, record)
+                    wm = see(msg.partition, to_millis(record["occurred_at"]))
+                    gen = int(headers.get("gen", b"0") or 0)
+                    new, events = stitcher.apply(state, record, wm=wm, gen=gen)
             except DECODE_ERRORS as exc:
                 await to_dlq(event, f"{type(exc).__name__}: {exc}")
                 continue
-            if new != state:
+            if new is not state:
                 new["p"] = msg.partition
                 conv_table[cid] = new
             remember_due(cid, new, msg.partition)
@@ -301,27 +329,40 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
                 if e["event_type"] in metrics.SLA_EVENTS:
                     sla_events(metrics.SLA_EVENTS[e["event_type"]], e["channel"] or "other").inc()
                 log.info("conversation_" + e["event_type"], event_id=e["event_id"], customer_id=cid,
-                         contact_event_id=contact_id, partition=msg.partition, offset=msg.offset)
+                         contact_event_id=contact_id, version=e["version"], partition=msg.partition,
+                         offset=msg.offset)
 
     def active_partitions() -> set[int]:
         return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topics.resolved}
 
     @app.timer(interval=1.0)
     async def clocks():
+        """Watermarks and the clocks that fall due. A partition's watermark is the latest event time
+        seen on it (less the allowed lateness); while the partition is idle (no record for
+        ``THREADLINE_STREAMS_IDLE_SECONDS``) it follows the wall clock instead. A customer whose
+        next deadline (a clock's due time, a conversation's window end) is behind its partition's
+        watermark gets a ``tick`` command, so the state changes in the agent, in order."""
         active = active_partitions()
         if active - indexed_for:  # newly assigned (or recovered) partitions: index their clocks
             for cid, state in list(conv_table.items()):
                 if isinstance(state, dict) and state.get("p") in active - indexed_for:
                     remember_due(cid, state, state["p"])
+                    if state.get("wm") is not None:
+                        watermarks[state["p"]] = max(watermarks.get(state["p"], state["wm"]), state["wm"])
             indexed_for.clear()
             indexed_for.update(active)
         indexed_for.intersection_update(active)
-        now = _now_ms()
-        limit = now - rules.stitch.timer_grace_seconds * 1000
+        now, mono = _now_ms(), time.monotonic()
+        for p in active:
+            if mono - idle_since.get(p, 0.0) >= rules.stitch.idle_seconds:
+                wall = now - lateness
+                if wall > watermarks.get(p, wall - 1):
+                    watermarks[p] = wall
         for cid, (due, partition) in list(due_index.items()):
-            if due <= limit and partition in active and ticked.get(cid) != due:
+            wm = watermarks.get(partition)
+            if wm is not None and due < wm and partition in active and ticked.get(cid) != due:
                 ticked[cid] = due
-                await emit(topics.commands, cid.encode(), json.dumps({"type": "tick", "now": now}).encode())
+                await emit(topics.commands, cid.encode(), json.dumps({"type": "tick", "wm": wm}).encode())
 
     @app.timer(interval=LAG_INTERVAL)
     async def consumer_lag():

@@ -1,40 +1,78 @@
-"""Conversation stitching and SLA clocks per customer (pure rules, no I/O).
+"""A customer's conversations and SLA clocks as a pure function of its contacts, in event time.
 
-State is one JSON dict per customer (a table value keyed by customer_id in the worker):
+No I/O here: plain functions and dataclasses. ``streams.app`` wires them to topics and a table.
 
-* One conversation follows the customer across channels: a contact within the inactivity window
-  (per channel, of the conversation's latest channel) continues the open conversation whatever
-  its channel; a change of channel is a ``channel_switched`` event.
-* Lifecycle: ``opened`` → waiting on agent / waiting on customer (``waiting_changed``) →
-  ``resolved`` (a contact of type ``contact.resolved`` / ``conversation.resolved`` or metadata
-  ``conversation_status=resolved``) → ``reopened`` by a contact within the reopen window; after that,
-  a new conversation. An open conversation that stays quiet longer than its window is resolved
-  at the end of its window when the next conversation opens.
-* An email reply (In-Reply-To, References) or a social reply (reply_to_id) to a message of an
-  earlier conversation joins that conversation, reopening it if it was resolved.
-* Event time throughout: a contact is placed by when it happened. Out-of-order contacts within
-  the grace (``StitchRules.grace_seconds`` behind the customer's latest event time) land in the
-  conversation their time falls in and move its clocks (an earlier first contact restarts the
-  first-response clock at its own time); later ones are appended to the conversation their time
-  falls in without changing lifecycle or clocks. Replaying the same log gives the same events.
-* Facts the customer gave (order numbers, account, address, preferences, language) accumulate
-  per customer and travel on every conversation event.
-* SLA clocks (``streams.sla``): first response from the first inbound customer contact to the
-  first agent reply; next response from each later inbound contact to the next reply;
-  resolution from the first contact to resolution, paused while waiting on the customer. Targets
-  per channel. A clock that passes its due time is breached by the next contact after it (event
-  time) or by the timer (``tick``), whichever comes first; each clock reports once.
-* Effectively once: a contact already seen changes nothing; the events it produced are kept in a
-  small outbox and given again, so a redelivery after a crash re-sends the same event ids and
-  never new ones.
+The function
+------------
+``segment(customer_id, contacts, rules)`` walks a customer's contacts (deduplicated by event id,
+sorted by (event time, event id)) once and cuts them into conversations; ``finish(convs, wm, rules)``
+applies the watermark (clocks that fell due, conversations that went quiet). Nothing in either
+depends on the order, the delay or the number of times the contacts arrived, so the same set of
+contacts and the same watermark give the same conversations, ids and clock outcomes.
+
+Placement of each contact, in this order:
+
+1. **Reply joins**: an email In-Reply-To / References or a social ``reply_to_id`` naming a message
+   (Message-ID or provider id) of an earlier contact joins that contact's conversation; a contact
+   whose ``call_id`` (Twilio CallSid, Asterisk uniqueid) is shared with an earlier contact joins
+   the call's conversation (a voice transcription joins its call, whatever its timestamp). A join
+   reopens a resolved conversation.
+2. A contact that resolves (event type ``contact.resolved`` / ``conversation.resolved`` or metadata
+   ``conversation_status=resolved``) joins the current conversation (the one of the previous contact).
+3. **Inactivity**: a contact within the window of the current open conversation (per channel, of
+   the conversation's latest channel) continues it, whatever its own channel (a change of channel
+   is a switch). Past the window, the conversation is resolved at the window's end (``inactivity``)
+   and the contact opens a new one.
+4. **Reopen**: a contact within the reopen window after an explicit resolution reopens it.
+5. Otherwise a new conversation. Its id is UUIDv5 of the customer and its first contact's event id.
+
+Clocks (all in event time, business hours and pauses through ``streams.sla``): first response
+from the first inbound customer contact to the first agent reply; next response from a later
+inbound contact (after the first response stopped) to the next reply; resolution from the first
+inbound contact to the resolution, paused while waiting on the customer. A clock stops *hit* when
+it stops at or before its due time and *breached* (at its due time) when it stops later or when
+the watermark passes its due time while it runs: hit or breached, never both.
+
+Watermark: the time up to which the worker believes it has seen every contact. A running clock
+whose due time is before it is breached; an open conversation whose window ended before it is
+resolved by inactivity. A later contact that proves otherwise (a reply from before the due time
+arriving late) changes the outcome and the difference says so.
+
+The difference
+--------------
+The state keeps, per conversation, what was published (its contacts, switches, reopens, status,
+waiting-on, clock outcomes, and the version). After each change the new conversations are
+compared with it and the difference is emitted: ``opened``, ``message_appended``,
+``message_removed`` (the contact now belongs to another conversation or customer),
+``channel_switched``, ``reopened``, ``waiting_changed``, ``sla_started``, ``sla_hit``,
+``sla_breached``, ``resolved`` and ``merged_into`` (the conversation's contacts now belong to
+another conversation: a late contact joined two, or identity merged its customer into another).
+Every event carries the conversation's ``version`` (+1 per event, so events of one instant have an
+order) and its state after the change (status, opened_at, messages, breaches, the clock that falls
+due next): folding a conversation's events keeps the one with the highest version.
+
+Event ids are UUIDv5 of (conversation, event type, subject: contact, clock kind + start, ...), so
+the same change gives the same id in a replay; an id a conversation already published (a state
+that came back, e.g. breached → hit → breached across a merge and an unmerge) is salted with the
+version so consumers that deduplicate by event id never drop a real change.
+
+Bounded state
+-------------
+The state holds the contacts that can still change a conversation (compact rows) and summaries
+of closed ones. A conversation is *frozen* when it is resolved and the watermark is more than
+``StitchRules.retention_seconds`` (30 days) past its resolution, and every live conversation opened
+after its last contact: its contacts leave the state, a summary stays (last
+``MAX_FROZEN``). A contact at or before the frozen horizon (older than the window) is placed by a
+documented rule, never silently dropped: it is appended to the frozen conversation whose span
+holds its time (else the latest frozen one that opened before it, else the first one) as a
+``message_appended`` with no lifecycle or clock change; it does not open, reopen or split anything.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streams import sla
 from streams.identity import to_millis
@@ -43,25 +81,43 @@ from streams.rules import StitchRules
 CONVERSATION_NS = uuid.UUID("3a9c1e7f-5b2d-5c4e-9a8f-1d6b3e2c7a90")
 RESOLVING_TYPES = frozenset({"contact.resolved", "conversation.resolved"})
 NO_SLA_CHANNELS = frozenset({"store"})
-MAX_CONVERSATIONS = 20
-MAX_MESSAGE_IDS = 500
+CUSTOMER, AGENT, OTHER = "c", "a", "o"
+FIRST, NEXT, RESOLUTION = "first_response", "next_response", "resolution"
+MAX_FROZEN = 20  # summaries of frozen conversations kept per customer
+MAX_OLD_IDS = 2000  # event ids of frozen contacts kept to recognise their duplicates
+MAX_GONE = 2000  # event ids of contacts that moved to another customer
+MAX_FROZEN_MSG_IDS = 50  # message ids per frozen conversation (for nothing but documentation of joins)
 
+
+# -- contacts -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class ContactView:
+    """What the rules need of a contact (a compact row in the state)."""
+
     event_id: str
     t: int
     recorded: int
     channel: str
-    inbound_customer: bool
-    agent_reply: bool
+    role: str  # CUSTOMER (inbound, customer), AGENT (outbound, agent) or OTHER
     resolves: bool
     message_ids: tuple[str, ...]
     refs: tuple[str, ...]
-    facts: tuple[tuple[str, str, str | None], ...]
+    call_id: str | None
+    facts: tuple[tuple[str, str, str | None], ...] = ()
+    gen: int = 0  # the identity graph's position that assigned it to this customer
+
+    def row(self) -> list:
+        return [self.event_id, self.t, self.recorded, self.channel, self.role, int(self.resolves),
+                list(self.message_ids), list(self.refs), self.call_id, [list(f) for f in self.facts], self.gen]
+
+    @classmethod
+    def from_row(cls, r: list) -> ContactView:
+        return cls(r[0], r[1], r[2], r[3], r[4], bool(r[5]), tuple(r[6]), tuple(r[7]), r[8],
+                   tuple(tuple(f) for f in r[9]), r[10])
 
 
-def view(contact: dict) -> ContactView:
+def view(contact: dict, gen: int = 0) -> ContactView:
     actor = contact.get("actor") or {}
     role, direction = actor.get("role", "customer"), contact.get("direction", "inbound")
     thread = contact.get("thread") or {}
@@ -71,14 +127,261 @@ def view(contact: dict) -> ContactView:
     meta = contact.get("metadata") or {}
     ids = [x for x in (thread.get("message_id"), contact.get("provider_id")) if x]
     refs = [x for x in (thread.get("in_reply_to"), *(thread.get("references") or []), thread.get("reply_to_id")) if x]
+    kind = (CUSTOMER if direction == "inbound" and role == "customer"
+            else AGENT if direction == "outbound" and role == "agent" else OTHER)
     return ContactView(
         event_id=contact["event_id"], t=to_millis(contact["occurred_at"]),
         recorded=to_millis(contact.get("recorded_at") or contact["occurred_at"]),
-        channel=contact.get("channel") or "other",
-        inbound_customer=direction == "inbound" and role == "customer",
-        agent_reply=direction == "outbound" and role == "agent",
+        channel=contact.get("channel") or "other", role=kind,
         resolves=contact.get("event_type") in RESOLVING_TYPES or meta.get("conversation_status") == "resolved",
-        message_ids=tuple(ids), refs=tuple(refs), facts=tuple(facts))
+        message_ids=tuple(dict.fromkeys(ids)), refs=tuple(dict.fromkeys(refs)), call_id=thread.get("call_id") or None,
+        facts=tuple(facts), gen=gen)
+
+
+def order(c: ContactView) -> tuple[int, str]:
+    return c.t, c.event_id
+
+
+# -- conversations --------------------------------------------------------------------------
+
+@dataclass
+class Clock:
+    kind: str
+    target: int  # seconds
+    started: int
+    acc: int = 0  # counted ms while not running
+    since: int | None = None  # running since (None while paused or stopped)
+    state: str = "running"  # running | paused | hit | breached
+    end: int | None = None  # hit: when it stopped; breached: its due time
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.started}"
+
+    def due(self, hours) -> int | None:
+        if self.state != "running" or self.since is None:
+            return None
+        return sla.add_ms(self.since, max(0, self.target * 1000 - self.acc), hours)
+
+    def elapsed(self, at: int, hours) -> int:
+        return self.acc + (sla.elapsed_ms(self.since, at, hours) if self.since is not None else 0)
+
+    def stop(self, at: int, hours) -> None:
+        if self.state in ("hit", "breached"):
+            return
+        due = self.due(hours) if self.state == "running" else sla.add_ms(at, max(0, self.target * 1000 - self.acc), hours)
+        spent = self.elapsed(at, hours)
+        met = spent <= self.target * 1000
+        self.acc, self.since = spent, None
+        self.state, self.end = ("hit", at) if met else ("breached", due)
+
+    def pause(self, at: int, hours) -> None:
+        if self.state != "running":
+            return
+        due = self.due(hours)
+        if due is not None and due < at:  # it ran past its due time before the pause
+            self.acc, self.since, self.state, self.end = self.target * 1000, None, "breached", due
+        else:
+            self.acc, self.since, self.state = self.elapsed(at, hours), None, "paused"
+
+    def resume(self, at: int) -> None:
+        if self.state == "paused":
+            self.since, self.state = at, "running"
+
+    def record(self, at: int, hours) -> dict:
+        """The clock as the conversation event's ``SlaClock`` record, as of ``at``."""
+        left = max(0, self.target * 1000 - self.acc)
+        if self.state == "breached":
+            d, spent = self.end, self.target * 1000
+        elif self.state == "hit":
+            d, spent = sla.add_ms(self.end, left, hours), self.acc
+        elif self.state == "paused":
+            d, spent = sla.add_ms(at, left, hours), self.acc
+        else:
+            d, spent = self.due(hours), self.elapsed(max(at, self.started), hours)
+        return {"kind": self.kind, "target_seconds": self.target, "started_at": self.started, "due_at": d,
+                "elapsed_seconds": spent // 1000, "state": self.state}
+
+
+@dataclass
+class Conversation:
+    id: str
+    customer_id: str
+    contacts: list[str] = field(default_factory=list)  # event ids, in (event time, event id) order
+    opened_at: int = 0
+    last_at: int = 0
+    channel: str = "other"  # of the latest contact
+    status: str = "open"  # open | resolved
+    resolved_at: int | None = None
+    resolved_by: str | None = None  # the resolving contact, or "inactivity"
+    waiting_on: str = "nobody"
+    waiting_by: str | None = None  # the contact that set waiting_on
+    switches: list[tuple[str, str, str]] = field(default_factory=list)  # (contact, previous, new channel)
+    reopens: list[str] = field(default_factory=list)  # contacts that reopened it
+    clocks: list[Clock] = field(default_factory=list)
+
+    def current(self, kind: str) -> Clock | None:
+        for clock in reversed(self.clocks):
+            if clock.kind == kind:
+                return clock
+        return None
+
+    @property
+    def breaches(self) -> int:
+        return sum(1 for c in self.clocks if c.state == "breached")
+
+    def next_clock(self, hours) -> Clock | None:
+        """The running clock that falls due first (what an inbox shows)."""
+        running = [(c.due(hours), c.kind) for c in self.clocks if c.state == "running"]
+        running = [r for r in running if r[0] is not None]
+        if not running:
+            return None
+        due, kind = min(running)
+        return next(c for c in self.clocks if c.kind == kind and c.state == "running")
+
+
+def conversation_id(customer_id: str, first_event_id: str) -> str:
+    return str(uuid.uuid5(CONVERSATION_NS, f"{customer_id}:{first_event_id}"))
+
+
+def segment(customer_id: str, contacts: list[ContactView], rules: StitchRules) -> list[Conversation]:
+    """Cut a customer's contacts (sorted by (event time, event id), no duplicates) into conversations."""
+    hours = rules.business_hours
+    convs: list[Conversation] = []
+    by_msg: dict[str, Conversation] = {}
+    by_call: dict[str, Conversation] = {}
+    cur: Conversation | None = None
+    for c in contacts:
+        conv, reopen = None, False
+        for ref in c.refs:
+            if ref in by_msg:
+                conv = by_msg[ref]
+                break
+        if conv is None and c.call_id and c.call_id in by_call:
+            conv = by_call[c.call_id]
+        if conv is not None:
+            reopen = conv.status == "resolved" and not c.resolves
+        elif cur is not None and c.resolves:
+            conv = cur
+        elif cur is not None and cur.status == "open":
+            if c.t - cur.last_at <= rules.window(cur.channel) * 1000:
+                conv = cur
+            else:
+                _close(cur, cur.last_at + rules.window(cur.channel) * 1000, "inactivity", hours)
+        elif cur is not None and cur.resolved_by != "inactivity" and c.t - cur.resolved_at <= rules.reopen_seconds * 1000:
+            conv, reopen = cur, True
+        if conv is None:
+            conv = Conversation(conversation_id(customer_id, c.event_id), customer_id, opened_at=c.t, last_at=c.t,
+                                channel=c.channel)
+            convs.append(conv)
+        if reopen:
+            conv.status, conv.resolved_at, conv.resolved_by = "open", None, None
+            conv.reopens.append(c.event_id)
+        if conv.contacts and c.channel != conv.channel:
+            conv.switches.append((c.event_id, conv.channel, c.channel))
+        conv.channel, conv.last_at = c.channel, c.t
+        conv.contacts.append(c.event_id)
+        for mid in c.message_ids:
+            by_msg[mid] = conv
+        if c.call_id:
+            by_call.setdefault(c.call_id, conv)
+        _lifecycle(conv, c, rules)
+        cur = conv
+    return convs
+
+
+def _close(conv: Conversation, at: int, by: str, hours) -> None:
+    for clock in conv.clocks:
+        clock.stop(at, hours)
+    if conv.status == "open":
+        conv.status, conv.resolved_at, conv.resolved_by = "resolved", at, by
+    conv.waiting_on, conv.waiting_by = "nobody", (by if by != "inactivity" else None)
+
+
+def _lifecycle(conv: Conversation, c: ContactView, rules: StitchRules) -> None:
+    hours = rules.business_hours
+    if c.resolves:
+        _close(conv, c.t, c.event_id, hours)
+        return
+    if c.role == CUSTOMER:
+        conv.waiting_on, conv.waiting_by = "agent", c.event_id
+        if c.channel in NO_SLA_CHANNELS:
+            return
+        target = rules.target(c.channel)
+        first = conv.current(FIRST)
+        if first is None:
+            conv.clocks.append(Clock(FIRST, target, c.t, since=c.t))
+        elif first.state in ("hit", "breached"):
+            nxt = conv.current(NEXT)
+            if nxt is None or nxt.state in ("hit", "breached"):
+                conv.clocks.append(Clock(NEXT, target, c.t, since=c.t))
+        res = conv.current(RESOLUTION)
+        if res is None or res.state in ("hit", "breached"):
+            conv.clocks.append(Clock(RESOLUTION, rules.resolution_seconds, c.t, since=c.t))
+        else:
+            res.resume(c.t)
+    elif c.role == AGENT:
+        conv.waiting_on, conv.waiting_by = "customer", c.event_id
+        for kind in (FIRST, NEXT):
+            clock = conv.current(kind)
+            if clock is not None and clock.state == "running":
+                clock.stop(c.t, hours)
+        res = conv.current(RESOLUTION)
+        if res is not None:
+            res.pause(c.t, hours)
+
+
+def finish(convs: list[Conversation], wm: int | None, rules: StitchRules) -> list[Conversation]:
+    """Apply the watermark: conversations quiet past their window are resolved at its end; running
+    clocks whose due time is before the watermark are breached at their due time."""
+    if wm is None:
+        return convs
+    hours = rules.business_hours
+    for conv in convs:
+        end = conv.last_at + rules.window(conv.channel) * 1000
+        if conv.status == "open" and end < wm:
+            _close(conv, end, "inactivity", hours)
+        for clock in conv.clocks:
+            due = clock.due(hours)
+            if due is not None and due < wm:
+                clock.acc, clock.since, clock.state, clock.end = clock.target * 1000, None, "breached", due
+    return convs
+
+
+def conversations_of(customer_id: str, contacts, rules: StitchRules, wm: int | None = None) -> list[Conversation]:
+    """The whole function: contacts in any order, with duplicates → conversations at ``wm``."""
+    unique = {c.event_id: c for c in contacts}
+    ordered = sorted(unique.values(), key=order)
+    top = ordered[-1].t if ordered else None
+    wm = max(wm, top) if wm is not None and top is not None else (wm if wm is not None else top)
+    return finish(segment(customer_id, ordered, rules), wm, rules)
+
+
+def deadline(convs: list[Conversation], rules: StitchRules) -> int | None:
+    """The earliest event time at which the watermark would change something (a clock falls due,
+    a conversation's window ends)."""
+    times = []
+    for conv in convs:
+        if conv.status == "open":
+            times.append(conv.last_at + rules.window(conv.channel) * 1000)
+        for clock in conv.clocks:
+            d = clock.due(rules.business_hours)
+            if d is not None:
+                times.append(d)
+    return min(times) if times else None
+
+
+# -- state and the difference -----------------------------------------------------------------
+
+def current(state: dict | None) -> dict | None:
+    """A state of this format, or None (a state written by an earlier format starts afresh: rebuild
+    the table from contacts.resolved.v1 to get its history back)."""
+    return state if state and "pub" in state else None
+
+
+def new_state(customer_id: str) -> dict:
+    return {"customer_id": customer_id, "wm": None, "contacts": [], "pub": {}, "frozen": [], "horizon": None,
+            "old_ids": [], "gone": {}, "facts": {}, "outbox": {}}
 
 
 def _copy(state: dict) -> dict:
@@ -86,224 +389,337 @@ def _copy(state: dict) -> dict:
     return json.loads(json.dumps(state))
 
 
-def new_state(customer_id: str) -> dict:
-    return {"customer_id": customer_id, "seen": [], "facts": [], "wm": None, "convs": [], "msgs": {},
-            "outbox": {}, "retired": None}
+EVENT_KEYS = ("event_id", "event_type", "occurred_at", "recorded_at", "customer_id", "conversation_id", "channel",
+              "previous_channel", "contact_event_id", "waiting_on", "sla", "version", "status", "opened_at",
+              "messages", "breaches", "open_sla", "merged_into", "merged_into_customer_id")
+
+
+def _unpack(entry: list) -> list[dict]:
+    facts, rows = entry
+    return [{**dict(zip(EVENT_KEYS, _copy(row))), "facts": _copy(facts)} for row in rows]
+
+
+def _short(event_id: str) -> str:
+    return event_id.replace("-", "")[:12]
 
 
 class Stitcher:
+    """The conversation rules over a per-customer JSON state (a table value in the worker)."""
+
     def __init__(self, rules: StitchRules | None = None):
         self.rules = rules or StitchRules()
         self.hours = self.rules.business_hours
 
     # -- entry points ----------------------------------------------------------------------
 
-    def apply(self, state: dict | None, contact: dict) -> tuple[dict, list[dict]]:
-        """One resolved contact: the new state and the conversation events it causes."""
-        c = view(contact)
-        if state and c.event_id in state["outbox"]:
-            return state, copy.deepcopy(state["outbox"][c.event_id])
-        if state and c.event_id in state["seen"]:
+    def apply(self, state: dict | None, contact: dict, *, wm: int | None = None, gen: int = 0
+              ) -> tuple[dict, list[dict]]:
+        """One resolved contact (``gen``: the identity graph's position that assigned it here;
+        ``wm``: the partition's watermark): the new state and the events of the difference."""
+        c = view(contact, gen)
+        state = current(state) or new_state(contact["customer_id"])
+        rows = state["contacts"]
+        key = f"{c.event_id}:{gen}"
+        if key in state["outbox"]:
+            return state, _unpack(state["outbox"][key])
+        present = next((r for r in rows if r[0] == c.event_id), None)
+        if present is not None and present[10] < gen:  # assigned here again, after a move not seen yet
+            state = _copy(state)
+            next(r for r in state["contacts"] if r[0] == c.event_id)[10] = gen
             return state, []
-        state = _copy(state) if state else new_state(contact["customer_id"])
-        state["retired"] = None
-        late = state["wm"] is not None and state["wm"] - c.t > self.rules.grace_seconds * 1000
-        events: list[dict] = [] if late else self._breaches(state, c.t, c.recorded, by_time=True)
-        self._learn_facts(state, c)
-        conv, how = self._place(state, c, late, events)
-        conv["msgs"] = conv.get("msgs", 0) + 1
-        if how == "reopen":
-            conv.update(status="open", resolved_at=None)
-            events.append(self._ev(state, conv, "reopened", c.t, c.recorded, contact=c, channel=c.channel))
-        if not late and how != "new" and conv["channel"] != c.channel and c.t >= conv["last_at"]:
-            events.append(self._ev(state, conv, "channel_switched", c.t, c.recorded, contact=c, channel=c.channel,
-                                   prev=conv["channel"]))
-        if c.t >= conv["last_at"]:
-            conv["channel"] = c.channel
-        conv["last_at"] = max(conv["last_at"], c.t)
-        conv["opened_at"] = min(conv["opened_at"], c.t)
-        events.append(self._ev(state, conv, "message_appended", c.t, c.recorded, contact=c, channel=c.channel))
-        if not late:
-            events += self._lifecycle(state, conv, c)
-        for mid in c.message_ids:
-            state["msgs"][mid] = conv["id"]
-        state["wm"] = max(state["wm"] or c.t, c.t)
-        self._remember(state, c.event_id, events)
-        return state, events
-
-    def tick(self, state: dict, now_ms: int) -> tuple[dict, list[dict]]:
-        """The timer: breach every running clock whose due time (plus the timer grace) has passed."""
+        if present is not None or c.event_id in state["old_ids"] or state["gone"].get(c.event_id, -1) >= gen:
+            return state, []  # a duplicate, or an assignment older than the move that took it away
         state = _copy(state)
-        events = self._breaches(state, now_ms - self.rules.timer_grace_seconds * 1000, now_ms, by_time=False)
+        state["gone"].pop(c.event_id, None)
+        if state["horizon"] is not None and c.t <= state["horizon"]:
+            events = self._archive(state, c)
+        else:
+            state["contacts"].append(c.row())
+            state["contacts"].sort(key=lambda r: (r[1], r[0]))
+            events = self._recompute(state, wm=wm, recorded=c.recorded, cause=c.event_id)
+        self._remember(state, key, events)
         return state, events
 
-    def retire(self, state: dict | None, survivor: str, at: int | None = None,
-               recorded: int | None = None) -> tuple[dict, list[dict]]:
-        """The customer was merged into ``survivor``: its clocks stop without a word (its contacts
-        are re-keyed to the survivor, whose state carries them on), and each conversation still
-        open is resolved at the merge, so read models do not keep showing it open beside the
-        survivor's conversation that now holds its contacts."""
-        state = _copy(state) if state else new_state(survivor)
+    def remove(self, state: dict | None, event_ids: list[str], to_customer: str | None, *, gen: int,
+               wm: int | None = None, at: int | None = None) -> tuple[dict, list[dict]]:
+        """Identity moved these contacts to ``to_customer`` (a merge or an unmerge) at graph
+        position ``gen``: the conversations are recomputed without them; a conversation left
+        with none ends ``merged_into``."""
+        state = _copy(state) if current(state) else new_state(to_customer or "")
+        key = f"rm:{gen}"
+        if key in state["outbox"]:
+            return state, _unpack(state["outbox"][key])
+        leaving = set()
+        for eid in event_ids:
+            row = next((r for r in state["contacts"] if r[0] == eid), None)
+            if row is not None and row[10] > gen:
+                continue  # assigned here again after this move
+            state["gone"][eid] = max(gen, state["gone"].get(eid, gen))
+            if row is not None:
+                leaving.add(eid)
+        while len(state["gone"]) > MAX_GONE:
+            state["gone"].pop(next(iter(state["gone"])))
+        if not leaving:
+            return state, []
+        gone_rows = {r[0]: ContactView.from_row(r) for r in state["contacts"] if r[0] in leaving}
+        state["contacts"] = [r for r in state["contacts"] if r[0] not in leaving]
+        events = self._recompute(state, wm=wm, recorded=at, cause=None, moved_to=to_customer, removed=gone_rows)
+        self._remember(state, key, events)
+        return state, events
+
+    def advance(self, state: dict, wm: int) -> tuple[dict, list[dict]]:
+        """The watermark moved (the timer): breaches and inactivity that fell due."""
+        if current(state) is None or (state["wm"] is not None and wm <= state["wm"]):
+            return state, []
+        state = _copy(state)
+        return state, self._recompute(state, wm=wm, recorded=None, cause=None)
+
+    def conversations(self, state: dict | None) -> list[Conversation]:
+        if not current(state):
+            return []
+        contacts = [ContactView.from_row(r) for r in state["contacts"]]
+        return finish(segment(state["customer_id"], contacts, self.rules), state["wm"], self.rules)
+
+    def next_deadline(self, state: dict) -> int | None:
+        return state.get("deadline") if current(state) else None
+
+    # -- the difference --------------------------------------------------------------------
+
+    def _recompute(self, state: dict, *, wm: int | None, recorded: int | None, cause: str | None,
+                   moved_to: str | None = None, removed: dict | None = None) -> list[dict]:
+        contacts = [ContactView.from_row(r) for r in state["contacts"]]
+        top = contacts[-1].t if contacts else None
+        wms = [w for w in (state["wm"], wm, top) if w is not None]
+        state["wm"] = max(wms) if wms else None
+        convs = finish(segment(state["customer_id"], contacts, self.rules), state["wm"], self.rules)
+        views = {c.event_id: c for c in contacts}
+        views.update(removed or {})
+        facts = self._facts(state, contacts)
         events: list[dict] = []
-        for conv in state["convs"]:
-            for kind, clock in conv["clocks"].items():
-                conv["clocks"][kind] = {**clock, "state": "retired", "since": None}
-            if conv["status"] == "open" and at is not None:
-                conv.update(status="resolved", resolved_at=at, waiting_on="nobody")
-                events.append(self._ev(state, conv, "resolved", at, recorded or at, channel=conv["channel"]))
-        state["retired"] = survivor
-        return state, events
-
-    def next_due(self, state: dict) -> int | None:
-        """When the earliest running, not yet breached clock falls due (for the timer's index)."""
-        dues = [sla.due(clock, self.hours) for conv in state["convs"] for clock in conv["clocks"].values()
-                if not clock["breach_emitted"]]
-        dues = [d for d in dues if d is not None]
-        return min(dues) if dues else None
-
-    # -- placement -------------------------------------------------------------------------
-
-    def _place(self, state: dict, c: ContactView, late: bool, events: list[dict]) -> tuple[dict, str]:
-        convs = state["convs"]
-        by_id = {cv["id"]: cv for cv in convs}
-        for ref in c.refs:
-            joined = by_id.get(state["msgs"].get(ref))
-            if joined is not None:
-                return joined, ("reopen" if joined["status"] == "resolved" and not late else "thread")
-        if not convs:
-            return self._open(state, c, events), "new"
-        before = [cv for cv in convs if cv["opened_at"] <= c.t]
-        cand = before[-1] if before else convs[0]
-        if late or cand["opened_at"] <= c.t <= cand["last_at"]:
-            return cand, "continue"
-        if c.t < cand["opened_at"]:
-            if cand["opened_at"] - c.t <= self.rules.window(c.channel) * 1000:
-                return cand, "continue"
-            return self._open(state, c, events), "new"
-        if cand["status"] == "open" and c.t - cand["last_at"] <= self.rules.window(cand["channel"]) * 1000:
-            return cand, "continue"
-        if cand["status"] == "resolved" and c.t - cand["resolved_at"] <= self.rules.reopen_seconds * 1000:
-            return cand, "reopen"
-        if cand["status"] == "open":  # quiet longer than its window: resolved at the window's end
-            end = cand["last_at"] + self.rules.window(cand["channel"]) * 1000
-            events += self._resolve(state, cand, end, c.recorded, None)
-        return self._open(state, c, events), "new"
-
-    def _open(self, state: dict, c: ContactView, events: list[dict]) -> dict:
-        conv = {"id": str(uuid.uuid5(CONVERSATION_NS, f"{state['customer_id']}:{c.event_id}")),
-                "opened_at": c.t, "last_at": c.t, "channel": c.channel, "status": "open", "resolved_at": None,
-                "waiting_on": "nobody", "clocks": {}}
-        state["convs"] = sorted([*state["convs"], conv], key=lambda cv: cv["opened_at"])[-MAX_CONVERSATIONS:]
-        events.append(self._ev(state, conv, "opened", c.t, c.recorded, contact=c, channel=c.channel))
-        return conv
-
-    # -- lifecycle and clocks ----------------------------------------------------------------
-
-    def _lifecycle(self, state: dict, conv: dict, c: ContactView) -> list[dict]:
-        out: list[dict] = []
-        clocks = conv["clocks"]
-        if c.resolves:
-            return self._resolve(state, conv, c.t, c.recorded, c)
-        target = None if c.channel in NO_SLA_CHANNELS else self.rules.target(c.channel)
-        if c.inbound_customer:
-            out += self._waiting(state, conv, "agent", c)
-            if target is not None:
-                fr = clocks.get("first_response")
-                if fr is None or (fr["state"] == "running" and c.t < fr["started"]):
-                    out += self._start(state, conv, "first_response", target, c)
-                elif fr["state"] in ("hit", "breached"):
-                    nr = clocks.get("next_response")
-                    if nr is None or nr["state"] in ("hit", "breached", "retired"):
-                        out += self._start(state, conv, "next_response", target, c)
-                res = clocks.get("resolution")
-                if res is None or res["state"] in ("hit", "breached", "retired") or (
-                        res["state"] == "running" and c.t < res["started"]):
-                    out += self._start(state, conv, "resolution", self.rules.resolution_seconds, c)
-                elif res["state"] == "paused":
-                    clocks["resolution"] = sla.resume(res, c.t)
-        elif c.agent_reply:
-            out += self._waiting(state, conv, "customer", c)
-            for kind in ("first_response", "next_response"):
-                if kind in clocks and clocks[kind]["state"] == "running":
-                    out += self._stop(state, conv, kind, c.t, c.recorded, c)
-            if "resolution" in clocks:
-                clocks["resolution"] = sla.pause(clocks["resolution"], c.t, self.hours)
-        return out
-
-    def _waiting(self, state, conv, on: str, c: ContactView) -> list[dict]:
-        if conv["waiting_on"] == on:
-            return []
-        conv["waiting_on"] = on
-        return [self._ev(state, conv, "waiting_changed", c.t, c.recorded, contact=c, channel=c.channel)]
-
-    def _start(self, state, conv, kind: str, target: int, c: ContactView) -> list[dict]:
-        clock = sla.new_clock(kind, target, c.t)
-        conv["clocks"][kind] = clock
-        return [self._ev(state, conv, "sla_started", c.t, c.recorded, contact=c, channel=c.channel,
-                         sla_record=sla.record(clock, c.t, self.hours))]
-
-    def _stop(self, state, conv, kind: str, at: int, recorded: int, c: ContactView | None) -> list[dict]:
-        clock, what = sla.stop(conv["clocks"][kind], at, self.hours)
-        conv["clocks"][kind] = clock
-        if what is None:
-            return []
-        return [self._ev(state, conv, what, at, recorded, contact=c, channel=c.channel if c else conv["channel"],
-                         sla_record=sla.record(clock, at, self.hours))]
-
-    def _resolve(self, state, conv, at: int, recorded: int, c: ContactView | None) -> list[dict]:
-        out = []
-        for kind in ("first_response", "next_response", "resolution"):
-            if kind in conv["clocks"] and conv["clocks"][kind]["state"] in ("running", "paused"):
-                if conv["clocks"][kind]["state"] == "paused":
-                    conv["clocks"][kind] = sla.resume(conv["clocks"][kind], at)
-                out += self._stop(state, conv, kind, at, recorded, c)
-        conv.update(status="resolved", resolved_at=at, waiting_on="nobody")
-        out.append(self._ev(state, conv, "resolved", at, recorded, contact=c, channel=c.channel if c else conv["channel"]))
-        return out
-
-    def _breaches(self, state: dict, upto: int, recorded: int, *, by_time: bool) -> list[dict]:
-        out = []
-        for conv in state["convs"]:
-            for kind, clock in conv["clocks"].items():
-                d = sla.due(clock, self.hours)
-                if d is None or clock["breach_emitted"] or (d >= upto if by_time else d > upto):
-                    continue
-                conv["clocks"][kind] = {**clock, "breach_emitted": True}
-                out.append(self._ev(state, conv, "sla_breached", d, max(recorded, d), channel=conv["channel"],
-                                    sla_record=sla.record(clock, d, self.hours)))
-        return out
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _learn_facts(self, state: dict, c: ContactView) -> None:
-        known = {(f[0], f[1]) for f in state["facts"]}
-        for kind, value, source in c.facts:
-            if kind == "language":
-                state["facts"] = [f for f in state["facts"] if f[0] != "language"]
-            elif (kind, value) in known:
+        pub = state["pub"]
+        where = {eid: conv.id for conv in convs for eid in conv.contacts}
+        for conv in sorted(convs, key=lambda cv: (cv.opened_at, cv.id)):
+            events += self._diff(state, conv, pub.get(conv.id), views, recorded, facts)
+        live = {conv.id for conv in convs}
+        for cid in sorted(pub):
+            p = pub[cid]
+            if cid in live or p["st"] == "merged_into":
                 continue
-            state["facts"].append([kind, value, source])
-            known.add((kind, value))
+            target = next((where[e] for e in p["c"] if e in where), None)
+            events += self._ended(state, cid, p, target, None if target else moved_to, facts)
+        self._freeze(state, convs, views)
+        state["deadline"] = deadline(convs, self.rules)
+        return events
 
-    def _remember(self, state: dict, event_id: str, events: list[dict]) -> None:
-        state["seen"] = [*state["seen"], event_id][-self.rules.max_seen_ids:]
+    def _diff(self, state: dict, conv: Conversation, p: dict | None, views: dict, recorded: int | None,
+              facts: list[dict]) -> list[dict]:
+        new = p is None
+        p = p or {"v": 0, "c": [], "sw": [], "ro": [], "st": "open", "ra": None, "w": ["nobody", None], "k": {},
+                  "e": [], "o": conv.opened_at, "la": conv.last_at}
+        out: list[tuple] = []  # (type, subject, at, contact, extras)
+        first = views[conv.contacts[0]]
+        if new:
+            out.append(("opened", first.event_id, conv.opened_at, first, {}))
+        elif p["st"] == "merged_into":
+            out.append(("reopened", f"back:{first.event_id}", conv.opened_at, first, {}))
+        was = set(p["c"])
+        for eid, prev, ch in conv.switches:
+            if eid not in p["sw"]:
+                out.append(("channel_switched", eid, views[eid].t, views[eid], {"previous_channel": prev}))
+        for eid in conv.reopens:
+            if eid not in p["ro"]:
+                out.append(("reopened", eid, views[eid].t, views[eid], {}))
+        if p["st"] == "resolved" and conv.status == "open" and not (set(conv.reopens) - set(p["ro"])):
+            last = views[conv.contacts[-1]]
+            out.append(("reopened", f"late:{last.event_id}", last.t, last, {}))
+        for eid in conv.contacts:
+            if eid not in was:
+                out.append(("message_appended", eid, views[eid].t, views[eid], {}))
+        now = set(conv.contacts)
+        for eid in p["c"]:
+            if eid not in now:
+                v = views.get(eid)
+                out.append(("message_removed", eid, v.t if v else conv.last_at, v, {}))
+        if [conv.waiting_on, conv.waiting_by] != p["w"] and not (conv.status == "resolved" and conv.waiting_on == "nobody"):
+            by = views.get(conv.waiting_by) if conv.waiting_by else None
+            at = by.t if by else (conv.resolved_at or conv.last_at)
+            out.append(("waiting_changed", f"{conv.waiting_on}:{conv.waiting_by}", at, by, {}))
+        for clock in conv.clocks:
+            before = p["k"].get(clock.key)
+            if before is None:
+                out.append(("sla_started", clock.key, clock.started, views.get(self._starter(conv, clock, views)),
+                            {"clock": clock}))
+            if clock.state in ("hit", "breached") and before != clock.state:
+                out.append(("sla_" + ("hit" if clock.state == "hit" else "breached"), clock.key, clock.end, None,
+                            {"clock": clock}))
+        if conv.status == "resolved" and (p["st"] != "resolved" or p["ra"] != conv.resolved_at):
+            by = views.get(conv.resolved_by) if conv.resolved_by != "inactivity" else None
+            out.append(("resolved", f"{conv.resolved_at}:{conv.resolved_by}", conv.resolved_at, by, {}))
+        snapshot = self._snapshot(conv)
+        if not out and snapshot != p.get("s"):  # e.g. a clock withdrawn by a late contact
+            out.append(("other", f"{conv.last_at}:{len(conv.clocks)}", conv.last_at, None, {}))
+        if not out:
+            return []
+        emitted = set(p["e"])
+        events = []
+        v = p["v"]
+        for etype, subject, at, contact, extra in out:
+            v += 1
+            base = str(uuid.uuid5(CONVERSATION_NS, f"{conv.id}:{etype}:{subject}"))
+            eid = base if _short(base) not in emitted else str(uuid.uuid5(CONVERSATION_NS, f"{base}:{v}"))
+            emitted.add(_short(base))
+            clock = extra.get("clock")
+            if etype in ("sla_hit", "sla_breached"):
+                rec_at = at
+            else:
+                rec_at = max(at, contact.recorded) if contact else max(at, recorded or at)
+            events.append(self._event(
+                state, conv.id, etype, eid, at, rec_at, version=v, contact=contact,
+                channel=contact.channel if contact else conv.channel, previous=extra.get("previous_channel"),
+                sla_record=clock.record(at, self.hours) if clock else None, snapshot=snapshot, facts=facts))
+        state["pub"][conv.id] = {
+            "v": v, "c": list(conv.contacts), "sw": [s[0] for s in conv.switches], "ro": list(conv.reopens),
+            "st": conv.status, "ra": conv.resolved_at, "w": [conv.waiting_on, conv.waiting_by],
+            "k": {c.key: c.state for c in conv.clocks}, "e": sorted(emitted), "o": conv.opened_at,
+            "la": conv.last_at, "n": len(conv.contacts), "b": conv.breaches, "ch": conv.channel, "s": snapshot}
+        return events
+
+    @staticmethod
+    def _starter(conv: Conversation, clock: Clock, views: dict) -> str | None:
+        return next((e for e in conv.contacts if views[e].t == clock.started and views[e].role == CUSTOMER), None)
+
+    def _snapshot(self, conv: Conversation) -> dict:
+        nxt = conv.next_clock(self.hours)
+        return {"status": conv.status, "opened_at": conv.opened_at, "messages": len(conv.contacts),
+                "breaches": conv.breaches, "waiting_on": conv.waiting_on,
+                "open_sla": nxt.record(conv.last_at, self.hours) if nxt else None}
+
+    def _ended(self, state: dict, cid: str, p: dict, target: str | None, to_customer: str | None,
+               facts: list[dict]) -> list[dict]:
+        v = p["v"] + 1
+        subject = f"{target or ''}:{to_customer or ''}"
+        base = str(uuid.uuid5(CONVERSATION_NS, f"{cid}:merged_into:{subject}"))
+        eid = base if _short(base) not in p["e"] else str(uuid.uuid5(CONVERSATION_NS, f"{base}:{v}"))
+        at = p["la"]
+        snapshot = {"status": "merged_into", "opened_at": p["o"], "messages": 0, "breaches": 0,
+                    "waiting_on": "nobody", "open_sla": None}
+        ev = self._event(state, cid, "merged_into", eid, at, at, version=v, contact=None, channel=p.get("ch"),
+                         previous=None, sla_record=None, snapshot=snapshot, facts=facts)
+        ev["merged_into"] = target
+        ev["merged_into_customer_id"] = to_customer
+        state["pub"][cid] = {**p, "v": v, "c": [], "sw": [], "ro": [], "st": "merged_into", "k": {},
+                             "w": ["nobody", None], "e": sorted({*p["e"], _short(base)}), "n": 0, "b": 0,
+                             "s": snapshot}
+        return [ev]
+
+    def _event(self, state: dict, cid: str, etype: str, eid: str, at: int, recorded: int, *, version: int,
+               contact: ContactView | None, channel: str | None, previous: str | None, sla_record: dict | None,
+               snapshot: dict, facts: list[dict]) -> dict:
+        return {
+            "event_id": eid, "event_type": etype, "occurred_at": at, "recorded_at": recorded,
+            "customer_id": state["customer_id"], "conversation_id": cid, "channel": channel,
+            "previous_channel": previous, "contact_event_id": contact.event_id if contact else None,
+            "waiting_on": snapshot["waiting_on"], "sla": sla_record, "facts": facts, "version": version,
+            "status": snapshot["status"], "opened_at": snapshot["opened_at"], "messages": snapshot["messages"],
+            "breaches": snapshot["breaches"], "open_sla": snapshot["open_sla"], "merged_into": None,
+            "merged_into_customer_id": None,
+        }
+
+    # -- facts, archive, freezing ------------------------------------------------------------
+
+    @staticmethod
+    def _facts(state: dict, contacts: list[ContactView]) -> list[dict]:
+        """The customer's facts: the frozen ones plus those of the live contacts, first seen first
+        (event time); one language, the latest."""
+        known: dict[tuple[str, str], tuple] = {tuple(k.split("\x1f", 1)): tuple(v) for k, v in state["facts"].items()}
+        for c in contacts:
+            for kind, value, source in c.facts:
+                k = (kind, "") if kind == "language" else (kind, value)
+                cand = (c.t, c.event_id, value, source)
+                have = known.get(k)
+                if have is None or (kind == "language" and cand[:2] > have[:2]) or (
+                        kind != "language" and cand[:2] < have[:2]):
+                    known[k] = cand
+        ordered = sorted(known.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]))
+        return [{"kind": k[0], "value": v[2], "source": v[3]} for k, v in ordered]
+
+    def _archive(self, state: dict, c: ContactView) -> list[dict]:
+        """A contact at or before the frozen horizon: appended to a frozen conversation (the one
+        whose span holds its time, else the latest that opened before it, else the first)."""
+        frozen = state["frozen"]
+        holder = next((f for f in frozen if f["o"] <= c.t <= (f["ra"] or f["la"])), None)
+        holder = holder or next((f for f in reversed(frozen) if f["o"] <= c.t), None) or frozen[0]
+        holder["n"] += 1
+        holder["v"] += 1
+        state["old_ids"] = [*state["old_ids"], c.event_id][-MAX_OLD_IDS:]
+        for kind, value, source in c.facts:
+            k = f"{kind}\x1f{'' if kind == 'language' else value}"
+            if k not in state["facts"]:
+                state["facts"][k] = [c.t, c.event_id, value, source]
+        facts = self._facts(state, [ContactView.from_row(r) for r in state["contacts"]])
+        snapshot = {"status": "resolved", "opened_at": holder["o"], "messages": holder["n"], "breaches": holder["b"],
+                    "waiting_on": "nobody", "open_sla": None}
+        eid = str(uuid.uuid5(CONVERSATION_NS, f"{holder['id']}:message_appended:{c.event_id}"))
+        return [self._event(state, holder["id"], "message_appended", eid, c.t, max(c.t, c.recorded),
+                            version=holder["v"], contact=c, channel=c.channel, previous=None, sla_record=None,
+                            snapshot=snapshot, facts=facts)]
+
+    def _freeze(self, state: dict, convs: list[Conversation], views: dict) -> None:
+        wm, keep = state["wm"], self.rules.retention_seconds * 1000
+        if wm is None:
+            return
+        convs = sorted(convs, key=lambda cv: (cv.opened_at, cv.id))
+        while convs:
+            conv, rest = convs[0], convs[1:]
+            if conv.status != "resolved" or wm - conv.resolved_at <= keep:
+                break
+            if rest and conv.last_at >= min(cv.opened_at for cv in rest):
+                break
+            p = state["pub"].pop(conv.id, None) or {"v": 0}
+            state["frozen"] = [*state["frozen"], {
+                "id": conv.id, "o": conv.opened_at, "la": conv.last_at, "ra": conv.resolved_at,
+                "n": len(conv.contacts), "b": conv.breaches, "v": p["v"]}][-MAX_FROZEN:]
+            ids = set(conv.contacts)
+            for c in (views[e] for e in conv.contacts):
+                for kind, value, source in c.facts:
+                    k = f"{kind}\x1f{'' if kind == 'language' else value}"
+                    have = state["facts"].get(k)
+                    if have is None or (kind == "language" and [c.t, c.event_id] > have[:2]):
+                        state["facts"][k] = [c.t, c.event_id, value, source]
+            state["contacts"] = [r for r in state["contacts"] if r[0] not in ids]
+            state["old_ids"] = [*state["old_ids"], *conv.contacts][-MAX_OLD_IDS:]
+            state["horizon"] = max(state["horizon"] or conv.last_at, conv.last_at)
+            convs = rest
+        # merged-away conversations leave the published map once they are older than the retention
+        for cid in [k for k, p in state["pub"].items() if p["st"] == "merged_into" and wm - p["la"] > keep]:
+            del state["pub"][cid]
+
+    def _remember(self, state: dict, key: str, events: list[dict]) -> None:
+        """Keep the events of the last few changes, compactly (values in EVENT_KEYS order, the
+        customer's facts once), so that a redelivery re-sends the same events and no new ones."""
         outbox = state["outbox"]
-        outbox[event_id] = events  # fresh dicts, never changed after this
+        outbox[key] = [events[0]["facts"] if events else [], [[e[k] for k in EVENT_KEYS] for e in events]]
         while len(outbox) > self.rules.outbox:
             outbox.pop(next(iter(outbox)))
-        while len(state["msgs"]) > MAX_MESSAGE_IDS:
-            state["msgs"].pop(next(iter(state["msgs"])))
 
-    def _ev(self, state: dict, conv: dict, event_type: str, at: int, recorded: int, *,
-            contact: ContactView | None = None, channel: str | None = None, prev: str | None = None,
-            sla_record: dict | None = None) -> dict:
-        cid = contact.event_id if contact else ""
-        clock = f"{sla_record['kind']}:{sla_record['started_at']}" if sla_record else ""
-        return {
-            "event_id": str(uuid.uuid5(CONVERSATION_NS, f"{conv['id']}:{event_type}:{cid}:{clock}")),
-            "event_type": event_type, "occurred_at": at, "recorded_at": recorded,
-            "customer_id": state["customer_id"], "conversation_id": conv["id"], "channel": channel,
-            "previous_channel": prev, "contact_event_id": contact.event_id if contact else None,
-            "waiting_on": conv["waiting_on"], "sla": sla_record,
-            "facts": [{"kind": k, "value": v, "source": s} for k, v, s in state["facts"]],
-        }
+
+# -- reading the difference back ----------------------------------------------------------------
+
+SNAPSHOT_FIELDS = ("status", "opened_at", "messages", "breaches", "waiting_on", "open_sla")
+
+
+def fold(events) -> dict[str, dict]:
+    """Conversation id → its state, from conversation events in any order and with duplicates: the
+    event with the highest version of each conversation wins. Merged-away conversations are left out."""
+    latest: dict[str, dict] = {}
+    for e in events:
+        have = latest.get(e["conversation_id"])
+        if have is None or e["version"] > have["version"]:
+            latest[e["conversation_id"]] = e
+    return {cid: {k: e[k] for k in SNAPSHOT_FIELDS} for cid, e in latest.items() if e["status"] != "merged_into"}
+
+
+def snapshots(convs: list[Conversation], rules: StitchRules) -> dict[str, dict]:
+    """What ``fold`` gives for conversations computed in one pass."""
+    st = Stitcher(rules)
+    return {conv.id: st._snapshot(conv) for conv in convs}

@@ -11,11 +11,14 @@ windows, targets, limits or blocked values without touching code:
     THREADLINE_IDENTITY_BLOCKED           extra blocked values, comma separated (normalized values)
     THREADLINE_STITCH_WINDOWS             inactivity window per channel in seconds (chat=1800,email=259200,...)
     THREADLINE_STITCH_REOPEN_SECONDS      a contact this soon after resolution reopens the conversation
-    THREADLINE_STITCH_GRACE_SECONDS       how late (event time) a contact may be and still move clocks
+    THREADLINE_STITCH_RETENTION_SECONDS   how long (event time) after its resolution a conversation can still
+                                          be changed by a late contact before it is frozen to a summary
     THREADLINE_SLA_TARGETS                first/next response target per channel in seconds
     THREADLINE_SLA_RESOLUTION_SECONDS     resolution target
     THREADLINE_SLA_BUSINESS_HOURS         e.g. "Europe/Rome mon-fri 09:00-18:00"; unset = around the clock
-    THREADLINE_SLA_TIMER_GRACE_SECONDS    a running clock is breached by the timer this long after due
+    THREADLINE_SLA_TIMER_GRACE_SECONDS    allowed lateness: the watermark trails the latest event time by this much
+    THREADLINE_STREAMS_IDLE_SECONDS       a partition with no record for this long (and no lag) is idle: its
+                                          watermark follows the wall clock
 """
 
 from __future__ import annotations
@@ -88,11 +91,12 @@ class BusinessHours:
 class StitchRules:
     windows: Mapping[str, int] = field(default_factory=lambda: DEFAULT_WINDOWS)
     reopen_seconds: int = 72 * HOUR
-    grace_seconds: int = 10 * 60
+    retention_seconds: int = 30 * 24 * HOUR
     sla_targets: Mapping[str, int] = field(default_factory=lambda: DEFAULT_SLA_TARGETS)
     resolution_seconds: int = 24 * HOUR
     business_hours: BusinessHours | None = None
-    timer_grace_seconds: int = 2
+    timer_grace_seconds: int = 2  # allowed lateness: the watermark trails the latest event time by this
+    idle_seconds: int = 5
     max_seen_ids: int = 2000
     outbox: int = 4  # contacts per customer whose events a redelivery may ask for again
 
@@ -138,10 +142,11 @@ def rules_from_env(env: Mapping[str, str] | None = None) -> Rules:
     stitch = StitchRules(
         windows=MappingProxyType({**stitch.windows, **_pairs(g("THREADLINE_STITCH_WINDOWS", ""))}),
         reopen_seconds=int(g("THREADLINE_STITCH_REOPEN_SECONDS", stitch.reopen_seconds)),
-        grace_seconds=int(g("THREADLINE_STITCH_GRACE_SECONDS", stitch.grace_seconds)),
+        retention_seconds=int(g("THREADLINE_STITCH_RETENTION_SECONDS", stitch.retention_seconds)),
         sla_targets=MappingProxyType({**stitch.sla_targets, **_pairs(g("THREADLINE_SLA_TARGETS", ""))}),
         resolution_seconds=int(g("THREADLINE_SLA_RESOLUTION_SECONDS", stitch.resolution_seconds)),
         business_hours=BusinessHours.parse(hours) if hours else None,
         timer_grace_seconds=int(g("THREADLINE_SLA_TIMER_GRACE_SECONDS", stitch.timer_grace_seconds)),
+        idle_seconds=int(g("THREADLINE_STREAMS_IDLE_SECONDS", stitch.idle_seconds)),
     )
     return Rules(ident, stitch)

@@ -57,7 +57,7 @@ CONVERSATIONS = TopicSpec(
     doc="Conversation lifecycle and SLA clock events.",
 )
 STREAMS_DLQ = TopicSpec(
-    "threadline.dlq.v1", 1, key="source topic", value="raw record; reason, topic, partition, offset in headers",
+    "streams.dlq.v1", 1, key="source topic", value="raw record; reason, topic, partition, offset in headers",
     retention_ms=THIRTY_DAYS_MS, doc="Records a stream processor could not decode or process.",
 )
 # Internal topics of the stream processors (``threadline worker``): the identity graph is one

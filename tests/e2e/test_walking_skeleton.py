@@ -177,7 +177,7 @@ def test_a_bad_record_on_contacts_goes_to_the_streams_dlq_and_does_not_block_the
             if h.get("source_offset") == str(meta.offset).encode() and h.get("source_partition") == str(meta.partition).encode():
                 found.append(m)
     dlq.close()
-    assert found, "the bad record did not reach threadline.dlq.v1"
+    assert found, "the bad record did not reach streams.dlq.v1"
     assert found[0].value == b"\x00\x7f\xff\xff\xffgarbage"
     assert dict(found[0].headers)["reason"]
 

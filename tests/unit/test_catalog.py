@@ -15,7 +15,7 @@ KEYED_EVENT_TOPICS = ["contacts.v1", "identities.v1", "contacts.resolved.v1", "c
 def test_every_topic_of_the_design_is_declared():
     names = {spec.name for spec in CATALOG}
     assert DESIGN_TOPICS <= names
-    assert {"threadline.dlq.v1", "projections.dlq.v1", "customers.profiles.v1"} <= names
+    assert {"streams.dlq.v1", "projections.dlq.v1", "customers.profiles.v1"} <= names
 
 
 def test_topic_names_are_unique_and_carry_a_version_suffix():

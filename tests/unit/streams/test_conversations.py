@@ -115,19 +115,22 @@ def test_a_social_reply_to_an_earlier_post_joins_that_conversation():
 
 # --- event time ----------------------------------------------------------------------------
 
-def test_a_late_first_contact_within_grace_joins_and_restarts_the_clock_at_its_own_time():
-    _, events = run([contact("dm", "twitter", 6 * MIN), contact("tweet", "twitter", 0)])
-    assert len({e["conversation_id"] for e in events}) == 1
+def test_a_late_first_contact_joins_and_restarts_the_clock_at_its_own_time():
+    state, events = run([contact("dm", "twitter", 6 * MIN), contact("tweet", "twitter", 0)])
+    [conv] = Stitcher().conversations(state)
+    assert conv.contacts == ["tweet", "dm"]
     starts = [e["sla"]["started_at"] for e in of(events, "sla_started") if e["sla"]["kind"] == "first_response"]
     assert starts == [T0 + 6 * MIN, T0]
+    [ended] = of(events, "merged_into")  # the conversation first opened by the DM now starts at the tweet
+    assert ended["merged_into"] == conv.id
 
 
-def test_a_contact_later_than_the_grace_is_appended_without_touching_lifecycle_or_clocks():
-    rules = StitchRules(grace_seconds=60)
-    state, events = run([contact("a", "chat", 0), agent("r", "chat", 30 * SEC), contact("b", "chat", 20 * MIN),
-                         contact("old", "chat", 10 * SEC)], rules)
-    late = events[-1:]
-    assert types(late) == ["message_appended"] and late[0]["contact_event_id"] == "old"
+def test_a_contact_hours_late_is_placed_by_its_event_time_and_moves_lifecycle_and_clocks():
+    state, events = run([contact("a", "chat", 0), contact("b", "chat", 20 * MIN), agent("r", "chat", 30 * SEC)])
+    [conv] = Stitcher().conversations(state)
+    assert conv.contacts == ["a", "r", "b"]
+    assert [(k.kind, k.state) for k in conv.clocks] == [
+        ("first_response", "hit"), ("resolution", "running"), ("next_response", "running")]
 
 
 def test_replaying_the_same_contacts_gives_the_same_events():
@@ -183,16 +186,16 @@ def test_a_reply_in_time_is_a_hit_and_a_late_reply_is_a_breach_at_the_due_time()
     assert not of(events, "sla_hit")
 
 
-def test_the_timer_breaches_a_running_clock_on_time_and_the_late_reply_reports_nothing_more():
-    s = Stitcher(StitchRules(timer_grace_seconds=2))
+def test_the_watermark_breaches_a_running_clock_at_its_due_time_and_the_late_reply_reports_nothing_more():
+    s = Stitcher()
     state, _ = s.apply(None, contact("c", "chat", 0))
-    assert s.next_due(state) == T0 + 2 * MIN
-    state, early = s.tick(state, T0 + 2 * MIN + 1 * SEC)  # due, but within the timer grace
+    assert s.next_deadline(state) == T0 + 2 * MIN
+    state, early = s.advance(state, T0 + 2 * MIN)  # due, not past
     assert early == []
-    state, events = s.tick(state, T0 + 2 * MIN + 3 * SEC)
+    state, events = s.advance(state, T0 + 2 * MIN + 3 * SEC)
     assert [(e["event_type"], e["sla"]["kind"], e["occurred_at"]) for e in events] == [
         ("sla_breached", "first_response", T0 + 2 * MIN)]
-    state, again = s.tick(state, T0 + 10 * MIN)
+    state, again = s.advance(state, T0 + 10 * MIN)
     assert again == []
     state, reply = s.apply(state, agent("r", "chat", 5 * MIN))
     assert not of(reply, "sla_breached") and not of(reply, "sla_hit")
@@ -220,25 +223,19 @@ def test_a_store_order_opens_a_conversation_without_starting_a_clock():
     assert of(events, "opened") and not of(events, "sla_started")
 
 
-def test_a_retired_customer_has_no_running_clocks():
-    s = Stitcher()
-    state, _ = s.apply(None, contact("c", "chat", 0))
-    state, _ = s.retire(state, "survivor")
-    assert s.next_due(state) is None
-    assert s.tick(state, T0 + HOUR)[1] == []
-
-
-def test_a_merged_away_customers_open_conversation_is_resolved_at_the_merge_without_clock_events():
+def test_a_customer_whose_contacts_all_moved_away_has_no_running_clocks_and_its_conversation_ends_merged_into():
     s = Stitcher()
     state, opened = s.apply(None, contact("tweet", "twitter", 0))
-    merge_at = T0 + 6 * MIN
-    state, events = s.retire(state, "survivor", merge_at, merge_at + 10)
-    [resolved] = events
-    assert resolved["event_type"] == "resolved" and resolved["occurred_at"] == merge_at
-    assert resolved["conversation_id"] == of(opened, "opened")[0]["conversation_id"]
-    assert not of(events, "sla_hit") and not of(events, "sla_breached")
-    # Retiring again (a redelivered command) resolves nothing twice.
-    assert s.retire(state, "survivor", merge_at, merge_at + 10)[1] == []
+    state, events = s.remove(state, ["tweet"], "survivor", gen=1)
+    assert s.next_deadline(state) is None and s.conversations(state) == []
+    [ended] = events
+    assert ended["event_type"] == "merged_into" and ended["merged_into_customer_id"] == "survivor"
+    assert ended["conversation_id"] == of(opened, "opened")[0]["conversation_id"]
+    assert s.advance(state, T0 + HOUR)[1] == []
+    # the same move again (a redelivered command) ends nothing twice
+    assert s.remove(state, ["tweet"], "survivor", gen=1)[1] == events
+    again, resent = s.apply(state, contact("tweet", "twitter", 0))  # its old assignment, redelivered
+    assert again == state and {e["event_id"] for e in resent} <= {e["event_id"] for e in opened}
 
 
 # --- business hours ------------------------------------------------------------------------
