@@ -34,7 +34,8 @@ from threadline.settings import Settings
 AUDIENCES = ("support", "sales", "marketing", "admin")
 ANY = "any"  # any valid token, whatever its scopes (operational routes without customer data)
 MIN_TOKEN_CHARS = 16
-OPEN = frozenset({"/livez", "/readyz", "/metrics", "/healthz"})
+# No customer data: probes, metrics, and the API documentation pages (their assets are a static mount).
+OPEN = frozenset({"/livez", "/readyz", "/metrics", "/healthz", "/docs", "/redoc"})
 _CONNECTOR = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")  # ContactIn.connector
 
 
