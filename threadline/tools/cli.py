@@ -71,6 +71,7 @@ def setup(only: list[str] = typer.Option(None, "--only", help="only these steps:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from threadline.tools.stack import setup as steps
+    from threadline.tools.stack.paths import build_root
 
     s = settings()
     if check:
@@ -95,7 +96,7 @@ def setup(only: list[str] = typer.Option(None, "--only", help="only these steps:
             except ConfigError as exc:
                 progress.stop()
                 fail(str(exc), 1)
-    console.print(f"set-up complete in {time.monotonic() - t0:.0f} s; state in {s.state_dir}")
+    console.print(f"set-up complete in {time.monotonic() - t0:.0f} s; built into {build_root()}")
 
 
 @app.command()

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 from threadline.errors import ConfigError
 from threadline.process import Managed, port_open, wait_until
 from threadline.settings import Settings
-from threadline.tools.stack.paths import deploy_local
+from threadline.tools.stack.paths import build_root, deploy_local
 
 NAME = "kafka"
 
@@ -39,7 +39,7 @@ def java_bin() -> str:
 
 
 def lib_dir(settings: Settings) -> Path:
-    return settings.state_dir / "lib" / f"kafka-{settings.kafka_version}"
+    return build_root() / "lib" / f"kafka-{settings.kafka_version}"  # the set-up step's, for every state folder
 
 
 def ensure_jars(settings: Settings) -> Path:

@@ -3,7 +3,7 @@
 ``threadline setup`` (``make setup``; ``make test`` and ``make demo`` depend on it) fetches
 and builds every part the local stack, the tests and the demo start later:
 
-- Kafka's jars from Maven Central (``mvn dependency:copy-dependencies``, into the state folder);
+- Kafka's jars from Maven Central (``mvn dependency:copy-dependencies``, into the checkout's build folder, ``.threadline/lib``, shared by every state folder);
 - the schema registry (Apicurio, a Quarkus build over Maven Central jars, ~5 min cold);
 - the docker compose CLI from the Go module proxy (for ``docker compose config`` in the tests);
 - the Strimzi CRD generator's jars (the deploy tests regenerate the CRDs and compare them).
@@ -26,7 +26,7 @@ from typing import Callable
 
 from threadline.errors import ConfigError
 from threadline.settings import Settings
-from threadline.tools.stack.paths import REPO_ROOT
+from threadline.tools.stack.paths import REPO_ROOT, build_root
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Step:
     needed: bool = True  # False: a tool only the deploy tests use; skipped with a note when its toolchain is absent
 
     def digest_file(self, s: Settings) -> Path:
-        return s.state_dir / "setup" / f"{self.name}.inputs"
+        return build_root() / "setup" / f"{self.name}.inputs"
 
     def digest(self, s: Settings) -> str:
         h = hashlib.sha256(f"{self.name}:{s.kafka_version}".encode())
@@ -106,7 +106,7 @@ CRDS_POM = REPO_ROOT / "deploy" / "k8s" / "crds" / "pom.xml"
 
 
 def compose_binary(s: Settings) -> Path:
-    return s.state_dir / "tools" / "docker" / "cli-plugins" / "docker-compose"
+    return build_root() / "tools" / "docker" / "cli-plugins" / "docker-compose"
 
 
 def _compose_done(s: Settings) -> bool:
@@ -115,11 +115,11 @@ def _compose_done(s: Settings) -> bool:
 
 def _compose_run(s: Settings, log: Path) -> None:
     compose_binary(s).unlink(missing_ok=True)
-    _logged(["bash", str(COMPOSE_SCRIPT)], log, env={"THREADLINE_HOME": str(s.state_dir)})
+    _logged(["bash", str(COMPOSE_SCRIPT)], log, env={"THREADLINE_HOME": str(build_root())})
 
 
 def _crds_stamp(s: Settings) -> Path:
-    return s.state_dir / "tools" / "strimzi-crd-generator.resolved"
+    return build_root() / "tools" / "strimzi-crd-generator.resolved"
 
 
 def _crds_done(s: Settings) -> bool:
@@ -189,7 +189,7 @@ def run(settings: Settings, *, only: tuple[str, ...] = (), force: bool = False,
         if absent:
             raise ConfigError(f"{step.name}: `{absent}` not found; it is needed for the {step.what}")
         t0 = time.monotonic()
-        step.run(settings, settings.state_dir / "logs" / f"setup-{step.name}.log")
+        step.run(settings, build_root() / "logs" / f"setup-{step.name}.log")
         step.record(settings)
         results[step.name] = "built"
         report(step.name, "built", time.monotonic() - t0)
