@@ -85,11 +85,10 @@ def summary(result: subprocess.CompletedProcess) -> str:
 def gateway_app(settings, new_topic, tmp_path):
     from connectors.gateway import create_app
     from schemas.codec import make_codec
-    from threadline.kafka import make_producer
 
     s = settings.model_copy(update={**{k: SecretStr(v) for k, v in SECRETS.items()}, **token_settings(),
                                     "home": tmp_path})
-    app = create_app(s, producer_factory=lambda: make_producer(s), codec_factory=lambda: make_codec(s),
+    app = create_app(s, codec_factory=lambda: make_codec(s),
                      contacts_topic=new_topic(partitions=EVENT_PARTITIONS), dlq_topic=new_topic())
     with Served(app) as served:
         yield served
