@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 from pydantic import BeforeValidator
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from projectors import rules
+from projectors import definitions, rules
 from projectors.framework import live_schema
 from threadline import auth, ops
 from threadline.http import error_response, guard, validation_fields
@@ -190,7 +190,8 @@ def create_app(settings: Settings) -> FastAPI:
             "first_contact_at": summary.get("first_contact_at"), "last_contact_at": summary.get("last_contact_at"),
             "contacts": summary.get("contacts", 0), "channels": summary.get("channels") or [],
             "language": summary.get("language"),
-            "sentiment": {"latest": summary.get("sentiment_latest"), "avg_30d": summary.get("sentiment_30d")},
+            "sentiment": definitions.Sentiment(summary.get("sentiment_latest"), summary.get("sentiment_7d"),
+                                               summary.get("sentiment_prior_23d"), summary.get("sentiment_30d")).as_dict(),
             "identities": identities, "facts": facts,
             "last_order": last_order["value"] if last_order else None,
             "open_conversations": [c for c in convs if c["state"] == "open"],
@@ -276,9 +277,12 @@ def create_app(settings: Settings) -> FastAPI:
         flag = rules.talk_to_support_first(open_conversations=row["open_conversations"],
                                            breached_slas_7d=row["breached_slas_7d"],
                                            support_contacts_7d=row["support_contacts_7d"],
-                                           sentiment_7d=row["sentiment_7d"])
-        return {**row, "requested_id": customer_id,
-                "sentiment_trend": rules.sentiment_trend(row["sentiment_7d"], row["sentiment_prior_23d"]),
+                                           sentiment_7d=row["sentiment_7d"],
+                                           sentiment_prior_23d=row["sentiment_prior_23d"])
+        sentiment = definitions.Sentiment(row["sentiment_latest"], row["sentiment_7d"], row["sentiment_prior_23d"],
+                                          row["sentiment_30d"])
+        return {**row, "requested_id": customer_id, "sentiment": sentiment.as_dict(),
+                "sentiment_trend": sentiment.trend,
                 "talk_to_support_first": flag.flag, "talk_to_support_first_reasons": flag.reasons}
 
     # -- marketing ----------------------------------------------------------------------------
