@@ -75,6 +75,7 @@ create table {s}.customer_identities (
     primary key (kind, platform, value, origin_customer_id)
 );
 create index on {s}.customer_identities (origin_customer_id);
+create index on {s}.customer_identities (kind, lower(value));  -- lookups by any written form (projectors/lookup.py)
 
 -- Merges as edges absorbed → survivor; root_id is where the chain ends (projectors.rows.roots).
 create table {s}.customer_alias (
