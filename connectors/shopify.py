@@ -2,8 +2,10 @@
 (base64 HMAC-SHA256 of the raw body with the app's webhook secret).
 
 An order is a ``store`` contact with ``event_type`` ``order.created``: purchase history the agent
-sees. Identities: the order's email (primary), the customer's or billing phone, the Shopify
-customer id (``account``, platform shopify). Facts: the order number and name, the shipping
+sees. Identities: the order's email (primary), the customer's phone (the order's or the customer
+record's), the phone of the shipping and of the billing address as ``hint`` strength (whoever
+receives the parcel may be someone else: identity resolution links hints only when configured
+to), the Shopify customer id (``account``, platform shopify). Facts: the order number and name, the shipping
 address, the items. ``buyer_accepts_marketing`` / ``customer.email_marketing_consent`` become
 consent signals. Other topics (``X-Shopify-Topic``) go to the DLQ.
 """
@@ -38,13 +40,15 @@ def parse(req: WebhookRequest, ctx: MapContext) -> Mapped:
 
 
 def order_created(order: dict, shop: str | None, ctx: MapContext):
-    customer = order.get("customer") or {}
-    billing = order.get("billing_address") or {}
-    shipping = order.get("shipping_address") or {}
+    customer = _object(order.get("customer"))
+    billing = _object(order.get("billing_address"))
+    shipping = _object(order.get("shipping_address"))
+    region = billing.get("country_code") or shipping.get("country_code") or ctx.region
     idents = dedupe_identities([
         email_identity(order.get("email") or order.get("contact_email") or customer.get("email"), primary=True),
-        phone_identity(order.get("phone") or customer.get("phone") or billing.get("phone") or shipping.get("phone"),
-                       (billing.get("country_code") or shipping.get("country_code") or ctx.region)),
+        phone_identity(order.get("phone") or customer.get("phone"), region),
+        *(phone_identity(address.get("phone"), address.get("country_code") or region, strength="hint")
+          for address in (shipping, billing)),
         account_identity(customer.get("id"), "shopify", strength="verified"),
     ])
     number = str(order.get("order_number") or order.get("number") or order["id"])
@@ -76,6 +80,11 @@ def order_created(order: dict, shop: str | None, ctx: MapContext):
         "metadata": {k: str(order[k]) for k in ("total_price", "currency", "financial_status") if order.get(k)}
                     | ({"shop": shop} if shop else {}),
     }, ctx)
+
+
+def _object(value) -> dict:
+    """A nested object of the order, or {} when it is missing or not an object."""
+    return value if isinstance(value, dict) else {}
 
 
 CONNECTOR = Connector(NAME, ("application/json",), "shopify_webhook_secret", verify, parse,

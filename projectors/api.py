@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 from pydantic import BeforeValidator
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from projectors import rules
+from projectors import definitions, lookup, rules
 from projectors.framework import live_schema
 from threadline import auth, ops
 from threadline.http import error_response, guard, validation_fields
@@ -190,7 +190,8 @@ def create_app(settings: Settings) -> FastAPI:
             "first_contact_at": summary.get("first_contact_at"), "last_contact_at": summary.get("last_contact_at"),
             "contacts": summary.get("contacts", 0), "channels": summary.get("channels") or [],
             "language": summary.get("language"),
-            "sentiment": {"latest": summary.get("sentiment_latest"), "avg_30d": summary.get("sentiment_30d")},
+            "sentiment": definitions.Sentiment(summary.get("sentiment_latest"), summary.get("sentiment_7d"),
+                                               summary.get("sentiment_prior_23d"), summary.get("sentiment_30d")).as_dict(),
             "identities": identities, "facts": facts,
             "last_order": last_order["value"] if last_order else None,
             "open_conversations": [c for c in convs if c["state"] == "open"],
@@ -198,22 +199,25 @@ def create_app(settings: Settings) -> FastAPI:
         }
 
     @app.get("/customers/by-identity", tags=["customers"])
-    async def customer_by_identity(request: Request, kind: IdentityKind, value: str = Query(min_length=1),
-                                   platform: str | None = None):
-        """The customer an identity (email, E.164 phone, social handle, ...) belongs to today."""
-        params = [kind, value]
-        where = "i.kind = %s and i.value = %s"
-        if platform is not None:
-            where += " and i.platform = %s"
-            params.append(platform)
-        found = await rows(request, f"select distinct m.customer_id, max(i.last_seen_at) as seen"
-                                    f" from {support}.customer_identities i join {support}.customers m"
-                                    f" using (origin_customer_id) where {where} group by m.customer_id"
-                                    " order by seen desc, m.customer_id", params)
+    async def customer_by_identity(request: Request, kind: IdentityKind, value: str = Query(min_length=1, max_length=400),
+                                   platform: str | None = Query(None, max_length=64)):
+        """The customer an identity belongs to today, the value written any way ingest accepts it
+        (projectors/lookup.py): ``matched`` is the stored identity found, ``looked_up`` what was
+        searched; 404 names the normalised value."""
+        try:
+            look = lookup.normalise(kind, value, platform, settings.default_phone_region)
+        except lookup.BadIdentity as exc:
+            return error_response(400, "invalid_parameters", "the request parameters are not valid",
+                                  [{"field": exc.field, "problem": exc.problem}])
+        sql, params = lookup.lookup_sql(support, look)
+        found = await rows(request, sql, params)
         if not found:
-            raise NotFound(f"customer with {kind} identity")
-        out = await card(request, found[0]["customer_id"], found[0]["customer_id"])
-        out["also_matching"] = [f["customer_id"] for f in found[1:]]
+            raise NotFound(f"customer with {look.describe()}")
+        best = found[0]
+        out = await card(request, best["customer_id"], best["customer_id"])
+        out["matched"] = {k: best[k] for k in ("kind", "platform", "value")}
+        out["looked_up"] = {"kind": look.kind, "value": look.value, "platform": look.platform}
+        out["also_matching"] = list(dict.fromkeys(f["customer_id"] for f in found if f["customer_id"] != best["customer_id"]))
         return out
 
     @app.get("/customers/{customer_id}", tags=["customers"])
@@ -276,9 +280,12 @@ def create_app(settings: Settings) -> FastAPI:
         flag = rules.talk_to_support_first(open_conversations=row["open_conversations"],
                                            breached_slas_7d=row["breached_slas_7d"],
                                            support_contacts_7d=row["support_contacts_7d"],
-                                           sentiment_7d=row["sentiment_7d"])
-        return {**row, "requested_id": customer_id,
-                "sentiment_trend": rules.sentiment_trend(row["sentiment_7d"], row["sentiment_prior_23d"]),
+                                           sentiment_7d=row["sentiment_7d"],
+                                           sentiment_prior_23d=row["sentiment_prior_23d"])
+        sentiment = definitions.Sentiment(row["sentiment_latest"], row["sentiment_7d"], row["sentiment_prior_23d"],
+                                          row["sentiment_30d"])
+        return {**row, "requested_id": customer_id, "sentiment": sentiment.as_dict(),
+                "sentiment_trend": sentiment.trend,
                 "talk_to_support_first": flag.flag, "talk_to_support_first_reasons": flag.reasons}
 
     # -- marketing ----------------------------------------------------------------------------

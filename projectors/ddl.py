@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from projectors import definitions
 from threadline.errors import ConfigError
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -74,6 +75,7 @@ create table {s}.customer_identities (
     primary key (kind, platform, value, origin_customer_id)
 );
 create index on {s}.customer_identities (origin_customer_id);
+create index on {s}.customer_identities (kind, lower(value));  -- lookups by any written form (projectors/lookup.py)
 
 -- Merges as edges absorbed → survivor; root_id is where the chain ends (projectors.rows.roots).
 create table {s}.customer_alias (
@@ -113,14 +115,19 @@ create view {s}.conversation_state as
                 else 'none' end as sla_state
     from {s}.conversations c join {s}.customers m using (origin_customer_id);
 
+"""
+
+# After the tables: the definitions every audience counts with, then the customer summary.
+SUMMARY = definitions.views_sql() + """
 create view {s}.customer_summary as
-    select customer_id, min(occurred_at) as first_contact_at, max(occurred_at) as last_contact_at,
-           count(*) as contacts,
-           (array_agg(language order by occurred_at desc, event_id desc) filter (where language is not null))[1] as language,
-           (array_agg(sentiment order by occurred_at desc, event_id desc) filter (where sentiment is not null))[1] as sentiment_latest,
-           round(avg(sentiment) filter (where occurred_at > (select now from {s}.clock) - interval '30 days')::numeric, 3)::float8 as sentiment_30d,
-           array_agg(distinct channel) as channels
-    from {s}.v_contacts group by customer_id;
+    select a.*, st.latest as sentiment_latest, st.avg_30d as sentiment_30d,
+           st.recent_7d as sentiment_7d, st.prior_23d as sentiment_prior_23d
+    from (select customer_id, min(occurred_at) as first_contact_at, max(occurred_at) as last_contact_at,
+                 count(*) as contacts,
+                 (array_agg(language order by occurred_at desc, event_id desc) filter (where language is not null))[1] as language,
+                 array_agg(distinct channel) as channels
+          from {s}.v_contacts group by customer_id) a
+    left join {s}.customer_sentiment st using (customer_id);
 """
 
 # Recompute the conversations a batch touched (%(ids)s: their ids) from their events.
@@ -194,32 +201,26 @@ create view {s}.customer_identity_list as
     group by m.customer_id, i.kind, i.platform, i.value;
 """
 
-SALES = """
-create view {s}.customer_360 as
-    with now_ as (select now from {s}.clock),
-    c as (select * from {s}.v_contacts),
-    support as (select * from c where actor_role = 'customer' and direction = 'inbound'
-                and channel not in ('review', 'store') and coalesce(department, 'support') = 'support'),
+_7D, _30D = definitions.RECENT_DAYS, definitions.WINDOW_DAYS
+SALES = f"""
+create view {{s}}.customer_360 as
+    with c as (select * from {{s}}.v_contacts),
     purchases as (select customer_id, occurred_at, event_id, facts from c
                   where channel = 'store' or event_type in ('order.placed', 'purchase'))
     select s.customer_id, s.first_contact_at, s.last_contact_at,
-        (select count(*) from support x where x.customer_id = s.customer_id
-            and x.occurred_at > (select now from now_) - interval '7 days') as support_contacts_7d,
-        (select count(*) from support x where x.customer_id = s.customer_id
-            and x.occurred_at > (select now from now_) - interval '30 days') as support_contacts_30d,
-        (select count(*) from {s}.conversation_state cs where cs.customer_id = s.customer_id
+        (select count(distinct x.contact_key) from {{s}}.support_contacts x where x.customer_id = s.customer_id
+            and {definitions.window_sql("x.occurred_at", _7D)}) as support_contacts_7d,
+        (select count(distinct x.contact_key) from {{s}}.support_contacts x where x.customer_id = s.customer_id
+            and {definitions.window_sql("x.occurred_at", _30D)}) as support_contacts_30d,
+        (select count(*) from {{s}}.conversation_state cs where cs.customer_id = s.customer_id
             and cs.state = 'open') as open_conversations,
-        (select count(*) from {s}.conversation_state cs where cs.customer_id = s.customer_id
-            and cs.sla_state = 'breached' and cs.last_event_at > (select now from now_) - interval '30 days') as breached_slas_30d,
-        (select count(*) from {s}.conversation_state cs where cs.customer_id = s.customer_id
-            and cs.sla_state = 'breached' and cs.last_event_at > (select now from now_) - interval '7 days') as breached_slas_7d,
+        (select count(*) from {{s}}.sla_breaches b where b.customer_id = s.customer_id
+            and {definitions.window_sql("b.breached_at", _30D)}) as breached_slas_30d,
+        (select count(*) from {{s}}.sla_breaches b where b.customer_id = s.customer_id
+            and {definitions.window_sql("b.breached_at", _7D)}) as breached_slas_7d,
         (select max(p.occurred_at) from purchases p where p.customer_id = s.customer_id) as last_purchase_at,
-        (select round(avg(x.sentiment)::numeric, 3)::float8 from c x where x.customer_id = s.customer_id
-            and x.occurred_at > (select now from now_) - interval '7 days') as sentiment_7d,
-        (select round(avg(x.sentiment)::numeric, 3)::float8 from c x where x.customer_id = s.customer_id
-            and x.occurred_at <= (select now from now_) - interval '7 days'
-            and x.occurred_at > (select now from now_) - interval '30 days') as sentiment_prior_23d
-    from {s}.customer_summary s;
+        s.sentiment_7d, s.sentiment_prior_23d, s.sentiment_30d, s.sentiment_latest
+    from {{s}}.customer_summary s;
 """
 
 MARKETING = """
@@ -283,4 +284,4 @@ def schema_sql(projection: str, schema: str) -> str:
     if projection not in AUDIENCE:
         raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(PROJECTIONS)}")
     check_ident(schema)
-    return (TABLES + AUDIENCE[projection]).format(s=schema)
+    return (TABLES + SUMMARY + AUDIENCE[projection]).format(s=schema)

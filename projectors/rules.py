@@ -9,25 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-TREND_DELTA = 0.2           # a change of average sentiment smaller than this is "stable"
+from projectors.definitions import sentiment_trend  # noqa: F401  (the one definition, re-exported)
+
 NEGATIVE_SENTIMENT = -0.2   # a recent average at or below this is a problem for sales
 DETRACTOR_RATING = 2        # a latest review rating at or below this: detractor
 PROMOTER_RATING = 4         # at or above this: promoter
 DETRACTOR_SENTIMENT = -0.4  # no review: an average sentiment at or below this is a detractor too
 SOCIAL_CHANNELS = frozenset({"twitter", "facebook", "instagram"})
 SOCIAL_FIRST_SHARE = 0.5    # at least half of the inbound contacts on social channels
-
-
-def sentiment_trend(recent: float | None, prior: float | None) -> str:
-    """``improving`` / ``worsening`` / ``stable`` comparing the last 7 days with the 23 before;
-    ``unknown`` when either window has no scored contact."""
-    if recent is None or prior is None:
-        return "unknown"
-    if recent - prior >= TREND_DELTA:
-        return "improving"
-    if prior - recent >= TREND_DELTA:
-        return "worsening"
-    return "stable"
 
 
 @dataclass(frozen=True)
@@ -37,8 +26,10 @@ class SupportFirst:
 
 
 def talk_to_support_first(*, open_conversations: int, breached_slas_7d: int, support_contacts_7d: int,
-                          sentiment_7d: float | None) -> SupportFirst:
-    """Sales should hear from support before calling when there is an open or recent problem."""
+                          sentiment_7d: float | None, sentiment_prior_23d: float | None = None) -> SupportFirst:
+    """Sales should hear from support before calling when there is an open or recent problem.
+    The numbers are the card's own (projectors.definitions), so a reason never contradicts it:
+    the sentiment reason names the trend the card shows."""
     reasons = []
     if open_conversations:
         reasons.append(f"{open_conversations} open support conversation(s)")
@@ -47,7 +38,8 @@ def talk_to_support_first(*, open_conversations: int, breached_slas_7d: int, sup
     if support_contacts_7d >= 3:
         reasons.append(f"{support_contacts_7d} support contacts in the last 7 days")
     if sentiment_7d is not None and sentiment_7d <= NEGATIVE_SENTIMENT and support_contacts_7d:
-        reasons.append(f"negative sentiment in the last 7 days ({sentiment_7d:+.2f})")
+        trend = sentiment_trend(sentiment_7d, sentiment_prior_23d)
+        reasons.append(f"negative sentiment in the last 7 days ({sentiment_7d:+.2f}, {trend})")
     return SupportFirst(bool(reasons), reasons)
 
 

@@ -76,6 +76,25 @@ def test_shopify_orders_carry_purchase_facts_and_marketing_consent():
     assert [(x.purpose, x.granted) for x in c.consent] == [("marketing", True)]
 
 
+def test_shopify_address_phones_are_hints_beside_the_customers_phone_and_email():
+    import json
+
+    order = json.loads(raw("shopify_order.json"))
+    order["customer"]["phone"] = "+39 347 123 4567"
+    order["shipping_address"]["phone"] = "+39 02 1234 5678"  # the parcel's recipient, maybe not the buyer
+    req = WebhookRequest("shopify", "u", {"x-shopify-topic": "orders/create"}, json.dumps(order).encode(),
+                         CTX.received_at)
+    (c,) = CONNECTORS["shopify"].parse(req, CTX)
+    assert [(i.kind, i.value, i.strength) for i in c.identities] == [
+        ("email", "giulia.rossi@example.it", "asserted"), ("phone", "+393471234567", "asserted"),
+        ("phone", "+390212345678", "hint"), ("account", "115310627314723954", "verified")]
+    # no customer phone: the address phone is still only a hint; an address that is not an object is none
+    order["customer"]["phone"], order["billing_address"] = None, "Via Torino 12"
+    (c,) = CONNECTORS["shopify"].parse(WebhookRequest("shopify", "u", {"x-shopify-topic": "orders/create"},
+                                                      json.dumps(order).encode(), CTX.received_at), CTX)
+    assert [(i.value, i.strength) for i in c.identities if i.kind == "phone"] == [("+390212345678", "hint")]
+
+
 def test_the_mbox_splitter_keeps_line_numbers_and_undoes_from_quoting():
     parts = list(mbox.split_mbox(raw("inbox.mbox")))
     assert [line for line, _, _ in parts] == [1, 16, 31]
