@@ -9,8 +9,8 @@ ingest normalised what is stored. Pure functions, no I/O; the SQL is at the end.
   gives platform twitter); ``platform`` optional (``x`` is ``twitter``);
 * account, cookie, device, chat_visitor, other: trimmed, exact.
 
-The normalisers are ingest's own (``connectors.normalize``), imported here and nowhere else in the
-read API: they are the one definition of what a stored identity looks like.
+The normalisers are the event contract's (``schemas.identities``, which ingest uses too), imported here
+and nowhere else in the read API: they are the one definition of what a stored identity looks like.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from email.utils import parseaddr
 from urllib.parse import urlsplit
 
-from connectors.normalize import email_norm, handle_norm, phone_e164
+from schemas.identities import email_norm, handle_norm, phone_e164
 
 CASE_INSENSITIVE = frozenset({"email", "social"})
 PLATFORM_KINDS = frozenset({"social", "account"})  # kinds stored with a platform
