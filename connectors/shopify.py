@@ -2,10 +2,10 @@
 (base64 HMAC-SHA256 of the raw body with the app's webhook secret).
 
 An order is a ``store`` contact with ``event_type`` ``order.created``: purchase history the agent
-sees. Identities: the order's email (primary), the customer's phone (the order's or the customer
-record's), the phone of the shipping and of the billing address as ``hint`` strength (whoever
-receives the parcel may be someone else: identity resolution links hints only when configured
-to), the Shopify customer id (``account``, platform shopify). Facts: the order number and name, the shipping
+sees. Identities: the order's email (primary), the buyer's phone (the order's, the customer
+record's, else the billing address's), any other phone of the shipping or billing address as
+``hint`` strength (whoever receives the parcel may be someone else: identity resolution links
+hints only when configured to), the Shopify customer id (``account``, platform shopify). Facts: the order number and name, the shipping
 address, the items. ``buyer_accepts_marketing`` / ``customer.email_marketing_consent`` become
 consent signals. Other topics (``X-Shopify-Topic``) go to the DLQ.
 """
@@ -46,7 +46,9 @@ def order_created(order: dict, shop: str | None, ctx: MapContext):
     region = billing.get("country_code") or shipping.get("country_code") or ctx.region
     idents = dedupe_identities([
         email_identity(order.get("email") or order.get("contact_email") or customer.get("email"), primary=True),
-        phone_identity(order.get("phone") or customer.get("phone"), region),
+        # the buyer's phone: the order's, the customer record's, else the billing address's (who pays)
+        phone_identity(order.get("phone") or customer.get("phone") or billing.get("phone"),
+                       billing.get("country_code") or region),
         *(phone_identity(address.get("phone"), address.get("country_code") or region, strength="hint")
           for address in (shipping, billing)),
         account_identity(customer.get("id"), "shopify", strength="verified"),
