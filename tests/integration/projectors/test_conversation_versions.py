@@ -202,3 +202,39 @@ def test_an_unmerge_takes_the_message_away_and_gives_the_conversation_back(prefi
         assert [c["conversation_id"] for c in alex["open_conversations"]] == [x["alex_conv"]]
         back = client.get(f"/conversations/{x['alex_conv']}").json()
         assert [c["event_id"] for c in back["contacts"]] == [x["chat"]["event_id"]] and back["messages"] == 1
+
+
+def test_a_schema_made_before_versions_is_migrated_and_its_views_re_created(prefixed, sources, codec, unique,
+                                                                          api, pg):
+    from projectors import ddl
+    from projectors.framework import ensure_live, live_schema
+    from projectors.migrate import migrations
+
+    s = live_schema(prefixed, "support")
+    ensure_live(pg, "support", s)
+    # The schema as the ddl before versions made it: no version columns, no conversation_messages,
+    # no ddl_version (its views go too: they are what the upgrade re-creates).
+    views = [v for (v,) in pg.execute("select viewname from pg_views where schemaname = %s and viewname <> 'clock'",
+                                      (s,))]
+    pg.execute("drop view " + ", ".join(f"{s}.{v}" for v in views) + " cascade")
+    pg.execute(f"drop table {s}.conversation_messages")
+    pg.execute(f"alter table {s}.meta drop column ddl_version")
+    pg.execute(f"alter table {s}.conversations drop column version, drop column merged_into,"
+               " drop column merged_into_customer_id")
+    pg.execute(f"alter table {s}.conversation_events drop column version, drop column status,"
+               " drop column state_opened_at, drop column state_messages, drop column state_breaches,"
+               " drop column sla_state, drop column open_sla_kind, drop column open_sla_due_at,"
+               " drop column merged_into, drop column merged_into_customer_id")
+    [sql] = [sql for version, sql in migrations() if version == "0003_conversation_versions"]
+    pg.execute(sql)
+    assert pg.execute(f"select ddl_version from {s}.meta").fetchone() == (1,)
+
+    w, x = merged_world(unique)
+    stitched.publish(prefixed, codec, sources, w)
+    stitched.project(prefixed, sources, codec=codec)  # the projector upgrades the views on start
+
+    assert pg.execute(f"select ddl_version from {s}.meta").fetchone() == (ddl.DDL_VERSION,)
+    with api() as client:
+        card = client.get(f"/customers/{x['sam']}", params={"include_merged": "true"}).json()
+        assert [c["conversation_id"] for c in card["open_conversations"]] == [x["sam_conv"]]
+        assert [c["conversation_id"] for c in card["merged_conversations"]] == [x["alex_conv"]]
