@@ -201,15 +201,22 @@ a as (select conversation_id, min(occurred_at) as opened_at, max(occurred_at) as
              (array_agg(sla_kind order by """ + EVENT_ORDER_DESC + """) filter (where sla_kind is not null))[1] as sla_kind,
              (array_agg(sla_due_at order by """ + EVENT_ORDER_DESC + """) filter (where sla_due_at is not null))[1] as sla_due_at,
              count(*) filter (where event_type = 'sla_breached') as breaches,
-             count(*) filter (where event_type = 'sla_hit') as hits,
              count(*) filter (where event_type = 'message_appended') as messages,
              (array_agg(contact_event_id order by """ + EVENT_ORDER_DESC + """)
                   filter (where event_type = 'message_appended'))[1] as last_contact,
-             max(occurred_at) filter (where event_type = 'message_appended') as last_message_at
-      from ev group by conversation_id)
+             max(occurred_at) filter (where event_type = 'message_appended') as last_message_at,
+             (array_agg(occurred_at order by """ + EVENT_ORDER_DESC + """)
+                  filter (where event_type = 'resolved'))[1] as resolved_at
+      from ev group by conversation_id),
+clock as (select distinct on (conversation_id, sla_kind, sla_started_at) conversation_id, event_type
+          from ev where event_type in ('sla_started', 'sla_hit', 'sla_breached') and version > 0
+          order by conversation_id, sla_kind, sla_started_at, """ + EVENT_ORDER_DESC + """),
+met as (select conversation_id, count(*) as clocks from clock where event_type = 'sla_hit' group by conversation_id)
 select a.conversation_id, t.origin_customer_id,
        case when v2 then coalesce(t.state_opened_at, a.opened_at) else a.opened_at end,
-       a.last_event_at,
+       case when v2 then coalesce(greatest(m.last_message_at, case when t.status = 'resolved' then a.resolved_at end),
+                                  t.occurred_at)
+            else a.last_event_at end,
        case when v2 then coalesce(t.status, a.state) else a.state end,
        case when v2 then coalesce(m.channel, a.channel) else a.channel end,
        case when v2 then coalesce(m.first_channel, a.first_channel) else a.first_channel end,
@@ -219,16 +226,16 @@ select a.conversation_id, t.origin_customer_id,
        case when not v2 then a.last_sla_event
             when t.state_breaches > 0 then 'sla_breached'
             when t.open_sla_kind is not null and t.status = 'open' then 'sla_started'
-            when a.hits > 0 and t.status <> 'merged_into' then 'sla_hit' end,
-       case when v2 and t.open_sla_kind is not null then t.open_sla_kind else a.sla_kind end,
-       case when v2 and t.open_sla_kind is not null then t.open_sla_due_at else a.sla_due_at end,
+            when met.clocks > 0 and t.status <> 'merged_into' then 'sla_hit' end,
+       case when v2 then t.open_sla_kind else a.sla_kind end,
+       case when v2 then t.open_sla_due_at else a.sla_due_at end,
        case when v2 then coalesce(t.state_breaches, 0) else a.breaches end,
        case when v2 then coalesce(t.state_messages, m.messages, 0) else a.messages end,
        case when v2 then m.last_contact else a.last_contact end,
        case when v2 then m.last_message_at else a.last_message_at end,
        t.version, t.merged_into, t.merged_into_customer_id
 from a join (select *, version > 0 as v2 from top) t using (conversation_id)
-left join m using (conversation_id)
+left join m using (conversation_id) left join met using (conversation_id)
 on conflict (conversation_id) do update set
     origin_customer_id = excluded.origin_customer_id, opened_at = excluded.opened_at,
     last_event_at = excluded.last_event_at, state = excluded.state, channel = excluded.channel,
