@@ -142,9 +142,17 @@ class AliasOp:
     occurred_at: datetime
 
 
+# The reason the identity graph gives the events of an operator's unlink. The split-off customer's
+# event is ``merged`` with the old customer as related (its identities came from there), but the
+# old customer lives on: nothing is absorbed, only the ``unmerged`` edge removal applies.
+SPLIT_REASONS = frozenset({"unlinked_by_operator"})
+
+
 def alias_ops(r: dict) -> list[AliasOp]:
     kind = r["event_type"]
     if kind not in ("merged", "unmerged"):
+        return []
+    if kind == "merged" and r.get("reason") in SPLIT_REASONS:
         return []
     action = "add" if kind == "merged" else "remove"
     return [AliasOp(action, other, r["customer_id"], r["event_id"], r["occurred_at"])

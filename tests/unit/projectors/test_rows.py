@@ -131,6 +131,19 @@ def test_a_v2_conversation_event_keeps_its_version_and_the_state_after_it():
     assert row["open_sla_kind"] == "first_response" and row["open_sla_due_at"] == T0 + timedelta(hours=1)
 
 
+def test_the_split_off_side_of_an_operator_unlink_absorbs_nobody():
+    """The unlink's events: survivor ``unmerged`` (related: split-off), split-off ``merged``
+    (related: survivor, its identities came from there). Only the edge removal applies."""
+    unmerged = {"event_id": "u", "event_type": "unmerged", "occurred_at": T0, "customer_id": "sam",
+                "related_customer_ids": ["sam-mail"], "reason": "unlinked_by_operator"}
+    split = {"event_id": "m", "event_type": "merged", "occurred_at": T0, "customer_id": "sam-mail",
+             "related_customer_ids": ["sam"], "reason": "unlinked_by_operator"}
+    assert [(o.action, o.absorbed, o.survivor) for o in alias_ops(unmerged)] == [("remove", "sam-mail", "sam")]
+    assert alias_ops(split) == []
+    merged = {**split, "customer_id": "sam", "related_customer_ids": ["sam-mail"], "reason": None}
+    assert [(o.action, o.absorbed, o.survivor) for o in alias_ops(merged)] == [("add", "sam-mail", "sam")]
+
+
 def test_a_record_of_an_unknown_schema_is_refused():
     with pytest.raises(DecodeError):
         Batch().add("threadline.other.Thing", {"occurred_at": T0}, 0, 0)
