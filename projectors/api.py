@@ -43,7 +43,7 @@ CONTACT_COLUMNS = ("event_id, customer_id, connector, channel, direction, occurr
                    "source_topic, source_partition, source_offset")
 
 SlaState = Literal["running", "breached", "met", "none"]
-ConversationState = Literal["open", "resolved"]
+ConversationState = Literal["open", "resolved", "merged_into"]
 WaitingOn = Literal["agent", "customer", "nobody"]
 IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
 # PostgreSQL down: a request waits at most this long for a connection, then answers 503 with
@@ -171,7 +171,7 @@ def create_app(settings: Settings) -> FastAPI:
         return {"items": items, "limit": limit, "offset": offset}
 
     # -- customers (support's context card) ---------------------------------------------------
-    async def card(request: Request, requested: str, customer_id: str) -> dict:
+    async def card(request: Request, requested: str, customer_id: str, include_merged: bool = False) -> dict:
         s = support
         summary = await one(request, f"select * from {s}.customer_summary where customer_id = %s", (customer_id,)) or {}
         merged = await rows(request, f"select origin_customer_id from {s}.customers where customer_id = %s"
@@ -182,8 +182,9 @@ def create_app(settings: Settings) -> FastAPI:
         facts = await rows(request, f"select kind, value, first_given_at, last_given_at from {s}.customer_facts"
                                     " where customer_id = %s order by last_given_at desc, kind, value", (customer_id,))
         convs = await rows(request, f"select conversation_id, state, channel, channels, opened_at, last_event_at,"
-                                    f" sla_state from {s}.conversation_state where customer_id = %s"
-                                    " order by last_event_at desc, conversation_id", (customer_id,))
+                                    f" sla_state, merged_into, merged_into_customer_id from {s}.conversation_state"
+                                    " where customer_id = %s order by last_event_at desc, conversation_id",
+                           (customer_id,))
         last_order = next((f for f in facts if f["kind"] == "order_number"), None)
         return {
             "customer_id": customer_id, "requested_id": requested, "merged_ids": [m["origin_customer_id"] for m in merged],
@@ -196,6 +197,10 @@ def create_app(settings: Settings) -> FastAPI:
             "last_order": last_order["value"] if last_order else None,
             "open_conversations": [c for c in convs if c["state"] == "open"],
             "prior_conversations": [c for c in convs if c["state"] == "resolved"][:20],
+            # conversations whose contacts now belong to another one (a late contact, an identity
+            # merge): shown only when asked for
+            **({"merged_conversations": [c for c in convs if c["state"] == "merged_into"][:20]}
+               if include_merged else {}),
         }
 
     @app.get("/customers/by-identity", tags=["customers"])
@@ -221,9 +226,10 @@ def create_app(settings: Settings) -> FastAPI:
         return out
 
     @app.get("/customers/{customer_id}", tags=["customers"])
-    async def get_customer(customer_id: str, request: Request):
+    async def get_customer(customer_id: str, request: Request,
+                           include_merged: bool = Query(False, description="also list merged-away conversations")):
         """The context card: identities, facts, language, last order, conversations, sentiment."""
-        return await card(request, customer_id, await resolve(request, support, customer_id))
+        return await card(request, customer_id, await resolve(request, support, customer_id), include_merged)
 
     @app.get("/customers/{customer_id}/timeline", tags=["support"])
     async def timeline(customer_id: str, request: Request, channel: str | None = None,
@@ -252,10 +258,14 @@ def create_app(settings: Settings) -> FastAPI:
                          (conversation_id,))
         if conv is None:
             raise NotFound(f"conversation {conversation_id}")
-        conv["events"] = await rows(request, f"select event_id, event_type, occurred_at, channel, previous_channel,"
-                                             f" contact_event_id, waiting_on, sla_kind, sla_due_at, sla_elapsed_seconds"
-                                             f" from {support}.conversation_events where conversation_id = %s"
-                                             " order by occurred_at, event_id", (conversation_id,))
+        conv["events"] = await rows(request, f"select event_id, event_type, version, occurred_at, channel,"
+                                             f" previous_channel, contact_event_id, waiting_on, sla_kind, sla_due_at,"
+                                             f" sla_elapsed_seconds, sla_state from {support}.conversation_events"
+                                             " where conversation_id = %s order by version, occurred_at, event_id",
+                                    (conversation_id,))
+        conv["contacts"] = await rows(request, f"select contact_event_id as event_id, occurred_at, channel"
+                                               f" from {support}.conversation_messages where conversation_id = %s"
+                                               " order by occurred_at, contact_event_id", (conversation_id,))
         return conv
 
     @app.get("/support/inbox", tags=["support"])

@@ -35,7 +35,8 @@ create table {s}.meta (
     projection text not null,
     build_id   text not null,
     as_of      timestamptz,
-    created_at timestamptz not null default now()
+    created_at timestamptz not null default now(),
+    ddl_version integer not null default {ddl_version}
 );
 create view {s}.clock as select coalesce(as_of, now()) as now from {s}.meta;
 
@@ -55,7 +56,11 @@ create table {s}.conversation_events (
     event_type text not null, occurred_at timestamptz not null, recorded_at timestamptz not null,
     channel text, previous_channel text, contact_event_id text, waiting_on text, sla_kind text,
     sla_target_seconds bigint, sla_started_at timestamptz, sla_due_at timestamptz, sla_elapsed_seconds bigint,
-    facts jsonb not null, source_partition integer not null, source_offset bigint not null
+    facts jsonb not null, source_partition integer not null, source_offset bigint not null,
+    -- v2: the conversation's version (0: a v1 event) and its state after this event
+    version bigint not null default 0, status text, state_opened_at timestamptz, state_messages bigint,
+    state_breaches bigint, sla_state text, open_sla_kind text, open_sla_due_at timestamptz,
+    merged_into text, merged_into_customer_id text
 );
 create index on {s}.conversation_events (conversation_id, occurred_at);
 create index on {s}.conversation_events (origin_customer_id);
@@ -97,11 +102,24 @@ create table {s}.conversations (
     last_event_at timestamptz not null, state text not null, channel text, first_channel text,
     channels text[] not null, channel_switches integer not null, waiting_on text, last_sla_event text,
     sla_kind text, sla_due_at timestamptz, sla_breaches integer not null, messages integer not null,
-    last_contact_event_id text, last_message_at timestamptz
+    last_contact_event_id text, last_message_at timestamptz,
+    version bigint not null default 0, merged_into text, merged_into_customer_id text
 );
 create index on {s}.conversations (state, last_event_at);
 create index on {s}.conversations (origin_customer_id);
 
+-- The contacts each conversation holds now (appended and not removed since, by version), so a
+-- contact that moved to another conversation or customer is listed once, where it is.
+create table {s}.conversation_messages (
+    conversation_id text not null, contact_event_id text not null, occurred_at timestamptz not null,
+    channel text, version bigint not null, primary key (conversation_id, contact_event_id)
+);
+create index conversation_messages_contact on {s}.conversation_messages (contact_event_id);
+"""
+
+# Views over the tables every projection has; re-created with the audience's views when the
+# schema's ``meta.ddl_version`` is older than DDL_VERSION (``views_sql``).
+BASE_VIEWS = """
 create view {s}.v_contacts as
     select m.customer_id, c.* from {s}.contacts c join {s}.customers m using (origin_customer_id);
 
@@ -130,31 +148,101 @@ create view {s}.customer_summary as
     left join {s}.customer_sentiment st using (customer_id);
 """
 
-# Recompute the conversations a batch touched (%(ids)s: their ids) from their events.
+# The order of one conversation's events: its version (v2), never the event id or the event time
+# alone; v1 events (version 0) keep the order they always had, (occurred_at, event_id).
+EVENT_ORDER = "version, occurred_at, event_id"
+EVENT_ORDER_DESC = "version desc, occurred_at desc, event_id desc"
+
+# The messages of the conversations a batch touched (%(ids)s): per contact, the highest event of
+# message_appended / message_removed decides (v1: opened counts as appended); a conversation
+# whose highest event is merged_into holds none (its contacts are appended elsewhere).
+RECOMPUTE_MESSAGES = (
+    "delete from {s}.conversation_messages where conversation_id = any(%(ids)s)",
+    """
+insert into {s}.conversation_messages (conversation_id, contact_event_id, occurred_at, channel, version)
+select x.conversation_id, x.contact_event_id, x.occurred_at, x.channel, x.version
+from (select distinct on (e.conversation_id, e.contact_event_id) e.conversation_id, e.contact_event_id,
+             e.event_type, e.occurred_at, e.channel, e.version
+      from {s}.conversation_events e
+      where e.conversation_id = any(%(ids)s) and e.contact_event_id is not null
+        and (e.event_type in ('message_appended', 'message_removed') or (e.event_type = 'opened' and e.version = 0))
+      order by e.conversation_id, e.contact_event_id, e.version desc, e.occurred_at desc, e.event_id desc) x
+where x.event_type <> 'message_removed'
+  and not exists (select 1 from (select distinct on (t.conversation_id) t.conversation_id, t.status
+                                 from {s}.conversation_events t where t.conversation_id = x.conversation_id
+                                 order by t.conversation_id, t.version desc, t.occurred_at desc, t.event_id desc) top
+                  where top.status = 'merged_into')
+""")
+
+# Recompute the conversations a batch touched (%(ids)s) from their events and messages. A
+# conversation with v2 events takes every "latest" column from the state its highest version
+# carries (status, waiting_on, the clock that falls due first, messages, breaches) and its channels
+# from the messages it holds now; one with v1 events only is computed as before, from the events
+# in (occurred_at, event_id) order, counting message_appended and sla_breached events.
 RECOMPUTE_CONVERSATIONS = """
 insert into {s}.conversations
-select conversation_id,
-       (array_agg(origin_customer_id order by occurred_at desc, event_id desc))[1],
-       min(occurred_at), max(occurred_at),
-       case when (array_agg(event_type order by occurred_at desc, event_id desc)
-                  filter (where event_type in ('opened', 'resolved', 'reopened')))[1] = 'resolved'
-            then 'resolved' else 'open' end,
-       (array_agg(channel order by occurred_at desc, event_id desc) filter (where channel is not null))[1],
-       (array_agg(channel order by occurred_at, event_id) filter (where channel is not null))[1],
-       coalesce(array_agg(distinct channel) filter (where channel is not null), '{{}}'),
-       count(*) filter (where event_type = 'channel_switched'),
-       (array_agg(waiting_on order by occurred_at desc, event_id desc) filter (where waiting_on is not null))[1],
-       (array_agg(event_type order by occurred_at desc, event_id desc)
-            filter (where event_type in ('sla_started', 'sla_hit', 'sla_breached')))[1],
-       (array_agg(sla_kind order by occurred_at desc, event_id desc) filter (where sla_kind is not null))[1],
-       (array_agg(sla_due_at order by occurred_at desc, event_id desc) filter (where sla_due_at is not null))[1],
-       count(*) filter (where event_type = 'sla_breached'),
-       count(*) filter (where event_type = 'message_appended'),
-       (array_agg(contact_event_id order by occurred_at desc, event_id desc)
-            filter (where event_type = 'message_appended'))[1],
-       max(occurred_at) filter (where event_type = 'message_appended')
-from {s}.conversation_events where conversation_id = any(%(ids)s)
-group by conversation_id
+with ev as (select * from {s}.conversation_events where conversation_id = any(%(ids)s)),
+top as (select distinct on (conversation_id) * from ev order by conversation_id, """ + EVENT_ORDER_DESC + """),
+msg as (select conversation_id, contact_event_id, occurred_at, channel,
+               lag(channel) over (partition by conversation_id order by occurred_at, contact_event_id) as prev
+        from {s}.conversation_messages where conversation_id = any(%(ids)s)),
+m as (select conversation_id,
+             (array_agg(channel order by occurred_at desc, contact_event_id desc) filter (where channel is not null))[1] as channel,
+             (array_agg(channel order by occurred_at, contact_event_id) filter (where channel is not null))[1] as first_channel,
+             array_agg(distinct channel) filter (where channel is not null) as channels,
+             count(*) filter (where prev is not null and channel is not null and prev <> channel) as switches,
+             (array_agg(contact_event_id order by occurred_at desc, contact_event_id desc))[1] as last_contact,
+             max(occurred_at) as last_message_at, count(*) as messages
+      from msg group by conversation_id),
+a as (select conversation_id, min(occurred_at) as opened_at, max(occurred_at) as last_event_at,
+             case when (array_agg(event_type order by """ + EVENT_ORDER_DESC + """)
+                        filter (where event_type in ('opened', 'resolved', 'reopened')))[1] = 'resolved'
+                  then 'resolved' else 'open' end as state,
+             (array_agg(channel order by """ + EVENT_ORDER_DESC + """) filter (where channel is not null))[1] as channel,
+             (array_agg(channel order by """ + EVENT_ORDER + """) filter (where channel is not null))[1] as first_channel,
+             coalesce(array_agg(distinct channel) filter (where channel is not null), '{{}}') as channels,
+             count(*) filter (where event_type = 'channel_switched') as switches,
+             (array_agg(waiting_on order by """ + EVENT_ORDER_DESC + """) filter (where waiting_on is not null))[1] as waiting_on,
+             (array_agg(event_type order by """ + EVENT_ORDER_DESC + """)
+                  filter (where event_type in ('sla_started', 'sla_hit', 'sla_breached')))[1] as last_sla_event,
+             (array_agg(sla_kind order by """ + EVENT_ORDER_DESC + """) filter (where sla_kind is not null))[1] as sla_kind,
+             (array_agg(sla_due_at order by """ + EVENT_ORDER_DESC + """) filter (where sla_due_at is not null))[1] as sla_due_at,
+             count(*) filter (where event_type = 'sla_breached') as breaches,
+             count(*) filter (where event_type = 'message_appended') as messages,
+             (array_agg(contact_event_id order by """ + EVENT_ORDER_DESC + """)
+                  filter (where event_type = 'message_appended'))[1] as last_contact,
+             max(occurred_at) filter (where event_type = 'message_appended') as last_message_at,
+             (array_agg(occurred_at order by """ + EVENT_ORDER_DESC + """)
+                  filter (where event_type = 'resolved'))[1] as resolved_at
+      from ev group by conversation_id),
+clock as (select distinct on (conversation_id, sla_kind, sla_started_at) conversation_id, event_type
+          from ev where event_type in ('sla_started', 'sla_hit', 'sla_breached') and version > 0
+          order by conversation_id, sla_kind, sla_started_at, """ + EVENT_ORDER_DESC + """),
+met as (select conversation_id, count(*) as clocks from clock where event_type = 'sla_hit' group by conversation_id)
+select a.conversation_id, t.origin_customer_id,
+       case when v2 then coalesce(t.state_opened_at, a.opened_at) else a.opened_at end,
+       case when v2 then coalesce(greatest(m.last_message_at, case when t.status = 'resolved' then a.resolved_at end),
+                                  t.occurred_at)
+            else a.last_event_at end,
+       case when v2 then coalesce(t.status, a.state) else a.state end,
+       case when v2 then coalesce(m.channel, a.channel) else a.channel end,
+       case when v2 then coalesce(m.first_channel, a.first_channel) else a.first_channel end,
+       case when v2 then coalesce(m.channels, a.channels) else a.channels end,
+       case when v2 then coalesce(m.switches, 0) else a.switches end,
+       case when v2 then coalesce(t.waiting_on, 'nobody') else a.waiting_on end,
+       case when not v2 then a.last_sla_event
+            when t.state_breaches > 0 then 'sla_breached'
+            when t.open_sla_kind is not null and t.status = 'open' then 'sla_started'
+            when met.clocks > 0 and t.status <> 'merged_into' then 'sla_hit' end,
+       case when v2 then t.open_sla_kind else a.sla_kind end,
+       case when v2 then t.open_sla_due_at else a.sla_due_at end,
+       case when v2 then coalesce(t.state_breaches, 0) else a.breaches end,
+       case when v2 then coalesce(t.state_messages, m.messages, 0) else a.messages end,
+       case when v2 then m.last_contact else a.last_contact end,
+       case when v2 then m.last_message_at else a.last_message_at end,
+       t.version, t.merged_into, t.merged_into_customer_id
+from a join (select *, version > 0 as v2 from top) t using (conversation_id)
+left join m using (conversation_id) left join met using (conversation_id)
 on conflict (conversation_id) do update set
     origin_customer_id = excluded.origin_customer_id, opened_at = excluded.opened_at,
     last_event_at = excluded.last_event_at, state = excluded.state, channel = excluded.channel,
@@ -162,7 +250,9 @@ on conflict (conversation_id) do update set
     channel_switches = excluded.channel_switches, waiting_on = excluded.waiting_on,
     last_sla_event = excluded.last_sla_event, sla_kind = excluded.sla_kind, sla_due_at = excluded.sla_due_at,
     sla_breaches = excluded.sla_breaches, messages = excluded.messages,
-    last_contact_event_id = excluded.last_contact_event_id, last_message_at = excluded.last_message_at
+    last_contact_event_id = excluded.last_contact_event_id, last_message_at = excluded.last_message_at,
+    version = excluded.version, merged_into = excluded.merged_into,
+    merged_into_customer_id = excluded.merged_into_customer_id
 """
 
 SUPPORT = """
@@ -179,8 +269,8 @@ create view {s}.timeline as
            c.language, c.sentiment, c.facts, c.attachments,
            lag(c.channel) over w as previous_channel,
            coalesce(lag(c.channel) over w <> c.channel, false) as channel_switch,
-           (select e.conversation_id from {s}.conversation_events e where e.contact_event_id = c.event_id::text
-            order by e.occurred_at, e.event_id limit 1) as conversation_id
+           (select m.conversation_id from {s}.conversation_messages m where m.contact_event_id = c.event_id::text
+            order by m.version desc, m.conversation_id limit 1) as conversation_id
     from {s}.v_contacts c
     window w as (partition by c.customer_id order by c.occurred_at, c.event_id);
 
@@ -236,8 +326,12 @@ create view {s}.response_times as
            round(avg(sla_elapsed_seconds)::numeric, 1)::float8 as mean_seconds,
            percentile_disc(0.5) within group (order by sla_elapsed_seconds) as p50_seconds,
            percentile_disc(0.9) within group (order by sla_elapsed_seconds) as p90_seconds
-    from {s}.conversation_events
-    where event_type in ('sla_hit', 'sla_breached') and sla_elapsed_seconds is not null and channel is not null
+    from (select distinct on (e.conversation_id, e.sla_kind, e.sla_started_at) e.channel, e.sla_elapsed_seconds,
+                 e.event_type
+          from {s}.conversation_events e join {s}.conversations c using (conversation_id)
+          where e.event_type in ('sla_hit', 'sla_breached') and c.state <> 'merged_into'
+          order by e.conversation_id, e.sla_kind, e.sla_started_at, e.version desc, e.occurred_at desc, e.event_id desc) x
+    where sla_elapsed_seconds is not null and channel is not null
     group by channel;
 
 create view {s}.reviews as
@@ -271,17 +365,28 @@ create view {s}.customer_signals as
 AUDIENCE = {"support": SUPPORT, "sales": SALES, "marketing": MARKETING}
 PROJECTIONS = tuple(AUDIENCE)
 
+# The version of the schema this module creates. A live schema created by an older version has
+# its views re-created by the projector (framework.ensure_live); the tables are altered by the
+# migrations (projectors/migrations), which leave ddl_version at 1 on the schemas they alter.
+# 2: conversation events v2 (version, state after each event), conversation_messages.
+DDL_VERSION = 2
+
 # The tables a rebuild is compared on, with the columns that order them.
 TABLE_KEYS = {
     "contacts": "event_id", "conversation_events": "event_id", "identity_events": "event_id",
     "customer_identities": "kind, platform, value, origin_customer_id",
     "customer_alias": "customer_id, survivor_id", "customers": "origin_customer_id",
-    "conversations": "conversation_id",
+    "conversations": "conversation_id", "conversation_messages": "conversation_id, contact_event_id",
 }
 
 
 def schema_sql(projection: str, schema: str) -> str:
+    """The tables and views of a new schema of ``projection``."""
+    return TABLES.format(s=check_ident(schema), ddl_version=DDL_VERSION) + views_sql(projection, schema)
+
+
+def views_sql(projection: str, schema: str) -> str:
+    """The views of ``projection`` (created after the tables; re-created by an upgrade)."""
     if projection not in AUDIENCE:
         raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(PROJECTIONS)}")
-    check_ident(schema)
-    return (TABLES + SUMMARY + AUDIENCE[projection]).format(s=schema)
+    return (BASE_VIEWS + SUMMARY + AUDIENCE[projection]).format(s=check_ident(schema))

@@ -162,7 +162,11 @@ create view {{s}}.support_contacts as
 create view {{s}}.sla_breaches as
     with clocks as (
         select conversation_id, sla_kind, sla_started_at, max(sla_due_at) as due_at,
-               bool_or(event_type = 'sla_breached') as reported_breach,
+               -- v2 (version > 0): the clock's latest event by version decides (a late reply turns a
+               -- breach into a hit); v1: any breach event
+               case when max(version) > 0
+                    then (array_agg(event_type order by version desc, occurred_at desc, event_id desc))[1] = 'sla_breached'
+                    else bool_or(event_type = 'sla_breached') end as reported_breach,
                bool_or(event_type in ('sla_hit', 'sla_breached')) as stopped
         from {{s}}.conversation_events
         where sla_kind is not null and event_type in ('sla_started', 'sla_hit', 'sla_breached')
@@ -170,7 +174,7 @@ create view {{s}}.sla_breaches as
     select cs.customer_id, k.conversation_id, k.sla_kind, k.sla_started_at, k.due_at as breached_at,
            k.reported_breach as reported
     from clocks k join {{s}}.conversation_state cs using (conversation_id)
-    where k.due_at is not null
+    where k.due_at is not null and cs.state <> 'merged_into'  -- a merged-away conversation's clocks count once, where its contacts are
       and (k.reported_breach or (not k.stopped and cs.state = 'open' and k.due_at < (select now from {{s}}.clock)));
 
 create view {{s}}.customer_sentiment as

@@ -110,6 +110,24 @@ def ensure_live(conn: psycopg.Connection, projection: str, schema: str) -> None:
         if not schema_exists(conn, schema):
             conn.execute(ddl.schema_sql(projection, schema))
             conn.execute(f"insert into {schema}.meta (projection, build_id) values (%s, 'initial')", (projection,))
+        else:
+            upgrade_views(conn, projection, schema)
+
+
+def upgrade_views(conn: psycopg.Connection, projection: str, schema: str) -> bool:
+    """Re-create the views of a schema made by an older ``ddl`` (its tables were altered by the
+    migrations); ``clock`` stays. Returns whether it did. Call inside a transaction."""
+    (version,) = conn.execute(f"select ddl_version from {schema}.meta").fetchone()
+    if version >= ddl.DDL_VERSION:
+        return False
+    views = [v for (v,) in conn.execute("select viewname from pg_views where schemaname = %s and viewname <> 'clock'",
+                                        (schema,))]
+    if views:
+        conn.execute("drop view if exists " + ", ".join(f"{schema}.{ddl.check_ident(v)}" for v in views) + " cascade")
+    conn.execute(ddl.views_sql(projection, schema))
+    conn.execute(f"update {schema}.meta set ddl_version = %s", (ddl.DDL_VERSION,))
+    log.info("projection_views_upgraded", schema=schema, ddl_version=ddl.DDL_VERSION, views=len(views))
+    return True
 
 
 def stored_offsets(conn: psycopg.Connection, projector: str) -> dict[tuple[str, int], int]:
@@ -185,6 +203,8 @@ class Store:
             self._repoint(cur, batch)
         if batch.conversations:
             ids = sorted({r[2] for r in batch.conversations})
+            for sql in ddl.RECOMPUTE_MESSAGES:
+                cur.execute(sql.format(s=s), {"ids": ids})
             cur.execute(ddl.RECOMPUTE_CONVERSATIONS.format(s=s), {"ids": ids})
 
     def _repoint(self, cur, batch: Batch) -> None:

@@ -26,7 +26,9 @@ CONTACT_COLUMNS = ("event_id", "origin_customer_id", "event_type", "occurred_at"
 CONVERSATION_COLUMNS = ("event_id", "origin_customer_id", "conversation_id", "event_type", "occurred_at",
                         "recorded_at", "channel", "previous_channel", "contact_event_id", "waiting_on",
                         "sla_kind", "sla_target_seconds", "sla_started_at", "sla_due_at",
-                        "sla_elapsed_seconds", "facts", "source_partition", "source_offset")
+                        "sla_elapsed_seconds", "facts", "source_partition", "source_offset", "version", "status",
+                        "state_opened_at", "state_messages", "state_breaches", "sla_state", "open_sla_kind",
+                        "open_sla_due_at", "merged_into", "merged_into_customer_id")
 IDENTITY_EVENT_COLUMNS = ("event_id", "event_type", "occurred_at", "recorded_at", "customer_id", "identities",
                           "related_customer_ids", "rule", "reason", "source_event_id", "source_partition",
                           "source_offset")
@@ -104,11 +106,18 @@ def contact_row(r: dict, partition: int, offset: int) -> tuple:
 
 
 def conversation_row(r: dict, partition: int, offset: int) -> tuple:
+    """A conversation event as a row. v2 events carry the conversation's ``version`` and its state
+    after the event (status, opened_at, messages, breaches, the running clock that falls due first,
+    where it was merged into); v1 events have version 0 and none of that."""
     sla = r.get("sla") or {}
+    open_sla = r.get("open_sla") or {}
     return (r["event_id"], r["customer_id"], r["conversation_id"], r["event_type"], r["occurred_at"],
             r["recorded_at"], r.get("channel"), r.get("previous_channel"), r.get("contact_event_id"),
             r.get("waiting_on"), sla.get("kind"), sla.get("target_seconds"), sla.get("started_at"),
-            sla.get("due_at"), sla.get("elapsed_seconds"), _json(r.get("facts") or []), partition, offset)
+            sla.get("due_at"), sla.get("elapsed_seconds"), _json(r.get("facts") or []), partition, offset,
+            r.get("version") or 0, r.get("status"), r.get("opened_at"), r.get("messages"), r.get("breaches"),
+            sla.get("state"), open_sla.get("kind"), open_sla.get("due_at"), r.get("merged_into"),
+            r.get("merged_into_customer_id"))
 
 
 def identity_event_row(r: dict, partition: int, offset: int) -> tuple:
@@ -133,9 +142,17 @@ class AliasOp:
     occurred_at: datetime
 
 
+# The reason the identity graph gives the events of an operator's unlink. The split-off customer's
+# event is ``merged`` with the old customer as related (its identities came from there), but the
+# old customer lives on: nothing is absorbed, only the ``unmerged`` edge removal applies.
+SPLIT_REASONS = frozenset({"unlinked_by_operator"})
+
+
 def alias_ops(r: dict) -> list[AliasOp]:
     kind = r["event_type"]
     if kind not in ("merged", "unmerged"):
+        return []
+    if kind == "merged" and r.get("reason") in SPLIT_REASONS:
         return []
     action = "add" if kind == "merged" else "remove"
     return [AliasOp(action, other, r["customer_id"], r["event_id"], r["occurred_at"])

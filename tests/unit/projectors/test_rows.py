@@ -105,6 +105,45 @@ def test_a_conversation_event_flattens_its_sla_clock():
     assert row["waiting_on"] == "agent" and row["facts"] == "[]"
 
 
+def test_a_v1_conversation_event_has_version_0_and_no_state():
+    ev = {"event_id": "c-1", "event_type": "opened", "occurred_at": T0, "recorded_at": T0, "customer_id": "g",
+          "conversation_id": "conv-1", "facts": []}
+    b = Batch()
+    b.add(CONVERSATION_EVENT, ev, 0, 1)
+    row = dict(zip(CONVERSATION_COLUMNS, b.conversations[0]))
+    assert row["version"] == 0 and row["status"] is None and row["open_sla_kind"] is None
+
+
+def test_a_v2_conversation_event_keeps_its_version_and_the_state_after_it():
+    clock = {"kind": "resolution", "target_seconds": 86400, "started_at": T0, "due_at": T0 + timedelta(days=1),
+             "elapsed_seconds": 0, "state": "running"}
+    first = {"kind": "first_response", "target_seconds": 3600, "started_at": T0, "due_at": T0 + timedelta(hours=1),
+             "elapsed_seconds": 0, "state": "running"}
+    ev = {"event_id": "c-2", "event_type": "sla_started", "occurred_at": T0, "recorded_at": T0, "customer_id": "g",
+          "conversation_id": "conv-1", "channel": "email", "waiting_on": "agent", "sla": clock, "facts": [],
+          "version": 5, "status": "open", "opened_at": T0, "messages": 1, "breaches": 0, "open_sla": first,
+          "merged_into": None, "merged_into_customer_id": None}
+    b = Batch()
+    b.add(CONVERSATION_EVENT, ev, 0, 2)
+    row = dict(zip(CONVERSATION_COLUMNS, b.conversations[0]))
+    assert (row["version"], row["status"], row["state_messages"], row["state_breaches"]) == (5, "open", 1, 0)
+    assert row["sla_kind"] == "resolution" and row["sla_state"] == "running"
+    assert row["open_sla_kind"] == "first_response" and row["open_sla_due_at"] == T0 + timedelta(hours=1)
+
+
+def test_the_split_off_side_of_an_operator_unlink_absorbs_nobody():
+    """The unlink's events: survivor ``unmerged`` (related: split-off), split-off ``merged``
+    (related: survivor, its identities came from there). Only the edge removal applies."""
+    unmerged = {"event_id": "u", "event_type": "unmerged", "occurred_at": T0, "customer_id": "sam",
+                "related_customer_ids": ["sam-mail"], "reason": "unlinked_by_operator"}
+    split = {"event_id": "m", "event_type": "merged", "occurred_at": T0, "customer_id": "sam-mail",
+             "related_customer_ids": ["sam"], "reason": "unlinked_by_operator"}
+    assert [(o.action, o.absorbed, o.survivor) for o in alias_ops(unmerged)] == [("remove", "sam-mail", "sam")]
+    assert alias_ops(split) == []
+    merged = {**split, "customer_id": "sam", "related_customer_ids": ["sam-mail"], "reason": None}
+    assert [(o.action, o.absorbed, o.survivor) for o in alias_ops(merged)] == [("add", "sam-mail", "sam")]
+
+
 def test_a_record_of_an_unknown_schema_is_refused():
     with pytest.raises(DecodeError):
         Batch().add("threadline.other.Thing", {"occurred_at": T0}, 0, 0)

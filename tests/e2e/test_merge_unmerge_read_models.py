@@ -1,0 +1,118 @@
+"""A merge and an operator's unmerge through the stream worker (its own process, real broker) and
+the support projector, read back through the read API: each customer ends with one conversation
+holding its own contacts, none left over from before the unmerge, no duplicate open ones.
+
+Sam tweets; an email arrives from an address not seen yet (a second customer); a chat carries
+both the address and the handle, so identity merges them: one conversation of three contacts.
+The operator then unlinks the address from the handle: the email and the chat (both carry the
+address) move to the split-off customer, and the conversations follow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from fixtures.tokens import API_TOKENS, bearer, token_settings
+from projectors.api import create_app
+from projectors.framework import Projector, Sources
+from projectors.replay import end_offsets
+from streams.identity import customer_id_for
+from tests.integration.streams.stream_helpers import REPO, make_contact, settle, stream_run
+
+BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+
+
+def project(services, world, prefix: str):
+    settings = services.settings.model_copy(update={"projection_prefix": prefix, **token_settings()})
+    sources = Sources(contacts=world.topics.resolved, conversations=world.topics.conversations,
+                      identities=world.topics.identities)
+    Projector(settings, "support", sources=sources).run(stop_at=end_offsets(settings, sources.topics()))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def story(services, catalog_topics, tmp_path_factory):
+    tag = uuid.uuid4().hex[:8]
+    handle = {"kind": "social", "value": f"sam_{tag}", "platform": "twitter"}
+    email = {"kind": "email", "value": f"sam.{tag}@example.nl"}
+    contacts = [make_contact(f"{tag}-tweet", "twitter", [{**handle, "primary": True}], base=BASE, text="Broken"),
+                make_contact(f"{tag}-email", "email", [{**email, "primary": True}], minutes=10, base=BASE,
+                             text="Photo attached"),
+                make_contact(f"{tag}-chat", "chat", [{**email, "primary": True}, handle], minutes=20, base=BASE,
+                             text="I wrote on twitter and by email")]
+    prefixes = []
+    with stream_run(services, "mu", tmp_path_factory.mktemp("merge-unmerge")) as world:
+        world.worker()
+        resolved, conversations, identities = (world.reader(n) for n in ("resolved", "conversations", "identities"))
+        records = []
+        for c in contacts:
+            records += world.producer.contacts(world.topics.contacts, [c])
+            resolved.wait_for(lambda vs, eid=records[-1]["event_id"]: eid in {v["event_id"] for v in vs},
+                              what="resolved")
+        tweet, mail, chat = (r["event_id"] for r in records)
+        survivor, split_off = customer_id_for(tweet), customer_id_for(mail)
+        identities.wait_for(lambda vs: any(v["event_type"] == "merged" and v["customer_id"] == survivor for v in vs),
+                            what="merged")
+        settle(conversations, quiet=8.0)
+        prefixes.append(f"mu{world.run}m_")
+        merged = project(services, world, prefixes[-1])
+        result = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "identity", "unlink",
+                                 f"email:{email['value']}", f"social:twitter:{handle['value']}",
+                                 "--topic-prefix", world.prefix], env={**os.environ, **services.env()}, cwd=REPO,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        identities.wait_for(lambda vs: any(v["event_type"] == "unmerged" for v in vs), what="unmerged")
+        conversations.wait_for(lambda vs: any(v["event_type"] == "message_removed" for v in vs),
+                               what="message_removed")
+        settle(conversations, quiet=8.0)
+        prefixes.append(f"mu{world.run}u_")
+        unmerged = project(services, world, prefixes[-1])
+        for r in (resolved, conversations, identities):
+            r.close()
+    yield {"merged": merged, "unmerged": unmerged, "tweet": tweet, "mail": mail, "chat": chat,
+           "survivor": survivor, "split_off": split_off}
+    with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
+        for prefix in prefixes:
+            for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
+                                        (prefix + "%",)).fetchall():
+                conn.execute(f"drop schema {name} cascade")
+            conn.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
+
+
+def conversations_of(api, customer_id: str) -> list[dict]:
+    card = api.get(f"/customers/{customer_id}").json()
+    return card["open_conversations"] + card["prior_conversations"]
+
+
+def test_after_the_merge_one_conversation_holds_the_three_contacts(story):
+    s = story
+    with TestClient(create_app(s["merged"]), headers=bearer(API_TOKENS["admin"])) as api:
+        assert api.get(f"/customers/{s['split_off']}").json()["customer_id"] == s["survivor"]
+        [conv] = conversations_of(api, s["survivor"])
+        contacts = api.get(f"/conversations/{conv['conversation_id']}").json()["contacts"]
+        assert [c["event_id"] for c in contacts] == [s["tweet"], s["mail"], s["chat"]]
+        inbox = [r["customer_id"] for r in api.get("/support/inbox", params={"limit": 500}).json()["items"]]
+        assert inbox.count(s["survivor"]) == 1
+
+
+def test_after_the_unmerge_each_customer_has_one_conversation_with_its_own_contacts(story):
+    s = story
+    with TestClient(create_app(s["unmerged"]), headers=bearer(API_TOKENS["admin"])) as api:
+        [mine] = conversations_of(api, s["survivor"])
+        conv = api.get(f"/conversations/{mine['conversation_id']}").json()
+        assert [c["event_id"] for c in conv["contacts"]] == [s["tweet"]] and conv["messages"] == 1
+        assert conv["channels"] == ["twitter"]
+        assert api.get(f"/customers/{s['split_off']}").json()["customer_id"] == s["split_off"]
+        [theirs] = conversations_of(api, s["split_off"])
+        conv = api.get(f"/conversations/{theirs['conversation_id']}").json()
+        assert [c["event_id"] for c in conv["contacts"]] == [s["mail"], s["chat"]] and conv["messages"] == 2
+        inbox = [r["customer_id"] for r in api.get("/support/inbox", params={"limit": 500}).json()["items"]]
+        assert inbox.count(s["survivor"]) == 1 and inbox.count(s["split_off"]) == 1
