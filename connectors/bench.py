@@ -53,12 +53,12 @@ WRK_MISSING = ("wrk is not installed, so the gateway's single-contact figures we
 def _start_gateway(ctx: BenchContext, port: int, contacts: str, dlq: str, keys: dict[str, str]) -> subprocess.Popen:
     env = {**os.environ, **ctx.settings.to_env(), "THREADLINE_LOG_LEVEL": "WARNING", "THREADLINE_LOG_FORMAT": "json",
            "THREADLINE_GATEWAY_PORT": str(port), **{f"THREADLINE_{k.upper()}": v for k, v in keys.items()}}
-    code = ("import uvicorn; from connectors.gateway import create_app; from schemas.codec import make_codec; "
+    code = ("from connectors.gateway import create_app; from schemas.codec import make_codec; "
             "from threadline.settings import Settings; "
             "from threadline.logging import configure_logging; s = Settings(); configure_logging(s); "
             f"app = create_app(s, codec_factory=lambda: make_codec(s), "
             f"contacts_topic={contacts!r}, dlq_topic={dlq!r}); "
-            "uvicorn.run(app, host='127.0.0.1', port=s.gateway_port, log_config=None, access_log=False)")
+            "from connectors import server; server.run(app, s, host='127.0.0.1')")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     import httpx
 
@@ -417,6 +417,8 @@ GATEWAY_COLUMNS = ["measurement", "contacts/s", "p50 ms", "p99 ms", "gateway CPU
 
 
 def gateway_section(single: LoadResult | None, raw: ProduceResult, batched: Rate, batched_cpu_us: float) -> Section:
+    from connectors.server import HTTP, LOOP
+
     raw_rate = raw.per_second
     rows = [["raw produce, aiokafka, the gateway's records (no HTTP)", fmt_rate(raw_rate), "—", "—",
              f"{raw.cpu_us:.0f} (producer)", "1.00×"]]
@@ -444,7 +446,7 @@ def gateway_section(single: LoadResult | None, raw: ProduceResult, batched: Rate
     else:
         notes.append(WRK_MISSING + ".")
     return Section("Gateway", GATEWAY_COLUMNS, rows, text=[
-        f"Signed provider webhooks over HTTP/1.1 to one uvicorn worker in its own process; each "
+        f"Signed provider webhooks over HTTP/1.1 to one uvicorn worker ({LOOP}, {HTTP}) in its own process; each "
         "202 is sent only after Kafka acknowledged (acks=all). The gateway verifies the signature, validates, "
         "maps, normalizes (phones, emails, language detection, facts), encodes with the project's codec and "
         "produces. Single-contact load: wrk (a separate process in C; `connectors/wrk_chat.lua` signs every "

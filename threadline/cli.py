@@ -280,16 +280,13 @@ def topics_manifests(
 @serve_app.command("gateway")
 def serve_gateway():
     """The HTTP ingest gateway."""
-    import uvicorn
-
-    from connectors.gateway import build, shutdown_limit
+    from connectors import server
+    from connectors.gateway import build
     from threadline.stack.apps import claim
 
     s = settings()
     claim(s, "gateway")  # threadline stop / down find it, however it was started
-    # proxy_headers off: the gateway reads X-Forwarded-* itself, from THREADLINE_TRUSTED_PROXIES only.
-    uvicorn.run(build(s), host=s.gateway_host, port=s.gateway_port, log_config=None, access_log=False,
-                proxy_headers=False, timeout_graceful_shutdown=int(shutdown_limit(s)))
+    server.run(build(s), s)  # uvloop + httptools, proxy_headers off (connectors/server.py)
 
 
 @serve_app.command("api")
