@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from threadline.bench import (BASELINE_PRODUCE_KP, RATE_COLUMNS, BenchContext, Rate, Section, bench_topics,
+from threadline.bench import (BASELINE_PRODUCE_KP, RATE_COLUMNS, BenchContext, Rate, Section, bench_topics, fmt_rate,
                               fmt_ratio, rate_row)
 from threadline.stack.process import free_port
 
@@ -46,11 +46,15 @@ BATCH = 50
 WRK_SCRIPT = Path(__file__).with_name("wrk_chat.lua")
 WRK_WARMUP_SECONDS = 3
 WRK_SECONDS = int(os.environ.get("THREADLINE_BENCH_WRK_SECONDS", "15"))
+FALLBACK_SERVER = {"loop": "asyncio", "http": "h11"}
 WRK_MISSING = ("wrk is not installed, so the gateway's single-contact figures were not measured "
                "(Debian/Ubuntu: apt-get install wrk)")
 
 
-def _start_gateway(ctx: BenchContext, port: int, contacts: str, dlq: str, keys: dict[str, str]) -> subprocess.Popen:
+def _start_gateway(ctx: BenchContext, port: int, contacts: str, dlq: str, keys: dict[str, str],
+                   server_options: dict[str, str] | None = None) -> subprocess.Popen:
+    """The gateway in its own process, served by ``connectors.server.run`` (``server_options``
+    override its uvicorn options, e.g. ``{"loop": "asyncio", "http": "h11"}`` for a comparison)."""
     env = {**os.environ, **ctx.settings.to_env(), "THREADLINE_LOG_LEVEL": "WARNING", "THREADLINE_LOG_FORMAT": "json",
            "THREADLINE_GATEWAY_PORT": str(port), **{f"THREADLINE_{k.upper()}": v for k, v in keys.items()}}
     code = ("from connectors.gateway import create_app; from schemas.codec import make_codec; "
@@ -58,7 +62,7 @@ def _start_gateway(ctx: BenchContext, port: int, contacts: str, dlq: str, keys: 
             "from threadline.logging import configure_logging; s = Settings(); configure_logging(s); "
             f"app = create_app(s, codec_factory=lambda: make_codec(s), "
             f"contacts_topic={contacts!r}, dlq_topic={dlq!r}); "
-            "from connectors import server; server.run(app, s, host='127.0.0.1')")
+            f"from connectors import server; server.run(app, s, host='127.0.0.1', **{dict(server_options or {})!r})")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     import httpx
 
@@ -380,11 +384,21 @@ def connectors_suite(ctx: BenchContext) -> list[Section]:
                                sum(map(len, bodies)))
                 batched_cpu_us = (gateway_cpu_seconds(proc) - cpu0) / n_batched * 1e6
         finally:
-            proc.terminate()
+            _stop(proc)
+        fallback: LoadResult | None = None
+        if wrk is not None:  # the same load on uvicorn's pure-Python fallback (asyncio + h11), side by side
+            port = free_port()
+            proc = _start_gateway(ctx, port, names[0], names[1], keys, FALLBACK_SERVER)
+            url = f"http://127.0.0.1:{port}/webhooks/chat"
             try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                with ctx.console.status("gateway on asyncio + h11: wrk ..."):
+                    run_wrk(url, keys["webhook_secret"], seconds=WRK_WARMUP_SECONDS, run=f"{ctx.run_id}-warm-h11")
+                    fallback = measure_gateway(proc, url, keys["webhook_secret"], seconds=WRK_SECONDS,
+                                               run=f"{ctx.run_id}-h11")
+                if fallback.failed:
+                    raise RuntimeError(f"gateway (asyncio + h11) answered {fallback.errors} of {fallback.requests}")
+            finally:
+                _stop(proc)
         with ctx.console.status(f"mbox importer: {n_mbox:,} messages ..."):
             data = _mbox(n_mbox)
             sink = Sink(make_producer(s, client_id="threadline-bench-mbox"), make_codec(s),
@@ -403,7 +417,7 @@ def connectors_suite(ctx: BenchContext) -> list[Section]:
     ctx.rates.update({"gateway.raw_aiokafka": raw_rate, "gateway.batched": batched, "importer.mbox": importer})
     if single is not None:
         ctx.rates["gateway.single"] = Rate(single.requests, single.seconds)
-    return [gateway_section(single, raw, batched, batched_cpu_us),
+    return [gateway_section(single, raw, batched, batched_cpu_us, fallback),
             Section("mbox importer", RATE_COLUMNS, [
                 rate_row("raw produce kafka-python (baseline)", raw_kp),
                 rate_row("mbox importer", importer, raw_kp),
@@ -416,7 +430,16 @@ def connectors_suite(ctx: BenchContext) -> list[Section]:
 GATEWAY_COLUMNS = ["measurement", "contacts/s", "p50 ms", "p99 ms", "gateway CPU µs/contact", "ratio to raw"]
 
 
-def gateway_section(single: LoadResult | None, raw: ProduceResult, batched: Rate, batched_cpu_us: float) -> Section:
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def gateway_section(single: LoadResult | None, raw: ProduceResult, batched: Rate, batched_cpu_us: float,
+                    fallback: LoadResult | None = None) -> Section:
     from connectors.server import HTTP, LOOP
 
     raw_rate = raw.per_second
@@ -428,6 +451,10 @@ def gateway_section(single: LoadResult | None, raw: ProduceResult, batched: Rate
                      fmt_ratio(single.per_second / raw_rate)])
     else:
         rows.append(["gateway, 1 contact per request", "not measured", "—", "—", "—", "—"])
+    if fallback is not None:
+        rows.append(["the same on asyncio + h11 (uvicorn's fallback, for comparison)", fmt_rate(fallback.per_second),
+                     f"{fallback.p50_ms:.1f}", f"{fallback.p99_ms:.1f}", f"{fallback.gateway_cpu_us:.0f}",
+                     fmt_ratio(fallback.per_second / raw_rate)])
     rows.append([f"gateway, Messenger batches of {BATCH} (httpx in the bench process)", fmt_rate(batched.per_second),
                  "—", "—", f"{batched_cpu_us:.0f}", fmt_ratio(batched.per_second / raw_rate)])
     notes = ["ratio: contacts/s ÷ the raw aiokafka produce rate of the same run (the same records, the gateway's "
