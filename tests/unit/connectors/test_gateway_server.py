@@ -87,6 +87,7 @@ def test_the_gateway_is_served_by_uvloop_and_httptools():
     options = server.uvicorn_options(Settings())
     assert (options["loop"], options["http"]) == ("uvloop", "httptools")
     assert options["proxy_headers"] is False  # X-Forwarded-* only from THREADLINE_TRUSTED_PROXIES
+    assert options["timeout_keep_alive"] > 60  # longer than clients' and load balancers' idle timeouts
     import httptools  # noqa: F401  (dependencies: importable, not left to uvicorn's silent fallback)
     import uvloop  # noqa: F401
 
