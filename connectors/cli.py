@@ -159,16 +159,13 @@ def generate(customers: int = typer.Option(50, help="size of the seeded populati
 
 def serve_gateway():
     """The HTTP ingest gateway."""
-    import uvicorn
-
-    from connectors.gateway import build, shutdown_limit
+    from connectors import server
+    from connectors.gateway import build
     from threadline.process import claim
 
     s = load_settings()
     claim(s, "gateway")  # threadline stop / down find it, however it was started
-    # proxy_headers off: the gateway reads X-Forwarded-* itself, from THREADLINE_TRUSTED_PROXIES only.
-    uvicorn.run(build(s), host=s.gateway_host, port=s.gateway_port, log_config=None, access_log=False,
-                proxy_headers=False, timeout_graceful_shutdown=int(shutdown_limit(s)))
+    server.run(build(s), s)  # uvloop + httptools, proxy_headers off (connectors/server.py)
 
 
 def register(groups: CommandGroups) -> None:

@@ -49,6 +49,9 @@ class Sink:
             sends.append(self.producer.send(self.contacts_topic, key=key, value=value, headers=headers))
         dlq = [self.producer.send(self.dlq_topic, key=connector.encode(), value=r.raw,
                                   headers=self.dlq_headers(connector, r, extra_headers)) for r in rejected]
+        if len(sends) + len(dlq) == 1:  # one contact per request, the usual webhook: no task for a gather
+            result = await (sends or dlq)[0]
+            return ([result], []) if sends else ([], [result])
         results = await asyncio.gather(*sends, *dlq)
         return list(results[:len(sends)]), list(results[len(sends):])
 
