@@ -22,7 +22,8 @@ Placement of each contact, in this order:
 3. **Inactivity**: a contact within the window of the current open conversation (per channel, of
    the conversation's latest channel) continues it, whatever its own channel (a change of channel
    is a switch). Past the window, the conversation is resolved at the window's end (``inactivity``)
-   and the contact opens a new one.
+   and the contact opens a new one. Without a later contact, the watermark resolves a quiet
+   conversation at its window's end too, unless it awaits an agent (``awaits_agent``).
 4. **Reopen**: a contact within the reopen window after an explicit resolution reopens it.
 5. Otherwise a new conversation. Its id is UUIDv5 of the customer and its first contact's event id.
 
@@ -290,6 +291,14 @@ def segment(customer_id: str, contacts: list[ContactView], rules: StitchRules) -
     return convs
 
 
+def awaits_agent(conv: Conversation) -> bool:
+    """The customer spoke last and nobody answered: the watermark never resolves such a conversation
+    by inactivity (an unanswered customer must not leave the inbox by waiting long enough); it
+    stays open, its clocks breached, until it is answered or resolved, or until a contact after
+    its window opens a new conversation (which closes it at its window's end, as rule 3 says)."""
+    return conv.status == "open" and conv.waiting_on == "agent"
+
+
 def _close(conv: Conversation, at: int, by: str, hours) -> None:
     for clock in conv.clocks:
         clock.stop(at, hours)
@@ -339,7 +348,7 @@ def finish(convs: list[Conversation], wm: int | None, rules: StitchRules) -> lis
     hours = rules.business_hours
     for conv in convs:
         end = conv.last_at + rules.window(conv.channel) * 1000
-        if conv.status == "open" and end < wm:
+        if conv.status == "open" and end < wm and not awaits_agent(conv):
             _close(conv, end, "inactivity", hours)
         for clock in conv.clocks:
             due = clock.due(hours)
@@ -362,7 +371,7 @@ def deadline(convs: list[Conversation], rules: StitchRules) -> int | None:
     a conversation's window ends)."""
     times = []
     for conv in convs:
-        if conv.status == "open":
+        if conv.status == "open" and not awaits_agent(conv):
             times.append(conv.last_at + rules.window(conv.channel) * 1000)
         for clock in conv.clocks:
             d = clock.due(rules.business_hours)

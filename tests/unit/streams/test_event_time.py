@@ -293,3 +293,22 @@ def test_a_customer_with_many_contacts_in_random_order_matches_the_in_order_pass
     expected = conversations_of("cust-1", [view(r) for r in records], RULES, final)
     assert outcome(s.conversations(states["cust-1"])) == outcome(expected)
     assert fold(events) == snapshots(expected, RULES)
+
+
+HOUR_MS = 3_600_000
+
+
+def test_an_unanswered_customer_is_never_resolved_by_inactivity_only_its_clocks_breach():
+    """Giulia calls and nobody answers: a day later (past voice's 24 h window) her conversation is
+    still open, waiting on an agent, with its first-response clock breached at its due time; the
+    same conversation answered by an agent is resolved by inactivity at its window's end."""
+    views = [view(contact("call", "voice", 0))]
+    (conv,) = conversations_of("cust-1", views, RULES, wm=T0 + 30 * HOUR_MS)
+    assert conv.status == "open" and conv.waiting_on == "agent"
+    first = next(k for k in conv.clocks if k.kind == "first_response")
+    assert first.state == "breached" and first.end == T0 + RULES.target("voice") * 1000
+
+    answered = views + [view(agent("reply", "voice", 60_000))]
+    (conv,) = conversations_of("cust-1", answered, RULES, wm=T0 + 30 * HOUR_MS)
+    assert conv.status == "resolved" and conv.resolved_by == "inactivity"
+    assert conv.resolved_at == T0 + 60_000 + RULES.window("voice") * 1000
