@@ -22,9 +22,11 @@ waits as a standby.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -231,6 +233,21 @@ class Store:
                  unmerges=sum(op.action == "remove" for op in batch.alias_ops))
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Decoding and shaping a batch makes thousands of small objects that all live until the
+    batch is written: the cyclic collector would walk them over and over while they pile up
+    (measured: about a third of a rebuild's CPU). Nothing made here forms a cycle (refcounting
+    frees it all), so the collector waits until the batch is shaped."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 class SchemaSwapped(Exception):
     """The schema was replaced by a rebuild since this projector looked: re-seek and go on."""
 
@@ -421,23 +438,24 @@ class Projector:
         last_at: dict[tuple[str, int], datetime] = {}
         dead = []
         count = 0
-        for tp, messages in polled.items():
-            for m in messages:
-                count += 1
-                one = Batch()
-                try:
-                    decoded = self.codec.decode(m.value)
-                    one.add(decoded.schema_fullname, decoded.record, m.partition, m.offset, self.as_of)
-                except Exception as exc:  # shaping is pure: whatever it raises is this record's fault
-                    reason = exc.reason if isinstance(exc, DecodeError) else f"record does not fit: {exc!r}"
-                    dead.append(self._dead_letter(dlq, m, reason))
-                    continue
-                batch.extend(one)
-                singles.append((m, one))
-            self.instruments.consumed(tp.topic).inc(len(messages))
-            key = (tp.topic, tp.partition)
-            next_offsets[key] = messages[-1].offset + 1
-            last_at[key] = datetime.fromtimestamp(messages[-1].timestamp / 1000).astimezone()
+        with collector_paused():
+            for tp, messages in polled.items():
+                for m in messages:
+                    count += 1
+                    one = Batch()
+                    try:
+                        decoded = self.codec.decode(m.value)
+                        one.add(decoded.schema_fullname, decoded.record, m.partition, m.offset, self.as_of)
+                    except Exception as exc:  # shaping is pure: whatever it raises is this record's fault
+                        reason = exc.reason if isinstance(exc, DecodeError) else f"record does not fit: {exc!r}"
+                        dead.append(self._dead_letter(dlq, m, reason))
+                        continue
+                    batch.extend(one)
+                    singles.append((m, one))
+                self.instruments.consumed(tp.topic).inc(len(messages))
+                key = (tp.topic, tp.partition)
+                next_offsets[key] = messages[-1].offset + 1
+                last_at[key] = datetime.fromtimestamp(messages[-1].timestamp / 1000).astimezone()
         for future in dead:  # dead letters acknowledged before the offsets move past them
             future.get(timeout=30)
         written = len(batch)

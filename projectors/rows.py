@@ -76,8 +76,12 @@ def storable(value):
     return _clean(value) if _unstorable(value) else value
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+_encode = _ENCODER.encode  # one encoder for every row (json.dumps builds one per call with these options)
+
+
 def _json(v) -> str:
-    return json.dumps(v, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _encode(v)
 
 
 def rating_of(metadata: dict[str, str] | None) -> int | None:

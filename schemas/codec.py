@@ -9,8 +9,12 @@ Two framings behind one interface:
   CRC-64-AVRO fingerprint of the writer schema, then the body; writer schemas are resolved from
   the versions kept in ``schemas/``. For places with no registry.
 
-Schemas are parsed once. Decoding resolves the writer's schema to today's reader schema of the
-same record, so a consumer always sees the current shape whatever version wrote the record.
+Schemas are parsed once per process. Decoding gives today's reader shape of the record whatever
+version wrote it. How is decided once per writer schema (a ``ReadPlan``): when the writer's
+parsing canonical form equals the reader's, the body is read directly with the reader's parsed
+schema, no resolution (the canonical form fixes the binary layout, so this reads the same bytes
+the same way; logical types are the reader's); otherwise fastavro resolves the writer's schema
+to the reader's (an older version: defaults filled in, removed fields dropped).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import io
 import json
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 import fastavro
@@ -29,6 +34,7 @@ from schemas.registry import RegistryClient
 from threadline.errors import DecodeError, SchemaError
 
 CONFLUENT_MAGIC = b"\x00"
+_SCHEMA_ID = struct.Struct(">I")
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 
 
@@ -67,6 +73,47 @@ def _fullname(raw: dict) -> str:
     return f"{ns}.{raw['name']}" if ns and "." not in raw["name"] else raw["name"]
 
 
+@dataclass(frozen=True)
+class ReadPlan:
+    """How to read the bodies one writer schema wrote: with ``schema``, resolved to ``reader``
+    unless ``reader`` is None (the direct path: the writer is today's reader, or no reader
+    schema of that name exists here)."""
+
+    fullname: str
+    schema: dict
+    reader: dict | None
+
+    @property
+    def direct(self) -> bool:
+        return self.reader is None
+
+    def read(self, body: bytes) -> Decoded:
+        return Decoded(self.fullname, _read(body, self.schema, self.reader))
+
+
+@lru_cache(maxsize=None)
+def _canonical_of_reader(fullname: str) -> str | None:
+    reader = schemas.latest_by_fullname().get(fullname)
+    return to_parsing_canonical_form(reader.parsed) if reader is not None else None
+
+
+def read_plan(fullname: str, writer: dict) -> ReadPlan:
+    """Decide once per writer schema (``writer`` parsed) how to read what it wrote."""
+    reader = schemas.latest_by_fullname().get(fullname)
+    if reader is None:
+        return ReadPlan(fullname, writer, None)
+    if writer is reader.parsed or to_parsing_canonical_form(writer) == _canonical_of_reader(fullname):
+        return ReadPlan(fullname, reader.parsed, None)
+    return ReadPlan(fullname, writer, reader.parsed)
+
+
+@lru_cache(maxsize=None)
+def _plan_of_text(text: str) -> ReadPlan:
+    """A registry's schema text, parsed once per process however many codecs read it."""
+    raw = json.loads(text)
+    return read_plan(_fullname(raw), fastavro.parse_schema(raw))
+
+
 class ConfluentCodec:
     """Writes Confluent frames; reads them and, for places that ran without a registry,
     single-object frames too (the magic bytes tell them apart)."""
@@ -74,7 +121,7 @@ class ConfluentCodec:
     def __init__(self, registry: RegistryClient):
         self.registry = registry
         self._ids: dict[tuple[str, str], tuple[int, dict]] = {}
-        self._writers: dict[int, tuple[str, dict]] = {}
+        self._plans: dict[int, ReadPlan] = {}
         self._single_object: SingleObjectCodec | None = None
 
     def schema_id(self, topic: str, subject: str) -> int:
@@ -88,7 +135,7 @@ class ConfluentCodec:
             schema_id = self.registry.register(f"{topic}-value", sv.text)
             hit = (schema_id, sv.parsed)
             self._ids[key] = hit
-            self._writers[schema_id] = (sv.fullname, sv.parsed)
+            self._plans.setdefault(schema_id, read_plan(sv.fullname, sv.parsed))
         return hit
 
     def encode(self, topic: str, subject: str, record: dict) -> bytes:
@@ -101,29 +148,36 @@ class ConfluentCodec:
             return self._single_object.decode(data)
         if len(data) < 5 or data[:1] != CONFLUENT_MAGIC:
             raise DecodeError("not in the Confluent wire format (magic byte 0 + schema id)")
-        (schema_id,) = struct.unpack(">I", data[1:5])
-        writer = self._writers.get(schema_id)
-        if writer is None:
+        (schema_id,) = _SCHEMA_ID.unpack_from(data, 1)
+        plan = self._plans.get(schema_id)
+        if plan is None:
+            plan = self.plan(schema_id)
+        return plan.read(data[5:])
+
+    def plan(self, schema_id: int) -> ReadPlan:
+        """How this codec reads the bodies of ``schema_id`` (fetched from the registry once)."""
+        plan = self._plans.get(schema_id)
+        if plan is None:
             try:
-                raw = json.loads(self.registry.schema_by_id(schema_id))
+                text = self.registry.schema_by_id(schema_id)
             except SchemaError as exc:
                 raise DecodeError(f"unknown schema id {schema_id}: {exc}") from exc
-            writer = (_fullname(raw), fastavro.parse_schema(raw))
-            self._writers[schema_id] = writer
-        name, parsed = writer
-        reader = schemas.latest_by_fullname().get(name)
-        reader_parsed = reader.parsed if reader is not None and reader.parsed is not parsed else None
-        return Decoded(name, _read(data[5:], parsed, reader_parsed))
+            try:
+                plan = _plan_of_text(text)
+            except Exception as exc:  # the registry gave something that is no Avro schema
+                raise DecodeError(f"schema id {schema_id} does not parse: {type(exc).__name__}: {exc}") from exc
+            self._plans[schema_id] = plan
+        return plan
 
 
 class SingleObjectCodec:
     def __init__(self) -> None:
-        self._by_fp: dict[bytes, tuple[str, dict]] = {}
+        self._by_fp: dict[bytes, ReadPlan] = {}
         self._fp_of: dict[str, bytes] = {}
         for subject in schemas.subjects():
             for sv in schemas.versions(subject):
                 fp = self.fingerprint(sv.parsed)
-                self._by_fp[fp] = (sv.fullname, sv.parsed)
+                self._by_fp[fp] = read_plan(sv.fullname, sv.parsed)
             self._fp_of[subject] = self.fingerprint(schemas.latest(subject).parsed)
 
     @staticmethod
@@ -139,13 +193,10 @@ class SingleObjectCodec:
     def decode(self, data: bytes) -> Decoded:
         if len(data) < 10 or data[:2] != SINGLE_OBJECT_MAGIC:
             raise DecodeError("not in Avro single-object encoding (C3 01 + fingerprint)")
-        writer = self._by_fp.get(data[2:10])
-        if writer is None:
+        plan = self._by_fp.get(data[2:10])
+        if plan is None:
             raise DecodeError(f"unknown schema fingerprint {data[2:10].hex()}")
-        name, parsed = writer
-        reader = schemas.latest_by_fullname().get(name)
-        reader_parsed = reader.parsed if reader is not None and reader.parsed is not parsed else None
-        return Decoded(name, _read(data[10:], parsed, reader_parsed))
+        return plan.read(data[10:])
 
 
 def make_codec(settings) -> Codec:

@@ -62,6 +62,12 @@ class Rate:
     seconds: float
     bytes: int = 0
     startup_seconds: float | None = None  # set-up outside the timed window (e.g. group join)
+    cpu_seconds: float | None = None  # CPU time of the measuring process in the timed window
+
+    @property
+    def cpu_us_per_event(self) -> float | None:
+        """Process CPU µs per event: steadier than events/s on a shared machine."""
+        return self.cpu_seconds / self.events * 1e6 if self.cpu_seconds is not None and self.events else None
 
     @property
     def per_second(self) -> float:
@@ -91,11 +97,13 @@ def fmt_ratio(x: float) -> str:
 
 def rate_row(name: str, rate: Rate, baseline: Rate | None = None) -> list[str]:
     """A table row: name, events, seconds, events/s, MB/s, and the ratio to ``baseline``."""
+    cpu = rate.cpu_us_per_event
     return [name, f"{rate.events:,}", f"{rate.seconds:.3f}", fmt_rate(rate.per_second),
-            f"{rate.mb_per_second:.2f}", fmt_ratio(rate.ratio(baseline)) if baseline else "—"]
+            f"{rate.mb_per_second:.2f}", fmt_ratio(rate.ratio(baseline)) if baseline else "—",
+            f"{cpu:,.1f}" if cpu is not None else "—"]
 
 
-RATE_COLUMNS = ["measurement", "events", "seconds", "events/s", "MB/s", "ratio"]
+RATE_COLUMNS = ["measurement", "events", "seconds", "events/s", "MB/s", "ratio", "CPU µs/event"]
 
 
 # --------------------------------------------------------------------------------------------

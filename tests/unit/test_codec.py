@@ -229,3 +229,72 @@ def test_a_record_from_an_older_writer_decodes_into_todays_shape_with_defaults(r
     assert decoded.record["customer_id"] is None
     assert decoded.record["event_type"] == "contact.received"  # the reader's default, not absent
     assert decoded.record == record
+
+
+# --- the read plan: direct when the writer is today's reader, resolved for an older writer ---
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list:
+    """Every fastavro read the codec makes, as (writer schema, reader schema)."""
+    seen = []
+    real = fastavro.schemaless_reader
+
+    def spy(fo, writer, reader=None, *args, **kwargs):
+        seen.append((writer, reader))
+        return real(fo, writer, reader, *args, **kwargs)
+
+    monkeypatch.setattr("schemas.codec.fastavro.schemaless_reader", spy)
+    return seen
+
+
+def test_a_writer_equal_to_the_reader_is_read_directly_with_no_resolution(record, reads):
+    registry = FakeRegistry()
+    frame = ConfluentCodec(registry).encode(TOPIC, schemas.CONTACT, record)
+    fresh = ConfluentCodec(registry)  # another process: the writer comes from the registry's text
+    (schema_id,) = struct.unpack(">I", frame[1:5])
+    plan = fresh.plan(schema_id)
+    latest = schemas.latest(schemas.CONTACT).parsed
+    assert plan.direct and plan.schema is latest  # the reader's own parsed schema, parsed once
+    assert fresh.decode(frame) == Decoded(CONTACT_FULLNAME, record)
+    assert reads == [(latest, None)]
+
+
+def test_the_plan_of_a_schema_id_is_made_once(record, monkeypatch):
+    registry = FakeRegistry()
+    frame = ConfluentCodec(registry).encode(TOPIC, schemas.CONTACT, record)
+    fresh = ConfluentCodec(registry)
+    calls = []
+    monkeypatch.setattr(registry, "schema_by_id", lambda i, real=registry.schema_by_id: calls.append(i) or real(i))
+    for _ in range(3):
+        assert fresh.decode(frame).record == record
+    assert len(calls) == 1
+
+
+def test_an_older_writer_is_still_resolved_to_the_reader(record, reads):
+    older = copy.deepcopy(schemas.latest(schemas.CONTACT).raw)
+    older["fields"] = [f for f in older["fields"] if f["name"] not in ("customer_id", "event_type")]
+    old_record = {k: v for k, v in record.items() if k not in ("customer_id", "event_type")}
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(older), old_record)
+    registry = FakeRegistry()
+    old_id = registry.register("contacts.v1-value", json.dumps(older))
+    codec = ConfluentCodec(registry)
+
+    assert not codec.plan(old_id).direct
+    decoded = codec.decode(b"\x00" + struct.pack(">I", old_id) + body.getvalue())
+    assert decoded.record == {**record, "customer_id": None, "event_type": "contact.received"}
+    ((writer, reader),) = reads
+    assert reader is schemas.latest(schemas.CONTACT).parsed
+    assert to_parsing_canonical_form(writer) != to_parsing_canonical_form(reader)
+
+
+def test_single_object_reads_the_latest_directly_and_resolves_older_versions():
+    from schemas.codec import read_plan
+
+    for subject in schemas.subjects():
+        *older, latest = schemas.versions(subject)
+        assert read_plan(latest.fullname, latest.parsed).direct
+        for sv in older:
+            same = to_parsing_canonical_form(sv.parsed) == to_parsing_canonical_form(latest.parsed)
+            assert read_plan(sv.fullname, sv.parsed).direct is same
