@@ -213,7 +213,8 @@ class _Buffered:
     contact, so a table's changelog gets one record per changed key, not one per step."""
 
     def __init__(self, store: MutableMapping):
-        self.base, self.writes = store, {}
+        self.base = store
+        self.writes: dict = {}
 
     def get(self, key, default=None):
         return self.writes[key] if key in self.writes else self.base.get(key, default)
@@ -372,6 +373,7 @@ class IdentityGraph:
             cust = new[ev["a"]] if ev["a"] is not None else ev["cust"]
             if cust != ev["cust"]:
                 if ev["cust"] is not None:
+                    assert cust is not None  # an anchored contact's group has a first contact: itself at least
                     change.rekeyed.append((eid, cust, ev["cust"]))
                 self._db[f"e:{eid}"] = {**self._db[f"e:{eid}"], "cust": cust}
         for ev in change.events:
