@@ -68,14 +68,21 @@ def _mode() -> str:
     return "local-stack"
 
 
+# The folder under tests/ a test lives in, and the marker that folder gives it.
+FOLDER_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e, "deploy": pytest.mark.deploy}
+
+
 def pytest_collection_modifyitems(config, items):
-    """tests/integration and tests/e2e are marked by where they live, so `-m` can pick them."""
+    """tests/integration, tests/e2e and tests/deploy are marked by where they live, so `-m` can
+    pick them (or leave them out)."""
+    tests = REPO / "tests"
     for item in items:
-        parts = Path(str(item.fspath)).parts
-        if "integration" in parts:
-            item.add_marker(pytest.mark.integration)
-        elif "e2e" in parts:
-            item.add_marker(pytest.mark.e2e)
+        path = Path(str(item.fspath)).resolve()
+        if not path.is_relative_to(tests):
+            continue
+        folder = path.relative_to(tests).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
 
 
 def pytest_report_header(config):

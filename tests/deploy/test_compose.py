@@ -32,7 +32,7 @@ from threadline.secrets import secret
 from threadline.errors import ConfigError
 from threadline.settings import Settings
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
