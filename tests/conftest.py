@@ -105,17 +105,17 @@ def services(request) -> Services:
         yield from _testcontainers()
         return
     from threadline.tools import stack
-    from threadline.tools.stack import kafka
+    from threadline.tools.stack import kafka_broker
 
     s = Settings()
-    was_running = kafka.managed(s).running()
+    was_running = kafka_broker.managed(s).running()
     try:
         started = stack.up(s, log=lambda m: None)
     except BaseException:
         if not was_running:
             stack.down(s)  # a part failed to start: stop the parts that did, leave nothing behind
         raise
-    version = kafka.broker_version(s) or s.kafka_version
+    version = kafka_broker.broker_version(s) or s.kafka_version
     print(f"\nkafka broker: Apache Kafka {version} at {s.kafka_bootstrap}")
     # The embedded server's generated passwords live in the state folder: named as files here, so
     # tests that give their components a state folder of their own (model_copy(home=...)) still

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from connectors.registry import SECRET_NAMES
+from connectors.table import SECRET_NAMES
 from threadline.secrets import secret
 from threadline.errors import ConfigError
 from threadline.settings import Settings
