@@ -80,3 +80,18 @@ def test_mypy_finds_no_type_errors_in_the_kernel_and_the_pure_cores():
     done = subprocess.run([str(mypy)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "Success: no issues found" in done.stdout, done.stdout[-1000:]
+
+
+# Names several packages share because each holds the same job for its package: the package
+# itself, the commands a feature registers (cli.py), its benchmark suites (bench.py) and its
+# exceptions under the kernel's tree (errors.py).
+SHARED_NAMES = {"__init__", "cli", "bench", "errors"}
+
+
+def test_no_two_modules_share_a_name_unless_they_share_the_job():
+    seen: dict[str, list[str]] = {}
+    for name in PACKAGES:
+        for path in (REPO / name).rglob("*.py"):
+            seen.setdefault(path.stem, []).append(str(path.relative_to(REPO)))
+    shared = {stem: sorted(paths) for stem, paths in seen.items() if len(paths) > 1 and stem not in SHARED_NAMES}
+    assert not shared, f"one name, several modules: {shared}"
