@@ -134,7 +134,7 @@ def generate(customers: int = typer.Option(50, help="size of the seeded populati
     from connectors.base import MapContext
     from connectors.generate import journeys, population, render, send_direct, send_http
     from connectors.importer import progress_bar
-    from connectors.registry import SECRET_NAMES
+    from connectors.table import SECRET_NAMES
     from threadline.secrets import secret
 
     s = _settings()

@@ -10,7 +10,7 @@ with a JSON error naming each bad field (at most ``threadline.http.MAX_FIELDS`` 
 nothing is produced.
 
 ``POST /webhooks/<connector>`` takes each provider's own payload and headers unchanged
-(``connectors.registry``): the decision is ``connectors.webhooks.handle`` (pure), the produce is
+(``connectors.table``): the decision is ``connectors.webhooks.handle`` (pure), the produce is
 ``connectors.sink.Sink``. It answers 202 only after Kafka acknowledged every event of the
 request and every DLQ record; 503 otherwise, so the provider retries. ``GET /webhooks/meta``
 answers Meta's ``hub.challenge`` handshake and ``GET /webhooks/x`` X's CRC check.
@@ -32,7 +32,7 @@ from connectors import x as x_connector
 from connectors.base import MapContext, WebhookRequest
 from connectors.contact import ContactIn, event_id, partition_key, to_record
 from connectors.public_url import FORWARDED_HEADERS, PublicUrls, public_url
-from connectors.registry import CONNECTORS, SECRET_NAMES
+from connectors.table import CONNECTORS, SECRET_NAMES
 from threadline.secrets import secret
 from connectors.sink import Sink
 from connectors.webhooks import handle

@@ -249,7 +249,7 @@ def send_http(base_url: str, secrets: dict[str, str | None], items, rate: float 
     """POST every (connector, body) to ``base_url``/webhooks/<connector>, signed; counts per status."""
     import httpx
 
-    from connectors.registry import CONNECTORS
+    from connectors.table import CONNECTORS
     from connectors.signatures import signed_headers
 
     counts: dict[int, int] = {}
@@ -269,7 +269,7 @@ def send_http(base_url: str, secrets: dict[str, str | None], items, rate: float 
 def send_direct(sink, ctx_factory, items, rate: float = 0.0, progress=None) -> dict[str, int]:
     """Map every (connector, body) in-process with the connectors and produce it (no HTTP, no signature)."""
     from connectors.base import Rejected, WebhookRequest
-    from connectors.registry import CONNECTORS
+    from connectors.table import CONNECTORS
     from connectors.signatures import MEDIA_TYPES
 
     counts = {"produced": 0, "dead_lettered": 0}

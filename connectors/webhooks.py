@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from connectors.base import MapContext, Rejected, WebhookRequest
 from connectors.contact import ContactIn
 from connectors.errors import MalformedPayload
-from connectors.registry import CONNECTORS
+from connectors.table import CONNECTORS
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 from pydantic import BeforeValidator
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from projectors import definitions, lookup, rules
+from projectors import definitions, judgements, lookup
 from projectors.framework import live_schema
 from threadline import auth, ops
 from threadline.http import error_response, guard, validation_fields
@@ -287,7 +287,7 @@ def create_app(settings: Settings) -> FastAPI:
         row = await one(request, f"select * from {sales}.customer_360 where customer_id = %s", (cid,))
         if row is None:
             raise NotFound(f"customer {customer_id}")
-        flag = rules.talk_to_support_first(open_conversations=row["open_conversations"],
+        flag = judgements.talk_to_support_first(open_conversations=row["open_conversations"],
                                            breached_slas_7d=row["breached_slas_7d"],
                                            support_contacts_7d=row["support_contacts_7d"],
                                            sentiment_7d=row["sentiment_7d"],
@@ -344,9 +344,9 @@ def create_app(settings: Settings) -> FastAPI:
         row = await one(request, f"select * from {marketing}.customer_signals where customer_id = %s", (cid,))
         if row is None:
             raise NotFound(f"customer {customer_id}")
-        signals = rules.Signals(row["last_rating"], row["sentiment_30d"], row["inbound_90d"],
+        signals = judgements.Signals(row["last_rating"], row["sentiment_30d"], row["inbound_90d"],
                                 row["social_inbound_90d"], row["first_channel"])
-        return {"customer_id": cid, "segments": rules.segments(signals), "signals": row}
+        return {"customer_id": cid, "segments": judgements.segments(signals), "signals": row}
 
     # -- operations ---------------------------------------------------------------------------
     @app.get("/projections", tags=["operations"])

@@ -195,6 +195,7 @@ class Clock:
         if self.state == "breached":
             d, spent = self.end, self.target * 1000
         elif self.state == "hit":
+            assert self.end is not None  # a clock that was hit stopped at some time
             d, spent = sla.add_ms(self.end, left, hours), self.acc
         elif self.state == "paused":
             d, spent = sla.add_ms(at, left, hours), self.acc
@@ -269,7 +270,8 @@ def segment(customer_id: str, contacts: list[ContactView], rules: StitchRules) -
                 conv = cur
             else:
                 _close(cur, cur.last_at + rules.window(cur.channel) * 1000, "inactivity", hours)
-        elif cur is not None and cur.resolved_by != "inactivity" and c.t - cur.resolved_at <= rules.reopen_seconds * 1000:
+        elif (cur is not None and cur.resolved_at is not None and cur.resolved_by != "inactivity"
+              and c.t - cur.resolved_at <= rules.reopen_seconds * 1000):
             conv, reopen = cur, True
         if conv is None:
             conv = Conversation(conversation_id(customer_id, c.event_id), customer_id, opened_at=c.t, last_at=c.t,
@@ -454,7 +456,8 @@ class Stitcher:
         """Identity moved these contacts to ``to_customer`` (a merge or an unmerge) at graph
         position ``gen``: the conversations are recomputed without them; a conversation left
         with none ends ``merged_into``."""
-        state = _copy(state) if current(state) else new_state(to_customer or "")
+        now = current(state)
+        state = _copy(now) if now else new_state(to_customer or "")
         key = f"rm:{gen}"
         if key in state["outbox"]:
             return state, _unpack(state["outbox"][key])
@@ -484,10 +487,11 @@ class Stitcher:
         return state, self._recompute(state, wm=wm, recorded=None, cause=None)
 
     def conversations(self, state: dict | None) -> list[Conversation]:
-        if not current(state):
+        now = current(state)
+        if not now:
             return []
-        contacts = [ContactView.from_row(r) for r in state["contacts"]]
-        return finish(segment(state["customer_id"], contacts, self.rules), state["wm"], self.rules)
+        contacts = [ContactView.from_row(r) for r in now["contacts"]]
+        return finish(segment(now["customer_id"], contacts, self.rules), now["wm"], self.rules)
 
     def next_deadline(self, state: dict) -> int | None:
         return state.get("deadline") if current(state) else None

@@ -48,13 +48,17 @@ contact; the work that scales with conversations (stitching, SLA clocks, timers)
 the six customer partitions and every worker.
 
 Storage: ``IdentityGraph`` works on any mutable mapping of JSON values (a dict in tests, a faust
-table in the worker); every change is a reassignment, so a table's changelog sees it.
+table in the worker); every change is a reassignment, so a table's changelog sees it. Two records:
+``e:<event id>`` a ``ContactRecord`` (what the graph keeps of a contact) and ``n:<node key>`` a
+``NodeRecord``. Both are stored by field name; the form with one-letter keys written before
+(``t``, ``a``, ``n``, ``cust``, ``out``; ``c``, ``cust``, ``x``) is still read, and a record read in
+that form is written back in the named form the next time it changes.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -173,6 +177,56 @@ class Change:
     duplicate: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class ContactRecord:
+    """What the graph stores of one contact (``e:<event id>``)."""
+
+    occurred_ms: int
+    anchor: str | None                        # its strongest identity; None when every one was blocked
+    nodes: tuple[tuple[str, str, str], ...]   # (node key, kind, rule)
+    customer_id: str | None = None
+    events: tuple[dict, ...] = ()             # the identities.v1 records it caused: a duplicate gets them again
+
+    def with_customer(self, customer_id: str | None) -> ContactRecord:
+        return ContactRecord(self.occurred_ms, self.anchor, self.nodes, customer_id, self.events)
+
+    def to_json(self) -> dict:
+        return {"occurred_ms": self.occurred_ms, "anchor": self.anchor, "nodes": [list(n) for n in self.nodes],
+                "customer_id": self.customer_id, "events": list(self.events)}
+
+    @classmethod
+    def from_json(cls, raw: Mapping) -> ContactRecord:
+        if "t" in raw:  # the form with one-letter keys
+            return cls(raw["t"], raw["a"], _node_triples(raw["n"]), raw["cust"], tuple(raw.get("out", ())))
+        return cls(raw["occurred_ms"], raw["anchor"], _node_triples(raw["nodes"]), raw["customer_id"],
+                   tuple(raw["events"]))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    """What the graph stores of one node (``n:<node key>``)."""
+
+    contacts: tuple[str, ...] = ()      # the event ids of the contacts that carry it, in arrival order
+    customer_id: str | None = None
+    unlinked: tuple[str, ...] = ()      # nodes an operator unlinked from this one, for good (sorted)
+
+    def with_customer(self, customer_id: str | None) -> NodeRecord:
+        return NodeRecord(self.contacts, customer_id, self.unlinked)
+
+    def to_json(self) -> dict:
+        return {"contacts": list(self.contacts), "customer_id": self.customer_id, "unlinked": list(self.unlinked)}
+
+    @classmethod
+    def from_json(cls, raw: Mapping) -> NodeRecord:
+        if "c" in raw:  # the form with one-letter keys
+            return cls(tuple(raw["c"]), raw["cust"], tuple(raw.get("x", ())))
+        return cls(tuple(raw["contacts"]), raw["customer_id"], tuple(raw["unlinked"]))
+
+
+def _node_triples(raw: list) -> tuple[tuple[str, str, str], ...]:
+    return tuple(map(tuple, raw))  # JSON lists of (node key, kind, rule)
+
+
 class _UnionFind:
     def __init__(self, kinds: dict[str, str], withdrawn: dict[str, set[str]]):
         self.parent = {k: k for k in kinds}
@@ -213,7 +267,8 @@ class _Buffered:
     contact, so a table's changelog gets one record per changed key, not one per step."""
 
     def __init__(self, store: MutableMapping):
-        self.base, self.writes = store, {}
+        self.base = store
+        self.writes: dict = {}
 
     def get(self, key, default=None):
         return self.writes[key] if key in self.writes else self.base.get(key, default)
@@ -231,7 +286,8 @@ class _Buffered:
 
 
 class IdentityGraph:
-    """The identity graph on a mapping: ``n:<node>`` node records, ``e:<event id>`` evidence."""
+    """The identity graph on a mapping: ``n:<node>`` node records, ``e:<event id>`` evidence
+    (``NodeRecord`` and ``ContactRecord``, stored as JSON)."""
 
     def __init__(self, store: MutableMapping, rules: IdentityRules | None = None):
         self.store = store
@@ -241,12 +297,31 @@ class IdentityGraph:
     # -- reading ---------------------------------------------------------------------------
 
     def customer_of(self, event_id: str) -> str | None:
-        ev = self._db.get(f"e:{event_id}")
-        return ev["cust"] if ev else None
+        ev = self._find_contact(event_id)
+        return ev.customer_id if ev else None
 
     def node_customer(self, key: str) -> str | None:
-        rec = self._db.get(f"n:{key}")
-        return rec["cust"] if rec else None
+        rec = self._find_node(key)
+        return rec.customer_id if rec else None
+
+    # -- the stored records ----------------------------------------------------------------
+
+    def _find_contact(self, event_id: str) -> ContactRecord | None:
+        raw = self._db.get(f"e:{event_id}")
+        return ContactRecord.from_json(raw) if raw is not None else None
+
+    def _contact(self, event_id: str) -> ContactRecord:
+        return ContactRecord.from_json(self._db[f"e:{event_id}"])
+
+    def _put_contact(self, event_id: str, record: ContactRecord) -> None:
+        self._db[f"e:{event_id}"] = record.to_json()
+
+    def _find_node(self, key: str) -> NodeRecord | None:
+        raw = self._db.get(f"n:{key}")
+        return NodeRecord.from_json(raw) if raw is not None else None
+
+    def _put_node(self, key: str, record: NodeRecord) -> None:
+        self._db[f"n:{key}"] = record.to_json()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -259,29 +334,31 @@ class IdentityGraph:
 
     def _observe(self, contact: dict) -> Change:
         eid = contact["event_id"]
-        known = self._db.get(f"e:{eid}")
+        known = self._find_contact(eid)
         if known is not None:  # a duplicate: nothing changes, the same answer again
-            return Change(known["cust"], list(known.get("out", [])), [], duplicate=True)
+            return Change(known.customer_id, list(known.events), [], duplicate=True)
         ev = evidence(contact, self.rules)
         times = (to_millis(contact["occurred_at"]), to_millis(contact.get("recorded_at") or contact["occurred_at"]))
-        record = {"t": ev.occurred_ms, "a": ev.anchor, "n": [list(n) for n in ev.nodes], "cust": None}
-        self._db[f"e:{eid}"] = record
+        record = ContactRecord(ev.occurred_ms, ev.anchor, ev.nodes)
+        self._put_contact(eid, record)
         for key, _kind, _rule in ev.nodes:
-            rec = self._db.get(f"n:{key}") or {"c": [], "cust": None, "x": []}
-            self._db[f"n:{key}"] = {**rec, "c": [*rec["c"], eid]}
+            rec = self._find_node(key) or NodeRecord()
+            self._put_node(key, NodeRecord((*rec.contacts, eid), rec.customer_id, rec.unlinked))
         change = Change(None)
         if ev.anchor is None:
             cust = isolated_customer_id(eid)
-            self._db[f"e:{eid}"] = {**record, "cust": cust}
+            self._put_contact(eid, record.with_customer(cust))
             change.customer_id = cust
         else:
             self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times)
-            change.customer_id = self._db[f"e:{eid}"]["cust"]
+            change.customer_id = self._contact(eid).customer_id
         for key, reason in ev.rejected:
             change.events.append(self._event("link_rejected", change.customer_id, times, source=eid,
                                              identities=[key], rule="guardrail", reason=reason))
         change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
-        self._db[f"e:{eid}"] = {**self._db[f"e:{eid}"], "out": change.events}
+        done = self._contact(eid)
+        self._put_contact(eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, done.customer_id,
+                                             tuple(change.events)))
         return change
 
     def unlink(self, a: str, b: str, command_id: str, at_ms: int) -> Change:
@@ -296,32 +373,32 @@ class IdentityGraph:
         if a == b:
             raise ValueError("an identity cannot be unlinked from itself")
         for x, y in ((a, b), (b, a)):
-            rec = self._db.get(f"n:{x}") or {"c": [], "cust": None, "x": []}
-            if y not in rec["x"]:
-                self._db[f"n:{x}"] = {**rec, "x": sorted([*rec["x"], y])}
+            rec = self._find_node(x) or NodeRecord()
+            if y not in rec.unlinked:
+                self._put_node(x, NodeRecord(rec.contacts, rec.customer_id, tuple(sorted([*rec.unlinked, y]))))
         change = Change(None)
         self._recompute([a, b], change, source=command_id, times=(at_ms, at_ms), reason="unlinked_by_operator")
         return change
 
     # -- the canonical recomputation ---------------------------------------------------------
 
-    def _region(self, start: list[str]) -> tuple[dict[str, dict], dict[str, dict]]:
-        nodes: dict[str, dict] = {}
-        contacts: dict[str, dict] = {}
+    def _region(self, start: list[str]) -> tuple[dict[str, NodeRecord], dict[str, ContactRecord]]:
+        nodes: dict[str, NodeRecord] = {}
+        contacts: dict[str, ContactRecord] = {}
         todo = list(start)
         while todo:
             key = todo.pop()
             if key in nodes:
                 continue
-            rec = self._db.get(f"n:{key}")
+            rec = self._find_node(key)
             if rec is None:
                 continue
             nodes[key] = rec
-            for eid in rec["c"]:
+            for eid in rec.contacts:
                 if eid not in contacts:
-                    ev = self._db[f"e:{eid}"]
+                    ev = self._contact(eid)
                     contacts[eid] = ev
-                    todo.extend(n[0] for n in ev["n"] if n[0] not in nodes)
+                    todo.extend(n[0] for n in ev.nodes if n[0] not in nodes)
         return nodes, contacts
 
     def _recompute(self, start: list[str], change: Change, *, source: str, times: tuple[int, int],
@@ -329,22 +406,24 @@ class IdentityGraph:
         nodes, contacts = self._region(start)
         kinds = {}
         for ev in contacts.values():
-            for key, kind, _rule in ev["n"]:
+            for key, kind, _rule in ev.nodes:
                 kinds[key] = kind
-        withdrawn = {k: set(rec.get("x", ())) for k, rec in nodes.items() if rec.get("x")}
+        withdrawn = {k: set(rec.unlinked) for k, rec in nodes.items() if rec.unlinked}
         uf = _UnionFind(kinds, withdrawn)
         edges = []
+        anchors: dict[str, str] = {}  # contact → anchor, for the contacts that have one
         for eid, ev in contacts.items():
-            if ev["a"] is None:
+            if ev.anchor is None:
                 continue
-            for key, kind, rule in ev["n"]:
-                if key != ev["a"]:
-                    edges.append((RULE_RANK[rule], self.rules.rank(kind), ev["t"], eid, key, rule))
+            anchors[eid] = ev.anchor
+            for key, kind, rule in ev.nodes:
+                if key != ev.anchor:
+                    edges.append((RULE_RANK[rule], self.rules.rank(kind), ev.occurred_ms, eid, key, rule))
         edges.sort()
         limits = dict(self.rules.limits)
         used_rules: set[str] = set()
         for _r, _k, _t, eid, key, rule in edges:
-            ra, rb = uf.find(contacts[eid]["a"]), uf.find(key)
+            ra, rb = uf.find(anchors[eid]), uf.find(key)
             if ra == rb:
                 continue
             refused = uf.refusal(ra, rb, limits)
@@ -354,30 +433,31 @@ class IdentityGraph:
                     used_rules.add(rule)
             elif eid == source:
                 change.events.append(self._event("link_rejected", None, times, source=source,
-                                                 identities=[contacts[eid]["a"], key], rule=rule, reason=refused))
+                                                 identities=[anchors[eid], key], rule=rule, reason=refused))
         # Each component's customer: its earliest contact (event time, then event id).
         first: dict[str, tuple[int, str]] = {}
-        for eid, ev in contacts.items():
-            if ev["a"] is not None:
-                root = uf.find(ev["a"])
-                first[root] = min(first.get(root, (ev["t"], eid)), (ev["t"], eid))
+        for eid, anchor in anchors.items():
+            root = uf.find(anchor)
+            at = (contacts[eid].occurred_ms, eid)
+            first[root] = min(first.get(root, at), at)
         new = {k: (customer_id_for(first[uf.find(k)][1]) if uf.find(k) in first else None) for k in kinds}
-        old = {k: rec["cust"] for k, rec in nodes.items()}
+        old = {k: rec.customer_id for k, rec in nodes.items()}
         self._emit_diff(old, new, change, source=source, times=times, rule=",".join(sorted(used_rules)) or None,
                         reason=reason)
         for k, cust in new.items():
             if old.get(k) != cust:
-                self._db[f"n:{k}"] = {**self._db[f"n:{k}"], "cust": cust}
+                self._put_node(k, nodes[k].with_customer(cust))  # as read: nothing wrote it since
         for eid, ev in contacts.items():
-            cust = new[ev["a"]] if ev["a"] is not None else ev["cust"]
-            if cust != ev["cust"]:
-                if ev["cust"] is not None:
-                    change.rekeyed.append((eid, cust, ev["cust"]))
-                self._db[f"e:{eid}"] = {**self._db[f"e:{eid}"], "cust": cust}
-        for ev in change.events:
-            if ev["customer_id"] is None:  # a rejection on the source contact: its own customer
-                src = self._db.get(f"e:{source}")
-                ev["customer_id"] = new.get(src["a"]) if src and src["a"] else None
+            cust = new[ev.anchor] if ev.anchor is not None else ev.customer_id
+            if cust != ev.customer_id:
+                if ev.customer_id is not None:
+                    assert cust is not None  # an anchored contact's group has a first contact: itself at least
+                    change.rekeyed.append((eid, cust, ev.customer_id))
+                self._put_contact(eid, ev.with_customer(cust))
+        for e in change.events:
+            if e["customer_id"] is None:  # a rejection on the source contact: its own customer
+                src = self._find_contact(source)
+                e["customer_id"] = new.get(src.anchor) if src and src.anchor else None
         change.events[:] = [e for e in change.events if e["customer_id"] is not None]
         for e in change.events:
             if e["event_type"] == "link_rejected":

@@ -68,14 +68,21 @@ def _mode() -> str:
     return "local-stack"
 
 
+# The folder under tests/ a test lives in, and the marker that folder gives it.
+FOLDER_MARKERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e, "deploy": pytest.mark.deploy}
+
+
 def pytest_collection_modifyitems(config, items):
-    """tests/integration and tests/e2e are marked by where they live, so `-m` can pick them."""
+    """tests/integration, tests/e2e and tests/deploy are marked by where they live, so `-m` can
+    pick them (or leave them out)."""
+    tests = REPO / "tests"
     for item in items:
-        parts = Path(str(item.fspath)).parts
-        if "integration" in parts:
-            item.add_marker(pytest.mark.integration)
-        elif "e2e" in parts:
-            item.add_marker(pytest.mark.e2e)
+        path = Path(str(item.fspath)).resolve()
+        if not path.is_relative_to(tests):
+            continue
+        folder = path.relative_to(tests).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
 
 
 def pytest_report_header(config):
@@ -98,17 +105,17 @@ def services(request) -> Services:
         yield from _testcontainers()
         return
     from threadline.tools import stack
-    from threadline.tools.stack import kafka
+    from threadline.tools.stack import kafka_broker
 
     s = Settings()
-    was_running = kafka.managed(s).running()
+    was_running = kafka_broker.managed(s).running()
     try:
         started = stack.up(s, log=lambda m: None)
     except BaseException:
         if not was_running:
             stack.down(s)  # a part failed to start: stop the parts that did, leave nothing behind
         raise
-    version = kafka.broker_version(s) or s.kafka_version
+    version = kafka_broker.broker_version(s) or s.kafka_version
     print(f"\nkafka broker: Apache Kafka {version} at {s.kafka_bootstrap}")
     # The embedded server's generated passwords live in the state folder: named as files here, so
     # tests that give their components a state folder of their own (model_copy(home=...)) still

@@ -114,7 +114,7 @@ def token_for(settings: Settings, table: str, name: str) -> str | None:
     entries = [(g, t) for _, g, t in _entries(_table(settings, table)) if g]
     exact = [t for g, t in entries if name in g]
     fallback = [t for g, t in entries if table == "api_tokens" and "admin" in g]
-    return (exact or fallback or [None])[0]
+    return next(iter(exact or fallback), None)
 
 
 def _table(settings: Settings, name: str) -> str:
@@ -178,7 +178,7 @@ def install(app: FastAPI, tokens: Tokens, route_scopes: Mapping[str, str], error
         if route in OPEN:
             return
         granted = authenticate(tokens, request)
-        scope = route_scopes.get(route, "admin")
+        scope = route_scopes.get(route, "admin") if route is not None else "admin"
         if not allows(granted, scope):
             raise AuthError(403, "forbidden", f"this token has no {scope} scope")
 

@@ -226,7 +226,7 @@ class _Tick:
         self.task = progress.add_task(description, total=total) if progress else None
 
     def __call__(self, n: int = 1) -> None:
-        if self.progress is None:
+        if self.progress is None or self.task is None:
             return
         self.pending += n
         if self.pending >= self.every:
@@ -234,7 +234,7 @@ class _Tick:
             self.pending = 0
 
     def done(self) -> None:
-        if self.progress is not None:
+        if self.progress is not None and self.task is not None:
             self.progress.advance(self.task, self.pending)
             self.pending = 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
@@ -30,7 +31,7 @@ _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def error_response(status: int, error: str, detail: str, fields: list[dict] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
     body: dict = {"error": error, "detail": detail}
     if fields is not None:
         body["fields"] = [{**f, "field": _cut(str(f.get("field", "")))} for f in fields[:MAX_FIELDS]]

@@ -169,12 +169,19 @@ async def send_async(producer: KafkaProducer, topic: str, *, key: bytes | None, 
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future = loop.create_future()
 
+    def settle(result=None, error: BaseException | None = None) -> None:
+        if waiter.done():
+            return
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(result)
+
     def done(result):
-        loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_result(result))
+        loop.call_soon_threadsafe(settle, result)
 
     def failed(exc):
-        loop.call_soon_threadsafe(lambda: waiter.done() or waiter.set_exception(
-            KafkaUnavailable(f"{topic}: not acknowledged: {exc}")))
+        loop.call_soon_threadsafe(settle, None, KafkaUnavailable(f"{topic}: not acknowledged: {exc}"))
 
     try:
         future = producer.send(topic, key=key, value=value, headers=header_list(headers))

@@ -11,13 +11,14 @@ import logging
 import sys
 
 import structlog
+from structlog.typing import EventDict, Processor
 
 from threadline.settings import LogFormat, Settings
 
 _configured = False
 
 
-def _drop_body_fields(_logger, method_name: str, event_dict: dict) -> dict:
+def _drop_body_fields(_logger, method_name: str, event_dict: EventDict) -> EventDict:
     """Guard against personal data: bodies and identity values only reach debug logs."""
     if method_name != "debug":
         for key in ("text", "body", "payload", "identities", "email", "phone"):
@@ -39,7 +40,7 @@ def configure_logging(settings: Settings, *, force: bool = False) -> None:
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     level = logging.getLevelName(settings.log_level.upper())
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

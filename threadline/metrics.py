@@ -50,9 +50,9 @@ _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count
 
 def series_names() -> dict[str, tuple[str, ...]]:
     """Every sample name the metrics above expose, with the labels it carries (``le`` on buckets)."""
-    out = {}
+    out: dict[str, tuple[str, ...]] = {}
     for m in ALL:
-        for suffix in _SUFFIXES[m._type]:
+        for suffix in _SUFFIXES[str(m._type)]:
             out[m._name + suffix] = tuple(m._labelnames) + (("le",) if suffix == "_bucket" else ())
     return out
 
@@ -64,7 +64,8 @@ class Labelled:
     __slots__ = ("metric", "fixed", "children")
 
     def __init__(self, metric: MetricWrapperBase, *fixed: str):
-        self.metric, self.fixed, self.children = metric, fixed, {}
+        self.metric, self.fixed = metric, fixed
+        self.children: dict[tuple[object, ...], MetricWrapperBase] = {}
 
     def __call__(self, *values):
         try:

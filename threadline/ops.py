@@ -152,11 +152,12 @@ class KafkaProbe:
 
         with self._lock:
             try:
-                if self._admin is None:
+                admin = self._admin
+                if admin is None:
                     ms = int(self.timeout * 1000)
-                    self._admin = KafkaAdminClient(client_id="threadline-readiness", request_timeout_ms=ms,
+                    admin = self._admin = KafkaAdminClient(client_id="threadline-readiness", request_timeout_ms=ms,
                                                    bootstrap_timeout_ms=ms, **self.settings.kafka_client_config())
-                if not self._admin.describe_cluster().get("brokers"):
+                if not admin.describe_cluster().get("brokers"):
                     raise ConnectionError("the cluster has no brokers")
             except Exception:
                 self.close()

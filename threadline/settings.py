@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     @field_validator("twilio_public_url", "twilio_voice_public_url")
     @classmethod
     def _public_url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return check_public_url(value, info.field_name)
+        return check_public_url(value, str(info.field_name))
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -8,7 +8,7 @@ raises nothing for drift (the caller decides: ``threadline topics apply --dry-ru
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource
@@ -39,7 +39,7 @@ class ApplyReport:
     in_line: list[str]
     drifted: list[str]   # one line per difference; raised as TopicDriftError unless dry_run
     planned: list[str]   # dry run: the topics it would create
-    plans: list[TopicPlan] = ()  # the settings of each topic created (or, dry run, to be created)
+    plans: list[TopicPlan] = field(default_factory=list)  # the settings of each topic created (or, dry run, to be created)
 
 
 def prefixed(specs: tuple[TopicSpec, ...], prefix: str) -> tuple[TopicSpec, ...]:

@@ -150,9 +150,9 @@ def aiokafka_extensions() -> bool:
 
 
 def versions_section(settings: Settings) -> Section:
-    from threadline.tools.stack import kafka as kafka_stack
+    from threadline.tools.stack import kafka_broker
 
-    broker = kafka_stack.broker_version(settings)
+    broker = kafka_broker.broker_version(settings)
     _, crc = crc32c_status()
     rows = [
         ["Kafka broker", f"{broker} at {settings.kafka_bootstrap}" if broker

@@ -149,7 +149,7 @@ def run_demo(settings: Settings, console: Console, external: bool = False) -> No
 def _require_secrets(keys: dict, connectors: set[str]) -> None:
     """The gateway of another deployment only accepts webhooks signed with its own secrets, so
     they must be configured here too (random ones, as the local demo makes, would be refused)."""
-    from connectors.registry import CONNECTORS
+    from connectors.table import CONNECTORS
 
     missing = sorted({CONNECTORS[c].secret for c in connectors if CONNECTORS[c].secret} - {n for n, v in keys.items() if v})
     if missing:
@@ -158,7 +158,7 @@ def _require_secrets(keys: dict, connectors: set[str]) -> None:
 
 
 def _post(http: httpx.Client, gateway: str, keys: dict, connector: str, body: bytes) -> list[str]:
-    from connectors.registry import CONNECTORS
+    from connectors.table import CONNECTORS
     from connectors.signatures import signed_headers
 
     url = f"{gateway}/webhooks/{connector}"

@@ -68,7 +68,7 @@ async def _freshness_run(settings, run_id: str, rate: int, total: int) -> tuple[
 
     import httpx
 
-    from connectors.registry import CONNECTORS
+    from connectors.table import CONNECTORS
     from connectors.signatures import signed_headers
     from threadline.secrets import secret
 

@@ -24,7 +24,7 @@ from kafka import KafkaConsumer
 
 from connectors.gateway import shutdown_limit
 from fixtures.providers import SECRETS, headers, raw
-from threadline.tools.stack import kafka
+from threadline.tools.stack import kafka_broker
 from threadline.process import free_port
 from threadline.tools.stack.setup import require
 
@@ -37,9 +37,9 @@ def private_kafka(settings, tmp_path_factory):
     require(settings, "kafka")
     home = tmp_path_factory.mktemp("outage-kafka")
     port, controller = free_port(), free_port()
-    broker = kafka.Broker(home, kafka.lib_dir(settings), port, controller, heap="384m")
+    broker = kafka_broker.Broker(home, kafka_broker.lib_dir(settings), port, controller, heap="384m")
     s = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{port}", "home": home})
-    broker.launch(lambda: kafka.ready(s) and kafka.coordinator_ready(s), timeout=120)
+    broker.launch(lambda: kafka_broker.ready(s) and kafka_broker.coordinator_ready(s), timeout=120)
     try:
         yield broker, s
     finally:
@@ -214,7 +214,7 @@ def test_a_broker_killed_and_restarted_and_sigterm_during_an_outage(private_kafk
             assert resp.status_code == 503 and resp.headers.get("retry-after"), resp.text
         assert gw.ready() == 503
 
-        broker.launch(lambda: kafka.ready(s), timeout=120)
+        broker.launch(lambda: kafka_broker.ready(s), timeout=120)
         resp, took = post_until_accepted(gw, f"k-after-{run}", BACK_WITHIN)
         assert resp.status_code == 202, f"still {resp.status_code} {took:.1f} s after the broker restarted"
         acked += accepted_ids(resp)

@@ -159,7 +159,7 @@ def test_the_imap_poller_restarted_neither_skips_nor_repeats(imap_server, connec
 
 def test_generated_traffic_through_the_gateway_is_accepted(gateway, contacts, dlq):
     from connectors.generate import journeys, population, render
-    from connectors.registry import CONNECTORS
+    from connectors.table import CONNECTORS
     from connectors.signatures import signed_headers
     from fixtures.providers import SECRETS
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.tls_certs import Pki, make_pki
 from threadline.settings import Settings
-from threadline.tools.stack import kafka
+from threadline.tools.stack import kafka_broker
 from threadline.tools.stack.setup import require
 from threadline.process import free_port
 
@@ -81,23 +81,23 @@ def secured_kafka(tmp_path_factory) -> SecuredKafka:
     keystore = home / "pki" / "broker-keystore.pem"
     keystore.write_bytes(pki.server_key.read_bytes() + pki.server_cert.read_bytes())
     require(Settings(), "kafka")  # the jars of the local stack, fetched by the set-up step
-    lib = kafka.lib_dir(Settings())
+    lib = kafka_broker.lib_dir(Settings())
     sasl, ssl, internal, controller = (free_port() for _ in range(4))
     props = {
-        **kafka.listener_properties({"SASL_SSL": ("SASL_SSL", sasl), "SSL": ("SSL", ssl),
+        **kafka_broker.listener_properties({"SASL_SSL": ("SASL_SSL", sasl), "SSL": ("SSL", ssl),
                                      "INTERNAL": ("PLAINTEXT", internal)}, controller, inter_broker="INTERNAL"),
-        **kafka.tls_properties(keystore, truststore_pem=pki.ca),
-        **kafka.sasl_properties("SASL_SSL", ("SCRAM-SHA-512", "SCRAM-SHA-256")),
+        **kafka_broker.tls_properties(keystore, truststore_pem=pki.ca),
+        **kafka_broker.sasl_properties("SASL_SSL", ("SCRAM-SHA-512", "SCRAM-SHA-256")),
         "listener.name.ssl.ssl.client.auth": "required",
     }
-    broker = kafka.Broker(home, lib, sasl, controller, heap="384m", properties=props,
+    broker = kafka_broker.Broker(home, lib, sasl, controller, heap="384m", properties=props,
                           scram=(f"SCRAM-SHA-512=[name={USER_512},password={PASSWORD_512}]",
                                  f"SCRAM-SHA-256=[name={USER_256},password={PASSWORD_256}]"))
     cluster = SecuredKafka(home, f"127.0.0.1:{sasl}", f"127.0.0.1:{ssl}", pki, 0.0)
     started = time.monotonic()
     secured = cluster.settings()
     try:
-        broker.launch(lambda: kafka.ready(secured) and kafka.coordinator_ready(secured), timeout=120)
+        broker.launch(lambda: kafka_broker.ready(secured) and kafka_broker.coordinator_ready(secured), timeout=120)
         cluster = SecuredKafka(home, cluster.sasl_bootstrap, cluster.mtls_bootstrap, pki, time.monotonic() - started)
         print(f"\nsecured kafka broker: SASL_SSL at {cluster.sasl_bootstrap}, mTLS at {cluster.mtls_bootstrap}, "
               f"ready in {cluster.start_seconds:.1f} s")

@@ -11,7 +11,7 @@ from connectors.base import MapContext, Rejected, WebhookRequest
 from connectors.contact import ContactIn, event_id
 from connectors.errors import Unmappable
 from connectors.imap import ImapAccount, uids_after
-from connectors.registry import CONNECTORS
+from connectors.table import CONNECTORS
 from threadline.secrets import secret
 from fixtures.providers import raw
 from threadline.errors import ConfigError

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from projectors import definitions as d
-from projectors.rules import talk_to_support_first
+from projectors.judgements import talk_to_support_first
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import json
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.contact import to_record
-from streams.identity import IdentityGraph, customer_id_for, evidence, identity_key, resolve
+from streams.identity import (ContactRecord, IdentityGraph, NodeRecord, customer_id_for, evidence, identity_key,
+                              resolve)
 from streams.rules import IdentityRules, rules_from_env
 
 from ..conftest import RECORDED_AT
@@ -217,6 +220,68 @@ def test_a_duplicate_contact_changes_nothing_and_gets_the_same_answer():
     again = g.observe(contact("a", "email:a@example.com", "email:noreply@x.example"))
     assert again.duplicate and g.store == before
     assert again.customer_id == first.customer_id and again.events == first.events and again.rekeyed == []
+
+
+# --- the stored state ------------------------------------------------------------------------
+
+# A graph state written by the form with one-letter keys (t, a, n, cust, out; c, cust, x), recorded
+# from that code: Giulia's order (email, phone, order number), her DM giving the order number,
+# a contact whose only identity is blocked, and an operator's unlink of her Twitter handle from
+# the order number.
+OLD_FORM = Path(__file__).resolve().parents[2] / "fixtures" / "identity_graph_state_v1.json"
+
+
+def _the_old_form_story(g: IdentityGraph) -> None:
+    g.observe(GIULIA_ORDER)
+    g.observe(contact("dm", "social:twitter:giulia_r", t=6, facts=[("order_number", "100234")]))
+    g.observe(contact("blocked", "email:unknown", t=7))
+    g.unlink("social:twitter:giulia_r", "fact:order_number:100234", command_id="op-1", at_ms=T0 + 8 * MIN)
+
+
+def test_the_state_is_stored_in_named_records():
+    g = IdentityGraph({})
+    _the_old_form_story(g)
+    assert {tuple(sorted(v)) for k, v in g.store.items() if k.startswith("e:")} == {
+        ("anchor", "customer_id", "events", "nodes", "occurred_ms")}
+    assert {tuple(sorted(v)) for k, v in g.store.items() if k.startswith("n:")} == {("contacts", "customer_id", "unlinked")}
+    assert ContactRecord.from_json(g.store["e:order"]).anchor == "email:giulia.rossi@example.it"
+    assert NodeRecord.from_json(g.store["n:social:twitter:giulia_r"]).unlinked == ("fact:order_number:100234",)
+
+
+def test_a_state_in_the_old_form_reads_as_the_same_graph_and_goes_on_the_same_way():
+    old = json.loads(OLD_FORM.read_text())
+    assert all("t" in v for k, v in old.items() if k.startswith("e:"))  # the fixture is the old form
+    new = IdentityGraph({})
+    _the_old_form_story(new)
+    loaded = IdentityGraph(old)
+    # the same records, read from either form
+    assert old.keys() == new.store.keys()
+    for key in old:
+        read = ContactRecord.from_json if key.startswith("e:") else NodeRecord.from_json
+        assert read(old[key]) == read(new.store[key]), key
+    for eid in ("order", "dm", "blocked"):
+        assert loaded.customer_of(eid) == new.customer_of(eid)
+    for node in ("email:giulia.rossi@example.it", "phone:+393471234567", "social:twitter:giulia_r",
+                 "fact:order_number:100234"):
+        assert loaded.node_customer(node) == new.node_customer(node)
+    # a duplicate gets the stored answer again; new evidence and another unlink change both alike
+    later = [lambda g: g.observe(contact("dm", "social:twitter:giulia_r", t=6, facts=[("order_number", "100234")])),
+             lambda g: g.observe(contact("tweet", "social:twitter:giulia_r", "email:giulia.rossi@example.it", t=9)),
+             lambda g: g.observe(contact("call", "phone:+393471234567", t=10)),
+             lambda g: g.unlink("email:giulia.rossi@example.it", "phone:+393471234567", command_id="op-2",
+                                at_ms=T0 + 11 * MIN)]
+    for step in later:
+        assert step(loaded) == step(new)
+    for eid in ("order", "dm", "blocked", "tweet", "call"):
+        assert loaded.customer_of(eid) == new.customer_of(eid)
+    # the two stores hold the same records; what changed since was written in the named form
+    assert old.keys() == new.store.keys()
+    for key in old:
+        read = ContactRecord.from_json if key.startswith("e:") else NodeRecord.from_json
+        assert read(old[key]) == read(new.store[key]), key
+        if "t" not in old[key] and "c" not in old[key]:
+            assert old[key] == new.store[key], key
+    assert any("t" not in v and "c" not in v for v in old.values())
 
 
 def test_identity_event_ids_are_deterministic():

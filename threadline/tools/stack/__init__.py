@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from threadline.process import instances, port_open
 from threadline.settings import CodecKind, Settings
-from threadline.tools.stack import apps, kafka, postgres, registry
+from threadline.tools.stack import apps, kafka_broker, postgres, schema_registry
 
 
 @dataclass(frozen=True)
@@ -27,20 +27,20 @@ def up(settings: Settings, log=print) -> dict[str, bool]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     started = {}
     log(f"kafka {settings.kafka_version} at {settings.kafka_bootstrap} ...")
-    started["kafka"] = kafka.start(settings)
+    started["kafka"] = kafka_broker.start(settings)
     log(f"postgres at {settings.pg_display} ...")
     started["postgres"] = postgres.start(settings)
     if settings.codec is CodecKind.CONFLUENT:
         log(f"schema registry at {settings.registry_url} ...")
-        started["registry"] = registry.start(settings)
+        started["registry"] = schema_registry.start(settings)
     return started
 
 
 def down(settings: Settings) -> list[str]:
     stopped = [f"app-{n}" for n in apps.stop(settings)]
-    if registry.managed(settings).stop(timeout=20):
+    if schema_registry.managed(settings).stop(timeout=20):
         stopped.append("registry")
-    if kafka.managed(settings).stop(timeout=60):
+    if kafka_broker.managed(settings).stop(timeout=60):
         stopped.append("kafka")
     if postgres.stop(settings):
         stopped.append("postgres")
@@ -54,22 +54,22 @@ def start_part(settings: Settings, name: str) -> bool:
     """Start one part (an infrastructure part, or one of ``apps.APPS``); True if it started it."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     if name == "kafka":
-        return kafka.start(settings)
+        return kafka_broker.start(settings)
     if name == "postgres":
         return postgres.start(settings)
     if name == "registry":
-        return registry.start(settings)
+        return schema_registry.start(settings)
     return bool(apps.start(settings, names=(name,)))
 
 
 def stop_part(settings: Settings, name: str) -> bool:
     """Stop one part, however it was started; True if it ran."""
     if name == "kafka":
-        return kafka.managed(settings).stop(timeout=60)
+        return kafka_broker.managed(settings).stop(timeout=60)
     if name == "postgres":
         return postgres.stop(settings)
     if name == "registry":
-        return registry.managed(settings).stop(timeout=20)
+        return schema_registry.managed(settings).stop(timeout=20)
     return bool(apps.stop(settings, names=(name,)))
 
 
@@ -84,15 +84,15 @@ def _probe(check) -> tuple[bool, str]:
 
 def status(settings: Settings) -> list[PartStatus]:
     parts = []
-    host, port = kafka.host_port(settings)
-    ok, why = _probe(lambda: port_open(host, port) and kafka.ready(settings))
-    parts.append(PartStatus("kafka", settings.kafka_bootstrap, True, kafka.managed(settings).running(), ok, why))
+    host, port = kafka_broker.host_port(settings)
+    ok, why = _probe(lambda: port_open(host, port) and kafka_broker.ready(settings))
+    parts.append(PartStatus("kafka", settings.kafka_bootstrap, True, kafka_broker.managed(settings).running(), ok, why))
     ok, why = _probe(lambda: postgres.ready(settings))
     parts.append(PartStatus("postgres", settings.pg_display, settings.embedded_pg,
                             postgres.running(settings) if settings.embedded_pg else ok, ok, why))
     if settings.codec is CodecKind.CONFLUENT:
-        ok, why = _probe(lambda: registry.ready(settings))
-        parts.append(PartStatus("registry", settings.registry_url, True, registry.managed(settings).running(), ok, why))
+        ok, why = _probe(lambda: schema_registry.ready(settings))
+        parts.append(PartStatus("registry", settings.registry_url, True, schema_registry.managed(settings).running(), ok, why))
     else:
         parts.append(PartStatus("registry", "single-object encoding (schemas/)", False, False, True,
                                 "no registry: THREADLINE_CODEC=single-object"))

@@ -75,30 +75,30 @@ def _logged(argv: list[str], log: Path, *, env: dict | None = None, cwd: Path | 
 
 
 def _kafka_done(s: Settings) -> bool:
-    from threadline.tools.stack import kafka
+    from threadline.tools.stack import kafka_broker
 
-    return (kafka.lib_dir(s) / ".complete").exists()
+    return (kafka_broker.lib_dir(s) / ".complete").exists()
 
 
 def _kafka_run(s: Settings, log: Path) -> None:
-    from threadline.tools.stack import kafka
+    from threadline.tools.stack import kafka_broker
 
-    (kafka.lib_dir(s) / ".complete").unlink(missing_ok=True)  # inputs changed or --force: resolve again
-    kafka.ensure_jars(s)
+    (kafka_broker.lib_dir(s) / ".complete").unlink(missing_ok=True)  # inputs changed or --force: resolve again
+    kafka_broker.ensure_jars(s)
 
 
 def _registry_done(s: Settings) -> bool:
-    from threadline.tools.stack import registry
+    from threadline.tools.stack import schema_registry
 
-    return registry.runner_jar().exists()
+    return schema_registry.runner_jar().exists()
 
 
 def _registry_run(s: Settings, log: Path) -> None:
-    from threadline.tools.stack import registry
+    from threadline.tools.stack import schema_registry
 
-    _logged(["bash", str(registry.folder() / "build.sh"), "-q"], log)
-    if not registry.runner_jar().exists():
-        raise ConfigError(f"the schema registry build finished without {registry.runner_jar()}; log: {log}")
+    _logged(["bash", str(schema_registry.folder() / "build.sh"), "-q"], log)
+    if not schema_registry.runner_jar().exists():
+        raise ConfigError(f"the schema registry build finished without {schema_registry.runner_jar()}; log: {log}")
 
 
 COMPOSE_SCRIPT = REPO_ROOT / "deploy" / "compose" / "tools" / "build-compose.sh"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.deploy.test_k8s_schemas import KUSTOMIZATIONS, REPO, rendered, source_documents, validate_document
+from tests.deploy.test_k8s_schemas import KUSTOMIZATIONS, REPO, rendered, source_documents, validate_document
 from threadline.catalog import CATALOG
 from threadline.tools.k8s import topic_resource
 from threadline.settings import Settings

@@ -15,7 +15,7 @@ import httpx
 from threadline.errors import ConfigError
 from threadline.process import Managed, port_open, wait_until
 from threadline.settings import Settings
-from threadline.tools.stack.kafka import java_bin
+from threadline.tools.stack.kafka_broker import java_bin
 from threadline.tools.stack.paths import deploy_local
 
 NAME = "registry"

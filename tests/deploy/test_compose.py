@@ -27,12 +27,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from connectors.registry import SECRET_NAMES
+from connectors.table import SECRET_NAMES
 from threadline.secrets import secret
 from threadline.errors import ConfigError
 from threadline.settings import Settings
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 ENV_EXAMPLE = COMPOSE_DIR / ".env.example"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.unit.deploy.test_k8s_schemas import DNS1123_LABEL, K8S, REPO, validate_document
+from tests.deploy.test_k8s_schemas import DNS1123_LABEL, K8S, REPO, validate_document
 from threadline.catalog import CATALOG, TopicSpec
 from threadline.tools.cli import app
 from threadline.tools.k8s import DEFAULT_OUT, resource_name, topic_resource, topics_manifest

@@ -22,7 +22,7 @@ import pytest
 
 from threadline.settings import LogFormat, Settings
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile"
 DOCKERIGNORE = REPO / "deploy" / "docker" / "Dockerfile.dockerignore"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from projectors.rules import Signals, segments, sentiment_trend, talk_to_support_first
+from projectors.judgements import Signals, segments, sentiment_trend, talk_to_support_first
 
 
 @pytest.mark.parametrize("recent, prior, want", [
