@@ -121,7 +121,7 @@ def run_demo(settings: Settings, console: Console, external: bool = False) -> No
             raise ConfigError("demo --external reads with the read API's tokens; configure THREADLINE_API_TOKENS "
                               "(or _FILE) with tokens for support, sales and marketing (or one admin token)")
     support, sales, marketing = (reader(api, settings, a) for a in ("support", "sales", "marketing"))
-    with httpx.Client(timeout=30) as http:
+    with support, sales, marketing, httpx.Client(timeout=30) as http:
         for step, webhook in webhooks:
             event_ids = _post(http, gateway, keys, *webhook)
             # The story spans two days; each contact is let through the pipeline before the next
@@ -130,7 +130,6 @@ def run_demo(settings: Settings, console: Console, external: bool = False) -> No
             console.print(f"  {step.at:%a %H:%M}  {step.customer.first:<7} {step.kind:<9} → accepted, "
                           "resolved and projected")
 
-    with support, sales, marketing:
         giulia = _wait_for(support, "phone", cast["giulia"].phone, contacts=5, what="Giulia's five contacts")
         sanne = _wait_for(support, "email", cast["sanne"].email, contacts=2, what="Sanne's form and chat")
         _wait_for(support, "social", cast["emre"].handle, contacts=1, what="Emre's review")
