@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from threadline.commands import CommandGroups, load_settings
+from threadline.commands import CommandGroups, fail, load_settings
+from threadline.errors import KafkaUnavailable
 
 ingest_app = typer.Typer(no_args_is_help=True, help="Import contacts from files and mailboxes.")
 out = Console()
@@ -27,10 +29,17 @@ TOPICS = {"contacts_topic": typer.Option("contacts.v1", help="where contacts go"
 def _sink(settings, component: str, contacts_topic: str = "contacts.v1", dlq_topic: str = "ingest.dlq.v1"):
     from connectors.sink import Sink
     from schemas.codec import make_codec
-    from threadline.kafka import make_producer
+    from threadline.kafka import BoundedProducer
 
-    return Sink(make_producer(settings, client_id=f"threadline-{component}"), make_codec(settings), component=component,
-                contacts_topic=contacts_topic, dlq_topic=dlq_topic)
+    # Every send and wait bounded by THREADLINE_PRODUCE_DEADLINE_SECONDS: Kafka down → KafkaUnavailable.
+    return Sink(BoundedProducer.from_settings(settings, client_id=f"threadline-{component}"), make_codec(settings),
+                component=component, contacts_topic=contacts_topic, dlq_topic=dlq_topic)
+
+
+def _kafka_failed(exc: Exception) -> NoReturn:
+    """Exit 1 naming Kafka: what was acknowledged is in the ledger, a re-run produces the rest."""
+    fail(f"{exc}. The import stopped; what Kafka acknowledged is recorded and skipped by a re-run: "
+         "run the same command again once Kafka is back", 1)
 
 
 def _report(summary, title: str) -> None:
@@ -67,6 +76,8 @@ def _import_file(path: Path, kind: str, records_fn, fresh: bool, topics: dict[st
                 progress.update(task, completed=len(data), counts=f"{state['n']:,} records")
 
             summary = run_import(records(), sink, ledger, connector=kind, source=str(path))
+    except KafkaUnavailable as exc:
+        _kafka_failed(exc)
     finally:
         sink.producer.close(10)
     _report(summary, f"{kind}: {path}")
@@ -118,6 +129,8 @@ def ingest_imap(host: str = typer.Option(None, help="THREADLINE_IMAP_HOST"),
                 _report(summary, repr(account))
             except ImapUnavailable as exc:
                 err.print(f"[yellow]IMAP unavailable, retrying:[/] {exc}")
+            except KafkaUnavailable as exc:
+                _kafka_failed(exc)
             if once:
                 break
             time.sleep(interval)

@@ -21,7 +21,9 @@ from threadline.kafka import header_list
 
 class Sink:
     """``publish`` (the gateway, asyncio) wants a ``DeadlineProducer``; ``send`` and
-    ``send_dead_letter`` (importers, generator: blocking) a kafka-python producer."""
+    ``send_dead_letter`` (importers, generator: blocking) a ``threadline.kafka.BoundedProducer``
+    (every send and wait within THREADLINE_PRODUCE_DEADLINE_SECONDS, else KafkaUnavailable) or
+    a kafka-python producer."""
 
     def __init__(self, producer, codec, *, contacts_topic: str = CONTACTS.name, dlq_topic: str = INGEST_DLQ.name,
                  component: str = "gateway"):

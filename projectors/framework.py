@@ -41,8 +41,8 @@ from schemas.codec import Codec, make_codec
 from threadline.dlq import dlq_headers
 from threadline import metrics
 from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
-from threadline.errors import ConfigError, DecodeError
-from threadline.kafka import header_list, make_producer
+from threadline.errors import ConfigError, DecodeError, KafkaUnavailable
+from threadline.kafka import BoundedProducer, header_list
 from threadline.logging import get_logger
 from threadline.settings import Settings
 
@@ -360,7 +360,8 @@ class Projector:
             consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, auto_offset_reset="earliest",
                                      max_poll_records=self.batch_size, client_id=f"projector-{self.name}",
                                      **self.settings.kafka_client_config())
-            dlq = make_producer(self.settings, client_id=f"projector-{self.name}")
+            # every DLQ send and wait within THREADLINE_PRODUCE_DEADLINE_SECONDS (KafkaUnavailable)
+            dlq = BoundedProducer.from_settings(self.settings, client_id=f"projector-{self.name}")
             tps = self._assign(consumer)
             while not self.stop_event.is_set():
                 conn = None
@@ -402,6 +403,7 @@ class Projector:
         return build
 
     def _loop(self, conn, consumer, dlq, tps, build: str, max_batches, stop_at, on_batch) -> None:
+        kafka_delay = RECONNECT_FIRST
         while not self.stop_event.is_set():
             self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
             if max_batches is not None and self.stats.batches >= max_batches:
@@ -418,6 +420,16 @@ class Projector:
                 self._seek_to_stored(conn, consumer, tps)
                 log.info("projector_follows_swapped_schema", projector=self.name, schema=self.schema, build=build)
                 continue
+            except KafkaUnavailable as exc:
+                # A dead letter was not acknowledged in time: the batch did not commit (its
+                # transaction rolled back, or it never began), so it is read again from the
+                # stored offsets once Kafka takes writes. Nothing is skipped.
+                log.warning("dlq_unavailable", projector=self.name, error=str(exc)[:300], retry_in_s=kafka_delay)
+                self._seek_to_stored(conn, consumer, tps)
+                self.stop_event.wait(kafka_delay)
+                kafka_delay = min(kafka_delay * 2, RECONNECT_MAX)
+                continue
+            kafka_delay = RECONNECT_FIRST
             if on_batch:
                 on_batch(self.stats)
 
@@ -456,8 +468,7 @@ class Projector:
                 key = (tp.topic, tp.partition)
                 next_offsets[key] = messages[-1].offset + 1
                 last_at[key] = datetime.fromtimestamp(messages[-1].timestamp / 1000).astimezone()
-        for future in dead:  # dead letters acknowledged before the offsets move past them
-            future.get(timeout=30)
+        dlq.wait(dead, "dead letters")  # acknowledged before the offsets move past them
         written = len(batch)
         unwritable = []
         with conn.transaction():
@@ -481,8 +492,7 @@ class Projector:
                             written += len(one)
                         except RECORD_WRITE_ERRORS as exc:
                             unwritable.append(self._dead_letter(dlq, m, write_failure(exc, self.schema)))
-                    for future in unwritable:  # acknowledged before the offsets below commit
-                        future.get(timeout=30)
+                    dlq.wait(unwritable, "dead letters")  # acknowledged before the offsets below commit
                 write_offsets(cur, self.name, next_offsets, last_at)
         dead += unwritable
         self.stats.positions.update(next_offsets)

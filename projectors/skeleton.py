@@ -35,8 +35,8 @@ from projectors.rows import storable
 from schemas.codec import Codec, make_codec
 from threadline.dlq import dlq_headers
 from threadline.catalog import CONTACTS_RESOLVED, PROJECTIONS_DLQ
-from threadline.errors import DecodeError
-from threadline.kafka import header_list, make_producer
+from threadline.errors import DecodeError, KafkaUnavailable
+from threadline.kafka import BoundedProducer, header_list
 from threadline.logging import get_logger
 from threadline.settings import Settings
 
@@ -191,7 +191,7 @@ class Projector:
             group_id=f"threadline-projector-{self.projector}", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=1000, **self.settings.kafka_client_config())
         consumer.subscribe([self.source_topic], listener=_SeekToStored(self))
-        dlq = make_producer(self.settings)
+        dlq = BoundedProducer.from_settings(self.settings)  # every wait within THREADLINE_PRODUCE_DEADLINE_SECONDS
         batches = 0
         self.instruments.started = True
         try:
@@ -212,6 +212,14 @@ class Projector:
                     self._project(self.conn, dlq, polled)
                 except POSTGRES_LOST as exc:
                     self._lost(exc, RECONNECT_FIRST)
+                    self.stop_event.wait(RECONNECT_FIRST)
+                    continue
+                except KafkaUnavailable as exc:
+                    # A dead letter not acknowledged in time: the batch did not commit; read it
+                    # again from the stored offsets once Kafka takes writes. Nothing is skipped.
+                    log.warning("dlq_unavailable", projector=self.projector, error=str(exc)[:300],
+                                retry_in_s=RECONNECT_FIRST)
+                    self.needs_seek = True
                     self.stop_event.wait(RECONNECT_FIRST)
                     continue
                 batches += 1
@@ -245,14 +253,13 @@ class Projector:
             self.instruments.consumed(tp.topic).inc(len(messages))
             next_offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
         # Commit order: dead letters acknowledged first, then rows + offsets in one transaction.
-        for future in dead:
-            future.get(timeout=30)
+        dlq.wait(dead, "dead letters")
         refused = []
 
         def dead_letter(r: Row, exc: BaseException) -> None:  # inside the transaction, before its commit
             refused.append(r)
-            self._send_dead(dlq, r.topic, r.partition, r.offset, raw[(r.partition, r.offset)],
-                            write_failure(exc, "skeleton.contacts")).get(timeout=30)
+            dlq.wait([self._send_dead(dlq, r.topic, r.partition, r.offset, raw[(r.partition, r.offset)],
+                                      write_failure(exc, "skeleton.contacts"))], "dead letters")
 
         write_batch(conn, self.projector, rows, next_offsets, dead_letter)
         self.instruments.batch_done(time.perf_counter() - started, len(dead) + len(refused))

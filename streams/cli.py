@@ -31,16 +31,19 @@ def identity_unlink(a: str = typer.Argument(..., help="identity as kind:[platfor
     import uuid
 
     from streams.app import StreamTopics, unlink_command
-    from threadline.kafka import make_producer
+    from threadline.errors import KafkaUnavailable
+    from threadline.kafka import BoundedProducer
 
     if a == b or ":" not in a or ":" not in b:
         fail("give two different identities as kind:[platform:]value", 2)
     topics = StreamTopics.prefixed(topic_prefix) if topic_prefix else StreamTopics()
     command_id = str(uuid.uuid4())
-    producer = make_producer(load_settings())
+    producer = BoundedProducer.from_settings(load_settings())  # every wait within THREADLINE_PRODUCE_DEADLINE_SECONDS
     try:
-        producer.send(topics.graph, key=b"unlink", value=unlink_command(a, b, command_id=command_id),
-                      headers=[("kind", b"unlink")]).get(timeout=30)
+        producer.wait([producer.send(topics.graph, key=b"unlink", value=unlink_command(a, b, command_id=command_id),
+                                     headers=[("kind", b"unlink")])], what="unlink command")
+    except KafkaUnavailable as exc:
+        fail(f"{exc}: the unlink was not sent; run the command again once Kafka is back", 1)
     finally:
         producer.close()
     out.print(f"unlink {command_id} sent: {a} ⟂ {b}")

@@ -15,6 +15,8 @@ import asyncio
 import logging
 import re
 import ssl
+import time
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 
 from kafka import KafkaProducer
@@ -41,6 +43,84 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
     cfg.update(overrides)
     with explained_connection_errors(settings):
         return KafkaProducer(**cfg)
+
+
+class BoundedProducer:
+    """A kafka-python producer for blocking code (importers, projectors' DLQ, CLI commands)
+    whose every wait has a deadline (``THREADLINE_PRODUCE_DEADLINE_SECONDS``): ``send`` blocks
+    (metadata, buffer space) no longer than that, and ``wait`` returns once Kafka acknowledged
+    every given send or raises ``KafkaUnavailable`` when the deadline passed or a send failed.
+
+    After a missed deadline the producer is closed without waiting and the next call makes a
+    new one: an idempotent kafka-python producer can stay stuck after a broker outage (issue 11).
+    What the caller does then is its choice: retry (projectors) or stop with an error (importers).
+    """
+
+    def __init__(self, factory: Callable[[], KafkaProducer], deadline: float, *, what: str = "Kafka"):
+        self._factory, self.deadline, self.what = factory, deadline, what
+        self._producer: KafkaProducer | None = None
+        self.replaced = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides) -> BoundedProducer:
+        deadline = settings.produce_deadline_seconds
+        return cls(lambda: make_producer(settings, max_block_ms=int(deadline * 1000), **overrides), deadline,
+                   what=f"Kafka at {settings.kafka_bootstrap}")
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = self._factory()
+        return self._producer
+
+    def send(self, topic: str, *, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None):
+        """kafka-python's ``send``, at most the deadline long; its future for ``wait``."""
+        try:
+            return self.producer.send(topic, key=key, value=value, headers=headers or [])
+        except KafkaError as exc:
+            self.reset()
+            raise KafkaUnavailable(f"{self.what} did not take a record for {topic} within {self.deadline:g} s "
+                                   f"(THREADLINE_PRODUCE_DEADLINE_SECONDS): {exc}") from exc
+
+    def wait(self, futures: Iterable, what: str = "records") -> list:
+        """Wait until Kafka acknowledged every future, at most the deadline; their metadata."""
+        futures = list(futures)
+        if not futures:
+            return []
+        started = time.monotonic()
+        try:
+            self.producer.flush(timeout=self.deadline)
+        except KafkaError:  # KafkaTimeoutError: some are still unacknowledged, counted below
+            pass
+        unfinished = [f for f in futures if not f.is_done]
+        failed = [f for f in futures if f.is_done and f.failed()]
+        if unfinished or failed:
+            self.reset()
+            if unfinished:
+                raise KafkaUnavailable(
+                    f"{self.what} did not acknowledge {len(unfinished)} of {len(futures)} {what} within "
+                    f"{self.deadline:g} s (THREADLINE_PRODUCE_DEADLINE_SECONDS; waited {time.monotonic() - started:.1f} s)")
+            raise KafkaUnavailable(f"{self.what} refused {len(failed)} of {len(futures)} {what}: {failed[0].exception}")
+        return [f.value for f in futures]
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.producer.flush(timeout=self.deadline if timeout is None else timeout)
+
+    def reset(self) -> None:
+        """Drop the producer without waiting for what it holds (the caller was told it is not
+        acknowledged); the next send makes a new one."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            self.replaced += 1
+            try:
+                producer.close(timeout=0)
+            except Exception:  # closing a broken producer must not hide why it broke
+                pass
+
+    def close(self, timeout: float | None = None) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.close(timeout=self.deadline if timeout is None else min(timeout, self.deadline))
 
 
 # What a client raises when it cannot bootstrap: KafkaTimeoutError (kafka-python 3), NoBrokersAvailable (2.x).

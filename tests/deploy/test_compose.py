@@ -30,7 +30,7 @@ from rich.console import Console
 from connectors.table import SECRET_NAMES
 from threadline.secrets import secret
 from threadline.errors import ConfigError
-from threadline.settings import Settings
+from threadline.settings import PG_OWNER, PG_READER, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"
@@ -180,7 +180,7 @@ def test_registry_and_postgres_are_wired_to_each_other_and_to_the_components(mod
     reg_env = svc["registry"]["environment"]
     assert reg_env["APICURIO_STORAGE_KIND"] == "sql" and reg_env["APICURIO_STORAGE_SQL_KIND"] == "postgresql"
     assert reg_env["APICURIO_DATASOURCE_URL"] == "jdbc:postgresql://postgres:5432/registry"
-    assert reg_env["APICURIO_DATASOURCE_USERNAME"] == pg_env["POSTGRES_USER"]
+    assert reg_env["APICURIO_DATASOURCE_USERNAME"] == pg_env["POSTGRES_USER"]  # the superuser, not Threadline's
     # The registry's database is made by the postgres image's init scripts on the first start.
     init = {c["source"]: c["target"] for c in svc["postgres"]["configs"]}
     assert init["registry-database"].startswith("/docker-entrypoint-initdb.d/") and init["registry-database"].endswith(".sql")
@@ -189,12 +189,68 @@ def test_registry_and_postgres_are_wired_to_each_other_and_to_the_components(mod
     assert "curl -fsS -o /dev/null http://localhost:8080/health/ready ||" in registry_check
     assert r"GET /health/ready HTTP/1.0\r\n\r\n" in registry_check
     assert "pg_isready -h 127.0.0.1" in " ".join(svc["postgres"]["healthcheck"]["test"])
-    expected_dsn = f"postgresql://{pg_env['POSTGRES_USER']}:{pg_env['POSTGRES_PASSWORD']}@postgres:5432/{pg_env['POSTGRES_DB']}"
     ccompat = Settings().registry_url.split("/", 3)[3]  # apis/ccompat/v7, as the local stack
     for name in COMPONENTS | {"topics", "demo"}:
+        assert svc[name]["environment"]["THREADLINE_REGISTRY_URL"] == f"http://registry:8080/{ccompat}", name
+
+
+def _dsn(url: str) -> dict:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return conninfo_to_dict(url)
+
+
+def test_each_component_connects_to_postgres_with_its_own_role_and_none_as_the_superuser(model):
+    """docs/operations.md, "Database roles": the projector (and its migrations) as the database's
+    owner, no superuser; the read API as the role that can only read; nobody else connects."""
+    svc = model["services"]
+    pg_env = svc["postgres"]["environment"]
+    superuser = pg_env["POSTGRES_USER"]
+    owner, reader = pg_env["DB_OWNER"], pg_env["DB_READER"]
+    assert len({superuser, owner, reader}) == 3
+    assert (owner, reader) == (PG_OWNER, PG_READER), "the local stack's role names"
+
+    projector = svc["projector"]["environment"]
+    assert _dsn(projector["THREADLINE_PG_DSN"]) == {"user": owner, "password": pg_env["DB_OWNER_PASSWORD"],
+                                                     "host": "postgres", "port": "5432", "dbname": pg_env["POSTGRES_DB"]}
+    assert "THREADLINE_PG_API_DSN" not in projector
+
+    api = svc["api"]["environment"]
+    assert _dsn(api["THREADLINE_PG_API_DSN"]) == {"user": reader, "password": pg_env["DB_READER_PASSWORD"],
+                                                   "host": "postgres", "port": "5432", "dbname": pg_env["POSTGRES_DB"]}
+    assert "THREADLINE_PG_DSN" not in api, "the read API holds no credential that can write"
+    # The read API's settings resolve to the reader's DSN, as the code reads them.
+    settings = Settings(**{k.removeprefix("THREADLINE_").lower(): v for k, v in api.items() if k.startswith("THREADLINE_")})
+    assert _dsn(settings.effective_pg_api_dsn)["user"] == reader
+
+    for name in (COMPONENTS | ONE_SHOTS) - {"projector", "api"}:
         env = svc[name]["environment"]
-        assert env["THREADLINE_PG_DSN"] == expected_dsn, name
-        assert env["THREADLINE_REGISTRY_URL"] == f"http://registry:8080/{ccompat}", name
+        assert not {"THREADLINE_PG_DSN", "THREADLINE_PG_API_DSN"} & set(env), name
+    for name, s in svc.items():
+        dsns = [_dsn(v) for v in (s.get("environment") or {}).values() if str(v).startswith("postgresql://")]
+        assert all(d["user"] != superuser for d in dsns), name
+
+
+def test_the_postgres_init_scripts_make_the_roles(model):
+    svc = model["services"]
+    init = {c["source"]: c["target"] for c in svc["postgres"]["configs"]}
+    assert init["threadline-roles"] == "/docker-entrypoint-initdb.d/20-threadline-roles.sh"
+    assert sorted(init.values()) == list(init.values()), "the registry's database first, then the roles"
+    script = (COMPOSE_DIR / "postgres" / "20-threadline-roles.sh")
+    assert Path(model["configs"]["threadline-roles"]["file"]) == script
+    text = script.read_text()
+    # The k8s dev overlay's PostgreSQL runs the same script.
+    assert (REPO / "deploy" / "k8s" / "overlays" / "dev" / "postgres-roles.sh").read_text() == text
+    for statement in ('create role :"owner" login nosuperuser', 'create role :"reader" login nosuperuser',
+                      'alter database :"db" owner to :"owner"',
+                      'alter default privileges for role :"owner" grant usage on schemas to :"reader"',
+                      'alter default privileges for role :"owner" grant select on tables to :"reader"'):
+        assert statement in text, statement
+    assert "ON_ERROR_STOP=1" in text and "|| exit 1" in text
+    # Passwords reach psql as variables (:'owner_password'), never spliced into the SQL.
+    assert "$DB_OWNER_PASSWORD" not in text.split("<<'SQL'")[1]
+    r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
 
 
 def test_named_volumes_hold_the_data(model):

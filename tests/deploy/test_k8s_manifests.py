@@ -19,7 +19,7 @@ import pytest
 from tests.deploy.test_k8s_schemas import KUSTOMIZATIONS, REPO, rendered, source_documents, validate_document
 from threadline.catalog import CATALOG
 from threadline.tools.k8s import topic_resource
-from threadline.settings import Settings
+from threadline.settings import PG_OWNER, PG_READER, Settings
 
 IMAGE = "ghcr.io/threadline/threadline"
 THREADLINE = Path(sys.executable).parent / "threadline"
@@ -305,6 +305,69 @@ def test_references_between_objects_resolve(name):
     assert of(docs, "Kafka")[0]["metadata"]["name"] + "-cluster-ca-cert" in STRIMZI_SECRETS
 
 
+def _env(container) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _secret_key(env: dict, name: str) -> str:
+    return env[name]["valueFrom"]["secretKeyRef"]["key"]
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_the_read_api_reads_postgres_as_its_read_only_role_and_the_projector_as_the_owner(name):
+    """docs/operations.md, "Database roles": the API's container is given the reader's DSN and no
+    DSN that can write; the projector the owner's; no other component a DSN at all."""
+    docs = rendered(name)
+    dsn_settings = {"THREADLINE_PG_DSN", "THREADLINE_PG_API_DSN", "THREADLINE_PG_PASSWORD", "THREADLINE_PG_PASSWORD_FILE",
+                    "THREADLINE_PG_API_PASSWORD", "THREADLINE_PG_API_PASSWORD_FILE"}
+    wanted = {"api": {"THREADLINE_PG_API_DSN": "pg-api-dsn"}, "projector": {"THREADLINE_PG_DSN": "pg-dsn"},
+              "gateway": {}, "worker": {}}
+    for component, (kind, workload, _, _) in COMPONENTS.items():
+        (container,) = pod_spec(of(docs, kind, workload))["containers"]
+        env = _env(container)
+        given = {k: _secret_key(env, k) for k in dsn_settings & set(env)}
+        assert given == wanted[component], (name, component, given)
+        assert ref_names(container) <= {"threadline-config"}, (name, component)
+    configmap = of(docs, "ConfigMap", "threadline-config")["data"]
+    assert not dsn_settings & set(configmap), "DSNs are secrets, not config"
+    secrets = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "threadline-secrets"]
+    for secret in secrets:  # the example (base) and dev's values: two roles, the reader's in pg-api-dsn
+        from psycopg.conninfo import conninfo_to_dict
+
+        users = {k: conninfo_to_dict(secret["stringData"][k])["user"] for k in ("pg-dsn", "pg-api-dsn")}
+        assert users == {"pg-dsn": PG_OWNER, "pg-api-dsn": PG_READER}, (name, users)
+
+
+def ref_names(container) -> set[str]:
+    return {r["configMapRef"]["name"] for r in container.get("envFrom", []) if "configMapRef" in r}
+
+
+def test_dev_postgres_makes_the_roles_with_the_compose_script_and_the_secrets_passwords():
+    docs = rendered("dev")
+    postgres = of(docs, "StatefulSet", "postgres")
+    (container,) = pod_spec(postgres)["containers"]
+    env = _env(container)
+    assert env["POSTGRES_USER"]["value"] == "postgres", "the superuser is no role a component uses"
+    assert (env["DB_OWNER"]["value"], env["DB_READER"]["value"]) == (PG_OWNER, PG_READER)
+    # the init script: mounted where the image's entrypoint runs it on the first start
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_spec(postgres)["volumes"]}
+    init = volumes[mounts["/docker-entrypoint-initdb.d"]]["configMap"]["name"]
+    script = of(docs, "ConfigMap", init)["data"]["20-threadline-roles.sh"]
+    assert script == (REPO / "deploy" / "compose" / "postgres" / "20-threadline-roles.sh").read_text()
+    # the passwords it sets are the ones in the DSNs the components get
+    from psycopg.conninfo import conninfo_to_dict
+
+    pg_secret = of(docs, "Secret", "postgres")["stringData"]
+    dsns = of(docs, "Secret", "threadline-secrets")["stringData"]
+    for user_var, password_var, key in (("DB_OWNER", "DB_OWNER_PASSWORD", "pg-dsn"),
+                                        ("DB_READER", "DB_READER_PASSWORD", "pg-api-dsn")):
+        dsn = conninfo_to_dict(dsns[key])
+        assert dsn["user"] == env[user_var]["value"]
+        assert dsn["password"] == pg_secret[_secret_key(env, password_var)], key
+        assert dsn["password"] != pg_secret[_secret_key(env, "POSTGRES_PASSWORD")]
+
+
 # ---------------------------------------------------------------- overlays
 
 
@@ -321,6 +384,7 @@ def test_dev_is_small_ephemeral_and_has_its_own_postgres():
     assert pod_spec(postgres)["containers"][0]["image"] == "postgres:16"
     secret = of(docs, "Secret", "threadline-secrets")
     assert secret["stringData"]["pg-dsn"].startswith("postgresql://threadline:threadline-dev@postgres:5432/")
+    assert secret["stringData"]["pg-api-dsn"].startswith("postgresql://threadline_reader:threadline-reader-dev@postgres:5432/")
     assert "CHANGE-ME" not in str(secret["stringData"])
     for pdb in of(docs, "PodDisruptionBudget"):
         assert "minAvailable" not in pdb["spec"], "one replica each: a minAvailable would block every drain"
@@ -345,5 +409,6 @@ def test_production_is_persistent_larger_and_ships_no_placeholder_secret():
     example = of(base, "Secret", "threadline-secrets")
     assert "placeholder" in example["metadata"]["annotations"]["threadline.io/example"]
     tables = {k: example["stringData"].pop(k) for k in ("contact-tokens", "api-tokens")}
-    assert set(example["stringData"].values()) - {"CHANGE-ME"} == {example["stringData"]["pg-dsn"]}
+    assert set(example["stringData"].values()) - {"CHANGE-ME"} == {example["stringData"]["pg-dsn"],
+                                                                   example["stringData"]["pg-api-dsn"]}
     assert {line.partition("=")[2] for t in tables.values() for line in t.splitlines()} == {"CHANGE-ME"}
