@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 from pydantic import BeforeValidator
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from projectors import definitions, judgements, lookup
+from projectors import definitions, judgements, lookup, profiles
 from projectors.framework import live_schema
 from threadline import auth, ops
 from threadline.http import error_response, guard, validation_fields
@@ -172,36 +172,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     # -- customers (support's context card) ---------------------------------------------------
     async def card(request: Request, requested: str, customer_id: str, include_merged: bool = False) -> dict:
-        s = support
-        summary = await one(request, f"select * from {s}.customer_summary where customer_id = %s", (customer_id,)) or {}
-        merged = await rows(request, f"select origin_customer_id from {s}.customers where customer_id = %s"
-                                     " and origin_customer_id <> customer_id order by 1", (customer_id,))
-        identities = await rows(request, f"select kind, platform, value, first_seen_at, last_seen_at"
-                                         f" from {s}.customer_identity_list where customer_id = %s"
-                                         " order by kind, platform nulls first, value", (customer_id,))
-        facts = await rows(request, f"select kind, value, first_given_at, last_given_at from {s}.customer_facts"
-                                    " where customer_id = %s order by last_given_at desc, kind, value", (customer_id,))
-        convs = await rows(request, f"select conversation_id, state, channel, channels, opened_at, last_event_at,"
-                                    f" sla_state, merged_into, merged_into_customer_id from {s}.conversation_state"
-                                    " where customer_id = %s order by last_event_at desc, conversation_id",
-                           (customer_id,))
-        last_order = next((f for f in facts if f["kind"] == "order_number"), None)
-        return {
-            "customer_id": customer_id, "requested_id": requested, "merged_ids": [m["origin_customer_id"] for m in merged],
-            "first_contact_at": summary.get("first_contact_at"), "last_contact_at": summary.get("last_contact_at"),
-            "contacts": summary.get("contacts", 0), "channels": summary.get("channels") or [],
-            "language": summary.get("language"),
-            "sentiment": definitions.Sentiment(summary.get("sentiment_latest"), summary.get("sentiment_7d"),
-                                               summary.get("sentiment_prior_23d"), summary.get("sentiment_30d")).as_dict(),
-            "identities": identities, "facts": facts,
-            "last_order": last_order["value"] if last_order else None,
-            "open_conversations": [c for c in convs if c["state"] == "open"],
-            "prior_conversations": [c for c in convs if c["state"] == "resolved"][:20],
-            # conversations whose contacts now belong to another one (a late contact, an identity
-            # merge): shown only when asked for
-            **({"merged_conversations": [c for c in convs if c["state"] == "merged_into"][:20]}
-               if include_merged else {}),
-        }
+        """The card of projectors/profiles.py: the same queries and shape as customer-profiles.v1."""
+        params = {"ids": [customer_id]}
+        parts = {name: await rows(request, sql, params) for name, sql in profiles.queries(support).items()}
+        return profiles.card(customer_id, requested, profiles.by_customer(parts).get(customer_id, {}), include_merged)
 
     @app.get("/customers/by-identity", tags=["customers"])
     async def customer_by_identity(request: Request, kind: IdentityKind, value: str = Query(min_length=1, max_length=400),

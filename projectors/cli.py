@@ -114,16 +114,21 @@ def register(groups: CommandGroups) -> None:
                 contacts_topic: str = contacts_opt, conversations_topic: str = conversations_opt,
                 identities_topic: str = identities_opt,
                 skeleton: bool = typer.Option(True, help="also run the walking skeleton's contacts projector"),
+                profiles: bool = typer.Option(True, help="the support projector publishes customer-profiles.v1"),
                 batch_size: int = typer.Option(2000, min=1)):
         """The projectors: event topics → PostgreSQL read models, offsets in the same transaction."""
         from projectors.framework import Projector
+        from threadline.catalog import CUSTOMER_PROFILES
         from threadline.process import claim
 
         s = _settings()
         claim(s, "projector")  # threadline stop / down find it, however it was started
         try:
+            # the card's projection publishes the profiles (projectors/profiles.py: after each commit)
             runners = [Projector(s, p, sources=_sources(contacts_topic, conversations_topic, identities_topic),
-                                 batch_size=batch_size) for p in projection]
+                                 batch_size=batch_size,
+                                 profiles_topic=CUSTOMER_PROFILES.name if profiles and p == "support" else None)
+                       for p in projection]
         except ConfigError as exc:
             _fail(str(exc), 2)
         if skeleton:

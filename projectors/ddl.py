@@ -313,6 +313,16 @@ create view {{s}}.customer_360 as
     from {{s}}.customer_summary s;
 """
 
+# The latest consent signal per customer, channel and purpose: marketing's consent_latest view, and
+# the consent of a customer profile (projectors/profiles.py), which reads it from the support schema.
+CONSENT_LATEST = """
+    select distinct on (c.customer_id, coalesce(x->>'channel', 'any'), x->>'purpose')
+           c.customer_id, coalesce(x->>'channel', 'any') as channel, x->>'purpose' as purpose,
+           (x->>'granted')::boolean as granted, x->>'source' as source, c.occurred_at as signal_at,
+           c.event_id
+    from {s}.v_contacts c cross join lateral jsonb_array_elements(c.consent) x
+    order by c.customer_id, coalesce(x->>'channel', 'any'), x->>'purpose', c.occurred_at desc, c.event_id desc"""
+
 MARKETING = """
 create view {s}.engagement_daily as
     select (occurred_at at time zone 'UTC')::date as day, channel, count(*) as contacts,
@@ -339,12 +349,7 @@ create view {s}.reviews as
     from {s}.v_contacts where channel = 'review';
 
 create view {s}.consent_latest as
-    select distinct on (c.customer_id, coalesce(x->>'channel', 'any'), x->>'purpose')
-           c.customer_id, coalesce(x->>'channel', 'any') as channel, x->>'purpose' as purpose,
-           (x->>'granted')::boolean as granted, x->>'source' as source, c.occurred_at as signal_at,
-           c.event_id
-    from {s}.v_contacts c cross join lateral jsonb_array_elements(c.consent) x
-    order by c.customer_id, coalesce(x->>'channel', 'any'), x->>'purpose', c.occurred_at desc, c.event_id desc;
+""" + CONSENT_LATEST + """;
 
 create view {s}.customer_signals as
     with now_ as (select now from {s}.clock)

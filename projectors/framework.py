@@ -11,7 +11,10 @@ Per batch, in this order:
      conversations the batch touched, and store the next offset of every partition it read.
      If PostgreSQL refuses the batch's rows (RECORD_WRITE_ERRORS), the same transaction retries
      it record by record, each in a savepoint; a record refused alone goes to the DLQ with the
-     reason (acknowledged before the commit) and the rest, with the offsets, commit.
+     reason (acknowledged before the commit) and the rest, with the offsets, commit;
+  4. when it publishes customer profiles (``profiles_topic``; projectors/profiles.py): the same
+     transaction queues the customers the batch touched, and after the commit their profiles are
+     produced from the committed state and unqueued once Kafka acknowledged them.
 A lost connection is retried with backoff until PostgreSQL is back; the projector then resumes
 from its stored offsets.
 Offsets come from PostgreSQL, never from a consumer group: the projector assigns itself every
@@ -34,6 +37,7 @@ import psycopg
 from kafka import KafkaConsumer, TopicPartition
 
 from projectors import ddl
+from projectors.profiles import Publisher
 from projectors.migrate import migrate
 from projectors.rows import (CONTACT_COLUMNS, CONVERSATION_COLUMNS, IDENTITY_COLUMNS, IDENTITY_EVENT_COLUMNS,
                              Batch, roots)
@@ -302,7 +306,7 @@ class Projector:
     def __init__(self, settings: Settings, projection: str, *, sources: Sources = Sources(),
                  schema: str | None = None, name: str | None = None, codec: Codec | None = None,
                  as_of: datetime | None = None, batch_size: int = DEFAULT_BATCH,
-                 create: bool = True):
+                 create: bool = True, profiles_topic: str | None = None):
         if projection not in ddl.PROJECTIONS:
             raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(ddl.PROJECTIONS)}")
         self.settings = settings
@@ -315,6 +319,8 @@ class Projector:
         self.batch_size = batch_size
         self.create = create
         self.store = Store(self.schema)
+        # customer profiles of what this projector writes, to ``profiles_topic`` (None: none)
+        self.profiles = Publisher(self.schema, self.name, self.codec, profiles_topic) if profiles_topic else None
         self.stop_event = threading.Event()
         self.stats = RunStats()
         self.instruments = Instruments(f"projector:{self.name}")
@@ -404,6 +410,11 @@ class Projector:
 
     def _loop(self, conn, consumer, dlq, tps, build: str, max_batches, stop_at, on_batch) -> None:
         kafka_delay = RECONNECT_FIRST
+        if self.profiles:  # what a crash (or a lost Kafka) left queued after its commit
+            try:
+                self.profiles.publish(conn, dlq)
+            except KafkaUnavailable as exc:  # stays queued: published after the next committed batch
+                log.warning("profiles_unavailable", projector=self.name, error=str(exc)[:300])
         while not self.stop_event.is_set():
             self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
             if max_batches is not None and self.stats.batches >= max_batches:
@@ -493,7 +504,11 @@ class Projector:
                         except RECORD_WRITE_ERRORS as exc:
                             unwritable.append(self._dead_letter(dlq, m, write_failure(exc, self.schema)))
                     dlq.wait(unwritable, "dead letters")  # acknowledged before the offsets below commit
+                if self.profiles:
+                    self.profiles.queue(cur, batch)
                 write_offsets(cur, self.name, next_offsets, last_at)
+        if self.profiles:  # after the commit: profiles of committed rows only
+            self.profiles.publish(conn, dlq)
         dead += unwritable
         self.stats.positions.update(next_offsets)
         self.stats.events += count

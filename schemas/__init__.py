@@ -21,6 +21,7 @@ AVRO_DIR = Path(__file__).parent / "avro"
 CONTACT = "contact"
 IDENTITY_EVENT = "identity_event"
 CONVERSATION_EVENT = "conversation_event"
+CUSTOMER_PROFILE = "customer_profile"
 
 
 @dataclass(frozen=True)

@@ -88,9 +88,14 @@ PROJECTIONS_DLQ = TopicSpec(
     "projections.dlq.v1", 1, key="source topic", value="raw record; reason, topic, partition, offset in headers",
     retention_ms=THIRTY_DAYS_MS, doc="Records a projector could not decode.",
 )
+# Downstream services that prefer Kafka to HTTP: the read API's customer card, one record per
+# customer (projectors/profiles.py). Compacted: the latest profile per customer_id stays; a customer
+# merged into another one is a tombstone, kept at least a week (delete.retention.ms) so a consumer
+# that was away that long still sees it before compaction removes the key.
 CUSTOMER_PROFILES = TopicSpec(
-    "customers.profiles.v1", EVENT_PARTITIONS, key="customer_id", value="latest customer profile snapshot",
-    cleanup_policy="compact", retention_ms=INFINITE, doc="Compacted snapshot of each customer's profile.",
+    "customer-profiles.v1", EVENT_PARTITIONS, key="customer_id", value="customer_profile",
+    cleanup_policy="compact", retention_ms=INFINITE, extra_configs={"delete.retention.ms": SEVEN_DAYS_MS},
+    doc="Compacted: each customer's profile as the read API shows it; a tombstone when merged away.",
 )
 
 CATALOG: tuple[TopicSpec, ...] = (

@@ -20,7 +20,7 @@ def test_apply_creates_every_catalog_topic_with_its_declared_settings(settings, 
     assert contacts[0] == 6
     assert contacts[2]["retention.ms"] == "-1" and contacts[2]["retention.bytes"] == "-1"
     assert contacts[2]["cleanup.policy"] == "delete"
-    assert found["customers.profiles.v1"][2]["cleanup.policy"] == "compact"
+    assert found["customer-profiles.v1"][2]["cleanup.policy"] == "compact"
 
 
 def test_apply_twice_creates_nothing_the_second_time(settings, catalog_topics):

@@ -9,13 +9,13 @@ from threadline.catalog import CATALOG, EVENT_PARTITIONS, by_name, drift
 
 DESIGN_TOPICS = {"contacts.v1", "ingest.dlq.v1", "identities.v1", "contacts.resolved.v1", "conversations.v1"}
 KEYED_EVENT_TOPICS = ["contacts.v1", "identities.v1", "contacts.resolved.v1", "conversations.v1",
-                      "customers.profiles.v1"]
+                      "customer-profiles.v1"]
 
 
 def test_every_topic_of_the_design_is_declared():
     names = {spec.name for spec in CATALOG}
     assert DESIGN_TOPICS <= names
-    assert {"streams.dlq.v1", "projections.dlq.v1", "customers.profiles.v1"} <= names
+    assert {"streams.dlq.v1", "projections.dlq.v1", "customer-profiles.v1"} <= names
 
 
 def test_topic_names_are_unique_and_carry_a_version_suffix():
@@ -37,8 +37,11 @@ def test_keyed_event_topics_share_one_partition_count():
     assert set(counts.values()) == {EVENT_PARTITIONS}, counts
 
 
-def test_customer_profiles_is_a_compacted_snapshot_topic():
-    assert by_name("customers.profiles.v1").configs()["cleanup.policy"] == "compact"
+def test_customer_profiles_is_a_compacted_snapshot_topic_keeping_tombstones_a_week():
+    configs = by_name("customer-profiles.v1").configs()
+    assert configs["cleanup.policy"] == "compact"
+    assert configs["delete.retention.ms"] == str(7 * 24 * 3600 * 1000)
+    assert "retention.bytes" not in configs
 
 
 def test_dlqs_keep_records_for_a_bounded_time_and_are_not_compacted():
@@ -52,7 +55,8 @@ def test_dlqs_keep_records_for_a_bounded_time_and_are_not_compacted():
 @pytest.mark.parametrize("topic,subject", [("contacts.v1", schemas.CONTACT),
                                            ("contacts.resolved.v1", schemas.CONTACT),
                                            ("identities.v1", schemas.IDENTITY_EVENT),
-                                           ("conversations.v1", schemas.CONVERSATION_EVENT)])
+                                           ("conversations.v1", schemas.CONVERSATION_EVENT),
+                                           ("customer-profiles.v1", schemas.CUSTOMER_PROFILE)])
 def test_event_topics_carry_a_subject_of_the_event_contract(topic, subject):
     assert by_name(topic).value == subject
     assert subject in schemas.subjects()

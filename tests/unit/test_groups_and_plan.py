@@ -44,7 +44,8 @@ def test_the_plan_shows_exactly_what_apply_creates():
     p = plan(CONTACTS, replication=3)
     assert (p.name, p.partitions, p.replication) == ("contacts.v1", 6, 3)
     assert p.describe() == "partitions=6 replication=3 cleanup.policy=delete retention.bytes=-1 retention.ms=-1"
-    assert plan(CUSTOMER_PROFILES, 1).describe() == "partitions=6 replication=1 cleanup.policy=compact retention.ms=-1"
+    assert plan(CUSTOMER_PROFILES, 1).describe() == ("partitions=6 replication=1 cleanup.policy=compact"
+                                                     " delete.retention.ms=604800000 retention.ms=-1")
 
 
 def test_prefixed_catalog_keeps_every_setting_under_new_names():

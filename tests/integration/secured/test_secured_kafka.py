@@ -56,7 +56,7 @@ def test_topics_apply_creates_the_catalog_over_sasl_ssl_and_a_second_run_is_in_l
     found = describe(secured_admin, names)
     assert set(found) == set(names)
     assert found[f"{prefix}.contacts.v1"][0] == 6
-    assert found[f"{prefix}.customers.profiles.v1"][2]["cleanup.policy"] == "compact"
+    assert found[f"{prefix}.customer-profiles.v1"][2]["cleanup.policy"] == "compact"
 
     second = cli(secured_kafka.sasl_env(), "topics", "apply", "--prefix", prefix)
     assert second.returncode == 0, second.stderr
