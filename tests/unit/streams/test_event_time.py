@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -312,3 +313,81 @@ def test_an_unanswered_customer_is_never_resolved_by_inactivity_only_its_clocks_
     (conv,) = conversations_of("cust-1", answered, RULES, wm=T0 + 30 * HOUR_MS)
     assert conv.status == "resolved" and conv.resolved_by == "inactivity"
     assert conv.resolved_at == T0 + 60_000 + RULES.window("voice") * 1000
+
+
+# -- what a replay and every arrival order give the same: the fold and the standing breaches ----
+
+def standing_breaches(events) -> dict[tuple, dict]:
+    """(conversation, clock kind, clock start) → its breach event, for every clock whose latest
+    sla_hit / sla_breached event (highest version) is a breach, in a conversation the fold keeps."""
+    kept = fold(events)
+    latest: dict[tuple, dict] = {}
+    for e in events:
+        if e["event_type"] in ("sla_hit", "sla_breached") and e["conversation_id"] in kept:
+            key = (e["conversation_id"], e["sla"]["kind"], e["sla"]["started_at"])
+            if key not in latest or e["version"] > latest[key]["version"]:
+                latest[key] = e
+    return {k: e for k, e in latest.items() if e["event_type"] == "sla_breached"}
+
+
+def breached_clocks(convs) -> dict[tuple, int]:
+    return {(cv.id, k.kind, k.started): k.end for cv in convs for k in cv.clocks if k.state == "breached"}
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "open (docs/streams.md, Limits): hypothesis finds journeys (identity moves, late earlier contacts, a "
+    "watermark ahead) where a clock that ends breached has no standing breach event, or the in-order pass's "
+    "breach event of a clock has another time than the pure function's; the fold's counts are right"))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(journeys(), st.randoms(use_true_random=False), st.integers(0, 3), st.integers(0, 3))
+def test_every_arrival_order_emits_one_standing_breach_event_per_breached_clock_with_the_same_id_and_time(
+        journey, rnd, dups, idle):
+    """docs/streams.md, "What replay guarantees": whatever the order (and a watermark that jumps
+    ahead while a partition is idle, as live), every clock that ends breached has a breach event
+    that stands, at its due time, with the same id as in one in-order pass, and the fold counts
+    exactly those."""
+    records, ops, owner = journey
+    final_wm = max(r["occurred_at"] for r in records) + 10 * 24 * HOUR
+    shuffled = list(ops) + [rnd.choice(ops) for _ in range(dups)]
+    rnd.shuffle(shuffled)
+    s = Stitcher(RULES)
+    states: dict[str, dict] = {}
+    events: list[dict] = []
+    wm = None
+    for i, op in enumerate(shuffled):
+        if idle and i % (idle + 1) == idle and states:  # the idle timer: the wall clock is far ahead
+            for cust in sorted(states):
+                states[cust], out = s.advance(states[cust], final_wm)
+                events += out
+            wm = final_wm
+        if op[0] == "add":
+            wm = max(wm or op[1]["occurred_at"], op[1]["occurred_at"])
+            states[op[1]["customer_id"]], out = s.apply(states.get(op[1]["customer_id"]), op[1], wm=wm, gen=op[2])
+        else:
+            states[op[1]], out = s.remove(states.get(op[1]), op[2], op[3], gen=op[4], wm=wm)
+            states[op[1]]["customer_id"] = op[1]
+        events += out
+    for cust in sorted(states):
+        states[cust], out = s.advance(states[cust], final_wm)
+        events += out
+    expected, in_order = {}, []
+    for cust in sorted({*owner.values()}):
+        mine = sorted((r for r in records if owner[r["event_id"]] == cust), key=lambda r: (r["occurred_at"], r["event_id"]))
+        expected.update(breached_clocks(conversations_of(cust, [view({**r, "customer_id": cust}) for r in mine],
+                                                         RULES, final_wm)))
+        in_order += feed([("add", {**r, "customer_id": cust}, 0) for r in mine], final_wm=final_wm)[2]
+    got, want = standing_breaches(events), standing_breaches(in_order)
+    assert {k: e["occurred_at"] for k, e in want.items()} == expected
+    assert {k: got[k]["occurred_at"] for k in expected if k in got} == expected
+    assert all(got[k]["recorded_at"] == got[k]["occurred_at"] for k in expected)
+    for k in expected:  # the in-order pass's id, unless this run breached the clock more than once
+        # (breached, withdrawn by a late reply, breached again): a repeated id is salted with the version
+        times = sum(1 for e in events if e["event_type"] == "sla_breached"
+                    and (e["conversation_id"], e["sla"]["kind"], e["sla"]["started_at"]) == k)
+        assert got[k]["event_id"] == want[k]["event_id"] or times > 1, k
+    # a clock a late contact withdrew (an earlier contact moved its start, or its contact moved
+    # away) gets no event of its own, so its breach event may look standing; the fold's
+    # ``breaches`` counts only the clocks that are breached (docs/streams.md, Limits)
+    folded = fold(events)
+    for cid, state in folded.items():
+        assert state["breaches"] == sum(1 for k in expected if k[0] == cid)
