@@ -1,8 +1,8 @@
 """Kafka clients configured the one way Threadline uses them.
 
 The producer is idempotent with acks=all: a send is acknowledged only once every in-sync
-replica has the record, which is what lets the gateway answer 2xx. ``send_async`` bridges
-kafka-python's future to asyncio without blocking the event loop.
+replica has the record. Blocking code waits through ``BoundedProducer`` (a deadline on every
+wait); the gateway produces with aiokafka in its event loop (``threadline/async_producer.py``).
 
 Security settings (SASL, TLS, mTLS) come from ``Settings.kafka_client_config`` for kafka-python
 and from ``aiokafka_config`` / ``broker_credentials`` for aiokafka and faust, which want an
@@ -11,7 +11,6 @@ and from ``aiokafka_config`` / ``broker_credentials`` for aiokafka and faust, wh
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import ssl
@@ -241,32 +240,3 @@ def broker_credentials(settings: Settings):
 
 def header_list(headers: dict[str, str] | None) -> list[tuple[str, bytes]]:
     return [(k, v.encode()) for k, v in (headers or {}).items()]
-
-
-async def send_async(producer: KafkaProducer, topic: str, *, key: bytes | None, value: bytes,
-                     headers: dict[str, str] | None = None):
-    """Produce one record and wait for the broker's acknowledgment without blocking the loop."""
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future = loop.create_future()
-
-    def settle(result=None, error: BaseException | None = None) -> None:
-        if waiter.done():
-            return
-        if error is not None:
-            waiter.set_exception(error)
-        else:
-            waiter.set_result(result)
-
-    def done(result):
-        loop.call_soon_threadsafe(settle, result)
-
-    def failed(exc):
-        loop.call_soon_threadsafe(settle, None, KafkaUnavailable(f"{topic}: not acknowledged: {exc}"))
-
-    try:
-        future = producer.send(topic, key=key, value=value, headers=header_list(headers))
-    except KafkaError as exc:
-        raise KafkaUnavailable(f"{topic}: send failed: {exc}") from exc
-    future.add_callback(done)
-    future.add_errback(failed)
-    return await waiter
