@@ -30,14 +30,13 @@ import schemas
 from connectors import meta as meta_connector
 from connectors import x as x_connector
 from connectors.base import MapContext, WebhookRequest
-from connectors.contact import ContactIn, event_id, partition_key, to_record
+from connectors.contact import ContactIn, event_id, to_record
 from connectors.public_url import FORWARDED_HEADERS, PublicUrls, public_url
 from connectors.table import CONNECTORS, SECRET_NAMES
 from threadline.secrets import secret
 from connectors.sink import Sink
 from connectors.webhooks import handle
 from threadline.catalog import INGEST_DLQ
-from schemas.codec import Codec
 from threadline.catalog import CONTACTS
 from threadline.errors import KafkaUnavailable, RegistryUnavailable
 from threadline.async_producer import DeadlineProducer
@@ -136,22 +135,20 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
             return error_response(403, "connector_not_allowed",
                                   f"this token may not write {contact.connector!r} contacts",
                                   [{"field": "connector", "problem": "not a connector of this token"}])
-        record = to_record(contact, datetime.now(UTC))
-        codec: Codec = request.app.state.codec
+        eid = event_id(contact.connector, contact.provider_id)
+        sink: Sink = request.app.state.sink
         try:
-            value = codec.encode(contacts_topic, schemas.CONTACT, record)
-            meta = await request.app.state.producer.send(
-                contacts_topic, key=partition_key(contact), value=value,
-                headers={"connector": contact.connector, "event_id": record["event_id"]})
+            key, value, headers = sink.encode(contact)
+            meta = await request.app.state.producer.send(contacts_topic, key=key, value=value, headers=headers)
         except (KafkaUnavailable, RegistryUnavailable) as exc:
             contacts_by(contact.connector, "unacknowledged").inc()
-            log.warning("contact_not_acknowledged", event_id=record["event_id"], error=str(exc))
+            log.warning("contact_not_acknowledged", event_id=eid, error=str(exc))
             return error_response(503, "not_stored", "the event store did not acknowledge; retry", headers=retry_after)
         produced.inc()
         contacts_by(contact.connector, "accepted").inc()
-        log.info("contact_accepted", event_id=record["event_id"], topic=meta.topic,
+        log.info("contact_accepted", event_id=eid, topic=meta.topic,
                  partition=meta.partition, offset=meta.offset, channel=contact.channel)
-        return {"event_id": record["event_id"], "topic": meta.topic, "partition": meta.partition,
+        return {"event_id": eid, "topic": meta.topic, "partition": meta.partition,
                 "offset": meta.offset}
 
     @app.post("/webhooks/{connector}", status_code=202,
