@@ -242,6 +242,38 @@ class Conversation:
         return next(c for c in self.clocks if c.kind == kind and c.state == "running")
 
 
+def clock_keys(clocks: list[Clock]) -> list[str]:
+    """One key per clock of a conversation: ``kind:started``, and ``kind:started#n`` for the n-th
+    clock of the same kind and start (a conversation resolved and reopened at the same instant)."""
+    seen: dict[str, int] = {}
+    keys = []
+    for c in clocks:
+        n = seen[c.key] = seen.get(c.key, 0) + 1
+        keys.append(c.key if n == 1 else f"{c.key}#{n}")
+    return keys
+
+
+def published_clock(entry) -> tuple[str | None, int | None]:
+    """A clock as the published map keeps it: ``[state, end, target]``; before sla_withdrawn the map
+    kept the state alone (its end unknown, so a moved end is not re-announced for those)."""
+    if entry is None:
+        return None, None
+    if isinstance(entry, str):
+        return entry, None
+    return entry[0], entry[1]
+
+
+def withdrawn_clock(kind: str, started: int, state: str | None, end: int | None, entry) -> Clock:
+    """The clock an sla_withdrawn event names, as it was last published."""
+    target = entry[2] if isinstance(entry, list) and len(entry) > 2 else 0
+    clock = Clock(kind=kind, target=target, started=started)
+    if state in ("hit", "breached"):
+        clock.state, clock.end, clock.acc, clock.since = state, end, target * 1000, None
+    else:
+        clock.since = started
+    return clock
+
+
 def conversation_id(customer_id: str, first_event_id: str) -> str:
     return str(uuid.uuid5(CONVERSATION_NS, f"{customer_id}:{first_event_id}"))
 
@@ -557,14 +589,29 @@ class Stitcher:
             by = views.get(conv.waiting_by) if conv.waiting_by else None
             at = by.t if by else (conv.resolved_at or conv.last_at)
             out.append(("waiting_changed", f"{conv.waiting_on}:{conv.waiting_by}", at, by, {}))
-        for clock in conv.clocks:
-            before = p["k"].get(clock.key)
-            if before is None:
-                out.append(("sla_started", clock.key, clock.started, views.get(self._starter(conv, clock, views)),
+        keys = clock_keys(conv.clocks)
+        # back from merged_into: every clock is announced again, and those published before the
+        # merge that are gone now are withdrawn
+        known, gone = ({}, p.get("kx", {})) if p["st"] == "merged_into" else (p["k"], p["k"])
+        for key, clock in zip(keys, conv.clocks):
+            before, before_end = published_clock(known.get(key))
+            # announced when it starts, and again when a late contact takes back its stop (a reply or
+            # a pause before its due time): it runs (or is paused) again
+            if before is None or (before in ("hit", "breached") and clock.state not in ("hit", "breached")):
+                out.append(("sla_started", key, clock.started, views.get(self._starter(conv, clock, views)),
                             {"clock": clock}))
-            if clock.state in ("hit", "breached") and before != clock.state:
-                out.append(("sla_" + ("hit" if clock.state == "hit" else "breached"), clock.key, clock.end, None,
+            # a stopped clock is (re)announced when it stops, and again when a late contact moves
+            # the time it stopped at (an earlier reply, a pause), so the event that stands says when
+            if clock.state in ("hit", "breached") and (
+                    before != clock.state or (before_end is not None and before_end != clock.end)):
+                out.append(("sla_" + ("hit" if clock.state == "hit" else "breached"), key, clock.end, None,
                             {"clock": clock}))
+        for key, entry in sorted(gone.items()):
+            if key not in keys:  # taken back by a late contact: its earlier events no longer stand
+                kind, started = key.split("#", 1)[0].rsplit(":", 1)
+                last, end = published_clock(entry)
+                out.append(("sla_withdrawn", key, int(started), None,
+                            {"clock": withdrawn_clock(kind, int(started), last, end, entry)}))
         if conv.status == "resolved" and (p["st"] != "resolved" or p["ra"] != conv.resolved_at):
             by = views.get(conv.resolved_by) if conv.resolved_by != "inactivity" else None
             out.append(("resolved", f"{conv.resolved_at}:{conv.resolved_by}", conv.resolved_at, by, {}))
@@ -593,7 +640,8 @@ class Stitcher:
         state["pub"][conv.id] = {
             "v": v, "c": list(conv.contacts), "sw": [s[0] for s in conv.switches], "ro": list(conv.reopens),
             "st": conv.status, "ra": conv.resolved_at, "w": [conv.waiting_on, conv.waiting_by],
-            "k": {c.key: c.state for c in conv.clocks}, "e": sorted(emitted), "o": conv.opened_at,
+            "k": {k: [c.state, c.end, c.target] for k, c in zip(keys, conv.clocks)}, "e": sorted(emitted),
+            "o": conv.opened_at,
             "la": conv.last_at, "n": len(conv.contacts), "b": conv.breaches, "ch": conv.channel, "s": snapshot}
         return events
 
@@ -620,7 +668,7 @@ class Stitcher:
                          previous=None, sla_record=None, snapshot=snapshot, facts=facts)
         ev["merged_into"] = target
         ev["merged_into_customer_id"] = to_customer
-        state["pub"][cid] = {**p, "v": v, "c": [], "sw": [], "ro": [], "st": "merged_into", "k": {},
+        state["pub"][cid] = {**p, "v": v, "c": [], "sw": [], "ro": [], "st": "merged_into", "k": {}, "kx": p["k"],
                              "w": ["nobody", None], "e": sorted({*p["e"], _short(base)}), "n": 0, "b": 0,
                              "s": snapshot}
         return [ev]

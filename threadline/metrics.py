@@ -41,7 +41,7 @@ READY = Gauge("threadline_ready", "1 when the component's last check of the depe
 
 ALL: tuple[MetricWrapperBase, ...] = (EVENTS_CONSUMED, EVENTS_PRODUCED, PROCESSING_SECONDS, CONSUMER_LAG, DLQ, SLA,
                                       HTTP_REQUESTS, HTTP_SECONDS, GATEWAY_CONTACTS, READY)
-SLA_EVENTS = {"sla_started": "started", "sla_hit": "hit", "sla_breached": "breached"}
+SLA_EVENTS = {"sla_started": "started", "sla_hit": "hit", "sla_breached": "breached", "sla_withdrawn": "withdrawn"}
 UNMATCHED_ROUTE = "<unmatched>"  # requests no route took: one series, whatever the path
 
 _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),

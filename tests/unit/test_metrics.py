@@ -53,7 +53,8 @@ def test_a_labelled_child_is_made_once_and_counts_under_its_labels():
 
 
 def test_sla_event_types_map_to_the_event_label():
-    assert metrics.SLA_EVENTS == {"sla_started": "started", "sla_hit": "hit", "sla_breached": "breached"}
+    assert metrics.SLA_EVENTS == {"sla_started": "started", "sla_hit": "hit", "sla_breached": "breached",
+                                  "sla_withdrawn": "withdrawn"}
 
 
 # -- lag ----------------------------------------------------------------------------------------
