@@ -216,7 +216,7 @@ a as (select conversation_id, min(occurred_at) as opened_at, max(occurred_at) as
                   filter (where event_type = 'resolved'))[1] as resolved_at
       from ev group by conversation_id),
 clock as (select distinct on (conversation_id, sla_kind, sla_started_at) conversation_id, event_type
-          from ev where event_type in ('sla_started', 'sla_hit', 'sla_breached') and version > 0
+          from ev where event_type in ('sla_started', 'sla_hit', 'sla_breached', 'sla_withdrawn') and version > 0
           order by conversation_id, sla_kind, sla_started_at, """ + EVENT_ORDER_DESC + """),
 met as (select conversation_id, count(*) as clocks from clock where event_type = 'sla_hit' group by conversation_id)
 select a.conversation_id, t.origin_customer_id,
@@ -339,9 +339,11 @@ create view {s}.response_times as
     from (select distinct on (e.conversation_id, e.sla_kind, e.sla_started_at) e.channel, e.sla_elapsed_seconds,
                  e.event_type
           from {s}.conversation_events e join {s}.conversations c using (conversation_id)
-          where e.event_type in ('sla_hit', 'sla_breached') and c.state <> 'merged_into'
+          where (e.event_type in ('sla_hit', 'sla_breached', 'sla_withdrawn')
+                 or (e.event_type = 'sla_started' and e.version > 0))  -- v2: a clock's latest event decides
+            and c.state <> 'merged_into'
           order by e.conversation_id, e.sla_kind, e.sla_started_at, e.version desc, e.occurred_at desc, e.event_id desc) x
-    where sla_elapsed_seconds is not null and channel is not null
+    where event_type in ('sla_hit', 'sla_breached') and sla_elapsed_seconds is not null and channel is not null
     group by channel;
 
 create view {s}.reviews as
@@ -374,7 +376,8 @@ PROJECTIONS = tuple(AUDIENCE)
 # its views re-created by the projector (framework.ensure_live); the tables are altered by the
 # migrations (projectors/migrations), which leave ddl_version at 1 on the schemas they alter.
 # 2: conversation events v2 (version, state after each event), conversation_messages.
-DDL_VERSION = 2
+# 3: conversation events v3 (sla_withdrawn; a clock's latest event decides in sla_breaches and response_times).
+DDL_VERSION = 3
 
 # The tables a rebuild is compared on, with the columns that order them.
 TABLE_KEYS = {

@@ -167,14 +167,21 @@ create view {{s}}.sla_breaches as
                case when max(version) > 0
                     then (array_agg(event_type order by version desc, occurred_at desc, event_id desc))[1] = 'sla_breached'
                     else bool_or(event_type = 'sla_breached') end as reported_breach,
-               bool_or(event_type in ('sla_hit', 'sla_breached')) as stopped
+               -- v2: stopped while its latest event is a hit or a breach (a late contact can take a
+               -- stop back, sla_started again); withdrawn: a late contact took the clock back
+               case when max(version) > 0
+                    then (array_agg(event_type order by version desc, occurred_at desc, event_id desc))[1]
+                         in ('sla_hit', 'sla_breached')
+                    else bool_or(event_type in ('sla_hit', 'sla_breached')) end as stopped,
+               (array_agg(event_type order by version desc, occurred_at desc, event_id desc))[1] = 'sla_withdrawn'
+                   as withdrawn
         from {{s}}.conversation_events
-        where sla_kind is not null and event_type in ('sla_started', 'sla_hit', 'sla_breached')
+        where sla_kind is not null and event_type in ('sla_started', 'sla_hit', 'sla_breached', 'sla_withdrawn')
         group by conversation_id, sla_kind, sla_started_at)
     select cs.customer_id, k.conversation_id, k.sla_kind, k.sla_started_at, k.due_at as breached_at,
            k.reported_breach as reported
     from clocks k join {{s}}.conversation_state cs using (conversation_id)
-    where k.due_at is not null and cs.state <> 'merged_into'  -- a merged-away conversation's clocks count once, where its contacts are
+    where k.due_at is not null and not k.withdrawn and cs.state <> 'merged_into'  -- a merged-away conversation's clocks count once, where its contacts are
       and (k.reported_breach or (not k.stopped and cs.state = 'open' and k.due_at < (select now from {{s}}.clock)));
 
 create view {{s}}.customer_sentiment as

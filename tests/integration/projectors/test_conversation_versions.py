@@ -238,3 +238,37 @@ def test_a_schema_made_before_versions_is_migrated_and_its_views_re_created(pref
         card = client.get(f"/customers/{x['sam']}", params={"include_merged": "true"}).json()
         assert [c["conversation_id"] for c in card["open_conversations"]] == [x["sam_conv"]]
         assert [c["conversation_id"] for c in card["merged_conversations"]] == [x["alex_conv"]]
+
+
+def ms(record: dict) -> int:
+    return int(record["occurred_at"].timestamp() * 1000)
+
+
+def test_a_clock_a_late_contact_takes_back_is_withdrawn_and_not_counted(prefixed, sources, codec, unique, api):
+    """A visitor chats, an agent answers, the visitor writes again and waits past the
+    next-response due time (breach published); then a message the visitor wrote between the
+    answer and that one arrives late: the next-response clock starts at it now, the clock that
+    started at the later message is withdrawn (sla_withdrawn), and the customer has the one
+    next-response breach that happened, not two."""
+    w = stitched.Worker()
+    cid = f"cust-w-{unique}"
+    t = NOW - timedelta(hours=3)
+    w.contact(customer_msg(cid, f"{unique}-w1", t, channel="chat"))
+    w.contact(agent_msg(cid, f"{unique}-wa", t + timedelta(minutes=1), channel="chat"))
+    later = customer_msg(cid, f"{unique}-w3", t + timedelta(minutes=30), channel="chat")
+    w.contact(later)
+    w.advance(cid, int((NOW - timedelta(hours=1)).timestamp() * 1000))
+    assert [e["event_type"] for e in w.events].count("sla_breached") == 1
+    w.contact(customer_msg(cid, f"{unique}-w2", t + timedelta(minutes=20), channel="chat"))
+    withdrawn = [e for e in w.events if e["event_type"] == "sla_withdrawn"]
+    assert [(e["sla"]["kind"], e["sla"]["started_at"]) for e in withdrawn] == [("next_response", ms(later))]
+    assert {e["conversation_id"] for e in w.events} == {withdrawn[0]["conversation_id"]}
+    stitched.publish(prefixed, codec, sources, w)
+    stitched.project(prefixed, sources, projections=("support", "sales"), codec=codec)
+
+    with api() as client:
+        conv = client.get(f"/conversations/{withdrawn[0]['conversation_id']}").json()
+        assert "sla_withdrawn" in [e["event_type"] for e in conv["events"]]
+        assert conv["messages"] == 4
+        sales = client.get(f"/sales/customers/{cid}").json()
+        assert sales["breached_slas_7d"] == 1
