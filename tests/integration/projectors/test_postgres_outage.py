@@ -62,7 +62,7 @@ def _stored(settings, name: str) -> dict:
             return {(t, p): o for t, p, o in conn.execute(
                 "select topic, partition, next_offset from projection_offsets where projector = %s",
                 (name,)).fetchall()}
-    except psycopg.OperationalError:
+    except (psycopg.OperationalError, psycopg.errors.UndefinedTable):  # down, or the projector not started yet
         return {}
 
 
