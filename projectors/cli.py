@@ -218,3 +218,40 @@ def register(groups: CommandGroups) -> None:
             _fail(str(exc), 1)
         typer.echo(f"{result.rows:,} events written to {result.path} ({result.read:,} read, "
                    f"{result.undecodable:,} undecodable left out)")
+
+    @app.command("publish-profiles")
+    def publish_profiles(topic: str = typer.Option(None, "--topic", help="default customer-profiles.v1")):
+        """Publish every customer's profile to customer-profiles.v1 (a tombstone for each merged-away
+        id): a backfill for a topic created after the projection, or a consumer that needs the full set."""
+        import psycopg
+
+        from projectors.framework import live_schema
+        from projectors.profiles import Publisher
+        from schemas.codec import make_codec
+        from threadline.catalog import CUSTOMER_PROFILES
+        from threadline.kafka import BoundedProducer
+
+        s = _settings()
+        schema = live_schema(s, "support")
+        producer = BoundedProducer.from_settings(s, client_id="profiles-backfill")
+        try:
+            with psycopg.connect(s.effective_pg_dsn, autocommit=True, connect_timeout=5) as conn:
+                # under the support projector's name: a live projector publishing the same ids meanwhile
+                # is harmless (every record is the whole profile under its key, on a compacted topic)
+                pub = Publisher(schema, schema, make_codec(s), topic or CUSTOMER_PROFILES.name)
+                try:
+                    pub.queue_all(conn)
+                except psycopg.errors.UndefinedTable:
+                    _fail(f"no support projection in {s.pg_display} (schema {schema}): run `threadline project` first", 2)
+                total = pub.queued(conn)
+                with Progress(TextColumn("customer profiles"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                              TimeElapsedColumn(), console=err) as progress:
+                    task = progress.add_task("profiles", total=total)
+                    pub.publish(conn, producer, on_progress=lambda done: progress.update(task, completed=done))
+        except psycopg.OperationalError as exc:
+            _fail(f"PostgreSQL at {s.pg_display}: {exc}", 1)
+        except ThreadlineError as exc:
+            _fail(str(exc), 1)
+        finally:
+            producer.close()
+        typer.echo(f"{pub.published:,} profiles and {pub.tombstones:,} tombstones published to {pub.topic}")

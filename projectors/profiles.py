@@ -181,8 +181,20 @@ class Publisher:
                 out.append((i, profile_record(card(i, i, grouped.get(i, {})), consent.get(i, []), as_of)))
         return out
 
-    def publish(self, conn: psycopg.Connection, producer) -> int:
-        """Produce every queued profile, wait for the acknowledgements, then unqueue them."""
+    def queue_all(self, conn: psycopg.Connection) -> int:
+        """Queue every customer id the schema knows (a merged-away id gets its tombstone): a
+        backfill, for a topic created after the projection or a consumer that needs the full set."""
+        cur = conn.execute(f"insert into profile_outbox (projector, customer_id)"
+                           f" select %s, origin_customer_id from {self.s}.customers on conflict do nothing",
+                           (self.projector,))
+        return max(cur.rowcount, 0)
+
+    def queued(self, conn: psycopg.Connection) -> int:
+        return conn.execute("select count(*) from profile_outbox where projector = %s", (self.projector,)).fetchone()[0]
+
+    def publish(self, conn: psycopg.Connection, producer, on_progress=None) -> int:
+        """Produce every queued profile, wait for the acknowledgements, then unqueue them
+        (``on_progress(done)`` after each chunk)."""
         done = 0
         while True:
             ids = [r[0] for r in conn.execute("select customer_id from profile_outbox where projector = %s"
@@ -204,3 +216,5 @@ class Publisher:
             done += len(records)
             log.info("profiles_published", projector=self.projector, topic=self.topic,
                      profiles=len(records) - tombstones, tombstones=tombstones)
+            if on_progress is not None:
+                on_progress(done)

@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import struct
+import subprocess
+import sys
 from datetime import datetime
 
 import fastavro
@@ -165,3 +168,34 @@ def test_what_the_outbox_holds_after_a_commit_is_published_when_the_projector_st
     emre_before, emre_after = ([v for k, v in records if k == s.emre] for records in (before, after))
     assert len(emre_after) == len(emre_before) + 1
     assert without_as_of(emre_after[-1]) == without_as_of(emre_before[-1])  # the same profile again: harmless
+
+
+def test_publish_profiles_backfills_every_customer_of_a_projection_that_published_none(
+        prefixed, sources, codec, unique, profiles_topic, outbox, api, tmp_path):
+    """A projection built before anyone read customer-profiles.v1 (its projector published nothing):
+    `threadline publish-profiles` publishes every customer's profile, equal to the read API's, and a
+    tombstone for the id a merge absorbed."""
+    s = st.build(unique)
+    st.publish(prefixed, codec, sources, s)
+    targets = end_offsets(prefixed, sources.topics())
+    for projection in ("support", "marketing"):
+        Projector(prefixed, projection, sources=sources, codec=codec).run(stop_at=targets)
+    assert read_back(prefixed, profiles_topic) == []
+
+    done = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "publish-profiles", "--topic", profiles_topic],
+                          env={**os.environ, **prefixed.to_env()}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"published to {profiles_topic}" in done.stdout
+
+    after = latest(read_back(prefixed, profiles_topic))
+    assert after[s.giulia_old] is None, "the absorbed id ends in a tombstone"
+    for cid in (s.giulia, s.emre):
+        assert without_as_of(after[cid]) == api_view(api, cid), cid
+
+
+def test_publish_profiles_without_a_projection_says_so(prefixed, tmp_path):
+    env = {**os.environ, **prefixed.model_copy(update={"projection_prefix": "nothing_here_"}).to_env()}
+    done = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "publish-profiles"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "no support projection" in done.stderr and "threadline project" in done.stderr
