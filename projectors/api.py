@@ -33,7 +33,7 @@ from pydantic import BeforeValidator
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from projectors import definitions, judgements, lookup, profiles
-from projectors.framework import live_schema
+from projectors.engine.schema import live_schema
 from threadline import auth, ops
 from threadline.http import error_response, guard, validation_fields
 from threadline.settings import Settings

@@ -22,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "projectors"))
 
 import story as st  # noqa: E402
-from projectors.framework import Sources  # noqa: E402
+from projectors.engine.runner import Sources  # noqa: E402
 from schemas.codec import make_codec  # noqa: E402
 from fixtures.tokens import API_TOKENS, bearer, token_env  # noqa: E402
 from threadline.process import free_port  # noqa: E402

@@ -1,7 +1,7 @@
 """PostgreSQL stopped and started under running projectors and the read API, on a private
 embedded PostgreSQL (the shared one stays up for the other tests):
 
-* the projector process (and the skeleton's projector) keep running while it is down, reconnect
+* the projector process (and the contacts projector) keep running while it is down, reconnect
   by themselves when it is back, and resume from their stored offsets: the read models equal a
   clean rebuild;
 * the read API answers 503 (JSON naming postgres, Retry-After) within 2 s while it is down, and
@@ -28,8 +28,8 @@ import pytest
 import story as st
 from compare import same_rows
 from projector_events import contact, produce
-from projectors import skeleton
-from projectors.framework import live_schema
+from projectors.contacts import contacts_projector
+from projectors.engine.schema import live_schema
 from projectors.replay import end_offsets, rebuild
 from threadline.process import free_port, terminate_tree
 
@@ -100,8 +100,8 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
                        sources.conversations, "--identities-topic", sources.identities], env,
                       tmp_path / "projector.log")
     api = _proc([sys.executable, "-m", "threadline.tools.cli", "serve", "api"], env, tmp_path / "api.log")
-    skel = skeleton.Projector(s, codec=codec, projector=skel_name, source_topic=sources.contacts)
-    skel_thread = threading.Thread(target=skel.run, name="skeleton projector", daemon=True)
+    skel = contacts_projector(s, codec=codec, name=skel_name, topic=sources.contacts)
+    skel_thread = threading.Thread(target=skel.run, name="contacts projector", daemon=True)
     skel_thread.start()
     procs, threads = [projector, api], [skel_thread]
     base = f"http://127.0.0.1:{api_port}"

@@ -21,7 +21,7 @@ import story as st
 from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projector_events import produce
 from projectors.api import create_app
-from projectors.framework import Projector
+from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 
 TIMES = {"as_of", "first_contact_at", "last_contact_at", "first_seen_at", "last_seen_at", "first_given_at",
@@ -42,8 +42,8 @@ def outbox(pg, prefixed):
 def project(settings, sources, codec, topic: str) -> None:
     """The support projector publishing to ``topic`` and marketing (consent on the API), to the end."""
     targets = end_offsets(settings, sources.topics())
-    Projector(settings, "support", sources=sources, codec=codec, profiles_topic=topic).run(stop_at=targets)
-    Projector(settings, "marketing", sources=sources, codec=codec).run(stop_at=targets)
+    read_model_projector(settings, "support", sources=sources, codec=codec, profiles_topic=topic).run(stop_at=targets)
+    read_model_projector(settings, "marketing", sources=sources, codec=codec).run(stop_at=targets)
 
 
 def read_back(settings, topic: str) -> list[tuple[str, dict | None]]:
