@@ -113,7 +113,7 @@ def register(groups: CommandGroups) -> None:
                                                      help="support, sales, marketing (repeat)"),
                 contacts_topic: str = contacts_opt, conversations_topic: str = conversations_opt,
                 identities_topic: str = identities_opt,
-                contacts: bool = typer.Option(True, "--contacts/--no-contacts", "--skeleton/--no-skeleton",
+                contacts: bool = typer.Option(True, "--contacts/--no-contacts",
                                               help="also run the contacts projection (/contacts)"),
                 profiles: bool = typer.Option(True, help="the support projector publishes customer-profiles.v1"),
                 batch_size: int = typer.Option(2000, min=1)):

@@ -26,7 +26,8 @@ MAX_OFFSET = 1_000_000_000
 MAX_CURSOR = 2000  # characters
 Limit = Query(50, ge=1, le=MAX_LIMIT, description="page size")
 Offset = Query(0, ge=0, le=MAX_OFFSET, description="rows to skip (or use cursor)")
-Cursor = Query(None, max_length=MAX_CURSOR, description="next_cursor of the previous page: the page after it")
+Cursor = Query(None, min_length=1, max_length=MAX_CURSOR, pattern=r"^[A-Za-z0-9_-]+$",
+               description="next_cursor of the previous page: the page after it")
 
 
 class BadCursor(Exception):

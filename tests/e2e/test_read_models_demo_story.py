@@ -43,7 +43,7 @@ def demo(services, catalog_topics, tmp_path_factory):
     env = {**os.environ, **services.env(), "THREADLINE_PROJECTION_PREFIX": settings.projection_prefix,
            "THREADLINE_API_PORT": str(settings.api_port), **token_env()}
     logs = tmp_path_factory.mktemp("demo-logs")
-    procs = [subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "project", "--no-skeleton",
+    procs = [subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "project", "--no-contacts",
                                "--contacts-topic", sources.contacts, "--conversations-topic", sources.conversations,
                                "--identities-topic", sources.identities], env=env,
                               stdout=(logs / "project.log").open("wb"), stderr=subprocess.STDOUT),

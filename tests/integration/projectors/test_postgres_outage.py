@@ -95,7 +95,7 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
     env = {**services.env(), "THREADLINE_API_TOKENS": f"support={token}", "THREADLINE_PG_DSN": s.effective_pg_dsn,
            "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn, "THREADLINE_API_PORT": str(api_port),
            "THREADLINE_PROJECTION_PREFIX": s.projection_prefix}
-    projector = _proc([sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-skeleton",
+    projector = _proc([sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-contacts",
                        "--batch-size", "50", "--contacts-topic", sources.contacts, "--conversations-topic",
                        sources.conversations, "--identities-topic", sources.identities], env,
                       tmp_path / "projector.log")
@@ -109,7 +109,7 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
         first = {k: v for k, v in end_offsets(s, sources.topics()).items() if v}
         _wait(lambda: _stored(s, schema) == first, "first events projected", procs, threads)
         contacts_first = {k: v for k, v in first.items() if k[0] == sources.contacts}
-        _wait(lambda: _stored(s, skel_name) == contacts_first, "skeleton projected", procs, threads)
+        _wait(lambda: _stored(s, skel_name) == contacts_first, "contacts projected", procs, threads)
 
         def customer():
             try:
@@ -139,7 +139,7 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
         final = {k: v for k, v in end_offsets(s, sources.topics()).items() if v}
         _wait(lambda: _stored(s, schema) == final, "the projector resumed by itself", procs, threads)
         contacts_final = {k: v for k, v in final.items() if k[0] == sources.contacts}
-        _wait(lambda: _stored(s, skel_name) == contacts_final, "the skeleton projector resumed", procs, threads)
+        _wait(lambda: _stored(s, skel_name) == contacts_final, "the contacts projector resumed", procs, threads)
         _wait(customer, "the API answers again", procs, threads, timeout=30)
     finally:
         skel.stop_event.set()

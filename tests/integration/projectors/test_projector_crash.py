@@ -24,7 +24,7 @@ from projectors.replay import end_offsets, rebuild
 def _start(services, prefixed, sources, log_path):
     env = {**os.environ, **services.env(), "THREADLINE_PROJECTION_PREFIX": prefixed.projection_prefix}
     return subprocess.Popen(
-        [sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-skeleton", "--batch-size", "500",
+        [sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-contacts", "--batch-size", "500",
          "--contacts-topic", sources.contacts, "--conversations-topic", sources.conversations,
          "--identities-topic", sources.identities], env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
 
