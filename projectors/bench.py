@@ -16,7 +16,8 @@ def projection_rebuild_suite(ctx: BenchContext) -> list[Section]:
     (shaped beforehand, untimed) straight into the same tables of an empty schema."""
 
     import schemas
-    from projectors.framework import Sources, connect, create_schema
+    from projectors.engine.runner import Sources
+    from projectors.engine.schema import connect, create_schema
     from projectors.replay import rebuild
     from projectors.rows import CONTACT, CONTACT_COLUMNS, IDENTITY_COLUMNS, Batch
     from schemas.codec import make_codec

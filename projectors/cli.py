@@ -46,7 +46,7 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 
 
 def _sources(contacts: str | None, conversations: str | None, identities: str | None):
-    from projectors.framework import Sources
+    from projectors.engine.runner import Sources
 
     d = Sources()
     return Sources(contacts or d.contacts, conversations or d.conversations, identities or d.identities)
@@ -113,11 +113,13 @@ def register(groups: CommandGroups) -> None:
                                                      help="support, sales, marketing (repeat)"),
                 contacts_topic: str = contacts_opt, conversations_topic: str = conversations_opt,
                 identities_topic: str = identities_opt,
-                skeleton: bool = typer.Option(True, help="also run the walking skeleton's contacts projector"),
+                contacts: bool = typer.Option(True, "--contacts/--no-contacts",
+                                              help="also run the contacts projection (/contacts)"),
                 profiles: bool = typer.Option(True, help="the support projector publishes customer-profiles.v1"),
                 batch_size: int = typer.Option(2000, min=1)):
         """The projectors: event topics → PostgreSQL read models, offsets in the same transaction."""
-        from projectors.framework import Projector
+        from projectors.contacts import contacts_projector
+        from projectors.read_models import read_model_projector
         from threadline.catalog import CUSTOMER_PROFILES
         from threadline.process import claim
 
@@ -125,16 +127,15 @@ def register(groups: CommandGroups) -> None:
         claim(s, "projector")  # threadline stop / down find it, however it was started
         try:
             # the card's projection publishes the profiles (projectors/profiles.py: after each commit)
-            runners = [Projector(s, p, sources=_sources(contacts_topic, conversations_topic, identities_topic),
-                                 batch_size=batch_size,
-                                 profiles_topic=CUSTOMER_PROFILES.name if profiles and p == "support" else None)
+            sources = _sources(contacts_topic, conversations_topic, identities_topic)
+            runners = [read_model_projector(s, p, sources=sources, batch_size=batch_size,
+                                            profiles_topic=CUSTOMER_PROFILES.name if profiles and p == "support"
+                                            else None)
                        for p in projection]
+            if contacts:  # /contacts: the resolved contacts as they came, on the same engine
+                runners.append(contacts_projector(s, topic=sources.contacts, batch_size=batch_size))
         except ConfigError as exc:
             _fail(str(exc), 2)
-        if skeleton:
-            from projectors.skeleton import Projector as SkeletonProjector
-
-            runners.append(SkeletonProjector(s))
         failures: list[BaseException] = []
 
         def run(r):
@@ -152,7 +153,7 @@ def register(groups: CommandGroups) -> None:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        threads = [threading.Thread(target=run, args=(r,), name=getattr(r, "name", "skeleton")) for r in runners]
+        threads = [threading.Thread(target=run, args=(r,), name=r.name) for r in runners]
         try:
             serve_ops(s, runners, threads)
         except ConfigError as exc:
@@ -225,7 +226,7 @@ def register(groups: CommandGroups) -> None:
         id): a backfill for a topic created after the projection, or a consumer that needs the full set."""
         import psycopg
 
-        from projectors.framework import live_schema
+        from projectors.engine.schema import live_schema
         from projectors.profiles import Publisher
         from schemas.codec import make_codec
         from threadline.catalog import CUSTOMER_PROFILES

@@ -373,8 +373,9 @@ AUDIENCE = {"support": SUPPORT, "sales": SALES, "marketing": MARKETING}
 PROJECTIONS = tuple(AUDIENCE)
 
 # The version of the schema this module creates. A live schema created by an older version has
-# its views re-created by the projector (framework.ensure_live); the tables are altered by the
-# migrations (projectors/migrations), which leave ddl_version at 1 on the schemas they alter.
+# its views re-created by the projector (projectors/engine/schema.py, ensure_live); the tables are
+# altered by the migrations (projectors/migrations), which leave ddl_version at 1 on the schemas
+# they alter.
 # 2: conversation events v2 (version, state after each event), conversation_messages.
 # 3: conversation events v3 (sla_withdrawn; a clock's latest event decides in sla_breaches and response_times).
 DDL_VERSION = 3

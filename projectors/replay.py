@@ -28,9 +28,10 @@ from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, TopicPartition
 
-from projectors.framework import (Projector, RunStats, Sources, _lock_key, connect, create_schema, live_schema,
-                                  schema_exists, stored_offsets, write_offsets)
-from projectors.migrate import migrate
+from projectors.engine.runner import RunStats, Sources
+from projectors.engine.schema import connect, create_schema, live_schema, lock_key, migrate, schema_exists
+from projectors.engine.tracking import stored_offsets, write_offsets
+from projectors.read_models import read_model_projector
 from schemas.codec import Codec
 from threadline.logging import get_logger
 from threadline.settings import Settings
@@ -93,8 +94,8 @@ def rebuild(settings: Settings, projection: str, *, sources: Sources = Sources()
         targets = end_offsets(settings, sources.topics())
         total = sum(targets.values())
         log.info("rebuild_started", projection=projection, schema=schema, build=build_id, events=total)
-        projector = Projector(settings, projection, sources=sources, schema=schema, name=name, codec=codec,
-                              as_of=as_of, batch_size=batch_size, create=False)
+        projector = read_model_projector(settings, projection, sources=sources, schema=schema, name=name, codec=codec,
+                                         as_of=as_of, batch_size=batch_size, create=False)
         t0 = time.perf_counter()
 
         def progress(stats: RunStats) -> None:
@@ -132,7 +133,7 @@ def _try_swap(conn, live: str, build_schema: str, build_name: str, build_id: str
     else the offsets to reach first. Offsets the live projector stored for other topics (an older
     topic version, a source it no longer reads) are no reason to wait: the build never reads them."""
     with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (_lock_key("swap", live),))
+        conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (lock_key("swap", live),))
         live_offsets = stored_offsets(conn, live)
         build_offsets = stored_offsets(conn, build_name)
         behind = {k: v for k, v in live_offsets.items() if k[0] in topics and build_offsets.get(k, 0) < v}

@@ -11,7 +11,7 @@ white space and is named in no message: errors name the line. Tokens are kept on
 digests and a presented token is compared with every configured one in constant time.
 
 The read API maps each route template to the scope it needs (``ROUTE_SCOPES`` in
-projectors/api.py); ``admin`` reads everything; ``ANY`` is any valid token; a route in neither
+projectors/api/__init__.py); ``admin`` reads everything; ``ANY`` is any valid token; a route in neither
 that table nor ``OPEN`` needs ``admin`` (closed by default). No token → 401, a token without the
 scope → 403, both JSON errors with ``WWW-Authenticate: Bearer``.
 """

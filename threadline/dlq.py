@@ -4,12 +4,23 @@ One format for every component (gateway and importers: ``ingest.dlq.v1``; worker
 projectors: their DLQ topics): ``reason`` (one line, at most ``REASON_LIMIT`` characters),
 ``component``, and either where the record was read (``source_topic``, ``source_partition``,
 ``source_offset``) or, for a request that never reached a topic, the ``connector`` and when it
-was received. Reasons name the problem, never the personal data in it.
+was received. Reasons name the problem, never the personal data in it; logs carry only the reason's kind
+(``reason_kind``: the text before its first colon), since a reason may quote a value.
+
+``DeadLetters`` is the writer of records read from a topic: the raw bytes as read, keyed by the
+source topic, these headers, the DLQ metric and one log line per record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
+
+from threadline.kafka import header_list
+from threadline.logging import get_logger
+
+log = get_logger("threadline.dlq")
 
 REASON_LIMIT = 1000
 
@@ -39,3 +50,34 @@ def rejected_headers(*, reason: str, connector: str, component: str, where: str 
     if where:
         headers["where"] = where
     return headers
+
+
+def reason_kind(reason: str) -> str:
+    """What a log line may say of a reason: its first part, before any quoted value."""
+    return reason_text(reason).split(":")[0][:200]
+
+
+class DeadLetters:
+    """Sends records read from a topic that cannot be processed to ``dlq_topic``, as they were
+    read. ``producer`` is a ``threadline.kafka.BoundedProducer`` (or anything with its ``send``
+    and ``wait``): ``send`` returns the future, ``wait`` blocks until Kafka acknowledged them, so
+    the caller decides when (before the offsets move past the records)."""
+
+    def __init__(self, producer: Any, dlq_topic: str, component: str,
+                 counted: Callable[[str], Any] | None = None):
+        self.producer = producer
+        self.dlq_topic = dlq_topic
+        self.component = component
+        self.counted = counted  # the DLQ counter child of a source topic (metrics.Labelled), or None
+
+    def send(self, *, topic: str, partition: int, offset: int, value: bytes | None, reason: str):
+        if self.counted is not None:
+            self.counted(topic).inc()
+        log.warning("record_to_dlq", component=self.component, topic=topic, partition=partition, offset=offset,
+                    reason=reason_kind(reason))
+        return self.producer.send(self.dlq_topic, key=topic.encode(), value=value, headers=header_list(
+            dlq_headers(reason=reason, topic=topic, partition=partition, offset=offset, component=self.component)))
+
+    def wait(self, futures: list) -> None:
+        """Every future acknowledged, within the producer's deadline (else KafkaUnavailable)."""
+        self.producer.wait(futures, "dead letters")

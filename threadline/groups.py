@@ -1,7 +1,7 @@
 """Consumer groups on the cluster and how far behind each one is.
 
-For every group (the worker's faust group ``threadline-streams``, the skeleton projectors', any
-other): its state, its member count, and per topic the committed offsets against the end offsets,
+For every group (the worker's faust group ``threadline-streams``, any other; the
+projectors use none): its state, its member count, and per topic the committed offsets against the end offsets,
 summed over the partitions the group has committed. Lag = end offset − committed offset.
 
 ``summarize`` is the pure part; ``group_lags`` asks the cluster (kafka-python's admin client:

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "pr
 
 from fixtures.tokens import API_TOKENS, bearer, token_settings  # noqa: E402
 from projectors.api import create_app  # noqa: E402
-from projectors.framework import Projector, Sources  # noqa: E402
+from projectors.engine.runner import Sources  # noqa: E402
+from projectors.read_models import read_model_projector  # noqa: E402
 from projectors.replay import end_offsets  # noqa: E402
 from streams.conversations import fold  # noqa: E402
 from tests.integration.streams.stream_helpers import make_contact, settle, stream_run  # noqa: E402
@@ -95,7 +96,7 @@ def worlds(services, catalog_topics, tmp_path_factory):
             sources = Sources(contacts=world.topics.resolved, conversations=world.topics.conversations,
                               identities=world.topics.identities)
             targets = end_offsets(settings, sources.topics())
-            Projector(settings, "support", sources=sources).run(stop_at=targets)
+            read_model_projector(settings, "support", sources=sources).run(stop_at=targets)
             out[name] = {"settings": settings, "schema": f"{prefix}support", "events": events, "records": records,
                          "tag": tag}
     yield out

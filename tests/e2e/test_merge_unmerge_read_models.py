@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 
 from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projectors.api import create_app
-from projectors.framework import Projector, Sources
+from projectors.engine.runner import Sources
+from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 from streams.identity import customer_id_for
 from tests.integration.streams.stream_helpers import REPO, make_contact, settle, stream_run
@@ -34,7 +35,7 @@ def project(services, world, prefix: str):
     settings = services.settings.model_copy(update={"projection_prefix": prefix, **token_settings()})
     sources = Sources(contacts=world.topics.resolved, conversations=world.topics.conversations,
                       identities=world.topics.identities)
-    Projector(settings, "support", sources=sources).run(stop_at=end_offsets(settings, sources.topics()))
+    read_model_projector(settings, "support", sources=sources).run(stop_at=end_offsets(settings, sources.topics()))
     return settings
 
 

@@ -22,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "projectors"))
 
 import story as st  # noqa: E402
-from projectors.framework import Sources  # noqa: E402
+from projectors.engine.runner import Sources  # noqa: E402
 from schemas.codec import make_codec  # noqa: E402
 from fixtures.tokens import API_TOKENS, bearer, token_env  # noqa: E402
 from threadline.process import free_port  # noqa: E402
@@ -43,7 +43,7 @@ def demo(services, catalog_topics, tmp_path_factory):
     env = {**os.environ, **services.env(), "THREADLINE_PROJECTION_PREFIX": settings.projection_prefix,
            "THREADLINE_API_PORT": str(settings.api_port), **token_env()}
     logs = tmp_path_factory.mktemp("demo-logs")
-    procs = [subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "project", "--no-skeleton",
+    procs = [subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "project", "--no-contacts",
                                "--contacts-topic", sources.contacts, "--conversations-topic", sources.conversations,
                                "--identities-topic", sources.identities], env=env,
                               stdout=(logs / "project.log").open("wb"), stderr=subprocess.STDOUT),

@@ -139,7 +139,7 @@ def pipeline(services, tmp_path):
         worker = start_worker(services, app_id=f"metrics-{run}", prefix=prefix, home=tmp_path / "worker-home",
                               log_path=tmp_path / "worker.log", THREADLINE_WORKER_OPS_PORT=str(ports["worker"]))
         procs.append(Proc(worker.proc, worker.log_path))
-        procs.append(Proc.start(cli("project", "-p", "support", "--no-skeleton", "--contacts-topic", topics.resolved,
+        procs.append(Proc.start(cli("project", "-p", "support", "--no-contacts", "--contacts-topic", topics.resolved,
                               "--conversations-topic", topics.conversations, "--identities-topic", topics.identities),
                           env, tmp_path / "projector.log"))
         procs.append(Proc.start(cli("serve", "api"), env, tmp_path / "api.log"))
@@ -288,7 +288,7 @@ def test_readiness_turns_503_naming_postgres_while_it_is_down_and_200_when_it_is
            "THREADLINE_PG_API_DSN": private_postgres.effective_pg_api_dsn,
            "THREADLINE_API_PORT": str(ports["api"]), "THREADLINE_PROJECTOR_OPS_PORT": str(ports["projector"])}
     procs = [Proc.start(cli("serve", "api"), env, tmp_path / "api.log"),
-             Proc.start(cli("project", "-p", "support", "--no-skeleton", "--contacts-topic", sources[0],
+             Proc.start(cli("project", "-p", "support", "--no-contacts", "--contacts-topic", sources[0],
                       "--conversations-topic", sources[1], "--identities-topic", sources[2]), env,
                   tmp_path / "projector.log")]
     bases = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "projectors"))
 import story as st  # noqa: E402
 from fixtures.providers import SECRETS  # noqa: E402
 from fixtures.tokens import API_TOKENS, CONTACT_TOKEN, token_settings  # noqa: E402
-from projectors.framework import Sources  # noqa: E402
+from projectors.engine.runner import Sources  # noqa: E402
 from threadline.catalog import EVENT_PARTITIONS  # noqa: E402
 from threadline.process import free_port  # noqa: E402
 

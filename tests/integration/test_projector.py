@@ -1,4 +1,4 @@
-"""The skeleton projector on real Kafka and Postgres: rows and offsets in one transaction."""
+"""The contacts projection on real Kafka and Postgres: rows and offsets in one transaction."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from kafka import KafkaConsumer
 
 import schemas
 from connectors.contact import ContactIn, to_record
-from projectors.skeleton import Projector
+from projectors.contacts import contacts_projector
 from schemas.codec import make_codec
 from threadline.catalog import PROJECTIONS_DLQ
 from threadline.kafka import make_producer
@@ -40,7 +40,7 @@ def _offsets(conn, projector) -> int:
 
 
 def _run_until(settings, projector_name, topic, conn, want_offsets, timeout=60.0):
-    projector = Projector(settings, projector=projector_name, source_topic=topic)
+    projector = contacts_projector(settings, name=projector_name, topic=topic)
     thread = threading.Thread(target=projector.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

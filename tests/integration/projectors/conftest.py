@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from projectors.framework import Sources
+from projectors.engine.runner import Sources
 from schemas.codec import make_codec
 
 

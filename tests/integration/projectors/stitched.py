@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from projector_events import identity, produce
-from projectors.framework import Projector, Sources
+from projectors.engine.runner import Sources
+from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 from streams.conversations import Stitcher
 from streams.rules import StitchRules
@@ -66,4 +67,4 @@ def publish(settings, codec, sources: Sources, worker: Worker, events: list[dict
 def project(settings, sources: Sources, projections=("support",), codec=None) -> None:
     targets = end_offsets(settings, sources.topics())
     for p in projections:
-        Projector(settings, p, sources=sources, codec=codec).run(stop_at=targets)
+        read_model_projector(settings, p, sources=sources, codec=codec).run(stop_at=targets)

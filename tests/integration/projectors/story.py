@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from projector_events import contact, conversation, identity, produce, sla
-from projectors.framework import Projector, Sources
+from projectors.engine.runner import Sources
+from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 
 
@@ -89,4 +90,4 @@ def project(settings, sources: Sources, projections=("support", "sales", "market
     """Run each projector until it has read everything on its topics now."""
     targets = end_offsets(settings, sources.topics())
     for p in projections:
-        Projector(settings, p, sources=sources, codec=codec).run(stop_at=targets)
+        read_model_projector(settings, p, sources=sources, codec=codec).run(stop_at=targets)

@@ -207,7 +207,7 @@ def test_an_unmerge_takes_the_message_away_and_gives_the_conversation_back(prefi
 def test_a_schema_made_before_versions_is_migrated_and_its_views_re_created(prefixed, sources, codec, unique,
                                                                           api, pg):
     from projectors import ddl
-    from projectors.framework import ensure_live, live_schema
+    from projectors.engine.schema import ensure_live, live_schema
     from projectors.migrate import migrations
 
     s = live_schema(prefixed, "support")

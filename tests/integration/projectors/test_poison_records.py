@@ -1,6 +1,6 @@
 """A record PostgreSQL will not take never stops a projector: text it rejects is made storable
 (U+FFFD), a record it still refuses goes to projections.dlq.v1 with the reason, and the records
-after it on the same partition are projected. Real Kafka and PostgreSQL, both projector engines."""
+after it on the same partition are projected. Real Kafka and PostgreSQL, both projections (read models, contacts)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 import schemas
 from projector_events import contact, produce
-from projectors import skeleton
-from projectors.framework import Projector, live_schema
+from projectors.contacts import contacts_projector
+from projectors.engine.schema import live_schema
+from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 from threadline.catalog import PROJECTIONS_DLQ
 from threadline.kafka import make_producer
@@ -80,7 +81,7 @@ def _story(cid: str, unique: str) -> tuple[list[dict], dict, dict]:
     return [before, nul, after], huge, bad_utf8
 
 
-def test_the_framework_projector_cleans_rejected_characters_dead_letters_what_postgres_refuses_and_goes_on(
+def test_the_read_model_projector_cleans_rejected_characters_dead_letters_what_postgres_refuses_and_goes_on(
         prefixed, sources, codec, unique, pg):
     cid = f"poison-{unique}"
     records, huge, bad_utf8 = _story(cid, unique)
@@ -94,7 +95,7 @@ def test_the_framework_projector_cleans_rejected_characters_dead_letters_what_po
     produce(prefixed, codec, sources.contacts, "contact", [records[-1]])
 
     targets = end_offsets(prefixed, sources.topics())
-    stats = Projector(prefixed, "support", sources=sources, codec=codec).run(stop_at=targets)
+    stats = read_model_projector(prefixed, "support", sources=sources, codec=codec).run(stop_at=targets)
 
     schema = live_schema(prefixed, "support")
     got = dict(pg.execute(f"select event_id::text, text from {schema}.contacts where origin_customer_id = %s",
@@ -121,7 +122,7 @@ def test_the_framework_projector_cleans_rejected_characters_dead_letters_what_po
     assert huge_dead.value == codec.encode(sources.contacts, schemas.CONTACT, huge)  # the raw record, as read
 
 
-def test_the_skeleton_projector_cleans_rejected_characters_dead_letters_what_postgres_refuses_and_goes_on(
+def test_the_contacts_projector_cleans_rejected_characters_dead_letters_what_postgres_refuses_and_goes_on(
         settings, new_topic, catalog_topics, codec, unique, pg):
     topic = new_topic(partitions=1)
     name = f"test-poison-{unique}"
@@ -138,7 +139,7 @@ def test_the_skeleton_projector_cleans_rejected_characters_dead_letters_what_pos
     produce(settings, codec, topic, "contact", [records[-1]])
     want = sum(end_offsets(settings, [topic]).values())
 
-    projector = skeleton.Projector(settings, codec=codec, projector=name, source_topic=topic)
+    projector = contacts_projector(settings, codec=codec, name=name, topic=topic)
     thread = threading.Thread(target=projector.run, daemon=True)
     thread.start()
     try:

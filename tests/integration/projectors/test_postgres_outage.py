@@ -1,7 +1,7 @@
 """PostgreSQL stopped and started under running projectors and the read API, on a private
 embedded PostgreSQL (the shared one stays up for the other tests):
 
-* the projector process (and the skeleton's projector) keep running while it is down, reconnect
+* the projector process (and the contacts projector) keep running while it is down, reconnect
   by themselves when it is back, and resume from their stored offsets: the read models equal a
   clean rebuild;
 * the read API answers 503 (JSON naming postgres, Retry-After) within 2 s while it is down, and
@@ -28,8 +28,8 @@ import pytest
 import story as st
 from compare import same_rows
 from projector_events import contact, produce
-from projectors import skeleton
-from projectors.framework import live_schema
+from projectors.contacts import contacts_projector
+from projectors.engine.schema import live_schema
 from projectors.replay import end_offsets, rebuild
 from threadline.process import free_port, terminate_tree
 
@@ -95,13 +95,13 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
     env = {**services.env(), "THREADLINE_API_TOKENS": f"support={token}", "THREADLINE_PG_DSN": s.effective_pg_dsn,
            "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn, "THREADLINE_API_PORT": str(api_port),
            "THREADLINE_PROJECTION_PREFIX": s.projection_prefix}
-    projector = _proc([sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-skeleton",
+    projector = _proc([sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-contacts",
                        "--batch-size", "50", "--contacts-topic", sources.contacts, "--conversations-topic",
                        sources.conversations, "--identities-topic", sources.identities], env,
                       tmp_path / "projector.log")
     api = _proc([sys.executable, "-m", "threadline.tools.cli", "serve", "api"], env, tmp_path / "api.log")
-    skel = skeleton.Projector(s, codec=codec, projector=skel_name, source_topic=sources.contacts)
-    skel_thread = threading.Thread(target=skel.run, name="skeleton projector", daemon=True)
+    skel = contacts_projector(s, codec=codec, name=skel_name, topic=sources.contacts)
+    skel_thread = threading.Thread(target=skel.run, name="contacts projector", daemon=True)
     skel_thread.start()
     procs, threads = [projector, api], [skel_thread]
     base = f"http://127.0.0.1:{api_port}"
@@ -109,7 +109,7 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
         first = {k: v for k, v in end_offsets(s, sources.topics()).items() if v}
         _wait(lambda: _stored(s, schema) == first, "first events projected", procs, threads)
         contacts_first = {k: v for k, v in first.items() if k[0] == sources.contacts}
-        _wait(lambda: _stored(s, skel_name) == contacts_first, "skeleton projected", procs, threads)
+        _wait(lambda: _stored(s, skel_name) == contacts_first, "contacts projected", procs, threads)
 
         def customer():
             try:
@@ -139,7 +139,7 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
         final = {k: v for k, v in end_offsets(s, sources.topics()).items() if v}
         _wait(lambda: _stored(s, schema) == final, "the projector resumed by itself", procs, threads)
         contacts_final = {k: v for k, v in final.items() if k[0] == sources.contacts}
-        _wait(lambda: _stored(s, skel_name) == contacts_final, "the skeleton projector resumed", procs, threads)
+        _wait(lambda: _stored(s, skel_name) == contacts_final, "the contacts projector resumed", procs, threads)
         _wait(customer, "the API answers again", procs, threads, timeout=30)
     finally:
         skel.stop_event.set()

@@ -24,7 +24,7 @@ import story as st
 from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projector_events import produce
 from projectors.api import create_app
-from projectors.framework import Projector
+from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 
 TIMES = {"as_of", "first_contact_at", "last_contact_at", "first_seen_at", "last_seen_at", "first_given_at",
@@ -45,8 +45,8 @@ def outbox(pg, prefixed):
 def project(settings, sources, codec, topic: str) -> None:
     """The support projector publishing to ``topic`` and marketing (consent on the API), to the end."""
     targets = end_offsets(settings, sources.topics())
-    Projector(settings, "support", sources=sources, codec=codec, profiles_topic=topic).run(stop_at=targets)
-    Projector(settings, "marketing", sources=sources, codec=codec).run(stop_at=targets)
+    read_model_projector(settings, "support", sources=sources, codec=codec, profiles_topic=topic).run(stop_at=targets)
+    read_model_projector(settings, "marketing", sources=sources, codec=codec).run(stop_at=targets)
 
 
 def read_back(settings, topic: str) -> list[tuple[str, dict | None]]:
@@ -179,7 +179,7 @@ def test_publish_profiles_backfills_every_customer_of_a_projection_that_publishe
     st.publish(prefixed, codec, sources, s)
     targets = end_offsets(prefixed, sources.topics())
     for projection in ("support", "marketing"):
-        Projector(prefixed, projection, sources=sources, codec=codec).run(stop_at=targets)
+        read_model_projector(prefixed, projection, sources=sources, codec=codec).run(stop_at=targets)
     assert read_back(prefixed, profiles_topic) == []
 
     done = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "publish-profiles", "--topic", profiles_topic],

@@ -7,37 +7,26 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import psycopg
 
 import story as st
 from compare import same_rows
+from procs import stop, waiting_on_a_lock
+from procs import stored as _stored
+from procs import wait as _wait
 from projector_events import contact, produce
-from projectors.framework import live_schema
+from projectors.engine.schema import live_schema
 from projectors.replay import end_offsets, rebuild
 
 
 def _start(services, prefixed, sources, log_path):
     env = {**os.environ, **services.env(), "THREADLINE_PROJECTION_PREFIX": prefixed.projection_prefix}
     return subprocess.Popen(
-        [sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-skeleton", "--batch-size", "500",
+        [sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-contacts", "--batch-size", "500",
          "--contacts-topic", sources.contacts, "--conversations-topic", sources.conversations,
          "--identities-topic", sources.identities], env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
-
-
-def _stored(pg, name) -> dict:
-    return {(t, p): o for t, p, o in pg.execute(
-        "select topic, partition, next_offset from projection_offsets where projector = %s", (name,)).fetchall()}
-
-
-def _wait(condition, what: str, proc=None, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc is None or proc.poll() is None, f"projector exited with {proc.returncode} while waiting: {what}"
-        assert time.monotonic() < deadline, f"not reached: {what}"
-        time.sleep(0.1)
 
 
 def test_a_projector_killed_mid_batch_and_restarted_gives_the_rows_of_a_clean_rebuild(
@@ -57,9 +46,8 @@ def test_a_projector_killed_mid_batch_and_restarted_gives_the_rows_of_a_clean_re
             more = [contact(cid, f"{cid}-more-{i}", "chat", s.now - timedelta(minutes=i), text=f"ancora {i}",
                             language="it") for i in range(300) for cid in (s.giulia, s.emre)]
             produce(prefixed, codec, sources.contacts, "contact", more)
-            _wait(lambda: pg.execute(
-                "select count(*) from pg_stat_activity where application_name = %s and wait_event_type = 'Lock'",
-                (f"projector:{schema}",)).fetchone()[0] == 1, "projector blocked inside its batch transaction", proc)
+            _wait(lambda: waiting_on_a_lock(pg, f"projector:{schema}"), "projector blocked inside its batch transaction",
+                  proc)
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
             blocker.rollback()
@@ -69,13 +57,7 @@ def test_a_projector_killed_mid_batch_and_restarted_gives_the_rows_of_a_clean_re
         final = {k: v for k, v in end_offsets(prefixed, sources.topics()).items() if v}
         _wait(lambda: _stored(pg, schema) == final, "restarted projector caught up", proc)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop(proc)
 
     clean = rebuild(prefixed, "support", sources=sources, swap=False, codec=codec)
     live, rebuilt = same_rows(prefixed, schema, clean.schema, "support")

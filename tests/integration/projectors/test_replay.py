@@ -14,7 +14,8 @@ import story as st
 from compare import same_rows
 from projector_events import contact, produce
 from projectors.export import export
-from projectors.framework import Projector, live_schema
+from projectors.engine.schema import live_schema
+from projectors.read_models import read_model_projector
 from projectors.replay import rebuild
 
 
@@ -40,7 +41,7 @@ def test_a_rebuild_is_identical_to_the_live_projection_row_by_row(prefixed, sour
 def test_a_swapped_in_rebuild_serves_under_the_live_name_and_the_live_projector_follows_it(
         prefixed, sources, codec, published, pg, unique):
     schema = live_schema(prefixed, "support")
-    live = Projector(prefixed, "support", sources=sources, codec=codec)
+    live = read_model_projector(prefixed, "support", sources=sources, codec=codec)
     thread = threading.Thread(target=live.run, daemon=True)
     thread.start()
     try:

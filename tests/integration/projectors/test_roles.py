@@ -12,7 +12,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import story as st
-from projectors.framework import live_schema
+from projectors.engine.schema import live_schema
 from threadline.settings import PG_READER
 from threadline.process import free_port
 

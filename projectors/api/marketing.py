@@ -1,0 +1,85 @@
+"""Marketing's routes: engagement per channel and day, response times, reviews, a customer's
+consent and segments."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BeforeValidator
+
+from projectors import judgements
+from projectors.api import queries
+from projectors.api.paging import Cursor, Limit, Offset
+from projectors.api.reads import NotFound, listed, one, page, resolve, rows, schema
+from threadline.http import error_response
+
+
+def _iso_date(value):
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected a date as YYYY-MM-DD")
+    return value
+
+
+# A calendar day as the document says (format: date), not whatever pydantic would take (0, say).
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+
+SCOPES = {"/marketing/engagement": "marketing", "/marketing/response-times": "marketing",
+          "/marketing/reviews": "marketing", "/marketing/customers/{customer_id}/consent": "marketing",
+          "/marketing/customers/{customer_id}/segments": "marketing"}
+
+router = APIRouter()
+
+
+@router.get("/marketing/engagement", tags=["marketing"])
+async def engagement(request: Request, from_: IsoDate | None = Query(None, alias="from"),
+                     to: IsoDate | None = Query(None, description="exclusive"), channel: str | None = None,
+                     limit: int = Limit, offset: int = Offset, cursor: str | None = Cursor):
+    """Contacts per channel per day (UTC days)."""
+    if from_ and to and to <= from_:
+        return error_response(400, "invalid_parameters", "to must be after from",
+                              [{"field": "to", "problem": "not after from"}])
+    items, after = await listed(request, queries.engagement(schema(request, "marketing")), queries.ENGAGEMENT,
+                                {"from": from_, "to": to, "channel": channel}, limit=limit, offset=offset,
+                                cursor=cursor)
+    return page(items, limit, offset, after, cursor)
+
+
+@router.get("/marketing/response-times", tags=["marketing"])
+async def response_times(request: Request):
+    """How fast answers came per channel (seconds, from the SLA clocks)."""
+    return {"items": await rows(request, queries.response_times(schema(request, "marketing")))}
+
+
+@router.get("/marketing/reviews", tags=["marketing"])
+async def reviews(request: Request, min_rating: int | None = Query(None, ge=1, le=5),
+                  max_rating: int | None = Query(None, ge=1, le=5), customer_id: str | None = None,
+                  limit: int = Limit, offset: int = Offset, cursor: str | None = Cursor):
+    s = schema(request, "marketing")
+    cid = await resolve(request, s, customer_id) if customer_id else None
+    items, after = await listed(request, queries.reviews(s), queries.REVIEWS,
+                                {"min_rating": min_rating, "max_rating": max_rating, "customer_id": cid},
+                                limit=limit, offset=offset, cursor=cursor)
+    return page(items, limit, offset, after, cursor)
+
+
+@router.get("/marketing/customers/{customer_id}/consent", tags=["marketing"])
+async def consent(customer_id: str, request: Request):
+    """The latest consent signal per channel and purpose."""
+    s = schema(request, "marketing")
+    cid = await resolve(request, s, customer_id)
+    return {"customer_id": cid, "items": await rows(request, queries.consent(s), {"customer_id": cid})}
+
+
+@router.get("/marketing/customers/{customer_id}/segments", tags=["marketing"])
+async def customer_segments(customer_id: str, request: Request):
+    s = schema(request, "marketing")
+    cid = await resolve(request, s, customer_id)
+    row = await one(request, queries.customer_signals(s), {"customer_id": cid})
+    if row is None:
+        raise NotFound(f"customer {customer_id}")
+    signals = judgements.Signals(row["last_rating"], row["sentiment_30d"], row["inbound_90d"],
+                                 row["social_inbound_90d"], row["first_channel"])
+    return {"customer_id": cid, "segments": judgements.segments(signals), "signals": row}

@@ -1,0 +1,69 @@
+"""What every router of the read API shares: the connection pool's reads, the projection schema
+of an audience, merged-customer resolution, and the JSON shape of values."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+
+from fastapi import Request
+
+from projectors.api import paging, queries
+from projectors.api.queries import Order
+
+
+class NotFound(Exception):
+    def __init__(self, what: str):
+        self.what = what
+
+
+def schema(request: Request, projection: str) -> str:
+    """The live schema of ``projection`` (support, sales, marketing) this app reads."""
+    return request.app.state.schemas[projection]
+
+
+async def rows(request: Request, sql: str, params=()) -> list[dict]:
+    async with request.app.state.pool.connection() as conn:
+        return [jsonable(r) for r in await (await conn.execute(sql, params)).fetchall()]
+
+
+async def one(request: Request, sql: str, params=()) -> dict | None:
+    found = await rows(request, sql, params)
+    return found[0] if found else None
+
+
+async def resolve(request: Request, s: str, customer_id: str) -> str:
+    """The customer ``customer_id`` stands for today (a merged id: its survivor); 404 if none."""
+    row = await one(request, queries.resolve(s), {"customer_id": customer_id})
+    if row is None:
+        raise NotFound(f"customer {customer_id}")
+    return row["customer_id"]
+
+
+async def listed(request: Request, sql: str, order: Order, params: dict, *, limit: int, offset: int,
+                 cursor: str | None) -> tuple[list[dict], str | None]:
+    """One page of a list: its items and ``next_cursor``."""
+    paged, after = paging.page_sql(sql, order, cursor, offset)
+    found = await rows(request, paged, {**params, **after, "limit": limit, "offset": offset})
+    return paging.split_keys(order, found, limit)
+
+
+def page(items: list[dict], limit: int, offset: int, next_cursor: str | None, cursor: str | None = None,
+         **extra) -> dict:
+    return {**extra, "items": items, "limit": limit, "offset": offset,
+            "next_offset": offset + limit if len(items) == limit and cursor is None else None,
+            "next_cursor": next_cursor}
+
+
+def jsonable(row: dict) -> dict:
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, (datetime, date)):
+            v = v.isoformat()
+        elif isinstance(v, uuid.UUID):
+            v = str(v)
+        elif isinstance(v, Decimal):
+            v = float(v)
+        out[k] = v
+    return out

@@ -1,0 +1,380 @@
+"""The projector runner: event topics → one projection, effectively once.
+
+The runner owns the consume loop, batching, dead letters and the commit order; what records
+become (rows, tables, the schema written) is the projection's (``Projection``:
+``projectors/read_models.py`` for support, sales and marketing, ``projectors/contacts.py`` for
+``/contacts``). Schema lifecycle is ``engine/schema.py``, the tracking rows ``engine/tracking.py``.
+
+Offsets come from PostgreSQL, never from a consumer group: the runner assigns itself every
+partition of its source topics and seeks to the tracking rows, so a crash anywhere replays
+nothing twice into the tables. One instance per projector name writes at a time (a session
+advisory lock); a second one waits as a standby.
+
+Commit order of one batch:
+  1. poll up to ``batch_size`` records from the assigned partitions;
+  2. shape each record (``Projection.shape``: pure); what does not decode or shape is produced
+     to projections.dlq.v1 (``threadline.dlq.DeadLetters``) and acknowledged before step 3;
+  3. in ONE PostgreSQL transaction:
+       a. check that the schema written is still the build the runner opened (a replay may have
+          swapped a new one in: then the batch is dropped and the runner re-seeks);
+       b. write the rows (``Projection.write``); if PostgreSQL refuses them
+          (RECORD_WRITE_ERRORS), retry record by record, each in a savepoint; a record refused
+          alone is dead-lettered with the reason and acknowledged before the commit;
+       c. queue the outbox (``Projection.outbox``: the customers whose profiles change);
+       d. write the tracking rows: the next offset of every partition the batch read;
+     then commit: rows and position land together or not at all;
+  4. after the commit, publish the outbox from the committed state (customer-profiles.v1), and
+     unqueue what Kafka acknowledged.
+A lost PostgreSQL connection is retried with backoff; the runner then resumes from its tracking
+rows (the batch being written never committed). A dead letter not acknowledged in time rolls the
+batch back: it is read again from the tracking rows once Kafka takes writes.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import psycopg
+from kafka import KafkaConsumer, TopicPartition
+
+from projectors.engine import schema as schemas_
+from projectors.engine.instruments import Instruments
+from projectors.engine.tracking import stored_offsets, write_offsets
+from schemas.codec import Codec, make_codec
+from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
+from threadline.dlq import DeadLetters
+from threadline.errors import ConfigError, DecodeError, KafkaUnavailable
+from threadline.kafka import BoundedProducer
+from threadline.logging import get_logger
+from threadline.settings import Settings
+
+log = get_logger("threadline.projector")
+
+DEFAULT_BATCH = 2000
+ASSIGN_TIMEOUT = 60.0
+RECONNECT_FIRST, RECONNECT_MAX = 0.5, 10.0  # backoff (seconds) while PostgreSQL does not answer
+
+# A write that fails with one of these is about the rows written, not the database: the batch is
+# retried record by record, and a record that fails alone goes to the DLQ. Data exceptions (22xxx:
+# NUL in text, a value out of range, bad JSON), integrity violations (23xxx), limits (54xxx: an
+# index row too large), and what psycopg raises adapting a Python value (a string it cannot encode).
+RECORD_WRITE_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded,
+                       UnicodeError, ValueError, TypeError, OverflowError)
+# The connection is gone (PostgreSQL restarted, the network failed): reconnect and resume.
+POSTGRES_LOST = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def write_failure(exc: BaseException, target: str) -> str:
+    """The DLQ reason of a record PostgreSQL would not take (it may quote the value: DLQ only, never logs)."""
+    state = getattr(exc, "sqlstate", None)
+    return f"not writable to {target}: {type(exc).__name__}{f' {state}' if state else ''}: {exc}"
+
+
+def shaping_failure(exc: BaseException) -> str:
+    """The DLQ reason of a record that does not decode or shape."""
+    return exc.reason if isinstance(exc, DecodeError) else f"record does not fit: {exc!r}"
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The topics a projection reads; tests and replays pass their own."""
+
+    contacts: str | None = CONTACTS_RESOLVED.name
+    conversations: str | None = CONVERSATIONS.name
+    identities: str | None = IDENTITIES.name
+
+    def topics(self) -> list[str]:
+        return [t for t in (self.contacts, self.conversations, self.identities) if t]
+
+
+class ShapedBatch(Protocol):
+    skipped_as_of: int
+
+    def __len__(self) -> int: ...
+
+    def extend(self, other: Any) -> None: ...
+
+
+class Outbox(Protocol):
+    """What is published after a commit, from committed rows (projectors/profiles.py)."""
+
+    def queue(self, cur: psycopg.Cursor, batch: Any) -> None: ...
+
+    def publish(self, conn: psycopg.Connection, producer: Any) -> int: ...
+
+
+class Projection(Protocol):
+    """What records become. ``name`` keys the tracking rows, metrics and dead letters; ``target``
+    is what it writes (named in a refused record's DLQ reason)."""
+
+    name: str
+    target: str
+    outbox: Outbox | None
+
+    def prepare(self, conn: psycopg.Connection) -> None:
+        """Schema lifecycle on every (re)connect, after the migrations, before the writer lock."""
+
+    def current_build(self, conn: psycopg.Connection) -> str | None:
+        """The build written to (None: the target is never swapped)."""
+
+    def hold_build(self, cur: psycopg.Cursor) -> str | None:
+        """In every batch's transaction, first: take whatever keeps a swap out until the commit,
+        and return the build now written to."""
+
+    def new_batch(self) -> ShapedBatch: ...
+
+    def shape(self, batch: Any, decoded: Any, message: Any) -> None:
+        """Add one decoded record; raises for a record this projection cannot use. Pure."""
+
+    def write(self, cur: psycopg.Cursor, batch: Any) -> None:
+        """Write a batch inside the caller's transaction."""
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Decoding and shaping a batch makes thousands of small objects that all live until the
+    batch is written: the cyclic collector would walk them over and over while they pile up
+    (measured: about a third of a rebuild's CPU). Nothing made here forms a cycle (refcounting
+    frees it all), so the collector waits until the batch is shaped."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class SchemaSwapped(Exception):
+    """The schema was replaced by a rebuild since this projector looked: re-seek and go on."""
+
+
+@dataclass
+class RunStats:
+    events: int = 0
+    rows: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    skipped_as_of: int = 0
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+class Projector:
+    """Runs ``projection`` over ``sources``."""
+
+    def __init__(self, settings: Settings, projection: Projection, *, sources: Sources = Sources(),
+                 codec: Codec | None = None, batch_size: int = DEFAULT_BATCH):
+        if not sources.topics():
+            raise ConfigError(f"projector {projection.name}: no source topic")
+        self.settings = settings
+        self.projection = projection
+        self.name = projection.name
+        self.sources = sources
+        self.codec = codec or make_codec(settings)
+        self.batch_size = batch_size
+        self.stop_event = threading.Event()
+        self.stats = RunStats()
+        self.instruments = Instruments(f"projector:{self.name}")
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+        tps = []
+        deadline = time.monotonic() + ASSIGN_TIMEOUT
+        for topic in self.sources.topics():
+            parts = consumer.partitions_for_topic(topic)
+            while not parts:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"topic {topic} does not exist (run `threadline topics apply`)")
+                time.sleep(0.2)
+                parts = consumer.partitions_for_topic(topic)
+            tps += [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        return tps
+
+    def _seek_to_stored(self, conn, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
+        stored = stored_offsets(conn, self.name)
+        for tp in tps:
+            if (tp.topic, tp.partition) in stored:
+                consumer.seek(tp, stored[(tp.topic, tp.partition)])
+            else:
+                consumer.seek_to_beginning(tp)
+        self.stats.positions = {(tp.topic, tp.partition): stored.get((tp.topic, tp.partition), 0) for tp in tps}
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, *, max_batches: int | None = None, stop_at: dict[tuple[str, int], int] | None = None,
+            on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
+        """Project until stopped, ``max_batches`` batches, or every partition reached ``stop_at``.
+
+        A lost PostgreSQL connection (a restart, a network cut) is not the end: the projector
+        reconnects with backoff until PostgreSQL answers again, re-takes its writer lock and
+        resumes from the offsets stored there (the batch it was writing never committed)."""
+        consumer = producer = dead_letters = None
+        tps: list[TopicPartition] = []
+        delay = RECONNECT_FIRST
+        try:
+            while not self.stop_event.is_set():
+                conn = None
+                try:
+                    # PostgreSQL first: the migrations and the projection's schema exist as soon as it answers
+                    conn = schemas_.connect(self.settings, f"projector:{self.name}")
+                    schemas_.migrate(conn)
+                    self.projection.prepare(conn)
+                    if consumer is None:
+                        consumer = KafkaConsumer(enable_auto_commit=False, group_id=None,
+                                                 auto_offset_reset="earliest", max_poll_records=self.batch_size,
+                                                 client_id=f"projector-{self.name}",
+                                                 **self.settings.kafka_client_config())
+                        # every DLQ send and wait within THREADLINE_PRODUCE_DEADLINE_SECONDS (KafkaUnavailable)
+                        producer = BoundedProducer.from_settings(self.settings, client_id=f"projector-{self.name}")
+                        dead_letters = DeadLetters(producer, PROJECTIONS_DLQ.name, self.name,
+                                                   self.instruments.dead_lettered)
+                        tps = self._assign(consumer)
+                    build = self._open(conn, consumer, tps)
+                    delay = RECONNECT_FIRST
+                    self._loop(conn, consumer, producer, dead_letters, tps, build, max_batches, stop_at, on_batch)
+                    break
+                except POSTGRES_LOST as exc:
+                    self.instruments.stopped()
+                    log.warning("postgres_lost", projector=self.name, error=type(exc).__name__,
+                                detail=str(exc).splitlines()[0][:200] if str(exc) else "", retry_in_s=delay)
+                    self.stop_event.wait(delay)
+                    delay = min(delay * 2, RECONNECT_MAX)
+                finally:
+                    if conn is not None:
+                        conn.close()
+            return self.stats
+        finally:
+            self.instruments.stopped()
+            if consumer is not None:
+                consumer.close(autocommit=False)
+            if producer is not None:
+                producer.close(10)
+
+    def _open(self, conn, consumer: KafkaConsumer, tps: list[TopicPartition]) -> str | None:
+        """On a (new) connection, after the migrations and the projection's schema: the writer
+        lock (a standby waits here), then seek to the tracking rows. Returns the build written."""
+        conn.execute("select pg_advisory_lock(hashtext(%s))", (schemas_.lock_key("writer", self.name),))
+        self._seek_to_stored(conn, consumer, tps)
+        build = self.projection.current_build(conn)
+        log.info("projector_started", projector=self.name, target=self.projection.target, build=build,
+                 topics=self.sources.topics())
+        self.instruments.started = True
+        return build
+
+    def _loop(self, conn, consumer, producer, dead_letters, tps, build, max_batches, stop_at, on_batch) -> None:
+        kafka_delay = RECONNECT_FIRST
+        outbox = self.projection.outbox
+        if outbox:  # what a crash (or a lost Kafka) left queued after its commit
+            try:
+                outbox.publish(conn, producer)
+            except KafkaUnavailable as exc:  # stays queued: published after the next committed batch
+                log.warning("outbox_unavailable", projector=self.name, error=str(exc)[:300])
+        while not self.stop_event.is_set():
+            self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
+            if max_batches is not None and self.stats.batches >= max_batches:
+                return
+            if stop_at is not None and all(self.stats.positions.get(k, 0) >= v for k, v in stop_at.items()):
+                return
+            polled = consumer.poll(timeout_ms=500, max_records=self.batch_size)
+            if not polled:
+                continue
+            try:
+                self._project(conn, producer, dead_letters, polled, build)
+            except SchemaSwapped:
+                build = self.projection.current_build(conn)
+                self._seek_to_stored(conn, consumer, tps)
+                log.info("projector_follows_swapped_schema", projector=self.name, target=self.projection.target,
+                         build=build)
+                continue
+            except KafkaUnavailable as exc:
+                # A dead letter was not acknowledged in time: the batch did not commit (its
+                # transaction rolled back, or it never began), so it is read again from the
+                # stored offsets once Kafka takes writes. Nothing is skipped.
+                log.warning("dlq_unavailable", projector=self.name, error=str(exc)[:300], retry_in_s=kafka_delay)
+                self._seek_to_stored(conn, consumer, tps)
+                self.stop_event.wait(kafka_delay)
+                kafka_delay = min(kafka_delay * 2, RECONNECT_MAX)
+                continue
+            kafka_delay = RECONNECT_FIRST
+            if on_batch:
+                on_batch(self.stats)
+
+    def _project(self, conn, producer, dead_letters: DeadLetters, polled, build: str | None) -> None:
+        started = time.perf_counter()
+        projection = self.projection
+        batch = projection.new_batch()
+        singles: list[tuple] = []  # (message, its rows): to find the record a failed write was about
+        next_offsets: dict[tuple[str, int], int] = {}
+        last_at: dict[tuple[str, int], datetime] = {}
+        dead = []
+        count = 0
+
+        def dead_letter(m, reason: str):
+            return dead_letters.send(topic=m.topic, partition=m.partition, offset=m.offset, value=m.value,
+                                     reason=reason)
+
+        # 1-2. shape; what does not shape is dead-lettered
+        with collector_paused():
+            for tp, messages in polled.items():
+                for m in messages:
+                    count += 1
+                    one = projection.new_batch()
+                    try:
+                        projection.shape(one, self.codec.decode(m.value), m)
+                    except Exception as exc:  # shaping is pure: whatever it raises is this record's fault
+                        dead.append(dead_letter(m, shaping_failure(exc)))
+                        continue
+                    batch.extend(one)
+                    singles.append((m, one))
+                self.instruments.consumed(tp.topic).inc(len(messages))
+                key = (tp.topic, tp.partition)
+                next_offsets[key] = messages[-1].offset + 1
+                last_at[key] = datetime.fromtimestamp(messages[-1].timestamp / 1000).astimezone()
+        dead_letters.wait(dead)  # acknowledged before the offsets move past them
+        written = len(batch)
+        unwritable = []
+        # 3. rows, outbox queue and tracking rows: one transaction
+        with conn.transaction():
+            with conn.cursor() as cur:
+                now_build = projection.hold_build(cur)  # (a)
+                if now_build != build:
+                    raise SchemaSwapped(now_build)
+                try:  # (b)
+                    with conn.transaction():  # a savepoint: a failed write leaves the batch's transaction usable
+                        projection.write(cur, batch)
+                except RECORD_WRITE_ERRORS as exc:
+                    log.warning("batch_write_failed", projector=self.name, error=type(exc).__name__,
+                                sqlstate=getattr(exc, "sqlstate", None), records=len(singles),
+                                action="retrying record by record")
+                    written = 0
+                    for m, one in singles:
+                        try:
+                            with conn.transaction():
+                                projection.write(cur, one)
+                            written += len(one)
+                        except RECORD_WRITE_ERRORS as exc:
+                            unwritable.append(dead_letter(m, write_failure(exc, projection.target)))
+                    dead_letters.wait(unwritable)  # acknowledged before the offsets below commit
+                if projection.outbox:  # (c)
+                    projection.outbox.queue(cur, batch)
+                write_offsets(cur, self.name, next_offsets, last_at)  # (d)
+        # 4. after the commit: the outbox, from committed rows only
+        if projection.outbox:
+            projection.outbox.publish(conn, producer)
+        dead += unwritable
+        self.stats.positions.update(next_offsets)
+        self.stats.events += count
+        self.stats.rows += written
+        self.stats.dead_letters += len(dead)
+        self.stats.batches += 1
+        self.stats.skipped_as_of += batch.skipped_as_of
+        self.instruments.batch_done(time.perf_counter() - started, len(dead))
+        log.info("batch_projected", projector=self.name, events=count, rows=written, dead_letters=len(dead),
+                 offsets={f"{t}:{p}": o for (t, p), o in next_offsets.items()})

@@ -1,0 +1,162 @@
+"""The read models of support, sales and marketing as a projection of the engine
+(``projectors/engine/runner.py``): shaped ``rows.Batch`` es written into one projection schema.
+
+``Store`` writes a batch: COPY into staging tables and upsert from there (no round trip per row),
+re-point merged customers, recompute the conversations the batch touched. ``ReadModel`` adds the
+schema's lifecycle (the live schema made on first use, the build checked under the swap lock in
+every batch's transaction) and, for the live support projection, the customer-profiles outbox.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import psycopg
+
+from projectors import ddl
+from projectors.engine import schema as schemas_
+from projectors.engine.runner import DEFAULT_BATCH, Projector, Sources
+from projectors.profiles import Publisher
+from projectors.rows import CONTACT_COLUMNS, CONVERSATION_COLUMNS, IDENTITY_COLUMNS, IDENTITY_EVENT_COLUMNS, Batch, roots
+from schemas.codec import Codec, make_codec
+from threadline.errors import ConfigError
+from threadline.logging import get_logger
+from threadline.settings import Settings
+
+log = get_logger("threadline.projector")
+
+
+class Store:
+    """Writes a shaped Batch into one projection schema, inside the caller's transaction."""
+
+    def __init__(self, schema: str):
+        self.s = ddl.check_ident(schema)
+
+    def _copy(self, cur, table: str, columns: tuple[str, ...], rows: list[tuple], *, like: str | None = None) -> None:
+        stage = f"_stage_{table}"
+        cols = ", ".join(columns)
+        if like:
+            cur.execute(f"create temp table if not exists {stage} (like {self.s}.{like}) on commit delete rows")
+        with cur.copy(f"copy {stage} ({cols}) from stdin") as cp:
+            for row in rows:
+                cp.write_row(row)
+
+    def _facts(self, cur, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+        """Events are facts: written once, a duplicate delivery changes nothing."""
+        if not rows:
+            return
+        self._copy(cur, table, columns, rows, like=table)
+        cols = ", ".join(columns)
+        cur.execute(f"insert into {self.s}.{table} ({cols}) select distinct on (event_id) {cols} from _stage_{table}"
+                    f" order by event_id, source_partition, source_offset on conflict (event_id) do nothing")
+
+    def write(self, cur, batch: Batch) -> None:
+        s = self.s
+        self._facts(cur, "contacts", CONTACT_COLUMNS, batch.contacts)
+        self._facts(cur, "conversation_events", CONVERSATION_COLUMNS, batch.conversations)
+        self._facts(cur, "identity_events", IDENTITY_EVENT_COLUMNS, batch.identity_events)
+        if batch.identities:
+            self._copy(cur, "customer_identities", IDENTITY_COLUMNS, batch.identities, like="customer_identities")
+            cur.execute(
+                f"insert into {s}.customer_identities select origin_customer_id, kind, platform, value,"
+                f" min(first_seen_at), max(last_seen_at) from _stage_customer_identities"
+                f" group by kind, platform, value, origin_customer_id"
+                f" on conflict (kind, platform, value, origin_customer_id) do update set"
+                f" first_seen_at = least({s}.customer_identities.first_seen_at, excluded.first_seen_at),"
+                f" last_seen_at = greatest({s}.customer_identities.last_seen_at, excluded.last_seen_at)")
+        if batch.customers:
+            cur.execute("create temp table if not exists _stage_customers"
+                        " (origin_customer_id text, first_seen_at timestamptz) on commit delete rows")
+            self._copy(cur, "customers", ("origin_customer_id", "first_seen_at"), batch.customers)
+            cur.execute(
+                f"insert into {s}.customers select st.origin_customer_id,"
+                f" coalesce((select a.root_id from {s}.customer_alias a where a.customer_id = st.origin_customer_id"
+                f" order by a.survivor_id limit 1), st.origin_customer_id), min(st.first_seen_at)"
+                f" from _stage_customers st group by st.origin_customer_id"
+                f" on conflict (origin_customer_id) do update set"
+                f" first_seen_at = least({s}.customers.first_seen_at, excluded.first_seen_at)")
+        if batch.alias_ops:
+            self._repoint(cur, batch)
+        if batch.conversations:
+            ids = sorted({r[2] for r in batch.conversations})
+            for sql in ddl.RECOMPUTE_MESSAGES:
+                cur.execute(sql.format(s=s), {"ids": ids})
+            cur.execute(ddl.RECOMPUTE_CONVERSATIONS.format(s=s), {"ids": ids})
+
+    def _repoint(self, cur, batch: Batch) -> None:
+        """Apply merges and unmerges in log order, then point every affected id at its root."""
+        s = self.s
+        before = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
+        for op in batch.alias_ops:
+            if op.action == "add":
+                cur.execute(f"insert into {s}.customer_alias values (%s, %s, %s, %s, %s) on conflict do nothing",
+                            (op.absorbed, op.survivor, op.survivor, op.event_id, op.occurred_at))
+            else:
+                cur.execute(f"delete from {s}.customer_alias where customer_id = %s and survivor_id = %s",
+                            (op.absorbed, op.survivor))
+        after = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
+        root = roots(after)
+        affected = sorted({n for e in before | after for n in e})
+        targets = [root.get(n, n) for n in affected]
+        cur.execute(f"update {s}.customer_alias a set root_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r)"
+                    f" where a.customer_id = u.n and a.root_id is distinct from u.r", (affected, targets))
+        cur.execute(f"update {s}.customers c set customer_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r)"
+                    f" where c.origin_customer_id = u.n and c.customer_id is distinct from u.r", (affected, targets))
+        log.info("customers_repointed", schema=s, ids=len(affected),
+                 merges=sum(op.action == "add" for op in batch.alias_ops),
+                 unmerges=sum(op.action == "remove" for op in batch.alias_ops))
+
+
+class ReadModel:
+    """The ``projection`` (support, sales, marketing) written into ``schema``, tracked as ``name``.
+    ``create``: make the live schema on first use (a rebuild makes its own). ``as_of``: only
+    events that happened by then (a time-travel snapshot). ``outbox``: the profiles publisher."""
+
+    def __init__(self, projection: str, schema: str, name: str, *, as_of: datetime | None = None,
+                 create: bool = True, outbox: Publisher | None = None):
+        if projection not in ddl.PROJECTIONS:
+            raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(ddl.PROJECTIONS)}")
+        self.projection = projection
+        self.schema = self.target = ddl.check_ident(schema)
+        self.name = name
+        self.as_of = as_of
+        self.create = create
+        self.outbox = outbox
+        self.store = Store(self.schema)
+
+    def prepare(self, conn: psycopg.Connection) -> None:
+        if self.create:
+            schemas_.ensure_live(conn, self.projection, self.schema)
+
+    def current_build(self, conn: psycopg.Connection) -> str:
+        return schemas_.build_id(conn, self.schema)
+
+    def hold_build(self, cur: psycopg.Cursor) -> str:
+        """In a batch's transaction: the swap lock, shared, until the commit (a replay's swap
+        takes it exclusively), then the build it holds."""
+        cur.execute("select pg_advisory_xact_lock_shared(hashtext(%s))", (schemas_.lock_key("swap", self.schema),))
+        return schemas_.build_id(cur, self.schema)
+
+    def new_batch(self) -> Batch:
+        return Batch()
+
+    def shape(self, batch: Batch, decoded, message) -> None:
+        batch.add(decoded.schema_fullname, decoded.record, message.partition, message.offset, self.as_of)
+
+    def write(self, cur, batch: Batch) -> None:
+        self.store.write(cur, batch)
+
+
+def read_model_projector(settings: Settings, projection: str, *, sources: Sources = Sources(),
+                         schema: str | None = None, name: str | None = None, codec: Codec | None = None,
+                         as_of: datetime | None = None, batch_size: int = DEFAULT_BATCH, create: bool = True,
+                         profiles_topic: str | None = None) -> Projector:
+    """A projector of ``projection`` into ``schema`` (default: its live schema), tracking its
+    offsets under ``name`` (default: the schema name); with ``profiles_topic`` it publishes the
+    profiles of the customers it touched there (projectors/profiles.py)."""
+    schema = ddl.check_ident(schema or schemas_.live_schema(settings, projection))
+    name = name or schema
+    codec = codec or make_codec(settings)
+    outbox = Publisher(schema, name, codec, profiles_topic) if profiles_topic else None
+    return Projector(settings, ReadModel(projection, schema, name, as_of=as_of, create=create, outbox=outbox),
+                     sources=sources, codec=codec, batch_size=batch_size)
