@@ -53,7 +53,7 @@ class _RunningLoop:
 
 
 def test_the_worker_is_not_ready_until_its_own_consumer_has_joined_the_group(app):
-    from streams.app import streams_running
+    from streams.worker import streams_running
 
     probe = streams_running(app, _RunningLoop())
     with pytest.raises(RuntimeError, match="has not joined group wiring-test"):
