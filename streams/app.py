@@ -29,7 +29,7 @@ from streams.clocks import ClockScheduler
 from streams.conversations import Stitcher
 from streams.conversations_stage import ConversationsStage
 from streams.identity import IdentityGraph
-from streams.identity_stage import identity_stage
+from streams.identity_stage import GraphCache, identity_stage
 from streams.identity_stage import unlink_command as _unlink_command
 from streams.route_stage import route_stage
 from streams.rules import Rules, rules_from_env
@@ -105,7 +105,7 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
     if "route" in stages:
         app.agent(topo.contacts, name=f"{app_id}.route")(route_stage(ctx, codec, topo.names.graph))
     if "identity" in stages:
-        graph = IdentityGraph(topo.graph_table, rules.identity)
+        graph = IdentityGraph(GraphCache(topo.graph_table, lambda: app.consumer_generation_id), rules.identity)
         app.agent(topo.graph_in, name=f"{app_id}.identity")(identity_stage(ctx, codec, topo, graph))
     if "conversations" in stages:
         scheduler = ClockScheduler(lateness_ms=rules.stitch.timer_grace_seconds * 1000,

@@ -76,6 +76,47 @@ class ResolvedValues:
         return self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
 
 
+_ABSENT = object()
+
+
+class GraphCache:
+    """The identity graph's table behind a read cache of its JSON values, misses included.
+
+    The identity stage is the one writer of the graph's one partition, so what it read or wrote
+    stays true until the partition leaves this worker: the cache is dropped whenever the consumer
+    group's generation changes (a rebalance, which may have moved the partition away and back)
+    and when it holds ``limit`` keys. Writes go through to the table (changelog, store)."""
+
+    def __init__(self, table, generation, limit: int = 500_000):
+        self.table, self.generation, self.limit = table, generation, limit
+        self.values: dict = {}
+        self.seen_generation = None
+
+    def check(self) -> None:
+        """Call at the start of every batch."""
+        gen = self.generation()
+        if gen != self.seen_generation or len(self.values) > self.limit:
+            self.values.clear()
+            self.seen_generation = gen
+
+    def get(self, key, default=None):
+        value = self.values.get(key, _ABSENT)
+        if value is _ABSENT:
+            value = self.table.get(key)
+            self.values[key] = value
+        return default if value is None else value
+
+    def __getitem__(self, key):
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key, value) -> None:
+        self.table[key] = value
+        self.values[key] = value
+
+
 def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
     """The record ``threadline identity unlink`` writes to the graph topic (header kind=unlink)."""
     return json.dumps({"a": a, "b": b, "command_id": command_id, "at_ms": at_ms}).encode()
@@ -151,6 +192,8 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
 
     async def identity(stream: faust.StreamT) -> None:
         async for events in ctx.batches(stream, "identity"):
+            if isinstance(graph.store, GraphCache):
+                graph.store.check()
             out = Outputs()
             process(events, out)
             await ctx.produce(out)

@@ -54,3 +54,59 @@ def test_a_contact_that_already_has_a_customer_id_is_encoded_the_long_way(full_c
     out = values.value(raw, codec.decode(raw).record, CID)
     assert codec.decode(out).record["customer_id"] == CID
     assert codec.encodes == 1
+
+
+# --- GraphCache: the graph table behind a read cache -------------------------------------------
+
+class CountingTable(dict):
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+        self.writes = 0
+
+    def get(self, key, default=None):
+        self.reads += 1
+        return super().get(key, default)
+
+    def __setitem__(self, key, value):
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_the_graph_cache_reads_each_key_once_misses_included_and_writes_through():
+    from streams.identity_stage import GraphCache
+
+    table, gen = CountingTable(), [1]
+    cache = GraphCache(table, lambda: gen[0])
+    cache.check()
+    assert cache.get("n:a") is None and cache.get("n:a") is None
+    assert table.reads == 1
+    cache["n:a"] = {"x": 1}
+    assert dict.get(table, "n:a") == {"x": 1} and cache["n:a"] == {"x": 1} and table.reads == 1
+    dict.__setitem__(table, "n:b", {"y": 2})  # written elsewhere while the partition was away
+    cache.check()
+    assert cache.get("n:b") == {"y": 2}  # not cached yet: read from the table
+    gen[0] = 2  # a rebalance: what was cached may be stale
+    dict.__setitem__(table, "n:a", {"x": 9})
+    cache.check()
+    assert cache["n:a"] == {"x": 9}
+
+
+def test_the_identity_graph_over_the_cache_gives_what_it_gives_over_a_dict(full_contact):
+    from streams.identity import IdentityGraph
+    from streams.identity_stage import GraphCache
+
+    contacts = []
+    for i in range(6):
+        c = to_record(full_contact.model_copy(update={"provider_id": f"p-{i}"}), RECORDED_AT)
+        c["identities"] = [dict(x, value=x["value"].replace("@", f"+{i % 3}@")) if x["kind"] == "email" else x
+                           for x in c["identities"]]
+        contacts.append(c)
+    plain, table = IdentityGraph({}), CountingTable()
+    cache = GraphCache(table, lambda: 1)
+    cached = IdentityGraph(cache)
+    with cached.batch():
+        got = [cached.observe(c) for c in contacts]
+    want = [plain.observe(c) for c in contacts]
+    assert [(g.customer_id, g.events, g.rekeyed) for g in got] == [(w.customer_id, w.events, w.rekeyed) for w in want]
+    assert dict(table) == plain.store
