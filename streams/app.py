@@ -99,12 +99,13 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
     """The App with its topology and the ``stages`` this worker runs (all three by default)."""
     rules = rules or rules_from_env()
     app = make_app(settings, app_id)
-    topo = build_topology(app, topics or StreamTopics())
+    topo = build_topology(app, topics or StreamTopics(), stages)
     codec = make_codec(settings)
     ctx = StageContext(app, app_id, topo.names.dlq)
     if "route" in stages:
         app.agent(topo.contacts, name=f"{app_id}.route")(route_stage(ctx, codec, topo.names.graph))
     if "identity" in stages:
+        assert topo.graph_table is not None and topo.contacts_table is not None
         graph = IdentityGraph(GraphCache(topo.graph_table, lambda: app.consumer_generation_id), rules.identity)
         app.agent(topo.graph_in, name=f"{app_id}.identity")(identity_stage(ctx, codec, topo, graph))
     if "conversations" in stages:

@@ -34,6 +34,7 @@ class ConversationsStage:
                  scheduler: ClockScheduler):
         self.ctx, self.codec, self.topo, self.stitcher, self.clocks = ctx, codec, topo, stitcher, scheduler
         self.names = topo.names
+        assert topo.conv_table is not None, "the conversations stage needs its table"
         self.table = topo.conv_table
         self.lock = asyncio.Lock()
         self.sla_events = metrics.Labelled(metrics.SLA)

@@ -125,6 +125,7 @@ def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
 def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: IdentityGraph):
     names = topo.names
     contacts_table = topo.contacts_table
+    assert contacts_table is not None, "the identity stage needs its tables"
     resolved = ResolvedValues(codec, names.resolved)
 
     def send_resolved(out: Outputs, value: bytes, customer_id: str, event_id: str, gen: int,

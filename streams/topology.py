@@ -63,12 +63,15 @@ class Topology:
     contacts: faust.TopicT      # contacts.v1: the route stage's input
     graph_in: faust.TopicT      # the one-partition graph topic: the identity stage's input
     stitch_in: faust.TopicT     # contacts.resolved.v1 + commands: the conversations stage's input
-    graph_table: faust.Table    # the identity graph (node and contact records)
-    contacts_table: faust.Table  # event id -> the contact's bytes (base64), to re-send a re-keyed contact
-    conv_table: faust.Table     # customer id -> conversation state
+    graph_table: faust.Table | None     # the identity graph (node and contact records)
+    contacts_table: faust.Table | None  # event id -> the contact's bytes (base64), to re-send a re-keyed contact
+    conv_table: faust.Table | None      # customer id -> conversation state
 
 
-def build_topology(app: faust.App, names: StreamTopics) -> Topology:
+def build_topology(app: faust.App, names: StreamTopics,
+                   stages: tuple[str, ...] = ("route", "identity", "conversations")) -> Topology:
+    """The channels, and the tables of the ``stages`` this worker runs (a worker that runs no
+    identity stage declares, recovers and holds no graph)."""
     json_schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
 
     def table(name: str, changelog: str, partitions: int) -> faust.Table:
@@ -81,7 +84,8 @@ def build_topology(app: faust.App, names: StreamTopics) -> Topology:
         contacts=raw_topic(app, names.contacts),
         graph_in=raw_topic(app, names.graph, partitions=1),
         stitch_in=raw_topic(app, names.resolved, names.commands),
-        graph_table=table("identity-graph", names.graph_changelog, 1),
-        contacts_table=table("identity-contacts", names.contacts_changelog, 1),
-        conv_table=table("conversations", names.conversations_changelog, catalog.EVENT_PARTITIONS),
+        graph_table=table("identity-graph", names.graph_changelog, 1) if "identity" in stages else None,
+        contacts_table=table("identity-contacts", names.contacts_changelog, 1) if "identity" in stages else None,
+        conv_table=(table("conversations", names.conversations_changelog, catalog.EVENT_PARTITIONS)
+                    if "conversations" in stages else None),
     )

@@ -34,6 +34,16 @@ def test_every_table_changelog_has_the_partitions_of_its_source(app):
         assert table.partitions == source[name].partitions == catalog.by_name(changelog[name]).partitions
 
 
+@pytest.mark.parametrize("stages, tables", [
+    (("identity",), {"identity-graph", "identity-contacts"}),
+    (("route", "conversations"), {"conversations"}),
+])
+def test_a_worker_declares_only_the_tables_of_the_stages_it_runs(tmp_path, stages, tables):
+    app = create_app(Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT), app_id="wiring-stages", stages=stages)
+    assert set(app.tables) == tables
+    assert {a.split(".")[-1] for a in app.agents} == set(stages)
+
+
 def test_prefixed_topics_keep_their_shape_under_a_prefix():
     prefixed = StreamTopics.prefixed("t1")
     assert prefixed.contacts == "t1.contacts.v1"
