@@ -24,7 +24,7 @@ from schemas.codec import Codec
 from streams.clocks import ClockScheduler
 from streams.conversations import Stitcher
 from streams.identity import to_millis
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, writing_for
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, write_table
 from streams.topology import Topology
 from threadline import metrics
 
@@ -107,16 +107,14 @@ class ConversationsStage:
                 changed[cid] = msg.partition
             self.clocks.remember(cid, self.stitcher.next_deadline(new), msg.partition)
             self._publish(out, cid, evs, contact_id, msg.partition, msg.offset)
-        self._write(states, changed)
+        self._write(out, states, changed)
 
-    def _write(self, states: dict[str, dict | None], changed: dict[str, int]) -> None:
-        by_partition: dict[int, list[str]] = {}
+    def _write(self, out: Outputs, states: dict[str, dict | None], changed: dict[str, int]) -> None:
+        by_partition: dict[int, dict[str, dict | None]] = {}
         for cid, p in changed.items():
-            by_partition.setdefault(p, []).append(cid)
-        for p, cids in sorted(by_partition.items()):
-            with writing_for(self.names.resolved, p):
-                for cid in cids:
-                    self.table[cid] = states[cid]
+            by_partition.setdefault(p, {})[cid] = states[cid]
+        for p, items in sorted(by_partition.items()):
+            write_table(out, self.table, items, self.names.resolved, p)
 
     async def agent(self, stream: faust.StreamT) -> None:
         async for events in self.ctx.batches(stream, "conversations"):
@@ -144,7 +142,7 @@ class ConversationsStage:
                 states[cid], changed[cid] = new, partition
             self.clocks.remember(cid, self.stitcher.next_deadline(new), partition)
             self._publish(out, cid, events, None, partition, None)
-        self._write(states, changed)
+        self._write(out, states, changed)
         return len(due)
 
     async def on_timer(self, active: set[int]) -> None:

@@ -21,7 +21,7 @@ import faust
 import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
 from streams.identity import Change, IdentityGraph, resolve
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, writing_for
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, write_table
 from streams.topology import Topology
 
 
@@ -85,12 +85,18 @@ class GraphCache:
     The identity stage is the one writer of the graph's one partition, so what it read or wrote
     stays true until the partition leaves this worker: the cache is dropped whenever the consumer
     group's generation changes (a rebalance, which may have moved the partition away and back)
-    and when it holds ``limit`` keys. Writes go through to the table (changelog, store)."""
+    and when it holds ``limit`` keys. Writes are kept (``dirty``) until the stage writes them to
+    the table, once per batch (``streams.stage.write_table``: store and changelog)."""
 
     def __init__(self, table, generation, limit: int = 500_000):
         self.table, self.generation, self.limit = table, generation, limit
         self.values: dict = {}
+        self.dirty: dict = {}
         self.seen_generation = None
+
+    def take_dirty(self) -> dict:
+        dirty, self.dirty = self.dirty, {}
+        return dirty
 
     def check(self) -> None:
         """Call at the start of every batch."""
@@ -113,8 +119,8 @@ class GraphCache:
         return value
 
     def __setitem__(self, key, value) -> None:
-        self.table[key] = value
         self.values[key] = value
+        self.dirty[key] = value
 
 
 def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
@@ -123,7 +129,10 @@ def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
 
 
 def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: IdentityGraph):
+    """The stage's agent; ``graph`` works on a ``GraphCache`` of the graph table."""
     names = topo.names
+    cache = graph.store
+    assert isinstance(cache, GraphCache), "the identity stage writes the graph through its GraphCache"
     contacts_table = topo.contacts_table
     assert contacts_table is not None, "the identity stage needs its tables"
     resolved = ResolvedValues(codec, names.resolved)
@@ -160,7 +169,7 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
 
     def process(events: list, out: Outputs) -> None:
         pending: dict[str, bytes] = {}  # the batch's new contacts (event id -> bytes), written at its end
-        with writing_for(names.graph, 0), graph.batch():
+        with graph.batch():
             for event in events:
                 msg = event.message
                 headers = dict(msg.headers or [])
@@ -188,13 +197,13 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
                 send_resolved(out, value, change.customer_id, eid, msg.offset)
                 log.info("contact_resolved", event_id=eid, customer_id=change.customer_id,
                          offset=msg.offset, duplicate=change.duplicate)
-            for eid, raw in pending.items():
-                contacts_table[eid] = base64.b64encode(raw).decode()
+        write_table(out, cache.table, cache.take_dirty(), names.graph, 0)
+        write_table(out, contacts_table, {eid: base64.b64encode(raw).decode() for eid, raw in pending.items()},
+                    names.graph, 0)
 
     async def identity(stream: faust.StreamT) -> None:
         async for events in ctx.batches(stream, "identity"):
-            if isinstance(graph.store, GraphCache):
-                graph.store.check()
+            cache.check()
             out = Outputs()
             process(events, out)
             await ctx.produce(out)

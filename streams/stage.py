@@ -10,6 +10,7 @@ batch (at-least-once; every output is the same for a redelivered input).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import weakref
 from collections.abc import Iterator
@@ -18,7 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import orjson
+from faust.stores.base import SerializedStore
 from faust.streams import _current_event  # the record a table write belongs to (its partition)
+from faust.types import TP
 
 from threadline import metrics
 from threadline.dlq import dlq_headers
@@ -64,12 +68,45 @@ def writing_for(topic: str, partition: int) -> Iterator[None]:
 
 @dataclass
 class Outputs:
-    """A batch's records to produce, in order: (topic, key, value, headers)."""
+    """A batch's records to produce, in order: (topic, key, value, headers, partition), and the
+    changelog records of its table writes, produced first (``write_table``)."""
 
-    records: list[tuple[str, bytes, bytes, dict[str, str] | None]] = field(default_factory=list)
+    records: list[tuple[str, bytes, bytes, dict[str, str] | None, int | None]] = field(default_factory=list)
+    changelog: list[tuple[Any, int, bytes, bytes]] = field(default_factory=list)  # (table, partition, key, value)
 
     def add(self, topic: str, key: bytes, value: bytes, headers: dict[str, str] | None = None) -> None:
-        self.records.append((topic, key, value, headers))
+        self.records.append((topic, key, value, headers, None))
+
+
+def write_table(out: Outputs, table: Any, items: dict, source_topic: str, partition: int) -> None:
+    """A batch's changed keys of a faust table, each written once: into the table's store as faust
+    writes it (RocksDB: the JSON bytes, serialized once here; memory: the value), and as changelog
+    records on ``partition`` that ``StageContext.produce`` sends before the batch's outputs. This is
+    ``Table.__setitem__`` without its per-record changelog machinery: the same keys and values on
+    the same changelog partition, so faust's recovery reads them as its own; the store's persisted
+    changelog offset is set once per batch, when the last record is acknowledged."""
+    if not items:
+        return
+    store = table.data
+    serialized = isinstance(store, SerializedStore)
+    with writing_for(source_topic, partition):
+        for key, value in items.items():
+            kb, vb = orjson.dumps(key), orjson.dumps(value)
+            if serialized:
+                store._set(kb, vb)
+            else:
+                store[key] = value
+            out.changelog.append((table, partition, kb, vb))
+
+
+def _persist_offset(table: Any):
+    def done(fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # not acknowledged: the store keeps the offset it had; recovery reads from there
+        meta = fut.result()
+        table.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)
+
+    return done
 
 
 class StageContext:
@@ -88,8 +125,14 @@ class StageContext:
         commits the inputs' offsets)."""
         send = self.app.producer.send
         counts: dict[str, int] = {}
-        for topic, key, value, headers in outputs.records:
-            await send(topic, key, value, None, None, header_list(headers))
+        last: dict[tuple[Any, int], asyncio.Future] = {}
+        for table, partition, kb, vb in outputs.changelog:
+            last[(table, partition)] = await send(table.changelog_topic.get_topic_name(), kb, vb, partition, None, [])
+        for (table, partition), fut in last.items():
+            fut.add_done_callback(_persist_offset(table))
+        outputs.changelog.clear()
+        for topic, key, value, headers, partition in outputs.records:
+            await send(topic, key, value, partition, None, header_list(headers))
             counts[topic] = counts.get(topic, 0) + 1
         for topic, n in counts.items():
             self.produced(topic).inc(n)

@@ -92,8 +92,18 @@ class _Codec:
         return repr(record).encode()
 
 
+class _Table(dict):
+    """A faust table as the stage writes it: ``data`` (a memory store) and its changelog topic."""
+
+    changelog_topic = SimpleNamespace(get_topic_name=lambda: "t.conversations-changelog")
+
+    @property
+    def data(self):
+        return self
+
+
 def _stage(rules: StitchRules) -> tuple[ConversationsStage, dict]:
-    table: dict = {}
+    table = _Table()
     names = StreamTopics.prefixed("t")
     topo = SimpleNamespace(names=names, conv_table=table)
     scheduler = ClockScheduler(lateness_ms=0, idle_seconds=3600.0)
@@ -118,6 +128,7 @@ def test_a_due_clock_is_advanced_in_the_stage_and_its_events_go_to_conversations
     assert stage.tick({4}, now_ms=0, mono=0.0, out=out) == 1
     topics = {r[0] for r in out.records}
     assert topics == {stage.names.conversations}
+    assert [(p, k) for _t, p, k, _v in out.changelog] == [(4, b'"cust"')]  # the state, once, on its partition
     assert table["cust"] is not state and table["cust"]["wm"] == due + 1 and table["cust"]["p"] == 4
     assert any(b"sla_breached" in r[2] or b"resolved" in r[2] for r in out.records)
     again = Outputs()

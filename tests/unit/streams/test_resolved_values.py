@@ -73,7 +73,7 @@ class CountingTable(dict):
         super().__setitem__(key, value)
 
 
-def test_the_graph_cache_reads_each_key_once_misses_included_and_writes_through():
+def test_the_graph_cache_reads_each_key_once_misses_included_and_keeps_writes_for_the_batch():
     from streams.identity_stage import GraphCache
 
     table, gen = CountingTable(), [1]
@@ -82,7 +82,8 @@ def test_the_graph_cache_reads_each_key_once_misses_included_and_writes_through(
     assert cache.get("n:a") is None and cache.get("n:a") is None
     assert table.reads == 1
     cache["n:a"] = {"x": 1}
-    assert dict.get(table, "n:a") == {"x": 1} and cache["n:a"] == {"x": 1} and table.reads == 1
+    assert cache["n:a"] == {"x": 1} and table.reads == 1
+    assert "n:a" not in table and cache.take_dirty() == {"n:a": {"x": 1}} and cache.take_dirty() == {}
     dict.__setitem__(table, "n:b", {"y": 2})  # written elsewhere while the partition was away
     cache.check()
     assert cache.get("n:b") == {"y": 2}  # not cached yet: read from the table
@@ -109,4 +110,5 @@ def test_the_identity_graph_over_the_cache_gives_what_it_gives_over_a_dict(full_
         got = [cached.observe(c) for c in contacts]
     want = [plain.observe(c) for c in contacts]
     assert [(g.customer_id, g.events, g.rekeyed) for g in got] == [(w.customer_id, w.events, w.rekeyed) for w in want]
+    table.update(cache.take_dirty())
     assert dict(table) == plain.store

@@ -73,3 +73,17 @@ def test_the_worker_is_not_ready_until_its_own_consumer_has_joined_the_group(app
     app.rebalancing = True
     with pytest.raises(RuntimeError, match="rebalancing"):
         probe()
+
+
+def test_table_writes_of_a_batch_are_the_bytes_faust_itself_writes_and_reads(app):
+    """streams.stage.write_table serializes keys and values once, for the store and the changelog:
+    they must be what the tables' own serializers give and read back (faust's recovery reads them)."""
+    import orjson
+
+    table = app.tables["conversations"]
+    key, value = "cust-1", {"customer_id": "cust-1", "wm": 1_795_000_000_000, "contacts": [["e", 1, 2.5, None]],
+                            "pub": {"c": {"st": "open"}}, "p": 3}
+    kb, vb = orjson.dumps(key), orjson.dumps(value)
+    assert kb == app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
+    assert app.serializers.loads_value(table.value_type, vb, serializer=table.value_serializer) == value
+    assert app.serializers.loads_key(table.key_type, kb, serializer=table.key_serializer) == key
