@@ -37,7 +37,7 @@ COMPONENT = "worker"  # the ``component`` label of the worker's metrics
 # whatever the failure of that one record, the partition moves on and the worker keeps running.
 DECODE_ERRORS = (FatalError, ValueError, KeyError, TypeError, AttributeError, IndexError)
 BATCH_MAX = 1000     # records per batch at most
-BATCH_WITHIN = 0.05  # seconds a stage waits for a batch to fill before it processes what it has
+BATCH_WITHIN = 0.01  # seconds a stage waits for a batch to fill before it processes what it has
 
 
 @dataclass(frozen=True)
