@@ -57,7 +57,7 @@ def copy_aiokafka(settings, src: str, dst: str, events: int, timeout: float = 30
             while not consumer.assignment():
                 await consumer.getmany(timeout_ms=100)
             count = size = 0
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             consumer.resume(*consumer.assignment())
             futures = []
             while count < events:
@@ -68,7 +68,7 @@ def copy_aiokafka(settings, src: str, dst: str, events: int, timeout: float = 30
                     count += len(records)
             await producer.flush()
             await asyncio.gather(*futures)
-            return Rate(count, time.perf_counter() - t0, size)
+            return Rate(count, time.perf_counter() - t0, size, cpu_seconds=time.process_time() - c0)
         finally:
             await consumer.stop()
             await producer.stop()
@@ -126,7 +126,27 @@ def _last_timestamp(consumer, topic: str) -> int:
     return last
 
 
-def run_pipeline(ctx: BenchContext, workers: int, label: str) -> tuple[Rate, StreamTopics]:
+def _tree_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) of these processes and their children so far."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in (proc, *proc.children(recursive=True)):
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.NoSuchProcess:  # gone meanwhile: its CPU is not counted
+            continue
+    return total
+
+
+def run_pipeline(ctx: BenchContext, workers: int, label: str, *, stages: str = "route,identity,conversations",
+                 source: str = "contacts") -> tuple[Rate, StreamTopics]:
+    """``workers`` worker processes running ``stages``; the batch is produced to the ``source``
+    topic (``contacts``: the whole pipeline; ``graph``: the identity stage alone, records as the
+    route stage forwards them). Rate.cpu_seconds: the workers' CPU in the timed window."""
     from threadline.topics import admin_client
 
     s, n = ctx.settings, ctx.events
@@ -144,23 +164,32 @@ def run_pipeline(ctx: BenchContext, workers: int, label: str) -> tuple[Rate, Str
         for i in range(workers):
             log = open(s.state_dir / "logs" / f"{app_id}-{i}.log", "ab")
             procs.append(subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "worker", "--app-id", app_id,
-                                           "--topic-prefix", prefix], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           "--topic-prefix", prefix, "--stages", stages], env=env, stdout=log, stderr=subprocess.STDOUT,
                                           cwd=REPO, start_new_session=True))
         deadline = time.monotonic() + 120
         while not _group_stable(admin, app_id, workers):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"{workers} stream worker(s) did not join group {app_id}")
             time.sleep(0.3)
-        produce_kafka_python(s, topics.contacts, ctx.batch.values[:n], ctx.batch.keys[:n])
+        pids = [p.pid for p in procs]
+        cpu0 = _tree_cpu(pids)
+        if source == "graph":  # as the route stage forwards them: the same bytes, one partition
+            produce_kafka_python(s, topics.graph, ctx.batch.values[:n], ctx.batch.keys[:n],
+                                 headers=[("kind", b"contact")])
+            done = [topics.graph]
+        else:
+            produce_kafka_python(s, topics.contacts, ctx.batch.values[:n], ctx.batch.keys[:n])
+            done = [topics.contacts, topics.resolved]
         deadline = time.monotonic() + PIPELINE_TIMEOUT
-        while not (_committed_all(admin, consumer, app_id, topics.contacts, n)
-                   and _committed_all(admin, consumer, app_id, topics.resolved, n)):
+        while not all(_committed_all(admin, consumer, app_id, t, n) for t in done):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"the pipeline did not process {n} contacts within {PIPELINE_TIMEOUT:.0f} s")
             time.sleep(0.5)
+        cpu = _tree_cpu(pids) - cpu0
         t0 = _first_timestamp(consumer, topics.graph)
-        t1 = _last_timestamp(consumer, topics.conversations)
-        return Rate(n, (t1 - t0) / 1000, ctx.batch.payload_bytes * n // len(ctx.batch.values)), topics
+        t1 = _last_timestamp(consumer, topics.resolved if source == "graph" else topics.conversations)
+        return Rate(n, (t1 - t0) / 1000, ctx.batch.payload_bytes * n // len(ctx.batch.values),
+                    cpu_seconds=cpu), topics
     finally:
         consumer.close()
         for p in procs:
@@ -170,6 +199,40 @@ def run_pipeline(ctx: BenchContext, workers: int, label: str) -> tuple[Rate, Str
         except Exception as exc:  # cleanup: report, never mask the run's own failure
             ctx.console.print(f"[yellow]warning:[/] could not delete {prefix}.* topics: {exc}")
         admin.close()
+
+
+def identity_plain(ctx: BenchContext) -> Rate:
+    """``IdentityGraph.observe`` on a plain dict, in this process, over the decoded batch (the
+    rules alone: no Kafka, no table, no codec)."""
+    from schemas.codec import make_codec
+    from streams.identity import IdentityGraph
+    from streams.rules import rules_from_env
+
+    codec = make_codec(ctx.settings)
+    records = [codec.decode(v).record for v in ctx.batch.values[:ctx.events]]
+    graph = IdentityGraph({}, rules_from_env().identity)
+    t0, c0 = time.perf_counter(), time.process_time()
+    for r in records:
+        graph.observe(r)
+    return Rate(len(records), time.perf_counter() - t0, ctx.batch.payload_bytes * len(records) // len(ctx.batch.values),
+                cpu_seconds=time.process_time() - c0)
+
+
+def identity_suite(ctx: BenchContext) -> list[Section]:
+    """The identity stage alone: the graph's single writer is the ceiling of the whole pipeline."""
+    plain = identity_plain(ctx)
+    with ctx.console.status("identity stage alone, one worker ..."):
+        stage, _ = run_pipeline(ctx, 1, "identity1", stages="identity", source="graph")
+    ctx.rates["streams.identity-stage"], ctx.rates["streams.identity-plain"] = stage, plain
+    return [Section("Stream processors: the identity stage alone", RATE_COLUMNS, [
+        rate_row("IdentityGraph.observe on a dict (rules only)", plain),
+        rate_row("identity stage in `threadline worker --stages identity`", stage, plain),
+    ], text=["The bench batch written to the identity graph topic as the route stage forwards it, processed "
+             "by one worker running only the identity stage (decode, graph, tables with changelogs, "
+             "contacts.resolved.v1 and identities.v1 written); timed from the first graph record to the last "
+             "resolved contact. Beside it the graph's rules alone on a dict, in the bench process."],
+        notes=["ratio: the stage's contacts/s ÷ the rules' contacts/s on a dict.",
+               "CPU µs/event: the worker process's CPU (user + system) ÷ contacts; for the dict, this process's."])]
 
 
 def streams_suite(ctx: BenchContext) -> list[Section]:
@@ -197,7 +260,8 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
         rate_row("aiokafka consume + produce (baseline)", base),
         rate_row("threadline worker ×1", one, base),
         rate_row("threadline worker ×2", two, base),
-    ], text=["The bench batch of contacts through `threadline worker` (route → identity graph → "
+    ], text=["CPU µs/event of a worker row: the worker processes' CPU (user + system, summed) ÷ contacts; of the "
+             "baseline: the bench process's CPU.", "The bench batch of contacts through `threadline worker` (route → identity graph → "
              "contacts.resolved → conversations, SLA clocks and tables with changelogs), each contact "
              "decoded twice and encoded at least twice with the project's codec; workers are separate "
              "processes on this machine, logging at WARNING. Baseline: the same records copied topic to "

@@ -12,15 +12,20 @@ identity_app = typer.Typer(no_args_is_help=True, help="The identity graph.")
 
 
 def worker(app_id: str = typer.Option("threadline-streams", help="faust app id (consumer group)"),
-           topic_prefix: str = typer.Option("", help="read and write <prefix>.<topic> instead of the catalog's")):
+           topic_prefix: str = typer.Option("", help="read and write <prefix>.<topic> instead of the catalog's"),
+           stages: str = typer.Option("route,identity,conversations",
+                                      help="the stages this worker runs (comma-separated); the bench runs one alone")):
     """The stream processors (faust worker): identity, conversations, SLA clocks."""
-    from streams.app import StreamTopics, run_worker
+    from streams.app import STAGES, StreamTopics, run_worker
     from threadline.process import claim
 
+    chosen = tuple(x.strip() for x in stages.split(",") if x.strip())
+    if not chosen or set(chosen) - set(STAGES):
+        fail(f"--stages takes a comma-separated subset of {', '.join(STAGES)}", 2)
     s = load_settings()
     claim(s, "worker")  # threadline stop / down find it, however it was started
     topics = StreamTopics.prefixed(topic_prefix) if topic_prefix else StreamTopics()
-    run_worker(s, app_id=app_id, topics=topics)
+    run_worker(s, app_id=app_id, topics=topics, stages=chosen)
 
 
 @identity_app.command("unlink")

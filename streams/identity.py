@@ -58,7 +58,8 @@ that form is written back in the named form the next time it changes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -293,6 +294,22 @@ class IdentityGraph:
         self.store = store
         self._db = _Buffered(store)
         self.rules = rules or IdentityRules()
+        self._holding = False
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Keep the writes of every contact and command inside until the end, then write each
+        changed record once (a batch's changelog gets one record per changed key)."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            self._db.flush()
+
+    def _flush(self) -> None:
+        if not self._holding:
+            self._db.flush()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -330,7 +347,7 @@ class IdentityGraph:
         try:
             return self._observe(contact)
         finally:
-            self._db.flush()
+            self._flush()
 
     def _observe(self, contact: dict) -> Change:
         eid = contact["event_id"]
@@ -367,7 +384,7 @@ class IdentityGraph:
         try:
             return self._unlink(a, b, command_id, at_ms)
         finally:
-            self._db.flush()
+            self._flush()
 
     def _unlink(self, a: str, b: str, command_id: str, at_ms: int) -> Change:
         if a == b:

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
 from projectors.cli import process_probes
-from streams.app import loop_liveness
+from streams.worker import loop_liveness
 from threadline import metrics, ops
 from threadline.errors import ConfigError
 from threadline.process import free_port

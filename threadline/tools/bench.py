@@ -37,7 +37,7 @@ from rich.console import Console
 
 from connectors.bench import connectors_suite
 from projectors.bench import projection_rebuild_suite
-from streams.bench import streams_suite
+from streams.bench import identity_suite, streams_suite
 from threadline.benchkit import (
     BASELINE_CONSUME_AIO,
     BASELINE_CONSUME_KP,
@@ -424,7 +424,34 @@ SUITES: list[Callable[[BenchContext], list[Section]]] = [
     projection_rebuild_suite,  # projection rebuild rate against the COPY baseline (projectors/bench.py)
     freshness_suite,           # gateway ack → read API latency, every component a process (tools/freshness.py)
     streams_suite,             # identity + stitching contacts/s, one and two workers (streams/bench.py)
+    identity_suite,            # the identity stage alone against its rules on a dict (streams/bench.py)
 ]
+SUITE_NAMES: dict[str, Callable[[BenchContext], list[Section]]] = {
+    "codec": codec_suite, "raw": raw_clients_suite, "connectors": connectors_suite,
+    "projection": projection_rebuild_suite, "freshness": freshness_suite, "streams": streams_suite,
+    "identity": identity_suite,
+}
+
+
+def merge_report(path: Path, machine: dict[str, str], sections: Sequence[Section]) -> Path:
+    """Write a partial run (``--only``) into an existing report: its sections replace those of the
+    same title, the others stay as they were, and the machine section says which were measured now."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    chunks = old.split("\n## ")
+    kept: dict[str, str] = {}
+    for chunk in chunks[1:]:
+        title = chunk.split("\n", 1)[0].strip()
+        kept[title] = "## " + chunk.rstrip() + "\n"
+    fresh = {s.title: s.markdown() for s in sections}
+    machine = {**machine, "sections measured in this run": ", ".join(fresh) + " (the others: earlier runs, "
+                                                                           "their own dates in git history)"}
+    skip = {"How to read this", "Machine"}
+    order = [t for t in kept if t not in skip] + [t for t in fresh if t not in kept]
+    body = [fresh.get(t) or kept[t] for t in order]
+    write_report(path, machine, [])
+    path.write_text(path.read_text().rstrip() + "\n\n" + "\n".join(b.rstrip() + "\n" for b in body))
+    return path
 
 
 def prepare_batch(settings: Settings, events: int, warmup: int, console: Console) -> tuple[EventBatch, Rate, Rate]:
@@ -442,7 +469,8 @@ def prepare_batch(settings: Settings, events: int, warmup: int, console: Console
 
 def run_bench(settings: Settings, *, events: int = 20000, out: Path = Path("docs/benchmarks.md"),
               console: Console | None = None, warmup: int = DEFAULT_WARMUP,
-              suites: Sequence[Callable[[BenchContext], list[Section]]] | None = None) -> Path:
+              suites: Sequence[Callable[[BenchContext], list[Section]]] | None = None,
+              partial: bool = False) -> Path:
     """Bring the stack up, run every suite, print the tables and write the report to ``out``."""
     from threadline.tools import stack
 
@@ -470,7 +498,7 @@ def run_bench(settings: Settings, *, events: int = 20000, out: Path = Path("docs
                 console.print(f"[dim]  {note}[/]")
     machine["load average at end (1, 5, 15 min)"] = (", ".join(f"{x:.2f}" for x in os.getloadavg())
                                                      if hasattr(os, "getloadavg") else "n/a")
-    path = write_report(out, machine, sections)
+    path = merge_report(out, machine, sections) if partial else write_report(out, machine, sections)
     console.print(f"report written to [bold]{path}[/]")
     return path
 

@@ -8,7 +8,7 @@ import logging
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.app import FAUST_CONSUMER_LOGGER, IdleStreamNotice
+from streams.worker import FAUST_CONSUMER_LOGGER, IdleStreamNotice
 
 
 @pytest.fixture

@@ -34,6 +34,16 @@ def test_every_table_changelog_has_the_partitions_of_its_source(app):
         assert table.partitions == source[name].partitions == catalog.by_name(changelog[name]).partitions
 
 
+@pytest.mark.parametrize("stages, tables", [
+    (("identity",), {"identity-graph", "identity-contacts"}),
+    (("route", "conversations"), {"conversations"}),
+])
+def test_a_worker_declares_only_the_tables_of_the_stages_it_runs(tmp_path, stages, tables):
+    app = create_app(Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT), app_id="wiring-stages", stages=stages)
+    assert set(app.tables) == tables
+    assert {a.split(".")[-1] for a in app.agents} == set(stages)
+
+
 def test_prefixed_topics_keep_their_shape_under_a_prefix():
     prefixed = StreamTopics.prefixed("t1")
     assert prefixed.contacts == "t1.contacts.v1"
@@ -53,7 +63,7 @@ class _RunningLoop:
 
 
 def test_the_worker_is_not_ready_until_its_own_consumer_has_joined_the_group(app):
-    from streams.app import streams_running
+    from streams.worker import streams_running
 
     probe = streams_running(app, _RunningLoop())
     with pytest.raises(RuntimeError, match="has not joined group wiring-test"):
@@ -63,3 +73,17 @@ def test_the_worker_is_not_ready_until_its_own_consumer_has_joined_the_group(app
     app.rebalancing = True
     with pytest.raises(RuntimeError, match="rebalancing"):
         probe()
+
+
+def test_table_writes_of_a_batch_are_the_bytes_faust_itself_writes_and_reads(app):
+    """streams.stage.write_table serializes keys and values once, for the store and the changelog:
+    they must be what the tables' own serializers give and read back (faust's recovery reads them)."""
+    import orjson
+
+    table = app.tables["conversations"]
+    key, value = "cust-1", {"customer_id": "cust-1", "wm": 1_795_000_000_000, "contacts": [["e", 1, 2.5, None]],
+                            "pub": {"c": {"st": "open"}}, "p": 3}
+    kb, vb = orjson.dumps(key), orjson.dumps(value)
+    assert kb == app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
+    assert app.serializers.loads_value(table.value_type, vb, serializer=table.value_serializer) == value
+    assert app.serializers.loads_key(table.key_type, kb, serializer=table.key_serializer) == key

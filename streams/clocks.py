@@ -1,0 +1,88 @@
+"""Which customers' clocks are due: watermarks per partition and a due index (pure, no I/O).
+
+The conversations stage owns one ``ClockScheduler``. It tells the scheduler what it saw (a
+record's event time on a partition, a customer's next deadline after a change) and asks it,
+between batches, which customers must be advanced to which watermark.
+
+* A partition's watermark is the latest event time seen on it, less the allowed lateness
+  (``THREADLINE_SLA_TIMER_GRACE_SECONDS``). While the partition is idle (no record for
+  ``THREADLINE_STREAMS_IDLE_SECONDS``) it follows the wall clock instead, so clocks fall due on a
+  quiet partition too.
+* A customer is due when its next deadline (a clock's due time, a conversation's window end) is
+  behind its partition's watermark and the worker owns that partition. It is handed out once per
+  deadline: the stage advances it and reports its new deadline (``remember``).
+* Partitions newly assigned (a rebalance, a restart) are indexed from the recovered states: their
+  customers' deadlines and the watermarks the states carry.
+
+Time comes in as arguments (``now_ms`` wall clock, ``mono`` monotonic seconds), so the tests
+drive it without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ClockScheduler:
+    lateness_ms: int
+    idle_seconds: float
+    watermarks: dict[int, int] = field(default_factory=dict)     # partition -> watermark (ms, event time)
+    idle_since: dict[int, float] = field(default_factory=dict)   # partition -> monotonic time of its last record
+    due_index: dict[str, tuple[int, int]] = field(default_factory=dict)  # customer -> (next deadline ms, partition)
+    ticked: dict[str, int] = field(default_factory=dict)         # customer -> the deadline it was handed out for
+    indexed_for: set[int] = field(default_factory=set)           # partitions whose customers are indexed
+
+    def see(self, partition: int, event_ms: int | None, mono: float) -> int | None:
+        """A record arrived on ``partition`` (``event_ms``: its event time, None for a command):
+        the partition's watermark after it."""
+        self.idle_since[partition] = mono
+        if event_ms is not None:
+            wm = event_ms - self.lateness_ms
+            if wm > self.watermarks.get(partition, wm - 1):
+                self.watermarks[partition] = wm
+        return self.watermarks.get(partition)
+
+    def watermark(self, partition: int) -> int | None:
+        return self.watermarks.get(partition)
+
+    def remember(self, customer_id: str, deadline: int | None, partition: int) -> None:
+        """A customer's next deadline after a change (None: nothing can fall due)."""
+        if deadline is None:
+            self.due_index.pop(customer_id, None)
+            self.ticked.pop(customer_id, None)
+        else:
+            self.due_index[customer_id] = (deadline, partition)
+
+    def index(self, active: set[int], states: Callable[[], Iterable[tuple[str, dict]]],
+              deadline_of: Callable[[dict], int | None]) -> None:
+        """Index the customers of partitions assigned since the last call (``states``: every
+        (customer, state) of the table, read only when there are such partitions); forget the
+        partitions given away."""
+        fresh = active - self.indexed_for
+        if fresh:
+            for cid, state in states():
+                if isinstance(state, dict) and state.get("p") in fresh:
+                    self.remember(cid, deadline_of(state), state["p"])
+                    if state.get("wm") is not None:
+                        p = state["p"]
+                        self.watermarks[p] = max(self.watermarks.get(p, state["wm"]), state["wm"])
+        self.indexed_for = set(active)
+
+    def due(self, active: set[int], now_ms: int, mono: float) -> list[tuple[str, int, int]]:
+        """(customer, watermark, partition) of every customer of an owned partition whose deadline
+        the watermark passed and that was not handed out for that deadline yet; idle partitions'
+        watermarks follow the wall clock first."""
+        for p in active:
+            if mono - self.idle_since.get(p, 0.0) >= self.idle_seconds:
+                wall = now_ms - self.lateness_ms
+                if wall > self.watermarks.get(p, wall - 1):
+                    self.watermarks[p] = wall
+        out = []
+        for cid, (deadline, partition) in self.due_index.items():
+            wm = self.watermarks.get(partition)
+            if wm is not None and deadline < wm and partition in active and self.ticked.get(cid) != deadline:
+                self.ticked[cid] = deadline
+                out.append((cid, wm, partition))
+        return sorted(out)

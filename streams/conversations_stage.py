@@ -1,0 +1,152 @@
+"""The conversations stage: contacts.resolved.v1 + the commands topic → conversations.v1, keyed by
+customer_id (each customer's state has one writer, the owner of its partition).
+
+A batch at a time: each customer's state is read once, every record of the batch applied to it in
+order (``Stitcher``: the pure, event-time rules), written once, and the events of the difference
+produced in order. SLA clocks are advanced inside the stage: a timer asks the pure
+``ClockScheduler`` which customers are due and advances them here, under the same lock as the
+batches, so a customer's state changes in one place, in order, with its changelog (a tick no
+longer round-trips through the commands topic; a ``tick`` command still on the topic from an
+earlier version is applied as before).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import faust
+
+import schemas
+from schemas.codec import Codec
+from streams.clocks import ClockScheduler
+from streams.conversations import Stitcher
+from streams.identity import to_millis
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, write_table
+from streams.topology import Topology
+from threadline import metrics
+
+
+class ConversationsStage:
+    def __init__(self, ctx: StageContext, codec: Codec, topo: Topology, stitcher: Stitcher,
+                 scheduler: ClockScheduler):
+        self.ctx, self.codec, self.topo, self.stitcher, self.clocks = ctx, codec, topo, stitcher, scheduler
+        self.names = topo.names
+        assert topo.conv_table is not None, "the conversations stage needs its table"
+        self.table = topo.conv_table
+        self.lock = asyncio.Lock()
+        self.sla_events = metrics.Labelled(metrics.SLA)
+
+    # -- one batch --------------------------------------------------------------------------
+
+    def _step(self, event: Any, states: dict[str, dict | None], mono: float
+              ) -> tuple[str, dict | None, dict | None, list[dict], str | None] | None:
+        """One record: (customer, state before, state after, events, contact id), or None when it
+        changes nothing. Raises DECODE_ERRORS for a record the rules cannot process."""
+        msg = event.message
+        cid = event.key.decode() if event.key else ""
+        stitcher = self.stitcher
+
+        def state_of(c: str) -> dict | None:
+            return states[c] if c in states else self.table.get(c)
+
+        if msg.topic == self.names.commands:
+            cmd = json.loads(event.value)
+            wm = self.clocks.see(msg.partition, None, mono)
+            state = state_of(cid)
+            if cmd["type"] == "moved":
+                new, events = stitcher.remove(state, list(cmd["event_ids"]), cmd["to"], gen=int(cmd["gen"]), wm=wm)
+                new["customer_id"] = cid
+            elif cmd["type"] == "tick" and state is not None:  # written by an earlier version
+                new, events = stitcher.advance(state, int(cmd["wm"]))
+            else:  # "retire" of earlier versions: the moved contacts' commands do its work now
+                return None
+            return cid, state, new, events, None
+        record = self.codec.decode(event.value).record
+        headers = dict(msg.headers or [])
+        if not record.get("customer_id"):
+            raise ValueError("a resolved contact without customer_id")
+        cid = record["customer_id"]
+        state = state_of(cid)
+        wm = self.clocks.see(msg.partition, to_millis(record["occurred_at"]), mono)
+        gen = int(headers.get("gen", b"0") or 0)
+        new, events = stitcher.apply(state, record, wm=wm, gen=gen)
+        return cid, state, new, events, record["event_id"]
+
+    def _publish(self, out: Outputs, cid: str, events: list[dict], contact_id: str | None, partition: int,
+                 offset: int | None) -> None:
+        for e in events:
+            out.add(self.names.conversations, cid.encode(),
+                    self.codec.encode(self.names.conversations, schemas.CONVERSATION_EVENT, e),
+                    {"event_id": e["event_id"]})
+            if e["event_type"] in metrics.SLA_EVENTS:
+                self.sla_events(metrics.SLA_EVENTS[e["event_type"]], e["channel"] or "other").inc()
+            log.info("conversation_" + e["event_type"], event_id=e["event_id"], customer_id=cid,
+                     contact_event_id=contact_id, version=e["version"], partition=partition, offset=offset)
+
+    def process(self, events: list, out: Outputs) -> None:
+        """Apply a batch; each changed state written once, at the end, for its partition."""
+        states: dict[str, dict | None] = {}
+        changed: dict[str, int] = {}  # customer -> partition of its state
+        mono = time.monotonic()
+        for event in events:
+            msg = event.message
+            try:
+                step = self._step(event, states, mono)
+            except DECODE_ERRORS as exc:
+                self.ctx.to_dlq(out, event, f"{type(exc).__name__}: {exc}")
+                continue
+            if step is None:
+                continue
+            cid, state, new, evs, contact_id = step
+            if new is not state:
+                new["p"] = msg.partition
+                states[cid] = new
+                changed[cid] = msg.partition
+            self.clocks.remember(cid, self.stitcher.next_deadline(new), msg.partition)
+            self._publish(out, cid, evs, contact_id, msg.partition, msg.offset)
+        self._write(out, states, changed)
+
+    def _write(self, out: Outputs, states: dict[str, dict | None], changed: dict[str, int]) -> None:
+        by_partition: dict[int, dict[str, dict | None]] = {}
+        for cid, p in changed.items():
+            by_partition.setdefault(p, {})[cid] = states[cid]
+        for p, items in sorted(by_partition.items()):
+            write_table(out, self.table, items, self.names.resolved, p)
+
+    async def agent(self, stream: faust.StreamT) -> None:
+        async for events in self.ctx.batches(stream, "conversations"):
+            out = Outputs()
+            async with self.lock:
+                self.process(events, out)
+                await self.ctx.produce(out)
+
+    # -- the clocks -------------------------------------------------------------------------
+
+    def tick(self, active: set[int], now_ms: int, mono: float, out: Outputs) -> int:
+        """Advance every due customer of the partitions in ``active`` to its partition's watermark;
+        the number advanced."""
+        self.clocks.index(active, lambda: list(self.table.items()), self.stitcher.next_deadline)
+        due = self.clocks.due(active, now_ms, mono)
+        states: dict[str, dict | None] = {}
+        changed: dict[str, int] = {}
+        for cid, wm, partition in due:
+            state = self.table.get(cid)
+            if state is None:
+                continue
+            new, events = self.stitcher.advance(state, wm)
+            if new is not state:
+                new["p"] = partition
+                states[cid], changed[cid] = new, partition
+            self.clocks.remember(cid, self.stitcher.next_deadline(new), partition)
+            self._publish(out, cid, events, None, partition, None)
+        self._write(out, states, changed)
+        return len(due)
+
+    async def on_timer(self, active: set[int]) -> None:
+        out = Outputs()
+        async with self.lock:
+            self.tick(active, int(time.time() * 1000), time.monotonic(), out)
+            await self.ctx.produce(out)

@@ -1,0 +1,136 @@
+"""streams/clocks.py (the pure clock scheduler) and the conversations stage's tick dispatch:
+which customers are due, handed out once per deadline, idle partitions on the wall clock,
+partitions indexed when assigned; a due customer advanced in the stage, no command round trip."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from streams.clocks import ClockScheduler
+from streams.conversations import Stitcher
+from streams.conversations_stage import ConversationsStage
+from streams.rules import StitchRules
+from streams.stage import Outputs
+from streams.topology import StreamTopics
+
+MIN = 60_000
+
+
+def sched(**kw) -> ClockScheduler:
+    return ClockScheduler(lateness_ms=kw.get("lateness", 1000), idle_seconds=kw.get("idle", 10.0))
+
+
+def test_a_partitions_watermark_is_its_latest_event_time_less_the_lateness_and_never_goes_back():
+    s = sched(lateness=1000)
+    assert s.see(0, 10_000, mono=1.0) == 9_000
+    assert s.see(0, 5_000, mono=2.0) == 9_000  # a late record does not move it back
+    assert s.see(0, None, mono=3.0) == 9_000  # a command carries no event time
+    assert s.watermark(1) is None
+
+
+def test_a_customer_is_due_once_per_deadline_when_its_partitions_watermark_passed_it():
+    s = sched(lateness=0)
+    s.remember("a", 5_000, 0)
+    s.remember("b", 50_000, 0)
+    s.see(0, 4_000, mono=0.0)
+    assert s.due({0}, now_ms=0, mono=0.0) == []
+    s.see(0, 6_000, mono=0.0)
+    assert s.due({0}, now_ms=0, mono=0.0) == [("a", 6_000, 0)]
+    assert s.due({0}, now_ms=0, mono=0.0) == []  # handed out once for that deadline
+    s.remember("a", 5_500, 0)  # the stage advanced it and it has another deadline, also passed
+    assert s.due({0}, now_ms=0, mono=0.0) == [("a", 6_000, 0)]
+    s.remember("a", None, 0)  # nothing left that can fall due
+    assert s.due({0}, now_ms=0, mono=0.0) == []
+
+
+def test_only_customers_of_partitions_this_worker_owns_are_due():
+    s = sched(lateness=0)
+    s.remember("a", 1_000, 3)
+    s.see(3, 9_000, mono=0.0)
+    assert s.due({0, 1}, now_ms=0, mono=0.0) == []
+    assert s.due({3}, now_ms=0, mono=0.0) == [("a", 9_000, 3)]
+
+
+def test_an_idle_partitions_watermark_follows_the_wall_clock_only_after_the_idle_time():
+    s = sched(lateness=1000, idle=10.0)
+    s.remember("a", 100_000, 2)
+    s.see(2, 50_000, mono=100.0)
+    assert s.due({2}, now_ms=500_000, mono=105.0) == []  # not idle long enough: event time rules
+    assert s.watermark(2) == 49_000
+    assert s.due({2}, now_ms=500_000, mono=111.0) == [("a", 499_000, 2)]
+    assert s.watermark(2) == 499_000
+
+
+def test_newly_assigned_partitions_are_indexed_from_the_recovered_states_and_only_once():
+    s = sched(lateness=0)
+    states = {"a": {"p": 1, "deadline": 7_000, "wm": 8_000}, "b": {"p": 2, "deadline": 1_000, "wm": 2_000}}
+    reads = []
+
+    def all_states():
+        reads.append(1)
+        return list(states.items())
+
+    s.index({1}, all_states, lambda st: st["deadline"])
+    assert s.due_index == {"a": (7_000, 1)} and s.watermark(1) == 8_000 and s.watermark(2) is None
+    s.index({1}, all_states, lambda st: st["deadline"])
+    assert len(reads) == 1  # nothing new assigned: the table is not read again
+    assert s.due({1}, now_ms=0, mono=0.0) == [("a", 8_000, 1)]
+    s.index({1, 2}, all_states, lambda st: st["deadline"])  # a rebalance gave it partition 2
+    assert len(reads) == 2 and s.due_index["b"] == (1_000, 2)
+
+
+class _Ctx:
+    def __init__(self):
+        self.dlq = []
+
+    def to_dlq(self, out, event, reason):
+        self.dlq.append(reason)
+
+
+class _Codec:
+    def encode(self, topic, subject, record):
+        return repr(record).encode()
+
+
+class _Table(dict):
+    """A faust table as the stage writes it: ``data`` (a memory store) and its changelog topic."""
+
+    changelog_topic = SimpleNamespace(get_topic_name=lambda: "t.conversations-changelog")
+
+    @property
+    def data(self):
+        return self
+
+
+def _stage(rules: StitchRules) -> tuple[ConversationsStage, dict]:
+    table = _Table()
+    names = StreamTopics.prefixed("t")
+    topo = SimpleNamespace(names=names, conv_table=table)
+    scheduler = ClockScheduler(lateness_ms=0, idle_seconds=3600.0)
+    return ConversationsStage(_Ctx(), _Codec(), topo, Stitcher(rules), scheduler), table
+
+
+def test_a_due_clock_is_advanced_in_the_stage_and_its_events_go_to_conversations_not_to_a_commands_topic():
+    rules = StitchRules()
+    stage, table = _stage(rules)
+    t0 = 1_795_000_000_000
+    contact = {"event_id": "c1", "customer_id": "cust", "occurred_at": t0, "recorded_at": t0, "channel": "chat",
+               "direction": "inbound", "actor": {"role": "customer"}, "event_type": "contact.received",
+               "facts": [], "thread": {}, "metadata": {}}
+    state, _ = stage.stitcher.apply(None, contact, wm=t0)
+    state["p"] = 4
+    table["cust"] = state
+    due = stage.stitcher.next_deadline(state)
+    assert due is not None
+    out = Outputs()
+    assert stage.tick({4}, now_ms=0, mono=0.0, out=out) == 0  # indexed, but no watermark passed it yet
+    stage.clocks.see(4, due + 1, mono=0.0)
+    assert stage.tick({4}, now_ms=0, mono=0.0, out=out) == 1
+    topics = {r[0] for r in out.records}
+    assert topics == {stage.names.conversations}
+    assert [(p, k) for _t, p, k, _v in out.changelog] == [(4, b'"cust"')]  # the state, once, on its partition
+    assert table["cust"] is not state and table["cust"]["wm"] == due + 1 and table["cust"]["p"] == 4
+    assert any(b"sla_breached" in r[2] or b"resolved" in r[2] for r in out.records)
+    again = Outputs()
+    assert stage.tick({4}, now_ms=0, mono=0.0, out=again) == 0  # handed out once for that deadline
+    assert again.records == []

@@ -1,0 +1,114 @@
+"""streams/identity_stage.py ResolvedValues: a contact's bytes forwarded to contacts.resolved.v1
+with the customer id set without re-encoding, byte for byte what encoding the resolved record
+gives, under the resolved topic's own schema id; anything else is encoded the long way."""
+
+from __future__ import annotations
+
+import pytest
+
+import schemas
+from connectors.contact import to_record
+from schemas.codec import ConfluentCodec, SingleObjectCodec
+from streams.identity import resolve
+from streams.identity_stage import ResolvedValues
+
+from ..conftest import RECORDED_AT
+from ..test_codec import FakeRegistry
+
+CID = "0c6f8a52-3f5e-5b7d-8e21-4d9a6b1c2e3f"
+
+
+class CountingCodec:
+    def __init__(self, codec):
+        self.codec, self.encodes = codec, 0
+
+    def encode(self, topic, subject, record):
+        self.encodes += 1
+        return self.codec.encode(topic, subject, record)
+
+    def decode(self, data):
+        return self.codec.decode(data)
+
+
+@pytest.mark.parametrize("make", [lambda: ConfluentCodec(FakeRegistry()), SingleObjectCodec],
+                         ids=["confluent", "single-object"])
+def test_resolved_bytes_are_the_encoding_of_the_resolved_record_and_only_the_first_is_encoded(make, full_contact):
+    codec = CountingCodec(make())
+    values = ResolvedValues(codec, "contacts.resolved.v1")
+    for i in range(5):
+        record = to_record(full_contact.model_copy(update={"provider_id": f"p-{i}", "text": "x" * i}), RECORDED_AT)
+        raw = codec.codec.encode("contacts.v1", schemas.CONTACT, record)
+        decoded = codec.decode(raw).record
+        cid = f"{CID[:-1]}{i}"
+        out = values.value(raw, decoded, cid)
+        assert out == codec.codec.encode("contacts.resolved.v1", schemas.CONTACT, resolve(decoded, cid))
+        assert codec.decode(out).record == resolve(decoded, cid)
+    assert codec.encodes == 1  # one encode the long way (the check of this writer schema), the rest patched
+
+
+def test_a_contact_that_already_has_a_customer_id_is_encoded_the_long_way(full_contact):
+    codec = CountingCodec(SingleObjectCodec())
+    values = ResolvedValues(codec, "contacts.resolved.v1")
+    record = resolve(to_record(full_contact, RECORDED_AT), "someone-else")
+    raw = codec.codec.encode("contacts.v1", schemas.CONTACT, record)
+    out = values.value(raw, codec.decode(raw).record, CID)
+    assert codec.decode(out).record["customer_id"] == CID
+    assert codec.encodes == 1
+
+
+# --- GraphCache: the graph table behind a read cache -------------------------------------------
+
+class CountingTable(dict):
+    def __init__(self):
+        super().__init__()
+        self.reads = 0
+        self.writes = 0
+
+    def get(self, key, default=None):
+        self.reads += 1
+        return super().get(key, default)
+
+    def __setitem__(self, key, value):
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_the_graph_cache_reads_each_key_once_misses_included_and_keeps_writes_for_the_batch():
+    from streams.identity_stage import GraphCache
+
+    table, gen = CountingTable(), [1]
+    cache = GraphCache(table, lambda: gen[0])
+    cache.check()
+    assert cache.get("n:a") is None and cache.get("n:a") is None
+    assert table.reads == 1
+    cache["n:a"] = {"x": 1}
+    assert cache["n:a"] == {"x": 1} and table.reads == 1
+    assert "n:a" not in table and cache.take_dirty() == {"n:a": {"x": 1}} and cache.take_dirty() == {}
+    dict.__setitem__(table, "n:b", {"y": 2})  # written elsewhere while the partition was away
+    cache.check()
+    assert cache.get("n:b") == {"y": 2}  # not cached yet: read from the table
+    gen[0] = 2  # a rebalance: what was cached may be stale
+    dict.__setitem__(table, "n:a", {"x": 9})
+    cache.check()
+    assert cache["n:a"] == {"x": 9}
+
+
+def test_the_identity_graph_over_the_cache_gives_what_it_gives_over_a_dict(full_contact):
+    from streams.identity import IdentityGraph
+    from streams.identity_stage import GraphCache
+
+    contacts = []
+    for i in range(6):
+        c = to_record(full_contact.model_copy(update={"provider_id": f"p-{i}"}), RECORDED_AT)
+        c["identities"] = [dict(x, value=x["value"].replace("@", f"+{i % 3}@")) if x["kind"] == "email" else x
+                           for x in c["identities"]]
+        contacts.append(c)
+    plain, table = IdentityGraph({}), CountingTable()
+    cache = GraphCache(table, lambda: 1)
+    cached = IdentityGraph(cache)
+    with cached.batch():
+        got = [cached.observe(c) for c in contacts]
+    want = [plain.observe(c) for c in contacts]
+    assert [(g.customer_id, g.events, g.rekeyed) for g in got] == [(w.customer_id, w.events, w.rekeyed) for w in want]
+    table.update(cache.take_dirty())
+    assert dict(table) == plain.store
