@@ -4,7 +4,7 @@ misses one.
 Why not kafka-python here: its producer runs a sender thread, every acknowledgment hops from that
 thread to the loop, and with ``enable_idempotence=True`` it wedged after a broker pause of ~40 s
 (79 of 79 later sends never completed; measured, issue 11). aiokafka runs in the gateway's own
-event loop, so a send is a coroutine that ``asyncio.wait_for`` can bound, and a producer whose
+event loop, so a send is a coroutine that ``asyncio.timeout`` can bound, and a producer whose
 connection hangs can be dropped and a fresh one started without restarting the process.
 
 Rules:
@@ -98,15 +98,18 @@ class DeadlineProducer:
             self._starting.release()
 
     async def send(self, topic: str, *, key: bytes | None, value: bytes, headers: dict[str, str] | None = None):
-        """The broker's acknowledgment (RecordMetadata) within ``deadline`` seconds, or KafkaUnavailable."""
+        """The broker's acknowledgment (RecordMetadata) within ``deadline`` seconds, or KafkaUnavailable.
+
+        One ``asyncio.timeout`` over the send and the wait for its acknowledgment, in the caller's
+        task: no task and no timer per step (``asyncio.wait_for`` wraps a coroutine in a task)."""
         until = time.monotonic() + self.deadline
-        producer = await self._current(until)
-        hdrs = [(k, v.encode()) for k, v in (headers or {}).items()]
+        producer = self._producer or await self._current(until)
+        hdrs = [(k, v.encode()) for k, v in headers.items()] if headers else []
         try:
-            delivery = await asyncio.wait_for(producer.send(topic, value=value, key=key, headers=hdrs),
-                                              max(0.01, until - time.monotonic()))
-            return await asyncio.wait_for(delivery, max(0.01, until - time.monotonic()))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(max(0.01, until - time.monotonic())):
+                delivery = await producer.send(topic, value=value, key=key, headers=hdrs)
+                return await delivery
+        except TimeoutError:
             self._drop(producer, f"no acknowledgment within {self.deadline:g} s")
             raise KafkaUnavailable(f"{topic}: not acknowledged within {self.deadline:g} s") from None
         except KafkaError as exc:
