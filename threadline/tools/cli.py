@@ -291,12 +291,17 @@ def demo(external: bool = typer.Option(False, "--external", help="tell the story
 
 @app.command()
 def bench(events: int = typer.Option(20000, help="events per measurement"),
-          out: Path = typer.Option(Path("docs/benchmarks.md"), help="where the figures go")):
+          out: Path = typer.Option(Path("docs/benchmarks.md"), help="where the figures go"),
+          only: list[str] = typer.Option(None, "--only", help="only these suites (codec, raw-clients, gateway, "
+                                         "importer, projection-rebuild, freshness, streams); their sections "
+                                         "replace those of the report already written"),
+          compare: str = typer.Option(None, "--compare", help="a git revision whose gateway is measured beside "
+                                      "this tree's, in the same run (gateway suite)")):
     """Benchmarks on the local stack; writes docs/benchmarks.md."""
     from threadline.tools.bench import run_bench
 
     try:
-        run_bench(settings(), events=events, out=out, console=console)
+        run_bench(settings(), events=events, out=out, console=console, only=only, compare=compare)
     except (ConfigError, TimeoutError, RuntimeError) as exc:
         fail(f"benchmark did not complete: {exc}", 2 if isinstance(exc, ConfigError) else 1)
 
