@@ -66,7 +66,9 @@ def chat_body(mid: str) -> bytes:
 
 def test_the_gateway_is_served_by_uvloop_and_httptools():
     options = server.uvicorn_options(Settings())
-    assert (options["loop"], options["http"]) == ("uvloop", "httptools")
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    assert options["loop"] == "uvloop" and issubclass(options["http"], HttpToolsProtocol)
     assert options["proxy_headers"] is False  # X-Forwarded-* only from THREADLINE_TRUSTED_PROXIES
     assert options["timeout_keep_alive"] > 60  # longer than clients' and load balancers' idle timeouts
     import httptools  # noqa: F401  (dependencies: importable, not left to uvicorn's silent fallback)
