@@ -26,8 +26,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from functools import lru_cache
+
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from threadline.errors import KafkaUnavailable
 from threadline.logging import get_logger
@@ -36,6 +39,20 @@ from threadline.settings import Settings
 log = get_logger("threadline.producer")
 
 STOP_LIMIT = 5.0  # seconds a retired or closing producer may take to stop
+
+
+@lru_cache(maxsize=65536)
+def _key_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
+
+
+def keyed_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's DefaultPartitioner (Java's murmur2: a key lands where every other client puts
+    it), with each key's hash remembered: murmur2 is pure Python there, and the same customers'
+    keys come back."""
+    if key is None:
+        return DefaultPartitioner()(key, all_partitions, available)
+    return all_partitions[_key_hash(key) % len(all_partitions)]
 
 
 def aiokafka_producer_config(settings: Settings) -> dict:
@@ -49,6 +66,7 @@ def aiokafka_producer_config(settings: Settings) -> dict:
         retry_backoff_ms=200,
         metadata_max_age_ms=60_000,
         client_id="threadline-gateway",
+        partitioner=keyed_partitioner,
         **aiokafka_config(settings),
     )
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from structlog.testing import capture_logs
 
 from threadline.async_producer import DeadlineProducer
 from threadline.errors import KafkaUnavailable
@@ -79,7 +80,9 @@ def test_a_send_that_misses_the_deadline_is_kafka_unavailable_and_the_producer_i
         assert made[0].stopped
         await p.close()
 
-    asyncio.run(run())
+    with capture_logs() as logs:  # the replacement is logged, whatever stream an earlier test configured
+        asyncio.run(run())
+    assert [e["reason"] for e in logs if e["event"] == "producer_replaced"] == ["no acknowledgment within 0.2 s"]
 
 
 def test_a_kafka_error_is_kafka_unavailable_naming_it():
@@ -91,4 +94,19 @@ def test_a_kafka_error_is_kafka_unavailable_naming_it():
         assert p.replaced == 1
         await p.close()
 
-    asyncio.run(run())
+    with capture_logs() as logs:
+        asyncio.run(run())
+    assert [e["reason"] for e in logs if e["event"] == "producer_replaced"] == ["KafkaConnectionError"]
+
+
+def test_the_gateways_partitioner_puts_every_key_where_the_default_one_does():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from threadline.async_producer import aiokafka_producer_config, keyed_partitioner
+
+    default = DefaultPartitioner()
+    keys = [f"chat_visitor:v-{i}".encode() for i in range(2000)] + [b"", b"email:giulia.rossi@example.it"]
+    for parts in ([0, 1, 2, 3, 4, 5], list(range(12)), [0]):
+        assert [keyed_partitioner(k, parts, parts) for k in keys * 2] == [default(k, parts, parts) for k in keys * 2]
+    assert keyed_partitioner(None, [0, 1, 2], [1]) == 1  # no key: an available partition, as before
+    assert aiokafka_producer_config(Settings(_env_file=None))["partitioner"] is keyed_partitioner
