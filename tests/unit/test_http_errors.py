@@ -15,7 +15,7 @@ from threadline.settings import LogFormat, Settings
 VICTIM = "victim.identity.value@example.it"
 
 
-def test_a_500_from_a_pydantic_error_logs_its_type_and_route_not_the_identity_value(capfd):
+def test_a_500_from_a_pydantic_error_logs_its_type_and_route_not_the_identity_value(restore_logging, capfd):
     configure_logging(Settings(log_format=LogFormat.JSON), force=True)
     app = FastAPI()
     app.add_middleware(ServerErrors, name="unit")
