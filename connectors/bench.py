@@ -1,5 +1,6 @@
-"""The connectors' benchmark (part of ``threadline bench``): contacts/s accepted by the gateway
-and by the mbox importer, each as a ratio to the raw producer rate of the same run.
+"""The connectors' benchmarks (suites ``gateway`` and ``importer`` of ``threadline bench``):
+contacts/s accepted by the gateway and by the mbox importer, each as a ratio to the raw producer
+rate of the same run.
 
 * gateway, one contact per request: signed chat webhooks from wrk (``connectors/wrk_chat.lua``
   signs each request and gives it its own message id), a separate process written in C, so the
@@ -12,6 +13,8 @@ and by the mbox importer, each as a ratio to the raw producer rate of the same r
   the ceiling the gateway's ratio is taken against;
 * gateway, batched: Meta Messenger webhooks with 50 messaging events each (Meta batches), from
   an httpx client in the bench process (a few hundred requests: the client's cost is small here);
+* with ``threadline bench --compare REF``: the gateway of another tree of the project (REF's)
+  under the same wrk load, alternating with this tree's, side by side in the same run;
 * mbox importer: an mbox of generated multilingual messages (with signatures, quoted replies
   and an attachment), split, parsed, mapped, encoded and produced, until every record is
   acknowledged.
@@ -46,24 +49,27 @@ BATCH = 50
 WRK_SCRIPT = Path(__file__).with_name("wrk_chat.lua")
 WRK_WARMUP_SECONDS = 3
 WRK_SECONDS = int(os.environ.get("THREADLINE_BENCH_WRK_SECONDS", "15"))
+COMPARE_ROUNDS = 3
 FALLBACK_SERVER = {"loop": "asyncio", "http": "h11"}
 WRK_MISSING = ("wrk is not installed, so the gateway's single-contact figures were not measured "
                "(Debian/Ubuntu: apt-get install wrk)")
 
 
 def _start_gateway(ctx: BenchContext, port: int, contacts: str, dlq: str, keys: dict[str, str],
-                   server_options: dict[str, str] | None = None) -> subprocess.Popen:
+                   server_options: dict[str, str] | None = None, *, tree: Path | None = None) -> subprocess.Popen:
     """The gateway in its own process, served by ``connectors.server.run`` (``server_options``
-    override its uvicorn options, e.g. ``{"loop": "asyncio", "http": "h11"}`` for a comparison)."""
+    override its uvicorn options, e.g. ``{"loop": "asyncio", "http": "h11"}`` for a comparison);
+    with ``tree``, the code of that tree of the project (``tree_path``)."""
     env = {**os.environ, **ctx.settings.to_env(), "THREADLINE_LOG_LEVEL": "WARNING", "THREADLINE_LOG_FORMAT": "json",
            "THREADLINE_GATEWAY_PORT": str(port), **{f"THREADLINE_{k.upper()}": v for k, v in keys.items()}}
+    env.update(tree_path(tree))
     code = ("from connectors.gateway import create_app; from schemas.codec import make_codec; "
             "from threadline.settings import Settings; "
             "from threadline.logging import configure_logging; s = Settings(); configure_logging(s); "
             f"app = create_app(s, codec_factory=lambda: make_codec(s), "
             f"contacts_topic={contacts!r}, dlq_topic={dlq!r}); "
             f"from connectors import server; server.run(app, s, host='127.0.0.1', **{dict(server_options or {})!r})")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*PYTHON, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     import httpx
 
     deadline = time.monotonic() + 60
@@ -77,6 +83,18 @@ def _start_gateway(ctx: BenchContext, port: int, contacts: str, dlq: str, keys: 
             time.sleep(0.2)
     proc.kill()
     raise TimeoutError("gateway did not answer /healthz within 60 s")
+
+
+# ``-P``: the working directory is not put first on the path (a bench started in a checkout would
+# otherwise run that checkout's code whatever PYTHONPATH says).
+PYTHON = (sys.executable, "-P")
+
+
+def tree_path(tree: Path | None) -> dict[str, str]:
+    """The environment under which ``PYTHON`` imports the project from ``tree`` (none: as installed)."""
+    if tree is None:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def _chat_bodies(n: int, run: str) -> list[bytes]:
@@ -338,31 +356,30 @@ def _mbox(n: int) -> bytes:
     return b"".join(parts)
 
 
-def connectors_suite(ctx: BenchContext) -> list[Section]:
-    """Gateway and mbox importer throughput; the gateway against the raw aiokafka produce of its
-    own records, the importer against the raw kafka-python produce rate."""
-    from connectors.base import MapContext
-    from connectors.importer import Ledger, run_import
-    from connectors.mbox import records
-    from connectors.sink import Sink
-    from schemas.codec import make_codec
-    from threadline.kafka import make_producer
-
-    s, raw_kp = ctx.settings, ctx.rates[BASELINE_PRODUCE_KP]
-    n_raw = ctx.events
-    n_batched = ctx.events
-    n_mbox = min(ctx.events, 10000)
+def gateway_suite(ctx: BenchContext) -> list[Section]:
+    """The gateway against the raw aiokafka produce of its own records; with ``ctx.compare``
+    (another tree of the project, e.g. the commit before a change) that tree's gateway under the
+    same load, alternating with this one's, side by side in the same run."""
+    s = ctx.settings
+    n_raw = n_batched = ctx.events
     keys = {"webhook_secret": pysecrets.token_hex(16), "meta_app_secret": pysecrets.token_hex(16)}
-    names = [ctx.topic("gateway.contacts"), ctx.topic("gateway.dlq"), ctx.topic("mbox.contacts"), ctx.topic("mbox.dlq"),
-             ctx.topic("gateway.raw")]
+    names = [ctx.topic("gateway.contacts"), ctx.topic("gateway.dlq"), ctx.topic("gateway.raw")]
     wrk = wrk_path()
     if wrk is None:
         ctx.console.print(f"[bold red]{WRK_MISSING}[/]")
     single: LoadResult | None = None
+    compared: list[tuple[str, LoadResult]] = []
     with bench_topics(s, names, console=ctx.console):
         with ctx.console.status(f"raw produce, aiokafka: {n_raw:,} of the gateway's records ..."):
-            rkeys, rvalues = gateway_records(s, n_raw, f"{ctx.run_id}-raw", names[4])
-            raw = produce_raw_aiokafka(s, names[4], rkeys, rvalues)
+            rkeys, rvalues = gateway_records(s, n_raw, f"{ctx.run_id}-raw", names[2])
+            raw = produce_raw_aiokafka(s, names[2], rkeys, rvalues)
+        if wrk is not None and ctx.compare is not None:
+            label, tree = ctx.compare
+            for rnd in range(1, COMPARE_ROUNDS + 1):  # other, this, other, this ...: the load drifts alike for both
+                compared.append((f"{label} (round {rnd})",
+                                 _wrk_gateway(ctx, names, keys, f"{label}, round {rnd}", f"cmp{rnd}", tree=tree)))
+                compared.append((f"this tree (round {rnd})",
+                                 _wrk_gateway(ctx, names, keys, f"this tree, round {rnd}", f"cur{rnd}")))
         port = free_port()
         proc = _start_gateway(ctx, port, names[0], names[1], keys)
         url = f"http://127.0.0.1:{port}/webhooks/chat"
@@ -370,13 +387,7 @@ def connectors_suite(ctx: BenchContext) -> list[Section]:
             if wrk is not None:
                 with ctx.console.status(f"gateway: wrk, {CONCURRENCY} connections, {WRK_WARMUP_SECONDS} s warm-up "
                                         f"+ {WRK_SECONDS} s ..."):
-                    warm = run_wrk(url, keys["webhook_secret"], seconds=WRK_WARMUP_SECONDS, run=f"{ctx.run_id}-warm")
-                    if warm.failed:
-                        raise RuntimeError(f"gateway warm-up: {warm.errors} (non-2xx or socket errors)")
-                    single = measure_gateway(proc, url, keys["webhook_secret"], seconds=WRK_SECONDS, run=ctx.run_id)
-                if single.failed:
-                    raise RuntimeError(f"gateway answered {single.errors} (non-2xx or socket errors) of "
-                                       f"{single.requests} requests")
+                    single = _measure(proc, url, keys["webhook_secret"], ctx.run_id)
             with ctx.console.status("gateway: batched requests ..."):
                 bodies = _messenger_bodies(n_batched, ctx.run_id)
                 cpu0 = gateway_cpu_seconds(proc)
@@ -387,22 +398,58 @@ def connectors_suite(ctx: BenchContext) -> list[Section]:
             _stop(proc)
         fallback: LoadResult | None = None
         if wrk is not None:  # the same load on uvicorn's pure-Python fallback (asyncio + h11), side by side
-            port = free_port()
-            proc = _start_gateway(ctx, port, names[0], names[1], keys, FALLBACK_SERVER)
-            url = f"http://127.0.0.1:{port}/webhooks/chat"
-            try:
-                with ctx.console.status("gateway on asyncio + h11: wrk ..."):
-                    run_wrk(url, keys["webhook_secret"], seconds=WRK_WARMUP_SECONDS, run=f"{ctx.run_id}-warm-h11")
-                    fallback = measure_gateway(proc, url, keys["webhook_secret"], seconds=WRK_SECONDS,
-                                               run=f"{ctx.run_id}-h11")
-                if fallback.failed:
-                    raise RuntimeError(f"gateway (asyncio + h11) answered {fallback.errors} of {fallback.requests}")
-            finally:
-                _stop(proc)
+            fallback = _wrk_gateway(ctx, names, keys, "asyncio + h11", "h11", server_options=FALLBACK_SERVER)
+    ctx.rates.update({"gateway.raw_aiokafka": Rate(raw.events, raw.seconds), "gateway.batched": batched})
+    if single is not None:
+        ctx.rates["gateway.single"] = Rate(single.requests, single.seconds)
+    return [gateway_section(single, raw, batched, batched_cpu_us, fallback, compared)]
+
+
+def _measure(proc: subprocess.Popen, url: str, secret: str, run: str) -> LoadResult:
+    """A warm-up (not counted), then the measured wrk run; RuntimeError on any non-2xx."""
+    warm = run_wrk(url, secret, seconds=WRK_WARMUP_SECONDS, run=f"{run}-warm")
+    if warm.failed:
+        raise RuntimeError(f"gateway warm-up: {warm.errors} (non-2xx or socket errors)")
+    result = measure_gateway(proc, url, secret, seconds=WRK_SECONDS, run=run)
+    if result.failed:
+        raise RuntimeError(f"gateway answered {result.errors} (non-2xx or socket errors) of {result.requests} requests")
+    return result
+
+
+def _wrk_gateway(ctx: BenchContext, names: list[str], keys: dict[str, str], what: str, tag: str, *,
+                 server_options: dict[str, str] | None = None, tree: Path | None = None) -> LoadResult:
+    """A gateway of its own (from ``tree`` when given) under the single-contact wrk load."""
+    port = free_port()
+    proc = _start_gateway(ctx, port, names[0], names[1], keys, server_options, tree=tree)
+    try:
+        with ctx.console.status(f"gateway ({what}): wrk ..."):
+            return _measure(proc, f"http://127.0.0.1:{port}/webhooks/chat", keys["webhook_secret"],
+                            f"{ctx.run_id}-{tag}")
+    finally:
+        _stop(proc)
+
+
+def importer_suite(ctx: BenchContext) -> list[Section]:
+    """The mbox importer against the raw kafka-python produce rate (the raw clients' suite)."""
+    from connectors.base import MapContext
+    from connectors.importer import Ledger, run_import
+    from connectors.mbox import records
+    from connectors.sink import Sink
+    from schemas.codec import make_codec
+    from threadline.kafka import make_producer
+
+    s = ctx.settings
+    raw_kp = ctx.rates.get(BASELINE_PRODUCE_KP)
+    if raw_kp is None:
+        raise RuntimeError("the importer's figures are ratios to the raw kafka-python produce rate: "
+                           "run it with the raw clients (--only raw-clients,importer)")
+    n_mbox = min(ctx.events, 10000)
+    names = [ctx.topic("mbox.contacts"), ctx.topic("mbox.dlq")]
+    with bench_topics(s, names, console=ctx.console):
         with ctx.console.status(f"mbox importer: {n_mbox:,} messages ..."):
             data = _mbox(n_mbox)
             sink = Sink(make_producer(s, client_id="threadline-bench-mbox"), make_codec(s),
-                        contacts_topic=names[2], dlq_topic=names[3], component="bench")
+                        contacts_topic=names[0], dlq_topic=names[1], component="bench")
             mctx = MapContext.from_settings(s)
             try:
                 t0 = time.perf_counter()
@@ -413,18 +460,31 @@ def connectors_suite(ctx: BenchContext) -> list[Section]:
                 sink.producer.close(10)
             if summary.produced != n_mbox:
                 raise RuntimeError(f"mbox importer produced {summary.produced} of {n_mbox}: {summary.rejected[:1]}")
-    raw_rate = Rate(raw.events, raw.seconds)
-    ctx.rates.update({"gateway.raw_aiokafka": raw_rate, "gateway.batched": batched, "importer.mbox": importer})
-    if single is not None:
-        ctx.rates["gateway.single"] = Rate(single.requests, single.seconds)
-    return [gateway_section(single, raw, batched, batched_cpu_us, fallback),
-            Section("mbox importer", RATE_COLUMNS, [
+    ctx.rates["importer.mbox"] = importer
+    return [Section("mbox importer", RATE_COLUMNS, [
                 rate_row("raw produce kafka-python (baseline)", raw_kp),
                 rate_row("mbox importer", importer, raw_kp),
             ], text=["Split, parse MIME, strip quotes and signatures, detect the language, encode, produce, "
                      "wait for every acknowledgment."],
                notes=[f"ratio: contacts/s ÷ the raw kafka-python produce rate of the same run. MB/s: mbox bytes; "
                       f"{n_mbox:,} messages."])]
+
+
+def compare_note(single: LoadResult | None, compared: list[tuple[str, LoadResult]]) -> str:
+    """The median gateway CPU per request of each tree over its runs (this tree's single-contact
+    row counted with its rounds): the machine's load moves single runs by tens of percent."""
+    from statistics import median
+
+    mine = [r.gateway_cpu_us for label, r in compared if label.startswith("this tree")]
+    mine += [single.gateway_cpu_us] if single is not None else []
+    other = [r.gateway_cpu_us for label, r in compared if not label.startswith("this tree")]
+    name = next((label.rsplit(" (round", 1)[0] for label, _ in compared if not label.startswith("this tree")), "")
+    if not mine or not other:
+        return "median CPU per request: not measured for both trees."
+    m, o = median(mine), median(other)
+    return (f"median gateway CPU per single-contact request: this tree {m:.0f} µs over {len(mine)} runs, "
+            f"{name} {o:.0f} µs over {len(other)} runs ({(m - o) / o * 100:+.0f}%); aim ≤ 400 µs: "
+            f"{'met' if m <= 400 else 'not met'} by the median.")
 
 
 GATEWAY_COLUMNS = ["measurement", "contacts/s", "p50 ms", "p99 ms", "gateway CPU µs/contact", "ratio to raw"]
@@ -439,7 +499,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def gateway_section(single: LoadResult | None, raw: ProduceResult, batched: Rate, batched_cpu_us: float,
-                    fallback: LoadResult | None = None) -> Section:
+                    fallback: LoadResult | None = None,
+                    compared: list[tuple[str, LoadResult]] | None = None) -> Section:
     from connectors.server import HTTP, LOOP
 
     raw_rate = raw.per_second
@@ -455,6 +516,10 @@ def gateway_section(single: LoadResult | None, raw: ProduceResult, batched: Rate
         rows.append(["the same on asyncio + h11 (uvicorn's fallback, for comparison)", fmt_rate(fallback.per_second),
                      f"{fallback.p50_ms:.1f}", f"{fallback.p99_ms:.1f}", f"{fallback.gateway_cpu_us:.0f}",
                      fmt_ratio(fallback.per_second / raw_rate)])
+    for label, result in compared or []:
+        rows.append([f"gateway at {label}, 1 contact per request (wrk)", fmt_rate(result.per_second),
+                     f"{result.p50_ms:.1f}", f"{result.p99_ms:.1f}", f"{result.gateway_cpu_us:.0f}",
+                     fmt_ratio(result.per_second / raw_rate)])
     rows.append([f"gateway, Messenger batches of {BATCH} (httpx in the bench process)", fmt_rate(batched.per_second),
                  "—", "—", f"{batched_cpu_us:.0f}", fmt_ratio(batched.per_second / raw_rate)])
     notes = ["ratio: contacts/s ÷ the raw aiokafka produce rate of the same run (the same records, the gateway's "
@@ -472,6 +537,11 @@ def gateway_section(single: LoadResult | None, raw: ProduceResult, batched: Rate
                   f"({fmt_ratio(single.per_second / raw_rate)})."]
     else:
         notes.append(WRK_MISSING + ".")
+    if compared:
+        notes.append("side by side: each tree's gateway in a process of its own under the same wrk load, "
+                     "alternating (the other tree, this tree, ...) so that the machine's load drifts alike for "
+                     "both; every row is one run.")
+        notes.append(compare_note(single, compared))
     return Section("Gateway", GATEWAY_COLUMNS, rows, text=[
         f"Signed provider webhooks over HTTP/1.1 to one uvicorn worker ({LOOP}, {HTTP}) in its own process; each "
         "202 is sent only after Kafka acknowledged (acks=all). The gateway verifies the signature, validates, "

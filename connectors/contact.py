@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
@@ -23,8 +24,10 @@ IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device"
 MIN_YEAR, MAX_YEAR = 1900, 2999  # of an event time: what lies outside is a mistake, or an attack
 
 
+@lru_cache(maxsize=1024)
 def event_id(connector: str, provider_id: str) -> str:
-    """Deterministic: the same provider message through the same connector, the same id."""
+    """Deterministic: the same provider message through the same connector, the same id.
+    Remembered for the last contacts: the record, its headers and the gateway's answer ask for it."""
     return str(uuid.uuid5(THREADLINE_NS, f"{connector}:{provider_id}"))
 
 
@@ -135,9 +138,8 @@ def to_record(contact: ContactIn, recorded_at: datetime) -> dict:
     """The Avro record (schemas/avro/contact, latest version) for one contact."""
     primary = primary_identity(contact)
     data = contact.model_dump()
-    data["identities"] = [
-        {**i.model_dump(), "primary": i is primary} for i in contact.identities
-    ]
+    for identity, dumped in zip(contact.identities, data["identities"]):
+        dumped["primary"] = identity is primary
     data["event_id"] = event_id(contact.connector, contact.provider_id)
     data["recorded_at"] = recorded_at
     data["customer_id"] = None

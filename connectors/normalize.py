@@ -148,11 +148,18 @@ def language_sample(text: str | None) -> str | None:
     """What detection reads of ``text``; None when the text is empty or too short to tell."""
     if not text:
         return None
-    sample = _DIGITS.sub(" ", text[:MAX_CHARS]).strip()
-    if len(sample) < MIN_LETTERS or sum(ch.isalpha() for ch in sample) < MIN_LETTERS \
-            or len(sample.split(None, MIN_WORDS)) < MIN_WORDS:
-        return None
-    return sample
+    sample = _blanked(text)
+    return sample if _tells(sample) else None
+
+
+def _blanked(text: str) -> str:
+    return _DIGITS.sub(" ", text[:MAX_CHARS]).strip()
+
+
+def _tells(sample: str) -> bool:
+    """Long enough to tell its language: MIN_LETTERS letters in at least MIN_WORDS words."""
+    return (len(sample) >= MIN_LETTERS and sum(ch.isalpha() for ch in sample) >= MIN_LETTERS
+            and len(sample.split(None, MIN_WORDS)) >= MIN_WORDS)
 
 
 def stated_language(value: str | None) -> str | None:
@@ -171,14 +178,17 @@ class LanguageDetector:
     def __init__(self, languages: tuple[str, ...], detect: Detect | None = None, cache_size: int = CACHE_SIZE):
         self.languages = tuple(languages)
         self.detect = detect if detect is not None else lingua_detect(self.languages)
-        self._cached = lru_cache(maxsize=cache_size)(self.detect)
+        # keyed by the sample: a text seen before is neither examined nor detected again
+        self._cached = lru_cache(maxsize=cache_size)(self._decide)
 
     def __call__(self, text: str | None, stated: str | None = None) -> str | None:
         lang = stated_language(stated)
         if lang:
             return lang
-        sample = language_sample(text)
-        return self._cached(sample) if sample is not None else None
+        return self._cached(_blanked(text)) if text else None
+
+    def _decide(self, sample: str) -> str | None:
+        return self.detect(sample) if _tells(sample) else None
 
     def cache_info(self):
         return self._cached.cache_info()

@@ -1,9 +1,15 @@
-"""How the gateway is served: one uvicorn worker on uvloop with the httptools HTTP/1.1 parser.
+"""How the gateway is served: one uvicorn worker on uvloop with the httptools HTTP/1.1 parser,
+each response written to the socket once.
 
 ``threadline serve gateway`` and the gateway benchmark both start it through ``run``, so the bench
 measures the server that is deployed. uvloop and httptools are dependencies; they are named
 here rather than left to uvicorn's "auto", which falls back to asyncio and h11 without a word
 (measured: h11 alone was ~17% of the gateway's CPU).
+
+uvicorn writes a response's status line and headers, then its body, each with a ``write`` of its
+own: two ``send()`` system calls per response (uvloop writes at once when nothing is queued).
+``GatewayHttpProtocol`` is uvicorn's httptools protocol over a transport that gathers the writes
+of one turn of the event loop and sends them together at the end of it (``OneWritePerTurn``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,54 @@ HTTP = "httptools"
 KEEP_ALIVE_SECONDS = 75
 
 
+class OneWritePerTurn:
+    """A transport whose writes within one turn of the event loop go out as one ``write`` of the
+    real transport, at the end of that turn, in order; ``close`` and ``write_eof`` send what is
+    gathered first. Everything else is the real transport's."""
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport, loop):
+        self._transport, self._loop = transport, loop
+        self._pending: list[bytes] = []
+
+    def write(self, data) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+
+def _protocol_class():
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GatewayHttpProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol, writing through ``OneWritePerTurn``."""
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(OneWritePerTurn(transport, self.loop))  # type: ignore[arg-type]
+
+    return GatewayHttpProtocol
+
+
 def uvicorn_options(settings, **overrides: Any) -> dict[str, Any]:
     """uvicorn.run keyword arguments for the gateway.
 
@@ -26,7 +80,8 @@ def uvicorn_options(settings, **overrides: Any) -> dict[str, Any]:
     only. No access log (the gateway logs each accepted contact itself)."""
     from connectors.gateway import shutdown_limit
 
-    options: dict[str, Any] = dict(host=settings.gateway_host, port=settings.gateway_port, loop=LOOP, http=HTTP,
+    options: dict[str, Any] = dict(host=settings.gateway_host, port=settings.gateway_port, loop=LOOP,
+                                   http=_protocol_class(),
                                    log_config=None, access_log=False, proxy_headers=False,
                                    server_header=False, date_header=True, timeout_keep_alive=KEEP_ALIVE_SECONDS,
                                    timeout_graceful_shutdown=int(shutdown_limit(settings)))

@@ -4,7 +4,7 @@ misses one.
 Why not kafka-python here: its producer runs a sender thread, every acknowledgment hops from that
 thread to the loop, and with ``enable_idempotence=True`` it wedged after a broker pause of ~40 s
 (79 of 79 later sends never completed; measured, issue 11). aiokafka runs in the gateway's own
-event loop, so a send is a coroutine that ``asyncio.wait_for`` can bound, and a producer whose
+event loop, so a send is a coroutine that ``asyncio.timeout`` can bound, and a producer whose
 connection hangs can be dropped and a fresh one started without restarting the process.
 
 Rules:
@@ -26,8 +26,11 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from functools import lru_cache
+
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from threadline.errors import KafkaUnavailable
 from threadline.logging import get_logger
@@ -36,6 +39,20 @@ from threadline.settings import Settings
 log = get_logger("threadline.producer")
 
 STOP_LIMIT = 5.0  # seconds a retired or closing producer may take to stop
+
+
+@lru_cache(maxsize=65536)
+def _key_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
+
+
+def keyed_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """aiokafka's DefaultPartitioner (Java's murmur2: a key lands where every other client puts
+    it), with each key's hash remembered: murmur2 is pure Python there, and the same customers'
+    keys come back."""
+    if key is None:
+        return DefaultPartitioner()(key, all_partitions, available)
+    return all_partitions[_key_hash(key) % len(all_partitions)]
 
 
 def aiokafka_producer_config(settings: Settings) -> dict:
@@ -49,6 +66,7 @@ def aiokafka_producer_config(settings: Settings) -> dict:
         retry_backoff_ms=200,
         metadata_max_age_ms=60_000,
         client_id="threadline-gateway",
+        partitioner=keyed_partitioner,
         **aiokafka_config(settings),
     )
 
@@ -98,15 +116,18 @@ class DeadlineProducer:
             self._starting.release()
 
     async def send(self, topic: str, *, key: bytes | None, value: bytes, headers: dict[str, str] | None = None):
-        """The broker's acknowledgment (RecordMetadata) within ``deadline`` seconds, or KafkaUnavailable."""
+        """The broker's acknowledgment (RecordMetadata) within ``deadline`` seconds, or KafkaUnavailable.
+
+        One ``asyncio.timeout`` over the send and the wait for its acknowledgment, in the caller's
+        task: no task and no timer per step (``asyncio.wait_for`` wraps a coroutine in a task)."""
         until = time.monotonic() + self.deadline
-        producer = await self._current(until)
-        hdrs = [(k, v.encode()) for k, v in (headers or {}).items()]
+        producer = self._producer or await self._current(until)
+        hdrs = [(k, v.encode()) for k, v in headers.items()] if headers else []
         try:
-            delivery = await asyncio.wait_for(producer.send(topic, value=value, key=key, headers=hdrs),
-                                              max(0.01, until - time.monotonic()))
-            return await asyncio.wait_for(delivery, max(0.01, until - time.monotonic()))
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(max(0.01, until - time.monotonic())):
+                delivery = await producer.send(topic, value=value, key=key, headers=hdrs)
+                return await delivery
+        except TimeoutError:
             self._drop(producer, f"no acknowledgment within {self.deadline:g} s")
             raise KafkaUnavailable(f"{topic}: not acknowledged within {self.deadline:g} s") from None
         except KafkaError as exc:

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -451,6 +452,9 @@ class BenchContext:
     run_id: str
     batch: EventBatch
     rates: dict[str, Rate] = field(default_factory=dict)
+    # (label, tree): another tree of the project (a commit before a change) that suites which can
+    # measure it side by side with this one do, e.g. the gateway's (``threadline bench --compare REF``)
+    compare: tuple[str, Path] | None = None
 
     def topic(self, name: str) -> str:
         """A topic name of this run: ``bench.<run id>.<name>``."""

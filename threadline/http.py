@@ -71,7 +71,10 @@ def load_json(raw: bytes | str) -> Any:
         raise BadJson("<body>", f"nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadJson("<body>", f"not JSON: {exc}") from None
-    surrogates = bool(_ESCAPED_SURROGATE.search(raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")))
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+    surrogates = bool(_ESCAPED_SURROGATE.search(data))
+    if not surrogates and data.count(b"{") + data.count(b"[") <= MAX_JSON_DEPTH:
+        return obj  # fewer brackets than the limit, nothing to walk for (a webhook's usual body)
     stack: list[tuple[Any, int, tuple]] = [(obj, 0, ())]
     while stack:
         node, depth, path = stack.pop()

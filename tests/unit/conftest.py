@@ -47,3 +47,24 @@ def full_contact_payload(**overrides) -> dict:
 @pytest.fixture
 def full_contact() -> ContactIn:
     return ContactIn.model_validate(full_contact_payload())
+
+
+@pytest.fixture
+def restore_logging(monkeypatch):
+    """configure_logging changes process-wide state: put it back after the test (a logger left
+    writing to a test's capture, closed since, fails every later test that logs)."""
+    import logging
+
+    import structlog
+
+    from threadline import logging as tl_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    tl_level = logging.getLogger("threadline").level
+    monkeypatch.setattr(tl_logging, "_configured", False)
+    yield
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("threadline").setLevel(tl_level)

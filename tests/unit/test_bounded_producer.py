@@ -181,7 +181,7 @@ def kafka_down(monkeypatch, tmp_path):
                         classmethod(lambda cls, settings, **kw: cls(Factory("stuck"), DEADLINE, what="Kafka at k:9092")))
 
 
-def test_ingest_exits_1_naming_kafka(kafka_down, tmp_path, monkeypatch):
+def test_ingest_exits_1_naming_kafka(kafka_down, tmp_path, monkeypatch, restore_logging):
     from threadline.tools.cli import app
 
     monkeypatch.setattr("schemas.codec.make_codec", lambda settings: _Codec())
@@ -195,7 +195,7 @@ def test_ingest_exits_1_naming_kafka(kafka_down, tmp_path, monkeypatch):
     assert not (tmp_path / "imports" / "asterisk-cdr.ids").exists()
 
 
-def test_identity_unlink_exits_1_naming_kafka(kafka_down):
+def test_identity_unlink_exits_1_naming_kafka(kafka_down, restore_logging):
     from threadline.tools.cli import app
 
     r = CliRunner().invoke(app, ["identity", "unlink", "email:a@example.com", "phone:+393331234567"])

@@ -15,7 +15,7 @@ from threadline.settings import LogFormat, Settings
 VICTIM = "victim.identity.value@example.it"
 
 
-def test_a_500_from_a_pydantic_error_logs_its_type_and_route_not_the_identity_value(capfd):
+def test_a_500_from_a_pydantic_error_logs_its_type_and_route_not_the_identity_value(restore_logging, capfd):
     configure_logging(Settings(log_format=LogFormat.JSON), force=True)
     app = FastAPI()
     app.add_middleware(ServerErrors, name="unit")
@@ -54,3 +54,13 @@ def test_json_we_cannot_carry_is_named(raw, field):
 
 def test_surrogate_pairs_are_fine():
     assert load_json(b'{"t": "\\ud83d\\ude00"}') == {"t": "\U0001F600"}
+
+
+def test_the_depth_limit_holds_exactly_whatever_the_brackets_inside_strings():
+    from threadline.http import MAX_JSON_DEPTH
+
+    deepest = b'{"a":' * (MAX_JSON_DEPTH - 1) + b"[1]" + b"}" * (MAX_JSON_DEPTH - 1)
+    assert load_json(deepest) is not None  # MAX_JSON_DEPTH containers: fine
+    with pytest.raises(BadJson, match="nested deeper"):
+        load_json(b"[" + deepest + b"]")
+    assert load_json(b'{"t": "' + b"{[" * 100 + b'"}') == {"t": "{[" * 100}  # brackets in a string: not nesting

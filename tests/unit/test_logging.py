@@ -6,28 +6,12 @@ import json
 import logging
 
 import pytest
-import structlog
 
-import threadline.logging as tl_logging
 from threadline.logging import _drop_body_fields, configure_logging, get_logger
 from threadline.settings import Settings
 
 SENSITIVE = {"text": "Il mio ordine è rotto", "body": "{...}", "payload": "raw", "identities": [{"kind": "email"}],
              "email": "giulia.rossi@example.it", "phone": "+393471234567"}
-
-
-@pytest.fixture
-def restore_logging(monkeypatch):
-    """configure_logging changes process-wide state: put it back after the test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    tl_level = logging.getLogger("threadline").level
-    monkeypatch.setattr(tl_logging, "_configured", False)
-    yield
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.getLogger("threadline").setLevel(tl_level)
 
 
 def _json_lines(text: str) -> list[dict]:

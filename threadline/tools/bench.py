@@ -16,7 +16,8 @@ What one run measures, on the same batch of realistic contact events (``make_con
 
 The pieces the suites share (Rate, Section, BenchContext, produce/consume baselines) are in the
 kernel, ``threadline/benchkit.py``; each feature keeps its own suites (``connectors/bench.py``,
-``streams/bench.py``, ``projectors/bench.py``) and ``SUITES`` below runs them in order, each
+``streams/bench.py``, ``projectors/bench.py``) and ``SUITES`` below runs them in order (``--only``
+some of them, their sections merged into the report already written), each
 reading the baselines from ``ctx.rates`` (see BASELINE_*). The report writer, the machine
 description and the contact data generator for the batch are here.
 """
@@ -35,7 +36,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from connectors.bench import connectors_suite
+from connectors.bench import gateway_suite, importer_suite
 from projectors.bench import projection_rebuild_suite
 from streams.bench import identity_suite, streams_suite
 from threadline.benchkit import (
@@ -62,6 +63,7 @@ from threadline.benchkit import (
     progress_bar,
     rate_row,
 )
+from threadline.errors import ConfigError
 from threadline.settings import Settings
 from threadline.tools.freshness import freshness_suite
 
@@ -417,40 +419,76 @@ def raw_clients_suite(ctx: BenchContext) -> list[Section]:
     return [figures, ratios]
 
 
-# Every suite, in the order the report shows them: the baselines first, then each feature's own.
-SUITES: list[Callable[[BenchContext], list[Section]]] = [
-    codec_suite, raw_clients_suite,
-    connectors_suite,          # gateway and mbox importer contacts/s (connectors/bench.py)
-    projection_rebuild_suite,  # projection rebuild rate against the COPY baseline (projectors/bench.py)
-    freshness_suite,           # gateway ack → read API latency, every component a process (tools/freshness.py)
-    streams_suite,             # identity + stitching contacts/s, one and two workers (streams/bench.py)
-    identity_suite,            # the identity stage alone against its rules on a dict (streams/bench.py)
-]
-SUITE_NAMES: dict[str, Callable[[BenchContext], list[Section]]] = {
-    "codec": codec_suite, "raw": raw_clients_suite, "connectors": connectors_suite,
-    "projection": projection_rebuild_suite, "freshness": freshness_suite, "streams": streams_suite,
-    "identity": identity_suite,
+# Every suite by name, in the order the report shows them: the baselines first, then each feature's own.
+SUITES: dict[str, Callable[[BenchContext], list[Section]]] = {
+    "codec": codec_suite,
+    "raw-clients": raw_clients_suite,
+    "gateway": gateway_suite,                        # gateway contacts/s, wrk (connectors/bench.py)
+    "importer": importer_suite,                      # mbox importer contacts/s (connectors/bench.py)
+    "projection-rebuild": projection_rebuild_suite,  # rebuild rate against the COPY baseline (projectors/bench.py)
+    "freshness": freshness_suite,                    # gateway ack → read API latency, every component a process
+    "streams": streams_suite,                        # identity + stitching contacts/s, one and two workers
+    "identity": identity_suite,                      # the identity stage alone against its rules on a dict
 }
 
 
-def merge_report(path: Path, machine: dict[str, str], sections: Sequence[Section]) -> Path:
-    """Write a partial run (``--only``) into an existing report: its sections replace those of the
-    same title, the others stay as they were, and the machine section says which were measured now."""
+def select_suites(only: Sequence[str] | None) -> dict[str, Callable[[BenchContext], list[Section]]]:
+    """The suites ``--only`` names (comma lists allowed), in the report's order; every suite
+    without it. ConfigError naming the known ones for a name that is not a suite."""
+    if not only:
+        return dict(SUITES)
+    names = {n.strip() for item in only for n in item.split(",") if n.strip()}
+    unknown = sorted(names - set(SUITES))
+    if unknown:
+        raise ConfigError(f"no benchmark suite {', '.join(unknown)}; the suites: {', '.join(SUITES)}")
+    return {name: suite for name, suite in SUITES.items() if name in names}
+
+
+def tree_of(ref: str, into: Path, repo: Path | None = None) -> Path:
+    """The project's files at git revision ``ref`` (``git archive``), unpacked under ``into``;
+    ConfigError when this is not a git checkout or ``ref`` is not a revision of it."""
+    import subprocess
+    import tarfile
+
+    repo = repo or Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "--verify", f"{ref}^{{commit}}"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit],
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise ConfigError(f"--compare {ref}: not a revision of a git checkout at {repo} "
+                         f"({str(getattr(exc, 'stderr', '') or exc).strip()})") from None
+    target = into / commit
+    import io
+
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return target
+
+
+def merge_report(path: Path, machine: dict[str, str], sections: Sequence[Section], command: str) -> Path:
+    """A run of some suites (``--only``): their sections replace the sections of the same title
+    in the report at ``path`` (appended when it has none), each saying which run, when and on
+    what machine measured it; the rest of the report is left as it was."""
+    import re
+
     path = Path(path)
-    old = path.read_text() if path.exists() else ""
-    chunks = old.split("\n## ")
-    kept: dict[str, str] = {}
-    for chunk in chunks[1:]:
-        title = chunk.split("\n", 1)[0].strip()
-        kept[title] = "## " + chunk.rstrip() + "\n"
-    fresh = {s.title: s.markdown() for s in sections}
-    machine = {**machine, "sections measured in this run": ", ".join(fresh) + " (the others: earlier runs, "
-                                                                           "their own dates in git history)"}
-    skip = {"How to read this", "Machine"}
-    order = [t for t in kept if t not in skip] + [t for t in fresh if t not in kept]
-    body = [fresh.get(t) or kept[t] for t in order]
-    write_report(path, machine, [])
-    path.write_text(path.read_text().rstrip() + "\n\n" + "\n".join(b.rstrip() + "\n" for b in body))
+    text = path.read_text() if path.exists() else ""
+    where = (f"Measured by `{command}` on {machine['date']} ({machine['CPU']}, {machine['cores']}; load average "
+             f"{machine['load average at start (1, 5, 15 min)']} at start, "
+             f"{machine.get('load average at end (1, 5, 15 min)', 'n/a')} at end); the rest of this report "
+             "comes from the full run above.")
+    for section in sections:
+        block = Section(section.title, section.columns, section.rows, section.text,
+                        [*section.notes, where]).markdown().rstrip() + "\n"
+        pattern = re.compile(rf"^## {re.escape(section.title)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+        if pattern.search(text):
+            text = pattern.sub(lambda _m: block + "\n", text, count=1)
+        else:
+            text = text.rstrip() + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip() + "\n")
     return path
 
 
@@ -470,41 +508,54 @@ def prepare_batch(settings: Settings, events: int, warmup: int, console: Console
 def run_bench(settings: Settings, *, events: int = 20000, out: Path = Path("docs/benchmarks.md"),
               console: Console | None = None, warmup: int = DEFAULT_WARMUP,
               suites: Sequence[Callable[[BenchContext], list[Section]]] | None = None,
-              partial: bool = False) -> Path:
-    """Bring the stack up, run every suite, print the tables and write the report to ``out``."""
+              only: Sequence[str] | None = None, compare: str | None = None) -> Path:
+    """Bring the stack up, run the suites (``only``: those named; ``suites``: these), print the
+    tables and write the report to ``out``: the whole report, or with ``only`` its sections merged
+    into the report already there. ``compare``: a git revision whose gateway is measured beside
+    this tree's."""
+    import tempfile
+
     from threadline.tools import stack
 
     if events < 1:
         raise ValueError("events must be at least 1")
+    chosen = list(suites) if suites is not None else list(select_suites(only).values())
     console = console or Console()
     console.rule("Threadline benchmarks")
     machine = machine_info()
-    stack.up(settings, log=lambda m: console.print(f"[dim]{m}[/]"))
-    ok, crc = crc32c_status()
-    console.print(("[green]" if ok else "[bold red]") + f"crc32c:[/] {crc}")
+    with tempfile.TemporaryDirectory(prefix="threadline-bench-") as tmp:
+        compare_tree = (compare, tree_of(compare, Path(tmp))) if compare else None
+        stack.up(settings, log=lambda m: console.print(f"[dim]{m}[/]"))
+        ok, crc = crc32c_status()
+        console.print(("[green]" if ok else "[bold red]") + f"crc32c:[/] {crc}")
 
-    warmup = max(0, min(warmup, events))
-    batch, enc, dec = prepare_batch(settings, events, warmup, console)
-    ctx = BenchContext(settings, console, events, warmup,
-                       run_id=f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}", batch=batch,
-                       rates={BASELINE_ENCODE: enc, BASELINE_DECODE: dec})
-    sections = [versions_section(settings)]
-    for suite in (suites if suites is not None else SUITES):
-        for section in suite(ctx):
-            sections.append(section)
-            if section.columns:
-                console.print(section.rich_table())
-            for note in section.notes:
-                console.print(f"[dim]  {note}[/]")
+        warmup = max(0, min(warmup, events))
+        batch, enc, dec = prepare_batch(settings, events, warmup, console)
+        ctx = BenchContext(settings, console, events, warmup,
+                           run_id=f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}", batch=batch,
+                           rates={BASELINE_ENCODE: enc, BASELINE_DECODE: dec}, compare=compare_tree)
+        sections = [] if only else [versions_section(settings)]
+        for suite in chosen:
+            for section in suite(ctx):
+                sections.append(section)
+                if section.columns:
+                    console.print(section.rich_table())
+                for note in section.notes:
+                    console.print(f"[dim]  {note}[/]")
     machine["load average at end (1, 5, 15 min)"] = (", ".join(f"{x:.2f}" for x in os.getloadavg())
                                                      if hasattr(os, "getloadavg") else "n/a")
-    path = merge_report(out, machine, sections) if partial else write_report(out, machine, sections)
+    if only:
+        flags = " ".join([f"--only {','.join(select_suites(only))}", *([f"--compare {compare}"] if compare else [])])
+        path = merge_report(out, machine, sections, f"threadline bench {flags}")
+    else:
+        path = write_report(out, machine, sections)
     console.print(f"report written to [bold]{path}[/]")
     return path
 
 
 __all__ = [
-    "Rate", "Section", "EventBatch", "BenchContext", "SUITES", "write_report", "machine_info",
+    "Rate", "Section", "EventBatch", "BenchContext", "SUITES", "select_suites", "write_report", "merge_report",
+    "tree_of", "machine_info",
     "versions_section", "crc32c_status", "make_contacts", "build_records", "measure_codec", "measure_decode",
     "bench_topics", "progress_bar", "produce_kafka_python", "produce_aiokafka",
     "consume_kafka_python", "consume_aiokafka", "run_bench",

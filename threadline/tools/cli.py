@@ -292,18 +292,16 @@ def demo(external: bool = typer.Option(False, "--external", help="tell the story
 @app.command()
 def bench(events: int = typer.Option(20000, help="events per measurement"),
           out: Path = typer.Option(Path("docs/benchmarks.md"), help="where the figures go"),
-          only: str = typer.Option("", help="comma-separated suites to run (codec, raw, connectors, projection, "
-                                            "freshness, streams, identity); their sections replace the report's")):
+          only: list[str] = typer.Option(None, "--only", help="only these suites (codec, raw-clients, gateway, "
+                                         "importer, projection-rebuild, freshness, streams); their sections "
+                                         "replace those of the report already written"),
+          compare: str = typer.Option(None, "--compare", help="a git revision whose gateway is measured beside "
+                                      "this tree's, in the same run (gateway suite)")):
     """Benchmarks on the local stack; writes docs/benchmarks.md."""
-    from threadline.tools.bench import SUITE_NAMES, run_bench
+    from threadline.tools.bench import run_bench
 
-    names = [n.strip() for n in only.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SUITE_NAMES]
-    if unknown:
-        fail(f"unknown suite {', '.join(unknown)}: choose from {', '.join(SUITE_NAMES)}", 2)
     try:
-        run_bench(settings(), events=events, out=out, console=console,
-                  suites=[SUITE_NAMES[n] for n in names] if names else None, partial=bool(names))
+        run_bench(settings(), events=events, out=out, console=console, only=only, compare=compare)
     except (ConfigError, TimeoutError, RuntimeError) as exc:
         fail(f"benchmark did not complete: {exc}", 2 if isinstance(exc, ConfigError) else 1)
 

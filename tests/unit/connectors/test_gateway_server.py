@@ -22,30 +22,11 @@ from connectors.base import Rejected
 from connectors.contact import event_id
 from connectors.signatures import signed_headers
 from connectors.sink import Sink
+from fixtures.fake_producer import FakeProducer
 from threadline.settings import CodecKind, Settings
 from threadline.process import free_port
 
 SECRET = "gateway-server-test-secret"
-
-
-class FakeProducer:
-    """Acknowledges every send at once, with offsets counting up; remembers what was sent."""
-
-    def __init__(self):
-        self.sent: list[tuple[str, bytes | None, bytes, dict]] = []
-
-    async def start(self):
-        pass
-
-    async def close(self):
-        pass
-
-    async def probe(self):
-        pass
-
-    async def send(self, topic, *, key, value, headers=None):
-        self.sent.append((topic, key, value, headers or {}))
-        return SimpleNamespace(topic=topic, partition=0, offset=len(self.sent) - 1)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +66,9 @@ def chat_body(mid: str) -> bytes:
 
 def test_the_gateway_is_served_by_uvloop_and_httptools():
     options = server.uvicorn_options(Settings())
-    assert (options["loop"], options["http"]) == ("uvloop", "httptools")
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    assert options["loop"] == "uvloop" and issubclass(options["http"], HttpToolsProtocol)
     assert options["proxy_headers"] is False  # X-Forwarded-* only from THREADLINE_TRUSTED_PROXIES
     assert options["timeout_keep_alive"] > 60  # longer than clients' and load balancers' idle timeouts
     import httptools  # noqa: F401  (dependencies: importable, not left to uvicorn's silent fallback)

@@ -139,3 +139,12 @@ def test_stated_language_tags_become_iso_639_1(value, expected):
 def test_language_sample_keeps_letters_and_drops_too_short_texts():
     assert language_sample("ordine 4711") is None and language_sample("ok ok") is None
     assert language_sample("Numer zamówienia to 554433, proszę o pomoc.") == "Numer zamówienia to  , proszę o pomoc."
+
+
+def test_a_text_seen_before_is_answered_from_the_cache_without_being_examined_again():
+    fake = FakeDetect("en")
+    detector = LanguageDetector(LANGS, detect=fake)
+    for text in ("ok ok", "ok ok", "first text to detect here", "first text to detect here 42"):
+        detector(text)
+    assert fake.asked == ["first text to detect here"]
+    assert detector.cache_info().hits == 2  # the short text's repeat too: not measured again

@@ -1,0 +1,112 @@
+"""threadline.async_producer.DeadlineProducer with a fake aiokafka producer: every send answers
+within the deadline (the acknowledgment or KafkaUnavailable), a producer that missed it is
+replaced, and a send runs in the caller's task (no task per send). No timing is asserted beyond
+"within the deadline plus slack"."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from structlog.testing import capture_logs
+
+from threadline.async_producer import DeadlineProducer
+from threadline.errors import KafkaUnavailable
+from threadline.settings import Settings
+
+
+class FakeAioProducer:
+    """``send`` returns a future the test resolves (or not); records the task each send ran in."""
+
+    def __init__(self, mode: str = "ack"):
+        self.mode, self.tasks, self.stopped = mode, [], False
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        self.stopped = True
+
+    async def send(self, topic, *, value, key, headers):
+        self.tasks.append(asyncio.current_task())
+        if self.mode == "hang_send":
+            await asyncio.sleep(3600)
+        delivery = asyncio.get_running_loop().create_future()
+        if self.mode == "ack":
+            delivery.set_result(SimpleNamespace(topic=topic, partition=0, offset=len(self.tasks) - 1, headers=headers))
+        elif self.mode == "error":
+            delivery.set_exception(KafkaConnectionError("broker gone"))
+        return delivery  # "hang_ack": never resolved
+
+
+def producer(*modes: str, deadline: float = 0.2):
+    made = []
+
+    def factory():
+        made.append(FakeAioProducer(modes[min(len(made), len(modes) - 1)]))
+        return made[-1]
+
+    return DeadlineProducer(Settings(_env_file=None), deadline=deadline, factory=factory), made
+
+
+def test_a_send_answers_the_acknowledgment_in_the_callers_task():
+    async def run():
+        p, made = producer("ack")
+        await p.start()
+        meta = await p.send("t", key=b"k", value=b"v", headers={"event_id": "e-1"})
+        assert (meta.topic, meta.offset, meta.headers) == ("t", 0, [("event_id", b"e-1")])
+        assert made[0].tasks == [asyncio.current_task()]  # no task of its own per send
+        await p.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("mode", ["hang_send", "hang_ack"])
+def test_a_send_that_misses_the_deadline_is_kafka_unavailable_and_the_producer_is_replaced(mode):
+    async def run():
+        p, made = producer(mode, "ack")
+        await p.start()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(KafkaUnavailable, match="not acknowledged within"):
+            await p.send("t", key=None, value=b"v")
+        assert loop.time() - t0 < 0.2 + 1.0
+        assert p.replaced == 1
+        meta = await p.send("t", key=None, value=b"v")  # a new producer takes the next send
+        assert meta.offset == 0 and len(made) == 2
+        await asyncio.sleep(0)
+        assert made[0].stopped
+        await p.close()
+
+    with capture_logs() as logs:  # the replacement is logged, whatever stream an earlier test configured
+        asyncio.run(run())
+    assert [e["reason"] for e in logs if e["event"] == "producer_replaced"] == ["no acknowledgment within 0.2 s"]
+
+
+def test_a_kafka_error_is_kafka_unavailable_naming_it():
+    async def run():
+        p, _ = producer("error", "ack")
+        await p.start()
+        with pytest.raises(KafkaUnavailable, match="KafkaConnectionError"):
+            await p.send("t", key=None, value=b"v")
+        assert p.replaced == 1
+        await p.close()
+
+    with capture_logs() as logs:
+        asyncio.run(run())
+    assert [e["reason"] for e in logs if e["event"] == "producer_replaced"] == ["KafkaConnectionError"]
+
+
+def test_the_gateways_partitioner_puts_every_key_where_the_default_one_does():
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from threadline.async_producer import aiokafka_producer_config, keyed_partitioner
+
+    default = DefaultPartitioner()
+    keys = [f"chat_visitor:v-{i}".encode() for i in range(2000)] + [b"", b"email:giulia.rossi@example.it"]
+    for parts in ([0, 1, 2, 3, 4, 5], list(range(12)), [0]):
+        assert [keyed_partitioner(k, parts, parts) for k in keys * 2] == [default(k, parts, parts) for k in keys * 2]
+    assert keyed_partitioner(None, [0, 1, 2], [1]) == 1  # no key: an available partition, as before
+    assert aiokafka_producer_config(Settings(_env_file=None))["partitioner"] is keyed_partitioner
