@@ -25,7 +25,7 @@ from faust.streams import _current_event  # the record a table write belongs to 
 from faust.types import TP
 
 from threadline import metrics
-from threadline.dlq import dlq_headers
+from threadline.dlq import dlq_headers, reason_kind
 from threadline.errors import FatalError
 from threadline.kafka import header_list
 from threadline.logging import get_logger
@@ -142,10 +142,10 @@ class StageContext:
         msg = event.message
         self.dead_lettered(msg.topic).inc()
         outputs.add(self.dlq_topic, msg.topic.encode(), event.value,
-                    dlq_headers(reason=reason[:1000], topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                    dlq_headers(reason=reason, topic=msg.topic, partition=msg.partition, offset=msg.offset,
                                 component=self.app_id))
-        log.warning("record_to_dlq", topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                    reason=reason.split(":", 1)[0])
+        log.warning("record_to_dlq", component=self.app_id, topic=msg.topic, partition=msg.partition,
+                    offset=msg.offset, reason=reason_kind(reason))
 
     def batches(self, stream: faust.StreamT, stage: str):
         """The stream's events in batches, each counted per topic; each batch timed from its
