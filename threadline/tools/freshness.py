@@ -19,6 +19,7 @@ def freshness_suite(ctx: BenchContext) -> list[Section]:
     projector → PostgreSQL → read API. Signed chat webhooks go out at a fixed rate; a poller asks
     the read API for each acknowledged event id until it answers 200."""
     import asyncio
+    import shutil
     import tempfile
     from pathlib import Path
 
@@ -28,6 +29,10 @@ def freshness_suite(ctx: BenchContext) -> list[Section]:
     from threadline.topics import apply
 
     home = Path(tempfile.mkdtemp(prefix="threadline-fresh-"))
+    # the components' own state folder, with the local stack's generated secrets (PostgreSQL's
+    # role passwords): they connect to the stack the bench runs on
+    if (ctx.settings.state_dir / "secrets").is_dir():
+        shutil.copytree(ctx.settings.state_dir / "secrets", home / "secrets")
     settings = with_demo_secrets(ctx.settings.model_copy(update={
         "home": home, "gateway_port": free_port(), "api_port": free_port(), "worker_ops_port": free_port(),
         "projector_ops_port": free_port(), "log_level": "WARNING"}))
