@@ -76,12 +76,14 @@ async def _freshness_run(settings, run_id: str, rate: int, total: int) -> tuple[
     from connectors.table import CONNECTORS
     from connectors.signatures import signed_headers
     from threadline.secrets import secret
+    from threadline.tools.stack import apps
 
     gateway = f"http://{settings.gateway_host}:{settings.gateway_port}/webhooks/chat"
     api = f"http://{settings.api_host}:{settings.api_port}"
     key = secret(settings, CONNECTORS["chat"].secret) or ""
     pending: dict[str, float] = {}
     latencies: list[float] = []
+    refused: list[int] = []  # statuses of requests the gateway did not accept
     done_sending = asyncio.Event()
 
     async def send(client: httpx.AsyncClient) -> None:
@@ -101,9 +103,11 @@ async def _freshness_run(settings, run_id: str, rate: int, total: int) -> tuple[
     async def post(client: httpx.AsyncClient, body: bytes) -> None:
         r = await client.post(gateway, content=body, headers=signed_headers("chat", body, gateway, key))
         acked = time.monotonic()
-        if r.status_code == 202:
-            for a in r.json()["accepted"]:
-                pending[a["event_id"]] = acked
+        if r.status_code != 202:
+            refused.append(r.status_code)
+            return
+        for a in r.json()["accepted"]:
+            pending[a["event_id"]] = acked
 
     async def poll(client: httpx.AsyncClient) -> None:
         deadline = None
@@ -116,10 +120,17 @@ async def _freshness_run(settings, run_id: str, rate: int, total: int) -> tuple[
                 r = await client.get(f"{api}/contacts/{event_id}")
                 if r.status_code == 200:
                     latencies.append(time.monotonic() - pending.pop(event_id))
+                elif r.status_code != 404:  # not there yet is 404; anything else will not get better
+                    raise RuntimeError(f"freshness: the read API answered {r.status_code} to GET /contacts/{{id}}")
             await asyncio.sleep(0.005)
 
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as g, httpx.AsyncClient(timeout=30) as a:
+    # the read API answers support's token (GET /contacts/{event_id} is a support route)
+    auth = {"authorization": f"Bearer {apps.token(settings, 'api_tokens', 'support')}"}
+    async with httpx.AsyncClient(timeout=30, limits=limits) as g, httpx.AsyncClient(timeout=30, headers=auth) as a:
         t0 = time.monotonic()
         await asyncio.gather(send(g), poll(a))
-        return latencies, total, time.monotonic() - t0
+    if refused:
+        raise RuntimeError(f"freshness: the gateway refused {len(refused)} of {total} contacts "
+                           f"(statuses {sorted(set(refused))})")
+    return latencies, total, time.monotonic() - t0
