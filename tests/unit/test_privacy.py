@@ -1,0 +1,180 @@
+"""schemas/privacy.py: sealing a contact, opening it, and what is left when its keys are destroyed."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+
+import fastavro
+import pytest
+
+import schemas
+from connectors.contact import ContactIn, partition_key, to_record
+from schemas.codec import SingleObjectCodec
+from schemas.privacy import (
+    CONTACT_FULLNAME,
+    ERASED,
+    IDENTITY_EVENT_FULLNAME,
+    MasterKeyWrapper,
+    MemoryKeyRing,
+    Pseudonymizer,
+    Subject,
+    decode_key,
+    is_pseudonym,
+    open_one,
+    open_record,
+    parse_identity,
+    record_key,
+    seal_contact,
+    tokens_in,
+)
+from tests.privacy_scan import needles, scan
+
+from .conftest import RECORDED_AT, full_contact_payload
+
+PERSONAL = ["giulia.rossi@example.it", "+393471234567", "giuliar", "Ordine arrivato rotto",
+            "Il mio ordine è arrivato rotto", "Giulia", "foto.jpg", "https://files.example/foto.jpg", "4711"]
+
+
+@pytest.fixture
+def ring() -> MemoryKeyRing:
+    return MemoryKeyRing(Pseudonymizer(b"p" * 32), MasterKeyWrapper(os.urandom(32)))
+
+
+def record(**overrides) -> dict:
+    return to_record(ContactIn.model_validate(full_contact_payload(**overrides)), RECORDED_AT)
+
+
+def encoded(rec: dict) -> bytes:
+    return SingleObjectCodec().encode("contacts.v1", schemas.CONTACT, rec)
+
+
+def test_a_sealed_contact_has_no_personal_value_in_its_bytes_or_key(ring):
+    plain = record()
+    sealed = seal_contact(plain, ring)
+    assert scan(encoded(plain), PERSONAL)  # the scan finds them in a contact in the clear
+    assert scan(encoded(sealed), PERSONAL) == []
+    assert scan(record_key(sealed), PERSONAL) == []
+    assert record_key(plain) == partition_key(ContactIn.model_validate(full_contact_payload()))
+
+
+def test_sealed_then_opened_is_the_record_in_the_clear(ring):
+    plain = record()
+    decoded = SingleObjectCodec().decode(encoded(seal_contact(plain, ring)))
+    opened = open_one(decoded.schema_fullname, decoded.record, ring)
+    expected = SingleObjectCodec().decode(encoded(plain)).record
+    assert opened == expected
+
+
+def test_pseudonyms_are_stable_per_subject_and_keep_the_identity_rules_shape(ring):
+    a, b = seal_contact(record(), ring), seal_contact(record(provider_id="other"), ring)
+    assert [i["value"] for i in a["identities"]] == [i["value"] for i in b["identities"]]
+    email, phone, social = (i["value"] for i in a["identities"])
+    assert email.endswith("@pseudonym.invalid") and "@" in email
+    assert phone.startswith("+000") and len(set(phone[1:])) > 1 and len(phone) == 16
+    assert social.startswith("~")
+    assert all(is_pseudonym(v) for v in (email, phone, social, a["facts"][0]["value"]))
+    assert not is_pseudonym("+393471234567") and not is_pseudonym("giulia.rossi@example.it")
+
+
+def test_facts_are_pseudonymised_case_insensitively_so_they_still_link(ring):
+    a = seal_contact(record(facts=[{"kind": "order_number", "value": "ORD-9", "source": "text"}]), ring)
+    b = seal_contact(record(provider_id="x", facts=[{"kind": "order_number", "value": " ord-9", "source": "t"}]), ring)
+    assert a["facts"][0]["value"] == b["facts"][0]["value"]
+
+
+def test_destroyed_keys_leave_the_documented_placeholder_and_the_record_keeps_its_shape(ring):
+    sealed = seal_contact(record(), ring)
+    ring.destroy(ring.tokens_of(Subject("phone", "+393471234567")))
+    opened = open_one(CONTACT_FULLNAME, sealed, ring)
+    assert opened["metadata"]["privacy"] == ERASED
+    assert opened["text"] is None and opened["subject"] is None and opened["actor"]["display_name"] is None
+    assert opened["attachments"][0]["name"] is None and opened["attachments"][0]["size_bytes"] == 20480
+    # the phone's value stays its pseudonym; the others still open
+    values = [i["value"] for i in opened["identities"]]
+    assert values[0] == "giulia.rossi@example.it" and is_pseudonym(values[1]) and values[2] == "giuliar"
+    assert opened["channel"] == "voice" and opened["occurred_at"] == sealed["occurred_at"]
+    assert scan(json.dumps(opened, default=str).encode(), ["+393471234567", "Il mio ordine", "Giulia "]) == []
+    SingleObjectCodec().encode("contacts.v1", schemas.CONTACT, opened)  # still a valid record
+
+
+def test_an_erased_subject_writing_again_gets_a_new_pseudonym_and_key(ring):
+    first = seal_contact(record(), ring)
+    ring.destroy(ring.tokens_of(Subject("phone", "+393471234567")))
+    again = seal_contact(record(provider_id="later"), ring)
+    assert first["identities"][1]["value"] != again["identities"][1]["value"]
+    assert first["identities"][0]["value"] == again["identities"][0]["value"]  # the email was not erased
+    assert open_one(CONTACT_FULLNAME, again, ring)["text"] == "Il mio ordine è arrivato rotto, numero 4711."
+    assert open_one(CONTACT_FULLNAME, first, ring)["text"] is None
+
+
+def test_a_v1_record_in_the_clear_still_decodes_and_opens_as_it_is(ring):
+    v1 = schemas.versions(schemas.CONTACT)[0]
+    assert v1.version == 1
+    plain = record()
+    plain.pop("sealed", None)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, v1.parsed, plain)
+    frame = b"\xc3\x01" + SingleObjectCodec.fingerprint(v1.parsed) + buf.getvalue()
+    decoded = SingleObjectCodec().decode(frame)
+    assert decoded.record["sealed"] is None
+    assert open_one(decoded.schema_fullname, decoded.record, ring) == decoded.record
+    assert tokens_in(decoded.schema_fullname, decoded.record) == set()
+
+
+def test_identity_events_open_their_pseudonyms(ring):
+    sealed = seal_contact(record(), ring)
+    event = {"event_id": "e", "customer_id": "c", "identities": [
+        {"kind": i["kind"], "value": i["value"], "platform": i.get("platform")} for i in sealed["identities"]]}
+    opened = open_one(IDENTITY_EVENT_FULLNAME, event, ring)
+    assert [i["value"] for i in opened["identities"]] == ["giulia.rossi@example.it", "+393471234567", "giuliar"]
+
+
+def test_a_tampered_ciphertext_opens_as_erased_not_as_an_error(ring):
+    sealed = seal_contact(record(), ring)
+    bad = dict(sealed, sealed=dict(sealed["sealed"], ciphertext=b"x" + bytes(sealed["sealed"]["ciphertext"])[1:]))
+    assert open_record(CONTACT_FULLNAME, bad, ring.resolve(tokens_in(CONTACT_FULLNAME, bad)))["text"] is None
+
+
+def test_a_contact_without_identities_is_sealed_under_a_key_of_its_own(ring):
+    sealed = seal_contact(dict(record(), identities=[]), ring)  # the gateway refuses these; importers could not
+    assert sealed["text"] is None and record_key(sealed).startswith(b"event:")
+    assert open_one(CONTACT_FULLNAME, sealed, ring)["text"].startswith("Il mio ordine")
+
+
+def test_wrapped_keys_do_not_unwrap_under_another_context_or_master():
+    w = MasterKeyWrapper(os.urandom(32))
+    blob = w.wrap(b"k" * 32, b"token-a")
+    assert w.unwrap(blob, b"token-a") == b"k" * 32
+    with pytest.raises(Exception):
+        w.unwrap(blob, b"token-b")
+    with pytest.raises(Exception):
+        MasterKeyWrapper(os.urandom(32)).unwrap(blob, b"token-a")
+
+
+def test_keys_from_settings_text():
+    raw = os.urandom(32)
+    assert decode_key(base64.b64encode(raw).decode(), "x") == raw
+    assert decode_key(raw.hex(), "x") == raw
+    with pytest.raises(ValueError, match="THREADLINE_PRIVACY_MASTER_KEY"):
+        decode_key("short", "THREADLINE_PRIVACY_MASTER_KEY")
+
+
+def test_parse_identity():
+    assert parse_identity("email:a@b.it") == Subject("email", "a@b.it")
+    assert parse_identity("social:twitter:giuliar") == Subject("social", "giuliar", "twitter")
+    with pytest.raises(ValueError):
+        parse_identity("nokind")
+
+
+def test_the_scan_helper_finds_common_encodings():
+    value = "giulia.rossi@example.it"
+    for prefix in (b"", b"a", b"ab"):
+        assert scan(base64.b64encode(prefix + value.encode() + b"tail"), [value]) == [(value, "base64")]
+    assert scan(value.encode("utf-16-le"), [value]) == [(value, "utf-16-le")]
+    assert scan(b"x=giulia.rossi%40example.it", [value]) == [(value, "url")]
+    assert scan(value.encode().hex().encode(), [value]) == [(value, "hex")]
+    assert scan(json.dumps("Il mio ordine è").encode(), ["ordine è"]) == [("ordine è", "json-ascii")]
+    assert len(needles(value)["base64"]) >= 3
