@@ -178,3 +178,73 @@ def test_the_scan_helper_finds_common_encodings():
     assert scan(value.encode().hex().encode(), [value]) == [(value, "hex")]
     assert scan(json.dumps("Il mio ordine è").encode(), ["ordine è"]) == [("ordine è", "json-ascii")]
     assert len(needles(value)["base64"]) >= 3
+
+
+# --- the edges: the gateway's cache and the sink ------------------------------------------------
+
+
+class CountingRing:
+    def __init__(self, ring):
+        self.ring, self.calls = ring, 0
+
+    def ensure(self, subjects):
+        self.calls += 1
+        return self.ring.ensure(subjects)
+
+    def resolve(self, tokens):
+        return self.ring.resolve(tokens)
+
+
+def test_the_gateway_cache_asks_the_store_once_per_ttl_and_never_caches_opening(ring):
+    from schemas.keystore import CachedKeyRing
+
+    now = [0.0]
+    counting = CountingRing(ring)
+    cached = CachedKeyRing(counting, ttl=30, clock=lambda: now[0])
+    subjects = [Subject("email", "a@b.it")]
+    assert not cached.cached(subjects)
+    first = cached.ensure(subjects)
+    assert cached.ensure(subjects) == first and counting.calls == 1 and cached.cached(subjects)
+    now[0] = 31
+    assert not cached.cached(subjects)
+    cached.ensure(subjects)
+    assert counting.calls == 2
+    ring.destroy([first[subjects[0]].token])
+    assert cached.resolve([first[subjects[0]].token]) == {}  # a destroyed key never opens from memory
+
+
+class FakeProducer:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, topic, key=None, value=None, headers=None):
+        self.sent.append((topic, key, value, headers))
+
+
+def test_the_sink_seals_before_producing_and_keys_by_pseudonym(ring):
+    from connectors.sink import Sink
+
+    producer = FakeProducer()
+    sink = Sink(producer, SingleObjectCodec(), keyring=ring, component="import")
+    sink.send(ContactIn.model_validate(full_contact_payload()))
+    [(topic, key, value, headers)] = producer.sent
+    assert topic == "contacts.v1"
+    assert scan(key, PERSONAL) == [] and scan(value, PERSONAL) == [] and scan(repr(headers).encode(), PERSONAL) == []
+    decoded = SingleObjectCodec().decode(value)
+    assert open_one(decoded.schema_fullname, decoded.record, ring)["text"].startswith("Il mio ordine")
+    assert key.startswith(b"phone:+000")
+
+
+def test_the_sink_seals_in_a_thread_when_the_store_must_be_asked(ring):
+    import asyncio
+
+    from connectors.sink import Sink
+    from schemas.keystore import CachedKeyRing
+
+    cached = CachedKeyRing(ring, ttl=30)
+    sink = Sink(None, SingleObjectCodec(), keyring=cached)
+    contacts = [ContactIn.model_validate(full_contact_payload())]
+    assert sink._needs_store(contacts, RECORDED_AT)
+    [(key, value, _)] = asyncio.run(sink.encode_all(contacts, RECORDED_AT))
+    assert not sink._needs_store(contacts, RECORDED_AT)
+    assert scan(value, PERSONAL) == []
