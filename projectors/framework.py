@@ -41,7 +41,8 @@ from projectors.profiles import Publisher
 from projectors.migrate import migrate
 from projectors.rows import (CONTACT_COLUMNS, CONVERSATION_COLUMNS, IDENTITY_COLUMNS, IDENTITY_EVENT_COLUMNS,
                              Batch, roots)
-from schemas.codec import Codec, make_codec
+from schemas.codec import Codec
+from schemas.keystore import make_reader_codec
 from threadline.dlq import dlq_headers
 from threadline import metrics
 from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
@@ -314,7 +315,7 @@ class Projector:
         self.sources = sources
         self.schema = ddl.check_ident(schema or live_schema(settings, projection))
         self.name = name or self.schema
-        self.codec = codec or make_codec(settings)
+        self.codec = make_reader_codec(settings, codec)  # opens sealed records (docs/privacy.md)
         self.as_of = as_of
         self.batch_size = batch_size
         self.create = create

@@ -32,7 +32,8 @@ from projectors.framework import (POSTGRES_LOST, RECONNECT_FIRST, RECONNECT_MAX,
                                   write_failure)
 from projectors.migrate import migrate
 from projectors.rows import storable
-from schemas.codec import Codec, make_codec
+from schemas.codec import Codec
+from schemas.keystore import make_reader_codec
 from threadline.dlq import dlq_headers
 from threadline.catalog import CONTACTS_RESOLVED, PROJECTIONS_DLQ
 from threadline.errors import DecodeError, KafkaUnavailable
@@ -145,7 +146,7 @@ class Projector:
         self.settings = settings
         self.projector = projector
         self.source_topic = source_topic
-        self.codec = codec or make_codec(settings)
+        self.codec = make_reader_codec(settings, codec)  # opens sealed records (docs/privacy.md)
         self.stop_event = threading.Event()
         self.instruments = Instruments(f"projector:{projector}")
         self.conn: psycopg.Connection | None = None

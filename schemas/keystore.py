@@ -253,3 +253,65 @@ def make_keyring(settings, *, cached: bool = False) -> PostgresKeyRing | CachedK
     if cached and settings.privacy_key_cache_seconds > 0:
         return CachedKeyRing(ring, settings.privacy_key_cache_seconds)
     return ring
+
+
+class OpeningCodec:
+    """A codec whose ``decode`` also opens what it decodes (``schemas.privacy.open_record``): the
+    one way the projectors and exports read sealed records. The keys a record needs are asked
+    once and kept ``keep`` seconds (about one projector batch), so a destroyed key stops opening
+    within that time. Encoding is the wrapped codec's, unchanged. The stream processors use the
+    plain codec: they work on pseudonyms and pass the sealed fields on as they are."""
+
+    def __init__(self, codec, ring: KeyRing, keep: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.codec, self.ring, self.keep, self.clock = codec, ring, keep, clock
+        self._opened: dict[str, Opened] = {}
+        self._since = 0.0
+
+    def encode(self, topic: str, subject: str, record: dict) -> bytes:
+        return self.codec.encode(topic, subject, record)
+
+    def decode(self, data: bytes):
+        from schemas.codec import Decoded
+        from schemas.privacy import open_record, tokens_in
+
+        decoded = self.codec.decode(data)
+        tokens = tokens_in(decoded.schema_fullname, decoded.record)
+        if not tokens:
+            return decoded
+        now = self.clock()
+        if now - self._since >= self.keep:
+            self._opened, self._since = {}, now
+        unknown = [t for t in tokens if t not in self._opened]
+        if unknown:
+            self._opened.update(self.ring.resolve(unknown))
+        return Decoded(decoded.schema_fullname, open_record(decoded.schema_fullname, decoded.record, self._opened))
+
+    def __getattr__(self, name):  # schema_id, plan, registry ...: the wrapped codec's
+        return getattr(self.codec, name)
+
+
+def make_reader_codec(settings, codec=None):
+    """The codec of readers of projected data (projectors, exports, the privacy tools): the
+    settings' codec, opening sealed records when privacy is on."""
+    from schemas.codec import make_codec
+
+    codec = codec or make_codec(settings)
+    ring = make_keyring(settings)
+    return OpeningCodec(codec, ring) if ring is not None else codec
+
+
+def pseudonymous(settings, identity: str) -> str:
+    """``kind:[platform:]value`` as the stream processors know it: with privacy on, the value's
+    live pseudonym (an identity never seen, or erased, keeps one that links nothing); off, as given.
+    For commands that name identities (``threadline identity unlink``)."""
+    from schemas.privacy import parse_identity
+
+    ring = make_keyring(settings)
+    if ring is None:
+        return identity
+    try:
+        subject = parse_identity(identity)
+        token = ring.current_token(subject) or ring.pseudonymizer.token(subject, -1)
+    finally:
+        ring.close()
+    return Subject(subject.kind, token, subject.platform).label
