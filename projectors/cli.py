@@ -106,7 +106,8 @@ privacy_app = typer.Typer(no_args_is_help=True, help="Erasure and right of acces
 
 @privacy_app.command("erase")
 def privacy_erase(identity: str = typer.Option(..., "--identity", help="kind:[platform:]value of any identity of the customer"),
-                  settle: float = typer.Option(2.0, "--settle", help="seconds before the read models are purged again")):
+                  settle: float = typer.Option(2.0, "--settle", help="seconds before the read models are purged again"),
+                  topic_prefix: str = typer.Option("", "--topic-prefix", help="the stream topics' prefix, as given to the worker")):
     """Erase a customer: destroy the data keys of every identity of its component, drop its read-model
     rows, tombstone its compacted keys, emit an erased event. Prints a JSON report (no personal data)."""
     import json
@@ -115,7 +116,7 @@ def privacy_erase(identity: str = typer.Option(..., "--identity", help="kind:[pl
 
     s = _settings()
     try:
-        report = run_erase(s, identity, settle_seconds=settle)
+        report = run_erase(s, identity, settle_seconds=settle, topic_prefix=topic_prefix)
     except ValueError as exc:
         _fail(str(exc), 2)
     except PrivacyOff as exc:

@@ -105,18 +105,22 @@ def purge(conn: psycopg.Connection, comp: Component) -> dict[str, int]:
     return deleted
 
 
-def tombstones(comp: Component, identity_tokens: Iterable[str]) -> list[tuple[str, bytes]]:
+def tombstones(comp: Component, identity_labels: Iterable[str], topic_prefix: str = "") -> list[tuple[str, bytes]]:
     """(topic, key) of every compacted record the component may have (pure): its profile, its
-    conversation state, its identity graph nodes and evidence, its re-keyed contacts."""
+    conversation state, its identity graph nodes (``kind:[platform:]<pseudonym>``) and evidence,
+    its re-keyed contacts. ``topic_prefix``: the stream topics' changelogs under ``<prefix>.`` (as the worker's)."""
+    def t(spec) -> str:
+        return f"{topic_prefix}.{spec.name}" if topic_prefix else spec.name
+
     out: list[tuple[str, bytes]] = []
     for cid in comp.customer_ids:
-        out.append((catalog.CUSTOMER_PROFILES.name, cid.encode()))
-        out.append((catalog.CONVERSATIONS_CHANGELOG.name, json.dumps(cid).encode()))
-    for label in sorted(identity_tokens):
-        out.append((catalog.IDENTITY_GRAPH_CHANGELOG.name, json.dumps(f"n:{label}").encode()))
+        out.append((catalog.CUSTOMER_PROFILES.name, cid.encode()))  # the projectors' topic: never prefixed
+        out.append((t(catalog.CONVERSATIONS_CHANGELOG), json.dumps(cid).encode()))
+    for label in sorted(identity_labels):
+        out.append((t(catalog.IDENTITY_GRAPH_CHANGELOG), json.dumps(f"n:{label}").encode()))
     for eid in comp.event_ids:
-        out.append((catalog.IDENTITY_GRAPH_CHANGELOG.name, json.dumps(f"e:{eid}").encode()))
-        out.append((catalog.IDENTITY_CONTACTS_CHANGELOG.name, json.dumps(eid).encode()))
+        out.append((t(catalog.IDENTITY_GRAPH_CHANGELOG), json.dumps(f"e:{eid}").encode()))
+        out.append((t(catalog.IDENTITY_CONTACTS_CHANGELOG), json.dumps(eid).encode()))
     return out
 
 
@@ -144,7 +148,7 @@ class ErasureReport:
 
 
 def erase(conn: psycopg.Connection, schema: str, ring, producer, codec, subject: Subject, *,
-          requested_by: str = "cli", settle_seconds: float = 2.0) -> ErasureReport:
+          requested_by: str = "cli", settle_seconds: float = 2.0, topic_prefix: str = "") -> ErasureReport:
     """Erase the customer holding ``subject`` (module doc). ``ring``: a ``schemas.keystore.PostgresKeyRing``;
     ``producer``: a ``threadline.kafka.BoundedProducer``. The read-model purge runs again after
     ``settle_seconds``, for rows a projector batch that opened its records before the keys were
@@ -158,7 +162,7 @@ def erase(conn: psycopg.Connection, schema: str, ring, producer, codec, subject:
         for name, n in purge(conn, comp).items():
             rows[name] = rows.get(name, 0) + n
     labels = [Subject(s.kind, t, s.platform).label for s in comp.identities for t in ring.tokens_of([s])]
-    stones = tombstones(comp, labels)
+    stones = tombstones(comp, labels, topic_prefix)
     event = erased_event(comp, keys_destroyed=destroyed, rows=sum(rows.values()), tombstones=len(stones),
                          at=datetime.now(UTC), requested_by=requested_by)
     topic = catalog.PRIVACY_ERASURES.name
@@ -219,7 +223,8 @@ class PrivacyOff(RuntimeError):
     """Erasure needs sealed records: THREADLINE_PRIVACY_MASTER_KEY is unset."""
 
 
-def run_erase(settings, identity: str, *, requested_by: str = "cli", settle_seconds: float = 2.0) -> ErasureReport:
+def run_erase(settings, identity: str, *, requested_by: str = "cli", settle_seconds: float = 2.0,
+              topic_prefix: str = "") -> ErasureReport:
     """``erase`` with the settings' key store, database and Kafka. ValueError: not an identity;
     PrivacyOff; NotFound; KafkaUnavailable / KeyStoreUnavailable: retry."""
     from projectors.framework import live_schema
@@ -236,7 +241,7 @@ def run_erase(settings, identity: str, *, requested_by: str = "cli", settle_seco
     try:
         with psycopg.connect(settings.effective_pg_dsn, autocommit=True, application_name="threadline-privacy") as conn:
             return erase(conn, live_schema(settings, "support"), ring, producer, make_codec(settings), subject,
-                         requested_by=requested_by, settle_seconds=settle_seconds)
+                         requested_by=requested_by, settle_seconds=settle_seconds, topic_prefix=topic_prefix)
     finally:
         producer.close()
         ring.close()

@@ -12,7 +12,8 @@ Model (docs/privacy.md):
   a phone pseudonym ``+000`` + 12 digits, others ``~`` + base32). The key store keeps, per token,
   the wrapped data key and the subject's value encrypted under that key.
 * Sealing a contact (``seal_contact``): every identity and fact value is replaced by its
-  pseudonym, and subject, text, the actor's display name and the attachments' names and URLs are
+  pseudonym, and subject, text, the actor's display name, the attachments' names and URLs and the
+  fact values as written (the key store keeps facts stripped and lowercased) are
   encrypted with AES-GCM under the data key of the contact's primary identity (``sealed``),
   with the event id and the key's token as associated data. Record keys built from a sealed
   contact are pseudonyms: no identity value in clear is left on the record.
@@ -185,7 +186,8 @@ def seal_contact(record: dict, ring: KeyRing) -> dict:
     actor = dict(record.get("actor") or {})
     attachments = [dict(a) for a in record.get("attachments") or []]
     body = {"subject": record.get("subject"), "text": record.get("text"), "display_name": actor.get("display_name"),
-            "attachments": [[a.get("name"), a.get("url")] for a in attachments]}
+            "attachments": [[a.get("name"), a.get("url")] for a in attachments],
+            "facts": [f["value"] for f in record.get("facts") or []]}  # as written (the key store has them normalized)
     blob = seal_value(body_key.key, json.dumps(body, ensure_ascii=False, separators=(",", ":")),
                       _aad(str(record["event_id"]), body_key.token))
     actor["display_name"] = None
@@ -260,6 +262,9 @@ def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
     body = json.loads(text)
     out["subject"], out["text"] = body.get("subject"), body.get("text")
     out["actor"] = dict(record.get("actor") or {}, display_name=body.get("display_name"))
+    written = body.get("facts")
+    if written is not None and len(written) == len(out.get("facts") or []):
+        out["facts"] = [dict(f, value=v) for f, v in zip(out["facts"], written)]
     pairs = body.get("attachments") or []
     attachments = list(record.get("attachments") or [])
     out["attachments"] = [dict(a, name=p[0], url=p[1]) for a, p in zip(attachments, pairs)] + attachments[len(pairs):]

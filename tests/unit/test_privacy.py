@@ -248,3 +248,10 @@ def test_the_sink_seals_in_a_thread_when_the_store_must_be_asked(ring):
     [(key, value, _)] = asyncio.run(sink.encode_all(contacts, RECORDED_AT))
     assert not sink._needs_store(contacts, RECORDED_AT)
     assert scan(value, PERSONAL) == []
+
+
+def test_facts_open_as_written_from_the_contact_and_normalised_elsewhere(ring):
+    sealed = seal_contact(record(facts=[{"kind": "order_number", "value": "ORD-9", "source": "text"}]), ring)
+    assert open_one(CONTACT_FULLNAME, sealed, ring)["facts"][0]["value"] == "ORD-9"
+    event = {"event_id": "e", "facts": [{"kind": "order_number", "value": sealed["facts"][0]["value"], "source": None}]}
+    assert open_one("threadline.conversation.ConversationEvent", event, ring)["facts"][0]["value"] == "ord-9"
