@@ -29,13 +29,15 @@ from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from psycopg.rows import dict_row
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from projectors import definitions, judgements, lookup, profiles
 from projectors.framework import live_schema
 from threadline import auth, ops
-from threadline.http import error_response, guard, validation_fields
+from threadline.errors import ThreadlineError
+from threadline.http import error_response, error_responses, guard, validation_fields
+from threadline.logging import get_logger
 from threadline.settings import Settings
 
 CONTACT_COLUMNS = ("event_id, customer_id, connector, channel, direction, occurred_at, recorded_at, text, "
@@ -49,6 +51,7 @@ IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device"
 # PostgreSQL down: a request waits at most this long for a connection, then answers 503 with
 # Retry-After (a client's or a provider's timeout is longer); the pool reconnects in the background.
 POOL_TIMEOUT = 1.0
+log = get_logger("threadline.api")
 RETRY_AFTER = "5"
 Limit = Query(50, ge=1, le=500, description="page size")
 # A calendar day as the document says (format: date), not whatever pydantic would take (0, say).
@@ -70,6 +73,10 @@ ROUTE_SCOPES = {
     "/marketing/customers/{customer_id}/segments": "marketing",
     "/projections": auth.ANY,
 }
+
+
+class ErasureRequest(BaseModel):
+    identity: str = Field(min_length=3, max_length=400, description="kind:[platform:]value of any identity of the customer")
 
 
 class NotFound(Exception):
@@ -321,6 +328,54 @@ def create_app(settings: Settings) -> FastAPI:
         signals = judgements.Signals(row["last_rating"], row["sentiment_30d"], row["inbound_90d"],
                                 row["social_inbound_90d"], row["first_channel"])
         return {"customer_id": cid, "segments": judgements.segments(signals), "signals": row}
+
+    # -- privacy (docs/privacy.md): admin only (not in ROUTE_SCOPES) ----------------------------
+    @app.get("/privacy/access", tags=["privacy"],
+             responses=error_responses(400, 401, 403, 404, 503, _404="no customer holds the identity"))
+    async def privacy_access(identity: str = Query(min_length=3, max_length=400,
+                                                   description="kind:[platform:]value, e.g. email:giulia@example.it")):
+        """Right of access: one JSON bundle of what the read model holds about the customer of an
+        identity: contacts, conversations, conversation events, identities, identity events, facts."""
+        import json
+
+        from projectors.erasure import NotFound as NoCustomer
+        from projectors.erasure import run_export
+
+        try:
+            data = await run_in_threadpool(run_export, settings, identity)
+        except ValueError as exc:
+            return error_response(400, "invalid_parameters", "the request parameters are not valid",
+                                  [{"field": "identity", "problem": str(exc)}])
+        except NoCustomer:
+            raise NotFound("customer with that identity")
+        except (psycopg.OperationalError, ThreadlineError) as exc:
+            log.warning("privacy_access_unavailable", error=type(exc).__name__)
+            return error_response(503, "unavailable", "the read model or the key store is not available; retry")
+        return json.loads(json.dumps(data, default=str))
+
+    @app.post("/privacy/erasures", tags=["privacy"],
+              responses=error_responses(400, 401, 403, 404, 503, _404="no customer holds the identity",
+                                        _400="not an identity, or privacy (sealing) is off"))
+    async def privacy_erase(body: ErasureRequest):
+        """Erase the customer of an identity (``threadline privacy erase``): the data keys of every
+        identity of its component destroyed, its read-model rows dropped, its compacted keys
+        tombstoned, an erased event written. The answer has ids and counts only. Needs the
+        projections' owner role (THREADLINE_PG_DSN) and Kafka."""
+        from projectors.erasure import NotFound as NoCustomer
+        from projectors.erasure import PrivacyOff, run_erase
+
+        try:
+            report = await run_in_threadpool(run_erase, settings, body.identity, requested_by="api")
+        except (ValueError, PrivacyOff) as exc:
+            return error_response(400, "invalid_body", "the erasure cannot be made",
+                                  [{"field": "identity", "problem": str(exc)}])
+        except NoCustomer:
+            raise NotFound("customer with that identity")
+        except (psycopg.OperationalError, ThreadlineError) as exc:
+            log.warning("privacy_erasure_unavailable", error=type(exc).__name__)
+            return error_response(503, "unavailable", "Kafka, PostgreSQL or the key store is not available; the "
+                                  "erasure may be partial: send it again")
+        return report.as_json()
 
     # -- operations ---------------------------------------------------------------------------
     @app.get("/projections", tags=["operations"])

@@ -112,7 +112,7 @@ def privacy_erase(identity: str = typer.Option(..., "--identity", help="kind:[pl
     rows, tombstone its compacted keys, emit an erased event. Prints a JSON report (no personal data)."""
     import json
 
-    from projectors.privacy import NotFound, PrivacyOff, run_erase
+    from projectors.erasure import NotFound, PrivacyOff, run_erase
 
     s = _settings()
     try:
@@ -134,7 +134,7 @@ def privacy_export(identity: str = typer.Option(..., "--identity", help="kind:[p
     """Right of access: one JSON bundle of the customer's contacts, conversations, identities and facts."""
     import json
 
-    from projectors.privacy import NotFound, run_export
+    from projectors.erasure import NotFound, run_export
 
     s = _settings()
     try:

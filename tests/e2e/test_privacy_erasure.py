@@ -36,7 +36,7 @@ from connectors.gateway import create_app as gateway_app
 from fixtures.tokens import API_TOKENS, CONTACT_TOKEN, bearer, token_env, token_settings
 from projectors.api import create_app as api_app
 from projectors.framework import Projector, Sources
-from projectors.privacy import run_export
+from projectors.erasure import run_export
 from projectors.replay import end_offsets
 from threadline.catalog import PRIVACY_ERASURES
 from tests.integration.streams.stream_helpers import REPO, settle, stream_run
@@ -124,6 +124,8 @@ def story(services, catalog_topics, tmp_path_factory):
         contact(tag, "chat", "chat", [{**email, "primary": True}, handle], 20, text=g["texts"][2]),
         contact(tag, "form", "web_form", [{"kind": "email", "value": s["email"], "primary": True}], 30,
                 text=s["text"], actor={"role": "customer", "display_name": s["name"]}),
+        contact(tag, "review", "review", [{"kind": "social", "value": f"emre{tag}", "platform": "instagram",
+                                           "primary": True}], 40, text=f"Harika hizmet {tag}"),
     ]
     prefixes = []
     home = tmp_path_factory.mktemp("privacy")
@@ -148,6 +150,24 @@ def story(services, catalog_topics, tmp_path_factory):
             giulia_id = found.json()["customer_id"]
             card_before = api.get(f"/customers/{giulia_id}").json()
         bundle = run_export(before, f"email:{g['email']}", dsn=before.effective_pg_dsn)
+        with TestClient(api_app(before)) as api:
+            ident = {"identity": f"email:{g['email']}"}
+            access = {"admin": api.get("/privacy/access", params=ident, headers=bearer(API_TOKENS["admin"])),
+                      "support": api.get("/privacy/access", params=ident, headers=bearer(API_TOKENS["support"])),
+                      "none": api.get("/privacy/access", params=ident),
+                      "bad": api.get("/privacy/access", params={"identity": "nokind"},
+                                     headers=bearer(API_TOKENS["admin"]))}
+            emre = f"social:instagram:emre{tag}"
+            emre_id = api.get("/customers/by-identity", params={"kind": "social", "value": f"emre{tag}",
+                                                                "platform": "instagram"},
+                              headers=bearer(API_TOKENS["admin"])).json()["customer_id"]
+            api_erase = {"sales": api.post("/privacy/erasures", json={"identity": emre},
+                                           headers=bearer(API_TOKENS["sales"])),
+                         "admin": api.post("/privacy/erasures", json={"identity": emre},
+                                           headers=bearer(API_TOKENS["admin"])),
+                         "again": api.post("/privacy/erasures", json={"identity": emre},
+                                           headers=bearer(API_TOKENS["admin"]))}
+            emre_card = api.get(f"/customers/{emre_id}", headers=bearer(API_TOKENS["admin"]))
 
         env = {**os.environ, **services.env(), **token_env(), **PRIVACY_ENV,
                "THREADLINE_PROJECTION_PREFIX": prefixes[-1], "THREADLINE_LOG_LEVEL": "DEBUG"}
@@ -180,7 +200,8 @@ def story(services, catalog_topics, tmp_path_factory):
                "bundle": bundle, "report": report, "erase_output": erased.stdout + erased.stderr,
                "card_after_erase": card_after_erase, "again_customer": again_customer, "rebuilt": rebuilt,
                "before": before, "records": records, "home": home, "worker_log": worker.log_path,
-               "dsn": services.settings.effective_pg_dsn, "tables_after": tables_after}
+               "dsn": services.settings.effective_pg_dsn, "tables_after": tables_after, "access": access,
+               "api_erase": api_erase, "emre_id": emre_id, "emre_card": emre_card}
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
             for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
@@ -265,3 +286,22 @@ def test_no_topic_key_holds_an_identity_in_the_clear(story):
     keyed = {t: [m.key for m in msgs if m.key] for t, msgs in story["records"].items()}
     assert sum(len(k) for k in keyed.values()) > 10
     assert {t: scan(b"\n".join(keys), identities) for t, keys in keyed.items() if scan(b"\n".join(keys), identities)} == {}
+
+
+def test_the_access_bundle_over_the_api_is_the_admins_and_the_same_as_the_cli(story):
+    a = story["access"]
+    assert a["none"].status_code == 401 and a["support"].status_code == 403
+    assert a["bad"].status_code == 400 and a["bad"].json()["fields"][0]["field"] == "identity"
+    assert a["admin"].status_code == 200
+    body = a["admin"].json()
+    assert sorted(c["event_id"] for c in body["contacts"]) == sorted(story["accepted"][:3])
+    assert body["identities"] == json.loads(json.dumps(story["bundle"]["identities"], default=str))
+
+
+def test_an_erasure_over_the_api_needs_admin_and_erases(story):
+    e = story["api_erase"]
+    assert e["sales"].status_code == 403
+    assert e["admin"].status_code == 200, e["admin"].text
+    assert story["emre_id"] in e["admin"].json()["customer_ids"] and e["admin"].json()["keys_destroyed"] >= 1
+    assert e["again"].status_code == 404  # nothing left to erase
+    assert story["emre_card"].status_code == 404
