@@ -270,6 +270,43 @@ class OpeningCodec:
     def encode(self, topic: str, subject: str, record: dict) -> bytes:
         return self.codec.encode(topic, subject, record)
 
+    def _resolve(self, tokens: list[str]) -> dict[str, Opened]:
+        """The ring's answer; the store down: retried for about 15 s (the projector's own
+        PostgreSQL is usually down then too), then KeyStoreUnavailable."""
+        delay = 0.5
+        for _ in range(5):
+            try:
+                return self.ring.resolve(tokens)
+            except KeyStoreUnavailable:
+                time.sleep(delay)
+                delay *= 2
+        return self.ring.resolve(tokens)
+
+    def _fresh(self) -> None:
+        now = self.clock()
+        if now - self._since >= self.keep:
+            self._opened, self._since = {}, now
+
+    def prefetch(self, values: Iterable[bytes]) -> int:
+        """Ask the key store once for the keys of every record in ``values`` (a polled batch), so
+        the ``decode`` of each asks nothing more. Records that do not decode are skipped here (their
+        ``decode`` raises as usual). Returns how many keys were fetched."""
+        from schemas.privacy import tokens_in
+        from threadline.errors import DecodeError
+
+        self._fresh()
+        wanted: set[str] = set()
+        for data in values:
+            try:
+                decoded = self.codec.decode(data)
+            except DecodeError:
+                continue
+            wanted |= tokens_in(decoded.schema_fullname, decoded.record)
+        unknown = sorted(wanted - self._opened.keys())
+        for i in range(0, len(unknown), 5000):
+            self._opened.update(self._resolve(unknown[i:i + 5000]))
+        return len(unknown)
+
     def decode(self, data: bytes):
         from schemas.codec import Decoded
         from schemas.privacy import open_record, tokens_in
@@ -278,12 +315,10 @@ class OpeningCodec:
         tokens = tokens_in(decoded.schema_fullname, decoded.record)
         if not tokens:
             return decoded
-        now = self.clock()
-        if now - self._since >= self.keep:
-            self._opened, self._since = {}, now
+        self._fresh()
         unknown = [t for t in tokens if t not in self._opened]
         if unknown:
-            self._opened.update(self.ring.resolve(unknown))
+            self._opened.update(self._resolve(unknown))
         return Decoded(decoded.schema_fullname, open_record(decoded.schema_fullname, decoded.record, self._opened))
 
     def __getattr__(self, name):  # schema_id, plan, registry ...: the wrapped codec's

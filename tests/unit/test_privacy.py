@@ -255,3 +255,29 @@ def test_facts_open_as_written_from_the_contact_and_normalised_elsewhere(ring):
     assert open_one(CONTACT_FULLNAME, sealed, ring)["facts"][0]["value"] == "ORD-9"
     event = {"event_id": "e", "facts": [{"kind": "order_number", "value": sealed["facts"][0]["value"], "source": None}]}
     assert open_one("threadline.conversation.ConversationEvent", event, ring)["facts"][0]["value"] == "ord-9"
+
+
+def test_the_opening_codec_prefetches_a_batch_in_one_query_and_forgets_keys_after_keep(ring):
+    from schemas.keystore import OpeningCodec
+
+    class Counting:
+        def __init__(self):
+            self.calls = 0
+
+        def ensure(self, subjects):
+            return ring.ensure(subjects)
+
+        def resolve(self, tokens):
+            self.calls += 1
+            return ring.resolve(tokens)
+
+    codec, counting, now = SingleObjectCodec(), Counting(), [0.0]
+    values = [encoded(seal_contact(record(provider_id=f"p{i}", identities=[
+        {"kind": "email", "value": f"c{i}@example.it", "primary": True}]), ring)) for i in range(5)]
+    opening = OpeningCodec(codec, counting, keep=1.0, clock=lambda: now[0])
+    assert opening.prefetch(values + [b"not a record"]) == 5 + 1  # five identities, one order number
+    texts = [opening.decode(v).record["text"] for v in values]
+    assert counting.calls == 1 and all(t.startswith("Il mio ordine") for t in texts)
+    ring.destroy(ring.tokens_of(Subject("email", "c0@example.it")))
+    now[0] = 1.5  # past keep: the destroyed key is not opened from memory
+    assert opening.decode(values[0]).record["text"] is None
