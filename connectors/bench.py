@@ -508,7 +508,7 @@ def privacy_suite(ctx: BenchContext) -> list[Section]:
     from connectors.contact import to_record
     from connectors.sink import Sink
     from schemas.codec import make_codec
-    from schemas.keystore import CachedKeyRing, OpeningCodec, make_keyring
+    from schemas.keystore import CachedKeyRing, OpeningCodec, make_store
     from schemas.privacy import subjects_of
     from threadline.benchkit import Rate
 
@@ -529,7 +529,7 @@ def privacy_suite(ctx: BenchContext) -> list[Section]:
                              body.encode(), now)
         contacts += chat.parse(req, mctx)
     codec = make_codec(settings)
-    store = make_keyring(settings)
+    store = make_store(settings)
     assert store is not None
     try:
         plain = _encode_rate(Sink(None, codec), contacts, now)

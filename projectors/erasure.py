@@ -229,12 +229,12 @@ def run_erase(settings, identity: str, *, requested_by: str = "cli", settle_seco
     PrivacyOff; NotFound; KafkaUnavailable / KeyStoreUnavailable: retry."""
     from projectors.framework import live_schema
     from schemas.codec import make_codec
-    from schemas.keystore import make_keyring
+    from schemas.keystore import make_store
     from schemas.privacy import parse_identity
     from threadline.kafka import BoundedProducer
 
     subject = parse_identity(identity)
-    ring = make_keyring(settings)
+    ring = make_store(settings)
     if ring is None:
         raise PrivacyOff("erasure needs THREADLINE_PRIVACY_MASTER_KEY: records written in the clear cannot be shredded")
     producer = BoundedProducer.from_settings(settings, client_id="threadline-privacy")
@@ -250,11 +250,11 @@ def run_erase(settings, identity: str, *, requested_by: str = "cli", settle_seco
 def run_export(settings, identity: str, dsn: str | None = None) -> dict:
     """``access_bundle`` of the live support projection (on ``dsn``, the read API's role by default)."""
     from projectors.framework import live_schema
-    from schemas.keystore import make_keyring
+    from schemas.keystore import make_store
     from schemas.privacy import parse_identity
 
     subject = parse_identity(identity)
-    ring = make_keyring(settings)
+    ring = make_store(settings)
     token = None
     if ring is not None:
         try:

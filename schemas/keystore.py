@@ -123,7 +123,7 @@ class PostgresKeyRing:
                 out[s] = DataKey(token, self.wrapper.unwrap(bytes(wrapped), token.encode()))
             return out
 
-        return self._run(go)  # type: ignore[return-value]
+        return self._run(go)
 
     def resolve(self, tokens: Iterable[str]) -> dict[str, Opened]:
         wanted = sorted(set(tokens))
@@ -141,7 +141,7 @@ class PostgresKeyRing:
                     out[token] = Opened(key, value)
             return out
 
-        return self._run(go)  # type: ignore[return-value]
+        return self._run(go)
 
     def tokens_of(self, subjects: Iterable[Subject]) -> list[str]:
         """Every generation's token of the subjects, destroyed ones included."""
@@ -149,7 +149,7 @@ class PostgresKeyRing:
         if not refs:
             return []
         return self._run(lambda conn: [r[0] for r in conn.execute(
-            f"select token from {SCHEMA}.data_keys where lookup_ref = any(%s) order by token", (refs,)).fetchall()])  # type: ignore[return-value]
+            f"select token from {SCHEMA}.data_keys where lookup_ref = any(%s) order by token", (refs,)).fetchall()])
 
     def current_token(self, subject: Subject) -> str | None:
         """The live token of a subject, None when it has none (never seen, or erased)."""
@@ -157,7 +157,7 @@ class PostgresKeyRing:
         row = self._run(lambda conn: conn.execute(
             f"select token from {SCHEMA}.data_keys where lookup_ref = %s and wrapped_key is not null"
             " order by generation desc limit 1", (ref,)).fetchone())
-        return row[0] if row else None  # type: ignore[index]
+        return row[0] if row else None
 
     def destroy(self, tokens: Iterable[str]) -> int:
         """Blank the wrapped keys and values of ``tokens``, then VACUUM the table so the old row
@@ -173,7 +173,7 @@ class PostgresKeyRing:
             conn.execute(f"vacuum {SCHEMA}.data_keys")
             return n
 
-        return self._run(go)  # type: ignore[return-value]
+        return self._run(go)
 
     def close(self) -> None:
         with self._lock:
@@ -244,13 +244,19 @@ def wrapper_from(settings) -> KeyWrapper | None:
         raise ConfigError(str(exc)) from exc
 
 
-def make_keyring(settings, *, cached: bool = False) -> PostgresKeyRing | CachedKeyRing | None:
-    """The key ring the settings ask for; None when privacy (sealing) is off."""
+def make_store(settings) -> PostgresKeyRing | None:
+    """The key store the settings ask for; None when privacy (sealing) is off."""
     wrapper = wrapper_from(settings)
     if wrapper is None:
         return None
-    ring = PostgresKeyRing(settings.effective_pg_dsn, wrapper, pseudonymizer_from(settings))
-    if cached and settings.privacy_key_cache_seconds > 0:
+    return PostgresKeyRing(settings.effective_pg_dsn, wrapper, pseudonymizer_from(settings))
+
+
+def make_keyring(settings, *, cached: bool = False) -> KeyRing | None:
+    """The key ring of writers (``cached``: the gateway's, THREADLINE_PRIVACY_KEY_CACHE_SECONDS) and
+    readers; None when privacy is off."""
+    ring = make_store(settings)
+    if ring is not None and cached and settings.privacy_key_cache_seconds > 0:
         return CachedKeyRing(ring, settings.privacy_key_cache_seconds)
     return ring
 
@@ -341,7 +347,7 @@ def pseudonymous(settings, identity: str) -> str:
     For commands that name identities (``threadline identity unlink``)."""
     from schemas.privacy import parse_identity
 
-    ring = make_keyring(settings)
+    ring = make_store(settings)
     if ring is None:
         return identity
     try:
