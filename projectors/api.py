@@ -72,6 +72,7 @@ ROUTE_SCOPES = {
     "/marketing/reviews": "marketing", "/marketing/customers/{customer_id}/consent": "marketing",
     "/marketing/customers/{customer_id}/segments": "marketing",
     "/projections": auth.ANY,
+    "/privacy/access": "admin", "/privacy/erasures": "admin",  # docs/privacy.md: whole customers, and a write
 }
 
 
