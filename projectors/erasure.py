@@ -204,13 +204,19 @@ def access_bundle(conn: psycopg.Connection, schema: str, subject: Subject, token
 
 def bundle(customer_ids: list[str], contacts: list[dict], conversations: list[dict], conversation_events: list[dict],
            identities: list[dict], identity_events: list[dict], at: datetime) -> dict:
-    """The access bundle (pure): facts gathered from the contacts and conversation events, once each."""
+    """The access bundle (pure): facts gathered from the contacts and conversation events, once each;
+    the consent history, every signal in event-time order with the contact that carried it."""
     facts: dict[tuple[str, str], dict] = {}
     for row in [*contacts, *conversation_events]:
         for f in row.get("facts") or []:
             facts.setdefault((f.get("kind"), f.get("value")), {"kind": f.get("kind"), "value": f.get("value"),
                                                                "source": f.get("source")})
+    consent = sorted(({"purpose": x.get("purpose"), "channel": x.get("channel"), "granted": x.get("granted"),
+                       "source": x.get("source"), "signal_at": row.get("occurred_at"), "evidence": row.get("event_id")}
+                      for row in contacts for x in row.get("consent") or []),
+                     key=lambda x: (str(x["signal_at"]), str(x["evidence"])))
     return {"format": BUNDLE_FORMAT, "generated_at": at.isoformat(), "customer_ids": customer_ids,
+            "consent": consent,
             "identities": identities, "contacts": contacts, "conversations": conversations,
             "conversation_events": conversation_events, "identity_events": identity_events,
             "facts": sorted(facts.values(), key=lambda f: (str(f["kind"]), str(f["value"])))}

@@ -120,7 +120,8 @@ def story(services, catalog_topics, tmp_path_factory):
                 actor={"role": "customer", "display_name": g["name"]}),
         contact(tag, "mail", "email", [{**email, "primary": True}], 10, text=g["texts"][1], subject=f"Foto {tag}",
                 facts=[{"kind": "order_number", "value": g["order"], "source": "text"}],
-                attachments=[{"name": f"pacco-{tag}.jpg", "content_type": "image/jpeg", "size_bytes": 100}]),
+                attachments=[{"name": f"pacco-{tag}.jpg", "content_type": "image/jpeg", "size_bytes": 100}],
+                consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "email"}]),
         contact(tag, "chat", "chat", [{**email, "primary": True}, handle], 20, text=g["texts"][2]),
         contact(tag, "form", "web_form", [{"kind": "email", "value": s["email"], "primary": True}], 30,
                 text=s["text"], actor={"role": "customer", "display_name": s["name"]}),
@@ -230,6 +231,7 @@ def test_the_access_bundle_holds_giulias_contacts_conversations_identities_and_n
     text = json.dumps(b, ensure_ascii=False, default=str)
     assert story["s"]["email"] not in text and story["s"]["text"] not in text and story["accepted"][3] not in text
     assert all(t in text for t in story["g"]["texts"])
+    assert [(x["purpose"], x["granted"], x["evidence"]) for x in b["consent"]] == [("marketing", False, story["accepted"][1])]
 
 
 def test_the_erasure_destroyed_the_keys_and_dropped_the_rows(story):

@@ -44,11 +44,16 @@ def test_the_event_encodes_with_the_erasure_schema():
 
 def test_the_bundle_gathers_facts_once_and_keeps_everything_else():
     at = datetime(2026, 11, 30, tzinfo=UTC)
-    contacts = [{"event_id": "e-1", "facts": [{"kind": "order_number", "value": "4711", "source": "text"}]},
-                {"event_id": "e-2", "facts": [{"kind": "order_number", "value": "4711", "source": "form"}]}]
+    contacts = [{"event_id": "e-1", "occurred_at": "2026-11-22T10:00:00+00:00",
+                 "facts": [{"kind": "order_number", "value": "4711", "source": "text"}],
+                 "consent": [{"purpose": "marketing", "channel": "email", "granted": False, "source": "ivr"}]},
+                {"event_id": "e-2", "occurred_at": "2026-11-21T10:00:00+00:00",
+                 "facts": [{"kind": "order_number", "value": "4711", "source": "form"}],
+                 "consent": [{"purpose": "marketing", "channel": "email", "granted": True, "source": "form"}]}]
     events = [{"event_id": "v-e", "facts": [{"kind": "address", "value": "Via Roma 1", "source": None}]}]
     b = bundle(["c-1"], contacts, [{"conversation_id": "v-1"}], events, [{"kind": "email"}], [], at)
     assert b["format"] == "threadline.access-bundle.v1" and b["generated_at"] == at.isoformat()
     assert b["facts"] == [{"kind": "address", "value": "Via Roma 1", "source": None},
-                          {"kind": "order_number", "value": "4711", "source": "text"}]
+                          {"kind": "order_number", "value": "4711", "source": "text"}]  # the first given (rows come in event time)
     assert b["contacts"] == contacts and b["conversations"] == [{"conversation_id": "v-1"}]
+    assert [(x["granted"], x["evidence"]) for x in b["consent"]] == [(True, "e-2"), (False, "e-1")]  # event time
