@@ -76,8 +76,12 @@ ROUTE_SCOPES = {
 }
 
 
+IDENTITY_PATTERN = r"^[^:]+:[\s\S]+$"  # kind:[platform:]value (schemas.privacy.parse_identity)
+
+
 class ErasureRequest(BaseModel):
-    identity: str = Field(min_length=3, max_length=400, description="kind:[platform:]value of any identity of the customer")
+    identity: str = Field(min_length=3, max_length=400, pattern=IDENTITY_PATTERN,
+                          description="kind:[platform:]value of any identity of the customer")
 
 
 class NotFound(Exception):
@@ -333,7 +337,7 @@ def create_app(settings: Settings) -> FastAPI:
     # -- privacy (docs/privacy.md): admin only (not in ROUTE_SCOPES) ----------------------------
     @app.get("/privacy/access", tags=["privacy"],
              responses=error_responses(400, 401, 403, 404, 503, _404="no customer holds the identity"))
-    async def privacy_access(identity: str = Query(min_length=3, max_length=400,
+    async def privacy_access(identity: str = Query(min_length=3, max_length=400, pattern=IDENTITY_PATTERN,
                                                    description="kind:[platform:]value, e.g. email:giulia@example.it")):
         """Right of access: one JSON bundle of what the read model holds about the customer of an
         identity: contacts, conversations, conversation events, identities, identity events, facts."""
@@ -355,8 +359,9 @@ def create_app(settings: Settings) -> FastAPI:
         return json.loads(json.dumps(data, default=str))
 
     @app.post("/privacy/erasures", tags=["privacy"],
-              responses=error_responses(400, 401, 403, 404, 503, _404="no customer holds the identity",
-                                        _400="not an identity, or privacy (sealing) is off"))
+              responses=error_responses(400, 401, 403, 404, 409, 503, _404="no customer holds the identity",
+                                        _400="not an identity",
+                                        _409="privacy (sealing) is off: nothing could be shredded"))
     async def privacy_erase(body: ErasureRequest):
         """Erase the customer of an identity (``threadline privacy erase``): the data keys of every
         identity of its component destroyed, its read-model rows dropped, its compacted keys
@@ -367,9 +372,11 @@ def create_app(settings: Settings) -> FastAPI:
 
         try:
             report = await run_in_threadpool(run_erase, settings, body.identity, requested_by="api")
-        except (ValueError, PrivacyOff) as exc:
-            return error_response(400, "invalid_body", "the erasure cannot be made",
+        except ValueError as exc:
+            return error_response(400, "invalid_body", "the body does not name an identity",
                                   [{"field": "identity", "problem": str(exc)}])
+        except PrivacyOff as exc:
+            return error_response(409, "privacy_off", str(exc))
         except NoCustomer:
             raise NotFound("customer with that identity")
         except (psycopg.OperationalError, ThreadlineError) as exc:

@@ -58,7 +58,7 @@ def urls(s, u: str) -> dict[str, tuple[str, dict]]:
 POSTS = {"/privacy/erasures"}
 OWN_ANSWER = {"/contacts/{event_id}": {200, 404}, "/customers/{customer_id}/contacts": {200, 404},
               # the walking skeleton's contact routes read skeleton.contacts, which the story leaves empty
-              "/privacy/erasures": {400}}  # privacy is off here: refused, naming the identity
+              "/privacy/erasures": {409}}  # privacy is off here: refused as a conflict with the settings
 
 
 def call(api, template: str, url: str, params: dict, headers: dict):
