@@ -8,7 +8,8 @@ identity merges her two customers; Sanne fills a web form. Contacts go through t
 * the right-of-access bundle of Giulia holds her three contacts and identities, nothing of Sanne;
 * ``threadline privacy erase --identity email:…`` (the CLI, a process of its own);
 * a scan of every topic's raw bytes (keys, values, headers), every table of every PostgreSQL
-  schema, the worker's folder and logs and the erasure command's output finds none of Giulia's
+  schema, an analysts' export, the worker's folder (its RocksDB state) and log and the erasure
+  command's output finds none of Giulia's
   identity values, names or texts, in the clear or in the common encodings (tests/privacy_scan.py);
 * Sanne is intact; a rebuild of the projection after the erasure has Giulia's contacts as
   placeholders (counts kept, no personal data) and Sanne in the clear;
@@ -37,6 +38,7 @@ from fixtures.tokens import API_TOKENS, CONTACT_TOKEN, bearer, token_env, token_
 from projectors.api import create_app as api_app
 from projectors.framework import Projector, Sources
 from projectors.erasure import run_export
+from projectors.export import export
 from projectors.replay import end_offsets
 from threadline.catalog import PRIVACY_ERASURES
 from tests.integration.streams.stream_helpers import REPO, settle, stream_run
@@ -131,7 +133,7 @@ def story(services, catalog_topics, tmp_path_factory):
     prefixes = []
     home = tmp_path_factory.mktemp("privacy")
     with stream_run(services, "pv", home) as world:
-        worker = world.worker()
+        worker = world.worker(THREADLINE_STREAMS_STORE="rocksdb")  # state on disk: scanned below
         resolved, identities, conversations = (world.reader(n) for n in ("resolved", "identities", "conversations"))
         gw = gateway_app(settings, contacts_topic=world.topics.contacts)
         accepted = []
@@ -183,6 +185,9 @@ def story(services, catalog_topics, tmp_path_factory):
         prefixes.append(f"pv{world.run}b_")
         rebuilt = project(settings, world, prefixes[-1])  # a projection rebuild after the erasure
         tables_after = every_table_text(services.settings.effective_pg_dsn)
+        exported = home / "export.jsonl"  # an analysts' export after the erasure (threadline export)
+        export(settings, [world.topics.resolved, world.topics.identities, world.topics.conversations], None, None,
+               "jsonl", exported)
 
         # The erased address writes again: a new customer (scanned above, before it is written)
         with TestClient(gateway_app(settings, contacts_topic=world.topics.contacts), headers=bearer(CONTACT_TOKEN)) as c:
@@ -202,7 +207,7 @@ def story(services, catalog_topics, tmp_path_factory):
                "card_after_erase": card_after_erase, "again_customer": again_customer, "rebuilt": rebuilt,
                "before": before, "records": records, "home": home, "worker_log": worker.log_path,
                "dsn": services.settings.effective_pg_dsn, "tables_after": tables_after, "access": access,
-               "api_erase": api_erase, "emre_id": emre_id, "emre_card": emre_card}
+               "api_erase": api_erase, "emre_id": emre_id, "emre_card": emre_card, "exported": exported}
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
             for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
@@ -307,3 +312,14 @@ def test_an_erasure_over_the_api_needs_admin_and_erases(story):
     assert story["emre_id"] in e["admin"].json()["customer_ids"] and e["admin"].json()["keys_destroyed"] >= 1
     assert e["again"].status_code == 404  # nothing left to erase
     assert story["emre_card"].status_code == 404
+
+
+def test_an_analysts_export_after_the_erasure_has_placeholders_for_giulia_and_sanne_in_the_clear(story):
+    blob = story["exported"].read_bytes()
+    assert scan(blob, giulia_values(story)) == []
+    assert scan(blob, [story["s"]["email"], story["s"]["text"]])  # opened: the export is readable
+    rows = [json.loads(line) for line in blob.decode().splitlines()]
+    giulia = [r for r in rows if r["event_id"] in story["accepted"][:3] and r["topic"].endswith("contacts.resolved.v1")]
+    # a contact re-keyed by the merge is on contacts.resolved.v1 twice
+    assert {r["event_id"] for r in giulia} == set(story["accepted"][:3])
+    assert all(r["record"]["metadata"].get("privacy") == "erased" for r in giulia)
