@@ -112,6 +112,8 @@ def privacy_erase(identity: str = typer.Option(..., "--identity", help="kind:[pl
     rows, tombstone its compacted keys, emit an erased event. Prints a JSON report (no personal data)."""
     import json
 
+    import psycopg
+
     from projectors.erasure import NotFound, PrivacyOff, run_erase
 
     s = _settings()
@@ -123,8 +125,12 @@ def privacy_erase(identity: str = typer.Option(..., "--identity", help="kind:[pl
         _fail(str(exc), 2)
     except NotFound as exc:
         _fail(f"{exc}: nothing erased (is the projector caught up?)", 1)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
     except ThreadlineError as exc:
         _fail(f"{exc}: the erasure may be partial; run the command again", 1)
+    except psycopg.OperationalError as exc:
+        _fail(f"PostgreSQL did not answer ({type(exc).__name__}): the erasure may be partial; run the command again", 1)
     typer.echo(json.dumps(report.as_json(), indent=2))
 
 
@@ -143,6 +149,8 @@ def privacy_export(identity: str = typer.Option(..., "--identity", help="kind:[p
         _fail(str(exc), 2)
     except NotFound as exc:
         _fail(str(exc), 1)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
     except ThreadlineError as exc:
         _fail(str(exc), 1)
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str)

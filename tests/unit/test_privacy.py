@@ -281,3 +281,21 @@ def test_the_opening_codec_prefetches_a_batch_in_one_query_and_forgets_keys_afte
     ring.destroy(ring.tokens_of(Subject("email", "c0@example.it")))
     now[0] = 1.5  # past keep: the destroyed key is not opened from memory
     assert opening.decode(values[0]).record["text"] is None
+
+
+def test_privacy_commands_name_bad_input_and_privacy_off_with_exit_2(monkeypatch):
+    from typer.testing import CliRunner
+
+    from threadline.tools.cli import app
+
+    for name in ("THREADLINE_PRIVACY_MASTER_KEY", "THREADLINE_PRIVACY_MASTER_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+    bad = runner.invoke(app, ["privacy", "erase", "--identity", "nokind"])
+    assert bad.exit_code == 2 and "kind:value" in bad.output
+    off = runner.invoke(app, ["privacy", "erase", "--identity", "email:a@b.it"])
+    assert off.exit_code == 2 and "THREADLINE_PRIVACY_MASTER_KEY" in off.output
+    monkeypatch.setenv("THREADLINE_PRIVACY_MASTER_KEY", "short")
+    monkeypatch.setenv("THREADLINE_PRIVACY_PSEUDONYM_KEY", base64.b64encode(os.urandom(32)).decode())
+    wrong = runner.invoke(app, ["privacy", "erase", "--identity", "email:a@b.it"])
+    assert wrong.exit_code == 2 and "32 random bytes" in wrong.output
