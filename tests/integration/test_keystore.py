@@ -57,3 +57,26 @@ def test_destroyed_keys_do_not_open_and_the_next_write_is_a_new_generation(rings
     with psycopg.connect(settings.effective_pg_dsn, autocommit=True) as conn:
         rows = conn.execute("select t::text from privacy.data_keys t").fetchall()
     assert scan("\n".join(r[0] for r in rows).encode(), [value]) == []
+
+
+def test_commands_naming_identities_get_their_live_pseudonym(settings):
+    import base64
+
+    from pydantic import SecretStr
+
+    from schemas.keystore import make_store, pseudonymous
+
+    keys = {"privacy_master_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
+            "privacy_pseudonym_key": SecretStr(base64.b64encode(os.urandom(32)).decode())}
+    on = settings.model_copy(update=keys)
+    value = f"unlink.{uuid.uuid4().hex}@example.it"
+    assert pseudonymous(settings, f"email:{value}") == f"email:{value}"  # privacy off: as given
+    never_seen = pseudonymous(on, f"email:{value}")
+    assert value not in never_seen and never_seen.startswith("email:")
+    store = make_store(on)
+    assert store is not None
+    try:
+        token = store.ensure([Subject("email", value)])[Subject("email", value)].token
+    finally:
+        store.close()
+    assert pseudonymous(on, f"email:{value}") == f"email:{token}" != never_seen
