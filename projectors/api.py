@@ -32,6 +32,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, BeforeValidator, Field
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from projectors import consent as consent_ledger
 from projectors import definitions, judgements, lookup, profiles
 from projectors.framework import live_schema
 from threadline import auth, ops
@@ -71,6 +72,7 @@ ROUTE_SCOPES = {
     "/marketing/engagement": "marketing", "/marketing/response-times": "marketing",
     "/marketing/reviews": "marketing", "/marketing/customers/{customer_id}/consent": "marketing",
     "/marketing/customers/{customer_id}/segments": "marketing",
+    "/marketing/customers/{customer_id}/consent-ledger": "marketing",
     "/projections": auth.ANY,
     "/privacy/access": "admin", "/privacy/erasures": "admin",  # docs/privacy.md: whole customers, and a write
 }
@@ -324,9 +326,31 @@ def create_app(settings: Settings) -> FastAPI:
                            (cid,))
         return {"customer_id": cid, "items": items}
 
+    async def consent_signals(request: Request, cid: str) -> list[consent_ledger.Signal]:
+        return [consent_ledger.from_row(r) for r in await rows(
+            request, f"select x->>'purpose' as purpose, coalesce(x->>'channel', 'any') as channel,"
+                     " (x->>'granted')::boolean as granted, x->>'source' as source, c.occurred_at as signal_at,"
+                     " c.event_id::text as event_id, c.channel as contact_channel, c.connector"
+                     f" from {marketing}.v_contacts c cross join lateral jsonb_array_elements(c.consent) x"
+                     " where c.customer_id = %s and x ? 'purpose' and x ? 'granted'", (cid,))]
+
+    @app.get("/marketing/customers/{customer_id}/consent-ledger", tags=["marketing"])
+    async def consent_ledger_route(customer_id: str, request: Request):
+        """Every consent signal of the customer in event time, each with the contact that carried it
+        (evidence), and the latest per purpose and channel (projectors/consent.py)."""
+        cid = await resolve(request, marketing, customer_id)
+        signals = await consent_signals(request, cid)
+        return {"customer_id": cid, "ledger": [x.as_json() for x in consent_ledger.ledger(signals)],
+                "current": [x.as_json() for _, x in sorted(consent_ledger.current(signals).items())],
+                "marketing_withdrawn": consent_ledger.withdrawn(signals)}
+
     @app.get("/marketing/customers/{customer_id}/segments", tags=["marketing"])
     async def customer_segments(customer_id: str, request: Request):
+        """Segments of a customer; none, and no signals, for a customer whose latest marketing
+        consent signal withdrew it (the consent ledger)."""
         cid = await resolve(request, marketing, customer_id)
+        if consent_ledger.withdrawn(await consent_signals(request, cid)):
+            return {"customer_id": cid, "segments": [], "signals": None, "consent": "withdrawn"}
         row = await one(request, f"select * from {marketing}.customer_signals where customer_id = %s", (cid,))
         if row is None:
             raise NotFound(f"customer {customer_id}")

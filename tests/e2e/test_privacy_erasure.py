@@ -103,7 +103,8 @@ def project(settings, world, prefix: str):
     s = settings.model_copy(update={"projection_prefix": prefix})
     sources = Sources(contacts=world.topics.resolved, conversations=world.topics.conversations,
                       identities=world.topics.identities)
-    Projector(s, "support", sources=sources).run(stop_at=end_offsets(s, sources.topics()))
+    for projection in ("support", "marketing"):
+        Projector(s, projection, sources=sources).run(stop_at=end_offsets(s, sources.topics()))
     return s
 
 
@@ -126,7 +127,12 @@ def story(services, catalog_topics, tmp_path_factory):
                 consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "email"}]),
         contact(tag, "chat", "chat", [{**email, "primary": True}, handle], 20, text=g["texts"][2]),
         contact(tag, "form", "web_form", [{"kind": "email", "value": s["email"], "primary": True}], 30,
-                text=s["text"], actor={"role": "customer", "display_name": s["name"]}),
+                text=s["text"], actor={"role": "customer", "display_name": s["name"]},
+                consent=[{"purpose": "marketing", "channel": "email", "granted": True, "source": "web_form"}]),
+        # Sanne withdraws her marketing consent later in event time, by chat
+        contact(tag, "withdraw", "chat", [{"kind": "email", "value": s["email"], "primary": True}], 50,
+                text=f"Geen reclame meer {tag}",
+                consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "chat"}]),
         contact(tag, "review", "review", [{"kind": "social", "value": f"emre{tag}", "platform": "instagram",
                                            "primary": True}], 40, text=f"Harika hizmet {tag}"),
     ]
@@ -152,6 +158,12 @@ def story(services, catalog_topics, tmp_path_factory):
             assert found.status_code == 200, found.text
             giulia_id = found.json()["customer_id"]
             card_before = api.get(f"/customers/{giulia_id}").json()
+            sanne_id = api.get("/customers/by-identity", params={"kind": "email", "value": s["email"]}).json()["customer_id"]
+            sanne_segments = api.get(f"/marketing/customers/{sanne_id}/segments").json()
+            sanne_ledger = api.get(f"/marketing/customers/{sanne_id}/consent-ledger").json()
+            emre_segments = api.get("/marketing/customers/{}/segments".format(api.get(
+                "/customers/by-identity", params={"kind": "social", "value": f"emre{tag}", "platform": "instagram"}
+            ).json()["customer_id"])).json()
         bundle = run_export(before, f"email:{g['email']}", dsn=before.effective_pg_dsn)
         with TestClient(api_app(before)) as api:
             ident = {"identity": f"email:{g['email']}"}
@@ -207,7 +219,8 @@ def story(services, catalog_topics, tmp_path_factory):
                "card_after_erase": card_after_erase, "again_customer": again_customer, "rebuilt": rebuilt,
                "before": before, "records": records, "home": home, "worker_log": worker.log_path,
                "dsn": services.settings.effective_pg_dsn, "tables_after": tables_after, "access": access,
-               "api_erase": api_erase, "emre_id": emre_id, "emre_card": emre_card, "exported": exported}
+               "api_erase": api_erase, "emre_id": emre_id, "emre_card": emre_card, "exported": exported,
+               "sanne_segments": sanne_segments, "sanne_ledger": sanne_ledger, "emre_segments": emre_segments}
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
             for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
@@ -323,3 +336,14 @@ def test_an_analysts_export_after_the_erasure_has_placeholders_for_giulia_and_sa
     # a contact re-keyed by the merge is on contacts.resolved.v1 twice
     assert {r["event_id"] for r in giulia} == set(story["accepted"][:3])
     assert all(r["record"]["metadata"].get("privacy") == "erased" for r in giulia)
+
+
+def test_a_withdrawal_removes_sanne_from_marketing_segments_and_the_ledger_shows_both_signals(story):
+    ledger = story["sanne_ledger"]
+    assert "ledger" in ledger, ledger
+    assert [(x["granted"], x["event_id"], x["source"]) for x in ledger["ledger"]] == [
+        (True, story["accepted"][3], "web_form"), (False, story["accepted"][4], "chat")]
+    assert ledger["marketing_withdrawn"] and [x["granted"] for x in ledger["current"]] == [False]
+    assert story["sanne_segments"]["segments"] == [] and story["sanne_segments"]["consent"] == "withdrawn"
+    assert story["sanne_segments"]["signals"] is None
+    assert "consent" not in story["emre_segments"] and story["emre_segments"]["signals"] is not None

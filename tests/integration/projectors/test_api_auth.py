@@ -48,6 +48,7 @@ def urls(s, u: str) -> dict[str, tuple[str, dict]]:
         "/marketing/reviews": ("/marketing/reviews", {"customer_id": s.emre}),
         "/marketing/customers/{customer_id}/consent": (f"/marketing/customers/{s.emre}/consent", {}),
         "/marketing/customers/{customer_id}/segments": (f"/marketing/customers/{s.emre}/segments", {}),
+        "/marketing/customers/{customer_id}/consent-ledger": (f"/marketing/customers/{s.emre}/consent-ledger", {}),
         "/projections": ("/projections", {}),
         "/privacy/access": ("/privacy/access", {"identity": f"chat_visitor:v-{u}"}),
         "/privacy/erasures": ("/privacy/erasures", {"identity": f"email:nobody-{u}@example.invalid"}),  # POST
