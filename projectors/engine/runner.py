@@ -47,7 +47,8 @@ from kafka import KafkaConsumer, TopicPartition
 from projectors.engine import schema as schemas_
 from projectors.engine.instruments import Instruments
 from projectors.engine.tracking import stored_offsets, write_offsets
-from schemas.codec import Codec, make_codec
+from schemas.codec import Codec
+from schemas.keystore import make_reader_codec
 from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
 from threadline.dlq import DeadLetters
 from threadline.errors import ConfigError, DecodeError, KafkaUnavailable
@@ -177,7 +178,8 @@ class Projector:
         self.projection = projection
         self.name = projection.name
         self.sources = sources
-        self.codec = codec or make_codec(settings)
+        # the one codec of every projection: opens sealed records when privacy is on (docs/privacy.md)
+        self.codec = make_reader_codec(settings, codec)
         self.batch_size = batch_size
         self.stop_event = threading.Event()
         self.stats = RunStats()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from connectors.bench import connectors_suite
+from connectors.bench import connectors_suite, privacy_suite
 from projectors.bench import projection_rebuild_suite
 from streams.bench import streams_suite
 from threadline.benchkit import (
@@ -421,6 +421,7 @@ def raw_clients_suite(ctx: BenchContext) -> list[Section]:
 SUITES: list[Callable[[BenchContext], list[Section]]] = [
     codec_suite, raw_clients_suite,
     connectors_suite,          # gateway and mbox importer contacts/s (connectors/bench.py)
+    privacy_suite,             # sealing cost per contact at the gateway, opening at the projector (connectors/bench.py)
     projection_rebuild_suite,  # projection rebuild rate against the COPY baseline (projectors/bench.py)
     freshness_suite,           # gateway ack → read API latency, every component a process (tools/freshness.py)
     streams_suite,             # identity + stitching contacts/s, one and two workers (streams/bench.py)
