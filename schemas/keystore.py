@@ -271,6 +271,7 @@ class OpeningCodec:
     def __init__(self, codec, ring: KeyRing, keep: float = 1.0, clock: Callable[[], float] = time.monotonic):
         self.codec, self.ring, self.keep, self.clock = codec, ring, keep, clock
         self._opened: dict[str, Opened] = {}
+        self._asked: set[str] = set()  # asked in this window, opened or not (a destroyed key: not asked again)
         self._since = 0.0
 
     def encode(self, topic: str, subject: str, record: dict) -> bytes:
@@ -291,16 +292,23 @@ class OpeningCodec:
     def _fresh(self) -> None:
         now = self.clock()
         if now - self._since >= self.keep:
-            self._opened, self._since = {}, now
+            self._opened, self._asked, self._since = {}, set(), now
+
+    def _ask(self, tokens: list[str]) -> None:
+        for i in range(0, len(tokens), 5000):
+            self._opened.update(self._resolve(tokens[i:i + 5000]))
+        self._asked.update(tokens)
 
     def prefetch(self, values: Iterable[bytes]) -> int:
-        """Ask the key store once for the keys of every record in ``values`` (a polled batch), so
-        the ``decode`` of each asks nothing more. Records that do not decode are skipped here (their
-        ``decode`` raises as usual). Returns how many keys were fetched."""
+        """The batch hook of the projector engine (``projectors/engine/runner.decode_batch``): ask
+        the key store once for the keys of every record in ``values`` (a polled batch), so the
+        ``decode`` of each asks nothing more, a destroyed key included. A prefetch starts a new
+        window of ``keep`` seconds (what was opened before is asked again), so the batch decoded
+        right after it opens from this one answer. Records that do not decode are skipped here
+        (their ``decode`` raises as usual). Returns how many keys were asked for."""
         from schemas.privacy import tokens_in
         from threadline.errors import DecodeError
 
-        self._fresh()
         wanted: set[str] = set()
         for data in values:
             try:
@@ -308,10 +316,9 @@ class OpeningCodec:
             except DecodeError:
                 continue
             wanted |= tokens_in(decoded.schema_fullname, decoded.record)
-        unknown = sorted(wanted - self._opened.keys())
-        for i in range(0, len(unknown), 5000):
-            self._opened.update(self._resolve(unknown[i:i + 5000]))
-        return len(unknown)
+        self._opened, self._asked, self._since = {}, set(), self.clock()
+        self._ask(sorted(wanted))
+        return len(wanted)
 
     def decode(self, data: bytes):
         from schemas.codec import Decoded
@@ -322,9 +329,9 @@ class OpeningCodec:
         if not tokens:
             return decoded
         self._fresh()
-        unknown = [t for t in tokens if t not in self._opened]
+        unknown = sorted(t for t in tokens if t not in self._asked)
         if unknown:
-            self._opened.update(self._resolve(unknown))
+            self._ask(unknown)
         return Decoded(decoded.schema_fullname, open_record(decoded.schema_fullname, decoded.record, self._opened))
 
     def __getattr__(self, name):  # schema_id, plan, registry ...: the wrapped codec's
@@ -336,6 +343,8 @@ def make_reader_codec(settings, codec=None):
     settings' codec, opening sealed records when privacy is on."""
     from schemas.codec import make_codec
 
+    if isinstance(codec, OpeningCodec):  # already a reader's
+        return codec
     codec = codec or make_codec(settings)
     ring = make_keyring(settings)
     return OpeningCodec(codec, ring) if ring is not None else codec
