@@ -74,7 +74,11 @@ class PostgresKeyRing:
             except psycopg.OperationalError as exc:
                 raise KeyStoreUnavailable(f"key store (PostgreSQL) did not answer: {exc}") from exc
             if self._create:
-                self._conn.execute(DDL)
+                # "if not exists" is not safe against a concurrent create: the first users of a
+                # fresh database (gateway threads, projectors) take turns
+                with self._conn.transaction():
+                    self._conn.execute("select pg_advisory_xact_lock(hashtext('threadline:privacy-ddl'))")
+                    self._conn.execute(DDL)
                 self._create = False
         return self._conn
 
