@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -34,6 +35,9 @@ from schemas.privacy import (
     seal_value,
 )
 from threadline.errors import ConfigError, RetryableError
+
+if TYPE_CHECKING:
+    from schemas.codec import Decoded
 
 SCHEMA = "privacy"
 DDL = f"""
@@ -276,6 +280,7 @@ class OpeningCodec:
         self.codec, self.ring, self.keep, self.clock = codec, ring, keep, clock
         self._opened: dict[str, Opened] = {}
         self._asked: set[str] = set()  # asked in this window, opened or not (a destroyed key: not asked again)
+        self._prefetched: dict[bytes, Decoded] = {}  # the last prefetch's decodes, each taken once by ``decode``
         self._since = 0.0
 
     def encode(self, topic: str, subject: str, record: dict) -> bytes:
@@ -314,11 +319,13 @@ class OpeningCodec:
         from threadline.errors import DecodeError
 
         wanted: set[str] = set()
+        self._prefetched = {}
         for data in values:
             try:
                 decoded = self.codec.decode(data)
             except DecodeError:
                 continue
+            self._prefetched[data] = decoded  # decoded once: ``decode`` of the same bytes takes it
             wanted |= tokens_in(decoded.schema_fullname, decoded.record)
         self._opened, self._asked, self._since = {}, set(), self.clock()
         self._ask(sorted(wanted))
@@ -328,7 +335,7 @@ class OpeningCodec:
         from schemas.codec import Decoded
         from schemas.privacy import open_record, tokens_in
 
-        decoded = self.codec.decode(data)
+        decoded = self._prefetched.pop(data, None) or self.codec.decode(data)
         tokens = tokens_in(decoded.schema_fullname, decoded.record)
         if not tokens:
             return decoded

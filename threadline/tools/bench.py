@@ -36,7 +36,7 @@ from pathlib import Path
 from rich.console import Console
 
 from connectors.bench import connectors_suite, privacy_suite
-from projectors.bench import projection_rebuild_suite
+from projectors.bench import privacy_rebuild_suite, projection_rebuild_suite
 from streams.bench import streams_suite
 from threadline.benchkit import (
     BASELINE_CONSUME_AIO,
@@ -423,6 +423,7 @@ SUITES: list[Callable[[BenchContext], list[Section]]] = [
     connectors_suite,          # gateway and mbox importer contacts/s (connectors/bench.py)
     privacy_suite,             # sealing cost per contact at the gateway, opening at the projector (connectors/bench.py)
     projection_rebuild_suite,  # projection rebuild rate against the COPY baseline (projectors/bench.py)
+    privacy_rebuild_suite,     # the rebuild from sealed contacts, the engine's batch hook on and off (projectors/bench.py)
     freshness_suite,           # gateway ack → read API latency, every component a process (tools/freshness.py)
     streams_suite,             # identity + stitching contacts/s, one and two workers (streams/bench.py)
 ]

@@ -140,3 +140,17 @@ def test_a_batch_the_key_store_did_not_open_is_read_again_not_dead_lettered():
     projector.stop_event.wait = lambda timeout=None: False
     projector._loop(None, Consumer(), None, None, [], None, None, None, None)
     assert calls == ["project", "seek", "project"]
+
+
+def test_a_prefetched_batch_is_decoded_once(ring):
+    class CountingCodec(SingleObjectCodec):
+        decodes = 0
+
+        def decode(self, data):
+            CountingCodec.decodes += 1
+            return super().decode(data)
+
+    values = [sealed_value(ring, i) for i in range(5)]
+    out = decode_batch(OpeningCodec(CountingCodec(), ring), polled_of([*values, b"not a record"]))
+    assert CountingCodec.decodes == 5 + 2  # the record that does not decode is tried again, to pair its error
+    assert all(d.record["text"].startswith("Il mio ordine") for _, d, f in out if f is None)
