@@ -29,11 +29,13 @@ TOPICS = {"contacts_topic": typer.Option("contacts.v1", help="where contacts go"
 def _sink(settings, component: str, contacts_topic: str = "contacts.v1", dlq_topic: str = "ingest.dlq.v1"):
     from connectors.sink import Sink
     from schemas.codec import make_codec
+    from schemas.keystore import make_keyring
     from threadline.kafka import BoundedProducer
 
     # Every send and wait bounded by THREADLINE_PRODUCE_DEADLINE_SECONDS: Kafka down → KafkaUnavailable.
     return Sink(BoundedProducer.from_settings(settings, client_id=f"threadline-{component}"), make_codec(settings),
-                component=component, contacts_topic=contacts_topic, dlq_topic=dlq_topic)
+                component=component, contacts_topic=contacts_topic, dlq_topic=dlq_topic,
+                keyring=make_keyring(settings, cached=True))
 
 
 def _kafka_failed(exc: Exception) -> NoReturn:

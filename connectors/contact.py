@@ -143,4 +143,5 @@ def to_record(contact: ContactIn, recorded_at: datetime) -> dict:
     data["event_id"] = event_id(contact.connector, contact.provider_id)
     data["recorded_at"] = recorded_at
     data["customer_id"] = None
+    data["sealed"] = None  # in the clear; the sink seals it when privacy is on (schemas/privacy.py)
     return data

@@ -46,6 +46,7 @@ from connectors.sink import Sink
 from connectors.webhooks import handle
 from threadline.catalog import INGEST_DLQ
 from threadline.catalog import CONTACTS
+from schemas.keystore import KeyStoreUnavailable, make_keyring
 from threadline.errors import KafkaUnavailable, RegistryUnavailable
 from threadline.async_producer import DeadlineProducer
 from threadline import metrics, ops
@@ -87,7 +88,8 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
         app.state.producer = producer_factory()
         await app.state.producer.start()
         app.state.codec = codec_factory()
-        app.state.sink = Sink(app.state.producer, app.state.codec, contacts_topic=contacts_topic, dlq_topic=dlq_topic)
+        app.state.sink = Sink(app.state.producer, app.state.codec, contacts_topic=contacts_topic, dlq_topic=dlq_topic,
+                              keyring=make_keyring(settings, cached=True))
         # Register the writer schema before the first request, not during it.
         app.state.codec.encode(contacts_topic, schemas.CONTACT, _probe_record())
         if unsigned:
@@ -146,9 +148,9 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
         eid = event_id(contact.connector, contact.provider_id)
         sink: Sink = request.app.state.sink
         try:
-            key, value, headers = sink.encode(contact)
+            [(key, value, headers)] = await sink.encode_all([contact], datetime.now(UTC))
             meta = await request.app.state.producer.send(contacts_topic, key=key, value=value, headers=headers)
-        except (KafkaUnavailable, RegistryUnavailable) as exc:
+        except (KafkaUnavailable, RegistryUnavailable, KeyStoreUnavailable) as exc:
             contacts_by(contact.connector, "unacknowledged").inc()
             log.warning("contact_not_acknowledged", event_id=eid, error=str(exc))
             return error_response(503, "not_stored", "the event store did not acknowledge; retry", headers=retry_after)
@@ -184,7 +186,7 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
         sink: Sink = app.state.sink
         try:
             acks, dlq = await sink.publish(connector, outcome.contacts, outcome.rejected)
-        except (KafkaUnavailable, RegistryUnavailable) as exc:
+        except (KafkaUnavailable, RegistryUnavailable, KeyStoreUnavailable) as exc:
             contacts_by(connector, "unacknowledged").inc(len(outcome.contacts) + len(outcome.rejected))
             log.warning("webhook_not_acknowledged", connector=connector, error=str(exc))
             return error_response(503, "not_stored", "the event store did not acknowledge; retry", headers=retry_after)

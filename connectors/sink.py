@@ -1,7 +1,10 @@
 """Where contacts go: the I/O edge shared by the gateway, the importers and the generator.
 
 Contacts are encoded with the event contract and produced to contacts.v1, keyed by the primary
-identity, with ``connector`` and ``event_id`` headers. What could not be mapped goes to
+identity, with ``connector`` and ``event_id`` headers. With a key ring (privacy on,
+``schemas.keystore.make_keyring``) every contact is sealed before it is encoded
+(``schemas.privacy.seal_contact``): pseudonyms for identity and fact values, the personal fields
+encrypted, and the record key the primary identity's pseudonym. What could not be mapped goes to
 ingest.dlq.v1 as the raw bytes, keyed by connector, with ``reason``, ``connector``,
 ``component`` and (when known) ``where`` headers. Nothing here decides anything.
 """
@@ -14,6 +17,7 @@ from datetime import UTC, datetime
 import schemas
 from connectors.base import Rejected
 from connectors.contact import ContactIn, partition_key, to_record
+from schemas.privacy import KeyRing, seal_contact, record_key, subjects_of
 from threadline.catalog import CONTACTS, INGEST_DLQ
 from threadline.dlq import rejected_headers
 from threadline.kafka import header_list
@@ -26,14 +30,31 @@ class Sink:
     a kafka-python producer."""
 
     def __init__(self, producer, codec, *, contacts_topic: str = CONTACTS.name, dlq_topic: str = INGEST_DLQ.name,
-                 component: str = "gateway"):
-        self.producer, self.codec = producer, codec
+                 component: str = "gateway", keyring: KeyRing | None = None):
+        self.producer, self.codec, self.keyring = producer, codec, keyring
         self.contacts_topic, self.dlq_topic, self.component = contacts_topic, dlq_topic, component
 
     def encode(self, contact: ContactIn, recorded_at: datetime | None = None) -> tuple[bytes, bytes, dict[str, str]]:
         record = to_record(contact, recorded_at or datetime.now(UTC))
+        if self.keyring is not None:
+            record = seal_contact(record, self.keyring)
+            key = record_key(record)
+        else:
+            key = partition_key(contact)
         value = self.codec.encode(self.contacts_topic, schemas.CONTACT, record)
-        return partition_key(contact), value, {"connector": contact.connector, "event_id": record["event_id"]}
+        return key, value, {"connector": contact.connector, "event_id": record["event_id"]}
+
+    def _needs_store(self, contacts: list[ContactIn], now: datetime) -> bool:
+        """Whether sealing these asks the key store (a blocking call: the gateway makes it in a thread)."""
+        if self.keyring is None:
+            return False
+        cached = getattr(self.keyring, "cached", None)
+        return cached is None or not all(cached(subjects_of(to_record(c, now))) for c in contacts)
+
+    async def encode_all(self, contacts: list[ContactIn], now: datetime) -> list[tuple[bytes, bytes, dict[str, str]]]:
+        if self._needs_store(contacts, now):
+            return await asyncio.to_thread(lambda: [self.encode(c, now) for c in contacts])
+        return [self.encode(c, now) for c in contacts]
 
     def dlq_headers(self, connector: str, rejected: Rejected, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {**rejected_headers(reason=rejected.reason, connector=connector, component=self.component,
@@ -46,8 +67,7 @@ class Sink:
         """Produce everything and wait until Kafka acknowledged all of it (KafkaUnavailable if not)."""
         now = datetime.now(UTC)
         sends = []
-        for c in contacts:
-            key, value, headers = self.encode(c, now)
+        for key, value, headers in await self.encode_all(contacts, now):
             sends.append(self.producer.send(self.contacts_topic, key=key, value=value, headers=headers))
         dlq = [self.producer.send(self.dlq_topic, key=connector.encode(), value=r.raw,
                                   headers=self.dlq_headers(connector, r, extra_headers)) for r in rejected]

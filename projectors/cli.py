@@ -101,9 +101,71 @@ def serve_api():
     uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, access_log=False)
 
 
+privacy_app = typer.Typer(no_args_is_help=True, help="Erasure and right of access (docs/privacy.md).")
+
+
+@privacy_app.command("erase")
+def privacy_erase(identity: str = typer.Option(..., "--identity", help="kind:[platform:]value of any identity of the customer"),
+                  settle: float = typer.Option(2.0, "--settle", help="seconds before the read models are purged again"),
+                  topic_prefix: str = typer.Option("", "--topic-prefix", help="the stream topics' prefix, as given to the worker")):
+    """Erase a customer: destroy the data keys of every identity of its component, drop its read-model
+    rows, tombstone its compacted keys, emit an erased event. Prints a JSON report (no personal data)."""
+    import json
+
+    import psycopg
+
+    from projectors.erasure import NotFound, PrivacyOff, run_erase
+
+    s = _settings()
+    try:
+        report = run_erase(s, identity, settle_seconds=settle, topic_prefix=topic_prefix)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    except PrivacyOff as exc:
+        _fail(str(exc), 2)
+    except NotFound as exc:
+        _fail(f"{exc}: nothing erased (is the projector caught up?)", 1)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except ThreadlineError as exc:
+        _fail(f"{exc}: the erasure may be partial; run the command again", 1)
+    except psycopg.OperationalError as exc:
+        _fail(f"PostgreSQL did not answer ({type(exc).__name__}): the erasure may be partial; run the command again", 1)
+    typer.echo(json.dumps(report.as_json(), indent=2))
+
+
+@privacy_app.command("export")
+def privacy_export(identity: str = typer.Option(..., "--identity", help="kind:[platform:]value of any identity of the customer"),
+                   output: Path = typer.Option(None, "--output", "-o", help="write the bundle here (default: stdout)")):
+    """Right of access: one JSON bundle of the customer's contacts, conversations, identities and facts."""
+    import json
+
+    from projectors.erasure import NotFound, run_export
+
+    s = _settings()
+    try:
+        data = run_export(s, identity)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    except NotFound as exc:
+        _fail(str(exc), 1)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except ThreadlineError as exc:
+        _fail(str(exc), 1)
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + "\n")
+        err.print(f"access bundle: {len(data['contacts'])} contacts, {len(data['conversations'])} conversations, "
+                  f"{len(data['identities'])} identities written to {output}")
+
+
 def register(groups: CommandGroups) -> None:
     groups.serve.command("api")(serve_api)
     app = groups.app
+    app.add_typer(privacy_app, name="privacy")
     contacts_opt = typer.Option(None, "--contacts-topic", help="default contacts.resolved.v1")
     conversations_opt = typer.Option(None, "--conversations-topic", help="default conversations.v1")
     identities_opt = typer.Option(None, "--identities-topic", help="default identities.v1")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from schemas.codec import Codec, make_codec
+from schemas.codec import Codec
+from schemas.keystore import make_reader_codec
 from threadline.errors import ConfigError, DecodeError
 from threadline.logging import get_logger
 from threadline.settings import Settings
@@ -65,7 +66,7 @@ def read_window(settings: Settings, topics: list[str], start: datetime | None, e
                 codec: Codec | None = None, timeout: float = 120.0) -> tuple[list[dict], int, int]:
     import time
 
-    codec = codec or make_codec(settings)
+    codec = make_reader_codec(settings, codec)  # opens sealed records (docs/privacy.md)
     consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, **settings.kafka_client_config())
     rows, read, bad = [], 0, 0
     try:

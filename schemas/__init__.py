@@ -22,6 +22,7 @@ CONTACT = "contact"
 IDENTITY_EVENT = "identity_event"
 CONVERSATION_EVENT = "conversation_event"
 CUSTOMER_PROFILE = "customer_profile"
+ERASURE = "erasure"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ def identity_unlink(a: str = typer.Argument(..., help="identity as kind:[platfor
     """Withdraw the link between two identities: they are never one customer again."""
     import uuid
 
+    from schemas.keystore import pseudonymous
     from streams.app import StreamTopics, unlink_command
     from threadline.errors import KafkaUnavailable
     from threadline.kafka import BoundedProducer
@@ -43,6 +44,8 @@ def identity_unlink(a: str = typer.Argument(..., help="identity as kind:[platfor
         fail("give two different identities as kind:[platform:]value", 2)
     topics = StreamTopics.prefixed(topic_prefix) if topic_prefix else StreamTopics()
     command_id = str(uuid.uuid4())
+    shown = f"{a} ⟂ {b}"
+    a, b = (pseudonymous(load_settings(), x) for x in (a, b))  # privacy on: the graph knows pseudonyms
     producer = BoundedProducer.from_settings(load_settings())  # every wait within THREADLINE_PRODUCE_DEADLINE_SECONDS
     try:
         producer.wait([producer.send(topics.graph, key=b"unlink", value=unlink_command(a, b, command_id=command_id),
@@ -51,7 +54,7 @@ def identity_unlink(a: str = typer.Argument(..., help="identity as kind:[platfor
         fail(f"{exc}: the unlink was not sent; run the command again once Kafka is back", 1)
     finally:
         producer.close()
-    out.print(f"unlink {command_id} sent: {a} ⟂ {b}")
+    out.print(f"unlink {command_id} sent: {shown}")
 
 
 def register(groups: CommandGroups) -> None:

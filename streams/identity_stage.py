@@ -37,13 +37,18 @@ def _varint(n: int) -> bytes:
 class ResolvedValues:
     """contacts.resolved.v1 values from contacts.v1 bytes without decoding and re-encoding.
 
-    ``customer_id`` is the contact schema's last field, a union of null (index 0) and string: a
-    contact without one ends with the byte 0, and the same contact with one ends with the index
-    1 (zigzag: 2), the string's length and its bytes. So when the writer schema of the input is
-    the one this codec writes for contacts.resolved.v1, the output is that topic's frame header +
-    the input's body less its last byte + the customer id. Whether it is, is checked once per
-    input frame header by encoding one record the long way and comparing the bytes; any other
-    writer schema (an older version) is encoded the long way."""
+    ``customer_id`` is a union of null (index 0) and string near the end of the contact schema,
+    followed only by unions that are null in a contact written without them (``AFTER``: v2's
+    ``sealed``, set only where privacy seals the contact): a contact without a customer id ends
+    with one byte 0 for it and one per field after it, and the same contact with one has, in
+    place of its 0, the index 1 (zigzag: 2), the string's length and its bytes. So when the writer
+    schema of the input is the one this codec writes for contacts.resolved.v1, the output is that
+    topic's frame header + the input's body with that byte replaced by the customer id. Whether
+    it is, is checked once per input frame header by encoding one record the long way and
+    comparing the bytes; any other writer schema (an older version) and a sealed contact are
+    encoded the long way."""
+
+    AFTER = ("sealed",)  # the contact schema's fields after customer_id, each null when absent
 
     def __init__(self, codec: Codec, topic: str):
         self.codec, self.topic = codec, topic
@@ -62,17 +67,20 @@ class ResolvedValues:
 
     def value(self, raw: bytes, record: dict, customer_id: str) -> bytes:
         n = self._header_length(raw)
-        if n and record.get("customer_id") is None and raw[-1:] == b"\x00":
+        after = b"\x00" * len(self.AFTER)
+        if (n and record.get("customer_id") is None and all(record.get(f) is None for f in self.AFTER)
+                and raw.endswith(b"\x00" + after)):
             head = raw[:n]
+            cut = len(raw) - 1 - len(after)
             if head not in self.patchable:
                 full = self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
                 out_head = full[:self._header_length(full)]
-                same = out_head and full == out_head + raw[n:-1] + self._tail(customer_id)
+                same = out_head and full == out_head + raw[n:cut] + self._tail(customer_id) + after
                 self.patchable[head] = out_head if same else None
                 return full
             out_head = self.patchable[head]
             if out_head is not None:
-                return out_head + raw[n:-1] + self._tail(customer_id)
+                return out_head + raw[n:cut] + self._tail(customer_id) + after
         return self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
 
 

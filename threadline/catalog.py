@@ -98,11 +98,17 @@ CUSTOMER_PROFILES = TopicSpec(
     doc="Compacted: each customer's profile as the read API shows it; a tombstone when merged away.",
 )
 
+# Erasures (docs/privacy.md): one event per erased customer, ids and counts only, kept forever.
+PRIVACY_ERASURES = TopicSpec(
+    "privacy.erasures.v1", 1, key="erasure event id", value="erasure",
+    doc="One event per erased customer: when, which customer ids, how many keys; no personal data.",
+)
+
 CATALOG: tuple[TopicSpec, ...] = (
     CONTACTS, INGEST_DLQ, IDENTITIES, CONTACTS_RESOLVED, CONVERSATIONS,
     STREAMS_DLQ, PROJECTIONS_DLQ, CUSTOMER_PROFILES,
     IDENTITY_GRAPH, IDENTITY_GRAPH_CHANGELOG, IDENTITY_CONTACTS_CHANGELOG, CONVERSATION_COMMANDS,
-    CONVERSATIONS_CHANGELOG,
+    CONVERSATIONS_CHANGELOG, PRIVACY_ERASURES,
 )
 
 

@@ -153,6 +153,14 @@ class Settings(BaseSettings):
         parse_proxies(value, "trusted_proxies")
         return value
 
+    # Crypto-shredding (schemas/privacy.py, schemas/keystore.py, docs/privacy.md). Unset master key:
+    # contacts are written in the clear. Both keys: 32 random bytes as base64 or hex.
+    privacy_master_key: SecretStr | None = None
+    privacy_master_key_file: Path | None = None
+    privacy_pseudonym_key: SecretStr | None = None
+    privacy_pseudonym_key_file: Path | None = None
+    privacy_key_cache_seconds: float = Field(default=30.0, ge=0)
+
     # Bearer tokens (threadline/auth.py): entries ``<name>[,<name>...]=<token>``, one per line
     # (``;`` between entries in a variable); ``*_file``: the whole file. Unset = every request 401.
     contact_tokens: SecretStr | None = None  # POST /contacts; names: the connectors a token may write

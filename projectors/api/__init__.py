@@ -2,7 +2,8 @@
 
 One router per audience: ``customers`` (identity and contacts lookups, the customer card),
 ``support`` (timeline, conversations, inbox), ``sales`` (the 360 view), ``marketing``
-(engagement, response times, reviews, consent, segments), ``operations`` (projection lag);
+(engagement, response times, reviews, consent, the consent ledger, segments), ``operations``
+(projection lag), ``rights`` (right of access and erasure, admin only: docs/privacy.md);
 their SQL is ``queries``, paging ``paging``, what they share ``reads``. This module assembles them.
 
 Lists page with ``limit`` and either ``offset`` (``next_offset``) or ``cursor`` (``next_cursor``,
@@ -30,7 +31,7 @@ from fastapi.routing import APIRoute
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from projectors.api import customers, marketing, operations, sales, support
+from projectors.api import customers, marketing, operations, rights, sales, support
 from projectors.api.paging import MAX_OFFSET, BadCursor
 from projectors.api.reads import NotFound
 from projectors.engine.schema import live_schema
@@ -45,11 +46,12 @@ __all__ = ["MAX_OFFSET", "POOL_TIMEOUT", "ROUTE_SCOPES", "create_app"]
 POOL_TIMEOUT = 1.0
 RETRY_AFTER = "5"
 
-ROUTERS = (customers, support, sales, marketing, operations)  # in this order: by-identity before {customer_id}
+ROUTERS = (customers, support, sales, marketing, operations, rights)  # in this order: by-identity before {customer_id}
 
 # Which audience may read what, by what each route returns: a customer's contacts, card, timeline
 # and conversations, and the inbox are support's; the 360 view sales'; engagement, reviews,
-# consent and segments marketing's; projection lag (no customer data) any valid token's.
+# consent, the consent ledger and segments marketing's; projection lag (no customer data) any
+# valid token's; the access bundle and erasure (whole customers, and a write) the admin's.
 ROUTE_SCOPES = {path: scope for r in ROUTERS for path, scope in r.SCOPES.items()}
 
 
@@ -88,11 +90,12 @@ def create_app(settings: Settings) -> FastAPI:
 
 def declare(app: FastAPI, router: APIRouter) -> None:
     """Declare ``router``'s routes on ``app`` itself, in order, as if written there: each gets the
-    app's dependencies (the scope check, the NUL guard) and is one of ``app.routes``."""
+    app's dependencies (the scope check, the NUL guard) and is one of ``app.routes``; the error
+    answers a route documents (``responses``) stay documented."""
     for route in router.routes:
         assert isinstance(route, APIRoute), route
         app.add_api_route(route.path, route.endpoint, methods=sorted(route.methods), tags=route.tags,
-                          name=route.name)
+                          name=route.name, responses=route.responses)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,5 +1,5 @@
 """Marketing's routes: engagement per channel and day, response times, reviews, a customer's
-consent and segments."""
+consent, consent ledger and segments (none while its latest marketing signal withdrew consent)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BeforeValidator
 
+from projectors import consent as consent_ledger
 from projectors import judgements
 from projectors.api import queries
 from projectors.api.paging import Cursor, Limit, Offset
@@ -28,7 +29,8 @@ IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 SCOPES = {"/marketing/engagement": "marketing", "/marketing/response-times": "marketing",
           "/marketing/reviews": "marketing", "/marketing/customers/{customer_id}/consent": "marketing",
-          "/marketing/customers/{customer_id}/segments": "marketing"}
+          "/marketing/customers/{customer_id}/segments": "marketing",
+          "/marketing/customers/{customer_id}/consent-ledger": "marketing"}
 
 router = APIRouter()
 
@@ -73,10 +75,31 @@ async def consent(customer_id: str, request: Request):
     return {"customer_id": cid, "items": await rows(request, queries.consent(s), {"customer_id": cid})}
 
 
-@router.get("/marketing/customers/{customer_id}/segments", tags=["marketing"])
-async def customer_segments(customer_id: str, request: Request):
+async def consent_signals(request: Request, s: str, cid: str) -> list[consent_ledger.Signal]:
+    return [consent_ledger.from_row(r) for r in await rows(request, queries.consent_signals(s), {"customer_id": cid})]
+
+
+@router.get("/marketing/customers/{customer_id}/consent-ledger", tags=["marketing"])
+async def consent_ledger_route(customer_id: str, request: Request):
+    """Every consent signal of the customer in event time, each with the contact that carried it
+    (evidence), and the latest per purpose and channel (projectors/consent.py). One customer's
+    whole history, as ``current`` and ``marketing_withdrawn`` need it: not a paged list."""
     s = schema(request, "marketing")
     cid = await resolve(request, s, customer_id)
+    signals = await consent_signals(request, s, cid)
+    return {"customer_id": cid, "ledger": [x.as_json() for x in consent_ledger.ledger(signals)],
+            "current": [x.as_json() for _, x in sorted(consent_ledger.current(signals).items())],
+            "marketing_withdrawn": consent_ledger.withdrawn(signals)}
+
+
+@router.get("/marketing/customers/{customer_id}/segments", tags=["marketing"])
+async def customer_segments(customer_id: str, request: Request):
+    """Segments of a customer; none, and no signals, for a customer whose latest marketing
+    consent signal withdrew it (the consent ledger)."""
+    s = schema(request, "marketing")
+    cid = await resolve(request, s, customer_id)
+    if consent_ledger.withdrawn(await consent_signals(request, s, cid)):
+        return {"customer_id": cid, "segments": [], "signals": None, "consent": "withdrawn"}
     row = await one(request, queries.customer_signals(s), {"customer_id": cid})
     if row is None:
         raise NotFound(f"customer {customer_id}")

@@ -119,5 +119,15 @@ def consent(s: str) -> str:
             " where customer_id = %(customer_id)s order by channel, purpose")
 
 
+def consent_signals(s: str) -> str:
+    """Every consent signal of a customer's contacts, with the contact that carried it (the consent
+    ledger, ``projectors/consent.py``, orders them in event time)."""
+    return ("select x->>'purpose' as purpose, coalesce(x->>'channel', 'any') as channel,"
+            " (x->>'granted')::boolean as granted, x->>'source' as source, c.occurred_at as signal_at,"
+            " c.event_id::text as event_id, c.channel as contact_channel, c.connector"
+            f" from {s}.v_contacts c cross join lateral jsonb_array_elements(c.consent) x"
+            " where c.customer_id = %(customer_id)s and x ? 'purpose' and x ? 'granted'")
+
+
 def customer_signals(s: str) -> str:
     return f"select * from {s}.customer_signals where customer_id = %(customer_id)s"

@@ -12,8 +12,12 @@ advisory lock); a second one waits as a standby.
 
 Commit order of one batch:
   1. poll up to ``batch_size`` records from the assigned partitions;
-  2. shape each record (``Projection.shape``: pure); what does not decode or shape is produced
-     to projections.dlq.v1 (``threadline.dlq.DeadLetters``) and acknowledged before step 3;
+  2. decode the batch (``decode_batch``: the codec's batch hook ``prefetch`` first, so an opening
+     codec asks the key store once per batch, docs/privacy.md), then shape each record
+     (``Projection.shape``: pure); what does not decode or shape is produced to projections.dlq.v1
+     (``threadline.dlq.DeadLetters``) and acknowledged before step 3; a codec whose dependency
+     does not answer (RetryableError: the registry, the key store) dead-letters nothing: the
+     batch is read again from the tracking rows after a backoff;
   3. in ONE PostgreSQL transaction:
        a. check that the schema written is still the build the runner opened (a replay may have
           swapped a new one in: then the batch is dropped and the runner re-seeks);
@@ -47,10 +51,11 @@ from kafka import KafkaConsumer, TopicPartition
 from projectors.engine import schema as schemas_
 from projectors.engine.instruments import Instruments
 from projectors.engine.tracking import stored_offsets, write_offsets
-from schemas.codec import Codec, make_codec
+from schemas.codec import Codec
+from schemas.keystore import make_reader_codec
 from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
 from threadline.dlq import DeadLetters
-from threadline.errors import ConfigError, DecodeError, KafkaUnavailable
+from threadline.errors import ConfigError, DecodeError, KafkaUnavailable, RetryableError
 from threadline.kafka import BoundedProducer
 from threadline.logging import get_logger
 from threadline.settings import Settings
@@ -92,6 +97,27 @@ class Sources:
 
     def topics(self) -> list[str]:
         return [t for t in (self.contacts, self.conversations, self.identities) if t]
+
+
+def decode_batch(codec: Codec, polled: dict[Any, list[Any]]) -> list[tuple[Any, Any, Exception | None]]:
+    """(message, decoded, None) or (message, None, the error) for every record of a polled batch,
+    in order. A codec with a batch hook (``prefetch(values)``: the opening codec asks the key store
+    once for the keys of the whole batch, docs/privacy.md) is given every value first, and the
+    records are decoded right after it, within the hook's window. A RetryableError (a dependency
+    of the codec not answering) is raised, not paired: it is no record's fault."""
+    prefetch = getattr(codec, "prefetch", None)
+    if prefetch is not None:
+        prefetch([m.value for messages in polled.values() for m in messages])
+    out: list[tuple[Any, Any, Exception | None]] = []
+    for messages in polled.values():
+        for m in messages:
+            try:
+                out.append((m, codec.decode(m.value), None))
+            except RetryableError:
+                raise
+            except Exception as exc:  # whatever decoding raises is this record's fault
+                out.append((m, None, exc))
+    return out
 
 
 class ShapedBatch(Protocol):
@@ -177,7 +203,8 @@ class Projector:
         self.projection = projection
         self.name = projection.name
         self.sources = sources
-        self.codec = codec or make_codec(settings)
+        # the one codec of every projection: opens sealed records when privacy is on (docs/privacy.md)
+        self.codec = make_reader_codec(settings, codec)
         self.batch_size = batch_size
         self.stop_event = threading.Event()
         self.stats = RunStats()
@@ -293,11 +320,13 @@ class Projector:
                 log.info("projector_follows_swapped_schema", projector=self.name, target=self.projection.target,
                          build=build)
                 continue
-            except KafkaUnavailable as exc:
-                # A dead letter was not acknowledged in time: the batch did not commit (its
-                # transaction rolled back, or it never began), so it is read again from the
-                # stored offsets once Kafka takes writes. Nothing is skipped.
-                log.warning("dlq_unavailable", projector=self.name, error=str(exc)[:300], retry_in_s=kafka_delay)
+            except RetryableError as exc:
+                # A dead letter was not acknowledged in time (KafkaUnavailable), or the codec's
+                # registry or key store did not answer: the batch did not commit (its transaction
+                # rolled back, or it never began), so it is read again from the stored offsets
+                # once they answer. Nothing is skipped, nothing dead-lettered for it.
+                log.warning("dlq_unavailable" if isinstance(exc, KafkaUnavailable) else "codec_unavailable",
+                            projector=self.name, error=str(exc)[:300], retry_in_s=kafka_delay)
                 self._seek_to_stored(conn, consumer, tps)
                 self.stop_event.wait(kafka_delay)
                 kafka_delay = min(kafka_delay * 2, RECONNECT_MAX)
@@ -320,19 +349,21 @@ class Projector:
             return dead_letters.send(topic=m.topic, partition=m.partition, offset=m.offset, value=m.value,
                                      reason=reason)
 
-        # 1-2. shape; what does not shape is dead-lettered
+        # 1-2. decode (the codec's batch hook first), shape; what does not decode or shape is dead-lettered
         with collector_paused():
+            for m, decoded, failed in decode_batch(self.codec, polled):
+                count += 1
+                one = projection.new_batch()
+                try:
+                    if failed is not None:
+                        raise failed
+                    projection.shape(one, decoded, m)
+                except Exception as exc:  # shaping is pure: whatever it raises is this record's fault
+                    dead.append(dead_letter(m, shaping_failure(exc)))
+                    continue
+                batch.extend(one)
+                singles.append((m, one))
             for tp, messages in polled.items():
-                for m in messages:
-                    count += 1
-                    one = projection.new_batch()
-                    try:
-                        projection.shape(one, self.codec.decode(m.value), m)
-                    except Exception as exc:  # shaping is pure: whatever it raises is this record's fault
-                        dead.append(dead_letter(m, shaping_failure(exc)))
-                        continue
-                    batch.extend(one)
-                    singles.append((m, one))
                 self.instruments.consumed(tp.topic).inc(len(messages))
                 key = (tp.topic, tp.partition)
                 next_offsets[key] = messages[-1].offset + 1

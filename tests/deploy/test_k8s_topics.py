@@ -34,7 +34,7 @@ def test_the_committed_file_is_what_the_generator_writes():
 def test_every_catalog_topic_appears_once_with_its_partitions_and_configs():
     docs = committed_topics()
     by_topic = {d["spec"]["topicName"]: d for d in docs}
-    assert len(docs) == len(CATALOG) == len(by_topic) == 13
+    assert len(docs) == len(CATALOG) == len(by_topic) == 14  # privacy.erasures.v1 the last added
     for spec in CATALOG:
         doc = by_topic[spec.name]
         assert doc["kind"] == "KafkaTopic" and doc["apiVersion"] == "kafka.strimzi.io/v1"
@@ -90,7 +90,7 @@ def test_check_exits_3_when_the_file_drifts_and_writing_fixes_it(cli, tmp_path):
     out = tmp_path / "k8s" / "topics.yaml"
     assert cli("--check", "--out", str(out)).exit_code == 3  # missing
     written = cli("--out", str(out))
-    assert written.exit_code == 0 and "13 topics" in written.output
+    assert written.exit_code == 0 and "14 topics" in written.output
     assert out.read_text() == TOPICS_FILE.read_text()
     assert cli("--check", "--out", str(out)).exit_code == 0
 

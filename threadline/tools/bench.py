@@ -36,8 +36,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from connectors.bench import gateway_suite, importer_suite
-from projectors.bench import projection_rebuild_suite
+from connectors.bench import gateway_suite, importer_suite, privacy_suite
+from projectors.bench import privacy_rebuild_suite, projection_rebuild_suite
 from streams.bench import identity_suite, streams_suite
 from threadline.benchkit import (
     BASELINE_CONSUME_AIO,
@@ -425,7 +425,9 @@ SUITES: dict[str, Callable[[BenchContext], list[Section]]] = {
     "raw-clients": raw_clients_suite,
     "gateway": gateway_suite,                        # gateway contacts/s, wrk (connectors/bench.py)
     "importer": importer_suite,                      # mbox importer contacts/s (connectors/bench.py)
+    "privacy": privacy_suite,                        # sealing cost per contact at the gateway, opening at the projector
     "projection-rebuild": projection_rebuild_suite,  # rebuild rate against the COPY baseline (projectors/bench.py)
+    "privacy-rebuild": privacy_rebuild_suite,        # the rebuild from sealed contacts, the batch hook on and off
     "freshness": freshness_suite,                    # gateway ack → read API latency, every component a process
     "streams": streams_suite,                        # identity + stitching contacts/s, one and two workers
     "identity": identity_suite,                      # the identity stage alone against its rules on a dict

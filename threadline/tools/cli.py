@@ -293,7 +293,8 @@ def demo(external: bool = typer.Option(False, "--external", help="tell the story
 def bench(events: int = typer.Option(20000, help="events per measurement"),
           out: Path = typer.Option(Path("docs/benchmarks.md"), help="where the figures go"),
           only: list[str] = typer.Option(None, "--only", help="only these suites (codec, raw-clients, gateway, "
-                                         "importer, projection-rebuild, freshness, streams); their sections "
+                                         "importer, privacy, projection-rebuild, privacy-rebuild, freshness, streams, "
+                                         "identity); their sections "
                                          "replace those of the report already written"),
           compare: str = typer.Option(None, "--compare", help="a git revision whose gateway is measured beside "
                                       "this tree's, in the same run (gateway suite)")):

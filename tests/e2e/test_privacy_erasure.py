@@ -1,0 +1,350 @@
+"""Crypto-shredding end to end on the real broker and PostgreSQL (docs/privacy.md).
+
+Giulia tweets, emails (with her order number) and chats with both her address and her handle, so
+identity merges her two customers; Sanne fills a web form. Contacts go through the gateway's
+``POST /contacts`` with privacy on (sealed before producing), the stream worker resolves them
+(its own process, pseudonyms only), the support projector opens them into the read model. Then:
+
+* the right-of-access bundle of Giulia holds her three contacts and identities, nothing of Sanne;
+* ``threadline privacy erase --identity email:…`` (the CLI, a process of its own);
+* a scan of every topic's raw bytes (keys, values, headers), every table of every PostgreSQL
+  schema, an analysts' export, the worker's folder (its RocksDB state) and log and the erasure
+  command's output finds none of Giulia's
+  identity values, names or texts, in the clear or in the common encodings (tests/privacy_scan.py);
+* Sanne is intact; a rebuild of the projection after the erasure has Giulia's contacts as
+  placeholders (counts kept, no personal data) and Sanne in the clear;
+* Giulia's address writing again starts a new customer;
+* record keys of every topic: no identity value in the clear, for either customer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from kafka import KafkaConsumer, TopicPartition
+from pydantic import SecretStr
+
+from connectors.gateway import create_app as gateway_app
+from fixtures.tokens import API_TOKENS, CONTACT_TOKEN, bearer, token_env, token_settings
+from projectors.api import create_app as api_app
+from projectors.engine.runner import Sources
+from projectors.erasure import run_export
+from projectors.export import export
+from projectors.read_models import read_model_projector
+from projectors.replay import end_offsets
+from threadline.catalog import PRIVACY_ERASURES
+from tests.integration.streams.stream_helpers import REPO, settle, stream_run
+from tests.privacy_scan import scan, scan_tree
+
+pytestmark = pytest.mark.e2e
+
+BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+MASTER = base64.b64encode(os.urandom(32)).decode()
+PSEUDONYM = base64.b64encode(os.urandom(32)).decode()
+PRIVACY = {"privacy_master_key": SecretStr(MASTER), "privacy_pseudonym_key": SecretStr(PSEUDONYM),
+           "privacy_key_cache_seconds": 0.0}
+PRIVACY_ENV = {"THREADLINE_PRIVACY_MASTER_KEY": MASTER, "THREADLINE_PRIVACY_PSEUDONYM_KEY": PSEUDONYM}
+
+
+def contact(tag: str, pid: str, channel: str, identities: list[dict], minutes: int, **extra) -> dict:
+    return {"provider_id": f"{tag}-{pid}", "connector": "e2e", "channel": channel, "direction": "inbound",
+            "occurred_at": (BASE + timedelta(minutes=minutes)).isoformat(), "identities": identities, **extra}
+
+
+def all_topic_records(settings, topics: list[str]) -> dict[str, list]:
+    consumer = KafkaConsumer(**settings.kafka_client_config())
+    out = {}
+    try:
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            ends = consumer.end_offsets(tps)
+            got: list = []
+            while any(consumer.position(tp) < ends[tp] for tp in tps):
+                for msgs in consumer.poll(timeout_ms=500).values():
+                    got += msgs
+            out[topic] = got
+    finally:
+        consumer.close()
+    return out
+
+
+def raw_bytes(records) -> bytes:
+    parts = []
+    for m in records:
+        parts += [m.key or b"", m.value or b""] + [k.encode() + (v or b"") for k, v in (m.headers or [])]
+    return b"\n".join(parts)
+
+
+def every_table_text(dsn: str) -> bytes:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = conn.execute("select table_schema, table_name from information_schema.tables"
+                              " where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')"
+                              ).fetchall()
+        chunks = []
+        for schema, table in tables:
+            rows = conn.execute(f'select t::text from "{schema}"."{table}" t').fetchall()
+            chunks += [r[0].encode() for r in rows]
+        # bytea columns in row text are hex: the scan's hex needles cover them
+    return b"\n".join(chunks)
+
+
+def project(settings, world, prefix: str):
+    s = settings.model_copy(update={"projection_prefix": prefix})
+    sources = Sources(contacts=world.topics.resolved, conversations=world.topics.conversations,
+                      identities=world.topics.identities)
+    for projection in ("support", "marketing"):
+        read_model_projector(s, projection, sources=sources).run(stop_at=end_offsets(s, sources.topics()))
+    return s
+
+
+@pytest.fixture(scope="module")
+def story(services, catalog_topics, tmp_path_factory):
+    tag = uuid.uuid4().hex[:8]
+    settings = services.settings.model_copy(update={**token_settings(), **PRIVACY})
+    g = {"email": f"giulia.{tag}@example.it", "handle": f"giuliar{tag}", "order": f"ORD{tag.upper()}",
+         "name": f"Giulia Rossi{tag}", "texts": [f"Il mio ordine {tag} è arrivato rotto",
+                                                   f"Ecco la foto del pacco {tag}", f"Ho scritto su twitter {tag}"]}
+    s = {"email": f"sanne.{tag}@example.nl", "text": f"Ik wil een skiverzekering {tag}", "name": f"Sanne de Vries{tag}"}
+    handle = {"kind": "social", "value": g["handle"], "platform": "twitter"}
+    email = {"kind": "email", "value": g["email"]}
+    posts = [
+        contact(tag, "tweet", "twitter", [{**handle, "primary": True}], 0, text=g["texts"][0],
+                actor={"role": "customer", "display_name": g["name"]}),
+        contact(tag, "mail", "email", [{**email, "primary": True}], 10, text=g["texts"][1], subject=f"Foto {tag}",
+                facts=[{"kind": "order_number", "value": g["order"], "source": "text"}],
+                attachments=[{"name": f"pacco-{tag}.jpg", "content_type": "image/jpeg", "size_bytes": 100}],
+                consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "email"}]),
+        contact(tag, "chat", "chat", [{**email, "primary": True}, handle], 20, text=g["texts"][2]),
+        contact(tag, "form", "web_form", [{"kind": "email", "value": s["email"], "primary": True}], 30,
+                text=s["text"], actor={"role": "customer", "display_name": s["name"]},
+                consent=[{"purpose": "marketing", "channel": "email", "granted": True, "source": "web_form"}]),
+        # Sanne withdraws her marketing consent later in event time, by chat
+        contact(tag, "withdraw", "chat", [{"kind": "email", "value": s["email"], "primary": True}], 50,
+                text=f"Geen reclame meer {tag}",
+                consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "chat"}]),
+        contact(tag, "review", "review", [{"kind": "social", "value": f"emre{tag}", "platform": "instagram",
+                                           "primary": True}], 40, text=f"Harika hizmet {tag}"),
+    ]
+    prefixes = []
+    home = tmp_path_factory.mktemp("privacy")
+    with stream_run(services, "pv", home) as world:
+        worker = world.worker(THREADLINE_STREAMS_STORE="rocksdb")  # state on disk: scanned below
+        resolved, identities, conversations = (world.reader(n) for n in ("resolved", "identities", "conversations"))
+        gw = gateway_app(settings, contacts_topic=world.topics.contacts)
+        accepted = []
+        with TestClient(gw, headers=bearer(CONTACT_TOKEN)) as client:
+            for body in posts:
+                r = client.post("/contacts", json=body)
+                assert r.status_code == 202, r.text
+                accepted.append(r.json()["event_id"])
+                resolved.wait_for(lambda vs, e=accepted[-1]: e in {v["event_id"] for v in vs}, what="resolved")
+        identities.wait_for(lambda vs: any(v["event_type"] == "merged" for v in vs), what="merged")
+        settle(conversations, quiet=6.0)
+        prefixes.append(f"pv{world.run}a_")
+        before = project(settings, world, prefixes[-1])
+        with TestClient(api_app(before), headers=bearer(API_TOKENS["admin"])) as api:
+            found = api.get("/customers/by-identity", params={"kind": "email", "value": g["email"]})
+            assert found.status_code == 200, found.text
+            giulia_id = found.json()["customer_id"]
+            card_before = api.get(f"/customers/{giulia_id}").json()
+            sanne_id = api.get("/customers/by-identity", params={"kind": "email", "value": s["email"]}).json()["customer_id"]
+            sanne_segments = api.get(f"/marketing/customers/{sanne_id}/segments").json()
+            sanne_ledger = api.get(f"/marketing/customers/{sanne_id}/consent-ledger").json()
+            emre_segments = api.get("/marketing/customers/{}/segments".format(api.get(
+                "/customers/by-identity", params={"kind": "social", "value": f"emre{tag}", "platform": "instagram"}
+            ).json()["customer_id"])).json()
+        bundle = run_export(before, f"email:{g['email']}", dsn=before.effective_pg_dsn)
+        with TestClient(api_app(before)) as api:
+            ident = {"identity": f"email:{g['email']}"}
+            access = {"admin": api.get("/privacy/access", params=ident, headers=bearer(API_TOKENS["admin"])),
+                      "support": api.get("/privacy/access", params=ident, headers=bearer(API_TOKENS["support"])),
+                      "none": api.get("/privacy/access", params=ident),
+                      "bad": api.get("/privacy/access", params={"identity": "nokind"},
+                                     headers=bearer(API_TOKENS["admin"]))}
+            emre = f"social:instagram:emre{tag}"
+            emre_id = api.get("/customers/by-identity", params={"kind": "social", "value": f"emre{tag}",
+                                                                "platform": "instagram"},
+                              headers=bearer(API_TOKENS["admin"])).json()["customer_id"]
+            api_erase = {"sales": api.post("/privacy/erasures", json={"identity": emre},
+                                           headers=bearer(API_TOKENS["sales"])),
+                         "admin": api.post("/privacy/erasures", json={"identity": emre},
+                                           headers=bearer(API_TOKENS["admin"])),
+                         "again": api.post("/privacy/erasures", json={"identity": emre},
+                                           headers=bearer(API_TOKENS["admin"]))}
+            emre_card = api.get(f"/customers/{emre_id}", headers=bearer(API_TOKENS["admin"]))
+
+        env = {**os.environ, **services.env(), **token_env(), **PRIVACY_ENV,
+               "THREADLINE_PROJECTION_PREFIX": prefixes[-1], "THREADLINE_LOG_LEVEL": "DEBUG"}
+        erased = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "privacy", "erase", "--identity",
+                                 f"email:{g['email']}", "--topic-prefix", world.prefix, "--settle", "1"],
+                                env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert erased.returncode == 0, erased.stderr
+        report = json.loads(erased.stdout)
+        with TestClient(api_app(before), headers=bearer(API_TOKENS["admin"])) as api:
+            card_after_erase = api.get(f"/customers/{giulia_id}")
+
+        prefixes.append(f"pv{world.run}b_")
+        rebuilt = project(settings, world, prefixes[-1])  # a projection rebuild after the erasure
+        tables_after = every_table_text(services.settings.effective_pg_dsn)
+        exported = home / "export.jsonl"  # an analysts' export after the erasure (threadline export)
+        export(settings, [world.topics.resolved, world.topics.identities, world.topics.conversations], None, None,
+               "jsonl", exported)
+
+        # The erased address writes again: a new customer (scanned above, before it is written)
+        with TestClient(gateway_app(settings, contacts_topic=world.topics.contacts), headers=bearer(CONTACT_TOKEN)) as c:
+            again = c.post("/contacts", json=contact(tag, "again", "email", [{**email, "primary": True}], 200,
+                                                     text=f"Sono tornata {tag}"))
+            assert again.status_code == 202, again.text
+        again_id = again.json()["event_id"]
+        rows = resolved.wait_for(lambda vs: again_id in {v["event_id"] for v in vs}, what="the new contact")
+        again_customer = next(v["customer_id"] for v in rows if v["event_id"] == again_id)
+        for r in (resolved, identities, conversations):
+            r.close()
+        topics = [*world.topics.specs()]
+        records = all_topic_records(services.settings, topics + [PRIVACY_ERASURES.name])
+        worker.stop()
+        yield {"g": g, "s": s, "tag": tag, "accepted": accepted, "giulia_id": giulia_id, "card_before": card_before,
+               "bundle": bundle, "report": report, "erase_output": erased.stdout + erased.stderr,
+               "card_after_erase": card_after_erase, "again_customer": again_customer, "rebuilt": rebuilt,
+               "before": before, "records": records, "home": home, "worker_log": worker.log_path,
+               "dsn": services.settings.effective_pg_dsn, "tables_after": tables_after, "access": access,
+               "api_erase": api_erase, "emre_id": emre_id, "emre_card": emre_card, "exported": exported,
+               "sanne_segments": sanne_segments, "sanne_ledger": sanne_ledger, "emre_segments": emre_segments}
+    with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
+        for prefix in prefixes:
+            for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
+                                        (prefix + "%",)).fetchall():
+                conn.execute(f"drop schema {name} cascade")
+            conn.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
+
+
+def giulia_values(st) -> list[str]:
+    g = st["g"]
+    return [g["email"], g["handle"], g["order"], g["name"], *g["texts"], f"Foto {st['tag']}", f"pacco-{st['tag']}.jpg"]
+
+
+def test_before_erasure_the_read_model_shows_giulia_in_the_clear_from_sealed_records(story):
+    card = story["card_before"]
+    values = json.dumps(card, ensure_ascii=False)
+    assert story["g"]["email"] in values and story["g"]["handle"] in values
+
+
+def test_the_access_bundle_holds_giulias_contacts_conversations_identities_and_nothing_of_sanne(story):
+    b = story["bundle"]
+    assert b["format"] == "threadline.access-bundle.v1"
+    assert sorted(c["event_id"] for c in b["contacts"]) == sorted(story["accepted"][:3])
+    assert {i["value"] for i in b["identities"]} == {story["g"]["email"], story["g"]["handle"]}
+    assert b["conversations"] and {f["value"] for f in b["facts"]} >= {story["g"]["order"]}
+    text = json.dumps(b, ensure_ascii=False, default=str)
+    assert story["s"]["email"] not in text and story["s"]["text"] not in text and story["accepted"][3] not in text
+    assert all(t in text for t in story["g"]["texts"])
+    assert [(x["purpose"], x["granted"], x["evidence"]) for x in b["consent"]] == [("marketing", False, story["accepted"][1])]
+
+
+def test_the_erasure_destroyed_the_keys_and_dropped_the_rows(story):
+    r = story["report"]
+    assert r["erased"] and story["giulia_id"] in r["customer_ids"] and len(r["customer_ids"]) >= 2
+    assert r["keys_destroyed"] >= 3  # the address, the handle, the order number
+    assert r["read_model_rows"] > 0 and r["tombstones"] > 0
+    assert story["card_after_erase"].status_code == 404
+
+
+def test_the_erased_event_carries_no_personal_data(story):
+    [event] = [m for m in story["records"][PRIVACY_ERASURES.name] if m.key == story["report"]["event_id"].encode()]
+    assert scan(event.value, giulia_values(story)) == []
+
+
+def test_no_topic_holds_giulia_in_the_clear_or_encoded(story):
+    found = {topic: scan(raw_bytes(msgs), giulia_values(story)) for topic, msgs in story["records"].items()}
+    assert {t: hits for t, hits in found.items() if hits} == {}
+    # the scan sees what is there: Sanne's and Giulia's pseudonymous records are on the topics
+    assert sum(len(m) for m in story["records"].values()) > 10
+
+
+def test_no_postgresql_table_holds_giulia(story):
+    assert scan(story["tables_after"], giulia_values(story)) == []
+    assert scan(story["tables_after"], [story["s"]["email"], story["s"]["text"]])  # the scan sees Sanne's rows
+
+
+def test_no_log_or_state_file_holds_giulia(story):
+    assert scan(story["erase_output"].encode(), giulia_values(story)) == []
+    assert scan_tree(story["home"], giulia_values(story)) == []  # the worker's folder, log and state
+
+
+def test_sanne_is_intact_and_the_rebuild_keeps_giulias_contacts_as_placeholders(story):
+    with TestClient(api_app(story["rebuilt"]), headers=bearer(API_TOKENS["admin"])) as api:
+        sanne = api.get("/customers/by-identity", params={"kind": "email", "value": story["s"]["email"]})
+        assert sanne.status_code == 200, sanne.text
+    with psycopg.connect(story["dsn"], autocommit=True) as conn:
+        schema = f"{story['rebuilt'].projection_prefix}support"
+        rows = conn.execute(f"select event_id::text, text, metadata from {schema}.contacts"
+                            " where event_id::text = any(%s)", (story["accepted"],)).fetchall()
+    by_id = {e: (t, m) for e, t, m in rows}
+    assert by_id[story["accepted"][3]][0] == story["s"]["text"]  # Sanne in the clear
+    for eid in story["accepted"][:3]:  # Giulia's contacts still counted, with no personal data
+        text, metadata = by_id[eid]
+        assert text is None and metadata.get("privacy") == "erased"
+
+
+def test_the_erased_address_writing_again_is_a_new_customer(story):
+    assert story["again_customer"] not in story["report"]["customer_ids"]
+
+
+def test_no_topic_key_holds_an_identity_in_the_clear(story):
+    identities = [story["g"]["email"], story["g"]["handle"], story["s"]["email"]]
+    keyed = {t: [m.key for m in msgs if m.key] for t, msgs in story["records"].items()}
+    assert sum(len(k) for k in keyed.values()) > 10
+    assert {t: scan(b"\n".join(keys), identities) for t, keys in keyed.items() if scan(b"\n".join(keys), identities)} == {}
+
+
+def test_the_access_bundle_over_the_api_is_the_admins_and_the_same_as_the_cli(story):
+    a = story["access"]
+    assert a["none"].status_code == 401 and a["support"].status_code == 403
+    assert a["bad"].status_code == 400 and a["bad"].json()["fields"][0]["field"] == "identity"
+    assert a["admin"].status_code == 200
+    body = a["admin"].json()
+    assert sorted(c["event_id"] for c in body["contacts"]) == sorted(story["accepted"][:3])
+    assert body["identities"] == json.loads(json.dumps(story["bundle"]["identities"], default=str))
+
+
+def test_an_erasure_over_the_api_needs_admin_and_erases(story):
+    e = story["api_erase"]
+    assert e["sales"].status_code == 403
+    assert e["admin"].status_code == 200, e["admin"].text
+    assert story["emre_id"] in e["admin"].json()["customer_ids"] and e["admin"].json()["keys_destroyed"] >= 1
+    assert e["again"].status_code == 404  # nothing left to erase
+    assert story["emre_card"].status_code == 404
+
+
+def test_an_analysts_export_after_the_erasure_has_placeholders_for_giulia_and_sanne_in_the_clear(story):
+    blob = story["exported"].read_bytes()
+    assert scan(blob, giulia_values(story)) == []
+    assert scan(blob, [story["s"]["email"], story["s"]["text"]])  # opened: the export is readable
+    rows = [json.loads(line) for line in blob.decode().splitlines()]
+    giulia = [r for r in rows if r["event_id"] in story["accepted"][:3] and r["topic"].endswith("contacts.resolved.v1")]
+    # a contact re-keyed by the merge is on contacts.resolved.v1 twice
+    assert {r["event_id"] for r in giulia} == set(story["accepted"][:3])
+    assert all(r["record"]["metadata"].get("privacy") == "erased" for r in giulia)
+
+
+def test_a_withdrawal_removes_sanne_from_marketing_segments_and_the_ledger_shows_both_signals(story):
+    ledger = story["sanne_ledger"]
+    assert "ledger" in ledger, ledger
+    assert [(x["granted"], x["event_id"], x["source"]) for x in ledger["ledger"]] == [
+        (True, story["accepted"][3], "web_form"), (False, story["accepted"][4], "chat")]
+    assert ledger["marketing_withdrawn"] and [x["granted"] for x in ledger["current"]] == [False]
+    assert story["sanne_segments"]["segments"] == [] and story["sanne_segments"]["consent"] == "withdrawn"
+    assert story["sanne_segments"]["signals"] is None
+    assert "consent" not in story["emre_segments"] and story["emre_segments"]["signals"] is not None
