@@ -63,3 +63,32 @@ def test_each_component_is_asked_where_it_serves_its_probes():
     assert apps.url(s, "api") == "http://127.0.0.1:2"
     assert apps.url(s, "worker") == "http://127.0.0.1:3"  # 0.0.0.0 is asked on loopback
     assert apps.url(s, "projector") is None  # port 0: serves no probes, status falls back to the process
+
+
+class _FakeProcess:
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def running(self):
+        return False
+
+    def start(self, argv, env=None):
+        self.log.append(("start", self.name))
+
+
+def test_a_start_whose_gateway_never_answers_stops_every_component_it_started(monkeypatch, tmp_path):
+    """A half-started set of components must not outlive the failure: a worker left running joins
+    the stream group and takes partitions from the next worker (seen in a cold run)."""
+    log: list = []
+    monkeypatch.setattr(apps, "managed", lambda settings, name: _FakeProcess(name, log))
+
+    def never(*args, **kwargs):
+        raise TimeoutError("gateway not ready after 60s")
+
+    monkeypatch.setattr(apps, "wait_until", never)
+    monkeypatch.setattr(apps, "stop", lambda settings, names=tuple(apps.APPS): log.append(("stop", tuple(names))))
+    with pytest.raises(TimeoutError):
+        apps.start(Settings(home=tmp_path))
+    started = tuple(name for kind, name in log if kind == "start")
+    assert started == tuple(apps.APPS)
+    assert log[-1] == ("stop", started)

@@ -37,10 +37,10 @@ def freshness_suite(ctx: BenchContext) -> list[Section]:
         "home": home, "gateway_port": free_port(), "api_port": free_port(), "worker_ops_port": free_port(),
         "projector_ops_port": free_port(), "log_level": "WARNING"}))
     apply(settings)
-    with ctx.console.status("starting gateway, stream worker, projectors and read API ..."):
-        apps.start(settings)
     rows = []
-    try:
+    try:  # stopped whatever happens, a start that fails half-way included: no component outlives the run
+        with ctx.console.status("starting gateway, stream worker, projectors and read API ..."):
+            apps.start(settings)
         asyncio.run(_freshness_run(settings, f"{ctx.run_id}-warm", 30, FRESHNESS_WARMUP))
         for rate in FRESHNESS_RATES:
             lat, offered, _ = asyncio.run(_freshness_run(settings, f"{ctx.run_id}-{rate}", rate,

@@ -73,9 +73,13 @@ def start(settings: Settings, names=tuple(APPS)) -> list[str]:
         m.start([sys.executable, "-m", "threadline.tools.cli", "--home", str(settings.state_dir), *APPS[name]],
                 env={**settings.to_env(), "THREADLINE_LOG_FORMAT": "json"})
         started.append(name)
-    for name in ("gateway", "api"):
-        if name in names:
-            wait_until(lambda: _healthy(f"{url(settings, name)}/healthz"), 60, what=name)
+    try:
+        for name in ("gateway", "api"):
+            if name in names:
+                wait_until(lambda: _healthy(f"{url(settings, name)}/healthz"), 60, what=name)
+    except BaseException:
+        stop(settings, started)  # a start that fails leaves nothing running (a worker left over joins the group)
+        raise
     return started
 
 
