@@ -30,6 +30,7 @@ from projectors.read_models import read_model_projector  # noqa: E402
 from projectors.replay import end_offsets  # noqa: E402
 from streams.conversations import fold  # noqa: E402
 from tests.integration.streams.stream_helpers import make_contact, settle, stream_run  # noqa: E402
+from fixtures.projections import drop_projections
 
 BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
 CONV_COLUMNS = ("conversation_id, origin_customer_id, opened_at, last_event_at, state, channel, first_channel,"
@@ -102,10 +103,7 @@ def worlds(services, catalog_topics, tmp_path_factory):
     yield out
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
-            for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
-                                        (prefix + "%",)).fetchall():
-                conn.execute(f"drop schema {name} cascade")
-            conn.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
+            drop_projections(conn, prefix)
 
 
 def tables(conn, schema: str) -> dict[str, list]:

@@ -27,6 +27,7 @@ from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 from streams.identity import customer_id_for
 from tests.integration.streams.stream_helpers import REPO, make_contact, settle, stream_run
+from fixtures.projections import drop_projections
 
 BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
 
@@ -82,10 +83,7 @@ def story(services, catalog_topics, tmp_path_factory):
            "survivor": survivor, "split_off": split_off}
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
-            for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
-                                        (prefix + "%",)).fetchall():
-                conn.execute(f"drop schema {name} cascade")
-            conn.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
+            drop_projections(conn, prefix)
 
 
 def conversations_of(api, customer_id: str) -> list[dict]:

@@ -44,6 +44,7 @@ from projectors.replay import end_offsets
 from threadline.catalog import PRIVACY_ERASURES
 from tests.integration.streams.stream_helpers import REPO, settle, stream_run
 from tests.privacy_scan import scan, scan_tree
+from fixtures.projections import drop_projections
 
 pytestmark = pytest.mark.e2e
 
@@ -224,10 +225,7 @@ def story(services, catalog_topics, tmp_path_factory):
                "sanne_segments": sanne_segments, "sanne_ledger": sanne_ledger, "emre_segments": emre_segments}
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
-            for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
-                                        (prefix + "%",)).fetchall():
-                conn.execute(f"drop schema {name} cascade")
-            conn.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
+            drop_projections(conn, prefix)
 
 
 def giulia_values(st) -> list[str]:

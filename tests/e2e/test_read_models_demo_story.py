@@ -26,6 +26,7 @@ from projectors.engine.runner import Sources  # noqa: E402
 from schemas.codec import make_codec  # noqa: E402
 from fixtures.tokens import API_TOKENS, bearer, token_env  # noqa: E402
 from threadline.process import free_port  # noqa: E402
+from fixtures.projections import drop_projections
 
 
 
@@ -77,10 +78,7 @@ def demo(services, catalog_topics, tmp_path_factory):
         admin.delete_topics(sources.topics())
         admin.close()
         with psycopg.connect(settings.effective_pg_dsn, autocommit=True) as conn:
-            for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
-                                        (settings.projection_prefix + "%",)).fetchall():
-                conn.execute(f"drop schema {name} cascade")
-            conn.execute("delete from projection_offsets where projector like %s", (settings.projection_prefix + "%",))
+            drop_projections(conn, settings.projection_prefix)
 
 
 def test_the_phone_agent_sees_giulias_tweet_dm_email_and_order_number(demo):

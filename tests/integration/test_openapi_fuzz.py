@@ -30,6 +30,7 @@ from fixtures.tokens import API_TOKENS, CONTACT_TOKEN, token_settings  # noqa: E
 from projectors.engine.runner import Sources  # noqa: E402
 from threadline.catalog import EVENT_PARTITIONS  # noqa: E402
 from threadline.process import free_port  # noqa: E402
+from fixtures.projections import drop_projections
 
 MAX_EXAMPLES = int(os.environ.get("THREADLINE_FUZZ_MAX_EXAMPLES", "100"))
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -111,10 +112,7 @@ def api_app(settings, new_topic, unique, catalog_topics):
             yield served
     finally:
         with psycopg.connect(settings.effective_pg_dsn, autocommit=True) as pg:
-            for (name,) in pg.execute("select nspname from pg_namespace where nspname like %s",
-                                      (f"f{unique}_%",)).fetchall():
-                pg.execute(f"drop schema {name} cascade")
-            pg.execute("delete from projection_offsets where projector like %s", (f"f{unique}_%",))
+            drop_projections(pg, f"f{unique}_")
 
 
 def test_the_gateway_passes_every_schemathesis_check(gateway_app, tmp_path):

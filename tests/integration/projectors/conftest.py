@@ -7,6 +7,7 @@ import pytest
 
 from projectors.engine.runner import Sources
 from schemas.codec import make_codec
+from fixtures.projections import drop_projections
 
 
 @pytest.fixture
@@ -20,9 +21,7 @@ def prefixed(settings, unique, pg):
     """Settings whose projection schemas are t<unique>_support, ...; dropped afterwards."""
     prefix = f"t{unique}_"
     yield settings.model_copy(update={"projection_prefix": prefix})
-    for (name,) in pg.execute("select nspname from pg_namespace where nspname like %s", (prefix + "%",)).fetchall():
-        pg.execute(f"drop schema {name} cascade")
-    pg.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
+    drop_projections(pg, prefix)
 
 
 @pytest.fixture
