@@ -47,7 +47,6 @@ class AgentReply(BaseModel):
     session_id: str | None = None
 
 
-
 def customer_identity(to: To, region: str):
     from connectors.contact import IdentityIn
 
@@ -66,17 +65,35 @@ def to_contact(r: AgentReply, ctx: MapContext):
     ident = customer_identity(r.to, ctx.region)
     if ident is None:
         raise Unmappable(f"to.value is not a valid {r.to.kind}")
-    return build_contact({
-        "provider_id": r.message_id, "connector": NAME, "channel": r.channel, "direction": "outbound",
-        "occurred_at": parse_time(r.sent_at.isoformat(), "sent_at"),
-        "actor": {"role": "agent", "department": r.department, "id": r.agent_id, "display_name": r.agent_name},
-        "identities": [ident], "subject": r.subject, "text": r.text,
-        "thread": {"message_id": r.message_id, "in_reply_to": r.in_reply_to, "reply_to_id": r.in_reply_to,
-                   "session_id": r.session_id},
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": r.message_id,
+            "connector": NAME,
+            "channel": r.channel,
+            "direction": "outbound",
+            "occurred_at": parse_time(r.sent_at.isoformat(), "sent_at"),
+            "actor": {"role": "agent", "department": r.department, "id": r.agent_id, "display_name": r.agent_name},
+            "identities": [ident],
+            "subject": r.subject,
+            "text": r.text,
+            "thread": {
+                "message_id": r.message_id,
+                "in_reply_to": r.in_reply_to,
+                "reply_to_id": r.in_reply_to,
+                "session_id": r.session_id,
+            },
+        },
+        ctx,
+    )
 
 
 parse = generic.parser(AgentReply, to_contact)
 
-CONNECTOR = Connector(NAME, ("application/json",), "webhook_secret", generic.verify, parse,
-                      doc="agent console replies on any channel (generic JSON)")
+CONNECTOR = Connector(
+    NAME,
+    ("application/json",),
+    "webhook_secret",
+    generic.verify,
+    parse,
+    doc="agent console replies on any channel (generic JSON)",
+)

@@ -28,8 +28,26 @@ from connectors.errors import Unmappable
 from connectors.normalize import phone_identity
 
 NAME = "asterisk-cdr"
-COLUMNS = ("accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp", "lastdata",
-           "start", "answer", "end", "duration", "billsec", "disposition", "amaflags", "uniqueid", "userfield")
+COLUMNS = (
+    "accountcode",
+    "src",
+    "dst",
+    "dcontext",
+    "clid",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "lastdata",
+    "start",
+    "answer",
+    "end",
+    "duration",
+    "billsec",
+    "disposition",
+    "amaflags",
+    "uniqueid",
+    "userfield",
+)
 REQUIRED = 16
 IVR_APPS = {"background", "read", "waitexten"}
 
@@ -58,14 +76,24 @@ def row_to_contact(row: list[str], ctx: MapContext, raw_line: bytes) -> ContactI
     if ivr:
         meta["menu_choice"] = r["dst"]
     provider_id = r.get("uniqueid") or "sha256:" + hashlib.sha256(raw_line.strip()).hexdigest()
-    return build_contact({
-        "provider_id": provider_id, "connector": NAME, "channel": "ivr" if ivr else "voice",
-        "direction": "inbound" if inbound else "outbound",
-        "occurred_at": _time(r["start"], ctx.cdr_timezone, "start"),
-        "actor": {"role": "customer" if inbound else "agent", "id": None if inbound else r["src"] or None,
-                  "display_name": name.group(1) or None if name and inbound else None},
-        "identities": [caller or callee], "thread": {"call_id": r.get("uniqueid") or None}, "metadata": meta,
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": provider_id,
+            "connector": NAME,
+            "channel": "ivr" if ivr else "voice",
+            "direction": "inbound" if inbound else "outbound",
+            "occurred_at": _time(r["start"], ctx.cdr_timezone, "start"),
+            "actor": {
+                "role": "customer" if inbound else "agent",
+                "id": None if inbound else r["src"] or None,
+                "display_name": name.group(1) or None if name and inbound else None,
+            },
+            "identities": [caller or callee],
+            "thread": {"call_id": r.get("uniqueid") or None},
+            "metadata": meta,
+        },
+        ctx,
+    )
 
 
 def records(data: bytes, ctx: MapContext) -> Iterator[tuple[str, int, ContactIn | Rejected]]:

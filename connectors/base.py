@@ -28,8 +28,8 @@ from threadline.settings import Settings
 @dataclass(frozen=True)
 class WebhookRequest:
     connector: str
-    url: str                      # the full URL the provider called (Twilio signs it)
-    headers: Mapping[str, str]    # lowercase names
+    url: str  # the full URL the provider called (Twilio signs it)
+    headers: Mapping[str, str]  # lowercase names
     body: bytes
     received_at: datetime
     query: Mapping[str, str] = field(default_factory=dict)
@@ -52,10 +52,13 @@ class MapContext:
 
     @classmethod
     def from_settings(cls, settings: Settings, received_at: datetime | None = None) -> MapContext:
-        return cls(region=settings.default_phone_region.upper(),
-                   languages=tuple(c.strip().lower() for c in settings.languages.split(",") if c.strip()),
-                   facts=FactPatterns.from_json(settings.fact_patterns), received_at=received_at,
-                   cdr_timezone=settings.cdr_timezone)
+        return cls(
+            region=settings.default_phone_region.upper(),
+            languages=tuple(c.strip().lower() for c in settings.languages.split(",") if c.strip()),
+            facts=FactPatterns.from_json(settings.fact_patterns),
+            received_at=received_at,
+            cdr_timezone=settings.cdr_timezone,
+        )
 
     def language(self, text: str | None, stated: str | None = None) -> str | None:
         """The provider's stated language, else the detected one (None for a short text)."""
@@ -78,7 +81,7 @@ Mapped = list[ContactIn | Rejected]
 class Connector:
     name: str
     media_types: tuple[str, ...]
-    secret: str | None                                   # settings field of the signing secret
+    secret: str | None  # settings field of the signing secret
     verify: Callable[[WebhookRequest, str], bool]
     parse: Callable[[WebhookRequest, MapContext], Mapped]
     doc: str = ""
@@ -92,8 +95,10 @@ def build_contact(data: dict[str, Any], ctx: MapContext) -> ContactIn:
     if text or data.get("language"):
         data["language"] = ctx.language(text, data.get("language"))
     if text:
-        have = {(f["kind"] if isinstance(f, dict) else f.kind, f["value"] if isinstance(f, dict) else f.value)
-                for f in data.get("facts", [])}
+        have = {
+            (f["kind"] if isinstance(f, dict) else f.kind, f["value"] if isinstance(f, dict) else f.value)
+            for f in data.get("facts", [])
+        }
         extra = [f for f in extract_facts(text, ctx.facts) if (f.kind, f.value) not in have]
         data["facts"] = list(data.get("facts", [])) + extra
     if not data.get("identities"):
@@ -106,8 +111,9 @@ def build_contact(data: dict[str, Any], ctx: MapContext) -> ContactIn:
         raise Unmappable(f"cannot map to a contact: {where}: {first['msg']}") from exc
 
 
-def map_each(items: list[Any], fn: Callable[[Any], ContactIn | None], raw_of: Callable[[Any], bytes],
-             where: Callable[[int], str]) -> Mapped:
+def map_each(
+    items: list[Any], fn: Callable[[Any], ContactIn | None], raw_of: Callable[[Any], bytes], where: Callable[[int], str]
+) -> Mapped:
     """Map every item; an Unmappable item becomes a Rejected part, the others go on."""
     out: Mapped = []
     for i, item in enumerate(items):

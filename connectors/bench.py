@@ -40,8 +40,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from threadline.benchkit import (BASELINE_PRODUCE_KP, RATE_COLUMNS, BenchContext, Rate, Section, bench_topics, fmt_rate,
-                              fmt_ratio, rate_row)
+from threadline.benchkit import (
+    BASELINE_PRODUCE_KP,
+    RATE_COLUMNS,
+    BenchContext,
+    Rate,
+    Section,
+    bench_topics,
+    fmt_rate,
+    fmt_ratio,
+    rate_row,
+)
 from threadline.process import free_port
 
 CONCURRENCY = 32
@@ -51,24 +60,42 @@ WRK_WARMUP_SECONDS = 3
 WRK_SECONDS = int(os.environ.get("THREADLINE_BENCH_WRK_SECONDS", "15"))
 COMPARE_ROUNDS = 3
 FALLBACK_SERVER = {"loop": "asyncio", "http": "h11"}
-WRK_MISSING = ("wrk is not installed, so the gateway's single-contact figures were not measured "
-               "(Debian/Ubuntu: apt-get install wrk)")
+WRK_MISSING = (
+    "wrk is not installed, so the gateway's single-contact figures were not measured "
+    "(Debian/Ubuntu: apt-get install wrk)"
+)
 
 
-def _start_gateway(ctx: BenchContext, port: int, contacts: str, dlq: str, keys: dict[str, str],
-                   server_options: dict[str, str] | None = None, *, tree: Path | None = None) -> subprocess.Popen:
+def _start_gateway(
+    ctx: BenchContext,
+    port: int,
+    contacts: str,
+    dlq: str,
+    keys: dict[str, str],
+    server_options: dict[str, str] | None = None,
+    *,
+    tree: Path | None = None,
+) -> subprocess.Popen:
     """The gateway in its own process, served by ``connectors.server.run`` (``server_options``
     override its uvicorn options, e.g. ``{"loop": "asyncio", "http": "h11"}`` for a comparison);
     with ``tree``, the code of that tree of the project (``tree_path``)."""
-    env = {**os.environ, **ctx.settings.to_env(), "THREADLINE_LOG_LEVEL": "WARNING", "THREADLINE_LOG_FORMAT": "json",
-           "THREADLINE_GATEWAY_PORT": str(port), **{f"THREADLINE_{k.upper()}": v for k, v in keys.items()}}
+    env = {
+        **os.environ,
+        **ctx.settings.to_env(),
+        "THREADLINE_LOG_LEVEL": "WARNING",
+        "THREADLINE_LOG_FORMAT": "json",
+        "THREADLINE_GATEWAY_PORT": str(port),
+        **{f"THREADLINE_{k.upper()}": v for k, v in keys.items()},
+    }
     env.update(tree_path(tree))
-    code = ("from connectors.gateway import create_app; from schemas.codec import make_codec; "
-            "from threadline.settings import Settings; "
-            "from threadline.logging import configure_logging; s = Settings(); configure_logging(s); "
-            f"app = create_app(s, codec_factory=lambda: make_codec(s), "
-            f"contacts_topic={contacts!r}, dlq_topic={dlq!r}); "
-            f"from connectors import server; server.run(app, s, host='127.0.0.1', **{dict(server_options or {})!r})")
+    code = (
+        "from connectors.gateway import create_app; from schemas.codec import make_codec; "
+        "from threadline.settings import Settings; "
+        "from threadline.logging import configure_logging; s = Settings(); configure_logging(s); "
+        f"app = create_app(s, codec_factory=lambda: make_codec(s), "
+        f"contacts_topic={contacts!r}, dlq_topic={dlq!r}); "
+        f"from connectors import server; server.run(app, s, host='127.0.0.1', **{dict(server_options or {})!r})"
+    )
     proc = subprocess.Popen([*PYTHON, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     import httpx
 
@@ -102,9 +129,19 @@ def _chat_bodies(n: int, run: str) -> list[bytes]:
 
     langs = list(SAY)
     t0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
-    return [json.dumps({"message_id": f"{run}-{i}", "session_id": f"s-{i // 5}", "visitor_id": f"v-{i % 997}",
-                        "sent_at": (t0 + timedelta(seconds=i)).isoformat(), "text": SAY[langs[i % 5]]["dm"].format(order=100000 + i),
-                        "login": {"email": f"visitor{i % 997}@example.it"}}).encode() for i in range(n)]
+    return [
+        json.dumps(
+            {
+                "message_id": f"{run}-{i}",
+                "session_id": f"s-{i // 5}",
+                "visitor_id": f"v-{i % 997}",
+                "sent_at": (t0 + timedelta(seconds=i)).isoformat(),
+                "text": SAY[langs[i % 5]]["dm"].format(order=100000 + i),
+                "login": {"email": f"visitor{i % 997}@example.it"},
+            }
+        ).encode()
+        for i in range(n)
+    ]
 
 
 def _messenger_bodies(n_contacts: int, run: str) -> list[bytes]:
@@ -112,9 +149,15 @@ def _messenger_bodies(n_contacts: int, run: str) -> list[bytes]:
 
     langs, t0, out = list(SAY), 1795336200000, []
     for b in range(0, n_contacts, BATCH):
-        events = [{"sender": {"id": str(6800000000000000 + i % 997)}, "recipient": {"id": "1048"}, "timestamp": t0 + i,
-                   "message": {"mid": f"m_{run}_{i}", "text": SAY[langs[i % 5]]["dm"].format(order=100000 + i)}}
-                  for i in range(b, min(b + BATCH, n_contacts))]
+        events = [
+            {
+                "sender": {"id": str(6800000000000000 + i % 997)},
+                "recipient": {"id": "1048"},
+                "timestamp": t0 + i,
+                "message": {"mid": f"m_{run}_{i}", "text": SAY[langs[i % 5]]["dm"].format(order=100000 + i)},
+            }
+            for i in range(b, min(b + BATCH, n_contacts))
+        ]
         out.append(json.dumps({"object": "page", "entry": [{"id": "1048", "time": t0, "messaging": events}]}).encode())
     return out
 
@@ -147,6 +190,7 @@ async def _post_all(port: int, connector: str, bodies: list[bytes], secret: str)
 
 
 # -- the load generator: wrk ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -191,10 +235,15 @@ def parse_wrk(output: str) -> LoadResult:
     if not found:
         raise ValueError(f"no THREADLINE_WRK summary line in wrk's output: {output[-500:]!r}")
     d = json.loads(found[-1])
-    return LoadResult(requests=int(d["requests"]), seconds=d["duration_us"] / 1e6,
-                      p50_ms=d["p50_us"] / 1e3, p90_ms=d["p90_us"] / 1e3, p99_ms=d["p99_us"] / 1e3,
-                      max_ms=d["max_us"] / 1e3,
-                      errors={k.removeprefix("errors_"): int(v) for k, v in d.items() if k.startswith("errors_")})
+    return LoadResult(
+        requests=int(d["requests"]),
+        seconds=d["duration_us"] / 1e6,
+        p50_ms=d["p50_us"] / 1e3,
+        p90_ms=d["p90_us"] / 1e3,
+        p99_ms=d["p99_us"] / 1e3,
+        max_ms=d["max_us"] / 1e3,
+        errors={k.removeprefix("errors_"): int(v) for k, v in d.items() if k.startswith("errors_")},
+    )
 
 
 def wrk_path() -> str | None:
@@ -208,16 +257,31 @@ def chat_templates() -> list[str]:
 
     out = []
     for i, lang in enumerate(SAY):
-        body = json.dumps({"message_id": "@mid@", "session_id": "s-@session@", "visitor_id": "v-@visitor@",
-                           "sent_at": f"2026-11-22T08:{i:02d}:00+00:00",
-                           "text": SAY[lang]["dm"].format(order="@n@"),
-                           "login": {"email": f"visitor@visitor@@example.{lang}"}})
+        body = json.dumps(
+            {
+                "message_id": "@mid@",
+                "session_id": "s-@session@",
+                "visitor_id": "v-@visitor@",
+                "sent_at": f"2026-11-22T08:{i:02d}:00+00:00",
+                "text": SAY[lang]["dm"].format(order="@n@"),
+                "login": {"email": f"visitor@visitor@@example.{lang}"},
+            }
+        )
         out.append(body)
     return out
 
 
-def run_wrk(url: str, secret: str, *, seconds: float, connections: int = CONCURRENCY, threads: int = 1,
-            run: str = "wrk", wrk: str | None = None, timeout_s: int = 30) -> LoadResult:
+def run_wrk(
+    url: str,
+    secret: str,
+    *,
+    seconds: float,
+    connections: int = CONCURRENCY,
+    threads: int = 1,
+    run: str = "wrk",
+    wrk: str | None = None,
+    timeout_s: int = 30,
+) -> LoadResult:
     """wrk with the signing script for ``seconds`` against ``url`` (the chat webhook). The
     returned result carries wrk's own CPU seconds (from the kernel's accounting of the child)."""
     wrk = wrk or wrk_path()
@@ -226,10 +290,24 @@ def run_wrk(url: str, secret: str, *, seconds: float, connections: int = CONCURR
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", prefix="threadline-wrk-") as tpl:
         tpl.write("\n".join(chat_templates()) + "\n")
         tpl.flush()
-        env = {**os.environ, "THREADLINE_WRK_SECRET": secret, "THREADLINE_WRK_TEMPLATES": tpl.name,
-               "THREADLINE_WRK_RUN": run}
-        cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={timeout_s}s",
-               "-s", str(WRK_SCRIPT), url, "--", "selftest"]
+        env = {
+            **os.environ,
+            "THREADLINE_WRK_SECRET": secret,
+            "THREADLINE_WRK_TEMPLATES": tpl.name,
+            "THREADLINE_WRK_RUN": run,
+        }
+        cmd = [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            f"--timeout={timeout_s}s",
+            "-s",
+            str(WRK_SCRIPT),
+            url,
+            "--",
+            "selftest",
+        ]
         # wrk's CPU: what the children reaped meanwhile used (only wrk is reaped in this window).
         children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -247,8 +325,9 @@ def run_wrk(url: str, secret: str, *, seconds: float, connections: int = CONCURR
     return LoadResult(**{**result.__dict__, "loadgen_cpu_seconds": cpu})
 
 
-def measure_gateway(proc: subprocess.Popen, url: str, secret: str, *, seconds: float, run: str,
-                    connections: int = CONCURRENCY) -> LoadResult:
+def measure_gateway(
+    proc: subprocess.Popen, url: str, secret: str, *, seconds: float, run: str, connections: int = CONCURRENCY
+) -> LoadResult:
     """Run wrk against the gateway process ``proc`` and charge the gateway's CPU time to it."""
     import psutil
 
@@ -261,6 +340,7 @@ def measure_gateway(proc: subprocess.Popen, url: str, secret: str, *, seconds: f
 
 
 # -- the ceiling: the gateway's records, produced with aiokafka and no HTTP ------------------------
+
 
 def gateway_records(settings, n: int, run: str, topic: str) -> tuple[list[bytes], list[bytes]]:
     """The keys and values the gateway writes for ``n`` chat webhooks (mapped and encoded as it does)."""
@@ -276,11 +356,16 @@ def gateway_records(settings, n: int, run: str, topic: str) -> tuple[list[bytes]
     keys, values = [], []
     for i in range(n):
         body = templates[i % len(templates)]
-        for k, v in (("@mid@", f"{run}-{i}"), ("@n@", str(100000 + i)), ("@session@", str(i // 5)),
-                     ("@visitor@", str(i % 997))):
+        for k, v in (
+            ("@mid@", f"{run}-{i}"),
+            ("@n@", str(100000 + i)),
+            ("@session@", str(i // 5)),
+            ("@visitor@", str(i % 997)),
+        ):
             body = body.replace(k, v)
-        req = WebhookRequest("chat", "http://bench/webhooks/chat", {"content-type": "application/json"},
-                             body.encode(), now)
+        req = WebhookRequest(
+            "chat", "http://bench/webhooks/chat", {"content-type": "application/json"}, body.encode(), now
+        )
         (contact,) = chat.parse(req, ctx)
         key, value, _ = sink.encode(contact, now)
         keys.append(key)
@@ -303,8 +388,9 @@ class ProduceResult:
         return self.cpu_seconds / self.events * 1e6 if self.events else float("nan")
 
 
-def produce_raw_aiokafka(settings, topic: str, keys: list[bytes], values: list[bytes], *,
-                         headers: bool = True, timeout: float = 120.0) -> ProduceResult:
+def produce_raw_aiokafka(
+    settings, topic: str, keys: list[bytes], values: list[bytes], *, headers: bool = True, timeout: float = 120.0
+) -> ProduceResult:
     """Produce every record with the gateway's own producer settings (``aiokafka_producer_config``)
     as fast as aiokafka takes them, until every one is acknowledged; wall and CPU time."""
     from aiokafka import AIOKafkaProducer
@@ -352,7 +438,13 @@ def _mbox(n: int) -> bytes:
         _, msg = render(Step(t0 + timedelta(seconds=i), c, "email", "email"))
         msg = msg.replace(b"Message-ID: <gen-", f"Message-ID: <b{i}-gen-".encode(), 1)
         quoted = b"\n\nOn Sat, 21 Nov 2026 Support <support@shop.example> wrote:\n> Could you send a photo?\n"
-        parts.append(b"From " + c.email.encode() + b" Sun Nov 22 08:00:00 2026\n" + msg.replace(b"\n--==", quoted + b"\n--==", 1) + b"\n")
+        parts.append(
+            b"From "
+            + c.email.encode()
+            + b" Sun Nov 22 08:00:00 2026\n"
+            + msg.replace(b"\n--==", quoted + b"\n--==", 1)
+            + b"\n"
+        )
     return b"".join(parts)
 
 
@@ -376,23 +468,32 @@ def gateway_suite(ctx: BenchContext) -> list[Section]:
         if wrk is not None and ctx.compare is not None:
             label, tree = ctx.compare
             for rnd in range(1, COMPARE_ROUNDS + 1):  # other, this, other, this ...: the load drifts alike for both
-                compared.append((f"{label} (round {rnd})",
-                                 _wrk_gateway(ctx, names, keys, f"{label}, round {rnd}", f"cmp{rnd}", tree=tree)))
-                compared.append((f"this tree (round {rnd})",
-                                 _wrk_gateway(ctx, names, keys, f"this tree, round {rnd}", f"cur{rnd}")))
+                compared.append(
+                    (
+                        f"{label} (round {rnd})",
+                        _wrk_gateway(ctx, names, keys, f"{label}, round {rnd}", f"cmp{rnd}", tree=tree),
+                    )
+                )
+                compared.append(
+                    (f"this tree (round {rnd})", _wrk_gateway(ctx, names, keys, f"this tree, round {rnd}", f"cur{rnd}"))
+                )
         port = free_port()
         proc = _start_gateway(ctx, port, names[0], names[1], keys)
         url = f"http://127.0.0.1:{port}/webhooks/chat"
         try:
             if wrk is not None:
-                with ctx.console.status(f"gateway: wrk, {CONCURRENCY} connections, {WRK_WARMUP_SECONDS} s warm-up "
-                                        f"+ {WRK_SECONDS} s ..."):
+                with ctx.console.status(
+                    f"gateway: wrk, {CONCURRENCY} connections, {WRK_WARMUP_SECONDS} s warm-up + {WRK_SECONDS} s ..."
+                ):
                     single = _measure(proc, url, keys["webhook_secret"], ctx.run_id)
             with ctx.console.status("gateway: batched requests ..."):
                 bodies = _messenger_bodies(n_batched, ctx.run_id)
                 cpu0 = gateway_cpu_seconds(proc)
-                batched = Rate(n_batched, asyncio.run(_post_all(port, "meta", bodies, keys["meta_app_secret"])),
-                               sum(map(len, bodies)))
+                batched = Rate(
+                    n_batched,
+                    asyncio.run(_post_all(port, "meta", bodies, keys["meta_app_secret"])),
+                    sum(map(len, bodies)),
+                )
                 batched_cpu_us = (gateway_cpu_seconds(proc) - cpu0) / n_batched * 1e6
         finally:
             _stop(proc)
@@ -416,15 +517,24 @@ def _measure(proc: subprocess.Popen, url: str, secret: str, run: str) -> LoadRes
     return result
 
 
-def _wrk_gateway(ctx: BenchContext, names: list[str], keys: dict[str, str], what: str, tag: str, *,
-                 server_options: dict[str, str] | None = None, tree: Path | None = None) -> LoadResult:
+def _wrk_gateway(
+    ctx: BenchContext,
+    names: list[str],
+    keys: dict[str, str],
+    what: str,
+    tag: str,
+    *,
+    server_options: dict[str, str] | None = None,
+    tree: Path | None = None,
+) -> LoadResult:
     """A gateway of its own (from ``tree`` when given) under the single-contact wrk load."""
     port = free_port()
     proc = _start_gateway(ctx, port, names[0], names[1], keys, server_options, tree=tree)
     try:
         with ctx.console.status(f"gateway ({what}): wrk ..."):
-            return _measure(proc, f"http://127.0.0.1:{port}/webhooks/chat", keys["webhook_secret"],
-                            f"{ctx.run_id}-{tag}")
+            return _measure(
+                proc, f"http://127.0.0.1:{port}/webhooks/chat", keys["webhook_secret"], f"{ctx.run_id}-{tag}"
+            )
     finally:
         _stop(proc)
 
@@ -441,33 +551,56 @@ def importer_suite(ctx: BenchContext) -> list[Section]:
     s = ctx.settings
     raw_kp = ctx.rates.get(BASELINE_PRODUCE_KP)
     if raw_kp is None:
-        raise RuntimeError("the importer's figures are ratios to the raw kafka-python produce rate: "
-                           "run it with the raw clients (--only raw-clients,importer)")
+        raise RuntimeError(
+            "the importer's figures are ratios to the raw kafka-python produce rate: "
+            "run it with the raw clients (--only raw-clients,importer)"
+        )
     n_mbox = min(ctx.events, 10000)
     names = [ctx.topic("mbox.contacts"), ctx.topic("mbox.dlq")]
     with bench_topics(s, names, console=ctx.console):
         with ctx.console.status(f"mbox importer: {n_mbox:,} messages ..."):
             data = _mbox(n_mbox)
-            sink = Sink(make_producer(s, client_id="threadline-bench-mbox"), make_codec(s),
-                        contacts_topic=names[0], dlq_topic=names[1], component="bench")
+            sink = Sink(
+                make_producer(s, client_id="threadline-bench-mbox"),
+                make_codec(s),
+                contacts_topic=names[0],
+                dlq_topic=names[1],
+                component="bench",
+            )
             mctx = MapContext.from_settings(s)
             try:
                 t0 = time.perf_counter()
-                summary = run_import(((w, item) for w, _, item in records(data, mctx)), sink, Ledger(None),
-                                     connector="mbox", source="bench")
+                summary = run_import(
+                    ((w, item) for w, _, item in records(data, mctx)),
+                    sink,
+                    Ledger(None),
+                    connector="mbox",
+                    source="bench",
+                )
                 importer = Rate(summary.produced, time.perf_counter() - t0, len(data))
             finally:
                 sink.producer.close(10)
             if summary.produced != n_mbox:
                 raise RuntimeError(f"mbox importer produced {summary.produced} of {n_mbox}: {summary.rejected[:1]}")
     ctx.rates["importer.mbox"] = importer
-    return [Section("mbox importer", RATE_COLUMNS, [
+    return [
+        Section(
+            "mbox importer",
+            RATE_COLUMNS,
+            [
                 rate_row("raw produce kafka-python (baseline)", raw_kp),
                 rate_row("mbox importer", importer, raw_kp),
-            ], text=["Split, parse MIME, strip quotes and signatures, detect the language, encode, produce, "
-                     "wait for every acknowledgment."],
-               notes=[f"ratio: contacts/s ÷ the raw kafka-python produce rate of the same run. MB/s: mbox bytes; "
-                      f"{n_mbox:,} messages."])]
+            ],
+            text=[
+                "Split, parse MIME, strip quotes and signatures, detect the language, encode, produce, "
+                "wait for every acknowledgment."
+            ],
+            notes=[
+                f"ratio: contacts/s ÷ the raw kafka-python produce rate of the same run. MB/s: mbox bytes; "
+                f"{n_mbox:,} messages."
+            ],
+        )
+    ]
 
 
 def compare_note(single: LoadResult | None, compared: list[tuple[str, LoadResult]]) -> str:
@@ -482,9 +615,11 @@ def compare_note(single: LoadResult | None, compared: list[tuple[str, LoadResult
     if not mine or not other:
         return "median CPU per request: not measured for both trees."
     m, o = median(mine), median(other)
-    return (f"median gateway CPU per single-contact request: this tree {m:.0f} µs over {len(mine)} runs, "
-            f"{name} {o:.0f} µs over {len(other)} runs ({(m - o) / o * 100:+.0f}%); aim ≤ 400 µs: "
-            f"{'met' if m <= 400 else 'not met'} by the median.")
+    return (
+        f"median gateway CPU per single-contact request: this tree {m:.0f} µs over {len(mine)} runs, "
+        f"{name} {o:.0f} µs over {len(other)} runs ({(m - o) / o * 100:+.0f}%); aim ≤ 400 µs: "
+        f"{'met' if m <= 400 else 'not met'} by the median."
+    )
 
 
 GATEWAY_COLUMNS = ["measurement", "contacts/s", "p50 ms", "p99 ms", "gateway CPU µs/contact", "ratio to raw"]
@@ -498,57 +633,112 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def gateway_section(single: LoadResult | None, raw: ProduceResult, batched: Rate, batched_cpu_us: float,
-                    fallback: LoadResult | None = None,
-                    compared: list[tuple[str, LoadResult]] | None = None) -> Section:
+def gateway_section(
+    single: LoadResult | None,
+    raw: ProduceResult,
+    batched: Rate,
+    batched_cpu_us: float,
+    fallback: LoadResult | None = None,
+    compared: list[tuple[str, LoadResult]] | None = None,
+) -> Section:
     from connectors.server import HTTP, LOOP
 
     raw_rate = raw.per_second
-    rows = [["raw produce, aiokafka, the gateway's records (no HTTP)", fmt_rate(raw_rate), "—", "—",
-             f"{raw.cpu_us:.0f} (producer)", "1.00×"]]
+    rows = [
+        [
+            "raw produce, aiokafka, the gateway's records (no HTTP)",
+            fmt_rate(raw_rate),
+            "—",
+            "—",
+            f"{raw.cpu_us:.0f} (producer)",
+            "1.00×",
+        ]
+    ]
     if single is not None:
-        rows.append([f"gateway, 1 contact per request (wrk, {CONCURRENCY} connections)", fmt_rate(single.per_second),
-                     f"{single.p50_ms:.1f}", f"{single.p99_ms:.1f}", f"{single.gateway_cpu_us:.0f}",
-                     fmt_ratio(single.per_second / raw_rate)])
+        rows.append(
+            [
+                f"gateway, 1 contact per request (wrk, {CONCURRENCY} connections)",
+                fmt_rate(single.per_second),
+                f"{single.p50_ms:.1f}",
+                f"{single.p99_ms:.1f}",
+                f"{single.gateway_cpu_us:.0f}",
+                fmt_ratio(single.per_second / raw_rate),
+            ]
+        )
     else:
         rows.append(["gateway, 1 contact per request", "not measured", "—", "—", "—", "—"])
     if fallback is not None:
-        rows.append(["the same on asyncio + h11 (uvicorn's fallback, for comparison)", fmt_rate(fallback.per_second),
-                     f"{fallback.p50_ms:.1f}", f"{fallback.p99_ms:.1f}", f"{fallback.gateway_cpu_us:.0f}",
-                     fmt_ratio(fallback.per_second / raw_rate)])
+        rows.append(
+            [
+                "the same on asyncio + h11 (uvicorn's fallback, for comparison)",
+                fmt_rate(fallback.per_second),
+                f"{fallback.p50_ms:.1f}",
+                f"{fallback.p99_ms:.1f}",
+                f"{fallback.gateway_cpu_us:.0f}",
+                fmt_ratio(fallback.per_second / raw_rate),
+            ]
+        )
     for label, result in compared or []:
-        rows.append([f"gateway at {label}, 1 contact per request (wrk)", fmt_rate(result.per_second),
-                     f"{result.p50_ms:.1f}", f"{result.p99_ms:.1f}", f"{result.gateway_cpu_us:.0f}",
-                     fmt_ratio(result.per_second / raw_rate)])
-    rows.append([f"gateway, Messenger batches of {BATCH} (httpx in the bench process)", fmt_rate(batched.per_second),
-                 "—", "—", f"{batched_cpu_us:.0f}", fmt_ratio(batched.per_second / raw_rate)])
-    notes = ["ratio: contacts/s ÷ the raw aiokafka produce rate of the same run (the same records, the gateway's "
-             "producer settings, no HTTP).",
-             "gateway CPU: the gateway process's user + system CPU time during the measurement ÷ contacts "
-             "(psutil); far less noisy than wall time on a shared machine. The raw row gives the producing "
-             "process's CPU per record."]
+        rows.append(
+            [
+                f"gateway at {label}, 1 contact per request (wrk)",
+                fmt_rate(result.per_second),
+                f"{result.p50_ms:.1f}",
+                f"{result.p99_ms:.1f}",
+                f"{result.gateway_cpu_us:.0f}",
+                fmt_ratio(result.per_second / raw_rate),
+            ]
+        )
+    rows.append(
+        [
+            f"gateway, Messenger batches of {BATCH} (httpx in the bench process)",
+            fmt_rate(batched.per_second),
+            "—",
+            "—",
+            f"{batched_cpu_us:.0f}",
+            fmt_ratio(batched.per_second / raw_rate),
+        ]
+    )
+    notes = [
+        "ratio: contacts/s ÷ the raw aiokafka produce rate of the same run (the same records, the gateway's "
+        "producer settings, no HTTP).",
+        "gateway CPU: the gateway process's user + system CPU time during the measurement ÷ contacts "
+        "(psutil); far less noisy than wall time on a shared machine. The raw row gives the producing "
+        "process's CPU per record.",
+    ]
     if single is not None:
-        notes += [f"wrk: {single.requests:,} requests in {single.seconds:.1f} s, p90 {single.p90_ms:.1f} ms, "
-                  f"max {single.max_ms:.1f} ms; wrk's own CPU {single.loadgen_cpu_us:.0f} µs/request "
-                  "(signing included).",
-                  f"aim (issue 16): gateway CPU ≤ 400 µs per single-contact request — "
-                  f"{'met' if single.gateway_cpu_us <= 400 else 'not met'} ({single.gateway_cpu_us:.0f} µs); "
-                  f"ratio ≥ 0.30× — {'met' if single.per_second / raw_rate >= 0.3 else 'not met'} "
-                  f"({fmt_ratio(single.per_second / raw_rate)})."]
+        notes += [
+            f"wrk: {single.requests:,} requests in {single.seconds:.1f} s, p90 {single.p90_ms:.1f} ms, "
+            f"max {single.max_ms:.1f} ms; wrk's own CPU {single.loadgen_cpu_us:.0f} µs/request "
+            "(signing included).",
+            f"aim (issue 16): gateway CPU ≤ 400 µs per single-contact request — "
+            f"{'met' if single.gateway_cpu_us <= 400 else 'not met'} ({single.gateway_cpu_us:.0f} µs); "
+            f"ratio ≥ 0.30× — {'met' if single.per_second / raw_rate >= 0.3 else 'not met'} "
+            f"({fmt_ratio(single.per_second / raw_rate)}).",
+        ]
     else:
         notes.append(WRK_MISSING + ".")
     if compared:
-        notes.append("side by side: each tree's gateway in a process of its own under the same wrk load, "
-                     "alternating (the other tree, this tree, ...) so that the machine's load drifts alike for "
-                     "both; every row is one run.")
+        notes.append(
+            "side by side: each tree's gateway in a process of its own under the same wrk load, "
+            "alternating (the other tree, this tree, ...) so that the machine's load drifts alike for "
+            "both; every row is one run."
+        )
         notes.append(compare_note(single, compared))
-    return Section("Gateway", GATEWAY_COLUMNS, rows, text=[
-        f"Signed provider webhooks over HTTP/1.1 to one uvicorn worker ({LOOP}, {HTTP}) in its own process; each "
-        "202 is sent only after Kafka acknowledged (acks=all). The gateway verifies the signature, validates, "
-        "maps, normalizes (phones, emails, language detection, facts), encodes with the project's codec and "
-        "produces. Single-contact load: wrk (a separate process in C; `connectors/wrk_chat.lua` signs every "
-        "request with HMAC-SHA256 and gives it its own message id), so the rate is the gateway's, not the "
-        "load generator's."], notes=notes)
+    return Section(
+        "Gateway",
+        GATEWAY_COLUMNS,
+        rows,
+        text=[
+            f"Signed provider webhooks over HTTP/1.1 to one uvicorn worker ({LOOP}, {HTTP}) in its own process; each "
+            "202 is sent only after Kafka acknowledged (acks=all). The gateway verifies the signature, validates, "
+            "maps, normalizes (phones, emails, language detection, facts), encodes with the project's codec and "
+            "produces. Single-contact load: wrk (a separate process in C; `connectors/wrk_chat.lua` signs every "
+            "request with HMAC-SHA256 and gives it its own message id), so the rate is the gateway's, not the "
+            "load generator's."
+        ],
+        notes=notes,
+    )
 
 
 # -- privacy: the cost of sealing a contact at the gateway ---------------------------------------------
@@ -583,20 +773,28 @@ def privacy_suite(ctx: BenchContext) -> list[Section]:
     from threadline.benchkit import Rate
 
     n = min(ctx.events, 5000)
-    settings = ctx.settings.model_copy(update={
-        "privacy_master_key": SecretStr(b64.b64encode(os.urandom(32)).decode()),
-        "privacy_pseudonym_key": SecretStr(b64.b64encode(os.urandom(32)).decode())})  # new keys: every identity new
+    settings = ctx.settings.model_copy(
+        update={
+            "privacy_master_key": SecretStr(b64.b64encode(os.urandom(32)).decode()),
+            "privacy_pseudonym_key": SecretStr(b64.b64encode(os.urandom(32)).decode()),
+        }
+    )  # new keys: every identity new
     now = datetime.now(UTC)
     mctx = MapContext.from_settings(settings, now)
     templates = chat_templates()
     contacts = []
     for i in range(n):
         body = templates[i % len(templates)]
-        for k, v in (("@mid@", f"{ctx.run_id}-p{i}"), ("@n@", str(100000 + i)), ("@session@", str(i // 5)),
-                     ("@visitor@", f"{ctx.run_id}-{i}")):
+        for k, v in (
+            ("@mid@", f"{ctx.run_id}-p{i}"),
+            ("@n@", str(100000 + i)),
+            ("@session@", str(i // 5)),
+            ("@visitor@", f"{ctx.run_id}-{i}"),
+        ):
             body = body.replace(k, v)
-        req = WebhookRequest("chat", "http://bench/webhooks/chat", {"content-type": "application/json"},
-                             body.encode(), now)
+        req = WebhookRequest(
+            "chat", "http://bench/webhooks/chat", {"content-type": "application/json"}, body.encode(), now
+        )
         contacts += chat.parse(req, mctx)
     codec = make_codec(settings)
     store = make_store(settings)
@@ -621,24 +819,36 @@ def privacy_suite(ctx: BenchContext) -> list[Section]:
         prefetching = OpeningCodec(codec, store, keep=3600)
         cpu0, t0 = time.process_time(), time.perf_counter()
         for i in range(0, n, 1000):  # as a projector would, one key-store query per polled batch
-            prefetching.prefetch(values[i:i + 1000])
-            for v in values[i:i + 1000]:
+            prefetching.prefetch(values[i : i + 1000])
+            for v in values[i : i + 1000]:
                 prefetching.decode(v)
         prefetched = Rate(n, time.perf_counter() - t0, sum(map(len, values)), cpu_seconds=time.process_time() - cpu0)
     finally:
         store.close()
-    rows = [rate_row("encode in the clear (privacy off)", plain),
-            rate_row("sealed, gateway key cache warm", warm, plain),
-            rate_row("sealed, key store asked per contact, known identities", known, plain),
-            rate_row("sealed, key store asked per contact, new identities (key created)", first, plain),
-            rate_row("decode (projector, privacy off)", decode),
-            rate_row("decode + open, key store asked per new identity", opened, decode),
-            rate_row("decode + open, one key-store query per 1,000 records (prefetch)", prefetched, decode)]
+    rows = [
+        rate_row("encode in the clear (privacy off)", plain),
+        rate_row("sealed, gateway key cache warm", warm, plain),
+        rate_row("sealed, key store asked per contact, known identities", known, plain),
+        rate_row("sealed, key store asked per contact, new identities (key created)", first, plain),
+        rate_row("decode (projector, privacy off)", decode),
+        rate_row("decode + open, key store asked per new identity", opened, decode),
+        rate_row("decode + open, one key-store query per 1,000 records (prefetch)", prefetched, decode),
+    ]
     per_contact = (warm.cpu_seconds - plain.cpu_seconds) / n * 1e6  # type: ignore[operator]
-    return [Section("Privacy: sealing cost per contact at the gateway", RATE_COLUMNS, rows, text=[
-        f"{n:,} chat contacts (one identity each, mapped beforehand), `Sink.encode` in one process, side by side; "
-        "ratios against encoding in the clear. Key store: `privacy.data_keys` on the local PostgreSQL."],
-        notes=[f"Sealing with the key cache warm adds {per_contact:,.1f} µs of process CPU per contact "
-               "(AES-GCM of the personal fields, HMAC pseudonyms, AES-GCM unwrap of the data key).",
-               "The projector opens through `OpeningCodec.decode` (asking the store for each record's unknown "
-               "keys); `OpeningCodec.prefetch` of a polled batch asks once per batch: the last row."])]
+    return [
+        Section(
+            "Privacy: sealing cost per contact at the gateway",
+            RATE_COLUMNS,
+            rows,
+            text=[
+                f"{n:,} chat contacts (one identity each, mapped beforehand), `Sink.encode` in one process, side by side; "
+                "ratios against encoding in the clear. Key store: `privacy.data_keys` on the local PostgreSQL."
+            ],
+            notes=[
+                f"Sealing with the key cache warm adds {per_contact:,.1f} µs of process CPU per contact "
+                "(AES-GCM of the personal fields, HMAC pseudonyms, AES-GCM unwrap of the data key).",
+                "The projector opens through `OpeningCodec.decode` (asking the store for each record's unknown "
+                "keys); `OpeningCodec.prefetch` of a polled batch asks once per batch: the last row.",
+            ],
+        )
+    ]

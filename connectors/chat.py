@@ -46,29 +46,41 @@ class ChatMessage(BaseModel):
     language: str | None = None
 
 
-
 def to_contact(m: ChatMessage, ctx: MapContext):
     login = m.login or Login()
-    idents = dedupe_identities([
-        IdentityIn(kind="chat_visitor", value=m.visitor_id, primary=True),
-        email_identity(login.email, strength="verified"),
-        phone_identity(login.phone, ctx.region, strength="verified"),
-        account_identity(login.account_id, "web", strength="verified"),
-    ])
+    idents = dedupe_identities(
+        [
+            IdentityIn(kind="chat_visitor", value=m.visitor_id, primary=True),
+            email_identity(login.email, strength="verified"),
+            phone_identity(login.phone, ctx.region, strength="verified"),
+            account_identity(login.account_id, "web", strength="verified"),
+        ]
+    )
     visitor = m.sender == "visitor"
-    return build_contact({
-        "provider_id": m.message_id, "connector": NAME, "channel": "chat",
-        "direction": "inbound" if visitor else "outbound",
-        "occurred_at": parse_time(m.sent_at.isoformat(), "sent_at"),
-        "actor": {"role": "customer" if visitor else m.sender, "department": m.department,
-                  "id": None if visitor else m.agent_id},
-        "identities": idents, "text": m.text, "language": m.language,
-        "thread": {"session_id": m.session_id, "message_id": m.message_id},
-        "metadata": {"page_url": m.page_url} if m.page_url else {},
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": m.message_id,
+            "connector": NAME,
+            "channel": "chat",
+            "direction": "inbound" if visitor else "outbound",
+            "occurred_at": parse_time(m.sent_at.isoformat(), "sent_at"),
+            "actor": {
+                "role": "customer" if visitor else m.sender,
+                "department": m.department,
+                "id": None if visitor else m.agent_id,
+            },
+            "identities": idents,
+            "text": m.text,
+            "language": m.language,
+            "thread": {"session_id": m.session_id, "message_id": m.message_id},
+            "metadata": {"page_url": m.page_url} if m.page_url else {},
+        },
+        ctx,
+    )
 
 
 parse = generic.parser(ChatMessage, to_contact)
 
-CONNECTOR = Connector(NAME, ("application/json",), "webhook_secret", generic.verify, parse,
-                      doc="live chat widget messages (generic JSON)")
+CONNECTOR = Connector(
+    NAME, ("application/json",), "webhook_secret", generic.verify, parse, doc="live chat widget messages (generic JSON)"
+)

@@ -22,8 +22,10 @@ def _settings():
     return load_settings()
 
 
-TOPICS = {"contacts_topic": typer.Option("contacts.v1", help="where contacts go"),
-          "dlq_topic": typer.Option("ingest.dlq.v1", help="where what cannot be mapped goes")}
+TOPICS = {
+    "contacts_topic": typer.Option("contacts.v1", help="where contacts go"),
+    "dlq_topic": typer.Option("ingest.dlq.v1", help="where what cannot be mapped goes"),
+}
 
 
 def _sink(settings, component: str, contacts_topic: str = "contacts.v1", dlq_topic: str = "ingest.dlq.v1"):
@@ -33,15 +35,23 @@ def _sink(settings, component: str, contacts_topic: str = "contacts.v1", dlq_top
     from threadline.kafka import BoundedProducer
 
     # Every send and wait bounded by THREADLINE_PRODUCE_DEADLINE_SECONDS: Kafka down → KafkaUnavailable.
-    return Sink(BoundedProducer.from_settings(settings, client_id=f"threadline-{component}"), make_codec(settings),
-                component=component, contacts_topic=contacts_topic, dlq_topic=dlq_topic,
-                keyring=make_keyring(settings, cached=True))
+    return Sink(
+        BoundedProducer.from_settings(settings, client_id=f"threadline-{component}"),
+        make_codec(settings),
+        component=component,
+        contacts_topic=contacts_topic,
+        dlq_topic=dlq_topic,
+        keyring=make_keyring(settings, cached=True),
+    )
 
 
 def _kafka_failed(exc: Exception) -> NoReturn:
     """Exit 1 naming Kafka: what was acknowledged is in the ledger, a re-run produces the rest."""
-    fail(f"{exc}. The import stopped; what Kafka acknowledged is recorded and skipped by a re-run: "
-         "run the same command again once Kafka is back", 1)
+    fail(
+        f"{exc}. The import stopped; what Kafka acknowledged is recorded and skipped by a re-run: "
+        "run the same command again once Kafka is back",
+        1,
+    )
 
 
 def _report(summary, title: str) -> None:
@@ -86,9 +96,12 @@ def _import_file(path: Path, kind: str, records_fn, fresh: bool, topics: dict[st
 
 
 @ingest_app.command("mbox")
-def ingest_mbox(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="an mbox file"),
-                fresh: bool = typer.Option(False, "--fresh", help="ignore what earlier imports produced (ids stay the same)"),
-                contacts_topic: str = TOPICS["contacts_topic"], dlq_topic: str = TOPICS["dlq_topic"]):
+def ingest_mbox(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="an mbox file"),
+    fresh: bool = typer.Option(False, "--fresh", help="ignore what earlier imports produced (ids stay the same)"),
+    contacts_topic: str = TOPICS["contacts_topic"],
+    dlq_topic: str = TOPICS["dlq_topic"],
+):
     """Import every message of an mbox file (re-runs skip what was already produced)."""
     from connectors import mbox
 
@@ -96,32 +109,44 @@ def ingest_mbox(file: Path = typer.Argument(..., exists=True, dir_okay=False, he
 
 
 @ingest_app.command("asterisk-cdr")
-def ingest_cdr(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Asterisk cdr_csv Master.csv"),
-               fresh: bool = typer.Option(False, "--fresh", help="ignore what earlier imports produced (ids stay the same)"),
-               contacts_topic: str = TOPICS["contacts_topic"], dlq_topic: str = TOPICS["dlq_topic"]):
+def ingest_cdr(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Asterisk cdr_csv Master.csv"),
+    fresh: bool = typer.Option(False, "--fresh", help="ignore what earlier imports produced (ids stay the same)"),
+    contacts_topic: str = TOPICS["contacts_topic"],
+    dlq_topic: str = TOPICS["dlq_topic"],
+):
     """Import call detail records from Asterisk's CSV (re-runs skip what was already produced)."""
     from connectors import asterisk_cdr
 
-    _import_file(file, "asterisk-cdr", asterisk_cdr.records, fresh, {"contacts_topic": contacts_topic, "dlq_topic": dlq_topic})
+    _import_file(
+        file, "asterisk-cdr", asterisk_cdr.records, fresh, {"contacts_topic": contacts_topic, "dlq_topic": dlq_topic}
+    )
 
 
 @ingest_app.command("imap")
-def ingest_imap(host: str = typer.Option(None, help="THREADLINE_IMAP_HOST"),
-                port: int = typer.Option(None, help="THREADLINE_IMAP_PORT"),
-                user: str = typer.Option(None, help="THREADLINE_IMAP_USER"),
-                mailbox: str = typer.Option(None, help="THREADLINE_IMAP_MAILBOX"),
-                ssl: bool = typer.Option(None, "--ssl/--no-ssl", help="THREADLINE_IMAP_SSL"),
-                once: bool = typer.Option(False, "--once", help="one poll, then exit"),
-                interval: float = typer.Option(30.0, help="seconds between polls")):
+def ingest_imap(
+    host: str = typer.Option(None, help="THREADLINE_IMAP_HOST"),
+    port: int = typer.Option(None, help="THREADLINE_IMAP_PORT"),
+    user: str = typer.Option(None, help="THREADLINE_IMAP_USER"),
+    mailbox: str = typer.Option(None, help="THREADLINE_IMAP_MAILBOX"),
+    ssl: bool = typer.Option(None, "--ssl/--no-ssl", help="THREADLINE_IMAP_SSL"),
+    once: bool = typer.Option(False, "--once", help="one poll, then exit"),
+    interval: float = typer.Option(30.0, help="seconds between polls"),
+):
     """Poll an IMAP mailbox for new messages (password from THREADLINE_IMAP_PASSWORD[_FILE])."""
     from connectors.base import MapContext
     from connectors.imap import ImapAccount, ImapPoller, ImapUnavailable
     from threadline.secrets import secret
 
     s = _settings()
-    account = ImapAccount(host or s.imap_host, port or s.imap_port, user or s.imap_user or "",
-                          secret(s, "imap_password") or "", mailbox or s.imap_mailbox,
-                          s.imap_ssl if ssl is None else ssl)
+    account = ImapAccount(
+        host or s.imap_host,
+        port or s.imap_port,
+        user or s.imap_user or "",
+        secret(s, "imap_password") or "",
+        mailbox or s.imap_mailbox,
+        s.imap_ssl if ssl is None else ssl,
+    )
     sink = _sink(s, "imap")
     poller = ImapPoller(account, sink, MapContext.from_settings(s), s.state_dir)
     try:
@@ -140,11 +165,13 @@ def ingest_imap(host: str = typer.Option(None, help="THREADLINE_IMAP_HOST"),
         sink.producer.close(10)
 
 
-def generate(customers: int = typer.Option(50, help="size of the seeded population"),
-             seed: int = typer.Option(42, help="the same seed gives the same traffic"),
-             rate: float = typer.Option(0.0, help="webhooks per second (0 = as fast as possible)"),
-             direct: bool = typer.Option(False, "--direct", help="map in-process and produce, no gateway"),
-             gateway: str = typer.Option(None, help="gateway base URL (default: the configured gateway)")):
+def generate(
+    customers: int = typer.Option(50, help="size of the seeded population"),
+    seed: int = typer.Option(42, help="the same seed gives the same traffic"),
+    rate: float = typer.Option(0.0, help="webhooks per second (0 = as fast as possible)"),
+    direct: bool = typer.Option(False, "--direct", help="map in-process and produce, no gateway"),
+    gateway: str = typer.Option(None, help="gateway base URL (default: the configured gateway)"),
+):
     """Synthetic cross-channel traffic from a seeded population, as provider-native webhooks."""
     from connectors.base import MapContext
     from connectors.generate import journeys, population, render, send_direct, send_http
@@ -167,7 +194,9 @@ def generate(customers: int = typer.Option(50, help="size of the seeded populati
         else:
             base = gateway or f"http://{s.gateway_host}:{s.gateway_port}"
             counts = send_http(base, {n: secret(s, n) for n in SECRET_NAMES}, items, rate, tick)
-    out.print(f"{len(steps):,} webhooks from {customers} customers: " + ", ".join(f"{k}: {v:,}" for k, v in counts.items()))
+    out.print(
+        f"{len(steps):,} webhooks from {customers} customers: " + ", ".join(f"{k}: {v:,}" for k, v in counts.items())
+    )
     if not direct and any(code >= 400 for code in counts):
         raise typer.Exit(1)
 

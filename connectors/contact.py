@@ -16,8 +16,21 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 # Namespace of every Threadline event id: uuid5(THREADLINE_NS, "<connector>:<provider id>").
 THREADLINE_NS = uuid.UUID("5b0f3c9e-6f1a-5d8e-9c4b-7a1e2d3f4b5c")
 
-Channel = Literal["email", "sms", "whatsapp", "chat", "voice", "ivr", "twitter", "facebook",
-                  "instagram", "review", "web_form", "store", "other"]
+Channel = Literal[
+    "email",
+    "sms",
+    "whatsapp",
+    "chat",
+    "voice",
+    "ivr",
+    "twitter",
+    "facebook",
+    "instagram",
+    "review",
+    "web_form",
+    "store",
+    "other",
+]
 IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
 
 
@@ -95,8 +108,10 @@ class ContactIn(BaseModel):
     connector: str = Field(default="api", pattern=r"^[a-z][a-z0-9_-]{0,39}$")
     channel: Channel
     direction: Literal["inbound", "outbound", "internal"] = "inbound"
-    occurred_at: datetime = Field(json_schema_extra={"pattern": r"^(19|2[0-9])[0-9]{2}-"},
-                                  description="with a time zone; a year from 1900 to 2999")
+    occurred_at: datetime = Field(
+        json_schema_extra={"pattern": r"^(19|2[0-9])[0-9]{2}-"},
+        description="with a time zone; a year from 1900 to 2999",
+    )
     actor: ActorIn = ActorIn()
     identities: list[IdentityIn] = Field(min_length=1)
     subject: str | None = None

@@ -35,17 +35,17 @@ from connectors.normalize import email_norm, parse_time, phones_in_text
 NAME = "email"
 
 _QUOTE_HEADERS = [
-    r"^on .{3,200}wrote:\s*$",                          # en
-    r"^il giorno .{3,200}ha scritto:\s*$",              # it
-    r"^.{0,200}ha scritto:\s*$",                        # it (short form)
-    r"^op .{3,200}schreef .{0,200}:\s*$",               # nl
-    r"^w dniu .{3,200}napisał(?:a|\(a\))?:\s*$",        # pl
-    r"^.{3,200}tarihinde .{0,200}yazdı:\s*$",           # tr
-    r"^am .{3,200}schrieb .{0,200}:\s*$",               # de
-    r"^le .{3,200}a écrit\s*:\s*$",                     # fr
+    r"^on .{3,200}wrote:\s*$",  # en
+    r"^il giorno .{3,200}ha scritto:\s*$",  # it
+    r"^.{0,200}ha scritto:\s*$",  # it (short form)
+    r"^op .{3,200}schreef .{0,200}:\s*$",  # nl
+    r"^w dniu .{3,200}napisał(?:a|\(a\))?:\s*$",  # pl
+    r"^.{3,200}tarihinde .{0,200}yazdı:\s*$",  # tr
+    r"^am .{3,200}schrieb .{0,200}:\s*$",  # de
+    r"^le .{3,200}a écrit\s*:\s*$",  # fr
     r"^-{2,}\s*(?:original message|messaggio originale|oorspronkelijk bericht|wiadomość oryginalna|orijinal mesaj)\s*-{2,}\s*$",
-    r"^_{10,}\s*$",                                     # Outlook's rule above the quoted header block
-    r"^(?:from|da|van|od|kimden|von):\s.+$",            # a quoted header block (only after a blank line)
+    r"^_{10,}\s*$",  # Outlook's rule above the quoted header block
+    r"^(?:from|da|van|od|kimden|von):\s.+$",  # a quoted header block (only after a blank line)
 ]
 _QUOTE_RX = [re.compile(p, re.IGNORECASE) for p in _QUOTE_HEADERS]
 _SIGNOFF = re.compile(
@@ -54,7 +54,9 @@ _SIGNOFF = re.compile(
     r"met vriendelijke groet(?:en)?|vriendelijke groet(?:en)?|groeten|mvg|"
     r"pozdrawiam(?: serdecznie)?|z poważaniem|dziękuję|"
     r"saygılarımla|saygılar|teşekkürler|iyi çalışmalar|"
-    r"mit freundlichen grüßen|viele grüße|cordialement)[,.!]?\s*$", re.IGNORECASE)
+    r"mit freundlichen grüßen|viele grüße|cordialement)[,.!]?\s*$",
+    re.IGNORECASE,
+)
 
 
 def parse_message(raw: bytes) -> EmailMessage:
@@ -77,8 +79,23 @@ def split_reply(text: str) -> tuple[str, str]:
             cut = i
             break
         if _QUOTE_RX[-1].match(s) and (i == 0 or not lines[i - 1].strip()) and i > 0:
-            nxt = " ".join(lines[i + 1:i + 4]).lower()
-            if any(h in nxt for h in ("sent:", "to:", "subject:", "inviato:", "verzonden:", "wysłano:", "gönderildi:", "oggetto:", "onderwerp:", "temat:", "konu:")):
+            nxt = " ".join(lines[i + 1 : i + 4]).lower()
+            if any(
+                h in nxt
+                for h in (
+                    "sent:",
+                    "to:",
+                    "subject:",
+                    "inviato:",
+                    "verzonden:",
+                    "wysłano:",
+                    "gönderildi:",
+                    "oggetto:",
+                    "onderwerp:",
+                    "temat:",
+                    "konu:",
+                )
+            ):
                 cut = i
                 break
     body = lines[:cut]
@@ -121,8 +138,14 @@ def _attachments(msg: EmailMessage) -> list[dict]:
     out = []
     for part in msg.iter_attachments():
         data = part.get_payload(decode=True) or b""
-        out.append({"name": part.get_filename(), "content_type": part.get_content_type(),
-                    "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+        out.append(
+            {
+                "name": part.get_filename(),
+                "content_type": part.get_content_type(),
+                "size_bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        )
     return out
 
 
@@ -130,8 +153,9 @@ def _ids(value: str | None) -> list[str]:
     return re.findall(r"<[^<>\s]+>", value or "")
 
 
-def to_contact(raw: bytes, ctx: MapContext, *, connector: str = NAME,
-               own_addresses: frozenset[str] = frozenset()) -> ContactIn:
+def to_contact(
+    raw: bytes, ctx: MapContext, *, connector: str = NAME, own_addresses: frozenset[str] = frozenset()
+) -> ContactIn:
     """One raw message -> one contact. MalformedPayload / Unmappable when it cannot be."""
     msg = parse_message(raw)
     senders = [email_norm(a) for _, a in getaddresses([str(msg.get("From", ""))])]
@@ -161,16 +185,27 @@ def to_contact(raw: bytes, ctx: MapContext, *, connector: str = NAME,
     message_id = (_ids(msg.get("Message-ID")) or [None])[0]
     provider_id = message_id or "sha256:" + hashlib.sha256(raw).hexdigest()
     name = next((n for n, a in getaddresses([str(msg.get("From", ""))]) if n), None)
-    return build_contact({
-        "provider_id": provider_id, "connector": connector, "channel": "email",
-        "direction": "outbound" if outbound else "inbound", "occurred_at": occurred,
-        "actor": {"role": "agent" if outbound else "customer", "display_name": name},
-        "identities": idents, "subject": str(msg.get("Subject")) if msg.get("Subject") else None,
-        "text": text or None, "language": str(msg.get("Content-Language") or "") or None,
-        "attachments": _attachments(msg),
-        "thread": {"message_id": message_id, "in_reply_to": (_ids(msg.get("In-Reply-To")) or [None])[0],
-                   "references": _ids(msg.get("References"))},
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": provider_id,
+            "connector": connector,
+            "channel": "email",
+            "direction": "outbound" if outbound else "inbound",
+            "occurred_at": occurred,
+            "actor": {"role": "agent" if outbound else "customer", "display_name": name},
+            "identities": idents,
+            "subject": str(msg.get("Subject")) if msg.get("Subject") else None,
+            "text": text or None,
+            "language": str(msg.get("Content-Language") or "") or None,
+            "attachments": _attachments(msg),
+            "thread": {
+                "message_id": message_id,
+                "in_reply_to": (_ids(msg.get("In-Reply-To")) or [None])[0],
+                "references": _ids(msg.get("References")),
+            },
+        },
+        ctx,
+    )
 
 
 def parse(req: WebhookRequest, ctx: MapContext) -> Mapped:
@@ -182,5 +217,11 @@ def parse(req: WebhookRequest, ctx: MapContext) -> Mapped:
         return [Rejected(exc.reason, req.body)]
 
 
-CONNECTOR = Connector(NAME, ("message/rfc822",), "webhook_secret", generic.verify, parse,
-                      doc="inbound email webhook: the raw RFC 5322 message as the body")
+CONNECTOR = Connector(
+    NAME,
+    ("message/rfc822",),
+    "webhook_secret",
+    generic.verify,
+    parse,
+    doc="inbound email webhook: the raw RFC 5322 message as the body",
+)

@@ -51,16 +51,30 @@ from threadline.errors import KafkaUnavailable, RegistryUnavailable
 from threadline.async_producer import DeadlineProducer
 from threadline import metrics, ops
 from threadline import auth
-from threadline.http import (BadJson, ServerErrors, document_errors, error_response, error_responses,
-                             install_method_not_allowed, load_json, validation_fields)
+from threadline.http import (
+    BadJson,
+    ServerErrors,
+    document_errors,
+    error_response,
+    error_responses,
+    install_method_not_allowed,
+    load_json,
+    validation_fields,
+)
 from threadline.logging import get_logger
 from threadline.settings import Settings
 
 log = get_logger("threadline.gateway")
 
 
-def create_app(settings: Settings, *, producer_factory=None, codec_factory=None, contacts_topic: str = CONTACTS.name,
-               dlq_topic: str = INGEST_DLQ.name) -> GatewayApp:
+def create_app(
+    settings: Settings,
+    *,
+    producer_factory=None,
+    codec_factory=None,
+    contacts_topic: str = CONTACTS.name,
+    dlq_topic: str = INGEST_DLQ.name,
+) -> GatewayApp:
     """``producer_factory``/``codec_factory`` build the producer (a ``DeadlineProducer`` unless
     given) and the codec at start-up; the topics default to the catalog's (tests give throw-away ones).
 
@@ -88,16 +102,26 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
         app.state.producer = producer_factory()
         await app.state.producer.start()
         app.state.codec = codec_factory()
-        app.state.sink = Sink(app.state.producer, app.state.codec, contacts_topic=contacts_topic, dlq_topic=dlq_topic,
-                              keyring=make_keyring(settings, cached=True))
+        app.state.sink = Sink(
+            app.state.producer,
+            app.state.codec,
+            contacts_topic=contacts_topic,
+            dlq_topic=dlq_topic,
+            keyring=make_keyring(settings, cached=True),
+        )
         # Register the writer schema before the first request, not during it.
         app.state.codec.encode(contacts_topic, schemas.CONTACT, _probe_record())
         if unsigned:
-            log.warning("connectors_without_secret", connectors=unsigned,
-                        hint="their webhooks answer 401 until a signing secret is configured")
+            log.warning(
+                "connectors_without_secret",
+                connectors=unsigned,
+                hint="their webhooks answer 401 until a signing secret is configured",
+            )
         if not tokens:
-            log.warning("contacts_without_tokens", hint="POST /contacts answers 401 until THREADLINE_CONTACT_TOKENS "
-                                                         "(or _FILE) names a token")
+            log.warning(
+                "contacts_without_tokens",
+                hint="POST /contacts answers 401 until THREADLINE_CONTACT_TOKENS (or _FILE) names a token",
+            )
         yield
         await app.state.producer.close()
 
@@ -115,16 +139,27 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):
-        return error_response(400, "invalid_body", "the body does not match the contact schema",
-                              validation_fields(exc))
+        return error_response(400, "invalid_body", "the body does not match the contact schema", validation_fields(exc))
 
-    @app.post("/contacts", status_code=202, summary="A contact in Threadline's own JSON shape",
-              responses={202: {"description": "stored: Kafka acknowledged it",
-                               "content": {"application/json": {"schema": ACCEPTED_SCHEMA}}},
-                         **error_responses(400, 401, 403, 413, 415, 503,
-                                           _403="the token is not bound to the contact's connector")},
-              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-                  "schema": {"$ref": "#/components/schemas/ContactIn"}}}}, "security": [{"bearer": []}]})
+    @app.post(
+        "/contacts",
+        status_code=202,
+        summary="A contact in Threadline's own JSON shape",
+        responses={
+            202: {
+                "description": "stored: Kafka acknowledged it",
+                "content": {"application/json": {"schema": ACCEPTED_SCHEMA}},
+            },
+            **error_responses(400, 401, 403, 413, 415, 503, _403="the token is not bound to the contact's connector"),
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ContactIn"}}},
+            },
+            "security": [{"bearer": []}],
+        },
+    )
     async def post_contact(request: Request, allowed: frozenset[str] = Depends(credential)):
         raw = await request.body()
         if len(raw) > settings.max_body_bytes:
@@ -136,15 +171,23 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
             load_json(raw)  # not too deep, no lone surrogate: what pydantic and Avro could not take
             contact = ContactIn.model_validate_json(raw, strict=True)
         except BadJson as exc:
-            return error_response(400, "malformed_json", "the body is not JSON we can take",
-                                  [{"field": exc.field, "problem": exc.problem}])
+            return error_response(
+                400,
+                "malformed_json",
+                "the body is not JSON we can take",
+                [{"field": exc.field, "problem": exc.problem}],
+            )
         except ValidationError as exc:
-            return error_response(400, "invalid_body", "the body does not match the contact schema",
-                                  validation_fields(exc))
+            return error_response(
+                400, "invalid_body", "the body does not match the contact schema", validation_fields(exc)
+            )
         if contact.connector not in allowed:
-            return error_response(403, "connector_not_allowed",
-                                  f"this token may not write {contact.connector!r} contacts",
-                                  [{"field": "connector", "problem": "not a connector of this token"}])
+            return error_response(
+                403,
+                "connector_not_allowed",
+                f"this token may not write {contact.connector!r} contacts",
+                [{"field": "connector", "problem": "not a connector of this token"}],
+            )
         eid = event_id(contact.connector, contact.provider_id)
         sink: Sink = request.app.state.sink
         try:
@@ -156,10 +199,15 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
             return error_response(503, "not_stored", "the event store did not acknowledge; retry", headers=retry_after)
         produced.inc()
         contacts_by(contact.connector, "accepted").inc()
-        log.info("contact_accepted", event_id=eid, topic=meta.topic,
-                 partition=meta.partition, offset=meta.offset, channel=contact.channel)
-        return {"event_id": eid, "topic": meta.topic, "partition": meta.partition,
-                "offset": meta.offset}
+        log.info(
+            "contact_accepted",
+            event_id=eid,
+            topic=meta.topic,
+            partition=meta.partition,
+            offset=meta.offset,
+            channel=contact.channel,
+        )
+        return {"event_id": eid, "topic": meta.topic, "partition": meta.partition, "offset": meta.offset}
 
     base_ctx = MapContext.from_settings(settings)
     urls = PublicUrls.from_settings(settings)
@@ -173,15 +221,24 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
         body = await _read_limited(receive, settings.max_body_bytes)
         now = datetime.now(UTC)
         qs = scope.get("query_string", b"")
-        req = WebhookRequest(connector=connector, url=scope_public_url(scope, forwarded, urls, connector),
-                             headers=headers, body=body, received_at=now,
-                             query=dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {})
+        req = WebhookRequest(
+            connector=connector,
+            url=scope_public_url(scope, forwarded, urls, connector),
+            headers=headers,
+            body=body,
+            received_at=now,
+            query=dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {},
+        )
         outcome = handle(req, secrets, replace(base_ctx, received_at=now), settings.max_body_bytes)
         if outcome.status != 202:
             if connector in CONNECTORS:  # an unknown connector's name is not a label value
                 contacts_by(connector, "rejected").inc()
-            log.info("webhook_rejected", connector=connector if connector in CONNECTORS else "<unknown>",
-                     status=outcome.status, error=outcome.error)
+            log.info(
+                "webhook_rejected",
+                connector=connector if connector in CONNECTORS else "<unknown>",
+                status=outcome.status,
+                error=outcome.error,
+            )
             return error_response(outcome.status, outcome.error, outcome.detail, outcome.fields)
         sink: Sink = app.state.sink
         try:
@@ -200,22 +257,50 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
         accepted = []
         for contact, meta in zip(outcome.contacts, acks):
             eid = event_id(contact.connector, contact.provider_id)
-            log.info("contact_accepted", event_id=eid, connector=connector, channel=contact.channel,
-                     topic=meta.topic, partition=meta.partition, offset=meta.offset)
+            log.info(
+                "contact_accepted",
+                event_id=eid,
+                connector=connector,
+                channel=contact.channel,
+                topic=meta.topic,
+                partition=meta.partition,
+                offset=meta.offset,
+            )
             accepted.append({"event_id": eid, "partition": meta.partition, "offset": meta.offset})
         for rejected, meta in zip(outcome.rejected, dlq):
-            log.info("webhook_dead_lettered", connector=connector, reason=rejected.reason, where=rejected.where,
-                     topic=meta.topic, offset=meta.offset)
+            log.info(
+                "webhook_dead_lettered",
+                connector=connector,
+                reason=rejected.reason,
+                where=rejected.where,
+                topic=meta.topic,
+                offset=meta.offset,
+            )
         return JSONResponse({"accepted": accepted, "dead_lettered": len(dlq)}, status_code=202)
 
-    @app.post("/webhooks/{connector}", status_code=202,
-              summary="A provider's webhook, its payload and headers unchanged",
-              responses={202: {"description": "Kafka acknowledged every contact and every dead-lettered part",
-                               "content": {"application/json": {"schema": WEBHOOK_ACCEPTED_SCHEMA}}},
-                         **error_responses(400, 401, 404, 413, 415, 503,
-                                           _400="not the provider's payload (fields named)",
-                                           _401="missing or wrong signature", _404="unknown connector",
-                                           _503="Kafka did not acknowledge: retry")})
+    @app.post(
+        "/webhooks/{connector}",
+        status_code=202,
+        summary="A provider's webhook, its payload and headers unchanged",
+        responses={
+            202: {
+                "description": "Kafka acknowledged every contact and every dead-lettered part",
+                "content": {"application/json": {"schema": WEBHOOK_ACCEPTED_SCHEMA}},
+            },
+            **error_responses(
+                400,
+                401,
+                404,
+                413,
+                415,
+                503,
+                _400="not the provider's payload (fields named)",
+                _401="missing or wrong signature",
+                _404="unknown connector",
+                _503="Kafka did not acknowledge: retry",
+            ),
+        },
+    )
     async def post_webhook(connector: str, request: Request):
         return await answer_webhook(connector, request.scope, request.receive)
 
@@ -223,17 +308,34 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
         response = await answer_webhook(scope["path_params"]["connector"], scope, receive)
         await response(scope, receive, send)
 
-    webhook_route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == "/webhooks/{connector}"
-                         and "POST" in r.methods)
+    webhook_route = next(
+        r for r in app.routes if isinstance(r, APIRoute) and r.path == "/webhooks/{connector}" and "POST" in r.methods
+    )
     # The same middleware the routed requests pass (500 as JSON, request metrics), nothing else.
     app.direct_webhooks(webhook_route, ServerErrors(ops.HttpMetrics(serve_webhook, "gateway"), "gateway"))
 
-    @app.get("/webhooks/{connector}", summary="Subscription handshakes: Meta's hub.challenge, X's CRC",
-             responses={200: {"description": "Meta: the challenge (text/plain); X: the CRC response token",
-                              "content": {"text/plain": {"schema": {"type": "string"}},
-                                          "application/json": {"schema": {"type": "object"}}}},
-                        **error_responses(400, 401, 403, 404, 405, _403="hub.verify_token wrong",
-                                          _405="a connector without a handshake: POST its webhooks")})
+    @app.get(
+        "/webhooks/{connector}",
+        summary="Subscription handshakes: Meta's hub.challenge, X's CRC",
+        responses={
+            200: {
+                "description": "Meta: the challenge (text/plain); X: the CRC response token",
+                "content": {
+                    "text/plain": {"schema": {"type": "string"}},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            },
+            **error_responses(
+                400,
+                401,
+                403,
+                404,
+                405,
+                _403="hub.verify_token wrong",
+                _405="a connector without a handshake: POST its webhooks",
+            ),
+        },
+    )
     async def get_webhook(connector: str, request: Request):
         query = dict(request.query_params)
         if connector == "meta":
@@ -245,8 +347,9 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
             key = secrets.get("x_consumer_secret")
             answer = x_connector.crc(query, key) if key else None
             if answer is None:
-                return error_response(400 if key else 401, "crc_failed",
-                                      "crc_token missing" if key else "no consumer secret configured")
+                return error_response(
+                    400 if key else 401, "crc_failed", "crc_token missing" if key else "no consumer secret configured"
+                )
             return answer
         if connector in CONNECTORS:
             return error_response(405, "method_not_allowed", "POST the provider's webhook here")
@@ -265,8 +368,9 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
             components = schema.setdefault("components", {})
             components.setdefault("schemas", {}).update(contact.pop("$defs", {}))
             components["schemas"]["ContactIn"] = contact
-            components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
-                                                        "description": "a token of THREADLINE_CONTACT_TOKENS"}}
+            components["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "a token of THREADLINE_CONTACT_TOKENS"}
+            }
             app.openapi_schema = document_errors(schema)
         return app.openapi_schema
 
@@ -275,11 +379,20 @@ def create_app(settings: Settings, *, producer_factory=None, codec_factory=None,
 
 
 WEBHOOK_ACCEPTED_SCHEMA = {
-    "type": "object", "required": ["accepted", "dead_lettered"],
-    "properties": {"accepted": {"type": "array", "items": {"type": "object"}}, "dead_lettered": {"type": "integer"}}}
-ACCEPTED_SCHEMA = {"type": "object", "required": ["event_id", "topic", "partition", "offset"],
-                   "properties": {"event_id": {"type": "string", "format": "uuid"}, "topic": {"type": "string"},
-                                  "partition": {"type": "integer"}, "offset": {"type": "integer"}}}
+    "type": "object",
+    "required": ["accepted", "dead_lettered"],
+    "properties": {"accepted": {"type": "array", "items": {"type": "object"}}, "dead_lettered": {"type": "integer"}},
+}
+ACCEPTED_SCHEMA = {
+    "type": "object",
+    "required": ["event_id", "topic", "partition", "offset"],
+    "properties": {
+        "event_id": {"type": "string", "format": "uuid"},
+        "topic": {"type": "string"},
+        "partition": {"type": "integer"},
+        "offset": {"type": "integer"},
+    },
+}
 
 
 class GatewayApp(FastAPI):
@@ -310,7 +423,7 @@ class GatewayApp(FastAPI):
 def webhook_connector(path: str) -> str | None:
     """The ``{connector}`` of ``/webhooks/{connector}`` (Starlette's ``[^/]+``), else None."""
     if path.startswith(WEBHOOKS_PREFIX):
-        name = path[len(WEBHOOKS_PREFIX):]
+        name = path[len(WEBHOOKS_PREFIX) :]
         if name and "/" not in name:
             return name
     return None
@@ -362,8 +475,7 @@ def scope_public_url(scope, forwarded: dict[str, str], urls: PublicUrls, connect
     URL, else X-Forwarded-* from a trusted proxy, else ``public_base_url`` + path + query, else
     the URL as received. The peer is the direct one: uvicorn runs without ``proxy_headers``."""
     client = scope.get("client")
-    return public_url(urls, connector, url=str(URL(scope=scope)), peer=client[0] if client else None,
-                      headers=forwarded)
+    return public_url(urls, connector, url=str(URL(scope=scope)), peer=client[0] if client else None, headers=forwarded)
 
 
 def _public_url(request: Request, settings: Settings, connector: str) -> str:
@@ -373,8 +485,9 @@ def _public_url(request: Request, settings: Settings, connector: str) -> str:
 def _probe_record() -> dict:
     """A valid record, used once at start-up to register the writer schema."""
     now = datetime.now(UTC)
-    probe = ContactIn(provider_id="startup-probe", channel="other", occurred_at=now,
-                      identities=[{"kind": "other", "value": "probe"}])
+    probe = ContactIn(
+        provider_id="startup-probe", channel="other", occurred_at=now, identities=[{"kind": "other", "value": "probe"}]
+    )
     return to_record(probe, now)
 
 

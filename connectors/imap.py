@@ -85,8 +85,14 @@ def _fetched(data: list) -> list[tuple[int, bytes]]:
 
 
 class ImapPoller:
-    def __init__(self, account: ImapAccount, sink: Sink, ctx: MapContext, state_dir: Path,
-                 own_addresses: frozenset[str] = frozenset()):
+    def __init__(
+        self,
+        account: ImapAccount,
+        sink: Sink,
+        ctx: MapContext,
+        state_dir: Path,
+        own_addresses: frozenset[str] = frozenset(),
+    ):
         if not account.password:
             raise ConfigError("no IMAP password: set THREADLINE_IMAP_PASSWORD or THREADLINE_IMAP_PASSWORD_FILE")
         self.account, self.sink, self.ctx, self.own = account, sink, ctx, own_addresses
@@ -115,13 +121,14 @@ class ImapPoller:
             uids = uids_after(data[0] or b"", last)
             total = ImportSummary()
             for i in range(0, len(uids), BATCH):
-                batch = uids[i:i + BATCH]
+                batch = uids[i : i + BATCH]
                 typ, data = conn.uid("FETCH", ",".join(map(str, batch)), "(UID BODY.PEEK[])")
                 if typ != "OK":
                     raise ImapUnavailable(f"FETCH failed: {typ}")
                 messages = sorted(_fetched(data))
-                summary = run_import(self._records(messages), self.sink, self.ledger, connector=email.NAME,
-                                     source=repr(self.account))
+                summary = run_import(
+                    self._records(messages), self.sink, self.ledger, connector=email.NAME, source=repr(self.account)
+                )
                 Checkpoint(uidvalidity, max(batch)).save(self.checkpoint_path)
                 total.read += summary.read
                 total.produced += summary.produced

@@ -33,11 +33,15 @@ class ImportSummary:
     produced: int = 0
     duplicates: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (where, reason)
-    event_ids: list[str] = field(default_factory=list)             # produced, in order
+    event_ids: list[str] = field(default_factory=list)  # produced, in order
 
     def as_row(self) -> dict[str, int]:
-        return {"read": self.read, "produced": self.produced, "duplicates": self.duplicates,
-                "rejected": len(self.rejected)}
+        return {
+            "read": self.read,
+            "produced": self.produced,
+            "duplicates": self.duplicates,
+            "rejected": len(self.rejected),
+        }
 
 
 class Ledger:
@@ -66,8 +70,15 @@ def ledger_path(state_dir: Path, name: str) -> Path:
     return state_dir / "imports" / f"{name}.ids"
 
 
-def run_import(records: Iterable[tuple[str, ContactIn | Rejected]], sink: Sink, ledger: Ledger, *,
-               connector: str, source: str, progress_advance=None) -> ImportSummary:
+def run_import(
+    records: Iterable[tuple[str, ContactIn | Rejected]],
+    sink: Sink,
+    ledger: Ledger,
+    *,
+    connector: str,
+    source: str,
+    progress_advance=None,
+) -> ImportSummary:
     """Produce every mapped record; returns the summary once everything is acknowledged."""
     summary = ImportSummary()
     pending: list[tuple[str, object]] = []
@@ -82,7 +93,9 @@ def run_import(records: Iterable[tuple[str, ContactIn | Rejected]], sink: Sink, 
             sink.producer.flush(60)
             failed = [f for _, f in pending if not f.is_done or f.failed()]
             if failed:
-                raise KafkaUnavailable(f"{len(failed)} of {len(pending)} records not acknowledged: {failed[0].exception}")
+                raise KafkaUnavailable(
+                    f"{len(failed)} of {len(pending)} records not acknowledged: {failed[0].exception}"
+                )
         ledger.add([e for e, _ in pending if e])
         pending.clear()
 
@@ -111,8 +124,14 @@ def run_import(records: Iterable[tuple[str, ContactIn | Rejected]], sink: Sink, 
 
 
 def progress_bar(console: Console | None = None) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[counts]}"), console=console or Console(stderr=True))
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[counts]}"),
+        console=console or Console(stderr=True),
+    )
 
 
 def numbered_lines(data: bytes) -> Iterator[tuple[int, int, bytes]]:

@@ -42,8 +42,9 @@ def _message(lines: list[bytes]) -> bytes:
     return b"".join(lines)
 
 
-def records(data: bytes, ctx: MapContext, own_addresses: frozenset[str] = frozenset()
-            ) -> Iterator[tuple[str, int, ContactIn | Rejected]]:
+def records(
+    data: bytes, ctx: MapContext, own_addresses: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, int, ContactIn | Rejected]]:
     for line, end, raw in split_mbox(data):
         where = f"line {line}"
         try:

@@ -19,8 +19,17 @@ Messenger/Instagram, seconds on WhatsApp).
 
 from __future__ import annotations
 
-from connectors.base import (Connector, MapContext, Mapped, Rejected, WebhookRequest, build_contact, dumps,
-                             json_body, require)
+from connectors.base import (
+    Connector,
+    MapContext,
+    Mapped,
+    Rejected,
+    WebhookRequest,
+    build_contact,
+    dumps,
+    json_body,
+    require,
+)
 from connectors.errors import MalformedPayload, Unmappable
 from connectors.normalize import account_identity, parse_time, phone_identity
 from connectors.signatures import meta_signed, same
@@ -85,19 +94,33 @@ def messaging(ev: dict, channel: str, ctx: MapContext):
     ident = account_identity(customer.get("id"), channel, primary=True, strength="verified")
     if ident is None or not msg.get("mid") or "timestamp" not in ev:
         raise Unmappable("message without sender, mid or timestamp")
-    attachments = [{"url": (a.get("payload") or {}).get("url"), "content_type": a.get("type")}
-                   for a in msg.get("attachments", []) if isinstance(a, dict)]
+    attachments = [
+        {"url": (a.get("payload") or {}).get("url"), "content_type": a.get("type")}
+        for a in msg.get("attachments", [])
+        if isinstance(a, dict)
+    ]
     meta = {}
     if isinstance(msg.get("quick_reply"), dict):
         meta["quick_reply"] = str(msg["quick_reply"].get("payload", ""))
-    return build_contact({
-        "provider_id": msg["mid"], "connector": NAME, "channel": channel,
-        "direction": "outbound" if echo else "inbound", "occurred_at": parse_time(ev["timestamp"], "timestamp"),
-        "actor": {"role": "agent" if echo else "customer", "id": str(msg.get("app_id")) if echo and msg.get("app_id") else None},
-        "identities": [ident], "text": msg.get("text") or None, "attachments": attachments,
-        "thread": {"message_id": msg["mid"], "reply_to_id": (msg.get("reply_to") or {}).get("mid")},
-        "metadata": meta,
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": msg["mid"],
+            "connector": NAME,
+            "channel": channel,
+            "direction": "outbound" if echo else "inbound",
+            "occurred_at": parse_time(ev["timestamp"], "timestamp"),
+            "actor": {
+                "role": "agent" if echo else "customer",
+                "id": str(msg.get("app_id")) if echo and msg.get("app_id") else None,
+            },
+            "identities": [ident],
+            "text": msg.get("text") or None,
+            "attachments": attachments,
+            "thread": {"message_id": msg["mid"], "reply_to_id": (msg.get("reply_to") or {}).get("mid")},
+            "metadata": meta,
+        },
+        ctx,
+    )
 
 
 def whatsapp_change(change: dict, ctx: MapContext, where: str) -> Mapped:
@@ -106,7 +129,9 @@ def whatsapp_change(change: dict, ctx: MapContext, where: str) -> Mapped:
     value = change["value"]
     if change.get("field") != "messages":
         return [Rejected(f"unsupported whatsapp field {change.get('field')!r}", dumps(change), where)]
-    names = {c.get("wa_id"): (c.get("profile") or {}).get("name") for c in value.get("contacts", []) if isinstance(c, dict)}
+    names = {
+        c.get("wa_id"): (c.get("profile") or {}).get("name") for c in value.get("contacts", []) if isinstance(c, dict)
+    }
     out: Mapped = []
     for i, m in enumerate(value.get("messages", [])):
         out.append(_guard(lambda m=m: whatsapp_message(m, names, ctx), m, f"{where}.value.messages.{i}"))
@@ -128,8 +153,14 @@ def whatsapp_message(m: dict, names: dict, ctx: MapContext):
     elif kind in MEDIA_TYPES:
         media = m.get(kind) or {}
         text = media.get("caption")
-        attachments = [{"name": media.get("filename"), "content_type": media.get("mime_type"),
-                        "sha256": media.get("sha256"), "url": f"whatsapp-media:{media.get('id')}"}]
+        attachments = [
+            {
+                "name": media.get("filename"),
+                "content_type": media.get("mime_type"),
+                "sha256": media.get("sha256"),
+                "url": f"whatsapp-media:{media.get('id')}",
+            }
+        ]
     elif kind == "button":
         text = (m.get("button") or {}).get("text")
     elif kind == "interactive":
@@ -138,27 +169,50 @@ def whatsapp_message(m: dict, names: dict, ctx: MapContext):
         text = reply.get("title")
     else:
         raise Unmappable(f"unsupported whatsapp message type {kind!r}")
-    return build_contact({
-        "provider_id": m["id"], "connector": NAME, "channel": "whatsapp", "direction": "inbound",
-        "occurred_at": parse_time(m["timestamp"], "timestamp"),
-        "actor": {"role": "customer", "display_name": names.get(m.get("from"))},
-        "identities": [ident], "text": text or None, "attachments": attachments,
-        "thread": {"message_id": m["id"], "reply_to_id": (m.get("context") or {}).get("id")},
-        "metadata": {"whatsapp_type": kind},
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": m["id"],
+            "connector": NAME,
+            "channel": "whatsapp",
+            "direction": "inbound",
+            "occurred_at": parse_time(m["timestamp"], "timestamp"),
+            "actor": {"role": "customer", "display_name": names.get(m.get("from"))},
+            "identities": [ident],
+            "text": text or None,
+            "attachments": attachments,
+            "thread": {"message_id": m["id"], "reply_to_id": (m.get("context") or {}).get("id")},
+            "metadata": {"whatsapp_type": kind},
+        },
+        ctx,
+    )
 
 
 def whatsapp_status(st: dict, ctx: MapContext):
     ident = phone_identity(st.get("recipient_id"), ctx.region, primary=True)
     if ident is None or not st.get("id") or not st.get("status") or not st.get("timestamp"):
         raise Unmappable("whatsapp status without recipient_id, id, status or timestamp")
-    return build_contact({
-        "provider_id": f"{st['id']}:status:{st['status']}", "connector": NAME, "channel": "whatsapp",
-        "direction": "outbound", "event_type": "contact.status_changed",
-        "occurred_at": parse_time(st["timestamp"], "timestamp"), "actor": {"role": "system"},
-        "identities": [ident], "thread": {"message_id": st["id"]}, "metadata": {"status": st["status"]},
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": f"{st['id']}:status:{st['status']}",
+            "connector": NAME,
+            "channel": "whatsapp",
+            "direction": "outbound",
+            "event_type": "contact.status_changed",
+            "occurred_at": parse_time(st["timestamp"], "timestamp"),
+            "actor": {"role": "system"},
+            "identities": [ident],
+            "thread": {"message_id": st["id"]},
+            "metadata": {"status": st["status"]},
+        },
+        ctx,
+    )
 
 
-CONNECTOR = Connector(NAME, ("application/json",), "meta_app_secret", verify, parse,
-                      doc="Meta: Messenger, Instagram messaging, WhatsApp Cloud API")
+CONNECTOR = Connector(
+    NAME,
+    ("application/json",),
+    "meta_app_secret",
+    verify,
+    parse,
+    doc="Meta: Messenger, Instagram messaging, WhatsApp Cloud API",
+)

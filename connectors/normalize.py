@@ -70,6 +70,7 @@ def dedupe_identities(idents: list[IdentityIn | None]) -> list[IdentityIn]:
 
 # ------------------------------------------------------------------------------------ time
 
+
 def parse_time(value: str | int | float | None, field_name: str = "timestamp") -> datetime:
     """A provider's timestamp as an aware UTC datetime.
 
@@ -119,9 +120,9 @@ def parse_time(value: str | int | float | None, field_name: str = "timestamp") -
 # digits blanked out: lingua reads letters only, so "ordine 100234" and "ordine 100235" are one
 # question).
 
-MIN_LETTERS, MIN_WORDS = 8, 2     # below either, a text is too short to tell
-MAX_CHARS = 1000                  # what detection reads of a longer text
-CACHE_SIZE = 4096                 # texts whose language is remembered (per language set)
+MIN_LETTERS, MIN_WORDS = 8, 2  # below either, a text is too short to tell
+MAX_CHARS = 1000  # what detection reads of a longer text
+CACHE_SIZE = 4096  # texts whose language is remembered (per language set)
 _DIGITS = re.compile(r"\d+")
 _TAG = re.compile(r"^([A-Za-z]{2})(?:[-_][A-Za-z0-9]{1,8})*$")
 
@@ -138,9 +139,11 @@ def _detector(languages: tuple[str, ...]):
 
 def lingua_detect(languages: tuple[str, ...]) -> Detect:
     """lingua among ``languages``: ISO 639-1 code or None. Its models load on the first call."""
+
     def detect(text: str) -> str | None:
         found = _detector(languages).detect_language_of(text)
         return found.iso_code_639_1.name.lower() if found else None
+
     return detect
 
 
@@ -158,8 +161,11 @@ def _blanked(text: str) -> str:
 
 def _tells(sample: str) -> bool:
     """Long enough to tell its language: MIN_LETTERS letters in at least MIN_WORDS words."""
-    return (len(sample) >= MIN_LETTERS and sum(ch.isalpha() for ch in sample) >= MIN_LETTERS
-            and len(sample.split(None, MIN_WORDS)) >= MIN_WORDS)
+    return (
+        len(sample) >= MIN_LETTERS
+        and sum(ch.isalpha() for ch in sample) >= MIN_LETTERS
+        and len(sample.split(None, MIN_WORDS)) >= MIN_WORDS
+    )
 
 
 def stated_language(value: str | None) -> str | None:
@@ -212,10 +218,10 @@ DEFAULT_FACT_PATTERNS: dict[str, str] = {
     # "order 4711", "numero dell'ordine è 100234", "bestelling 778899", "zamówienie nr 554433",
     # "Siparişim 445566", and Shopify-style "#100234"
     "order_number": r"(?:order|ordine|bestelling|bestelnummer|zam[óo]wieni|sipari[şs]|pedido|commande|bestellung)"
-                    r"\w*[^\d\n]{0,25}?#?(\d{4,12})(?![-/.:]\d)|(?<![\w#&])#(\d{4,12})\b",
+    r"\w*[^\d\n]{0,25}?#?(\d{4,12})(?![-/.:]\d)|(?<![\w#&])#(\d{4,12})\b",
     # "account 88001234", "klantnummer 55512345", "numer klienta 1234567", "conto 12345678"
     "account_number": r"(?:account|klantnummer|klant|customer\s+number|numer\s+klienta|conto|hesap|m[üu][şs]teri\s*no)"
-                      r"\w*[^\d\n]{0,20}?(\d{5,14})(?![-/.:]\d)",
+    r"\w*[^\d\n]{0,20}?(\d{5,14})(?![-/.:]\d)",
 }
 
 

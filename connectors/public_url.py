@@ -38,12 +38,14 @@ _PREFIX = re.compile(r"^(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*$")
 @dataclass(frozen=True)
 class PublicUrls:
     per_connector: Mapping[str, str] = field(default_factory=dict)  # connector -> URL given to the provider
-    base_url: str | None = None                                      # THREADLINE_PUBLIC_BASE_URL
+    base_url: str | None = None  # THREADLINE_PUBLIC_BASE_URL
     trusted_proxies: tuple[Network, ...] = ()
 
     @classmethod
     def from_settings(cls, settings) -> PublicUrls:
-        per = {name: getattr(settings, key) for name, key in PUBLIC_URL_SETTINGS.items() if getattr(settings, key, None)}
+        per = {
+            name: getattr(settings, key) for name, key in PUBLIC_URL_SETTINGS.items() if getattr(settings, key, None)
+        }
         return _cached(tuple(sorted(per.items())), settings.public_base_url, settings.trusted_proxies or "")
 
     def trusts(self, peer: str | None) -> bool:
@@ -71,8 +73,7 @@ def _last(headers: Mapping[str, str], name: str) -> str | None:
     return last or None
 
 
-def public_url(config: PublicUrls, connector: str, *, url: str, peer: str | None,
-               headers: Mapping[str, str]) -> str:
+def public_url(config: PublicUrls, connector: str, *, url: str, peer: str | None, headers: Mapping[str, str]) -> str:
     """The URL ``connector``'s provider called, for the request the gateway received at ``url``
     from ``peer`` with ``headers`` (lowercase names; a repeated header's values joined with
     ", "). See the module's docstring for the rules."""

@@ -36,26 +36,40 @@ class Review(BaseModel):
     marketing_consent: bool | None = None
 
 
-
 def to_contact(r: Review, ctx: MapContext):
     platform = r.platform.lower()
-    idents = dedupe_identities([social_identity(r.author_handle, platform, primary=True),
-                                email_identity(r.author_email)])
+    idents = dedupe_identities(
+        [social_identity(r.author_handle, platform, primary=True), email_identity(r.author_email)]
+    )
     meta = {"rating": f"{r.rating:g}", "platform": platform}
     if r.url:
         meta["url"] = r.url
-    consent = ([{"purpose": "marketing", "channel": platform, "granted": r.marketing_consent, "source": "review"}]
-               if r.marketing_consent is not None else [])
-    return build_contact({
-        "provider_id": f"{platform}:{r.review_id}", "connector": NAME, "channel": "review", "direction": "inbound",
-        "occurred_at": parse_time(r.created_at.isoformat(), "created_at"),
-        "actor": {"role": "customer", "department": "marketing"},
-        "identities": idents, "subject": r.title, "text": r.text, "consent": consent, "metadata": meta,
-        "thread": {"message_id": r.review_id},
-    }, ctx)
+    consent = (
+        [{"purpose": "marketing", "channel": platform, "granted": r.marketing_consent, "source": "review"}]
+        if r.marketing_consent is not None
+        else []
+    )
+    return build_contact(
+        {
+            "provider_id": f"{platform}:{r.review_id}",
+            "connector": NAME,
+            "channel": "review",
+            "direction": "inbound",
+            "occurred_at": parse_time(r.created_at.isoformat(), "created_at"),
+            "actor": {"role": "customer", "department": "marketing"},
+            "identities": idents,
+            "subject": r.title,
+            "text": r.text,
+            "consent": consent,
+            "metadata": meta,
+            "thread": {"message_id": r.review_id},
+        },
+        ctx,
+    )
 
 
 parse = generic.parser(Review, to_contact)
 
-CONNECTOR = Connector(NAME, ("application/json",), "webhook_secret", generic.verify, parse,
-                      doc="reviews from any platform (generic JSON)")
+CONNECTOR = Connector(
+    NAME, ("application/json",), "webhook_secret", generic.verify, parse, doc="reviews from any platform (generic JSON)"
+)

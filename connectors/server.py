@@ -80,11 +80,19 @@ def uvicorn_options(settings, **overrides: Any) -> dict[str, Any]:
     only. No access log (the gateway logs each accepted contact itself)."""
     from connectors.gateway import shutdown_limit
 
-    options: dict[str, Any] = dict(host=settings.gateway_host, port=settings.gateway_port, loop=LOOP,
-                                   http=_protocol_class(),
-                                   log_config=None, access_log=False, proxy_headers=False,
-                                   server_header=False, date_header=True, timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                                   timeout_graceful_shutdown=int(shutdown_limit(settings)))
+    options: dict[str, Any] = dict(
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        loop=LOOP,
+        http=_protocol_class(),
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=True,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        timeout_graceful_shutdown=int(shutdown_limit(settings)),
+    )
     options.update(overrides)
     return options
 

@@ -44,21 +44,29 @@ def order_created(order: dict, shop: str | None, ctx: MapContext):
     billing = _object(order.get("billing_address"))
     shipping = _object(order.get("shipping_address"))
     region = billing.get("country_code") or shipping.get("country_code") or ctx.region
-    idents = dedupe_identities([
-        email_identity(order.get("email") or order.get("contact_email") or customer.get("email"), primary=True),
-        # the buyer's phone: the order's, the customer record's, else the billing address's (who pays)
-        phone_identity(order.get("phone") or customer.get("phone") or billing.get("phone"),
-                       billing.get("country_code") or region),
-        *(phone_identity(address.get("phone"), address.get("country_code") or region, strength="hint")
-          for address in (shipping, billing)),
-        account_identity(customer.get("id"), "shopify", strength="verified"),
-    ])
+    idents = dedupe_identities(
+        [
+            email_identity(order.get("email") or order.get("contact_email") or customer.get("email"), primary=True),
+            # the buyer's phone: the order's, the customer record's, else the billing address's (who pays)
+            phone_identity(
+                order.get("phone") or customer.get("phone") or billing.get("phone"),
+                billing.get("country_code") or region,
+            ),
+            *(
+                phone_identity(address.get("phone"), address.get("country_code") or region, strength="hint")
+                for address in (shipping, billing)
+            ),
+            account_identity(customer.get("id"), "shopify", strength="verified"),
+        ]
+    )
     number = str(order.get("order_number") or order.get("number") or order["id"])
     facts = [{"kind": "order_number", "value": number, "source": "shopify"}]
     if order.get("name"):
         facts.append({"kind": "order_name", "value": str(order["name"]), "source": "shopify"})
     if shipping:
-        addr = ", ".join(str(shipping[k]) for k in ("address1", "address2", "zip", "city", "country") if shipping.get(k))
+        addr = ", ".join(
+            str(shipping[k]) for k in ("address1", "address2", "zip", "city", "country") if shipping.get(k)
+        )
         if addr:
             facts.append({"kind": "shipping_address", "value": addr, "source": "shopify"})
     for item in order.get("line_items") or []:
@@ -67,21 +75,43 @@ def order_created(order: dict, shop: str | None, ctx: MapContext):
     consent = []
     emc = customer.get("email_marketing_consent")
     if isinstance(emc, dict) and emc.get("state"):
-        consent.append({"purpose": "marketing", "channel": "email", "granted": emc["state"] == "subscribed",
-                        "source": "shopify.customer"})
+        consent.append(
+            {
+                "purpose": "marketing",
+                "channel": "email",
+                "granted": emc["state"] == "subscribed",
+                "source": "shopify.customer",
+            }
+        )
     elif "buyer_accepts_marketing" in order:
-        consent.append({"purpose": "marketing", "channel": "email", "granted": bool(order["buyer_accepts_marketing"]),
-                        "source": "shopify.checkout"})
+        consent.append(
+            {
+                "purpose": "marketing",
+                "channel": "email",
+                "granted": bool(order["buyer_accepts_marketing"]),
+                "source": "shopify.checkout",
+            }
+        )
     name = " ".join(x for x in (customer.get("first_name"), customer.get("last_name")) if x) or None
-    return build_contact({
-        "provider_id": str(order["id"]), "connector": NAME, "channel": "store", "direction": "inbound",
-        "event_type": "order.created", "occurred_at": parse_time(order["created_at"], "created_at"),
-        "actor": {"role": "customer", "department": "sales", "display_name": name},
-        "identities": idents, "subject": f"Order {order.get('name') or number}",
-        "facts": facts, "consent": consent, "language": (order.get("customer_locale") or "")[:2] or None,
-        "metadata": {k: str(order[k]) for k in ("total_price", "currency", "financial_status") if order.get(k)}
-                    | ({"shop": shop} if shop else {}),
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": str(order["id"]),
+            "connector": NAME,
+            "channel": "store",
+            "direction": "inbound",
+            "event_type": "order.created",
+            "occurred_at": parse_time(order["created_at"], "created_at"),
+            "actor": {"role": "customer", "department": "sales", "display_name": name},
+            "identities": idents,
+            "subject": f"Order {order.get('name') or number}",
+            "facts": facts,
+            "consent": consent,
+            "language": (order.get("customer_locale") or "")[:2] or None,
+            "metadata": {k: str(order[k]) for k in ("total_price", "currency", "financial_status") if order.get(k)}
+            | ({"shop": shop} if shop else {}),
+        },
+        ctx,
+    )
 
 
 def _object(value) -> dict:
@@ -89,5 +119,4 @@ def _object(value) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-CONNECTOR = Connector(NAME, ("application/json",), "shopify_webhook_secret", verify, parse,
-                      doc="Shopify orders/create")
+CONNECTOR = Connector(NAME, ("application/json",), "shopify_webhook_secret", verify, parse, doc="Shopify orders/create")

@@ -89,7 +89,7 @@ def _escape(match: re.Match) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     code -= 0x10000  # above the BMP: a UTF-16 surrogate pair, as JSON writes it
-    return f"\\u{0xd800 + (code >> 10):04x}\\u{0xdc00 + (code & 0x3ff):04x}"
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def meta_escaped(body: bytes) -> bytes | None:
@@ -135,8 +135,11 @@ def same(given: str | None, expected: str) -> bool:
     return bool(given) and hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
-MEDIA_TYPES = {"twilio": "application/x-www-form-urlencoded", "twilio-voice": "application/x-www-form-urlencoded",
-               "email": "message/rfc822"}
+MEDIA_TYPES = {
+    "twilio": "application/x-www-form-urlencoded",
+    "twilio-voice": "application/x-www-form-urlencoded",
+    "email": "message/rfc822",
+}
 
 
 def signed_headers(connector: str, body: bytes, url: str, secret: str) -> dict[str, str]:

@@ -29,8 +29,16 @@ class Sink:
     (every send and wait within THREADLINE_PRODUCE_DEADLINE_SECONDS, else KafkaUnavailable) or
     a kafka-python producer."""
 
-    def __init__(self, producer, codec, *, contacts_topic: str = CONTACTS.name, dlq_topic: str = INGEST_DLQ.name,
-                 component: str = "gateway", keyring: KeyRing | None = None):
+    def __init__(
+        self,
+        producer,
+        codec,
+        *,
+        contacts_topic: str = CONTACTS.name,
+        dlq_topic: str = INGEST_DLQ.name,
+        component: str = "gateway",
+        keyring: KeyRing | None = None,
+    ):
         self.producer, self.codec, self.keyring = producer, codec, keyring
         self.contacts_topic, self.dlq_topic, self.component = contacts_topic, dlq_topic, component
 
@@ -57,25 +65,41 @@ class Sink:
         return [self.encode(c, now) for c in contacts]
 
     def dlq_headers(self, connector: str, rejected: Rejected, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {**rejected_headers(reason=rejected.reason, connector=connector, component=self.component,
-                                   where=rejected.where), **(extra or {})}
+        return {
+            **rejected_headers(
+                reason=rejected.reason, connector=connector, component=self.component, where=rejected.where
+            ),
+            **(extra or {}),
+        }
 
     # -- asyncio (the gateway) --------------------------------------------------------------
 
-    async def publish(self, connector: str, contacts: list[ContactIn], rejected: list[Rejected],
-                      extra_headers: dict[str, str] | None = None) -> tuple[list, list]:
+    async def publish(
+        self,
+        connector: str,
+        contacts: list[ContactIn],
+        rejected: list[Rejected],
+        extra_headers: dict[str, str] | None = None,
+    ) -> tuple[list, list]:
         """Produce everything and wait until Kafka acknowledged all of it (KafkaUnavailable if not)."""
         now = datetime.now(UTC)
         sends = []
         for key, value, headers in await self.encode_all(contacts, now):
             sends.append(self.producer.send(self.contacts_topic, key=key, value=value, headers=headers))
-        dlq = [self.producer.send(self.dlq_topic, key=connector.encode(), value=r.raw,
-                                  headers=self.dlq_headers(connector, r, extra_headers)) for r in rejected]
+        dlq = [
+            self.producer.send(
+                self.dlq_topic,
+                key=connector.encode(),
+                value=r.raw,
+                headers=self.dlq_headers(connector, r, extra_headers),
+            )
+            for r in rejected
+        ]
         if len(sends) + len(dlq) == 1:  # one contact per request, the usual webhook: no task for a gather
             result = await (sends or dlq)[0]
             return ([result], []) if sends else ([], [result])
         results = await asyncio.gather(*sends, *dlq)
-        return list(results[:len(sends)]), list(results[len(sends):])
+        return list(results[: len(sends)]), list(results[len(sends) :])
 
     # -- blocking (importers, generator) -----------------------------------------------------
 
@@ -84,5 +108,9 @@ class Sink:
         return self.producer.send(self.contacts_topic, key=key, value=value, headers=header_list(headers))
 
     def send_dead_letter(self, connector: str, rejected: Rejected, extra_headers: dict[str, str] | None = None):
-        return self.producer.send(self.dlq_topic, key=connector.encode(), value=rejected.raw,
-                                  headers=header_list(self.dlq_headers(connector, rejected, extra_headers)))
+        return self.producer.send(
+            self.dlq_topic,
+            key=connector.encode(),
+            value=rejected.raw,
+            headers=header_list(self.dlq_headers(connector, rejected, extra_headers)),
+        )

@@ -16,15 +16,25 @@ and ``metadata.occurred_at_source`` says so.
 
 from __future__ import annotations
 
-from connectors.base import (Connector, MapContext, Mapped, Rejected, WebhookRequest, build_contact, form_body,
-                             json_body)
+from connectors.base import Connector, MapContext, Mapped, Rejected, WebhookRequest, build_contact, form_body, json_body
 from connectors.errors import MalformedPayload, Unmappable
 from connectors.normalize import dedupe_identities, phone_identity
 from connectors.signatures import twilio_json_valid, twilio_valid
 
 NAME = "twilio"
-STATUS_VALUES = {"accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "failed",
-                 "read", "canceled", "partially_delivered"}
+STATUS_VALUES = {
+    "accepted",
+    "scheduled",
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "read",
+    "canceled",
+    "partially_delivered",
+}
 
 
 def verify(req: WebhookRequest, token: str) -> bool:
@@ -59,7 +69,11 @@ def params_of(req: WebhookRequest) -> list[tuple[str, str]]:
 
 
 def _channel(params: dict[str, str]) -> str:
-    return "whatsapp" if params.get("From", "").startswith("whatsapp:") or params.get("To", "").startswith("whatsapp:") else "sms"
+    return (
+        "whatsapp"
+        if params.get("From", "").startswith("whatsapp:") or params.get("To", "").startswith("whatsapp:")
+        else "sms"
+    )
 
 
 def _received_at(ctx: MapContext):
@@ -97,15 +111,22 @@ def incoming(params: dict[str, str], sid: str, ctx: MapContext):
     metadata = {"occurred_at_source": "received", "to": params.get("To", "")}
     if params.get("MessagingServiceSid"):
         metadata["messaging_service_sid"] = params["MessagingServiceSid"]
-    return build_contact({
-        "provider_id": sid, "connector": NAME, "channel": channel, "direction": "inbound",
-        "occurred_at": _received_at(ctx),
-        "actor": {"role": "customer", "display_name": params.get("ProfileName") or None},
-        "identities": dedupe_identities([ident]), "text": params.get("Body") or None,
-        "attachments": attachments, "thread": {"message_id": sid,
-                                               "reply_to_id": params.get("OriginalRepliedMessageSid")},
-        "metadata": metadata,
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": sid,
+            "connector": NAME,
+            "channel": channel,
+            "direction": "inbound",
+            "occurred_at": _received_at(ctx),
+            "actor": {"role": "customer", "display_name": params.get("ProfileName") or None},
+            "identities": dedupe_identities([ident]),
+            "text": params.get("Body") or None,
+            "attachments": attachments,
+            "thread": {"message_id": sid, "reply_to_id": params.get("OriginalRepliedMessageSid")},
+            "metadata": metadata,
+        },
+        ctx,
+    )
 
 
 def status_callback(params: dict[str, str], sid: str, status: str, ctx: MapContext):
@@ -117,14 +138,29 @@ def status_callback(params: dict[str, str], sid: str, status: str, ctx: MapConte
     metadata = {"status": status, "occurred_at_source": "received"}
     if params.get("ErrorCode"):
         metadata["error_code"] = params["ErrorCode"]
-    return build_contact({
-        "provider_id": f"{sid}:status:{status}", "connector": NAME, "channel": _channel(params),
-        "direction": "outbound", "event_type": "contact.status_changed", "occurred_at": _received_at(ctx),
-        "actor": {"role": "system"}, "identities": [ident],
-        "thread": {"message_id": sid}, "metadata": metadata,
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": f"{sid}:status:{status}",
+            "connector": NAME,
+            "channel": _channel(params),
+            "direction": "outbound",
+            "event_type": "contact.status_changed",
+            "occurred_at": _received_at(ctx),
+            "actor": {"role": "system"},
+            "identities": [ident],
+            "thread": {"message_id": sid},
+            "metadata": metadata,
+        },
+        ctx,
+    )
 
 
 MEDIA_TYPES = ("application/x-www-form-urlencoded", "application/json")
-CONNECTOR = Connector(NAME, MEDIA_TYPES, "twilio_auth_token", verify, parse,
-                      doc="Twilio SMS and WhatsApp: incoming messages and outbound status callbacks")
+CONNECTOR = Connector(
+    NAME,
+    MEDIA_TYPES,
+    "twilio_auth_token",
+    verify,
+    parse,
+    doc="Twilio SMS and WhatsApp: incoming messages and outbound status callbacks",
+)

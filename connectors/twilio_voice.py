@@ -21,8 +21,18 @@ from connectors.errors import MalformedPayload, Unmappable
 from connectors.normalize import parse_time, phone_identity
 
 NAME = "twilio-voice"
-CALL_STATUSES = {"queued", "initiated", "ringing", "in-progress", "completed", "busy", "failed", "no-answer",
-                 "canceled", "answered"}
+CALL_STATUSES = {
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "no-answer",
+    "canceled",
+    "answered",
+}
 
 
 def _customer(params: dict[str, str], ctx: MapContext):
@@ -70,12 +80,21 @@ def call_status(params, call_sid, ctx):
     for key, name in (("CallDuration", "duration_s"), ("SequenceNumber", "sequence"), ("CallerName", "caller_name")):
         if params.get(key):
             meta[name] = params[key]
-    return build_contact({
-        "provider_id": f"{call_sid}:{status}", "connector": NAME, "channel": "voice", "direction": direction,
-        "event_type": "contact.received" if first else "contact.status_changed", "occurred_at": when,
-        "actor": {"role": "customer" if direction == "inbound" else "agent"},
-        "identities": [ident], "thread": {"call_id": call_sid}, "metadata": meta,
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": f"{call_sid}:{status}",
+            "connector": NAME,
+            "channel": "voice",
+            "direction": direction,
+            "event_type": "contact.received" if first else "contact.status_changed",
+            "occurred_at": when,
+            "actor": {"role": "customer" if direction == "inbound" else "agent"},
+            "identities": [ident],
+            "thread": {"call_id": call_sid},
+            "metadata": meta,
+        },
+        ctx,
+    )
 
 
 def transcription(params, call_sid, ctx):
@@ -84,13 +103,22 @@ def transcription(params, call_sid, ctx):
     direction, ident = _customer(params, ctx)
     when, source = _when(params, ctx)
     attachments = [{"url": params["RecordingUrl"], "content_type": "audio/x-wav"}] if params.get("RecordingUrl") else []
-    return build_contact({
-        "provider_id": params["TranscriptionSid"], "connector": NAME, "channel": "voice", "direction": direction,
-        "occurred_at": when, "actor": {"role": "customer" if direction == "inbound" else "agent"},
-        "identities": [ident], "text": params.get("TranscriptionText") or None, "attachments": attachments,
-        "thread": {"call_id": call_sid, "message_id": params.get("RecordingSid")},
-        "metadata": {"occurred_at_source": source, "kind": "transcription"},
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": params["TranscriptionSid"],
+            "connector": NAME,
+            "channel": "voice",
+            "direction": direction,
+            "occurred_at": when,
+            "actor": {"role": "customer" if direction == "inbound" else "agent"},
+            "identities": [ident],
+            "text": params.get("TranscriptionText") or None,
+            "attachments": attachments,
+            "thread": {"call_id": call_sid, "message_id": params.get("RecordingSid")},
+            "metadata": {"occurred_at_source": source, "kind": "transcription"},
+        },
+        ctx,
+    )
 
 
 def ivr(params, call_sid, ctx):
@@ -99,12 +127,28 @@ def ivr(params, call_sid, ctx):
     choice = params.get("Digits") or ""
     speech = params.get("SpeechResult") or None
     meta = {"menu_choice": choice, "occurred_at_source": source}
-    return build_contact({
-        "provider_id": f"{call_sid}:gather:{choice}:{speech or ''}", "connector": NAME,
-        "channel": "ivr", "direction": "inbound", "occurred_at": when, "actor": {"role": "customer"},
-        "identities": [ident], "text": speech, "thread": {"call_id": call_sid}, "metadata": meta,
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": f"{call_sid}:gather:{choice}:{speech or ''}",
+            "connector": NAME,
+            "channel": "ivr",
+            "direction": "inbound",
+            "occurred_at": when,
+            "actor": {"role": "customer"},
+            "identities": [ident],
+            "text": speech,
+            "thread": {"call_id": call_sid},
+            "metadata": meta,
+        },
+        ctx,
+    )
 
 
-CONNECTOR = Connector(NAME, twilio.MEDIA_TYPES, "twilio_auth_token", twilio.verify, parse,
-                      doc="Twilio Voice: call status callbacks, transcriptions, IVR <Gather> selections")
+CONNECTOR = Connector(
+    NAME,
+    twilio.MEDIA_TYPES,
+    "twilio_auth_token",
+    twilio.verify,
+    parse,
+    doc="Twilio Voice: call status callbacks, transcriptions, IVR <Gather> selections",
+)

@@ -42,7 +42,6 @@ class Submission(BaseModel):
     visitor_id: str | None = None
 
 
-
 def to_contact(s: Submission, ctx: MapContext):
     idents: list[IdentityIn | None] = []
     facts, consent, text, name = [], [], [], None
@@ -57,7 +56,11 @@ def to_contact(s: Submission, ctx: MapContext):
         elif k in TEXT_FIELDS:
             text.append(str(value))
         elif isinstance(value, bool) and (k in CONSENT_FIELDS or k.startswith("consent_")):
-            purpose = k.removeprefix("consent_") if k.startswith("consent_") else ("newsletter" if k == "newsletter" else "marketing")
+            purpose = (
+                k.removeprefix("consent_")
+                if k.startswith("consent_")
+                else ("newsletter" if k == "newsletter" else "marketing")
+            )
             consent.append({"purpose": purpose, "granted": value, "source": f"form:{s.form_id}.{key}"})
         else:
             if k in NAME_FIELDS:
@@ -69,17 +72,33 @@ def to_contact(s: Submission, ctx: MapContext):
     idents = dedupe_identities(idents)
     if idents and not any(i.primary for i in idents):
         idents[0] = idents[0].model_copy(update={"primary": True})
-    return build_contact({
-        "provider_id": f"{s.form_id}:{s.submission_id}", "connector": NAME, "channel": "web_form",
-        "direction": "inbound", "occurred_at": parse_time(s.submitted_at.isoformat(), "submitted_at"),
-        "actor": {"role": "customer", "display_name": name}, "identities": idents,
-        "subject": s.form_id, "text": "\n".join(text) or None, "facts": facts, "consent": consent,
-        "thread": {"session_id": s.submission_id},
-        "metadata": {"form_id": s.form_id} | ({"page_url": s.page_url} if s.page_url else {}),
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": f"{s.form_id}:{s.submission_id}",
+            "connector": NAME,
+            "channel": "web_form",
+            "direction": "inbound",
+            "occurred_at": parse_time(s.submitted_at.isoformat(), "submitted_at"),
+            "actor": {"role": "customer", "display_name": name},
+            "identities": idents,
+            "subject": s.form_id,
+            "text": "\n".join(text) or None,
+            "facts": facts,
+            "consent": consent,
+            "thread": {"session_id": s.submission_id},
+            "metadata": {"form_id": s.form_id} | ({"page_url": s.page_url} if s.page_url else {}),
+        },
+        ctx,
+    )
 
 
 parse = generic.parser(Submission, to_contact)
 
-CONNECTOR = Connector(NAME, ("application/json",), "webhook_secret", generic.verify, parse,
-                      doc="web form submissions (generic JSON, any fields)")
+CONNECTOR = Connector(
+    NAME,
+    ("application/json",),
+    "webhook_secret",
+    generic.verify,
+    parse,
+    doc="web form submissions (generic JSON, any fields)",
+)

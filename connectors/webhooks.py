@@ -31,7 +31,9 @@ class Outcome:
 def handle(req: WebhookRequest, secrets: Mapping[str, str | None], ctx: MapContext, max_body_bytes: int) -> Outcome:
     connector = CONNECTORS.get(req.connector)
     if connector is None:
-        return Outcome(404, "unknown_connector", f"no connector {req.connector!r}; known: {', '.join(sorted(CONNECTORS))}")
+        return Outcome(
+            404, "unknown_connector", f"no connector {req.connector!r}; known: {', '.join(sorted(CONNECTORS))}"
+        )
     if len(req.body) > max_body_bytes:
         return Outcome(413, "body_too_large", f"body over {max_body_bytes} bytes")
     if req.content_type not in connector.media_types:

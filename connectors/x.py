@@ -72,8 +72,12 @@ def direct_message(ev: dict, owner: str, users: dict, ctx: MapContext):
     outbound = sender == owner
     customer = (mc.get("target") or {}).get("recipient_id") if outbound else sender
     user = users.get(customer) or {}
-    idents = dedupe_identities([social_identity(user.get("screen_name"), "twitter", primary=True),
-                                account_identity(customer, "twitter", strength="verified")])
+    idents = dedupe_identities(
+        [
+            social_identity(user.get("screen_name"), "twitter", primary=True),
+            account_identity(customer, "twitter", strength="verified"),
+        ]
+    )
     if not idents or not ev.get("id") or not ev.get("created_timestamp"):
         raise Unmappable("direct message without customer, id or created_timestamp")
     data = mc.get("message_data") or {}
@@ -81,15 +85,26 @@ def direct_message(ev: dict, owner: str, users: dict, ctx: MapContext):
     media = (data.get("attachment") or {}).get("media")
     if isinstance(media, dict):
         attachments.append({"url": media.get("media_url_https"), "content_type": media.get("type")})
-    return build_contact({
-        "provider_id": f"dm:{ev['id']}", "connector": NAME, "channel": "twitter",
-        "direction": "outbound" if outbound else "inbound",
-        "occurred_at": parse_time(ev["created_timestamp"], "created_timestamp"),
-        "actor": {"role": "agent" if outbound else "customer", "id": sender if outbound else None,
-                  "display_name": user.get("name") if not outbound else None},
-        "identities": idents, "text": data.get("text") or None, "attachments": attachments,
-        "thread": {"message_id": ev["id"]}, "metadata": {"x_kind": "direct_message"},
-    }, ctx)
+    return build_contact(
+        {
+            "provider_id": f"dm:{ev['id']}",
+            "connector": NAME,
+            "channel": "twitter",
+            "direction": "outbound" if outbound else "inbound",
+            "occurred_at": parse_time(ev["created_timestamp"], "created_timestamp"),
+            "actor": {
+                "role": "agent" if outbound else "customer",
+                "id": sender if outbound else None,
+                "display_name": user.get("name") if not outbound else None,
+            },
+            "identities": idents,
+            "text": data.get("text") or None,
+            "attachments": attachments,
+            "thread": {"message_id": ev["id"]},
+            "metadata": {"x_kind": "direct_message"},
+        },
+        ctx,
+    )
 
 
 def tweet(tw: dict, owner: str, ctx: MapContext):
@@ -97,23 +112,48 @@ def tweet(tw: dict, owner: str, ctx: MapContext):
     if not tw.get("id_str") or not tw.get("created_at") or not user.get("id_str"):
         raise Unmappable("tweet without id_str, created_at or user")
     outbound = user.get("id_str") == owner
-    text = ((tw.get("extended_tweet") or {}).get("full_text") or tw.get("full_text") or tw.get("text"))
+    text = (tw.get("extended_tweet") or {}).get("full_text") or tw.get("full_text") or tw.get("text")
     if outbound:
         # the account's own reply: the customer is the one replied to
-        idents = dedupe_identities([social_identity(tw.get("in_reply_to_screen_name"), "twitter", primary=True),
-                                    account_identity(tw.get("in_reply_to_user_id_str"), "twitter")])
+        idents = dedupe_identities(
+            [
+                social_identity(tw.get("in_reply_to_screen_name"), "twitter", primary=True),
+                account_identity(tw.get("in_reply_to_user_id_str"), "twitter"),
+            ]
+        )
     else:
-        idents = dedupe_identities([social_identity(user.get("screen_name"), "twitter", primary=True),
-                                    account_identity(user.get("id_str"), "twitter", strength="verified")])
-    return build_contact({
-        "provider_id": f"tweet:{tw['id_str']}", "connector": NAME, "channel": "twitter",
-        "direction": "outbound" if outbound else "inbound", "occurred_at": parse_time(tw["created_at"], "created_at"),
-        "actor": {"role": "agent" if outbound else "customer", "display_name": None if outbound else user.get("name")},
-        "identities": idents, "text": text or None, "language": tw.get("lang"),  # X's own detection ("und": none)
-        "thread": {"message_id": tw["id_str"], "reply_to_id": tw.get("in_reply_to_status_id_str")},
-        "metadata": {"x_kind": "reply" if tw.get("in_reply_to_status_id_str") else "mention"},
-    }, ctx)
+        idents = dedupe_identities(
+            [
+                social_identity(user.get("screen_name"), "twitter", primary=True),
+                account_identity(user.get("id_str"), "twitter", strength="verified"),
+            ]
+        )
+    return build_contact(
+        {
+            "provider_id": f"tweet:{tw['id_str']}",
+            "connector": NAME,
+            "channel": "twitter",
+            "direction": "outbound" if outbound else "inbound",
+            "occurred_at": parse_time(tw["created_at"], "created_at"),
+            "actor": {
+                "role": "agent" if outbound else "customer",
+                "display_name": None if outbound else user.get("name"),
+            },
+            "identities": idents,
+            "text": text or None,
+            "language": tw.get("lang"),  # X's own detection ("und": none)
+            "thread": {"message_id": tw["id_str"], "reply_to_id": tw.get("in_reply_to_status_id_str")},
+            "metadata": {"x_kind": "reply" if tw.get("in_reply_to_status_id_str") else "mention"},
+        },
+        ctx,
+    )
 
 
-CONNECTOR = Connector(NAME, ("application/json",), "x_consumer_secret", verify, parse,
-                      doc="X Account Activity API: direct messages, mentions and replies")
+CONNECTOR = Connector(
+    NAME,
+    ("application/json",),
+    "x_consumer_secret",
+    verify,
+    parse,
+    doc="X Account Activity API: direct messages, mentions and replies",
+)

@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 import time
 
-from threadline.benchkit import RATE_COLUMNS, BenchContext, Rate, Section, bench_topics, fmt_ratio, produce_kafka_python, rate_row
+from threadline.benchkit import (
+    RATE_COLUMNS,
+    BenchContext,
+    Rate,
+    Section,
+    bench_topics,
+    fmt_ratio,
+    produce_kafka_python,
+    rate_row,
+)
 
 BASELINE_COPY = "projection.copy"
 REBUILD = "projection.rebuild"
@@ -47,33 +56,49 @@ def projection_rebuild_suite(ctx: BenchContext) -> list[Section]:
             create_schema(conn, "support", copy_schema, "bench")
             t0, c0 = time.perf_counter(), time.process_time()
             with conn.transaction(), conn.cursor() as cur:
-                for table, cols, rows in (("contacts", CONTACT_COLUMNS, batch.contacts),
-                                          ("customer_identities", IDENTITY_COLUMNS,
-                                           list({r[:4]: r for r in batch.identities}.values())),
-                                          ("customers", ("origin_customer_id", "customer_id", "first_seen_at"),
-                                           list({c: (c, c, at) for c, at in batch.customers}.values()))):
+                for table, cols, rows in (
+                    ("contacts", CONTACT_COLUMNS, batch.contacts),
+                    ("customer_identities", IDENTITY_COLUMNS, list({r[:4]: r for r in batch.identities}.values())),
+                    (
+                        "customers",
+                        ("origin_customer_id", "customer_id", "first_seen_at"),
+                        list({c: (c, c, at) for c, at in batch.customers}.values()),
+                    ),
+                ):
                     with cur.copy(f"copy {copy_schema}.{table} ({', '.join(cols)}) from stdin") as cp:
                         for row in rows:
                             cp.write_row(row)
             copied = Rate(n, time.perf_counter() - t0, rebuilt.bytes, cpu_seconds=time.process_time() - c0)
         finally:
-            for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
-                                        (prefix + "%",)).fetchall():
+            for (name,) in conn.execute(
+                "select nspname from pg_namespace where nspname like %s", (prefix + "%",)
+            ).fetchall():
                 conn.execute(f"drop schema {name} cascade")
             conn.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
             conn.close()
     ctx.rates.update({BASELINE_COPY: copied, REBUILD: rebuilt})
-    return [Section("Projection rebuild", RATE_COLUMNS, [
-        rate_row("COPY of the shaped rows (baseline)", copied),
-        rate_row("threadline replay support", rebuilt, copied),
-    ], text=["`threadline replay support` on a topic of N resolved contacts: consume from offset 0, decode, shape "
-             "(sentiment included), COPY into staging tables and upsert, offsets in the same transaction, then the "
-             "blue/green swap. The baseline is a plain COPY of the same rows (shaped beforehand, not timed) into "
-             "the same tables (contacts, customer_identities, customers) of an empty schema, in one transaction."],
-       notes=[f"ratio: rebuild events/s ÷ COPY rows/s = {fmt_ratio(rebuilt.ratio(copied))} (aim: 0.5 or more).",
-              "CPU µs/event: CPU time of the bench process (the rebuild runs in it; PostgreSQL's own CPU is "
-              "not counted) ÷ events.",
-              "Freshness through the whole pipeline has its own section."])]
+    return [
+        Section(
+            "Projection rebuild",
+            RATE_COLUMNS,
+            [
+                rate_row("COPY of the shaped rows (baseline)", copied),
+                rate_row("threadline replay support", rebuilt, copied),
+            ],
+            text=[
+                "`threadline replay support` on a topic of N resolved contacts: consume from offset 0, decode, shape "
+                "(sentiment included), COPY into staging tables and upsert, offsets in the same transaction, then the "
+                "blue/green swap. The baseline is a plain COPY of the same rows (shaped beforehand, not timed) into "
+                "the same tables (contacts, customer_identities, customers) of an empty schema, in one transaction."
+            ],
+            notes=[
+                f"ratio: rebuild events/s ÷ COPY rows/s = {fmt_ratio(rebuilt.ratio(copied))} (aim: 0.5 or more).",
+                "CPU µs/event: CPU time of the bench process (the rebuild runs in it; PostgreSQL's own CPU is "
+                "not counted) ÷ events.",
+                "Freshness through the whole pipeline has its own section.",
+            ],
+        )
+    ]
 
 
 def privacy_rebuild_suite(ctx: BenchContext) -> list[Section]:
@@ -106,8 +131,10 @@ def privacy_rebuild_suite(ctx: BenchContext) -> list[Section]:
 
     n = min(ctx.events, 10000)
     prefix = f"bp{uuid.uuid4().hex[:6]}_"  # short: a build's schema name stays within 63 characters
-    keys = {"privacy_master_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
-            "privacy_pseudonym_key": SecretStr(base64.b64encode(os.urandom(32)).decode())}
+    keys = {
+        "privacy_master_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
+        "privacy_pseudonym_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
+    }
     settings = ctx.settings.model_copy(update=keys)
     records = [{**r, "customer_id": f"c-{k.decode()}"} for r, k in zip(ctx.batch.records[:n], ctx.batch.keys[:n])]
     store = make_store(settings)
@@ -126,9 +153,11 @@ def privacy_rebuild_suite(ctx: BenchContext) -> list[Section]:
         with bench_topics(settings, topics, console=ctx.console):
             produce_kafka_python(settings, topics[0], clear_values, row_keys)
             produce_kafka_python(settings, topics[1], sealed_values, row_keys)
-            for label, topic, values, hook in (("clear", topics[0], clear_values, None),
-                                               ("batch", topics[1], sealed_values, True),
-                                               ("each", topics[1], sealed_values, False)):
+            for label, topic, values, hook in (
+                ("clear", topics[0], clear_values, None),
+                ("batch", topics[1], sealed_values, True),
+                ("each", topics[1], sealed_values, False),
+            ):
                 counting = Counting(store)
                 run_codec = make_codec(settings)
                 if hook is not None:
@@ -140,32 +169,45 @@ def privacy_rebuild_suite(ctx: BenchContext) -> list[Section]:
                     c0 = time.process_time()
                     result = rebuild(run_settings, "support", sources=Sources(topic, None, None), codec=run_codec)
                     cpu = time.process_time() - c0
-                rates[label] = (Rate(result.events, result.seconds, sum(map(len, values)), cpu_seconds=cpu),
-                                counting.calls)
+                rates[label] = (
+                    Rate(result.events, result.seconds, sum(map(len, values)), cpu_seconds=cpu),
+                    counting.calls,
+                )
     finally:
         store.close()
         conn = connect(ctx.settings, "bench-cleanup")
         try:
-            for (name,) in conn.execute("select nspname from pg_namespace where nspname like %s",
-                                        (prefix + "%",)).fetchall():
+            for (name,) in conn.execute(
+                "select nspname from pg_namespace where nspname like %s", (prefix + "%",)
+            ).fetchall():
                 conn.execute(f"drop schema {name} cascade")
             conn.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
             conn.execute("delete from projection_builds where schema_name like %s", (prefix + "%",))
         finally:
             conn.close()
     clear, batch, each = rates["clear"][0], rates["batch"][0], rates["each"][0]
-    return [Section("Projection rebuild with privacy on", RATE_COLUMNS, [
-        rate_row("replay support, contacts in the clear (privacy off)", clear),
-        rate_row("replay support, sealed, engine batch hook (prefetch)", batch, clear),
-        rate_row("replay support, sealed, opened record by record (no hook)", each, clear),
-    ], text=[f"`threadline replay support` on a topic of {n:,} resolved contacts, three times side by side: "
-             "the contacts in the clear; the same contacts sealed, opened by the projector engine through "
-             "`OpeningCodec.prefetch` (its batch hook: the keys of a polled batch of 5,000 asked at once, one query "
-             "per 5,000 keys); and sealed, "
-             "opened with the hook off (`decode` asks for each record's keys it has not asked in the last second). "
-             "Key store: `privacy.data_keys` on the local PostgreSQL, keys created beforehand (not timed)."],
-        notes=[f"key-store queries: {rates['batch'][1]:,} with the batch hook, {rates['each'][1]:,} without it "
-               "(the bench's contacts carry several identities and facts: each a key).",
-               f"opening adds {((batch.cpu_seconds or 0) - (clear.cpu_seconds or 0)) / n * 1e6:,.1f} µs of process "
-               "CPU per contact with the hook (PostgreSQL's own CPU is not counted)."])]
-
+    return [
+        Section(
+            "Projection rebuild with privacy on",
+            RATE_COLUMNS,
+            [
+                rate_row("replay support, contacts in the clear (privacy off)", clear),
+                rate_row("replay support, sealed, engine batch hook (prefetch)", batch, clear),
+                rate_row("replay support, sealed, opened record by record (no hook)", each, clear),
+            ],
+            text=[
+                f"`threadline replay support` on a topic of {n:,} resolved contacts, three times side by side: "
+                "the contacts in the clear; the same contacts sealed, opened by the projector engine through "
+                "`OpeningCodec.prefetch` (its batch hook: the keys of a polled batch of 5,000 asked at once, one query "
+                "per 5,000 keys); and sealed, "
+                "opened with the hook off (`decode` asks for each record's keys it has not asked in the last second). "
+                "Key store: `privacy.data_keys` on the local PostgreSQL, keys created beforehand (not timed)."
+            ],
+            notes=[
+                f"key-store queries: {rates['batch'][1]:,} with the batch hook, {rates['each'][1]:,} without it "
+                "(the bench's contacts carry several identities and facts: each a key).",
+                f"opening adds {((batch.cpu_seconds or 0) - (clear.cpu_seconds or 0)) / n * 1e6:,.1f} µs of process "
+                "CPU per contact with the hook (PostgreSQL's own CPU is not counted).",
+            ],
+        )
+    ]

@@ -67,8 +67,9 @@ def process_probes(runners: list, threads: list[threading.Thread], clock=time.mo
     def running() -> None:
         waiting = [r.instruments.component for r in runners if not r.instruments.started]
         if waiting:
-            raise RuntimeError("not projecting yet (starting, or standby behind another instance): "
-                               + ", ".join(waiting))
+            raise RuntimeError(
+                "not projecting yet (starting, or standby behind another instance): " + ", ".join(waiting)
+            )
 
     return liveness, running
 
@@ -78,10 +79,18 @@ def serve_ops(s, runners: list, threads: list[threading.Thread]):
     from threadline import ops
 
     liveness, running = process_probes(runners, threads)
-    readiness = ops.Readiness("projector", [*ops.kafka_checks(s), ops.Check("postgres", ops.postgres_probe(s)),
-                                            ops.Check("projectors", running)])
-    return ops.serve(s.ops_host, s.projector_ops_port, component="projector", liveness=liveness,
-                     readiness=readiness, variable="THREADLINE_PROJECTOR_OPS_PORT")
+    readiness = ops.Readiness(
+        "projector",
+        [*ops.kafka_checks(s), ops.Check("postgres", ops.postgres_probe(s)), ops.Check("projectors", running)],
+    )
+    return ops.serve(
+        s.ops_host,
+        s.projector_ops_port,
+        component="projector",
+        liveness=liveness,
+        readiness=readiness,
+        variable="THREADLINE_PROJECTOR_OPS_PORT",
+    )
 
 
 class RateColumn(ProgressColumn):
@@ -105,9 +114,11 @@ privacy_app = typer.Typer(no_args_is_help=True, help="Erasure and right of acces
 
 
 @privacy_app.command("erase")
-def privacy_erase(identity: str = typer.Option(..., "--identity", help="kind:[platform:]value of any identity of the customer"),
-                  settle: float = typer.Option(2.0, "--settle", help="seconds before the read models are purged again"),
-                  topic_prefix: str = typer.Option("", "--topic-prefix", help="the stream topics' prefix, as given to the worker")):
+def privacy_erase(
+    identity: str = typer.Option(..., "--identity", help="kind:[platform:]value of any identity of the customer"),
+    settle: float = typer.Option(2.0, "--settle", help="seconds before the read models are purged again"),
+    topic_prefix: str = typer.Option("", "--topic-prefix", help="the stream topics' prefix, as given to the worker"),
+):
     """Erase a customer: destroy the data keys of every identity of its component, drop its read-model
     rows, tombstone its compacted keys, emit an erased event. Prints a JSON report (no personal data)."""
     import json
@@ -135,8 +146,10 @@ def privacy_erase(identity: str = typer.Option(..., "--identity", help="kind:[pl
 
 
 @privacy_app.command("export")
-def privacy_export(identity: str = typer.Option(..., "--identity", help="kind:[platform:]value of any identity of the customer"),
-                   output: Path = typer.Option(None, "--output", "-o", help="write the bundle here (default: stdout)")):
+def privacy_export(
+    identity: str = typer.Option(..., "--identity", help="kind:[platform:]value of any identity of the customer"),
+    output: Path = typer.Option(None, "--output", "-o", help="write the bundle here (default: stdout)"),
+):
     """Right of access: one JSON bundle of the customer's contacts, conversations, identities and facts."""
     import json
 
@@ -158,8 +171,10 @@ def privacy_export(identity: str = typer.Option(..., "--identity", help="kind:[p
         typer.echo(text)
     else:
         output.write_text(text + "\n")
-        err.print(f"access bundle: {len(data['contacts'])} contacts, {len(data['conversations'])} conversations, "
-                  f"{len(data['identities'])} identities written to {output}")
+        err.print(
+            f"access bundle: {len(data['contacts'])} contacts, {len(data['conversations'])} conversations, "
+            f"{len(data['identities'])} identities written to {output}"
+        )
 
 
 def register(groups: CommandGroups) -> None:
@@ -171,14 +186,19 @@ def register(groups: CommandGroups) -> None:
     identities_opt = typer.Option(None, "--identities-topic", help="default identities.v1")
 
     @app.command()
-    def project(projection: list[str] = typer.Option(list(PROJECTIONS), "--projection", "-p",
-                                                     help="support, sales, marketing (repeat)"),
-                contacts_topic: str = contacts_opt, conversations_topic: str = conversations_opt,
-                identities_topic: str = identities_opt,
-                contacts: bool = typer.Option(True, "--contacts/--no-contacts",
-                                              help="also run the contacts projection (/contacts)"),
-                profiles: bool = typer.Option(True, help="the support projector publishes customer-profiles.v1"),
-                batch_size: int = typer.Option(2000, min=1)):
+    def project(
+        projection: list[str] = typer.Option(
+            list(PROJECTIONS), "--projection", "-p", help="support, sales, marketing (repeat)"
+        ),
+        contacts_topic: str = contacts_opt,
+        conversations_topic: str = conversations_opt,
+        identities_topic: str = identities_opt,
+        contacts: bool = typer.Option(
+            True, "--contacts/--no-contacts", help="also run the contacts projection (/contacts)"
+        ),
+        profiles: bool = typer.Option(True, help="the support projector publishes customer-profiles.v1"),
+        batch_size: int = typer.Option(2000, min=1),
+    ):
         """The projectors: event topics → PostgreSQL read models, offsets in the same transaction."""
         from projectors.contacts import contacts_projector
         from projectors.read_models import read_model_projector
@@ -190,10 +210,16 @@ def register(groups: CommandGroups) -> None:
         try:
             # the card's projection publishes the profiles (projectors/profiles.py: after each commit)
             sources = _sources(contacts_topic, conversations_topic, identities_topic)
-            runners = [read_model_projector(s, p, sources=sources, batch_size=batch_size,
-                                            profiles_topic=CUSTOMER_PROFILES.name if profiles and p == "support"
-                                            else None)
-                       for p in projection]
+            runners = [
+                read_model_projector(
+                    s,
+                    p,
+                    sources=sources,
+                    batch_size=batch_size,
+                    profiles_topic=CUSTOMER_PROFILES.name if profiles and p == "support" else None,
+                )
+                for p in projection
+            ]
             if contacts:  # /contacts: the resolved contacts as they came, on the same engine
                 runners.append(contacts_projector(s, topic=sources.contacts, batch_size=batch_size))
         except ConfigError as exc:
@@ -229,11 +255,15 @@ def register(groups: CommandGroups) -> None:
             _fail(f"a projector stopped: {failures[0]}", 1)
 
     @app.command()
-    def replay(projection: str = typer.Argument(..., help="support, sales or marketing"),
-               as_of: str = typer.Option(None, "--as-of", help="event time (ISO 8601 with zone): a snapshot as of then"),
-               swap: bool = typer.Option(None, help="swap the rebuild in (default: yes; never for --as-of)"),
-               contacts_topic: str = contacts_opt, conversations_topic: str = conversations_opt,
-               identities_topic: str = identities_opt, batch_size: int = typer.Option(5000, min=1)):
+    def replay(
+        projection: str = typer.Argument(..., help="support, sales or marketing"),
+        as_of: str = typer.Option(None, "--as-of", help="event time (ISO 8601 with zone): a snapshot as of then"),
+        swap: bool = typer.Option(None, help="swap the rebuild in (default: yes; never for --as-of)"),
+        contacts_topic: str = contacts_opt,
+        conversations_topic: str = conversations_opt,
+        identities_topic: str = identities_opt,
+        batch_size: int = typer.Option(5000, min=1),
+    ):
         """Rebuild a projection from offset 0 beside the live one, then swap it in (blue/green)."""
         from projectors.replay import rebuild
 
@@ -242,30 +272,46 @@ def register(groups: CommandGroups) -> None:
             when = parse_time(as_of, "--as-of")
             if projection not in PROJECTIONS:
                 raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(PROJECTIONS)}")
-            with Progress(TextColumn(f"rebuild {projection}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                          TimeElapsedColumn(), console=err) as progress:
+            with Progress(
+                TextColumn(f"rebuild {projection}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                RateColumn(),
+                TimeElapsedColumn(),
+                console=err,
+            ) as progress:
                 task = progress.add_task(projection, total=None)
 
                 def on_progress(done: int, total: int) -> None:
                     progress.update(task, completed=done, total=total)
 
-                result = rebuild(s, projection, sources=_sources(contacts_topic, conversations_topic,
-                                                                 identities_topic),
-                                 as_of=when, swap=swap, batch_size=batch_size, on_progress=on_progress)
+                result = rebuild(
+                    s,
+                    projection,
+                    sources=_sources(contacts_topic, conversations_topic, identities_topic),
+                    as_of=when,
+                    swap=swap,
+                    batch_size=batch_size,
+                    on_progress=on_progress,
+                )
         except ConfigError as exc:
             _fail(str(exc), 2)
         except (ThreadlineError, RuntimeError) as exc:
             _fail(str(exc), 1)
         what = "swapped in as" if result.swapped else "built in schema"
-        typer.echo(f"{projection}: {result.events:,} events in {result.seconds:.1f} s "
-                   f"({result.per_second:,.0f} events/s), {what} {result.schema}")
+        typer.echo(
+            f"{projection}: {result.events:,} events in {result.seconds:.1f} s "
+            f"({result.per_second:,.0f} events/s), {what} {result.schema}"
+        )
 
     @app.command("export")
-    def export_cmd(file: Path = typer.Argument(..., help="output file"),
-                   from_: str = typer.Option(None, "--from", help="event time, inclusive (ISO 8601 with zone)"),
-                   to: str = typer.Option(None, "--to", help="event time, exclusive"),
-                   topic: list[str] = typer.Option(None, "--topic", help="repeat; default the event topics"),
-                   fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl")):
+    def export_cmd(
+        file: Path = typer.Argument(..., help="output file"),
+        from_: str = typer.Option(None, "--from", help="event time, inclusive (ISO 8601 with zone)"),
+        to: str = typer.Option(None, "--to", help="event time, exclusive"),
+        topic: list[str] = typer.Option(None, "--topic", help="repeat; default the event topics"),
+        fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl"),
+    ):
         """Events of an event-time window, decoded, to Parquet or JSON lines (pandas/DuckDB read them)."""
         from projectors.export import export
         from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES
@@ -279,8 +325,10 @@ def register(groups: CommandGroups) -> None:
             _fail(str(exc), 2)
         except (ThreadlineError, TimeoutError) as exc:
             _fail(str(exc), 1)
-        typer.echo(f"{result.rows:,} events written to {result.path} ({result.read:,} read, "
-                   f"{result.undecodable:,} undecodable left out)")
+        typer.echo(
+            f"{result.rows:,} events written to {result.path} ({result.read:,} read, "
+            f"{result.undecodable:,} undecodable left out)"
+        )
 
     @app.command("publish-profiles")
     def publish_profiles(topic: str = typer.Option(None, "--topic", help="default customer-profiles.v1")):
@@ -305,10 +353,18 @@ def register(groups: CommandGroups) -> None:
                 try:
                     pub.queue_all(conn)
                 except psycopg.errors.UndefinedTable:
-                    _fail(f"no support projection in {s.pg_display} (schema {schema}): run `threadline project` first", 2)
+                    _fail(
+                        f"no support projection in {s.pg_display} (schema {schema}): run `threadline project` first", 2
+                    )
                 total = pub.queued(conn)
-                with Progress(TextColumn("customer profiles"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-                              TimeElapsedColumn(), console=err) as progress:
+                with Progress(
+                    TextColumn("customer profiles"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    RateColumn(),
+                    TimeElapsedColumn(),
+                    console=err,
+                ) as progress:
                     task = progress.add_task("profiles", total=total)
                     pub.publish(conn, producer, on_progress=lambda done: progress.update(task, completed=done))
         except psycopg.OperationalError as exc:

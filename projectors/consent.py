@@ -42,8 +42,16 @@ def from_row(row: dict) -> Signal:
     """A ledger row of the read model (``signal_at`` a datetime or its ISO text, as the API's rows give it)."""
     at = row["signal_at"]
     at = datetime.fromisoformat(at) if isinstance(at, str) else at
-    return Signal(str(row["purpose"]), str(row.get("channel") or "any"), bool(row["granted"]), row.get("source"),
-                  at, str(row["event_id"]), row.get("contact_channel"), row.get("connector"))
+    return Signal(
+        str(row["purpose"]),
+        str(row.get("channel") or "any"),
+        bool(row["granted"]),
+        row.get("source"),
+        at,
+        str(row["event_id"]),
+        row.get("contact_channel"),
+        row.get("connector"),
+    )
 
 
 def ledger(signals: Iterable[Signal]) -> list[Signal]:

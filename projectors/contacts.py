@@ -23,8 +23,20 @@ from threadline.settings import Settings
 
 NAME = "skeleton.contacts"  # its tracking rows and metrics (projector:skeleton.contacts), as before
 TABLE = "skeleton.contacts"
-COLUMNS = ("event_id", "customer_id", "connector", "channel", "direction", "occurred_at", "recorded_at", "text",
-           "record", "source_topic", "source_partition", "source_offset")
+COLUMNS = (
+    "event_id",
+    "customer_id",
+    "connector",
+    "channel",
+    "direction",
+    "occurred_at",
+    "recorded_at",
+    "text",
+    "record",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+)
 
 
 def _json_default(v):
@@ -38,9 +50,20 @@ def to_row(record: dict, topic: str, partition: int, offset: int) -> tuple:
     if not record.get("customer_id"):
         raise DecodeError("contact on contacts.resolved.v1 without customer_id")
     record = storable(record)  # NUL and unpaired surrogates: U+FFFD, the rest as it is
-    return (record["event_id"], record["customer_id"], record["connector"], record["channel"],
-            record["direction"], record["occurred_at"], record["recorded_at"], record.get("text"),
-            json.dumps(record, default=_json_default), topic, partition, offset)
+    return (
+        record["event_id"],
+        record["customer_id"],
+        record["connector"],
+        record["channel"],
+        record["direction"],
+        record["occurred_at"],
+        record["recorded_at"],
+        record.get("text"),
+        json.dumps(record, default=_json_default),
+        topic,
+        partition,
+        offset,
+    )
 
 
 @dataclass
@@ -83,11 +106,18 @@ class Contacts:
         if batch.rows:
             cur.executemany(
                 f"insert into {TABLE} ({', '.join(COLUMNS)}) values (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s)"
-                " on conflict (event_id) do nothing", batch.rows)
+                " on conflict (event_id) do nothing",
+                batch.rows,
+            )
 
 
-def contacts_projector(settings: Settings, *, name: str = NAME, topic: str = CONTACTS_RESOLVED.name,
-                       codec: Codec | None = None, batch_size: int = DEFAULT_BATCH) -> Projector:
+def contacts_projector(
+    settings: Settings,
+    *,
+    name: str = NAME,
+    topic: str = CONTACTS_RESOLVED.name,
+    codec: Codec | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> Projector:
     """A projector of ``topic`` (resolved contacts) into skeleton.contacts, tracked as ``name``."""
-    return Projector(settings, Contacts(name), sources=Sources(topic, None, None), codec=codec,
-                     batch_size=batch_size)
+    return Projector(settings, Contacts(name), sources=Sources(topic, None, None), codec=codec, batch_size=batch_size)

@@ -136,7 +136,9 @@ create view {s}.conversation_state as
 """
 
 # After the tables: the definitions every audience counts with, then the customer summary.
-SUMMARY = definitions.views_sql() + """
+SUMMARY = (
+    definitions.views_sql()
+    + """
 create view {s}.customer_summary as
     select a.*, st.latest as sentiment_latest, st.avg_30d as sentiment_30d,
            st.recent_7d as sentiment_7d, st.prior_23d as sentiment_prior_23d
@@ -147,6 +149,7 @@ create view {s}.customer_summary as
           from {s}.v_contacts group by customer_id) a
     left join {s}.customer_sentiment st using (customer_id);
 """
+)
 
 # The order of one conversation's events: its version (v2), never the event id or the event time
 # alone; v1 events (version 0) keep the order they always had, (occurred_at, event_id).
@@ -172,17 +175,21 @@ where x.event_type <> 'message_removed'
                                  from {s}.conversation_events t where t.conversation_id = x.conversation_id
                                  order by t.conversation_id, t.version desc, t.occurred_at desc, t.event_id desc) top
                   where top.status = 'merged_into')
-""")
+""",
+)
 
 # Recompute the conversations a batch touched (%(ids)s) from their events and messages. A
 # conversation with v2 events takes every "latest" column from the state its highest version
 # carries (status, waiting_on, the clock that falls due first, messages, breaches) and its channels
 # from the messages it holds now; one with v1 events only is computed as before, from the events
 # in (occurred_at, event_id) order, counting message_appended and sla_breached events.
-RECOMPUTE_CONVERSATIONS = """
+RECOMPUTE_CONVERSATIONS = (
+    """
 insert into {s}.conversations
 with ev as (select * from {s}.conversation_events where conversation_id = any(%(ids)s)),
-top as (select distinct on (conversation_id) * from ev order by conversation_id, """ + EVENT_ORDER_DESC + """),
+top as (select distinct on (conversation_id) * from ev order by conversation_id, """
+    + EVENT_ORDER_DESC
+    + """),
 msg as (select conversation_id, contact_event_id, occurred_at, channel,
                lag(channel) over (partition by conversation_id order by occurred_at, contact_event_id) as prev
         from {s}.conversation_messages where conversation_id = any(%(ids)s)),
@@ -195,29 +202,49 @@ m as (select conversation_id,
              max(occurred_at) as last_message_at, count(*) as messages
       from msg group by conversation_id),
 a as (select conversation_id, min(occurred_at) as opened_at, max(occurred_at) as last_event_at,
-             case when (array_agg(event_type order by """ + EVENT_ORDER_DESC + """)
+             case when (array_agg(event_type order by """
+    + EVENT_ORDER_DESC
+    + """)
                         filter (where event_type in ('opened', 'resolved', 'reopened')))[1] = 'resolved'
                   then 'resolved' else 'open' end as state,
-             (array_agg(channel order by """ + EVENT_ORDER_DESC + """) filter (where channel is not null))[1] as channel,
-             (array_agg(channel order by """ + EVENT_ORDER + """) filter (where channel is not null))[1] as first_channel,
+             (array_agg(channel order by """
+    + EVENT_ORDER_DESC
+    + """) filter (where channel is not null))[1] as channel,
+             (array_agg(channel order by """
+    + EVENT_ORDER
+    + """) filter (where channel is not null))[1] as first_channel,
              coalesce(array_agg(distinct channel) filter (where channel is not null), '{{}}') as channels,
              count(*) filter (where event_type = 'channel_switched') as switches,
-             (array_agg(waiting_on order by """ + EVENT_ORDER_DESC + """) filter (where waiting_on is not null))[1] as waiting_on,
-             (array_agg(event_type order by """ + EVENT_ORDER_DESC + """)
+             (array_agg(waiting_on order by """
+    + EVENT_ORDER_DESC
+    + """) filter (where waiting_on is not null))[1] as waiting_on,
+             (array_agg(event_type order by """
+    + EVENT_ORDER_DESC
+    + """)
                   filter (where event_type in ('sla_started', 'sla_hit', 'sla_breached')))[1] as last_sla_event,
-             (array_agg(sla_kind order by """ + EVENT_ORDER_DESC + """) filter (where sla_kind is not null))[1] as sla_kind,
-             (array_agg(sla_due_at order by """ + EVENT_ORDER_DESC + """) filter (where sla_due_at is not null))[1] as sla_due_at,
+             (array_agg(sla_kind order by """
+    + EVENT_ORDER_DESC
+    + """) filter (where sla_kind is not null))[1] as sla_kind,
+             (array_agg(sla_due_at order by """
+    + EVENT_ORDER_DESC
+    + """) filter (where sla_due_at is not null))[1] as sla_due_at,
              count(*) filter (where event_type = 'sla_breached') as breaches,
              count(*) filter (where event_type = 'message_appended') as messages,
-             (array_agg(contact_event_id order by """ + EVENT_ORDER_DESC + """)
+             (array_agg(contact_event_id order by """
+    + EVENT_ORDER_DESC
+    + """)
                   filter (where event_type = 'message_appended'))[1] as last_contact,
              max(occurred_at) filter (where event_type = 'message_appended') as last_message_at,
-             (array_agg(occurred_at order by """ + EVENT_ORDER_DESC + """)
+             (array_agg(occurred_at order by """
+    + EVENT_ORDER_DESC
+    + """)
                   filter (where event_type = 'resolved'))[1] as resolved_at
       from ev group by conversation_id),
 clock as (select distinct on (conversation_id, sla_kind, sla_started_at) conversation_id, event_type
           from ev where event_type in ('sla_started', 'sla_hit', 'sla_breached', 'sla_withdrawn') and version > 0
-          order by conversation_id, sla_kind, sla_started_at, """ + EVENT_ORDER_DESC + """),
+          order by conversation_id, sla_kind, sla_started_at, """
+    + EVENT_ORDER_DESC
+    + """),
 met as (select conversation_id, count(*) as clocks from clock where event_type = 'sla_hit' group by conversation_id)
 select a.conversation_id, t.origin_customer_id,
        case when v2 then coalesce(t.state_opened_at, a.opened_at) else a.opened_at end,
@@ -254,6 +281,7 @@ on conflict (conversation_id) do update set
     version = excluded.version, merged_into = excluded.merged_into,
     merged_into_customer_id = excluded.merged_into_customer_id
 """
+)
 
 SUPPORT = """
 create view {s}.inbox as
@@ -323,7 +351,8 @@ CONSENT_LATEST = """
     from {s}.v_contacts c cross join lateral jsonb_array_elements(c.consent) x
     order by c.customer_id, coalesce(x->>'channel', 'any'), x->>'purpose', c.occurred_at desc, c.event_id desc"""
 
-MARKETING = """
+MARKETING = (
+    """
 create view {s}.engagement_daily as
     select (occurred_at at time zone 'UTC')::date as day, channel, count(*) as contacts,
            count(*) filter (where direction = 'inbound') as inbound,
@@ -351,7 +380,9 @@ create view {s}.reviews as
     from {s}.v_contacts where channel = 'review';
 
 create view {s}.consent_latest as
-""" + CONSENT_LATEST + """;
+"""
+    + CONSENT_LATEST
+    + """;
 
 create view {s}.customer_signals as
     with now_ as (select now from {s}.clock)
@@ -368,6 +399,7 @@ create view {s}.customer_signals as
             order by x.occurred_at, x.event_id limit 1) as first_channel
     from {s}.customer_summary s;
 """
+)
 
 AUDIENCE = {"support": SUPPORT, "sales": SALES, "marketing": MARKETING}
 PROJECTIONS = tuple(AUDIENCE)
@@ -382,10 +414,14 @@ DDL_VERSION = 3
 
 # The tables a rebuild is compared on, with the columns that order them.
 TABLE_KEYS = {
-    "contacts": "event_id", "conversation_events": "event_id", "identity_events": "event_id",
+    "contacts": "event_id",
+    "conversation_events": "event_id",
+    "identity_events": "event_id",
     "customer_identities": "kind, platform, value, origin_customer_id",
-    "customer_alias": "customer_id, survivor_id", "customers": "origin_customer_id",
-    "conversations": "conversation_id", "conversation_messages": "conversation_id, contact_event_id",
+    "customer_alias": "customer_id, survivor_id",
+    "customers": "origin_customer_id",
+    "conversations": "conversation_id",
+    "conversation_messages": "conversation_id, contact_event_id",
 }
 
 

@@ -39,15 +39,18 @@ TREND_DELTA = 0.2  # a change of average sentiment smaller than this is "stable"
 
 # -- support contacts ---------------------------------------------------------------------------
 
+
 def is_customer_voice(*, direction: str, actor_role: str | None) -> bool:
     """Words of the customer: inbound and by the customer (a missing role is the customer's)."""
     return direction == "inbound" and (actor_role or "customer") == "customer"
 
 
 def is_support_contact(*, direction: str, actor_role: str | None, channel: str, department: str | None) -> bool:
-    return (is_customer_voice(direction=direction, actor_role=actor_role)
-            and channel not in NON_SUPPORT_CHANNELS
-            and (department or SUPPORT_DEPARTMENT) == SUPPORT_DEPARTMENT)
+    return (
+        is_customer_voice(direction=direction, actor_role=actor_role)
+        and channel not in NON_SUPPORT_CHANNELS
+        and (department or SUPPORT_DEPARTMENT) == SUPPORT_DEPARTMENT
+    )
 
 
 def contact_key(event_id: str, thread: dict | None) -> str:
@@ -62,16 +65,27 @@ def in_window(at: datetime | None, now: datetime, days: int) -> bool:
 def count_support_contacts(contacts: Iterable[dict], now: datetime, days: int) -> int:
     """``contacts``: rows with the columns ``is_support_contact`` reads, ``occurred_at``,
     ``event_id`` and ``thread``."""
-    return len({contact_key(c["event_id"], c.get("thread")) for c in contacts
-                if in_window(c["occurred_at"], now, days)
-                and is_support_contact(direction=c["direction"], actor_role=c.get("actor_role"),
-                                       channel=c["channel"], department=c.get("department"))})
+    return len(
+        {
+            contact_key(c["event_id"], c.get("thread"))
+            for c in contacts
+            if in_window(c["occurred_at"], now, days)
+            and is_support_contact(
+                direction=c["direction"],
+                actor_role=c.get("actor_role"),
+                channel=c["channel"],
+                department=c.get("department"),
+            )
+        }
+    )
 
 
 # -- SLA breaches -------------------------------------------------------------------------------
 
-def breached_at(*, due_at: datetime | None, reported_breach: bool, stopped: bool, conversation_open: bool,
-                now: datetime) -> datetime | None:
+
+def breached_at(
+    *, due_at: datetime | None, reported_breach: bool, stopped: bool, conversation_open: bool, now: datetime
+) -> datetime | None:
     """When one SLA clock was breached (its due time), or None if it was not (yet)."""
     if due_at is None:
         return None
@@ -81,6 +95,7 @@ def breached_at(*, due_at: datetime | None, reported_breach: bool, stopped: bool
 
 
 # -- sentiment ----------------------------------------------------------------------------------
+
 
 def sentiment_trend(recent: float | None, prior: float | None) -> str:
     """``improving`` / ``worsening`` / ``stable`` comparing the recent average with the prior one
@@ -107,9 +122,14 @@ class Sentiment:
         return sentiment_trend(self.recent_7d, self.prior_23d)
 
     def as_dict(self) -> dict:
-        return {"latest": self.latest, "recent_7d": self.recent_7d, "prior_23d": self.prior_23d,
-                "avg_30d": self.avg_30d, "baseline": "prior" if self.prior_23d is not None else "neutral",
-                "trend": self.trend}
+        return {
+            "latest": self.latest,
+            "recent_7d": self.recent_7d,
+            "prior_23d": self.prior_23d,
+            "avg_30d": self.avg_30d,
+            "baseline": "prior" if self.prior_23d is not None else "neutral",
+            "trend": self.trend,
+        }
 
 
 def _avg(xs: list[float]) -> float | None:
@@ -118,9 +138,15 @@ def _avg(xs: list[float]) -> float | None:
 
 def sentiment_of(contacts: Iterable[dict], now: datetime) -> Sentiment:
     """From rows with ``direction``, ``actor_role``, ``occurred_at``, ``event_id``, ``sentiment``."""
-    scored = sorted(((c["occurred_at"], str(c["event_id"]), c["sentiment"]) for c in contacts
-                     if c.get("sentiment") is not None and c["occurred_at"] <= now
-                     and is_customer_voice(direction=c["direction"], actor_role=c.get("actor_role"))))
+    scored = sorted(
+        (
+            (c["occurred_at"], str(c["event_id"]), c["sentiment"])
+            for c in contacts
+            if c.get("sentiment") is not None
+            and c["occurred_at"] <= now
+            and is_customer_voice(direction=c["direction"], actor_role=c.get("actor_role"))
+        )
+    )
     recent = [s for at, _, s in scored if in_window(at, now, RECENT_DAYS)]
     whole = [s for at, _, s in scored if in_window(at, now, WINDOW_DAYS)]
     prior = [s for at, _, s in scored if in_window(at, now, WINDOW_DAYS) and not in_window(at, now, RECENT_DAYS)]
@@ -128,6 +154,7 @@ def sentiment_of(contacts: Iterable[dict], now: datetime) -> Sentiment:
 
 
 # -- the same definitions as SQL views (one per schema, read by every audience's views) ----------
+
 
 def _sql_list(values: Iterable[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
@@ -138,13 +165,17 @@ def customer_voice_sql(alias: str) -> str:
 
 
 def support_contact_sql(alias: str) -> str:
-    return (f"{customer_voice_sql(alias)} and {alias}.channel not in ({_sql_list(NON_SUPPORT_CHANNELS)})"
-            f" and coalesce({alias}.department, '{SUPPORT_DEPARTMENT}') = '{SUPPORT_DEPARTMENT}'")
+    return (
+        f"{customer_voice_sql(alias)} and {alias}.channel not in ({_sql_list(NON_SUPPORT_CHANNELS)})"
+        f" and coalesce({alias}.department, '{SUPPORT_DEPARTMENT}') = '{SUPPORT_DEPARTMENT}'"
+    )
 
 
 def window_sql(column: str, days: int) -> str:
-    return f"({column} > (select now from {{s}}.clock) - interval '{int(days)} days'" \
-           f" and {column} <= (select now from {{s}}.clock))"
+    return (
+        f"({column} > (select now from {{s}}.clock) - interval '{int(days)} days'"
+        f" and {column} <= (select now from {{s}}.clock))"
+    )
 
 
 def views_sql() -> str:

@@ -53,26 +53,67 @@ class Component:
 def component(conn: psycopg.Connection, schema: str, subject: Subject, token: str | None = None) -> Component:
     """The customer holding ``subject`` in the projection ``schema``; NotFound when none does."""
     values = [subject.value] + ([token] if token else [])
-    origins = [r[0] for r in conn.execute(
-        f"select distinct origin_customer_id from {schema}.customer_identities"
-        " where kind = %s and platform = %s and lower(value) = any(%s)",
-        (subject.kind, subject.platform or "", [v.lower() for v in values])).fetchall()]
+    origins = [
+        r[0]
+        for r in conn.execute(
+            f"select distinct origin_customer_id from {schema}.customer_identities"
+            " where kind = %s and platform = %s and lower(value) = any(%s)",
+            (subject.kind, subject.platform or "", [v.lower() for v in values]),
+        ).fetchall()
+    ]
     if not origins:
         raise NotFound(f"no customer holds that {subject.kind} identity")
-    current = [r[0] for r in conn.execute(f"select distinct customer_id from {schema}.customers"
-                                          " where origin_customer_id = any(%s)", (origins,)).fetchall()]
-    ids = sorted(set(origins) | set(current) | {r[0] for r in conn.execute(
-        f"select origin_customer_id from {schema}.customers where customer_id = any(%s)", (current,)).fetchall()})
-    identities = sorted({Subject(k, v, p or None) for k, p, v in conn.execute(
-        f"select kind, platform, value from {schema}.customer_identities where origin_customer_id = any(%s)",
-        (ids,)).fetchall()} | {subject}, key=lambda s: s.label)
-    facts = sorted({fact_subject({"kind": k, "value": v}) for k, v in conn.execute(
-        f"select f->>'kind', f->>'value' from {schema}.contacts c, jsonb_array_elements(c.facts) f"
-        " where c.origin_customer_id = any(%s)", (ids,)).fetchall() if k and v}, key=lambda s: s.label)
-    events = sorted(r[0] for r in conn.execute(
-        f"select event_id::text from {schema}.contacts where origin_customer_id = any(%s)", (ids,)).fetchall())
-    conversations = sorted(r[0] for r in conn.execute(
-        f"select conversation_id from {schema}.conversations where origin_customer_id = any(%s)", (ids,)).fetchall())
+    current = [
+        r[0]
+        for r in conn.execute(
+            f"select distinct customer_id from {schema}.customers where origin_customer_id = any(%s)", (origins,)
+        ).fetchall()
+    ]
+    ids = sorted(
+        set(origins)
+        | set(current)
+        | {
+            r[0]
+            for r in conn.execute(
+                f"select origin_customer_id from {schema}.customers where customer_id = any(%s)", (current,)
+            ).fetchall()
+        }
+    )
+    identities = sorted(
+        {
+            Subject(k, v, p or None)
+            for k, p, v in conn.execute(
+                f"select kind, platform, value from {schema}.customer_identities where origin_customer_id = any(%s)",
+                (ids,),
+            ).fetchall()
+        }
+        | {subject},
+        key=lambda s: s.label,
+    )
+    facts = sorted(
+        {
+            fact_subject({"kind": k, "value": v})
+            for k, v in conn.execute(
+                f"select f->>'kind', f->>'value' from {schema}.contacts c, jsonb_array_elements(c.facts) f"
+                " where c.origin_customer_id = any(%s)",
+                (ids,),
+            ).fetchall()
+            if k and v
+        },
+        key=lambda s: s.label,
+    )
+    events = sorted(
+        r[0]
+        for r in conn.execute(
+            f"select event_id::text from {schema}.contacts where origin_customer_id = any(%s)", (ids,)
+        ).fetchall()
+    )
+    conversations = sorted(
+        r[0]
+        for r in conn.execute(
+            f"select conversation_id from {schema}.conversations where origin_customer_id = any(%s)", (ids,)
+        ).fetchall()
+    )
     return Component(tuple(ids), tuple(identities), tuple(facts), tuple(events), tuple(conversations))
 
 
@@ -81,14 +122,19 @@ def _tables(conn: psycopg.Connection) -> list[tuple[str, str, list[str]]]:
         "select c.table_schema, c.table_name, array_agg(c.column_name::text) from information_schema.columns c"
         " join information_schema.tables t using (table_schema, table_name)"
         " where t.table_type = 'BASE TABLE' and c.table_schema <> all(%s) and c.table_schema not like 'pg_%%'"
-        " group by c.table_schema, c.table_name order by 1, 2", (list(SYSTEM_SCHEMAS),)).fetchall()
+        " group by c.table_schema, c.table_name order by 1, 2",
+        (list(SYSTEM_SCHEMAS),),
+    ).fetchall()
     return [(s, t, list(cols)) for s, t, cols in rows]
 
 
 def purge(conn: psycopg.Connection, comp: Component) -> dict[str, int]:
     """Delete the component's rows from every table of every schema: ``schema.table`` → rows."""
-    groups = ((CUSTOMER_COLUMNS, list(comp.customer_ids)), (CONVERSATION_COLUMNS, list(comp.conversation_ids)),
-              (CONTACT_COLUMNS, list(comp.event_ids)))
+    groups = (
+        (CUSTOMER_COLUMNS, list(comp.customer_ids)),
+        (CONVERSATION_COLUMNS, list(comp.conversation_ids)),
+        (CONTACT_COLUMNS, list(comp.event_ids)),
+    )
     deleted: dict[str, int] = {}
     with conn.transaction():
         for schema, table, columns in _tables(conn):
@@ -109,6 +155,7 @@ def tombstones(comp: Component, identity_labels: Iterable[str], topic_prefix: st
     """(topic, key) of every compacted record the component may have (pure): its profile, its
     conversation state, its identity graph nodes (``kind:[platform:]<pseudonym>``) and evidence,
     its re-keyed contacts. ``topic_prefix``: the stream topics' changelogs under ``<prefix>.`` (as the worker's)."""
+
     def t(spec) -> str:
         return f"{topic_prefix}.{spec.name}" if topic_prefix else spec.name
 
@@ -124,13 +171,29 @@ def tombstones(comp: Component, identity_labels: Iterable[str], topic_prefix: st
     return out
 
 
-def erased_event(comp: Component, *, keys_destroyed: int, rows: int, tombstones: int, at: datetime,
-                 requested_by: str, event_id: str | None = None) -> dict:
+def erased_event(
+    comp: Component,
+    *,
+    keys_destroyed: int,
+    rows: int,
+    tombstones: int,
+    at: datetime,
+    requested_by: str,
+    event_id: str | None = None,
+) -> dict:
     """The ``erased`` event (schemas/avro/erasure): ids and counts, no personal data (pure)."""
-    return {"event_id": event_id or str(uuid.uuid4()), "event_type": "erased", "occurred_at": at,
-            "customer_ids": list(comp.customer_ids), "identities": len(comp.identities), "facts": len(comp.facts),
-            "keys_destroyed": keys_destroyed, "read_model_rows": rows, "tombstones": tombstones,
-            "requested_by": requested_by}
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_type": "erased",
+        "occurred_at": at,
+        "customer_ids": list(comp.customer_ids),
+        "identities": len(comp.identities),
+        "facts": len(comp.facts),
+        "keys_destroyed": keys_destroyed,
+        "read_model_rows": rows,
+        "tombstones": tombstones,
+        "requested_by": requested_by,
+    }
 
 
 @dataclass
@@ -142,13 +205,29 @@ class ErasureReport:
     event_id: str = ""
 
     def as_json(self) -> dict:
-        return {"erased": True, "customer_ids": self.customer_ids, "keys_destroyed": self.keys_destroyed,
-                "read_model_rows": sum(self.rows.values()), "tables": self.rows, "tombstones": self.tombstones,
-                "event_id": self.event_id}
+        return {
+            "erased": True,
+            "customer_ids": self.customer_ids,
+            "keys_destroyed": self.keys_destroyed,
+            "read_model_rows": sum(self.rows.values()),
+            "tables": self.rows,
+            "tombstones": self.tombstones,
+            "event_id": self.event_id,
+        }
 
 
-def erase(conn: psycopg.Connection, schema: str, ring, producer, codec, subject: Subject, *,
-          requested_by: str = "cli", settle_seconds: float = 2.0, topic_prefix: str = "") -> ErasureReport:
+def erase(
+    conn: psycopg.Connection,
+    schema: str,
+    ring,
+    producer,
+    codec,
+    subject: Subject,
+    *,
+    requested_by: str = "cli",
+    settle_seconds: float = 2.0,
+    topic_prefix: str = "",
+) -> ErasureReport:
     """Erase the customer holding ``subject`` (module doc). ``ring``: a ``schemas.keystore.PostgresKeyRing``;
     ``producer``: a ``threadline.kafka.BoundedProducer``. The read-model purge runs again after
     ``settle_seconds``, for rows a projector batch that opened its records before the keys were
@@ -163,15 +242,28 @@ def erase(conn: psycopg.Connection, schema: str, ring, producer, codec, subject:
             rows[name] = rows.get(name, 0) + n
     labels = [Subject(s.kind, t, s.platform).label for s in comp.identities for t in ring.tokens_of([s])]
     stones = tombstones(comp, labels, topic_prefix)
-    event = erased_event(comp, keys_destroyed=destroyed, rows=sum(rows.values()), tombstones=len(stones),
-                         at=datetime.now(UTC), requested_by=requested_by)
+    event = erased_event(
+        comp,
+        keys_destroyed=destroyed,
+        rows=sum(rows.values()),
+        tombstones=len(stones),
+        at=datetime.now(UTC),
+        requested_by=requested_by,
+    )
     topic = catalog.PRIVACY_ERASURES.name
     sends = [producer.send(t, key=k, value=None) for t, k in stones]
-    sends.append(producer.send(topic, key=event["event_id"].encode(),
-                               value=codec.encode(topic, schemas.ERASURE, event)))
+    sends.append(
+        producer.send(topic, key=event["event_id"].encode(), value=codec.encode(topic, schemas.ERASURE, event))
+    )
     producer.wait(sends, what="erasure tombstones and event")
-    log.info("privacy_erased", customers=len(comp.customer_ids), keys_destroyed=destroyed,
-             read_model_rows=sum(rows.values()), tombstones=len(stones), event_id=event["event_id"])
+    log.info(
+        "privacy_erased",
+        customers=len(comp.customer_ids),
+        keys_destroyed=destroyed,
+        read_model_rows=sum(rows.values()),
+        tombstones=len(stones),
+        event_id=event["event_id"],
+    )
     return ErasureReport(list(comp.customer_ids), destroyed, rows, len(stones), event["event_id"])
 
 
@@ -184,42 +276,90 @@ def _rows(conn: psycopg.Connection, sql: str, params) -> list[dict]:
     return [r[0] for r in conn.execute(sql, params).fetchall()]
 
 
-def access_bundle(conn: psycopg.Connection, schema: str, subject: Subject, token: str | None = None,
-                  at: datetime | None = None) -> dict:
+def access_bundle(
+    conn: psycopg.Connection, schema: str, subject: Subject, token: str | None = None, at: datetime | None = None
+) -> dict:
     """Everything the projection ``schema`` holds about the customer of ``subject``, as one JSON document."""
     comp = component(conn, schema, subject, token)
     ids = list(comp.customer_ids)
-    contacts = _rows(conn, f"select to_jsonb(c) from {schema}.contacts c where origin_customer_id = any(%s)"
-                           " order by occurred_at, event_id", (ids,))
-    conversations = _rows(conn, f"select to_jsonb(c) from {schema}.conversations c where origin_customer_id = any(%s)"
-                                " order by opened_at, conversation_id", (ids,))
-    events = _rows(conn, f"select to_jsonb(e) from {schema}.conversation_events e where origin_customer_id = any(%s)"
-                         " order by occurred_at, event_id", (ids,))
-    identities = _rows(conn, f"select to_jsonb(i) from {schema}.customer_identities i where origin_customer_id = any(%s)"
-                             " order by kind, platform, value", (ids,))
-    identity_events = _rows(conn, f"select to_jsonb(e) from {schema}.identity_events e where customer_id = any(%s)"
-                                  " order by occurred_at, event_id", (ids,))
+    contacts = _rows(
+        conn,
+        f"select to_jsonb(c) from {schema}.contacts c where origin_customer_id = any(%s)"
+        " order by occurred_at, event_id",
+        (ids,),
+    )
+    conversations = _rows(
+        conn,
+        f"select to_jsonb(c) from {schema}.conversations c where origin_customer_id = any(%s)"
+        " order by opened_at, conversation_id",
+        (ids,),
+    )
+    events = _rows(
+        conn,
+        f"select to_jsonb(e) from {schema}.conversation_events e where origin_customer_id = any(%s)"
+        " order by occurred_at, event_id",
+        (ids,),
+    )
+    identities = _rows(
+        conn,
+        f"select to_jsonb(i) from {schema}.customer_identities i where origin_customer_id = any(%s)"
+        " order by kind, platform, value",
+        (ids,),
+    )
+    identity_events = _rows(
+        conn,
+        f"select to_jsonb(e) from {schema}.identity_events e where customer_id = any(%s)"
+        " order by occurred_at, event_id",
+        (ids,),
+    )
     return bundle(ids, contacts, conversations, events, identities, identity_events, at or datetime.now(UTC))
 
 
-def bundle(customer_ids: list[str], contacts: list[dict], conversations: list[dict], conversation_events: list[dict],
-           identities: list[dict], identity_events: list[dict], at: datetime) -> dict:
+def bundle(
+    customer_ids: list[str],
+    contacts: list[dict],
+    conversations: list[dict],
+    conversation_events: list[dict],
+    identities: list[dict],
+    identity_events: list[dict],
+    at: datetime,
+) -> dict:
     """The access bundle (pure): facts gathered from the contacts and conversation events, once each;
     the consent history, every signal in event-time order with the contact that carried it."""
     facts: dict[tuple[str, str], dict] = {}
     for row in [*contacts, *conversation_events]:
         for f in row.get("facts") or []:
-            facts.setdefault((f.get("kind"), f.get("value")), {"kind": f.get("kind"), "value": f.get("value"),
-                                                               "source": f.get("source")})
-    consent = sorted(({"purpose": x.get("purpose"), "channel": x.get("channel"), "granted": x.get("granted"),
-                       "source": x.get("source"), "signal_at": row.get("occurred_at"), "evidence": row.get("event_id")}
-                      for row in contacts for x in row.get("consent") or []),
-                     key=lambda x: (str(x["signal_at"]), str(x["evidence"])))
-    return {"format": BUNDLE_FORMAT, "generated_at": at.isoformat(), "customer_ids": customer_ids,
-            "consent": consent,
-            "identities": identities, "contacts": contacts, "conversations": conversations,
-            "conversation_events": conversation_events, "identity_events": identity_events,
-            "facts": sorted(facts.values(), key=lambda f: (str(f["kind"]), str(f["value"])))}
+            facts.setdefault(
+                (f.get("kind"), f.get("value")),
+                {"kind": f.get("kind"), "value": f.get("value"), "source": f.get("source")},
+            )
+    consent = sorted(
+        (
+            {
+                "purpose": x.get("purpose"),
+                "channel": x.get("channel"),
+                "granted": x.get("granted"),
+                "source": x.get("source"),
+                "signal_at": row.get("occurred_at"),
+                "evidence": row.get("event_id"),
+            }
+            for row in contacts
+            for x in row.get("consent") or []
+        ),
+        key=lambda x: (str(x["signal_at"]), str(x["evidence"])),
+    )
+    return {
+        "format": BUNDLE_FORMAT,
+        "generated_at": at.isoformat(),
+        "customer_ids": customer_ids,
+        "consent": consent,
+        "identities": identities,
+        "contacts": contacts,
+        "conversations": conversations,
+        "conversation_events": conversation_events,
+        "identity_events": identity_events,
+        "facts": sorted(facts.values(), key=lambda f: (str(f["kind"]), str(f["value"]))),
+    }
 
 
 # -- wiring: the CLI and the API call these ------------------------------------------------------------
@@ -229,8 +369,9 @@ class PrivacyOff(RuntimeError):
     """Erasure needs sealed records: THREADLINE_PRIVACY_MASTER_KEY is unset."""
 
 
-def run_erase(settings, identity: str, *, requested_by: str = "cli", settle_seconds: float = 2.0,
-              topic_prefix: str = "") -> ErasureReport:
+def run_erase(
+    settings, identity: str, *, requested_by: str = "cli", settle_seconds: float = 2.0, topic_prefix: str = ""
+) -> ErasureReport:
     """``erase`` with the settings' key store, database and Kafka. ValueError: not an identity;
     PrivacyOff; NotFound; KafkaUnavailable / KeyStoreUnavailable: retry."""
     from projectors.engine.schema import live_schema
@@ -246,8 +387,17 @@ def run_erase(settings, identity: str, *, requested_by: str = "cli", settle_seco
     producer = BoundedProducer.from_settings(settings, client_id="threadline-privacy")
     try:
         with psycopg.connect(settings.effective_pg_dsn, autocommit=True, application_name="threadline-privacy") as conn:
-            return erase(conn, live_schema(settings, "support"), ring, producer, make_codec(settings), subject,
-                         requested_by=requested_by, settle_seconds=settle_seconds, topic_prefix=topic_prefix)
+            return erase(
+                conn,
+                live_schema(settings, "support"),
+                ring,
+                producer,
+                make_codec(settings),
+                subject,
+                requested_by=requested_by,
+                settle_seconds=settle_seconds,
+                topic_prefix=topic_prefix,
+            )
     finally:
         producer.close()
         ring.close()
@@ -271,6 +421,7 @@ def run_export(settings, identity: str, dsn: str | None = None) -> dict:
             log.info("access_bundle_without_key_store", error=type(exc).__name__)
         finally:
             ring.close()
-    with psycopg.connect(dsn or settings.effective_pg_api_dsn, autocommit=True,
-                         application_name="threadline-privacy") as conn:
+    with psycopg.connect(
+        dsn or settings.effective_pg_api_dsn, autocommit=True, application_name="threadline-privacy"
+    ) as conn:
         return access_bundle(conn, live_schema(settings, "support"), subject, token)

@@ -25,8 +25,19 @@ from threadline.settings import Settings
 
 log = get_logger("threadline.export")
 FORMATS = ("parquet", "jsonl")
-COLUMNS = ("topic", "partition", "offset", "schema", "event_id", "event_type", "occurred_at", "recorded_at",
-           "customer_id", "channel", "record")
+COLUMNS = (
+    "topic",
+    "partition",
+    "offset",
+    "schema",
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "recorded_at",
+    "customer_id",
+    "channel",
+    "record",
+)
 
 
 def _jsonable(v):
@@ -37,10 +48,19 @@ def _jsonable(v):
 
 def export_row(topic: str, partition: int, offset: int, schema: str, record: dict) -> dict:
     """One output row for one decoded event (pure)."""
-    return {"topic": topic, "partition": partition, "offset": offset, "schema": schema,
-            "event_id": record.get("event_id"), "event_type": record.get("event_type"),
-            "occurred_at": record.get("occurred_at"), "recorded_at": record.get("recorded_at"),
-            "customer_id": record.get("customer_id"), "channel": record.get("channel"), "record": record}
+    return {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "schema": schema,
+        "event_id": record.get("event_id"),
+        "event_type": record.get("event_type"),
+        "occurred_at": record.get("occurred_at"),
+        "recorded_at": record.get("recorded_at"),
+        "customer_id": record.get("customer_id"),
+        "channel": record.get("channel"),
+        "record": record,
+    }
 
 
 def in_window(occurred_at: datetime | None, start: datetime | None, end: datetime | None) -> bool:
@@ -62,8 +82,14 @@ class ExportResult:
     path: Path
 
 
-def read_window(settings: Settings, topics: list[str], start: datetime | None, end: datetime | None,
-                codec: Codec | None = None, timeout: float = 120.0) -> tuple[list[dict], int, int]:
+def read_window(
+    settings: Settings,
+    topics: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    codec: Codec | None = None,
+    timeout: float = 120.0,
+) -> tuple[list[dict], int, int]:
     import time
 
     codec = make_reader_codec(settings, codec)  # opens sealed records (docs/privacy.md)
@@ -119,18 +145,37 @@ def write_rows(rows: list[dict], fmt: str, path: Path) -> None:
     import pyarrow.parquet as pq
 
     ts = pa.timestamp("ms", tz="UTC")
-    schema = pa.schema([("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
-                        ("schema", pa.string()), ("event_id", pa.string()), ("event_type", pa.string()),
-                        ("occurred_at", ts), ("recorded_at", ts), ("customer_id", pa.string()),
-                        ("channel", pa.string()), ("record", pa.string())])
+    schema = pa.schema(
+        [
+            ("topic", pa.string()),
+            ("partition", pa.int32()),
+            ("offset", pa.int64()),
+            ("schema", pa.string()),
+            ("event_id", pa.string()),
+            ("event_type", pa.string()),
+            ("occurred_at", ts),
+            ("recorded_at", ts),
+            ("customer_id", pa.string()),
+            ("channel", pa.string()),
+            ("record", pa.string()),
+        ]
+    )
     columns = {c: [r[c] for r in rows] for c in COLUMNS}
-    columns["record"] = [json.dumps(r, default=_jsonable, ensure_ascii=False, sort_keys=True)
-                         for r in columns["record"]]
+    columns["record"] = [
+        json.dumps(r, default=_jsonable, ensure_ascii=False, sort_keys=True) for r in columns["record"]
+    ]
     pq.write_table(pa.table(columns, schema=schema), path)
 
 
-def export(settings: Settings, topics: list[str], start: datetime | None, end: datetime | None, fmt: str,
-           path: Path, codec: Codec | None = None) -> ExportResult:
+def export(
+    settings: Settings,
+    topics: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    fmt: str,
+    path: Path,
+    codec: Codec | None = None,
+) -> ExportResult:
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}")
     rows, read, bad = read_window(settings, topics, start, end, codec)

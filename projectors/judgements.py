@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 from projectors.definitions import sentiment_trend  # noqa: F401  (the one definition, re-exported)
 
-NEGATIVE_SENTIMENT = -0.2   # a recent average at or below this is a problem for sales
-DETRACTOR_RATING = 2        # a latest review rating at or below this: detractor
-PROMOTER_RATING = 4         # at or above this: promoter
+NEGATIVE_SENTIMENT = -0.2  # a recent average at or below this is a problem for sales
+DETRACTOR_RATING = 2  # a latest review rating at or below this: detractor
+PROMOTER_RATING = 4  # at or above this: promoter
 DETRACTOR_SENTIMENT = -0.4  # no review: an average sentiment at or below this is a detractor too
 SOCIAL_CHANNELS = frozenset({"twitter", "facebook", "instagram"})
-SOCIAL_FIRST_SHARE = 0.5    # at least half of the inbound contacts on social channels
+SOCIAL_FIRST_SHARE = 0.5  # at least half of the inbound contacts on social channels
 
 
 @dataclass(frozen=True)
@@ -25,8 +25,14 @@ class SupportFirst:
     reasons: list[str]
 
 
-def talk_to_support_first(*, open_conversations: int, breached_slas_7d: int, support_contacts_7d: int,
-                          sentiment_7d: float | None, sentiment_prior_23d: float | None = None) -> SupportFirst:
+def talk_to_support_first(
+    *,
+    open_conversations: int,
+    breached_slas_7d: int,
+    support_contacts_7d: int,
+    sentiment_7d: float | None,
+    sentiment_prior_23d: float | None = None,
+) -> SupportFirst:
     """Sales should hear from support before calling when there is an open or recent problem.
     The numbers are the card's own (projectors.definitions), so a reason never contradicts it:
     the sentiment reason names the trend the card shows."""
@@ -74,8 +80,9 @@ def segments(s: Signals) -> list[str]:
             out.append("promoter")
     elif s.sentiment_30d is not None and s.sentiment_30d <= DETRACTOR_SENTIMENT:
         out.append("detractor")
-    if (s.inbound_90d and s.social_inbound_90d / s.inbound_90d >= SOCIAL_FIRST_SHARE) or \
-            s.first_channel in SOCIAL_CHANNELS:
+    if (
+        s.inbound_90d and s.social_inbound_90d / s.inbound_90d >= SOCIAL_FIRST_SHARE
+    ) or s.first_channel in SOCIAL_CHANNELS:
         out.append("social_first")
     if s.inbound_90d == 0:
         out.append("dormant")

@@ -25,24 +25,32 @@ class Lag:
     last_projected_at: datetime | None
 
 
-def summarize(projector: str, stored: dict[tuple[str, int], int], ends: dict[tuple[str, int], int],
-              oldest_unprojected: dict[tuple[str, int], datetime], now: datetime,
-              last_projected_at: datetime | None = None) -> Lag:
+def summarize(
+    projector: str,
+    stored: dict[tuple[str, int], int],
+    ends: dict[tuple[str, int], int],
+    oldest_unprojected: dict[tuple[str, int], datetime],
+    now: datetime,
+    last_projected_at: datetime | None = None,
+) -> Lag:
     """Pure: the lag of one projector from its stored offsets and the topics' end offsets."""
     behind = {k: max(0, end - stored.get(k, 0)) for k, end in ends.items()}
     waiting = [oldest_unprojected[k] for k, n in behind.items() if n and k in oldest_unprojected]
     seconds = max(0.0, (now - min(waiting)).total_seconds()) if waiting else 0.0
-    return Lag(projector, sum(behind.values()), round(seconds, 3), sum(1 for n in behind.values() if n),
-               last_projected_at)
+    return Lag(
+        projector, sum(behind.values()), round(seconds, 3), sum(1 for n in behind.values() if n), last_projected_at
+    )
 
 
 def projection_lag(settings: Settings, projectors: list[str] | None = None, dsn: str | None = None) -> list[Lag]:
     with psycopg.connect(dsn or settings.effective_pg_dsn, autocommit=True, connect_timeout=5) as conn:
         if conn.execute("select to_regclass('projection_offsets')").fetchone()[0] is None:
             return []
-        rows = conn.execute("select projector, topic, partition, next_offset, updated_at from projection_offsets"
-                            " where position('@' in projector) = 0 and (%s::text[] is null or projector = any(%s))",
-                            (projectors, projectors)).fetchall()
+        rows = conn.execute(
+            "select projector, topic, partition, next_offset, updated_at from projection_offsets"
+            " where position('@' in projector) = 0 and (%s::text[] is null or projector = any(%s))",
+            (projectors, projectors),
+        ).fetchall()
     stored: dict[str, dict[tuple[str, int], int]] = {}
     updated: dict[str, datetime] = {}
     for name, topic, partition, offset, at in rows:
@@ -50,8 +58,9 @@ def projection_lag(settings: Settings, projectors: list[str] | None = None, dsn:
         updated[name] = max(at, updated.get(name, at))
     if not stored:
         return []
-    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, request_timeout_ms=10_000,
-                             **settings.kafka_client_config())
+    consumer = KafkaConsumer(
+        enable_auto_commit=False, group_id=None, request_timeout_ms=10_000, **settings.kafka_client_config()
+    )
     try:
         topics = {t for s in stored.values() for t, _ in s}
         tps = [TopicPartition(t, p) for t in sorted(topics) for p in sorted(consumer.partitions_for_topic(t) or ())]

@@ -24,8 +24,14 @@ from schemas.identities import email_norm, handle_norm, phone_e164
 
 CASE_INSENSITIVE = frozenset({"email", "social"})
 PLATFORM_KINDS = frozenset({"social", "account"})  # kinds stored with a platform
-PLATFORM_ALIASES = {"x": "twitter", "twitter.com": "twitter", "x.com": "twitter", "instagram.com": "instagram",
-                    "facebook.com": "facebook", "fb.com": "facebook"}
+PLATFORM_ALIASES = {
+    "x": "twitter",
+    "twitter.com": "twitter",
+    "x.com": "twitter",
+    "instagram.com": "instagram",
+    "facebook.com": "facebook",
+    "fb.com": "facebook",
+}
 _PHONE_SCHEME = re.compile(r"^\s*(whatsapp|tel|sip|sms)\s*:", re.IGNORECASE)
 _LOST_PLUS = re.compile(r"^((?:whatsapp|tel|sip|sms)\s*:)?\s+(?=\d)", re.IGNORECASE)
 
@@ -41,8 +47,8 @@ class BadIdentity(ValueError):
 @dataclass(frozen=True)
 class Lookup:
     kind: str
-    value: str                  # the normalised value, as stored
-    platform: str | None        # None: any platform
+    value: str  # the normalised value, as stored
+    platform: str | None  # None: any platform
 
     def describe(self) -> str:
         return f"{self.kind} identity {self.value}" + (f" on {self.platform}" if self.platform else "")
@@ -62,9 +68,9 @@ def phone_lookup(value: str, region: str) -> str | None:
         text = form.strip()
         scheme = _PHONE_SCHEME.match(text)
         if scheme and scheme.group(1).lower() == "sms":
-            text = text[scheme.end():]
+            text = text[scheme.end() :]
         elif scheme:
-            text = scheme.group(1).lower() + ":" + text[scheme.end():].strip()
+            text = scheme.group(1).lower() + ":" + text[scheme.end() :].strip()
         found = phone_e164(text, region)
         if found:
             return found
@@ -95,7 +101,7 @@ def normalise(kind: str, value: str, platform: str | None, region: str) -> Looku
     if kind == "email":
         text = value.strip()
         if text.lower().startswith("mailto:"):
-            text = text[len("mailto:"):].split("?")[0]
+            text = text[len("mailto:") :].split("?")[0]
         found = email_norm(parseaddr(text)[1] or text)
         if not found:
             raise BadIdentity("value", "not an email address")
@@ -126,8 +132,11 @@ def lookup_sql(schema: str, look: Lookup) -> tuple[str, list]:
     if look.platform is not None:
         where += " and i.platform = %s"
         params.append(look.platform)
-    return (f"select m.customer_id, i.kind, nullif(i.platform, '') as platform, i.value,"
-            f" max(i.last_seen_at) as seen"
-            f" from {schema}.customer_identities i join {schema}.customers m using (origin_customer_id)"
-            f" where {where} group by m.customer_id, i.kind, i.platform, i.value"
-            f" order by seen desc, m.customer_id, i.platform, i.value", params)
+    return (
+        f"select m.customer_id, i.kind, nullif(i.platform, '') as platform, i.value,"
+        f" max(i.last_seen_at) as seen"
+        f" from {schema}.customer_identities i join {schema}.customers m using (origin_customer_id)"
+        f" where {where} group by m.customer_id, i.kind, i.platform, i.value"
+        f" order by seen desc, m.customer_id, i.platform, i.value",
+        params,
+    )

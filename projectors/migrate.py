@@ -18,8 +18,10 @@ def migrate(conn: psycopg.Connection) -> list[str]:
     applied_now = []
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(7240011)")
-        conn.execute("create table if not exists schema_migrations "
-                     "(version text primary key, applied_at timestamptz not null default now())")
+        conn.execute(
+            "create table if not exists schema_migrations "
+            "(version text primary key, applied_at timestamptz not null default now())"
+        )
         done = {r[0] for r in conn.execute("select version from schema_migrations")}
         for version, sql in migrations():
             if version in done:

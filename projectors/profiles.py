@@ -47,23 +47,25 @@ def queries(s: str) -> dict[str, str]:
     return {
         "summary": f"select * from {s}.customer_summary where customer_id = any(%(ids)s)",
         "merged": f"select customer_id, origin_customer_id from {s}.customers where customer_id = any(%(ids)s)"
-                  " and origin_customer_id <> customer_id order by customer_id, origin_customer_id",
+        " and origin_customer_id <> customer_id order by customer_id, origin_customer_id",
         "identities": f"select customer_id, kind, platform, value, first_seen_at, last_seen_at"
-                      f" from {s}.customer_identity_list where customer_id = any(%(ids)s)"
-                      " order by customer_id, kind, platform nulls first, value",
+        f" from {s}.customer_identity_list where customer_id = any(%(ids)s)"
+        " order by customer_id, kind, platform nulls first, value",
         "facts": f"select customer_id, kind, value, first_given_at, last_given_at from {s}.customer_facts"
-                 " where customer_id = any(%(ids)s) order by customer_id, last_given_at desc, kind, value",
+        " where customer_id = any(%(ids)s) order by customer_id, last_given_at desc, kind, value",
         "conversations": f"select customer_id, conversation_id, state, channel, channels, opened_at, last_event_at,"
-                         f" sla_state, merged_into, merged_into_customer_id from {s}.conversation_state"
-                         " where customer_id = any(%(ids)s) order by customer_id, last_event_at desc, conversation_id",
+        f" sla_state, merged_into, merged_into_customer_id from {s}.conversation_state"
+        " where customer_id = any(%(ids)s) order by customer_id, last_event_at desc, conversation_id",
     }
 
 
 def consent_query(s: str) -> str:
     """The latest consent signal per channel and purpose of the customers ``%(ids)s``."""
-    return (f"select customer_id, channel, purpose, granted, source, signal_at, event_id"
-            f" from ({ddl.CONSENT_LATEST.format(s=ddl.check_ident(s))}) x"
-            " where customer_id = any(%(ids)s) order by customer_id, channel, purpose")
+    return (
+        f"select customer_id, channel, purpose, granted, source, signal_at, event_id"
+        f" from ({ddl.CONSENT_LATEST.format(s=ddl.check_ident(s))}) x"
+        " where customer_id = any(%(ids)s) order by customer_id, channel, purpose"
+    )
 
 
 def by_customer(parts: dict[str, list[dict]]) -> dict[str, dict[str, list[dict]]]:
@@ -84,21 +86,28 @@ def card(customer_id: str, requested: str, rows: dict[str, list[dict]], include_
     convs = rows.get("conversations") or []
     last_order = next((f for f in facts if f["kind"] == "order_number"), None)
     return {
-        "customer_id": customer_id, "requested_id": requested,
+        "customer_id": customer_id,
+        "requested_id": requested,
         "merged_ids": [m["origin_customer_id"] for m in rows.get("merged") or []],
-        "first_contact_at": summary.get("first_contact_at"), "last_contact_at": summary.get("last_contact_at"),
-        "contacts": summary.get("contacts", 0), "channels": summary.get("channels") or [],
+        "first_contact_at": summary.get("first_contact_at"),
+        "last_contact_at": summary.get("last_contact_at"),
+        "contacts": summary.get("contacts", 0),
+        "channels": summary.get("channels") or [],
         "language": summary.get("language"),
-        "sentiment": definitions.Sentiment(summary.get("sentiment_latest"), summary.get("sentiment_7d"),
-                                           summary.get("sentiment_prior_23d"), summary.get("sentiment_30d")).as_dict(),
-        "identities": rows.get("identities") or [], "facts": facts,
+        "sentiment": definitions.Sentiment(
+            summary.get("sentiment_latest"),
+            summary.get("sentiment_7d"),
+            summary.get("sentiment_prior_23d"),
+            summary.get("sentiment_30d"),
+        ).as_dict(),
+        "identities": rows.get("identities") or [],
+        "facts": facts,
         "last_order": last_order["value"] if last_order else None,
         "open_conversations": [c for c in convs if c["state"] == "open"],
         "prior_conversations": [c for c in convs if c["state"] == "resolved"][:20],
         # conversations whose contacts now belong to another one (a late contact, an identity
         # merge): shown only when asked for
-        **({"merged_conversations": [c for c in convs if c["state"] == "merged_into"][:20]}
-           if include_merged else {}),
+        **({"merged_conversations": [c for c in convs if c["state"] == "merged_into"][:20]} if include_merged else {}),
     }
 
 
@@ -109,20 +118,36 @@ def _num(v) -> float | None:
 def profile_record(c: dict, consent: list[dict], as_of: datetime) -> dict:
     """A card (``card``) and its consent rows as a customer_profile record."""
     return {
-        "customer_id": c["customer_id"], "as_of": as_of, "merged_ids": c["merged_ids"],
-        "first_contact_at": c["first_contact_at"], "last_contact_at": c["last_contact_at"],
-        "contacts": int(c["contacts"] or 0), "channels": list(c["channels"]), "language": c["language"],
-        "identities": [{k: i[k] for k in ("kind", "platform", "value", "first_seen_at", "last_seen_at")}
-                       for i in c["identities"]],
+        "customer_id": c["customer_id"],
+        "as_of": as_of,
+        "merged_ids": c["merged_ids"],
+        "first_contact_at": c["first_contact_at"],
+        "last_contact_at": c["last_contact_at"],
+        "contacts": int(c["contacts"] or 0),
+        "channels": list(c["channels"]),
+        "language": c["language"],
+        "identities": [
+            {k: i[k] for k in ("kind", "platform", "value", "first_seen_at", "last_seen_at")} for i in c["identities"]
+        ],
         "facts": [{k: f[k] for k in ("kind", "value", "first_given_at", "last_given_at")} for f in c["facts"]],
-        "open_conversations": [{"conversation_id": o["conversation_id"], "channel": o["channel"],
-                                "channels": list(o["channels"] or []), "opened_at": o["opened_at"],
-                                "last_event_at": o["last_event_at"], "sla_state": o["sla_state"]}
-                               for o in c["open_conversations"]],
+        "open_conversations": [
+            {
+                "conversation_id": o["conversation_id"],
+                "channel": o["channel"],
+                "channels": list(o["channels"] or []),
+                "opened_at": o["opened_at"],
+                "last_event_at": o["last_event_at"],
+                "sla_state": o["sla_state"],
+            }
+            for o in c["open_conversations"]
+        ],
         "last_order": c["last_order"],
         "consent": [{k: x[k] for k in ("channel", "purpose", "granted", "source", "signal_at")} for x in consent],
-        "sentiment": {**{k: _num(c["sentiment"][k]) for k in ("latest", "recent_7d", "prior_23d", "avg_30d")},
-                      "baseline": c["sentiment"]["baseline"], "trend": c["sentiment"]["trend"]},
+        "sentiment": {
+            **{k: _num(c["sentiment"][k]) for k in ("latest", "recent_7d", "prior_23d", "avg_30d")},
+            "baseline": c["sentiment"]["baseline"],
+            "trend": c["sentiment"]["trend"],
+        },
     }
 
 
@@ -151,19 +176,26 @@ class Publisher:
         ids = touched_ids(batch)
         if not ids:
             return
-        cur.execute(f"insert into profile_outbox (projector, customer_id)"
-                    f" select %(p)s, x from (select unnest(%(ids)s::text[]) union"
-                    f" select customer_id from {self.s}.customers where origin_customer_id = any(%(ids)s)) u(x)"
-                    f" on conflict do nothing", {"p": self.projector, "ids": ids})
+        cur.execute(
+            f"insert into profile_outbox (projector, customer_id)"
+            f" select %(p)s, x from (select unnest(%(ids)s::text[]) union"
+            f" select customer_id from {self.s}.customers where origin_customer_id = any(%(ids)s)) u(x)"
+            f" on conflict do nothing",
+            {"p": self.projector, "ids": ids},
+        )
 
     def snapshot(self, conn: psycopg.Connection, ids: list[str]) -> list[tuple[str, dict | None]]:
         """(key, profile record, or None for a merged-away id) of ``ids``, from one snapshot."""
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute("set transaction isolation level repeatable read")
             as_of = cur.execute(f"select now from {self.s}.clock").fetchone()["now"]
-            where = {r["origin_customer_id"]: r["customer_id"] for r in cur.execute(
-                f"select origin_customer_id, customer_id from {self.s}.customers where origin_customer_id = any(%s)",
-                (ids,))}
+            where = {
+                r["origin_customer_id"]: r["customer_id"]
+                for r in cur.execute(
+                    f"select origin_customer_id, customer_id from {self.s}.customers where origin_customer_id = any(%s)",
+                    (ids,),
+                )
+            }
             live = sorted(i for i in ids if where.get(i) == i)
             params = {"ids": live}
             parts = {name: cur.execute(sql, params).fetchall() for name, sql in queries(self.s).items()}
@@ -184,9 +216,11 @@ class Publisher:
     def queue_all(self, conn: psycopg.Connection) -> int:
         """Queue every customer id the schema knows (a merged-away id gets its tombstone): a
         backfill, for a topic created after the projection or a consumer that needs the full set."""
-        cur = conn.execute(f"insert into profile_outbox (projector, customer_id)"
-                           f" select %s, origin_customer_id from {self.s}.customers on conflict do nothing",
-                           (self.projector,))
+        cur = conn.execute(
+            f"insert into profile_outbox (projector, customer_id)"
+            f" select %s, origin_customer_id from {self.s}.customers on conflict do nothing",
+            (self.projector,),
+        )
         return max(cur.rowcount, 0)
 
     def queued(self, conn: psycopg.Connection) -> int:
@@ -197,24 +231,39 @@ class Publisher:
         (``on_progress(done)`` after each chunk)."""
         done = 0
         while True:
-            ids = [r[0] for r in conn.execute("select customer_id from profile_outbox where projector = %s"
-                                              " order by customer_id limit %s", (self.projector, CHUNK))]
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "select customer_id from profile_outbox where projector = %s order by customer_id limit %s",
+                    (self.projector, CHUNK),
+                )
+            ]
             if not ids:
                 return done
             records = self.snapshot(conn, ids)
-            futures = [producer.send(self.topic, key=key.encode(),
-                                     value=None if rec is None else self.codec.encode(self.topic,
-                                                                                     schemas.CUSTOMER_PROFILE, rec))
-                       for key, rec in records]
+            futures = [
+                producer.send(
+                    self.topic,
+                    key=key.encode(),
+                    value=None if rec is None else self.codec.encode(self.topic, schemas.CUSTOMER_PROFILE, rec),
+                )
+                for key, rec in records
+            ]
             producer.wait(futures, "customer profiles")  # within the produce deadline, or KafkaUnavailable
-            conn.execute("delete from profile_outbox where projector = %s and customer_id = any(%s)",
-                         (self.projector, ids))
+            conn.execute(
+                "delete from profile_outbox where projector = %s and customer_id = any(%s)", (self.projector, ids)
+            )
             tombstones = sum(rec is None for _, rec in records)
             self.published += len(records) - tombstones
             self.tombstones += tombstones
             self._produced.inc(len(records))
             done += len(records)
-            log.info("profiles_published", projector=self.projector, topic=self.topic,
-                     profiles=len(records) - tombstones, tombstones=tombstones)
+            log.info(
+                "profiles_published",
+                projector=self.projector,
+                topic=self.topic,
+                profiles=len(records) - tombstones,
+                tombstones=tombstones,
+            )
             if on_progress is not None:
                 on_progress(done)

@@ -17,7 +17,14 @@ from projectors import ddl
 from projectors.engine import schema as schemas_
 from projectors.engine.runner import DEFAULT_BATCH, Projector, Sources
 from projectors.profiles import Publisher
-from projectors.rows import CONTACT_COLUMNS, CONVERSATION_COLUMNS, IDENTITY_COLUMNS, IDENTITY_EVENT_COLUMNS, Batch, roots
+from projectors.rows import (
+    CONTACT_COLUMNS,
+    CONVERSATION_COLUMNS,
+    IDENTITY_COLUMNS,
+    IDENTITY_EVENT_COLUMNS,
+    Batch,
+    roots,
+)
 from schemas.codec import Codec, make_codec
 from threadline.errors import ConfigError
 from threadline.logging import get_logger
@@ -47,8 +54,10 @@ class Store:
             return
         self._copy(cur, table, columns, rows, like=table)
         cols = ", ".join(columns)
-        cur.execute(f"insert into {self.s}.{table} ({cols}) select distinct on (event_id) {cols} from _stage_{table}"
-                    f" order by event_id, source_partition, source_offset on conflict (event_id) do nothing")
+        cur.execute(
+            f"insert into {self.s}.{table} ({cols}) select distinct on (event_id) {cols} from _stage_{table}"
+            f" order by event_id, source_partition, source_offset on conflict (event_id) do nothing"
+        )
 
     def write(self, cur, batch: Batch) -> None:
         s = self.s
@@ -63,10 +72,13 @@ class Store:
                 f" group by kind, platform, value, origin_customer_id"
                 f" on conflict (kind, platform, value, origin_customer_id) do update set"
                 f" first_seen_at = least({s}.customer_identities.first_seen_at, excluded.first_seen_at),"
-                f" last_seen_at = greatest({s}.customer_identities.last_seen_at, excluded.last_seen_at)")
+                f" last_seen_at = greatest({s}.customer_identities.last_seen_at, excluded.last_seen_at)"
+            )
         if batch.customers:
-            cur.execute("create temp table if not exists _stage_customers"
-                        " (origin_customer_id text, first_seen_at timestamptz) on commit delete rows")
+            cur.execute(
+                "create temp table if not exists _stage_customers"
+                " (origin_customer_id text, first_seen_at timestamptz) on commit delete rows"
+            )
             self._copy(cur, "customers", ("origin_customer_id", "first_seen_at"), batch.customers)
             cur.execute(
                 f"insert into {s}.customers select st.origin_customer_id,"
@@ -74,7 +86,8 @@ class Store:
                 f" order by a.survivor_id limit 1), st.origin_customer_id), min(st.first_seen_at)"
                 f" from _stage_customers st group by st.origin_customer_id"
                 f" on conflict (origin_customer_id) do update set"
-                f" first_seen_at = least({s}.customers.first_seen_at, excluded.first_seen_at)")
+                f" first_seen_at = least({s}.customers.first_seen_at, excluded.first_seen_at)"
+            )
         if batch.alias_ops:
             self._repoint(cur, batch)
         if batch.conversations:
@@ -89,22 +102,36 @@ class Store:
         before = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
         for op in batch.alias_ops:
             if op.action == "add":
-                cur.execute(f"insert into {s}.customer_alias values (%s, %s, %s, %s, %s) on conflict do nothing",
-                            (op.absorbed, op.survivor, op.survivor, op.event_id, op.occurred_at))
+                cur.execute(
+                    f"insert into {s}.customer_alias values (%s, %s, %s, %s, %s) on conflict do nothing",
+                    (op.absorbed, op.survivor, op.survivor, op.event_id, op.occurred_at),
+                )
             else:
-                cur.execute(f"delete from {s}.customer_alias where customer_id = %s and survivor_id = %s",
-                            (op.absorbed, op.survivor))
+                cur.execute(
+                    f"delete from {s}.customer_alias where customer_id = %s and survivor_id = %s",
+                    (op.absorbed, op.survivor),
+                )
         after = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
         root = roots(after)
         affected = sorted({n for e in before | after for n in e})
         targets = [root.get(n, n) for n in affected]
-        cur.execute(f"update {s}.customer_alias a set root_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r)"
-                    f" where a.customer_id = u.n and a.root_id is distinct from u.r", (affected, targets))
-        cur.execute(f"update {s}.customers c set customer_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r)"
-                    f" where c.origin_customer_id = u.n and c.customer_id is distinct from u.r", (affected, targets))
-        log.info("customers_repointed", schema=s, ids=len(affected),
-                 merges=sum(op.action == "add" for op in batch.alias_ops),
-                 unmerges=sum(op.action == "remove" for op in batch.alias_ops))
+        cur.execute(
+            f"update {s}.customer_alias a set root_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r)"
+            f" where a.customer_id = u.n and a.root_id is distinct from u.r",
+            (affected, targets),
+        )
+        cur.execute(
+            f"update {s}.customers c set customer_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r)"
+            f" where c.origin_customer_id = u.n and c.customer_id is distinct from u.r",
+            (affected, targets),
+        )
+        log.info(
+            "customers_repointed",
+            schema=s,
+            ids=len(affected),
+            merges=sum(op.action == "add" for op in batch.alias_ops),
+            unmerges=sum(op.action == "remove" for op in batch.alias_ops),
+        )
 
 
 class ReadModel:
@@ -112,8 +139,16 @@ class ReadModel:
     ``create``: make the live schema on first use (a rebuild makes its own). ``as_of``: only
     events that happened by then (a time-travel snapshot). ``outbox``: the profiles publisher."""
 
-    def __init__(self, projection: str, schema: str, name: str, *, as_of: datetime | None = None,
-                 create: bool = True, outbox: Publisher | None = None):
+    def __init__(
+        self,
+        projection: str,
+        schema: str,
+        name: str,
+        *,
+        as_of: datetime | None = None,
+        create: bool = True,
+        outbox: Publisher | None = None,
+    ):
         if projection not in ddl.PROJECTIONS:
             raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(ddl.PROJECTIONS)}")
         self.projection = projection
@@ -147,10 +182,19 @@ class ReadModel:
         self.store.write(cur, batch)
 
 
-def read_model_projector(settings: Settings, projection: str, *, sources: Sources = Sources(),
-                         schema: str | None = None, name: str | None = None, codec: Codec | None = None,
-                         as_of: datetime | None = None, batch_size: int = DEFAULT_BATCH, create: bool = True,
-                         profiles_topic: str | None = None) -> Projector:
+def read_model_projector(
+    settings: Settings,
+    projection: str,
+    *,
+    sources: Sources = Sources(),
+    schema: str | None = None,
+    name: str | None = None,
+    codec: Codec | None = None,
+    as_of: datetime | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    create: bool = True,
+    profiles_topic: str | None = None,
+) -> Projector:
     """A projector of ``projection`` into ``schema`` (default: its live schema), tracking its
     offsets under ``name`` (default: the schema name); with ``profiles_topic`` it publishes the
     profiles of the customers it touched there (projectors/profiles.py)."""
@@ -158,5 +202,10 @@ def read_model_projector(settings: Settings, projection: str, *, sources: Source
     name = name or schema
     codec = codec or make_codec(settings)
     outbox = Publisher(schema, name, codec, profiles_topic) if profiles_topic else None
-    return Projector(settings, ReadModel(projection, schema, name, as_of=as_of, create=create, outbox=outbox),
-                     sources=sources, codec=codec, batch_size=batch_size)
+    return Projector(
+        settings,
+        ReadModel(projection, schema, name, as_of=as_of, create=create, outbox=outbox),
+        sources=sources,
+        codec=codec,
+        batch_size=batch_size,
+    )

@@ -43,7 +43,7 @@ MAX_CATCH_UP_ROUNDS = 50
 @dataclass(frozen=True)
 class RebuildResult:
     projection: str
-    schema: str            # where the rebuilt rows are now (the live name after a swap)
+    schema: str  # where the rebuilt rows are now (the live name after a swap)
     build_id: str
     events: int
     seconds: float
@@ -74,9 +74,17 @@ def build_schema_name(live: str, build_id: str, as_of: datetime | None) -> str:
     return f"{live}__b{build_id}"
 
 
-def rebuild(settings: Settings, projection: str, *, sources: Sources = Sources(), as_of: datetime | None = None,
-            swap: bool | None = None, codec: Codec | None = None, batch_size: int = 5000,
-            on_progress: Callable[[int, int], None] | None = None) -> RebuildResult:
+def rebuild(
+    settings: Settings,
+    projection: str,
+    *,
+    sources: Sources = Sources(),
+    as_of: datetime | None = None,
+    swap: bool | None = None,
+    codec: Codec | None = None,
+    batch_size: int = 5000,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> RebuildResult:
     """Rebuild ``projection``; ``swap`` defaults to True for a rebuild, False for an as-of build."""
     import time
 
@@ -89,13 +97,24 @@ def rebuild(settings: Settings, projection: str, *, sources: Sources = Sources()
     try:
         migrate(conn)
         create_schema(conn, projection, schema, build_id, as_of)
-        conn.execute("insert into projection_builds (build_id, projection, schema_name, as_of) values (%s, %s, %s, %s)",
-                     (build_id, projection, schema, as_of))
+        conn.execute(
+            "insert into projection_builds (build_id, projection, schema_name, as_of) values (%s, %s, %s, %s)",
+            (build_id, projection, schema, as_of),
+        )
         targets = end_offsets(settings, sources.topics())
         total = sum(targets.values())
         log.info("rebuild_started", projection=projection, schema=schema, build=build_id, events=total)
-        projector = read_model_projector(settings, projection, sources=sources, schema=schema, name=name, codec=codec,
-                                         as_of=as_of, batch_size=batch_size, create=False)
+        projector = read_model_projector(
+            settings,
+            projection,
+            sources=sources,
+            schema=schema,
+            name=name,
+            codec=codec,
+            as_of=as_of,
+            batch_size=batch_size,
+            create=False,
+        )
         t0 = time.perf_counter()
 
         def progress(stats: RunStats) -> None:
@@ -114,15 +133,25 @@ def rebuild(settings: Settings, projection: str, *, sources: Sources = Sources()
             else:
                 raise RuntimeError(f"{live}: the rebuild did not catch up with the live projector")
         seconds = time.perf_counter() - t0
-        conn.execute("update projection_builds set finished_at = now(), events = %s,"
-                     " swapped_at = case when %s then now() end where build_id = %s",
-                     (projector.stats.events, swapped, build_id))
+        conn.execute(
+            "update projection_builds set finished_at = now(), events = %s,"
+            " swapped_at = case when %s then now() end where build_id = %s",
+            (projector.stats.events, swapped, build_id),
+        )
         if on_progress:
             on_progress(total, total)
-        result = RebuildResult(projection, live if swapped else schema, build_id, projector.stats.events, seconds,
-                               swapped, as_of)
-        log.info("rebuild_finished", projection=projection, schema=result.schema, build=build_id,
-                 events=result.events, seconds=round(seconds, 3), swapped=swapped)
+        result = RebuildResult(
+            projection, live if swapped else schema, build_id, projector.stats.events, seconds, swapped, as_of
+        )
+        log.info(
+            "rebuild_finished",
+            projection=projection,
+            schema=result.schema,
+            build=build_id,
+            events=result.events,
+            seconds=round(seconds, 3),
+            swapped=swapped,
+        )
         return result
     finally:
         conn.close()

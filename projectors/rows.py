@@ -19,19 +19,76 @@ CONTACT = "threadline.contact.Contact"
 CONVERSATION_EVENT = "threadline.conversation.ConversationEvent"
 IDENTITY_EVENT = "threadline.identity.IdentityEvent"
 
-CONTACT_COLUMNS = ("event_id", "origin_customer_id", "event_type", "occurred_at", "recorded_at", "connector",
-                   "channel", "direction", "actor_role", "department", "subject", "text", "language",
-                   "sentiment", "rating", "platform", "identities", "facts", "consent", "attachments",
-                   "thread", "metadata", "source_partition", "source_offset")
-CONVERSATION_COLUMNS = ("event_id", "origin_customer_id", "conversation_id", "event_type", "occurred_at",
-                        "recorded_at", "channel", "previous_channel", "contact_event_id", "waiting_on",
-                        "sla_kind", "sla_target_seconds", "sla_started_at", "sla_due_at",
-                        "sla_elapsed_seconds", "facts", "source_partition", "source_offset", "version", "status",
-                        "state_opened_at", "state_messages", "state_breaches", "sla_state", "open_sla_kind",
-                        "open_sla_due_at", "merged_into", "merged_into_customer_id")
-IDENTITY_EVENT_COLUMNS = ("event_id", "event_type", "occurred_at", "recorded_at", "customer_id", "identities",
-                          "related_customer_ids", "rule", "reason", "source_event_id", "source_partition",
-                          "source_offset")
+CONTACT_COLUMNS = (
+    "event_id",
+    "origin_customer_id",
+    "event_type",
+    "occurred_at",
+    "recorded_at",
+    "connector",
+    "channel",
+    "direction",
+    "actor_role",
+    "department",
+    "subject",
+    "text",
+    "language",
+    "sentiment",
+    "rating",
+    "platform",
+    "identities",
+    "facts",
+    "consent",
+    "attachments",
+    "thread",
+    "metadata",
+    "source_partition",
+    "source_offset",
+)
+CONVERSATION_COLUMNS = (
+    "event_id",
+    "origin_customer_id",
+    "conversation_id",
+    "event_type",
+    "occurred_at",
+    "recorded_at",
+    "channel",
+    "previous_channel",
+    "contact_event_id",
+    "waiting_on",
+    "sla_kind",
+    "sla_target_seconds",
+    "sla_started_at",
+    "sla_due_at",
+    "sla_elapsed_seconds",
+    "facts",
+    "source_partition",
+    "source_offset",
+    "version",
+    "status",
+    "state_opened_at",
+    "state_messages",
+    "state_breaches",
+    "sla_state",
+    "open_sla_kind",
+    "open_sla_due_at",
+    "merged_into",
+    "merged_into_customer_id",
+)
+IDENTITY_EVENT_COLUMNS = (
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "recorded_at",
+    "customer_id",
+    "identities",
+    "related_customer_ids",
+    "rule",
+    "reason",
+    "source_event_id",
+    "source_partition",
+    "source_offset",
+)
 IDENTITY_COLUMNS = ("origin_customer_id", "kind", "platform", "value", "first_seen_at", "last_seen_at")
 CUSTOMER_COLUMNS = ("origin_customer_id", "first_seen_at")
 
@@ -100,13 +157,32 @@ def contact_row(r: dict, partition: int, offset: int) -> tuple:
     actor = r.get("actor") or {}
     identities = r.get("identities") or []
     primary = next((i for i in identities if i.get("primary")), identities[0] if identities else {})
-    return (r["event_id"], r["customer_id"], r.get("event_type") or "contact.received", r["occurred_at"],
-            r["recorded_at"], r["connector"], r["channel"], r["direction"], actor.get("role") or "customer",
-            actor.get("department"), r.get("subject"), r.get("text"), r.get("language"),
-            sentiment(r.get("text"), r.get("language")), rating_of(r.get("metadata")), primary.get("platform"),
-            _json(identities), _json(r.get("facts") or []), _json(r.get("consent") or []),
-            _json(r.get("attachments") or []), _json(r.get("thread") or {}), _json(r.get("metadata") or {}),
-            partition, offset)
+    return (
+        r["event_id"],
+        r["customer_id"],
+        r.get("event_type") or "contact.received",
+        r["occurred_at"],
+        r["recorded_at"],
+        r["connector"],
+        r["channel"],
+        r["direction"],
+        actor.get("role") or "customer",
+        actor.get("department"),
+        r.get("subject"),
+        r.get("text"),
+        r.get("language"),
+        sentiment(r.get("text"), r.get("language")),
+        rating_of(r.get("metadata")),
+        primary.get("platform"),
+        _json(identities),
+        _json(r.get("facts") or []),
+        _json(r.get("consent") or []),
+        _json(r.get("attachments") or []),
+        _json(r.get("thread") or {}),
+        _json(r.get("metadata") or {}),
+        partition,
+        offset,
+    )
 
 
 def conversation_row(r: dict, partition: int, offset: int) -> tuple:
@@ -115,19 +191,53 @@ def conversation_row(r: dict, partition: int, offset: int) -> tuple:
     where it was merged into); v1 events have version 0 and none of that."""
     sla = r.get("sla") or {}
     open_sla = r.get("open_sla") or {}
-    return (r["event_id"], r["customer_id"], r["conversation_id"], r["event_type"], r["occurred_at"],
-            r["recorded_at"], r.get("channel"), r.get("previous_channel"), r.get("contact_event_id"),
-            r.get("waiting_on"), sla.get("kind"), sla.get("target_seconds"), sla.get("started_at"),
-            sla.get("due_at"), sla.get("elapsed_seconds"), _json(r.get("facts") or []), partition, offset,
-            r.get("version") or 0, r.get("status"), r.get("opened_at"), r.get("messages"), r.get("breaches"),
-            sla.get("state"), open_sla.get("kind"), open_sla.get("due_at"), r.get("merged_into"),
-            r.get("merged_into_customer_id"))
+    return (
+        r["event_id"],
+        r["customer_id"],
+        r["conversation_id"],
+        r["event_type"],
+        r["occurred_at"],
+        r["recorded_at"],
+        r.get("channel"),
+        r.get("previous_channel"),
+        r.get("contact_event_id"),
+        r.get("waiting_on"),
+        sla.get("kind"),
+        sla.get("target_seconds"),
+        sla.get("started_at"),
+        sla.get("due_at"),
+        sla.get("elapsed_seconds"),
+        _json(r.get("facts") or []),
+        partition,
+        offset,
+        r.get("version") or 0,
+        r.get("status"),
+        r.get("opened_at"),
+        r.get("messages"),
+        r.get("breaches"),
+        sla.get("state"),
+        open_sla.get("kind"),
+        open_sla.get("due_at"),
+        r.get("merged_into"),
+        r.get("merged_into_customer_id"),
+    )
 
 
 def identity_event_row(r: dict, partition: int, offset: int) -> tuple:
-    return (r["event_id"], r["event_type"], r["occurred_at"], r["recorded_at"], r["customer_id"],
-            _json(r.get("identities") or []), list(r.get("related_customer_ids") or []), r.get("rule"),
-            r.get("reason"), r.get("source_event_id"), partition, offset)
+    return (
+        r["event_id"],
+        r["event_type"],
+        r["occurred_at"],
+        r["recorded_at"],
+        r["customer_id"],
+        _json(r.get("identities") or []),
+        list(r.get("related_customer_ids") or []),
+        r.get("rule"),
+        r.get("reason"),
+        r.get("source_event_id"),
+        partition,
+        offset,
+    )
 
 
 def identity_rows(customer_id: str, identities: list[dict], at: datetime) -> list[tuple]:
@@ -159,8 +269,11 @@ def alias_ops(r: dict) -> list[AliasOp]:
     if kind == "merged" and r.get("reason") in SPLIT_REASONS:
         return []
     action = "add" if kind == "merged" else "remove"
-    return [AliasOp(action, other, r["customer_id"], r["event_id"], r["occurred_at"])
-            for other in r.get("related_customer_ids") or [] if other != r["customer_id"]]
+    return [
+        AliasOp(action, other, r["customer_id"], r["event_id"], r["occurred_at"])
+        for other in r.get("related_customer_ids") or []
+        if other != r["customer_id"]
+    ]
 
 
 def roots(edges: set[tuple[str, str]]) -> dict[str, str]:
@@ -214,8 +327,9 @@ class Batch:
             getattr(self, name).extend(getattr(other, name))
         self.skipped_as_of += other.skipped_as_of
 
-    def add(self, schema_fullname: str, record: dict, partition: int, offset: int,
-            as_of: datetime | None = None) -> None:
+    def add(
+        self, schema_fullname: str, record: dict, partition: int, offset: int, as_of: datetime | None = None
+    ) -> None:
         """Shape one decoded record; raises DecodeError for a record no projection can use."""
         if not within_as_of(record, as_of):
             self.skipped_as_of += 1

@@ -35,7 +35,9 @@ def _norm(schema, names: dict, ns: str | None = None) -> object:
     if isinstance(schema, list):
         return [_norm(s, names, ns) for s in schema]
     t = schema["type"]
-    if isinstance(t, (dict, list)) or (isinstance(t, str) and t not in PRIMITIVES | {"record", "enum", "array", "map", "fixed", "error"}):
+    if isinstance(t, (dict, list)) or (
+        isinstance(t, str) and t not in PRIMITIVES | {"record", "enum", "array", "map", "fixed", "error"}
+    ):
         return _norm(t, names, ns)
     if t in ("record", "error", "enum", "fixed"):
         name = schema["name"]

@@ -22,7 +22,7 @@ def phone_e164(raw: str | None, default_region: str = "IT") -> str | None:
     text = raw.strip()
     for prefix in ("whatsapp:", "tel:", "sip:"):
         if text.lower().startswith(prefix):
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
     text = text.split("@")[0]
     candidates = [text]
     if text and text[0] != "+":

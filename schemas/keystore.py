@@ -102,7 +102,9 @@ class PostgresKeyRing:
         def latest(conn) -> dict[str, tuple[int, str, bytes | None]]:
             rows = conn.execute(
                 f"select distinct on (lookup_ref) lookup_ref, generation, token, wrapped_key from {SCHEMA}.data_keys"
-                " where lookup_ref = any(%s) order by lookup_ref, generation desc", (list(refs.values()),)).fetchall()
+                " where lookup_ref = any(%s) order by lookup_ref, generation desc",
+                (list(refs.values()),),
+            ).fetchall()
             return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
         def go(conn) -> dict[Subject, DataKey]:
@@ -115,13 +117,24 @@ class PostgresKeyRing:
                         generation = have[refs[s]][0] + 1 if refs[s] in have else 0
                         token = self.pseudonymizer.token(s, generation)
                         key = AESGCM.generate_key(bit_length=256)
-                        rows.append((refs[s], generation, token, s.kind, self.wrapper.key_id,
-                                     self.wrapper.wrap(key, token.encode()), seal_value(key, s.value, token.encode())))
+                        rows.append(
+                            (
+                                refs[s],
+                                generation,
+                                token,
+                                s.kind,
+                                self.wrapper.key_id,
+                                self.wrapper.wrap(key, token.encode()),
+                                seal_value(key, s.value, token.encode()),
+                            )
+                        )
                     # two writers creating the same generation at once: the first insert wins, both read it back
                     cur.executemany(
                         f"insert into {SCHEMA}.data_keys (lookup_ref, generation, token, kind, wrapper_key_id,"
                         " wrapped_key, sealed_value) values (%s, %s, %s, %s, %s, %s, %s)"
-                        " on conflict (lookup_ref, generation) do nothing", rows)
+                        " on conflict (lookup_ref, generation) do nothing",
+                        rows,
+                    )
                 have = latest(conn)
             out = {}
             for s, ref in refs.items():
@@ -139,8 +152,11 @@ class PostgresKeyRing:
             return {}
 
         def go(conn) -> dict[str, Opened]:
-            rows = conn.execute(f"select token, wrapped_key, sealed_value from {SCHEMA}.data_keys"
-                                " where token = any(%s) and wrapped_key is not null", (wanted,)).fetchall()
+            rows = conn.execute(
+                f"select token, wrapped_key, sealed_value from {SCHEMA}.data_keys"
+                " where token = any(%s) and wrapped_key is not null",
+                (wanted,),
+            ).fetchall()
             out = {}
             for token, wrapped, blob in rows:
                 key = self.wrapper.unwrap(bytes(wrapped), token.encode())
@@ -156,15 +172,25 @@ class PostgresKeyRing:
         refs = sorted({self.pseudonymizer.lookup_ref(s) for s in subjects})
         if not refs:
             return []
-        return self._run(lambda conn: [r[0] for r in conn.execute(
-            f"select token from {SCHEMA}.data_keys where lookup_ref = any(%s) order by token", (refs,)).fetchall()])
+        return self._run(
+            lambda conn: [
+                r[0]
+                for r in conn.execute(
+                    f"select token from {SCHEMA}.data_keys where lookup_ref = any(%s) order by token", (refs,)
+                ).fetchall()
+            ]
+        )
 
     def current_token(self, subject: Subject) -> str | None:
         """The live token of a subject, None when it has none (never seen, or erased)."""
         ref = self.pseudonymizer.lookup_ref(subject)
-        row = self._run(lambda conn: conn.execute(
-            f"select token from {SCHEMA}.data_keys where lookup_ref = %s and wrapped_key is not null"
-            " order by generation desc limit 1", (ref,)).fetchone())
+        row = self._run(
+            lambda conn: conn.execute(
+                f"select token from {SCHEMA}.data_keys where lookup_ref = %s and wrapped_key is not null"
+                " order by generation desc limit 1",
+                (ref,),
+            ).fetchone()
+        )
         return row[0] if row else None
 
     def destroy(self, tokens: Iterable[str]) -> int:
@@ -175,9 +201,12 @@ class PostgresKeyRing:
             return 0
 
         def go(conn) -> int:
-            n = conn.execute(f"update {SCHEMA}.data_keys set wrapped_key = null, sealed_value = null,"
-                             " wrapper_key_id = null, destroyed_at = now() where token = any(%s)"
-                             " and wrapped_key is not null", (wanted,)).rowcount
+            n = conn.execute(
+                f"update {SCHEMA}.data_keys set wrapped_key = null, sealed_value = null,"
+                " wrapper_key_id = null, destroyed_at = now() where token = any(%s)"
+                " and wrapped_key is not null",
+                (wanted,),
+            ).rowcount
             conn.execute(f"vacuum {SCHEMA}.data_keys")
             return n
 
@@ -196,7 +225,9 @@ class CachedKeyRing:
     is never opened from a cache. A contact written within ``ttl`` after its customer's erasure is
     sealed under the destroyed key: it opens as erased (docs/privacy.md)."""
 
-    def __init__(self, ring: KeyRing, ttl: float, clock: Callable[[], float] = time.monotonic, max_entries: int = 100_000):
+    def __init__(
+        self, ring: KeyRing, ttl: float, clock: Callable[[], float] = time.monotonic, max_entries: int = 100_000
+    ):
         self.ring, self.ttl, self.clock, self.max_entries = ring, ttl, clock, max_entries
         self._cache: dict[Subject, tuple[float, DataKey]] = {}
 
@@ -232,8 +263,10 @@ def pseudonymizer_from(settings) -> Pseudonymizer:
 
     text = secret(settings, "privacy_pseudonym_key")
     if text is None:
-        raise ConfigError("THREADLINE_PRIVACY_PSEUDONYM_KEY (or _FILE) is unset: it is needed with "
-                          "THREADLINE_PRIVACY_MASTER_KEY (docs/privacy.md)")
+        raise ConfigError(
+            "THREADLINE_PRIVACY_PSEUDONYM_KEY (or _FILE) is unset: it is needed with "
+            "THREADLINE_PRIVACY_MASTER_KEY (docs/privacy.md)"
+        )
     try:
         return Pseudonymizer(decode_key(text, "THREADLINE_PRIVACY_PSEUDONYM_KEY"))
     except ValueError as exc:
@@ -305,7 +338,7 @@ class OpeningCodec:
 
     def _ask(self, tokens: list[str]) -> None:
         for i in range(0, len(tokens), 5000):
-            self._opened.update(self._resolve(tokens[i:i + 5000]))
+            self._opened.update(self._resolve(tokens[i : i + 5000]))
         self._asked.update(tokens)
 
     def prefetch(self, values: Iterable[bytes]) -> int:

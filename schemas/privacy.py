@@ -114,8 +114,11 @@ class Pseudonymizer:
 def is_pseudonym(value: str | None) -> bool:
     if not value:
         return False
-    return (value.endswith("@" + EMAIL_PSEUDONYM_DOMAIN) or value.startswith(OTHER_PSEUDONYM_PREFIX)
-            or (value.startswith(PHONE_PSEUDONYM_PREFIX) and len(value) == 16 and value[1:].isdigit()))
+    return (
+        value.endswith("@" + EMAIL_PSEUDONYM_DOMAIN)
+        or value.startswith(OTHER_PSEUDONYM_PREFIX)
+        or (value.startswith(PHONE_PSEUDONYM_PREFIX) and len(value) == 16 and value[1:].isdigit())
+    )
 
 
 @dataclass(frozen=True)
@@ -185,11 +188,18 @@ def seal_contact(record: dict, ring: KeyRing) -> dict:
     body_key = keys[body_subject]
     actor = dict(record.get("actor") or {})
     attachments = [dict(a) for a in record.get("attachments") or []]
-    body = {"subject": record.get("subject"), "text": record.get("text"), "display_name": actor.get("display_name"),
-            "attachments": [[a.get("name"), a.get("url")] for a in attachments],
-            "facts": [f["value"] for f in record.get("facts") or []]}  # as written (the key store has them normalized)
-    blob = seal_value(body_key.key, json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-                      _aad(str(record["event_id"]), body_key.token))
+    body = {
+        "subject": record.get("subject"),
+        "text": record.get("text"),
+        "display_name": actor.get("display_name"),
+        "attachments": [[a.get("name"), a.get("url")] for a in attachments],
+        "facts": [f["value"] for f in record.get("facts") or []],
+    }  # as written (the key store has them normalized)
+    blob = seal_value(
+        body_key.key,
+        json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        _aad(str(record["event_id"]), body_key.token),
+    )
     actor["display_name"] = None
     for a in attachments:
         a["name"] = a["url"] = None
@@ -197,7 +207,10 @@ def seal_contact(record: dict, ring: KeyRing) -> dict:
     out.update(
         identities=[dict(i, value=keys[identity_subject(i)].token) for i in identities],
         facts=[dict(f, value=keys[fact_subject(f)].token) for f in record.get("facts") or []],
-        subject=None, text=None, actor=actor, attachments=attachments,
+        subject=None,
+        text=None,
+        actor=actor,
+        attachments=attachments,
         sealed={"key": body_key.token, "nonce": blob[:NONCE_BYTES], "ciphertext": blob[NONCE_BYTES:]},
     )
     return out
@@ -255,8 +268,9 @@ def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
     hit = keys.get(sealed["key"])
     text = None
     if hit is not None:
-        text = open_value(hit.key, bytes(sealed["nonce"]) + bytes(sealed["ciphertext"]),
-                          _aad(str(record["event_id"]), sealed["key"]))
+        text = open_value(
+            hit.key, bytes(sealed["nonce"]) + bytes(sealed["ciphertext"]), _aad(str(record["event_id"]), sealed["key"])
+        )
     if text is None:
         return _erased(out)
     body = json.loads(text)
@@ -267,7 +281,7 @@ def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
         out["facts"] = [dict(f, value=v) for f, v in zip(out["facts"], written)]
     pairs = body.get("attachments") or []
     attachments = list(record.get("attachments") or [])
-    out["attachments"] = [dict(a, name=p[0], url=p[1]) for a, p in zip(attachments, pairs)] + attachments[len(pairs):]
+    out["attachments"] = [dict(a, name=p[0], url=p[1]) for a, p in zip(attachments, pairs)] + attachments[len(pairs) :]
     return _erased(out) if missing else out
 
 
@@ -347,8 +361,9 @@ class MemoryKeyRing:
             if not gens or gens[-1].wrapped is None:
                 token = self.pseudonymizer.token(s, len(gens))
                 key = AESGCM.generate_key(bit_length=256)
-                gens.append(_Row(token, self.wrapper.wrap(key, token.encode()),
-                                 seal_value(key, s.value, token.encode())))
+                gens.append(
+                    _Row(token, self.wrapper.wrap(key, token.encode()), seal_value(key, s.value, token.encode()))
+                )
             row = gens[-1]
             assert row.wrapped is not None
             out[s] = DataKey(row.token, self.wrapper.unwrap(row.wrapped, row.token.encode()))

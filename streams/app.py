@@ -45,8 +45,17 @@ APP_ID = "threadline-streams"
 STAGES = ("route", "identity", "conversations")
 CLOCK_INTERVAL = 1.0  # seconds between two looks at the clocks that fell due
 
-__all__ = ["APP_ID", "STAGES", "StreamTopics", "make_app", "create_app", "run_worker", "unlink_command",
-           "faust_broker", "store_url"]
+__all__ = [
+    "APP_ID",
+    "STAGES",
+    "StreamTopics",
+    "make_app",
+    "create_app",
+    "run_worker",
+    "unlink_command",
+    "faust_broker",
+    "store_url",
+]
 
 
 def faust_broker(settings: Settings) -> str:
@@ -74,7 +83,8 @@ def make_app(settings: Settings, app_id: str = APP_ID) -> faust.App:
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
-        broker=faust_broker(settings), broker_credentials=broker_credentials(settings),
+        broker=faust_broker(settings),
+        broker_credentials=broker_credentials(settings),
         store=store_url(),
         processing_guarantee="at_least_once",
         topic_partitions=catalog.EVENT_PARTITIONS,
@@ -94,8 +104,13 @@ def make_app(settings: Settings, app_id: str = APP_ID) -> faust.App:
     )
 
 
-def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | None = None,
-               rules: Rules | None = None, stages: tuple[str, ...] = STAGES) -> faust.App:
+def create_app(
+    settings: Settings,
+    app_id: str = APP_ID,
+    topics: StreamTopics | None = None,
+    rules: Rules | None = None,
+    stages: tuple[str, ...] = STAGES,
+) -> faust.App:
     """The App with its topology and the ``stages`` this worker runs (all three by default)."""
     rules = rules or rules_from_env()
     app = make_app(settings, app_id)
@@ -109,8 +124,9 @@ def create_app(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | 
         graph = IdentityGraph(GraphCache(topo.graph_table, lambda: app.consumer_generation_id), rules.identity)
         app.agent(topo.graph_in, name=f"{app_id}.identity")(identity_stage(ctx, codec, topo, graph))
     if "conversations" in stages:
-        scheduler = ClockScheduler(lateness_ms=rules.stitch.timer_grace_seconds * 1000,
-                                   idle_seconds=rules.stitch.idle_seconds)
+        scheduler = ClockScheduler(
+            lateness_ms=rules.stitch.timer_grace_seconds * 1000, idle_seconds=rules.stitch.idle_seconds
+        )
         stage = ConversationsStage(ctx, codec, topo, Stitcher(rules.stitch), scheduler)
         app.agent(topo.stitch_in, name=f"{app_id}.conversations")(stage.agent)
 
@@ -129,6 +145,7 @@ def unlink_command(a: str, b: str, *, command_id: str, at_ms: int | None = None)
     return _unlink_command(a, b, command_id=command_id, at_ms=at_ms or int(time.time() * 1000))
 
 
-def run_worker(settings: Settings, app_id: str = APP_ID, topics: StreamTopics | None = None,
-               stages: tuple[str, ...] = STAGES) -> None:
+def run_worker(
+    settings: Settings, app_id: str = APP_ID, topics: StreamTopics | None = None, stages: tuple[str, ...] = STAGES
+) -> None:
     _run_worker(create_app(settings, app_id=app_id, topics=topics, stages=stages), settings)

@@ -24,8 +24,16 @@ import uuid
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.app import StreamTopics
-from threadline.benchkit import (RATE_COLUMNS, BenchContext, Rate, Section, aiokafka_config, fmt_ratio,
-                              produce_kafka_python, rate_row)
+from threadline.benchkit import (
+    RATE_COLUMNS,
+    BenchContext,
+    Rate,
+    Section,
+    aiokafka_config,
+    fmt_ratio,
+    produce_kafka_python,
+    rate_row,
+)
 from threadline.process import terminate_tree
 
 BASELINE_COPY_AIO = "consume+produce.aiokafka"
@@ -38,10 +46,16 @@ def copy_aiokafka(settings, src: str, dst: str, events: int, timeout: float = 30
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
     async def run() -> Rate:
-        consumer = AIOKafkaConsumer(group_id=f"{src}.copy.{uuid.uuid4().hex[:8]}", auto_offset_reset="earliest",
-                                    enable_auto_commit=False, client_id="threadline-bench", **aiokafka_config(settings))
-        producer = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5, client_id="threadline-bench",
-                                    **aiokafka_config(settings))
+        consumer = AIOKafkaConsumer(
+            group_id=f"{src}.copy.{uuid.uuid4().hex[:8]}",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            client_id="threadline-bench",
+            **aiokafka_config(settings),
+        )
+        producer = AIOKafkaProducer(
+            acks="all", enable_idempotence=True, linger_ms=5, client_id="threadline-bench", **aiokafka_config(settings)
+        )
 
         class PauseOnAssign(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
@@ -79,8 +93,9 @@ def copy_aiokafka(settings, src: str, dst: str, events: int, timeout: float = 30
 def _create(admin, topics: StreamTopics, extra: list[str]) -> list[str]:
     specs = topics.specs()
     specs.update({name: (6, {"cleanup.policy": "delete"}) for name in extra})
-    admin.create_topics({n: {"num_partitions": p, "replication_factor": 1, "configs": cfg}
-                         for n, (p, cfg) in specs.items()})
+    admin.create_topics(
+        {n: {"num_partitions": p, "replication_factor": 1, "configs": cfg} for n, (p, cfg) in specs.items()}
+    )
     return list(specs)
 
 
@@ -142,8 +157,14 @@ def _tree_cpu(pids: list[int]) -> float:
     return total
 
 
-def run_pipeline(ctx: BenchContext, workers: int, label: str, *, stages: str = "route,identity,conversations",
-                 source: str = "contacts") -> tuple[Rate, StreamTopics]:
+def run_pipeline(
+    ctx: BenchContext,
+    workers: int,
+    label: str,
+    *,
+    stages: str = "route,identity,conversations",
+    source: str = "contacts",
+) -> tuple[Rate, StreamTopics]:
     """``workers`` worker processes running ``stages``; the batch is produced to the ``source``
     topic (``contacts``: the whole pipeline; ``graph``: the identity stage alone, records as the
     route stage forwards them). Rate.cpu_seconds: the workers' CPU in the timed window."""
@@ -158,14 +179,37 @@ def run_pipeline(ctx: BenchContext, workers: int, label: str, *, stages: str = "
     procs = []
     consumer = KafkaConsumer(**s.kafka_client_config())
     try:
-        env = {**os.environ, **s.to_env(), "THREADLINE_LOG_LEVEL": "WARNING", "THREADLINE_LOG_FORMAT": "json",
-               "THREADLINE_HOME": str(s.state_dir / "bench" / app_id),
-               "THREADLINE_WORKER_OPS_PORT": "0"}  # several workers on one machine: no /metrics
+        env = {
+            **os.environ,
+            **s.to_env(),
+            "THREADLINE_LOG_LEVEL": "WARNING",
+            "THREADLINE_LOG_FORMAT": "json",
+            "THREADLINE_HOME": str(s.state_dir / "bench" / app_id),
+            "THREADLINE_WORKER_OPS_PORT": "0",
+        }  # several workers on one machine: no /metrics
         for i in range(workers):
             log = open(s.state_dir / "logs" / f"{app_id}-{i}.log", "ab")
-            procs.append(subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "worker", "--app-id", app_id,
-                                           "--topic-prefix", prefix, "--stages", stages], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          cwd=REPO, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "threadline.tools.cli",
+                        "worker",
+                        "--app-id",
+                        app_id,
+                        "--topic-prefix",
+                        prefix,
+                        "--stages",
+                        stages,
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO,
+                    start_new_session=True,
+                )
+            )
         deadline = time.monotonic() + 120
         while not _group_stable(admin, app_id, workers):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -174,8 +218,9 @@ def run_pipeline(ctx: BenchContext, workers: int, label: str, *, stages: str = "
         pids = [p.pid for p in procs]
         cpu0 = _tree_cpu(pids)
         if source == "graph":  # as the route stage forwards them: the same bytes, one partition
-            produce_kafka_python(s, topics.graph, ctx.batch.values[:n], ctx.batch.keys[:n],
-                                 headers=[("kind", b"contact")])
+            produce_kafka_python(
+                s, topics.graph, ctx.batch.values[:n], ctx.batch.keys[:n], headers=[("kind", b"contact")]
+            )
             done = [topics.graph]
         else:
             produce_kafka_python(s, topics.contacts, ctx.batch.values[:n], ctx.batch.keys[:n])
@@ -188,8 +233,7 @@ def run_pipeline(ctx: BenchContext, workers: int, label: str, *, stages: str = "
         cpu = _tree_cpu(pids) - cpu0
         t0 = _first_timestamp(consumer, topics.graph)
         t1 = _last_timestamp(consumer, topics.resolved if source == "graph" else topics.conversations)
-        return Rate(n, (t1 - t0) / 1000, ctx.batch.payload_bytes * n // len(ctx.batch.values),
-                    cpu_seconds=cpu), topics
+        return Rate(n, (t1 - t0) / 1000, ctx.batch.payload_bytes * n // len(ctx.batch.values), cpu_seconds=cpu), topics
     finally:
         consumer.close()
         for p in procs:
@@ -209,13 +253,17 @@ def identity_plain(ctx: BenchContext) -> Rate:
     from streams.rules import rules_from_env
 
     codec = make_codec(ctx.settings)
-    records = [codec.decode(v).record for v in ctx.batch.values[:ctx.events]]
+    records = [codec.decode(v).record for v in ctx.batch.values[: ctx.events]]
     graph = IdentityGraph({}, rules_from_env().identity)
     t0, c0 = time.perf_counter(), time.process_time()
     for r in records:
         graph.observe(r)
-    return Rate(len(records), time.perf_counter() - t0, ctx.batch.payload_bytes * len(records) // len(ctx.batch.values),
-                cpu_seconds=time.process_time() - c0)
+    return Rate(
+        len(records),
+        time.perf_counter() - t0,
+        ctx.batch.payload_bytes * len(records) // len(ctx.batch.values),
+        cpu_seconds=time.process_time() - c0,
+    )
 
 
 def identity_suite(ctx: BenchContext) -> list[Section]:
@@ -224,15 +272,26 @@ def identity_suite(ctx: BenchContext) -> list[Section]:
     with ctx.console.status("identity stage alone, one worker ..."):
         stage, _ = run_pipeline(ctx, 1, "identity1", stages="identity", source="graph")
     ctx.rates["streams.identity-stage"], ctx.rates["streams.identity-plain"] = stage, plain
-    return [Section("Stream processors: the identity stage alone", RATE_COLUMNS, [
-        rate_row("IdentityGraph.observe on a dict (rules only)", plain),
-        rate_row("identity stage in `threadline worker --stages identity`", stage, plain),
-    ], text=["The bench batch written to the identity graph topic as the route stage forwards it, processed "
-             "by one worker running only the identity stage (decode, graph, tables with changelogs, "
-             "contacts.resolved.v1 and identities.v1 written); timed from the first graph record to the last "
-             "resolved contact. Beside it the graph's rules alone on a dict, in the bench process."],
-        notes=["ratio: the stage's contacts/s ÷ the rules' contacts/s on a dict.",
-               "CPU µs/event: the worker process's CPU (user + system) ÷ contacts; for the dict, this process's."])]
+    return [
+        Section(
+            "Stream processors: the identity stage alone",
+            RATE_COLUMNS,
+            [
+                rate_row("IdentityGraph.observe on a dict (rules only)", plain),
+                rate_row("identity stage in `threadline worker --stages identity`", stage, plain),
+            ],
+            text=[
+                "The bench batch written to the identity graph topic as the route stage forwards it, processed "
+                "by one worker running only the identity stage (decode, graph, tables with changelogs, "
+                "contacts.resolved.v1 and identities.v1 written); timed from the first graph record to the last "
+                "resolved contact. Beside it the graph's rules alone on a dict, in the bench process."
+            ],
+            notes=[
+                "ratio: the stage's contacts/s ÷ the rules' contacts/s on a dict.",
+                "CPU µs/event: the worker process's CPU (user + system) ÷ contacts; for the dict, this process's.",
+            ],
+        )
+    ]
 
 
 def streams_suite(ctx: BenchContext) -> list[Section]:
@@ -256,16 +315,28 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
     with ctx.console.status("identity + stitching, two workers ..."):
         two, _ = run_pipeline(ctx, 2, "streams2")
     ctx.rates["streams.one-worker"], ctx.rates["streams.two-workers"] = one, two
-    return [Section("Stream processors: identity resolution and conversation stitching", RATE_COLUMNS, [
-        rate_row("aiokafka consume + produce (baseline)", base),
-        rate_row("threadline worker ×1", one, base),
-        rate_row("threadline worker ×2", two, base),
-    ], text=["CPU µs/event of a worker row: the worker processes' CPU (user + system, summed) ÷ contacts; of the "
-             "baseline: the bench process's CPU.", "The bench batch of contacts through `threadline worker` (route → identity graph → "
-             "contacts.resolved → conversations, SLA clocks and tables with changelogs), each contact "
-             "decoded twice and encoded at least twice with the project's codec; workers are separate "
-             "processes on this machine, logging at WARNING. Baseline: the same records copied topic to "
-             "topic by one aiokafka consumer and producer (acks=all), no codec work."],
-        notes=["ratio: contacts/s through the worker(s) ÷ aiokafka consume-and-produce records/s.",
-               f"two workers ÷ one worker: {fmt_ratio(two.ratio(one))} (the identity graph has a single "
-               "writer; stitching is spread over the customer partitions)."])]
+    return [
+        Section(
+            "Stream processors: identity resolution and conversation stitching",
+            RATE_COLUMNS,
+            [
+                rate_row("aiokafka consume + produce (baseline)", base),
+                rate_row("threadline worker ×1", one, base),
+                rate_row("threadline worker ×2", two, base),
+            ],
+            text=[
+                "CPU µs/event of a worker row: the worker processes' CPU (user + system, summed) ÷ contacts; of the "
+                "baseline: the bench process's CPU.",
+                "The bench batch of contacts through `threadline worker` (route → identity graph → "
+                "contacts.resolved → conversations, SLA clocks and tables with changelogs), each contact "
+                "decoded twice and encoded at least twice with the project's codec; workers are separate "
+                "processes on this machine, logging at WARNING. Baseline: the same records copied topic to "
+                "topic by one aiokafka consumer and producer (acks=all), no codec work.",
+            ],
+            notes=[
+                "ratio: contacts/s through the worker(s) ÷ aiokafka consume-and-produce records/s.",
+                f"two workers ÷ one worker: {fmt_ratio(two.ratio(one))} (the identity graph has a single "
+                "writer; stitching is spread over the customer partitions).",
+            ],
+        )
+    ]

@@ -11,10 +11,13 @@ out = Console()
 identity_app = typer.Typer(no_args_is_help=True, help="The identity graph.")
 
 
-def worker(app_id: str = typer.Option("threadline-streams", help="faust app id (consumer group)"),
-           topic_prefix: str = typer.Option("", help="read and write <prefix>.<topic> instead of the catalog's"),
-           stages: str = typer.Option("route,identity,conversations",
-                                      help="the stages this worker runs (comma-separated); the bench runs one alone")):
+def worker(
+    app_id: str = typer.Option("threadline-streams", help="faust app id (consumer group)"),
+    topic_prefix: str = typer.Option("", help="read and write <prefix>.<topic> instead of the catalog's"),
+    stages: str = typer.Option(
+        "route,identity,conversations", help="the stages this worker runs (comma-separated); the bench runs one alone"
+    ),
+):
     """The stream processors (faust worker): identity, conversations, SLA clocks."""
     from streams.app import STAGES, StreamTopics, run_worker
     from threadline.process import claim
@@ -29,9 +32,11 @@ def worker(app_id: str = typer.Option("threadline-streams", help="faust app id (
 
 
 @identity_app.command("unlink")
-def identity_unlink(a: str = typer.Argument(..., help="identity as kind:[platform:]value, e.g. email:giulia@example.it"),
-                    b: str = typer.Argument(..., help="the other identity, e.g. phone:+393471234567"),
-                    topic_prefix: str = typer.Option("", help="as given to the worker")):
+def identity_unlink(
+    a: str = typer.Argument(..., help="identity as kind:[platform:]value, e.g. email:giulia@example.it"),
+    b: str = typer.Argument(..., help="the other identity, e.g. phone:+393471234567"),
+    topic_prefix: str = typer.Option("", help="as given to the worker"),
+):
     """Withdraw the link between two identities: they are never one customer again."""
     import uuid
 
@@ -48,8 +53,17 @@ def identity_unlink(a: str = typer.Argument(..., help="identity as kind:[platfor
     a, b = (pseudonymous(load_settings(), x) for x in (a, b))  # privacy on: the graph knows pseudonyms
     producer = BoundedProducer.from_settings(load_settings())  # every wait within THREADLINE_PRODUCE_DEADLINE_SECONDS
     try:
-        producer.wait([producer.send(topics.graph, key=b"unlink", value=unlink_command(a, b, command_id=command_id),
-                                     headers=[("kind", b"unlink")])], what="unlink command")
+        producer.wait(
+            [
+                producer.send(
+                    topics.graph,
+                    key=b"unlink",
+                    value=unlink_command(a, b, command_id=command_id),
+                    headers=[("kind", b"unlink")],
+                )
+            ],
+            what="unlink command",
+        )
     except KafkaUnavailable as exc:
         fail(f"{exc}: the unlink was not sent; run the command again once Kafka is back", 1)
     finally:

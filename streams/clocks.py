@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 class ClockScheduler:
     lateness_ms: int
     idle_seconds: float
-    watermarks: dict[int, int] = field(default_factory=dict)     # partition -> watermark (ms, event time)
-    idle_since: dict[int, float] = field(default_factory=dict)   # partition -> monotonic time of its last record
+    watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark (ms, event time)
+    idle_since: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time of its last record
     due_index: dict[str, tuple[int, int]] = field(default_factory=dict)  # customer -> (next deadline ms, partition)
-    ticked: dict[str, int] = field(default_factory=dict)         # customer -> the deadline it was handed out for
-    indexed_for: set[int] = field(default_factory=set)           # partitions whose customers are indexed
+    ticked: dict[str, int] = field(default_factory=dict)  # customer -> the deadline it was handed out for
+    indexed_for: set[int] = field(default_factory=set)  # partitions whose customers are indexed
 
     def see(self, partition: int, event_ms: int | None, mono: float) -> int | None:
         """A record arrived on ``partition`` (``event_ms``: its event time, None for a command):
@@ -55,8 +55,12 @@ class ClockScheduler:
         else:
             self.due_index[customer_id] = (deadline, partition)
 
-    def index(self, active: set[int], states: Callable[[], Iterable[tuple[str, dict]]],
-              deadline_of: Callable[[dict], int | None]) -> None:
+    def index(
+        self,
+        active: set[int],
+        states: Callable[[], Iterable[tuple[str, dict]]],
+        deadline_of: Callable[[dict], int | None],
+    ) -> None:
         """Index the customers of partitions assigned since the last call (``states``: every
         (customer, state) of the table, read only when there are such partitions); forget the
         partitions given away."""

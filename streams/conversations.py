@@ -93,6 +93,7 @@ MAX_FROZEN_MSG_IDS = 50  # message ids per frozen conversation (for nothing but 
 
 # -- contacts -------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ContactView:
     """What the rules need of a contact (a compact row in the state)."""
@@ -110,13 +111,35 @@ class ContactView:
     gen: int = 0  # the identity graph's position that assigned it to this customer
 
     def row(self) -> list:
-        return [self.event_id, self.t, self.recorded, self.channel, self.role, int(self.resolves),
-                list(self.message_ids), list(self.refs), self.call_id, [list(f) for f in self.facts], self.gen]
+        return [
+            self.event_id,
+            self.t,
+            self.recorded,
+            self.channel,
+            self.role,
+            int(self.resolves),
+            list(self.message_ids),
+            list(self.refs),
+            self.call_id,
+            [list(f) for f in self.facts],
+            self.gen,
+        ]
 
     @classmethod
     def from_row(cls, r: list) -> ContactView:
-        return cls(r[0], r[1], r[2], r[3], r[4], bool(r[5]), tuple(r[6]), tuple(r[7]), r[8],
-                   tuple(tuple(f) for f in r[9]), r[10])
+        return cls(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            bool(r[5]),
+            tuple(r[6]),
+            tuple(r[7]),
+            r[8],
+            tuple(tuple(f) for f in r[9]),
+            r[10],
+        )
 
 
 def view(contact: dict, gen: int = 0) -> ContactView:
@@ -129,15 +152,26 @@ def view(contact: dict, gen: int = 0) -> ContactView:
     meta = contact.get("metadata") or {}
     ids = [x for x in (thread.get("message_id"), contact.get("provider_id")) if x]
     refs = [x for x in (thread.get("in_reply_to"), *(thread.get("references") or []), thread.get("reply_to_id")) if x]
-    kind = (CUSTOMER if direction == "inbound" and role == "customer"
-            else AGENT if direction == "outbound" and role == "agent" else OTHER)
+    kind = (
+        CUSTOMER
+        if direction == "inbound" and role == "customer"
+        else AGENT
+        if direction == "outbound" and role == "agent"
+        else OTHER
+    )
     return ContactView(
-        event_id=contact["event_id"], t=to_millis(contact["occurred_at"]),
+        event_id=contact["event_id"],
+        t=to_millis(contact["occurred_at"]),
         recorded=to_millis(contact.get("recorded_at") or contact["occurred_at"]),
-        channel=contact.get("channel") or "other", role=kind,
+        channel=contact.get("channel") or "other",
+        role=kind,
         resolves=contact.get("event_type") in RESOLVING_TYPES or meta.get("conversation_status") == "resolved",
-        message_ids=tuple(dict.fromkeys(ids)), refs=tuple(dict.fromkeys(refs)), call_id=thread.get("call_id") or None,
-        facts=tuple(facts), gen=gen)
+        message_ids=tuple(dict.fromkeys(ids)),
+        refs=tuple(dict.fromkeys(refs)),
+        call_id=thread.get("call_id") or None,
+        facts=tuple(facts),
+        gen=gen,
+    )
 
 
 def order(c: ContactView) -> tuple[int, str]:
@@ -145,6 +179,7 @@ def order(c: ContactView) -> tuple[int, str]:
 
 
 # -- conversations --------------------------------------------------------------------------
+
 
 @dataclass
 class Clock:
@@ -171,7 +206,9 @@ class Clock:
     def stop(self, at: int, hours) -> None:
         if self.state in ("hit", "breached"):
             return
-        due = self.due(hours) if self.state == "running" else sla.add_ms(at, max(0, self.target * 1000 - self.acc), hours)
+        due = (
+            self.due(hours) if self.state == "running" else sla.add_ms(at, max(0, self.target * 1000 - self.acc), hours)
+        )
         spent = self.elapsed(at, hours)
         met = spent <= self.target * 1000
         self.acc, self.since = spent, None
@@ -202,8 +239,14 @@ class Clock:
             d, spent = sla.add_ms(at, left, hours), self.acc
         else:
             d, spent = self.due(hours), self.elapsed(max(at, self.started), hours)
-        return {"kind": self.kind, "target_seconds": self.target, "started_at": self.started, "due_at": d,
-                "elapsed_seconds": spent // 1000, "state": self.state}
+        return {
+            "kind": self.kind,
+            "target_seconds": self.target,
+            "started_at": self.started,
+            "due_at": d,
+            "elapsed_seconds": spent // 1000,
+            "state": self.state,
+        }
 
 
 @dataclass
@@ -303,12 +346,17 @@ def segment(customer_id: str, contacts: list[ContactView], rules: StitchRules) -
                 conv = cur
             else:
                 _close(cur, cur.last_at + rules.window(cur.channel) * 1000, "inactivity", hours)
-        elif (cur is not None and cur.resolved_at is not None and cur.resolved_by != "inactivity"
-              and c.t - cur.resolved_at <= rules.reopen_seconds * 1000):
+        elif (
+            cur is not None
+            and cur.resolved_at is not None
+            and cur.resolved_by != "inactivity"
+            and c.t - cur.resolved_at <= rules.reopen_seconds * 1000
+        ):
             conv, reopen = cur, True
         if conv is None:
-            conv = Conversation(conversation_id(customer_id, c.event_id), customer_id, opened_at=c.t, last_at=c.t,
-                                channel=c.channel)
+            conv = Conversation(
+                conversation_id(customer_id, c.event_id), customer_id, opened_at=c.t, last_at=c.t, channel=c.channel
+            )
             convs.append(conv)
         if reopen:
             conv.status, conv.resolved_at, conv.resolved_by = "open", None, None
@@ -417,6 +465,7 @@ def deadline(convs: list[Conversation], rules: StitchRules) -> int | None:
 
 # -- state and the difference -----------------------------------------------------------------
 
+
 def current(state: dict | None) -> dict | None:
     """A state of this format, or None (a state written by an earlier format starts afresh: rebuild
     the table from contacts.resolved.v1 to get its history back)."""
@@ -424,8 +473,18 @@ def current(state: dict | None) -> dict | None:
 
 
 def new_state(customer_id: str) -> dict:
-    return {"customer_id": customer_id, "wm": None, "contacts": [], "pub": {}, "frozen": [], "horizon": None,
-            "old_ids": [], "gone": {}, "facts": {}, "outbox": {}}
+    return {
+        "customer_id": customer_id,
+        "wm": None,
+        "contacts": [],
+        "pub": {},
+        "frozen": [],
+        "horizon": None,
+        "old_ids": [],
+        "gone": {},
+        "facts": {},
+        "outbox": {},
+    }
 
 
 def _copy(state: dict) -> dict:
@@ -433,9 +492,27 @@ def _copy(state: dict) -> dict:
     return orjson.loads(orjson.dumps(state))
 
 
-EVENT_KEYS = ("event_id", "event_type", "occurred_at", "recorded_at", "customer_id", "conversation_id", "channel",
-              "previous_channel", "contact_event_id", "waiting_on", "sla", "version", "status", "opened_at",
-              "messages", "breaches", "open_sla", "merged_into", "merged_into_customer_id")
+EVENT_KEYS = (
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "recorded_at",
+    "customer_id",
+    "conversation_id",
+    "channel",
+    "previous_channel",
+    "contact_event_id",
+    "waiting_on",
+    "sla",
+    "version",
+    "status",
+    "opened_at",
+    "messages",
+    "breaches",
+    "open_sla",
+    "merged_into",
+    "merged_into_customer_id",
+)
 
 
 def _unpack(entry: list) -> list[dict]:
@@ -456,8 +533,9 @@ class Stitcher:
 
     # -- entry points ----------------------------------------------------------------------
 
-    def apply(self, state: dict | None, contact: dict, *, wm: int | None = None, gen: int = 0
-              ) -> tuple[dict, list[dict]]:
+    def apply(
+        self, state: dict | None, contact: dict, *, wm: int | None = None, gen: int = 0
+    ) -> tuple[dict, list[dict]]:
         """One resolved contact (``gen``: the identity graph's position that assigned it here;
         ``wm``: the partition's watermark): the new state and the events of the difference."""
         c = view(contact, gen)
@@ -484,8 +562,16 @@ class Stitcher:
         self._remember(state, key, events)
         return state, events
 
-    def remove(self, state: dict | None, event_ids: list[str], to_customer: str | None, *, gen: int,
-               wm: int | None = None, at: int | None = None) -> tuple[dict, list[dict]]:
+    def remove(
+        self,
+        state: dict | None,
+        event_ids: list[str],
+        to_customer: str | None,
+        *,
+        gen: int,
+        wm: int | None = None,
+        at: int | None = None,
+    ) -> tuple[dict, list[dict]]:
         """Identity moved these contacts to ``to_customer`` (a merge or an unmerge) at graph
         position ``gen``: the conversations are recomputed without them; a conversation left
         with none ends ``merged_into``."""
@@ -531,8 +617,16 @@ class Stitcher:
 
     # -- the difference --------------------------------------------------------------------
 
-    def _recompute(self, state: dict, *, wm: int | None, recorded: int | None, cause: str | None,
-                   moved_to: str | None = None, removed: dict | None = None) -> list[dict]:
+    def _recompute(
+        self,
+        state: dict,
+        *,
+        wm: int | None,
+        recorded: int | None,
+        cause: str | None,
+        moved_to: str | None = None,
+        removed: dict | None = None,
+    ) -> list[dict]:
         contacts = [ContactView.from_row(r) for r in state["contacts"]]
         top = contacts[-1].t if contacts else None
         wms = [w for w in (state["wm"], wm, top) if w is not None]
@@ -557,11 +651,23 @@ class Stitcher:
         state["deadline"] = deadline(convs, self.rules)
         return events
 
-    def _diff(self, state: dict, conv: Conversation, p: dict | None, views: dict, recorded: int | None,
-              facts: list[dict]) -> list[dict]:
+    def _diff(
+        self, state: dict, conv: Conversation, p: dict | None, views: dict, recorded: int | None, facts: list[dict]
+    ) -> list[dict]:
         new = p is None
-        p = p or {"v": 0, "c": [], "sw": [], "ro": [], "st": "open", "ra": None, "w": ["nobody", None], "k": {},
-                  "e": [], "o": conv.opened_at, "la": conv.last_at}
+        p = p or {
+            "v": 0,
+            "c": [],
+            "sw": [],
+            "ro": [],
+            "st": "open",
+            "ra": None,
+            "w": ["nobody", None],
+            "k": {},
+            "e": [],
+            "o": conv.opened_at,
+            "la": conv.last_at,
+        }
         out: list[tuple] = []  # (type, subject, at, contact, extras)
         first = views[conv.contacts[0]]
         if new:
@@ -586,7 +692,9 @@ class Stitcher:
             if eid not in now:
                 v = views.get(eid)
                 out.append(("message_removed", eid, v.t if v else conv.last_at, v, {}))
-        if [conv.waiting_on, conv.waiting_by] != p["w"] and not (conv.status == "resolved" and conv.waiting_on == "nobody"):
+        if [conv.waiting_on, conv.waiting_by] != p["w"] and not (
+            conv.status == "resolved" and conv.waiting_on == "nobody"
+        ):
             by = views.get(conv.waiting_by) if conv.waiting_by else None
             at = by.t if by else (conv.resolved_at or conv.last_at)
             out.append(("waiting_changed", f"{conv.waiting_on}:{conv.waiting_by}", at, by, {}))
@@ -599,20 +707,30 @@ class Stitcher:
             # announced when it starts, and again when a late contact takes back its stop (a reply or
             # a pause before its due time): it runs (or is paused) again
             if before is None or (before in ("hit", "breached") and clock.state not in ("hit", "breached")):
-                out.append(("sla_started", key, clock.started, views.get(self._starter(conv, clock, views)),
-                            {"clock": clock}))
+                out.append(
+                    ("sla_started", key, clock.started, views.get(self._starter(conv, clock, views)), {"clock": clock})
+                )
             # a stopped clock is (re)announced when it stops, and again when a late contact moves
             # the time it stopped at (an earlier reply, a pause), so the event that stands says when
             if clock.state in ("hit", "breached") and (
-                    before != clock.state or (before_end is not None and before_end != clock.end)):
-                out.append(("sla_" + ("hit" if clock.state == "hit" else "breached"), key, clock.end, None,
-                            {"clock": clock}))
+                before != clock.state or (before_end is not None and before_end != clock.end)
+            ):
+                out.append(
+                    ("sla_" + ("hit" if clock.state == "hit" else "breached"), key, clock.end, None, {"clock": clock})
+                )
         for key, entry in sorted(gone.items()):
             if key not in keys:  # taken back by a late contact: its earlier events no longer stand
                 kind, started = key.split("#", 1)[0].rsplit(":", 1)
                 last, end = published_clock(entry)
-                out.append(("sla_withdrawn", key, int(started), None,
-                            {"clock": withdrawn_clock(kind, int(started), last, end, entry)}))
+                out.append(
+                    (
+                        "sla_withdrawn",
+                        key,
+                        int(started),
+                        None,
+                        {"clock": withdrawn_clock(kind, int(started), last, end, entry)},
+                    )
+                )
         if conv.status == "resolved" and (p["st"] != "resolved" or p["ra"] != conv.resolved_at):
             by = views.get(conv.resolved_by) if conv.resolved_by != "inactivity" else None
             out.append(("resolved", f"{conv.resolved_at}:{conv.resolved_by}", conv.resolved_at, by, {}))
@@ -634,16 +752,40 @@ class Stitcher:
                 rec_at = at
             else:
                 rec_at = max(at, contact.recorded) if contact else max(at, recorded or at)
-            events.append(self._event(
-                state, conv.id, etype, eid, at, rec_at, version=v, contact=contact,
-                channel=contact.channel if contact else conv.channel, previous=extra.get("previous_channel"),
-                sla_record=clock.record(at, self.hours) if clock else None, snapshot=snapshot, facts=facts))
+            events.append(
+                self._event(
+                    state,
+                    conv.id,
+                    etype,
+                    eid,
+                    at,
+                    rec_at,
+                    version=v,
+                    contact=contact,
+                    channel=contact.channel if contact else conv.channel,
+                    previous=extra.get("previous_channel"),
+                    sla_record=clock.record(at, self.hours) if clock else None,
+                    snapshot=snapshot,
+                    facts=facts,
+                )
+            )
         state["pub"][conv.id] = {
-            "v": v, "c": list(conv.contacts), "sw": [s[0] for s in conv.switches], "ro": list(conv.reopens),
-            "st": conv.status, "ra": conv.resolved_at, "w": [conv.waiting_on, conv.waiting_by],
-            "k": {k: [c.state, c.end, c.target] for k, c in zip(keys, conv.clocks)}, "e": sorted(emitted),
+            "v": v,
+            "c": list(conv.contacts),
+            "sw": [s[0] for s in conv.switches],
+            "ro": list(conv.reopens),
+            "st": conv.status,
+            "ra": conv.resolved_at,
+            "w": [conv.waiting_on, conv.waiting_by],
+            "k": {k: [c.state, c.end, c.target] for k, c in zip(keys, conv.clocks)},
+            "e": sorted(emitted),
             "o": conv.opened_at,
-            "la": conv.last_at, "n": len(conv.contacts), "b": conv.breaches, "ch": conv.channel, "s": snapshot}
+            "la": conv.last_at,
+            "n": len(conv.contacts),
+            "b": conv.breaches,
+            "ch": conv.channel,
+            "s": snapshot,
+        }
         return events
 
     @staticmethod
@@ -652,38 +794,102 @@ class Stitcher:
 
     def _snapshot(self, conv: Conversation) -> dict:
         nxt = conv.next_clock(self.hours)
-        return {"status": conv.status, "opened_at": conv.opened_at, "messages": len(conv.contacts),
-                "breaches": conv.breaches, "waiting_on": conv.waiting_on,
-                "open_sla": nxt.record(conv.last_at, self.hours) if nxt else None}
+        return {
+            "status": conv.status,
+            "opened_at": conv.opened_at,
+            "messages": len(conv.contacts),
+            "breaches": conv.breaches,
+            "waiting_on": conv.waiting_on,
+            "open_sla": nxt.record(conv.last_at, self.hours) if nxt else None,
+        }
 
-    def _ended(self, state: dict, cid: str, p: dict, target: str | None, to_customer: str | None,
-               facts: list[dict]) -> list[dict]:
+    def _ended(
+        self, state: dict, cid: str, p: dict, target: str | None, to_customer: str | None, facts: list[dict]
+    ) -> list[dict]:
         v = p["v"] + 1
         subject = f"{target or ''}:{to_customer or ''}"
         base = str(uuid.uuid5(CONVERSATION_NS, f"{cid}:merged_into:{subject}"))
         eid = base if _short(base) not in p["e"] else str(uuid.uuid5(CONVERSATION_NS, f"{base}:{v}"))
         at = p["la"]
-        snapshot = {"status": "merged_into", "opened_at": p["o"], "messages": 0, "breaches": 0,
-                    "waiting_on": "nobody", "open_sla": None}
-        ev = self._event(state, cid, "merged_into", eid, at, at, version=v, contact=None, channel=p.get("ch"),
-                         previous=None, sla_record=None, snapshot=snapshot, facts=facts)
+        snapshot = {
+            "status": "merged_into",
+            "opened_at": p["o"],
+            "messages": 0,
+            "breaches": 0,
+            "waiting_on": "nobody",
+            "open_sla": None,
+        }
+        ev = self._event(
+            state,
+            cid,
+            "merged_into",
+            eid,
+            at,
+            at,
+            version=v,
+            contact=None,
+            channel=p.get("ch"),
+            previous=None,
+            sla_record=None,
+            snapshot=snapshot,
+            facts=facts,
+        )
         ev["merged_into"] = target
         ev["merged_into_customer_id"] = to_customer
-        state["pub"][cid] = {**p, "v": v, "c": [], "sw": [], "ro": [], "st": "merged_into", "k": {}, "kx": p["k"],
-                             "w": ["nobody", None], "e": sorted({*p["e"], _short(base)}), "n": 0, "b": 0,
-                             "s": snapshot}
+        state["pub"][cid] = {
+            **p,
+            "v": v,
+            "c": [],
+            "sw": [],
+            "ro": [],
+            "st": "merged_into",
+            "k": {},
+            "kx": p["k"],
+            "w": ["nobody", None],
+            "e": sorted({*p["e"], _short(base)}),
+            "n": 0,
+            "b": 0,
+            "s": snapshot,
+        }
         return [ev]
 
-    def _event(self, state: dict, cid: str, etype: str, eid: str, at: int, recorded: int, *, version: int,
-               contact: ContactView | None, channel: str | None, previous: str | None, sla_record: dict | None,
-               snapshot: dict, facts: list[dict]) -> dict:
+    def _event(
+        self,
+        state: dict,
+        cid: str,
+        etype: str,
+        eid: str,
+        at: int,
+        recorded: int,
+        *,
+        version: int,
+        contact: ContactView | None,
+        channel: str | None,
+        previous: str | None,
+        sla_record: dict | None,
+        snapshot: dict,
+        facts: list[dict],
+    ) -> dict:
         return {
-            "event_id": eid, "event_type": etype, "occurred_at": at, "recorded_at": recorded,
-            "customer_id": state["customer_id"], "conversation_id": cid, "channel": channel,
-            "previous_channel": previous, "contact_event_id": contact.event_id if contact else None,
-            "waiting_on": snapshot["waiting_on"], "sla": sla_record, "facts": facts, "version": version,
-            "status": snapshot["status"], "opened_at": snapshot["opened_at"], "messages": snapshot["messages"],
-            "breaches": snapshot["breaches"], "open_sla": snapshot["open_sla"], "merged_into": None,
+            "event_id": eid,
+            "event_type": etype,
+            "occurred_at": at,
+            "recorded_at": recorded,
+            "customer_id": state["customer_id"],
+            "conversation_id": cid,
+            "channel": channel,
+            "previous_channel": previous,
+            "contact_event_id": contact.event_id if contact else None,
+            "waiting_on": snapshot["waiting_on"],
+            "sla": sla_record,
+            "facts": facts,
+            "version": version,
+            "status": snapshot["status"],
+            "opened_at": snapshot["opened_at"],
+            "messages": snapshot["messages"],
+            "breaches": snapshot["breaches"],
+            "open_sla": snapshot["open_sla"],
+            "merged_into": None,
             "merged_into_customer_id": None,
         }
 
@@ -699,8 +905,11 @@ class Stitcher:
                 k = (kind, "") if kind == "language" else (kind, value)
                 cand = (c.t, c.event_id, value, source)
                 have = known.get(k)
-                if have is None or (kind == "language" and cand[:2] > have[:2]) or (
-                        kind != "language" and cand[:2] < have[:2]):
+                if (
+                    have is None
+                    or (kind == "language" and cand[:2] > have[:2])
+                    or (kind != "language" and cand[:2] < have[:2])
+                ):
                     known[k] = cand
         ordered = sorted(known.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]))
         return [{"kind": k[0], "value": v[2], "source": v[3]} for k, v in ordered]
@@ -719,12 +928,32 @@ class Stitcher:
             if k not in state["facts"]:
                 state["facts"][k] = [c.t, c.event_id, value, source]
         facts = self._facts(state, [ContactView.from_row(r) for r in state["contacts"]])
-        snapshot = {"status": "resolved", "opened_at": holder["o"], "messages": holder["n"], "breaches": holder["b"],
-                    "waiting_on": "nobody", "open_sla": None}
+        snapshot = {
+            "status": "resolved",
+            "opened_at": holder["o"],
+            "messages": holder["n"],
+            "breaches": holder["b"],
+            "waiting_on": "nobody",
+            "open_sla": None,
+        }
         eid = str(uuid.uuid5(CONVERSATION_NS, f"{holder['id']}:message_appended:{c.event_id}"))
-        return [self._event(state, holder["id"], "message_appended", eid, c.t, max(c.t, c.recorded),
-                            version=holder["v"], contact=c, channel=c.channel, previous=None, sla_record=None,
-                            snapshot=snapshot, facts=facts)]
+        return [
+            self._event(
+                state,
+                holder["id"],
+                "message_appended",
+                eid,
+                c.t,
+                max(c.t, c.recorded),
+                version=holder["v"],
+                contact=c,
+                channel=c.channel,
+                previous=None,
+                sla_record=None,
+                snapshot=snapshot,
+                facts=facts,
+            )
+        ]
 
     def _freeze(self, state: dict, convs: list[Conversation], views: dict) -> None:
         wm, keep = state["wm"], self.rules.retention_seconds * 1000
@@ -738,9 +967,18 @@ class Stitcher:
             if rest and conv.last_at >= min(cv.opened_at for cv in rest):
                 break
             p = state["pub"].pop(conv.id, None) or {"v": 0}
-            state["frozen"] = [*state["frozen"], {
-                "id": conv.id, "o": conv.opened_at, "la": conv.last_at, "ra": conv.resolved_at,
-                "n": len(conv.contacts), "b": conv.breaches, "v": p["v"]}][-MAX_FROZEN:]
+            state["frozen"] = [
+                *state["frozen"],
+                {
+                    "id": conv.id,
+                    "o": conv.opened_at,
+                    "la": conv.last_at,
+                    "ra": conv.resolved_at,
+                    "n": len(conv.contacts),
+                    "b": conv.breaches,
+                    "v": p["v"],
+                },
+            ][-MAX_FROZEN:]
             ids = set(conv.contacts)
             for c in (views[e] for e in conv.contacts):
                 for kind, value, source in c.facts:

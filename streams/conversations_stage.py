@@ -30,8 +30,7 @@ from threadline import metrics
 
 
 class ConversationsStage:
-    def __init__(self, ctx: StageContext, codec: Codec, topo: Topology, stitcher: Stitcher,
-                 scheduler: ClockScheduler):
+    def __init__(self, ctx: StageContext, codec: Codec, topo: Topology, stitcher: Stitcher, scheduler: ClockScheduler):
         self.ctx, self.codec, self.topo, self.stitcher, self.clocks = ctx, codec, topo, stitcher, scheduler
         self.names = topo.names
         assert topo.conv_table is not None, "the conversations stage needs its table"
@@ -41,8 +40,9 @@ class ConversationsStage:
 
     # -- one batch --------------------------------------------------------------------------
 
-    def _step(self, event: Any, states: dict[str, dict | None], mono: float
-              ) -> tuple[str, dict | None, dict | None, list[dict], str | None] | None:
+    def _step(
+        self, event: Any, states: dict[str, dict | None], mono: float
+    ) -> tuple[str, dict | None, dict | None, list[dict], str | None] | None:
         """One record: (customer, state before, state after, events, contact id), or None when it
         changes nothing. Raises DECODE_ERRORS for a record the rules cannot process."""
         msg = event.message
@@ -75,16 +75,27 @@ class ConversationsStage:
         new, events = stitcher.apply(state, record, wm=wm, gen=gen)
         return cid, state, new, events, record["event_id"]
 
-    def _publish(self, out: Outputs, cid: str, events: list[dict], contact_id: str | None, partition: int,
-                 offset: int | None) -> None:
+    def _publish(
+        self, out: Outputs, cid: str, events: list[dict], contact_id: str | None, partition: int, offset: int | None
+    ) -> None:
         for e in events:
-            out.add(self.names.conversations, cid.encode(),
-                    self.codec.encode(self.names.conversations, schemas.CONVERSATION_EVENT, e),
-                    {"event_id": e["event_id"]})
+            out.add(
+                self.names.conversations,
+                cid.encode(),
+                self.codec.encode(self.names.conversations, schemas.CONVERSATION_EVENT, e),
+                {"event_id": e["event_id"]},
+            )
             if e["event_type"] in metrics.SLA_EVENTS:
                 self.sla_events(metrics.SLA_EVENTS[e["event_type"]], e["channel"] or "other").inc()
-            log.info("conversation_" + e["event_type"], event_id=e["event_id"], customer_id=cid,
-                     contact_event_id=contact_id, version=e["version"], partition=partition, offset=offset)
+            log.info(
+                "conversation_" + e["event_type"],
+                event_id=e["event_id"],
+                customer_id=cid,
+                contact_event_id=contact_id,
+                version=e["version"],
+                partition=partition,
+                offset=offset,
+            )
 
     def process(self, events: list, out: Outputs) -> None:
         """Apply a batch; each changed state written once, at the end, for its partition."""

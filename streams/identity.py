@@ -70,8 +70,20 @@ IDENTITY_EVENT_NS = uuid.UUID("7d1e4a9b-2c3f-5a6e-8b1d-9f0e2c4a6b8d")
 
 SAME_CONTACT, SHARED_FACT, HINT = "same_contact", "shared_fact", "hint"
 RULE_RANK = {SAME_CONTACT: 0, SHARED_FACT: 1, HINT: 2}
-NOREPLY_LOCALS = frozenset({"noreply", "no-reply", "no_reply", "donotreply", "do-not-reply",
-                            "mailer-daemon", "postmaster", "unknown", "none", "test"})
+NOREPLY_LOCALS = frozenset(
+    {
+        "noreply",
+        "no-reply",
+        "no_reply",
+        "donotreply",
+        "do-not-reply",
+        "mailer-daemon",
+        "postmaster",
+        "unknown",
+        "none",
+        "test",
+    }
+)
 
 
 def identity_key(identity: dict) -> str:
@@ -121,7 +133,7 @@ class Evidence:
     occurred_ms: int
     anchor: str | None
     nodes: tuple[tuple[str, str, str], ...]  # (node key, kind, rule)
-    rejected: tuple[tuple[str, str], ...]    # (identity key, reason) refused before linking
+    rejected: tuple[tuple[str, str], ...]  # (identity key, reason) refused before linking
 
 
 def evidence(contact: dict, rules: IdentityRules) -> Evidence:
@@ -155,8 +167,13 @@ def evidence(contact: dict, rules: IdentityRules) -> Evidence:
     # limit refuses a link it is the weaker identity that is left out, never the contact.
     usable = [n for n in nodes.values() if n[1] != "fact" and n[2] != HINT]
     anchor = min(usable, key=lambda n: (rules.rank(n[1]), n[0] != primary_key, n[0]))[0] if usable else None
-    return Evidence(contact["event_id"], to_millis(contact["occurred_at"]), anchor,
-                    tuple(sorted(nodes.values())), tuple(sorted(rejected)))
+    return Evidence(
+        contact["event_id"],
+        to_millis(contact["occurred_at"]),
+        anchor,
+        tuple(sorted(nodes.values())),
+        tuple(sorted(rejected)),
+    )
 
 
 def customer_id_for(anchor_event_id: str) -> str:
@@ -173,7 +190,7 @@ class Change:
     """What one contact or command did to the graph."""
 
     customer_id: str | None
-    events: list[dict] = field(default_factory=list)      # identities.v1 records
+    events: list[dict] = field(default_factory=list)  # identities.v1 records
     rekeyed: list[tuple[str, str, str]] = field(default_factory=list)  # (event_id, new, old customer)
     duplicate: bool = False
 
@@ -183,33 +200,39 @@ class ContactRecord:
     """What the graph stores of one contact (``e:<event id>``)."""
 
     occurred_ms: int
-    anchor: str | None                        # its strongest identity; None when every one was blocked
-    nodes: tuple[tuple[str, str, str], ...]   # (node key, kind, rule)
+    anchor: str | None  # its strongest identity; None when every one was blocked
+    nodes: tuple[tuple[str, str, str], ...]  # (node key, kind, rule)
     customer_id: str | None = None
-    events: tuple[dict, ...] = ()             # the identities.v1 records it caused: a duplicate gets them again
+    events: tuple[dict, ...] = ()  # the identities.v1 records it caused: a duplicate gets them again
 
     def with_customer(self, customer_id: str | None) -> ContactRecord:
         return ContactRecord(self.occurred_ms, self.anchor, self.nodes, customer_id, self.events)
 
     def to_json(self) -> dict:
-        return {"occurred_ms": self.occurred_ms, "anchor": self.anchor, "nodes": [list(n) for n in self.nodes],
-                "customer_id": self.customer_id, "events": list(self.events)}
+        return {
+            "occurred_ms": self.occurred_ms,
+            "anchor": self.anchor,
+            "nodes": [list(n) for n in self.nodes],
+            "customer_id": self.customer_id,
+            "events": list(self.events),
+        }
 
     @classmethod
     def from_json(cls, raw: Mapping) -> ContactRecord:
         if "t" in raw:  # the form with one-letter keys
             return cls(raw["t"], raw["a"], _node_triples(raw["n"]), raw["cust"], tuple(raw.get("out", ())))
-        return cls(raw["occurred_ms"], raw["anchor"], _node_triples(raw["nodes"]), raw["customer_id"],
-                   tuple(raw["events"]))
+        return cls(
+            raw["occurred_ms"], raw["anchor"], _node_triples(raw["nodes"]), raw["customer_id"], tuple(raw["events"])
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class NodeRecord:
     """What the graph stores of one node (``n:<node key>``)."""
 
-    contacts: tuple[str, ...] = ()      # the event ids of the contacts that carry it, in arrival order
+    contacts: tuple[str, ...] = ()  # the event ids of the contacts that carry it, in arrival order
     customer_id: str | None = None
-    unlinked: tuple[str, ...] = ()      # nodes an operator unlinked from this one, for good (sorted)
+    unlinked: tuple[str, ...] = ()  # nodes an operator unlinked from this one, for good (sorted)
 
     def with_customer(self, customer_id: str | None) -> NodeRecord:
         return NodeRecord(self.contacts, customer_id, self.unlinked)
@@ -370,12 +393,22 @@ class IdentityGraph:
             self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times)
             change.customer_id = self._contact(eid).customer_id
         for key, reason in ev.rejected:
-            change.events.append(self._event("link_rejected", change.customer_id, times, source=eid,
-                                             identities=[key], rule="guardrail", reason=reason))
+            change.events.append(
+                self._event(
+                    "link_rejected",
+                    change.customer_id,
+                    times,
+                    source=eid,
+                    identities=[key],
+                    rule="guardrail",
+                    reason=reason,
+                )
+            )
         change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
         done = self._contact(eid)
-        self._put_contact(eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, done.customer_id,
-                                             tuple(change.events)))
+        self._put_contact(
+            eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, done.customer_id, tuple(change.events))
+        )
         return change
 
     def unlink(self, a: str, b: str, command_id: str, at_ms: int) -> Change:
@@ -418,8 +451,9 @@ class IdentityGraph:
                     todo.extend(n[0] for n in ev.nodes if n[0] not in nodes)
         return nodes, contacts
 
-    def _recompute(self, start: list[str], change: Change, *, source: str, times: tuple[int, int],
-                   reason: str | None = None) -> None:
+    def _recompute(
+        self, start: list[str], change: Change, *, source: str, times: tuple[int, int], reason: str | None = None
+    ) -> None:
         nodes, contacts = self._region(start)
         kinds = {}
         for ev in contacts.values():
@@ -449,8 +483,17 @@ class IdentityGraph:
                 if eid == source:
                     used_rules.add(rule)
             elif eid == source:
-                change.events.append(self._event("link_rejected", None, times, source=source,
-                                                 identities=[anchors[eid], key], rule=rule, reason=refused))
+                change.events.append(
+                    self._event(
+                        "link_rejected",
+                        None,
+                        times,
+                        source=source,
+                        identities=[anchors[eid], key],
+                        rule=rule,
+                        reason=refused,
+                    )
+                )
         # Each component's customer: its earliest contact (event time, then event id).
         first: dict[str, tuple[int, str]] = {}
         for eid, anchor in anchors.items():
@@ -459,8 +502,9 @@ class IdentityGraph:
             first[root] = min(first.get(root, at), at)
         new = {k: (customer_id_for(first[uf.find(k)][1]) if uf.find(k) in first else None) for k in kinds}
         old = {k: rec.customer_id for k, rec in nodes.items()}
-        self._emit_diff(old, new, change, source=source, times=times, rule=",".join(sorted(used_rules)) or None,
-                        reason=reason)
+        self._emit_diff(
+            old, new, change, source=source, times=times, rule=",".join(sorted(used_rules)) or None, reason=reason
+        )
         for k, cust in new.items():
             if old.get(k) != cust:
                 self._put_node(k, nodes[k].with_customer(cust))  # as read: nothing wrote it since
@@ -492,8 +536,18 @@ class IdentityGraph:
             if not before:
                 change.events.append(self._event("observed", cust, times, source=source, identities=added, rule=rule))
             elif before - {cust}:
-                change.events.append(self._event("merged", cust, times, source=source, identities=added,
-                                                 related=sorted(before - {cust}), rule=rule, reason=reason))
+                change.events.append(
+                    self._event(
+                        "merged",
+                        cust,
+                        times,
+                        source=source,
+                        identities=added,
+                        related=sorted(before - {cust}),
+                        rule=rule,
+                        reason=reason,
+                    )
+                )
             elif added:
                 change.events.append(self._event("linked", cust, times, source=source, identities=added, rule=rule))
         parts: dict[str, set[str]] = {}
@@ -503,22 +557,44 @@ class IdentityGraph:
         for was in sorted(parts):
             now = parts[was] - {""}
             if len(now) > 1:
-                change.events.append(self._event("unmerged", was, times, source=source,
-                                                 related=sorted(now - {was}), reason=reason or "guardrail"))
+                change.events.append(
+                    self._event(
+                        "unmerged", was, times, source=source, related=sorted(now - {was}), reason=reason or "guardrail"
+                    )
+                )
 
-    def _event(self, event_type: str, customer_id: str | None, times, *, source: str, identities=(),
-               related=(), rule=None, reason=None) -> dict:
-        e = {"event_type": event_type, "occurred_at": times[0], "recorded_at": times[1],
-             "customer_id": customer_id,
-             "identities": [parse_identity_key(k) for k in identities if not k.startswith("fact:")],
-             "related_customer_ids": list(related), "rule": rule, "reason": reason, "source_event_id": source}
+    def _event(
+        self,
+        event_type: str,
+        customer_id: str | None,
+        times,
+        *,
+        source: str,
+        identities=(),
+        related=(),
+        rule=None,
+        reason=None,
+    ) -> dict:
+        e = {
+            "event_type": event_type,
+            "occurred_at": times[0],
+            "recorded_at": times[1],
+            "customer_id": customer_id,
+            "identities": [parse_identity_key(k) for k in identities if not k.startswith("fact:")],
+            "related_customer_ids": list(related),
+            "rule": rule,
+            "reason": reason,
+            "source_event_id": source,
+        }
         e["event_id"] = self._event_id(e)
         return e
 
     @staticmethod
     def _event_id(e: dict) -> str:
         ids = ",".join(identity_key(i) for i in e["identities"])
-        name = f"{e['event_type']}:{e['customer_id']}:{e['source_event_id']}:{','.join(e['related_customer_ids'])}:{ids}"
+        name = (
+            f"{e['event_type']}:{e['customer_id']}:{e['source_event_id']}:{','.join(e['related_customer_ids'])}:{ids}"
+        )
         return str(uuid.uuid5(IDENTITY_EVENT_NS, name))
 
 

@@ -68,13 +68,17 @@ class ResolvedValues:
     def value(self, raw: bytes, record: dict, customer_id: str) -> bytes:
         n = self._header_length(raw)
         after = b"\x00" * len(self.AFTER)
-        if (n and record.get("customer_id") is None and all(record.get(f) is None for f in self.AFTER)
-                and raw.endswith(b"\x00" + after)):
+        if (
+            n
+            and record.get("customer_id") is None
+            and all(record.get(f) is None for f in self.AFTER)
+            and raw.endswith(b"\x00" + after)
+        ):
             head = raw[:n]
             cut = len(raw) - 1 - len(after)
             if head not in self.patchable:
                 full = self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
-                out_head = full[:self._header_length(full)]
+                out_head = full[: self._header_length(full)]
                 same = out_head and full == out_head + raw[n:cut] + self._tail(customer_id) + after
                 self.patchable[head] = out_head if same else None
                 return full
@@ -145,8 +149,9 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
     assert contacts_table is not None, "the identity stage needs its tables"
     resolved = ResolvedValues(codec, names.resolved)
 
-    def send_resolved(out: Outputs, value: bytes, customer_id: str, event_id: str, gen: int,
-                      rekeyed_from: str | None = None) -> None:
+    def send_resolved(
+        out: Outputs, value: bytes, customer_id: str, event_id: str, gen: int, rekeyed_from: str | None = None
+    ) -> None:
         headers = {"event_id": event_id, "gen": str(gen), "customer_id": customer_id}
         if rekeyed_from:
             headers["rekeyed_from"] = rekeyed_from
@@ -167,13 +172,26 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
                 send_resolved(out, resolved.value(raw, record, new), new, eid, offset, rekeyed_from=old)
             moved.setdefault((old, new), []).append(eid)
         for (old, new), ids in sorted(moved.items()):
-            out.add(names.commands, old.encode(),
-                    json.dumps({"type": "moved", "to": new, "event_ids": sorted(ids), "gen": offset}).encode())
+            out.add(
+                names.commands,
+                old.encode(),
+                json.dumps({"type": "moved", "to": new, "event_ids": sorted(ids), "gen": offset}).encode(),
+            )
         for e in change.events:
-            out.add(names.identities, e["customer_id"].encode(),
-                    codec.encode(names.identities, schemas.IDENTITY_EVENT, e), {"event_id": e["event_id"]})
-            log.info("identity_" + e["event_type"], event_id=e["event_id"], customer_id=e["customer_id"],
-                     offset=offset, rule=e["rule"], reason=e["reason"])
+            out.add(
+                names.identities,
+                e["customer_id"].encode(),
+                codec.encode(names.identities, schemas.IDENTITY_EVENT, e),
+                {"event_id": e["event_id"]},
+            )
+            log.info(
+                "identity_" + e["event_type"],
+                event_id=e["event_id"],
+                customer_id=e["customer_id"],
+                offset=offset,
+                rule=e["rule"],
+                reason=e["reason"],
+            )
 
     def process(events: list, out: Outputs) -> None:
         pending: dict[str, bytes] = {}  # the batch's new contacts (event id -> bytes), written at its end
@@ -184,8 +202,7 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
                 if headers.get("kind") == b"unlink":
                     try:
                         cmd = json.loads(event.value)
-                        change = graph.unlink(cmd["a"], cmd["b"], command_id=cmd["command_id"],
-                                              at_ms=int(cmd["at_ms"]))
+                        change = graph.unlink(cmd["a"], cmd["b"], command_id=cmd["command_id"], at_ms=int(cmd["at_ms"]))
                     except (ValueError, KeyError, TypeError) as exc:
                         ctx.to_dlq(out, event, f"{type(exc).__name__}: {exc}")
                         continue
@@ -203,11 +220,17 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
                     pending[eid] = event.value
                 publish(out, change, msg.offset, pending)
                 send_resolved(out, value, change.customer_id, eid, msg.offset)
-                log.info("contact_resolved", event_id=eid, customer_id=change.customer_id,
-                         offset=msg.offset, duplicate=change.duplicate)
+                log.info(
+                    "contact_resolved",
+                    event_id=eid,
+                    customer_id=change.customer_id,
+                    offset=msg.offset,
+                    duplicate=change.duplicate,
+                )
         write_table(out, cache.table, cache.take_dirty(), names.graph, 0)
-        write_table(out, contacts_table, {eid: base64.b64encode(raw).decode() for eid, raw in pending.items()},
-                    names.graph, 0)
+        write_table(
+            out, contacts_table, {eid: base64.b64encode(raw).decode() for eid, raw in pending.items()}, names.graph, 0
+        )
 
     async def identity(stream: faust.StreamT) -> None:
         async for events in ctx.batches(stream, "identity"):

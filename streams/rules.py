@@ -30,24 +30,65 @@ from types import MappingProxyType
 from typing import Mapping
 
 DEFAULT_PRIORITY = ("account", "email", "phone", "fact", "social", "chat_visitor", "device", "cookie", "other")
-DEFAULT_LIMITS = MappingProxyType({"account": 2, "email": 2, "phone": 2, "social": 6, "chat_visitor": 50,
-                                   "device": 20, "cookie": 50, "other": 10})
-DEFAULT_BLOCKED = frozenset({
-    "unknown", "none", "null", "n/a", "na", "-", "test", "anonymous",
-    "test@test.com", "test@example.com", "noreply@example.com", "no@email.com",
-    "0000000000", "+0000000000", "1234567890", "+1234567890",
-})
+DEFAULT_LIMITS = MappingProxyType(
+    {"account": 2, "email": 2, "phone": 2, "social": 6, "chat_visitor": 50, "device": 20, "cookie": 50, "other": 10}
+)
+DEFAULT_BLOCKED = frozenset(
+    {
+        "unknown",
+        "none",
+        "null",
+        "n/a",
+        "na",
+        "-",
+        "test",
+        "anonymous",
+        "test@test.com",
+        "test@example.com",
+        "noreply@example.com",
+        "no@email.com",
+        "0000000000",
+        "+0000000000",
+        "1234567890",
+        "+1234567890",
+    }
+)
 SOCIAL_CHANNELS = ("twitter", "facebook", "instagram", "review")
-DEFAULT_SLA_TARGETS = MappingProxyType({
-    "chat": 120, "sms": 900, "whatsapp": 900, "twitter": 900, "facebook": 900, "instagram": 900,
-    "review": 900, "email": 3600, "web_form": 3600, "voice": 120, "ivr": 120, "store": 3600, "other": 3600,
-})
+DEFAULT_SLA_TARGETS = MappingProxyType(
+    {
+        "chat": 120,
+        "sms": 900,
+        "whatsapp": 900,
+        "twitter": 900,
+        "facebook": 900,
+        "instagram": 900,
+        "review": 900,
+        "email": 3600,
+        "web_form": 3600,
+        "voice": 120,
+        "ivr": 120,
+        "store": 3600,
+        "other": 3600,
+    }
+)
 HOUR = 3600
-DEFAULT_WINDOWS = MappingProxyType({
-    "chat": 2 * HOUR, "voice": 24 * HOUR, "ivr": 24 * HOUR, "sms": 24 * HOUR, "whatsapp": 24 * HOUR,
-    "twitter": 24 * HOUR, "facebook": 24 * HOUR, "instagram": 24 * HOUR, "review": 72 * HOUR,
-    "email": 72 * HOUR, "web_form": 72 * HOUR, "store": 24 * HOUR, "other": 24 * HOUR,
-})
+DEFAULT_WINDOWS = MappingProxyType(
+    {
+        "chat": 2 * HOUR,
+        "voice": 24 * HOUR,
+        "ivr": 24 * HOUR,
+        "sms": 24 * HOUR,
+        "whatsapp": 24 * HOUR,
+        "twitter": 24 * HOUR,
+        "facebook": 24 * HOUR,
+        "instagram": 24 * HOUR,
+        "review": 72 * HOUR,
+        "email": 72 * HOUR,
+        "web_form": 72 * HOUR,
+        "store": 24 * HOUR,
+        "other": 24 * HOUR,
+    }
+)
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

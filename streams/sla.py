@@ -63,8 +63,15 @@ def add_ms(start: int, amount: int, hours: BusinessHours | None) -> int:
 
 
 def new_clock(kind: str, target_s: int, at: int) -> dict:
-    return {"kind": kind, "target": target_s, "started": at, "acc": 0, "since": at, "state": "running",
-            "breach_emitted": False}
+    return {
+        "kind": kind,
+        "target": target_s,
+        "started": at,
+        "acc": 0,
+        "since": at,
+        "state": "running",
+        "breach_emitted": False,
+    }
 
 
 def elapsed(clock: dict, at: int, hours: BusinessHours | None) -> int:
@@ -110,5 +117,10 @@ def record(clock: dict, at: int, hours: BusinessHours | None) -> dict:
     d = due(clock, hours)
     if d is None:  # stopped or paused: due as if it ran on from now
         d = add_ms(at, max(0, clock["target"] * 1000 - elapsed(clock, at, hours)), hours)
-    return {"kind": clock["kind"], "target_seconds": clock["target"], "started_at": clock["started"],
-            "due_at": d, "elapsed_seconds": elapsed(clock, at, hours) // 1000}
+    return {
+        "kind": clock["kind"],
+        "target_seconds": clock["target"],
+        "started_at": clock["started"],
+        "due_at": d,
+        "elapsed_seconds": elapsed(clock, at, hours) // 1000,
+    }

@@ -36,7 +36,7 @@ COMPONENT = "worker"  # the ``component`` label of the worker's metrics
 # A record that fails to decode or that the rules cannot process goes to the DLQ with the reason:
 # whatever the failure of that one record, the partition moves on and the worker keeps running.
 DECODE_ERRORS = (FatalError, ValueError, KeyError, TypeError, AttributeError, IndexError)
-BATCH_MAX = 1000     # records per batch at most
+BATCH_MAX = 1000  # records per batch at most
 BATCH_WITHIN = 0.01  # seconds a stage waits for a batch to fill before it processes what it has
 
 
@@ -141,11 +141,22 @@ class StageContext:
     def to_dlq(self, outputs: Outputs, event: Any, reason: str) -> None:
         msg = event.message
         self.dead_lettered(msg.topic).inc()
-        outputs.add(self.dlq_topic, msg.topic.encode(), event.value,
-                    dlq_headers(reason=reason, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                                component=self.app_id))
-        log.warning("record_to_dlq", component=self.app_id, topic=msg.topic, partition=msg.partition,
-                    offset=msg.offset, reason=reason_kind(reason))
+        outputs.add(
+            self.dlq_topic,
+            msg.topic.encode(),
+            event.value,
+            dlq_headers(
+                reason=reason, topic=msg.topic, partition=msg.partition, offset=msg.offset, component=self.app_id
+            ),
+        )
+        log.warning(
+            "record_to_dlq",
+            component=self.app_id,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            reason=reason_kind(reason),
+        )
 
     def batches(self, stream: faust.StreamT, stage: str):
         """The stream's events in batches, each counted per topic; each batch timed from its

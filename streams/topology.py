@@ -43,16 +43,20 @@ class StreamTopics:
 
     def specs(self, partitions: int = catalog.EVENT_PARTITIONS) -> dict[str, tuple[int, dict[str, str]]]:
         """Each topic's partitions and configs as the catalog declares them (for tests to create)."""
-        sizes = {k: 1 if k in ("dlq", "graph", "graph_changelog", "contacts_changelog") else partitions
-                 for k in self.__dict__}
+        sizes = {
+            k: 1 if k in ("dlq", "graph", "graph_changelog", "contacts_changelog") else partitions
+            for k in self.__dict__
+        }
         compact = ("graph_changelog", "contacts_changelog", "conversations_changelog")
-        return {v: (sizes[k], {"cleanup.policy": "compact" if k in compact else "delete"})
-                for k, v in self.__dict__.items()}
+        return {
+            v: (sizes[k], {"cleanup.policy": "compact" if k in compact else "delete"}) for k, v in self.__dict__.items()
+        }
 
 
 def raw_topic(app: faust.App, *names: str, partitions: int | None = None) -> faust.TopicT:
-    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
-                     partitions=partitions)
+    return app.topic(
+        *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=partitions
+    )
 
 
 @dataclass(frozen=True)
@@ -60,24 +64,28 @@ class Topology:
     """The app's channels and tables."""
 
     names: StreamTopics
-    contacts: faust.TopicT      # contacts.v1: the route stage's input
-    graph_in: faust.TopicT      # the one-partition graph topic: the identity stage's input
-    stitch_in: faust.TopicT     # contacts.resolved.v1 + commands: the conversations stage's input
-    graph_table: faust.Table | None     # the identity graph (node and contact records)
+    contacts: faust.TopicT  # contacts.v1: the route stage's input
+    graph_in: faust.TopicT  # the one-partition graph topic: the identity stage's input
+    stitch_in: faust.TopicT  # contacts.resolved.v1 + commands: the conversations stage's input
+    graph_table: faust.Table | None  # the identity graph (node and contact records)
     contacts_table: faust.Table | None  # event id -> the contact's bytes (base64), to re-send a re-keyed contact
-    conv_table: faust.Table | None      # customer id -> conversation state
+    conv_table: faust.Table | None  # customer id -> conversation state
 
 
-def build_topology(app: faust.App, names: StreamTopics,
-                   stages: tuple[str, ...] = ("route", "identity", "conversations")) -> Topology:
+def build_topology(
+    app: faust.App, names: StreamTopics, stages: tuple[str, ...] = ("route", "identity", "conversations")
+) -> Topology:
     """The channels, and the tables of the ``stages`` this worker runs (a worker that runs no
     identity stage declares, recovers and holds no graph)."""
     json_schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
 
     def table(name: str, changelog: str, partitions: int) -> faust.Table:
-        return app.Table(name, partitions=partitions, schema=json_schema,
-                         changelog_topic=app.topic(changelog, partitions=partitions, compacting=True,
-                                                   schema=json_schema))
+        return app.Table(
+            name,
+            partitions=partitions,
+            schema=json_schema,
+            changelog_topic=app.topic(changelog, partitions=partitions, compacting=True, schema=json_schema),
+        )
 
     return Topology(
         names=names,
@@ -86,6 +94,9 @@ def build_topology(app: faust.App, names: StreamTopics,
         stitch_in=raw_topic(app, names.resolved, names.commands),
         graph_table=table("identity-graph", names.graph_changelog, 1) if "identity" in stages else None,
         contacts_table=table("identity-contacts", names.contacts_changelog, 1) if "identity" in stages else None,
-        conv_table=(table("conversations", names.conversations_changelog, catalog.EVENT_PARTITIONS)
-                    if "conversations" in stages else None),
+        conv_table=(
+            table("conversations", names.conversations_changelog, catalog.EVENT_PARTITIONS)
+            if "conversations" in stages
+            else None
+        ),
     )

@@ -120,8 +120,15 @@ def streams_running(app: faust.App, loop: asyncio.AbstractEventLoop):
 def run_worker(app: faust.App, settings: Settings) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     worker = StreamsWorker(app, loglevel=settings.log_level, quiet=True)
-    readiness = ops.Readiness(COMPONENT, [*ops.kafka_checks(settings),
-                                          ops.Check("streams", streams_running(app, worker.loop))])
-    ops.serve(settings.ops_host, settings.worker_ops_port, component=COMPONENT,
-              liveness=loop_liveness(worker.loop), readiness=readiness, variable="THREADLINE_WORKER_OPS_PORT")
+    readiness = ops.Readiness(
+        COMPONENT, [*ops.kafka_checks(settings), ops.Check("streams", streams_running(app, worker.loop))]
+    )
+    ops.serve(
+        settings.ops_host,
+        settings.worker_ops_port,
+        component=COMPONENT,
+        liveness=loop_liveness(worker.loop),
+        readiness=readiness,
+        variable="THREADLINE_WORKER_OPS_PORT",
+    )
     worker.execute_from_commandline()

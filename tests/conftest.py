@@ -89,8 +89,10 @@ def pytest_report_header(config):
     mode = _mode()
     if mode == "local-stack":
         s = Settings()
-        return [f"threadline services: local stack in {s.state_dir}",
-                f"kafka broker: Apache Kafka {s.kafka_version} (KRaft, single node, Java 17)"]
+        return [
+            f"threadline services: local stack in {s.state_dir}",
+            f"kafka broker: Apache Kafka {s.kafka_version} (KRaft, single node, Java 17)",
+        ]
     return [f"threadline services: {mode}"]
 
 
@@ -122,8 +124,12 @@ def services(request) -> Services:
     # reach the same server with them.
     s.effective_pg_dsn, s.effective_pg_api_dsn  # made on first use
     secrets = s.state_dir / "secrets"
-    explicit = s.model_copy(update={"pg_password_file": secrets / "postgres-threadline",
-                                    "pg_api_password_file": secrets / "postgres-threadline_reader"})
+    explicit = s.model_copy(
+        update={
+            "pg_password_file": secrets / "postgres-threadline",
+            "pg_api_password_file": secrets / "postgres-threadline_reader",
+        }
+    )
     try:
         yield Services(explicit, mode, version)
     finally:
@@ -137,18 +143,22 @@ def _testcontainers():
     from testcontainers.kafka import KafkaContainer
     from testcontainers.postgres import PostgresContainer
 
-    with KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft() as kafka_c, \
-            PostgresContainer("postgres:16", driver=None) as pg_c, \
-            DockerContainer("apicurio/apicurio-registry:3.0.9").with_exposed_ports(8080) as reg_c:
+    with (
+        KafkaContainer("confluentinc/cp-kafka:7.6.1").with_kraft() as kafka_c,
+        PostgresContainer("postgres:16", driver=None) as pg_c,
+        DockerContainer("apicurio/apicurio-registry:3.0.9").with_exposed_ports(8080) as reg_c,
+    ):
         wait_for_logs(reg_c, "Installed features", timeout=120)
         registry = f"http://{reg_c.get_container_host_ip()}:{reg_c.get_exposed_port(8080)}/apis/ccompat/v7"
         home = REPO / ".threadline" / "testcontainers"
-        os.environ.update({
-            "THREADLINE_KAFKA_BOOTSTRAP": kafka_c.get_bootstrap_server(),
-            "THREADLINE_PG_DSN": pg_c.get_connection_url(),
-            "THREADLINE_REGISTRY_URL": registry,
-            "THREADLINE_HOME": str(home),
-        })
+        os.environ.update(
+            {
+                "THREADLINE_KAFKA_BOOTSTRAP": kafka_c.get_bootstrap_server(),
+                "THREADLINE_PG_DSN": pg_c.get_connection_url(),
+                "THREADLINE_REGISTRY_URL": registry,
+                "THREADLINE_HOME": str(home),
+            }
+        )
         yield Services(Settings(), "testcontainers", "cp-kafka 7.6.1")
 
 
@@ -186,8 +196,15 @@ def new_topic(admin, unique):
 
     def make(partitions: int = 1, name: str | None = None, **configs) -> str:
         topic = name or f"test.{unique}.{len(created)}"
-        admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1,
-                                     "configs": {k.replace("_", "."): v for k, v in configs.items()}}})
+        admin.create_topics(
+            {
+                topic: {
+                    "num_partitions": partitions,
+                    "replication_factor": 1,
+                    "configs": {k.replace("_", "."): v for k, v in configs.items()},
+                }
+            }
+        )
         created.append(topic)
         return topic
 

@@ -72,8 +72,13 @@ def aiokafka_producer_config(settings: Settings) -> dict:
 
 
 class DeadlineProducer:
-    def __init__(self, settings: Settings, *, deadline: float | None = None,
-                 factory: Callable[[], AIOKafkaProducer] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        deadline: float | None = None,
+        factory: Callable[[], AIOKafkaProducer] | None = None,
+    ):
         self.deadline = deadline if deadline is not None else settings.produce_deadline_seconds
         self._factory = factory or (lambda: AIOKafkaProducer(**aiokafka_producer_config(settings)))
         self._producer: AIOKafkaProducer | None = None

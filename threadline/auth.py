@@ -67,8 +67,9 @@ class Tokens:
         return found
 
     @classmethod
-    def parse(cls, text: str, *, what: str, allowed: Iterable[str] | None = None,
-              pattern: re.Pattern | None = None) -> Tokens:
+    def parse(
+        cls, text: str, *, what: str, allowed: Iterable[str] | None = None, pattern: re.Pattern | None = None
+    ) -> Tokens:
         """``what`` names the setting in errors; ``allowed`` (scopes) or ``pattern`` (connector
         names) says what a grant may be."""
         allowed = frozenset(allowed) if allowed is not None else None
@@ -77,11 +78,16 @@ class Tokens:
             if not granted:
                 problems.append(f"entry {n}: expected <name>[,<name>...]=<token>")
                 continue
-            bad = sorted(g for g in granted if (allowed is not None and g not in allowed)
-                         or (pattern is not None and not pattern.match(g)))
+            bad = sorted(
+                g
+                for g in granted
+                if (allowed is not None and g not in allowed) or (pattern is not None and not pattern.match(g))
+            )
             if bad:
-                problems.append(f"entry {n}: unknown {', '.join(bad)}"
-                                + (f" (expected {', '.join(sorted(allowed))})" if allowed else ""))
+                problems.append(
+                    f"entry {n}: unknown {', '.join(bad)}"
+                    + (f" (expected {', '.join(sorted(allowed))})" if allowed else "")
+                )
             if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
                 problems.append(f"entry {n}: the token must be {MIN_TOKEN_CHARS}+ characters without spaces")
                 continue
@@ -187,8 +193,9 @@ def install(app: FastAPI, tokens: Tokens, route_scopes: Mapping[str, str], error
 
     def document(schema: dict) -> None:
         components = schema.setdefault("components", {})
-        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
-                                                    "description": "a token of THREADLINE_API_TOKENS"}}
+        components["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "a token of THREADLINE_API_TOKENS"}
+        }
         for path, ops in schema.get("paths", {}).items():
             if path in OPEN:
                 continue
@@ -198,8 +205,8 @@ def install(app: FastAPI, tokens: Tokens, route_scopes: Mapping[str, str], error
                 who = "any valid token" if scope == ANY else f"scope {scope} (or admin)"
                 op["description"] = (op.get("description", "") + f"\n\nNeeds a bearer token: {who}.").strip()
                 op.setdefault("responses", {}).update(
-                    {str(k): v for k, v in error_responses(401, 403, *errors).items()
-                     if str(k) not in op["responses"]})
+                    {str(k): v for k, v in error_responses(401, 403, *errors).items() if str(k) not in op["responses"]}
+                )
 
     extend_openapi(app, document)
 

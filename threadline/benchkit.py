@@ -37,9 +37,9 @@ from threadline.kafka import aiokafka_config  # noqa: F401 (streams.bench import
 from threadline.settings import Settings
 
 DEFAULT_WARMUP = 1000
-CONSUME_TIMEOUT = 120.0   # seconds a consume loop may take before it fails
-PRODUCE_TIMEOUT = 120.0   # seconds a produce run (sends + flush) may take before it fails
-JOIN_TIMEOUT = 60.0       # seconds to join a consumer group
+CONSUME_TIMEOUT = 120.0  # seconds a consume loop may take before it fails
+PRODUCE_TIMEOUT = 120.0  # seconds a produce run (sends + flush) may take before it fails
+JOIN_TIMEOUT = 60.0  # seconds to join a consumer group
 TOPIC_PREFIX = "bench."
 
 # Names under which run_bench stores the baseline rates in BenchContext.rates.
@@ -54,6 +54,7 @@ BASELINE_CONSUME_AIO = "consume.aiokafka"
 # --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -99,9 +100,15 @@ def fmt_ratio(x: float) -> str:
 def rate_row(name: str, rate: Rate, baseline: Rate | None = None) -> list[str]:
     """A table row: name, events, seconds, events/s, MB/s, and the ratio to ``baseline``."""
     cpu = rate.cpu_us_per_event
-    return [name, f"{rate.events:,}", f"{rate.seconds:.3f}", fmt_rate(rate.per_second),
-            f"{rate.mb_per_second:.2f}", fmt_ratio(rate.ratio(baseline)) if baseline else "—",
-            f"{cpu:,.1f}" if cpu is not None else "—"]
+    return [
+        name,
+        f"{rate.events:,}",
+        f"{rate.seconds:.3f}",
+        fmt_rate(rate.per_second),
+        f"{rate.mb_per_second:.2f}",
+        fmt_ratio(rate.ratio(baseline)) if baseline else "—",
+        f"{cpu:,.1f}" if cpu is not None else "—",
+    ]
 
 
 RATE_COLUMNS = ["measurement", "events", "seconds", "events/s", "MB/s", "ratio", "CPU µs/event"]
@@ -110,6 +117,7 @@ RATE_COLUMNS = ["measurement", "events", "seconds", "events/s", "MB/s", "ratio",
 # --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Section:
@@ -127,8 +135,14 @@ class Section:
             out += [para, ""]
         if self.columns:
             out.append("| " + " | ".join(self.columns) + " |")
-            out.append("|" + "|".join("---:" if _numeric([r[i] for r in self.rows if i < len(r)]) else "---"
-                                      for i in range(len(self.columns))) + "|")
+            out.append(
+                "|"
+                + "|".join(
+                    "---:" if _numeric([r[i] for r in self.rows if i < len(r)]) else "---"
+                    for i in range(len(self.columns))
+                )
+                + "|"
+            )
             for row in self.rows:
                 out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
             out.append("")
@@ -148,7 +162,6 @@ class Section:
 def _numeric(cells: Sequence[str]) -> bool:
     """A column of figures (digits, separators, ×, —) is right-aligned."""
     return bool(cells) and all(str(c) and set(str(c)) <= set("0123456789,.×— ") for c in cells)
-
 
 
 @dataclass(frozen=True)
@@ -173,14 +186,20 @@ class EventBatch:
         return sum(map(len, self.keys)) / len(self.keys)
 
 
-
 # --------------------------------------------------------------------------------------------
 # Kafka: topics, progress, clients
 # --------------------------------------------------------------------------------------------
 
+
 @contextmanager
-def bench_topics(settings: Settings, names: Sequence[str], *, partitions: int | None = None,
-                 groups: list[str] | None = None, console: Console | None = None) -> Iterator[list[str]]:
+def bench_topics(
+    settings: Settings,
+    names: Sequence[str],
+    *,
+    partitions: int | None = None,
+    groups: list[str] | None = None,
+    console: Console | None = None,
+) -> Iterator[list[str]]:
     """Create ``names`` (each must start with ``bench.``); on exit delete them and ``groups``."""
     from threadline.catalog import EVENT_PARTITIONS
     from threadline.topics import admin_client
@@ -190,9 +209,14 @@ def bench_topics(settings: Settings, names: Sequence[str], *, partitions: int | 
         raise ValueError(f"bench topics must start with {TOPIC_PREFIX!r}: {bad}")
     admin = admin_client(settings)
     try:
-        admin.create_topics({n: {"num_partitions": partitions or EVENT_PARTITIONS,
-                                 "replication_factor": settings.replication_factor} for n in names},
-                            timeout_ms=30_000, wait_for_metadata=True)
+        admin.create_topics(
+            {
+                n: {"num_partitions": partitions or EVENT_PARTITIONS, "replication_factor": settings.replication_factor}
+                for n in names
+            },
+            timeout_ms=30_000,
+            wait_for_metadata=True,
+        )
         yield list(names)
     finally:
         try:
@@ -215,8 +239,14 @@ def _warn(console: Console | None, message: str) -> None:
 
 
 def progress_bar(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
-                    TaskProgressColumn(), TimeElapsedColumn(), console=console)
+    return Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 class _Tick:
@@ -241,7 +271,7 @@ class _Tick:
 
 
 # Producer settings shared by both clients, so their figures compare the libraries, not configs.
-PRODUCER_LINGER_MS = 5        # threadline.kafka.make_producer's value
+PRODUCER_LINGER_MS = 5  # threadline.kafka.make_producer's value
 PRODUCER_BATCH_BYTES = 16384  # kafka-python's batch_size default = aiokafka's max_batch_size default
 
 
@@ -255,11 +285,19 @@ def _payload(values: Sequence[bytes], keys: Sequence[bytes] | None) -> int:
     return sum(map(len, values)) + (sum(map(len, keys)) if keys else 0)
 
 
-def produce_kafka_python(settings: Settings, topic: str, values: Sequence[bytes],
-                         keys: Sequence[bytes] | None = None, *, warmup: int = 0,
-                         warmup_topic: str | None = None, progress: Progress | None = None,
-                         timeout: float = PRODUCE_TIMEOUT, headers: list[tuple[str, bytes]] | None = None,
-                         **producer_overrides) -> Rate:
+def produce_kafka_python(
+    settings: Settings,
+    topic: str,
+    values: Sequence[bytes],
+    keys: Sequence[bytes] | None = None,
+    *,
+    warmup: int = 0,
+    warmup_topic: str | None = None,
+    progress: Progress | None = None,
+    timeout: float = PRODUCE_TIMEOUT,
+    headers: list[tuple[str, bytes]] | None = None,
+    **producer_overrides,
+) -> Rate:
     """Send every value to ``topic`` with ``threadline.kafka.make_producer`` (acks=all,
     idempotent) and flush; the time covers the sends and the flush. ``warmup`` records go to
     ``warmup_topic`` (default: ``topic``) first, flushed, and are not counted. ``headers`` go
@@ -290,18 +328,32 @@ def produce_kafka_python(settings: Settings, topic: str, values: Sequence[bytes]
         producer.close(timeout=10)
 
 
-def produce_aiokafka(settings: Settings, topic: str, values: Sequence[bytes],
-                     keys: Sequence[bytes] | None = None, *, warmup: int = 0,
-                     warmup_topic: str | None = None, progress: Progress | None = None,
-                     timeout: float = PRODUCE_TIMEOUT, **producer_overrides) -> Rate:
+def produce_aiokafka(
+    settings: Settings,
+    topic: str,
+    values: Sequence[bytes],
+    keys: Sequence[bytes] | None = None,
+    *,
+    warmup: int = 0,
+    warmup_topic: str | None = None,
+    progress: Progress | None = None,
+    timeout: float = PRODUCE_TIMEOUT,
+    **producer_overrides,
+) -> Rate:
     """The same as ``produce_kafka_python`` with aiokafka's AIOKafkaProducer (acks='all',
     enable_idempotence=True, the same linger and batch size)."""
     from aiokafka import AIOKafkaProducer
 
     async def run() -> Rate:
-        cfg = dict(acks="all", enable_idempotence=True, linger_ms=PRODUCER_LINGER_MS,
-                   max_batch_size=PRODUCER_BATCH_BYTES, request_timeout_ms=15_000,
-                   client_id="threadline-bench", **aiokafka_config(settings))
+        cfg = dict(
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=PRODUCER_LINGER_MS,
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            request_timeout_ms=15_000,
+            client_id="threadline-bench",
+            **aiokafka_config(settings),
+        )
         cfg.update(producer_overrides)
         producer = AIOKafkaProducer(**cfg)
         await producer.start()
@@ -337,18 +389,29 @@ async def _bounded(coro, timeout: float, what: str):
         raise TimeoutError(f"{what} did not finish within {timeout:.0f} s") from None
 
 
-def consume_kafka_python(settings: Settings, topic: str, events: int, *, group: str | None = None,
-                         progress: Progress | None = None, timeout: float = CONSUME_TIMEOUT,
-                         **consumer_overrides) -> Rate:
+def consume_kafka_python(
+    settings: Settings,
+    topic: str,
+    events: int,
+    *,
+    group: str | None = None,
+    progress: Progress | None = None,
+    timeout: float = CONSUME_TIMEOUT,
+    **consumer_overrides,
+) -> Rate:
     """Read ``events`` records of ``topic`` with a KafkaConsumer in a new group from the earliest
     offset (``poll`` with the library's defaults). Partitions are paused until the group has
     joined, so the timed window is the fetching alone; the join goes to ``startup_seconds``.
     Raises TimeoutError if ``events`` records are not in hand within ``timeout`` seconds."""
     from kafka import ConsumerRebalanceListener, KafkaConsumer
 
-    consumer = KafkaConsumer(group_id=group or f"{topic}.kp.{uuid.uuid4().hex[:8]}",
-                             client_id="threadline-bench", auto_offset_reset="earliest",
-                             enable_auto_commit=False, **{**settings.kafka_client_config(), **consumer_overrides})
+    consumer = KafkaConsumer(
+        group_id=group or f"{topic}.kp.{uuid.uuid4().hex[:8]}",
+        client_id="threadline-bench",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **{**settings.kafka_client_config(), **consumer_overrides},
+    )
 
     class PauseOnAssign(ConsumerRebalanceListener):
         def on_partitions_revoked(self, revoked):
@@ -373,8 +436,9 @@ def consume_kafka_python(settings: Settings, topic: str, events: int, *, group: 
         consumer.resume(*consumer.assignment())
         while count < events:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"kafka-python consumer read {count} of {events} records of {topic} "
-                                   f"in {timeout:.0f} s")
+                raise TimeoutError(
+                    f"kafka-python consumer read {count} of {events} records of {topic} in {timeout:.0f} s"
+                )
             for records in consumer.poll(timeout_ms=200).values():
                 count += len(records)
                 size += sum(len(r.value) + (len(r.key) if r.key else 0) for r in records)
@@ -386,17 +450,27 @@ def consume_kafka_python(settings: Settings, topic: str, events: int, *, group: 
         consumer.close(autocommit=False)
 
 
-def consume_aiokafka(settings: Settings, topic: str, events: int, *, group: str | None = None,
-                     progress: Progress | None = None, timeout: float = CONSUME_TIMEOUT,
-                     **consumer_overrides) -> Rate:
+def consume_aiokafka(
+    settings: Settings,
+    topic: str,
+    events: int,
+    *,
+    group: str | None = None,
+    progress: Progress | None = None,
+    timeout: float = CONSUME_TIMEOUT,
+    **consumer_overrides,
+) -> Rate:
     """The same as ``consume_kafka_python`` with AIOKafkaConsumer and ``getmany``."""
     from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 
     async def run() -> Rate:
-        consumer = AIOKafkaConsumer(group_id=group or f"{topic}.aio.{uuid.uuid4().hex[:8]}",
-                                    client_id="threadline-bench", auto_offset_reset="earliest",
-                                    enable_auto_commit=False,
-                                    **{**aiokafka_config(settings), **consumer_overrides})
+        consumer = AIOKafkaConsumer(
+            group_id=group or f"{topic}.aio.{uuid.uuid4().hex[:8]}",
+            client_id="threadline-bench",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            **{**aiokafka_config(settings), **consumer_overrides},
+        )
 
         class PauseOnAssign(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked):
@@ -422,8 +496,9 @@ def consume_aiokafka(settings: Settings, topic: str, events: int, *, group: str 
             consumer.resume(*consumer.assignment())
             while count < events:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"aiokafka consumer read {count} of {events} records of {topic} "
-                                       f"in {timeout:.0f} s")
+                    raise TimeoutError(
+                        f"aiokafka consumer read {count} of {events} records of {topic} in {timeout:.0f} s"
+                    )
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     count += len(records)
                     size += sum(len(r.value) + (len(r.key) if r.key else 0) for r in records)
@@ -440,6 +515,7 @@ def consume_aiokafka(settings: Settings, topic: str, events: int, *, group: str 
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class BenchContext:
@@ -462,5 +538,3 @@ class BenchContext:
 
     def progress(self) -> Progress:
         return progress_bar(self.console)
-
-

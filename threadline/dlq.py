@@ -28,7 +28,7 @@ REASON_LIMIT = 1000
 def reason_text(reason: str) -> str:
     """The reason as one line of at most REASON_LIMIT characters."""
     one_line = " ".join(str(reason).split())
-    return one_line if len(one_line) <= REASON_LIMIT else one_line[:REASON_LIMIT - 1] + "…"
+    return one_line if len(one_line) <= REASON_LIMIT else one_line[: REASON_LIMIT - 1] + "…"
 
 
 def dlq_headers(*, reason: str, topic: str, partition: int, offset: int, component: str) -> dict[str, str]:
@@ -42,11 +42,16 @@ def dlq_headers(*, reason: str, topic: str, partition: int, offset: int, compone
     }
 
 
-def rejected_headers(*, reason: str, connector: str, component: str, where: str | None = None,
-                     received_at: datetime | None = None) -> dict[str, str]:
+def rejected_headers(
+    *, reason: str, connector: str, component: str, where: str | None = None, received_at: datetime | None = None
+) -> dict[str, str]:
     """Headers of a provider payload that could not be mapped (it never reached a topic)."""
-    headers = {"reason": reason_text(reason), "connector": connector, "component": component,
-               "received_at": (received_at or datetime.now(UTC)).isoformat()}
+    headers = {
+        "reason": reason_text(reason),
+        "connector": connector,
+        "component": component,
+        "received_at": (received_at or datetime.now(UTC)).isoformat(),
+    }
     if where:
         headers["where"] = where
     return headers
@@ -63,8 +68,7 @@ class DeadLetters:
     and ``wait``): ``send`` returns the future, ``wait`` blocks until Kafka acknowledged them, so
     the caller decides when (before the offsets move past the records)."""
 
-    def __init__(self, producer: Any, dlq_topic: str, component: str,
-                 counted: Callable[[str], Any] | None = None):
+    def __init__(self, producer: Any, dlq_topic: str, component: str, counted: Callable[[str], Any] | None = None):
         self.producer = producer
         self.dlq_topic = dlq_topic
         self.component = component
@@ -73,10 +77,22 @@ class DeadLetters:
     def send(self, *, topic: str, partition: int, offset: int, value: bytes | None, reason: str):
         if self.counted is not None:
             self.counted(topic).inc()
-        log.warning("record_to_dlq", component=self.component, topic=topic, partition=partition, offset=offset,
-                    reason=reason_kind(reason))
-        return self.producer.send(self.dlq_topic, key=topic.encode(), value=value, headers=header_list(
-            dlq_headers(reason=reason, topic=topic, partition=partition, offset=offset, component=self.component)))
+        log.warning(
+            "record_to_dlq",
+            component=self.component,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            reason=reason_kind(reason),
+        )
+        return self.producer.send(
+            self.dlq_topic,
+            key=topic.encode(),
+            value=value,
+            headers=header_list(
+                dlq_headers(reason=reason, topic=topic, partition=partition, offset=offset, component=self.component)
+            ),
+        )
 
     def wait(self, futures: list) -> None:
         """Every future acknowledged, within the producer's deadline (else KafkaUnavailable)."""

@@ -1,14 +1,14 @@
 """The exceptions Threadline raises, split by what the caller should do about them.
 
-    ThreadlineError
-    ├── RetryableError            the operation may succeed later as it is: back off and retry
-    │   ├── KafkaUnavailable      the broker did not acknowledge in time
-    │   └── RegistryUnavailable   the schema registry did not answer
-    └── FatalError                retrying the same input gives the same failure
-        ├── ConfigError           settings or local stack set-up are wrong
-        ├── TopicDriftError       a topic exists with settings other than the catalog's
-        ├── SchemaError           a schema is invalid or incompatible with its published versions
-        └── DecodeError           a record cannot be decoded: send it to a DLQ, never block on it
+ThreadlineError
+├── RetryableError            the operation may succeed later as it is: back off and retry
+│   ├── KafkaUnavailable      the broker did not acknowledge in time
+│   └── RegistryUnavailable   the schema registry did not answer
+└── FatalError                retrying the same input gives the same failure
+    ├── ConfigError           settings or local stack set-up are wrong
+    ├── TopicDriftError       a topic exists with settings other than the catalog's
+    ├── SchemaError           a schema is invalid or incompatible with its published versions
+    └── DecodeError           a record cannot be decoded: send it to a DLQ, never block on it
 """
 
 from __future__ import annotations

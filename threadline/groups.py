@@ -22,9 +22,9 @@ from threadline.settings import Settings
 class TopicLag:
     topic: str
     partitions: int  # partitions the group has committed an offset for
-    committed: int   # sum of the committed offsets
-    end: int         # sum of the end offsets of those partitions
-    lag: int         # records written and not yet consumed (committed) by the group
+    committed: int  # sum of the committed offsets
+    end: int  # sum of the end offsets of those partitions
+    lag: int  # records written and not yet consumed (committed) by the group
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,9 @@ class GroupLag:
         return f"lag {self.lag:,}, {self.state}, {self.members} member{'s' if self.members != 1 else ''}, {topics}"
 
 
-def summarize(group: str, state: str, members: int, committed: Mapping[tuple[str, int], int],
-              ends: Mapping[tuple[str, int], int]) -> GroupLag:
+def summarize(
+    group: str, state: str, members: int, committed: Mapping[tuple[str, int], int], ends: Mapping[tuple[str, int], int]
+) -> GroupLag:
     """Lag of one group from its committed offsets and the end offsets, both keyed by
     (topic, partition). A partition without a committed offset (negative) or whose topic is
     gone (no end offset) is left out; a committed offset past the end (a truncated or recreated
@@ -60,9 +61,11 @@ def summarize(group: str, state: str, members: int, committed: Mapping[tuple[str
             continue
         per_topic[topic].append((offset, end))
     topics = tuple(
-        TopicLag(topic, len(pairs), sum(c for c, _ in pairs), sum(e for _, e in pairs),
-                 sum(max(e - c, 0) for c, e in pairs))
-        for topic, pairs in sorted(per_topic.items()))
+        TopicLag(
+            topic, len(pairs), sum(c for c, _ in pairs), sum(e for _, e in pairs), sum(max(e - c, 0) for c, e in pairs)
+        )
+        for topic, pairs in sorted(per_topic.items())
+    )
     return GroupLag(group, state, members, topics)
 
 
@@ -90,8 +93,11 @@ def group_lags(settings: Settings, groups: list[str] | None = None, admin=None) 
         for gid in ids:
             info = described.get(gid) or {}
             state = info.get("group_state") or listed[gid].get("group_state") or "unknown"
-            committed = {(tp.topic, tp.partition): om.offset for tp, om in offsets.get(gid, {}).items()
-                         if isinstance(tp, TopicPartition)}
+            committed = {
+                (tp.topic, tp.partition): om.offset
+                for tp, om in offsets.get(gid, {}).items()
+                if isinstance(tp, TopicPartition)
+            }
             out.append(summarize(gid, state, len(info.get("members") or []), committed, end_by_key))
         return sorted(out, key=lambda g: (-g.lag, g.group))
     finally:

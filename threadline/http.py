@@ -30,8 +30,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def error_response(status: int, error: str, detail: str, fields: list[dict] | None = None,
-                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, error: str, detail: str, fields: list[dict] | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     body: dict = {"error": error, "detail": detail}
     if fields is not None:
         body["fields"] = [{**f, "field": _cut(str(f.get("field", "")))} for f in fields[:MAX_FIELDS]]
@@ -92,8 +93,10 @@ def load_json(raw: bytes | str) -> Any:
 
 
 def _path(path: tuple) -> str:
-    return _cut(".".join(str(p).encode("utf-8", "replace").decode() if isinstance(p, str) else str(p)
-                         for p in path)) or "<body>"
+    return (
+        _cut(".".join(str(p).encode("utf-8", "replace").decode() if isinstance(p, str) else str(p) for p in path))
+        or "<body>"
+    )
 
 
 class ServerErrors:
@@ -121,22 +124,35 @@ class ServerErrors:
             from threadline.logging import get_logger
 
             route = getattr(scope.get("route"), "path", None) or "<unmatched>"
-            get_logger("threadline.http").error("unhandled_error", component=self.name, route=route,
-                                                method=scope.get("method"), error_type=type(exc).__name__)
+            get_logger("threadline.http").error(
+                "unhandled_error",
+                component=self.name,
+                route=route,
+                method=scope.get("method"),
+                error_type=type(exc).__name__,
+            )
             if not started:
                 await error_response(500, "internal_error", "an unexpected error; it was logged")(scope, receive, send)
 
 
 # -- OpenAPI ------------------------------------------------------------------------------------
 ERROR_SCHEMA = {
-    "type": "object", "required": ["error", "detail"],
+    "type": "object",
+    "required": ["error", "detail"],
     "properties": {
         "error": {"type": "string", "description": "a stable code: invalid_body, unauthenticated, ..."},
         "detail": {"type": "string"},
-        "fields": {"type": "array", "items": {
-            "type": "object", "required": ["field", "problem"],
-            "properties": {"field": {"type": "string", "description": "dotted path (identities.0.value)"},
-                           "problem": {"type": "string"}}}},
+        "fields": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "problem"],
+                "properties": {
+                    "field": {"type": "string", "description": "dotted path (identities.0.value)"},
+                    "problem": {"type": "string"},
+                },
+            },
+        },
         "fields_omitted": {"type": "integer", "description": f"fields not listed (at most {MAX_FIELDS} are)"},
     },
 }
@@ -153,9 +169,13 @@ ERROR_TEXT = {
 
 def error_responses(*statuses: int, **texts: str) -> dict:
     """``responses=`` of a route: each status with the error body (``texts``: ``_404="..."``)."""
-    return {s: {"description": texts.get(f"_{s}", ERROR_TEXT.get(s, "error")),
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-            for s in statuses}
+    return {
+        s: {
+            "description": texts.get(f"_{s}", ERROR_TEXT.get(s, "error")),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for s in statuses
+    }
 
 
 def document_errors(openapi: dict) -> dict:
@@ -213,8 +233,12 @@ def guard(app, name: str) -> None:
 
     @app.exception_handler(ParameterError)
     async def _bad_parameter(_req, exc: ParameterError):
-        return error_response(400, "invalid_parameters", "the request parameters are not valid",
-                              [{"field": exc.field, "problem": exc.problem}])
+        return error_response(
+            400,
+            "invalid_parameters",
+            "the request parameters are not valid",
+            [{"field": exc.field, "problem": exc.problem}],
+        )
 
     extend_openapi(app, document_errors)
 

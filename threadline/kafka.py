@@ -63,8 +63,11 @@ class BoundedProducer:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> BoundedProducer:
         deadline = settings.produce_deadline_seconds
-        return cls(lambda: make_producer(settings, max_block_ms=int(deadline * 1000), **overrides), deadline,
-                   what=f"Kafka at {settings.kafka_bootstrap}")
+        return cls(
+            lambda: make_producer(settings, max_block_ms=int(deadline * 1000), **overrides),
+            deadline,
+            what=f"Kafka at {settings.kafka_bootstrap}",
+        )
 
     @property
     def producer(self) -> KafkaProducer:
@@ -78,8 +81,10 @@ class BoundedProducer:
             return self.producer.send(topic, key=key, value=value, headers=headers or [])
         except KafkaError as exc:
             self.reset()
-            raise KafkaUnavailable(f"{self.what} did not take a record for {topic} within {self.deadline:g} s "
-                                   f"(THREADLINE_PRODUCE_DEADLINE_SECONDS): {exc}") from exc
+            raise KafkaUnavailable(
+                f"{self.what} did not take a record for {topic} within {self.deadline:g} s "
+                f"(THREADLINE_PRODUCE_DEADLINE_SECONDS): {exc}"
+            ) from exc
 
     def wait(self, futures: Iterable, what: str = "records") -> list:
         """Wait until Kafka acknowledged every future, at most the deadline; their metadata."""
@@ -98,7 +103,8 @@ class BoundedProducer:
             if unfinished:
                 raise KafkaUnavailable(
                     f"{self.what} did not acknowledge {len(unfinished)} of {len(futures)} {what} within "
-                    f"{self.deadline:g} s (THREADLINE_PRODUCE_DEADLINE_SECONDS; waited {time.monotonic() - started:.1f} s)")
+                    f"{self.deadline:g} s (THREADLINE_PRODUCE_DEADLINE_SECONDS; waited {time.monotonic() - started:.1f} s)"
+                )
             raise KafkaUnavailable(f"{self.what} refused {len(failed)} of {len(futures)} {what}: {failed[0].exception}")
         return [f.value for f in futures]
 
@@ -123,8 +129,9 @@ class BoundedProducer:
 
 
 # What a client raises when it cannot bootstrap: KafkaTimeoutError (kafka-python 3), NoBrokersAvailable (2.x).
-BOOTSTRAP_ERRORS = tuple(getattr(kafka_errors, n) for n in ("KafkaTimeoutError", "NoBrokersAvailable")
-                         if hasattr(kafka_errors, n))
+BOOTSTRAP_ERRORS = tuple(
+    getattr(kafka_errors, n) for n in ("KafkaTimeoutError", "NoBrokersAvailable") if hasattr(kafka_errors, n)
+)
 
 
 class _Recorder(logging.Handler):
@@ -164,36 +171,48 @@ def explain_connection_failure(settings: Settings, messages: list[str], exc: Exc
         return ConfigError(
             f"Kafka at {where} rejected the credentials: SASL {settings.kafka_sasl_mechanism} as "
             f"{settings.kafka_sasl_username!r} failed; check THREADLINE_KAFKA_SASL_USERNAME, "
-            "THREADLINE_KAFKA_SASL_PASSWORD (or _FILE) and THREADLINE_KAFKA_SASL_MECHANISM")
+            "THREADLINE_KAFKA_SASL_PASSWORD (or _FILE) and THREADLINE_KAFKA_SASL_MECHANISM"
+        )
     if "UnsupportedSaslMechanism" in text:
-        return ConfigError(f"Kafka at {where} does not offer SASL {settings.kafka_sasl_mechanism} on this listener; "
-                           "set THREADLINE_KAFKA_SASL_MECHANISM to one it enables")
+        return ConfigError(
+            f"Kafka at {where} does not offer SASL {settings.kafka_sasl_mechanism} on this listener; "
+            "set THREADLINE_KAFKA_SASL_MECHANISM to one it enables"
+        )
     verify = re.search(r"certificate verify failed: ([^(\n]+)", text)
     if verify:
         reason = verify.group(1).strip()
         if "hostname" in reason.lower() or "IP address mismatch" in reason:
-            hint = ("the certificate does not name the address in THREADLINE_KAFKA_BOOTSTRAP; use the name it "
-                    "was issued for (THREADLINE_KAFKA_SSL_CHECK_HOSTNAME=false only for tests)")
+            hint = (
+                "the certificate does not name the address in THREADLINE_KAFKA_BOOTSTRAP; use the name it "
+                "was issued for (THREADLINE_KAFKA_SSL_CHECK_HOSTNAME=false only for tests)"
+            )
         elif settings.kafka_ssl_cafile:
             hint = f"THREADLINE_KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile} is not the CA that signed it"
         else:
-            hint = ("no THREADLINE_KAFKA_SSL_CAFILE is set, so only the system's CAs are trusted; "
-                    "set it to the PEM file of the CA that signed the broker's certificate")
+            hint = (
+                "no THREADLINE_KAFKA_SSL_CAFILE is set, so only the system's CAs are trusted; "
+                "set it to the PEM file of the CA that signed the broker's certificate"
+            )
         return ConfigError(f"TLS verification of Kafka at {where} failed ({reason}): {hint}")
     if "ALERT_BAD_CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text:
-        hint = (f"THREADLINE_KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile} is not signed by a CA the broker trusts"
-                if settings.kafka_ssl_certfile else
-                "the listener wants a client certificate: set THREADLINE_KAFKA_SSL_CERTFILE and _KEYFILE")
+        hint = (
+            f"THREADLINE_KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile} is not signed by a CA the broker trusts"
+            if settings.kafka_ssl_certfile
+            else "the listener wants a client certificate: set THREADLINE_KAFKA_SSL_CERTFILE and _KEYFILE"
+        )
         return ConfigError(f"Kafka at {where} refused the TLS client certificate: {hint}")
     if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
-        return ConfigError(f"Kafka at {where} does not speak TLS on this port; "
-                           f"check THREADLINE_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}")
+        return ConfigError(
+            f"Kafka at {where} does not speak TLS on this port; "
+            f"check THREADLINE_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+        )
     if settings.kafka_sasl_mechanism and "socket disconnected" in text and "Connection refused" not in text:
         # The broker may close the connection after a failed SASL exchange instead of answering it.
         return ConfigError(
             f"Kafka at {where} most likely rejected the credentials: it closed the connection during "
             f"SASL {settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username!r}; check "
-            "THREADLINE_KAFKA_SASL_USERNAME, THREADLINE_KAFKA_SASL_PASSWORD (or _FILE) and THREADLINE_KAFKA_SASL_MECHANISM")
+            "THREADLINE_KAFKA_SASL_USERNAME, THREADLINE_KAFKA_SASL_PASSWORD (or _FILE) and THREADLINE_KAFKA_SASL_MECHANISM"
+        )
     last = next((m for m in reversed(messages) if "Connection lost" in m or "Connection failed" in m), None)
     return KafkaUnavailable(f"Kafka at {where} did not answer ({exc})" + (f": {last}" if last else ""))
 
@@ -233,8 +252,12 @@ def broker_credentials(settings: Settings):
     settings.check_kafka_security()
     context = ssl_context(settings)
     if settings.kafka_sasl_mechanism:
-        return faust.SASLCredentials(username=settings.kafka_sasl_username, password=settings.kafka_sasl_secret(),
-                                     mechanism=settings.kafka_sasl_mechanism.upper(), ssl_context=context)
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_secret(),
+            mechanism=settings.kafka_sasl_mechanism.upper(),
+            ssl_context=context,
+        )
     return faust.SSLCredentials(context) if context is not None else None
 
 

@@ -56,11 +56,16 @@ def configure_logging(settings: Settings, *, force: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     # format_exc_info turns a record's exc_info into the traceback text: without it the JSON
     # renderer would print the traceback object's repr and the stack would be lost.
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, renderer],
-        foreign_pre_chain=shared,
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+            foreign_pre_chain=shared,
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

@@ -13,39 +13,82 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 # Per record (worker agents, ~0.1 ms) to per batch (projectors, up to seconds).
-PROCESSING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                      2.5, 5.0, 10.0)
+PROCESSING_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-EVENTS_CONSUMED = Counter("threadline_events_consumed", "Records read from a topic",
-                          ["component", "topic"])
-EVENTS_PRODUCED = Counter("threadline_events_produced", "Records handed to the producer for a topic",
-                          ["component", "topic"])
-PROCESSING_SECONDS = Histogram("threadline_processing_seconds",
-                               "Processing time: per record for the worker's agents, per batch for projectors",
-                               ["component", "stage"], buckets=PROCESSING_BUCKETS)
-CONSUMER_LAG = Gauge("threadline_consumer_lag", "Records on a partition not yet processed (end offset - position)",
-                     ["component", "topic", "partition"])
-DLQ = Counter("threadline_dlq", "Records sent to a dead-letter topic, by the topic they came from (the gateway: "
-              "the topic they were meant for)", ["component", "topic"])
+EVENTS_CONSUMED = Counter("threadline_events_consumed", "Records read from a topic", ["component", "topic"])
+EVENTS_PRODUCED = Counter(
+    "threadline_events_produced", "Records handed to the producer for a topic", ["component", "topic"]
+)
+PROCESSING_SECONDS = Histogram(
+    "threadline_processing_seconds",
+    "Processing time: per record for the worker's agents, per batch for projectors",
+    ["component", "stage"],
+    buckets=PROCESSING_BUCKETS,
+)
+CONSUMER_LAG = Gauge(
+    "threadline_consumer_lag",
+    "Records on a partition not yet processed (end offset - position)",
+    ["component", "topic", "partition"],
+)
+DLQ = Counter(
+    "threadline_dlq",
+    "Records sent to a dead-letter topic, by the topic they came from (the gateway: the topic they were meant for)",
+    ["component", "topic"],
+)
 SLA = Counter("threadline_sla", "SLA clock events the worker emitted", ["event", "channel"])
-HTTP_REQUESTS = Counter("threadline_http_requests", "HTTP requests answered, by route template",
-                        ["app", "method", "route", "status"])
-HTTP_SECONDS = Histogram("threadline_http_request_seconds", "HTTP request time, by route template",
-                         ["app", "method", "route"], buckets=HTTP_BUCKETS)
-GATEWAY_CONTACTS = Counter("threadline_gateway_contacts",
-                           "Contacts by connector: accepted (acknowledged by Kafka), dead_lettered, rejected "
-                           "(request refused with 4xx), unacknowledged (503)", ["connector", "outcome"])
-READY = Gauge("threadline_ready", "1 when the component's last check of the dependency passed",
-              ["component", "dependency"])
+HTTP_REQUESTS = Counter(
+    "threadline_http_requests", "HTTP requests answered, by route template", ["app", "method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "threadline_http_request_seconds",
+    "HTTP request time, by route template",
+    ["app", "method", "route"],
+    buckets=HTTP_BUCKETS,
+)
+GATEWAY_CONTACTS = Counter(
+    "threadline_gateway_contacts",
+    "Contacts by connector: accepted (acknowledged by Kafka), dead_lettered, rejected "
+    "(request refused with 4xx), unacknowledged (503)",
+    ["connector", "outcome"],
+)
+READY = Gauge(
+    "threadline_ready", "1 when the component's last check of the dependency passed", ["component", "dependency"]
+)
 
-ALL: tuple[MetricWrapperBase, ...] = (EVENTS_CONSUMED, EVENTS_PRODUCED, PROCESSING_SECONDS, CONSUMER_LAG, DLQ, SLA,
-                                      HTTP_REQUESTS, HTTP_SECONDS, GATEWAY_CONTACTS, READY)
+ALL: tuple[MetricWrapperBase, ...] = (
+    EVENTS_CONSUMED,
+    EVENTS_PRODUCED,
+    PROCESSING_SECONDS,
+    CONSUMER_LAG,
+    DLQ,
+    SLA,
+    HTTP_REQUESTS,
+    HTTP_SECONDS,
+    GATEWAY_CONTACTS,
+    READY,
+)
 SLA_EVENTS = {"sla_started": "started", "sla_hit": "hit", "sla_breached": "breached", "sla_withdrawn": "withdrawn"}
 UNMATCHED_ROUTE = "<unmatched>"  # requests no route took: one series, whatever the path
 
-_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"),
-             "gauge": ("",)}
+_SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_count", "_sum", "_created"), "gauge": ("",)}
 
 
 def series_names() -> dict[str, tuple[str, ...]]:

@@ -48,8 +48,15 @@ class Check:
     """A named dependency probe. ``probe()`` (a function or a coroutine function) returns or
     raises; a raise is a failure with the exception as detail. The answer is kept ``ttl`` seconds."""
 
-    def __init__(self, name: str, probe: Callable, *, ttl: float = PROBE_TTL, timeout: float = PROBE_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        name: str,
+        probe: Callable,
+        *,
+        ttl: float = PROBE_TTL,
+        timeout: float = PROBE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.name, self.probe, self.ttl, self.timeout, self.clock = name, probe, ttl, timeout, clock
         self.is_async = inspect.iscoroutinefunction(probe)
         self._last: tuple[float, CheckResult] | None = None
@@ -103,8 +110,10 @@ class Check:
 def aggregate(results: list[CheckResult]) -> tuple[int, dict]:
     """The /readyz answer: 200 when every check passed, else 503 naming the failing ones."""
     failing = [r.name for r in results if not r.ok]
-    body: dict = {"status": "not_ready" if failing else "ready",
-                  "checks": {r.name: ({"ok": True} if r.ok else {"ok": False, "detail": r.detail}) for r in results}}
+    body: dict = {
+        "status": "not_ready" if failing else "ready",
+        "checks": {r.name: ({"ok": True} if r.ok else {"ok": False, "detail": r.detail}) for r in results},
+    }
     if failing:
         body["failing"] = failing
     return (503 if failing else 200), body
@@ -126,8 +135,7 @@ class Readiness:
                 if r.ok:
                     log.info("dependency_ready", component=self.component, dependency=r.name)
                 else:
-                    log.warning("dependency_not_ready", component=self.component, dependency=r.name,
-                                detail=r.detail)
+                    log.warning("dependency_not_ready", component=self.component, dependency=r.name, detail=r.detail)
         return aggregate(results)
 
     def run(self) -> tuple[int, dict]:
@@ -155,8 +163,12 @@ class KafkaProbe:
                 admin = self._admin
                 if admin is None:
                     ms = int(self.timeout * 1000)
-                    admin = self._admin = KafkaAdminClient(client_id="threadline-readiness", request_timeout_ms=ms,
-                                                   bootstrap_timeout_ms=ms, **self.settings.kafka_client_config())
+                    admin = self._admin = KafkaAdminClient(
+                        client_id="threadline-readiness",
+                        request_timeout_ms=ms,
+                        bootstrap_timeout_ms=ms,
+                        **self.settings.kafka_client_config(),
+                    )
                 if not admin.describe_cluster().get("brokers"):
                     raise ConnectionError("the cluster has no brokers")
             except Exception:
@@ -187,9 +199,13 @@ def postgres_probe(settings: Settings, timeout: float = PROBE_TIMEOUT) -> Callab
     import psycopg
 
     def probe() -> None:
-        with psycopg.connect(settings.effective_pg_dsn, connect_timeout=max(1, int(timeout)), autocommit=True,
-                             application_name="threadline-readiness",
-                             options=f"-c statement_timeout={int(timeout * 1000)}") as conn:
+        with psycopg.connect(
+            settings.effective_pg_dsn,
+            connect_timeout=max(1, int(timeout)),
+            autocommit=True,
+            application_name="threadline-readiness",
+            options=f"-c statement_timeout={int(timeout * 1000)}",
+        ) as conn:
             conn.execute("select 1").fetchone()
 
     return probe
@@ -273,24 +289,32 @@ def offline_docs(app) -> None:
 
     if not app.openapi_url:
         return
-    app.router.routes[:] = [r for r in app.router.routes
-                            if getattr(r, "path", None) not in ("/docs", "/redoc", "/docs/oauth2-redirect")]
+    app.router.routes[:] = [
+        r for r in app.router.routes if getattr(r, "path", None) not in ("/docs", "/redoc", "/docs/oauth2-redirect")
+    ]
     app.mount(DOCS_ASSETS, StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request):
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_swagger_ui_html(openapi_url=root + app.openapi_url, title=f"{app.title} - docs",
-                                   swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
-                                   swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png")
+        return get_swagger_ui_html(
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+        )
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request):
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_redoc_html(openapi_url=root + app.openapi_url, title=f"{app.title} - ReDoc",
-                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
-                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+        return get_redoc_html(
+            openapi_url=root + app.openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 # -- processes without HTTP: a threaded ops server --------------------------------------------
@@ -349,8 +373,15 @@ class OpsServer:
         self.httpd.server_close()
 
 
-def serve(host: str, port: int, *, component: str, liveness: Liveness, readiness: Readiness,
-          variable: str = "its THREADLINE_*_OPS_PORT") -> OpsServer | None:
+def serve(
+    host: str,
+    port: int,
+    *,
+    component: str,
+    liveness: Liveness,
+    readiness: Readiness,
+    variable: str = "its THREADLINE_*_OPS_PORT",
+) -> OpsServer | None:
     """Serve /metrics, /livez and /readyz on ``host:port`` in a daemon thread; port 0: nothing.
     ``variable`` names the setting of the port, for the error when the port is taken."""
     if not port:
@@ -359,8 +390,9 @@ def serve(host: str, port: int, *, component: str, liveness: Liveness, readiness
     try:
         httpd = _OpsHTTPServer((host, port), liveness, readiness)
     except OSError as exc:
-        raise ConfigError(f"{component}: cannot serve /metrics on {host}:{port} ({exc.strerror}); "
-                          f"set {variable} (0 disables)") from None
+        raise ConfigError(
+            f"{component}: cannot serve /metrics on {host}:{port} ({exc.strerror}); set {variable} (0 disables)"
+        ) from None
     thread = threading.Thread(target=httpd.serve_forever, name=f"ops-{component}", daemon=True)
     thread.start()
     log.info("ops_server_started", component=component, host=host, port=httpd.server_address[1])

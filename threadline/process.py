@@ -75,14 +75,20 @@ class Managed:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=cwd, env={**os.environ, **(env or {})}, start_new_session=True,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
 
-    def launch(self, argv: list[str], *, ready, timeout: float, env: dict | None = None,
-               cwd: Path | None = None) -> None:
+    def launch(
+        self, argv: list[str], *, ready, timeout: float, env: dict | None = None, cwd: Path | None = None
+    ) -> None:
         """Start, then wait for ``ready()``; a process that never gets ready is stopped again."""
         self.start(argv, env=env, cwd=cwd)
         try:

@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     produce_deadline_seconds: float = Field(default=5.0, gt=0, le=60)
     retry_after_seconds: int = Field(default=5, ge=1)
 
-    projection_prefix: str = Field(default="", description="prefix of the projection schemas (support → <prefix>support)")
+    projection_prefix: str = Field(
+        default="", description="prefix of the projection schemas (support → <prefix>support)"
+    )
 
     log_format: LogFormat = LogFormat.AUTO
     log_level: str = "INFO"
@@ -205,8 +207,10 @@ class Settings(BaseSettings):
             return _with_password(self.pg_api_dsn, self._pg_secret("pg_api_password", None))
         if self.pg_dsn:
             return self.effective_pg_dsn
-        return _with_password(f"postgresql://{PG_READER}@127.0.0.1:{self.pg_port}/threadline",
-                              self._pg_secret("pg_api_password", PG_READER))
+        return _with_password(
+            f"postgresql://{PG_READER}@127.0.0.1:{self.pg_port}/threadline",
+            self._pg_secret("pg_api_password", PG_READER),
+        )
 
     @property
     def pg_display(self) -> str:
@@ -251,14 +255,20 @@ class Settings(BaseSettings):
         protocol, mechanism = self.kafka_security_protocol.upper(), (self.kafka_sasl_mechanism or "").upper()
         problems = []
         if protocol not in KAFKA_PROTOCOLS:
-            problems.append(f"kafka_security_protocol={self.kafka_security_protocol}: expected one of {', '.join(KAFKA_PROTOCOLS)}")
+            problems.append(
+                f"kafka_security_protocol={self.kafka_security_protocol}: expected one of {', '.join(KAFKA_PROTOCOLS)}"
+            )
         sasl = protocol.startswith("SASL_")
         if mechanism and mechanism not in SASL_MECHANISMS:
-            problems.append(f"kafka_sasl_mechanism={self.kafka_sasl_mechanism}: expected one of {', '.join(SASL_MECHANISMS)}")
+            problems.append(
+                f"kafka_sasl_mechanism={self.kafka_sasl_mechanism}: expected one of {', '.join(SASL_MECHANISMS)}"
+            )
         if sasl and not mechanism:
             problems.append(f"kafka_security_protocol={protocol} needs kafka_sasl_mechanism")
         if mechanism and not sasl:
-            problems.append(f"kafka_sasl_mechanism={mechanism} needs kafka_security_protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}")
+            problems.append(
+                f"kafka_sasl_mechanism={mechanism} needs kafka_security_protocol SASL_SSL or SASL_PLAINTEXT, not {protocol}"
+            )
         if mechanism and not self.kafka_sasl_username:
             problems.append(f"kafka_sasl_mechanism={mechanism} needs kafka_sasl_username")
         if mechanism and self.kafka_sasl_password is None and self.kafka_sasl_password_file is None:
@@ -312,8 +322,9 @@ def check_public_url(value: str | None, name: str) -> str | None:
         return None
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not valid_host(parts.netloc):
-        raise ValueError(f"{name}: expected an absolute http(s) URL such as https://hooks.example.org/twilio/sms, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name}: expected an absolute http(s) URL such as https://hooks.example.org/twilio/sms, got {value!r}"
+        )
     if parts.fragment:
         raise ValueError(f"{name}: a URL with a #fragment is never what a provider calls")
     return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"

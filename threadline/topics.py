@@ -29,17 +29,20 @@ class TopicPlan:
     configs: dict[str, str]
 
     def describe(self) -> str:
-        return (f"partitions={self.partitions} replication={self.replication} "
-                + " ".join(f"{k}={v}" for k, v in sorted(self.configs.items())))
+        return f"partitions={self.partitions} replication={self.replication} " + " ".join(
+            f"{k}={v}" for k, v in sorted(self.configs.items())
+        )
 
 
 @dataclass(frozen=True)
 class ApplyReport:
     created: list[str]
     in_line: list[str]
-    drifted: list[str]   # one line per difference; raised as TopicDriftError unless dry_run
-    planned: list[str]   # dry run: the topics it would create
-    plans: list[TopicPlan] = field(default_factory=list)  # the settings of each topic created (or, dry run, to be created)
+    drifted: list[str]  # one line per difference; raised as TopicDriftError unless dry_run
+    planned: list[str]  # dry run: the topics it would create
+    plans: list[TopicPlan] = field(
+        default_factory=list
+    )  # the settings of each topic created (or, dry run, to be created)
 
 
 def prefixed(specs: tuple[TopicSpec, ...], prefix: str) -> tuple[TopicSpec, ...]:
@@ -57,8 +60,9 @@ class _FaustMetadataNoise(logging.Filter):
     description of the worker's group would print that dump. It says nothing about lag."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(("Unable to decode member_metadata",
-                                                   "Unable to decode member_assignment"))
+        return not record.getMessage().startswith(
+            ("Unable to decode member_metadata", "Unable to decode member_assignment")
+        )
 
 
 logging.getLogger("kafka.admin._groups").addFilter(_FaustMetadataNoise())
@@ -68,8 +72,12 @@ def admin_client(settings: Settings, bootstrap_timeout_ms: int = 10000) -> Kafka
     """An admin client; a cluster it cannot bootstrap from is explained (wrong credentials, an
     untrusted certificate, no answer), not a retry loop in the log."""
     with explained_connection_errors(settings):
-        return KafkaAdminClient(client_id="threadline-admin", request_timeout_ms=15000,
-                                bootstrap_timeout_ms=bootstrap_timeout_ms, **settings.kafka_client_config())
+        return KafkaAdminClient(
+            client_id="threadline-admin",
+            request_timeout_ms=15000,
+            bootstrap_timeout_ms=bootstrap_timeout_ms,
+            **settings.kafka_client_config(),
+        )
 
 
 def describe(admin: KafkaAdminClient, names: list[str]) -> dict[str, tuple[int, int, dict[str, str]]]:
@@ -89,8 +97,13 @@ def describe(admin: KafkaAdminClient, names: list[str]) -> dict[str, tuple[int, 
     return out
 
 
-def apply(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOG, *, dry_run: bool = False,
-          admin: KafkaAdminClient | None = None) -> ApplyReport:
+def apply(
+    settings: Settings,
+    specs: tuple[TopicSpec, ...] = CATALOG,
+    *,
+    dry_run: bool = False,
+    admin: KafkaAdminClient | None = None,
+) -> ApplyReport:
     own = admin is None
     admin = admin or admin_client(settings)
     try:
@@ -105,10 +118,12 @@ def apply(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOG, *, dry_run
         plans = [plan(s, settings.replication_factor) for s in missing]
         created = []
         if missing and not dry_run:
-            admin.create_topics({
-                p.name: {"num_partitions": p.partitions, "replication_factor": p.replication, "configs": p.configs}
-                for p in plans
-            })
+            admin.create_topics(
+                {
+                    p.name: {"num_partitions": p.partitions, "replication_factor": p.replication, "configs": p.configs}
+                    for p in plans
+                }
+            )
             created = [p.name for p in plans]
         report = ApplyReport(created, in_line, drifted, [p.name for p in plans] if dry_run else [], plans)
         if drifted and not dry_run:

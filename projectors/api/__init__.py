@@ -58,16 +58,26 @@ ROUTE_SCOPES = {path: scope for r in ROUTERS for path, scope in r.SCOPES.items()
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        pool = AsyncConnectionPool(settings.effective_pg_api_dsn, min_size=1, max_size=8, open=False,
-                                   timeout=POOL_TIMEOUT, check=AsyncConnectionPool.check_connection,
-                                   kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 3})
+        pool = AsyncConnectionPool(
+            settings.effective_pg_api_dsn,
+            min_size=1,
+            max_size=8,
+            open=False,
+            timeout=POOL_TIMEOUT,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 3},
+        )
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
         yield
         await pool.close()
 
-    app = FastAPI(title="Threadline read API", version="2", lifespan=lifespan,
-                  description="Read models for support, sales and marketing, built from the event log.")
+    app = FastAPI(
+        title="Threadline read API",
+        version="2",
+        lifespan=lifespan,
+        description="Read models for support, sales and marketing, built from the event log.",
+    )
     app.state.settings = settings
     app.state.schemas = {p: live_schema(settings, p) for p in ("support", "sales", "marketing")}
     auth.install(app, auth.api_tokens(settings), ROUTE_SCOPES, errors=(400, 404, 503))  # before the routes
@@ -94,20 +104,29 @@ def declare(app: FastAPI, router: APIRouter) -> None:
     answers a route documents (``responses``) stay documented."""
     for route in router.routes:
         assert isinstance(route, APIRoute), route
-        app.add_api_route(route.path, route.endpoint, methods=sorted(route.methods), tags=route.tags,
-                          name=route.name, responses=route.responses)
+        app.add_api_route(
+            route.path,
+            route.endpoint,
+            methods=sorted(route.methods),
+            tags=route.tags,
+            name=route.name,
+            responses=route.responses,
+        )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_req: Request, exc: RequestValidationError):
-        return error_response(400, "invalid_parameters", "the request parameters are not valid",
-                              validation_fields(exc))
+        return error_response(400, "invalid_parameters", "the request parameters are not valid", validation_fields(exc))
 
     @app.exception_handler(BadCursor)
     async def _bad_cursor(_req: Request, exc: BadCursor):
-        return error_response(400, "invalid_parameters", "the request parameters are not valid",
-                              [{"field": "cursor", "problem": exc.problem}])
+        return error_response(
+            400,
+            "invalid_parameters",
+            "the request parameters are not valid",
+            [{"field": "cursor", "problem": exc.problem}],
+        )
 
     @app.exception_handler(NotFound)
     async def _not_found(_req: Request, exc: NotFound):
@@ -115,8 +134,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(psycopg.errors.UndefinedTable)
     async def _not_built(_req: Request, exc: psycopg.errors.UndefinedTable):
-        return error_response(503, "projection_not_built",
-                              "the projection has not been built yet (run `threadline project`)")
+        return error_response(
+            503, "projection_not_built", "the projection has not been built yet (run `threadline project`)"
+        )
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)

@@ -17,8 +17,13 @@ from threadline.http import error_response
 
 IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
 
-SCOPES = {"/contacts/{event_id}": "support", "/customers/{customer_id}/contacts": "support", "/contacts": "support",
-          "/customers/by-identity": "support", "/customers/{customer_id}": "support"}
+SCOPES = {
+    "/contacts/{event_id}": "support",
+    "/customers/{customer_id}/contacts": "support",
+    "/contacts": "support",
+    "/customers/by-identity": "support",
+    "/customers/{customer_id}": "support",
+}
 
 router = APIRouter()
 
@@ -32,10 +37,18 @@ async def get_contact(event_id: uuid.UUID, request: Request):
 
 
 @router.get("/customers/{customer_id}/contacts", tags=["contacts"])
-async def customer_contacts(customer_id: str, request: Request, limit: int = Limit, offset: int = Offset,
-                            cursor: str | None = Cursor):
-    items, after = await listed(request, queries.CUSTOMER_CONTACTS, queries.CONTACTS, {"customer_id": customer_id},
-                                limit=limit, offset=offset, cursor=cursor)
+async def customer_contacts(
+    customer_id: str, request: Request, limit: int = Limit, offset: int = Offset, cursor: str | None = Cursor
+):
+    items, after = await listed(
+        request,
+        queries.CUSTOMER_CONTACTS,
+        queries.CONTACTS,
+        {"customer_id": customer_id},
+        limit=limit,
+        offset=offset,
+        cursor=cursor,
+    )
     if not items and offset == 0 and cursor is None:
         raise NotFound(f"customer {customer_id}")
     return {"customer_id": customer_id, "items": items, "limit": limit, "offset": offset, "next_cursor": after}
@@ -43,29 +56,40 @@ async def customer_contacts(customer_id: str, request: Request, limit: int = Lim
 
 @router.get("/contacts", tags=["contacts"])
 async def list_contacts(request: Request, limit: int = Limit, offset: int = Offset, cursor: str | None = Cursor):
-    items, after = await listed(request, queries.ALL_CONTACTS, queries.CONTACTS, {}, limit=limit, offset=offset,
-                                cursor=cursor)
+    items, after = await listed(
+        request, queries.ALL_CONTACTS, queries.CONTACTS, {}, limit=limit, offset=offset, cursor=cursor
+    )
     return {"items": items, "limit": limit, "offset": offset, "next_cursor": after}
 
 
 async def card(request: Request, requested: str, customer_id: str, include_merged: bool = False) -> dict:
     """The card of projectors/profiles.py: the same queries and shape as customer-profiles.v1."""
     params = {"ids": [customer_id]}
-    parts = {name: await rows(request, sql, params) for name, sql in profiles.queries(schema(request, "support")).items()}
+    parts = {
+        name: await rows(request, sql, params) for name, sql in profiles.queries(schema(request, "support")).items()
+    }
     return profiles.card(customer_id, requested, profiles.by_customer(parts).get(customer_id, {}), include_merged)
 
 
 @router.get("/customers/by-identity", tags=["customers"])
-async def customer_by_identity(request: Request, kind: IdentityKind, value: str = Query(min_length=1, max_length=400),
-                               platform: str | None = Query(None, max_length=64)):
+async def customer_by_identity(
+    request: Request,
+    kind: IdentityKind,
+    value: str = Query(min_length=1, max_length=400),
+    platform: str | None = Query(None, max_length=64),
+):
     """The customer an identity belongs to today, the value written any way ingest accepts it
     (projectors/lookup.py): ``matched`` is the stored identity found, ``looked_up`` what was
     searched; 404 names the normalised value."""
     try:
         look = lookup.normalise(kind, value, platform, request.app.state.settings.default_phone_region)
     except lookup.BadIdentity as exc:
-        return error_response(400, "invalid_parameters", "the request parameters are not valid",
-                              [{"field": exc.field, "problem": exc.problem}])
+        return error_response(
+            400,
+            "invalid_parameters",
+            "the request parameters are not valid",
+            [{"field": exc.field, "problem": exc.problem}],
+        )
     sql, params = lookup.lookup_sql(schema(request, "support"), look)
     found = await rows(request, sql, params)
     if not found:
@@ -74,14 +98,19 @@ async def customer_by_identity(request: Request, kind: IdentityKind, value: str 
     out = await card(request, best["customer_id"], best["customer_id"])
     out["matched"] = {k: best[k] for k in ("kind", "platform", "value")}
     out["looked_up"] = {"kind": look.kind, "value": look.value, "platform": look.platform}
-    out["also_matching"] = list(dict.fromkeys(f["customer_id"] for f in found if f["customer_id"] != best["customer_id"]))
+    out["also_matching"] = list(
+        dict.fromkeys(f["customer_id"] for f in found if f["customer_id"] != best["customer_id"])
+    )
     return out
 
 
 @router.get("/customers/{customer_id}", tags=["customers"])
-async def get_customer(customer_id: str, request: Request,
-                       include_merged: bool = Query(False, description="also list merged-away conversations")):
+async def get_customer(
+    customer_id: str,
+    request: Request,
+    include_merged: bool = Query(False, description="also list merged-away conversations"),
+):
     """The context card: identities, facts, language, last order, conversations, sentiment."""
-    return await card(request, customer_id, await resolve(request, schema(request, "support"), customer_id),
-                      include_merged)
-
+    return await card(
+        request, customer_id, await resolve(request, schema(request, "support"), customer_id), include_merged
+    )

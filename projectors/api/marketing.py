@@ -27,25 +27,42 @@ def _iso_date(value):
 # A calendar day as the document says (format: date), not whatever pydantic would take (0, say).
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
-SCOPES = {"/marketing/engagement": "marketing", "/marketing/response-times": "marketing",
-          "/marketing/reviews": "marketing", "/marketing/customers/{customer_id}/consent": "marketing",
-          "/marketing/customers/{customer_id}/segments": "marketing",
-          "/marketing/customers/{customer_id}/consent-ledger": "marketing"}
+SCOPES = {
+    "/marketing/engagement": "marketing",
+    "/marketing/response-times": "marketing",
+    "/marketing/reviews": "marketing",
+    "/marketing/customers/{customer_id}/consent": "marketing",
+    "/marketing/customers/{customer_id}/segments": "marketing",
+    "/marketing/customers/{customer_id}/consent-ledger": "marketing",
+}
 
 router = APIRouter()
 
 
 @router.get("/marketing/engagement", tags=["marketing"])
-async def engagement(request: Request, from_: IsoDate | None = Query(None, alias="from"),
-                     to: IsoDate | None = Query(None, description="exclusive"), channel: str | None = None,
-                     limit: int = Limit, offset: int = Offset, cursor: str | None = Cursor):
+async def engagement(
+    request: Request,
+    from_: IsoDate | None = Query(None, alias="from"),
+    to: IsoDate | None = Query(None, description="exclusive"),
+    channel: str | None = None,
+    limit: int = Limit,
+    offset: int = Offset,
+    cursor: str | None = Cursor,
+):
     """Contacts per channel per day (UTC days)."""
     if from_ and to and to <= from_:
-        return error_response(400, "invalid_parameters", "to must be after from",
-                              [{"field": "to", "problem": "not after from"}])
-    items, after = await listed(request, queries.engagement(schema(request, "marketing")), queries.ENGAGEMENT,
-                                {"from": from_, "to": to, "channel": channel}, limit=limit, offset=offset,
-                                cursor=cursor)
+        return error_response(
+            400, "invalid_parameters", "to must be after from", [{"field": "to", "problem": "not after from"}]
+        )
+    items, after = await listed(
+        request,
+        queries.engagement(schema(request, "marketing")),
+        queries.ENGAGEMENT,
+        {"from": from_, "to": to, "channel": channel},
+        limit=limit,
+        offset=offset,
+        cursor=cursor,
+    )
     return page(items, limit, offset, after, cursor)
 
 
@@ -56,14 +73,26 @@ async def response_times(request: Request):
 
 
 @router.get("/marketing/reviews", tags=["marketing"])
-async def reviews(request: Request, min_rating: int | None = Query(None, ge=1, le=5),
-                  max_rating: int | None = Query(None, ge=1, le=5), customer_id: str | None = None,
-                  limit: int = Limit, offset: int = Offset, cursor: str | None = Cursor):
+async def reviews(
+    request: Request,
+    min_rating: int | None = Query(None, ge=1, le=5),
+    max_rating: int | None = Query(None, ge=1, le=5),
+    customer_id: str | None = None,
+    limit: int = Limit,
+    offset: int = Offset,
+    cursor: str | None = Cursor,
+):
     s = schema(request, "marketing")
     cid = await resolve(request, s, customer_id) if customer_id else None
-    items, after = await listed(request, queries.reviews(s), queries.REVIEWS,
-                                {"min_rating": min_rating, "max_rating": max_rating, "customer_id": cid},
-                                limit=limit, offset=offset, cursor=cursor)
+    items, after = await listed(
+        request,
+        queries.reviews(s),
+        queries.REVIEWS,
+        {"min_rating": min_rating, "max_rating": max_rating, "customer_id": cid},
+        limit=limit,
+        offset=offset,
+        cursor=cursor,
+    )
     return page(items, limit, offset, after, cursor)
 
 
@@ -87,9 +116,12 @@ async def consent_ledger_route(customer_id: str, request: Request):
     s = schema(request, "marketing")
     cid = await resolve(request, s, customer_id)
     signals = await consent_signals(request, s, cid)
-    return {"customer_id": cid, "ledger": [x.as_json() for x in consent_ledger.ledger(signals)],
-            "current": [x.as_json() for _, x in sorted(consent_ledger.current(signals).items())],
-            "marketing_withdrawn": consent_ledger.withdrawn(signals)}
+    return {
+        "customer_id": cid,
+        "ledger": [x.as_json() for x in consent_ledger.ledger(signals)],
+        "current": [x.as_json() for _, x in sorted(consent_ledger.current(signals).items())],
+        "marketing_withdrawn": consent_ledger.withdrawn(signals),
+    }
 
 
 @router.get("/marketing/customers/{customer_id}/segments", tags=["marketing"])
@@ -103,6 +135,7 @@ async def customer_segments(customer_id: str, request: Request):
     row = await one(request, queries.customer_signals(s), {"customer_id": cid})
     if row is None:
         raise NotFound(f"customer {customer_id}")
-    signals = judgements.Signals(row["last_rating"], row["sentiment_30d"], row["inbound_90d"],
-                                 row["social_inbound_90d"], row["first_channel"])
+    signals = judgements.Signals(
+        row["last_rating"], row["sentiment_30d"], row["inbound_90d"], row["social_inbound_90d"], row["first_channel"]
+    )
     return {"customer_id": cid, "segments": judgements.segments(signals), "signals": row}

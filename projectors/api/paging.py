@@ -26,8 +26,13 @@ MAX_OFFSET = 1_000_000_000
 MAX_CURSOR = 2000  # characters
 Limit = Query(50, ge=1, le=MAX_LIMIT, description="page size")
 Offset = Query(0, ge=0, le=MAX_OFFSET, description="rows to skip (or use cursor)")
-Cursor = Query(None, min_length=1, max_length=MAX_CURSOR, pattern=r"^[A-Za-z0-9_-]+$",
-               description="next_cursor of the previous page: the page after it")
+Cursor = Query(
+    None,
+    min_length=1,
+    max_length=MAX_CURSOR,
+    pattern=r"^[A-Za-z0-9_-]+$",
+    description="next_cursor of the previous page: the page after it",
+)
 
 
 class BadCursor(Exception):
@@ -83,8 +88,10 @@ def page_sql(sql: str, order: Order, cursor: str | None, offset: int) -> tuple[s
             raise BadCursor("give either cursor or offset, not both")
         params = decode(order, cursor)
         sql = f"{sql} and {order.after()}"
-    return (sql.format(keys=order.key_columns()) + f" order by {order.order_by()} limit %(limit)s offset %(offset)s",
-            params)
+    return (
+        sql.format(keys=order.key_columns()) + f" order by {order.order_by()} limit %(limit)s offset %(offset)s",
+        params,
+    )
 
 
 def split_keys(order: Order, rows: list[dict], limit: int) -> tuple[list[dict], str | None]:

@@ -41,19 +41,26 @@ async def resolve(request: Request, s: str, customer_id: str) -> str:
     return row["customer_id"]
 
 
-async def listed(request: Request, sql: str, order: Order, params: dict, *, limit: int, offset: int,
-                 cursor: str | None) -> tuple[list[dict], str | None]:
+async def listed(
+    request: Request, sql: str, order: Order, params: dict, *, limit: int, offset: int, cursor: str | None
+) -> tuple[list[dict], str | None]:
     """One page of a list: its items and ``next_cursor``."""
     paged, after = paging.page_sql(sql, order, cursor, offset)
     found = await rows(request, paged, {**params, **after, "limit": limit, "offset": offset})
     return paging.split_keys(order, found, limit)
 
 
-def page(items: list[dict], limit: int, offset: int, next_cursor: str | None, cursor: str | None = None,
-         **extra) -> dict:
-    return {**extra, "items": items, "limit": limit, "offset": offset,
-            "next_offset": offset + limit if len(items) == limit and cursor is None else None,
-            "next_cursor": next_cursor}
+def page(
+    items: list[dict], limit: int, offset: int, next_cursor: str | None, cursor: str | None = None, **extra
+) -> dict:
+    return {
+        **extra,
+        "items": items,
+        "limit": limit,
+        "offset": offset,
+        "next_offset": offset + limit if len(items) == limit and cursor is None else None,
+        "next_cursor": next_cursor,
+    }
 
 
 def jsonable(row: dict) -> dict:

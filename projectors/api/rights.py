@@ -31,15 +31,28 @@ router = APIRouter()
 
 
 class ErasureRequest(BaseModel):
-    identity: str = Field(min_length=3, max_length=400, pattern=IDENTITY_PATTERN,
-                          description="kind:[platform:]value of any identity of the customer")
+    identity: str = Field(
+        min_length=3,
+        max_length=400,
+        pattern=IDENTITY_PATTERN,
+        description="kind:[platform:]value of any identity of the customer",
+    )
 
 
-@router.get("/privacy/access", tags=["privacy"],
-            responses=error_responses(400, 401, 403, 404, 503, _404="no customer holds the identity"))
-async def privacy_access(request: Request,
-                         identity: str = Query(min_length=3, max_length=400, pattern=IDENTITY_PATTERN,
-                                               description="kind:[platform:]value, e.g. email:giulia@example.it")):
+@router.get(
+    "/privacy/access",
+    tags=["privacy"],
+    responses=error_responses(400, 401, 403, 404, 503, _404="no customer holds the identity"),
+)
+async def privacy_access(
+    request: Request,
+    identity: str = Query(
+        min_length=3,
+        max_length=400,
+        pattern=IDENTITY_PATTERN,
+        description="kind:[platform:]value, e.g. email:giulia@example.it",
+    ),
+):
     """Right of access: one JSON bundle of what the read model holds about the customer of an
     identity: contacts, conversations, conversation events, identities, identity events, facts."""
     from projectors.erasure import NotFound as NoCustomer
@@ -48,8 +61,12 @@ async def privacy_access(request: Request,
     try:
         data = await run_in_threadpool(run_export, request.app.state.settings, identity)
     except ValueError as exc:
-        return error_response(400, "invalid_parameters", "the request parameters are not valid",
-                              [{"field": "identity", "problem": str(exc)}])
+        return error_response(
+            400,
+            "invalid_parameters",
+            "the request parameters are not valid",
+            [{"field": "identity", "problem": str(exc)}],
+        )
     except NoCustomer:
         raise NotFound("customer with that identity")
     except (psycopg.OperationalError, ThreadlineError) as exc:
@@ -58,10 +75,21 @@ async def privacy_access(request: Request,
     return json.loads(json.dumps(data, default=str))
 
 
-@router.post("/privacy/erasures", tags=["privacy"],
-             responses=error_responses(400, 401, 403, 404, 409, 503, _404="no customer holds the identity",
-                                       _400="not an identity",
-                                       _409="privacy (sealing) is off: nothing could be shredded"))
+@router.post(
+    "/privacy/erasures",
+    tags=["privacy"],
+    responses=error_responses(
+        400,
+        401,
+        403,
+        404,
+        409,
+        503,
+        _404="no customer holds the identity",
+        _400="not an identity",
+        _409="privacy (sealing) is off: nothing could be shredded",
+    ),
+)
 async def privacy_erase(request: Request, body: ErasureRequest):
     """Erase the customer of an identity (``threadline privacy erase``): the data keys of every
     identity of its component destroyed, its read-model rows dropped, its compacted keys
@@ -73,14 +101,18 @@ async def privacy_erase(request: Request, body: ErasureRequest):
     try:
         report = await run_in_threadpool(run_erase, request.app.state.settings, body.identity, requested_by="api")
     except ValueError as exc:
-        return error_response(400, "invalid_body", "the body does not name an identity",
-                              [{"field": "identity", "problem": str(exc)}])
+        return error_response(
+            400, "invalid_body", "the body does not name an identity", [{"field": "identity", "problem": str(exc)}]
+        )
     except PrivacyOff as exc:
         return error_response(409, "privacy_off", str(exc))
     except NoCustomer:
         raise NotFound("customer with that identity")
     except (psycopg.OperationalError, ThreadlineError) as exc:
         log.warning("privacy_erasure_unavailable", error=type(exc).__name__)
-        return error_response(503, "unavailable", "Kafka, PostgreSQL or the key store is not available; the "
-                              "erasure may be partial: send it again")
+        return error_response(
+            503,
+            "unavailable",
+            "Kafka, PostgreSQL or the key store is not available; the erasure may be partial: send it again",
+        )
     return report.as_json()

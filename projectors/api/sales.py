@@ -21,13 +21,21 @@ async def sales_context(customer_id: str, request: Request):
     row = await one(request, queries.customer_360(s), {"customer_id": cid})
     if row is None:
         raise NotFound(f"customer {customer_id}")
-    flag = judgements.talk_to_support_first(open_conversations=row["open_conversations"],
-                                            breached_slas_7d=row["breached_slas_7d"],
-                                            support_contacts_7d=row["support_contacts_7d"],
-                                            sentiment_7d=row["sentiment_7d"],
-                                            sentiment_prior_23d=row["sentiment_prior_23d"])
-    sentiment = definitions.Sentiment(row["sentiment_latest"], row["sentiment_7d"], row["sentiment_prior_23d"],
-                                      row["sentiment_30d"])
-    return {**row, "requested_id": customer_id, "sentiment": sentiment.as_dict(),
-            "sentiment_trend": sentiment.trend,
-            "talk_to_support_first": flag.flag, "talk_to_support_first_reasons": flag.reasons}
+    flag = judgements.talk_to_support_first(
+        open_conversations=row["open_conversations"],
+        breached_slas_7d=row["breached_slas_7d"],
+        support_contacts_7d=row["support_contacts_7d"],
+        sentiment_7d=row["sentiment_7d"],
+        sentiment_prior_23d=row["sentiment_prior_23d"],
+    )
+    sentiment = definitions.Sentiment(
+        row["sentiment_latest"], row["sentiment_7d"], row["sentiment_prior_23d"], row["sentiment_30d"]
+    )
+    return {
+        **row,
+        "requested_id": customer_id,
+        "sentiment": sentiment.as_dict(),
+        "sentiment_trend": sentiment.trend,
+        "talk_to_support_first": flag.flag,
+        "talk_to_support_first_reasons": flag.reasons,
+    }

@@ -70,8 +70,15 @@ RECONNECT_FIRST, RECONNECT_MAX = 0.5, 10.0  # backoff (seconds) while PostgreSQL
 # retried record by record, and a record that fails alone goes to the DLQ. Data exceptions (22xxx:
 # NUL in text, a value out of range, bad JSON), integrity violations (23xxx), limits (54xxx: an
 # index row too large), and what psycopg raises adapting a Python value (a string it cannot encode).
-RECORD_WRITE_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded,
-                       UnicodeError, ValueError, TypeError, OverflowError)
+RECORD_WRITE_ERRORS = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    psycopg.errors.ProgramLimitExceeded,
+    UnicodeError,
+    ValueError,
+    TypeError,
+    OverflowError,
+)
 # The connection is gone (PostgreSQL restarted, the network failed): reconnect and resume.
 POSTGRES_LOST = (psycopg.OperationalError, psycopg.InterfaceError)
 
@@ -195,8 +202,15 @@ class RunStats:
 class Projector:
     """Runs ``projection`` over ``sources``."""
 
-    def __init__(self, settings: Settings, projection: Projection, *, sources: Sources = Sources(),
-                 codec: Codec | None = None, batch_size: int = DEFAULT_BATCH):
+    def __init__(
+        self,
+        settings: Settings,
+        projection: Projection,
+        *,
+        sources: Sources = Sources(),
+        codec: Codec | None = None,
+        batch_size: int = DEFAULT_BATCH,
+    ):
         if not sources.topics():
             raise ConfigError(f"projector {projection.name}: no source topic")
         self.settings = settings
@@ -235,8 +249,13 @@ class Projector:
         self.stats.positions = {(tp.topic, tp.partition): stored.get((tp.topic, tp.partition), 0) for tp in tps}
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self, *, max_batches: int | None = None, stop_at: dict[tuple[str, int], int] | None = None,
-            on_batch: Callable[[RunStats], None] | None = None) -> RunStats:
+    def run(
+        self,
+        *,
+        max_batches: int | None = None,
+        stop_at: dict[tuple[str, int], int] | None = None,
+        on_batch: Callable[[RunStats], None] | None = None,
+    ) -> RunStats:
         """Project until stopped, ``max_batches`` batches, or every partition reached ``stop_at``.
 
         A lost PostgreSQL connection (a restart, a network cut) is not the end: the projector
@@ -254,14 +273,19 @@ class Projector:
                     schemas_.migrate(conn)
                     self.projection.prepare(conn)
                     if consumer is None:
-                        consumer = KafkaConsumer(enable_auto_commit=False, group_id=None,
-                                                 auto_offset_reset="earliest", max_poll_records=self.batch_size,
-                                                 client_id=f"projector-{self.name}",
-                                                 **self.settings.kafka_client_config())
+                        consumer = KafkaConsumer(
+                            enable_auto_commit=False,
+                            group_id=None,
+                            auto_offset_reset="earliest",
+                            max_poll_records=self.batch_size,
+                            client_id=f"projector-{self.name}",
+                            **self.settings.kafka_client_config(),
+                        )
                         # every DLQ send and wait within THREADLINE_PRODUCE_DEADLINE_SECONDS (KafkaUnavailable)
                         producer = BoundedProducer.from_settings(self.settings, client_id=f"projector-{self.name}")
-                        dead_letters = DeadLetters(producer, PROJECTIONS_DLQ.name, self.name,
-                                                   self.instruments.dead_lettered)
+                        dead_letters = DeadLetters(
+                            producer, PROJECTIONS_DLQ.name, self.name, self.instruments.dead_lettered
+                        )
                         tps = self._assign(consumer)
                     build = self._open(conn, consumer, tps)
                     delay = RECONNECT_FIRST
@@ -269,8 +293,13 @@ class Projector:
                     break
                 except POSTGRES_LOST as exc:
                     self.instruments.stopped()
-                    log.warning("postgres_lost", projector=self.name, error=type(exc).__name__,
-                                detail=str(exc).splitlines()[0][:200] if str(exc) else "", retry_in_s=delay)
+                    log.warning(
+                        "postgres_lost",
+                        projector=self.name,
+                        error=type(exc).__name__,
+                        detail=str(exc).splitlines()[0][:200] if str(exc) else "",
+                        retry_in_s=delay,
+                    )
                     self.stop_event.wait(delay)
                     delay = min(delay * 2, RECONNECT_MAX)
                 finally:
@@ -290,8 +319,13 @@ class Projector:
         conn.execute("select pg_advisory_lock(hashtext(%s))", (schemas_.lock_key("writer", self.name),))
         self._seek_to_stored(conn, consumer, tps)
         build = self.projection.current_build(conn)
-        log.info("projector_started", projector=self.name, target=self.projection.target, build=build,
-                 topics=self.sources.topics())
+        log.info(
+            "projector_started",
+            projector=self.name,
+            target=self.projection.target,
+            build=build,
+            topics=self.sources.topics(),
+        )
         self.instruments.started = True
         return build
 
@@ -317,16 +351,21 @@ class Projector:
             except SchemaSwapped:
                 build = self.projection.current_build(conn)
                 self._seek_to_stored(conn, consumer, tps)
-                log.info("projector_follows_swapped_schema", projector=self.name, target=self.projection.target,
-                         build=build)
+                log.info(
+                    "projector_follows_swapped_schema", projector=self.name, target=self.projection.target, build=build
+                )
                 continue
             except RetryableError as exc:
                 # A dead letter was not acknowledged in time (KafkaUnavailable), or the codec's
                 # registry or key store did not answer: the batch did not commit (its transaction
                 # rolled back, or it never began), so it is read again from the stored offsets
                 # once they answer. Nothing is skipped, nothing dead-lettered for it.
-                log.warning("dlq_unavailable" if isinstance(exc, KafkaUnavailable) else "codec_unavailable",
-                            projector=self.name, error=str(exc)[:300], retry_in_s=kafka_delay)
+                log.warning(
+                    "dlq_unavailable" if isinstance(exc, KafkaUnavailable) else "codec_unavailable",
+                    projector=self.name,
+                    error=str(exc)[:300],
+                    retry_in_s=kafka_delay,
+                )
                 self._seek_to_stored(conn, consumer, tps)
                 self.stop_event.wait(kafka_delay)
                 kafka_delay = min(kafka_delay * 2, RECONNECT_MAX)
@@ -346,8 +385,9 @@ class Projector:
         count = 0
 
         def dead_letter(m, reason: str):
-            return dead_letters.send(topic=m.topic, partition=m.partition, offset=m.offset, value=m.value,
-                                     reason=reason)
+            return dead_letters.send(
+                topic=m.topic, partition=m.partition, offset=m.offset, value=m.value, reason=reason
+            )
 
         # 1-2. decode (the codec's batch hook first), shape; what does not decode or shape is dead-lettered
         with collector_paused():
@@ -381,9 +421,14 @@ class Projector:
                     with conn.transaction():  # a savepoint: a failed write leaves the batch's transaction usable
                         projection.write(cur, batch)
                 except RECORD_WRITE_ERRORS as exc:
-                    log.warning("batch_write_failed", projector=self.name, error=type(exc).__name__,
-                                sqlstate=getattr(exc, "sqlstate", None), records=len(singles),
-                                action="retrying record by record")
+                    log.warning(
+                        "batch_write_failed",
+                        projector=self.name,
+                        error=type(exc).__name__,
+                        sqlstate=getattr(exc, "sqlstate", None),
+                        records=len(singles),
+                        action="retrying record by record",
+                    )
                     written = 0
                     for m, one in singles:
                         try:
@@ -407,5 +452,11 @@ class Projector:
         self.stats.batches += 1
         self.stats.skipped_as_of += batch.skipped_as_of
         self.instruments.batch_done(time.perf_counter() - started, len(dead))
-        log.info("batch_projected", projector=self.name, events=count, rows=written, dead_letters=len(dead),
-                 offsets={f"{t}:{p}": o for (t, p), o in next_offsets.items()})
+        log.info(
+            "batch_projected",
+            projector=self.name,
+            events=count,
+            rows=written,
+            dead_letters=len(dead),
+            offsets={f"{t}:{p}": o for (t, p), o in next_offsets.items()},
+        )

@@ -20,8 +20,16 @@ from threadline.settings import Settings
 
 log = get_logger("threadline.projector")
 
-__all__ = ["connect", "create_schema", "ensure_live", "live_schema", "lock_key", "migrate", "schema_exists",
-           "upgrade_views"]
+__all__ = [
+    "connect",
+    "create_schema",
+    "ensure_live",
+    "live_schema",
+    "lock_key",
+    "migrate",
+    "schema_exists",
+    "upgrade_views",
+]
 
 
 def live_schema(settings: Settings, projection: str) -> str:
@@ -42,12 +50,15 @@ def schema_exists(conn: psycopg.Connection, schema: str) -> bool:
     return conn.execute("select 1 from pg_namespace where nspname = %s", (schema,)).fetchone() is not None
 
 
-def create_schema(conn: psycopg.Connection, projection: str, schema: str, build_id: str,
-                  as_of: datetime | None = None) -> None:
+def create_schema(
+    conn: psycopg.Connection, projection: str, schema: str, build_id: str, as_of: datetime | None = None
+) -> None:
     with conn.transaction():
         conn.execute(ddl.schema_sql(projection, schema))
-        conn.execute(f"insert into {schema}.meta (projection, build_id, as_of) values (%s, %s, %s)",
-                     (projection, build_id, as_of))
+        conn.execute(
+            f"insert into {schema}.meta (projection, build_id, as_of) values (%s, %s, %s)",
+            (projection, build_id, as_of),
+        )
 
 
 def ensure_live(conn: psycopg.Connection, projection: str, schema: str) -> None:
@@ -67,8 +78,12 @@ def upgrade_views(conn: psycopg.Connection, projection: str, schema: str) -> boo
     (version,) = conn.execute(f"select ddl_version from {schema}.meta").fetchone()
     if version >= ddl.DDL_VERSION:
         return False
-    views = [v for (v,) in conn.execute("select viewname from pg_views where schemaname = %s and viewname <> 'clock'",
-                                        (schema,))]
+    views = [
+        v
+        for (v,) in conn.execute(
+            "select viewname from pg_views where schemaname = %s and viewname <> 'clock'", (schema,)
+        )
+    ]
     if views:
         conn.execute("drop view if exists " + ", ".join(f"{schema}.{ddl.check_ident(v)}" for v in views) + " cascade")
     conn.execute(ddl.views_sql(projection, schema))

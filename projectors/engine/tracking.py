@@ -11,13 +11,18 @@ import psycopg
 
 
 def stored_offsets(conn: psycopg.Connection, projector: str) -> dict[tuple[str, int], int]:
-    rows = conn.execute("select topic, partition, next_offset from projection_offsets where projector = %s",
-                        (projector,)).fetchall()
+    rows = conn.execute(
+        "select topic, partition, next_offset from projection_offsets where projector = %s", (projector,)
+    ).fetchall()
     return {(t, p): o for t, p, o in rows}
 
 
-def write_offsets(cur, projector: str, offsets: dict[tuple[str, int], int],
-                  last_record_at: dict[tuple[str, int], datetime] | None = None) -> None:
+def write_offsets(
+    cur,
+    projector: str,
+    offsets: dict[tuple[str, int], int],
+    last_record_at: dict[tuple[str, int], datetime] | None = None,
+) -> None:
     """Upsert the tracking rows of ``projector`` (inside the caller's transaction)."""
     if not offsets:
         return
@@ -27,5 +32,11 @@ def write_offsets(cur, projector: str, offsets: dict[tuple[str, int], int],
         " select %s, t, p, o, ts from unnest(%s::text[], %s::int[], %s::bigint[], %s::timestamptz[]) as u(t, p, o, ts)"
         " on conflict (projector, topic, partition) do update set next_offset = excluded.next_offset,"
         " last_record_at = coalesce(excluded.last_record_at, projection_offsets.last_record_at), updated_at = now()",
-        (projector, [k[0] for k in keys], [k[1] for k in keys], [offsets[k] for k in keys],
-         [(last_record_at or {}).get(k) for k in keys]))
+        (
+            projector,
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [offsets[k] for k in keys],
+            [(last_record_at or {}).get(k) for k in keys],
+        ),
+    )

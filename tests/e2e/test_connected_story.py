@@ -19,12 +19,19 @@ from threadline.tools.stack import apps
 from threadline.process import free_port
 
 
-
 @pytest.fixture(scope="module")
 def told(services, catalog_topics, tmp_path_factory):
-    settings = with_demo_secrets(services.settings.model_copy(update={
-        "home": tmp_path_factory.mktemp("story-home"), "gateway_port": free_port(), "api_port": free_port(),
-        "worker_ops_port": free_port(), "projector_ops_port": free_port()}))
+    settings = with_demo_secrets(
+        services.settings.model_copy(
+            update={
+                "home": tmp_path_factory.mktemp("story-home"),
+                "gateway_port": free_port(),
+                "api_port": free_port(),
+                "worker_ops_port": free_port(),
+                "projector_ops_port": free_port(),
+            }
+        )
+    )
     apps.start(settings)
     try:
         cast, steps = story(seed=random.randrange(10**6), tag=uuid.uuid4().hex[:6])
@@ -46,8 +53,9 @@ def test_the_phone_agent_sees_giulias_tweet_dm_email_and_order_number_with_the_c
     cast, steps, http = told
     giulia = cast["giulia"]
     card = _wait_for(http, "phone", giulia.phone, contacts=6, what="Giulia's contacts")
-    assert {"kind": "order_number", "value": giulia.order} in [{"kind": f["kind"], "value": f["value"]}
-                                                                for f in card["facts"]]
+    assert {"kind": "order_number", "value": giulia.order} in [
+        {"kind": f["kind"], "value": f["value"]} for f in card["facts"]
+    ]
     kinds = {(i["kind"], i["value"]) for i in card["identities"]}
     assert ("email", giulia.email) in kinds and ("phone", giulia.phone) in kinds
     timeline = http.get(f"/customers/{card['customer_id']}/timeline").json()["items"]

@@ -33,9 +33,11 @@ from tests.integration.streams.stream_helpers import make_contact, settle, strea
 from fixtures.projections import drop_projections
 
 BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
-CONV_COLUMNS = ("conversation_id, origin_customer_id, opened_at, last_event_at, state, channel, first_channel,"
-                " channels, channel_switches, waiting_on, last_sla_event, sla_kind, sla_due_at, sla_breaches,"
-                " messages, last_contact_event_id, last_message_at, merged_into, merged_into_customer_id")
+CONV_COLUMNS = (
+    "conversation_id, origin_customer_id, opened_at, last_event_at, state, channel, first_channel,"
+    " channels, channel_switches, waiting_on, last_sla_event, sla_kind, sla_due_at, sla_breaches,"
+    " messages, last_contact_event_id, last_message_at, merged_into, merged_into_customer_id"
+)
 
 
 def cast(tag: str) -> list:
@@ -61,8 +63,15 @@ def cast(tag: str) -> list:
         c(f"{tag}-chat0", "chat", visitor, minutes=199, base=BASE, text="Hello"),  # sent before, arrives late
         c(f"{tag}-chat4", "chat", visitor, minutes=204, base=BASE, text="Checking", **agent),
         c(f"{tag}-callsid", "voice", caller, minutes=300, base=BASE, text="(call)", thread={"call_id": f"CA{tag}"}),
-        c(f"{tag}-transcript", "voice", caller, minutes=330, base=BASE, text="Transcript: where is my order",
-          thread={"call_id": f"CA{tag}"}),
+        c(
+            f"{tag}-transcript",
+            "voice",
+            caller,
+            minutes=330,
+            base=BASE,
+            text="Transcript: where is my order",
+            thread={"call_id": f"CA{tag}"},
+        ),
     ]
 
 
@@ -94,12 +103,20 @@ def worlds(services, catalog_topics, tmp_path_factory):
             prefix = f"et{name[:2]}{world.run}_"
             prefixes.append(prefix)
             settings = services.settings.model_copy(update={"projection_prefix": prefix, **token_settings()})
-            sources = Sources(contacts=world.topics.resolved, conversations=world.topics.conversations,
-                              identities=world.topics.identities)
+            sources = Sources(
+                contacts=world.topics.resolved,
+                conversations=world.topics.conversations,
+                identities=world.topics.identities,
+            )
             targets = end_offsets(settings, sources.topics())
             read_model_projector(settings, "support", sources=sources).run(stop_at=targets)
-            out[name] = {"settings": settings, "schema": f"{prefix}support", "events": events, "records": records,
-                         "tag": tag}
+            out[name] = {
+                "settings": settings,
+                "schema": f"{prefix}support",
+                "events": events,
+                "records": records,
+                "tag": tag,
+            }
     yield out
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
@@ -108,14 +125,19 @@ def worlds(services, catalog_topics, tmp_path_factory):
 
 def tables(conn, schema: str) -> dict[str, list]:
     return {
-        "conversations": conn.execute(f"select {CONV_COLUMNS} from {schema}.conversations"
-                                      " where state <> 'merged_into' order by conversation_id").fetchall(),
-        "conversation_messages": conn.execute(f"select conversation_id, contact_event_id, occurred_at, channel"
-                                              f" from {schema}.conversation_messages order by 1, 2").fetchall(),
+        "conversations": conn.execute(
+            f"select {CONV_COLUMNS} from {schema}.conversations where state <> 'merged_into' order by conversation_id"
+        ).fetchall(),
+        "conversation_messages": conn.execute(
+            f"select conversation_id, contact_event_id, occurred_at, channel"
+            f" from {schema}.conversation_messages order by 1, 2"
+        ).fetchall(),
         "inbox": conn.execute(f"select * from {schema}.inbox order by conversation_id").fetchall(),
-        "conversation_state": conn.execute(f"select customer_id, conversation_id, state, sla_state"
-                                           f" from {schema}.conversation_state where state <> 'merged_into'"
-                                           " order by conversation_id").fetchall(),
+        "conversation_state": conn.execute(
+            f"select customer_id, conversation_id, state, sla_state"
+            f" from {schema}.conversation_state where state <> 'merged_into'"
+            " order by conversation_id"
+        ).fetchall(),
     }
 
 
@@ -145,8 +167,9 @@ def test_the_read_api_shows_one_conversation_where_one_belongs(worlds, order):
         customers = [row["customer_id"] for row in inbox]
         assert len(customers) == len(set(customers)), "a customer with two open conversations"
 
-        giulia = api.get("/customers/by-identity", params={"kind": "social", "value": f"giulia_{tag}",
-                                                           "platform": "twitter"}).json()
+        giulia = api.get(
+            "/customers/by-identity", params={"kind": "social", "value": f"giulia_{tag}", "platform": "twitter"}
+        ).json()
         convs = giulia["open_conversations"] + giulia["prior_conversations"]
         assert len(convs) == 1 and convs[0]["state"] == "open", convs
         conv = api.get(f"/conversations/{convs[0]['conversation_id']}").json()
@@ -161,8 +184,9 @@ def test_the_read_api_shows_one_conversation_where_one_belongs(worlds, order):
         assert len(convs) == 1, convs
         chat = api.get(f"/conversations/{convs[0]['conversation_id']}").json()
         assert [c["event_id"] for c in chat["contacts"]] == [
-            r["event_id"] for r in sorted((r for r in w["records"] if r["channel"] == "chat"),
-                                          key=lambda r: r["occurred_at"])]
+            r["event_id"]
+            for r in sorted((r for r in w["records"] if r["channel"] == "chat"), key=lambda r: r["occurred_at"])
+        ]
         assert chat["messages"] == 5
         timeline = api.get(f"/customers/{visitor['customer_id']}/timeline").json()["items"]
         assert len(timeline) == 5 and {i["conversation_id"] for i in timeline} == {chat["conversation_id"]}

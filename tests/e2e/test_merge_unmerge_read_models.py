@@ -34,8 +34,9 @@ BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
 
 def project(services, world, prefix: str):
     settings = services.settings.model_copy(update={"projection_prefix": prefix, **token_settings()})
-    sources = Sources(contacts=world.topics.resolved, conversations=world.topics.conversations,
-                      identities=world.topics.identities)
+    sources = Sources(
+        contacts=world.topics.resolved, conversations=world.topics.conversations, identities=world.topics.identities
+    )
     read_model_projector(settings, "support", sources=sources).run(stop_at=end_offsets(settings, sources.topics()))
     return settings
 
@@ -45,11 +46,20 @@ def story(services, catalog_topics, tmp_path_factory):
     tag = uuid.uuid4().hex[:8]
     handle = {"kind": "social", "value": f"sam_{tag}", "platform": "twitter"}
     email = {"kind": "email", "value": f"sam.{tag}@example.nl"}
-    contacts = [make_contact(f"{tag}-tweet", "twitter", [{**handle, "primary": True}], base=BASE, text="Broken"),
-                make_contact(f"{tag}-email", "email", [{**email, "primary": True}], minutes=10, base=BASE,
-                             text="Photo attached"),
-                make_contact(f"{tag}-chat", "chat", [{**email, "primary": True}, handle], minutes=20, base=BASE,
-                             text="I wrote on twitter and by email")]
+    contacts = [
+        make_contact(f"{tag}-tweet", "twitter", [{**handle, "primary": True}], base=BASE, text="Broken"),
+        make_contact(
+            f"{tag}-email", "email", [{**email, "primary": True}], minutes=10, base=BASE, text="Photo attached"
+        ),
+        make_contact(
+            f"{tag}-chat",
+            "chat",
+            [{**email, "primary": True}, handle],
+            minutes=20,
+            base=BASE,
+            text="I wrote on twitter and by email",
+        ),
+    ]
     prefixes = []
     with stream_run(services, "mu", tmp_path_factory.mktemp("merge-unmerge")) as world:
         world.worker()
@@ -57,30 +67,52 @@ def story(services, catalog_topics, tmp_path_factory):
         records = []
         for c in contacts:
             records += world.producer.contacts(world.topics.contacts, [c])
-            resolved.wait_for(lambda vs, eid=records[-1]["event_id"]: eid in {v["event_id"] for v in vs},
-                              what="resolved")
+            resolved.wait_for(
+                lambda vs, eid=records[-1]["event_id"]: eid in {v["event_id"] for v in vs}, what="resolved"
+            )
         tweet, mail, chat = (r["event_id"] for r in records)
         survivor, split_off = customer_id_for(tweet), customer_id_for(mail)
-        identities.wait_for(lambda vs: any(v["event_type"] == "merged" and v["customer_id"] == survivor for v in vs),
-                            what="merged")
+        identities.wait_for(
+            lambda vs: any(v["event_type"] == "merged" and v["customer_id"] == survivor for v in vs), what="merged"
+        )
         settle(conversations, quiet=8.0)
         prefixes.append(f"mu{world.run}m_")
         merged = project(services, world, prefixes[-1])
-        result = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "identity", "unlink",
-                                 f"email:{email['value']}", f"social:twitter:{handle['value']}",
-                                 "--topic-prefix", world.prefix], env={**os.environ, **services.env()}, cwd=REPO,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "threadline.tools.cli",
+                "identity",
+                "unlink",
+                f"email:{email['value']}",
+                f"social:twitter:{handle['value']}",
+                "--topic-prefix",
+                world.prefix,
+            ],
+            env={**os.environ, **services.env()},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         identities.wait_for(lambda vs: any(v["event_type"] == "unmerged" for v in vs), what="unmerged")
-        conversations.wait_for(lambda vs: any(v["event_type"] == "message_removed" for v in vs),
-                               what="message_removed")
+        conversations.wait_for(lambda vs: any(v["event_type"] == "message_removed" for v in vs), what="message_removed")
         settle(conversations, quiet=8.0)
         prefixes.append(f"mu{world.run}u_")
         unmerged = project(services, world, prefixes[-1])
         for r in (resolved, conversations, identities):
             r.close()
-    yield {"merged": merged, "unmerged": unmerged, "tweet": tweet, "mail": mail, "chat": chat,
-           "survivor": survivor, "split_off": split_off}
+    yield {
+        "merged": merged,
+        "unmerged": unmerged,
+        "tweet": tweet,
+        "mail": mail,
+        "chat": chat,
+        "survivor": survivor,
+        "split_off": split_off,
+    }
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
             drop_projections(conn, prefix)

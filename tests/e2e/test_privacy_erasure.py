@@ -51,14 +51,24 @@ pytestmark = pytest.mark.e2e
 BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
 MASTER = base64.b64encode(os.urandom(32)).decode()
 PSEUDONYM = base64.b64encode(os.urandom(32)).decode()
-PRIVACY = {"privacy_master_key": SecretStr(MASTER), "privacy_pseudonym_key": SecretStr(PSEUDONYM),
-           "privacy_key_cache_seconds": 0.0}
+PRIVACY = {
+    "privacy_master_key": SecretStr(MASTER),
+    "privacy_pseudonym_key": SecretStr(PSEUDONYM),
+    "privacy_key_cache_seconds": 0.0,
+}
 PRIVACY_ENV = {"THREADLINE_PRIVACY_MASTER_KEY": MASTER, "THREADLINE_PRIVACY_PSEUDONYM_KEY": PSEUDONYM}
 
 
 def contact(tag: str, pid: str, channel: str, identities: list[dict], minutes: int, **extra) -> dict:
-    return {"provider_id": f"{tag}-{pid}", "connector": "e2e", "channel": channel, "direction": "inbound",
-            "occurred_at": (BASE + timedelta(minutes=minutes)).isoformat(), "identities": identities, **extra}
+    return {
+        "provider_id": f"{tag}-{pid}",
+        "connector": "e2e",
+        "channel": channel,
+        "direction": "inbound",
+        "occurred_at": (BASE + timedelta(minutes=minutes)).isoformat(),
+        "identities": identities,
+        **extra,
+    }
 
 
 def all_topic_records(settings, topics: list[str]) -> dict[str, list]:
@@ -90,9 +100,10 @@ def raw_bytes(records) -> bytes:
 
 def every_table_text(dsn: str) -> bytes:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        tables = conn.execute("select table_schema, table_name from information_schema.tables"
-                              " where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')"
-                              ).fetchall()
+        tables = conn.execute(
+            "select table_schema, table_name from information_schema.tables"
+            " where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')"
+        ).fetchall()
         chunks = []
         for schema, table in tables:
             rows = conn.execute(f'select t::text from "{schema}"."{table}" t').fetchall()
@@ -103,8 +114,9 @@ def every_table_text(dsn: str) -> bytes:
 
 def project(settings, world, prefix: str):
     s = settings.model_copy(update={"projection_prefix": prefix})
-    sources = Sources(contacts=world.topics.resolved, conversations=world.topics.conversations,
-                      identities=world.topics.identities)
+    sources = Sources(
+        contacts=world.topics.resolved, conversations=world.topics.conversations, identities=world.topics.identities
+    )
     for projection in ("support", "marketing"):
         read_model_projector(s, projection, sources=sources).run(stop_at=end_offsets(s, sources.topics()))
     return s
@@ -114,29 +126,71 @@ def project(settings, world, prefix: str):
 def story(services, catalog_topics, tmp_path_factory):
     tag = uuid.uuid4().hex[:8]
     settings = services.settings.model_copy(update={**token_settings(), **PRIVACY})
-    g = {"email": f"giulia.{tag}@example.it", "handle": f"giuliar{tag}", "order": f"ORD{tag.upper()}",
-         "name": f"Giulia Rossi{tag}", "texts": [f"Il mio ordine {tag} è arrivato rotto",
-                                                   f"Ecco la foto del pacco {tag}", f"Ho scritto su twitter {tag}"]}
+    g = {
+        "email": f"giulia.{tag}@example.it",
+        "handle": f"giuliar{tag}",
+        "order": f"ORD{tag.upper()}",
+        "name": f"Giulia Rossi{tag}",
+        "texts": [
+            f"Il mio ordine {tag} è arrivato rotto",
+            f"Ecco la foto del pacco {tag}",
+            f"Ho scritto su twitter {tag}",
+        ],
+    }
     s = {"email": f"sanne.{tag}@example.nl", "text": f"Ik wil een skiverzekering {tag}", "name": f"Sanne de Vries{tag}"}
     handle = {"kind": "social", "value": g["handle"], "platform": "twitter"}
     email = {"kind": "email", "value": g["email"]}
     posts = [
-        contact(tag, "tweet", "twitter", [{**handle, "primary": True}], 0, text=g["texts"][0],
-                actor={"role": "customer", "display_name": g["name"]}),
-        contact(tag, "mail", "email", [{**email, "primary": True}], 10, text=g["texts"][1], subject=f"Foto {tag}",
-                facts=[{"kind": "order_number", "value": g["order"], "source": "text"}],
-                attachments=[{"name": f"pacco-{tag}.jpg", "content_type": "image/jpeg", "size_bytes": 100}],
-                consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "email"}]),
+        contact(
+            tag,
+            "tweet",
+            "twitter",
+            [{**handle, "primary": True}],
+            0,
+            text=g["texts"][0],
+            actor={"role": "customer", "display_name": g["name"]},
+        ),
+        contact(
+            tag,
+            "mail",
+            "email",
+            [{**email, "primary": True}],
+            10,
+            text=g["texts"][1],
+            subject=f"Foto {tag}",
+            facts=[{"kind": "order_number", "value": g["order"], "source": "text"}],
+            attachments=[{"name": f"pacco-{tag}.jpg", "content_type": "image/jpeg", "size_bytes": 100}],
+            consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "email"}],
+        ),
         contact(tag, "chat", "chat", [{**email, "primary": True}, handle], 20, text=g["texts"][2]),
-        contact(tag, "form", "web_form", [{"kind": "email", "value": s["email"], "primary": True}], 30,
-                text=s["text"], actor={"role": "customer", "display_name": s["name"]},
-                consent=[{"purpose": "marketing", "channel": "email", "granted": True, "source": "web_form"}]),
+        contact(
+            tag,
+            "form",
+            "web_form",
+            [{"kind": "email", "value": s["email"], "primary": True}],
+            30,
+            text=s["text"],
+            actor={"role": "customer", "display_name": s["name"]},
+            consent=[{"purpose": "marketing", "channel": "email", "granted": True, "source": "web_form"}],
+        ),
         # Sanne withdraws her marketing consent later in event time, by chat
-        contact(tag, "withdraw", "chat", [{"kind": "email", "value": s["email"], "primary": True}], 50,
-                text=f"Geen reclame meer {tag}",
-                consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "chat"}]),
-        contact(tag, "review", "review", [{"kind": "social", "value": f"emre{tag}", "platform": "instagram",
-                                           "primary": True}], 40, text=f"Harika hizmet {tag}"),
+        contact(
+            tag,
+            "withdraw",
+            "chat",
+            [{"kind": "email", "value": s["email"], "primary": True}],
+            50,
+            text=f"Geen reclame meer {tag}",
+            consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "chat"}],
+        ),
+        contact(
+            tag,
+            "review",
+            "review",
+            [{"kind": "social", "value": f"emre{tag}", "platform": "instagram", "primary": True}],
+            40,
+            text=f"Harika hizmet {tag}",
+        ),
     ]
     prefixes = []
     home = tmp_path_factory.mktemp("privacy")
@@ -160,37 +214,69 @@ def story(services, catalog_topics, tmp_path_factory):
             assert found.status_code == 200, found.text
             giulia_id = found.json()["customer_id"]
             card_before = api.get(f"/customers/{giulia_id}").json()
-            sanne_id = api.get("/customers/by-identity", params={"kind": "email", "value": s["email"]}).json()["customer_id"]
+            sanne_id = api.get("/customers/by-identity", params={"kind": "email", "value": s["email"]}).json()[
+                "customer_id"
+            ]
             sanne_segments = api.get(f"/marketing/customers/{sanne_id}/segments").json()
             sanne_ledger = api.get(f"/marketing/customers/{sanne_id}/consent-ledger").json()
-            emre_segments = api.get("/marketing/customers/{}/segments".format(api.get(
-                "/customers/by-identity", params={"kind": "social", "value": f"emre{tag}", "platform": "instagram"}
-            ).json()["customer_id"])).json()
+            emre_segments = api.get(
+                "/marketing/customers/{}/segments".format(
+                    api.get(
+                        "/customers/by-identity",
+                        params={"kind": "social", "value": f"emre{tag}", "platform": "instagram"},
+                    ).json()["customer_id"]
+                )
+            ).json()
         bundle = run_export(before, f"email:{g['email']}", dsn=before.effective_pg_dsn)
         with TestClient(api_app(before)) as api:
             ident = {"identity": f"email:{g['email']}"}
-            access = {"admin": api.get("/privacy/access", params=ident, headers=bearer(API_TOKENS["admin"])),
-                      "support": api.get("/privacy/access", params=ident, headers=bearer(API_TOKENS["support"])),
-                      "none": api.get("/privacy/access", params=ident),
-                      "bad": api.get("/privacy/access", params={"identity": "nokind"},
-                                     headers=bearer(API_TOKENS["admin"]))}
+            access = {
+                "admin": api.get("/privacy/access", params=ident, headers=bearer(API_TOKENS["admin"])),
+                "support": api.get("/privacy/access", params=ident, headers=bearer(API_TOKENS["support"])),
+                "none": api.get("/privacy/access", params=ident),
+                "bad": api.get("/privacy/access", params={"identity": "nokind"}, headers=bearer(API_TOKENS["admin"])),
+            }
             emre = f"social:instagram:emre{tag}"
-            emre_id = api.get("/customers/by-identity", params={"kind": "social", "value": f"emre{tag}",
-                                                                "platform": "instagram"},
-                              headers=bearer(API_TOKENS["admin"])).json()["customer_id"]
-            api_erase = {"sales": api.post("/privacy/erasures", json={"identity": emre},
-                                           headers=bearer(API_TOKENS["sales"])),
-                         "admin": api.post("/privacy/erasures", json={"identity": emre},
-                                           headers=bearer(API_TOKENS["admin"])),
-                         "again": api.post("/privacy/erasures", json={"identity": emre},
-                                           headers=bearer(API_TOKENS["admin"]))}
+            emre_id = api.get(
+                "/customers/by-identity",
+                params={"kind": "social", "value": f"emre{tag}", "platform": "instagram"},
+                headers=bearer(API_TOKENS["admin"]),
+            ).json()["customer_id"]
+            api_erase = {
+                "sales": api.post("/privacy/erasures", json={"identity": emre}, headers=bearer(API_TOKENS["sales"])),
+                "admin": api.post("/privacy/erasures", json={"identity": emre}, headers=bearer(API_TOKENS["admin"])),
+                "again": api.post("/privacy/erasures", json={"identity": emre}, headers=bearer(API_TOKENS["admin"])),
+            }
             emre_card = api.get(f"/customers/{emre_id}", headers=bearer(API_TOKENS["admin"]))
 
-        env = {**os.environ, **services.env(), **token_env(), **PRIVACY_ENV,
-               "THREADLINE_PROJECTION_PREFIX": prefixes[-1], "THREADLINE_LOG_LEVEL": "DEBUG"}
-        erased = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "privacy", "erase", "--identity",
-                                 f"email:{g['email']}", "--topic-prefix", world.prefix, "--settle", "1"],
-                                env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        env = {
+            **os.environ,
+            **services.env(),
+            **token_env(),
+            **PRIVACY_ENV,
+            "THREADLINE_PROJECTION_PREFIX": prefixes[-1],
+            "THREADLINE_LOG_LEVEL": "DEBUG",
+        }
+        erased = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "threadline.tools.cli",
+                "privacy",
+                "erase",
+                "--identity",
+                f"email:{g['email']}",
+                "--topic-prefix",
+                world.prefix,
+                "--settle",
+                "1",
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert erased.returncode == 0, erased.stderr
         report = json.loads(erased.stdout)
         with TestClient(api_app(before), headers=bearer(API_TOKENS["admin"])) as api:
@@ -200,13 +286,23 @@ def story(services, catalog_topics, tmp_path_factory):
         rebuilt = project(settings, world, prefixes[-1])  # a projection rebuild after the erasure
         tables_after = every_table_text(services.settings.effective_pg_dsn)
         exported = home / "export.jsonl"  # an analysts' export after the erasure (threadline export)
-        export(settings, [world.topics.resolved, world.topics.identities, world.topics.conversations], None, None,
-               "jsonl", exported)
+        export(
+            settings,
+            [world.topics.resolved, world.topics.identities, world.topics.conversations],
+            None,
+            None,
+            "jsonl",
+            exported,
+        )
 
         # The erased address writes again: a new customer (scanned above, before it is written)
-        with TestClient(gateway_app(settings, contacts_topic=world.topics.contacts), headers=bearer(CONTACT_TOKEN)) as c:
-            again = c.post("/contacts", json=contact(tag, "again", "email", [{**email, "primary": True}], 200,
-                                                     text=f"Sono tornata {tag}"))
+        with TestClient(
+            gateway_app(settings, contacts_topic=world.topics.contacts), headers=bearer(CONTACT_TOKEN)
+        ) as c:
+            again = c.post(
+                "/contacts",
+                json=contact(tag, "again", "email", [{**email, "primary": True}], 200, text=f"Sono tornata {tag}"),
+            )
             assert again.status_code == 202, again.text
         again_id = again.json()["event_id"]
         rows = resolved.wait_for(lambda vs: again_id in {v["event_id"] for v in vs}, what="the new contact")
@@ -216,13 +312,34 @@ def story(services, catalog_topics, tmp_path_factory):
         topics = [*world.topics.specs()]
         records = all_topic_records(services.settings, topics + [PRIVACY_ERASURES.name])
         worker.stop()
-        yield {"g": g, "s": s, "tag": tag, "accepted": accepted, "giulia_id": giulia_id, "card_before": card_before,
-               "bundle": bundle, "report": report, "erase_output": erased.stdout + erased.stderr,
-               "card_after_erase": card_after_erase, "again_customer": again_customer, "rebuilt": rebuilt,
-               "before": before, "records": records, "home": home, "worker_log": worker.log_path,
-               "dsn": services.settings.effective_pg_dsn, "tables_after": tables_after, "access": access,
-               "api_erase": api_erase, "emre_id": emre_id, "emre_card": emre_card, "exported": exported,
-               "sanne_segments": sanne_segments, "sanne_ledger": sanne_ledger, "emre_segments": emre_segments}
+        yield {
+            "g": g,
+            "s": s,
+            "tag": tag,
+            "accepted": accepted,
+            "giulia_id": giulia_id,
+            "card_before": card_before,
+            "bundle": bundle,
+            "report": report,
+            "erase_output": erased.stdout + erased.stderr,
+            "card_after_erase": card_after_erase,
+            "again_customer": again_customer,
+            "rebuilt": rebuilt,
+            "before": before,
+            "records": records,
+            "home": home,
+            "worker_log": worker.log_path,
+            "dsn": services.settings.effective_pg_dsn,
+            "tables_after": tables_after,
+            "access": access,
+            "api_erase": api_erase,
+            "emre_id": emre_id,
+            "emre_card": emre_card,
+            "exported": exported,
+            "sanne_segments": sanne_segments,
+            "sanne_ledger": sanne_ledger,
+            "emre_segments": emre_segments,
+        }
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
             drop_projections(conn, prefix)
@@ -248,7 +365,9 @@ def test_the_access_bundle_holds_giulias_contacts_conversations_identities_and_n
     text = json.dumps(b, ensure_ascii=False, default=str)
     assert story["s"]["email"] not in text and story["s"]["text"] not in text and story["accepted"][3] not in text
     assert all(t in text for t in story["g"]["texts"])
-    assert [(x["purpose"], x["granted"], x["evidence"]) for x in b["consent"]] == [("marketing", False, story["accepted"][1])]
+    assert [(x["purpose"], x["granted"], x["evidence"]) for x in b["consent"]] == [
+        ("marketing", False, story["accepted"][1])
+    ]
 
 
 def test_the_erasure_destroyed_the_keys_and_dropped_the_rows(story):
@@ -287,8 +406,10 @@ def test_sanne_is_intact_and_the_rebuild_keeps_giulias_contacts_as_placeholders(
         assert sanne.status_code == 200, sanne.text
     with psycopg.connect(story["dsn"], autocommit=True) as conn:
         schema = f"{story['rebuilt'].projection_prefix}support"
-        rows = conn.execute(f"select event_id::text, text, metadata from {schema}.contacts"
-                            " where event_id::text = any(%s)", (story["accepted"],)).fetchall()
+        rows = conn.execute(
+            f"select event_id::text, text, metadata from {schema}.contacts where event_id::text = any(%s)",
+            (story["accepted"],),
+        ).fetchall()
     by_id = {e: (t, m) for e, t, m in rows}
     assert by_id[story["accepted"][3]][0] == story["s"]["text"]  # Sanne in the clear
     for eid in story["accepted"][:3]:  # Giulia's contacts still counted, with no personal data
@@ -304,7 +425,9 @@ def test_no_topic_key_holds_an_identity_in_the_clear(story):
     identities = [story["g"]["email"], story["g"]["handle"], story["s"]["email"]]
     keyed = {t: [m.key for m in msgs if m.key] for t, msgs in story["records"].items()}
     assert sum(len(k) for k in keyed.values()) > 10
-    assert {t: scan(b"\n".join(keys), identities) for t, keys in keyed.items() if scan(b"\n".join(keys), identities)} == {}
+    assert {
+        t: scan(b"\n".join(keys), identities) for t, keys in keyed.items() if scan(b"\n".join(keys), identities)
+    } == {}
 
 
 def test_the_access_bundle_over_the_api_is_the_admins_and_the_same_as_the_cli(story):
@@ -341,7 +464,9 @@ def test_a_withdrawal_removes_sanne_from_marketing_segments_and_the_ledger_shows
     ledger = story["sanne_ledger"]
     assert "ledger" in ledger, ledger
     assert [(x["granted"], x["event_id"], x["source"]) for x in ledger["ledger"]] == [
-        (True, story["accepted"][3], "web_form"), (False, story["accepted"][4], "chat")]
+        (True, story["accepted"][3], "web_form"),
+        (False, story["accepted"][4], "chat"),
+    ]
     assert ledger["marketing_withdrawn"] and [x["granted"] for x in ledger["current"]] == [False]
     assert story["sanne_segments"]["segments"] == [] and story["sanne_segments"]["consent"] == "withdrawn"
     assert story["sanne_segments"]["signals"] is None

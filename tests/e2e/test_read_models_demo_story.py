@@ -29,7 +29,6 @@ from threadline.process import free_port  # noqa: E402
 from fixtures.projections import drop_projections
 
 
-
 @pytest.fixture(scope="module")
 def demo(services, catalog_topics, tmp_path_factory):
     from threadline.topics import admin_client
@@ -41,17 +40,43 @@ def demo(services, catalog_topics, tmp_path_factory):
     admin.create_topics({t: {"num_partitions": 3, "replication_factor": 1} for t in sources.topics()})
     story = st.build(u)
     st.publish(settings, make_codec(settings), sources, story)
-    env = {**os.environ, **services.env(), "THREADLINE_PROJECTION_PREFIX": settings.projection_prefix,
-           "THREADLINE_API_PORT": str(settings.api_port), **token_env()}
+    env = {
+        **os.environ,
+        **services.env(),
+        "THREADLINE_PROJECTION_PREFIX": settings.projection_prefix,
+        "THREADLINE_API_PORT": str(settings.api_port),
+        **token_env(),
+    }
     logs = tmp_path_factory.mktemp("demo-logs")
-    procs = [subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "project", "--no-contacts",
-                               "--contacts-topic", sources.contacts, "--conversations-topic", sources.conversations,
-                               "--identities-topic", sources.identities], env=env,
-                              stdout=(logs / "project.log").open("wb"), stderr=subprocess.STDOUT),
-             subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "serve", "api"], env=env,
-                              stdout=(logs / "api.log").open("wb"), stderr=subprocess.STDOUT)]
-    client = httpx.Client(base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30,
-                          headers=bearer(API_TOKENS["admin"]))
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "threadline.tools.cli",
+                "project",
+                "--no-contacts",
+                "--contacts-topic",
+                sources.contacts,
+                "--conversations-topic",
+                sources.conversations,
+                "--identities-topic",
+                sources.identities,
+            ],
+            env=env,
+            stdout=(logs / "project.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "threadline.tools.cli", "serve", "api"],
+            env=env,
+            stdout=(logs / "api.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        ),
+    ]
+    client = httpx.Client(
+        base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30, headers=bearer(API_TOKENS["admin"])
+    )
     try:
         deadline = time.monotonic() + 90
         while True:  # ready when every projector reports no lag through the API
@@ -89,8 +114,12 @@ def test_the_phone_agent_sees_giulias_tweet_dm_email_and_order_number(demo):
     assert cid == story.giulia and r.json()["last_order"] == "4711"
     timeline = api.get(f"/customers/{cid}/timeline").json()["items"]
     thread = [(i["channel"], i["text"]) for i in timeline if i["conversation_id"] == story.conv_giulia]
-    assert thread == [("twitter", "Il mio ordine è arrivato rotto!"), ("twitter", "Numero ordine 4711"),
-                      ("email", "Ecco la foto, sono molto delusa"), ("voice", "Chiamo per l'ordine rotto")]
+    assert thread == [
+        ("twitter", "Il mio ordine è arrivato rotto!"),
+        ("twitter", "Numero ordine 4711"),
+        ("email", "Ecco la foto, sono molto delusa"),
+        ("voice", "Chiamo per l'ordine rotto"),
+    ]
     conv = api.get(f"/conversations/{story.conv_giulia}").json()
     assert conv["opened_at"] == timeline[2]["occurred_at"]  # the SLA clock started at the tweet
 
@@ -107,6 +136,8 @@ def test_marketing_sees_emres_review_and_consent(demo):
     story, api = demo
     reviews = api.get("/marketing/reviews", params={"customer_id": story.emre}).json()["items"]
     assert [(x["rating"], x["text"]) for x in reviews] == [(2, "Sipariş eksik geldi, kutu kırık")]
-    consent = {(c["channel"], c["purpose"]): c["granted"]
-               for c in api.get(f"/marketing/customers/{story.emre}/consent").json()["items"]}
+    consent = {
+        (c["channel"], c["purpose"]): c["granted"]
+        for c in api.get(f"/marketing/customers/{story.emre}/consent").json()["items"]
+    }
     assert consent == {("instagram", "marketing"): False, ("email", "newsletter"): True}

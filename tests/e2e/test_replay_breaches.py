@@ -33,6 +33,7 @@ SLA = {"THREADLINE_SLA_TARGETS": "sms=3,twitter=3,chat=3"}
 
 def story(tag: str, t0: datetime) -> list[tuple[float, object]]:
     """(seconds after t0, contact): each contact happens at t0 + seconds."""
+
     def sms(who: str) -> list[dict]:
         return [{"kind": "phone", "value": f"+31{who}{int(tag, 16) % 10**6:06d}", "primary": True}]
 
@@ -44,9 +45,17 @@ def story(tag: str, t0: datetime) -> list[tuple[float, object]]:
     visitor = [{"kind": "chat_visitor", "value": f"v-{tag}", "primary": True}]
     at = {"base": t0}
     return [
-        (0.0, c(f"{tag}-order", "store", [{"kind": "email", "value": email, "primary": True},
-                                          {"kind": "phone", "value": phone}],
-                base=t0 - timedelta(days=3), facts=order, text="Ordine online")),
+        (
+            0.0,
+            c(
+                f"{tag}-order",
+                "store",
+                [{"kind": "email", "value": email, "primary": True}, {"kind": "phone", "value": phone}],
+                base=t0 - timedelta(days=3),
+                facts=order,
+                text="Ordine online",
+            ),
+        ),
         (0.0, c(f"{tag}-kasia", "sms", sms("61"), **at, text="Hello? Anyone?")),
         (1.0, c(f"{tag}-marco", "sms", sms("62"), **at, minutes=1 / 60, text="Where is my parcel")),
         (2.0, c(f"{tag}-anna", "sms", sms("63"), **at, minutes=2 / 60, text="Refund?")),
@@ -63,8 +72,19 @@ def story(tag: str, t0: datetime) -> list[tuple[float, object]]:
 
 def breach_rows(events) -> list[tuple]:
     """Every sla_breached event: what the issue asks to compare (ids, conversation, times, clock)."""
-    return sorted((e["event_id"], e["conversation_id"], e["occurred_at"], e["recorded_at"], e["sla"]["kind"],
-                   e["sla"]["started_at"], e["sla"]["due_at"]) for e in events if e["event_type"] == "sla_breached")
+    return sorted(
+        (
+            e["event_id"],
+            e["conversation_id"],
+            e["occurred_at"],
+            e["recorded_at"],
+            e["sla"]["kind"],
+            e["sla"]["started_at"],
+            e["sla"]["due_at"],
+        )
+        for e in events
+        if e["event_type"] == "sla_breached"
+    )
 
 
 def standing_breaches(events) -> list[dict]:
@@ -86,8 +106,17 @@ def standing_breaches(events) -> list[dict]:
 
 
 def standing_rows(events) -> list[tuple]:
-    return sorted((e["event_id"], e["conversation_id"], e["occurred_at"], e["recorded_at"], e["sla"]["kind"],
-                   e["sla"]["started_at"]) for e in standing_breaches(events))
+    return sorted(
+        (
+            e["event_id"],
+            e["conversation_id"],
+            e["occurred_at"],
+            e["recorded_at"],
+            e["sla"]["kind"],
+            e["sla"]["started_at"],
+        )
+        for e in standing_breaches(events)
+    )
 
 
 def copy_log(settings, source: str, target: str, producer) -> int:
@@ -101,8 +130,9 @@ def copy_log(settings, source: str, target: str, producer) -> int:
     while any(consumer.position(tp) < ends[tp] for tp in tps):
         for tp, msgs in consumer.poll(timeout_ms=500).items():
             for m in msgs:
-                producer.producer.send(target, key=m.key, value=m.value, partition=tp.partition,
-                                       headers=list(m.headers or []))
+                producer.producer.send(
+                    target, key=m.key, value=m.value, partition=tp.partition, headers=list(m.headers or [])
+                )
                 n += 1
     producer.producer.flush(30)
     consumer.close()
@@ -163,9 +193,14 @@ def test_what_the_raw_breach_events_of_live_and_replay_are(runs):
         only = Counter(e["event_type"] for eid, e in ids[name].items() if eid not in ids[other])
         print(f"{name}: {len(ids[name])} distinct events; not in the {other} run: {dict(only)}")
     common = ids["live"].keys() & ids["replay"].keys()
-    moved = Counter(ids["live"][i]["event_type"] for i in common
-                    if ids["live"][i]["version"] != ids["replay"][i]["version"])
-    timed = [i for i in common if (ids["live"][i]["occurred_at"], ids["live"][i]["recorded_at"])
-             != (ids["replay"][i]["occurred_at"], ids["replay"][i]["recorded_at"])]
+    moved = Counter(
+        ids["live"][i]["event_type"] for i in common if ids["live"][i]["version"] != ids["replay"][i]["version"]
+    )
+    timed = [
+        i
+        for i in common
+        if (ids["live"][i]["occurred_at"], ids["live"][i]["recorded_at"])
+        != (ids["replay"][i]["occurred_at"], ids["replay"][i]["recorded_at"])
+    ]
     print(f"{len(common)} events in both; of them another version: {dict(moved)}; other times: {len(timed)}")
     assert {r[:6] for r in standing_rows(runs["live"])} <= {r[:6] for r in live}

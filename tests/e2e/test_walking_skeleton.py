@@ -18,13 +18,16 @@ from threadline.tools.stack import apps
 from threadline.process import free_port
 
 
-
 @pytest.fixture(scope="module")
 def pipeline(services, catalog_topics, tmp_path_factory):
-    settings = services.settings.model_copy(update={
-        "home": tmp_path_factory.mktemp("e2e-home"),
-        "gateway_port": free_port(), "api_port": free_port(), **token_settings(),
-    })
+    settings = services.settings.model_copy(
+        update={
+            "home": tmp_path_factory.mktemp("e2e-home"),
+            "gateway_port": free_port(),
+            "api_port": free_port(),
+            **token_settings(),
+        }
+    )
     apps.start(settings)
     try:
         yield settings
@@ -35,25 +38,32 @@ def pipeline(services, catalog_topics, tmp_path_factory):
 
 @pytest.fixture
 def gateway(pipeline):
-    with httpx.Client(base_url=f"http://{pipeline.gateway_host}:{pipeline.gateway_port}", timeout=30,
-                      headers=bearer(CONTACT_TOKEN)) as c:
+    with httpx.Client(
+        base_url=f"http://{pipeline.gateway_host}:{pipeline.gateway_port}", timeout=30, headers=bearer(CONTACT_TOKEN)
+    ) as c:
         yield c
 
 
 @pytest.fixture
 def api(pipeline):
-    with httpx.Client(base_url=f"http://{pipeline.api_host}:{pipeline.api_port}", timeout=30,
-                      headers=bearer(API_TOKENS["support"])) as c:
+    with httpx.Client(
+        base_url=f"http://{pipeline.api_host}:{pipeline.api_port}", timeout=30, headers=bearer(API_TOKENS["support"])
+    ) as c:
         yield c
 
 
 def contact(provider_id: str, handle: str, **extra) -> dict:
-    body = {"provider_id": provider_id, "connector": "e2e", "channel": "twitter",
-            "occurred_at": datetime.now(UTC).isoformat(), "language": "it",
-            "identities": [{"kind": "social", "value": handle, "platform": "twitter"}],
-            "text": "il mio ordine è arrivato rotto",
-            # An order number of this contact's own: identity resolution links customers who share one.
-            "facts": [{"kind": "order_number", "value": f"9{abs(hash(handle)) % 10**8:08d}"}]}
+    body = {
+        "provider_id": provider_id,
+        "connector": "e2e",
+        "channel": "twitter",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "language": "it",
+        "identities": [{"kind": "social", "value": handle, "platform": "twitter"}],
+        "text": "il mio ordine è arrivato rotto",
+        # An order number of this contact's own: identity resolution links customers who share one.
+        "facts": [{"kind": "order_number", "value": f"9{abs(hash(handle)) % 10**8:08d}"}],
+    }
     body.update(extra)
     return body
 
@@ -111,13 +121,16 @@ def test_the_same_contact_posted_twice_is_one_row(gateway, api, pipeline):
     assert [c["event_id"] for c in timeline["items"]] == [first["event_id"]]
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"provider_id": None}, "provider_id"),
-    ({"channel": "carrier_pigeon"}, "channel"),
-    ({"occurred_at": "2026-11-22T10:00:00"}, "occurred_at"),
-    ({"identities": []}, "identities"),
-    ({"identities": [{"kind": "email"}]}, "identities.0.value"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"provider_id": None}, "provider_id"),
+        ({"channel": "carrier_pigeon"}, "channel"),
+        ({"occurred_at": "2026-11-22T10:00:00"}, "occurred_at"),
+        ({"identities": []}, "identities"),
+        ({"identities": [{"kind": "email"}]}, "identities.0.value"),
+    ],
+)
 def test_a_malformed_contact_gets_400_naming_the_field_and_nothing_is_produced(gateway, pipeline, change, field):
     body = contact("bad-1", "nobody")
     body.update(change)
@@ -135,10 +148,15 @@ def test_bad_requests_get_clear_json_errors(gateway, api, pipeline):
     before = contacts_end_offset(pipeline)
     r = gateway.post("/contacts", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"] == "malformed_json"
-    r = gateway.post("/contacts", content=b"provider_id=1", headers={"content-type": "application/x-www-form-urlencoded"})
+    r = gateway.post(
+        "/contacts", content=b"provider_id=1", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
     assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
-    r = gateway.post("/contacts", content=b"{" + b" " * (pipeline.max_body_bytes + 1) + b"}",
-                     headers={"content-type": "application/json"})
+    r = gateway.post(
+        "/contacts",
+        content=b"{" + b" " * (pipeline.max_body_bytes + 1) + b"}",
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413 and r.json()["error"] == "body_too_large"
     assert contacts_end_offset(pipeline) == before
 
@@ -174,7 +192,10 @@ def test_a_bad_record_on_contacts_goes_to_the_streams_dlq_and_does_not_block_the
     while not found and time.monotonic() < deadline:
         for m in dlq.poll(timeout_ms=500).get(tp, []):
             h = dict(m.headers)
-            if h.get("source_offset") == str(meta.offset).encode() and h.get("source_partition") == str(meta.partition).encode():
+            if (
+                h.get("source_offset") == str(meta.offset).encode()
+                and h.get("source_partition") == str(meta.partition).encode()
+            ):
                 found.append(m)
     dlq.close()
     assert found, "the bad record did not reach streams.dlq.v1"

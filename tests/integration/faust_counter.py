@@ -24,10 +24,12 @@ app = faust.App(
     broker_session_timeout=10.0,
     broker_heartbeat_interval=2.0,
 )
-source = app.topic(os.environ["COUNTER_SOURCE"], key_type=bytes, value_type=bytes,
-                   key_serializer="raw", value_serializer="raw")
-output = app.topic(os.environ["COUNTER_OUTPUT"], key_type=bytes, value_type=bytes,
-                   key_serializer="raw", value_serializer="raw")
+source = app.topic(
+    os.environ["COUNTER_SOURCE"], key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+)
+output = app.topic(
+    os.environ["COUNTER_OUTPUT"], key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+)
 counts = app.Table("counts", default=int, partitions=3)
 
 

@@ -26,8 +26,13 @@ def registry(settings):
 
 def _contact(pid: str) -> dict:
     now = datetime.now(UTC).replace(microsecond=0)
-    c = ContactIn(provider_id=pid, channel="sms", occurred_at=now, text="ciao",
-                  identities=[{"kind": "phone", "value": "+393331234567"}])
+    c = ContactIn(
+        provider_id=pid,
+        channel="sms",
+        occurred_at=now,
+        text="ciao",
+        identities=[{"kind": "phone", "value": "+393331234567"}],
+    )
     return to_record(c, now)
 
 

@@ -23,8 +23,14 @@ HERE = Path(__file__).parent
 def _start_worker(services, env_extra, log_path):
     env = {**os.environ, **services.env(), **env_extra}
     log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, str(HERE / "faust_counter.py"), "worker", "-l", "warn"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=HERE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "faust_counter.py"), "worker", "-l", "warn"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=HERE,
+        start_new_session=True,
+    )
 
 
 def _send(settings, topic, key, n):
@@ -46,15 +52,21 @@ def _wait_for_count(consumer, key, want, timeout=90.0):
     raise AssertionError(f"count {want} for {key!r} never appeared; saw {seen}")
 
 
-def test_faust_table_recovers_its_state_from_the_changelog_after_a_worker_restart(services, new_topic, unique, tmp_path):
+def test_faust_table_recovers_its_state_from_the_changelog_after_a_worker_restart(
+    services, new_topic, unique, tmp_path
+):
     settings = services.settings
     app_id = f"compat-{unique}"
     source = new_topic(partitions=3)
     output = new_topic(partitions=1)
     # Changelog created by us with the source's partition count (faust raises PartitionsMismatch otherwise).
     new_topic(partitions=3, name=f"{app_id}-counts-changelog", cleanup_policy="compact")
-    env = {"COUNTER_APP_ID": app_id, "COUNTER_SOURCE": source, "COUNTER_OUTPUT": output,
-           "COUNTER_DATADIR": str(tmp_path / "faust")}
+    env = {
+        "COUNTER_APP_ID": app_id,
+        "COUNTER_SOURCE": source,
+        "COUNTER_OUTPUT": output,
+        "COUNTER_DATADIR": str(tmp_path / "faust"),
+    }
     consumer = KafkaConsumer(output, auto_offset_reset="earliest", **settings.kafka_client_config())
 
     worker = _start_worker(services, env, tmp_path / "worker1.log")

@@ -26,15 +26,20 @@ def test_lag_of_a_group_that_consumed_part_of_a_topic_is_the_records_left(servic
     topic = new_topic(partitions=2)
     _produce(settings, topic, 12, partitions=2)  # 6 records in each partition
     group = f"test.{unique}.readers"
-    consumer = KafkaConsumer(topic, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
-                             **settings.kafka_client_config())
+    consumer = KafkaConsumer(
+        topic, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False, **settings.kafka_client_config()
+    )
     try:
         read = []
         while len(read) < 12:
             read += [r for rs in consumer.poll(timeout_ms=2000).values() for r in rs]
         # committed: 4 of partition 0 and 1 of partition 1 processed, the rest still to do
-        consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(4, "", -1),
-                         TopicPartition(topic, 1): OffsetAndMetadata(1, "", -1)})
+        consumer.commit(
+            {
+                TopicPartition(topic, 0): OffsetAndMetadata(4, "", -1),
+                TopicPartition(topic, 1): OffsetAndMetadata(1, "", -1),
+            }
+        )
 
         [live] = group_lags(settings, groups=[group])
         assert live.state == "Stable" and live.members == 1
@@ -44,14 +49,24 @@ def test_lag_of_a_group_that_consumed_part_of_a_topic_is_the_records_left(servic
         consumer.close()
 
     env = {**os.environ, **services.env()}
-    result = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "groups", "--json", "-g", group],
-                            env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "threadline.tools.cli", "groups", "--json", "-g", group],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     [g] = json.loads(result.stdout)
     assert (g["state"], g["members"], g["lag"]) == ("Empty", 0, 7)
 
-    table = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "groups", "-g", group],
-                           env=env, capture_output=True, text=True, timeout=120)
+    table = subprocess.run(
+        [sys.executable, "-m", "threadline.tools.cli", "groups", "-g", group],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if group in line)
     assert [c.strip() for c in row.strip("│ ").split("│")][-4:] == ["2", "5", "12", "7"]
@@ -78,7 +93,8 @@ def test_status_shows_a_line_per_consumer_group_beside_the_projections(services,
     assert names.index("kafka") < names.index(f"group {group}")
 
     env = {**os.environ, **services.env()}
-    result = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "status"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "threadline.tools.cli", "status"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"group {group}"[:20] in result.stdout and "lag 2," in result.stdout

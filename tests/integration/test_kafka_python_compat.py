@@ -10,8 +10,9 @@ from threadline.kafka import make_producer
 
 
 def _consume(settings, topic, group, want, timeout=30.0):
-    consumer = KafkaConsumer(topic, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
-                             **settings.kafka_client_config())
+    consumer = KafkaConsumer(
+        topic, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", **settings.kafka_client_config()
+    )
     got = []
     deadline = time.monotonic() + timeout
     while len(got) < want and time.monotonic() < deadline:

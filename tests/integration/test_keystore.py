@@ -66,8 +66,10 @@ def test_commands_naming_identities_get_their_live_pseudonym(settings):
 
     from schemas.keystore import make_store, pseudonymous
 
-    keys = {"privacy_master_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
-            "privacy_pseudonym_key": SecretStr(base64.b64encode(os.urandom(32)).decode())}
+    keys = {
+        "privacy_master_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
+        "privacy_pseudonym_key": SecretStr(base64.b64encode(os.urandom(32)).decode()),
+    }
     on = settings.model_copy(update=keys)
     value = f"unlink.{uuid.uuid4().hex}@example.it"
     assert pseudonymous(settings, f"email:{value}") == f"email:{value}"  # privacy off: as given

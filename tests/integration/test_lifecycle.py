@@ -23,8 +23,13 @@ def cli(*args: str) -> list[str]:
 
 @pytest.fixture
 def env(services, tmp_path):
-    return {**os.environ, **services.env(), "THREADLINE_HOME": str(tmp_path / "home"),
-            "THREADLINE_GATEWAY_PORT": str(free_port()), "THREADLINE_API_PORT": str(free_port())}
+    return {
+        **os.environ,
+        **services.env(),
+        "THREADLINE_HOME": str(tmp_path / "home"),
+        "THREADLINE_GATEWAY_PORT": str(free_port()),
+        "THREADLINE_API_PORT": str(free_port()),
+    }
 
 
 def run(env, *args, **extra) -> subprocess.CompletedProcess:
@@ -33,8 +38,9 @@ def run(env, *args, **extra) -> subprocess.CompletedProcess:
 
 def big_post(env) -> int:
     url = f"http://127.0.0.1:{env['THREADLINE_GATEWAY_PORT']}/webhooks/chat"
-    return httpx.post(url, content=b"{" + b" " * 2000 + b"}", headers={"content-type": "application/json"},
-                      timeout=10).status_code
+    return httpx.post(
+        url, content=b"{" + b" " * 2000 + b"}", headers={"content-type": "application/json"}, timeout=10
+    ).status_code
 
 
 def gateway_pids(env) -> list[int]:

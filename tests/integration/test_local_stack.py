@@ -15,9 +15,10 @@ import pytest
 from threadline.settings import Settings
 from threadline.process import free_port
 
-pytestmark = pytest.mark.skipif(os.environ.get("THREADLINE_KAFKA_BOOTSTRAP") is not None,
-                                reason="services come from the environment: no local stack to manage")
-
+pytestmark = pytest.mark.skipif(
+    os.environ.get("THREADLINE_KAFKA_BOOTSTRAP") is not None,
+    reason="services come from the environment: no local stack to manage",
+)
 
 
 def _ours(state_dir) -> list[psutil.Process]:
@@ -32,14 +33,20 @@ def _ours(state_dir) -> list[psutil.Process]:
 
 
 def _cli(env, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "threadline.tools.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "threadline.tools.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_up_twice_starts_one_broker_and_down_leaves_no_process(tmp_path):
     home = tmp_path / "stack"
-    settings = Settings(home=home, kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
-                        pg_port=free_port(), registry_url=f"http://127.0.0.1:{free_port()}/apis/ccompat/v7")
+    settings = Settings(
+        home=home,
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        pg_port=free_port(),
+        registry_url=f"http://127.0.0.1:{free_port()}/apis/ccompat/v7",
+    )
     env = {**os.environ, **settings.to_env()}
     env.pop("THREADLINE_PG_DSN", None)  # the private stack runs its own embedded PostgreSQL
     try:

@@ -42,8 +42,17 @@ class Proc:
 
     @classmethod
     def start(cls, argv: list[str], env: dict, log_path: Path) -> Proc:
-        return cls(subprocess.Popen(argv, env={**os.environ, **env}, stdout=log_path.open("ab"),
-                                    stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True), log_path)
+        return cls(
+            subprocess.Popen(
+                argv,
+                env={**os.environ, **env},
+                stdout=log_path.open("ab"),
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                start_new_session=True,
+            ),
+            log_path,
+        )
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -60,20 +69,25 @@ def cli(*args: str) -> list[str]:
 
 def gateway_argv(contacts: str, dlq: str) -> list[str]:
     """The gateway on this test's topics (``threadline serve gateway`` writes the catalog's)."""
-    code = ("import uvicorn; from connectors.gateway import create_app; from schemas.codec import make_codec; "
-            "from threadline.settings import Settings; "
-            "from threadline.logging import configure_logging; s = Settings(); configure_logging(s); "
-            "app = create_app(s, codec_factory=lambda: make_codec(s), "
-            f"contacts_topic={contacts!r}, dlq_topic={dlq!r}); "
-            "uvicorn.run(app, host='127.0.0.1', port=s.gateway_port, log_config=None, access_log=False)")
+    code = (
+        "import uvicorn; from connectors.gateway import create_app; from schemas.codec import make_codec; "
+        "from threadline.settings import Settings; "
+        "from threadline.logging import configure_logging; s = Settings(); configure_logging(s); "
+        "app = create_app(s, codec_factory=lambda: make_codec(s), "
+        f"contacts_topic={contacts!r}, dlq_topic={dlq!r}); "
+        "uvicorn.run(app, host='127.0.0.1', port=s.gateway_port, log_config=None, access_log=False)"
+    )
     return [sys.executable, "-c", code]
 
 
 def scrape(base: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of a /metrics page, by name and labels."""
     text = httpx.get(f"{base}/metrics", timeout=10).text
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def total(samples: dict, name: str, **labels: str) -> float:
@@ -108,9 +122,17 @@ def ready(base: str) -> bool:
 
 def chat_body(run: str, i: int) -> bytes:
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30) + timedelta(seconds=i)
-    return json.dumps({"message_id": f"{run}-{i}", "session_id": f"{run}-s{i % 3}", "visitor_id": f"{run}-v{i % 3}",
-                       "sent_at": at.isoformat(), "sender": "visitor", "text": f"My order {run} {i} arrived broken",
-                       "login": {"email": f"metrics-{run}-{i % 3}@example.it"}}).encode()
+    return json.dumps(
+        {
+            "message_id": f"{run}-{i}",
+            "session_id": f"{run}-s{i % 3}",
+            "visitor_id": f"{run}-v{i % 3}",
+            "sent_at": at.isoformat(),
+            "sender": "visitor",
+            "text": f"My order {run} {i} arrived broken",
+            "login": {"email": f"metrics-{run}-{i % 3}@example.it"},
+        }
+    ).encode()
 
 
 @pytest.fixture
@@ -129,34 +151,68 @@ def pipeline(services, tmp_path):
     projection_prefix = f"m{run}_"
     secret = uuid.uuid4().hex
     ports = {name: free_port() for name in ("gateway", "worker", "projector", "api")}
-    env = {**services.env(), "THREADLINE_PROJECTION_PREFIX": projection_prefix, "THREADLINE_LOG_LEVEL": "INFO",
-           "THREADLINE_GATEWAY_PORT": str(ports["gateway"]), "THREADLINE_API_PORT": str(ports["api"]),
-           "THREADLINE_PROJECTOR_OPS_PORT": str(ports["projector"]), "THREADLINE_WEBHOOK_SECRET": secret,
-           **token_env()}
+    env = {
+        **services.env(),
+        "THREADLINE_PROJECTION_PREFIX": projection_prefix,
+        "THREADLINE_LOG_LEVEL": "INFO",
+        "THREADLINE_GATEWAY_PORT": str(ports["gateway"]),
+        "THREADLINE_API_PORT": str(ports["api"]),
+        "THREADLINE_PROJECTOR_OPS_PORT": str(ports["projector"]),
+        "THREADLINE_WEBHOOK_SECRET": secret,
+        **token_env(),
+    }
     procs: list[Proc] = []
     try:
         procs.append(Proc.start(gateway_argv(topics.contacts, ingest_dlq), env, tmp_path / "gateway.log"))
-        worker = start_worker(services, app_id=f"metrics-{run}", prefix=prefix, home=tmp_path / "worker-home",
-                              log_path=tmp_path / "worker.log", THREADLINE_WORKER_OPS_PORT=str(ports["worker"]))
+        worker = start_worker(
+            services,
+            app_id=f"metrics-{run}",
+            prefix=prefix,
+            home=tmp_path / "worker-home",
+            log_path=tmp_path / "worker.log",
+            THREADLINE_WORKER_OPS_PORT=str(ports["worker"]),
+        )
         procs.append(Proc(worker.proc, worker.log_path))
-        procs.append(Proc.start(cli("project", "-p", "support", "--no-contacts", "--contacts-topic", topics.resolved,
-                              "--conversations-topic", topics.conversations, "--identities-topic", topics.identities),
-                          env, tmp_path / "projector.log"))
+        procs.append(
+            Proc.start(
+                cli(
+                    "project",
+                    "-p",
+                    "support",
+                    "--no-contacts",
+                    "--contacts-topic",
+                    topics.resolved,
+                    "--conversations-topic",
+                    topics.conversations,
+                    "--identities-topic",
+                    topics.identities,
+                ),
+                env,
+                tmp_path / "projector.log",
+            )
+        )
         procs.append(Proc.start(cli("serve", "api"), env, tmp_path / "api.log"))
         bases = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         wait_for_members(admin, f"metrics-{run}", 1)
         for name, base in bases.items():
             wait_for(lambda base=base: ready(base), f"{name} ready", procs)
-        yield {"bases": bases, "topics": topics, "secret": secret, "run": run, "procs": procs,
-               "projector": f"projector:{projection_prefix}support"}
+        yield {
+            "bases": bases,
+            "topics": topics,
+            "secret": secret,
+            "run": run,
+            "procs": procs,
+            "projector": f"projector:{projection_prefix}support",
+        }
     finally:
         for p in procs:
             p.stop()
         delete_topics(admin, names)
         admin.close()
         with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
-            for (schema,) in conn.execute("select nspname from pg_namespace where nspname like %s",
-                                          (projection_prefix + "%",)).fetchall():
+            for (schema,) in conn.execute(
+                "select nspname from pg_namespace where nspname like %s", (projection_prefix + "%",)
+            ).fetchall():
                 conn.execute(f"drop schema {schema} cascade")
             conn.execute("delete from projection_offsets where projector like %s", (projection_prefix + "%",))
 
@@ -184,47 +240,64 @@ def test_each_component_counts_the_traffic_that_went_through_it(pipeline):
 
     def projected():
         after["projector"] = scrape(bases["projector"])
-        return total(after["projector"], "threadline_events_consumed_total", component=projector,
-                     topic=topics.resolved) >= CONTACTS_SENT
+        return (
+            total(after["projector"], "threadline_events_consumed_total", component=projector, topic=topics.resolved)
+            >= CONTACTS_SENT
+        )
 
     wait_for(projected, "the projector consumed every resolved contact", procs)
     with httpx.Client(base_url=bases["api"], timeout=30, headers=bearer(API_TOKENS["support"])) as api:
-        found = api.get("/customers/by-identity",
-                        params={"kind": "email", "value": f"metrics-{pipeline['run']}-0@example.it"})
+        found = api.get(
+            "/customers/by-identity", params={"kind": "email", "value": f"metrics-{pipeline['run']}-0@example.it"}
+        )
         assert found.status_code == 200, found.text
         customer = found.json()["customer_id"]
         assert api.get(f"/customers/{customer}/timeline").status_code == 200
         assert api.get("/customers/no-such-customer/timeline").status_code == 404
 
     # The worker's lag is updated every 5 s: wait for its series rather than sleep.
-    wait_for(lambda: series(scrape(bases["worker"]), "threadline_consumer_lag", component="worker",
-                            topic=topics.contacts), "the worker's lag gauge", procs, timeout=30)
+    wait_for(
+        lambda: series(scrape(bases["worker"]), "threadline_consumer_lag", component="worker", topic=topics.contacts),
+        "the worker's lag gauge",
+        procs,
+        timeout=30,
+    )
     after.update({name: scrape(base) for name, base in bases.items() if name != "projector"})
-    moved = lambda name, metric, **labels: (total(after[name], metric, **labels)  # noqa: E731
-                                            - total(before[name], metric, **labels))
+    moved = lambda name, metric, **labels: (
+        total(after[name], metric, **labels)  # noqa: E731
+        - total(before[name], metric, **labels)
+    )
 
     # gateway: requests by route template, contacts by connector and outcome, events produced
-    assert moved("gateway", "threadline_http_requests_total", app="gateway", route="/webhooks/{connector}",
-                 status="202") == CONTACTS_SENT
-    assert moved("gateway", "threadline_http_requests_total", app="gateway", route="/webhooks/{connector}",
-                 status="401") == 1
-    assert moved("gateway", "threadline_http_request_seconds_count", app="gateway",
-                 route="/webhooks/{connector}") == CONTACTS_SENT + 1
+    assert (
+        moved("gateway", "threadline_http_requests_total", app="gateway", route="/webhooks/{connector}", status="202")
+        == CONTACTS_SENT
+    )
+    assert (
+        moved("gateway", "threadline_http_requests_total", app="gateway", route="/webhooks/{connector}", status="401")
+        == 1
+    )
+    assert (
+        moved("gateway", "threadline_http_request_seconds_count", app="gateway", route="/webhooks/{connector}")
+        == CONTACTS_SENT + 1
+    )
     assert moved("gateway", "threadline_gateway_contacts_total", connector="chat", outcome="accepted") == CONTACTS_SENT
     assert moved("gateway", "threadline_gateway_contacts_total", connector="chat", outcome="rejected") == 1
-    assert moved("gateway", "threadline_events_produced_total", component="gateway",
-                 topic=topics.contacts) == CONTACTS_SENT
+    assert (
+        moved("gateway", "threadline_events_produced_total", component="gateway", topic=topics.contacts)
+        == CONTACTS_SENT
+    )
 
     # worker: consumed and produced per topic, per-record latency, SLA clocks started
-    assert moved("worker", "threadline_events_consumed_total", component="worker",
-                 topic=topics.contacts) == CONTACTS_SENT
-    assert moved("worker", "threadline_events_consumed_total", component="worker",
-                 topic=topics.graph) == CONTACTS_SENT
-    assert moved("worker", "threadline_events_produced_total", component="worker",
-                 topic=topics.resolved) == CONTACTS_SENT
+    assert (
+        moved("worker", "threadline_events_consumed_total", component="worker", topic=topics.contacts) == CONTACTS_SENT
+    )
+    assert moved("worker", "threadline_events_consumed_total", component="worker", topic=topics.graph) == CONTACTS_SENT
+    assert (
+        moved("worker", "threadline_events_produced_total", component="worker", topic=topics.resolved) == CONTACTS_SENT
+    )
     assert moved("worker", "threadline_events_produced_total", component="worker", topic=topics.conversations) > 0
-    assert moved("worker", "threadline_processing_seconds_count", component="worker",
-                 stage="route") == CONTACTS_SENT
+    assert moved("worker", "threadline_processing_seconds_count", component="worker", stage="route") == CONTACTS_SENT
     assert moved("worker", "threadline_processing_seconds_count", component="worker", stage="conversations") > 0
     assert moved("worker", "threadline_sla_total", event="started", channel="chat") >= 3  # one per customer
     assert moved("worker", "threadline_dlq_total") == 0
@@ -232,27 +305,39 @@ def test_each_component_counts_the_traffic_that_went_through_it(pipeline):
     assert {s["partition"] for s in lag} <= {str(p) for p in range(6)} and lag
 
     # projector: consumed per topic, per-batch latency, lag per partition of each source topic
-    assert moved("projector", "threadline_events_consumed_total", component=projector,
-                 topic=topics.resolved) == CONTACTS_SENT
-    assert moved("projector", "threadline_events_consumed_total", component=projector,
-                 topic=topics.conversations) > 0
+    assert (
+        moved("projector", "threadline_events_consumed_total", component=projector, topic=topics.resolved)
+        == CONTACTS_SENT
+    )
+    assert moved("projector", "threadline_events_consumed_total", component=projector, topic=topics.conversations) > 0
     assert moved("projector", "threadline_processing_seconds_count", component=projector, stage="batch") >= 1
-    assert {(s["topic"], s["partition"]) for s in series(after["projector"], "threadline_consumer_lag",
-                                                          component=projector)} >= {
-        (topics.resolved, str(p)) for p in range(6)}
+    assert {
+        (s["topic"], s["partition"]) for s in series(after["projector"], "threadline_consumer_lag", component=projector)
+    } >= {(topics.resolved, str(p)) for p in range(6)}
 
     # api: requests by route template, never the raw path
-    assert moved("api", "threadline_http_requests_total", app="api", route="/customers/by-identity",
-                 status="200") == 1
-    assert moved("api", "threadline_http_requests_total", app="api", route="/customers/{customer_id}/timeline",
-                 status="200") == 1
-    assert moved("api", "threadline_http_requests_total", app="api", route="/customers/{customer_id}/timeline",
-                 status="404") == 1
+    assert moved("api", "threadline_http_requests_total", app="api", route="/customers/by-identity", status="200") == 1
+    assert (
+        moved(
+            "api", "threadline_http_requests_total", app="api", route="/customers/{customer_id}/timeline", status="200"
+        )
+        == 1
+    )
+    assert (
+        moved(
+            "api", "threadline_http_requests_total", app="api", route="/customers/{customer_id}/timeline", status="404"
+        )
+        == 1
+    )
     assert not [s for s in series(after["api"], "threadline_http_requests_total") if customer in s["route"]]
 
     # every component: ready, with each of its dependencies reported
-    for name, deps in {"gateway": {"kafka", "registry"}, "worker": {"kafka", "registry", "streams"},
-                       "projector": {"kafka", "registry", "postgres", "projectors"}, "api": {"postgres"}}.items():
+    for name, deps in {
+        "gateway": {"kafka", "registry"},
+        "worker": {"kafka", "registry", "streams"},
+        "projector": {"kafka", "registry", "postgres", "projectors"},
+        "api": {"postgres"},
+    }.items():
         body = httpx.get(f"{bases[name]}/readyz", timeout=10).json()
         assert body["status"] == "ready" and set(body["checks"]) == deps, (name, body)
         assert {s["dependency"] for s in series(scrape(bases[name]), "threadline_ready", component=name)} == deps
@@ -274,8 +359,9 @@ def private_postgres(services):
         shutil.rmtree(home, ignore_errors=True)
 
 
-def test_readiness_turns_503_naming_postgres_while_it_is_down_and_200_when_it_is_back(services, private_postgres,
-                                                                                       tmp_path):
+def test_readiness_turns_503_naming_postgres_while_it_is_down_and_200_when_it_is_back(
+    services, private_postgres, tmp_path
+):
     from threadline.tools.stack import postgres
     from threadline.topics import admin_client
 
@@ -284,13 +370,32 @@ def test_readiness_turns_503_naming_postgres_while_it_is_down_and_200_when_it_is
     admin = admin_client(services.settings)
     admin.create_topics({t: {"num_partitions": 1, "replication_factor": 1} for t in sources})
     ports = {"api": free_port(), "projector": free_port()}
-    env = {**services.env(), "THREADLINE_PG_DSN": private_postgres.effective_pg_dsn,
-           "THREADLINE_PG_API_DSN": private_postgres.effective_pg_api_dsn,
-           "THREADLINE_API_PORT": str(ports["api"]), "THREADLINE_PROJECTOR_OPS_PORT": str(ports["projector"])}
-    procs = [Proc.start(cli("serve", "api"), env, tmp_path / "api.log"),
-             Proc.start(cli("project", "-p", "support", "--no-contacts", "--contacts-topic", sources[0],
-                      "--conversations-topic", sources[1], "--identities-topic", sources[2]), env,
-                  tmp_path / "projector.log")]
+    env = {
+        **services.env(),
+        "THREADLINE_PG_DSN": private_postgres.effective_pg_dsn,
+        "THREADLINE_PG_API_DSN": private_postgres.effective_pg_api_dsn,
+        "THREADLINE_API_PORT": str(ports["api"]),
+        "THREADLINE_PROJECTOR_OPS_PORT": str(ports["projector"]),
+    }
+    procs = [
+        Proc.start(cli("serve", "api"), env, tmp_path / "api.log"),
+        Proc.start(
+            cli(
+                "project",
+                "-p",
+                "support",
+                "--no-contacts",
+                "--contacts-topic",
+                sources[0],
+                "--conversations-topic",
+                sources[1],
+                "--identities-topic",
+                sources[2],
+            ),
+            env,
+            tmp_path / "projector.log",
+        ),
+    ]
     bases = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     try:
         for name, base in bases.items():
@@ -298,15 +403,23 @@ def test_readiness_turns_503_naming_postgres_while_it_is_down_and_200_when_it_is
 
         postgres.stop(private_postgres)
         for name, base in bases.items():
-            answer = wait_for(lambda base=base: (r := httpx.get(f"{base}/readyz", timeout=10)).status_code == 503 and r,
-                              f"{name} not ready without postgres", procs, timeout=60)
+            answer = wait_for(
+                lambda base=base: (r := httpx.get(f"{base}/readyz", timeout=10)).status_code == 503 and r,
+                f"{name} not ready without postgres",
+                procs,
+                timeout=60,
+            )
             body = answer.json()
             assert body["failing"] == ["postgres"], (name, body)
             assert body["checks"]["postgres"]["ok"] is False and body["checks"]["postgres"]["detail"]
             assert httpx.get(f"{base}/livez", timeout=10).status_code == 200  # alive, only not ready
             metrics_text = httpx.get(f"{base}/metrics", timeout=10).text
-            gauge = {s.labels["dependency"]: s.value for f in text_string_to_metric_families(metrics_text)
-                     for s in f.samples if s.name == "threadline_ready"}
+            gauge = {
+                s.labels["dependency"]: s.value
+                for f in text_string_to_metric_families(metrics_text)
+                for s in f.samples
+                if s.name == "threadline_ready"
+            }
             assert gauge["postgres"] == 0 and all(v == 1 for k, v in gauge.items() if k != "postgres"), gauge
 
         postgres.start(private_postgres)

@@ -17,14 +17,21 @@ from threadline.process import free_port
 
 @pytest.fixture(scope="module")
 def servers(services, tmp_path_factory):
-    env = {**os.environ, **services.env(), "THREADLINE_HOME": str(tmp_path_factory.mktemp("docs-home")),
-           "THREADLINE_GATEWAY_PORT": str(free_port()), "THREADLINE_API_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        **services.env(),
+        "THREADLINE_HOME": str(tmp_path_factory.mktemp("docs-home")),
+        "THREADLINE_GATEWAY_PORT": str(free_port()),
+        "THREADLINE_API_PORT": str(free_port()),
+    }
     cli = [sys.executable, "-m", "threadline.tools.cli"]
     for name in ("gateway", "api"):
         r = subprocess.run([*cli, "start", name], env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
-    yield {"gateway": f"http://127.0.0.1:{env['THREADLINE_GATEWAY_PORT']}",
-           "api": f"http://127.0.0.1:{env['THREADLINE_API_PORT']}"}
+    yield {
+        "gateway": f"http://127.0.0.1:{env['THREADLINE_GATEWAY_PORT']}",
+        "api": f"http://127.0.0.1:{env['THREADLINE_API_PORT']}",
+    }
     subprocess.run([*cli, "down"], env=env, capture_output=True, timeout=120)
 
 

@@ -42,8 +42,9 @@ class Served:
 
     def __init__(self, app):
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                                    access_log=False, lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property
@@ -64,12 +65,33 @@ class Served:
 
 
 def fuzz(base: str, token: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    argv = [str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{base}/openapi.json", "--checks", "all", "--mode", "all",
-            "--max-examples", str(MAX_EXAMPLES), "--header", f"Authorization: Bearer {token}",
-            "--seed", "11", "--generation-database", "none", "--request-timeout", "30",
-            "--phases", "examples,coverage,fuzzing", "--no-color"]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                          env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+    argv = [
+        str(SCHEMATHESIS),
+        "--config-file",
+        str(CONFIG),
+        "run",
+        f"{base}/openapi.json",
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--header",
+        f"Authorization: Bearer {token}",
+        "--seed",
+        "11",
+        "--generation-database",
+        "none",
+        "--request-timeout",
+        "30",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--no-color",
+    ]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "SCHEMATHESIS_HOOKS": ""}
+    )
 
 
 def report(result: subprocess.CompletedProcess) -> str:
@@ -79,7 +101,7 @@ def report(result: subprocess.CompletedProcess) -> str:
 def summary(result: subprocess.CompletedProcess) -> str:
     """schemathesis's summary: operations, phases, and how many cases it generated."""
     out = result.stdout
-    return out[out.find("API Operations:"):] if "API Operations:" in out else out[-2000:]
+    return out[out.find("API Operations:") :] if "API Operations:" in out else out[-2000:]
 
 
 @pytest.fixture
@@ -87,10 +109,15 @@ def gateway_app(settings, new_topic, tmp_path):
     from connectors.gateway import create_app
     from schemas.codec import make_codec
 
-    s = settings.model_copy(update={**{k: SecretStr(v) for k, v in SECRETS.items()}, **token_settings(),
-                                    "home": tmp_path})
-    app = create_app(s, codec_factory=lambda: make_codec(s),
-                     contacts_topic=new_topic(partitions=EVENT_PARTITIONS), dlq_topic=new_topic())
+    s = settings.model_copy(
+        update={**{k: SecretStr(v) for k, v in SECRETS.items()}, **token_settings(), "home": tmp_path}
+    )
+    app = create_app(
+        s,
+        codec_factory=lambda: make_codec(s),
+        contacts_topic=new_topic(partitions=EVENT_PARTITIONS),
+        dlq_topic=new_topic(),
+    )
     with Served(app) as served:
         yield served
 

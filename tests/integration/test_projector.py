@@ -20,8 +20,14 @@ from threadline.kafka import make_producer
 
 def _resolved(i: int, unique: str) -> dict:
     now = datetime.now(UTC).replace(microsecond=0)
-    c = ContactIn(provider_id=f"{unique}-{i}", connector="test", channel="email", occurred_at=now,
-                  identities=[{"kind": "email", "value": f"p{i}.{unique}@example.nl"}], text=f"bericht {i}")
+    c = ContactIn(
+        provider_id=f"{unique}-{i}",
+        connector="test",
+        channel="email",
+        occurred_at=now,
+        identities=[{"kind": "email", "value": f"p{i}.{unique}@example.nl"}],
+        text=f"bericht {i}",
+    )
     return {**to_record(c, now), "customer_id": f"cust-{unique}-{i}"}  # as identity resolution sets it
 
 
@@ -34,8 +40,9 @@ def _produce(settings, topic, values):
 
 
 def _offsets(conn, projector) -> int:
-    row = conn.execute("select coalesce(sum(next_offset), 0) from projection_offsets where projector = %s",
-                       (projector,)).fetchone()
+    row = conn.execute(
+        "select coalesce(sum(next_offset), 0) from projection_offsets where projector = %s", (projector,)
+    ).fetchone()
     return row[0]
 
 
@@ -61,7 +68,8 @@ def pg(settings):
 
 
 def test_projector_writes_rows_once_sends_garbage_to_the_dlq_and_resumes_from_its_stored_offsets(
-        settings, catalog_topics, new_topic, unique, pg):
+    settings, catalog_topics, new_topic, unique, pg
+):
     topic = new_topic(partitions=3)
     name = f"test-{unique}"
     codec = make_codec(settings)
@@ -73,7 +81,9 @@ def test_projector_writes_rows_once_sends_garbage_to_the_dlq_and_resumes_from_it
 
     _run_until(settings, name, topic, pg, want_offsets=7)
     ids = [r["event_id"] for r in records]
-    rows = pg.execute("select event_id::text from skeleton.contacts where event_id = any(%s::uuid[])", (ids,)).fetchall()
+    rows = pg.execute(
+        "select event_id::text from skeleton.contacts where event_id = any(%s::uuid[])", (ids,)
+    ).fetchall()
     assert sorted(r[0] for r in rows) == sorted(ids)
 
     dead = _dlq_records(settings, dlq_end_before)
@@ -91,8 +101,9 @@ def test_projector_writes_rows_once_sends_garbage_to_the_dlq_and_resumes_from_it
     _produce(settings, topic, [codec.encode(topic, schemas.CONTACT, r) for r in more])
     _run_until(settings, name, topic, pg, want_offsets=9)
     all_ids = ids + [r["event_id"] for r in more]
-    rows = pg.execute("select event_id::text from skeleton.contacts where event_id = any(%s::uuid[])",
-                      (all_ids,)).fetchall()
+    rows = pg.execute(
+        "select event_id::text from skeleton.contacts where event_id = any(%s::uuid[])", (all_ids,)
+    ).fetchall()
     assert sorted(r[0] for r in rows) == sorted(ids[2:] + [r["event_id"] for r in more])
     pg.execute("delete from projection_offsets where projector = %s", (name,))  # a throw-away projector
 

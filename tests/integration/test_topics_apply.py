@@ -48,15 +48,25 @@ def test_dry_run_creates_nothing_and_lists_what_it_would_create(settings, admin,
 
 def test_cli_exits_3_and_names_the_drift_when_settings_disagree_with_the_cluster(services, catalog_topics):
     env = {**os.environ, **services.env(), "THREADLINE_REPLICATION_FACTOR": "3"}
-    result = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "topics", "apply"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "threadline.tools.cli", "topics", "apply"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 3, result.stderr
     assert "contacts.v1: replication factor 1, settings say 3" in " ".join(result.stderr.split())
 
 
 def test_cli_apply_in_line_exits_0(services, catalog_topics):
     env = {**os.environ, **services.env()}
-    result = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "topics", "apply"], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "threadline.tools.cli", "topics", "apply"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "in line   contacts.v1" in result.stdout

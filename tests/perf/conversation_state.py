@@ -73,10 +73,12 @@ def main() -> None:
         sizes = sorted(len(json.dumps(st, separators=(",", ":"))) for st in states.values())
         outbox = sorted(len(json.dumps(st["outbox"], separators=(",", ":"))) for st in states.values())
         folds[name] = fold(events)
-        print(f"{name}: {cpu / len(seq) * 1e6:.0f} µs CPU per contact, {len(events) / len(seq):.2f} events per contact;"
-              f" state per customer: mean {statistics.fmean(sizes):.0f} B, p50 {sizes[len(sizes) // 2]} B,"
-              f" p99 {sizes[int(len(sizes) * 0.99)]} B, max {sizes[-1]} B (of which outbox mean"
-              f" {statistics.fmean(outbox):.0f} B)")
+        print(
+            f"{name}: {cpu / len(seq) * 1e6:.0f} µs CPU per contact, {len(events) / len(seq):.2f} events per contact;"
+            f" state per customer: mean {statistics.fmean(sizes):.0f} B, p50 {sizes[len(sizes) // 2]} B,"
+            f" p99 {sizes[int(len(sizes) * 0.99)]} B, max {sizes[-1]} B (of which outbox mean"
+            f" {statistics.fmean(outbox):.0f} B)"
+        )
     first = folds["in order"]
     for name, f in folds.items():
         print(f"{name}: {len(f)} conversations, identical to in order: {f == first}")

@@ -23,10 +23,20 @@ from connectors.signatures import signed_headers
 from connectors.webhooks import handle
 from threadline.settings import Settings
 
-SECRETS = {"twilio_auth_token": "t", "meta_app_secret": "m", "x_consumer_secret": "x",
-           "shopify_webhook_secret": "s", "webhook_secret": "w"}
-SECRET_OF = {"twilio": "twilio_auth_token", "twilio-voice": "twilio_auth_token", "meta": "meta_app_secret",
-             "x": "x_consumer_secret", "shopify": "shopify_webhook_secret"}
+SECRETS = {
+    "twilio_auth_token": "t",
+    "meta_app_secret": "m",
+    "x_consumer_secret": "x",
+    "shopify_webhook_secret": "s",
+    "webhook_secret": "w",
+}
+SECRET_OF = {
+    "twilio": "twilio_auth_token",
+    "twilio-voice": "twilio_auth_token",
+    "meta": "meta_app_secret",
+    "x": "x_consumer_secret",
+    "shopify": "shopify_webhook_secret",
+}
 
 
 def requests(customers: int) -> list[WebhookRequest]:
@@ -48,7 +58,9 @@ def main() -> None:
     settings = Settings(_env_file=None)
     ctx = MapContext.from_settings(settings, datetime.now(UTC))
     detect_language("warm the detector up with a sentence", ctx.languages)
-    print(f"{len(reqs)} webhooks ({', '.join(f'{k} {v}' for k, v in Counter(r.connector for r in reqs).most_common())})")
+    print(
+        f"{len(reqs)} webhooks ({', '.join(f'{k} {v}' for k, v in Counter(r.connector for r in reqs).most_common())})"
+    )
     for p in range(args.passes):
         per: list[float] = []
         by: dict[str, list[float]] = {}
@@ -60,9 +72,11 @@ def main() -> None:
             per.append(dt)
             by.setdefault(r.connector, []).append(dt)
         per.sort()
-        print(f"pass {p + 1}: mean {statistics.fmean(per):.0f} µs, p50 {per[len(per) // 2]:.0f} µs, "
-              f"p99 {per[int(len(per) * 0.99)]:.0f} µs per webhook; by connector (mean µs): "
-              + ", ".join(f"{k} {statistics.fmean(v):.0f}" for k, v in sorted(by.items())))
+        print(
+            f"pass {p + 1}: mean {statistics.fmean(per):.0f} µs, p50 {per[len(per) // 2]:.0f} µs, "
+            f"p99 {per[int(len(per) * 0.99)]:.0f} µs per webhook; by connector (mean µs): "
+            + ", ".join(f"{k} {statistics.fmean(v):.0f}" for k, v in sorted(by.items()))
+        )
 
 
 if __name__ == "__main__":

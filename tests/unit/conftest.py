@@ -30,11 +30,23 @@ def full_contact_payload(**overrides) -> dict:
         "subject": "Ordine arrivato rotto",
         "text": "Il mio ordine è arrivato rotto, numero 4711.",
         "language": "it",
-        "attachments": [{"name": "foto.jpg", "content_type": "image/jpeg", "size_bytes": 20480,
-                         "url": "https://files.example/foto.jpg", "sha256": "ab" * 32}],
-        "thread": {"message_id": "<m1@example.it>", "in_reply_to": "<m0@example.it>",
-                   "references": ["<m0@example.it>"], "reply_to_id": "tw-123", "call_id": "CA-7f3e1b",
-                   "session_id": None},
+        "attachments": [
+            {
+                "name": "foto.jpg",
+                "content_type": "image/jpeg",
+                "size_bytes": 20480,
+                "url": "https://files.example/foto.jpg",
+                "sha256": "ab" * 32,
+            }
+        ],
+        "thread": {
+            "message_id": "<m1@example.it>",
+            "in_reply_to": "<m0@example.it>",
+            "references": ["<m0@example.it>"],
+            "reply_to_id": "tw-123",
+            "call_id": "CA-7f3e1b",
+            "session_id": None,
+        },
         "facts": [{"kind": "order_number", "value": "4711", "source": "text"}],
         "consent": [{"purpose": "marketing", "channel": "email", "granted": False, "source": "ivr"}],
         "metadata": {"status": "completed", "duration_s": "312"},

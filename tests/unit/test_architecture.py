@@ -1,7 +1,7 @@
 """The layers of the README's architecture section hold, and stay held: import-linter's contracts
 (pyproject.toml, [tool.importlinter]) pass on the tree, and fail when a forbidden import is added
 (kept as a test, so a contract that cannot fail is noticed). The README's list of top-level
-packages is the list of packages on disk. ruff finds no unused or undefined name; mypy finds no
+packages is the list of packages on disk. ruff finds no unused or undefined name and would reformat no file; mypy finds no
 type error in the kernel and the pure cores."""
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_import_contracts_hold():
@@ -40,13 +41,16 @@ def tree_copy(tmp_path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("importer, imported, contract", [
-    ("threadline/errors.py", "connectors.gateway", "Kernel"),
-    ("threadline/settings.py", "threadline.tools.stack", "Kernel"),
-    ("schemas/codec.py", "streams.app", "Contract"),
-    ("projectors/rows.py", "streams.identity", "Features are independent"),
-    ("connectors/contact.py", "threadline.tools.bench", "Features import no tool"),
-])
+@pytest.mark.parametrize(
+    "importer, imported, contract",
+    [
+        ("threadline/errors.py", "connectors.gateway", "Kernel"),
+        ("threadline/settings.py", "threadline.tools.stack", "Kernel"),
+        ("schemas/codec.py", "streams.app", "Contract"),
+        ("projectors/rows.py", "streams.identity", "Features are independent"),
+        ("connectors/contact.py", "threadline.tools.bench", "Features import no tool"),
+    ],
+)
 def test_a_forbidden_import_breaks_a_contract(tree_copy, importer, imported, contract):
     path = tree_copy / importer
     path.write_text(path.read_text() + f"\n\ndef _forbidden():\n    import {imported}  # noqa: F401\n")
@@ -70,7 +74,7 @@ def architecture_section() -> str:
     text = (REPO / "README.md").read_text()
     start = text.index("## Architecture")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end != -1 else len(text)]
+    return text[start : end if end != -1 else len(text)]
 
 
 PATH_LIKE = re.compile(r"^[\w./-]+(/|\.(py|md|sql|avsc|lua|sh|xml|yaml|json|toml))$")
@@ -107,8 +111,15 @@ def test_the_path_check_sees_a_renamed_module():
 
 def test_ruff_finds_no_unused_or_undefined_names():
     ruff = Path(sys.executable).with_name("ruff")
-    done = subprocess.run([str(ruff), "check", "--output-format", "concise", "."], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [str(ruff), "check", "--output-format", "concise", "."], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_ruff_format_leaves_every_file_as_it_is():
+    ruff = Path(sys.executable).with_name("ruff")
+    done = subprocess.run([str(ruff), "format", "--check", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:]
 
 

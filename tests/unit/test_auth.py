@@ -26,16 +26,21 @@ def test_a_table_in_a_variable_separates_entries_with_semicolons():
     assert tokens.grants(SUPPORT) == {"chat", "web-form"} and tokens.grants(BOTH) == {"api"}
 
 
-@pytest.mark.parametrize("table, problem", [
-    (f"owner={SUPPORT}", "unknown owner"),
-    ("support=short", "16+ characters"),
-    (SUPPORT, "expected <name>"),
-    (f"support={SUPPORT};sales={SUPPORT}", "given twice"),
-])
+@pytest.mark.parametrize(
+    "table, problem",
+    [
+        (f"owner={SUPPORT}", "unknown owner"),
+        ("support=short", "16+ characters"),
+        (SUPPORT, "expected <name>"),
+        (f"support={SUPPORT};sales={SUPPORT}", "given twice"),
+    ],
+)
 def test_a_bad_table_is_a_config_error_that_never_shows_the_token(table, problem):
     with pytest.raises(ConfigError) as info:
         auth.api_tokens(Settings(api_tokens=SecretStr(table)))
-    assert problem in str(info.value) and SUPPORT not in str(info.value) and "short" not in str(info.value).split(":")[-1]
+    assert (
+        problem in str(info.value) and SUPPORT not in str(info.value) and "short" not in str(info.value).split(":")[-1]
+    )
 
 
 def test_no_table_means_no_token_is_valid():

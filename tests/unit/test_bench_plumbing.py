@@ -13,9 +13,13 @@ from threadline.benchkit import Rate, Section
 from threadline.errors import ConfigError
 from threadline.tools.bench import SUITES, merge_report, select_suites, tree_of
 
-MACHINE = {"date": "2026-11-30 05:10 UTC", "CPU": "AMD EPYC", "cores": "2 logical (2 usable by this process)",
-           "load average at start (1, 5, 15 min)": "1.00, 2.00, 3.00",
-           "load average at end (1, 5, 15 min)": "1.50, 2.00, 3.00"}
+MACHINE = {
+    "date": "2026-11-30 05:10 UTC",
+    "CPU": "AMD EPYC",
+    "cores": "2 logical (2 usable by this process)",
+    "load average at start (1, 5, 15 min)": "1.00, 2.00, 3.00",
+    "load average at end (1, 5, 15 min)": "1.50, 2.00, 3.00",
+}
 
 
 def test_only_selects_the_named_suites_in_the_reports_order():
@@ -59,8 +63,12 @@ untouched text
 def test_merge_replaces_only_the_sections_run_and_says_when_and_where(tmp_path):
     path = tmp_path / "benchmarks.md"
     path.write_text(REPORT)
-    merge_report(path, MACHINE, [Section("Gateway", ["measurement", "contacts/s"], [["new", "2"]]),
-                                 Section("Streams", text=["a new section"])], "threadline bench --only gateway")
+    merge_report(
+        path,
+        MACHINE,
+        [Section("Gateway", ["measurement", "contacts/s"], [["new", "2"]]), Section("Streams", text=["a new section"])],
+        "threadline bench --only gateway",
+    )
     text = path.read_text()
     assert "| old | 1 |" not in text and "an old note" not in text and "| new | 2 |" in text
     assert "- **date**: 2026-11-29 02:35 UTC" in text and "## mbox importer\n\nuntouched text" in text
@@ -89,8 +97,16 @@ def test_the_gateway_section_shows_the_other_tree_beside_this_one():
     raw = gateway_bench.ProduceResult(events=20000, seconds=0.5, cpu_seconds=0.4)
 
     def load(rps: int, cpu_us: float):
-        return gateway_bench.LoadResult(requests=rps * 15, seconds=15.0, p50_ms=20, p90_ms=30, p99_ms=80, max_ms=99,
-                                        errors={}, gateway_cpu_seconds=cpu_us * rps * 15 / 1e6)
+        return gateway_bench.LoadResult(
+            requests=rps * 15,
+            seconds=15.0,
+            p50_ms=20,
+            p90_ms=30,
+            p99_ms=80,
+            max_ms=99,
+            errors={},
+            gateway_cpu_seconds=cpu_us * rps * 15 / 1e6,
+        )
 
     compared = [("e322e28 (round 1)", load(1500, 550)), ("this tree (round 1)", load(2000, 380))]
     section = gateway_bench.gateway_section(load(2000, 390), raw, Rate(20000, 10.0), 250.0, None, compared)
@@ -98,8 +114,10 @@ def test_the_gateway_section_shows_the_other_tree_beside_this_one():
     assert rows["gateway at e322e28 (round 1), 1 contact per request (wrk)"][4] == "550"
     assert rows["gateway at this tree (round 1), 1 contact per request (wrk)"][1] == "2,000"
     assert any("alternating" in n for n in section.notes)
-    assert ("median gateway CPU per single-contact request: this tree 385 µs over 2 runs, e322e28 550 µs over 1 "
-            "runs (-30%); aim ≤ 400 µs: met by the median.") in section.notes
+    assert (
+        "median gateway CPU per single-contact request: this tree 385 µs over 2 runs, e322e28 550 µs over 1 "
+        "runs (-30%); aim ≤ 400 µs: met by the median."
+    ) in section.notes
 
 
 def test_a_gateway_of_another_tree_runs_that_trees_code_wherever_the_bench_starts(tmp_path):
@@ -116,6 +134,7 @@ def test_a_gateway_of_another_tree_runs_that_trees_code_wherever_the_bench_start
     env = {**os.environ, **gateway_bench.tree_path(tmp_path)}
     out = subprocess.run(show, cwd=here, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == str(tmp_path / "connectors" / "__init__.py")
-    own = subprocess.run(show, cwd=here, env={**os.environ, **gateway_bench.tree_path(None)}, capture_output=True,
-                         text=True, check=True).stdout.strip()
+    own = subprocess.run(
+        show, cwd=here, env={**os.environ, **gateway_bench.tree_path(None)}, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert own == connectors.__file__

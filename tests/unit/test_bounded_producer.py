@@ -143,11 +143,17 @@ def test_from_settings_bounds_kafka_pythons_own_blocking(monkeypatch):
 
 # -- the importers and identity unlink -------------------------------------------------------------
 
+
 def _contact(mid: str):
     from connectors.contact import ContactIn
 
-    return ContactIn(provider_id=mid, connector="chat", channel="chat", occurred_at="2026-11-22T08:00:00Z",
-                     identities=[{"kind": "chat_visitor", "value": "v-1"}])
+    return ContactIn(
+        provider_id=mid,
+        connector="chat",
+        channel="chat",
+        occurred_at="2026-11-22T08:00:00Z",
+        identities=[{"kind": "chat_visitor", "value": "v-1"}],
+    )
 
 
 class _Codec:
@@ -163,22 +169,35 @@ def test_an_import_while_kafka_is_down_fails_and_records_nothing_unacknowledged(
     sink = Sink(BoundedProducer(Factory("stuck"), DEADLINE), _Codec(), component="mbox")
     started = time.monotonic()
     with pytest.raises(KafkaUnavailable, match="did not acknowledge 2 of 2 records"):
-        run_import([("line 1", _contact("m1")), ("line 2", _contact("m2"))], sink, Ledger(ledger_file),
-                   connector="chat", source="x")
+        run_import(
+            [("line 1", _contact("m1")), ("line 2", _contact("m2"))],
+            sink,
+            Ledger(ledger_file),
+            connector="chat",
+            source="x",
+        )
     assert time.monotonic() - started < DEADLINE + 0.5
     assert not ledger_file.exists()
     # Once Kafka answers, the same import produces both and records them.
     sink = Sink(BoundedProducer(Factory("ack"), DEADLINE), _Codec(), component="mbox")
-    summary = run_import([("line 1", _contact("m1")), ("line 2", _contact("m2"))], sink, Ledger(ledger_file),
-                         connector="chat", source="x")
+    summary = run_import(
+        [("line 1", _contact("m1")), ("line 2", _contact("m2"))],
+        sink,
+        Ledger(ledger_file),
+        connector="chat",
+        source="x",
+    )
     assert summary.produced == 2 and len(ledger_file.read_text().splitlines()) == 2
 
 
 @pytest.fixture
 def kafka_down(monkeypatch, tmp_path):
     monkeypatch.setenv("THREADLINE_HOME", str(tmp_path))
-    monkeypatch.setattr(BoundedProducer, "from_settings",
-                        classmethod(lambda cls, settings, **kw: cls(Factory("stuck"), DEADLINE, what="Kafka at k:9092")))
+    monkeypatch.setattr(
+        BoundedProducer,
+        "from_settings",
+        classmethod(lambda cls, settings, **kw: cls(Factory("stuck"), DEADLINE, what="Kafka at k:9092")),
+    )
 
 
 def test_ingest_exits_1_naming_kafka(kafka_down, tmp_path, monkeypatch, restore_logging):
@@ -186,8 +205,10 @@ def test_ingest_exits_1_naming_kafka(kafka_down, tmp_path, monkeypatch, restore_
 
     monkeypatch.setattr("schemas.codec.make_codec", lambda settings: _Codec())
     cdr = tmp_path / "Master.csv"
-    cdr.write_text('"","+390212345678","+393331234567","from-pstn","","SIP/1","SIP/2","Dial","","2026-11-22 08:00:00",'
-                   '"2026-11-22 08:00:05","2026-11-22 08:01:05",65,60,"ANSWERED","DOCUMENTATION","1732262400.1",""\n')
+    cdr.write_text(
+        '"","+390212345678","+393331234567","from-pstn","","SIP/1","SIP/2","Dial","","2026-11-22 08:00:00",'
+        '"2026-11-22 08:00:05","2026-11-22 08:01:05",65,60,"ANSWERED","DOCUMENTATION","1732262400.1",""\n'
+    )
     r = CliRunner().invoke(app, ["ingest", "asterisk-cdr", str(cdr)])
     assert r.exit_code == 1, r.output
     output = " ".join(r.output.split())

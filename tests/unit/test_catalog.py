@@ -8,8 +8,13 @@ import schemas
 from threadline.catalog import CATALOG, EVENT_PARTITIONS, by_name, drift
 
 DESIGN_TOPICS = {"contacts.v1", "ingest.dlq.v1", "identities.v1", "contacts.resolved.v1", "conversations.v1"}
-KEYED_EVENT_TOPICS = ["contacts.v1", "identities.v1", "contacts.resolved.v1", "conversations.v1",
-                      "customer-profiles.v1"]
+KEYED_EVENT_TOPICS = [
+    "contacts.v1",
+    "identities.v1",
+    "contacts.resolved.v1",
+    "conversations.v1",
+    "customer-profiles.v1",
+]
 
 
 def test_every_topic_of_the_design_is_declared():
@@ -52,11 +57,16 @@ def test_dlqs_keep_records_for_a_bounded_time_and_are_not_compacted():
             assert int(configs["retention.ms"]) > 0
 
 
-@pytest.mark.parametrize("topic,subject", [("contacts.v1", schemas.CONTACT),
-                                           ("contacts.resolved.v1", schemas.CONTACT),
-                                           ("identities.v1", schemas.IDENTITY_EVENT),
-                                           ("conversations.v1", schemas.CONVERSATION_EVENT),
-                                           ("customer-profiles.v1", schemas.CUSTOMER_PROFILE)])
+@pytest.mark.parametrize(
+    "topic,subject",
+    [
+        ("contacts.v1", schemas.CONTACT),
+        ("contacts.resolved.v1", schemas.CONTACT),
+        ("identities.v1", schemas.IDENTITY_EVENT),
+        ("conversations.v1", schemas.CONVERSATION_EVENT),
+        ("customer-profiles.v1", schemas.CUSTOMER_PROFILE),
+    ],
+)
 def test_event_topics_carry_a_subject_of_the_event_contract(topic, subject):
     assert by_name(topic).value == subject
     assert subject in schemas.subjects()

@@ -81,8 +81,11 @@ def test_single_object_round_trip_of_a_full_contact(single, record):
     assert decoded.record["facts"] == [{"kind": "order_number", "value": "4711", "source": "text"}]
 
 
-@pytest.mark.parametrize("data", [b"", b"\xc3", b"\xc3\x01", b"\xc3\x01\x00\x00", b"\x00\x00\x00\x00\x01abc",
-                                  b"{\"event_id\": \"x\"}", b"\xff" * 64], ids=repr)
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\xc3", b"\xc3\x01", b"\xc3\x01\x00\x00", b"\x00\x00\x00\x00\x01abc", b'{"event_id": "x"}', b"\xff" * 64],
+    ids=repr,
+)
 def test_single_object_rejects_what_is_not_a_frame_with_decode_error(single, data):
     with pytest.raises(DecodeError):
         single.decode(data)
@@ -193,8 +196,9 @@ def test_confluent_decode_in_another_process_fetches_the_writer_from_the_registr
     assert ConfluentCodec(registry).decode(frame) == Decoded(CONTACT_FULLNAME, record)
 
 
-@pytest.mark.parametrize("data", [b"", b"\x00\x00\x00", b"\x01\x00\x00\x00\x01body", b"\xc3\x01" + b"\x00" * 12],
-                         ids=repr)
+@pytest.mark.parametrize(
+    "data", [b"", b"\x00\x00\x00", b"\x01\x00\x00\x00\x01body", b"\xc3\x01" + b"\x00" * 12], ids=repr
+)
 def test_confluent_rejects_a_wrong_magic_byte_or_short_frame_with_decode_error(data):
     with pytest.raises(DecodeError):
         ConfluentCodec(FakeRegistry()).decode(data)

@@ -40,8 +40,9 @@ def test_same_provider_id_through_another_connector_gets_another_event_id(c1, c2
 
 def test_event_id_is_stable_across_releases():
     # Changing the namespace or the name format would re-key history: duplicates stop collapsing.
-    assert event_id("twilio", "SM123") == str(uuid.uuid5(uuid.UUID("5b0f3c9e-6f1a-5d8e-9c4b-7a1e2d3f4b5c"),
-                                                         "twilio:SM123"))
+    assert event_id("twilio", "SM123") == str(
+        uuid.uuid5(uuid.UUID("5b0f3c9e-6f1a-5d8e-9c4b-7a1e2d3f4b5c"), "twilio:SM123")
+    )
 
 
 def test_a_retried_delivery_with_other_content_keeps_the_event_id():
@@ -83,7 +84,8 @@ def test_an_unknown_top_level_field_is_rejected_by_name():
 
 def test_an_unknown_identity_kind_is_named_by_its_path():
     assert _invalid_fields(full_contact_payload(identities=[{"kind": "fax", "value": "+31201234567"}])) == {
-        "identities.0.kind"}
+        "identities.0.kind"
+    }
 
 
 def test_a_bad_connector_name_is_rejected():
@@ -110,18 +112,24 @@ def test_to_record_encodes_with_the_latest_contact_schema(full_contact):
 
 
 def test_a_minimal_contact_encodes_with_the_latest_contact_schema():
-    contact = ContactIn(provider_id="m1", channel="chat", occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
-                        identities=[{"kind": "cookie", "value": "ck-1"}])
+    contact = ContactIn(
+        provider_id="m1",
+        channel="chat",
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        identities=[{"kind": "cookie", "value": "ck-1"}],
+    )
     codec = SingleObjectCodec()
     record = to_record(contact, RECORDED_AT)
     assert codec.decode(codec.encode("contacts.v1", schemas.CONTACT, record)).record == record
 
 
-IDENTITY = st.fixed_dictionaries({
-    "kind": st.sampled_from(["email", "phone", "social", "account"]),
-    "value": st.text(alphabet="abc123+@.", min_size=1, max_size=12),
-    "primary": st.booleans(),
-})
+IDENTITY = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(["email", "phone", "social", "account"]),
+        "value": st.text(alphabet="abc123+@.", min_size=1, max_size=12),
+        "primary": st.booleans(),
+    }
+)
 
 
 @given(st.lists(IDENTITY, min_size=1, max_size=6))
@@ -139,14 +147,19 @@ def test_partition_key_is_the_primary_identity(full_contact):
 
 
 def test_partition_key_falls_back_to_the_first_identity_and_names_the_platform():
-    contact = ContactIn.model_validate(full_contact_payload(identities=[
-        {"kind": "social", "value": "giuliar", "platform": "twitter"},
-        {"kind": "email", "value": "giulia.rossi@example.it"},
-    ]))
+    contact = ContactIn.model_validate(
+        full_contact_payload(
+            identities=[
+                {"kind": "social", "value": "giuliar", "platform": "twitter"},
+                {"kind": "email", "value": "giulia.rossi@example.it"},
+            ]
+        )
+    )
     assert partition_key(contact) == b"social:twitter:giuliar"
 
 
 def test_partition_key_does_not_depend_on_where_the_primary_identity_is_listed(full_contact):
     reordered = ContactIn.model_validate(
-        full_contact_payload(identities=list(reversed(full_contact_payload()["identities"]))))
+        full_contact_payload(identities=list(reversed(full_contact_payload()["identities"])))
+    )
     assert partition_key(reordered) == partition_key(full_contact)

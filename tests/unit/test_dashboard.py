@@ -13,9 +13,36 @@ import pytest
 from threadline import metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "threadline-dashboard.json"
-PROMQL_WORDS = {"sum", "min", "max", "avg", "count", "rate", "irate", "increase", "delta", "histogram_quantile",
-                "by", "without", "and", "or", "unless", "on", "ignoring", "group_left", "group_right", "topk",
-                "bottomk", "clamp_min", "clamp_max", "label_values", "abs", "time", "vector", "scalar"}
+PROMQL_WORDS = {
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "histogram_quantile",
+    "by",
+    "without",
+    "and",
+    "or",
+    "unless",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "topk",
+    "bottomk",
+    "clamp_min",
+    "clamp_max",
+    "label_values",
+    "abs",
+    "time",
+    "vector",
+    "scalar",
+}
 IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
 
@@ -92,7 +119,9 @@ def test_every_metric_the_code_defines_has_a_panel():
 
 def test_the_checker_catches_a_metric_or_label_the_code_does_not_define():
     assert references('sum by (component, topic) (rate(threadline_events_consumed_total{component=~"$c"}[5m]))') == (
-        {"threadline_events_consumed_total"}, {"component", "topic"})
-    names, labels = references('histogram_quantile(0.99, sum by (le, pod) (rate(threadline_typo_seconds_bucket[1m])))')
+        {"threadline_events_consumed_total"},
+        {"component", "topic"},
+    )
+    names, labels = references("histogram_quantile(0.99, sum by (le, pod) (rate(threadline_typo_seconds_bucket[1m])))")
     assert names == {"threadline_typo_seconds_bucket"} and "pod" in labels
     assert "threadline_typo_seconds_bucket" not in metrics.series_names()

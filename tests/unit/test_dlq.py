@@ -15,13 +15,28 @@ def test_a_reason_is_one_line_of_at_most_the_limit():
 
 def test_a_record_from_a_topic_and_a_rejected_request_share_the_reason_format():
     read = dlq_headers(reason="y" * 3000, topic="contacts.v1", partition=2, offset=41, component="projector:support")
-    rejected = rejected_headers(reason="y" * 3000, connector="meta", component="gateway", where="entry.0",
-                                received_at=datetime(2026, 11, 30, tzinfo=UTC))
+    rejected = rejected_headers(
+        reason="y" * 3000,
+        connector="meta",
+        component="gateway",
+        where="entry.0",
+        received_at=datetime(2026, 11, 30, tzinfo=UTC),
+    )
     assert read["reason"] == rejected["reason"] and len(read["reason"]) == REASON_LIMIT
-    assert read == {"reason": read["reason"], "source_topic": "contacts.v1", "source_partition": "2",
-                    "source_offset": "41", "component": "projector:support"}
-    assert rejected == {"reason": read["reason"], "connector": "meta", "component": "gateway", "where": "entry.0",
-                        "received_at": "2026-11-30T00:00:00+00:00"}
+    assert read == {
+        "reason": read["reason"],
+        "source_topic": "contacts.v1",
+        "source_partition": "2",
+        "source_offset": "41",
+        "component": "projector:support",
+    }
+    assert rejected == {
+        "reason": read["reason"],
+        "connector": "meta",
+        "component": "gateway",
+        "where": "entry.0",
+        "received_at": "2026-11-30T00:00:00+00:00",
+    }
 
 
 class _Producer:
@@ -60,7 +75,8 @@ def test_the_dead_letter_writer_sends_the_raw_record_with_the_one_header_format_
     [(topic, key, value, headers)] = producer.sent
     assert (topic, key, value) == ("projections.dlq.v1", b"contacts.resolved.v1", b"\x00raw")
     assert {k: v.decode() for k, v in headers.items()} == dlq_headers(
-        reason=reason, topic="contacts.resolved.v1", partition=4, offset=17, component="skeleton.contacts")
+        reason=reason, topic="contacts.resolved.v1", partition=4, offset=17, component="skeleton.contacts"
+    )
     assert len(headers["reason"].decode()) == REASON_LIMIT
     assert producer.waited == [([1], "dead letters")] and counted == ["contacts.resolved.v1"]
     assert reason_kind(reason) == "not writable to skeleton.contacts"

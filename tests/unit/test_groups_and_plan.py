@@ -8,17 +8,22 @@ from threadline.topics import plan, prefixed
 
 
 def test_lag_is_end_minus_committed_summed_per_topic():
-    g = summarize("threadline-streams", "Stable", 2,
-                  committed={("contacts.v1", 0): 10, ("contacts.v1", 1): 5, ("streams.identity-graph.v1", 0): 7},
-                  ends={("contacts.v1", 0): 12, ("contacts.v1", 1): 9, ("streams.identity-graph.v1", 0): 7})
+    g = summarize(
+        "threadline-streams",
+        "Stable",
+        2,
+        committed={("contacts.v1", 0): 10, ("contacts.v1", 1): 5, ("streams.identity-graph.v1", 0): 7},
+        ends={("contacts.v1", 0): 12, ("contacts.v1", 1): 9, ("streams.identity-graph.v1", 0): 7},
+    )
     assert g.topics == (TopicLag("contacts.v1", 2, 15, 21, 6), TopicLag("streams.identity-graph.v1", 1, 7, 7, 0))
     assert g.lag == 6
     assert g.line() == "lag 6, Stable, 2 members, 2 topics"
 
 
 def test_partitions_without_a_commit_or_without_a_topic_are_left_out():
-    g = summarize("g", "Empty", 0, committed={("t", 0): -1, ("t", 1): 3, ("gone", 0): 5},
-                  ends={("t", 0): 4, ("t", 1): 4})
+    g = summarize(
+        "g", "Empty", 0, committed={("t", 0): -1, ("t", 1): 3, ("gone", 0): 5}, ends={("t", 0): 4, ("t", 1): 4}
+    )
     assert g.topics == (TopicLag("t", 1, 3, 4, 1),)
     assert g.line() == "lag 1, Empty, 0 members, 1 topic"
 
@@ -44,8 +49,9 @@ def test_the_plan_shows_exactly_what_apply_creates():
     p = plan(CONTACTS, replication=3)
     assert (p.name, p.partitions, p.replication) == ("contacts.v1", 6, 3)
     assert p.describe() == "partitions=6 replication=3 cleanup.policy=delete retention.bytes=-1 retention.ms=-1"
-    assert plan(CUSTOMER_PROFILES, 1).describe() == ("partitions=6 replication=1 cleanup.policy=compact"
-                                                     " delete.retention.ms=604800000 retention.ms=-1")
+    assert plan(CUSTOMER_PROFILES, 1).describe() == (
+        "partitions=6 replication=1 cleanup.policy=compact delete.retention.ms=604800000 retention.ms=-1"
+    )
 
 
 def test_prefixed_catalog_keeps_every_setting_under_new_names():
@@ -72,10 +78,12 @@ def test_status_lists_groups_with_members_or_commits_and_counts_the_empty_ones()
     from threadline.groups import summarize
     from threadline.tools.stack import group_rows
 
-    lags = [summarize("threadline-streams", "Stable", 2, {("contacts.v1", 0): 5}, {("contacts.v1", 0): 9}),
-            summarize("idle-reader", "Empty", 0, {("contacts.v1", 0): 9}, {("contacts.v1", 0): 9}),
-            summarize("left-behind-1", "Empty", 0, {}, {}),
-            summarize("left-behind-2", "Empty", 0, {}, {})]
+    lags = [
+        summarize("threadline-streams", "Stable", 2, {("contacts.v1", 0): 5}, {("contacts.v1", 0): 9}),
+        summarize("idle-reader", "Empty", 0, {("contacts.v1", 0): 9}, {("contacts.v1", 0): 9}),
+        summarize("left-behind-1", "Empty", 0, {}, {}),
+        summarize("left-behind-2", "Empty", 0, {}, {}),
+    ]
     rows = group_rows(lags)
     assert [r.name for r in rows] == ["group threadline-streams", "group idle-reader", "groups"]
     assert rows[0].running and rows[0].detail.startswith("lag 4, Stable, 2 members")

@@ -19,8 +19,9 @@ def _fields_of(payload: dict) -> list[str]:
 
 
 def test_a_nested_list_item_field_is_named_by_its_dotted_path():
-    assert _fields_of(full_contact_payload(identities=[{"kind": "email", "value": "a@b.c"},
-                                                       {"kind": "fax", "value": "1"}])) == ["identities.1.kind"]
+    assert _fields_of(
+        full_contact_payload(identities=[{"kind": "email", "value": "a@b.c"}, {"kind": "fax", "value": "1"}])
+    ) == ["identities.1.kind"]
 
 
 def test_a_nested_record_field_is_named_by_its_dotted_path():
@@ -37,11 +38,13 @@ def test_every_invalid_field_gets_its_own_entry_with_a_problem():
 
 
 def test_fastapi_location_prefixes_are_not_part_of_the_field_name():
-    exc = RequestValidationError([
-        {"loc": ("body", "identities", 0, "kind"), "msg": "bad kind", "type": "literal_error"},
-        {"loc": ("query", "limit"), "msg": "too big", "type": "less_than_equal"},
-        {"loc": ("path", "event_id"), "msg": "bad id", "type": "uuid_parsing"},
-    ])
+    exc = RequestValidationError(
+        [
+            {"loc": ("body", "identities", 0, "kind"), "msg": "bad kind", "type": "literal_error"},
+            {"loc": ("query", "limit"), "msg": "too big", "type": "less_than_equal"},
+            {"loc": ("path", "event_id"), "msg": "bad id", "type": "uuid_parsing"},
+        ]
+    )
     assert [f["field"] for f in validation_fields(exc)] == ["identities.0.kind", "limit", "event_id"]
 
 

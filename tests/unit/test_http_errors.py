@@ -26,7 +26,10 @@ def test_a_500_from_a_pydantic_error_logs_its_type_and_route_not_the_identity_va
 
     with TestClient(app, raise_server_exceptions=False) as client:
         r = client.get("/boom/1")
-    assert r.status_code == 500 and r.json() == {"error": "internal_error", "detail": "an unexpected error; it was logged"}
+    assert r.status_code == 500 and r.json() == {
+        "error": "internal_error",
+        "detail": "an unexpected error; it was logged",
+    }
     out, err = capfd.readouterr()
     assert "unhandled_error" in err and "ValidationError" in err and "/boom/{n}" in err
     assert VICTIM not in out + err
@@ -39,13 +42,16 @@ def test_an_error_body_lists_at_most_max_fields_and_counts_the_rest():
     assert b'"fields_omitted":' + str(60_000 - MAX_FIELDS).encode() in body
 
 
-@pytest.mark.parametrize("raw, field", [
-    (b"[" * 100_000 + b"]" * 100_000, "<body>"),
-    (b'{"a":' * 70 + b"1" + b"}" * 70, "a." * 63 + "a"),
-    (b'{"a": [1, "\\ud800"]}', "a.1"),
-    (b'{"\\udc00": 1}', "<body>"),
-    (b"{not json", "<body>"),
-])
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "<body>"),
+        (b'{"a":' * 70 + b"1" + b"}" * 70, "a." * 63 + "a"),
+        (b'{"a": [1, "\\ud800"]}', "a.1"),
+        (b'{"\\udc00": 1}', "<body>"),
+        (b"{not json", "<body>"),
+    ],
+)
 def test_json_we_cannot_carry_is_named(raw, field):
     with pytest.raises(BadJson) as info:
         load_json(raw)
@@ -53,7 +59,7 @@ def test_json_we_cannot_carry_is_named(raw, field):
 
 
 def test_surrogate_pairs_are_fine():
-    assert load_json(b'{"t": "\\ud83d\\ude00"}') == {"t": "\U0001F600"}
+    assert load_json(b'{"t": "\\ud83d\\ude00"}') == {"t": "\U0001f600"}
 
 
 def test_the_depth_limit_holds_exactly_whatever_the_brackets_inside_strings():

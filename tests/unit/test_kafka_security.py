@@ -29,26 +29,44 @@ def pki(tmp_path_factory):
 
 
 def scram(**over) -> Settings:
-    fields = dict(kafka_bootstrap="kafka.example:9093", kafka_security_protocol="SASL_SSL",
-                  kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="threadline",
-                  kafka_sasl_password="pw")
+    fields = dict(
+        kafka_bootstrap="kafka.example:9093",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="threadline",
+        kafka_sasl_password="pw",
+    )
     fields.update(over)
     return Settings(**{k: v for k, v in fields.items() if v is not None})
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    (dict(kafka_sasl_username=None), "kafka_sasl_mechanism=SCRAM-SHA-512 needs kafka_sasl_username"),
-    (dict(kafka_sasl_password=None), "needs kafka_sasl_password or kafka_sasl_password_file"),
-    (dict(kafka_sasl_mechanism=None), "kafka_security_protocol=SASL_SSL needs kafka_sasl_mechanism"),
-    (dict(kafka_sasl_mechanism="GSSAPI"), "kafka_sasl_mechanism=GSSAPI: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
-    (dict(kafka_security_protocol="SSL"), "kafka_sasl_mechanism=SCRAM-SHA-512 needs kafka_security_protocol SASL_SSL or SASL_PLAINTEXT, not SSL"),
-    (dict(kafka_security_protocol="TLS"), "kafka_security_protocol=TLS: expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
-    (dict(kafka_security_protocol="SASL_PLAINTEXT", kafka_ssl_cafile="/etc/ca.pem"),
-     "kafka_ssl_cafile given, but kafka_security_protocol=SASL_PLAINTEXT does not use TLS"),
-    (dict(kafka_ssl_keyfile="/etc/key.pem"), "kafka_ssl_keyfile needs kafka_ssl_certfile"),
-    (dict(kafka_ssl_cafile="/nonexistent/ca.pem"), "kafka_ssl_cafile: no file /nonexistent/ca.pem"),
-    (dict(kafka_sasl_password=""), "needs a non-empty password"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (dict(kafka_sasl_username=None), "kafka_sasl_mechanism=SCRAM-SHA-512 needs kafka_sasl_username"),
+        (dict(kafka_sasl_password=None), "needs kafka_sasl_password or kafka_sasl_password_file"),
+        (dict(kafka_sasl_mechanism=None), "kafka_security_protocol=SASL_SSL needs kafka_sasl_mechanism"),
+        (
+            dict(kafka_sasl_mechanism="GSSAPI"),
+            "kafka_sasl_mechanism=GSSAPI: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        ),
+        (
+            dict(kafka_security_protocol="SSL"),
+            "kafka_sasl_mechanism=SCRAM-SHA-512 needs kafka_security_protocol SASL_SSL or SASL_PLAINTEXT, not SSL",
+        ),
+        (
+            dict(kafka_security_protocol="TLS"),
+            "kafka_security_protocol=TLS: expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
+        ),
+        (
+            dict(kafka_security_protocol="SASL_PLAINTEXT", kafka_ssl_cafile="/etc/ca.pem"),
+            "kafka_ssl_cafile given, but kafka_security_protocol=SASL_PLAINTEXT does not use TLS",
+        ),
+        (dict(kafka_ssl_keyfile="/etc/key.pem"), "kafka_ssl_keyfile needs kafka_ssl_certfile"),
+        (dict(kafka_ssl_cafile="/nonexistent/ca.pem"), "kafka_ssl_cafile: no file /nonexistent/ca.pem"),
+        (dict(kafka_sasl_password=""), "needs a non-empty password"),
+    ],
+)
 def test_contradictory_or_missing_settings_are_a_config_error_that_names_them(fields, message):
     s = scram(**fields)
     with pytest.raises(ConfigError) as caught:
@@ -63,9 +81,14 @@ def test_contradictory_or_missing_settings_are_a_config_error_that_names_them(fi
 def test_sasl_ssl_without_a_ca_file_is_valid_and_trusts_the_system_cas():
     s = scram()
     cfg = s.kafka_client_config()
-    assert cfg == {"bootstrap_servers": ["kafka.example:9093"], "security_protocol": "SASL_SSL",
-                   "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "threadline",
-                   "sasl_plain_password": "pw", "ssl_check_hostname": True}
+    assert cfg == {
+        "bootstrap_servers": ["kafka.example:9093"],
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "threadline",
+        "sasl_plain_password": "pw",
+        "ssl_check_hostname": True,
+    }
     ctx = ssl_context(s)
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert ctx.cert_store_stats()["x509_ca"] > 0  # the system's CAs
@@ -92,11 +115,20 @@ def test_an_unreadable_password_file_is_a_config_error(tmp_path):
 
 
 def test_mtls_settings_reach_kafka_python_and_the_tls_context(pki):
-    s = Settings(kafka_security_protocol="ssl", kafka_ssl_cafile=str(pki.ca), kafka_ssl_certfile=str(pki.client_cert),
-                 kafka_ssl_keyfile=str(pki.client_key), kafka_ssl_check_hostname=False)
+    s = Settings(
+        kafka_security_protocol="ssl",
+        kafka_ssl_cafile=str(pki.ca),
+        kafka_ssl_certfile=str(pki.client_cert),
+        kafka_ssl_keyfile=str(pki.client_key),
+        kafka_ssl_check_hostname=False,
+    )
     cfg = s.kafka_client_config()
     assert cfg["security_protocol"] == "SSL" and "sasl_mechanism" not in cfg
-    assert (cfg["ssl_cafile"], cfg["ssl_certfile"], cfg["ssl_keyfile"]) == (str(pki.ca), str(pki.client_cert), str(pki.client_key))
+    assert (cfg["ssl_cafile"], cfg["ssl_certfile"], cfg["ssl_keyfile"]) == (
+        str(pki.ca),
+        str(pki.client_cert),
+        str(pki.client_key),
+    )
     assert cfg["ssl_check_hostname"] is False
     ctx = ssl_context(s)
     assert ctx.cert_store_stats()["x509_ca"] == 1  # only the given CA, not the system's
@@ -104,7 +136,9 @@ def test_mtls_settings_reach_kafka_python_and_the_tls_context(pki):
 
 
 def test_a_key_that_does_not_match_the_certificate_is_refused_when_the_context_is_built(pki):
-    s = Settings(kafka_security_protocol="SSL", kafka_ssl_certfile=str(pki.client_cert), kafka_ssl_keyfile=str(pki.server_key))
+    s = Settings(
+        kafka_security_protocol="SSL", kafka_ssl_certfile=str(pki.client_cert), kafka_ssl_keyfile=str(pki.server_key)
+    )
     with pytest.raises(ssl.SSLError):
         ssl_context(s)
 
@@ -135,15 +169,22 @@ def test_faust_gets_sasl_credentials_with_the_tls_context_on_sasl_ssl(pki):
 
 
 def test_faust_gets_sasl_plaintext_credentials_without_tls():
-    auth = credentials_to_aiokafka_auth(broker_credentials(scram(kafka_security_protocol="SASL_PLAINTEXT",
-                                                                 kafka_sasl_mechanism="PLAIN")))
+    auth = credentials_to_aiokafka_auth(
+        broker_credentials(scram(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="PLAIN"))
+    )
     assert auth["security_protocol"] == "SASL_PLAINTEXT" and auth["sasl_mechanism"] == "PLAIN"
     assert auth["ssl_context"] is None
 
 
 def test_faust_gets_ssl_credentials_with_the_client_certificate_on_mtls(pki):
-    creds = broker_credentials(Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(pki.ca),
-                                        kafka_ssl_certfile=str(pki.client_cert), kafka_ssl_keyfile=str(pki.client_key)))
+    creds = broker_credentials(
+        Settings(
+            kafka_security_protocol="SSL",
+            kafka_ssl_cafile=str(pki.ca),
+            kafka_ssl_certfile=str(pki.client_cert),
+            kafka_ssl_keyfile=str(pki.client_key),
+        )
+    )
     assert isinstance(creds, faust.SSLCredentials)
     auth = credentials_to_aiokafka_auth(creds)
     assert auth["security_protocol"] == "SSL" and isinstance(auth["ssl_context"], ssl.SSLContext)
@@ -161,8 +202,10 @@ BOOT_FAIL = Exception("KafkaTimeoutError: Unable to bootstrap from ['kafka.examp
 
 
 def test_rejected_credentials_are_explained_as_a_config_error():
-    logged = ["Bootstrap connection to bootstrap-0 failed: [Error 58] SaslAuthenticationFailedError: Authentication "
-              "failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512"]
+    logged = [
+        "Bootstrap connection to bootstrap-0 failed: [Error 58] SaslAuthenticationFailedError: Authentication "
+        "failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512"
+    ]
     exc = explain_connection_failure(scram(), logged, BOOT_FAIL)
     assert isinstance(exc, ConfigError)
     assert "rejected the credentials: SASL SCRAM-SHA-512 as 'threadline' failed" in str(exc)
@@ -178,28 +221,40 @@ def test_a_connection_closed_during_sasl_is_explained_as_rejected_credentials():
     assert isinstance(explain_connection_failure(scram(), refused, BOOT_FAIL), KafkaUnavailable)
 
 
-@pytest.mark.parametrize(("cafile", "hint"), [
-    (None, "no THREADLINE_KAFKA_SSL_CAFILE is set, so only the system's CAs are trusted"),
-    ("ca", "is not the CA that signed it"),
-])
+@pytest.mark.parametrize(
+    ("cafile", "hint"),
+    [
+        (None, "no THREADLINE_KAFKA_SSL_CAFILE is set, so only the system's CAs are trusted"),
+        ("ca", "is not the CA that signed it"),
+    ],
+)
 def test_an_untrusted_broker_certificate_is_explained(pki, cafile, hint):
-    logged = ["Connection failed: KafkaConnectionError: Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] "
-              "certificate verify failed: self-signed certificate in certificate chain (_ssl.c:1006)"]
+    logged = [
+        "Connection failed: KafkaConnectionError: Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] "
+        "certificate verify failed: self-signed certificate in certificate chain (_ssl.c:1006)"
+    ]
     exc = explain_connection_failure(scram(kafka_ssl_cafile=str(pki.ca) if cafile else None), logged, BOOT_FAIL)
     assert isinstance(exc, ConfigError)
-    assert "TLS verification of Kafka at kafka.example:9093 failed (self-signed certificate in certificate chain)" in str(exc)
+    assert (
+        "TLS verification of Kafka at kafka.example:9093 failed (self-signed certificate in certificate chain)"
+        in str(exc)
+    )
     assert hint in str(exc)
 
 
 def test_a_certificate_for_another_host_is_explained():
-    logged = ["Connection failed: Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
-              "Hostname mismatch, certificate is not valid for 'kafka.example'. (_ssl.c:1006)"]
+    logged = [
+        "Connection failed: Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+        "Hostname mismatch, certificate is not valid for 'kafka.example'. (_ssl.c:1006)"
+    ]
     assert "does not name the address" in str(explain_connection_failure(scram(), logged, BOOT_FAIL))
 
 
 def test_a_refused_client_certificate_is_explained():
-    logged = ["<KafkaConnection node_id=bootstrap-0>: Connection lost: KafkaConnectionError: "
-              "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate (_ssl.c:2580)"]
+    logged = [
+        "<KafkaConnection node_id=bootstrap-0>: Connection lost: KafkaConnectionError: "
+        "[SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert bad certificate (_ssl.c:2580)"
+    ]
     exc = explain_connection_failure(Settings(kafka_security_protocol="SSL"), logged, BOOT_FAIL)
     assert isinstance(exc, ConfigError) and "set THREADLINE_KAFKA_SSL_CERTFILE and _KEYFILE" in str(exc)
 

@@ -10,8 +10,14 @@ import pytest
 from threadline.logging import _drop_body_fields, configure_logging, get_logger
 from threadline.settings import Settings
 
-SENSITIVE = {"text": "Il mio ordine è rotto", "body": "{...}", "payload": "raw", "identities": [{"kind": "email"}],
-             "email": "giulia.rossi@example.it", "phone": "+393471234567"}
+SENSITIVE = {
+    "text": "Il mio ordine è rotto",
+    "body": "{...}",
+    "payload": "raw",
+    "identities": [{"kind": "email"}],
+    "email": "giulia.rossi@example.it",
+    "phone": "+393471234567",
+}
 
 
 def _json_lines(text: str) -> list[dict]:
@@ -26,8 +32,15 @@ def test_json_format_emits_one_json_object_per_line(restore_logging, capsys):
     log.debug("not_shown_at_info")
     lines = _json_lines(capsys.readouterr().err)
     assert [line["event"] for line in lines] == ["contact_accepted", "contact_not_acknowledged"]
-    assert lines[0] | {"timestamp": None} == {"event": "contact_accepted", "event_id": "e-1", "topic": "contacts.v1",
-                                              "partition": 2, "offset": 41, "level": "info", "timestamp": None}
+    assert lines[0] | {"timestamp": None} == {
+        "event": "contact_accepted",
+        "event_id": "e-1",
+        "topic": "contacts.v1",
+        "partition": 2,
+        "offset": 41,
+        "level": "info",
+        "timestamp": None,
+    }
     assert lines[1]["level"] == "warning" and lines[0]["timestamp"].endswith("Z")
 
 

@@ -53,13 +53,18 @@ def test_a_labelled_child_is_made_once_and_counts_under_its_labels():
 
 
 def test_sla_event_types_map_to_the_event_label():
-    assert metrics.SLA_EVENTS == {"sla_started": "started", "sla_hit": "hit", "sla_breached": "breached",
-                                  "sla_withdrawn": "withdrawn"}
+    assert metrics.SLA_EVENTS == {
+        "sla_started": "started",
+        "sla_hit": "hit",
+        "sla_breached": "breached",
+        "sla_withdrawn": "withdrawn",
+    }
 
 
 # -- lag ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("end, position, expected", [(100, 40, 60), (40, 40, 0), (40, 41, 0), (None, 5, None),
-                                                     (5, None, None), (0, 0, 0)])
+@pytest.mark.parametrize(
+    "end, position, expected", [(100, 40, 60), (40, 40, 0), (40, 41, 0), (None, 5, None), (5, None, None), (0, 0, 0)]
+)
 def test_lag_is_end_offset_minus_position_never_negative_and_unknown_without_both(end, position, expected):
     assert metrics.lag(end, position) == expected
 
@@ -68,17 +73,25 @@ def test_the_lag_gauge_sets_each_partition_and_drops_partitions_no_longer_assign
     gauge = metrics.LagGauge("unit-lag")
     gauge.update({("a", 0): 5, ("a", 1): 0, ("b", 0): None})
     assert value("threadline_consumer_lag", component="unit-lag", topic="a", partition="0") == 5
-    assert REGISTRY.get_sample_value("threadline_consumer_lag",
-                                     {"component": "unit-lag", "topic": "a", "partition": "1"}) == 0
-    assert REGISTRY.get_sample_value("threadline_consumer_lag",
-                                     {"component": "unit-lag", "topic": "b", "partition": "0"}) is None
+    assert (
+        REGISTRY.get_sample_value("threadline_consumer_lag", {"component": "unit-lag", "topic": "a", "partition": "1"})
+        == 0
+    )
+    assert (
+        REGISTRY.get_sample_value("threadline_consumer_lag", {"component": "unit-lag", "topic": "b", "partition": "0"})
+        is None
+    )
     gauge.update({("a", 1): 7})  # partition a/0 was revoked
-    assert REGISTRY.get_sample_value("threadline_consumer_lag",
-                                     {"component": "unit-lag", "topic": "a", "partition": "0"}) is None
+    assert (
+        REGISTRY.get_sample_value("threadline_consumer_lag", {"component": "unit-lag", "topic": "a", "partition": "0"})
+        is None
+    )
     assert value("threadline_consumer_lag", component="unit-lag", topic="a", partition="1") == 7
     gauge.clear()
-    assert REGISTRY.get_sample_value("threadline_consumer_lag",
-                                     {"component": "unit-lag", "topic": "a", "partition": "1"}) is None
+    assert (
+        REGISTRY.get_sample_value("threadline_consumer_lag", {"component": "unit-lag", "topic": "a", "partition": "1"})
+        is None
+    )
 
 
 def test_lag_from_offsets_leaves_out_a_partition_whose_position_cannot_be_had():
@@ -91,15 +104,18 @@ def test_lag_from_offsets_leaves_out_a_partition_whose_position_cannot_be_had():
         return 4
 
     gauge = metrics.LagGauge("unit-lag-from")
-    gauge.update_from([tp(topic="c", partition=0), tp(topic="c", partition=1)],
-                      lambda t: ends[(t.topic, t.partition)], position)
+    gauge.update_from(
+        [tp(topic="c", partition=0), tp(topic="c", partition=1)], lambda t: ends[(t.topic, t.partition)], position
+    )
     assert gauge.current == {("c", 0)}
     assert value("threadline_consumer_lag", component="unit-lag-from", topic="c", partition="0") == 6
 
 
 def test_sample_value_sums_matching_samples_of_an_exposition():
-    text = ('# TYPE x_total counter\nx_total{app="a",route="/r"} 2.0\nx_total{app="a",route="/s"} 3.0\n'
-            'x_total{app="b",route="/r"} 7.0\n')
+    text = (
+        '# TYPE x_total counter\nx_total{app="a",route="/r"} 2.0\nx_total{app="a",route="/s"} 3.0\n'
+        'x_total{app="b",route="/r"} 7.0\n'
+    )
     assert metrics.sample_value(text, "x_total", app="a") == 5
     assert metrics.sample_value(text, "x_total", route="/r") == 9
     assert metrics.sample_value(text, "missing_total") == 0
@@ -134,9 +150,16 @@ def test_a_check_answer_is_cached_for_its_ttl_then_probed_again():
 
 def test_readiness_is_200_when_every_check_passes_and_503_naming_each_failing_dependency():
     assert ops.aggregate([ops.CheckResult("kafka", True), ops.CheckResult("postgres", True)]) == (
-        200, {"status": "ready", "checks": {"kafka": {"ok": True}, "postgres": {"ok": True}}})
-    status, body = ops.aggregate([ops.CheckResult("kafka", True), ops.CheckResult("postgres", False, "refused"),
-                                  ops.CheckResult("registry", False, "timeout")])
+        200,
+        {"status": "ready", "checks": {"kafka": {"ok": True}, "postgres": {"ok": True}}},
+    )
+    status, body = ops.aggregate(
+        [
+            ops.CheckResult("kafka", True),
+            ops.CheckResult("postgres", False, "refused"),
+            ops.CheckResult("registry", False, "timeout"),
+        ]
+    )
     assert status == 503
     assert body["status"] == "not_ready" and body["failing"] == ["postgres", "registry"]
     assert body["checks"]["postgres"] == {"ok": False, "detail": "refused"}
@@ -160,8 +183,7 @@ def test_an_async_check_that_does_not_answer_in_time_fails_with_the_timeout():
     async def answers():
         return None
 
-    readiness = ops.Readiness("unit-async", [ops.Check("postgres", hangs, timeout=0.1),
-                                             ops.Check("kafka", answers)])
+    readiness = ops.Readiness("unit-async", [ops.Check("postgres", hangs, timeout=0.1), ops.Check("kafka", answers)])
     t0 = time.monotonic()
     status, body = asyncio.run(readiness.arun())
     assert time.monotonic() - t0 < 2
@@ -208,8 +230,12 @@ def test_requests_are_counted_by_route_template_not_by_raw_path():
     assert count(route=metrics.UNMATCHED_ROUTE, status="404") == 1
     assert count(route="/boom", status="500") == 1
     assert "c-1" not in text
-    assert metrics.sample_value(text, "threadline_http_request_seconds_count", app="unit-http",
-                                route="/customers/{customer_id}") == 3
+    assert (
+        metrics.sample_value(
+            text, "threadline_http_request_seconds_count", app="unit-http", route="/customers/{customer_id}"
+        )
+        == 3
+    )
 
 
 def test_probe_routes_answer_alive_and_ready_or_503_naming_the_dependency():
@@ -220,8 +246,9 @@ def test_probe_routes_answer_alive_and_ready_or_503_naming_the_dependency():
         assert client.get("/livez").json() == {"status": "alive"}
         ready = client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"
-    with TestClient(_app("unit-probes-down", [ops.Check("kafka", lambda: None),
-                                              ops.Check("registry", refused)])) as client:
+    with TestClient(
+        _app("unit-probes-down", [ops.Check("kafka", lambda: None), ops.Check("registry", refused)])
+    ) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["failing"] == ["registry"]
         assert "/metrics" not in client.get("/openapi.json").json()["paths"]
@@ -231,13 +258,17 @@ def test_gateway_is_not_ready_naming_kafka_and_registry_when_neither_answers(tmp
     from connectors.gateway import create_app
     from threadline.settings import Settings
 
-    settings = Settings(home=tmp_path, kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                        registry_url=f"http://127.0.0.1:{free_port()}/apis/ccompat/v7")
+    settings = Settings(
+        home=tmp_path,
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        registry_url=f"http://127.0.0.1:{free_port()}/apis/ccompat/v7",
+    )
     from threadline.async_producer import DeadlineProducer
 
     codec = SimpleNamespace(encode=lambda *_: b"")
-    app = create_app(settings, producer_factory=lambda: DeadlineProducer(settings, deadline=1.0),
-                     codec_factory=lambda: codec)
+    app = create_app(
+        settings, producer_factory=lambda: DeadlineProducer(settings, deadline=1.0), codec_factory=lambda: codec
+    )
     with TestClient(app) as client:
         assert client.get("/livez").status_code == 200
         assert client.get("/healthz").json() == {"status": "ok"}
@@ -248,8 +279,9 @@ def test_gateway_is_not_ready_naming_kafka_and_registry_when_neither_answers(tmp
 
 # -- the threaded ops server of the worker and the projectors -------------------------------------
 def test_port_zero_serves_nothing():
-    assert ops.serve("127.0.0.1", 0, component="unit", liveness=lambda: None,
-                     readiness=ops.Readiness("unit", [])) is None
+    assert (
+        ops.serve("127.0.0.1", 0, component="unit", liveness=lambda: None, readiness=ops.Readiness("unit", [])) is None
+    )
 
 
 def test_ops_server_answers_metrics_livez_and_readyz_and_a_taken_port_is_a_config_error():
@@ -261,8 +293,13 @@ def test_ops_server_answers_metrics_livez_and_readyz_and_a_taken_port_is_a_confi
             raise ConnectionError("refused")
 
     port = free_port()
-    server = ops.serve("127.0.0.1", port, component="unit-ops", liveness=lambda: alive[0],
-                       readiness=ops.Readiness("unit-ops", [ops.Check("postgres", dependency, ttl=0)]))
+    server = ops.serve(
+        "127.0.0.1",
+        port,
+        component="unit-ops",
+        liveness=lambda: alive[0],
+        readiness=ops.Readiness("unit-ops", [ops.Check("postgres", dependency, ttl=0)]),
+    )
     try:
         base = f"http://127.0.0.1:{server.port}"
         metrics.EVENTS_CONSUMED.labels("unit-ops", "t").inc()
@@ -279,8 +316,13 @@ def test_ops_server_answers_metrics_livez_and_readyz_and_a_taken_port_is_a_confi
         assert live.status_code == 503 and live.json()["detail"] == alive[0]
         assert httpx.get(f"{base}/other").status_code == 404
         with pytest.raises(ConfigError, match="THREADLINE_"):
-            ops.serve("127.0.0.1", server.port, component="unit-ops", liveness=lambda: None,
-                      readiness=ops.Readiness("unit-ops2", []))
+            ops.serve(
+                "127.0.0.1",
+                server.port,
+                component="unit-ops",
+                liveness=lambda: None,
+                readiness=ops.Readiness("unit-ops2", []),
+            )
     finally:
         server.close()
 
@@ -307,8 +349,9 @@ def test_projector_process_probes_follow_its_threads_and_their_loops():
     clock = FakeClock()
 
     def runner(name):
-        return SimpleNamespace(instruments=SimpleNamespace(component=f"projector:{name}", started=False,
-                                                           heartbeat=clock.t))
+        return SimpleNamespace(
+            instruments=SimpleNamespace(component=f"projector:{name}", started=False, heartbeat=clock.t)
+        )
 
     runners = [runner("support"), runner("sales")]
     threads = [SimpleNamespace(ident=1, is_alive=lambda: True), SimpleNamespace(ident=2, is_alive=lambda: True)]

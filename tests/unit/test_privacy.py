@@ -34,8 +34,17 @@ from tests.privacy_scan import needles, scan
 
 from .conftest import RECORDED_AT, full_contact_payload
 
-PERSONAL = ["giulia.rossi@example.it", "+393471234567", "giuliar", "Ordine arrivato rotto",
-            "Il mio ordine è arrivato rotto", "Giulia", "foto.jpg", "https://files.example/foto.jpg", "4711"]
+PERSONAL = [
+    "giulia.rossi@example.it",
+    "+393471234567",
+    "giuliar",
+    "Ordine arrivato rotto",
+    "Il mio ordine è arrivato rotto",
+    "Giulia",
+    "foto.jpg",
+    "https://files.example/foto.jpg",
+    "4711",
+]
 
 
 @pytest.fixture
@@ -126,8 +135,13 @@ def test_a_v1_record_in_the_clear_still_decodes_and_opens_as_it_is(ring):
 
 def test_identity_events_open_their_pseudonyms(ring):
     sealed = seal_contact(record(), ring)
-    event = {"event_id": "e", "customer_id": "c", "identities": [
-        {"kind": i["kind"], "value": i["value"], "platform": i.get("platform")} for i in sealed["identities"]]}
+    event = {
+        "event_id": "e",
+        "customer_id": "c",
+        "identities": [
+            {"kind": i["kind"], "value": i["value"], "platform": i.get("platform")} for i in sealed["identities"]
+        ],
+    }
     opened = open_one(IDENTITY_EVENT_FULLNAME, event, ring)
     assert [i["value"] for i in opened["identities"]] == ["giulia.rossi@example.it", "+393471234567", "giuliar"]
 
@@ -272,8 +286,17 @@ def test_the_opening_codec_prefetches_a_batch_in_one_query_and_forgets_keys_afte
             return ring.resolve(tokens)
 
     codec, counting, now = SingleObjectCodec(), Counting(), [0.0]
-    values = [encoded(seal_contact(record(provider_id=f"p{i}", identities=[
-        {"kind": "email", "value": f"c{i}@example.it", "primary": True}]), ring)) for i in range(5)]
+    values = [
+        encoded(
+            seal_contact(
+                record(
+                    provider_id=f"p{i}", identities=[{"kind": "email", "value": f"c{i}@example.it", "primary": True}]
+                ),
+                ring,
+            )
+        )
+        for i in range(5)
+    ]
     opening = OpeningCodec(codec, counting, keep=1.0, clock=lambda: now[0])
     assert opening.prefetch(values + [b"not a record"]) == 5 + 1  # five identities, one order number
     texts = [opening.decode(v).record["text"] for v in values]

@@ -185,11 +185,20 @@ def test_a_writer_union_is_readable_when_every_branch_is():
 
 def test_nested_records_arrays_and_maps_are_checked_inside():
     def nested(item_type, value_type):
-        return {"type": "record", "name": "R", "fields": [
-            {"name": "items", "type": {"type": "array", "items": {
-                "type": "record", "name": "Item", "fields": [{"name": "n", "type": item_type}]}}},
-            {"name": "tags", "type": {"type": "map", "values": value_type}},
-        ]}
+        return {
+            "type": "record",
+            "name": "R",
+            "fields": [
+                {
+                    "name": "items",
+                    "type": {
+                        "type": "array",
+                        "items": {"type": "record", "name": "Item", "fields": [{"name": "n", "type": item_type}]},
+                    },
+                },
+                {"name": "tags", "type": {"type": "map", "values": value_type}},
+            ],
+        }
 
     assert incompatibilities(nested("long", "string"), nested("int", "string")) == []
     problems = incompatibilities(nested("int", "string"), nested("string", "int"))
@@ -198,10 +207,15 @@ def test_nested_records_arrays_and_maps_are_checked_inside():
 
 
 def test_a_named_type_referenced_again_by_name_is_resolved():
-    schema = {"type": "record", "name": "R", "namespace": "t", "fields": [
-        {"name": "a", "type": {"type": "enum", "name": "E", "symbols": ["x", "y"]}},
-        {"name": "b", "type": "E"},
-    ]}
+    schema = {
+        "type": "record",
+        "name": "R",
+        "namespace": "t",
+        "fields": [
+            {"name": "a", "type": {"type": "enum", "name": "E", "symbols": ["x", "y"]}},
+            {"name": "b", "type": "E"},
+        ],
+    }
     narrowed = copy.deepcopy(schema)
     narrowed["fields"][0]["type"]["symbols"] = ["x"]
     assert incompatibilities(schema, schema) == []
@@ -210,25 +224,42 @@ def test_a_named_type_referenced_again_by_name_is_resolved():
 
 def test_a_named_type_referenced_by_its_inherited_full_name_is_resolved():
     # Valid Avro: E is defined inside namespace t, so "t.E" names it (fastavro accepts this).
-    schema = {"type": "record", "name": "R", "namespace": "t", "fields": [
-        {"name": "a", "type": {"type": "enum", "name": "E", "symbols": ["x", "y"]}},
-        {"name": "b", "type": "t.E"},
-    ]}
+    schema = {
+        "type": "record",
+        "name": "R",
+        "namespace": "t",
+        "fields": [
+            {"name": "a", "type": {"type": "enum", "name": "E", "symbols": ["x", "y"]}},
+            {"name": "b", "type": "t.E"},
+        ],
+    }
     fastavro.parse_schema(schema)
     assert incompatibilities(schema, schema) == []
 
 
 def test_a_recursive_schema_is_checked_without_endless_recursion():
-    node = {"type": "record", "name": "Node", "fields": [
-        {"name": "value", "type": "int"},
-        {"name": "next", "type": ["null", "Node"], "default": None},
-    ]}
+    node = {
+        "type": "record",
+        "name": "Node",
+        "fields": [
+            {"name": "value", "type": "int"},
+            {"name": "next", "type": ["null", "Node"], "default": None},
+        ],
+    }
     fastavro.parse_schema(node)
     assert incompatibilities(node, node) == []
 
 
-SAMPLE = {"null": None, "boolean": True, "int": 7, "long": 7, "float": 1.5, "double": 1.5,
-          "bytes": b"ab", "string": "ab"}
+SAMPLE = {
+    "null": None,
+    "boolean": True,
+    "int": 7,
+    "long": 7,
+    "float": 1.5,
+    "double": 1.5,
+    "bytes": b"ab",
+    "string": "ab",
+}
 
 
 @given(st.sampled_from(sorted(itertools.product(sorted(PRIMITIVES), repeat=2))))

@@ -85,8 +85,9 @@ def test_a_new_contact_version_with_a_required_field_fails_the_contract(avro_cop
     assert schemas.latest(schemas.CONTACT).version == version
     problems = contract_problems(schemas.CONTACT)
     # BACKWARD_TRANSITIVE: one problem for each earlier version it could not read
-    assert problems == [f"v{version} cannot read v{v}: <root>.sentiment: added without a default"
-                        for v in range(1, version)]
+    assert problems == [
+        f"v{version} cannot read v{v}: <root>.sentiment: added without a default" for v in range(1, version)
+    ]
 
 
 def test_a_new_contact_version_dropping_a_channel_fails_the_contract(avro_copy):
@@ -101,8 +102,9 @@ def test_a_new_contact_version_dropping_a_channel_fails_the_contract(avro_copy):
 
 
 def test_a_new_contact_version_with_an_optional_field_passes_the_contract(avro_copy):
-    version = _publish_next(avro_copy, lambda raw: raw["fields"].append(
-        {"name": "sentiment", "type": ["null", "string"], "default": None}))
+    version = _publish_next(
+        avro_copy, lambda raw: raw["fields"].append({"name": "sentiment", "type": ["null", "string"], "default": None})
+    )
     assert schemas.latest(schemas.CONTACT).version == version
     assert contract_problems(schemas.CONTACT) == []
 
@@ -140,9 +142,24 @@ def _record_fields(avro_type) -> dict[str, dict]:
 
 def test_contact_schema_carries_the_envelope_fields_of_the_design():
     names = set(_fields(CONTACT_RAW))
-    assert {"event_id", "event_type", "occurred_at", "recorded_at", "connector", "channel", "direction",
-            "actor", "identities", "text", "language", "attachments", "thread", "facts", "consent",
-            "provider_id"} <= names
+    assert {
+        "event_id",
+        "event_type",
+        "occurred_at",
+        "recorded_at",
+        "connector",
+        "channel",
+        "direction",
+        "actor",
+        "identities",
+        "text",
+        "language",
+        "attachments",
+        "thread",
+        "facts",
+        "consent",
+        "provider_id",
+    } <= names
 
 
 def test_contact_times_are_timestamps_in_milliseconds():
@@ -152,8 +169,20 @@ def test_contact_times_are_timestamps_in_milliseconds():
 
 
 def test_contact_channel_covers_every_channel_of_the_design():
-    assert {"email", "sms", "whatsapp", "chat", "voice", "ivr", "twitter", "facebook", "instagram",
-            "review", "web_form", "store"} <= _enum_symbols(_fields(CONTACT_RAW)["channel"]["type"])
+    assert {
+        "email",
+        "sms",
+        "whatsapp",
+        "chat",
+        "voice",
+        "ivr",
+        "twitter",
+        "facebook",
+        "instagram",
+        "review",
+        "web_form",
+        "store",
+    } <= _enum_symbols(_fields(CONTACT_RAW)["channel"]["type"])
 
 
 def test_contact_direction_is_inbound_outbound_or_internal():

@@ -73,7 +73,8 @@ def test_effective_pg_dsn_is_the_given_dsn(monkeypatch):
 
 
 def test_effective_pg_dsn_without_a_dsn_is_the_embedded_server_on_pg_port_with_a_generated_password(
-        monkeypatch, tmp_path):
+    monkeypatch, tmp_path
+):
     from psycopg.conninfo import conninfo_to_dict
 
     monkeypatch.setenv("THREADLINE_PG_PORT", "25432")

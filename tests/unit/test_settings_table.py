@@ -17,7 +17,7 @@ NAME = re.compile(r"^THREADLINE_[A-Z0-9_]+$")
 
 def documented() -> set[str]:
     text = (REPO / "README.md").read_text()
-    section = text[text.index("## Settings"):text.index("## Architecture")]
+    section = text[text.index("## Settings") : text.index("## Architecture")]
     names: set[str] = set()
     for line in section.splitlines():
         if not line.startswith("| `THREADLINE_"):

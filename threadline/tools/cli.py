@@ -36,7 +36,12 @@ from streams.cli import register as streams_commands
 from threadline.commands import CommandGroups, fail, load_settings
 from threadline.errors import ConfigError, ThreadlineError, TopicDriftError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, help="Threadline: cross-channel conversations on Kafka.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Threadline: cross-channel conversations on Kafka.",
+)
 topics_app = typer.Typer(no_args_is_help=True, help="The topic catalog.")
 serve_app = typer.Typer(no_args_is_help=True, help="HTTP services.")
 app.add_typer(topics_app, name="topics")
@@ -62,9 +67,11 @@ def main_options(home: Path = typer.Option(None, "--home", help="state folder of
 
 
 @app.command()
-def setup(only: list[str] = typer.Option(None, "--only", help="only these steps: kafka, registry, compose, crds"),
-          force: bool = typer.Option(False, "--force", help="run the steps again even where their output exists"),
-          check: bool = typer.Option(False, "--check", help="build nothing; exit 1 when a step has not run")):
+def setup(
+    only: list[str] = typer.Option(None, "--only", help="only these steps: kafka, registry, compose, crds"),
+    force: bool = typer.Option(False, "--force", help="run the steps again even where their output exists"),
+    check: bool = typer.Option(False, "--check", help="build nothing; exit 1 when a step has not run"),
+):
     """Fetch and build everything the stack, the tests and the demo start later (make setup)."""
     import time
 
@@ -80,8 +87,9 @@ def setup(only: list[str] = typer.Option(None, "--only", help="only these steps:
             err.print(f"not built: {name}")
         raise typer.Exit(1 if missing else 0)
     t0 = time.monotonic()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=False) as progress:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=False
+    ) as progress:
         task = progress.add_task("set-up", total=None)
 
         def report(name: str, state: str, seconds: float) -> None:
@@ -185,8 +193,10 @@ def status():
 
 
 @app.command()
-def groups(group: list[str] = typer.Option(None, "--group", "-g", help="only these consumer groups"),
-           as_json: bool = typer.Option(False, "--json", help="JSON for scripts: one object per group")):
+def groups(
+    group: list[str] = typer.Option(None, "--group", "-g", help="only these consumer groups"),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts: one object per group"),
+):
     """Consumer groups: state, members, and per topic the committed vs end offsets (lag)."""
     import json
 
@@ -203,14 +213,24 @@ def groups(group: list[str] = typer.Option(None, "--group", "-g", help="only the
             table.add_row(g.group, g.state, str(g.members), "-", "0", "-", "-", "0")
         for i, t in enumerate(rows):
             first = i == 0
-            table.add_row(g.group if first else "", g.state if first else "", str(g.members) if first else "",
-                          t.topic, str(t.partitions), f"{t.committed:,}", f"{t.end:,}", f"{t.lag:,}")
+            table.add_row(
+                g.group if first else "",
+                g.state if first else "",
+                str(g.members) if first else "",
+                t.topic,
+                str(t.partitions),
+                f"{t.committed:,}",
+                f"{t.end:,}",
+                f"{t.lag:,}",
+            )
     console.print(table if lags else "no consumer groups")
 
 
 @topics_app.command("apply")
-def topics_apply(dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the drift, change nothing"),
-                 prefix: str = typer.Option("", "--prefix", help="the catalog under <prefix>.<topic> (a second tenant)")):
+def topics_apply(
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and the drift, change nothing"),
+    prefix: str = typer.Option("", "--prefix", help="the catalog under <prefix>.<topic> (a second tenant)"),
+):
     """Create missing topics; report drift as an error (exit 3). --dry-run: the plan, exit 3 on drift."""
     from threadline.catalog import CATALOG
     from threadline.topics import apply, prefixed
@@ -229,8 +249,10 @@ def topics_apply(dry_run: bool = typer.Option(False, "--dry-run", help="print th
     for d in report.drifted:  # a dry run reports drift instead of raising it
         err.print(f"[bold red]drift:[/] {d}", soft_wrap=True)
     if dry_run:
-        console.print(f"plan: {len(report.plans)} to create, {len(report.in_line)} in line, "
-                      f"{len(report.drifted)} drift{'s' if len(report.drifted) != 1 else ''}; nothing changed")
+        console.print(
+            f"plan: {len(report.plans)} to create, {len(report.in_line)} in line, "
+            f"{len(report.drifted)} drift{'s' if len(report.drifted) != 1 else ''}; nothing changed"
+        )
     raise typer.Exit(3 if report.drifted else 0)
 
 
@@ -247,11 +269,14 @@ def topics_list():
 
 @topics_app.command("manifests")
 def topics_manifests(
-        out: Path = typer.Option(Path("deploy/k8s/base/kafka/topics.yaml"), "--out", help="where the KafkaTopic resources go; - for stdout"),
-        replicas: int = typer.Option(3, "--replicas", min=1, help="replication factor of every topic"),
-        min_insync: int = typer.Option(2, "--min-insync", min=1, help="min.insync.replicas of every topic"),
-        cluster: str = typer.Option("threadline", "--cluster", help="the Strimzi Kafka cluster (strimzi.io/cluster label)"),
-        check: bool = typer.Option(False, "--check", help="write nothing; exit 3 when the file differs")):
+    out: Path = typer.Option(
+        Path("deploy/k8s/base/kafka/topics.yaml"), "--out", help="where the KafkaTopic resources go; - for stdout"
+    ),
+    replicas: int = typer.Option(3, "--replicas", min=1, help="replication factor of every topic"),
+    min_insync: int = typer.Option(2, "--min-insync", min=1, help="min.insync.replicas of every topic"),
+    cluster: str = typer.Option("threadline", "--cluster", help="the Strimzi Kafka cluster (strimzi.io/cluster label)"),
+    check: bool = typer.Option(False, "--check", help="write nothing; exit 3 when the file differs"),
+):
     """Strimzi KafkaTopic resources from the catalog (deploy/k8s); --check reports drift (exit 3)."""
     from threadline.tools.k8s import topics_manifest
 
@@ -262,8 +287,10 @@ def topics_manifests(
     if check:
         have = out.read_text(encoding="utf-8") if out.is_file() else None
         if have != text:
-            err.print(f"[bold red]drift:[/] {out} {'is missing' if have is None else 'differs from the catalog'}; "
-                      "run `threadline topics manifests` to write it")
+            err.print(
+                f"[bold red]drift:[/] {out} {'is missing' if have is None else 'differs from the catalog'}; "
+                "run `threadline topics manifests` to write it"
+            )
             raise typer.Exit(3)
         console.print(f"in line   {out}")
         return
@@ -275,11 +302,15 @@ def topics_manifests(
     console.print(f"wrote     {out} ({text.count(chr(10) + 'kind: KafkaTopic' + chr(10))} topics)")
 
 
-
-
 @app.command()
-def demo(external: bool = typer.Option(False, "--external", help="tell the story to the gateway and read API the "
-                                       "settings name (e.g. docker compose); start and stop nothing")):
+def demo(
+    external: bool = typer.Option(
+        False,
+        "--external",
+        help="tell the story to the gateway and read API the "
+        "settings name (e.g. docker compose); start and stop nothing",
+    ),
+):
     """Bring the stack up, send a handful of contacts through, print the read model."""
     from threadline.tools.demo import run_demo
 
@@ -290,14 +321,23 @@ def demo(external: bool = typer.Option(False, "--external", help="tell the story
 
 
 @app.command()
-def bench(events: int = typer.Option(20000, help="events per measurement"),
-          out: Path = typer.Option(Path("docs/benchmarks.md"), help="where the figures go"),
-          only: list[str] = typer.Option(None, "--only", help="only these suites (codec, raw-clients, gateway, "
-                                         "importer, privacy, projection-rebuild, privacy-rebuild, freshness, streams, "
-                                         "identity); their sections "
-                                         "replace those of the report already written"),
-          compare: str = typer.Option(None, "--compare", help="a git revision whose gateway is measured beside "
-                                      "this tree's, in the same run (gateway suite)")):
+def bench(
+    events: int = typer.Option(20000, help="events per measurement"),
+    out: Path = typer.Option(Path("docs/benchmarks.md"), help="where the figures go"),
+    only: list[str] = typer.Option(
+        None,
+        "--only",
+        help="only these suites (codec, raw-clients, gateway, "
+        "importer, privacy, projection-rebuild, privacy-rebuild, freshness, streams, "
+        "identity); their sections "
+        "replace those of the report already written",
+    ),
+    compare: str = typer.Option(
+        None,
+        "--compare",
+        help="a git revision whose gateway is measured beside this tree's, in the same run (gateway suite)",
+    ),
+):
     """Benchmarks on the local stack; writes docs/benchmarks.md."""
     from threadline.tools.bench import run_bench
 

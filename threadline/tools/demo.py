@@ -35,8 +35,14 @@ from threadline.topics import apply
 
 # Settings field of each signing secret the demo's gateway needs.
 LIVE = ("support", "sales", "marketing", "skeleton.contacts")  # the projectors `threadline project` runs
-SECRET_FIELDS = ("twilio_auth_token", "meta_app_secret", "meta_verify_token", "x_consumer_secret",
-                 "shopify_webhook_secret", "webhook_secret")
+SECRET_FIELDS = (
+    "twilio_auth_token",
+    "meta_app_secret",
+    "meta_verify_token",
+    "x_consumer_secret",
+    "shopify_webhook_secret",
+    "webhook_secret",
+)
 
 
 def with_demo_secrets(settings: Settings) -> Settings:
@@ -58,8 +64,9 @@ def with_demo_secrets(settings: Settings) -> Settings:
 
 def reader(api: str, settings: Settings, audience: str) -> httpx.Client:
     """An HTTP client of the read API holding ``audience``'s bearer token."""
-    return httpx.Client(base_url=api, timeout=30,
-                        headers={"authorization": f"Bearer {apps.token(settings, 'api_tokens', audience)}"})
+    return httpx.Client(
+        base_url=api, timeout=30, headers={"authorization": f"Bearer {apps.token(settings, 'api_tokens', audience)}"}
+    )
 
 
 def story(now: datetime | None = None, seed: int = 2026, tag: str = "") -> tuple[dict, list]:
@@ -118,8 +125,10 @@ def run_demo(settings: Settings, console: Console, external: bool = False) -> No
     if external:
         _require_secrets(keys, {connector for _, (connector, _body) in webhooks})
         if settings.api_tokens is None and settings.api_tokens_file is None:
-            raise ConfigError("demo --external reads with the read API's tokens; configure THREADLINE_API_TOKENS "
-                              "(or _FILE) with tokens for support, sales and marketing (or one admin token)")
+            raise ConfigError(
+                "demo --external reads with the read API's tokens; configure THREADLINE_API_TOKENS "
+                "(or _FILE) with tokens for support, sales and marketing (or one admin token)"
+            )
     support, sales, marketing = (reader(api, settings, a) for a in ("support", "sales", "marketing"))
     with support, sales, marketing, httpx.Client(timeout=30) as http:
         for step, webhook in webhooks:
@@ -127,8 +136,9 @@ def run_demo(settings: Settings, console: Console, external: bool = False) -> No
             # The story spans two days; each contact is let through the pipeline before the next
             # one arrives, as the hours between them would in life.
             _wait_visible(support, api, event_ids)
-            console.print(f"  {step.at:%a %H:%M}  {step.customer.first:<7} {step.kind:<9} → accepted, "
-                          "resolved and projected")
+            console.print(
+                f"  {step.at:%a %H:%M}  {step.customer.first:<7} {step.kind:<9} → accepted, resolved and projected"
+            )
 
         giulia = _wait_for(support, "phone", cast["giulia"].phone, contacts=5, what="Giulia's five contacts")
         sanne = _wait_for(support, "email", cast["sanne"].email, contacts=2, what="Sanne's form and chat")
@@ -150,10 +160,14 @@ def _require_secrets(keys: dict, connectors: set[str]) -> None:
     they must be configured here too (random ones, as the local demo makes, would be refused)."""
     from connectors.table import CONNECTORS
 
-    missing = sorted({CONNECTORS[c].secret for c in connectors if CONNECTORS[c].secret} - {n for n, v in keys.items() if v})
+    missing = sorted(
+        {CONNECTORS[c].secret for c in connectors if CONNECTORS[c].secret} - {n for n, v in keys.items() if v}
+    )
     if missing:
-        raise ConfigError("demo --external signs webhooks with the gateway's secrets; configure "
-                          + ", ".join(f"THREADLINE_{n.upper()} (or _FILE)" for n in missing))
+        raise ConfigError(
+            "demo --external signs webhooks with the gateway's secrets; configure "
+            + ", ".join(f"THREADLINE_{n.upper()} (or _FILE)" for n in missing)
+        )
 
 
 def _post(http: httpx.Client, gateway: str, keys: dict, connector: str, body: bytes) -> list[str]:
@@ -173,8 +187,10 @@ def _wait_visible(http: httpx.Client, api: str, event_ids: list[str], timeout: f
     for event_id in event_ids:
         while http.get(f"{api}/contacts/{event_id}").status_code != 200:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"contact {event_id} did not reach the read models within {timeout:.0f} s; "
-                                   "see the logs under .threadline/logs")
+                raise TimeoutError(
+                    f"contact {event_id} did not reach the read models within {timeout:.0f} s; "
+                    "see the logs under .threadline/logs"
+                )
             time.sleep(0.2)
     while any(p["events"] for p in http.get(f"{api}/projections").json()["items"] if p["projector"] in LIVE):
         if time.monotonic() > deadline:
@@ -192,8 +208,10 @@ def _wait_for(http: httpx.Client, kind: str, value: str, *, contacts: int, what:
             if card.get("contacts", 0) >= contacts:
                 return card
         time.sleep(0.5)
-    raise TimeoutError(f"{what} did not reach the read models within {timeout:.0f} s "
-                       f"(saw {card.get('contacts', 0)}); see the logs under .threadline/logs")
+    raise TimeoutError(
+        f"{what} did not reach the read models within {timeout:.0f} s "
+        f"(saw {card.get('contacts', 0)}); see the logs under .threadline/logs"
+    )
 
 
 def _support(console: Console, http: httpx.Client, card: dict) -> None:
@@ -206,28 +224,36 @@ def _support(console: Console, http: httpx.Client, card: dict) -> None:
     console.print(f"known facts (never ask again): {facts}")
     table = Table("when", "channel", "", "direction", "text")
     for item in http.get(f"/customers/{cid}/timeline").json()["items"]:
-        table.add_row(item["occurred_at"][5:16].replace("T", " "), item["channel"],
-                      "↪ switch" if item.get("channel_switch") else "", item.get("direction") or "",
-                      (item.get("text") or "")[:60])
+        table.add_row(
+            item["occurred_at"][5:16].replace("T", " "),
+            item["channel"],
+            "↪ switch" if item.get("channel_switch") else "",
+            item.get("direction") or "",
+            (item.get("text") or "")[:60],
+        )
     console.print(table)
     for conv in card["open_conversations"] + card["prior_conversations"]:
-        console.print(f"conversation {conv['conversation_id'][:8]}: {conv['state']}, channels "
-                      f"{conv.get('channels')}, opened {str(conv.get('opened_at'))[:16]}, "
-                      f"first response SLA started {str(conv.get('first_sla_started_at') or conv.get('opened_at'))[:16]}")
+        console.print(
+            f"conversation {conv['conversation_id'][:8]}: {conv['state']}, channels "
+            f"{conv.get('channels')}, opened {str(conv.get('opened_at'))[:16]}, "
+            f"first response SLA started {str(conv.get('first_sla_started_at') or conv.get('opened_at'))[:16]}"
+        )
 
 
 def _sales(console: Console, http: httpx.Client, card: dict) -> None:
     ctx = http.get(f"/sales/customers/{card['customer_id']}").json()
     console.rule("Sales · the rep opens Giulia's account before the renewal call")
-    console.print(f"support contacts: {ctx['support_contacts_7d']} in 7 days, {ctx['support_contacts_30d']} in 30 days · "
-                  f"open conversations {ctx['open_conversations']} · breached SLAs (7d) {ctx['breached_slas_7d']}")
+    console.print(
+        f"support contacts: {ctx['support_contacts_7d']} in 7 days, {ctx['support_contacts_30d']} in 30 days · "
+        f"open conversations {ctx['open_conversations']} · breached SLAs (7d) {ctx['breached_slas_7d']}"
+    )
     console.print(f"last purchase {str(ctx.get('last_purchase_at'))[:16]} · sentiment trend {ctx['sentiment_trend']}")
     flag = "[bold red]YES[/]" if ctx["talk_to_support_first"] else "no"
     console.print(f"talk to support first: {flag} ({'; '.join(ctx['talk_to_support_first_reasons'])})")
 
 
 def _sanne(console: Console, http: httpx.Client, card: dict) -> None:
-    console.rule("Support · Sanne chats \"I already filled in that form\"")
+    console.rule('Support · Sanne chats "I already filled in that form"')
     facts = ", ".join(f"{f['kind']}={f['value']}" for f in card["facts"])
     convs = card["open_conversations"] + card["prior_conversations"]
     console.print(f"{len(convs)} conversation(s); channels {[c.get('channels') for c in convs]}")
@@ -238,8 +264,10 @@ def _marketing(console: Console, support: httpx.Client, http: httpx.Client, emre
     console.rule("Marketing · Emre's review and consent")
     card = support.get("/customers/by-identity", params={"kind": "social", "value": emre.handle}).json()
     for review in http.get("/marketing/reviews", params={"customer_id": card["customer_id"]}).json()["items"]:
-        console.print(f"review {review.get('rating')}★ on {review.get('platform')} · sentiment "
-                      f"{review.get('sentiment')} · \"{(review.get('text') or '')[:60]}\"")
+        console.print(
+            f"review {review.get('rating')}★ on {review.get('platform')} · sentiment "
+            f'{review.get("sentiment")} · "{(review.get("text") or "")[:60]}"'
+        )
     consent = http.get(f"/marketing/customers/{card['customer_id']}/consent").json()["items"]
     for c in consent:
         console.print(f"consent {c['purpose']} via {c['channel']}: {'granted' if c['granted'] else 'refused'}")
@@ -251,6 +279,11 @@ def _inbox(console: Console, http: httpx.Client) -> None:
     console.rule("Support inbox · most urgent first")
     table = Table("customer", "channel", "waiting on", "SLA", "due")
     for item in http.get("/support/inbox", params={"limit": 10}).json()["items"]:
-        table.add_row(item["customer_id"][:8], item.get("channel") or "", item.get("waiting_on") or "",
-                      item.get("sla_state") or "", str(item.get("sla_due_at") or "")[:16])
+        table.add_row(
+            item["customer_id"][:8],
+            item.get("channel") or "",
+            item.get("waiting_on") or "",
+            item.get("sla_state") or "",
+            str(item.get("sla_due_at") or "")[:16],
+        )
     console.print(table)

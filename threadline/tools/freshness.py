@@ -9,8 +9,8 @@ import time
 from threadline.benchkit import BenchContext, Section
 
 FRESHNESS_RATES = (20, 50, 100, 200)  # contacts/s offered to the gateway, one run each
-FRESHNESS_SECONDS = 10          # how long each load runs
-FRESHNESS_WARMUP = 150          # contacts (at 30/s) sent and seen before anything is measured
+FRESHNESS_SECONDS = 10  # how long each load runs
+FRESHNESS_WARMUP = 150  # contacts (at 30/s) sent and seen before anything is measured
 
 
 def freshness_suite(ctx: BenchContext) -> list[Section]:
@@ -33,9 +33,18 @@ def freshness_suite(ctx: BenchContext) -> list[Section]:
     # role passwords): they connect to the stack the bench runs on
     if (ctx.settings.state_dir / "secrets").is_dir():
         shutil.copytree(ctx.settings.state_dir / "secrets", home / "secrets")
-    settings = with_demo_secrets(ctx.settings.model_copy(update={
-        "home": home, "gateway_port": free_port(), "api_port": free_port(), "worker_ops_port": free_port(),
-        "projector_ops_port": free_port(), "log_level": "WARNING"}))
+    settings = with_demo_secrets(
+        ctx.settings.model_copy(
+            update={
+                "home": home,
+                "gateway_port": free_port(),
+                "api_port": free_port(),
+                "worker_ops_port": free_port(),
+                "projector_ops_port": free_port(),
+                "log_level": "WARNING",
+            }
+        )
+    )
     apply(settings)
     rows = []
     try:  # stopped whatever happens, a start that fails half-way included: no component outlives the run
@@ -43,8 +52,9 @@ def freshness_suite(ctx: BenchContext) -> list[Section]:
             apps.start(settings)
         asyncio.run(_freshness_run(settings, f"{ctx.run_id}-warm", 30, FRESHNESS_WARMUP))
         for rate in FRESHNESS_RATES:
-            lat, offered, _ = asyncio.run(_freshness_run(settings, f"{ctx.run_id}-{rate}", rate,
-                                                         rate * FRESHNESS_SECONDS))
+            lat, offered, _ = asyncio.run(
+                _freshness_run(settings, f"{ctx.run_id}-{rate}", rate, rate * FRESHNESS_SECONDS)
+            )
             lat.sort()
 
             def pct(p: float) -> str:
@@ -53,17 +63,26 @@ def freshness_suite(ctx: BenchContext) -> list[Section]:
             rows.append([f"{rate}/s", f"{offered:,}", f"{len(lat):,}", pct(0.50), pct(0.90), pct(0.99), pct(1.0)])
     finally:
         apps.stop(settings)
-    return [Section("Freshness: gateway acknowledgment → read API",
-                    ["offered rate", "contacts", "seen", "p50 ms", "p90 ms", "p99 ms", "max ms"], rows, text=[
-        f"Signed chat webhooks into the gateway at each rate for {FRESHNESS_SECONDS} s, after {FRESHNESS_WARMUP} "
-        "warm-up contacts went through and were seen; each latency runs from the gateway's 202 (Kafka "
-        "acknowledged) to the first 200 of `GET /contacts/{event_id}` (gateway → contacts.v1 → stream worker → "
-        "contacts.resolved.v1 → projector → PostgreSQL → read API). Every component runs as its own process on "
-        "this 2-core machine, beside Kafka, PostgreSQL, the registry, the load generator and the poller."],
-        notes=["The issue's 1,000 contacts/s is not offered: on this machine one gateway accepts about 300 "
-               "single-contact requests/s and one stream worker processes about 430 contacts/s (see their "
-               "sections), so at 1,000/s the backlog would grow without bound and the latency with it.",
-               "Aim: p99 under 1 second."])]
+    return [
+        Section(
+            "Freshness: gateway acknowledgment → read API",
+            ["offered rate", "contacts", "seen", "p50 ms", "p90 ms", "p99 ms", "max ms"],
+            rows,
+            text=[
+                f"Signed chat webhooks into the gateway at each rate for {FRESHNESS_SECONDS} s, after {FRESHNESS_WARMUP} "
+                "warm-up contacts went through and were seen; each latency runs from the gateway's 202 (Kafka "
+                "acknowledged) to the first 200 of `GET /contacts/{event_id}` (gateway → contacts.v1 → stream worker → "
+                "contacts.resolved.v1 → projector → PostgreSQL → read API). Every component runs as its own process on "
+                "this 2-core machine, beside Kafka, PostgreSQL, the registry, the load generator and the poller."
+            ],
+            notes=[
+                "The issue's 1,000 contacts/s is not offered: on this machine one gateway accepts about 300 "
+                "single-contact requests/s and one stream worker processes about 430 contacts/s (see their "
+                "sections), so at 1,000/s the backlog would grow without bound and the latency with it.",
+                "Aim: p99 under 1 second.",
+            ],
+        )
+    ]
 
 
 async def _freshness_run(settings, run_id: str, rate: int, total: int) -> tuple[list[float], int, float]:
@@ -93,9 +112,15 @@ async def _freshness_run(settings, run_id: str, rate: int, total: int) -> tuple[
             delay = t0 + i / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            body = json.dumps({"message_id": f"fresh-{run_id}-{i}", "session_id": f"s-{i % 50}",
-                               "visitor_id": f"v-{run_id}-{i % 50}", "sent_at": datetime.now(UTC).isoformat(),
-                               "text": "Can I change my delivery address?"}).encode()
+            body = json.dumps(
+                {
+                    "message_id": f"fresh-{run_id}-{i}",
+                    "session_id": f"s-{i % 50}",
+                    "visitor_id": f"v-{run_id}-{i % 50}",
+                    "sent_at": datetime.now(UTC).isoformat(),
+                    "text": "Can I change my delivery address?",
+                }
+            ).encode()
             tasks.append(asyncio.create_task(post(client, body)))
         await asyncio.gather(*tasks)
         done_sending.set()
@@ -131,6 +156,7 @@ async def _freshness_run(settings, run_id: str, rate: int, total: int) -> tuple[
         t0 = time.monotonic()
         await asyncio.gather(send(g), poll(a))
     if refused:
-        raise RuntimeError(f"freshness: the gateway refused {len(refused)} of {total} contacts "
-                           f"(statuses {sorted(set(refused))})")
+        raise RuntimeError(
+            f"freshness: the gateway refused {len(refused)} of {total} contacts (statuses {sorted(set(refused))})"
+        )
     return latencies, total, time.monotonic() - t0

@@ -37,8 +37,7 @@ def resource_name(topic: str) -> str:
     return name
 
 
-def topic_resource(spec: TopicSpec, cluster: str = DEFAULT_CLUSTER, replicas: int = 3,
-                   min_insync: int = 2) -> dict:
+def topic_resource(spec: TopicSpec, cluster: str = DEFAULT_CLUSTER, replicas: int = 3, min_insync: int = 2) -> dict:
     """The KafkaTopic resource of one catalog topic."""
     if not 1 <= min_insync <= replicas:
         raise ValueError(f"min.insync.replicas {min_insync} must be between 1 and the replicas ({replicas})")
@@ -88,8 +87,9 @@ def to_yaml(value, indent: int = 0) -> str:
     return "\n".join(lines)
 
 
-def topics_manifest(catalog: Iterable[TopicSpec] = CATALOG, cluster: str = DEFAULT_CLUSTER,
-                    replicas: int = 3, min_insync: int = 2) -> str:
+def topics_manifest(
+    catalog: Iterable[TopicSpec] = CATALOG, cluster: str = DEFAULT_CLUSTER, replicas: int = 3, min_insync: int = 2
+) -> str:
     """Every catalog topic as a KafkaTopic, one YAML document each, with its purpose as a comment."""
     specs = list(catalog)
     names = [resource_name(s.name) for s in specs]

@@ -22,8 +22,12 @@ def topics(settings):
     run = uuid.uuid4().hex[:8]
     names = {"contacts": f"test.connectors.{run}.contacts", "dlq": f"test.connectors.{run}.dlq"}
     admin = admin_client(settings)
-    admin.create_topics({names["contacts"]: {"num_partitions": EVENT_PARTITIONS, "replication_factor": 1},
-                         names["dlq"]: {"num_partitions": 1, "replication_factor": 1}})
+    admin.create_topics(
+        {
+            names["contacts"]: {"num_partitions": EVENT_PARTITIONS, "replication_factor": 1},
+            names["dlq"]: {"num_partitions": 1, "replication_factor": 1},
+        }
+    )
     yield names
     try:
         admin.delete_topics(list(names.values()))
@@ -33,8 +37,13 @@ def topics(settings):
 
 @pytest.fixture(scope="module")
 def connector_settings(settings, tmp_path_factory):
-    return settings.model_copy(update={**{k: SecretStr(v) for k, v in SECRETS.items()}, **token_settings(),
-                                       "home": tmp_path_factory.mktemp("connectors-home")})
+    return settings.model_copy(
+        update={
+            **{k: SecretStr(v) for k, v in SECRETS.items()},
+            **token_settings(),
+            "home": tmp_path_factory.mktemp("connectors-home"),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +52,13 @@ def gateway(connector_settings, topics):
 
     from connectors.gateway import create_app
     from schemas.codec import make_codec
-    app = create_app(connector_settings, codec_factory=lambda: make_codec(connector_settings),
-                     contacts_topic=topics["contacts"], dlq_topic=topics["dlq"])
+
+    app = create_app(
+        connector_settings,
+        codec_factory=lambda: make_codec(connector_settings),
+        contacts_topic=topics["contacts"],
+        dlq_topic=topics["dlq"],
+    )
     with TestClient(app) as client:
         yield client
 

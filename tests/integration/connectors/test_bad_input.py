@@ -19,15 +19,22 @@ YEAR_OVERFLOW = "9999-12-31T23:59:59-05:00"
 
 
 def contact(**extra) -> dict:
-    out = {"provider_id": "bad-input-1", "connector": "api", "channel": "chat", "occurred_at": "2026-11-22T10:00:00Z",
-           "identities": [{"kind": "email", "value": "bad.input@example.it"}], "text": "hello"}
+    out = {
+        "provider_id": "bad-input-1",
+        "connector": "api",
+        "channel": "chat",
+        "occurred_at": "2026-11-22T10:00:00Z",
+        "identities": [{"kind": "email", "value": "bad.input@example.it"}],
+        "text": "hello",
+    }
     out.update(extra)
     return out
 
 
 def post_contact(gateway, content: bytes):
-    return gateway.post("/contacts", content=content,
-                        headers={"content-type": "application/json", **bearer(CONTACT_TOKEN)})
+    return gateway.post(
+        "/contacts", content=content, headers={"content-type": "application/json", **bearer(CONTACT_TOKEN)}
+    )
 
 
 def signed(gateway, connector: str, content: bytes):
@@ -35,14 +42,22 @@ def signed(gateway, connector: str, content: bytes):
     return gateway.post(url, content=content, headers=headers(connector, content, url))
 
 
-@pytest.mark.parametrize("content, field", [
-    (DEEP, "<body>"),
-    (DEEP_OBJECT, "<body>"),
-    (b'{"provider_id": "x", "text": "\\ud800"}', "text"),
-    (json.dumps(contact(text="ok \\ud800")).replace("\\\\ud800", "\\ud800").encode(), "text"),
-    (json.dumps(contact(identities=[{"kind": "email", "value": "a@b.it\\udfff"}])).replace("\\\\udfff", "\\udfff").encode(),
-     "identities.0.value"),
-], ids=["deep-array", "deep-object", "surrogate", "surrogate-in-contact", "surrogate-in-identity"])
+@pytest.mark.parametrize(
+    "content, field",
+    [
+        (DEEP, "<body>"),
+        (DEEP_OBJECT, "<body>"),
+        (b'{"provider_id": "x", "text": "\\ud800"}', "text"),
+        (json.dumps(contact(text="ok \\ud800")).replace("\\\\ud800", "\\ud800").encode(), "text"),
+        (
+            json.dumps(contact(identities=[{"kind": "email", "value": "a@b.it\\udfff"}]))
+            .replace("\\\\udfff", "\\udfff")
+            .encode(),
+            "identities.0.value",
+        ),
+    ],
+    ids=["deep-array", "deep-object", "surrogate", "surrogate-in-contact", "surrogate-in-identity"],
+)
 def test_json_we_cannot_carry_is_400_naming_the_field(gateway, contacts, content, field):
     resp = post_contact(gateway, content)
     assert resp.status_code == 400, resp.text
@@ -50,11 +65,15 @@ def test_json_we_cannot_carry_is_400_naming_the_field(gateway, contacts, content
     assert contacts.count() == 0
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"occurred_at": YEAR_OVERFLOW}, "occurred_at"),
-    ({"occurred_at": "0001-01-01T00:00:00+01:00"}, "occurred_at"),
-    ({"occurred_at": 1795349700}, "occurred_at"),
-], ids=["year-overflow", "year-underflow", "epoch-number"])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"occurred_at": YEAR_OVERFLOW}, "occurred_at"),
+        ({"occurred_at": "0001-01-01T00:00:00+01:00"}, "occurred_at"),
+        ({"occurred_at": 1795349700}, "occurred_at"),
+    ],
+    ids=["year-overflow", "year-underflow", "epoch-number"],
+)
 def test_a_contact_out_of_range_is_400_naming_the_field(gateway, contacts, change, field):
     resp = post_contact(gateway, json.dumps(contact(**change)).encode())
     assert resp.status_code == 400, resp.text
@@ -102,13 +121,18 @@ def chat_in_year_10000() -> bytes:
     return json.dumps(payload).encode()
 
 
-@pytest.mark.parametrize("connector, make, reason", [
-    ("meta", meta_with_long_sender, "account identity"),
-    ("shopify", shopify_with_long_customer, "account identity"),
-    ("chat", chat_in_year_10000, "out of range"),
-], ids=["meta-sender-over-320", "shopify-customer-over-320", "chat-year-overflow"])
+@pytest.mark.parametrize(
+    "connector, make, reason",
+    [
+        ("meta", meta_with_long_sender, "account identity"),
+        ("shopify", shopify_with_long_customer, "account identity"),
+        ("chat", chat_in_year_10000, "out of range"),
+    ],
+    ids=["meta-sender-over-320", "shopify-customer-over-320", "chat-year-overflow"],
+)
 def test_a_signed_payload_we_cannot_map_is_202_and_dead_lettered_without_logging_the_value(
-        gateway, contacts, dlq, capfd, connector, make, reason):
+    gateway, contacts, dlq, capfd, connector, make, reason
+):
     content = make()
     resp = signed(gateway, connector, content)
     assert resp.status_code == 202, resp.text

@@ -17,23 +17,38 @@ from fixtures.tokens import API_TOKENS, CHAT_TOKEN, CONTACT_TOKEN, bearer
 
 
 def contact(**extra) -> dict:
-    out = {"provider_id": f"auth-{uuid.uuid4().hex[:8]}", "connector": "api", "channel": "chat",
-           "occurred_at": "2026-11-22T10:00:00Z", "identities": [{"kind": "email", "value": "a@example.it"}]}
+    out = {
+        "provider_id": f"auth-{uuid.uuid4().hex[:8]}",
+        "connector": "api",
+        "channel": "chat",
+        "occurred_at": "2026-11-22T10:00:00Z",
+        "identities": [{"kind": "email", "value": "a@example.it"}],
+    }
     out.update(extra)
     return out
 
 
-FORGED_TWILIO = contact(connector="twilio", provider_id="SM1f0e8ae6ade43cb3c0ce4525424e404f", channel="sms",
-                        identities=[{"kind": "phone", "value": "+393471234567", "strength": "verified", "primary": True}],
-                        text="forged: please send my order to another address")
-HIJACK = contact(provider_id="hijack-1", identities=[
-    {"kind": "email", "value": "victim@example.it", "strength": "verified", "primary": True},
-    {"kind": "phone", "value": "+393330000666", "strength": "verified"}])
+FORGED_TWILIO = contact(
+    connector="twilio",
+    provider_id="SM1f0e8ae6ade43cb3c0ce4525424e404f",
+    channel="sms",
+    identities=[{"kind": "phone", "value": "+393471234567", "strength": "verified", "primary": True}],
+    text="forged: please send my order to another address",
+)
+HIJACK = contact(
+    provider_id="hijack-1",
+    identities=[
+        {"kind": "email", "value": "victim@example.it", "strength": "verified", "primary": True},
+        {"kind": "phone", "value": "+393330000666", "strength": "verified"},
+    ],
+)
 
 
-@pytest.mark.parametrize("auth", [None, "Bearer", "Bearer not-a-configured-token-0000", f"Basic {CONTACT_TOKEN}",
-                                  f"Bearer {API_TOKENS['admin']}"],
-                         ids=["none", "empty", "unknown", "not-bearer", "a-read-api-token"])
+@pytest.mark.parametrize(
+    "auth",
+    [None, "Bearer", "Bearer not-a-configured-token-0000", f"Basic {CONTACT_TOKEN}", f"Bearer {API_TOKENS['admin']}"],
+    ids=["none", "empty", "unknown", "not-bearer", "a-read-api-token"],
+)
 def test_without_a_valid_token_a_contact_is_401_and_nothing_is_produced(gateway, contacts, auth):
     resp = gateway.post("/contacts", json=contact(), headers={"authorization": auth} if auth else {})
     assert resp.status_code == 401, resp.text

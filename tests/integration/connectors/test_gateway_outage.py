@@ -54,10 +54,17 @@ def topics(private_kafka):
     from threadline.topics import admin_client
 
     _, s = private_kafka
-    names = {"contacts": f"test.outage.{uuid.uuid4().hex[:8]}.contacts", "dlq": f"test.outage.{uuid.uuid4().hex[:8]}.dlq"}
+    names = {
+        "contacts": f"test.outage.{uuid.uuid4().hex[:8]}.contacts",
+        "dlq": f"test.outage.{uuid.uuid4().hex[:8]}.dlq",
+    }
     admin = admin_client(s)
-    admin.create_topics({names["contacts"]: {"num_partitions": 3, "replication_factor": 1},
-                         names["dlq"]: {"num_partitions": 1, "replication_factor": 1}})
+    admin.create_topics(
+        {
+            names["contacts"]: {"num_partitions": 3, "replication_factor": 1},
+            names["dlq"]: {"num_partitions": 1, "replication_factor": 1},
+        }
+    )
     admin.close()
     return names
 
@@ -66,17 +73,25 @@ class Gateway:
     def __init__(self, settings, topics, tmp_path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        code = ("import uvicorn; from connectors.gateway import create_app, shutdown_limit; "
-                "from threadline.settings import Settings; from threadline.logging import configure_logging; "
-                "s = Settings(); configure_logging(s); "
-                f"app = create_app(s, contacts_topic={topics['contacts']!r}, dlq_topic={topics['dlq']!r}); "
-                "uvicorn.run(app, host='127.0.0.1', port=s.gateway_port, log_config=None, access_log=False, "
-                "timeout_graceful_shutdown=int(shutdown_limit(s)))")
-        env = {**os.environ, **settings.to_env(), "THREADLINE_GATEWAY_PORT": str(self.port),
-               "THREADLINE_LOG_FORMAT": "json", "THREADLINE_WEBHOOK_SECRET": SECRETS["webhook_secret"]}
+        code = (
+            "import uvicorn; from connectors.gateway import create_app, shutdown_limit; "
+            "from threadline.settings import Settings; from threadline.logging import configure_logging; "
+            "s = Settings(); configure_logging(s); "
+            f"app = create_app(s, contacts_topic={topics['contacts']!r}, dlq_topic={topics['dlq']!r}); "
+            "uvicorn.run(app, host='127.0.0.1', port=s.gateway_port, log_config=None, access_log=False, "
+            "timeout_graceful_shutdown=int(shutdown_limit(s)))"
+        )
+        env = {
+            **os.environ,
+            **settings.to_env(),
+            "THREADLINE_GATEWAY_PORT": str(self.port),
+            "THREADLINE_LOG_FORMAT": "json",
+            "THREADLINE_WEBHOOK_SECRET": SECRETS["webhook_secret"],
+        }
         self.log = tmp_path / "gateway.log"
-        self.proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.log, "wb"))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=open(self.log, "wb")
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-2000:]
@@ -115,8 +130,13 @@ class Gateway:
 
 
 def event_ids_on(settings, topic: str) -> list[str]:
-    consumer = KafkaConsumer(topic, auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=4000, **settings.kafka_client_config())
+    consumer = KafkaConsumer(
+        topic,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=4000,
+        **settings.kafka_client_config(),
+    )
     try:
         return [dict(r.headers)["event_id"].decode() for r in consumer]
     finally:
@@ -193,9 +213,11 @@ def test_a_broker_paused_40s_gives_503s_not_a_wedge_and_the_gateway_recovers_by_
     # a refused send may still land once the broker resumes, before the provider's retry lands it
     # again: harmless (deterministic event ids, idempotent consumers), and never lost
     assert all(on_topic.count(eid) >= 1 for eid in retried)
-    print(f"\npaused {PAUSE_SECONDS} s: {len(during)} requests answered 503 in at most "
-          f"{max(d[2] for d in during):.1f} s; back to 202 {took:.1f} s after resume; "
-          f"{len(acked)} acknowledged, all on the topic")
+    print(
+        f"\npaused {PAUSE_SECONDS} s: {len(during)} requests answered 503 in at most "
+        f"{max(d[2] for d in during):.1f} s; back to 202 {took:.1f} s after resume; "
+        f"{len(acked)} acknowledged, all on the topic"
+    )
 
 
 def test_a_broker_killed_and_restarted_and_sigterm_during_an_outage(private_kafka, topics, tmp_path):

@@ -36,60 +36,210 @@ def thread(record) -> dict:
 
 # (connector, fixture, channel, identities, occurred_at (None = arrival time), text starts, thread hints, facts)
 CHANNELS = [
-    ("twilio", "twilio_sms.json", "sms", [("phone", "+393471234567", None, "verified")], None, "Ciao, il mio ordine",
-     {"message_id": "SM1f0e8ae6ade43cb3c0ce4525424e404f"}, {("order_number", "100234")}),
-    ("twilio", "twilio_whatsapp.json", "whatsapp", [("phone", "+48601234567", None, "verified")], None, "Paczka przyszła",
-     {"message_id": "SM2b6d3e9fa4c1d5e8f7a6b5c4d3e2f1a0"}, {("order_number", "554433")}),
-    ("twilio", "twilio_status.json", "sms", [("phone", "+393471234567", None, "asserted")], None, None,
-     {"message_id": "SM3c7e4f0ab5d2e6f9a8b7c6d5e4f3a2b1"}, set()),
-    ("twilio-voice", "twilio_voice_status.json", "voice", [("phone", "+393471234567", None, "verified")],
-     datetime(2026, 11, 22, 12, 14, 5, tzinfo=UTC), None, {"call_id": "CA5f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c"}, set()),
-    ("twilio-voice", "twilio_transcription.json", "voice", [("phone", "+393471234567", None, "verified")], None,
-     "Buongiorno, chiamo", {"call_id": "CA5f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c", "message_id": "RE1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d"},
-     {("order_number", "100234")}),
-    ("twilio-voice", "twilio_gather.json", "ivr", [("phone", "+393471234567", None, "verified")], None, None,
-     {"call_id": "CA5f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c"}, set()),
-    ("meta", "meta_messenger.json", "facebook", [("account", "6823419087654321", "facebook", "verified")],
-     datetime(2026, 11, 22, 12, 15, tzinfo=UTC), "Hoi, mijn pakket",
-     {"message_id": "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxqMvK8ma6AC8fplwlqLP_5cgXIbu7I3rBN0P",
-      "reply_to_id": "m_1fTq8oLumEyIp3Q2MR-aY7IfLZDamVrALniheU"}, {("order_number", "778899")}),
-    ("meta", "meta_instagram.json", "instagram", [("account", "1134567890123456", "instagram", "verified")],
-     datetime(2026, 11, 22, 12, 20, tzinfo=UTC), "Siparişim 445566", None, {("order_number", "445566")}),
-    ("meta", "meta_whatsapp.json", "whatsapp", [("phone", "+447700123456", None, "verified")],
-     datetime(2026, 11, 22, 12, 30, tzinfo=UTC), "Order 123987",
-     {"message_id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="}, {("order_number", "123987")}),
-    ("x", "x_dm.json", "twitter", [("social", "giulia_r", "twitter", "asserted"), ("account", "3001969357", "twitter", "verified")],
-     datetime(2026, 11, 22, 12, 0, tzinfo=UTC), "Il numero dell'ordine", {"message_id": "954491830116155396"},
-     {("order_number", "100234")}),
-    ("x", "x_tweet.json", "twitter", [("social", "giulia_r", "twitter", "asserted"), ("account", "3001969357", "twitter", "verified")],
-     datetime(2026, 11, 22, 8, 30, tzinfo=UTC), "@ShopSupport il mio ordine",
-     {"message_id": "1858000000000000001", "reply_to_id": "1857990000000000000"}, set()),
-    ("shopify", "shopify_order.json", "store", [("email", "giulia.rossi@example.it", None, "asserted"),
-     ("phone", "+393471234567", None, "asserted"), ("account", "115310627314723954", "shopify", "verified")],
-     datetime(2026, 11, 20, 17, 5, 12, tzinfo=UTC), None, {}, {("order_number", "100234"), ("order_name", "#100234")}),
-    ("email", "email_reply.eml", "email", [("email", "giulia.rossi@example.it", None, "asserted"), ("phone", "+393471234567", None, "hint")],
-     datetime(2026, 11, 22, 9, 2, 3, tzinfo=UTC), "Buongiorno,\n\nvi mando la foto",
-     {"message_id": "<CAF=giulia.2@mail.example.it>", "in_reply_to": "<reply.1@shop.example>",
-      "references": ["<CAF=giulia.1@mail.example.it>", "<reply.1@shop.example>"]}, {("order_number", "100234")}),
-    ("chat", "chat.json", "chat", [("chat_visitor", "v-5f2c9a", None, "asserted"), ("email", "sanne.devries@example.nl", None, "verified"),
-     ("phone", "+31612345678", None, "verified")], datetime(2026, 11, 22, 8, 40, tzinfo=UTC), "Ik heb het formulier",
-     {"message_id": "chat-msg-0192", "session_id": "chat-sess-77"}, {("account_number", "55512345")}),
-    ("review", "review.json", "review", [("social", "emre.k", "trustpilot", "asserted")],
-     datetime(2026, 11, 21, 13, 20, tzinfo=UTC), "Hızlı kargo", {"message_id": "rv-99812"}, {("order_number", "667788")}),
-    ("web-form", "web_form.json", "web_form", [("email", "sanne.devries@example.nl", None, "asserted"),
-     ("phone", "+31612345678", None, "asserted"), ("cookie", "v-5f2c9a", None, "asserted")],
-     datetime(2026, 11, 22, 8, 15, tzinfo=UTC), "Ik wil graag", {"session_id": "sub-3141"},
-     {("policy", "ski"), ("destination", "Oostenrijk")}),
-    ("agent", "agent.json", "twitter", [("social", "giulia_r", "twitter", "asserted")], datetime(2026, 11, 22, 8, 41, tzinfo=UTC),
-     "Ciao Giulia", {"message_id": "agent-reply-501", "in_reply_to": "tweet:1858000000000000001",
-                     "reply_to_id": "tweet:1858000000000000001"}, set()),
+    (
+        "twilio",
+        "twilio_sms.json",
+        "sms",
+        [("phone", "+393471234567", None, "verified")],
+        None,
+        "Ciao, il mio ordine",
+        {"message_id": "SM1f0e8ae6ade43cb3c0ce4525424e404f"},
+        {("order_number", "100234")},
+    ),
+    (
+        "twilio",
+        "twilio_whatsapp.json",
+        "whatsapp",
+        [("phone", "+48601234567", None, "verified")],
+        None,
+        "Paczka przyszła",
+        {"message_id": "SM2b6d3e9fa4c1d5e8f7a6b5c4d3e2f1a0"},
+        {("order_number", "554433")},
+    ),
+    (
+        "twilio",
+        "twilio_status.json",
+        "sms",
+        [("phone", "+393471234567", None, "asserted")],
+        None,
+        None,
+        {"message_id": "SM3c7e4f0ab5d2e6f9a8b7c6d5e4f3a2b1"},
+        set(),
+    ),
+    (
+        "twilio-voice",
+        "twilio_voice_status.json",
+        "voice",
+        [("phone", "+393471234567", None, "verified")],
+        datetime(2026, 11, 22, 12, 14, 5, tzinfo=UTC),
+        None,
+        {"call_id": "CA5f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c"},
+        set(),
+    ),
+    (
+        "twilio-voice",
+        "twilio_transcription.json",
+        "voice",
+        [("phone", "+393471234567", None, "verified")],
+        None,
+        "Buongiorno, chiamo",
+        {"call_id": "CA5f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c", "message_id": "RE1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d"},
+        {("order_number", "100234")},
+    ),
+    (
+        "twilio-voice",
+        "twilio_gather.json",
+        "ivr",
+        [("phone", "+393471234567", None, "verified")],
+        None,
+        None,
+        {"call_id": "CA5f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c"},
+        set(),
+    ),
+    (
+        "meta",
+        "meta_messenger.json",
+        "facebook",
+        [("account", "6823419087654321", "facebook", "verified")],
+        datetime(2026, 11, 22, 12, 15, tzinfo=UTC),
+        "Hoi, mijn pakket",
+        {
+            "message_id": "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxqMvK8ma6AC8fplwlqLP_5cgXIbu7I3rBN0P",
+            "reply_to_id": "m_1fTq8oLumEyIp3Q2MR-aY7IfLZDamVrALniheU",
+        },
+        {("order_number", "778899")},
+    ),
+    (
+        "meta",
+        "meta_instagram.json",
+        "instagram",
+        [("account", "1134567890123456", "instagram", "verified")],
+        datetime(2026, 11, 22, 12, 20, tzinfo=UTC),
+        "Siparişim 445566",
+        None,
+        {("order_number", "445566")},
+    ),
+    (
+        "meta",
+        "meta_whatsapp.json",
+        "whatsapp",
+        [("phone", "+447700123456", None, "verified")],
+        datetime(2026, 11, 22, 12, 30, tzinfo=UTC),
+        "Order 123987",
+        {"message_id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="},
+        {("order_number", "123987")},
+    ),
+    (
+        "x",
+        "x_dm.json",
+        "twitter",
+        [("social", "giulia_r", "twitter", "asserted"), ("account", "3001969357", "twitter", "verified")],
+        datetime(2026, 11, 22, 12, 0, tzinfo=UTC),
+        "Il numero dell'ordine",
+        {"message_id": "954491830116155396"},
+        {("order_number", "100234")},
+    ),
+    (
+        "x",
+        "x_tweet.json",
+        "twitter",
+        [("social", "giulia_r", "twitter", "asserted"), ("account", "3001969357", "twitter", "verified")],
+        datetime(2026, 11, 22, 8, 30, tzinfo=UTC),
+        "@ShopSupport il mio ordine",
+        {"message_id": "1858000000000000001", "reply_to_id": "1857990000000000000"},
+        set(),
+    ),
+    (
+        "shopify",
+        "shopify_order.json",
+        "store",
+        [
+            ("email", "giulia.rossi@example.it", None, "asserted"),
+            ("phone", "+393471234567", None, "asserted"),
+            ("account", "115310627314723954", "shopify", "verified"),
+        ],
+        datetime(2026, 11, 20, 17, 5, 12, tzinfo=UTC),
+        None,
+        {},
+        {("order_number", "100234"), ("order_name", "#100234")},
+    ),
+    (
+        "email",
+        "email_reply.eml",
+        "email",
+        [("email", "giulia.rossi@example.it", None, "asserted"), ("phone", "+393471234567", None, "hint")],
+        datetime(2026, 11, 22, 9, 2, 3, tzinfo=UTC),
+        "Buongiorno,\n\nvi mando la foto",
+        {
+            "message_id": "<CAF=giulia.2@mail.example.it>",
+            "in_reply_to": "<reply.1@shop.example>",
+            "references": ["<CAF=giulia.1@mail.example.it>", "<reply.1@shop.example>"],
+        },
+        {("order_number", "100234")},
+    ),
+    (
+        "chat",
+        "chat.json",
+        "chat",
+        [
+            ("chat_visitor", "v-5f2c9a", None, "asserted"),
+            ("email", "sanne.devries@example.nl", None, "verified"),
+            ("phone", "+31612345678", None, "verified"),
+        ],
+        datetime(2026, 11, 22, 8, 40, tzinfo=UTC),
+        "Ik heb het formulier",
+        {"message_id": "chat-msg-0192", "session_id": "chat-sess-77"},
+        {("account_number", "55512345")},
+    ),
+    (
+        "review",
+        "review.json",
+        "review",
+        [("social", "emre.k", "trustpilot", "asserted")],
+        datetime(2026, 11, 21, 13, 20, tzinfo=UTC),
+        "Hızlı kargo",
+        {"message_id": "rv-99812"},
+        {("order_number", "667788")},
+    ),
+    (
+        "web-form",
+        "web_form.json",
+        "web_form",
+        [
+            ("email", "sanne.devries@example.nl", None, "asserted"),
+            ("phone", "+31612345678", None, "asserted"),
+            ("cookie", "v-5f2c9a", None, "asserted"),
+        ],
+        datetime(2026, 11, 22, 8, 15, tzinfo=UTC),
+        "Ik wil graag",
+        {"session_id": "sub-3141"},
+        {("policy", "ski"), ("destination", "Oostenrijk")},
+    ),
+    (
+        "agent",
+        "agent.json",
+        "twitter",
+        [("social", "giulia_r", "twitter", "asserted")],
+        datetime(2026, 11, 22, 8, 41, tzinfo=UTC),
+        "Ciao Giulia",
+        {
+            "message_id": "agent-reply-501",
+            "in_reply_to": "tweet:1858000000000000001",
+            "reply_to_id": "tweet:1858000000000000001",
+        },
+        set(),
+    ),
 ]
 
 
-@pytest.mark.parametrize("connector,fixture,channel,want_idents,occurred,text,hints,want_facts", CHANNELS,
-                         ids=[f"{c[0]}:{c[1]}" for c in CHANNELS])
-def test_a_provider_payload_becomes_the_right_event_on_the_broker(gateway, contacts, connector, fixture, channel,
-                                                                   want_idents, occurred, text, hints, want_facts):
+@pytest.mark.parametrize(
+    "connector,fixture,channel,want_idents,occurred,text,hints,want_facts",
+    CHANNELS,
+    ids=[f"{c[0]}:{c[1]}" for c in CHANNELS],
+)
+def test_a_provider_payload_becomes_the_right_event_on_the_broker(
+    gateway, contacts, connector, fixture, channel, want_idents, occurred, text, hints, want_facts
+):
     before = datetime.now(UTC).replace(microsecond=0)
     resp = post(gateway, connector, body(connector, fixture))
     assert resp.status_code == 202, resp.text
@@ -120,17 +270,29 @@ def test_the_same_webhook_delivered_twice_has_the_same_event_id(gateway, contact
 
 
 BAD = [
-    ("wrong signature", "meta", lambda c: {"content-type": "application/json", "x-hub-signature-256": "sha256=00"}, 401),
+    (
+        "wrong signature",
+        "meta",
+        lambda c: {"content-type": "application/json", "x-hub-signature-256": "sha256=00"},
+        401,
+    ),
     ("missing signature", "twilio", lambda c: {"content-type": "application/x-www-form-urlencoded"}, 401),
-    ("unsupported media type", "chat", lambda c: {**headers("chat", c, URL.format("chat")), "content-type": "text/plain"}, 415),
+    (
+        "unsupported media type",
+        "chat",
+        lambda c: {**headers("chat", c, URL.format("chat")), "content-type": "text/plain"},
+        415,
+    ),
     ("unknown connector", "telegram", lambda c: {"content-type": "application/json"}, 404),
 ]
 
 
 @pytest.mark.parametrize("case,connector,make_headers,status", BAD, ids=[b[0] for b in BAD])
 def test_a_rejected_request_produces_nothing(gateway, contacts, dlq, case, connector, make_headers, status):
-    content = body(connector if connector != "telegram" else "chat", {"meta": "meta_messenger.json", "twilio": "twilio_sms.json"}
-                   .get(connector, "chat.json"))
+    content = body(
+        connector if connector != "telegram" else "chat",
+        {"meta": "meta_messenger.json", "twilio": "twilio_sms.json"}.get(connector, "chat.json"),
+    )
     resp = post(gateway, connector, content, make_headers(content))
     assert resp.status_code == status and resp.json()["error"]
     assert contacts.count() == 0 and dlq.count() == 0
@@ -163,11 +325,17 @@ def test_an_unknown_event_type_is_202_and_its_raw_payload_goes_to_the_dlq(gatewa
 
 
 def test_the_meta_handshake_and_the_x_crc_check_answer_get_requests(gateway):
-    ok = gateway.get("/webhooks/meta", params={"hub.mode": "subscribe", "hub.verify_token": "meta-verify",
-                                               "hub.challenge": "1158201444"})
+    ok = gateway.get(
+        "/webhooks/meta",
+        params={"hub.mode": "subscribe", "hub.verify_token": "meta-verify", "hub.challenge": "1158201444"},
+    )
     assert (ok.status_code, ok.text) == (200, "1158201444")
-    assert gateway.get("/webhooks/meta", params={"hub.mode": "subscribe", "hub.verify_token": "no",
-                                                 "hub.challenge": "1"}).status_code == 403
+    assert (
+        gateway.get(
+            "/webhooks/meta", params={"hub.mode": "subscribe", "hub.verify_token": "no", "hub.challenge": "1"}
+        ).status_code
+        == 403
+    )
     crc = gateway.get("/webhooks/x", params={"crc_token": "9b4507b3-9040-4669-9ca3-6b94edb50553"})
     from connectors.signatures import x_crc_response
 
@@ -175,8 +343,13 @@ def test_the_meta_handshake_and_the_x_crc_check_answer_get_requests(gateway):
 
 
 def test_the_generic_contacts_endpoint_still_works(gateway, contacts):
-    payload = {"provider_id": "legacy-1", "connector": "api", "channel": "chat", "occurred_at": "2026-11-22T10:00:00Z",
-               "identities": [{"kind": "email", "value": "a@example.it"}]}
+    payload = {
+        "provider_id": "legacy-1",
+        "connector": "api",
+        "channel": "chat",
+        "occurred_at": "2026-11-22T10:00:00Z",
+        "identities": [{"kind": "email", "value": "a@example.it"}],
+    }
     resp = gateway.post("/contacts", json=payload, headers=bearer(CONTACT_TOKEN))
     assert resp.status_code == 202 and resp.json()["event_id"] == event_id("api", "legacy-1")
     assert contacts.decoded(1)[0]["event_id"] == event_id("api", "legacy-1")

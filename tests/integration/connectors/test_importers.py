@@ -26,8 +26,13 @@ def sink(connector_settings, topics):
     from schemas.codec import make_codec
     from threadline.kafka import make_producer
 
-    s = Sink(make_producer(connector_settings), make_codec(connector_settings), contacts_topic=topics["contacts"],
-             dlq_topic=topics["dlq"], component="importer")
+    s = Sink(
+        make_producer(connector_settings),
+        make_codec(connector_settings),
+        contacts_topic=topics["contacts"],
+        dlq_topic=topics["dlq"],
+        component="importer",
+    )
     yield s
     s.producer.close(10)
 
@@ -43,7 +48,8 @@ def test_an_mbox_import_produces_its_messages_and_reports_rejects_by_line(sink, 
     assert summary.rejected == [("line 31", "no valid From address")]
     records = contacts.decoded(2)
     assert [r["thread"]["message_id"] for r in records if r["identities"][0]["value"] == "kasia.nowak@example.pl"] == [
-        "<mbox.2@mail.example.pl>"]
+        "<mbox.2@mail.example.pl>"
+    ]
     assert {r["event_id"] for r in records} == set(summary.event_ids)
     (bad,) = dlq.read(1)
     assert dict((k, v.decode()) for k, v in bad.headers)["where"] == "line 31"
@@ -73,8 +79,18 @@ def test_re_importing_a_cdr_file_gives_the_same_event_ids(sink, contacts, dlq, t
 def test_the_cli_imports_with_a_progress_bar_and_a_summary_and_a_rerun_is_safe(connector_settings, topics):
     env = {**connector_settings.to_env(), "THREADLINE_LOG_FORMAT": "json", "COLUMNS": "200"}
     path = str(raw.__globals__["HERE"] / "Master.csv")
-    cmd = [sys.executable, "-m", "threadline.tools.cli", "ingest", "asterisk-cdr", path,
-           "--contacts-topic", topics["contacts"], "--dlq-topic", topics["dlq"]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "threadline.tools.cli",
+        "ingest",
+        "asterisk-cdr",
+        path,
+        "--contacts-topic",
+        topics["contacts"],
+        "--dlq-topic",
+        topics["dlq"],
+    ]
     runs = [subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120) for _ in range(2)]
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr[-2000:]
 
@@ -82,7 +98,7 @@ def test_the_cli_imports_with_a_progress_bar_and_a_summary_and_a_rerun_is_safe(c
         row = [line for line in stdout.splitlines() if line.startswith("│")][0]
         return [c.strip() for c in row.strip("│").split("│")]
 
-    assert counts(runs[0].stdout) == ["5", "3", "0", "2"]   # read, produced, duplicates, rejected
+    assert counts(runs[0].stdout) == ["5", "3", "0", "2"]  # read, produced, duplicates, rejected
     assert counts(runs[1].stdout) == ["5", "0", "3", "2"]
     assert "rejected line 3: neither src nor dst is a phone number" in " ".join(runs[0].stderr.split())
     assert ledger_path(connector_settings.state_dir, "asterisk-cdr").exists()
@@ -95,8 +111,21 @@ def test_the_cli_imports_with_a_progress_bar_and_a_summary_and_a_rerun_is_safe(c
 def imap_server():
     """pymap, a real IMAP4rev1 server, with its in-memory backend (user demouser / demopass)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from pymap.main import main; sys.exit(main())", "--host", "127.0.0.1", "--port", str(port), "--no-tls", "dict"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pymap.main import main; sys.exit(main())",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-tls",
+            "dict",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -144,9 +173,9 @@ def test_the_imap_poller_restarted_neither_skips_nor_repeats(imap_server, connec
     first_ids = _append(imap_server, mailbox, 3, 0)
     poller = ImapPoller(account, sink, MapContext(), tmp_path)
     assert poller.poll_once().produced == 3
-    assert poller.poll_once().produced == 0          # nothing new: nothing produced
+    assert poller.poll_once().produced == 0  # nothing new: nothing produced
     second_ids = _append(imap_server, mailbox, 2, 3)
-    restarted = ImapPoller(account, sink, MapContext(), tmp_path)   # a new process, the same state folder
+    restarted = ImapPoller(account, sink, MapContext(), tmp_path)  # a new process, the same state folder
     summary = restarted.poll_once()
     assert (summary.read, summary.produced) == (2, 2)
     records = contacts.decoded(5)
@@ -156,6 +185,7 @@ def test_the_imap_poller_restarted_neither_skips_nor_repeats(imap_server, connec
 
 
 # ----------------------------------------------------------------------------------- generator
+
 
 def test_generated_traffic_through_the_gateway_is_accepted(gateway, contacts, dlq):
     from connectors.generate import journeys, population, render
@@ -168,8 +198,13 @@ def test_generated_traffic_through_the_gateway_is_accepted(gateway, contacts, dl
     for step in steps:
         connector, content = render(step)
         url = f"http://testserver/webhooks/{connector}"
-        statuses.append(gateway.post(url, content=content, headers=signed_headers(
-            connector, content, url, SECRETS[CONNECTORS[connector].secret])).status_code)
+        statuses.append(
+            gateway.post(
+                url,
+                content=content,
+                headers=signed_headers(connector, content, url, SECRETS[CONNECTORS[connector].secret]),
+            ).status_code
+        )
     assert set(statuses) == {202}
     records = contacts.decoded(len(steps))
     assert {r["channel"] for r in records} >= {"twitter", "email", "voice", "chat", "web_form", "whatsapp", "store"}

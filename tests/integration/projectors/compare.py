@@ -6,10 +6,18 @@ import psycopg
 
 from projectors.ddl import TABLE_KEYS
 
-VIEWS = {"support": ("timeline", "inbox", "customer_facts", "customer_identity_list", "conversation_state",
-                     "customer_summary"),
-         "sales": ("customer_360", "conversation_state"),
-         "marketing": ("engagement_daily", "response_times", "reviews", "consent_latest", "customer_signals")}
+VIEWS = {
+    "support": (
+        "timeline",
+        "inbox",
+        "customer_facts",
+        "customer_identity_list",
+        "conversation_state",
+        "customer_summary",
+    ),
+    "sales": ("customer_360", "conversation_state"),
+    "marketing": ("engagement_daily", "response_times", "reviews", "consent_latest", "customer_signals"),
+}
 
 
 def snapshot(conn: psycopg.Connection, schema: str, projection: str) -> dict[str, list[tuple]]:

@@ -26,8 +26,9 @@ def prefixed(settings, unique, pg):
 
 @pytest.fixture
 def sources(new_topic, catalog_topics) -> Sources:
-    return Sources(contacts=new_topic(partitions=3), conversations=new_topic(partitions=3),
-                   identities=new_topic(partitions=3))
+    return Sources(
+        contacts=new_topic(partitions=3), conversations=new_topic(partitions=3), identities=new_topic(partitions=3)
+    )
 
 
 @pytest.fixture(scope="session")

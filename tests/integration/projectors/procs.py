@@ -9,8 +9,12 @@ import time
 
 def stored(pg, name) -> dict:
     """The tracking rows of projector ``name``: {(topic, partition): next offset}."""
-    return {(t, p): o for t, p, o in pg.execute(
-        "select topic, partition, next_offset from projection_offsets where projector = %s", (name,)).fetchall()}
+    return {
+        (t, p): o
+        for t, p, o in pg.execute(
+            "select topic, partition, next_offset from projection_offsets where projector = %s", (name,)
+        ).fetchall()
+    }
 
 
 def wait(condition, what: str, proc=None, timeout: float = 90.0) -> None:
@@ -23,8 +27,13 @@ def wait(condition, what: str, proc=None, timeout: float = 90.0) -> None:
 
 def waiting_on_a_lock(pg, application_name: str) -> bool:
     """Whether a session of ``application_name`` waits for a lock (a row lock, an advisory lock)."""
-    return pg.execute("select count(*) from pg_stat_activity where application_name = %s"
-                      " and wait_event_type = 'Lock'", (application_name,)).fetchone()[0] == 1
+    return (
+        pg.execute(
+            "select count(*) from pg_stat_activity where application_name = %s and wait_event_type = 'Lock'",
+            (application_name,),
+        ).fetchone()[0]
+        == 1
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -10,35 +10,74 @@ from connectors.contact import ContactIn, to_record
 from threadline.kafka import make_producer
 
 
-def contact(customer_id: str, provider_id: str, channel: str, at: datetime, *, text: str | None = None,
-            language: str | None = None, identities: list[dict] | None = None, **extra) -> dict:
-    c = ContactIn(provider_id=provider_id, connector="test", channel=channel, occurred_at=at, text=text,
-                  language=language, identities=identities or [{"kind": "email", "value": f"{customer_id}@example.it"}],
-                  **extra)
+def contact(
+    customer_id: str,
+    provider_id: str,
+    channel: str,
+    at: datetime,
+    *,
+    text: str | None = None,
+    language: str | None = None,
+    identities: list[dict] | None = None,
+    **extra,
+) -> dict:
+    c = ContactIn(
+        provider_id=provider_id,
+        connector="test",
+        channel=channel,
+        occurred_at=at,
+        text=text,
+        language=language,
+        identities=identities or [{"kind": "email", "value": f"{customer_id}@example.it"}],
+        **extra,
+    )
     record = to_record(c, at + timedelta(milliseconds=300))
     record["customer_id"] = customer_id
     return record
 
 
 def conversation(customer_id: str, conversation_id: str, event_type: str, at: datetime, **extra) -> dict:
-    r = {"event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{conversation_id}/{event_type}/{at.isoformat()}")),
-         "event_type": event_type, "occurred_at": at, "recorded_at": at + timedelta(milliseconds=500),
-         "customer_id": customer_id, "conversation_id": conversation_id, "channel": None, "previous_channel": None,
-         "contact_event_id": None, "waiting_on": None, "sla": None, "facts": []}
+    r = {
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{conversation_id}/{event_type}/{at.isoformat()}")),
+        "event_type": event_type,
+        "occurred_at": at,
+        "recorded_at": at + timedelta(milliseconds=500),
+        "customer_id": customer_id,
+        "conversation_id": conversation_id,
+        "channel": None,
+        "previous_channel": None,
+        "contact_event_id": None,
+        "waiting_on": None,
+        "sla": None,
+        "facts": [],
+    }
     r.update(extra)
     return r
 
 
 def sla(kind: str, started: datetime, target_seconds: int, elapsed: int | None = None) -> dict:
-    return {"kind": kind, "target_seconds": target_seconds, "started_at": started,
-            "due_at": started + timedelta(seconds=target_seconds), "elapsed_seconds": elapsed}
+    return {
+        "kind": kind,
+        "target_seconds": target_seconds,
+        "started_at": started,
+        "due_at": started + timedelta(seconds=target_seconds),
+        "elapsed_seconds": elapsed,
+    }
 
 
 def identity(event_type: str, customer_id: str, at: datetime, related: list[str] = (), identities=()) -> dict:
-    return {"event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"id/{event_type}/{customer_id}/{related}/{at}")),
-            "event_type": event_type, "occurred_at": at, "recorded_at": at, "customer_id": customer_id,
-            "identities": list(identities), "related_customer_ids": list(related), "rule": "test", "reason": None,
-            "source_event_id": None}
+    return {
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"id/{event_type}/{customer_id}/{related}/{at}")),
+        "event_type": event_type,
+        "occurred_at": at,
+        "recorded_at": at,
+        "customer_id": customer_id,
+        "identities": list(identities),
+        "related_customer_ids": list(related),
+        "rule": "test",
+        "reason": None,
+        "source_event_id": None,
+    }
 
 
 SUBJECT = {"contact": schemas.CONTACT, "conversation": schemas.CONVERSATION_EVENT, "identity": schemas.IDENTITY_EVENT}

@@ -46,8 +46,9 @@ class Worker:
         self.gen += 1
         old = records[0]["customer_id"]
         at = max(r["occurred_at"] for r in records)
-        self.states[old], events = self.stitcher.remove(self.states.get(old), [r["event_id"] for r in records],
-                                                        to_customer, gen=self.gen)
+        self.states[old], events = self.stitcher.remove(
+            self.states.get(old), [r["event_id"] for r in records], to_customer, gen=self.gen
+        )
         self.events += events
         for r in records:
             self.contact({**r, "customer_id": to_customer}, gen=self.gen)

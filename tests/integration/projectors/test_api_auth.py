@@ -57,9 +57,12 @@ def urls(s, u: str) -> dict[str, tuple[str, dict]]:
 
 # Routes that are not a plain GET, and what their own audience gets in this story
 POSTS = {"/privacy/erasures"}
-OWN_ANSWER = {"/contacts/{event_id}": {200, 404}, "/customers/{customer_id}/contacts": {200, 404},
-              # the walking skeleton's contact routes read skeleton.contacts, which the story leaves empty
-              "/privacy/erasures": {409}}  # privacy is off here: refused as a conflict with the settings
+OWN_ANSWER = {
+    "/contacts/{event_id}": {200, 404},
+    "/customers/{customer_id}/contacts": {200, 404},
+    # the walking skeleton's contact routes read skeleton.contacts, which the story leaves empty
+    "/privacy/erasures": {409},
+}  # privacy is off here: refused as a conflict with the settings
 
 
 def call(api, template: str, url: str, params: dict, headers: dict):
@@ -75,7 +78,11 @@ def test_every_route_is_401_without_a_token_403_with_another_audiences_and_200_w
     assert set(table) == set(ROUTE_SCOPES)
     for template, (url, params) in table.items():
         scope = ROUTE_SCOPES[template]
-        for auth_header in ({}, {"authorization": "Bearer not-a-configured-token"}, {"authorization": API_TOKENS["admin"]}):
+        for auth_header in (
+            {},
+            {"authorization": "Bearer not-a-configured-token"},
+            {"authorization": API_TOKENS["admin"]},
+        ):
             r = call(api, template, url, params, auth_header)
             assert r.status_code == 401, (template, r.text)
             assert r.json()["error"] == "unauthenticated" and r.headers["www-authenticate"] == "Bearer"
@@ -99,7 +106,10 @@ def test_the_customer_of_an_identity_is_no_longer_readable_without_a_token(api, 
 def test_the_openapi_document_names_the_scope_and_the_error_answers_of_each_route(api):
     doc = api.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["bearer"] == {
-        "type": "http", "scheme": "bearer", "description": "a token of THREADLINE_API_TOKENS"}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "a token of THREADLINE_API_TOKENS",
+    }
     for template, scope in ROUTE_SCOPES.items():
         op = doc["paths"][template]["post" if template in POSTS else "get"]
         assert op["security"] == [{"bearer": []}], template
@@ -108,8 +118,15 @@ def test_the_openapi_document_names_the_scope_and_the_error_answers_of_each_rout
     assert "security" not in doc["paths"]["/healthz"]["get"]
 
 
-PAGED = ["/customers/{customer_id}/contacts", "/contacts", "/customers/{customer_id}/timeline",
-         "/customers/{customer_id}/conversations", "/support/inbox", "/marketing/engagement", "/marketing/reviews"]
+PAGED = [
+    "/customers/{customer_id}/contacts",
+    "/contacts",
+    "/customers/{customer_id}/timeline",
+    "/customers/{customer_id}/conversations",
+    "/support/inbox",
+    "/marketing/engagement",
+    "/marketing/reviews",
+]
 
 
 @pytest.mark.parametrize("template", PAGED)
@@ -144,8 +161,9 @@ STRING_PARAMETERS = [
 ]
 
 
-@pytest.mark.parametrize("template, url, params, field", STRING_PARAMETERS,
-                         ids=[f"{t}:{f}" for t, _, _, f in STRING_PARAMETERS])
+@pytest.mark.parametrize(
+    "template, url, params, field", STRING_PARAMETERS, ids=[f"{t}:{f}" for t, _, _, f in STRING_PARAMETERS]
+)
 def test_a_nul_in_a_string_parameter_is_400_naming_it(api, built, template, url, params, field):
     r = api.get(url.format(giulia=built.giulia), params=params, headers=bearer(API_TOKENS["admin"]))
     assert r.status_code == 400, r.text

@@ -26,15 +26,17 @@ def built(prefixed, sources, codec, unique, pg):
     st.project(prefixed, sources, codec=codec)
     name = f"{prefixed.projection_prefix}contacts"  # the prefixed fixture removes its tracking rows
     contacts_projector(prefixed, name=name, topic=sources.contacts, codec=codec).run(
-        stop_at=end_offsets(prefixed, [sources.contacts]))
+        stop_at=end_offsets(prefixed, [sources.contacts])
+    )
     yield s
     pg.execute("delete from skeleton.contacts where source_topic = %s", (sources.contacts,))
 
 
 @pytest.fixture
 def api(prefixed, built):
-    with TestClient(create_app(prefixed.model_copy(update=token_settings())),
-                    headers=bearer(API_TOKENS["admin"])) as client:
+    with TestClient(
+        create_app(prefixed.model_copy(update=token_settings())), headers=bearer(API_TOKENS["admin"])
+    ) as client:
         yield client
 
 
@@ -84,10 +86,12 @@ def test_the_contacts_list_pages_every_row_there_exactly_once_while_earlier_rows
     there = {str(e) for (e,) in pg.execute("select event_id from skeleton.contacts").fetchall()}
     # A row that sorts before the page already read: offset paging would give a row twice.
     early = datetime(2000, 1, 1, tzinfo=UTC)
-    pg.execute("insert into skeleton.contacts (event_id, customer_id, connector, channel, direction, occurred_at,"
-               " recorded_at, text, record, source_topic, source_partition, source_offset)"
-               " values (%s, 'c-early', 'test', 'chat', 'inbound', %s, %s, 'early', '{}', %s, 0, 0)",
-               (str(uuid.uuid4()), early, early + timedelta(seconds=1), sources.contacts))
+    pg.execute(
+        "insert into skeleton.contacts (event_id, customer_id, connector, channel, direction, occurred_at,"
+        " recorded_at, text, record, source_topic, source_partition, source_offset)"
+        " values (%s, 'c-early', 'test', 'chat', 'inbound', %s, %s, 'early', '{}', %s, 0, 0)",
+        (str(uuid.uuid4()), early, early + timedelta(seconds=1), sources.contacts),
+    )
     while cursor:
         body = api.get("/contacts", params={"limit": 50, "cursor": cursor}).json()
         seen += [i["event_id"] for i in body["items"]]
@@ -110,7 +114,10 @@ def test_a_bad_cursor_is_400_json_naming_the_cursor(api, built):
         "another list's": ("/support/inbox", {"cursor": timeline}),
         "keys of the wrong type": ("/support/inbox", {"cursor": _cursor({"l": "inbox", "k": ["x", "y", "z"]})}),
         "too few keys": ("/support/inbox", {"cursor": _cursor({"l": "inbox", "k": ["infinity"]})}),
-        "a NUL in a key": ("/marketing/engagement", {"cursor": _cursor({"l": "engagement", "k": ["2026-01-01", "\x00"]})}),
+        "a NUL in a key": (
+            "/marketing/engagement",
+            {"cursor": _cursor({"l": "engagement", "k": ["2026-01-01", "\x00"]})},
+        ),
         "with an offset": ("/support/inbox", {"cursor": inbox, "offset": 3}),
         "too long": ("/contacts", {"cursor": "a" * 5000}),
     }

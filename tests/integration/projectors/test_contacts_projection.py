@@ -32,24 +32,32 @@ RUN = textwrap.dedent("""
 
 
 def _start(services, name: str, topic: str, log_path, batch_size: int = 200) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", RUN, name, topic, str(batch_size)],
-                            env={**os.environ, **services.env()}, stdout=log_path.open("ab"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN, name, topic, str(batch_size)],
+        env={**os.environ, **services.env()},
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _contacts(unique: str, n: int, start: int = 0) -> list[dict]:
     now = datetime.now(UTC).replace(microsecond=0)
-    return [contact(f"c-{unique}-{i % 7}", f"{unique}-{i}", "chat", now - timedelta(seconds=i), text=f"hallo {i}")
-            for i in range(start, start + n)]
+    return [
+        contact(f"c-{unique}-{i % 7}", f"{unique}-{i}", "chat", now - timedelta(seconds=i), text=f"hallo {i}")
+        for i in range(start, start + n)
+    ]
 
 
 def _rows(pg, ids: list[str]) -> list[tuple[str, int]]:
-    return pg.execute("select event_id::text, count(*) from skeleton.contacts where event_id = any(%s::uuid[])"
-                      " group by event_id", (ids,)).fetchall()
+    return pg.execute(
+        "select event_id::text, count(*) from skeleton.contacts where event_id = any(%s::uuid[]) group by event_id",
+        (ids,),
+    ).fetchall()
 
 
 def test_contacts_rows_survive_a_sigkill_inside_a_batch_exactly_once_through_the_tracking_rows(
-        services, settings, new_topic, catalog_topics, codec, unique, pg, tmp_path):
+    services, settings, new_topic, catalog_topics, codec, unique, pg, tmp_path
+):
     topic = new_topic(partitions=3)
     name = f"test-contacts-crash-{unique}"
     first = _contacts(unique, 30)
@@ -66,7 +74,11 @@ def test_contacts_rows_survive_a_sigkill_inside_a_batch_exactly_once_through_the
         with psycopg.connect(settings.effective_pg_dsn) as blocker:
             blocker.execute("select * from projection_offsets where projector = %s for update", (name,))
             produce(settings, codec, topic, "contact", more)
-            _wait(lambda: waiting_on_a_lock(pg, f"projector:{name}"), "projector blocked inside its batch transaction", proc)
+            _wait(
+                lambda: waiting_on_a_lock(pg, f"projector:{name}"),
+                "projector blocked inside its batch transaction",
+                proc,
+            )
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
             blocker.rollback()
@@ -85,7 +97,8 @@ def test_contacts_rows_survive_a_sigkill_inside_a_batch_exactly_once_through_the
 
 
 def test_a_second_contacts_projector_of_the_same_name_waits_as_a_standby_and_takes_over(
-        services, settings, new_topic, catalog_topics, codec, unique, pg, tmp_path):
+    services, settings, new_topic, catalog_topics, codec, unique, pg, tmp_path
+):
     topic = new_topic(partitions=3)
     name = f"test-contacts-standby-{unique}"
     first = _contacts(unique, 20)
@@ -96,7 +109,9 @@ def test_a_second_contacts_projector_of_the_same_name_waits_as_a_standby_and_tak
         at_first = {k: v for k, v in end_offsets(settings, [topic]).items() if v}
         _wait(lambda: _stored(pg, name) == at_first, "first contacts projected", active)
         standby = _start(services, name, topic, tmp_path / "standby.log")
-        _wait(lambda: waiting_on_a_lock(pg, f"projector:{name}"), "the second instance waits for the writer lock", standby)
+        _wait(
+            lambda: waiting_on_a_lock(pg, f"projector:{name}"), "the second instance waits for the writer lock", standby
+        )
         more = _contacts(unique, 20, start=20)
         produce(settings, codec, topic, "contact", more)
         final = {k: v for k, v in end_offsets(settings, [topic]).items() if v}

@@ -24,13 +24,27 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def customer_msg(cid: str, pid: str, at: datetime, channel: str = "email", text: str | None = None) -> dict:
-    return contact(cid, pid, channel, at, text=text or f"customer {pid}",
-                   identities=[{"kind": "email", "value": f"{cid}@example.it"}])
+    return contact(
+        cid,
+        pid,
+        channel,
+        at,
+        text=text or f"customer {pid}",
+        identities=[{"kind": "email", "value": f"{cid}@example.it"}],
+    )
 
 
 def agent_msg(cid: str, pid: str, at: datetime, channel: str = "email") -> dict:
-    return contact(cid, pid, channel, at, text=f"agent {pid}", direction="outbound", actor={"role": "agent"},
-                   identities=[{"kind": "email", "value": f"{cid}@example.it"}])
+    return contact(
+        cid,
+        pid,
+        channel,
+        at,
+        text=f"agent {pid}",
+        direction="outbound",
+        actor={"role": "agent"},
+        identities=[{"kind": "email", "value": f"{cid}@example.it"}],
+    )
 
 
 def old_latest(events: list[dict], column) -> object:
@@ -52,14 +66,17 @@ def find(make, wrong, tries: int = 400):
 @pytest.fixture
 def api(prefixed):
     def make():
-        return TestClient(create_app(prefixed.model_copy(update=token_settings())),
-                          headers=bearer(API_TOKENS["admin"]))
+        return TestClient(create_app(prefixed.model_copy(update=token_settings())), headers=bearer(API_TOKENS["admin"]))
+
     return make
 
 
 def inbox_row(client, conversation_id: str) -> dict:
-    rows = [r for r in client.get("/support/inbox", params={"limit": 500}).json()["items"]
-            if r["conversation_id"] == conversation_id]
+    rows = [
+        r
+        for r in client.get("/support/inbox", params={"limit": 500}).json()["items"]
+        if r["conversation_id"] == conversation_id
+    ]
     assert len(rows) == 1, rows
     return rows[0]
 
@@ -94,7 +111,9 @@ def test_inbox_rows_follow_the_highest_version_at_the_same_instant(prefixed, sou
             w.contact(x)
         return w
 
-    again = find(customer_reply, lambda w: w is not None and old_latest(w.events, lambda e: e["waiting_on"]) == "customer")
+    again = find(
+        customer_reply, lambda w: w is not None and old_latest(w.events, lambda e: e["waiting_on"]) == "customer"
+    )
     assert again.events[-1]["waiting_on"] == "agent"
 
     # 3. One contact starts the first-response clock (1 h) and the resolution clock (24 h) in the
@@ -134,22 +153,41 @@ def merged_world(unique: str) -> tuple[stitched.Worker, dict]:
     answers (the first-response clock breaches); identity then merges Alex into Sam."""
     w = stitched.Worker()
     sam, alex = f"sam-{unique}", f"alex-{unique}"
-    tweet = contact(sam, f"{unique}-tweet", "twitter", NOW - timedelta(hours=3), text="Order arrived broken",
-                    identities=[{"kind": "social", "value": f"sam_{unique}", "platform": "twitter"}])
-    chat = contact(alex, f"{unique}-chat", "chat", NOW - timedelta(hours=2), text="Still waiting about my order",
-                   identities=[{"kind": "chat_visitor", "value": f"v-{unique}"}])
+    tweet = contact(
+        sam,
+        f"{unique}-tweet",
+        "twitter",
+        NOW - timedelta(hours=3),
+        text="Order arrived broken",
+        identities=[{"kind": "social", "value": f"sam_{unique}", "platform": "twitter"}],
+    )
+    chat = contact(
+        alex,
+        f"{unique}-chat",
+        "chat",
+        NOW - timedelta(hours=2),
+        text="Still waiting about my order",
+        identities=[{"kind": "chat_visitor", "value": f"v-{unique}"}],
+    )
     w.contact(tweet)
     w.contact(chat)
     w.advance(alex, int((NOW - timedelta(hours=1)).timestamp() * 1000))
     alex_conv = w.events[-1]["conversation_id"]
     assert w.events[-1]["event_type"] == "sla_breached"
     w.move([chat], sam, merge=True)
-    return w, {"sam": sam, "alex": alex, "tweet": tweet, "chat": chat, "alex_conv": alex_conv,
-               "sam_conv": next(e["conversation_id"] for e in w.events if e["customer_id"] == sam)}
+    return w, {
+        "sam": sam,
+        "alex": alex,
+        "tweet": tweet,
+        "chat": chat,
+        "alex_conv": alex_conv,
+        "sam_conv": next(e["conversation_id"] for e in w.events if e["customer_id"] == sam),
+    }
 
 
-def test_a_merged_away_conversation_is_not_on_the_survivors_card_nor_counted_twice(prefixed, sources, codec,
-                                                                                  unique, api):
+def test_a_merged_away_conversation_is_not_on_the_survivors_card_nor_counted_twice(
+    prefixed, sources, codec, unique, api
+):
     w, x = merged_world(unique)
     ended = [e for e in w.events if e["conversation_id"] == x["alex_conv"]][-1]
     assert ended["event_type"] == "merged_into" and ended["merged_into_customer_id"] == x["sam"]
@@ -204,8 +242,7 @@ def test_an_unmerge_takes_the_message_away_and_gives_the_conversation_back(prefi
         assert [c["event_id"] for c in back["contacts"]] == [x["chat"]["event_id"]] and back["messages"] == 1
 
 
-def test_a_schema_made_before_versions_is_migrated_and_its_views_re_created(prefixed, sources, codec, unique,
-                                                                          api, pg):
+def test_a_schema_made_before_versions_is_migrated_and_its_views_re_created(prefixed, sources, codec, unique, api, pg):
     from projectors import ddl
     from projectors.engine.schema import ensure_live, live_schema
     from projectors.migrate import migrations
@@ -214,17 +251,22 @@ def test_a_schema_made_before_versions_is_migrated_and_its_views_re_created(pref
     ensure_live(pg, "support", s)
     # The schema as the ddl before versions made it: no version columns, no conversation_messages,
     # no ddl_version (its views go too: they are what the upgrade re-creates).
-    views = [v for (v,) in pg.execute("select viewname from pg_views where schemaname = %s and viewname <> 'clock'",
-                                      (s,))]
+    views = [
+        v for (v,) in pg.execute("select viewname from pg_views where schemaname = %s and viewname <> 'clock'", (s,))
+    ]
     pg.execute("drop view " + ", ".join(f"{s}.{v}" for v in views) + " cascade")
     pg.execute(f"drop table {s}.conversation_messages")
     pg.execute(f"alter table {s}.meta drop column ddl_version")
-    pg.execute(f"alter table {s}.conversations drop column version, drop column merged_into,"
-               " drop column merged_into_customer_id")
-    pg.execute(f"alter table {s}.conversation_events drop column version, drop column status,"
-               " drop column state_opened_at, drop column state_messages, drop column state_breaches,"
-               " drop column sla_state, drop column open_sla_kind, drop column open_sla_due_at,"
-               " drop column merged_into, drop column merged_into_customer_id")
+    pg.execute(
+        f"alter table {s}.conversations drop column version, drop column merged_into,"
+        " drop column merged_into_customer_id"
+    )
+    pg.execute(
+        f"alter table {s}.conversation_events drop column version, drop column status,"
+        " drop column state_opened_at, drop column state_messages, drop column state_breaches,"
+        " drop column sla_state, drop column open_sla_kind, drop column open_sla_due_at,"
+        " drop column merged_into, drop column merged_into_customer_id"
+    )
     [sql] = [sql for version, sql in migrations() if version == "0003_conversation_versions"]
     pg.execute(sql)
     assert pg.execute(f"select ddl_version from {s}.meta").fetchone() == (1,)

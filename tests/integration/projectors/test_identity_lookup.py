@@ -22,8 +22,9 @@ def built(prefixed, sources, codec, unique):
 
 @pytest.fixture
 def api(prefixed, built):
-    with TestClient(create_app(prefixed.model_copy(update=token_settings())),
-                    headers=bearer(API_TOKENS["support"])) as client:
+    with TestClient(
+        create_app(prefixed.model_copy(update=token_settings())), headers=bearer(API_TOKENS["support"])
+    ) as client:
         yield client
 
 
@@ -35,8 +36,13 @@ def found(api, **params) -> dict:
 
 def test_emails_are_found_whatever_their_case_or_wrapping(api, built, unique):
     stored = f"giulia.{unique}@example.it"
-    for written in (stored, stored.upper(), f"  Giulia.{unique}@Example.IT ", f"mailto:{stored}",
-                    f"Giulia Rossi <{stored.upper()}>"):
+    for written in (
+        stored,
+        stored.upper(),
+        f"  Giulia.{unique}@Example.IT ",
+        f"mailto:{stored}",
+        f"Giulia Rossi <{stored.upper()}>",
+    ):
         card = found(api, kind="email", value=written)
         assert card["customer_id"] == built.giulia, written
         assert card["matched"] == {"kind": "email", "platform": None, "value": stored}
@@ -44,8 +50,15 @@ def test_emails_are_found_whatever_their_case_or_wrapping(api, built, unique):
 
 
 def test_phones_are_found_in_any_spacing_region_or_provider_form(api, built):
-    for written in ("+393471234567", "+39 347 123 4567", "347 123 4567", "347-123-4567", "0039 347 1234567",
-                    "whatsapp:+393471234567", "tel:+39-347-123-4567"):
+    for written in (
+        "+393471234567",
+        "+39 347 123 4567",
+        "347 123 4567",
+        "347-123-4567",
+        "0039 347 1234567",
+        "whatsapp:+393471234567",
+        "tel:+39-347-123-4567",
+    ):
         card = found(api, kind="phone", value=written)
         assert card["customer_id"] == built.giulia, written
         assert card["matched"]["value"] == "+393471234567"
@@ -57,8 +70,13 @@ def test_phones_are_found_in_any_spacing_region_or_provider_form(api, built):
 
 def test_handles_are_found_with_or_without_at_any_case_or_as_a_profile_url(api, built, unique):
     handle = f"giulia_{unique}"
-    for params in ({"value": handle, "platform": "twitter"}, {"value": f"@{handle.upper()}", "platform": "twitter"},
-                   {"value": f"@{handle}"}, {"value": f"https://x.com/{handle}"}, {"value": handle, "platform": "X"}):
+    for params in (
+        {"value": handle, "platform": "twitter"},
+        {"value": f"@{handle.upper()}", "platform": "twitter"},
+        {"value": f"@{handle}"},
+        {"value": f"https://x.com/{handle}"},
+        {"value": handle, "platform": "X"},
+    ):
         card = found(api, kind="social", **params)
         assert card["customer_id"] == built.giulia, params
         assert card["matched"] == {"kind": "social", "platform": "twitter", "value": handle}
@@ -82,8 +100,11 @@ def test_the_404_names_the_normalised_value_looked_up(api, built):
 
 
 def test_what_cannot_be_an_identity_is_400_naming_the_value(api):
-    for params in ({"kind": "email", "value": "not-an-address"}, {"kind": "phone", "value": "12"},
-                   {"kind": "social", "value": "@"}):
+    for params in (
+        {"kind": "email", "value": "not-an-address"},
+        {"kind": "phone", "value": "12"},
+        {"kind": "social", "value": "@"},
+    ):
         r = api.get("/customers/by-identity", params=params)
         assert r.status_code == 400, (params, r.text)
         assert [f["field"] for f in r.json()["fields"]] == ["value"]

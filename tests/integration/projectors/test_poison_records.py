@@ -69,12 +69,27 @@ def _story(cid: str, unique: str) -> tuple[list[dict], dict, dict]:
     now = datetime.now(UTC).replace(microsecond=0)
     at = [now - timedelta(minutes=10 - i) for i in range(8)]
     before = contact(cid, f"{unique}-before", "chat", at[0], text="prima", language="it")
-    nul = contact(cid, f"{unique}-nul", "email", at[1], text=NUL, language="it", subject="rotto\x00",
-                  facts=[{"kind": "order_number", "value": NUL_IN_JSON}])
+    nul = contact(
+        cid,
+        f"{unique}-nul",
+        "email",
+        at[1],
+        text=NUL,
+        language="it",
+        subject="rotto\x00",
+        facts=[{"kind": "order_number", "value": NUL_IN_JSON}],
+    )
     # An identity value too large for a btree index entry: PostgreSQL refuses the row (54000).
     # (Set on the record: the contact model caps identity values, a producer of the topic may not.)
-    huge = contact(cid, f"{unique}-huge", "chat", at[4], text="troppo lungo", language="it",
-                   identities=[{"kind": "email", "value": f"{cid}@example.it"}, {"kind": "cookie", "value": "c"}])
+    huge = contact(
+        cid,
+        f"{unique}-huge",
+        "chat",
+        at[4],
+        text="troppo lungo",
+        language="it",
+        identities=[{"kind": "email", "value": f"{cid}@example.it"}, {"kind": "cookie", "value": "c"}],
+    )
     huge["identities"][1]["value"] = secrets.token_urlsafe(12_000)
     bad_utf8 = contact(cid, f"{unique}-bytes", "chat", at[5], text="x", language="it")
     after = contact(cid, f"{unique}-after", "chat", at[6], text="dopo", language="it")
@@ -82,7 +97,8 @@ def _story(cid: str, unique: str) -> tuple[list[dict], dict, dict]:
 
 
 def test_the_read_model_projector_cleans_rejected_characters_dead_letters_what_postgres_refuses_and_goes_on(
-        prefixed, sources, codec, unique, pg):
+    prefixed, sources, codec, unique, pg
+):
     cid = f"poison-{unique}"
     records, huge, bad_utf8 = _story(cid, unique)
     dlq_start = _dlq_end(prefixed)
@@ -98,18 +114,29 @@ def test_the_read_model_projector_cleans_rejected_characters_dead_letters_what_p
     stats = read_model_projector(prefixed, "support", sources=sources, codec=codec).run(stop_at=targets)
 
     schema = live_schema(prefixed, "support")
-    got = dict(pg.execute(f"select event_id::text, text from {schema}.contacts where origin_customer_id = %s",
-                          (cid,)).fetchall())
+    got = dict(
+        pg.execute(
+            f"select event_id::text, text from {schema}.contacts where origin_customer_id = %s", (cid,)
+        ).fetchall()
+    )
     before, nul, after = records[0], records[1], records[-1]
     assert set(got) == {before["event_id"], nul["event_id"], after["event_id"]}
     assert got[nul["event_id"]] == "Ordine 4711\ufffd arrivato rotto"  # cleaned, the rest kept
-    subject, facts = pg.execute(f"select subject, facts from {schema}.contacts where event_id = %s",
-                                (nul["event_id"],)).fetchone()
+    subject, facts = pg.execute(
+        f"select subject, facts from {schema}.contacts where event_id = %s", (nul["event_id"],)
+    ).fetchone()
     assert subject == "rotto\ufffd" and facts[0]["value"] == "4711\ufffd"
-    stored = {(t, p): o for t, p, o in pg.execute(
-        "select topic, partition, next_offset from projection_offsets where projector = %s", (schema,)).fetchall()}
-    assert sum(o for (t, _), o in stored.items() if t == sources.contacts) == \
-        sum(o for (t, _), o in targets.items() if t == sources.contacts) == 5  # past every record
+    stored = {
+        (t, p): o
+        for t, p, o in pg.execute(
+            "select topic, partition, next_offset from projection_offsets where projector = %s", (schema,)
+        ).fetchall()
+    }
+    assert (
+        sum(o for (t, _), o in stored.items() if t == sources.contacts)
+        == sum(o for (t, _), o in targets.items() if t == sources.contacts)
+        == 5
+    )  # past every record
     assert stats.dead_letters == 2
 
     dead = _dlq_from(prefixed, dlq_start, sources.contacts, want=2)
@@ -123,7 +150,8 @@ def test_the_read_model_projector_cleans_rejected_characters_dead_letters_what_p
 
 
 def test_the_contacts_projector_cleans_rejected_characters_dead_letters_what_postgres_refuses_and_goes_on(
-        settings, new_topic, catalog_topics, codec, unique, pg):
+    settings, new_topic, catalog_topics, codec, unique, pg
+):
     topic = new_topic(partitions=1)
     name = f"test-poison-{unique}"
     cid = f"poison-{unique}"
@@ -144,8 +172,12 @@ def test_the_contacts_projector_cleans_rejected_characters_dead_letters_what_pos
     thread.start()
     try:
         deadline = time.monotonic() + 60
-        while pg.execute("select coalesce(sum(next_offset), 0) from projection_offsets where projector = %s",
-                         (name,)).fetchone()[0] < want:
+        while (
+            pg.execute(
+                "select coalesce(sum(next_offset), 0) from projection_offsets where projector = %s", (name,)
+            ).fetchone()[0]
+            < want
+        ):
             assert thread.is_alive(), "the projector stopped"
             assert time.monotonic() < deadline, "the projector did not get past the poison records"
             time.sleep(0.2)
@@ -153,8 +185,12 @@ def test_the_contacts_projector_cleans_rejected_characters_dead_letters_what_pos
         projector.stop_event.set()
         thread.join(30)
     ids = [r["event_id"] for r in records]
-    got = dict(pg.execute("select event_id::text, text from skeleton.contacts where event_id = any(%s::uuid[])",
-                          (ids + [huge["event_id"]],)).fetchall())
+    got = dict(
+        pg.execute(
+            "select event_id::text, text from skeleton.contacts where event_id = any(%s::uuid[])",
+            (ids + [huge["event_id"]],),
+        ).fetchall()
+    )
     assert set(got) == {records[0]["event_id"], records[1]["event_id"], records[-1]["event_id"]}
     assert got[records[1]["event_id"]] == "Ordine 4711\ufffd arrivato rotto"
     dead = _dlq_from(settings, dlq_start, topic, want=2)
@@ -170,8 +206,10 @@ def test_text_postgres_rejects_is_stored_with_the_rest_kept(pg, text):
     from projectors.rows import storable
 
     clean = storable({"text": text, "facts": [{"value": text}]})
-    row = pg.execute("select %s::text, %s::jsonb",
-                     (clean["text"], json.dumps(clean["facts"], ensure_ascii=False))).fetchone()
+    row = pg.execute(
+        "select %s::text, %s::jsonb", (clean["text"], json.dumps(clean["facts"], ensure_ascii=False))
+    ).fetchone()
     assert row[0] == clean["text"] and row[1] == clean["facts"]
-    assert [c for c in text if c not in "\x00" and not 0xD800 <= ord(c) <= 0xDFFF] == \
-           [c for c in row[0] if c != "\ufffd"]
+    assert [c for c in text if c not in "\x00" and not 0xD800 <= ord(c) <= 0xDFFF] == [
+        c for c in row[0] if c != "\ufffd"
+    ]

@@ -52,16 +52,25 @@ def private_pg(services, prefixed):
 
 
 def _proc(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, env={**os.environ, **env}, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            cwd=REPO, start_new_session=True)
+    return subprocess.Popen(
+        argv,
+        env={**os.environ, **env},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        start_new_session=True,
+    )
 
 
 def _stored(settings, name: str) -> dict:
     try:
         with psycopg.connect(settings.effective_pg_dsn, autocommit=True, connect_timeout=3) as conn:
-            return {(t, p): o for t, p, o in conn.execute(
-                "select topic, partition, next_offset from projection_offsets where projector = %s",
-                (name,)).fetchall()}
+            return {
+                (t, p): o
+                for t, p, o in conn.execute(
+                    "select topic, partition, next_offset from projection_offsets where projector = %s", (name,)
+                ).fetchall()
+            }
     except (psycopg.OperationalError, psycopg.errors.UndefinedTable):  # down, or the projector not started yet
         return {}
 
@@ -79,8 +88,9 @@ def _wait(condition, what: str, procs=(), threads=(), timeout: float = 120.0):
         time.sleep(0.3)
 
 
-def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, private_pg, sources, codec, unique,
-                                                                 tmp_path):
+def test_projectors_and_the_read_api_ride_out_a_postgres_restart(
+    services, private_pg, sources, codec, unique, tmp_path
+):
     from threadline.tools.stack import postgres
 
     s = private_pg
@@ -92,13 +102,35 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
     api_port = free_port()
     token = secrets.token_urlsafe(24)
     auth = {"Authorization": f"Bearer {token}"}
-    env = {**services.env(), "THREADLINE_API_TOKENS": f"support={token}", "THREADLINE_PG_DSN": s.effective_pg_dsn,
-           "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn, "THREADLINE_API_PORT": str(api_port),
-           "THREADLINE_PROJECTION_PREFIX": s.projection_prefix}
-    projector = _proc([sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-contacts",
-                       "--batch-size", "50", "--contacts-topic", sources.contacts, "--conversations-topic",
-                       sources.conversations, "--identities-topic", sources.identities], env,
-                      tmp_path / "projector.log")
+    env = {
+        **services.env(),
+        "THREADLINE_API_TOKENS": f"support={token}",
+        "THREADLINE_PG_DSN": s.effective_pg_dsn,
+        "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn,
+        "THREADLINE_API_PORT": str(api_port),
+        "THREADLINE_PROJECTION_PREFIX": s.projection_prefix,
+    }
+    projector = _proc(
+        [
+            sys.executable,
+            "-m",
+            "threadline.tools.cli",
+            "project",
+            "-p",
+            "support",
+            "--no-contacts",
+            "--batch-size",
+            "50",
+            "--contacts-topic",
+            sources.contacts,
+            "--conversations-topic",
+            sources.conversations,
+            "--identities-topic",
+            sources.identities,
+        ],
+        env,
+        tmp_path / "projector.log",
+    )
     api = _proc([sys.executable, "-m", "threadline.tools.cli", "serve", "api"], env, tmp_path / "api.log")
     skel = contacts_projector(s, codec=codec, name=skel_name, topic=sources.contacts)
     skel_thread = threading.Thread(target=skel.run, name="contacts projector", daemon=True)
@@ -120,12 +152,19 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(services, priva
         _wait(customer, "the API answers", procs, threads)
 
         postgres.stop(s)
-        more = [contact(cid, f"{cid}-outage-{i}", "chat", story.now - timedelta(minutes=i), text=f"ancora {i}",
-                        language="it") for i in range(40) for cid in (story.giulia, story.emre)]
+        more = [
+            contact(
+                cid, f"{cid}-outage-{i}", "chat", story.now - timedelta(minutes=i), text=f"ancora {i}", language="it"
+            )
+            for i in range(40)
+            for cid in (story.giulia, story.emre)
+        ]
         produce(s, codec, sources.contacts, "contact", more)  # projected into a database that is not there
         for _ in range(3):
             t0 = time.monotonic()
-            answer = httpx.get(f"{base}/customers/{story.giulia}", headers=auth, timeout=2.0)  # the requirement: within 2 s
+            answer = httpx.get(
+                f"{base}/customers/{story.giulia}", headers=auth, timeout=2.0
+            )  # the requirement: within 2 s
             took = time.monotonic() - t0
             assert answer.status_code == 503, answer.text
             body = answer.json()

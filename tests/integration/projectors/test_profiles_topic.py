@@ -27,8 +27,18 @@ from projectors.api import create_app
 from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 
-TIMES = {"as_of", "first_contact_at", "last_contact_at", "first_seen_at", "last_seen_at", "first_given_at",
-         "last_given_at", "opened_at", "last_event_at", "signal_at"}
+TIMES = {
+    "as_of",
+    "first_contact_at",
+    "last_contact_at",
+    "first_seen_at",
+    "last_seen_at",
+    "first_given_at",
+    "last_given_at",
+    "opened_at",
+    "last_event_at",
+    "signal_at",
+}
 
 
 @pytest.fixture
@@ -70,8 +80,9 @@ def read_back(settings, topic: str) -> list[tuple[str, dict | None]]:
                     if schema_id not in schemas_by_id:
                         text = httpx.get(f"{settings.registry_url}/schemas/ids/{schema_id}").json()["schema"]
                         schemas_by_id[schema_id] = fastavro.parse_schema(json.loads(text))
-                    out.append((m.key.decode(), fastavro.schemaless_reader(io.BytesIO(m.value[5:]),
-                                                                           schemas_by_id[schema_id])))
+                    out.append(
+                        (m.key.decode(), fastavro.schemaless_reader(io.BytesIO(m.value[5:]), schemas_by_id[schema_id]))
+                    )
     finally:
         consumer.close()
     return out
@@ -85,8 +96,10 @@ def latest(records: list[tuple[str, dict | None]]) -> dict[str, dict | None]:
 def instants(value):
     """Timestamps as instants (the API writes them in the session's zone, Avro in UTC)."""
     if isinstance(value, dict):
-        return {k: (datetime.fromisoformat(v) if k in TIMES and isinstance(v, str) else instants(v))
-                for k, v in value.items()}
+        return {
+            k: (datetime.fromisoformat(v) if k in TIMES and isinstance(v, str) else instants(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [instants(v) for v in value]
     return value
@@ -99,17 +112,29 @@ def api_view(client: TestClient, customer_id: str) -> dict:
     consent = client.get(f"/marketing/customers/{customer_id}/consent", headers=bearer(API_TOKENS["marketing"]))
     assert consent.status_code == 200, consent.text
     c = card.json()
-    return instants({
-        "customer_id": c["customer_id"], "merged_ids": c["merged_ids"], "first_contact_at": c["first_contact_at"],
-        "last_contact_at": c["last_contact_at"], "contacts": c["contacts"], "channels": c["channels"],
-        "language": c["language"], "identities": c["identities"], "facts": c["facts"],
-        "open_conversations": [{k: o[k] for k in ("conversation_id", "channel", "channels", "opened_at",
-                                                  "last_event_at", "sla_state")} for o in c["open_conversations"]],
-        "last_order": c["last_order"],
-        "consent": [{k: x[k] for k in ("channel", "purpose", "granted", "source", "signal_at")}
-                    for x in consent.json()["items"]],
-        "sentiment": c["sentiment"],
-    })
+    return instants(
+        {
+            "customer_id": c["customer_id"],
+            "merged_ids": c["merged_ids"],
+            "first_contact_at": c["first_contact_at"],
+            "last_contact_at": c["last_contact_at"],
+            "contacts": c["contacts"],
+            "channels": c["channels"],
+            "language": c["language"],
+            "identities": c["identities"],
+            "facts": c["facts"],
+            "open_conversations": [
+                {k: o[k] for k in ("conversation_id", "channel", "channels", "opened_at", "last_event_at", "sla_state")}
+                for o in c["open_conversations"]
+            ],
+            "last_order": c["last_order"],
+            "consent": [
+                {k: x[k] for k in ("channel", "purpose", "granted", "source", "signal_at")}
+                for x in consent.json()["items"]
+            ],
+            "sentiment": c["sentiment"],
+        }
+    )
 
 
 def without_as_of(profile: dict) -> dict:
@@ -122,8 +147,9 @@ def api(prefixed):
         yield client
 
 
-def test_profiles_read_back_equal_the_api_and_a_merge_tombstones_the_absorbed_id(prefixed, sources, codec, unique,
-                                                                                   profiles_topic, outbox, api, pg):
+def test_profiles_read_back_equal_the_api_and_a_merge_tombstones_the_absorbed_id(
+    prefixed, sources, codec, unique, profiles_topic, outbox, api, pg
+):
     s = st.build(unique)
     observed, merged = s.identities
     st.publish(prefixed, codec, sources, dataclasses.replace(s, identities=[observed]))
@@ -149,19 +175,26 @@ def test_profiles_read_back_equal_the_api_and_a_merge_tombstones_the_absorbed_id
     assert survivor["merged_ids"] == [s.giulia_old]
     assert ("chat_visitor", f"v-{unique}") in {(i["kind"], i["value"]) for i in survivor["identities"]}
     assert without_as_of(after[s.emre]) == api_view(api, s.emre)
-    assert pg.execute("select count(*) from profile_outbox where projector = %s",
-                      (f"{prefixed.projection_prefix}support",)).fetchone()[0] == 0
+    assert (
+        pg.execute(
+            "select count(*) from profile_outbox where projector = %s", (f"{prefixed.projection_prefix}support",)
+        ).fetchone()[0]
+        == 0
+    )
 
 
-def test_what_the_outbox_holds_after_a_commit_is_published_when_the_projector_starts(prefixed, sources, codec, unique,
-                                                                                     profiles_topic, outbox, pg):
+def test_what_the_outbox_holds_after_a_commit_is_published_when_the_projector_starts(
+    prefixed, sources, codec, unique, profiles_topic, outbox, pg
+):
     s = st.build(unique)
     st.publish(prefixed, codec, sources, s)
     project(prefixed, sources, codec, profiles_topic)
     before = read_back(prefixed, profiles_topic)
     # a crash after the commit, before Kafka acknowledged the profile: the customer stays queued
-    pg.execute("insert into profile_outbox (projector, customer_id) values (%s, %s)",
-               (f"{prefixed.projection_prefix}support", s.emre))
+    pg.execute(
+        "insert into profile_outbox (projector, customer_id) values (%s, %s)",
+        (f"{prefixed.projection_prefix}support", s.emre),
+    )
     project(prefixed, sources, codec, profiles_topic)  # nothing new to read: only the outbox
     after = read_back(prefixed, profiles_topic)
     assert len(after) == len(before) + 1
@@ -171,7 +204,8 @@ def test_what_the_outbox_holds_after_a_commit_is_published_when_the_projector_st
 
 
 def test_publish_profiles_backfills_every_customer_of_a_projection_that_published_none(
-        prefixed, sources, codec, unique, profiles_topic, outbox, api, tmp_path):
+    prefixed, sources, codec, unique, profiles_topic, outbox, api, tmp_path
+):
     """A projection built before anyone read customer-profiles.v1 (its projector published nothing):
     `threadline publish-profiles` publishes every customer's profile, equal to the read API's, and a
     tombstone for the id a merge absorbed."""
@@ -182,8 +216,13 @@ def test_publish_profiles_backfills_every_customer_of_a_projection_that_publishe
         read_model_projector(prefixed, projection, sources=sources, codec=codec).run(stop_at=targets)
     assert read_back(prefixed, profiles_topic) == []
 
-    done = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "publish-profiles", "--topic", profiles_topic],
-                          env={**os.environ, **prefixed.to_env()}, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "threadline.tools.cli", "publish-profiles", "--topic", profiles_topic],
+        env={**os.environ, **prefixed.to_env()},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert f"published to {profiles_topic}" in done.stdout
 
@@ -195,7 +234,12 @@ def test_publish_profiles_backfills_every_customer_of_a_projection_that_publishe
 
 def test_publish_profiles_without_a_projection_says_so(prefixed, tmp_path):
     env = {**os.environ, **prefixed.model_copy(update={"projection_prefix": "nothing_here_"}).to_env()}
-    done = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "publish-profiles"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "threadline.tools.cli", "publish-profiles"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "no support projection" in done.stderr and "threadline project" in done.stderr

@@ -24,13 +24,32 @@ from projectors.replay import end_offsets, rebuild
 def _start(services, prefixed, sources, log_path):
     env = {**os.environ, **services.env(), "THREADLINE_PROJECTION_PREFIX": prefixed.projection_prefix}
     return subprocess.Popen(
-        [sys.executable, "-m", "threadline.tools.cli", "project", "-p", "support", "--no-contacts", "--batch-size", "500",
-         "--contacts-topic", sources.contacts, "--conversations-topic", sources.conversations,
-         "--identities-topic", sources.identities], env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "threadline.tools.cli",
+            "project",
+            "-p",
+            "support",
+            "--no-contacts",
+            "--batch-size",
+            "500",
+            "--contacts-topic",
+            sources.contacts,
+            "--conversations-topic",
+            sources.conversations,
+            "--identities-topic",
+            sources.identities,
+        ],
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_a_projector_killed_mid_batch_and_restarted_gives_the_rows_of_a_clean_rebuild(
-        services, prefixed, sources, codec, unique, pg, tmp_path):
+    services, prefixed, sources, codec, unique, pg, tmp_path
+):
     schema = live_schema(prefixed, "support")
     s = st.build(unique)
     st.publish(prefixed, codec, sources, s)
@@ -43,11 +62,17 @@ def test_a_projector_killed_mid_batch_and_restarted_gives_the_rows_of_a_clean_re
         # Hold the projector's offset rows: its next batch writes its rows, then blocks on them.
         with psycopg.connect(prefixed.effective_pg_dsn) as blocker:
             blocker.execute("select * from projection_offsets where projector = %s for update", (schema,))
-            more = [contact(cid, f"{cid}-more-{i}", "chat", s.now - timedelta(minutes=i), text=f"ancora {i}",
-                            language="it") for i in range(300) for cid in (s.giulia, s.emre)]
+            more = [
+                contact(cid, f"{cid}-more-{i}", "chat", s.now - timedelta(minutes=i), text=f"ancora {i}", language="it")
+                for i in range(300)
+                for cid in (s.giulia, s.emre)
+            ]
             produce(prefixed, codec, sources.contacts, "contact", more)
-            _wait(lambda: waiting_on_a_lock(pg, f"projector:{schema}"), "projector blocked inside its batch transaction",
-                  proc)
+            _wait(
+                lambda: waiting_on_a_lock(pg, f"projector:{schema}"),
+                "projector blocked inside its batch transaction",
+                proc,
+            )
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
             blocker.rollback()

@@ -20,8 +20,9 @@ def built(prefixed, sources, codec, unique):
 
 @pytest.fixture
 def api(prefixed, built):
-    with TestClient(create_app(prefixed.model_copy(update=token_settings())),
-                    headers=bearer(API_TOKENS["admin"])) as client:
+    with TestClient(
+        create_app(prefixed.model_copy(update=token_settings())), headers=bearer(API_TOKENS["admin"])
+    ) as client:
         yield client
 
 
@@ -39,8 +40,13 @@ def test_the_context_card_knows_identities_facts_language_order_and_the_merged_i
     assert card["merged_ids"] == [built.giulia_old]
     assert card["last_order"] == "4711" and card["language"] == "it"
     kinds = {(i["kind"], i["platform"]) for i in card["identities"]}
-    assert {("chat_visitor", None), ("email", None), ("phone", None), ("social", "twitter"),
-            ("account", "shop")} <= kinds
+    assert {
+        ("chat_visitor", None),
+        ("email", None),
+        ("phone", None),
+        ("social", "twitter"),
+        ("account", "shop"),
+    } <= kinds
     assert [c["conversation_id"] for c in card["open_conversations"]] == [built.conv_giulia]
     assert card["sentiment"]["latest"] < 0
 
@@ -83,14 +89,19 @@ def test_marketing_sees_the_review_consent_engagement_response_times_and_segment
     assert reviews[0]["sentiment"] < 0
     consent = api.get(f"/marketing/customers/{built.emre}/consent").json()["items"]
     assert {(c["channel"], c["purpose"], c["granted"]) for c in consent} == {
-        ("instagram", "marketing", False), ("email", "newsletter", True)}
+        ("instagram", "marketing", False),
+        ("email", "newsletter", True),
+    }
     # Emre granted marketing on Instagram by the form, then withdrew it with his review, later in
     # event time: the consent ledger (projectors/consent.py) keeps him out of the segments
     seg = api.get(f"/marketing/customers/{built.emre}/segments").json()
     assert seg["segments"] == [] and seg["consent"] == "withdrawn" and seg["signals"] is None
     ledger = api.get(f"/marketing/customers/{built.emre}/consent-ledger").json()
     assert [(x["purpose"], x["channel"], x["granted"]) for x in ledger["ledger"]] == [
-        ("marketing", "instagram", True), ("newsletter", "email", True), ("marketing", "instagram", False)]
+        ("marketing", "instagram", True),
+        ("newsletter", "email", True),
+        ("marketing", "instagram", False),
+    ]
     assert ledger["marketing_withdrawn"]
     day = built.contacts[6]["occurred_at"].date().isoformat()
     eng = api.get("/marketing/engagement", params={"from": day, "channel": "review"}).json()["items"]
@@ -100,17 +111,24 @@ def test_marketing_sees_the_review_consent_engagement_response_times_and_segment
 
 
 def test_unknown_ids_are_404_and_bad_parameters_400_naming_them(api, built):
-    for path in ("/customers/nobody", "/customers/nobody/timeline", "/sales/customers/nobody",
-                 "/marketing/customers/nobody/consent", "/conversations/nope"):
+    for path in (
+        "/customers/nobody",
+        "/customers/nobody/timeline",
+        "/sales/customers/nobody",
+        "/marketing/customers/nobody/consent",
+        "/conversations/nope",
+    ):
         r = api.get(path)
         assert r.status_code == 404 and r.json()["error"] == "not_found", path
     r = api.get("/customers/by-identity", params={"kind": "email", "value": "nobody@example.org"})
     assert r.status_code == 404
-    for path, params, field in [("/support/inbox", {"sla_state": "late"}, "sla_state"),
-                                ("/support/inbox", {"limit": 0}, "limit"),
-                                ("/marketing/engagement", {"from": "yesterday"}, "from"),
-                                ("/marketing/reviews", {"min_rating": 9}, "min_rating"),
-                                ("/customers/by-identity", {"kind": "fax", "value": "1"}, "kind")]:
+    for path, params, field in [
+        ("/support/inbox", {"sla_state": "late"}, "sla_state"),
+        ("/support/inbox", {"limit": 0}, "limit"),
+        ("/marketing/engagement", {"from": "yesterday"}, "from"),
+        ("/marketing/reviews", {"min_rating": 9}, "min_rating"),
+        ("/customers/by-identity", {"kind": "fax", "value": "1"}, "kind"),
+    ]:
         r = api.get(path, params=params)
         assert r.status_code == 400, (path, r.text)
         assert field in [f["field"] for f in r.json()["fields"]], (path, r.json())
@@ -125,7 +143,14 @@ def test_pages_say_where_the_next_one_starts(api, built):
 
 def test_the_api_describes_every_read_route_in_openapi(api):
     paths = api.get("/openapi.json").json()["paths"]
-    for p in ("/customers/{customer_id}", "/customers/by-identity", "/customers/{customer_id}/timeline",
-              "/support/inbox", "/sales/customers/{customer_id}", "/marketing/engagement",
-              "/marketing/customers/{customer_id}/consent", "/projections"):
+    for p in (
+        "/customers/{customer_id}",
+        "/customers/by-identity",
+        "/customers/{customer_id}/timeline",
+        "/support/inbox",
+        "/sales/customers/{customer_id}",
+        "/marketing/engagement",
+        "/marketing/customers/{customer_id}/consent",
+        "/projections",
+    ):
         assert p in paths

@@ -41,13 +41,15 @@ def test_the_read_api_role_reads_the_projections_and_cannot_write(embedded, pref
         assert reader.execute(f"select count(*) from {schema}.timeline").fetchone()[0] > 0
         reader.execute("select count(*) from skeleton.contacts").fetchone()
         reader.execute("select count(*) from projection_offsets").fetchone()
-        writes = [f"insert into {schema}.customers (origin_customer_id, customer_id, first_seen_at)"
-                  f" values ('x-{unique}', 'x-{unique}', now())",
-                  f"update {schema}.contacts set text = 'forged'",
-                  "delete from projection_offsets",
-                  f"create table public.forged_{unique} (x int)",
-                  f"create schema forged_{unique}",
-                  f"drop table {schema}.contacts"]
+        writes = [
+            f"insert into {schema}.customers (origin_customer_id, customer_id, first_seen_at)"
+            f" values ('x-{unique}', 'x-{unique}', now())",
+            f"update {schema}.contacts set text = 'forged'",
+            "delete from projection_offsets",
+            f"create table public.forged_{unique} (x int)",
+            f"create schema forged_{unique}",
+            f"drop table {schema}.contacts",
+        ]
         for statement in writes:
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 reader.execute(statement)
@@ -70,8 +72,7 @@ def test_a_data_folder_of_an_older_run_is_upgraded_on_its_next_start(services):
     if not services.settings.embedded_pg:
         pytest.skip("the embedded server only")
     home = services.settings.state_dir / "test-pg" / uuid.uuid4().hex[:8]
-    s = services.settings.model_copy(update={"home": home, "pg_port": free_port(), "pg_dsn": None,
-                                             "pg_api_dsn": None})
+    s = services.settings.model_copy(update={"home": home, "pg_port": free_port(), "pg_dsn": None, "pg_api_dsn": None})
     postgres.start(s)
     try:
         # Make it what an older run left: trust for everyone, threadline a superuser, no reader.

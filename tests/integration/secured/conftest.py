@@ -84,23 +84,37 @@ def secured_kafka(tmp_path_factory) -> SecuredKafka:
     lib = kafka_broker.lib_dir(Settings())
     sasl, ssl, internal, controller = (free_port() for _ in range(4))
     props = {
-        **kafka_broker.listener_properties({"SASL_SSL": ("SASL_SSL", sasl), "SSL": ("SSL", ssl),
-                                     "INTERNAL": ("PLAINTEXT", internal)}, controller, inter_broker="INTERNAL"),
+        **kafka_broker.listener_properties(
+            {"SASL_SSL": ("SASL_SSL", sasl), "SSL": ("SSL", ssl), "INTERNAL": ("PLAINTEXT", internal)},
+            controller,
+            inter_broker="INTERNAL",
+        ),
         **kafka_broker.tls_properties(keystore, truststore_pem=pki.ca),
         **kafka_broker.sasl_properties("SASL_SSL", ("SCRAM-SHA-512", "SCRAM-SHA-256")),
         "listener.name.ssl.ssl.client.auth": "required",
     }
-    broker = kafka_broker.Broker(home, lib, sasl, controller, heap="384m", properties=props,
-                          scram=(f"SCRAM-SHA-512=[name={USER_512},password={PASSWORD_512}]",
-                                 f"SCRAM-SHA-256=[name={USER_256},password={PASSWORD_256}]"))
+    broker = kafka_broker.Broker(
+        home,
+        lib,
+        sasl,
+        controller,
+        heap="384m",
+        properties=props,
+        scram=(
+            f"SCRAM-SHA-512=[name={USER_512},password={PASSWORD_512}]",
+            f"SCRAM-SHA-256=[name={USER_256},password={PASSWORD_256}]",
+        ),
+    )
     cluster = SecuredKafka(home, f"127.0.0.1:{sasl}", f"127.0.0.1:{ssl}", pki, 0.0)
     started = time.monotonic()
     secured = cluster.settings()
     try:
         broker.launch(lambda: kafka_broker.ready(secured) and kafka_broker.coordinator_ready(secured), timeout=120)
         cluster = SecuredKafka(home, cluster.sasl_bootstrap, cluster.mtls_bootstrap, pki, time.monotonic() - started)
-        print(f"\nsecured kafka broker: SASL_SSL at {cluster.sasl_bootstrap}, mTLS at {cluster.mtls_bootstrap}, "
-              f"ready in {cluster.start_seconds:.1f} s")
+        print(
+            f"\nsecured kafka broker: SASL_SSL at {cluster.sasl_bootstrap}, mTLS at {cluster.mtls_bootstrap}, "
+            f"ready in {cluster.start_seconds:.1f} s"
+        )
         yield cluster
     finally:
         broker.managed().stop(30)

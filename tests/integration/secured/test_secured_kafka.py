@@ -20,8 +20,13 @@ from threadline.topics import admin_client, describe
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "threadline.tools.cli", *args], env=clean_environ(env),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "threadline.tools.cli", *args],
+        env=clean_environ(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def text(result: subprocess.CompletedProcess) -> str:
@@ -46,13 +51,18 @@ def secured_admin(secured_kafka):
     admin.close()
 
 
-def test_topics_apply_creates_the_catalog_over_sasl_ssl_and_a_second_run_is_in_line(secured_kafka, secured_admin, prefix):
+def test_topics_apply_creates_the_catalog_over_sasl_ssl_and_a_second_run_is_in_line(
+    secured_kafka, secured_admin, prefix
+):
     first = cli(secured_kafka.sasl_env(), "topics", "apply", "--prefix", prefix)
     assert first.returncode == 0, first.stderr
     names = [f"{prefix}.{t.name}" for t in CATALOG]
     for name in names:
         assert f"created {name}" in text(first)
-    assert f"created {prefix}.contacts.v1 partitions=6 replication=1 cleanup.policy=delete retention.bytes=-1 retention.ms=-1" in text(first)
+    assert (
+        f"created {prefix}.contacts.v1 partitions=6 replication=1 cleanup.policy=delete retention.bytes=-1 retention.ms=-1"
+        in text(first)
+    )
     found = describe(secured_admin, names)
     assert set(found) == set(names)
     assert found[f"{prefix}.contacts.v1"][0] == 6
@@ -61,23 +71,32 @@ def test_topics_apply_creates_the_catalog_over_sasl_ssl_and_a_second_run_is_in_l
     second = cli(secured_kafka.sasl_env(), "topics", "apply", "--prefix", prefix)
     assert second.returncode == 0, second.stderr
     assert "created" not in second.stdout
-    assert sorted(line.split()[-1] for line in second.stdout.splitlines() if line.startswith("in line")) == sorted(names)
+    assert sorted(line.split()[-1] for line in second.stdout.splitlines() if line.startswith("in line")) == sorted(
+        names
+    )
 
 
 def test_dry_run_on_a_fresh_prefix_prints_the_plan_and_creates_nothing(secured_kafka, secured_admin, prefix):
     result = cli(secured_kafka.sasl_env(), "topics", "apply", "--dry-run", "--prefix", prefix)
     assert result.returncode == 0, result.stderr
     out = text(result)
-    assert f"would create {prefix}.ingest.dlq.v1 partitions=1 replication=1 cleanup.policy=delete retention.ms=2592000000" in out
-    assert f"would create {prefix}.streams.conversations.changelog.v1 partitions=6 replication=1 cleanup.policy=compact" in out
+    assert (
+        f"would create {prefix}.ingest.dlq.v1 partitions=1 replication=1 cleanup.policy=delete retention.ms=2592000000"
+        in out
+    )
+    assert (
+        f"would create {prefix}.streams.conversations.changelog.v1 partitions=6 replication=1 cleanup.policy=compact"
+        in out
+    )
     assert f"plan: {len(CATALOG)} to create, 0 in line, 0 drifts; nothing changed" in out
     assert not [t for t in secured_admin.list_topics() if t.startswith(prefix)]
 
 
 def test_dry_run_reports_drift_and_exits_3_without_changing_anything(secured_kafka, secured_admin, prefix):
     contacts = f"{prefix}.contacts.v1"
-    secured_admin.create_topics({contacts: {"num_partitions": 2, "replication_factor": 1,
-                                            "configs": {"retention.ms": "86400000"}}})
+    secured_admin.create_topics(
+        {contacts: {"num_partitions": 2, "replication_factor": 1, "configs": {"retention.ms": "86400000"}}}
+    )
     result = cli(secured_kafka.sasl_env(), "topics", "apply", "--dry-run", "--prefix", prefix)
     assert result.returncode == 3, result.stdout + result.stderr
     out = text(result)
@@ -90,7 +109,9 @@ def test_dry_run_reports_drift_and_exits_3_without_changing_anything(secured_kaf
 
 
 def test_a_wrong_password_is_a_clear_error_without_traceback(secured_kafka):
-    result = cli(secured_kafka.sasl_env(THREADLINE_KAFKA_SASL_PASSWORD="not-the-password"), "topics", "apply", "--dry-run")
+    result = cli(
+        secured_kafka.sasl_env(THREADLINE_KAFKA_SASL_PASSWORD="not-the-password"), "topics", "apply", "--dry-run"
+    )
     assert result.returncode == 2
     out = text(result)
     # kafka-python logs the broker's answer (invalid credentials) or, when the broker closed the
@@ -105,7 +126,10 @@ def test_without_the_ca_the_broker_certificate_is_not_trusted(secured_kafka):
     result = cli(secured_kafka.sasl_env(THREADLINE_KAFKA_SSL_CAFILE=None), "topics", "apply", "--dry-run")
     assert result.returncode == 2
     out = text(result)
-    assert f"error: TLS verification of Kafka at {secured_kafka.sasl_bootstrap} failed (self-signed certificate in certificate chain)" in out
+    assert (
+        f"error: TLS verification of Kafka at {secured_kafka.sasl_bootstrap} failed (self-signed certificate in certificate chain)"
+        in out
+    )
     assert "no THREADLINE_KAFKA_SSL_CAFILE is set" in out
     assert "Traceback" not in out
 
@@ -120,7 +144,9 @@ def test_a_ca_that_did_not_sign_the_broker_certificate_is_named(secured_kafka):
 
 
 def test_settings_that_contradict_each_other_fail_before_connecting(secured_kafka):
-    result = cli(secured_kafka.sasl_env(THREADLINE_KAFKA_SASL_USERNAME=None), "topics", "apply", "--dry-run", timeout=30)
+    result = cli(
+        secured_kafka.sasl_env(THREADLINE_KAFKA_SASL_USERNAME=None), "topics", "apply", "--dry-run", timeout=30
+    )
     assert result.returncode == 2
     assert "kafka_sasl_mechanism=SCRAM-SHA-512 needs kafka_sasl_username" in text(result)
 
@@ -129,8 +155,14 @@ def test_mtls_client_certificate_is_accepted_and_its_absence_refused(secured_kaf
     ok = cli(secured_kafka.mtls_env(), "topics", "apply", "--prefix", prefix)
     assert ok.returncode == 0, ok.stderr
     assert f"created {prefix}.contacts.v1" in text(ok)
-    refused = cli(secured_kafka.mtls_env(THREADLINE_KAFKA_SSL_CERTFILE=None, THREADLINE_KAFKA_SSL_KEYFILE=None),
-                  "topics", "apply", "--dry-run", "--prefix", prefix)
+    refused = cli(
+        secured_kafka.mtls_env(THREADLINE_KAFKA_SSL_CERTFILE=None, THREADLINE_KAFKA_SSL_KEYFILE=None),
+        "topics",
+        "apply",
+        "--dry-run",
+        "--prefix",
+        prefix,
+    )
     assert refused.returncode == 2
     assert "refused the TLS client certificate" in text(refused)
 
@@ -146,8 +178,14 @@ def test_produce_and_consume_round_trip_over_sasl_ssl_with_a_committed_group(sec
     finally:
         producer.close()
     group = f"{prefix}-readers"
-    consumer = KafkaConsumer(topic, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
-                             max_poll_records=4, **settings.kafka_client_config())
+    consumer = KafkaConsumer(
+        topic,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=4,
+        **settings.kafka_client_config(),
+    )
     try:
         got = []
         while len(got) < 4:
@@ -160,9 +198,13 @@ def test_produce_and_consume_round_trip_over_sasl_ssl_with_a_committed_group(sec
     assert (lag.lag, lag.topics[0].committed, lag.topics[0].end) == (6, 4, 10)
 
     # The SCRAM-SHA-256 user reads the same records, through aiokafka (as the faust worker does).
-    sha256 = secured_kafka.settings(secured_kafka.sasl_env(THREADLINE_KAFKA_SASL_MECHANISM="SCRAM-SHA-256",
-                                                           THREADLINE_KAFKA_SASL_USERNAME=USER_256,
-                                                           THREADLINE_KAFKA_SASL_PASSWORD=PASSWORD_256))
+    sha256 = secured_kafka.settings(
+        secured_kafka.sasl_env(
+            THREADLINE_KAFKA_SASL_MECHANISM="SCRAM-SHA-256",
+            THREADLINE_KAFKA_SASL_USERNAME=USER_256,
+            THREADLINE_KAFKA_SASL_PASSWORD=PASSWORD_256,
+        )
+    )
     assert aiokafka_values(sha256, topic, 10) == [f"v{i}".encode() for i in range(10)]
 
 
@@ -170,8 +212,9 @@ def aiokafka_values(settings, topic: str, n: int) -> list[bytes]:
     from aiokafka import AIOKafkaConsumer
 
     async def run():
-        consumer = AIOKafkaConsumer(topic, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
-                                    **aiokafka_config(settings))
+        consumer = AIOKafkaConsumer(
+            topic, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None, **aiokafka_config(settings)
+        )
         await consumer.start()
         try:
             values = []
@@ -195,8 +238,13 @@ def test_groups_command_reports_lag_over_sasl_ssl_as_json(secured_kafka, secured
     finally:
         producer.close()
     group = f"{prefix}-ops"
-    secured_admin.alter_group_offsets(group, {TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1),
-                                              TopicPartition(topic, 1): OffsetAndMetadata(3, "", -1)})
+    secured_admin.alter_group_offsets(
+        group,
+        {
+            TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1),
+            TopicPartition(topic, 1): OffsetAndMetadata(3, "", -1),
+        },
+    )
     result = cli(secured_kafka.sasl_env(), "groups", "--json", "--group", group)
     assert result.returncode == 0, result.stderr
     [g] = json.loads(result.stdout)

@@ -37,12 +37,15 @@ def secured_pipeline(secured_kafka, services, tmp_path):
     starts them, every Kafka client of theirs on the SASL_SSL listener. Yields the settings."""
     password_file = tmp_path / "kafka-password"
     password_file.write_text(secured_kafka.settings().kafka_sasl_secret() + "\n")
-    env = {**services.env(),
-           **secured_kafka.sasl_env(THREADLINE_KAFKA_SASL_PASSWORD=None,
-                                    THREADLINE_KAFKA_SASL_PASSWORD_FILE=str(password_file)),
-           "THREADLINE_HOME": str(tmp_path / "home"),
-           "THREADLINE_GATEWAY_PORT": str(free_port()),
-           "THREADLINE_WORKER_OPS_PORT": str(free_port())}
+    env = {
+        **services.env(),
+        **secured_kafka.sasl_env(
+            THREADLINE_KAFKA_SASL_PASSWORD=None, THREADLINE_KAFKA_SASL_PASSWORD_FILE=str(password_file)
+        ),
+        "THREADLINE_HOME": str(tmp_path / "home"),
+        "THREADLINE_GATEWAY_PORT": str(free_port()),
+        "THREADLINE_WORKER_OPS_PORT": str(free_port()),
+    }
     settings = secured_kafka.settings(env)
     assert settings.kafka_sasl_password is None and settings.kafka_sasl_password_file == password_file
 
@@ -99,8 +102,12 @@ def test_a_contact_posted_to_the_gateway_is_resolved_and_stitched_by_the_worker_
     assert gateway_ready.status_code == 200 and gateway_ready.json()["checks"]["kafka"] == {"ok": True}
 
     handle = f"secured_{uuid.uuid4().hex[:8]}"
-    posted = httpx.post(f"{gateway_url}/contacts", json=contact(f"tw-{handle}", handle, connector="api"), timeout=30,
-                        headers={"authorization": f"Bearer {apps.token(settings, 'contact_tokens', 'api')}"})
+    posted = httpx.post(
+        f"{gateway_url}/contacts",
+        json=contact(f"tw-{handle}", handle, connector="api"),
+        timeout=30,
+        headers={"authorization": f"Bearer {apps.token(settings, 'contact_tokens', 'api')}"},
+    )
     assert posted.status_code == 202, posted.text
     ack = posted.json()
     assert ack["topic"] == CONTACTS.name and ack["offset"] >= 0
@@ -110,16 +117,23 @@ def test_a_contact_posted_to_the_gateway_is_resolved_and_stitched_by_the_worker_
     resolved = Reader(settings, CONTACTS_RESOLVED.name)
     conversations = Reader(settings, CONVERSATIONS.name)
     try:
-        [mine] = [v for v in resolved.wait_for(lambda vs: any(v["event_id"] == event_id for v in vs), timeout=60,
-                                               what=f"contact {event_id}")
-                  if v["event_id"] == event_id]
+        [mine] = [
+            v
+            for v in resolved.wait_for(
+                lambda vs: any(v["event_id"] == event_id for v in vs), timeout=60, what=f"contact {event_id}"
+            )
+            if v["event_id"] == event_id
+        ]
         assert mine["customer_id"]
         assert mine["identities"][0]["value"] == handle and mine["text"] == "il mio ordine è arrivato rotto"
         [record] = [m for m, v in resolved.records if v["event_id"] == event_id]
         assert record.key == mine["customer_id"].encode()
 
-        events = conversations.wait_for(lambda vs: any(v["contact_event_id"] == event_id for v in vs), timeout=30,
-                                        what=f"the conversation of {event_id}")
+        events = conversations.wait_for(
+            lambda vs: any(v["contact_event_id"] == event_id for v in vs),
+            timeout=30,
+            what=f"the conversation of {event_id}",
+        )
         ours = [v for v in events if v["contact_event_id"] == event_id]
         assert "opened" in {v["event_type"] for v in ours}
         assert {v["customer_id"] for v in ours} == {mine["customer_id"]}
@@ -131,15 +145,16 @@ def test_a_contact_posted_to_the_gateway_is_resolved_and_stitched_by_the_worker_
     # The worker counted what it consumed on each of its topics.
     def counted() -> bool:
         samples = scrape(worker_ops)
-        return all(total(samples, "threadline_events_consumed_total", component="worker", topic=t) >= 1
-                   for t in (CONTACTS.name, CONTACTS_RESOLVED.name))
+        return all(
+            total(samples, "threadline_events_consumed_total", component="worker", topic=t) >= 1
+            for t in (CONTACTS.name, CONTACTS_RESOLVED.name)
+        )
 
     wait_until(counted, 10, interval=0.5, what="the worker's consumed-events metrics")
     samples = scrape(worker_ops)
     assert total(samples, "threadline_events_produced_total", component="worker", topic=CONVERSATIONS.name) >= 1
     assert total(samples, "threadline_ready", component="worker", dependency="kafka") == 1
-    assert total(scrape(gateway_url), "threadline_events_produced_total", component="gateway",
-                 topic=CONTACTS.name) >= 1
+    assert total(scrape(gateway_url), "threadline_events_produced_total", component="gateway", topic=CONTACTS.name) >= 1
 
     # faust's consumer group is on the secured broker, with the worker as its member, and it
     # committed the contact's offset (what `threadline groups` reports).

@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[3]
 
 def create_topics(admin, topics: StreamTopics) -> list[str]:
     specs = topics.specs()
-    admin.create_topics({name: {"num_partitions": n, "replication_factor": 1, "configs": cfg}
-                         for name, (n, cfg) in specs.items()})
+    admin.create_topics(
+        {name: {"num_partitions": n, "replication_factor": 1, "configs": cfg} for name, (n, cfg) in specs.items()}
+    )
     return list(specs)
 
 
@@ -65,13 +66,24 @@ class Worker:
 
 def start_worker(services, *, app_id: str, prefix: str, home: Path, log_path: Path, **env) -> Worker:
     home.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, **services.env(), "THREADLINE_HOME": str(home), "THREADLINE_LOG_LEVEL": "INFO",
-                "THREADLINE_STREAMS_STORE": "memory",
-                "THREADLINE_STREAMS_SESSION_TIMEOUT": "10", **env}
+    full_env = {
+        **os.environ,
+        **services.env(),
+        "THREADLINE_HOME": str(home),
+        "THREADLINE_LOG_LEVEL": "INFO",
+        "THREADLINE_STREAMS_STORE": "memory",
+        "THREADLINE_STREAMS_SESSION_TIMEOUT": "10",
+        **env,
+    }
     log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "threadline.tools.cli", "worker", "--app-id", app_id,
-                             "--topic-prefix", prefix], env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=REPO, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadline.tools.cli", "worker", "--app-id", app_id, "--topic-prefix", prefix],
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        start_new_session=True,
+    )
     return Worker(proc, log_path)
 
 
@@ -84,17 +96,25 @@ def wait_for_members(admin, group: str, n: int, timeout: float = 120.0) -> None:
         if desc.get("group_state") == "Stable" and len(desc.get("members", [])) == n:
             return
         time.sleep(0.5)
-    raise AssertionError(f"consumer group {group} never was stable with {n} members: {desc.get('group_state')}, "
-                         f"{len(desc.get('members', []))} members")
+    raise AssertionError(
+        f"consumer group {group} never was stable with {n} members: {desc.get('group_state')}, "
+        f"{len(desc.get('members', []))} members"
+    )
 
 
 T_BASE = datetime.now(UTC).replace(microsecond=0)
 
 
-def make_contact(provider_id: str, channel: str, identities: list[dict], *, minutes: float = 0,
-                 base: datetime | None = None, **extra) -> ContactIn:
-    body = {"provider_id": provider_id, "connector": "test", "channel": channel,
-            "occurred_at": ((base or T_BASE) + timedelta(minutes=minutes)).isoformat(), "identities": identities}
+def make_contact(
+    provider_id: str, channel: str, identities: list[dict], *, minutes: float = 0, base: datetime | None = None, **extra
+) -> ContactIn:
+    body = {
+        "provider_id": provider_id,
+        "connector": "test",
+        "channel": channel,
+        "occurred_at": ((base or T_BASE) + timedelta(minutes=minutes)).isoformat(),
+        "identities": identities,
+    }
     body.update(extra)
     return ContactIn.model_validate(body)
 
@@ -110,8 +130,9 @@ class Producer:
         records, futures = [], []
         for c in contacts:
             record = to_record(c, datetime.now(UTC))
-            futures.append(self.producer.send(topic, key=partition_key(c),
-                                              value=self.codec.encode(topic, schemas.CONTACT, record)))
+            futures.append(
+                self.producer.send(topic, key=partition_key(c), value=self.codec.encode(topic, schemas.CONTACT, record))
+            )
             records.append(record)
         self.producer.flush(30)
         for record, f in zip(records, futures):
@@ -201,8 +222,14 @@ class StreamRun:
     def worker(self, members: int = 1, **env) -> Worker:
         """Start one more worker and wait until the group is stable with ``members`` members."""
         n = len(self.workers) + 1
-        w = start_worker(self.services, app_id=self.app_id, prefix=self.prefix, home=self.home / f"home{n}",
-                         log_path=self.home / f"worker{n}.log", **env)
+        w = start_worker(
+            self.services,
+            app_id=self.app_id,
+            prefix=self.prefix,
+            home=self.home / f"home{n}",
+            log_path=self.home / f"worker{n}.log",
+            **env,
+        )
         self.workers.append(w)
         wait_for_members(self.admin, self.app_id, members)
         return w
@@ -219,7 +246,9 @@ def stream_run(services, label: str, home: Path) -> Iterator[StreamRun]:
     topics = StreamTopics.prefixed(f"{label}{run}")
     admin = admin_client(services.settings)
     names = create_topics(admin, topics)
-    world = StreamRun(services, run, f"{label}{run}", f"{label}-{run}", topics, admin, Producer(services.settings), home)
+    world = StreamRun(
+        services, run, f"{label}{run}", f"{label}-{run}", topics, admin, Producer(services.settings), home
+    )
     try:
         yield world
     finally:

@@ -38,12 +38,19 @@ def people(run):
     for i in range(CUSTOMERS):
         handle = {"kind": "social", "value": f"p{i}_{run}", "platform": "twitter"}
         email = {"kind": "email", "value": f"p{i}.{run}@example.pl"}
-        out.append([
-            make_contact(f"tw-{i}-{run}", "twitter", [{**handle, "primary": True}], base=BASE),
-            make_contact(f"mail-{i}-{run}", "email", [{**email, "primary": True}], base=BASE, minutes=5),
-            make_contact(f"chat-{i}-{run}", "chat", [{"kind": "chat_visitor", "value": f"v{i}-{run}", "primary": True},
-                                                     email, handle], base=BASE, minutes=10),
-        ])
+        out.append(
+            [
+                make_contact(f"tw-{i}-{run}", "twitter", [{**handle, "primary": True}], base=BASE),
+                make_contact(f"mail-{i}-{run}", "email", [{**email, "primary": True}], base=BASE, minutes=5),
+                make_contact(
+                    f"chat-{i}-{run}",
+                    "chat",
+                    [{"kind": "chat_visitor", "value": f"v{i}-{run}", "primary": True}, email, handle],
+                    base=BASE,
+                    minutes=10,
+                ),
+            ]
+        )
     return out
 
 
@@ -62,14 +69,20 @@ def sent(cluster):
     rounds = []
     for contacts in zip(*people(run)):
         records = producer.contacts(topics.contacts, list(contacts))
-        readers["resolved"].wait_for(lambda vs, want={r["event_id"] for r in records}: want <= {
-            v["event_id"] for v in vs}, what="a round of contacts resolved")
+        readers["resolved"].wait_for(
+            lambda vs, want={r["event_id"] for r in records}: want <= {v["event_id"] for v in vs},
+            what="a round of contacts resolved",
+        )
         rounds.append([r["event_id"] for r in records])
     ids = [list(g) for g in zip(*rounds)]
     survivors = {customer_id_for(g[0]) for g in ids}
     readers["conversations"].wait_for(
-        lambda vs: {(v["customer_id"], v["contact_event_id"]) for v in vs if v["event_type"] == "message_appended"}
-        >= {(customer_id_for(g[0]), e) for g in ids for e in g}, what="every contact under its survivor")
+        lambda vs: (
+            {(v["customer_id"], v["contact_event_id"]) for v in vs if v["event_type"] == "message_appended"}
+            >= {(customer_id_for(g[0]), e) for g in ids for e in g}
+        ),
+        what="every contact under its survivor",
+    )
     settle(readers["conversations"])
     return ids, survivors
 
@@ -90,7 +103,9 @@ def test_each_customer_is_one_conversation_written_by_one_worker(cluster, sent):
     events = readers["conversations"].values()
     for g in ids:
         cust = customer_id_for(g[0])
-        convs = {v["conversation_id"] for v in events if v["customer_id"] == cust and v["event_type"] == "message_appended"}
+        convs = {
+            v["conversation_id"] for v in events if v["customer_id"] == cust and v["event_type"] == "message_appended"
+        }
         assert len(convs) == 1
     writers = defaultdict(set)
     graph_writers = set()
@@ -112,10 +127,15 @@ def test_a_merge_is_an_event_and_the_absorbed_contacts_are_rekeyed_to_the_surviv
     resolved = readers["resolved"].poll()
     for tweet, mail, chat in ids:
         survivor, absorbed = customer_id_for(tweet), customer_id_for(mail)
-        assert any(e["event_type"] == "merged" and e["customer_id"] == survivor
-                   and e["related_customer_ids"] == [absorbed] for e in identity_events)
-        rekeyed = [(v["customer_id"], dict(m.headers)["rekeyed_from"]) for m, v in resolved
-                   if v["event_id"] == mail and "rekeyed_from" in dict(m.headers)]
+        assert any(
+            e["event_type"] == "merged" and e["customer_id"] == survivor and e["related_customer_ids"] == [absorbed]
+            for e in identity_events
+        )
+        rekeyed = [
+            (v["customer_id"], dict(m.headers)["rekeyed_from"])
+            for m, v in resolved
+            if v["event_id"] == mail and "rekeyed_from" in dict(m.headers)
+        ]
         assert (survivor, absorbed.encode()) in rekeyed
 
 
@@ -125,19 +145,38 @@ def test_an_operator_unlink_splits_the_customer_downstream(cluster, sent, servic
     tweet, mail, chat = ids[0]
     survivor, split_off = customer_id_for(tweet), customer_id_for(mail)
     env = {**services.env(), "THREADLINE_LOG_FORMAT": "json"}
-    result = subprocess.run([sys.executable, "-m", "threadline.tools.cli", "identity", "unlink", f"email:p0.{run}@example.pl",
-                             f"social:twitter:p0_{run}", "--topic-prefix", prefix],
-                            env={**os.environ, **env}, cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "threadline.tools.cli",
+            "identity",
+            "unlink",
+            f"email:p0.{run}@example.pl",
+            f"social:twitter:p0_{run}",
+            "--topic-prefix",
+            prefix,
+        ],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     events = readers["identities"].wait_for(
-        lambda vs: any(v["event_type"] == "unmerged" and v["customer_id"] == survivor for v in vs), what="unmerged")
+        lambda vs: any(v["event_type"] == "unmerged" and v["customer_id"] == survivor for v in vs), what="unmerged"
+    )
     [unmerged] = [v for v in events if v["event_type"] == "unmerged" and v["customer_id"] == survivor]
     assert unmerged["related_customer_ids"] == [split_off] and unmerged["reason"] == "unlinked_by_operator"
     # The email and the chat carry the email identity: they move to the split-off customer.
-    resolved = readers["resolved"].wait_for(lambda vs: {v["event_id"] for v in vs if v["customer_id"] == split_off}
-                                            >= {mail, chat}, what="re-keyed contacts")
+    resolved = readers["resolved"].wait_for(
+        lambda vs: {v["event_id"] for v in vs if v["customer_id"] == split_off} >= {mail, chat},
+        what="re-keyed contacts",
+    )
     assert latest_customer(resolved)[tweet] == survivor
     assert {latest_customer(resolved)[e] for e in (mail, chat)} == {split_off}
     readers["conversations"].wait_for(
         lambda vs: any(v["event_type"] == "opened" and v["customer_id"] == split_off for v in vs),
-        what="the split-off customer's conversation")
+        what="the split-off customer's conversation",
+    )

@@ -33,7 +33,8 @@ def test_an_undecodable_record_goes_to_the_dlq_with_its_reason_and_the_partition
     [good] = producer.contacts(topics.contacts, [contact])
     assert producer.partitions[good["event_id"]] == bad.partition
     Reader(services.settings, topics.resolved).wait_for(
-        lambda vs: any(v["event_id"] == good["event_id"] for v in vs), what="the contact behind the bad record")
+        lambda vs: any(v["event_id"] == good["event_id"] for v in vs), what="the contact behind the bad record"
+    )
     dlq = Reader(services.settings, topics.dlq, decode=False)
     dlq.wait_for(lambda vs: len(vs) >= 1, what="the DLQ record")
     [(msg, value)] = dlq.records
@@ -50,27 +51,42 @@ def test_a_worker_killed_and_restarted_loses_nothing_and_doubles_nothing(setup, 
     email = [{"kind": "email", "value": f"kasia.{run}@example.pl", "primary": True}]
     agent = {"role": "agent", "department": "support"}
     before_kill = [
-        make_contact(f"m1-{run}", "email", email, base=t0, text="Kiedy dostanę zwrot?",
-                     facts=[{"kind": "order_number", "value": f"7{run}"}]),
+        make_contact(
+            f"m1-{run}",
+            "email",
+            email,
+            base=t0,
+            text="Kiedy dostanę zwrot?",
+            facts=[{"kind": "order_number", "value": f"7{run}"}],
+        ),
         make_contact(f"r1-{run}", "email", email, base=t0, minutes=5, direction="outbound", actor=agent),
         make_contact(f"m2-{run}", "email", email, base=t0, minutes=8, text="Dziękuję, a kiedy?"),
     ]
-    after_kill = [before_kill[2],  # redelivered: the same provider message again
-                  make_contact(f"m3-{run}", "email", email, base=t0, minutes=12, text="Halo?")]
+    after_kill = [
+        before_kill[2],  # redelivered: the same provider message again
+        make_contact(f"m3-{run}", "email", email, base=t0, minutes=12, text="Halo?"),
+    ]
 
     w1 = worker(1)
     records = producer.contacts(topics.contacts, before_kill)
     conversations = Reader(services.settings, topics.conversations)
-    conversations.wait_for(lambda vs: any(v["contact_event_id"] == records[2]["event_id"] and
-                                          v["event_type"] == "message_appended" for v in vs), what="m2 stitched")
+    conversations.wait_for(
+        lambda vs: any(
+            v["contact_event_id"] == records[2]["event_id"] and v["event_type"] == "message_appended" for v in vs
+        ),
+        what="m2 stitched",
+    )
     os.killpg(w1.proc.pid, signal.SIGKILL)
     w1.proc.wait(timeout=10)
 
     records += producer.contacts(topics.contacts, after_kill)
     w2 = worker(2)
-    events = conversations.wait_for(lambda vs: any(v["contact_event_id"] == records[-1]["event_id"] and
-                                                   v["event_type"] == "message_appended" for v in vs),
-                                    what="m3 stitched after the restart")
+    events = conversations.wait_for(
+        lambda vs: any(
+            v["contact_event_id"] == records[-1]["event_id"] and v["event_type"] == "message_appended" for v in vs
+        ),
+        what="m3 stitched after the restart",
+    )
     events = settle(conversations)
 
     # What the rules give for these contacts, computed here without Kafka.

@@ -32,29 +32,49 @@ def gw(tmp_path):
     from schemas.codec import SingleObjectCodec
 
     producer = FakeProducer()
-    settings = Settings(_env_file=None, home=tmp_path, codec=CodecKind.SINGLE_OBJECT, webhook_secret=SecretStr(SECRET),
-                        max_body_bytes=4096)
-    app = create_app(settings, producer_factory=lambda: producer, codec_factory=SingleObjectCodec,
-                     contacts_topic="test.direct.contacts", dlq_topic="test.direct.dlq")
+    settings = Settings(
+        _env_file=None,
+        home=tmp_path,
+        codec=CodecKind.SINGLE_OBJECT,
+        webhook_secret=SecretStr(SECRET),
+        max_body_bytes=4096,
+    )
+    app = create_app(
+        settings,
+        producer_factory=lambda: producer,
+        codec_factory=SingleObjectCodec,
+        contacts_topic="test.direct.contacts",
+        dlq_topic="test.direct.dlq",
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield SimpleNamespace(app=app, client=client, producer=producer)
 
 
 def chat_body(mid: str, **extra) -> bytes:
-    return json.dumps({"message_id": mid, "session_id": "s-1", "visitor_id": "v-42",
-                       "sent_at": "2026-11-22T08:00:00+00:00", "language": "it",
-                       "text": "Il numero dell'ordine è 100234, potete aiutarmi?", **extra}).encode()
+    return json.dumps(
+        {
+            "message_id": mid,
+            "session_id": "s-1",
+            "visitor_id": "v-42",
+            "sent_at": "2026-11-22T08:00:00+00:00",
+            "language": "it",
+            "text": "Il numero dell'ordine è 100234, potete aiutarmi?",
+            **extra,
+        }
+    ).encode()
 
 
 def post(gw, body: bytes, path: str = "/webhooks/chat", secret: str = SECRET, **kw):
     url = f"{BASE}{path}"
-    return gw.client.post(url, content=body, headers={**signed_headers("chat", body, url, secret),
-                                                      **kw.pop("headers", {})}, **kw)
+    return gw.client.post(
+        url, content=body, headers={**signed_headers("chat", body, url, secret), **kw.pop("headers", {})}, **kw
+    )
 
 
 def test_a_webhook_post_is_answered_without_fastapis_router(gw, monkeypatch):
     """The router is not reached: a webhook costs no route matching, dependency solving or
     FastAPI middleware (measured: more than mapping and encoding the contact)."""
+
     async def no_router(scope, receive, send):
         raise AssertionError(f"routed by FastAPI: {scope['method']} {scope['path']}")
 
@@ -62,8 +82,10 @@ def test_a_webhook_post_is_answered_without_fastapis_router(gw, monkeypatch):
     monkeypatch.setattr(gw.app, "middleware_stack", no_router)
     r = post(gw, chat_body("m-direct-1"))
     assert r.status_code == 202, r.text
-    assert r.json() == {"accepted": [{"event_id": event_id("chat", "m-direct-1"), "partition": 0, "offset": 0}],
-                        "dead_lettered": 0}
+    assert r.json() == {
+        "accepted": [{"event_id": event_id("chat", "m-direct-1"), "partition": 0, "offset": 0}],
+        "dead_lettered": 0,
+    }
     assert r.headers["content-type"] == "application/json"
 
 
@@ -80,9 +102,18 @@ def test_everything_but_webhook_posts_is_still_routed_by_fastapi(gw):
     assert "202" in doc["paths"]["/webhooks/{connector}"]["post"]["responses"]
 
 
-@pytest.mark.parametrize("path, expected", [
-    ("/webhooks/chat", "chat"), ("/webhooks/twilio-voice", "twilio-voice"), ("/webhooks/", None),
-    ("/webhooks/chat/", None), ("/webhooks/a/b", None), ("/webhook/chat", None), ("/contacts", None)])
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("/webhooks/chat", "chat"),
+        ("/webhooks/twilio-voice", "twilio-voice"),
+        ("/webhooks/", None),
+        ("/webhooks/chat/", None),
+        ("/webhooks/a/b", None),
+        ("/webhook/chat", None),
+        ("/contacts", None),
+    ],
+)
 def test_webhook_connector_matches_what_the_route_template_matches(path, expected):
     assert webhook_connector(path) == expected
 
@@ -119,8 +150,17 @@ def test_an_unexpected_exception_is_a_json_500_and_logged_by_type_only(gw, capsy
 
 def test_request_metrics_carry_the_route_template_as_before(gw):
     def count(status: str) -> float:
-        return metrics.sample_value(metrics.exposition().decode(), "threadline_http_requests_total", app="gateway",
-                                    method="POST", route="/webhooks/{connector}", status=status) or 0.0
+        return (
+            metrics.sample_value(
+                metrics.exposition().decode(),
+                "threadline_http_requests_total",
+                app="gateway",
+                method="POST",
+                route="/webhooks/{connector}",
+                status=status,
+            )
+            or 0.0
+        )
 
     before = count("202"), count("401")
     assert post(gw, chat_body("m-direct-metrics")).status_code == 202
@@ -149,9 +189,18 @@ def test_the_query_string_and_repeated_forwarded_headers_reach_the_mapping(gw, m
 
 
 def test_a_client_that_goes_away_mid_body_gets_no_answer_and_nothing_is_produced(gw):
-    scope = {"type": "http", "method": "POST", "path": "/webhooks/chat", "root_path": "", "scheme": "http",
-             "query_string": b"", "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1),
-             "server": ("testserver", 80), "http_version": "1.1"}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks/chat",
+        "root_path": "",
+        "scheme": "http",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+        "http_version": "1.1",
+    }
     messages = iter([{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}])
     sent = []
 

@@ -37,11 +37,21 @@ def served(tmp_path_factory):
 
     import uvicorn
 
-    settings = Settings(home=tmp_path_factory.mktemp("gateway-server"), codec=CodecKind.SINGLE_OBJECT,
-                        webhook_secret=SecretStr(SECRET), gateway_host="127.0.0.1", gateway_port=free_port())
+    settings = Settings(
+        home=tmp_path_factory.mktemp("gateway-server"),
+        codec=CodecKind.SINGLE_OBJECT,
+        webhook_secret=SecretStr(SECRET),
+        gateway_host="127.0.0.1",
+        gateway_port=free_port(),
+    )
     producer = FakeProducer()
-    app = create_app(settings, producer_factory=lambda: producer, codec_factory=SingleObjectCodec,
-                     contacts_topic="test.gateway-server.contacts", dlq_topic="test.gateway-server.dlq")
+    app = create_app(
+        settings,
+        producer_factory=lambda: producer,
+        codec_factory=SingleObjectCodec,
+        contacts_topic="test.gateway-server.contacts",
+        dlq_topic="test.gateway-server.dlq",
+    )
     config = uvicorn.Config(app, **server.uvicorn_options(settings, timeout_graceful_shutdown=2))
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -58,10 +68,17 @@ def served(tmp_path_factory):
 
 
 def chat_body(mid: str) -> bytes:
-    return json.dumps({"message_id": mid, "session_id": "s-1", "visitor_id": "v-42",
-                       "sent_at": "2026-11-22T08:00:00+00:00", "language": "it",
-                       "text": "Il numero dell'ordine è 100234, potete aiutarmi?",
-                       "login": {"email": "giulia.rossi@example.it"}}).encode()
+    return json.dumps(
+        {
+            "message_id": mid,
+            "session_id": "s-1",
+            "visitor_id": "v-42",
+            "sent_at": "2026-11-22T08:00:00+00:00",
+            "language": "it",
+            "text": "Il numero dell'ordine è 100234, potete aiutarmi?",
+            "login": {"email": "giulia.rossi@example.it"},
+        }
+    ).encode()
 
 
 def test_the_gateway_is_served_by_uvloop_and_httptools():
@@ -104,8 +121,12 @@ def test_a_wrong_signature_unknown_connector_and_bad_json_answer_as_before(serve
     body = chat_body("m-bad")
     wrong = signed_headers("chat", body, url, "not-the-secret")
     assert httpx.post(url, content=body, headers=wrong).status_code == 401
-    assert httpx.post(f"{served.base}/webhooks/nope", content=body,
-                      headers={"content-type": "application/json"}).status_code == 404
+    assert (
+        httpx.post(
+            f"{served.base}/webhooks/nope", content=body, headers={"content-type": "application/json"}
+        ).status_code
+        == 404
+    )
     junk = b"{not json"
     r = httpx.post(url, content=junk, headers=signed_headers("chat", junk, url, SECRET))
     assert r.status_code == 400 and r.json()["error"] == "invalid_body"
@@ -117,10 +138,11 @@ def test_the_wrk_script_signs_every_request_so_the_gateway_accepts_all(served):
     """The Lua HMAC-SHA256 (and its self-test) against the gateway's own verification."""
     url = f"{served.base}/webhooks/chat"
     warm = json.dumps({**json.loads(chat_body("m-warm")), "language": None}).encode()  # detection loads once
-    assert httpx.post(url, content=warm, headers=signed_headers("chat", warm, url, SECRET), timeout=120).status_code == 202
+    assert (
+        httpx.post(url, content=warm, headers=signed_headers("chat", warm, url, SECRET), timeout=120).status_code == 202
+    )
     before = len(served.producer.sent)
-    result = gateway_bench.run_wrk(f"{served.base}/webhooks/chat", SECRET, seconds=1, connections=2,
-                                   run="unit-wrk")
+    result = gateway_bench.run_wrk(f"{served.base}/webhooks/chat", SECRET, seconds=1, connections=2, run="unit-wrk")
     assert result.requests > 0
     assert result.errors == {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
     sent = served.producer.sent[before:]
@@ -130,11 +152,17 @@ def test_the_wrk_script_signs_every_request_so_the_gateway_accepts_all(served):
 
 # -- Sink.publish ---------------------------------------------------------------------------------
 
+
 def _contact(mid: str):
     from connectors.contact import ContactIn
 
-    return ContactIn(provider_id=mid, connector="chat", channel="chat", occurred_at="2026-11-22T08:00:00Z",
-                     identities=[{"kind": "chat_visitor", "value": "v-1"}])
+    return ContactIn(
+        provider_id=mid,
+        connector="chat",
+        channel="chat",
+        occurred_at="2026-11-22T08:00:00Z",
+        identities=[{"kind": "chat_visitor", "value": "v-1"}],
+    )
 
 
 class _Codec:
@@ -151,7 +179,9 @@ def test_publish_returns_one_acknowledgment_per_record_in_order(n_contacts, n_re
     acks, dlq = asyncio.run(sink.publish("chat", contacts, rejected))
     assert [m.topic for m in acks] == ["c"] * n_contacts
     assert [m.topic for m in dlq] == ["d"] * n_rejected
-    assert [p[2] for p in producer.sent[:n_contacts]] == [event_id("chat", f"m-{i}").encode() for i in range(n_contacts)]
+    assert [p[2] for p in producer.sent[:n_contacts]] == [
+        event_id("chat", f"m-{i}").encode() for i in range(n_contacts)
+    ]
 
 
 # -- the bench's reading of wrk's output -----------------------------------------------------------
@@ -181,8 +211,17 @@ def test_the_bench_reads_wrks_summary_line():
 
 
 def test_cpu_per_request_is_the_gateways_cpu_seconds_over_requests():
-    r = gateway_bench.LoadResult(requests=2000, seconds=2.0, p50_ms=1, p90_ms=2, p99_ms=3, max_ms=4, errors={},
-                                 gateway_cpu_seconds=0.8, loadgen_cpu_seconds=0.1)
+    r = gateway_bench.LoadResult(
+        requests=2000,
+        seconds=2.0,
+        p50_ms=1,
+        p90_ms=2,
+        p99_ms=3,
+        max_ms=4,
+        errors={},
+        gateway_cpu_seconds=0.8,
+        loadgen_cpu_seconds=0.1,
+    )
     assert r.gateway_cpu_us == pytest.approx(400.0) and r.loadgen_cpu_us == pytest.approx(50.0)
 
 

@@ -30,21 +30,33 @@ class FakeDetect:
 
 
 def context(fake: FakeDetect, cache_size: int = 4096) -> MapContext:
-    return MapContext(received_at=NOW, languages=LANGS, detector=LanguageDetector(LANGS, detect=fake, cache_size=cache_size))
+    return MapContext(
+        received_at=NOW, languages=LANGS, detector=LanguageDetector(LANGS, detect=fake, cache_size=cache_size)
+    )
 
 
 def mapped(connector: str, content: bytes, ctx: MapContext, hdrs: dict | None = None):
     url = f"http://testserver/webhooks/{connector}"
-    out = handle(WebhookRequest(connector, url, hdrs or headers(connector, content, url), content, NOW), SECRETS, ctx,
-                 1_000_000)
+    out = handle(
+        WebhookRequest(connector, url, hdrs or headers(connector, content, url), content, NOW), SECRETS, ctx, 1_000_000
+    )
     assert out.status == 202 and len(out.contacts) == 1, out
     return out.contacts[0]
 
 
 def chat(text: str | None, language: str | None = None, mid: str = "m-1") -> bytes:
-    return json.dumps({"message_id": mid, "session_id": "s-1", "visitor_id": "v-1", "sent_at": "2026-11-22T10:00:00Z",
-                       "sender": "visitor", "text": text, "login": {"email": "sanne@example.nl"},
-                       "language": language}).encode()
+    return json.dumps(
+        {
+            "message_id": mid,
+            "session_id": "s-1",
+            "visitor_id": "v-1",
+            "sent_at": "2026-11-22T10:00:00Z",
+            "sender": "visitor",
+            "text": text,
+            "login": {"email": "sanne@example.nl"},
+            "language": language,
+        }
+    ).encode()
 
 
 def test_a_text_without_a_stated_language_is_detected():
@@ -56,8 +68,9 @@ def test_a_text_without_a_stated_language_is_detected():
 @pytest.mark.parametrize("stated,expected", [("nl", "nl"), ("nl-NL", "nl"), ("NL", "nl"), ("pt_BR", "pt")])
 def test_a_language_the_provider_states_is_not_detected(stated, expected):
     fake = FakeDetect("it")
-    contact = mapped("chat", chat("Ik heb het formulier al ingevuld, waarom vragen jullie het opnieuw?", stated),
-                     context(fake))
+    contact = mapped(
+        "chat", chat("Ik heb het formulier al ingevuld, waarom vragen jullie het opnieuw?", stated), context(fake)
+    )
     assert contact.language == expected and fake.asked == []
 
 
@@ -129,9 +142,22 @@ def test_a_long_text_is_shortened_before_detection():
     assert len(fake.asked) == 1 and len(fake.asked[0]) <= 1000
 
 
-@pytest.mark.parametrize("value,expected", [("it", "it"), ("it-IT", "it"), ("en_GB", "en"), ("zh-Hant-TW", "zh"),
-                                            ("nl, en", "nl"), ("und", None), ("zxx", None), ("", None), (None, None),
-                                            ("italian", None), ("i", None)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("it", "it"),
+        ("it-IT", "it"),
+        ("en_GB", "en"),
+        ("zh-Hant-TW", "zh"),
+        ("nl, en", "nl"),
+        ("und", None),
+        ("zxx", None),
+        ("", None),
+        (None, None),
+        ("italian", None),
+        ("i", None),
+    ],
+)
 def test_stated_language_tags_become_iso_639_1(value, expected):
     assert stated_language(value) == expected
 

@@ -20,15 +20,30 @@ from threadline.settings import Settings
 CTX = MapContext(received_at=datetime(2026, 11, 22, 12, 0, tzinfo=UTC))
 
 
-@pytest.mark.parametrize("text,said,signature", [
-    ("Hi,\n\nthe parcel is broken.\n\n-- \nTom\n+44 7700 900123\n", "Hi,\n\nthe parcel is broken.", "-- \nTom\n+44 7700 900123"),
-    ("Ciao, ecco la foto.\n\nIl giorno sab 21 nov alle 18:00 Support ha scritto:\n> Mandi una foto?\n", "Ciao, ecco la foto.", ""),
-    ("Dank je.\n\nOp za 21 nov. 2026 om 18:00 schreef Support <s@x.nl>:\n> Hallo\n", "Dank je.", ""),
-    ("Dziękuję.\n\nW dniu 21.11.2026 o 18:00 Support napisał(a):\n> Dzień dobry\n", "Dziękuję.", ""),
-    ("Teşekkürler.\n\n21 Kas 2026 tarihinde Support şunu yazdı:\n> Merhaba\n", "Teşekkürler.", ""),
-    ("Thanks.\n\n-----Original Message-----\nFrom: Support\nSent: today\n", "Thanks.", ""),
-    ("Zie bijlage.\n\nMet vriendelijke groet,\nSanne de Vries\n06 12345678\n", "Zie bijlage.", "Met vriendelijke groet,\nSanne de Vries\n06 12345678"),
-])
+@pytest.mark.parametrize(
+    "text,said,signature",
+    [
+        (
+            "Hi,\n\nthe parcel is broken.\n\n-- \nTom\n+44 7700 900123\n",
+            "Hi,\n\nthe parcel is broken.",
+            "-- \nTom\n+44 7700 900123",
+        ),
+        (
+            "Ciao, ecco la foto.\n\nIl giorno sab 21 nov alle 18:00 Support ha scritto:\n> Mandi una foto?\n",
+            "Ciao, ecco la foto.",
+            "",
+        ),
+        ("Dank je.\n\nOp za 21 nov. 2026 om 18:00 schreef Support <s@x.nl>:\n> Hallo\n", "Dank je.", ""),
+        ("Dziękuję.\n\nW dniu 21.11.2026 o 18:00 Support napisał(a):\n> Dzień dobry\n", "Dziękuję.", ""),
+        ("Teşekkürler.\n\n21 Kas 2026 tarihinde Support şunu yazdı:\n> Merhaba\n", "Teşekkürler.", ""),
+        ("Thanks.\n\n-----Original Message-----\nFrom: Support\nSent: today\n", "Thanks.", ""),
+        (
+            "Zie bijlage.\n\nMet vriendelijke groet,\nSanne de Vries\n06 12345678\n",
+            "Zie bijlage.",
+            "Met vriendelijke groet,\nSanne de Vries\n06 12345678",
+        ),
+    ],
+)
 def test_quoted_replies_and_signatures_are_kept_out_of_the_text(text, said, signature):
     assert email.split_reply(text) == (said, signature)
 
@@ -36,15 +51,19 @@ def test_quoted_replies_and_signatures_are_kept_out_of_the_text(text, said, sign
 def test_signature_phones_are_identity_hints_and_thread_headers_are_kept():
     c = email.to_contact(raw("email_reply.eml"), CTX)
     assert [(i.kind, i.value, i.strength, i.primary) for i in c.identities] == [
-        ("email", "giulia.rossi@example.it", "asserted", True), ("phone", "+393471234567", "hint", False)]
+        ("email", "giulia.rossi@example.it", "asserted", True),
+        ("phone", "+393471234567", "hint", False),
+    ]
     assert "ha scritto" not in c.text and "Tel." not in c.text and "Cordiali" not in c.text
     assert c.thread.references == ["<CAF=giulia.1@mail.example.it>", "<reply.1@shop.example>"]
     assert c.occurred_at == datetime(2026, 11, 22, 9, 2, 3, tzinfo=UTC)
 
 
 def test_a_message_from_our_own_mailbox_is_an_outbound_agent_reply():
-    reply = raw("email_reply.eml").replace(b"From: Giulia Rossi <Giulia.Rossi@Example.IT>\r\nTo: Support <support@shop.example>",
-                                           b"From: Support <support@shop.example>\r\nTo: Giulia Rossi <Giulia.Rossi@Example.IT>")
+    reply = raw("email_reply.eml").replace(
+        b"From: Giulia Rossi <Giulia.Rossi@Example.IT>\r\nTo: Support <support@shop.example>",
+        b"From: Support <support@shop.example>\r\nTo: Giulia Rossi <Giulia.Rossi@Example.IT>",
+    )
     c = email.to_contact(reply, CTX, own_addresses=frozenset({"support@shop.example"}))
     assert (c.direction, c.actor.role, c.identities[0].value) == ("outbound", "agent", "giulia.rossi@example.it")
 
@@ -58,21 +77,36 @@ def test_a_message_without_message_id_gets_a_stable_id_from_its_bytes():
 def test_web_form_fields_become_identities_facts_and_consent():
     req = WebhookRequest("web-form", "u", {"content-type": "application/json"}, raw("web_form.json"), CTX.received_at)
     (c,) = CONNECTORS["web-form"].parse(req, CTX)
-    assert [(i.kind, i.value) for i in c.identities] == [("email", "sanne.devries@example.nl"), ("phone", "+31612345678"),
-                                                         ("cookie", "v-5f2c9a")]
-    assert {(f.kind, f.value) for f in c.facts} >= {("policy", "ski"), ("destination", "Oostenrijk"),
-                                                    ("travel_dates", "2027-01-10/2027-01-17")}
+    assert [(i.kind, i.value) for i in c.identities] == [
+        ("email", "sanne.devries@example.nl"),
+        ("phone", "+31612345678"),
+        ("cookie", "v-5f2c9a"),
+    ]
+    assert {(f.kind, f.value) for f in c.facts} >= {
+        ("policy", "ski"),
+        ("destination", "Oostenrijk"),
+        ("travel_dates", "2027-01-10/2027-01-17"),
+    }
     assert [(x.purpose, x.granted) for x in c.consent] == [("newsletter", True)]
     assert c.text == "Ik wil graag een skiverzekering voor het hele gezin." and c.language == "nl"
 
 
 def test_shopify_orders_carry_purchase_facts_and_marketing_consent():
-    req = WebhookRequest("shopify", "u", {"x-shopify-topic": "orders/create"}, raw("shopify_order.json"), CTX.received_at)
+    req = WebhookRequest(
+        "shopify", "u", {"x-shopify-topic": "orders/create"}, raw("shopify_order.json"), CTX.received_at
+    )
     (c,) = CONNECTORS["shopify"].parse(req, CTX)
-    assert (c.channel, c.event_type, c.occurred_at) == ("store", "order.created", datetime(2026, 11, 20, 17, 5, 12, tzinfo=UTC))
+    assert (c.channel, c.event_type, c.occurred_at) == (
+        "store",
+        "order.created",
+        datetime(2026, 11, 20, 17, 5, 12, tzinfo=UTC),
+    )
     assert ("order_number", "100234") in {(f.kind, f.value) for f in c.facts}
-    assert [(i.kind, i.value) for i in c.identities] == [("email", "giulia.rossi@example.it"), ("phone", "+393471234567"),
-                                                         ("account", "115310627314723954")]
+    assert [(i.kind, i.value) for i in c.identities] == [
+        ("email", "giulia.rossi@example.it"),
+        ("phone", "+393471234567"),
+        ("account", "115310627314723954"),
+    ]
     assert [(x.purpose, x.granted) for x in c.consent] == [("marketing", True)]
 
 
@@ -82,16 +116,24 @@ def test_shopify_address_phones_are_hints_beside_the_customers_phone_and_email()
     order = json.loads(raw("shopify_order.json"))
     order["customer"]["phone"] = "+39 347 123 4567"
     order["shipping_address"]["phone"] = "+39 02 1234 5678"  # the parcel's recipient, maybe not the buyer
-    req = WebhookRequest("shopify", "u", {"x-shopify-topic": "orders/create"}, json.dumps(order).encode(),
-                         CTX.received_at)
+    req = WebhookRequest(
+        "shopify", "u", {"x-shopify-topic": "orders/create"}, json.dumps(order).encode(), CTX.received_at
+    )
     (c,) = CONNECTORS["shopify"].parse(req, CTX)
     assert [(i.kind, i.value, i.strength) for i in c.identities] == [
-        ("email", "giulia.rossi@example.it", "asserted"), ("phone", "+393471234567", "asserted"),
-        ("phone", "+390212345678", "hint"), ("account", "115310627314723954", "verified")]
+        ("email", "giulia.rossi@example.it", "asserted"),
+        ("phone", "+393471234567", "asserted"),
+        ("phone", "+390212345678", "hint"),
+        ("account", "115310627314723954", "verified"),
+    ]
     # no customer phone: the address phone is still only a hint; an address that is not an object is none
     order["customer"]["phone"], order["billing_address"] = None, "Via Torino 12"
-    (c,) = CONNECTORS["shopify"].parse(WebhookRequest("shopify", "u", {"x-shopify-topic": "orders/create"},
-                                                      json.dumps(order).encode(), CTX.received_at), CTX)
+    (c,) = CONNECTORS["shopify"].parse(
+        WebhookRequest(
+            "shopify", "u", {"x-shopify-topic": "orders/create"}, json.dumps(order).encode(), CTX.received_at
+        ),
+        CTX,
+    )
     assert [(i.value, i.strength) for i in c.identities if i.kind == "phone"] == [("+390212345678", "hint")]
 
 
@@ -112,13 +154,17 @@ def test_cdr_rows_map_to_voice_and_ivr_contacts_and_bad_rows_are_reported():
     contacts = [(w, i) for w, _, i in out if isinstance(i, ContactIn)]
     rejected = [(w, i.reason) for w, _, i in out if isinstance(i, Rejected)]
     assert [(w, c.channel, c.direction, c.identities[0].value) for w, c in contacts] == [
-        ("line 1", "voice", "inbound", "+393471234567"), ("line 2", "voice", "outbound", "+48601234567"),
-        ("line 4", "ivr", "inbound", "+31612345678")]
+        ("line 1", "voice", "inbound", "+393471234567"),
+        ("line 2", "voice", "outbound", "+48601234567"),
+        ("line 4", "ivr", "inbound", "+31612345678"),
+    ]
     assert contacts[0][1].occurred_at == datetime(2026, 11, 22, 12, 14, 5, tzinfo=UTC)
     assert contacts[0][1].actor.display_name == "Giulia Rossi" and contacts[0][1].thread.call_id == "1795356845.18"
     assert contacts[2][1].metadata["menu_choice"] == "2"
-    assert rejected == [("line 3", "neither src nor dst is a phone number"),
-                        ("line 5", "start: not a time in YYYY-MM-DD HH:MM:SS: 'not a time'")]
+    assert rejected == [
+        ("line 3", "neither src nor dst is a phone number"),
+        ("line 5", "start: not a time in YYYY-MM-DD HH:MM:SS: 'not a time'"),
+    ]
 
 
 def test_cdr_times_follow_the_configured_zone():

@@ -12,8 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.errors import MalformedPayload
-from connectors.normalize import (FactPatterns, detect_language, email_norm, extract_facts, handle_norm, parse_time,
-                                  phone_e164, phones_in_text)
+from connectors.normalize import (
+    FactPatterns,
+    detect_language,
+    email_norm,
+    extract_facts,
+    handle_norm,
+    parse_time,
+    phone_e164,
+    phones_in_text,
+)
 
 REGIONS = ["IT", "PL", "NL", "TR", "GB", "DE", "US"]
 
@@ -22,9 +30,20 @@ REGIONS = ["IT", "PL", "NL", "TR", "GB", "DE", "US"]
 def phone_numbers(draw):
     region = draw(st.sampled_from(REGIONS))
     example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
-    fmt = draw(st.sampled_from([phonenumbers.PhoneNumberFormat.E164, phonenumbers.PhoneNumberFormat.INTERNATIONAL,
-                                phonenumbers.PhoneNumberFormat.NATIONAL]))
-    return region, phonenumbers.format_number(example, fmt), phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+    fmt = draw(
+        st.sampled_from(
+            [
+                phonenumbers.PhoneNumberFormat.E164,
+                phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+                phonenumbers.PhoneNumberFormat.NATIONAL,
+            ]
+        )
+    )
+    return (
+        region,
+        phonenumbers.format_number(example, fmt),
+        phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164),
+    )
 
 
 @given(phone_numbers())
@@ -57,11 +76,16 @@ def test_what_is_not_a_phone_number_is_none(junk):
 
 def test_phone_numbers_in_a_signature_are_found():
     assert phones_in_text("Giulia Rossi\nTel. +39 347 123 4567 / ufficio 02 8765 4321", "IT") == [
-        "+393471234567", "+390287654321"]
+        "+393471234567",
+        "+390287654321",
+    ]
 
 
-@given(st.from_regex(r"[a-z0-9._]{1,20}@[a-z0-9]{1,10}\.(it|nl|pl|com)", fullmatch=True),
-       st.sampled_from(["", " ", "\t", "<"]), st.booleans())
+@given(
+    st.from_regex(r"[a-z0-9._]{1,20}@[a-z0-9]{1,10}\.(it|nl|pl|com)", fullmatch=True),
+    st.sampled_from(["", " ", "\t", "<"]),
+    st.booleans(),
+)
 def test_emails_are_trimmed_and_lowercased_idempotently(address, pad, upper):
     written = pad + (address.upper() if upper else address) + (">" if pad == "<" else pad)
     assert email_norm(written) == address
@@ -80,14 +104,24 @@ def test_handles_lose_the_at_and_case(handle, prefix):
 
 
 @settings(max_examples=200)
-@given(st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2099, 1, 1)).map(lambda d: d.replace(microsecond=0)),
-       st.integers(min_value=-12, max_value=14))
+@given(
+    st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2099, 1, 1)).map(
+        lambda d: d.replace(microsecond=0)
+    ),
+    st.integers(min_value=-12, max_value=14),
+)
 def test_every_provider_timestamp_format_gives_the_same_utc_instant(naive, offset_h):
     local = naive.replace(tzinfo=timezone(timedelta(hours=offset_h)))
     want = local.astimezone(UTC)
     epoch = int(local.timestamp())
-    for written in (epoch, str(epoch), str(epoch * 1000), local.isoformat(), format_datetime(local),
-                    local.strftime("%a %b %d %H:%M:%S %z %Y")):
+    for written in (
+        epoch,
+        str(epoch),
+        str(epoch * 1000),
+        local.isoformat(),
+        format_datetime(local),
+        local.strftime("%a %b %d %H:%M:%S %z %Y"),
+    ):
         got = parse_time(written)
         assert got == want and got.tzinfo is UTC, written
 
@@ -99,13 +133,16 @@ def test_a_time_without_a_zone_is_rejected_not_guessed():
         parse_time("yesterday")
 
 
-@pytest.mark.parametrize("text,lang", [
-    ("Il mio ordine è arrivato rotto, il pacco era aperto", "it"),
-    ("Kiedy dostanę zwrot pieniędzy za zamówienie?", "pl"),
-    ("Ik heb het formulier al ingevuld voor de skiverzekering", "nl"),
-    ("Siparişim eksik geldi, bir ürün kutuda yoktu", "tr"),
-    ("Can I change my delivery address for this order?", "en"),
-])
+@pytest.mark.parametrize(
+    "text,lang",
+    [
+        ("Il mio ordine è arrivato rotto, il pacco era aperto", "it"),
+        ("Kiedy dostanę zwrot pieniędzy za zamówienie?", "pl"),
+        ("Ik heb het formulier al ingevuld voor de skiverzekering", "nl"),
+        ("Siparişim eksik geldi, bir ürün kutuda yoktu", "tr"),
+        ("Can I change my delivery address for this order?", "en"),
+    ],
+)
 def test_the_language_of_the_text_is_detected(text, lang):
     assert detect_language(text) == lang
 
@@ -118,16 +155,28 @@ def test_text_too_short_has_no_language(text):
 DEFAULT = FactPatterns.from_json(None)
 
 
-@given(st.integers(min_value=1000, max_value=10**9), st.sampled_from([
-    "my order {n} arrived broken", "Il numero dell'ordine è {n}.", "bestelling {n} is niet bezorgd",
-    "zamówienie nr {n} przyszło uszkodzone", "Siparişim {n} eksik geldi", "Order #{n} shipped"]))
+@given(
+    st.integers(min_value=1000, max_value=10**9),
+    st.sampled_from(
+        [
+            "my order {n} arrived broken",
+            "Il numero dell'ordine è {n}.",
+            "bestelling {n} is niet bezorgd",
+            "zamówienie nr {n} przyszło uszkodzone",
+            "Siparişim {n} eksik geldi",
+            "Order #{n} shipped",
+        ]
+    ),
+)
 def test_order_numbers_are_found_in_every_language(n, template):
     facts = extract_facts(template.format(n=n), DEFAULT)
     assert [(f.kind, f.value, f.source) for f in facts] == [("order_number", str(n), "text")]
 
 
 def test_account_numbers_are_facts_and_dates_are_not_orders():
-    assert [(f.kind, f.value) for f in extract_facts("klantnummer 55512345", DEFAULT)] == [("account_number", "55512345")]
+    assert [(f.kind, f.value) for f in extract_facts("klantnummer 55512345", DEFAULT)] == [
+        ("account_number", "55512345")
+    ]
     assert extract_facts("order arrived on 2026-11-20", DEFAULT) == []
 
 

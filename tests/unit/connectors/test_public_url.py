@@ -17,8 +17,8 @@ from fixtures.providers import SECRETS, body, headers
 from threadline.settings import Settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-PUBLIC = "https://hooks.example.org/twilio/sms"   # what Twilio was given
-GATEWAY = ("10.0.3.7", 8000)                        # where the proxy forwards it: /webhooks/twilio
+PUBLIC = "https://hooks.example.org/twilio/sms"  # what Twilio was given
+GATEWAY = ("10.0.3.7", 8000)  # where the proxy forwards it: /webhooks/twilio
 PROXY, CLIENT = "10.0.9.2", "203.0.113.9"
 
 
@@ -26,14 +26,29 @@ def settings(**kw) -> Settings:
     return Settings(_env_file=None, **kw)
 
 
-def incoming(path: str = "/webhooks/twilio", *, peer: str = PROXY, query: str = "",
-             extra: dict[str, str] | list[tuple[str, str]] | None = None) -> Request:
+def incoming(
+    path: str = "/webhooks/twilio",
+    *,
+    peer: str = PROXY,
+    query: str = "",
+    extra: dict[str, str] | list[tuple[str, str]] | None = None,
+) -> Request:
     """A request as the gateway's ASGI server hands it over: the direct peer in ``client``."""
     more = list(extra.items()) if isinstance(extra, dict) else list(extra or [])
     hdrs = [("host", f"{GATEWAY[0]}:{GATEWAY[1]}"), *more]
-    return Request({"type": "http", "method": "POST", "scheme": "http", "server": GATEWAY, "root_path": "",
-                    "path": path, "query_string": query.encode(), "client": (peer, 50123),
-                    "headers": [(k.lower().encode(), v.encode()) for k, v in hdrs]})
+    return Request(
+        {
+            "type": "http",
+            "method": "POST",
+            "scheme": "http",
+            "server": GATEWAY,
+            "root_path": "",
+            "path": path,
+            "query_string": query.encode(),
+            "client": (peer, 50123),
+            "headers": [(k.lower().encode(), v.encode()) for k, v in hdrs],
+        }
+    )
 
 
 def status(req: Request, s: Settings, connector: str = "twilio", signed_for: str = PUBLIC) -> int:
@@ -49,13 +64,16 @@ def test_a_signature_over_the_configured_public_url_validates():
     assert status(incoming(), settings(twilio_public_url=PUBLIC)) == 202
 
 
-@pytest.mark.parametrize("configured", [
-    None,                                              # the URL as received: http://10.0.3.7:8000/webhooks/twilio
-    "https://hooks.example.org/twilio/voice",          # another path
-    "http://hooks.example.org/twilio/sms",             # another scheme
-    "https://other.example.org/twilio/sms",            # another host
-    "https://hooks.example.org/twilio/sms/",           # a trailing slash is another URL to Twilio
-])
+@pytest.mark.parametrize(
+    "configured",
+    [
+        None,  # the URL as received: http://10.0.3.7:8000/webhooks/twilio
+        "https://hooks.example.org/twilio/voice",  # another path
+        "http://hooks.example.org/twilio/sms",  # another scheme
+        "https://other.example.org/twilio/sms",  # another host
+        "https://hooks.example.org/twilio/sms/",  # a trailing slash is another URL to Twilio
+    ],
+)
 def test_a_signature_over_the_public_url_fails_against_any_other(configured):
     assert status(incoming(), settings(twilio_public_url=configured)) == 401
 
@@ -100,30 +118,44 @@ def test_without_trusted_proxies_x_forwarded_is_ignored_even_from_loopback():
 def test_of_a_comma_list_the_value_the_nearest_proxy_appended_counts():
     cfg = PublicUrls.from_settings(settings(trusted_proxies=PROXY))
     hdrs = {"x-forwarded-host": "attacker.example, hooks.example.org", "x-forwarded-proto": "http, https"}
-    assert public_url(cfg, "twilio", url="http://10.0.3.7:8000/webhooks/twilio", peer=PROXY,
-                      headers=hdrs) == "https://hooks.example.org/webhooks/twilio"
+    assert (
+        public_url(cfg, "twilio", url="http://10.0.3.7:8000/webhooks/twilio", peer=PROXY, headers=hdrs)
+        == "https://hooks.example.org/webhooks/twilio"
+    )
 
 
 def test_of_a_repeated_header_the_last_one_counts():
     s = settings(trusted_proxies=PROXY)
-    req = incoming(extra=[("X-Forwarded-Host", "attacker.example"), ("X-Forwarded-Host", "hooks.example.org"),
-                          ("X-Forwarded-Proto", "https")])
+    req = incoming(
+        extra=[
+            ("X-Forwarded-Host", "attacker.example"),
+            ("X-Forwarded-Host", "hooks.example.org"),
+            ("X-Forwarded-Proto", "https"),
+        ]
+    )
     assert _public_url(req, s, "twilio") == "https://hooks.example.org/webhooks/twilio"
 
 
 def test_a_malformed_forwarded_value_is_ignored_not_trusted():
     cfg = PublicUrls.from_settings(settings(trusted_proxies=PROXY))
-    hdrs = {"x-forwarded-host": "hooks.example.org/evil?x=", "x-forwarded-proto": "gopher",
-            "x-forwarded-prefix": "/a b"}
-    assert public_url(cfg, "twilio", url="http://10.0.3.7:8000/webhooks/twilio", peer=PROXY,
-                      headers=hdrs) == "http://10.0.3.7:8000/webhooks/twilio"
+    hdrs = {
+        "x-forwarded-host": "hooks.example.org/evil?x=",
+        "x-forwarded-proto": "gopher",
+        "x-forwarded-prefix": "/a b",
+    }
+    assert (
+        public_url(cfg, "twilio", url="http://10.0.3.7:8000/webhooks/twilio", peer=PROXY, headers=hdrs)
+        == "http://10.0.3.7:8000/webhooks/twilio"
+    )
 
 
 def test_the_connector_public_url_wins_over_forwarded_headers_and_the_base_url():
     s = settings(twilio_public_url=PUBLIC, trusted_proxies=PROXY, public_base_url="https://gw.example.org")
     assert _public_url(incoming(extra=FORWARDED), s, "twilio") == PUBLIC
-    assert _public_url(incoming("/webhooks/twilio-voice"), s, "twilio-voice") == \
-        "https://gw.example.org/webhooks/twilio-voice"
+    assert (
+        _public_url(incoming("/webhooks/twilio-voice"), s, "twilio-voice")
+        == "https://gw.example.org/webhooks/twilio-voice"
+    )
 
 
 def test_an_ipv4_peer_written_as_ipv6_mapped_is_trusted():
@@ -132,12 +164,15 @@ def test_an_ipv4_peer_written_as_ipv6_mapped_is_trusted():
     assert not cfg.trusts(CLIENT) and not cfg.trusts("testclient") and not cfg.trusts(None)
 
 
-@pytest.mark.parametrize("name,value,problem", [
-    ("twilio_public_url", "/twilio/sms", "absolute http(s) URL"),
-    ("twilio_public_url", "ftp://hooks.example.org/twilio", "absolute http(s) URL"),
-    ("twilio_voice_public_url", "https://hooks.example.org/voice#x", "fragment"),
-    ("trusted_proxies", "10.0.0.1, proxy.internal", "'proxy.internal' is not an IP address"),
-])
+@pytest.mark.parametrize(
+    "name,value,problem",
+    [
+        ("twilio_public_url", "/twilio/sms", "absolute http(s) URL"),
+        ("twilio_public_url", "ftp://hooks.example.org/twilio", "absolute http(s) URL"),
+        ("twilio_voice_public_url", "https://hooks.example.org/voice#x", "fragment"),
+        ("trusted_proxies", "10.0.0.1, proxy.internal", "'proxy.internal' is not an IP address"),
+    ],
+)
 def test_a_bad_setting_is_refused_at_start_naming_it(name, value, problem):
     with pytest.raises(ValidationError) as exc:
         settings(**{name: value})

@@ -28,12 +28,26 @@ def run(req: WebhookRequest, secrets=SECRETS, limit=1_000_000):
     return handle(req, secrets, CTX, limit)
 
 
-CASES = [("twilio", "twilio_sms.json"), ("twilio", "twilio_whatsapp.json"), ("twilio", "twilio_status.json"),
-         ("twilio-voice", "twilio_voice_status.json"), ("twilio-voice", "twilio_transcription.json"),
-         ("twilio-voice", "twilio_gather.json"), ("meta", "meta_messenger.json"), ("meta", "meta_instagram.json"),
-         ("meta", "meta_whatsapp.json"), ("meta", "meta_whatsapp_status.json"), ("x", "x_dm.json"),
-         ("x", "x_tweet.json"), ("shopify", "shopify_order.json"), ("chat", "chat.json"), ("review", "review.json"),
-         ("web-form", "web_form.json"), ("agent", "agent.json"), ("email", "email_reply.eml")]
+CASES = [
+    ("twilio", "twilio_sms.json"),
+    ("twilio", "twilio_whatsapp.json"),
+    ("twilio", "twilio_status.json"),
+    ("twilio-voice", "twilio_voice_status.json"),
+    ("twilio-voice", "twilio_transcription.json"),
+    ("twilio-voice", "twilio_gather.json"),
+    ("meta", "meta_messenger.json"),
+    ("meta", "meta_instagram.json"),
+    ("meta", "meta_whatsapp.json"),
+    ("meta", "meta_whatsapp_status.json"),
+    ("x", "x_dm.json"),
+    ("x", "x_tweet.json"),
+    ("shopify", "shopify_order.json"),
+    ("chat", "chat.json"),
+    ("review", "review.json"),
+    ("web-form", "web_form.json"),
+    ("agent", "agent.json"),
+    ("email", "email_reply.eml"),
+]
 
 
 @pytest.mark.parametrize("connector,fixture", CASES)
@@ -62,18 +76,32 @@ def test_a_body_over_the_limit_is_413():
     assert (out.status, out.error) == (413, "body_too_large")
 
 
-@pytest.mark.parametrize("connector,ctype", [("twilio", "text/plain"), ("meta", "text/plain"),
-                                             ("email", "application/json"), ("chat", "application/x-www-form-urlencoded")])
+@pytest.mark.parametrize(
+    "connector,ctype",
+    [
+        ("twilio", "text/plain"),
+        ("meta", "text/plain"),
+        ("email", "application/json"),
+        ("chat", "application/x-www-form-urlencoded"),
+    ],
+)
 def test_an_unsupported_media_type_is_415(connector, ctype):
     out = run(request(connector, b"x=1", {"content-type": ctype}))
     assert (out.status, out.error) == (415, "unsupported_media_type")
 
 
-@pytest.mark.parametrize("connector,fixture,header", [
-    ("twilio", "twilio_sms.json", "x-twilio-signature"), ("twilio-voice", "twilio_voice_status.json", "x-twilio-signature"),
-    ("meta", "meta_messenger.json", "x-hub-signature-256"), ("x", "x_dm.json", "x-twitter-webhooks-signature"),
-    ("shopify", "shopify_order.json", "x-shopify-hmac-sha256"), ("chat", "chat.json", "x-threadline-signature"),
-    ("email", "email_reply.eml", "x-threadline-signature")])
+@pytest.mark.parametrize(
+    "connector,fixture,header",
+    [
+        ("twilio", "twilio_sms.json", "x-twilio-signature"),
+        ("twilio-voice", "twilio_voice_status.json", "x-twilio-signature"),
+        ("meta", "meta_messenger.json", "x-hub-signature-256"),
+        ("x", "x_dm.json", "x-twitter-webhooks-signature"),
+        ("shopify", "shopify_order.json", "x-shopify-hmac-sha256"),
+        ("chat", "chat.json", "x-threadline-signature"),
+        ("email", "email_reply.eml", "x-threadline-signature"),
+    ],
+)
 def test_a_missing_or_wrong_signature_is_401(connector, fixture, header):
     content = body(connector, fixture)
     good = request(connector, content)
@@ -102,31 +130,86 @@ def test_a_connector_without_a_configured_secret_is_401():
     assert (out.status, out.error) == (401, "not_configured")
 
 
-@pytest.mark.parametrize("connector,content,field", [
-    ("meta", b'{"object": "page"}', "entry"),
-    ("meta", b"{not json", "<body>"),
-    ("meta", b'{"object": "page", "entry": [{"id": "1"}]}', "entry.0.messaging"),
-    ("x", b'{"direct_message_events": []}', "for_user_id"),
-    ("chat", json.dumps({"session_id": "s", "visitor_id": "v", "sent_at": "2026-11-22T10:00:00Z", "text": "hi"}).encode(), "message_id"),
-    ("chat", json.dumps({"message_id": "m", "session_id": "s", "visitor_id": "v", "sent_at": "2026-11-22T10:00:00", "text": "hi"}).encode(), "sent_at"),
-    ("review", json.dumps({"review_id": "r", "platform": "p", "rating": 11, "author_handle": "a", "created_at": "2026-11-22T10:00:00Z"}).encode(), "rating"),
-    ("web-form", json.dumps({"submission_id": "s", "form_id": "f", "submitted_at": "2026-11-22T10:00:00Z", "fields": {}}).encode(), "fields"),
-    ("agent", json.dumps({"message_id": "m", "channel": "pigeon", "sent_at": "2026-11-22T10:00:00Z", "agent_id": "a", "to": {"kind": "email", "value": "a@b.it"}, "text": "t"}).encode(), "channel"),
-    ("twilio", b"Body=hello&From=%2B393471234567", "MessageSid"),
-    ("twilio-voice", b"CallStatus=completed", "CallSid"),
-    ("shopify", b'{"email": "a@b.it"}', "id"),
-    ("email", b"   ", "<body>"),
-])
+@pytest.mark.parametrize(
+    "connector,content,field",
+    [
+        ("meta", b'{"object": "page"}', "entry"),
+        ("meta", b"{not json", "<body>"),
+        ("meta", b'{"object": "page", "entry": [{"id": "1"}]}', "entry.0.messaging"),
+        ("x", b'{"direct_message_events": []}', "for_user_id"),
+        (
+            "chat",
+            json.dumps(
+                {"session_id": "s", "visitor_id": "v", "sent_at": "2026-11-22T10:00:00Z", "text": "hi"}
+            ).encode(),
+            "message_id",
+        ),
+        (
+            "chat",
+            json.dumps(
+                {
+                    "message_id": "m",
+                    "session_id": "s",
+                    "visitor_id": "v",
+                    "sent_at": "2026-11-22T10:00:00",
+                    "text": "hi",
+                }
+            ).encode(),
+            "sent_at",
+        ),
+        (
+            "review",
+            json.dumps(
+                {
+                    "review_id": "r",
+                    "platform": "p",
+                    "rating": 11,
+                    "author_handle": "a",
+                    "created_at": "2026-11-22T10:00:00Z",
+                }
+            ).encode(),
+            "rating",
+        ),
+        (
+            "web-form",
+            json.dumps(
+                {"submission_id": "s", "form_id": "f", "submitted_at": "2026-11-22T10:00:00Z", "fields": {}}
+            ).encode(),
+            "fields",
+        ),
+        (
+            "agent",
+            json.dumps(
+                {
+                    "message_id": "m",
+                    "channel": "pigeon",
+                    "sent_at": "2026-11-22T10:00:00Z",
+                    "agent_id": "a",
+                    "to": {"kind": "email", "value": "a@b.it"},
+                    "text": "t",
+                }
+            ).encode(),
+            "channel",
+        ),
+        ("twilio", b"Body=hello&From=%2B393471234567", "MessageSid"),
+        ("twilio-voice", b"CallStatus=completed", "CallSid"),
+        ("shopify", b'{"email": "a@b.it"}', "id"),
+        ("email", b"   ", "<body>"),
+    ],
+)
 def test_a_malformed_body_is_400_naming_the_field(connector, content, field):
     out = run(request(connector, content))
     assert (out.status, out.error, out.contacts) == (400, "invalid_body", [])
     assert field in [f["field"] for f in out.fields]
 
 
-@pytest.mark.parametrize("connector,fixture,reason", [
-    ("meta", "meta_messenger_read.json", "unsupported facebook event: read"),
-    ("x", "x_favorite.json", "unsupported x event: favorite_events"),
-])
+@pytest.mark.parametrize(
+    "connector,fixture,reason",
+    [
+        ("meta", "meta_messenger_read.json", "unsupported facebook event: read"),
+        ("x", "x_favorite.json", "unsupported x event: favorite_events"),
+    ],
+)
 def test_a_signed_well_formed_but_unknown_event_is_accepted_for_the_dlq(connector, fixture, reason):
     out = run(request(connector, body(connector, fixture)))
     assert (out.status, out.contacts) == (202, [])
@@ -170,7 +253,14 @@ def test_x_crc_answers_the_documented_hmac():
 
 
 def test_twilio_signature_matches_the_documented_example():
-    params = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234", "From": "+12349013030",
-              "To": "+18005551212"}
-    assert twilio_signature("https://mycompany.com/myapp.php?foo=1&bar=2", params.items(), "12345") == \
-        "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+    params = {
+        "CallSid": "CA1234567890ABCDE",
+        "Caller": "+12349013030",
+        "Digits": "1234",
+        "From": "+12349013030",
+        "To": "+18005551212",
+    }
+    assert (
+        twilio_signature("https://mycompany.com/myapp.php?foo=1&bar=2", params.items(), "12345")
+        == "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
+    )

@@ -29,15 +29,29 @@ def test_a_late_arriving_older_withdrawal_does_not_override_a_newer_grant():
 
 
 def test_a_signal_as_json_has_its_evidence_and_event_time():
-    assert WITHDRAW.as_json() == {"purpose": "marketing", "channel": "email", "granted": False, "source": "chat",
-                                  "signal_at": (T + timedelta(hours=1)).isoformat(), "event_id": "e-2",
-                                  "contact_channel": "chat", "connector": "chat"}
+    assert WITHDRAW.as_json() == {
+        "purpose": "marketing",
+        "channel": "email",
+        "granted": False,
+        "source": "chat",
+        "signal_at": (T + timedelta(hours=1)).isoformat(),
+        "event_id": "e-2",
+        "contact_channel": "chat",
+        "connector": "chat",
+    }
 
 
 def test_rows_from_the_read_api_with_iso_times_become_signals():
     from projectors.consent import from_row
 
-    row = {"purpose": "marketing", "channel": None, "granted": False, "source": "chat",
-           "signal_at": (T + timedelta(hours=1)).isoformat(), "event_id": "e-2", "contact_channel": "chat",
-           "connector": "chat"}
+    row = {
+        "purpose": "marketing",
+        "channel": None,
+        "granted": False,
+        "source": "chat",
+        "signal_at": (T + timedelta(hours=1)).isoformat(),
+        "event_id": "e-2",
+        "contact_channel": "chat",
+        "connector": "chat",
+    }
     assert from_row(row) == Signal("marketing", "any", False, "chat", T + timedelta(hours=1), "e-2", "chat", "chat")

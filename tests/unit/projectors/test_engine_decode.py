@@ -51,8 +51,14 @@ def ring() -> MemoryKeyRing:
 
 
 def sealed_value(ring, i: int) -> bytes:
-    rec = to_record(ContactIn.model_validate(full_contact_payload(
-        provider_id=f"p{i}", identities=[{"kind": "email", "value": f"c{i}@example.it", "primary": True}])), RECORDED_AT)
+    rec = to_record(
+        ContactIn.model_validate(
+            full_contact_payload(
+                provider_id=f"p{i}", identities=[{"kind": "email", "value": f"c{i}@example.it", "primary": True}]
+            )
+        ),
+        RECORDED_AT,
+    )
     return SingleObjectCodec().encode("contacts.v1", schemas.CONTACT, seal_contact(rec, ring))
 
 

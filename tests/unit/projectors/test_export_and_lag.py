@@ -21,8 +21,14 @@ def test_the_window_is_half_open_on_event_time():
 
 
 def test_an_export_row_lifts_the_envelope_and_keeps_the_whole_record():
-    rec = {"event_id": "e1", "event_type": "opened", "occurred_at": T0, "recorded_at": T0, "customer_id": "c1",
-           "conversation_id": "k"}
+    rec = {
+        "event_id": "e1",
+        "event_type": "opened",
+        "occurred_at": T0,
+        "recorded_at": T0,
+        "customer_id": "c1",
+        "conversation_id": "k",
+    }
     row = export_row("conversations.v1", 2, 9, "threadline.conversation.ConversationEvent", rec)
     assert (row["topic"], row["partition"], row["offset"], row["customer_id"]) == ("conversations.v1", 2, 9, "c1")
     assert row["channel"] is None and row["record"] is rec

@@ -34,9 +34,16 @@ def test_a_cursor_round_trips_and_names_its_list():
         paging.decode(queries.TIMELINE, paging.encode(queries.INBOX, ["infinity", keys[0], "c"]))
 
 
-@pytest.mark.parametrize("keys", [["not a time", "3f2c6f8e-6c3e-4b0e-9d52-2c7e0a0f5d11"],
-                                  ["2026-11-30T00:00:00+00:00", "not-a-uuid"], ["2026-11-30T00:00:00+00:00"],
-                                  [1, 2], ["2026-11-30T00:00:00+00:00", "3f2c6f8e\x00"]])
+@pytest.mark.parametrize(
+    "keys",
+    [
+        ["not a time", "3f2c6f8e-6c3e-4b0e-9d52-2c7e0a0f5d11"],
+        ["2026-11-30T00:00:00+00:00", "not-a-uuid"],
+        ["2026-11-30T00:00:00+00:00"],
+        [1, 2],
+        ["2026-11-30T00:00:00+00:00", "3f2c6f8e\x00"],
+    ],
+)
 def test_a_cursor_with_keys_of_the_wrong_shape_is_refused_before_any_sql(keys):
     with pytest.raises(paging.BadCursor):
         paging.decode(queries.CONTACTS, paging.encode(queries.CONTACTS, keys))
@@ -55,12 +62,15 @@ def test_a_cursor_with_an_offset_is_refused_and_without_one_pages_by_key():
     sql, params = paging.page_sql(queries.inbox("s"), queries.INBOX, cursor, offset=0)
     assert params == {"c0": "infinity", "c1": "2026-11-30T00:00:00+00:00", "c2": "conv-1"}
     assert queries.INBOX.after() in sql and sql.endswith(
-        "order by coalesce(sla_due_at, 'infinity'), last_event_at, conversation_id limit %(limit)s offset %(offset)s")
+        "order by coalesce(sla_due_at, 'infinity'), last_event_at, conversation_id limit %(limit)s offset %(offset)s"
+    )
 
 
 def test_the_next_cursor_is_given_only_for_a_full_page_and_the_key_columns_are_not_items():
-    rows = [{"event_id": "e1", "_cursor_0": "t1", "_cursor_1": "e1"},
-            {"event_id": "e2", "_cursor_0": "t2", "_cursor_1": "e2"}]
+    rows = [
+        {"event_id": "e1", "_cursor_0": "t1", "_cursor_1": "e1"},
+        {"event_id": "e2", "_cursor_0": "t2", "_cursor_1": "e2"},
+    ]
     items, after = paging.split_keys(queries.CONTACTS, rows, limit=2)
     assert items == [{"event_id": "e1"}, {"event_id": "e2"}]
     assert json.loads(base64.urlsafe_b64decode(after + "=" * (-len(after) % 4))) == {"l": "contacts", "k": ["t2", "e2"]}

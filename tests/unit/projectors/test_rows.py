@@ -6,31 +6,72 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from projectors.rows import (CONTACT, CONTACT_COLUMNS, CONVERSATION_COLUMNS, CONVERSATION_EVENT, IDENTITY_EVENT,
-                             Batch, alias_ops, contact_row, rating_of, roots, within_as_of)
+from projectors.rows import (
+    CONTACT,
+    CONTACT_COLUMNS,
+    CONVERSATION_COLUMNS,
+    CONVERSATION_EVENT,
+    IDENTITY_EVENT,
+    Batch,
+    alias_ops,
+    contact_row,
+    rating_of,
+    roots,
+    within_as_of,
+)
 from threadline.errors import DecodeError
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
 
 def contact(**over) -> dict:
-    r = {"event_id": "2f1c1a2e-0000-5000-8000-000000000001", "event_type": "contact.received", "occurred_at": T0,
-         "recorded_at": T0 + timedelta(seconds=1), "connector": "meta", "channel": "review", "direction": "inbound",
-         "actor": {"role": "customer", "department": None, "id": None, "display_name": None},
-         "identities": [{"kind": "social", "value": "emre.k", "platform": "instagram", "strength": "asserted",
-                         "primary": True}],
-         "subject": None, "text": "Hızlı kargo, çok memnun kaldım", "language": "tr", "attachments": [],
-         "thread": {"message_id": None, "in_reply_to": None, "references": [], "reply_to_id": None,
-                    "call_id": None, "session_id": None},
-         "facts": [], "consent": [{"purpose": "marketing", "channel": "instagram", "granted": True, "source": None}],
-         "provider_id": "r-1", "metadata": {"rating": "5"}, "customer_id": "cust-emre"}
+    r = {
+        "event_id": "2f1c1a2e-0000-5000-8000-000000000001",
+        "event_type": "contact.received",
+        "occurred_at": T0,
+        "recorded_at": T0 + timedelta(seconds=1),
+        "connector": "meta",
+        "channel": "review",
+        "direction": "inbound",
+        "actor": {"role": "customer", "department": None, "id": None, "display_name": None},
+        "identities": [
+            {"kind": "social", "value": "emre.k", "platform": "instagram", "strength": "asserted", "primary": True}
+        ],
+        "subject": None,
+        "text": "Hızlı kargo, çok memnun kaldım",
+        "language": "tr",
+        "attachments": [],
+        "thread": {
+            "message_id": None,
+            "in_reply_to": None,
+            "references": [],
+            "reply_to_id": None,
+            "call_id": None,
+            "session_id": None,
+        },
+        "facts": [],
+        "consent": [{"purpose": "marketing", "channel": "instagram", "granted": True, "source": None}],
+        "provider_id": "r-1",
+        "metadata": {"rating": "5"},
+        "customer_id": "cust-emre",
+    }
     r.update(over)
     return r
 
 
 def identity_event(kind: str, customer: str, related: list[str], eid: str = "i-1") -> dict:
-    return {"event_id": eid, "event_type": kind, "occurred_at": T0, "recorded_at": T0, "customer_id": customer,
-            "identities": [], "related_customer_ids": related, "rule": None, "reason": None, "source_event_id": None}
+    return {
+        "event_id": eid,
+        "event_type": kind,
+        "occurred_at": T0,
+        "recorded_at": T0,
+        "customer_id": customer,
+        "identities": [],
+        "related_customer_ids": related,
+        "rule": None,
+        "reason": None,
+        "source_event_id": None,
+    }
 
 
 def test_a_review_row_carries_rating_sentiment_platform_and_where_it_was_read():
@@ -46,8 +87,17 @@ def test_a_contact_without_customer_id_is_not_projectable():
         contact_row(contact(customer_id=None), 0, 0)
 
 
-@pytest.mark.parametrize("meta, want", [({"rating": "4"}, 4), ({"rating": "4.0"}, 4), ({"rating": "9"}, None),
-                                        ({"rating": "five"}, None), ({}, None), (None, None)])
+@pytest.mark.parametrize(
+    "meta, want",
+    [
+        ({"rating": "4"}, 4),
+        ({"rating": "4.0"}, 4),
+        ({"rating": "9"}, None),
+        ({"rating": "five"}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
 def test_rating_is_read_from_the_metadata_when_it_is_one_to_five(meta, want):
     assert rating_of(meta) == want
 
@@ -83,8 +133,13 @@ def test_as_of_keeps_events_that_happened_at_or_before_the_moment():
 def test_a_batch_groups_rows_by_table_and_skips_events_after_the_as_of_moment():
     b = Batch()
     b.add(CONTACT, contact(), 0, 1, as_of=T0)
-    b.add(CONTACT, contact(event_id="2f1c1a2e-0000-5000-8000-000000000002", occurred_at=T0 + timedelta(hours=1)),
-          0, 2, as_of=T0)
+    b.add(
+        CONTACT,
+        contact(event_id="2f1c1a2e-0000-5000-8000-000000000002", occurred_at=T0 + timedelta(hours=1)),
+        0,
+        2,
+        as_of=T0,
+    )
     b.add(IDENTITY_EVENT, identity_event("merged", "cust-emre", ["cust-old"]), 1, 7, as_of=T0)
     assert len(b.contacts) == 1 and b.skipped_as_of == 1
     assert [c[0] for c in b.customers] == ["cust-emre", "cust-emre", "cust-old"]
@@ -94,10 +149,26 @@ def test_a_batch_groups_rows_by_table_and_skips_events_after_the_as_of_moment():
 
 
 def test_a_conversation_event_flattens_its_sla_clock():
-    ev = {"event_id": "c-1", "event_type": "sla_started", "occurred_at": T0, "recorded_at": T0, "customer_id": "g",
-          "conversation_id": "conv-1", "channel": "twitter", "previous_channel": None, "contact_event_id": None,
-          "waiting_on": "agent", "sla": {"kind": "first_response", "target_seconds": 3600, "started_at": T0,
-                                         "due_at": T0 + timedelta(hours=1), "elapsed_seconds": None}, "facts": []}
+    ev = {
+        "event_id": "c-1",
+        "event_type": "sla_started",
+        "occurred_at": T0,
+        "recorded_at": T0,
+        "customer_id": "g",
+        "conversation_id": "conv-1",
+        "channel": "twitter",
+        "previous_channel": None,
+        "contact_event_id": None,
+        "waiting_on": "agent",
+        "sla": {
+            "kind": "first_response",
+            "target_seconds": 3600,
+            "started_at": T0,
+            "due_at": T0 + timedelta(hours=1),
+            "elapsed_seconds": None,
+        },
+        "facts": [],
+    }
     b = Batch()
     b.add(CONVERSATION_EVENT, ev, 2, 5)
     row = dict(zip(CONVERSATION_COLUMNS, b.conversations[0]))
@@ -106,8 +177,15 @@ def test_a_conversation_event_flattens_its_sla_clock():
 
 
 def test_a_v1_conversation_event_has_version_0_and_no_state():
-    ev = {"event_id": "c-1", "event_type": "opened", "occurred_at": T0, "recorded_at": T0, "customer_id": "g",
-          "conversation_id": "conv-1", "facts": []}
+    ev = {
+        "event_id": "c-1",
+        "event_type": "opened",
+        "occurred_at": T0,
+        "recorded_at": T0,
+        "customer_id": "g",
+        "conversation_id": "conv-1",
+        "facts": [],
+    }
     b = Batch()
     b.add(CONVERSATION_EVENT, ev, 0, 1)
     row = dict(zip(CONVERSATION_COLUMNS, b.conversations[0]))
@@ -115,14 +193,42 @@ def test_a_v1_conversation_event_has_version_0_and_no_state():
 
 
 def test_a_v2_conversation_event_keeps_its_version_and_the_state_after_it():
-    clock = {"kind": "resolution", "target_seconds": 86400, "started_at": T0, "due_at": T0 + timedelta(days=1),
-             "elapsed_seconds": 0, "state": "running"}
-    first = {"kind": "first_response", "target_seconds": 3600, "started_at": T0, "due_at": T0 + timedelta(hours=1),
-             "elapsed_seconds": 0, "state": "running"}
-    ev = {"event_id": "c-2", "event_type": "sla_started", "occurred_at": T0, "recorded_at": T0, "customer_id": "g",
-          "conversation_id": "conv-1", "channel": "email", "waiting_on": "agent", "sla": clock, "facts": [],
-          "version": 5, "status": "open", "opened_at": T0, "messages": 1, "breaches": 0, "open_sla": first,
-          "merged_into": None, "merged_into_customer_id": None}
+    clock = {
+        "kind": "resolution",
+        "target_seconds": 86400,
+        "started_at": T0,
+        "due_at": T0 + timedelta(days=1),
+        "elapsed_seconds": 0,
+        "state": "running",
+    }
+    first = {
+        "kind": "first_response",
+        "target_seconds": 3600,
+        "started_at": T0,
+        "due_at": T0 + timedelta(hours=1),
+        "elapsed_seconds": 0,
+        "state": "running",
+    }
+    ev = {
+        "event_id": "c-2",
+        "event_type": "sla_started",
+        "occurred_at": T0,
+        "recorded_at": T0,
+        "customer_id": "g",
+        "conversation_id": "conv-1",
+        "channel": "email",
+        "waiting_on": "agent",
+        "sla": clock,
+        "facts": [],
+        "version": 5,
+        "status": "open",
+        "opened_at": T0,
+        "messages": 1,
+        "breaches": 0,
+        "open_sla": first,
+        "merged_into": None,
+        "merged_into_customer_id": None,
+    }
     b = Batch()
     b.add(CONVERSATION_EVENT, ev, 0, 2)
     row = dict(zip(CONVERSATION_COLUMNS, b.conversations[0]))
@@ -134,10 +240,22 @@ def test_a_v2_conversation_event_keeps_its_version_and_the_state_after_it():
 def test_the_split_off_side_of_an_operator_unlink_absorbs_nobody():
     """The unlink's events: survivor ``unmerged`` (related: split-off), split-off ``merged``
     (related: survivor, its identities came from there). Only the edge removal applies."""
-    unmerged = {"event_id": "u", "event_type": "unmerged", "occurred_at": T0, "customer_id": "sam",
-                "related_customer_ids": ["sam-mail"], "reason": "unlinked_by_operator"}
-    split = {"event_id": "m", "event_type": "merged", "occurred_at": T0, "customer_id": "sam-mail",
-             "related_customer_ids": ["sam"], "reason": "unlinked_by_operator"}
+    unmerged = {
+        "event_id": "u",
+        "event_type": "unmerged",
+        "occurred_at": T0,
+        "customer_id": "sam",
+        "related_customer_ids": ["sam-mail"],
+        "reason": "unlinked_by_operator",
+    }
+    split = {
+        "event_id": "m",
+        "event_type": "merged",
+        "occurred_at": T0,
+        "customer_id": "sam-mail",
+        "related_customer_ids": ["sam"],
+        "reason": "unlinked_by_operator",
+    }
     assert [(o.action, o.absorbed, o.survivor) for o in alias_ops(unmerged)] == [("remove", "sam-mail", "sam")]
     assert alias_ops(split) == []
     merged = {**split, "customer_id": "sam", "related_customer_ids": ["sam-mail"], "reason": None}

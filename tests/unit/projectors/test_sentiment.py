@@ -7,24 +7,30 @@ import pytest
 from projectors.sentiment import language_of, sentiment
 
 
-@pytest.mark.parametrize("text, lang", [
-    ("Il mio ordine è arrivato rotto, sono molto delusa.", "it"),
-    ("Paczka przyszła uszkodzona, jestem rozczarowana.", "pl"),
-    ("Mijn pakket is kapot aangekomen, ik ben teleurgesteld.", "nl"),
-    ("Sipariş eksik geldi, kutu kırık.", "tr"),
-    ("Order arrived with a cracked screen, terrible service.", "en"),
-])
+@pytest.mark.parametrize(
+    "text, lang",
+    [
+        ("Il mio ordine è arrivato rotto, sono molto delusa.", "it"),
+        ("Paczka przyszła uszkodzona, jestem rozczarowana.", "pl"),
+        ("Mijn pakket is kapot aangekomen, ik ben teleurgesteld.", "nl"),
+        ("Sipariş eksik geldi, kutu kırık.", "tr"),
+        ("Order arrived with a cracked screen, terrible service.", "en"),
+    ],
+)
 def test_a_complaint_scores_negative_in_each_of_the_five_languages(text, lang):
     assert sentiment(text, lang) < 0
 
 
-@pytest.mark.parametrize("text, lang", [
-    ("Grazie mille, servizio ottimo!", "it"),
-    ("Dziękuję, świetna obsługa, polecam.", "pl"),
-    ("Bedankt, geweldig geholpen en snel.", "nl"),
-    ("Hızlı kargo, çok memnun kaldım, teşekkürler!", "tr"),
-    ("Thanks, great and helpful support.", "en"),
-])
+@pytest.mark.parametrize(
+    "text, lang",
+    [
+        ("Grazie mille, servizio ottimo!", "it"),
+        ("Dziękuję, świetna obsługa, polecam.", "pl"),
+        ("Bedankt, geweldig geholpen en snel.", "nl"),
+        ("Hızlı kargo, çok memnun kaldım, teşekkürler!", "tr"),
+        ("Thanks, great and helpful support.", "en"),
+    ],
+)
 def test_praise_scores_positive_in_each_of_the_five_languages(text, lang):
     assert sentiment(text, lang) > 0
 

@@ -114,9 +114,19 @@ def test_a_due_clock_is_advanced_in_the_stage_and_its_events_go_to_conversations
     rules = StitchRules()
     stage, table = _stage(rules)
     t0 = 1_795_000_000_000
-    contact = {"event_id": "c1", "customer_id": "cust", "occurred_at": t0, "recorded_at": t0, "channel": "chat",
-               "direction": "inbound", "actor": {"role": "customer"}, "event_type": "contact.received",
-               "facts": [], "thread": {}, "metadata": {}}
+    contact = {
+        "event_id": "c1",
+        "customer_id": "cust",
+        "occurred_at": t0,
+        "recorded_at": t0,
+        "channel": "chat",
+        "direction": "inbound",
+        "actor": {"role": "customer"},
+        "event_type": "contact.received",
+        "facts": [],
+        "thread": {},
+        "metadata": {},
+    }
     state, _ = stage.stitcher.apply(None, contact, wm=t0)
     state["p"] = 4
     table["cust"] = state

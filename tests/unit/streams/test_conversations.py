@@ -16,12 +16,35 @@ SEC, MIN, HOUR = 1000, 60_000, 3_600_000
 CUST = "cust-1"
 
 
-def contact(eid, channel="twitter", at=0, *, role="customer", direction="inbound", facts=(), language=None,
-            event_type="contact.received", thread=None, provider_id=None, metadata=None):
-    return {"event_id": eid, "customer_id": CUST, "occurred_at": T0 + at, "recorded_at": T0 + at + 300,
-            "channel": channel, "direction": direction, "actor": {"role": role}, "event_type": event_type,
-            "facts": [{"kind": k, "value": v, "source": "text"} for k, v in facts], "language": language,
-            "thread": thread or {}, "provider_id": provider_id or eid, "metadata": metadata or {}}
+def contact(
+    eid,
+    channel="twitter",
+    at=0,
+    *,
+    role="customer",
+    direction="inbound",
+    facts=(),
+    language=None,
+    event_type="contact.received",
+    thread=None,
+    provider_id=None,
+    metadata=None,
+):
+    return {
+        "event_id": eid,
+        "customer_id": CUST,
+        "occurred_at": T0 + at,
+        "recorded_at": T0 + at + 300,
+        "channel": channel,
+        "direction": direction,
+        "actor": {"role": role},
+        "event_type": event_type,
+        "facts": [{"kind": k, "value": v, "source": "text"} for k, v in facts],
+        "language": language,
+        "thread": thread or {},
+        "provider_id": provider_id or eid,
+        "metadata": metadata or {},
+    }
 
 
 def agent(eid, channel="twitter", at=0, **kw):
@@ -47,12 +70,21 @@ def of(events, kind):
 
 # --- stitching across channels -------------------------------------------------------------
 
+
 def test_contacts_within_the_window_are_one_conversation_across_channels_and_switches_are_recorded():
-    state, events = run([contact("tweet", "twitter", 0), contact("dm", "twitter", 6 * MIN),
-                         contact("mail", "email", 15 * MIN), contact("call", "voice", 2 * HOUR)])
+    state, events = run(
+        [
+            contact("tweet", "twitter", 0),
+            contact("dm", "twitter", 6 * MIN),
+            contact("mail", "email", 15 * MIN),
+            contact("call", "voice", 2 * HOUR),
+        ]
+    )
     assert len({e["conversation_id"] for e in events}) == 1
     assert [(e["previous_channel"], e["channel"]) for e in of(events, "channel_switched")] == [
-        ("twitter", "email"), ("email", "voice")]
+        ("twitter", "email"),
+        ("email", "voice"),
+    ]
     assert [e["contact_event_id"] for e in of(events, "message_appended")] == ["tweet", "dm", "mail", "call"]
 
 
@@ -73,17 +105,28 @@ def test_inactivity_windows_are_per_channel_and_configurable():
 
 
 def test_lifecycle_opened_waiting_resolved_reopened_then_a_new_conversation():
-    _, events = run([
-        contact("q", "chat", 0),
-        agent("a", "chat", 1 * MIN),
-        agent("done", "chat", 5 * MIN, event_type="conversation.resolved"),
-        contact("again", "chat", 1 * HOUR),            # within the reopen window (72 h)
-        agent("done2", "chat", 2 * HOUR, metadata={"conversation_status": "resolved"}),
-        contact("later", "chat", 100 * HOUR),          # after the reopen window: a new conversation
-    ])
+    _, events = run(
+        [
+            contact("q", "chat", 0),
+            agent("a", "chat", 1 * MIN),
+            agent("done", "chat", 5 * MIN, event_type="conversation.resolved"),
+            contact("again", "chat", 1 * HOUR),  # within the reopen window (72 h)
+            agent("done2", "chat", 2 * HOUR, metadata={"conversation_status": "resolved"}),
+            contact("later", "chat", 100 * HOUR),  # after the reopen window: a new conversation
+        ]
+    )
     lifecycle = [t for t in types(events) if t in ("opened", "waiting_changed", "resolved", "reopened")]
-    assert lifecycle == ["opened", "waiting_changed", "waiting_changed", "resolved", "reopened",
-                         "waiting_changed", "resolved", "opened", "waiting_changed"]
+    assert lifecycle == [
+        "opened",
+        "waiting_changed",
+        "waiting_changed",
+        "resolved",
+        "reopened",
+        "waiting_changed",
+        "resolved",
+        "opened",
+        "waiting_changed",
+    ]
     waits = [e["waiting_on"] for e in of(events, "waiting_changed")]
     assert waits == ["agent", "customer", "agent", "agent"]
     assert len({e["conversation_id"] for e in of(events, "opened")}) == 2
@@ -91,12 +134,14 @@ def test_lifecycle_opened_waiting_resolved_reopened_then_a_new_conversation():
 
 
 def test_an_email_reply_to_a_message_of_an_earlier_conversation_joins_it():
-    _, events = run([
-        contact("m1", "email", 0, thread={"message_id": "<m1@shop>"}),
-        agent("close", "email", 1 * HOUR, event_type="conversation.resolved"),
-        contact("chat", "chat", 10 * 24 * HOUR),                        # a new conversation
-        contact("reply", "email", 10 * 24 * HOUR + MIN, thread={"in_reply_to": "<m1@shop>"}),
-    ])
+    _, events = run(
+        [
+            contact("m1", "email", 0, thread={"message_id": "<m1@shop>"}),
+            agent("close", "email", 1 * HOUR, event_type="conversation.resolved"),
+            contact("chat", "chat", 10 * 24 * HOUR),  # a new conversation
+            contact("reply", "email", 10 * 24 * HOUR + MIN, thread={"in_reply_to": "<m1@shop>"}),
+        ]
+    )
     first, second = [e["conversation_id"] for e in of(events, "opened")]
     [joined] = [e for e in of(events, "message_appended") if e["contact_event_id"] == "reply"]
     assert joined["conversation_id"] == first
@@ -104,16 +149,21 @@ def test_an_email_reply_to_a_message_of_an_earlier_conversation_joins_it():
 
 
 def test_a_social_reply_to_an_earlier_post_joins_that_conversation():
-    _, events = run([
-        contact("post", "twitter", 0, provider_id="tw-111"),
-        contact("other", "twitter", 5 * 24 * HOUR),
-        contact("reply", "twitter", 5 * 24 * HOUR + MIN, thread={"reply_to_id": "tw-111"}),
-    ])
+    _, events = run(
+        [
+            contact("post", "twitter", 0, provider_id="tw-111"),
+            contact("other", "twitter", 5 * 24 * HOUR),
+            contact("reply", "twitter", 5 * 24 * HOUR + MIN, thread={"reply_to_id": "tw-111"}),
+        ]
+    )
     first = of(events, "opened")[0]["conversation_id"]
-    assert [e for e in of(events, "message_appended") if e["contact_event_id"] == "reply"][0]["conversation_id"] == first
+    assert [e for e in of(events, "message_appended") if e["contact_event_id"] == "reply"][0][
+        "conversation_id"
+    ] == first
 
 
 # --- event time ----------------------------------------------------------------------------
+
 
 def test_a_late_first_contact_joins_and_restarts_the_clock_at_its_own_time():
     state, events = run([contact("dm", "twitter", 6 * MIN), contact("tweet", "twitter", 0)])
@@ -130,28 +180,44 @@ def test_a_contact_hours_late_is_placed_by_its_event_time_and_moves_lifecycle_an
     [conv] = Stitcher().conversations(state)
     assert conv.contacts == ["a", "r", "b"]
     assert [(k.kind, k.state) for k in conv.clocks] == [
-        ("first_response", "hit"), ("resolution", "running"), ("next_response", "running")]
+        ("first_response", "hit"),
+        ("resolution", "running"),
+        ("next_response", "running"),
+    ]
 
 
 def test_replaying_the_same_contacts_gives_the_same_events():
-    story = [contact("t", "twitter", 0, facts=[("order_number", "100234")]), agent("r", "twitter", 4 * MIN),
-             contact("m", "email", 30 * MIN), contact("x", "twitter", 20 * MIN), agent("d", "email", 2 * HOUR)]
+    story = [
+        contact("t", "twitter", 0, facts=[("order_number", "100234")]),
+        agent("r", "twitter", 4 * MIN),
+        contact("m", "email", 30 * MIN),
+        contact("x", "twitter", 20 * MIN),
+        agent("d", "email", 2 * HOUR),
+    ]
     assert run(copy.deepcopy(story))[1] == run(copy.deepcopy(story))[1]
 
 
 # --- facts ---------------------------------------------------------------------------------
 
+
 def test_facts_accumulate_per_customer_and_travel_with_every_event():
-    _, events = run([contact("form", "web_form", 0, facts=[("insurance", "ski"), ("travel_month", "2027-02")],
-                             language="nl"),
-                     contact("chat", "chat", 10 * MIN, facts=[("insurance", "ski")], language="en")])
+    _, events = run(
+        [
+            contact("form", "web_form", 0, facts=[("insurance", "ski"), ("travel_month", "2027-02")], language="nl"),
+            contact("chat", "chat", 10 * MIN, facts=[("insurance", "ski")], language="en"),
+        ]
+    )
     last = events[-1]
     assert {(f["kind"], f["value"]) for f in last["facts"]} == {
-        ("insurance", "ski"), ("travel_month", "2027-02"), ("language", "en")}
+        ("insurance", "ski"),
+        ("travel_month", "2027-02"),
+        ("language", "en"),
+    }
     assert len(last["facts"]) == 3
 
 
 # --- duplicates ----------------------------------------------------------------------------
+
 
 def test_a_duplicate_contact_changes_nothing_and_gives_the_same_event_ids_again():
     s = Stitcher()
@@ -169,8 +235,19 @@ def test_a_duplicate_older_than_the_outbox_gives_no_events_at_all():
 
 # --- SLA clocks ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("channel, target", [("chat", 120), ("sms", 900), ("whatsapp", 900), ("twitter", 900),
-                                             ("facebook", 900), ("instagram", 900), ("email", 3600)])
+
+@pytest.mark.parametrize(
+    "channel, target",
+    [
+        ("chat", 120),
+        ("sms", 900),
+        ("whatsapp", 900),
+        ("twitter", 900),
+        ("facebook", 900),
+        ("instagram", 900),
+        ("email", 3600),
+    ],
+)
 def test_first_response_targets_per_channel(channel, target):
     _, events = run([contact("c", channel, 0)])
     [fr] = [e["sla"] for e in of(events, "sla_started") if e["sla"]["kind"] == "first_response"]
@@ -194,7 +271,8 @@ def test_the_watermark_breaches_a_running_clock_at_its_due_time_and_the_late_rep
     assert early == []
     state, events = s.advance(state, T0 + 2 * MIN + 3 * SEC)
     assert [(e["event_type"], e["sla"]["kind"], e["occurred_at"]) for e in events] == [
-        ("sla_breached", "first_response", T0 + 2 * MIN)]
+        ("sla_breached", "first_response", T0 + 2 * MIN)
+    ]
     state, again = s.advance(state, T0 + 10 * MIN)
     assert again == []
     state, reply = s.apply(state, agent("r", "chat", 5 * MIN))
@@ -202,18 +280,31 @@ def test_the_watermark_breaches_a_running_clock_at_its_due_time_and_the_late_rep
 
 
 def test_next_response_runs_from_the_next_customer_message_to_the_next_reply():
-    _, events = run([contact("c1", "email", 0), agent("r1", "email", 10 * MIN), contact("c2", "email", 2 * HOUR),
-                     agent("r2", "email", 2 * HOUR + 20 * MIN)])
+    _, events = run(
+        [
+            contact("c1", "email", 0),
+            agent("r1", "email", 10 * MIN),
+            contact("c2", "email", 2 * HOUR),
+            agent("r2", "email", 2 * HOUR + 20 * MIN),
+        ]
+    )
     nr = [e for e in events if e["sla"] and e["sla"]["kind"] == "next_response"]
     assert [(e["event_type"], e["sla"]["started_at"]) for e in nr] == [
-        ("sla_started", T0 + 2 * HOUR), ("sla_hit", T0 + 2 * HOUR)]
+        ("sla_started", T0 + 2 * HOUR),
+        ("sla_hit", T0 + 2 * HOUR),
+    ]
     assert nr[1]["sla"]["elapsed_seconds"] == 20 * 60
 
 
 def test_the_resolution_clock_pauses_while_waiting_on_the_customer():
-    _, events = run([contact("c1", "email", 0), agent("r1", "email", 1 * HOUR),
-                     contact("c2", "email", 10 * HOUR), agent("done", "email", 11 * HOUR,
-                                                              event_type="conversation.resolved")])
+    _, events = run(
+        [
+            contact("c1", "email", 0),
+            agent("r1", "email", 1 * HOUR),
+            contact("c2", "email", 10 * HOUR),
+            agent("done", "email", 11 * HOUR, event_type="conversation.resolved"),
+        ]
+    )
     [res] = [e for e in events if e["event_type"] == "sla_hit" and e["sla"]["kind"] == "resolution"]
     assert res["sla"]["elapsed_seconds"] == 2 * 3600  # 1 h before the reply + 1 h after the customer's answer
 
@@ -245,7 +336,7 @@ ROME = BusinessHours("Europe/Rome", frozenset(range(5)), time(9), time(18))
 
 def test_business_hours_count_only_opening_time_and_skip_the_weekend():
     friday_1750 = int(datetime(2026, 11, 27, 16, 50, tzinfo=UTC).timestamp() * 1000)  # 17:50 in Rome
-    monday_0905 = int(datetime(2026, 11, 30, 8, 5, tzinfo=UTC).timestamp() * 1000)   # 09:05 in Rome
+    monday_0905 = int(datetime(2026, 11, 30, 8, 5, tzinfo=UTC).timestamp() * 1000)  # 09:05 in Rome
     assert sla.add_ms(friday_1750, 15 * MIN, ROME) == monday_0905
     assert sla.elapsed_ms(friday_1750, monday_0905, ROME) == 15 * MIN
     assert sla.elapsed_ms(friday_1750, monday_0905, None) == monday_0905 - friday_1750
@@ -266,5 +357,7 @@ def test_conversation_event_ids_are_deterministic_and_unique():
     _, events = run([contact("c", "chat", 0), agent("r", "chat", MIN), contact("c2", "chat", 2 * MIN)])
     ids = [e["event_id"] for e in events]
     assert len(ids) == len(set(ids))
-    assert ids == [e["event_id"] for e in run([contact("c", "chat", 0), agent("r", "chat", MIN),
-                                                 contact("c2", "chat", 2 * MIN)])[1]]
+    assert ids == [
+        e["event_id"]
+        for e in run([contact("c", "chat", 0), agent("r", "chat", MIN), contact("c2", "chat", 2 * MIN)])[1]
+    ]

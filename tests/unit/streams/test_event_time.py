@@ -20,12 +20,34 @@ SEC, MIN, HOUR = 1000, 60_000, 3_600_000
 RULES = StitchRules()
 
 
-def contact(eid, channel="chat", at=0, *, cust="cust-1", role="customer", direction="inbound",
-            event_type="contact.received", thread=None, metadata=None, recorded=None):
-    return {"event_id": eid, "customer_id": cust, "occurred_at": T0 + at,
-            "recorded_at": T0 + (recorded if recorded is not None else at) + 300,
-            "channel": channel, "direction": direction, "actor": {"role": role}, "event_type": event_type,
-            "facts": [], "language": None, "thread": thread or {}, "provider_id": f"p-{eid}", "metadata": metadata or {}}
+def contact(
+    eid,
+    channel="chat",
+    at=0,
+    *,
+    cust="cust-1",
+    role="customer",
+    direction="inbound",
+    event_type="contact.received",
+    thread=None,
+    metadata=None,
+    recorded=None,
+):
+    return {
+        "event_id": eid,
+        "customer_id": cust,
+        "occurred_at": T0 + at,
+        "recorded_at": T0 + (recorded if recorded is not None else at) + 300,
+        "channel": channel,
+        "direction": direction,
+        "actor": {"role": role},
+        "event_type": event_type,
+        "facts": [],
+        "language": None,
+        "thread": thread or {},
+        "provider_id": f"p-{eid}",
+        "metadata": metadata or {},
+    }
 
 
 def agent(eid, channel="chat", at=0, **kw):
@@ -34,8 +56,17 @@ def agent(eid, channel="chat", at=0, **kw):
 
 def outcome(convs):
     """Everything the rules decide, comparable across runs."""
-    return [(cv.id, tuple(cv.contacts), cv.status, cv.resolved_at, cv.waiting_on,
-             tuple((k.kind, k.started, k.state, k.end) for k in cv.clocks)) for cv in convs]
+    return [
+        (
+            cv.id,
+            tuple(cv.contacts),
+            cv.status,
+            cv.resolved_at,
+            cv.waiting_on,
+            tuple((k.kind, k.started, k.state, k.end) for k in cv.clocks),
+        )
+        for cv in convs
+    ]
 
 
 def feed(ops, rules=RULES, final_wm=None):
@@ -71,6 +102,7 @@ def by_customer(records):
 
 # -- the findings -------------------------------------------------------------------------------
 
+
 def test_a_late_chat_message_with_an_earlier_sent_at_gives_one_conversation_not_two():
     msgs = [contact(f"c{i}", "chat", i * MIN) for i in (1, 2, 3)]
     late = contact("c0", "chat", 0)  # sent before the others, arrives last
@@ -85,11 +117,15 @@ def test_a_late_chat_message_with_an_earlier_sent_at_gives_one_conversation_not_
 
 
 def test_history_imported_after_live_traffic_is_one_journey():
-    morning = [contact("mail", "email", 0, thread={"message_id": "<m@x>"}),
-               contact("call", "voice", 30 * MIN, thread={"call_id": "CA1"}),
-               agent("reply", "email", 40 * MIN, thread={"in_reply_to": "<m@x>"})]
-    live = [contact("sms", "sms", 5 * HOUR),  # no provider time: stamped at receive time
-            contact("transcript", "voice", 5 * HOUR, thread={"call_id": "CA1"})]
+    morning = [
+        contact("mail", "email", 0, thread={"message_id": "<m@x>"}),
+        contact("call", "voice", 30 * MIN, thread={"call_id": "CA1"}),
+        agent("reply", "email", 40 * MIN, thread={"in_reply_to": "<m@x>"}),
+    ]
+    live = [
+        contact("sms", "sms", 5 * HOUR),  # no provider time: stamped at receive time
+        contact("transcript", "voice", 5 * HOUR, thread={"call_id": "CA1"}),
+    ]
     in_order = conversations_of("cust-1", [view(c) for c in morning + live], RULES)
     _, states, events = feed([("add", c, 0) for c in live + morning])
     convs = Stitcher().conversations(states["cust-1"])
@@ -113,7 +149,8 @@ def test_a_breach_is_a_fact_of_event_time_not_of_the_wall_clock():
     replay = feed([("add", question, 0), ("add", reply, 0)])[2]
     breaches = [e for e in live if e["event_type"] == "sla_breached"]
     assert [(e["event_id"], e["occurred_at"], e["sla"]["kind"]) for e in breaches] == [
-        (e["event_id"], e["occurred_at"], e["sla"]["kind"]) for e in replay if e["event_type"] == "sla_breached"]
+        (e["event_id"], e["occurred_at"], e["sla"]["kind"]) for e in replay if e["event_type"] == "sla_breached"
+    ]
     assert [e["occurred_at"] for e in breaches] == [T0 + 2 * MIN]
     # the watermark, not the arrival time, breaches a clock nobody answered: an idle partition's
     # watermark at due + 1 ms breaches it, at the due time exactly it does not
@@ -123,7 +160,8 @@ def test_a_breach_is_a_fact_of_event_time_not_of_the_wall_clock():
     assert s.advance(state, T0 + 2 * MIN)[1] == []
     _, out = s.advance(state, T0 + 2 * MIN + 1)
     assert [(e["event_type"], e["occurred_at"], e["event_id"]) for e in out] == [
-        ("sla_breached", T0 + 2 * MIN, breaches[0]["event_id"])]
+        ("sla_breached", T0 + 2 * MIN, breaches[0]["event_id"])
+    ]
 
 
 def test_a_clock_is_hit_or_breached_never_both():
@@ -132,8 +170,11 @@ def test_a_clock_is_hit_or_breached_never_both():
     ops = [contact("q", "email", 0), agent("done", "email", HOUR, event_type="conversation.resolved")]
     for order in (ops, ops[::-1]):
         s, states, events = feed([("add", c, 0) for c in order], rules, final_wm=T0 + 2 * HOUR)
-        res = [e["event_type"] for e in events if e["sla"] and e["sla"]["kind"] == "resolution"
-               and e["event_type"] in ("sla_hit", "sla_breached")]
+        res = [
+            e["event_type"]
+            for e in events
+            if e["sla"] and e["sla"]["kind"] == "resolution" and e["event_type"] in ("sla_hit", "sla_breached")
+        ]
         assert res == ["sla_hit"]
     # a breach by the watermark, then the reply that was sent before the due time arrives late:
     # the clock is hit, and the folded state counts no breach
@@ -154,9 +195,14 @@ def test_a_merge_counts_one_breach_once():
     a1 = contact("a1", "twitter", 0, cust="A")
     b1 = contact("b1", "twitter", MIN, cust="B")
     reply = agent("r", "twitter", 40 * MIN, cust="B")  # after the 15-minute target: one breach
-    ops = [("add", a1, 0), ("add", b1, 1), ("add", reply, 2),
-           ("rm", "B", ["b1", "r"], "A", 3), ("add", {**b1, "customer_id": "A"}, 3),
-           ("add", {**reply, "customer_id": "A"}, 3)]
+    ops = [
+        ("add", a1, 0),
+        ("add", b1, 1),
+        ("add", reply, 2),
+        ("rm", "B", ["b1", "r"], "A", 3),
+        ("add", {**b1, "customer_id": "A"}, 3),
+        ("add", {**reply, "customer_id": "A"}, 3),
+    ]
     s, states, events = feed(ops, final_wm=T0 + 2 * HOUR)
     assert s.conversations(states["B"]) == []
     ended = [e for e in events if e["event_type"] == "merged_into"]
@@ -233,8 +279,16 @@ def journeys(draw):
         if kind == "customer":
             records.append(contact(eid, channel, at, cust=cust, thread=thread))
         else:
-            records.append(agent(eid, channel, at, cust=cust, thread=thread,
-                                 event_type="conversation.resolved" if kind == "resolve" else "contact.received"))
+            records.append(
+                agent(
+                    eid,
+                    channel,
+                    at,
+                    cust=cust,
+                    thread=thread,
+                    event_type="conversation.resolved" if kind == "resolve" else "contact.received",
+                )
+            )
     ops = [("add", r, 0) for r in records]
     owner = {r["event_id"]: r["customer_id"] for r in records}
     gen = 0
@@ -263,7 +317,9 @@ def test_any_arrival_order_with_duplicates_gives_the_conversations_of_one_in_ord
     s, states, events = feed(shuffled, final_wm=final_wm)
     in_order_events: list[dict] = []
     for cust in sorted({*owner.values()}):
-        mine = sorted((r for r in records if owner[r["event_id"]] == cust), key=lambda r: (r["occurred_at"], r["event_id"]))
+        mine = sorted(
+            (r for r in records if owner[r["event_id"]] == cust), key=lambda r: (r["occurred_at"], r["event_id"])
+        )
         expected = conversations_of(cust, [view({**r, "customer_id": cust}) for r in mine], RULES, final_wm)
         assert outcome(s.conversations(states.get(cust))) == outcome(expected)
         # one in-order pass of the same contacts, folded, is the same state as the shuffled run, folded
@@ -340,7 +396,8 @@ def breached_clocks(convs) -> dict[tuple, int]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(journeys(), st.randoms(use_true_random=False), st.integers(0, 3), st.integers(0, 3))
 def test_every_arrival_order_emits_one_standing_breach_event_per_breached_clock_with_the_same_id_and_time(
-        journey, rnd, dups, idle):
+    journey, rnd, dups, idle
+):
     """docs/streams.md, "What replay guarantees": whatever the order (and a watermark that jumps
     ahead while a partition is idle, as live), every clock that ends breached has a breach event
     that stands, at its due time, with the same id as in one in-order pass, and the fold counts
@@ -371,9 +428,12 @@ def test_every_arrival_order_emits_one_standing_breach_event_per_breached_clock_
         events += out
     expected, in_order = {}, []
     for cust in sorted({*owner.values()}):
-        mine = sorted((r for r in records if owner[r["event_id"]] == cust), key=lambda r: (r["occurred_at"], r["event_id"]))
-        expected.update(breached_clocks(conversations_of(cust, [view({**r, "customer_id": cust}) for r in mine],
-                                                         RULES, final_wm)))
+        mine = sorted(
+            (r for r in records if owner[r["event_id"]] == cust), key=lambda r: (r["occurred_at"], r["event_id"])
+        )
+        expected.update(
+            breached_clocks(conversations_of(cust, [view({**r, "customer_id": cust}) for r in mine], RULES, final_wm))
+        )
         in_order += feed([("add", {**r, "customer_id": cust}, 0) for r in mine], final_wm=final_wm)[2]
     got, want = standing_breaches(events), standing_breaches(in_order)
     assert {k: e["occurred_at"] for k, e in want.items()} == expected
@@ -381,8 +441,12 @@ def test_every_arrival_order_emits_one_standing_breach_event_per_breached_clock_
     assert all(got[k]["recorded_at"] == got[k]["occurred_at"] for k in expected)
     for k in expected:  # the in-order pass's id, unless this run breached the clock more than once
         # (breached, withdrawn by a late reply, breached again): a repeated id is salted with the version
-        times = sum(1 for e in events if e["event_type"] == "sla_breached"
-                    and (e["conversation_id"], e["sla"]["kind"], e["sla"]["started_at"]) == k)
+        times = sum(
+            1
+            for e in events
+            if e["event_type"] == "sla_breached"
+            and (e["conversation_id"], e["sla"]["kind"], e["sla"]["started_at"]) == k
+        )
         assert got[k]["event_id"] == want[k]["event_id"] or times > 1, k
     # a clock a late contact withdrew (an earlier contact moved its start, or its contact moved
     # away) gets an sla_withdrawn event, so no breach event of a clock that is not breached stands

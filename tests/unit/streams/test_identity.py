@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.contact import to_record
-from streams.identity import (ContactRecord, IdentityGraph, NodeRecord, customer_id_for, evidence, identity_key,
-                              resolve)
+from streams.identity import ContactRecord, IdentityGraph, NodeRecord, customer_id_for, evidence, identity_key, resolve
 from streams.rules import IdentityRules, rules_from_env
 
 from ..conftest import RECORDED_AT
@@ -26,13 +25,19 @@ def contact(eid, *identities, t=0, facts=(), **extra):
     idents = []
     for i, ident in enumerate(identities):
         kind, _, rest = ident.partition(":")
-        platform, value = (rest.split(":", 1) if kind == "social" else (None, rest))
+        platform, value = rest.split(":", 1) if kind == "social" else (None, rest)
         strength = "asserted"
         if value.endswith("~hint"):
             value, strength = value[:-5], "hint"
         idents.append({"kind": kind, "value": value, "platform": platform, "strength": strength, "primary": i == 0})
-    return {"event_id": eid, "occurred_at": T0 + t * MIN, "recorded_at": T0 + t * MIN + 500,
-            "identities": idents, "facts": [{"kind": k, "value": v, "source": "text"} for k, v in facts], **extra}
+    return {
+        "event_id": eid,
+        "occurred_at": T0 + t * MIN,
+        "recorded_at": T0 + t * MIN + 500,
+        "identities": idents,
+        "facts": [{"kind": k, "value": v, "source": "text"} for k, v in facts],
+        **extra,
+    }
 
 
 def feed(contacts, rules=None):
@@ -45,8 +50,9 @@ def events(changes, kind):
     return [e for ch in changes for e in ch.events if e["event_type"] == kind]
 
 
-GIULIA_ORDER = contact("order", "email:giulia.rossi@example.it", "phone:+393471234567", t=-3000,
-                       facts=[("order_number", "100234")])
+GIULIA_ORDER = contact(
+    "order", "email:giulia.rossi@example.it", "phone:+393471234567", t=-3000, facts=[("order_number", "100234")]
+)
 GIULIA_TWEET = contact("tweet", "social:twitter:giulia_r", t=0)
 GIULIA_DM = contact("dm", "social:twitter:giulia_r", t=6, facts=[("order_number", "100234")])
 GIULIA_MAIL = contact("mail", "email:giulia.rossi@example.it", t=15)
@@ -54,8 +60,12 @@ GIULIA_CALL = contact("call", "phone:+393471234567", t=120)
 
 
 def test_identities_carried_by_one_contact_belong_to_one_customer():
-    g, _ = feed([contact("chat", "chat_visitor:v-1", "email:tom@example.co.uk"),
-                 contact("mail", "email:tom@example.co.uk", t=5)])
+    g, _ = feed(
+        [
+            contact("chat", "chat_visitor:v-1", "email:tom@example.co.uk"),
+            contact("mail", "email:tom@example.co.uk", t=5),
+        ]
+    )
     assert g.customer_of("chat") == g.customer_of("mail") == customer_id_for("chat")
     assert g.node_customer("chat_visitor:v-1") == g.node_customer("email:tom@example.co.uk")
 
@@ -66,20 +76,27 @@ def test_an_order_number_given_on_another_channel_links_to_the_customer_who_plac
     assert customers == {customer_id_for("order")}
     merged = events(changes, "merged")
     assert [(m["customer_id"], m["related_customer_ids"], m["rule"]) for m in merged] == [
-        (customer_id_for("order"), [customer_id_for("tweet")], "shared_fact")]
+        (customer_id_for("order"), [customer_id_for("tweet")], "shared_fact")
+    ]
     # The tweet was resolved before the DM revealed who she is: it is re-keyed to the survivor.
     assert changes[2].rekeyed == [("tweet", customer_id_for("order"), customer_id_for("tweet"))]
 
 
 def test_a_fact_kind_that_is_not_a_linking_rule_links_nothing():
-    g, _ = feed([contact("a", "email:a@example.com", facts=[("preference", "window seat")]),
-                 contact("b", "email:b@example.com", facts=[("preference", "window seat")])])
+    g, _ = feed(
+        [
+            contact("a", "email:a@example.com", facts=[("preference", "window seat")]),
+            contact("b", "email:b@example.com", facts=[("preference", "window seat")]),
+        ]
+    )
     assert g.customer_of("a") != g.customer_of("b")
 
 
 def test_a_phone_in_a_signature_is_only_a_hint_and_does_not_link_by_default():
-    hinted = [contact("call", "phone:+393471234567"),
-              contact("mail", "email:giulia.rossi@example.it", "phone:+393471234567~hint", t=5)]
+    hinted = [
+        contact("call", "phone:+393471234567"),
+        contact("mail", "email:giulia.rossi@example.it", "phone:+393471234567~hint", t=5),
+    ]
     g, _ = feed(hinted)
     assert g.customer_of("call") != g.customer_of("mail")
     g, changes = feed(hinted, IdentityRules(hint_links=True))
@@ -88,8 +105,11 @@ def test_a_phone_in_a_signature_is_only_a_hint_and_does_not_link_by_default():
 
 
 def test_the_earliest_contact_names_the_customer_and_survives_a_merge():
-    late_first = [contact("b", "email:x@example.com", t=10), contact("a", "phone:+31612345678", t=1),
-                  contact("c", "email:x@example.com", "phone:+31612345678", t=20)]
+    late_first = [
+        contact("b", "email:x@example.com", t=10),
+        contact("a", "phone:+31612345678", t=1),
+        contact("c", "email:x@example.com", "phone:+31612345678", t=20),
+    ]
     g, changes = feed(late_first)
     assert g.customer_of("b") == customer_id_for("a")
     merged = events(changes, "merged")
@@ -99,28 +119,46 @@ def test_the_earliest_contact_names_the_customer_and_survives_a_merge():
 
 # --- order independence --------------------------------------------------------------------
 
-IDENTS = ["email:a@example.com", "email:b@example.com", "email:c@example.com", "phone:+31611111111",
-          "phone:+31622222222", "phone:+31633333333", "social:twitter:aa", "social:twitter:bb",
-          "chat_visitor:v-1", "email:noreply@example.com", "phone:+31622222222~hint"]
+IDENTS = [
+    "email:a@example.com",
+    "email:b@example.com",
+    "email:c@example.com",
+    "phone:+31611111111",
+    "phone:+31622222222",
+    "phone:+31633333333",
+    "social:twitter:aa",
+    "social:twitter:bb",
+    "chat_visitor:v-1",
+    "email:noreply@example.com",
+    "phone:+31622222222~hint",
+]
 
 contact_strategy = st.builds(
     lambda n, idents, t, facts: (idents, t, facts),
     st.integers(),
     st.lists(st.sampled_from(IDENTS), min_size=1, max_size=3, unique=True),
     st.integers(min_value=0, max_value=50),
-    st.lists(st.tuples(st.sampled_from(["order_number", "account_number"]), st.sampled_from(["1", "2", "3"])),
-             max_size=1),
+    st.lists(
+        st.tuples(st.sampled_from(["order_number", "account_number"]), st.sampled_from(["1", "2", "3"])), max_size=1
+    ),
 )
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(contact_strategy, min_size=1, max_size=12), st.randoms(use_true_random=False),
-       st.booleans(), st.lists(st.tuples(st.sampled_from(IDENTS[:9]), st.sampled_from(IDENTS[:9])), max_size=2))
+@given(
+    st.lists(contact_strategy, min_size=1, max_size=12),
+    st.randoms(use_true_random=False),
+    st.booleans(),
+    st.lists(st.tuples(st.sampled_from(IDENTS[:9]), st.sampled_from(IDENTS[:9])), max_size=2),
+)
 def test_the_same_contacts_in_any_arrival_order_give_the_same_customers(specs, rnd, hints, unlinks):
     rules = IdentityRules(hint_links=hints, limits={"email": 2, "phone": 2})
     contacts = [contact(f"e{i}", *idents, t=t, facts=facts) for i, (idents, t, facts) in enumerate(specs)]
-    unlinks = [(identity_key(contact("x", a)["identities"][0]), identity_key(contact("x", b)["identities"][0]))
-               for a, b in unlinks if a != b]
+    unlinks = [
+        (identity_key(contact("x", a)["identities"][0]), identity_key(contact("x", b)["identities"][0]))
+        for a, b in unlinks
+        if a != b
+    ]
 
     def run(steps):
         g = IdentityGraph({}, rules)
@@ -142,11 +180,22 @@ def test_giulia_is_one_customer_with_the_same_id_whatever_the_arrival_order(orde
 
 # --- guardrails ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("placeholder", ["email:noreply@shop.example", "email:unknown", "phone:0000000000",
-                                         "phone:+0000000000", "email:test@test.com", "social:twitter:unknown"])
+
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        "email:noreply@shop.example",
+        "email:unknown",
+        "phone:0000000000",
+        "phone:+0000000000",
+        "email:test@test.com",
+        "social:twitter:unknown",
+    ],
+)
 def test_a_blocked_placeholder_value_links_no_one_and_the_refusal_is_an_event(placeholder):
-    g, changes = feed([contact("a", "email:anna@example.com", placeholder),
-                       contact("b", "email:bart@example.com", placeholder, t=1)])
+    g, changes = feed(
+        [contact("a", "email:anna@example.com", placeholder), contact("b", "email:bart@example.com", placeholder, t=1)]
+    )
     assert g.customer_of("a") != g.customer_of("b")
     rejected = events(changes, "link_rejected")
     assert [(r["reason"], r["source_event_id"]) for r in rejected] == [("blocked_value", "a"), ("blocked_value", "b")]
@@ -155,8 +204,13 @@ def test_a_blocked_placeholder_value_links_no_one_and_the_refusal_is_an_event(pl
 
 def test_configured_blocked_values_are_added_to_the_defaults():
     rules = rules_from_env({"THREADLINE_IDENTITY_BLOCKED": "Shared@Family.example"}).identity
-    g, _ = feed([contact("a", "email:anna@example.com", "email:shared@family.example"),
-                 contact("b", "email:bart@example.com", "email:shared@family.example", t=1)], rules)
+    g, _ = feed(
+        [
+            contact("a", "email:anna@example.com", "email:shared@family.example"),
+            contact("b", "email:bart@example.com", "email:shared@family.example", t=1),
+        ],
+        rules,
+    )
     assert g.customer_of("a") != g.customer_of("b")
     assert "unknown" in rules.blocked_values
 
@@ -177,8 +231,10 @@ def test_a_shared_family_phone_does_not_merge_ten_people():
 
 def test_when_a_limit_is_hit_the_kind_lower_in_priority_is_the_link_dropped():
     # Customer X already has two phones; a contact brings X's email and a third phone.
-    x = [contact("x1", "email:x@example.com", "phone:+31611111111", t=0),
-         contact("x2", "email:x@example.com", "phone:+31622222222", t=1)]
+    x = [
+        contact("x1", "email:x@example.com", "phone:+31611111111", t=0),
+        contact("x2", "email:x@example.com", "phone:+31622222222", t=1),
+    ]
     third = contact("x3", "phone:+31633333333", "email:x@example.com", t=2)
     g, changes = feed([*x, third], IdentityRules(limits={"phone": 2}))
     # The email (higher priority) links the contact to X; the third phone is what is dropped.
@@ -188,8 +244,14 @@ def test_when_a_limit_is_hit_the_kind_lower_in_priority_is_the_link_dropped():
 
 
 def test_limits_priority_and_windows_are_read_from_the_environment():
-    rules = rules_from_env({"THREADLINE_IDENTITY_LIMITS": "phone=1", "THREADLINE_IDENTITY_PRIORITY": "phone,email",
-                            "THREADLINE_IDENTITY_HINT_LINKS": "1", "THREADLINE_IDENTITY_LINK_FACTS": "iban"})
+    rules = rules_from_env(
+        {
+            "THREADLINE_IDENTITY_LIMITS": "phone=1",
+            "THREADLINE_IDENTITY_PRIORITY": "phone,email",
+            "THREADLINE_IDENTITY_HINT_LINKS": "1",
+            "THREADLINE_IDENTITY_LINK_FACTS": "iban",
+        }
+    )
     assert rules.identity.limits["phone"] == 1 and rules.identity.limits["email"] == 2
     assert rules.identity.priority == ("phone", "email") and rules.identity.hint_links
     assert rules.identity.link_fact_kinds == frozenset({"iban"})
@@ -197,9 +259,15 @@ def test_limits_priority_and_windows_are_read_from_the_environment():
 
 # --- merges, unmerges, duplicates ----------------------------------------------------------
 
+
 def test_an_unlink_splits_the_customer_and_keeps_the_two_apart_for_good():
-    g, _ = feed([contact("a", "email:a@example.com", t=0), contact("b", "phone:+31611111111", t=1),
-                 contact("ab", "email:a@example.com", "phone:+31611111111", t=2)])
+    g, _ = feed(
+        [
+            contact("a", "email:a@example.com", t=0),
+            contact("b", "phone:+31611111111", t=1),
+            contact("ab", "email:a@example.com", "phone:+31611111111", t=2),
+        ]
+    )
     assert g.customer_of("a") == g.customer_of("b")
     change = g.unlink("email:a@example.com", "phone:+31611111111", command_id="op-1", at_ms=T0)
     assert g.customer_of("a") != g.customer_of("b")
@@ -242,8 +310,11 @@ def test_the_state_is_stored_in_named_records():
     g = IdentityGraph({})
     _the_old_form_story(g)
     assert {tuple(sorted(v)) for k, v in g.store.items() if k.startswith("e:")} == {
-        ("anchor", "customer_id", "events", "nodes", "occurred_ms")}
-    assert {tuple(sorted(v)) for k, v in g.store.items() if k.startswith("n:")} == {("contacts", "customer_id", "unlinked")}
+        ("anchor", "customer_id", "events", "nodes", "occurred_ms")
+    }
+    assert {tuple(sorted(v)) for k, v in g.store.items() if k.startswith("n:")} == {
+        ("contacts", "customer_id", "unlinked")
+    }
     assert ContactRecord.from_json(g.store["e:order"]).anchor == "email:giulia.rossi@example.it"
     assert NodeRecord.from_json(g.store["n:social:twitter:giulia_r"]).unlinked == ("fact:order_number:100234",)
 
@@ -261,15 +332,22 @@ def test_a_state_in_the_old_form_reads_as_the_same_graph_and_goes_on_the_same_wa
         assert read(old[key]) == read(new.store[key]), key
     for eid in ("order", "dm", "blocked"):
         assert loaded.customer_of(eid) == new.customer_of(eid)
-    for node in ("email:giulia.rossi@example.it", "phone:+393471234567", "social:twitter:giulia_r",
-                 "fact:order_number:100234"):
+    for node in (
+        "email:giulia.rossi@example.it",
+        "phone:+393471234567",
+        "social:twitter:giulia_r",
+        "fact:order_number:100234",
+    ):
         assert loaded.node_customer(node) == new.node_customer(node)
     # a duplicate gets the stored answer again; new evidence and another unlink change both alike
-    later = [lambda g: g.observe(contact("dm", "social:twitter:giulia_r", t=6, facts=[("order_number", "100234")])),
-             lambda g: g.observe(contact("tweet", "social:twitter:giulia_r", "email:giulia.rossi@example.it", t=9)),
-             lambda g: g.observe(contact("call", "phone:+393471234567", t=10)),
-             lambda g: g.unlink("email:giulia.rossi@example.it", "phone:+393471234567", command_id="op-2",
-                                at_ms=T0 + 11 * MIN)]
+    later = [
+        lambda g: g.observe(contact("dm", "social:twitter:giulia_r", t=6, facts=[("order_number", "100234")])),
+        lambda g: g.observe(contact("tweet", "social:twitter:giulia_r", "email:giulia.rossi@example.it", t=9)),
+        lambda g: g.observe(contact("call", "phone:+393471234567", t=10)),
+        lambda g: g.unlink(
+            "email:giulia.rossi@example.it", "phone:+393471234567", command_id="op-2", at_ms=T0 + 11 * MIN
+        ),
+    ]
     for step in later:
         assert step(loaded) == step(new)
     for eid in ("order", "dm", "blocked", "tweet", "call"):
@@ -313,4 +391,5 @@ def test_resolve_sets_customer_id_on_a_copy_and_leaves_the_input_alone(full_cont
     assert record == before and record["customer_id"] is None
     assert resolved["customer_id"] == g.customer_of(record["event_id"])
     assert {k: v for k, v in resolved.items() if k != "customer_id"} == {
-        k: v for k, v in before.items() if k != "customer_id"}
+        k: v for k, v in before.items() if k != "customer_id"
+    }

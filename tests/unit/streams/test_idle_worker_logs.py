@@ -30,13 +30,18 @@ def consumer_log():
     logger.setLevel(saved_level)
 
 
-@pytest.mark.parametrize("template", [faust_aiokafka.SLOW_PROCESSING_STREAM_IDLE_SINCE_START,
-                                      faust_aiokafka.SLOW_PROCESSING_NO_COMMIT_SINCE_START])
+@pytest.mark.parametrize(
+    "template",
+    [faust_aiokafka.SLOW_PROCESSING_STREAM_IDLE_SINCE_START, faust_aiokafka.SLOW_PROCESSING_NO_COMMIT_SINCE_START],
+)
 def test_faust_idle_partition_notices_are_not_errors(consumer_log, template):
     logger, records = consumer_log
     # the way mode's CompositeLogger formats it: a prefix, faust's text, then the causes
-    logger.error("[^---AIOKafkaConsumerThread]: " + template + "\nThere are multiple possible explanations ...",
-                 "TP(topic='contacts.v1', partition=3)", "15 minutes ago")
+    logger.error(
+        "[^---AIOKafkaConsumerThread]: " + template + "\nThere are multiple possible explanations ...",
+        "TP(topic='contacts.v1', partition=3)",
+        "15 minutes ago",
+    )
     assert [r for r in records if r.levelno >= logging.ERROR] == []
 
 

@@ -30,8 +30,9 @@ class CountingCodec:
         return self.codec.decode(data)
 
 
-@pytest.mark.parametrize("make", [lambda: ConfluentCodec(FakeRegistry()), SingleObjectCodec],
-                         ids=["confluent", "single-object"])
+@pytest.mark.parametrize(
+    "make", [lambda: ConfluentCodec(FakeRegistry()), SingleObjectCodec], ids=["confluent", "single-object"]
+)
 def test_resolved_bytes_are_the_encoding_of_the_resolved_record_and_only_the_first_is_encoded(make, full_contact):
     codec = CountingCodec(make())
     values = ResolvedValues(codec, "contacts.resolved.v1")
@@ -57,6 +58,7 @@ def test_a_contact_that_already_has_a_customer_id_is_encoded_the_long_way(full_c
 
 
 # --- GraphCache: the graph table behind a read cache -------------------------------------------
+
 
 class CountingTable(dict):
     def __init__(self):
@@ -100,8 +102,9 @@ def test_the_identity_graph_over_the_cache_gives_what_it_gives_over_a_dict(full_
     contacts = []
     for i in range(6):
         c = to_record(full_contact.model_copy(update={"provider_id": f"p-{i}"}), RECORDED_AT)
-        c["identities"] = [dict(x, value=x["value"].replace("@", f"+{i % 3}@")) if x["kind"] == "email" else x
-                           for x in c["identities"]]
+        c["identities"] = [
+            dict(x, value=x["value"].replace("@", f"+{i % 3}@")) if x["kind"] == "email" else x for x in c["identities"]
+        ]
         contacts.append(c)
     plain, table = IdentityGraph({}), CountingTable()
     cache = GraphCache(table, lambda: 1)

@@ -24,20 +24,29 @@ def test_the_default_topics_are_the_catalogs():
 
 def test_every_table_changelog_has_the_partitions_of_its_source(app):
     topics = StreamTopics()
-    source = {"identity-graph": catalog.IDENTITY_GRAPH, "identity-contacts": catalog.IDENTITY_GRAPH,
-              "conversations": catalog.CONTACTS_RESOLVED}
-    changelog = {"identity-graph": topics.graph_changelog, "identity-contacts": topics.contacts_changelog,
-                 "conversations": topics.conversations_changelog}
+    source = {
+        "identity-graph": catalog.IDENTITY_GRAPH,
+        "identity-contacts": catalog.IDENTITY_GRAPH,
+        "conversations": catalog.CONTACTS_RESOLVED,
+    }
+    changelog = {
+        "identity-graph": topics.graph_changelog,
+        "identity-contacts": topics.contacts_changelog,
+        "conversations": topics.conversations_changelog,
+    }
     assert set(app.tables) == set(source)
     for name, table in app.tables.items():
         assert table.changelog_topic.get_topic_name() == changelog[name]
         assert table.partitions == source[name].partitions == catalog.by_name(changelog[name]).partitions
 
 
-@pytest.mark.parametrize("stages, tables", [
-    (("identity",), {"identity-graph", "identity-contacts"}),
-    (("route", "conversations"), {"conversations"}),
-])
+@pytest.mark.parametrize(
+    "stages, tables",
+    [
+        (("identity",), {"identity-graph", "identity-contacts"}),
+        (("route", "conversations"), {"conversations"}),
+    ],
+)
 def test_a_worker_declares_only_the_tables_of_the_stages_it_runs(tmp_path, stages, tables):
     app = create_app(Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT), app_id="wiring-stages", stages=stages)
     assert set(app.tables) == tables
@@ -81,8 +90,16 @@ def test_table_writes_of_a_batch_are_the_bytes_faust_itself_writes_and_reads(app
     import orjson
 
     table = app.tables["conversations"]
-    key, value = "cust-1", {"customer_id": "cust-1", "wm": 1_795_000_000_000, "contacts": [["e", 1, 2.5, None]],
-                            "pub": {"c": {"st": "open"}}, "p": 3}
+    key, value = (
+        "cust-1",
+        {
+            "customer_id": "cust-1",
+            "wm": 1_795_000_000_000,
+            "contacts": [["e", 1, 2.5, None]],
+            "pub": {"c": {"st": "open"}},
+            "p": 3,
+        },
+    )
     kb, vb = orjson.dumps(key), orjson.dumps(value)
     assert kb == app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
     assert app.serializers.loads_value(table.value_type, vb, serializer=table.value_serializer) == value

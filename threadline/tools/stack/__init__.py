@@ -88,14 +88,32 @@ def status(settings: Settings) -> list[PartStatus]:
     ok, why = _probe(lambda: port_open(host, port) and kafka_broker.ready(settings))
     parts.append(PartStatus("kafka", settings.kafka_bootstrap, True, kafka_broker.managed(settings).running(), ok, why))
     ok, why = _probe(lambda: postgres.ready(settings))
-    parts.append(PartStatus("postgres", settings.pg_display, settings.embedded_pg,
-                            postgres.running(settings) if settings.embedded_pg else ok, ok, why))
+    parts.append(
+        PartStatus(
+            "postgres",
+            settings.pg_display,
+            settings.embedded_pg,
+            postgres.running(settings) if settings.embedded_pg else ok,
+            ok,
+            why,
+        )
+    )
     if settings.codec is CodecKind.CONFLUENT:
         ok, why = _probe(lambda: schema_registry.ready(settings))
-        parts.append(PartStatus("registry", settings.registry_url, True, schema_registry.managed(settings).running(), ok, why))
+        parts.append(
+            PartStatus("registry", settings.registry_url, True, schema_registry.managed(settings).running(), ok, why)
+        )
     else:
-        parts.append(PartStatus("registry", "single-object encoding (schemas/)", False, False, True,
-                                "no registry: THREADLINE_CODEC=single-object"))
+        parts.append(
+            PartStatus(
+                "registry",
+                "single-object encoding (schemas/)",
+                False,
+                False,
+                True,
+                "no registry: THREADLINE_CODEC=single-object",
+            )
+        )
     for name in apps.APPS:
         url = apps.url(settings, name)
         running = bool(instances(settings, name))
@@ -116,8 +134,16 @@ def group_parts(settings: Settings) -> list[PartStatus]:
     try:
         lags = group_lags(settings)
     except Exception as exc:  # status reports every failure as text, whatever its kind
-        return [PartStatus("groups", settings.kafka_bootstrap, False, False, False,
-                           f"lag unknown: {type(exc).__name__}: {exc}"[:160])]
+        return [
+            PartStatus(
+                "groups",
+                settings.kafka_bootstrap,
+                False,
+                False,
+                False,
+                f"lag unknown: {type(exc).__name__}: {exc}"[:160],
+            )
+        ]
     return group_rows(lags)
 
 
@@ -127,8 +153,16 @@ def group_rows(lags) -> list[PartStatus]:
     shown = [g for g in lags if g.members or g.topics]
     parts = [PartStatus(f"group {g.group}", "kafka", False, g.members > 0, True, g.line()) for g in shown]
     if len(shown) < len(lags):
-        parts.append(PartStatus("groups", "kafka", False, False, True,
-                                f"{len(lags) - len(shown)} empty groups without commits not shown (threadline groups)"))
+        parts.append(
+            PartStatus(
+                "groups",
+                "kafka",
+                False,
+                False,
+                True,
+                f"{len(lags) - len(shown)} empty groups without commits not shown (threadline groups)",
+            )
+        )
     return parts
 
 
@@ -142,5 +176,14 @@ def projection_parts(settings: Settings) -> list[PartStatus]:
         lags = projection_lag(settings)
     except Exception as exc:  # status reports every failure as text, whatever its kind
         return [PartStatus("projections", "-", False, False, False, f"lag unknown: {type(exc).__name__}: {exc}"[:160])]
-    return [PartStatus(f"projection {lag.projector}", "postgres", False, False, True,
-                       f"lag {lag.events:,} events, {lag.seconds:.1f} s") for lag in lags]
+    return [
+        PartStatus(
+            f"projection {lag.projector}",
+            "postgres",
+            False,
+            False,
+            True,
+            f"lag {lag.events:,} events, {lag.seconds:.1f} s",
+        )
+        for lag in lags
+    ]

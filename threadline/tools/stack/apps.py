@@ -30,8 +30,6 @@ APPS = {
 }
 
 
-
-
 LOCAL_TOKENS = {"contact_tokens": ("api",), "api_tokens": ("support", "sales", "marketing", "admin")}
 
 
@@ -70,8 +68,10 @@ def start(settings: Settings, names=tuple(APPS)) -> list[str]:
         m = managed(settings, name)
         if m.running():
             continue
-        m.start([sys.executable, "-m", "threadline.tools.cli", "--home", str(settings.state_dir), *APPS[name]],
-                env={**settings.to_env(), "THREADLINE_LOG_FORMAT": "json"})
+        m.start(
+            [sys.executable, "-m", "threadline.tools.cli", "--home", str(settings.state_dir), *APPS[name]],
+            env={**settings.to_env(), "THREADLINE_LOG_FORMAT": "json"},
+        )
         started.append(name)
     try:
         for name in ("gateway", "api"):
@@ -89,10 +89,12 @@ def _healthy(url: str) -> bool:
 
 def url(settings: Settings, name: str) -> str | None:
     """Where a component serves /livez, /readyz and /metrics (None: it serves none)."""
-    host_port = {"gateway": (settings.gateway_host, settings.gateway_port),
-                 "api": (settings.api_host, settings.api_port),
-                 "worker": (settings.ops_host, settings.worker_ops_port),
-                 "projector": (settings.ops_host, settings.projector_ops_port)}[name]
+    host_port = {
+        "gateway": (settings.gateway_host, settings.gateway_port),
+        "api": (settings.api_host, settings.api_port),
+        "worker": (settings.ops_host, settings.worker_ops_port),
+        "projector": (settings.ops_host, settings.projector_ops_port),
+    }[name]
     if not host_port[1]:
         return None
     host = "127.0.0.1" if host_port[0] in ("0.0.0.0", "::") else host_port[0]

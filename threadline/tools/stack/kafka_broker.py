@@ -51,11 +51,21 @@ def ensure_jars(settings: Settings) -> Path:
     if shutil.which("mvn") is None:
         raise ConfigError("mvn not found: it resolves the Kafka jars from Maven Central")
     target.mkdir(parents=True, exist_ok=True)
-    cmd = ["mvn", "-q", "-B", "-f", str(deploy_local() / "pom.xml"), "dependency:copy-dependencies",
-           f"-Dkafka.version={settings.kafka_version}", f"-Doutput.dir={target}"]
+    cmd = [
+        "mvn",
+        "-q",
+        "-B",
+        "-f",
+        str(deploy_local() / "pom.xml"),
+        "dependency:copy-dependencies",
+        f"-Dkafka.version={settings.kafka_version}",
+        f"-Doutput.dir={target}",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise ConfigError(f"mvn could not resolve Kafka {settings.kafka_version}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        raise ConfigError(
+            f"mvn could not resolve Kafka {settings.kafka_version}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
     marker.write_text(settings.kafka_version)
     return target
 
@@ -93,17 +103,29 @@ class Broker:
     def java(self, main: str, *args: str) -> list[str]:
         logs = self.home / "logs" / "kafka"
         logs.mkdir(parents=True, exist_ok=True)
-        return [java_bin(), f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={deploy_local() / 'kafka' / 'log4j2.xml'}",
-                f"-Dkafka.logs.dir={logs}", "-cp", f"{self.lib}/*", main, *args]
+        return [
+            java_bin(),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={deploy_local() / 'kafka' / 'log4j2.xml'}",
+            f"-Dkafka.logs.dir={logs}",
+            "-cp",
+            f"{self.lib}/*",
+            main,
+            *args,
+        ]
 
     def write_config(self) -> Path:
         template = Template((deploy_local() / "kafka" / "server.properties").read_text())
-        text = template.substitute(broker_port=self.broker_port, controller_port=self.controller_port,
-                                   data_dir=self.data_dir)
+        text = template.substitute(
+            broker_port=self.broker_port, controller_port=self.controller_port, data_dir=self.data_dir
+        )
         if self.properties:
             text += "\n# this broker's own listeners and security\n" + "".join(
-                f"{k}={v}\n" for k, v in self.properties.items())
+                f"{k}={v}\n" for k, v in self.properties.items()
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(text)
         return self.config_path
@@ -112,11 +134,22 @@ class Broker:
         """Format the storage once (a formatted data folder keeps its cluster id and credentials)."""
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = subprocess.run([java_bin(), "-cp", f"{self.lib}/*", "kafka.tools.StorageTool", "random-uuid"],
-                                    capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        cluster_id = (
+            subprocess.run(
+                [java_bin(), "-cp", f"{self.lib}/*", "kafka.tools.StorageTool", "random-uuid"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         scram = [arg for entry in self.scram for arg in ("--add-scram", entry)]
-        result = subprocess.run(self.java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                                          "-c", str(self.config_path), *scram), capture_output=True, text=True)
+        result = subprocess.run(
+            self.java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_path), *scram),
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise ConfigError(f"kafka storage format failed: {result.stdout[-1000:]}{result.stderr[-1000:]}")
 
@@ -127,16 +160,19 @@ class Broker:
         self.managed().launch(self.java("kafka.Kafka", str(self.config_path)), ready=ready, timeout=timeout)
 
 
-def listener_properties(listeners: dict[str, tuple[str, int]], controller_port: int, *,
-                        inter_broker: str, host: str = "127.0.0.1") -> dict[str, str]:
+def listener_properties(
+    listeners: dict[str, tuple[str, int]], controller_port: int, *, inter_broker: str, host: str = "127.0.0.1"
+) -> dict[str, str]:
     """server.properties for named listeners, ``{name: (security protocol, port)}``, on ``host``;
     the KRaft controller stays PLAINTEXT on loopback."""
     return {
-        "listeners": ",".join([*(f"{n}://{host}:{p}" for n, (_, p) in listeners.items()),
-                               f"CONTROLLER://127.0.0.1:{controller_port}"]),
+        "listeners": ",".join(
+            [*(f"{n}://{host}:{p}" for n, (_, p) in listeners.items()), f"CONTROLLER://127.0.0.1:{controller_port}"]
+        ),
         "advertised.listeners": ",".join(f"{n}://{host}:{p}" for n, (_, p) in listeners.items()),
-        "listener.security.protocol.map": ",".join([*(f"{n}:{proto}" for n, (proto, _) in listeners.items()),
-                                                    "CONTROLLER:PLAINTEXT"]),
+        "listener.security.protocol.map": ",".join(
+            [*(f"{n}:{proto}" for n, (proto, _) in listeners.items()), "CONTROLLER:PLAINTEXT"]
+        ),
         "inter.broker.listener.name": inter_broker,
     }
 
@@ -154,8 +190,9 @@ def sasl_properties(listener: str, mechanisms: tuple[str, ...]) -> dict[str, str
     """SASL/SCRAM on one listener, the credentials kept in the cluster metadata (``Broker.scram``)."""
     props = {"sasl.enabled.mechanisms": ",".join(mechanisms)}
     for m in mechanisms:
-        props[f"listener.name.{listener.lower()}.{m.lower()}.sasl.jaas.config"] = \
+        props[f"listener.name.{listener.lower()}.{m.lower()}.sasl.jaas.config"] = (
             "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        )
     return props
 
 
@@ -181,8 +218,9 @@ def ready(settings: Settings) -> bool:
     level = kafka_log.level
     kafka_log.setLevel(logging.CRITICAL)
     try:
-        admin = KafkaAdminClient(client_id="threadline-ready", request_timeout_ms=3000,
-                                 **settings.kafka_client_config())
+        admin = KafkaAdminClient(
+            client_id="threadline-ready", request_timeout_ms=3000, **settings.kafka_client_config()
+        )
         try:
             return bool(admin.describe_cluster().get("brokers"))
         finally:
@@ -218,11 +256,12 @@ def start(settings: Settings, timeout: float = 90.0) -> bool:
         return False
     host, port = host_port(settings)
     if port_open(host, port):
-        raise ConfigError(f"{host}:{port} is taken by a process this state folder did not start; "
-                          "stop it, or set THREADLINE_KAFKA_BOOTSTRAP to use it")
+        raise ConfigError(
+            f"{host}:{port} is taken by a process this state folder did not start; "
+            "stop it, or set THREADLINE_KAFKA_BOOTSTRAP to use it"
+        )
     from threadline.tools.stack.setup import require
 
     require(settings, "kafka")  # built by the set-up step, never here: no download inside a start
     local_broker(settings).launch(lambda: ready(settings) and coordinator_ready(settings), timeout)
     return True
-

@@ -87,8 +87,10 @@ host    all    all    ::1/128         scram-sha-256
 def admin_dsn(settings: Settings, database: str = "postgres") -> str:
     from psycopg.conninfo import make_conninfo
 
-    return make_conninfo(f"postgresql://postgres@127.0.0.1:{settings.pg_port}/{database}",
-                         password=local_secret(settings.state_dir, "postgres-admin"))
+    return make_conninfo(
+        f"postgresql://postgres@127.0.0.1:{settings.pg_port}/{database}",
+        password=local_secret(settings.state_dir, "postgres-admin"),
+    )
 
 
 def ready(settings: Settings) -> bool:
@@ -123,8 +125,10 @@ def start(settings: Settings, timeout: float = 60.0) -> bool:
         _ensure_database(settings)  # a server an older run started: its roles and authentication
         return False
     if port_open("127.0.0.1", settings.pg_port):
-        raise ConfigError(f"127.0.0.1:{settings.pg_port} is taken by a process this state folder did not start; "
-                          "stop it, set THREADLINE_PG_PORT, or give THREADLINE_PG_DSN")
+        raise ConfigError(
+            f"127.0.0.1:{settings.pg_port} is taken by a process this state folder did not start; "
+            "stop it, set THREADLINE_PG_PORT, or give THREADLINE_PG_DSN"
+        )
     data = pgdata(settings)
     user = _as_user()
     data.parent.mkdir(parents=True, exist_ok=True)
@@ -133,13 +137,21 @@ def start(settings: Settings, timeout: float = 60.0) -> bool:
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
         _chown(data.parent, user)
-        subprocess.run([_bin("initdb"), "-D", str(data), "--auth=trust", "--encoding=UTF8", "-U", "postgres"],
-                       check=True, capture_output=True, **user)
+        subprocess.run(
+            [_bin("initdb"), "-D", str(data), "--auth=trust", "--encoding=UTF8", "-U", "postgres"],
+            check=True,
+            capture_output=True,
+            **user,
+        )
     _chown(data.parent, user)
     log = data.parent / "postgres.log"
     opts = f"-h 127.0.0.1 -p {settings.pg_port} -k '' -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    result = subprocess.run([_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", str(int(timeout)),
-                             "start"], capture_output=True, text=True, **user)
+    result = subprocess.run(
+        [_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", str(int(timeout)), "start"],
+        capture_output=True,
+        text=True,
+        **user,
+    )
     if result.returncode != 0:
         tail = log.read_text()[-2000:] if log.exists() else ""
         raise ConfigError(f"postgres did not start: {result.stderr}\n{tail}")
@@ -150,16 +162,27 @@ def start(settings: Settings, timeout: float = 60.0) -> bool:
 def _ensure_database(settings: Settings) -> None:
     """Roles, passwords, the database and the reader's grants; then password authentication."""
     with psycopg.connect(admin_dsn(settings), autocommit=True) as conn:
-        conn.execute(sql.SQL("alter role postgres with password {}").format(
-            sql.Literal(local_secret(settings.state_dir, "postgres-admin"))))
-        roles = ((PG_OWNER, settings._pg_secret("pg_password", PG_OWNER), "nosuperuser nocreaterole"),
-                 (PG_READER, settings._pg_secret("pg_api_password", PG_READER),
-                  "nosuperuser nocreatedb nocreaterole noinherit"))
+        conn.execute(
+            sql.SQL("alter role postgres with password {}").format(
+                sql.Literal(local_secret(settings.state_dir, "postgres-admin"))
+            )
+        )
+        roles = (
+            (PG_OWNER, settings._pg_secret("pg_password", PG_OWNER), "nosuperuser nocreaterole"),
+            (
+                PG_READER,
+                settings._pg_secret("pg_api_password", PG_READER),
+                "nosuperuser nocreatedb nocreaterole noinherit",
+            ),
+        )
         for role, password, attributes in roles:
             if not conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
                 conn.execute(sql.SQL("create role {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("alter role {} with login " + attributes + " password {}").format(
-                sql.Identifier(role), sql.Literal(password)))
+            conn.execute(
+                sql.SQL("alter role {} with login " + attributes + " password {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
         if not conn.execute("select 1 from pg_database where datname = 'threadline'").fetchone():
             conn.execute(sql.SQL("create database threadline owner {}").format(sql.Identifier(PG_OWNER)))
     with psycopg.connect(admin_dsn(settings, "threadline"), autocommit=True) as conn:
@@ -174,8 +197,12 @@ def _grant_reader(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("grant connect on database threadline to {}").format(reader))
     conn.execute(sql.SQL("alter default privileges for role {} grant usage on schemas to {}").format(owner, reader))
     conn.execute(sql.SQL("alter default privileges for role {} grant select on tables to {}").format(owner, reader))
-    schemas = [r[0] for r in conn.execute(
-        "select nspname from pg_namespace where nspname = 'public' or nspowner = %s::regrole", (PG_OWNER,))]
+    schemas = [
+        r[0]
+        for r in conn.execute(
+            "select nspname from pg_namespace where nspname = 'public' or nspowner = %s::regrole", (PG_OWNER,)
+        )
+    ]
     for schema in schemas:
         conn.execute(sql.SQL("grant usage on schema {} to {}").format(sql.Identifier(schema), reader))
         conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(sql.Identifier(schema), reader))
@@ -194,8 +221,12 @@ def _require_passwords(settings: Settings) -> None:
 def stop(settings: Settings, timeout: float = 30.0) -> bool:
     if not settings.embedded_pg or not running(settings):
         return False
-    result = subprocess.run([_bin("pg_ctl"), "-D", str(pgdata(settings)), "-m", "fast", "-w", "-t", str(int(timeout)),
-                             "stop"], capture_output=True, text=True, **_as_user())
+    result = subprocess.run(
+        [_bin("pg_ctl"), "-D", str(pgdata(settings)), "-m", "fast", "-w", "-t", str(int(timeout)), "stop"],
+        capture_output=True,
+        text=True,
+        **_as_user(),
+    )
     if result.returncode != 0 and running(settings):
         from threadline.process import terminate_tree
 

@@ -43,18 +43,26 @@ def start(settings: Settings, timeout: float = 120.0) -> bool:
         wait_until(lambda: ready(settings), timeout, what="schema registry")
         return False
     if port_open("127.0.0.1", settings.registry_port):
-        raise ConfigError(f"127.0.0.1:{settings.registry_port} is taken by a process this state folder did not start; "
-                          "stop it, or set THREADLINE_REGISTRY_URL to use it")
+        raise ConfigError(
+            f"127.0.0.1:{settings.registry_port} is taken by a process this state folder did not start; "
+            "stop it, or set THREADLINE_REGISTRY_URL to use it"
+        )
     from threadline.tools.stack.setup import require
 
     require(settings, "registry")  # built by the set-up step (threadline setup), never here
     db = settings.state_dir / "registry" / "db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    m.launch(["bash", str(folder() / "run.sh")], ready=lambda: ready(settings), timeout=timeout, cwd=folder(), env={
-        "JAVA_HOME": os.path.dirname(os.path.dirname(java_bin())),
-        "REGISTRY_PORT": str(settings.registry_port),
-        "REGISTRY_DB_URL": f"jdbc:h2:file:{db};DB_CLOSE_ON_EXIT=FALSE",
-        # -Dthreadline.home puts the state folder on the command line: that is how pid files are checked.
-        "REGISTRY_JAVA_OPTS": f"-Xmx256m -XX:+UseSerialGC -Dthreadline.home={settings.state_dir}",
-    })
+    m.launch(
+        ["bash", str(folder() / "run.sh")],
+        ready=lambda: ready(settings),
+        timeout=timeout,
+        cwd=folder(),
+        env={
+            "JAVA_HOME": os.path.dirname(os.path.dirname(java_bin())),
+            "REGISTRY_PORT": str(settings.registry_port),
+            "REGISTRY_DB_URL": f"jdbc:h2:file:{db};DB_CLOSE_ON_EXIT=FALSE",
+            # -Dthreadline.home puts the state folder on the command line: that is how pid files are checked.
+            "REGISTRY_JAVA_OPTS": f"-Xmx256m -XX:+UseSerialGC -Dthreadline.home={settings.state_dir}",
+        },
+    )
     return True

@@ -49,8 +49,11 @@ class Step:
         h = hashlib.sha256(f"{self.name}:{s.kafka_version}".encode())
         for rel in self.inputs:
             root = REPO_ROOT / rel
-            files = sorted(p for p in root.rglob("*") if p.is_file() and not {"target", "stub-repo"} & set(p.parts)) \
-                if root.is_dir() else [root]
+            files = (
+                sorted(p for p in root.rglob("*") if p.is_file() and not {"target", "stub-repo"} & set(p.parts))
+                if root.is_dir()
+                else [root]
+            )
             for f in files:
                 h.update(str(f.relative_to(REPO_ROOT)).encode() + b"\0" + f.read_bytes())
         return h.hexdigest()
@@ -67,8 +70,7 @@ class Step:
 def _logged(argv: list[str], log: Path, *, env: dict | None = None, cwd: Path | None = None) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
-        result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
-                                env={**os.environ, **(env or {})})
+        result = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})})
     if result.returncode != 0:
         tail = log.read_text(errors="replace")[-1500:]
         raise ConfigError(f"{' '.join(argv[:3])} failed (exit {result.returncode}); log: {log}\n{tail}")
@@ -134,12 +136,29 @@ def _crds_run(s: Settings, log: Path) -> None:
 
 STEPS = (
     Step("kafka", "Kafka broker jars (Maven Central)", _kafka_done, _kafka_run, ("deploy/local/pom.xml",)),
-    Step("registry", "schema registry build (Quarkus, Maven Central)", _registry_done, _registry_run,
-         ("deploy/local/registry",)),
-    Step("compose", "docker compose CLI (Go module proxy)", _compose_done, _compose_run,
-         ("deploy/compose/tools/build-compose.sh",), needed=False),
-    Step("crds", "Strimzi CRD generator jars (Maven Central)", _crds_done, _crds_run,
-         ("deploy/k8s/crds/pom.xml",), needed=False),
+    Step(
+        "registry",
+        "schema registry build (Quarkus, Maven Central)",
+        _registry_done,
+        _registry_run,
+        ("deploy/local/registry",),
+    ),
+    Step(
+        "compose",
+        "docker compose CLI (Go module proxy)",
+        _compose_done,
+        _compose_run,
+        ("deploy/compose/tools/build-compose.sh",),
+        needed=False,
+    ),
+    Step(
+        "crds",
+        "Strimzi CRD generator jars (Maven Central)",
+        _crds_done,
+        _crds_run,
+        ("deploy/k8s/crds/pom.xml",),
+        needed=False,
+    ),
 )
 
 
@@ -147,8 +166,10 @@ class NotBuiltError(ConfigError):
     """A part the local stack would start has not been fetched or built by the set-up step."""
 
     def __init__(self, part: str, what: str):
-        super().__init__(f"{part} is not built ({what}): run `make setup` (or `threadline setup`) first; "
-                         "starting a part never downloads or builds it")
+        super().__init__(
+            f"{part} is not built ({what}): run `make setup` (or `threadline setup`) first; "
+            "starting a part never downloads or builds it"
+        )
         self.part = part
 
 
@@ -168,8 +189,13 @@ def toolchain_for(step: Step) -> str | None:
     return None if shutil.which(need) else need
 
 
-def run(settings: Settings, *, only: tuple[str, ...] = (), force: bool = False,
-        report: Callable[[str, str, float], None] = lambda name, state, seconds: None) -> dict[str, str]:
+def run(
+    settings: Settings,
+    *,
+    only: tuple[str, ...] = (),
+    force: bool = False,
+    report: Callable[[str, str, float], None] = lambda name, state, seconds: None,
+) -> dict[str, str]:
     """Run every step not done yet; ``report(name, state, seconds)`` after each one.
     States: ``done`` (already there), ``built``, ``skipped: <why>`` (an optional tool whose
     toolchain is absent). A required step that fails raises ConfigError naming it and its log."""
