@@ -53,11 +53,11 @@ class MapContext:
     @classmethod
     def from_settings(cls, settings: Settings, received_at: datetime | None = None) -> MapContext:
         return cls(
-            region=settings.default_phone_region.upper(),
-            languages=tuple(c.strip().lower() for c in settings.languages.split(",") if c.strip()),
-            facts=FactPatterns.from_json(settings.fact_patterns),
+            region=settings.connectors.default_phone_region.upper(),
+            languages=tuple(c.strip().lower() for c in settings.connectors.languages.split(",") if c.strip()),
+            facts=FactPatterns.from_json(settings.connectors.fact_patterns),
             received_at=received_at,
-            cdr_timezone=settings.cdr_timezone,
+            cdr_timezone=settings.connectors.cdr_timezone,
         )
 
     def language(self, text: str | None, stated: str | None = None) -> str | None:

@@ -140,12 +140,12 @@ def ingest_imap(
 
     s = _settings()
     account = ImapAccount(
-        host or s.imap_host,
-        port or s.imap_port,
-        user or s.imap_user or "",
-        secret(s, "imap_password") or "",
-        mailbox or s.imap_mailbox,
-        s.imap_ssl if ssl is None else ssl,
+        host or s.connectors.imap_host,
+        port or s.connectors.imap_port,
+        user or s.connectors.imap_user or "",
+        secret(s.connectors, "imap_password") or "",
+        mailbox or s.connectors.imap_mailbox,
+        s.connectors.imap_ssl if ssl is None else ssl,
     )
     sink = _sink(s, "imap")
     poller = ImapPoller(account, sink, MapContext.from_settings(s), s.state_dir)
@@ -192,8 +192,8 @@ def generate(
             finally:
                 sink.producer.close(10)
         else:
-            base = gateway or f"http://{s.gateway_host}:{s.gateway_port}"
-            counts = send_http(base, {n: secret(s, n) for n in SECRET_NAMES}, items, rate, tick)
+            base = gateway or f"http://{s.endpoints.gateway_host}:{s.endpoints.gateway_port}"
+            counts = send_http(base, {n: secret(s.connectors, n) for n in SECRET_NAMES}, items, rate, tick)
     out.print(
         f"{len(steps):,} webhooks from {customers} customers: " + ", ".join(f"{k}: {v:,}" for k, v in counts.items())
     )

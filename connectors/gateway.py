@@ -88,8 +88,8 @@ def create_app(
         from schemas.codec import make_codec
 
         codec_factory = lambda: make_codec(settings)  # noqa: E731
-    retry_after = {"Retry-After": str(settings.retry_after_seconds)}
-    secrets = {name: secret(settings, name) for name in SECRET_NAMES}
+    retry_after = {"Retry-After": str(settings.connectors.retry_after_seconds)}
+    secrets = {name: secret(settings.connectors, name) for name in SECRET_NAMES}
     unsigned = sorted(c.name for c in CONNECTORS.values() if not secrets.get(c.secret))
     produced = metrics.EVENTS_PRODUCED.labels("gateway", contacts_topic)
     produced_dlq = metrics.EVENTS_PRODUCED.labels("gateway", dlq_topic)
@@ -162,8 +162,8 @@ def create_app(
     )
     async def post_contact(request: Request, allowed: frozenset[str] = Depends(credential)):
         raw = await request.body()
-        if len(raw) > settings.max_body_bytes:
-            return error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
+        if len(raw) > settings.connectors.max_body_bytes:
+            return error_response(413, "body_too_large", f"body over {settings.connectors.max_body_bytes} bytes")
         ctype = request.headers.get("content-type", "").split(";")[0].strip()
         if ctype != "application/json":
             return error_response(415, "unsupported_media_type", "send application/json")
@@ -216,9 +216,9 @@ def create_app(
         """The answer to ``POST /webhooks/<connector>`` from the raw ASGI request: served by
         ``GatewayApp`` before FastAPI's routing (the route below documents it and answers the same)."""
         headers, forwarded = _headers(scope)
-        if _content_length(headers) > settings.max_body_bytes and connector in CONNECTORS:
-            return error_response(413, "body_too_large", f"body over {settings.max_body_bytes} bytes")
-        body = await _read_limited(receive, settings.max_body_bytes)
+        if _content_length(headers) > settings.connectors.max_body_bytes and connector in CONNECTORS:
+            return error_response(413, "body_too_large", f"body over {settings.connectors.max_body_bytes} bytes")
+        body = await _read_limited(receive, settings.connectors.max_body_bytes)
         now = datetime.now(UTC)
         qs = scope.get("query_string", b"")
         req = WebhookRequest(
@@ -229,7 +229,7 @@ def create_app(
             received_at=now,
             query=dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {},
         )
-        outcome = handle(req, secrets, replace(base_ctx, received_at=now), settings.max_body_bytes)
+        outcome = handle(req, secrets, replace(base_ctx, received_at=now), settings.connectors.max_body_bytes)
         if outcome.status != 202:
             if connector in CONNECTORS:  # an unknown connector's name is not a label value
                 contacts_by(connector, "rejected").inc()
@@ -495,7 +495,7 @@ def _probe_record() -> dict:
 def shutdown_limit(settings: Settings) -> float:
     from threadline.async_producer import STOP_LIMIT
 
-    return settings.produce_deadline_seconds + STOP_LIMIT + 2
+    return settings.connectors.produce_deadline_seconds + STOP_LIMIT + 2
 
 
 def build(settings: Settings) -> FastAPI:

@@ -44,9 +44,13 @@ class PublicUrls:
     @classmethod
     def from_settings(cls, settings) -> PublicUrls:
         per = {
-            name: getattr(settings, key) for name, key in PUBLIC_URL_SETTINGS.items() if getattr(settings, key, None)
+            name: getattr(settings.connectors, key)
+            for name, key in PUBLIC_URL_SETTINGS.items()
+            if getattr(settings.connectors, key, None)
         }
-        return _cached(tuple(sorted(per.items())), settings.public_base_url, settings.trusted_proxies or "")
+        return _cached(
+            tuple(sorted(per.items())), settings.connectors.public_base_url, settings.connectors.trusted_proxies or ""
+        )
 
     def trusts(self, peer: str | None) -> bool:
         if not peer or not self.trusted_proxies:

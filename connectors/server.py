@@ -81,8 +81,8 @@ def uvicorn_options(settings, **overrides: Any) -> dict[str, Any]:
     from connectors.gateway import shutdown_limit
 
     options: dict[str, Any] = dict(
-        host=settings.gateway_host,
-        port=settings.gateway_port,
+        host=settings.endpoints.gateway_host,
+        port=settings.endpoints.gateway_port,
         loop=LOOP,
         http=_protocol_class(),
         log_config=None,

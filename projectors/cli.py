@@ -84,8 +84,8 @@ def serve_ops(s, runners: list, threads: list[threading.Thread]):
         [*ops.kafka_checks(s), ops.Check("postgres", ops.postgres_probe(s)), ops.Check("projectors", running)],
     )
     return ops.serve(
-        s.ops_host,
-        s.projector_ops_port,
+        s.endpoints.ops_host,
+        s.endpoints.projector_ops_port,
         component="projector",
         liveness=liveness,
         readiness=readiness,
@@ -107,7 +107,7 @@ def serve_api():
 
     s = _settings()
     claim(s, "api")  # threadline stop / down find it, however it was started
-    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_config=None, access_log=False)
+    uvicorn.run(create_app(s), host=s.endpoints.api_host, port=s.endpoints.api_port, log_config=None, access_log=False)
 
 
 privacy_app = typer.Typer(no_args_is_help=True, help="Erasure and right of access (docs/privacy.md).")

@@ -93,7 +93,7 @@ def read_window(
     import time
 
     codec = make_reader_codec(settings, codec)  # opens sealed records (docs/privacy.md)
-    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, **settings.kafka_client_config())
+    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, **settings.kafka.client_config())
     rows, read, bad = [], 0, 0
     try:
         tps = []

@@ -59,7 +59,7 @@ def projection_lag(settings: Settings, projectors: list[str] | None = None, dsn:
     if not stored:
         return []
     consumer = KafkaConsumer(
-        enable_auto_commit=False, group_id=None, request_timeout_ms=10_000, **settings.kafka_client_config()
+        enable_auto_commit=False, group_id=None, request_timeout_ms=10_000, **settings.kafka.client_config()
     )
     try:
         topics = {t for s in stored.values() for t, _ in s}

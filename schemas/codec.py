@@ -202,6 +202,6 @@ class SingleObjectCodec:
 def make_codec(settings) -> Codec:
     from threadline.settings import CodecKind
 
-    if settings.codec is CodecKind.CONFLUENT:
-        return ConfluentCodec(RegistryClient(settings.registry_url))
+    if settings.registry.codec is CodecKind.CONFLUENT:
+        return ConfluentCodec(RegistryClient(settings.registry.url))
     return SingleObjectCodec()

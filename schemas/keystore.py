@@ -261,7 +261,7 @@ class CachedKeyRing:
 def pseudonymizer_from(settings) -> Pseudonymizer:
     from threadline.secrets import secret
 
-    text = secret(settings, "privacy_pseudonym_key")
+    text = secret(settings.privacy, "pseudonym_key")
     if text is None:
         raise ConfigError(
             "THREADLINE_PRIVACY_PSEUDONYM_KEY (or _FILE) is unset: it is needed with "
@@ -276,7 +276,7 @@ def pseudonymizer_from(settings) -> Pseudonymizer:
 def wrapper_from(settings) -> KeyWrapper | None:
     from threadline.secrets import secret
 
-    text = secret(settings, "privacy_master_key")
+    text = secret(settings.privacy, "master_key")
     if text is None:
         return None
     try:
@@ -297,8 +297,8 @@ def make_keyring(settings, *, cached: bool = False) -> KeyRing | None:
     """The key ring of writers (``cached``: the gateway's, THREADLINE_PRIVACY_KEY_CACHE_SECONDS) and
     readers; None when privacy is off."""
     ring = make_store(settings)
-    if ring is not None and cached and settings.privacy_key_cache_seconds > 0:
-        return CachedKeyRing(ring, settings.privacy_key_cache_seconds)
+    if ring is not None and cached and settings.privacy.key_cache_seconds > 0:
+        return CachedKeyRing(ring, settings.privacy.key_cache_seconds)
     return ring
 
 

@@ -19,7 +19,6 @@ scheduled by the pure ``streams.clocks``). Every stage takes its records in batc
 
 from __future__ import annotations
 
-import os
 import time
 
 import faust
@@ -32,7 +31,7 @@ from streams.identity import IdentityGraph
 from streams.identity_stage import GraphCache, identity_stage
 from streams.identity_stage import unlink_command as _unlink_command
 from streams.route_stage import route_stage
-from streams.rules import Rules, rules_from_env
+from streams.rules import Rules, rules_from_settings
 from streams.stage import StageContext
 from streams.topology import StreamTopics, build_topology
 from streams.worker import add_lag_metric
@@ -61,12 +60,12 @@ __all__ = [
 def faust_broker(settings: Settings) -> str:
     """faust's broker URL; its security (SASL, TLS, mTLS) goes in ``broker_credentials``
     (``threadline.kafka.broker_credentials``: the same settings as every kafka-python client)."""
-    settings.check_kafka_security()
-    return ";".join(f"kafka://{b}" for b in settings.kafka_bootstrap.split(","))
+    settings.kafka.check()
+    return ";".join(f"kafka://{b}" for b in settings.kafka.bootstrap.split(","))
 
 
-def store_url() -> str:
-    want = os.environ.get("THREADLINE_STREAMS_STORE", "").lower()
+def store_url(settings: Settings) -> str:
+    want = settings.streams.store
     if want == "memory":
         return "memory://"
     try:
@@ -85,10 +84,10 @@ def make_app(settings: Settings, app_id: str = APP_ID) -> faust.App:
         app_id,
         broker=faust_broker(settings),
         broker_credentials=broker_credentials(settings),
-        store=store_url(),
+        store=store_url(settings),
         processing_guarantee="at_least_once",
         topic_partitions=catalog.EVENT_PARTITIONS,
-        topic_replication_factor=settings.replication_factor,
+        topic_replication_factor=settings.kafka.replication_factor,
         topic_allow_declare=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
@@ -100,7 +99,7 @@ def make_app(settings: Settings, app_id: str = APP_ID) -> faust.App:
         producer_linger_ms=20,
         producer_max_batch_size=256 * 1024,
         # How soon the group gives a dead worker's partitions to the others (THREADLINE_STREAMS_SESSION_TIMEOUT).
-        broker_session_timeout=float(os.environ.get("THREADLINE_STREAMS_SESSION_TIMEOUT", "30")),
+        broker_session_timeout=settings.streams.session_timeout,
     )
 
 
@@ -112,7 +111,7 @@ def create_app(
     stages: tuple[str, ...] = STAGES,
 ) -> faust.App:
     """The App with its topology and the ``stages`` this worker runs (all three by default)."""
-    rules = rules or rules_from_env()
+    rules = rules or rules_from_settings(settings.streams)
     app = make_app(settings, app_id)
     topo = build_topology(app, topics or StreamTopics(), stages)
     codec = make_codec(settings)

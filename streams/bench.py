@@ -177,7 +177,7 @@ def run_pipeline(
     admin = admin_client(s)
     names = _create(admin, topics, [])
     procs = []
-    consumer = KafkaConsumer(**s.kafka_client_config())
+    consumer = KafkaConsumer(**s.kafka.client_config())
     try:
         env = {
             **os.environ,
@@ -250,11 +250,11 @@ def identity_plain(ctx: BenchContext) -> Rate:
     rules alone: no Kafka, no table, no codec)."""
     from schemas.codec import make_codec
     from streams.identity import IdentityGraph
-    from streams.rules import rules_from_env
+    from streams.rules import rules_from_settings
 
     codec = make_codec(ctx.settings)
     records = [codec.decode(v).record for v in ctx.batch.values[: ctx.events]]
-    graph = IdentityGraph({}, rules_from_env().identity)
+    graph = IdentityGraph({}, rules_from_settings(ctx.settings.streams).identity)
     t0, c0 = time.perf_counter(), time.process_time()
     for r in records:
         graph.observe(r)

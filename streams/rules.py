@@ -1,4 +1,5 @@
-"""Rule configuration of the stream processors: frozen dataclasses, read from the environment.
+"""Rule configuration of the stream processors: frozen dataclasses, made from the settings
+(``threadline.settings.StreamsSettings``, which reads the environment).
 
 Every rule the issue names is a setting here with a sensible default, so a deployment changes
 windows, targets, limits or blocked values without touching code:
@@ -23,11 +24,12 @@ windows, targets, limits or blocked values without touching code:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import time
 from types import MappingProxyType
 from typing import Mapping
+
+from threadline.settings import StreamsSettings
 
 DEFAULT_PRIORITY = ("account", "email", "phone", "fact", "social", "chat_visitor", "device", "cookie", "other")
 DEFAULT_LIMITS = MappingProxyType(
@@ -166,28 +168,29 @@ def _words(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def rules_from_env(env: Mapping[str, str] | None = None) -> Rules:
-    """The rules with every THREADLINE_IDENTITY_* / _STITCH_* / _SLA_* variable applied."""
-    env = os.environ if env is None else env
-    ident = IdentityRules()
-    stitch = StitchRules()
-    g = env.get
+def rules_from_settings(settings: StreamsSettings) -> Rules:
+    """The rules with every THREADLINE_IDENTITY_* / _STITCH_* / _SLA_* setting applied over the
+    defaults (``settings.streams``: threadline.settings.StreamsSettings)."""
+    ident, stitch, s = IdentityRules(), StitchRules(), settings
     ident = IdentityRules(
-        hint_links=g("THREADLINE_IDENTITY_HINT_LINKS", "0").lower() in ("1", "true", "yes"),
-        link_fact_kinds=frozenset(_words(g("THREADLINE_IDENTITY_LINK_FACTS", ""))) or ident.link_fact_kinds,
-        limits=MappingProxyType({**ident.limits, **_pairs(g("THREADLINE_IDENTITY_LIMITS", ""))}),
-        priority=tuple(_words(g("THREADLINE_IDENTITY_PRIORITY", ""))) or ident.priority,
-        blocked_values=ident.blocked_values | {w.lower() for w in _words(g("THREADLINE_IDENTITY_BLOCKED", ""))},
+        hint_links=s.identity_hint_links,
+        link_fact_kinds=frozenset(_words(s.identity_link_facts)) or ident.link_fact_kinds,
+        limits=MappingProxyType({**ident.limits, **_pairs(s.identity_limits)}),
+        priority=tuple(_words(s.identity_priority)) or ident.priority,
+        blocked_values=ident.blocked_values | {w.lower() for w in _words(s.identity_blocked)},
     )
-    hours = g("THREADLINE_SLA_BUSINESS_HOURS")
     stitch = StitchRules(
-        windows=MappingProxyType({**stitch.windows, **_pairs(g("THREADLINE_STITCH_WINDOWS", ""))}),
-        reopen_seconds=int(g("THREADLINE_STITCH_REOPEN_SECONDS", stitch.reopen_seconds)),
-        retention_seconds=int(g("THREADLINE_STITCH_RETENTION_SECONDS", stitch.retention_seconds)),
-        sla_targets=MappingProxyType({**stitch.sla_targets, **_pairs(g("THREADLINE_SLA_TARGETS", ""))}),
-        resolution_seconds=int(g("THREADLINE_SLA_RESOLUTION_SECONDS", stitch.resolution_seconds)),
-        business_hours=BusinessHours.parse(hours) if hours else None,
-        timer_grace_seconds=int(g("THREADLINE_SLA_TIMER_GRACE_SECONDS", stitch.timer_grace_seconds)),
-        idle_seconds=int(g("THREADLINE_STREAMS_IDLE_SECONDS", stitch.idle_seconds)),
+        windows=MappingProxyType({**stitch.windows, **_pairs(s.stitch_windows)}),
+        reopen_seconds=_or(s.stitch_reopen_seconds, stitch.reopen_seconds),
+        retention_seconds=_or(s.stitch_retention_seconds, stitch.retention_seconds),
+        sla_targets=MappingProxyType({**stitch.sla_targets, **_pairs(s.sla_targets)}),
+        resolution_seconds=_or(s.sla_resolution_seconds, stitch.resolution_seconds),
+        business_hours=BusinessHours.parse(s.sla_business_hours) if s.sla_business_hours else None,
+        timer_grace_seconds=_or(s.sla_timer_grace_seconds, stitch.timer_grace_seconds),
+        idle_seconds=_or(s.idle_seconds, stitch.idle_seconds),
     )
     return Rules(ident, stitch)
+
+
+def _or(value: int | None, default: int) -> int:
+    return default if value is None else value

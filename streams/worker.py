@@ -124,8 +124,8 @@ def run_worker(app: faust.App, settings: Settings) -> None:
         COMPONENT, [*ops.kafka_checks(settings), ops.Check("streams", streams_running(app, worker.loop))]
     )
     ops.serve(
-        settings.ops_host,
-        settings.worker_ops_port,
+        settings.endpoints.ops_host,
+        settings.endpoints.worker_ops_port,
         component=COMPONENT,
         liveness=loop_liveness(worker.loop),
         readiness=readiness,

@@ -38,11 +38,11 @@ class Services:
         s = self.settings
         return {
             "THREADLINE_HOME": str(s.state_dir),
-            "THREADLINE_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "THREADLINE_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
             "THREADLINE_PG_DSN": s.effective_pg_dsn,
             "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn,
-            "THREADLINE_REGISTRY_URL": s.registry_url,
-            "THREADLINE_CODEC": s.codec.value,
+            "THREADLINE_REGISTRY_URL": s.registry.url,
+            "THREADLINE_CODEC": s.registry.codec.value,
             "THREADLINE_LOG_FORMAT": "json",
             # Tests start several workers and projectors at once: none serves /metrics unless a
             # test gives it a port of its own.
@@ -91,7 +91,7 @@ def pytest_report_header(config):
         s = Settings()
         return [
             f"threadline services: local stack in {s.state_dir}",
-            f"kafka broker: Apache Kafka {s.kafka_version} (KRaft, single node, Java 17)",
+            f"kafka broker: Apache Kafka {s.stack.kafka_version} (KRaft, single node, Java 17)",
         ]
     return [f"threadline services: {mode}"]
 
@@ -117,8 +117,8 @@ def services(request) -> Services:
         if not was_running:
             stack.down(s)  # a part failed to start: stop the parts that did, leave nothing behind
         raise
-    version = kafka_broker.broker_version(s) or s.kafka_version
-    print(f"\nkafka broker: Apache Kafka {version} at {s.kafka_bootstrap}")
+    version = kafka_broker.broker_version(s) or s.stack.kafka_version
+    print(f"\nkafka broker: Apache Kafka {version} at {s.kafka.bootstrap}")
     # The embedded server's generated passwords live in the state folder: named as files here, so
     # tests that give their components a state folder of their own (model_copy(home=...)) still
     # reach the same server with them.

@@ -62,7 +62,7 @@ def aiokafka_producer_config(settings: Settings) -> dict:
         acks="all",
         enable_idempotence=False,
         linger_ms=2,
-        request_timeout_ms=int(settings.produce_deadline_seconds * 1000) + 5_000,
+        request_timeout_ms=int(settings.connectors.produce_deadline_seconds * 1000) + 5_000,
         retry_backoff_ms=200,
         metadata_max_age_ms=60_000,
         client_id="threadline-gateway",
@@ -79,7 +79,7 @@ class DeadlineProducer:
         deadline: float | None = None,
         factory: Callable[[], AIOKafkaProducer] | None = None,
     ):
-        self.deadline = deadline if deadline is not None else settings.produce_deadline_seconds
+        self.deadline = deadline if deadline is not None else settings.connectors.produce_deadline_seconds
         self._factory = factory or (lambda: AIOKafkaProducer(**aiokafka_producer_config(settings)))
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()

@@ -125,10 +125,10 @@ def token_for(settings: Settings, table: str, name: str) -> str | None:
 
 def _table(settings: Settings, name: str) -> str:
     """The token table from ``name`` or the whole file ``name_file`` ("" when neither is set)."""
-    value = getattr(settings, name)
+    value = getattr(settings.auth, name)
     if value is not None:
         return value.get_secret_value()
-    path: Path | None = getattr(settings, f"{name}_file")
+    path: Path | None = getattr(settings.auth, f"{name}_file")
     if path is None:
         return ""
     try:

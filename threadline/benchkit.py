@@ -211,7 +211,10 @@ def bench_topics(
     try:
         admin.create_topics(
             {
-                n: {"num_partitions": partitions or EVENT_PARTITIONS, "replication_factor": settings.replication_factor}
+                n: {
+                    "num_partitions": partitions or EVENT_PARTITIONS,
+                    "replication_factor": settings.kafka.replication_factor,
+                }
                 for n in names
             },
             timeout_ms=30_000,
@@ -410,7 +413,7 @@ def consume_kafka_python(
         client_id="threadline-bench",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        **{**settings.kafka_client_config(), **consumer_overrides},
+        **{**settings.kafka.client_config(), **consumer_overrides},
     )
 
     class PauseOnAssign(ConsumerRebalanceListener):

@@ -14,6 +14,7 @@ from typing import NoReturn
 import typer
 from rich.console import Console
 
+from threadline.errors import ConfigError
 from threadline.logging import configure_logging
 from threadline.settings import Settings
 
@@ -28,7 +29,10 @@ class CommandGroups:
 
 def load_settings() -> Settings:
     """The settings of this environment, with logging configured from them."""
-    s = Settings()
+    try:
+        s = Settings()
+    except ConfigError as exc:
+        fail(str(exc), 2)
     configure_logging(s)
     return s
 

@@ -4,7 +4,7 @@ The producer is idempotent with acks=all: a send is acknowledged only once every
 replica has the record. Blocking code waits through ``BoundedProducer`` (a deadline on every
 wait); the gateway produces with aiokafka in its event loop (``threadline/async_producer.py``).
 
-Security settings (SASL, TLS, mTLS) come from ``Settings.kafka_client_config`` for kafka-python
+Security settings (SASL, TLS, mTLS) come from ``Settings.kafka.client_config`` for kafka-python
 and from ``aiokafka_config`` / ``broker_credentials`` for aiokafka and faust, which want an
 ``ssl.SSLContext`` instead of file names: ``ssl_context`` builds it the way kafka-python does.
 """
@@ -38,7 +38,7 @@ def make_producer(settings: Settings, **overrides) -> KafkaProducer:
         compression_type=None,
         client_id="threadline",
     )
-    cfg.update(settings.kafka_client_config())
+    cfg.update(settings.kafka.client_config())
     cfg.update(overrides)
     with explained_connection_errors(settings):
         return KafkaProducer(**cfg)
@@ -62,11 +62,11 @@ class BoundedProducer:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides) -> BoundedProducer:
-        deadline = settings.produce_deadline_seconds
+        deadline = settings.connectors.produce_deadline_seconds
         return cls(
             lambda: make_producer(settings, max_block_ms=int(deadline * 1000), **overrides),
             deadline,
-            what=f"Kafka at {settings.kafka_bootstrap}",
+            what=f"Kafka at {settings.kafka.bootstrap}",
         )
 
     @property
@@ -165,17 +165,17 @@ def explained_connection_errors(settings: Settings):
 
 def explain_connection_failure(settings: Settings, messages: list[str], exc: Exception) -> Exception:
     """The error to show for a client that could not bootstrap, from what kafka-python logged (pure)."""
-    where = settings.kafka_bootstrap
+    where = settings.kafka.bootstrap
     text = "\n".join(messages)
     if "SaslAuthenticationFailed" in text or "Authentication failed" in text:
         return ConfigError(
-            f"Kafka at {where} rejected the credentials: SASL {settings.kafka_sasl_mechanism} as "
-            f"{settings.kafka_sasl_username!r} failed; check THREADLINE_KAFKA_SASL_USERNAME, "
+            f"Kafka at {where} rejected the credentials: SASL {settings.kafka.sasl_mechanism} as "
+            f"{settings.kafka.sasl_username!r} failed; check THREADLINE_KAFKA_SASL_USERNAME, "
             "THREADLINE_KAFKA_SASL_PASSWORD (or _FILE) and THREADLINE_KAFKA_SASL_MECHANISM"
         )
     if "UnsupportedSaslMechanism" in text:
         return ConfigError(
-            f"Kafka at {where} does not offer SASL {settings.kafka_sasl_mechanism} on this listener; "
+            f"Kafka at {where} does not offer SASL {settings.kafka.sasl_mechanism} on this listener; "
             "set THREADLINE_KAFKA_SASL_MECHANISM to one it enables"
         )
     verify = re.search(r"certificate verify failed: ([^(\n]+)", text)
@@ -186,8 +186,8 @@ def explain_connection_failure(settings: Settings, messages: list[str], exc: Exc
                 "the certificate does not name the address in THREADLINE_KAFKA_BOOTSTRAP; use the name it "
                 "was issued for (THREADLINE_KAFKA_SSL_CHECK_HOSTNAME=false only for tests)"
             )
-        elif settings.kafka_ssl_cafile:
-            hint = f"THREADLINE_KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile} is not the CA that signed it"
+        elif settings.kafka.ssl_cafile:
+            hint = f"THREADLINE_KAFKA_SSL_CAFILE={settings.kafka.ssl_cafile} is not the CA that signed it"
         else:
             hint = (
                 "no THREADLINE_KAFKA_SSL_CAFILE is set, so only the system's CAs are trusted; "
@@ -196,21 +196,21 @@ def explain_connection_failure(settings: Settings, messages: list[str], exc: Exc
         return ConfigError(f"TLS verification of Kafka at {where} failed ({reason}): {hint}")
     if "ALERT_BAD_CERTIFICATE" in text or "CERTIFICATE_REQUIRED" in text:
         hint = (
-            f"THREADLINE_KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile} is not signed by a CA the broker trusts"
-            if settings.kafka_ssl_certfile
+            f"THREADLINE_KAFKA_SSL_CERTFILE={settings.kafka.ssl_certfile} is not signed by a CA the broker trusts"
+            if settings.kafka.ssl_certfile
             else "the listener wants a client certificate: set THREADLINE_KAFKA_SSL_CERTFILE and _KEYFILE"
         )
         return ConfigError(f"Kafka at {where} refused the TLS client certificate: {hint}")
     if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text:
         return ConfigError(
             f"Kafka at {where} does not speak TLS on this port; "
-            f"check THREADLINE_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
+            f"check THREADLINE_KAFKA_SECURITY_PROTOCOL={settings.kafka.security_protocol}"
         )
-    if settings.kafka_sasl_mechanism and "socket disconnected" in text and "Connection refused" not in text:
+    if settings.kafka.sasl_mechanism and "socket disconnected" in text and "Connection refused" not in text:
         # The broker may close the connection after a failed SASL exchange instead of answering it.
         return ConfigError(
             f"Kafka at {where} most likely rejected the credentials: it closed the connection during "
-            f"SASL {settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username!r}; check "
+            f"SASL {settings.kafka.sasl_mechanism} as {settings.kafka.sasl_username!r}; check "
             "THREADLINE_KAFKA_SASL_USERNAME, THREADLINE_KAFKA_SASL_PASSWORD (or _FILE) and THREADLINE_KAFKA_SASL_MECHANISM"
         )
     last = next((m for m in reversed(messages) if "Connection lost" in m or "Connection failed" in m), None)
@@ -220,24 +220,24 @@ def explain_connection_failure(settings: Settings, messages: list[str], exc: Exc
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The TLS context of a SSL / SASL_SSL cluster (None otherwise): TLS 1.2 or later, the CA
     file or else the system's CAs, the client certificate for mTLS, hostname checking as set."""
-    settings.check_kafka_security()
-    if not settings.kafka_tls():
+    settings.kafka.check()
+    if not settings.kafka.tls():
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.check_hostname = settings.kafka_ssl_check_hostname
-    if settings.kafka_ssl_cafile:
-        ctx.load_verify_locations(settings.kafka_ssl_cafile)
+    ctx.check_hostname = settings.kafka.ssl_check_hostname
+    if settings.kafka.ssl_cafile:
+        ctx.load_verify_locations(settings.kafka.ssl_cafile)
     else:
         ctx.load_default_certs()
-    if settings.kafka_ssl_certfile:
-        ctx.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    if settings.kafka.ssl_certfile:
+        ctx.load_cert_chain(settings.kafka.ssl_certfile, settings.kafka.ssl_keyfile)
     return ctx
 
 
 def aiokafka_config(settings: Settings) -> dict:
     """``kafka_client_config`` translated for aiokafka's clients (an SSL context, not files)."""
-    cfg = {k: v for k, v in settings.kafka_client_config().items() if not k.startswith("ssl_")}
+    cfg = {k: v for k, v in settings.kafka.client_config().items() if not k.startswith("ssl_")}
     context = ssl_context(settings)
     if context is not None:
         cfg["ssl_context"] = context
@@ -249,13 +249,13 @@ def broker_credentials(settings: Settings):
     SSLCredentials on SSL, None on PLAINTEXT."""
     import faust
 
-    settings.check_kafka_security()
+    settings.kafka.check()
     context = ssl_context(settings)
-    if settings.kafka_sasl_mechanism:
+    if settings.kafka.sasl_mechanism:
         return faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_secret(),
-            mechanism=settings.kafka_sasl_mechanism.upper(),
+            username=settings.kafka.sasl_username,
+            password=settings.kafka.sasl_secret(),
+            mechanism=settings.kafka.sasl_mechanism.upper(),
             ssl_context=context,
         )
     return faust.SSLCredentials(context) if context is not None else None

@@ -167,7 +167,7 @@ class KafkaProbe:
                         client_id="threadline-readiness",
                         request_timeout_ms=ms,
                         bootstrap_timeout_ms=ms,
-                        **self.settings.kafka_client_config(),
+                        **self.settings.kafka.client_config(),
                     )
                 if not admin.describe_cluster().get("brokers"):
                     raise ConnectionError("the cluster has no brokers")
@@ -189,7 +189,7 @@ def registry_probe(settings: Settings, timeout: float = PROBE_TIMEOUT) -> Callab
     import httpx
 
     def probe() -> None:
-        httpx.get(f"{settings.registry_url}/config", timeout=timeout).raise_for_status()
+        httpx.get(f"{settings.registry.url}/config", timeout=timeout).raise_for_status()
 
     return probe
 
@@ -216,7 +216,7 @@ def kafka_checks(settings: Settings) -> list[Check]:
     from threadline.settings import CodecKind
 
     checks = [Check("kafka", KafkaProbe(settings))]
-    if settings.codec == CodecKind.CONFLUENT:
+    if settings.registry.codec == CodecKind.CONFLUENT:
         checks.append(Check("registry", registry_probe(settings)))
     return checks
 

@@ -76,7 +76,7 @@ def admin_client(settings: Settings, bootstrap_timeout_ms: int = 10000) -> Kafka
             client_id="threadline-admin",
             request_timeout_ms=15000,
             bootstrap_timeout_ms=bootstrap_timeout_ms,
-            **settings.kafka_client_config(),
+            **settings.kafka.client_config(),
         )
 
 
@@ -111,11 +111,11 @@ def apply(
         drifted, in_line, missing = [], [], []
         for spec in specs:
             if spec.name in found:
-                problems = drift(spec, *found[spec.name], want_replication=settings.replication_factor)
+                problems = drift(spec, *found[spec.name], want_replication=settings.kafka.replication_factor)
                 (drifted.extend(problems) if problems else in_line.append(spec.name))
             else:
                 missing.append(spec)
-        plans = [plan(s, settings.replication_factor) for s in missing]
+        plans = [plan(s, settings.kafka.replication_factor) for s in missing]
         created = []
         if missing and not dry_run:
             admin.create_topics(

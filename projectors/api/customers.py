@@ -82,7 +82,7 @@ async def customer_by_identity(
     (projectors/lookup.py): ``matched`` is the stored identity found, ``looked_up`` what was
     searched; 404 names the normalised value."""
     try:
-        look = lookup.normalise(kind, value, platform, request.app.state.settings.default_phone_region)
+        look = lookup.normalise(kind, value, platform, request.app.state.settings.connectors.default_phone_region)
     except lookup.BadIdentity as exc:
         return error_response(
             400,

@@ -279,7 +279,7 @@ class Projector:
                             auto_offset_reset="earliest",
                             max_poll_records=self.batch_size,
                             client_id=f"projector-{self.name}",
-                            **self.settings.kafka_client_config(),
+                            **self.settings.kafka.client_config(),
                         )
                         # every DLQ send and wait within THREADLINE_PRODUCE_DEADLINE_SECONDS (KafkaUnavailable)
                         producer = BoundedProducer.from_settings(self.settings, client_id=f"projector-{self.name}")

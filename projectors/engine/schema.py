@@ -33,7 +33,7 @@ __all__ = [
 
 
 def live_schema(settings: Settings, projection: str) -> str:
-    return ddl.check_ident(f"{settings.projection_prefix}{projection}")
+    return ddl.check_ident(f"{settings.projections.prefix}{projection}")
 
 
 def lock_key(kind: str, name: str) -> str:

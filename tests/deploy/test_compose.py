@@ -141,7 +141,7 @@ def test_every_long_running_service_has_a_health_check_and_one_shots_do_not_rest
 def test_images_match_the_local_stack(model):
     settings = Settings()
     svc = model["services"]
-    assert svc["kafka"]["image"] == f"apache/kafka:{settings.kafka_version}"
+    assert svc["kafka"]["image"] == f"apache/kafka:{settings.stack.kafka_version}"
     assert svc["registry"]["image"] == "apicurio/apicurio-registry:3.0.9"
     assert svc["postgres"]["image"] == "postgres:16"
     for name in COMPONENTS | ONE_SHOTS:
@@ -189,7 +189,7 @@ def test_registry_and_postgres_are_wired_to_each_other_and_to_the_components(mod
     assert "curl -fsS -o /dev/null http://localhost:8080/health/ready ||" in registry_check
     assert r"GET /health/ready HTTP/1.0\r\n\r\n" in registry_check
     assert "pg_isready -h 127.0.0.1" in " ".join(svc["postgres"]["healthcheck"]["test"])
-    ccompat = Settings().registry_url.split("/", 3)[3]  # apis/ccompat/v7, as the local stack
+    ccompat = Settings().registry.url.split("/", 3)[3]  # apis/ccompat/v7, as the local stack
     for name in COMPONENTS | {"topics", "demo"}:
         assert svc[name]["environment"]["THREADLINE_REGISTRY_URL"] == f"http://registry:8080/{ccompat}", name
 
@@ -281,7 +281,7 @@ def test_worker_scales_without_sharing_ports_or_state(model):
 
 def test_published_ports_and_health_checks_use_the_components_ports(model):
     s = Settings()
-    ports = {"gateway": s.gateway_port, "api": s.api_port, "worker": s.worker_ops_port, "projector": s.projector_ops_port}
+    ports = {"gateway": s.endpoints.gateway_port, "api": s.endpoints.api_port, "worker": s.endpoints.worker_ops_port, "projector": s.endpoints.projector_ops_port}
     for name, port in ports.items():
         test = " ".join(model["services"][name]["healthcheck"]["test"])
         assert f"http://127.0.0.1:{port}/readyz" in test, name
@@ -371,8 +371,8 @@ def test_every_command_is_a_threadline_command(model):
 def test_the_demo_talks_to_the_gateway_and_api_services(model):
     env = model["services"]["demo"]["environment"]
     settings = Settings(**{k.removeprefix("THREADLINE_").lower(): v for k, v in env.items() if k.startswith("THREADLINE_")})
-    assert (settings.gateway_host, settings.gateway_port) == ("gateway", Settings().gateway_port)
-    assert (settings.api_host, settings.api_port) == ("api", Settings().api_port)
+    assert (settings.endpoints.gateway_host, settings.endpoints.gateway_port) == ("gateway", Settings().endpoints.gateway_port)
+    assert (settings.endpoints.api_host, settings.endpoints.api_port) == ("api", Settings().endpoints.api_port)
 
 
 def test_the_secrets_service_writes_what_the_gateway_and_the_demo_read(model, tmp_path):
@@ -408,7 +408,7 @@ def test_the_secrets_service_writes_what_the_gateway_and_the_demo_read(model, tm
         assert tokens[reader] <= set(svc[reader]["environment"]), reader
         local = {k.removeprefix("THREADLINE_").lower(): str(home / Path(v).relative_to(IMAGE_HOME)) for k, v in file_env.items()}
         settings = Settings(**local)
-        assert {n: secret(settings, n) for n in SECRET_NAMES} == {n: files[n].read_text().strip() for n in SECRET_NAMES}
+        assert {n: secret(settings.connectors, n) for n in SECRET_NAMES} == {n: files[n].read_text().strip() for n in SECRET_NAMES}
     for reader, table in (("gateway", "contact_tokens"), ("api", "api_tokens"), ("demo", "api_tokens")):
         path = svc[reader]["environment"][f"THREADLINE_{table.upper()}_FILE"]
         settings = Settings(**{f"{table}_file": str(home / Path(path).relative_to(IMAGE_HOME))})

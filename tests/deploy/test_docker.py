@@ -187,10 +187,10 @@ def test_runtime_settings_are_valid_threadline_settings():
     assert set(threadline_env) == {"home", "log_format", "gateway_host", "api_host", "ops_host"}
     settings = Settings(**threadline_env)
     assert settings.log_format is LogFormat.JSON
-    assert settings.gateway_host == settings.api_host == settings.ops_host == "0.0.0.0"
+    assert settings.endpoints.gateway_host == settings.endpoints.api_host == settings.endpoints.ops_host == "0.0.0.0"
     defaults = Settings()
     exposed = {int(p) for a in RUNTIME.args("EXPOSE") for p in a.split()}
-    assert exposed == {defaults.gateway_port, defaults.api_port, defaults.worker_ops_port, defaults.projector_ops_port}
+    assert exposed == {defaults.endpoints.gateway_port, defaults.endpoints.api_port, defaults.endpoints.worker_ops_port, defaults.endpoints.projector_ops_port}
 
 
 def test_entrypoint_is_the_console_script_pyproject_declares():

@@ -35,9 +35,9 @@ def told(services, catalog_topics, tmp_path_factory):
     apps.start(settings)
     try:
         cast, steps = story(seed=random.randrange(10**6), tag=uuid.uuid4().hex[:6])
-        keys = {name: secret(settings, name) for name in SECRET_FIELDS}
-        gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
-        api = f"http://{settings.api_host}:{settings.api_port}"
+        keys = {name: secret(settings.connectors, name) for name in SECRET_FIELDS}
+        gateway = f"http://{settings.endpoints.gateway_host}:{settings.endpoints.gateway_port}"
+        api = f"http://{settings.endpoints.api_host}:{settings.endpoints.api_port}"
         with httpx.Client(timeout=30) as http, reader(api, settings, "support") as support:
             from connectors.generate import render
 

@@ -72,7 +72,7 @@ def contact(tag: str, pid: str, channel: str, identities: list[dict], minutes: i
 
 
 def all_topic_records(settings, topics: list[str]) -> dict[str, list]:
-    consumer = KafkaConsumer(**settings.kafka_client_config())
+    consumer = KafkaConsumer(**settings.kafka.client_config())
     out = {}
     try:
         for topic in topics:

@@ -43,8 +43,8 @@ def demo(services, catalog_topics, tmp_path_factory):
     env = {
         **os.environ,
         **services.env(),
-        "THREADLINE_PROJECTION_PREFIX": settings.projection_prefix,
-        "THREADLINE_API_PORT": str(settings.api_port),
+        "THREADLINE_PROJECTION_PREFIX": settings.projections.prefix,
+        "THREADLINE_API_PORT": str(settings.endpoints.api_port),
         **token_env(),
     }
     logs = tmp_path_factory.mktemp("demo-logs")
@@ -75,7 +75,7 @@ def demo(services, catalog_topics, tmp_path_factory):
         ),
     ]
     client = httpx.Client(
-        base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30, headers=bearer(API_TOKENS["admin"])
+        base_url=f"http://127.0.0.1:{settings.endpoints.api_port}", timeout=30, headers=bearer(API_TOKENS["admin"])
     )
     try:
         deadline = time.monotonic() + 90
@@ -86,7 +86,7 @@ def demo(services, catalog_topics, tmp_path_factory):
                 lags = {x["projector"]: x for x in client.get("/projections").json()["items"]}
             except httpx.TransportError:
                 lags = {}
-            mine = [lags.get(f"{settings.projection_prefix}{p}") for p in ("support", "sales", "marketing")]
+            mine = [lags.get(f"{settings.projections.prefix}{p}") for p in ("support", "sales", "marketing")]
             if all(m is not None and m["events"] == 0 for m in mine):
                 break
             time.sleep(0.2)
@@ -103,7 +103,7 @@ def demo(services, catalog_topics, tmp_path_factory):
         admin.delete_topics(sources.topics())
         admin.close()
         with psycopg.connect(settings.effective_pg_dsn, autocommit=True) as conn:
-            drop_projections(conn, settings.projection_prefix)
+            drop_projections(conn, settings.projections.prefix)
 
 
 def test_the_phone_agent_sees_giulias_tweet_dm_email_and_order_number(demo):

@@ -121,7 +121,7 @@ def standing_rows(events) -> list[tuple]:
 
 def copy_log(settings, source: str, target: str, producer) -> int:
     """Every record of ``source`` into the same partition of ``target``, in order (same key, bytes, headers)."""
-    consumer = KafkaConsumer(**settings.kafka_client_config())
+    consumer = KafkaConsumer(**settings.kafka.client_config())
     tps = [TopicPartition(source, p) for p in sorted(consumer.partitions_for_topic(source))]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)

@@ -39,7 +39,9 @@ def pipeline(services, catalog_topics, tmp_path_factory):
 @pytest.fixture
 def gateway(pipeline):
     with httpx.Client(
-        base_url=f"http://{pipeline.gateway_host}:{pipeline.gateway_port}", timeout=30, headers=bearer(CONTACT_TOKEN)
+        base_url=f"http://{pipeline.endpoints.gateway_host}:{pipeline.endpoints.gateway_port}",
+        timeout=30,
+        headers=bearer(CONTACT_TOKEN),
     ) as c:
         yield c
 
@@ -47,7 +49,9 @@ def gateway(pipeline):
 @pytest.fixture
 def api(pipeline):
     with httpx.Client(
-        base_url=f"http://{pipeline.api_host}:{pipeline.api_port}", timeout=30, headers=bearer(API_TOKENS["support"])
+        base_url=f"http://{pipeline.endpoints.api_host}:{pipeline.endpoints.api_port}",
+        timeout=30,
+        headers=bearer(API_TOKENS["support"]),
     ) as c:
         yield c
 
@@ -80,7 +84,7 @@ def wait_visible(api, event_id: str, timeout: float = 60.0) -> dict:
 
 
 def contacts_end_offset(settings) -> int:
-    consumer = KafkaConsumer(**settings.kafka_client_config())
+    consumer = KafkaConsumer(**settings.kafka.client_config())
     try:
         tps = [TopicPartition(CONTACTS.name, p) for p in range(EVENT_PARTITIONS)]
         return sum(consumer.end_offsets(tps).values())
@@ -154,7 +158,7 @@ def test_bad_requests_get_clear_json_errors(gateway, api, pipeline):
     assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
     r = gateway.post(
         "/contacts",
-        content=b"{" + b" " * (pipeline.max_body_bytes + 1) + b"}",
+        content=b"{" + b" " * (pipeline.connectors.max_body_bytes + 1) + b"}",
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 413 and r.json()["error"] == "body_too_large"
@@ -175,7 +179,7 @@ def test_a_bad_record_on_contacts_goes_to_the_streams_dlq_and_does_not_block_the
     handle = f"emre_{uuid.uuid4().hex[:8]}"
     body = contact(f"rev-{handle}", handle, channel="review")
     key = f"social:twitter:{handle}".encode()  # the partition the valid contact will use
-    dlq = KafkaConsumer(**pipeline.kafka_client_config())
+    dlq = KafkaConsumer(**pipeline.kafka.client_config())
     tp = TopicPartition(STREAMS_DLQ.name, 0)
     dlq.assign([tp])
     dlq.seek(tp, dlq.end_offsets([tp])[tp])

@@ -17,9 +17,9 @@ from threadline.settings import CodecKind
 
 @pytest.fixture
 def registry(settings):
-    if settings.codec is not CodecKind.CONFLUENT:
+    if settings.registry.codec is not CodecKind.CONFLUENT:
         pytest.skip("THREADLINE_CODEC=single-object: no registry in this run")
-    client = RegistryClient(settings.registry_url)
+    client = RegistryClient(settings.registry.url)
     yield client
     client.close()
 

@@ -67,7 +67,7 @@ def test_faust_table_recovers_its_state_from_the_changelog_after_a_worker_restar
         "COUNTER_OUTPUT": output,
         "COUNTER_DATADIR": str(tmp_path / "faust"),
     }
-    consumer = KafkaConsumer(output, auto_offset_reset="earliest", **settings.kafka_client_config())
+    consumer = KafkaConsumer(output, auto_offset_reset="earliest", **settings.kafka.client_config())
 
     worker = _start_worker(services, env, tmp_path / "worker1.log")
     try:

@@ -27,7 +27,7 @@ def test_lag_of_a_group_that_consumed_part_of_a_topic_is_the_records_left(servic
     _produce(settings, topic, 12, partitions=2)  # 6 records in each partition
     group = f"test.{unique}.readers"
     consumer = KafkaConsumer(
-        topic, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False, **settings.kafka_client_config()
+        topic, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False, **settings.kafka.client_config()
     )
     try:
         read = []

@@ -11,7 +11,7 @@ from threadline.kafka import make_producer
 
 def _consume(settings, topic, group, want, timeout=30.0):
     consumer = KafkaConsumer(
-        topic, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", **settings.kafka_client_config()
+        topic, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", **settings.kafka.client_config()
     )
     got = []
     deadline = time.monotonic() + timeout
@@ -62,7 +62,7 @@ def test_list_offsets_reports_beginning_and_end(settings, new_topic):
     for i in range(7):
         producer.send(topic, key=b"a", value=b"x")
     producer.close()
-    consumer = KafkaConsumer(**settings.kafka_client_config())
+    consumer = KafkaConsumer(**settings.kafka.client_config())
     tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
     end = consumer.end_offsets(tps)
     begin = consumer.beginning_offsets(tps)

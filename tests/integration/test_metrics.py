@@ -75,7 +75,7 @@ def gateway_argv(contacts: str, dlq: str) -> list[str]:
         "from threadline.logging import configure_logging; s = Settings(); configure_logging(s); "
         "app = create_app(s, codec_factory=lambda: make_codec(s), "
         f"contacts_topic={contacts!r}, dlq_topic={dlq!r}); "
-        "uvicorn.run(app, host='127.0.0.1', port=s.gateway_port, log_config=None, access_log=False)"
+        "uvicorn.run(app, host='127.0.0.1', port=s.endpoints.gateway_port, log_config=None, access_log=False)"
     )
     return [sys.executable, "-c", code]
 

@@ -111,7 +111,7 @@ def test_projector_writes_rows_once_sends_garbage_to_the_dlq_and_resumes_from_it
 def _dlq_end(settings) -> int:
     from kafka import TopicPartition
 
-    consumer = KafkaConsumer(**settings.kafka_client_config())
+    consumer = KafkaConsumer(**settings.kafka.client_config())
     try:
         return consumer.end_offsets([TopicPartition(PROJECTIONS_DLQ.name, 0)])[TopicPartition(PROJECTIONS_DLQ.name, 0)]
     finally:
@@ -122,7 +122,7 @@ def _dlq_records(settings, start: int):
     from kafka import TopicPartition
 
     tp = TopicPartition(PROJECTIONS_DLQ.name, 0)
-    consumer = KafkaConsumer(**settings.kafka_client_config())
+    consumer = KafkaConsumer(**settings.kafka.client_config())
     consumer.assign([tp])
     consumer.seek(tp, start)
     out = []

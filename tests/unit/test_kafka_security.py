@@ -70,7 +70,7 @@ def scram(**over) -> Settings:
 def test_contradictory_or_missing_settings_are_a_config_error_that_names_them(fields, message):
     s = scram(**fields)
     with pytest.raises(ConfigError) as caught:
-        s.kafka_client_config()
+        s.kafka.client_config()
     assert message in str(caught.value)
     with pytest.raises(ConfigError):
         aiokafka_config(s)
@@ -80,7 +80,7 @@ def test_contradictory_or_missing_settings_are_a_config_error_that_names_them(fi
 
 def test_sasl_ssl_without_a_ca_file_is_valid_and_trusts_the_system_cas():
     s = scram()
-    cfg = s.kafka_client_config()
+    cfg = s.kafka.client_config()
     assert cfg == {
         "bootstrap_servers": ["kafka.example:9093"],
         "security_protocol": "SASL_SSL",
@@ -103,7 +103,7 @@ def test_the_password_is_a_secret_and_can_come_from_a_file(tmp_path, monkeypatch
     monkeypatch.setenv("THREADLINE_KAFKA_SASL_USERNAME", "svc")
     monkeypatch.setenv("THREADLINE_KAFKA_SASL_PASSWORD_FILE", str(secret_file))
     s = Settings()
-    cfg = s.kafka_client_config()
+    cfg = s.kafka.client_config()
     assert cfg["sasl_plain_password"] == "from-the-file"
     assert cfg["sasl_mechanism"] == "SCRAM-SHA-256"
     assert s.to_env()["THREADLINE_KAFKA_SASL_PASSWORD_FILE"] == str(secret_file)
@@ -111,7 +111,7 @@ def test_the_password_is_a_secret_and_can_come_from_a_file(tmp_path, monkeypatch
 
 def test_an_unreadable_password_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="kafka_sasl_password_file: cannot read"):
-        scram(kafka_sasl_password=None, kafka_sasl_password_file=tmp_path / "missing").kafka_client_config()
+        scram(kafka_sasl_password=None, kafka_sasl_password_file=tmp_path / "missing").kafka.client_config()
 
 
 def test_mtls_settings_reach_kafka_python_and_the_tls_context(pki):
@@ -122,7 +122,7 @@ def test_mtls_settings_reach_kafka_python_and_the_tls_context(pki):
         kafka_ssl_keyfile=str(pki.client_key),
         kafka_ssl_check_hostname=False,
     )
-    cfg = s.kafka_client_config()
+    cfg = s.kafka.client_config()
     assert cfg["security_protocol"] == "SSL" and "sasl_mechanism" not in cfg
     assert (cfg["ssl_cafile"], cfg["ssl_certfile"], cfg["ssl_keyfile"]) == (
         str(pki.ca),
@@ -145,7 +145,7 @@ def test_a_key_that_does_not_match_the_certificate_is_refused_when_the_context_i
 
 def test_plaintext_gives_no_tls_and_no_credentials():
     s = Settings()
-    assert s.kafka_client_config() == {"bootstrap_servers": ["127.0.0.1:19092"]}
+    assert s.kafka.client_config() == {"bootstrap_servers": ["127.0.0.1:19092"]}
     assert ssl_context(s) is None
     assert aiokafka_config(s) == {"bootstrap_servers": ["127.0.0.1:19092"]}
     assert broker_credentials(s) is None

@@ -12,7 +12,7 @@ from threadline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CODE = ("threadline", "connectors", "streams", "projectors", "schemas")
-NAME = re.compile(r"^THREADLINE_[A-Z0-9_]+$")
+NAME = re.compile(r"^THREADLINE_[A-Z0-9_]*[A-Z0-9]$")  # a prefix ("THREADLINE_KAFKA_") is not a variable
 
 
 def documented() -> set[str]:
@@ -31,7 +31,7 @@ def documented() -> set[str]:
 
 
 def read_by_code() -> set[str]:
-    names = {f"THREADLINE_{name.upper()}" for name in Settings.model_fields}
+    names = {f"THREADLINE_{name.upper()}" for name in Settings.flat_defaults()}
     files = [p for d in CODE for p in (REPO / d).rglob("*.py")] + list((REPO / "tests").rglob("conftest.py"))
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

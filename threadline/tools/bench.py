@@ -173,9 +173,9 @@ def versions_section(settings: Settings) -> Section:
     rows = [
         [
             "Kafka broker",
-            f"{broker} at {settings.kafka_bootstrap}"
+            f"{broker} at {settings.kafka.bootstrap}"
             if broker
-            else f"unknown (not started from this state folder) at {settings.kafka_bootstrap}",
+            else f"unknown (not started from this state folder) at {settings.kafka.bootstrap}",
         ],
         ["kafka-python", _version("kafka-python")],
         ["aiokafka", f"{_version('aiokafka')} ({'C extensions' if aiokafka_extensions() else 'pure Python records'})"],
@@ -388,7 +388,7 @@ def codec_suite(ctx: BenchContext) -> list[Section]:
             ["events per measurement", f"{ctx.events:,} (+ {ctx.warmup:,} warm-up, not counted)"],
             [
                 "topic partitions",
-                f"{_partitions()} (as contacts.v1), replication factor {ctx.settings.replication_factor}",
+                f"{_partitions()} (as contacts.v1), replication factor {ctx.settings.kafka.replication_factor}",
             ],
         ],
     )
@@ -601,7 +601,7 @@ def prepare_batch(settings: Settings, events: int, warmup: int, console: Console
     codec = make_codec(settings)
     with console.status(f"encoding and decoding with {type(codec).__name__} ..."):
         values, enc, dec = measure_codec(codec, records, warmup=warmup)
-    name = f"{type(codec).__name__} (THREADLINE_CODEC={settings.codec.value})"
+    name = f"{type(codec).__name__} (THREADLINE_CODEC={settings.registry.codec.value})"
     return EventBatch(name, records, keys, values), enc, dec
 
 

@@ -52,7 +52,10 @@ def with_demo_secrets(settings: Settings) -> Settings:
     folder.mkdir(parents=True, exist_ok=True)
     updates = {}
     for name in SECRET_FIELDS:
-        if getattr(settings, name, None) is not None or getattr(settings, f"{name}_file", None) is not None:
+        if (
+            getattr(settings.connectors, name, None) is not None
+            or getattr(settings.connectors, f"{name}_file", None) is not None
+        ):
             continue
         path = folder / name
         if not path.exists():
@@ -104,8 +107,8 @@ def run_demo(settings: Settings, console: Console, external: bool = False) -> No
     from threadline.secrets import secret
 
     console.rule("Threadline demo")
-    gateway = f"http://{settings.gateway_host}:{settings.gateway_port}"
-    api = f"http://{settings.api_host}:{settings.api_port}"
+    gateway = f"http://{settings.endpoints.gateway_host}:{settings.endpoints.gateway_port}"
+    api = f"http://{settings.endpoints.api_host}:{settings.endpoints.api_port}"
     if external:
         console.print(f"telling the story to the running gateway {gateway} and read API {api}")
     else:
@@ -120,11 +123,11 @@ def run_demo(settings: Settings, console: Console, external: bool = False) -> No
     # it never merges with an earlier run's contacts or with test traffic in the same stack.
     run = datetime.now(UTC)
     cast, steps = story(seed=int(run.timestamp()), tag=f"{run:%H%M%S}")
-    keys = {name: secret(settings, name) for name in SECRET_FIELDS}
+    keys = {name: secret(settings.connectors, name) for name in SECRET_FIELDS}
     webhooks = [(step, render(step)) for step in steps]
     if external:
         _require_secrets(keys, {connector for _, (connector, _body) in webhooks})
-        if settings.api_tokens is None and settings.api_tokens_file is None:
+        if settings.auth.api_tokens is None and settings.auth.api_tokens_file is None:
             raise ConfigError(
                 "demo --external reads with the read API's tokens; configure THREADLINE_API_TOKENS "
                 "(or _FILE) with tokens for support, sales and marketing (or one admin token)"

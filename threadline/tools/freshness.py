@@ -97,9 +97,9 @@ async def _freshness_run(settings, run_id: str, rate: int, total: int) -> tuple[
     from threadline.secrets import secret
     from threadline.tools.stack import apps
 
-    gateway = f"http://{settings.gateway_host}:{settings.gateway_port}/webhooks/chat"
-    api = f"http://{settings.api_host}:{settings.api_port}"
-    key = secret(settings, CONNECTORS["chat"].secret) or ""
+    gateway = f"http://{settings.endpoints.gateway_host}:{settings.endpoints.gateway_port}/webhooks/chat"
+    api = f"http://{settings.endpoints.api_host}:{settings.endpoints.api_port}"
+    key = secret(settings.connectors, CONNECTORS["chat"].secret) or ""
     pending: dict[str, float] = {}
     latencies: list[float] = []
     refused: list[int] = []  # statuses of requests the gateway did not accept

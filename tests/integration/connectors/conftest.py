@@ -70,7 +70,7 @@ class TopicReader:
         from schemas.codec import make_codec
 
         self.codec = make_codec(settings)
-        self.consumer = KafkaConsumer(enable_auto_commit=False, **settings.kafka_client_config())
+        self.consumer = KafkaConsumer(enable_auto_commit=False, **settings.kafka.client_config())
         self.tps = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or [0]]
         self.consumer.assign(self.tps)
         self.mark()

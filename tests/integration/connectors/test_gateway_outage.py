@@ -78,7 +78,7 @@ class Gateway:
             "from threadline.settings import Settings; from threadline.logging import configure_logging; "
             "s = Settings(); configure_logging(s); "
             f"app = create_app(s, contacts_topic={topics['contacts']!r}, dlq_topic={topics['dlq']!r}); "
-            "uvicorn.run(app, host='127.0.0.1', port=s.gateway_port, log_config=None, access_log=False, "
+            "uvicorn.run(app, host='127.0.0.1', port=s.endpoints.gateway_port, log_config=None, access_log=False, "
             "timeout_graceful_shutdown=int(shutdown_limit(s)))"
         )
         env = {
@@ -135,7 +135,7 @@ def event_ids_on(settings, topic: str) -> list[str]:
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=4000,
-        **settings.kafka_client_config(),
+        **settings.kafka.client_config(),
     )
     try:
         return [dict(r.headers)["event_id"].decode() for r in consumer]

@@ -307,7 +307,7 @@ def test_a_malformed_body_is_400_naming_the_field_and_produces_nothing(gateway, 
 
 
 def test_a_body_over_the_limit_is_413_and_produces_nothing(gateway, contacts, connector_settings):
-    content = b'{"pad": "' + b"x" * connector_settings.max_body_bytes + b'"}'
+    content = b'{"pad": "' + b"x" * connector_settings.connectors.max_body_bytes + b'"}'
     resp = post(gateway, "chat", content)
     assert resp.status_code == 413 and resp.json()["error"] == "body_too_large"
     assert contacts.count() == 0

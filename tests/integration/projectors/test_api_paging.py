@@ -24,7 +24,7 @@ def built(prefixed, sources, codec, unique, pg):
     s = st.build(unique)
     st.publish(prefixed, codec, sources, s)
     st.project(prefixed, sources, codec=codec)
-    name = f"{prefixed.projection_prefix}contacts"  # the prefixed fixture removes its tracking rows
+    name = f"{prefixed.projections.prefix}contacts"  # the prefixed fixture removes its tracking rows
     contacts_projector(prefixed, name=name, topic=sources.contacts, codec=codec).run(
         stop_at=end_offsets(prefixed, [sources.contacts])
     )

@@ -156,7 +156,7 @@ def test_the_card_and_the_flag_show_the_same_sentiment_and_trend(api, case):
 
 
 def test_the_views_count_as_the_python_definitions_do(prefixed, pg, case):
-    schema = f"{prefixed.projection_prefix}sales"
+    schema = f"{prefixed.projections.prefix}sales"
     with pg.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             f"select event_id::text, occurred_at, channel, direction, actor_role, department, thread,"

@@ -29,7 +29,7 @@ HIGH, LOW = "ciao \ud800 mondo", "ciao \udfff mondo"  # unpaired surrogates (no 
 
 
 def _dlq_end(settings) -> int:
-    consumer = KafkaConsumer(**settings.kafka_client_config())
+    consumer = KafkaConsumer(**settings.kafka.client_config())
     try:
         tp = TopicPartition(PROJECTIONS_DLQ.name, 0)
         return consumer.end_offsets([tp])[tp]
@@ -39,7 +39,7 @@ def _dlq_end(settings) -> int:
 
 def _dlq_from(settings, start: int, topic: str, want: int, timeout: float = 30.0) -> list:
     tp = TopicPartition(PROJECTIONS_DLQ.name, 0)
-    consumer = KafkaConsumer(**settings.kafka_client_config())
+    consumer = KafkaConsumer(**settings.kafka.client_config())
     consumer.assign([tp])
     consumer.seek(tp, start)
     out = []

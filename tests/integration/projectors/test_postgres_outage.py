@@ -108,7 +108,7 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(
         "THREADLINE_PG_DSN": s.effective_pg_dsn,
         "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn,
         "THREADLINE_API_PORT": str(api_port),
-        "THREADLINE_PROJECTION_PREFIX": s.projection_prefix,
+        "THREADLINE_PROJECTION_PREFIX": s.projections.prefix,
     }
     projector = _proc(
         [

@@ -49,7 +49,7 @@ def profiles_topic(new_topic):
 @pytest.fixture
 def outbox(pg, prefixed):
     yield
-    pg.execute("delete from profile_outbox where projector like %s", (prefixed.projection_prefix + "%",))
+    pg.execute("delete from profile_outbox where projector like %s", (prefixed.projections.prefix + "%",))
 
 
 def project(settings, sources, codec, topic: str) -> None:
@@ -61,7 +61,7 @@ def project(settings, sources, codec, topic: str) -> None:
 
 def read_back(settings, topic: str) -> list[tuple[str, dict | None]]:
     """Every record of ``topic`` in order per key, decoded as a downstream service would."""
-    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **settings.kafka_client_config())
+    consumer = KafkaConsumer(group_id=None, enable_auto_commit=False, **settings.kafka.client_config())
     schemas_by_id: dict[int, dict] = {}
     out = []
     try:
@@ -78,7 +78,7 @@ def read_back(settings, topic: str) -> list[tuple[str, dict | None]]:
                     assert m.value[:1] == b"\0"
                     (schema_id,) = struct.unpack(">I", m.value[1:5])
                     if schema_id not in schemas_by_id:
-                        text = httpx.get(f"{settings.registry_url}/schemas/ids/{schema_id}").json()["schema"]
+                        text = httpx.get(f"{settings.registry.url}/schemas/ids/{schema_id}").json()["schema"]
                         schemas_by_id[schema_id] = fastavro.parse_schema(json.loads(text))
                     out.append(
                         (m.key.decode(), fastavro.schemaless_reader(io.BytesIO(m.value[5:]), schemas_by_id[schema_id]))
@@ -177,7 +177,7 @@ def test_profiles_read_back_equal_the_api_and_a_merge_tombstones_the_absorbed_id
     assert without_as_of(after[s.emre]) == api_view(api, s.emre)
     assert (
         pg.execute(
-            "select count(*) from profile_outbox where projector = %s", (f"{prefixed.projection_prefix}support",)
+            "select count(*) from profile_outbox where projector = %s", (f"{prefixed.projections.prefix}support",)
         ).fetchone()[0]
         == 0
     )
@@ -193,7 +193,7 @@ def test_what_the_outbox_holds_after_a_commit_is_published_when_the_projector_st
     # a crash after the commit, before Kafka acknowledged the profile: the customer stays queued
     pg.execute(
         "insert into profile_outbox (projector, customer_id) values (%s, %s)",
-        (f"{prefixed.projection_prefix}support", s.emre),
+        (f"{prefixed.projections.prefix}support", s.emre),
     )
     project(prefixed, sources, codec, profiles_topic)  # nothing new to read: only the outbox
     after = read_back(prefixed, profiles_topic)

@@ -22,7 +22,7 @@ from projectors.replay import end_offsets, rebuild
 
 
 def _start(services, prefixed, sources, log_path):
-    env = {**os.environ, **services.env(), "THREADLINE_PROJECTION_PREFIX": prefixed.projection_prefix}
+    env = {**os.environ, **services.env(), "THREADLINE_PROJECTION_PREFIX": prefixed.projections.prefix}
     return subprocess.Popen(
         [
             sys.executable,

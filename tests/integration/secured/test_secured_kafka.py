@@ -184,7 +184,7 @@ def test_produce_and_consume_round_trip_over_sasl_ssl_with_a_committed_group(sec
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         max_poll_records=4,
-        **settings.kafka_client_config(),
+        **settings.kafka.client_config(),
     )
     try:
         got = []

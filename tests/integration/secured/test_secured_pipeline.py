@@ -36,7 +36,7 @@ def secured_pipeline(secured_kafka, services, tmp_path):
     """``threadline topics apply``, then the gateway and the worker started as ``threadline demo``
     starts them, every Kafka client of theirs on the SASL_SSL listener. Yields the settings."""
     password_file = tmp_path / "kafka-password"
-    password_file.write_text(secured_kafka.settings().kafka_sasl_secret() + "\n")
+    password_file.write_text(secured_kafka.settings().kafka.sasl_secret() + "\n")
     env = {
         **services.env(),
         **secured_kafka.sasl_env(
@@ -47,7 +47,7 @@ def secured_pipeline(secured_kafka, services, tmp_path):
         "THREADLINE_WORKER_OPS_PORT": str(free_port()),
     }
     settings = secured_kafka.settings(env)
-    assert settings.kafka_sasl_password is None and settings.kafka_sasl_password_file == password_file
+    assert settings.kafka.sasl_password is None and settings.kafka.sasl_password_file == password_file
 
     applied = cli(env, "topics", "apply")
     assert applied.returncode == 0, applied.stdout + applied.stderr
@@ -113,7 +113,7 @@ def test_a_contact_posted_to_the_gateway_is_resolved_and_stitched_by_the_worker_
     assert ack["topic"] == CONTACTS.name and ack["offset"] >= 0
     event_id = ack["event_id"]
 
-    # Read back on the secured broker with kafka-python (Settings.kafka_client_config).
+    # Read back on the secured broker with kafka-python (Settings.kafka.client_config).
     resolved = Reader(settings, CONTACTS_RESOLVED.name)
     conversations = Reader(settings, CONVERSATIONS.name)
     try:

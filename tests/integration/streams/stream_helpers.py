@@ -158,7 +158,7 @@ class Reader:
 
     def __post_init__(self):
         self.codec = make_codec(self.settings)
-        self.consumer = KafkaConsumer(**self.settings.kafka_client_config())
+        self.consumer = KafkaConsumer(**self.settings.kafka.client_config())
         parts = self.consumer.partitions_for_topic(self.topic) or set()
         deadline = time.monotonic() + 30
         while not parts and time.monotonic() < deadline:

@@ -56,7 +56,7 @@ def served(tmp_path_factory):
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{settings.gateway_port}"
+    base = f"http://127.0.0.1:{settings.endpoints.gateway_port}"
     deadline = time.monotonic() + 30
     while not srv.started:
         assert thread.is_alive(), "uvicorn exited during start-up"

@@ -191,12 +191,14 @@ def test_secrets_come_from_settings_or_files_and_never_print(tmp_path):
     f = tmp_path / "token"
     f.write_text("from-file\n")
     s = Settings(twilio_auth_token="direct", meta_app_secret_file=f)
-    assert secret(s, "twilio_auth_token") == "direct" and secret(s, "meta_app_secret") == "from-file"
-    assert secret(s, "x_consumer_secret") is None
+    assert (
+        secret(s.connectors, "twilio_auth_token") == "direct" and secret(s.connectors, "meta_app_secret") == "from-file"
+    )
+    assert secret(s.connectors, "x_consumer_secret") is None
     assert "direct" not in repr(s) and "direct" not in str(s.model_dump(mode="json"))
     assert s.to_env()["THREADLINE_TWILIO_AUTH_TOKEN"] == "direct"  # child processes get the real value
     with pytest.raises(ConfigError, match="cannot read"):
-        secret(Settings(x_consumer_secret_file=tmp_path / "missing"), "x_consumer_secret")
+        secret(Settings(x_consumer_secret_file=tmp_path / "missing").connectors, "x_consumer_secret")
 
 
 def test_generated_traffic_is_deterministic_per_seed_and_maps_without_rejects():

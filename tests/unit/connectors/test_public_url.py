@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
 from starlette.requests import Request
 
 from connectors.base import MapContext, WebhookRequest
@@ -14,6 +13,7 @@ from connectors.gateway import _public_url
 from connectors.public_url import PublicUrls, public_url
 from connectors.webhooks import handle
 from fixtures.providers import SECRETS, body, headers
+from threadline.errors import ConfigError
 from threadline.settings import Settings
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -174,7 +174,7 @@ def test_an_ipv4_peer_written_as_ipv6_mapped_is_trusted():
     ],
 )
 def test_a_bad_setting_is_refused_at_start_naming_it(name, value, problem):
-    with pytest.raises(ValidationError) as exc:
+    with pytest.raises(ConfigError) as exc:
         settings(**{name: value})
     assert name in str(exc.value) and problem in str(exc.value)
 
@@ -184,5 +184,8 @@ def test_the_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("THREADLINE_TWILIO_VOICE_PUBLIC_URL", "https://hooks.example.org/twilio/voice?ignored=1")
     monkeypatch.setenv("THREADLINE_TRUSTED_PROXIES", "10.0.9.2,fd00::/8")
     s = Settings()
-    assert (s.twilio_public_url, s.twilio_voice_public_url) == (PUBLIC, "https://hooks.example.org/twilio/voice")
+    assert (s.connectors.twilio_public_url, s.connectors.twilio_voice_public_url) == (
+        PUBLIC,
+        "https://hooks.example.org/twilio/voice",
+    )
     assert PublicUrls.from_settings(s).trusts("fd00::1")

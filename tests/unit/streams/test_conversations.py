@@ -9,7 +9,14 @@ import pytest
 
 from streams import sla
 from streams.conversations import Stitcher
-from streams.rules import BusinessHours, StitchRules, rules_from_env
+from streams.rules import BusinessHours, StitchRules, rules_from_settings
+from threadline.settings import Settings
+
+
+def rules_from_env(env: dict[str, str]):
+    """The rules a worker started with these variables would run (threadline.settings reads them)."""
+    return rules_from_settings(Settings(**{k.removeprefix("THREADLINE_").lower(): v for k, v in env.items()}).streams)
+
 
 T0 = int(datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp() * 1000)  # a Monday, 10:00 UTC
 SEC, MIN, HOUR = 1000, 60_000, 3_600_000

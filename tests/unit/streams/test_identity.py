@@ -13,9 +13,16 @@ from hypothesis import strategies as st
 
 from connectors.contact import to_record
 from streams.identity import ContactRecord, IdentityGraph, NodeRecord, customer_id_for, evidence, identity_key, resolve
-from streams.rules import IdentityRules, rules_from_env
+from streams.rules import IdentityRules, rules_from_settings
+from threadline.settings import Settings
 
 from ..conftest import RECORDED_AT
+
+
+def rules_from_env(env: dict[str, str]):
+    """The rules a worker started with these variables would run (threadline.settings reads them)."""
+    return rules_from_settings(Settings(**{k.removeprefix("THREADLINE_").lower(): v for k, v in env.items()}).streams)
+
 
 T0 = 1_795_000_000_000
 MIN = 60_000

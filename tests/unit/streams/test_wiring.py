@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from streams.app import StreamTopics, create_app, store_url
+from threadline.settings import Settings
 from threadline import catalog
-from threadline.settings import CodecKind, Settings
+from threadline.settings import CodecKind
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def test_prefixed_topics_keep_their_shape_under_a_prefix():
 def test_tables_use_rocksdb_when_rocksdict_is_there_unless_told_otherwise(monkeypatch, env, want):
     pytest.importorskip("rocksdict")
     monkeypatch.setenv("THREADLINE_STREAMS_STORE", env)
-    assert store_url() == want
+    assert store_url(Settings()) == want
 
 
 class _RunningLoop:

@@ -26,12 +26,12 @@ class PartStatus:
 def up(settings: Settings, log=print) -> dict[str, bool]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     started = {}
-    log(f"kafka {settings.kafka_version} at {settings.kafka_bootstrap} ...")
+    log(f"kafka {settings.stack.kafka_version} at {settings.kafka.bootstrap} ...")
     started["kafka"] = kafka_broker.start(settings)
     log(f"postgres at {settings.pg_display} ...")
     started["postgres"] = postgres.start(settings)
-    if settings.codec is CodecKind.CONFLUENT:
-        log(f"schema registry at {settings.registry_url} ...")
+    if settings.registry.codec is CodecKind.CONFLUENT:
+        log(f"schema registry at {settings.registry.url} ...")
         started["registry"] = schema_registry.start(settings)
     return started
 
@@ -86,7 +86,7 @@ def status(settings: Settings) -> list[PartStatus]:
     parts = []
     host, port = kafka_broker.host_port(settings)
     ok, why = _probe(lambda: port_open(host, port) and kafka_broker.ready(settings))
-    parts.append(PartStatus("kafka", settings.kafka_bootstrap, True, kafka_broker.managed(settings).running(), ok, why))
+    parts.append(PartStatus("kafka", settings.kafka.bootstrap, True, kafka_broker.managed(settings).running(), ok, why))
     ok, why = _probe(lambda: postgres.ready(settings))
     parts.append(
         PartStatus(
@@ -98,10 +98,10 @@ def status(settings: Settings) -> list[PartStatus]:
             why,
         )
     )
-    if settings.codec is CodecKind.CONFLUENT:
+    if settings.registry.codec is CodecKind.CONFLUENT:
         ok, why = _probe(lambda: schema_registry.ready(settings))
         parts.append(
-            PartStatus("registry", settings.registry_url, True, schema_registry.managed(settings).running(), ok, why)
+            PartStatus("registry", settings.registry.url, True, schema_registry.managed(settings).running(), ok, why)
         )
     else:
         parts.append(
@@ -137,7 +137,7 @@ def group_parts(settings: Settings) -> list[PartStatus]:
         return [
             PartStatus(
                 "groups",
-                settings.kafka_bootstrap,
+                settings.kafka.bootstrap,
                 False,
                 False,
                 False,

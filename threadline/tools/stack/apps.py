@@ -38,7 +38,7 @@ def with_local_tokens(settings: Settings) -> Settings:
     folder = settings.state_dir / "secrets"
     updates = {}
     for table, names in LOCAL_TOKENS.items():
-        if getattr(settings, table) is not None or getattr(settings, f"{table}_file") is not None:
+        if getattr(settings.auth, table) is not None or getattr(settings.auth, f"{table}_file") is not None:
             continue
         path = folder / table
         if not path.exists():
@@ -90,10 +90,10 @@ def _healthy(url: str) -> bool:
 def url(settings: Settings, name: str) -> str | None:
     """Where a component serves /livez, /readyz and /metrics (None: it serves none)."""
     host_port = {
-        "gateway": (settings.gateway_host, settings.gateway_port),
-        "api": (settings.api_host, settings.api_port),
-        "worker": (settings.ops_host, settings.worker_ops_port),
-        "projector": (settings.ops_host, settings.projector_ops_port),
+        "gateway": (settings.endpoints.gateway_host, settings.endpoints.gateway_port),
+        "api": (settings.endpoints.api_host, settings.endpoints.api_port),
+        "worker": (settings.endpoints.ops_host, settings.endpoints.worker_ops_port),
+        "projector": (settings.endpoints.ops_host, settings.endpoints.projector_ops_port),
     }[name]
     if not host_port[1]:
         return None

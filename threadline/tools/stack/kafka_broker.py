@@ -26,7 +26,7 @@ NAME = "kafka"
 
 
 def host_port(settings: Settings) -> tuple[str, int]:
-    first = settings.kafka_bootstrap.split(",")[0]
+    first = settings.kafka.bootstrap.split(",")[0]
     u = urlparse(f"//{first}")
     return u.hostname or "127.0.0.1", u.port or 9092
 
@@ -39,7 +39,7 @@ def java_bin() -> str:
 
 
 def lib_dir(settings: Settings) -> Path:
-    return build_root() / "lib" / f"kafka-{settings.kafka_version}"  # the set-up step's, for every state folder
+    return build_root() / "lib" / f"kafka-{settings.stack.kafka_version}"  # the set-up step's, for every state folder
 
 
 def ensure_jars(settings: Settings) -> Path:
@@ -58,15 +58,15 @@ def ensure_jars(settings: Settings) -> Path:
         "-f",
         str(deploy_local() / "pom.xml"),
         "dependency:copy-dependencies",
-        f"-Dkafka.version={settings.kafka_version}",
+        f"-Dkafka.version={settings.stack.kafka_version}",
         f"-Doutput.dir={target}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         raise ConfigError(
-            f"mvn could not resolve Kafka {settings.kafka_version}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            f"mvn could not resolve Kafka {settings.stack.kafka_version}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
         )
-    marker.write_text(settings.kafka_version)
+    marker.write_text(settings.stack.kafka_version)
     return target
 
 
@@ -201,7 +201,9 @@ def local_broker(settings: Settings) -> Broker:
     host, port = host_port(settings)
     if host not in ("127.0.0.1", "localhost"):
         raise ConfigError(f"the local broker listens on loopback only, not {host}")
-    return Broker(settings.state_dir, lib_dir(settings), port, settings.kafka_controller_port, settings.kafka_heap)
+    return Broker(
+        settings.state_dir, lib_dir(settings), port, settings.stack.kafka_controller_port, settings.stack.kafka_heap
+    )
 
 
 def managed(settings: Settings) -> Managed:
@@ -219,7 +221,7 @@ def ready(settings: Settings) -> bool:
     kafka_log.setLevel(logging.CRITICAL)
     try:
         admin = KafkaAdminClient(
-            client_id="threadline-ready", request_timeout_ms=3000, **settings.kafka_client_config()
+            client_id="threadline-ready", request_timeout_ms=3000, **settings.kafka.client_config()
         )
         try:
             return bool(admin.describe_cluster().get("brokers"))
@@ -234,7 +236,7 @@ def coordinator_ready(settings: Settings) -> bool:
     topic is created on first use): ready for Threadline means groups can be joined too."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(client_id="threadline-ready", request_timeout_ms=5000, **settings.kafka_client_config())
+    admin = KafkaAdminClient(client_id="threadline-ready", request_timeout_ms=5000, **settings.kafka.client_config())
     try:
         admin.describe_groups(["threadline-readiness-probe"])
         return True

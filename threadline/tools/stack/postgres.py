@@ -88,7 +88,7 @@ def admin_dsn(settings: Settings, database: str = "postgres") -> str:
     from psycopg.conninfo import make_conninfo
 
     return make_conninfo(
-        f"postgresql://postgres@127.0.0.1:{settings.pg_port}/{database}",
+        f"postgresql://postgres@127.0.0.1:{settings.stack.pg_port}/{database}",
         password=local_secret(settings.state_dir, "postgres-admin"),
     )
 
@@ -124,9 +124,9 @@ def start(settings: Settings, timeout: float = 60.0) -> bool:
         wait_until(lambda: ready(settings), timeout, what="postgres")
         _ensure_database(settings)  # a server an older run started: its roles and authentication
         return False
-    if port_open("127.0.0.1", settings.pg_port):
+    if port_open("127.0.0.1", settings.stack.pg_port):
         raise ConfigError(
-            f"127.0.0.1:{settings.pg_port} is taken by a process this state folder did not start; "
+            f"127.0.0.1:{settings.stack.pg_port} is taken by a process this state folder did not start; "
             "stop it, set THREADLINE_PG_PORT, or give THREADLINE_PG_DSN"
         )
     data = pgdata(settings)
@@ -145,7 +145,9 @@ def start(settings: Settings, timeout: float = 60.0) -> bool:
         )
     _chown(data.parent, user)
     log = data.parent / "postgres.log"
-    opts = f"-h 127.0.0.1 -p {settings.pg_port} -k '' -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    opts = (
+        f"-h 127.0.0.1 -p {settings.stack.pg_port} -k '' -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    )
     result = subprocess.run(
         [_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", str(int(timeout)), "start"],
         capture_output=True,
@@ -168,10 +170,10 @@ def _ensure_database(settings: Settings) -> None:
             )
         )
         roles = (
-            (PG_OWNER, settings._pg_secret("pg_password", PG_OWNER), "nosuperuser nocreaterole"),
+            (PG_OWNER, settings.pg_secret("pg_password", PG_OWNER), "nosuperuser nocreaterole"),
             (
                 PG_READER,
-                settings._pg_secret("pg_api_password", PG_READER),
+                settings.pg_secret("pg_api_password", PG_READER),
                 "nosuperuser nocreatedb nocreaterole noinherit",
             ),
         )

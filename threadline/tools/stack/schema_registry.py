@@ -34,7 +34,7 @@ def managed(settings: Settings) -> Managed:
 
 
 def ready(settings: Settings) -> bool:
-    return httpx.get(f"{settings.registry_url}/subjects", timeout=3).status_code == 200
+    return httpx.get(f"{settings.registry.url}/subjects", timeout=3).status_code == 200
 
 
 def start(settings: Settings, timeout: float = 120.0) -> bool:
@@ -42,9 +42,9 @@ def start(settings: Settings, timeout: float = 120.0) -> bool:
     if m.running():
         wait_until(lambda: ready(settings), timeout, what="schema registry")
         return False
-    if port_open("127.0.0.1", settings.registry_port):
+    if port_open("127.0.0.1", settings.registry.port):
         raise ConfigError(
-            f"127.0.0.1:{settings.registry_port} is taken by a process this state folder did not start; "
+            f"127.0.0.1:{settings.registry.port} is taken by a process this state folder did not start; "
             "stop it, or set THREADLINE_REGISTRY_URL to use it"
         )
     from threadline.tools.stack.setup import require
@@ -59,7 +59,7 @@ def start(settings: Settings, timeout: float = 120.0) -> bool:
         cwd=folder(),
         env={
             "JAVA_HOME": os.path.dirname(os.path.dirname(java_bin())),
-            "REGISTRY_PORT": str(settings.registry_port),
+            "REGISTRY_PORT": str(settings.registry.port),
             "REGISTRY_DB_URL": f"jdbc:h2:file:{db};DB_CLOSE_ON_EXIT=FALSE",
             # -Dthreadline.home puts the state folder on the command line: that is how pid files are checked.
             "REGISTRY_JAVA_OPTS": f"-Xmx256m -XX:+UseSerialGC -Dthreadline.home={settings.state_dir}",

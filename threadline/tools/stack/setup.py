@@ -46,7 +46,7 @@ class Step:
         return build_root() / "setup" / f"{self.name}.inputs"
 
     def digest(self, s: Settings) -> str:
-        h = hashlib.sha256(f"{self.name}:{s.kafka_version}".encode())
+        h = hashlib.sha256(f"{self.name}:{s.stack.kafka_version}".encode())
         for rel in self.inputs:
             root = REPO_ROOT / rel
             files = (
