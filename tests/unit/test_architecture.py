@@ -49,6 +49,8 @@ def tree_copy(tmp_path) -> Path:
         ("schemas/codec.py", "streams.app", "Contract"),
         ("projectors/rows.py", "streams.identity", "Features are independent"),
         ("connectors/contact.py", "threadline.tools.bench", "Features import no tool"),
+        ("streams/identity.py", "streams.identity_stage", "No import loops"),
+        ("threadline/tools/stack/kafka_broker.py", "threadline.tools.stack.setup", "No import loops"),
     ],
 )
 def test_a_forbidden_import_breaks_a_contract(tree_copy, importer, imported, contract):

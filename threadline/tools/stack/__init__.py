@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from threadline.process import instances, port_open
 from threadline.settings import CodecKind, Settings
-from threadline.tools.stack import apps, kafka_broker, postgres, schema_registry
+from threadline.tools.stack import apps, kafka_broker, postgres, schema_registry, setup
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,22 @@ def up(settings: Settings, log=print) -> dict[str, bool]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     started = {}
     log(f"kafka {settings.stack.kafka_version} at {settings.kafka.bootstrap} ...")
-    started["kafka"] = kafka_broker.start(settings)
+    started["kafka"] = _start_kafka(settings)
     log(f"postgres at {settings.pg_display} ...")
     started["postgres"] = postgres.start(settings)
     if settings.registry.codec is CodecKind.CONFLUENT:
         log(f"schema registry at {settings.registry.url} ...")
-        started["registry"] = schema_registry.start(settings)
+        started["registry"] = _start_registry(settings)
     return started
+
+
+def _start_kafka(settings: Settings) -> bool:
+    # Built by the set-up step, never here: no download or build inside a start.
+    return kafka_broker.start(settings, check_built=lambda: setup.require(settings, "kafka"))
+
+
+def _start_registry(settings: Settings) -> bool:
+    return schema_registry.start(settings, check_built=lambda: setup.require(settings, "registry"))
 
 
 def down(settings: Settings) -> list[str]:
@@ -54,11 +63,11 @@ def start_part(settings: Settings, name: str) -> bool:
     """Start one part (an infrastructure part, or one of ``apps.APPS``); True if it started it."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     if name == "kafka":
-        return kafka_broker.start(settings)
+        return _start_kafka(settings)
     if name == "postgres":
         return postgres.start(settings)
     if name == "registry":
-        return schema_registry.start(settings)
+        return _start_registry(settings)
     return bool(apps.start(settings, names=(name,)))
 
 

@@ -10,6 +10,7 @@ listeners, TLS and SASL given as server.properties, SCRAM users at format time).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -250,7 +251,7 @@ def broker_version(settings: Settings) -> str | None:
     return jar.name.removeprefix("kafka_2.13-").removesuffix(".jar") if jar else None
 
 
-def start(settings: Settings, timeout: float = 90.0) -> bool:
+def start(settings: Settings, *, check_built: Callable[[], None], timeout: float = 90.0) -> bool:
     """Start the broker unless ours already runs. Returns True if it started one."""
     m = managed(settings)
     if m.running():
@@ -262,8 +263,6 @@ def start(settings: Settings, timeout: float = 90.0) -> bool:
             f"{host}:{port} is taken by a process this state folder did not start; "
             "stop it, or set THREADLINE_KAFKA_BOOTSTRAP to use it"
         )
-    from threadline.tools.stack.setup import require
-
-    require(settings, "kafka")  # built by the set-up step, never here: no download inside a start
+    check_built()  # built by the set-up step, never here: no download inside a start
     local_broker(settings).launch(lambda: ready(settings) and coordinator_ready(settings), timeout)
     return True

@@ -8,6 +8,7 @@ restart (records on Kafka carry those ids). The API the codec uses is ``/apis/cc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import os
 
 import httpx
@@ -37,7 +38,7 @@ def ready(settings: Settings) -> bool:
     return httpx.get(f"{settings.registry.url}/subjects", timeout=3).status_code == 200
 
 
-def start(settings: Settings, timeout: float = 120.0) -> bool:
+def start(settings: Settings, *, check_built: Callable[[], None], timeout: float = 120.0) -> bool:
     m = managed(settings)
     if m.running():
         wait_until(lambda: ready(settings), timeout, what="schema registry")
@@ -47,9 +48,7 @@ def start(settings: Settings, timeout: float = 120.0) -> bool:
             f"127.0.0.1:{settings.registry.port} is taken by a process this state folder did not start; "
             "stop it, or set THREADLINE_REGISTRY_URL to use it"
         )
-    from threadline.tools.stack.setup import require
-
-    require(settings, "registry")  # built by the set-up step (threadline setup), never here
+    check_built()  # built by the set-up step (threadline setup), never here
     db = settings.state_dir / "registry" / "db"
     db.parent.mkdir(parents=True, exist_ok=True)
     m.launch(
