@@ -8,7 +8,7 @@
     BenchContext                       what a suite gets: settings, console, the batch, baselines
 
 A feature's suite is a function ``(BenchContext) -> list[Section]``; the benchmark runner
-(``threadline/tools/bench.py``) calls every feature's suites and writes the report. Nothing here
+(``threadline/tools/bench/``) calls every feature's suites and writes the report. Nothing here
 asserts a timing; every loop is bounded and fails loudly instead of hanging.
 """
 

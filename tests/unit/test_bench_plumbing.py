@@ -11,7 +11,8 @@ import pytest
 from connectors import bench as gateway_bench
 from threadline.benchkit import Rate, Section
 from threadline.errors import ConfigError
-from threadline.tools.bench import SUITES, merge_report, select_suites, tree_of
+from threadline.tools.bench import SUITES, select_suites, tree_of
+from threadline.tools.bench.report import merge_report
 
 MACHINE = {
     "date": "2026-11-30 05:10 UTC",
