@@ -15,7 +15,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -204,177 +204,215 @@ def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
 
+def _post(step: Step, c: Customer, say: dict, pid: str, text: str) -> tuple[str, bytes]:
+    body = {
+        "for_user_id": BUSINESS["x_id"],
+        "tweet_create_events": [
+            {
+                "created_at": step.at.strftime("%a %b %d %H:%M:%S +0000 %Y"),
+                "id_str": pid.replace("gen-", "9"),
+                "text": text,
+                "user": {"id_str": c.x_id, "screen_name": c.handle, "name": f"{c.first} {c.last}"},
+            }
+        ],
+    }
+    return "x", json.dumps(body).encode()
+
+
+def _dm(step: Step, c: Customer, say: dict, pid: str, text: str) -> tuple[str, bytes]:
+    body = {
+        "for_user_id": BUSINESS["x_id"],
+        "direct_message_events": [
+            {
+                "type": "message_create",
+                "id": pid,
+                "created_timestamp": str(_ms(step.at)),
+                "message_create": {
+                    "target": {"recipient_id": BUSINESS["x_id"]},
+                    "sender_id": c.x_id,
+                    "message_data": {"text": text},
+                },
+            }
+        ],
+        "users": {c.x_id: {"id": c.x_id, "screen_name": c.handle, "name": f"{c.first} {c.last}"}},
+    }
+    return "x", json.dumps(body).encode()
+
+
+def _email(step: Step, c: Customer, say: dict, pid: str, text: str) -> tuple[str, bytes]:
+    msg = EmailMessage()
+    msg["From"] = f"{c.first} {c.last} <{c.email}>"
+    msg["To"] = BUSINESS["email"]
+    msg["Subject"] = f"Order {c.order}"
+    msg["Date"] = format_datetime(step.at)
+    msg["Message-ID"] = f"<{pid}@{DOMAIN[c.lang]}>"
+    msg.set_content(f"{text}\n\n{say['closing']}\n{c.first} {c.last}\nTel. {c.phone}\n")
+    msg.add_attachment(b"\xff\xd8\xff\xe0 photo", maintype="image", subtype="jpeg", filename="parcel.jpg")
+    msg.set_boundary(f"=={pid}==")  # deterministic bytes per seed
+    return "email", bytes(msg)
+
+
+def _call(step: Step, c: Customer, say: dict, pid: str, text: str) -> tuple[str, bytes]:
+    return "twilio-voice", urlencode(
+        {
+            "CallSid": "CA" + uuid.uuid5(uuid.NAMESPACE_URL, pid).hex,
+            "CallStatus": "completed",
+            "Direction": "inbound",
+            "From": c.phone,
+            "To": BUSINESS["phone"],
+            "Timestamp": format_datetime(step.at),
+            "CallDuration": "240",
+        }
+    ).encode()
+
+
+def _whatsapp(step: Step, c: Customer, say: dict, pid: str, text: str) -> tuple[str, bytes]:
+    body = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {
+                "id": BUSINESS["waba"],
+                "changes": [
+                    {
+                        "field": "messages",
+                        "value": {
+                            "messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "1"},
+                            "contacts": [{"profile": {"name": c.first}, "wa_id": c.phone.lstrip("+")}],
+                            "messages": [
+                                {
+                                    "from": c.phone.lstrip("+"),
+                                    "id": f"wamid.{pid}",
+                                    "timestamp": str(int(step.at.timestamp())),
+                                    "type": "text",
+                                    "text": {"body": say["dm"].format(order=c.order)},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    return "meta", json.dumps(body).encode()
+
+
+def _form(step: Step, c: Customer, say: dict, pid: str, text: str) -> tuple[str, bytes]:
+    return "web-form", json.dumps(
+        {
+            "submission_id": pid,
+            "form_id": "ski-insurance",
+            "submitted_at": step.at.isoformat(),
+            "fields": {
+                "email": c.email,
+                "phone": c.phone,
+                "name": f"{c.first} {c.last}",
+                "policy": "ski",
+                "newsletter": c.n % 2 == 0,
+                "message": text,
+            },
+            "visitor_id": c.visitor,
+        }
+    ).encode()
+
+
+def _chat(step: Step, c: Customer, say: dict, pid: str, text: str) -> tuple[str, bytes]:
+    return "chat", json.dumps(
+        {
+            "message_id": pid,
+            "session_id": f"s-{c.visitor}",
+            "visitor_id": c.visitor,
+            "sent_at": step.at.isoformat(),
+            "sender": "visitor",
+            "text": text,
+            "login": {"email": c.email},
+        }
+    ).encode()
+
+
+def _review(step: Step, c: Customer, say: dict, pid: str, text: str) -> tuple[str, bytes]:
+    return "review", json.dumps(
+        {
+            "review_id": pid,
+            "platform": "trustpilot",
+            "rating": 1 + c.n % 5,
+            "author_handle": c.handle,
+            "text": text,
+            "created_at": step.at.isoformat(),
+            "marketing_consent": c.n % 3 == 0,
+        }
+    ).encode()
+
+
+def _order(step: Step, c: Customer, say: dict, pid: str, text: str) -> tuple[str, bytes]:
+    return "shopify", json.dumps(
+        {
+            "id": int(uuid.uuid5(uuid.NAMESPACE_URL, pid).int % 10**18),
+            "created_at": step.at.isoformat(),
+            "email": c.email,
+            "order_number": int(c.order),
+            "name": f"#{c.order}",
+            "currency": "EUR",
+            "total_price": "59.90",
+            "buyer_accepts_marketing": c.n % 2 == 0,
+            "customer": {
+                "id": 115310627314723954 + int(c.x_id),
+                "first_name": c.first,
+                "last_name": c.last,
+                "phone": c.phone,
+            },
+            "line_items": [{"title": "Espresso machine", "quantity": 1}],
+        }
+    ).encode()
+
+
+def _agent(step: Step, c: Customer, say: dict, pid: str, text: str) -> tuple[str, bytes]:
+    to = {
+        "email": {"kind": "email", "value": c.email},
+        "voice": {"kind": "phone", "value": c.phone},
+        "whatsapp": {"kind": "phone", "value": c.phone},
+        "chat": {"kind": "chat_visitor", "value": c.visitor},
+    }.get(
+        step.channel,
+        {"kind": "social", "value": c.handle, "platform": "twitter" if step.channel == "twitter" else "trustpilot"},
+    )
+    return "agent", json.dumps(
+        {
+            "message_id": pid,
+            "channel": step.channel,
+            "sent_at": step.at.isoformat(),
+            "agent_id": f"agent-{c.n % 4 + 1}",
+            "department": "support",
+            "to": to,
+            "text": say["agent"],
+            "in_reply_to": step.reply_to,
+        }
+    ).encode()
+
+
+# The provider-native webhook of each step kind: (connector, body).
+RENDERERS: dict[str, Callable[[Step, Customer, dict, str, str], tuple[str, bytes]]] = {
+    "post": _post,
+    "dm": _dm,
+    "email": _email,
+    "call": _call,
+    "whatsapp": _whatsapp,
+    "form": _form,
+    "chat": _chat,
+    "review": _review,
+    "order": _order,
+    "agent": _agent,
+}
+
+
 def render(step: Step) -> tuple[str, bytes]:
     """(connector, body) of the provider-native webhook for ``step``."""
     c, say, pid = step.customer, SAY[step.customer.lang], provider_id(step)
-    text = say.get(step.kind, "").format(order=c.order)
-    if step.kind == "post":
-        body = {
-            "for_user_id": BUSINESS["x_id"],
-            "tweet_create_events": [
-                {
-                    "created_at": step.at.strftime("%a %b %d %H:%M:%S +0000 %Y"),
-                    "id_str": pid.replace("gen-", "9"),
-                    "text": text,
-                    "user": {"id_str": c.x_id, "screen_name": c.handle, "name": f"{c.first} {c.last}"},
-                }
-            ],
-        }
-        return "x", json.dumps(body).encode()
-    if step.kind == "dm":
-        body = {
-            "for_user_id": BUSINESS["x_id"],
-            "direct_message_events": [
-                {
-                    "type": "message_create",
-                    "id": pid,
-                    "created_timestamp": str(_ms(step.at)),
-                    "message_create": {
-                        "target": {"recipient_id": BUSINESS["x_id"]},
-                        "sender_id": c.x_id,
-                        "message_data": {"text": text},
-                    },
-                }
-            ],
-            "users": {c.x_id: {"id": c.x_id, "screen_name": c.handle, "name": f"{c.first} {c.last}"}},
-        }
-        return "x", json.dumps(body).encode()
-    if step.kind == "email":
-        msg = EmailMessage()
-        msg["From"] = f"{c.first} {c.last} <{c.email}>"
-        msg["To"] = BUSINESS["email"]
-        msg["Subject"] = f"Order {c.order}"
-        msg["Date"] = format_datetime(step.at)
-        msg["Message-ID"] = f"<{pid}@{DOMAIN[c.lang]}>"
-        msg.set_content(f"{text}\n\n{say['closing']}\n{c.first} {c.last}\nTel. {c.phone}\n")
-        msg.add_attachment(b"\xff\xd8\xff\xe0 photo", maintype="image", subtype="jpeg", filename="parcel.jpg")
-        msg.set_boundary(f"=={pid}==")  # deterministic bytes per seed
-        return "email", bytes(msg)
-    if step.kind == "call":
-        return "twilio-voice", urlencode(
-            {
-                "CallSid": "CA" + uuid.uuid5(uuid.NAMESPACE_URL, pid).hex,
-                "CallStatus": "completed",
-                "Direction": "inbound",
-                "From": c.phone,
-                "To": BUSINESS["phone"],
-                "Timestamp": format_datetime(step.at),
-                "CallDuration": "240",
-            }
-        ).encode()
-    if step.kind == "whatsapp":
-        body = {
-            "object": "whatsapp_business_account",
-            "entry": [
-                {
-                    "id": BUSINESS["waba"],
-                    "changes": [
-                        {
-                            "field": "messages",
-                            "value": {
-                                "messaging_product": "whatsapp",
-                                "metadata": {"display_phone_number": "15550783881", "phone_number_id": "1"},
-                                "contacts": [{"profile": {"name": c.first}, "wa_id": c.phone.lstrip("+")}],
-                                "messages": [
-                                    {
-                                        "from": c.phone.lstrip("+"),
-                                        "id": f"wamid.{pid}",
-                                        "timestamp": str(int(step.at.timestamp())),
-                                        "type": "text",
-                                        "text": {"body": say["dm"].format(order=c.order)},
-                                    }
-                                ],
-                            },
-                        }
-                    ],
-                }
-            ],
-        }
-        return "meta", json.dumps(body).encode()
-    if step.kind == "form":
-        return "web-form", json.dumps(
-            {
-                "submission_id": pid,
-                "form_id": "ski-insurance",
-                "submitted_at": step.at.isoformat(),
-                "fields": {
-                    "email": c.email,
-                    "phone": c.phone,
-                    "name": f"{c.first} {c.last}",
-                    "policy": "ski",
-                    "newsletter": c.n % 2 == 0,
-                    "message": text,
-                },
-                "visitor_id": c.visitor,
-            }
-        ).encode()
-    if step.kind == "chat":
-        return "chat", json.dumps(
-            {
-                "message_id": pid,
-                "session_id": f"s-{c.visitor}",
-                "visitor_id": c.visitor,
-                "sent_at": step.at.isoformat(),
-                "sender": "visitor",
-                "text": text,
-                "login": {"email": c.email},
-            }
-        ).encode()
-    if step.kind == "review":
-        return "review", json.dumps(
-            {
-                "review_id": pid,
-                "platform": "trustpilot",
-                "rating": 1 + c.n % 5,
-                "author_handle": c.handle,
-                "text": text,
-                "created_at": step.at.isoformat(),
-                "marketing_consent": c.n % 3 == 0,
-            }
-        ).encode()
-    if step.kind == "order":
-        return "shopify", json.dumps(
-            {
-                "id": int(uuid.uuid5(uuid.NAMESPACE_URL, pid).int % 10**18),
-                "created_at": step.at.isoformat(),
-                "email": c.email,
-                "order_number": int(c.order),
-                "name": f"#{c.order}",
-                "currency": "EUR",
-                "total_price": "59.90",
-                "buyer_accepts_marketing": c.n % 2 == 0,
-                "customer": {
-                    "id": 115310627314723954 + int(c.x_id),
-                    "first_name": c.first,
-                    "last_name": c.last,
-                    "phone": c.phone,
-                },
-                "line_items": [{"title": "Espresso machine", "quantity": 1}],
-            }
-        ).encode()
-    if step.kind == "agent":
-        to = {
-            "email": {"kind": "email", "value": c.email},
-            "voice": {"kind": "phone", "value": c.phone},
-            "whatsapp": {"kind": "phone", "value": c.phone},
-            "chat": {"kind": "chat_visitor", "value": c.visitor},
-        }.get(
-            step.channel,
-            {"kind": "social", "value": c.handle, "platform": "twitter" if step.channel == "twitter" else "trustpilot"},
-        )
-        return "agent", json.dumps(
-            {
-                "message_id": pid,
-                "channel": step.channel,
-                "sent_at": step.at.isoformat(),
-                "agent_id": f"agent-{c.n % 4 + 1}",
-                "department": "support",
-                "to": to,
-                "text": say["agent"],
-                "in_reply_to": step.reply_to,
-            }
-        ).encode()
-    raise ValueError(f"unknown step kind {step.kind!r}")
+    try:
+        renderer = RENDERERS[step.kind]
+    except KeyError:
+        raise ValueError(f"unknown step kind {step.kind!r}") from None
+    return renderer(step, c, say, pid, say.get(step.kind, "").format(order=c.order))
 
 
 def traffic(customers: int, seed: int = 42, start: datetime | None = None) -> Iterator[tuple[str, bytes]]:
