@@ -177,200 +177,205 @@ def privacy_export(
         )
 
 
-def register(groups: CommandGroups) -> None:
-    groups.serve.command("api")(serve_api)
-    app = groups.app
-    app.add_typer(privacy_app, name="privacy")
-    contacts_opt = typer.Option(None, "--contacts-topic", help="default contacts.resolved.v1")
-    conversations_opt = typer.Option(None, "--conversations-topic", help="default conversations.v1")
-    identities_opt = typer.Option(None, "--identities-topic", help="default identities.v1")
+CONTACTS_TOPIC = typer.Option(None, "--contacts-topic", help="default contacts.resolved.v1")
+CONVERSATIONS_TOPIC = typer.Option(None, "--conversations-topic", help="default conversations.v1")
+IDENTITIES_TOPIC = typer.Option(None, "--identities-topic", help="default identities.v1")
 
-    @app.command()
-    def project(
-        projection: list[str] = typer.Option(
-            list(PROJECTIONS), "--projection", "-p", help="support, sales, marketing (repeat)"
-        ),
-        contacts_topic: str = contacts_opt,
-        conversations_topic: str = conversations_opt,
-        identities_topic: str = identities_opt,
-        contacts: bool = typer.Option(
-            True, "--contacts/--no-contacts", help="also run the contacts projection (/contacts)"
-        ),
-        profiles: bool = typer.Option(True, help="the support projector publishes customer-profiles.v1"),
-        batch_size: int = typer.Option(2000, min=1),
-    ):
-        """The projectors: event topics → PostgreSQL read models, offsets in the same transaction."""
-        from projectors.contacts import contacts_projector
-        from projectors.read_models import read_model_projector
-        from threadline.catalog import CUSTOMER_PROFILES
-        from threadline.process import claim
 
-        s = _settings()
-        claim(s, "projector")  # threadline stop / down find it, however it was started
+def project(
+    projection: list[str] = typer.Option(
+        list(PROJECTIONS), "--projection", "-p", help="support, sales, marketing (repeat)"
+    ),
+    contacts_topic: str = CONTACTS_TOPIC,
+    conversations_topic: str = CONVERSATIONS_TOPIC,
+    identities_topic: str = IDENTITIES_TOPIC,
+    contacts: bool = typer.Option(
+        True, "--contacts/--no-contacts", help="also run the contacts projection (/contacts)"
+    ),
+    profiles: bool = typer.Option(True, help="the support projector publishes customer-profiles.v1"),
+    batch_size: int = typer.Option(2000, min=1),
+):
+    """The projectors: event topics → PostgreSQL read models, offsets in the same transaction."""
+    from projectors.contacts import contacts_projector
+    from projectors.read_models import read_model_projector
+    from threadline.catalog import CUSTOMER_PROFILES
+    from threadline.process import claim
+
+    s = _settings()
+    claim(s, "projector")  # threadline stop / down find it, however it was started
+    try:
+        # the card's projection publishes the profiles (projectors/profiles.py: after each commit)
+        sources = _sources(contacts_topic, conversations_topic, identities_topic)
+        runners = [
+            read_model_projector(
+                s,
+                p,
+                sources=sources,
+                batch_size=batch_size,
+                profiles_topic=CUSTOMER_PROFILES.name if profiles and p == "support" else None,
+            )
+            for p in projection
+        ]
+        if contacts:  # /contacts: the resolved contacts as they came, on the same engine
+            runners.append(contacts_projector(s, topic=sources.contacts, batch_size=batch_size))
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    failures: list[BaseException] = []
+
+    def run(r):
         try:
-            # the card's projection publishes the profiles (projectors/profiles.py: after each commit)
-            sources = _sources(contacts_topic, conversations_topic, identities_topic)
-            runners = [
-                read_model_projector(
-                    s,
-                    p,
-                    sources=sources,
-                    batch_size=batch_size,
-                    profiles_topic=CUSTOMER_PROFILES.name if profiles and p == "support" else None,
-                )
-                for p in projection
-            ]
-            if contacts:  # /contacts: the resolved contacts as they came, on the same engine
-                runners.append(contacts_projector(s, topic=sources.contacts, batch_size=batch_size))
-        except ConfigError as exc:
-            _fail(str(exc), 2)
-        failures: list[BaseException] = []
+            r.run()
+        except BaseException as exc:  # one projector failing stops them all, loudly
+            failures.append(exc)
+            for other in runners:
+                other.stop_event.set()
+            raise
 
-        def run(r):
+    def stop(*_):
+        for r in runners:
+            r.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    threads = [threading.Thread(target=run, args=(r,), name=r.name) for r in runners]
+    try:
+        serve_ops(s, runners, threads)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)
+    if failures:
+        _fail(f"a projector stopped: {failures[0]}", 1)
+
+
+def replay(
+    projection: str = typer.Argument(..., help="support, sales or marketing"),
+    as_of: str = typer.Option(None, "--as-of", help="event time (ISO 8601 with zone): a snapshot as of then"),
+    swap: bool = typer.Option(None, help="swap the rebuild in (default: yes; never for --as-of)"),
+    contacts_topic: str = CONTACTS_TOPIC,
+    conversations_topic: str = CONVERSATIONS_TOPIC,
+    identities_topic: str = IDENTITIES_TOPIC,
+    batch_size: int = typer.Option(5000, min=1),
+):
+    """Rebuild a projection from offset 0 beside the live one, then swap it in (blue/green)."""
+    from projectors.replay import rebuild
+
+    s = _settings()
+    try:
+        when = parse_time(as_of, "--as-of")
+        if projection not in PROJECTIONS:
+            raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(PROJECTIONS)}")
+        with Progress(
+            TextColumn(f"rebuild {projection}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            console=err,
+        ) as progress:
+            task = progress.add_task(projection, total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = rebuild(
+                s,
+                projection,
+                sources=_sources(contacts_topic, conversations_topic, identities_topic),
+                as_of=when,
+                swap=swap,
+                batch_size=batch_size,
+                on_progress=on_progress,
+            )
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except (ThreadlineError, RuntimeError) as exc:
+        _fail(str(exc), 1)
+    what = "swapped in as" if result.swapped else "built in schema"
+    typer.echo(
+        f"{projection}: {result.events:,} events in {result.seconds:.1f} s "
+        f"({result.per_second:,.0f} events/s), {what} {result.schema}"
+    )
+
+
+def export_cmd(
+    file: Path = typer.Argument(..., help="output file"),
+    from_: str = typer.Option(None, "--from", help="event time, inclusive (ISO 8601 with zone)"),
+    to: str = typer.Option(None, "--to", help="event time, exclusive"),
+    topic: list[str] = typer.Option(None, "--topic", help="repeat; default the event topics"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl"),
+):
+    """Events of an event-time window, decoded, to Parquet or JSON lines (pandas/DuckDB read them)."""
+    from projectors.export import export
+    from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES
+
+    s = _settings()
+    try:
+        start, end = parse_time(from_, "--from"), parse_time(to, "--to")
+        topics = topic or [CONTACTS_RESOLVED.name, CONVERSATIONS.name, IDENTITIES.name]
+        result = export(s, topics, start, end, fmt, file)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except (ThreadlineError, TimeoutError) as exc:
+        _fail(str(exc), 1)
+    typer.echo(
+        f"{result.rows:,} events written to {result.path} ({result.read:,} read, "
+        f"{result.undecodable:,} undecodable left out)"
+    )
+
+
+def publish_profiles(topic: str = typer.Option(None, "--topic", help="default customer-profiles.v1")):
+    """Publish every customer's profile to customer-profiles.v1 (a tombstone for each merged-away
+    id): a backfill for a topic created after the projection, or a consumer that needs the full set."""
+    import psycopg
+
+    from projectors.engine.schema import live_schema
+    from projectors.profiles import Publisher
+    from schemas.codec import make_codec
+    from threadline.catalog import CUSTOMER_PROFILES
+    from threadline.kafka import BoundedProducer
+
+    s = _settings()
+    schema = live_schema(s, "support")
+    producer = BoundedProducer.from_settings(s, client_id="profiles-backfill")
+    try:
+        with psycopg.connect(s.effective_pg_dsn, autocommit=True, connect_timeout=5) as conn:
+            # under the support projector's name: a live projector publishing the same ids meanwhile
+            # is harmless (every record is the whole profile under its key, on a compacted topic)
+            pub = Publisher(schema, schema, make_codec(s), topic or CUSTOMER_PROFILES.name)
             try:
-                r.run()
-            except BaseException as exc:  # one projector failing stops them all, loudly
-                failures.append(exc)
-                for other in runners:
-                    other.stop_event.set()
-                raise
-
-        def stop(*_):
-            for r in runners:
-                r.stop_event.set()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        threads = [threading.Thread(target=run, args=(r,), name=r.name) for r in runners]
-        try:
-            serve_ops(s, runners, threads)
-        except ConfigError as exc:
-            _fail(str(exc), 2)
-        for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)
-        if failures:
-            _fail(f"a projector stopped: {failures[0]}", 1)
-
-    @app.command()
-    def replay(
-        projection: str = typer.Argument(..., help="support, sales or marketing"),
-        as_of: str = typer.Option(None, "--as-of", help="event time (ISO 8601 with zone): a snapshot as of then"),
-        swap: bool = typer.Option(None, help="swap the rebuild in (default: yes; never for --as-of)"),
-        contacts_topic: str = contacts_opt,
-        conversations_topic: str = conversations_opt,
-        identities_topic: str = identities_opt,
-        batch_size: int = typer.Option(5000, min=1),
-    ):
-        """Rebuild a projection from offset 0 beside the live one, then swap it in (blue/green)."""
-        from projectors.replay import rebuild
-
-        s = _settings()
-        try:
-            when = parse_time(as_of, "--as-of")
-            if projection not in PROJECTIONS:
-                raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(PROJECTIONS)}")
+                pub.queue_all(conn)
+            except psycopg.errors.UndefinedTable:
+                _fail(f"no support projection in {s.pg_display} (schema {schema}): run `threadline project` first", 2)
+            total = pub.queued(conn)
             with Progress(
-                TextColumn(f"rebuild {projection}"),
+                TextColumn("customer profiles"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 RateColumn(),
                 TimeElapsedColumn(),
                 console=err,
             ) as progress:
-                task = progress.add_task(projection, total=None)
+                task = progress.add_task("profiles", total=total)
+                pub.publish(conn, producer, on_progress=lambda done: progress.update(task, completed=done))
+    except psycopg.OperationalError as exc:
+        _fail(f"PostgreSQL at {s.pg_display}: {exc}", 1)
+    except ThreadlineError as exc:
+        _fail(str(exc), 1)
+    finally:
+        producer.close()
+    typer.echo(f"{pub.published:,} profiles and {pub.tombstones:,} tombstones published to {pub.topic}")
 
-                def on_progress(done: int, total: int) -> None:
-                    progress.update(task, completed=done, total=total)
 
-                result = rebuild(
-                    s,
-                    projection,
-                    sources=_sources(contacts_topic, conversations_topic, identities_topic),
-                    as_of=when,
-                    swap=swap,
-                    batch_size=batch_size,
-                    on_progress=on_progress,
-                )
-        except ConfigError as exc:
-            _fail(str(exc), 2)
-        except (ThreadlineError, RuntimeError) as exc:
-            _fail(str(exc), 1)
-        what = "swapped in as" if result.swapped else "built in schema"
-        typer.echo(
-            f"{projection}: {result.events:,} events in {result.seconds:.1f} s "
-            f"({result.per_second:,.0f} events/s), {what} {result.schema}"
-        )
-
-    @app.command("export")
-    def export_cmd(
-        file: Path = typer.Argument(..., help="output file"),
-        from_: str = typer.Option(None, "--from", help="event time, inclusive (ISO 8601 with zone)"),
-        to: str = typer.Option(None, "--to", help="event time, exclusive"),
-        topic: list[str] = typer.Option(None, "--topic", help="repeat; default the event topics"),
-        fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl"),
-    ):
-        """Events of an event-time window, decoded, to Parquet or JSON lines (pandas/DuckDB read them)."""
-        from projectors.export import export
-        from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES
-
-        s = _settings()
-        try:
-            start, end = parse_time(from_, "--from"), parse_time(to, "--to")
-            topics = topic or [CONTACTS_RESOLVED.name, CONVERSATIONS.name, IDENTITIES.name]
-            result = export(s, topics, start, end, fmt, file)
-        except ConfigError as exc:
-            _fail(str(exc), 2)
-        except (ThreadlineError, TimeoutError) as exc:
-            _fail(str(exc), 1)
-        typer.echo(
-            f"{result.rows:,} events written to {result.path} ({result.read:,} read, "
-            f"{result.undecodable:,} undecodable left out)"
-        )
-
-    @app.command("publish-profiles")
-    def publish_profiles(topic: str = typer.Option(None, "--topic", help="default customer-profiles.v1")):
-        """Publish every customer's profile to customer-profiles.v1 (a tombstone for each merged-away
-        id): a backfill for a topic created after the projection, or a consumer that needs the full set."""
-        import psycopg
-
-        from projectors.engine.schema import live_schema
-        from projectors.profiles import Publisher
-        from schemas.codec import make_codec
-        from threadline.catalog import CUSTOMER_PROFILES
-        from threadline.kafka import BoundedProducer
-
-        s = _settings()
-        schema = live_schema(s, "support")
-        producer = BoundedProducer.from_settings(s, client_id="profiles-backfill")
-        try:
-            with psycopg.connect(s.effective_pg_dsn, autocommit=True, connect_timeout=5) as conn:
-                # under the support projector's name: a live projector publishing the same ids meanwhile
-                # is harmless (every record is the whole profile under its key, on a compacted topic)
-                pub = Publisher(schema, schema, make_codec(s), topic or CUSTOMER_PROFILES.name)
-                try:
-                    pub.queue_all(conn)
-                except psycopg.errors.UndefinedTable:
-                    _fail(
-                        f"no support projection in {s.pg_display} (schema {schema}): run `threadline project` first", 2
-                    )
-                total = pub.queued(conn)
-                with Progress(
-                    TextColumn("customer profiles"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    RateColumn(),
-                    TimeElapsedColumn(),
-                    console=err,
-                ) as progress:
-                    task = progress.add_task("profiles", total=total)
-                    pub.publish(conn, producer, on_progress=lambda done: progress.update(task, completed=done))
-        except psycopg.OperationalError as exc:
-            _fail(f"PostgreSQL at {s.pg_display}: {exc}", 1)
-        except ThreadlineError as exc:
-            _fail(str(exc), 1)
-        finally:
-            producer.close()
-        typer.echo(f"{pub.published:,} profiles and {pub.tombstones:,} tombstones published to {pub.topic}")
+def register(groups: CommandGroups) -> None:
+    """Add the projectors' commands to the main CLI."""
+    groups.serve.command("api")(serve_api)
+    app = groups.app
+    app.add_typer(privacy_app, name="privacy")
+    app.command()(project)
+    app.command()(replay)
+    app.command("export")(export_cmd)
+    app.command("publish-profiles")(publish_profiles)
