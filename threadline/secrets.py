@@ -18,7 +18,9 @@ from threadline.errors import ConfigError
 def secret(group: BaseModel, name: str) -> str | None:
     """The secret ``name`` of a settings group (threadline.settings), or of any model with the
     fields ``name`` and ``name_file``. Errors name the setting as its variable is spelled."""
-    value = getattr(group, name, None)
+    if name not in type(group).model_fields:  # a misspelt name must not read as "not configured"
+        raise KeyError(f"{type(group).__name__} has no secret {name!r}")
+    value = getattr(group, name)
     if value is not None:
         raw = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
         return raw or None

@@ -405,7 +405,7 @@ def test_sanne_is_intact_and_the_rebuild_keeps_giulias_contacts_as_placeholders(
         sanne = api.get("/customers/by-identity", params={"kind": "email", "value": story["s"]["email"]})
         assert sanne.status_code == 200, sanne.text
     with psycopg.connect(story["dsn"], autocommit=True) as conn:
-        schema = f"{story['rebuilt'].projection_prefix}support"
+        schema = f"{story['rebuilt'].projections.prefix}support"
         rows = conn.execute(
             f"select event_id::text, text, metadata from {schema}.contacts where event_id::text = any(%s)",
             (story["accepted"],),

@@ -206,3 +206,16 @@ def test_the_cli_names_a_bad_setting_and_exits_2(monkeypatch):
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 2
     assert "THREADLINE_PG_PORT" in result.output and "Traceback" not in result.output
+
+
+def test_a_secret_is_asked_for_by_its_name_in_its_group():
+    from threadline.secrets import secret
+
+    s = Settings(pg_password="pw", twilio_auth_token="tt")
+    assert secret(s.postgres, "password") == "pw" and secret(s.connectors, "twilio_auth_token") == "tt"
+    assert s.pg_secret("password", None) == "pw"
+    # The flat name in a group (how the local stack once asked for it) is an error, not "unset".
+    with pytest.raises(KeyError, match="pg_password"):
+        secret(s.postgres, "pg_password")
+    with pytest.raises(KeyError):
+        s.pg_secret("pg_password", "threadline")

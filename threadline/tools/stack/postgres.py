@@ -170,10 +170,10 @@ def _ensure_database(settings: Settings) -> None:
             )
         )
         roles = (
-            (PG_OWNER, settings.pg_secret("pg_password", PG_OWNER), "nosuperuser nocreaterole"),
+            (PG_OWNER, settings.pg_secret("password", PG_OWNER), "nosuperuser nocreaterole"),
             (
                 PG_READER,
-                settings.pg_secret("pg_api_password", PG_READER),
+                settings.pg_secret("api_password", PG_READER),
                 "nosuperuser nocreatedb nocreaterole noinherit",
             ),
         )
