@@ -4,7 +4,9 @@ engine (``projectors/engine/runner.py``) like the read models: rows and tracking
 transaction, self-assigned partitions, one writer per name, dead letters through
 ``threadline.dlq``. The table is made by the migrations (``0001_foundation.sql``) and is never
 rebuilt or swapped. Text is made storable (NUL and unpaired surrogates become U+FFFD); duplicates
-collapse on event_id."""
+collapse on event_id, and of a contact's resolutions (a merge or an unmerge re-keys it) the row
+holds the latest, by the identity graph's position (``projectors.rows.supersedes``), whatever
+order they are read in."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from datetime import datetime
 import psycopg
 
 from projectors.engine.runner import DEFAULT_BATCH, Projector, Sources
-from projectors.rows import storable
+from projectors.rows import resolution_gen, storable
 from schemas.codec import Codec
 from threadline.catalog import CONTACTS_RESOLVED
 from threadline.errors import DecodeError
@@ -36,6 +38,7 @@ COLUMNS = (
     "source_topic",
     "source_partition",
     "source_offset",
+    "resolved_gen",
 )
 
 
@@ -45,8 +48,8 @@ def _json_default(v):
     raise TypeError(type(v).__name__)
 
 
-def to_row(record: dict, topic: str, partition: int, offset: int) -> tuple:
-    """The row of one resolved contact (pure)."""
+def to_row(record: dict, topic: str, partition: int, offset: int, gen: int = 0) -> tuple:
+    """The row of one resolved contact (pure); ``gen``: its ``projectors.rows.resolution_gen``."""
     if not record.get("customer_id"):
         raise DecodeError("contact on contacts.resolved.v1 without customer_id")
     record = storable(record)  # NUL and unpaired surrogates: U+FFFD, the rest as it is
@@ -63,6 +66,7 @@ def to_row(record: dict, topic: str, partition: int, offset: int) -> tuple:
         topic,
         partition,
         offset,
+        gen,
     )
 
 
@@ -100,13 +104,17 @@ class Contacts:
         return Rows()
 
     def shape(self, batch: Rows, decoded, message) -> None:
-        batch.rows.append(to_row(decoded.record, message.topic, message.partition, message.offset))
+        gen = resolution_gen(message.headers)
+        batch.rows.append(to_row(decoded.record, message.topic, message.partition, message.offset, gen))
 
     def write(self, cur, batch: Rows) -> None:
         if batch.rows:
             cur.executemany(
-                f"insert into {TABLE} ({', '.join(COLUMNS)}) values (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s)"
-                " on conflict (event_id) do nothing",
+                f"insert into {TABLE} ({', '.join(COLUMNS)}) values (%s,%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s)"
+                " on conflict (event_id) do update set customer_id = excluded.customer_id, record = excluded.record,"
+                " resolved_gen = excluded.resolved_gen, source_topic = excluded.source_topic,"
+                " source_partition = excluded.source_partition, source_offset = excluded.source_offset"
+                f" where ({TABLE}.resolved_gen, {TABLE}.customer_id) < (excluded.resolved_gen, excluded.customer_id)",
                 batch.rows,
             )
 

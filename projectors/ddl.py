@@ -46,7 +46,9 @@ create table {s}.contacts (
     channel text not null, direction text not null, actor_role text not null, department text,
     subject text, text text, language text, sentiment real, rating smallint, platform text,
     identities jsonb not null, facts jsonb not null, consent jsonb not null, attachments jsonb not null,
-    thread jsonb not null, metadata jsonb not null, source_partition integer not null, source_offset bigint not null
+    thread jsonb not null, metadata jsonb not null, source_partition integer not null, source_offset bigint not null,
+    -- the identity graph's position of the resolution the row holds (header gen): the latest wins
+    resolved_gen bigint not null default 0
 );
 create index on {s}.contacts (origin_customer_id, occurred_at);
 create index on {s}.contacts (occurred_at);

@@ -18,11 +18,14 @@ from projectors.engine import schema as schemas_
 from projectors.engine.runner import DEFAULT_BATCH, Projector, Sources
 from projectors.profiles import Publisher
 from projectors.rows import (
+    CONTACT,
     CONTACT_COLUMNS,
     CONVERSATION_COLUMNS,
     IDENTITY_COLUMNS,
     IDENTITY_EVENT_COLUMNS,
     Batch,
+    latest_resolutions,
+    resolution_gen,
     roots,
 )
 from schemas.codec import Codec, make_codec
@@ -59,9 +62,26 @@ class Store:
             f" order by event_id, source_partition, source_offset on conflict (event_id) do nothing"
         )
 
+    def _contacts(self, cur, rows: list[tuple]) -> None:
+        """A contact's row is the one of its latest resolution (``rows.supersedes``: by the identity
+        graph's position, then customer id), whatever order its resolutions are read in: a contact
+        that a merge or an unmerge moved is listed under the customer it belongs to now."""
+        if not rows:
+            return
+        s = self.s
+        self._copy(cur, "contacts", CONTACT_COLUMNS, latest_resolutions(rows), like="contacts")
+        cols = ", ".join(CONTACT_COLUMNS)
+        cur.execute(
+            f"insert into {s}.contacts ({cols}) select {cols} from _stage_contacts on conflict (event_id) do update set"
+            " origin_customer_id = excluded.origin_customer_id, resolved_gen = excluded.resolved_gen,"
+            " source_partition = excluded.source_partition, source_offset = excluded.source_offset"
+            f" where ({s}.contacts.resolved_gen, {s}.contacts.origin_customer_id)"
+            " < (excluded.resolved_gen, excluded.origin_customer_id)"
+        )
+
     def write(self, cur, batch: Batch) -> None:
         s = self.s
-        self._facts(cur, "contacts", CONTACT_COLUMNS, batch.contacts)
+        self._contacts(cur, batch.contacts)
         self._facts(cur, "conversation_events", CONVERSATION_COLUMNS, batch.conversations)
         self._facts(cur, "identity_events", IDENTITY_EVENT_COLUMNS, batch.identity_events)
         if batch.identities:
@@ -176,7 +196,8 @@ class ReadModel:
         return Batch()
 
     def shape(self, batch: Batch, decoded, message) -> None:
-        batch.add(decoded.schema_fullname, decoded.record, message.partition, message.offset, self.as_of)
+        gen = resolution_gen(message.headers) if decoded.schema_fullname == CONTACT else 0
+        batch.add(decoded.schema_fullname, decoded.record, message.partition, message.offset, self.as_of, gen)
 
     def write(self, cur, batch: Batch) -> None:
         self.store.write(cur, batch)

@@ -44,6 +44,7 @@ CONTACT_COLUMNS = (
     "metadata",
     "source_partition",
     "source_offset",
+    "resolved_gen",
 )
 CONVERSATION_COLUMNS = (
     "event_id",
@@ -151,7 +152,40 @@ def rating_of(metadata: dict[str, str] | None) -> int | None:
     return value if value is not None and 1 <= value <= 5 else None
 
 
-def contact_row(r: dict, partition: int, offset: int) -> tuple:
+def resolution_gen(headers) -> int:
+    """The order of a contact's resolutions: the identity graph's position that assigned it to the
+    record's customer (header ``gen`` of contacts.resolved.v1, written by the identity stage on the
+    first resolution and on every re-keying by a merge or an unmerge). A record without it (a writer
+    from before the header) counts as position 0; a header that is not a whole number is refused."""
+    for key, value in headers or ():
+        if key == "gen":
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                raise DecodeError(f"header gen of a resolved contact is not an integer: {value[:40]!r}") from None
+    return 0
+
+
+def supersedes(new: tuple, old: tuple) -> bool:
+    """Whether contact row ``new`` replaces ``old`` (two resolutions of one contact): the latest
+    resolution wins, by (``resolved_gen``, customer id), never by arrival, so the rows are the same
+    whatever order the partitions of contacts.resolved.v1 are read in. The stores apply the same
+    comparison in SQL (``projectors/read_models.py``, ``projectors/contacts.py``)."""
+    return (new[_GEN], new[_CUSTOMER]) > (old[_GEN], old[_CUSTOMER])
+
+
+def latest_resolutions(rows: list[tuple]) -> list[tuple]:
+    """One row per contact event id: the one no other row of that contact supersedes (first
+    appearance order kept)."""
+    out: dict[str, tuple] = {}
+    for row in rows:
+        old = out.get(row[0])
+        if old is None or supersedes(row, old):
+            out[row[0]] = row
+    return list(out.values())
+
+
+def contact_row(r: dict, partition: int, offset: int, gen: int = 0) -> tuple:
     if not r.get("customer_id"):
         raise DecodeError("contact without customer_id: projections read contacts.resolved.v1")
     actor = r.get("actor") or {}
@@ -182,7 +216,12 @@ def contact_row(r: dict, partition: int, offset: int) -> tuple:
         _json(r.get("metadata") or {}),
         partition,
         offset,
+        gen,
     )
+
+
+_GEN = CONTACT_COLUMNS.index("resolved_gen")
+_CUSTOMER = CONTACT_COLUMNS.index("origin_customer_id")
 
 
 def conversation_row(r: dict, partition: int, offset: int) -> tuple:
@@ -328,15 +367,22 @@ class Batch:
         self.skipped_as_of += other.skipped_as_of
 
     def add(
-        self, schema_fullname: str, record: dict, partition: int, offset: int, as_of: datetime | None = None
+        self,
+        schema_fullname: str,
+        record: dict,
+        partition: int,
+        offset: int,
+        as_of: datetime | None = None,
+        gen: int = 0,
     ) -> None:
-        """Shape one decoded record; raises DecodeError for a record no projection can use."""
+        """Shape one decoded record (``gen``: a resolved contact's ``resolution_gen``); raises
+        DecodeError for a record no projection can use."""
         if not within_as_of(record, as_of):
             self.skipped_as_of += 1
             return
         record = storable(record)
         if schema_fullname == CONTACT:
-            self.contacts.append(contact_row(record, partition, offset))
+            self.contacts.append(contact_row(record, partition, offset, gen))
             cid = record["customer_id"]
             self.identities += identity_rows(cid, record.get("identities") or [], record["occurred_at"])
             self.customers.append((cid, record["occurred_at"]))

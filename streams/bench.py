@@ -15,11 +15,14 @@ raw consume-and-produce rate measured in the same run on the same broker.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -164,10 +167,12 @@ def run_pipeline(
     *,
     stages: str = "route,identity,conversations",
     source: str = "contacts",
+    inspect: Callable[[StreamTopics], None] | None = None,
 ) -> tuple[Rate, StreamTopics]:
     """``workers`` worker processes running ``stages``; the batch is produced to the ``source``
     topic (``contacts``: the whole pipeline; ``graph``: the identity stage alone, records as the
-    route stage forwards them). Rate.cpu_seconds: the workers' CPU in the timed window."""
+    route stage forwards them). Rate.cpu_seconds: the workers' CPU in the timed window.
+    ``inspect``: called with the run's topics once the batch is processed, before they go."""
     from threadline.topics import admin_client
 
     s, n = ctx.settings, ctx.events
@@ -233,6 +238,8 @@ def run_pipeline(
         cpu = _tree_cpu(pids) - cpu0
         t0 = _first_timestamp(consumer, topics.graph)
         t1 = _last_timestamp(consumer, topics.resolved if source == "graph" else topics.conversations)
+        if inspect is not None:
+            inspect(topics)
         return Rate(n, (t1 - t0) / 1000, ctx.batch.payload_bytes * n // len(ctx.batch.values), cpu_seconds=cpu), topics
     finally:
         consumer.close()
@@ -243,6 +250,58 @@ def run_pipeline(
         except Exception as exc:  # cleanup: report, never mask the run's own failure
             ctx.console.print(f"[yellow]warning:[/] could not delete {prefix}.* topics: {exc}")
         admin.close()
+
+
+def latest_values(settings, topic: str, quiet: float = 3.0, timeout: float = 120.0) -> dict[bytes, bytes]:
+    """Each key's latest value on ``topic`` (a table's changelog: what its store holds per key;
+    a tombstone drops the key), read once the topic had no new record for ``quiet`` seconds (the
+    worker's clock timer may still be writing)."""
+    consumer = KafkaConsumer(**settings.kafka.client_config())
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        deadline, ends, still = time.monotonic() + timeout, None, time.monotonic()
+        while time.monotonic() - still < quiet and time.monotonic() < deadline:
+            now = consumer.end_offsets(tps)
+            if now != ends:
+                ends, still = now, time.monotonic()
+            time.sleep(0.5)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: dict[bytes, bytes] = {}
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            for msgs in consumer.poll(timeout_ms=500).values():
+                for m in msgs:
+                    if m.value is None:
+                        out.pop(m.key, None)
+                    else:
+                        out[m.key] = m.value
+        return out
+    finally:
+        consumer.close()
+
+
+def size_summary(sizes: list[int]) -> dict[str, float]:
+    """count, mean, p50, p99 and max of ``sizes`` (bytes; nearest-rank percentiles)."""
+    if not sizes:
+        return {"count": 0, "mean": 0.0, "p50": 0, "p99": 0, "max": 0}
+    ordered = sorted(sizes)
+
+    def rank(q: float) -> int:
+        return ordered[max(0, math.ceil(len(ordered) * q) - 1)]
+
+    return {
+        "count": len(ordered),
+        "mean": statistics.fmean(ordered),
+        "p50": rank(0.5),
+        "p99": rank(0.99),
+        "max": ordered[-1],
+    }
+
+
+def size_row(label: str, sizes: list[int]) -> list[str]:
+    """A report row: ``label``, then the count, mean, p50, p99 and max of ``sizes``."""
+    m = size_summary(sizes)
+    return [label, f"{m['count']:,}", f"{m['mean']:,.0f}", f"{m['p50']:,}", f"{m['p99']:,}", f"{m['max']:,}"]
 
 
 def identity_plain(ctx: BenchContext) -> Rate:
@@ -337,6 +396,49 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
                 "ratio: contacts/s through the worker(s) ÷ aiokafka consume-and-produce records/s.",
                 f"two workers ÷ one worker: {fmt_ratio(two.ratio(one))} (the identity graph has a single "
                 "writer; stitching is spread over the customer partitions).",
+            ],
+        )
+    ]
+
+
+def state_suite(ctx: BenchContext) -> list[Section]:
+    """What the worker's tables hold after the bench batch: the conversation state per customer
+    (the conversations table's changelog, the same bytes its store holds) and, beside it, the
+    identity graph's two tables."""
+    found: dict[str, dict[bytes, bytes]] = {}
+
+    def read(topics: StreamTopics) -> None:
+        for name in ("conversations_changelog", "graph_changelog", "contacts_changelog"):
+            found[name] = latest_values(ctx.settings, getattr(topics, name))
+
+    with ctx.console.status("identity + stitching, one worker, then its tables ..."):
+        run_pipeline(ctx, 1, "state1", inspect=read)
+    conv, graph = found["conversations_changelog"], found["graph_changelog"]
+    rows = [
+        size_row("conversations: state per customer", [len(v) for v in conv.values()]),
+        size_row("identity graph: contact record", [len(v) for k, v in graph.items() if k.startswith(b'"e:')]),
+        size_row("identity graph: node record", [len(v) for k, v in graph.items() if k.startswith(b'"n:')]),
+        size_row(
+            "identity contacts: bytes of a contact (base64)", [len(v) for v in found["contacts_changelog"].values()]
+        ),
+    ]
+    total = sum(map(len, conv.values()))
+    return [
+        Section(
+            "Stream processors: state per customer",
+            ["table entry", "entries", "mean bytes", "p50 bytes", "p99 bytes", "max bytes"],
+            rows,
+            text=[
+                f"After the bench batch ({ctx.events:,} contacts) through one `threadline worker` (all three stages, "
+                "the batched stages), each table's latest value per key read back from its changelog: the bytes "
+                "the worker's store holds (JSON). The conversation state of a customer holds the contacts of its "
+                "live conversations, their published summaries, summaries of frozen ones, facts and the "
+                "redelivery outbox (docs/streams.md, Bounded state). The batch's contacts are hours old, so "
+                "every clock has fallen due by the end of the run. The bench batch has few contacts per customer; "
+                "`tests/perf/conversation_state.py` measures a denser population on the pure core.",
+            ],
+            notes=[
+                f"conversation state, all customers: {total:,} bytes; per contact: {total / ctx.events:,.0f} bytes."
             ],
         )
     ]

@@ -7,7 +7,11 @@ between batches, which customers must be advanced to which watermark.
 * A partition's watermark is the latest event time seen on it, less the allowed lateness
   (``THREADLINE_SLA_TIMER_GRACE_SECONDS``). While the partition is idle (no record for
   ``THREADLINE_STREAMS_IDLE_SECONDS``) it follows the wall clock instead, so clocks fall due on a
-  quiet partition too.
+  quiet partition too. Idle time counts from the partition's last record or, before its first
+  one, from when this worker was given it: a partition just assigned (a fresh worker replaying
+  from offset 0, a restart, a rebalance) is not idle yet, so the records on their way to it are
+  placed in their own event time, not behind a wall-clock watermark that would breach every
+  clock of the past on arrival.
 * A customer is due when its next deadline (a clock's due time, a conversation's window end) is
   behind its partition's watermark and the worker owns that partition. It is handed out once per
   deadline: the stage advances it and reports its new deadline (``remember``).
@@ -72,6 +76,8 @@ class ClockScheduler:
                     if state.get("wm") is not None:
                         p = state["p"]
                         self.watermarks[p] = max(self.watermarks.get(p, state["wm"]), state["wm"])
+        for p in self.indexed_for - active:  # given away: idle counts afresh if it comes back
+            self.idle_since.pop(p, None)
         self.indexed_for = set(active)
 
     def due(self, active: set[int], now_ms: int, mono: float) -> list[tuple[str, int, int]]:
@@ -79,7 +85,7 @@ class ClockScheduler:
         the watermark passed and that was not handed out for that deadline yet; idle partitions'
         watermarks follow the wall clock first."""
         for p in active:
-            if mono - self.idle_since.get(p, 0.0) >= self.idle_seconds:
+            if mono - self.idle_since.setdefault(p, mono) >= self.idle_seconds:
                 wall = now_ms - self.lateness_ms
                 if wall > self.watermarks.get(p, wall - 1):
                     self.watermarks[p] = wall

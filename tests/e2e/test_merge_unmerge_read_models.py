@@ -5,7 +5,10 @@ holding its own contacts, none left over from before the unmerge, no duplicate o
 Sam tweets; an email arrives from an address not seen yet (a second customer); a chat carries
 both the address and the handle, so identity merges them: one conversation of three contacts.
 The operator then unlinks the address from the handle: the email and the chat (both carry the
-address) move to the split-off customer, and the conversations follow.
+address) move to the split-off customer, and the conversations follow. So do the contact rows
+(the support timeline, skeleton.contacts): a contact is listed under the customer of its latest
+resolution (the identity graph's position, header ``gen``), whatever customer it was first
+resolved to and whatever order the projector reads the partitions in.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fastapi.testclient import TestClient
 
 from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projectors.api import create_app
+from projectors.contacts import contacts_projector
 from projectors.engine.runner import Sources
 from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
@@ -38,7 +42,19 @@ def project(services, world, prefix: str):
         contacts=world.topics.resolved, conversations=world.topics.conversations, identities=world.topics.identities
     )
     read_model_projector(settings, "support", sources=sources).run(stop_at=end_offsets(settings, sources.topics()))
+    contacts_projector(settings, name=f"{prefix}contacts", topic=world.topics.resolved).run(
+        stop_at=end_offsets(settings, [world.topics.resolved])
+    )
     return settings
+
+
+def skeleton_customers(services, event_ids: list[str]) -> dict[str, str]:
+    """skeleton.contacts (one table for every run): each contact's customer, now."""
+    with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "select event_id::text, customer_id from skeleton.contacts where event_id = any(%s::uuid[])", (event_ids,)
+        )
+        return dict(rows.fetchall())
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +94,7 @@ def story(services, catalog_topics, tmp_path_factory):
         settle(conversations, quiet=8.0)
         prefixes.append(f"mu{world.run}m_")
         merged = project(services, world, prefixes[-1])
+        merged_rows = skeleton_customers(services, [r["event_id"] for r in records])
         result = subprocess.run(
             [
                 sys.executable,
@@ -102,6 +119,7 @@ def story(services, catalog_topics, tmp_path_factory):
         settle(conversations, quiet=8.0)
         prefixes.append(f"mu{world.run}u_")
         unmerged = project(services, world, prefixes[-1])
+        unmerged_rows = skeleton_customers(services, [r["event_id"] for r in records])
         for r in (resolved, conversations, identities):
             r.close()
     yield {
@@ -112,10 +130,14 @@ def story(services, catalog_topics, tmp_path_factory):
         "chat": chat,
         "survivor": survivor,
         "split_off": split_off,
+        "merged_rows": merged_rows,
+        "unmerged_rows": unmerged_rows,
     }
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
             drop_projections(conn, prefix)
+            conn.execute("delete from projection_offsets where projector = %s", (f"{prefix}contacts",))
+        conn.execute("delete from skeleton.contacts where event_id = any(%s::uuid[])", ([tweet, mail, chat],))
 
 
 def conversations_of(api, customer_id: str) -> list[dict]:
@@ -147,3 +169,28 @@ def test_after_the_unmerge_each_customer_has_one_conversation_with_its_own_conta
         assert [c["event_id"] for c in conv["contacts"]] == [s["mail"], s["chat"]] and conv["messages"] == 2
         inbox = [r["customer_id"] for r in api.get("/support/inbox", params={"limit": 500}).json()["items"]]
         assert inbox.count(s["survivor"]) == 1 and inbox.count(s["split_off"]) == 1
+
+
+def timeline_of(api, customer_id: str) -> list[str]:
+    body = api.get(f"/customers/{customer_id}/timeline", params={"limit": 500}).json()
+    assert body["customer_id"] == customer_id, body
+    return [c["event_id"] for c in body["items"]]
+
+
+def test_after_the_merge_the_survivor_lists_the_three_contacts(story):
+    s = story
+    with TestClient(create_app(s["merged"]), headers=bearer(API_TOKENS["admin"])) as api:
+        assert timeline_of(api, s["survivor"]) == [s["tweet"], s["mail"], s["chat"]]
+    survivor = s["survivor"]
+    assert s["merged_rows"] == {s["tweet"]: survivor, s["mail"]: survivor, s["chat"]: survivor}
+
+
+def test_after_the_unmerge_each_customer_lists_only_its_own_contacts(story):
+    """The chat was first resolved to the survivor (the merge happened on it): its row follows it
+    to the split-off customer, so the survivor's timeline does not count it any more."""
+    s = story
+    with TestClient(create_app(s["unmerged"]), headers=bearer(API_TOKENS["admin"])) as api:
+        assert timeline_of(api, s["survivor"]) == [s["tweet"]]
+        assert timeline_of(api, s["split_off"]) == [s["mail"], s["chat"]]
+    split_off = s["split_off"]
+    assert s["unmerged_rows"] == {s["tweet"]: s["survivor"], s["mail"]: split_off, s["chat"]: split_off}

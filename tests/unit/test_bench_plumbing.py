@@ -139,3 +139,13 @@ def test_a_gateway_of_another_tree_runs_that_trees_code_wherever_the_bench_start
         show, cwd=here, env={**os.environ, **gateway_bench.tree_path(None)}, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert own == connectors.__file__
+
+
+def test_state_sizes_are_summarized_by_nearest_rank():
+    from streams.bench import size_row, size_summary
+
+    sizes = list(range(1, 201))  # 1..200 bytes
+    assert size_summary(sizes) == {"count": 200, "mean": 100.5, "p50": 100, "p99": 198, "max": 200}
+    assert size_summary([7]) == {"count": 1, "mean": 7.0, "p50": 7, "p99": 7, "max": 7}
+    assert size_summary([])["count"] == 0
+    assert size_row("x", [1000, 3000]) == ["x", "2", "2,000", "1,000", "3,000", "3,000"]

@@ -144,3 +144,28 @@ def test_a_due_clock_is_advanced_in_the_stage_and_its_events_go_to_conversations
     again = Outputs()
     assert stage.tick({4}, now_ms=0, mono=0.0, out=again) == 0  # handed out once for that deadline
     assert again.records == []
+
+
+def test_a_partition_just_assigned_is_not_idle_before_the_idle_time_from_its_assignment():
+    """A fresh worker (a replay from offset 0) looks at its clocks before the first record reached
+    a partition: the partition is not idle yet, so the contacts of the past on their way to it are
+    not placed behind a wall-clock watermark (every clock breached on arrival, then hit when the
+    reply arrives: breach events a replay must not have)."""
+    s = sched(lateness=1000, idle=10.0)
+    now = 1_800_000_000_000
+    assert s.due({4}, now_ms=now, mono=50_000.0) == []  # monotonic time is far from 0 on any machine
+    assert s.watermark(4) is None
+    assert s.see(4, 1_000_000, mono=50_003.0) == 999_000  # the first records: their own event time
+    assert s.due({4}, now_ms=now, mono=50_012.0) == [] and s.watermark(4) == 999_000
+    s.due({4}, now_ms=now, mono=50_013.0)  # 10 s without a record: idle, the wall clock
+    assert s.watermark(4) == now - 1000
+
+
+def test_a_partition_given_away_and_back_counts_its_idle_time_afresh():
+    s = sched(lateness=0, idle=10.0)
+    s.index({0, 1}, lambda: [], lambda st: None)
+    s.due({0, 1}, now_ms=5_000_000, mono=100.0)
+    s.index({0}, lambda: [], lambda st: None)  # a rebalance took partition 1
+    s.index({0, 1}, lambda: [], lambda st: None)  # and gave it back much later
+    s.due({0, 1}, now_ms=5_000_000, mono=500.0)
+    assert s.watermark(0) == 5_000_000 and s.watermark(1) is None

@@ -34,7 +34,7 @@ from rich.console import Console
 
 from connectors.bench import gateway_suite, importer_suite, privacy_suite
 from projectors.bench import privacy_rebuild_suite, projection_rebuild_suite
-from streams.bench import identity_suite, streams_suite
+from streams.bench import identity_suite, state_suite, streams_suite
 from threadline.benchkit import (
     BASELINE_DECODE,
     BASELINE_ENCODE,
@@ -63,6 +63,7 @@ SUITES: dict[str, Callable[[BenchContext], list[Section]]] = {
     "freshness": freshness_suite,  # gateway ack → read API latency, every component a process
     "streams": streams_suite,  # identity + stitching contacts/s, one and two workers
     "identity": identity_suite,  # the identity stage alone against its rules on a dict
+    "streams-state": state_suite,  # the worker's tables after the batch: bytes per customer
 }
 
 
