@@ -339,6 +339,7 @@ def register(groups: CommandGroups) -> None:
         from projectors.engine.schema import live_schema
         from projectors.profiles import Publisher
         from schemas.codec import make_codec
+        from schemas.keystore import make_store
         from threadline.catalog import CUSTOMER_PROFILES
         from threadline.kafka import BoundedProducer
 
@@ -349,7 +350,7 @@ def register(groups: CommandGroups) -> None:
             with psycopg.connect(s.effective_pg_dsn, autocommit=True, connect_timeout=5) as conn:
                 # under the support projector's name: a live projector publishing the same ids meanwhile
                 # is harmless (every record is the whole profile under its key, on a compacted topic)
-                pub = Publisher(schema, schema, make_codec(s), topic or CUSTOMER_PROFILES.name)
+                pub = Publisher(schema, schema, make_codec(s), topic or CUSTOMER_PROFILES.name, keyring=make_store(s))
                 try:
                     pub.queue_all(conn)
                 except psycopg.errors.UndefinedTable:

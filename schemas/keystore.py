@@ -181,6 +181,21 @@ class PostgresKeyRing:
             ]
         )
 
+    def current_tokens(self, subjects: Iterable[Subject]) -> dict[Subject, str]:
+        """The live token of each subject that has one (one query); never creates a key, so a
+        subject erased meanwhile is not given a new one."""
+        refs = {self.pseudonymizer.lookup_ref(s): s for s in subjects}
+        if not refs:
+            return {}
+        rows = self._run(
+            lambda conn: conn.execute(
+                f"select distinct on (lookup_ref) lookup_ref, token, wrapped_key is not null from {SCHEMA}.data_keys"
+                " where lookup_ref = any(%s) order by lookup_ref, generation desc",
+                (sorted(refs),),
+            ).fetchall()
+        )
+        return {refs[ref]: token for ref, token, live in rows if live}
+
     def current_token(self, subject: Subject) -> str | None:
         """The live token of a subject, None when it has none (never seen, or erased)."""
         ref = self.pseudonymizer.lookup_ref(subject)

@@ -216,9 +216,47 @@ def seal_contact(record: dict, ring: KeyRing) -> dict:
     return out
 
 
+def pseudonymize_profile(record: dict, tokens: dict[Subject, str]) -> dict:
+    """A customer_profile record (values in the clear, as the read model has them) for
+    customer-profiles.v1 with privacy on: identity and fact values, and ``last_order``, become the
+    live pseudonyms ``tokens`` gives for their subjects (a key ring's ``current_tokens``); an identity
+    or fact whose subject has no live key (erased meanwhile) is left out. Nothing else of a profile is
+    personal by the contract (ids, times, channels, counts, conversations, consent, sentiment)."""
+    identities = []
+    for i in record.get("identities") or []:
+        token = tokens.get(identity_subject(i))
+        if token is not None:
+            identities.append(dict(i, value=token))
+    facts = []
+    for f in record.get("facts") or []:
+        token = tokens.get(fact_subject(f))
+        if token is not None:
+            facts.append(dict(f, value=token))
+    last = record.get("last_order")
+    return dict(
+        record,
+        identities=identities,
+        facts=facts,
+        last_order=None if last is None else tokens.get(fact_subject({"kind": "order_number", "value": last})),
+    )
+
+
+def profile_subjects(record: dict) -> list[Subject]:
+    """The subjects whose pseudonyms ``pseudonymize_profile`` needs."""
+    out: dict[Subject, None] = {identity_subject(i): None for i in record.get("identities") or []}
+    out.update({fact_subject(f): None for f in record.get("facts") or []})
+    if record.get("last_order") is not None:
+        out[fact_subject({"kind": "order_number", "value": record["last_order"]})] = None
+    return list(out)
+
+
 def tokens_in(fullname: str, record: dict) -> set[str]:
     """The pseudonyms a record carries, to resolve in one call per batch."""
     found: set[str] = set()
+    if fullname == CUSTOMER_PROFILE_FULLNAME:
+        values = [i.get("value") for i in record.get("identities") or []]
+        values += [f.get("value") for f in record.get("facts") or []] + [record.get("last_order")]
+        return {v for v in values if is_pseudonym(v)}
     if fullname == CONTACT_FULLNAME and not record.get("sealed"):
         return found
     for ident in record.get("identities") or []:
@@ -240,6 +278,8 @@ def _erased(record: dict) -> dict:
 def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
     """A decoded record with its pseudonyms and sealed fields opened from ``keys`` (a key ring's
     ``resolve`` of ``tokens_in``); what has no key left keeps the placeholder (module doc)."""
+    if fullname == CUSTOMER_PROFILE_FULLNAME:
+        return _open_profile(record, keys)
     if fullname not in (CONTACT_FULLNAME, IDENTITY_EVENT_FULLNAME, CONVERSATION_EVENT_FULLNAME):
         return record
     if fullname == CONTACT_FULLNAME and not record.get("sealed"):
@@ -283,6 +323,22 @@ def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
     attachments = list(record.get("attachments") or [])
     out["attachments"] = [dict(a, name=p[0], url=p[1]) for a, p in zip(attachments, pairs)] + attachments[len(pairs) :]
     return _erased(out) if missing else out
+
+
+def _open_profile(record: dict, keys: dict[str, Opened]) -> dict:
+    """A profile's pseudonyms opened; one whose key is gone stays a pseudonym (its customer's
+    profile is tombstoned by the erasure, so only a reader of an older copy meets one)."""
+
+    def value(v: str | None) -> str | None:
+        hit = keys.get(v) if v is not None and is_pseudonym(v) else None
+        return v if hit is None else hit.value
+
+    return dict(
+        record,
+        identities=[dict(i, value=value(i["value"])) for i in record.get("identities") or []],
+        facts=[dict(f, value=value(f["value"])) for f in record.get("facts") or []],
+        last_order=value(record.get("last_order")),
+    )
 
 
 def open_one(fullname: str, record: dict, ring: KeyRing) -> dict:
@@ -383,6 +439,15 @@ class MemoryKeyRing:
 
     def tokens_of(self, subject: Subject) -> list[str]:
         return [r.token for r in self.rows.get(self.pseudonymizer.lookup_ref(subject), [])]
+
+    def current_tokens(self, subjects: Iterable[Subject]) -> dict[Subject, str]:
+        """The live token of each subject that has one; never creates a key."""
+        out = {}
+        for s in subjects:
+            gens = self.rows.get(self.pseudonymizer.lookup_ref(s), [])
+            if gens and gens[-1].wrapped is not None:
+                out[s] = gens[-1].token
+        return out
 
     def destroy(self, tokens: Iterable[str]) -> int:
         wanted, n = set(tokens), 0
