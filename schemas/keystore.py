@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from schemas.identities import DEFAULT_BLOCKED, blocked_words
 from schemas.privacy import (
     DataKey,
     KeyRing,
@@ -283,7 +284,10 @@ def pseudonymizer_from(settings) -> Pseudonymizer:
             "THREADLINE_PRIVACY_MASTER_KEY (docs/privacy.md)"
         )
     try:
-        return Pseudonymizer(decode_key(text, "THREADLINE_PRIVACY_PSEUDONYM_KEY"))
+        return Pseudonymizer(
+            decode_key(text, "THREADLINE_PRIVACY_PSEUDONYM_KEY"),
+            DEFAULT_BLOCKED | blocked_words(settings.identity_blocked),
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 

@@ -40,6 +40,8 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from schemas.identities import DEFAULT_BLOCKED, is_placeholder
+
 CONTACT_FULLNAME = "threadline.contact.Contact"
 IDENTITY_EVENT_FULLNAME = "threadline.identity.IdentityEvent"
 CONVERSATION_EVENT_FULLNAME = "threadline.conversation.ConversationEvent"
@@ -48,6 +50,11 @@ CUSTOMER_PROFILE_FULLNAME = "threadline.profile.CustomerProfile"
 EMAIL_PSEUDONYM_DOMAIN = "pseudonym.invalid"
 PHONE_PSEUDONYM_PREFIX = "+000"
 OTHER_PSEUDONYM_PREFIX = "~"
+# tokens of placeholder values (no-reply addresses, repeated-digit phones, blocked values): a shape
+# of their own that the identity rules refuse (no country code starts with 0, b32 has no ".")
+BLOCKED_EMAIL_DOMAIN = "blocked." + EMAIL_PSEUDONYM_DOMAIN
+BLOCKED_PHONE_PREFIX = "+001"
+BLOCKED_OTHER_PREFIX = "~blocked."
 ERASED = "erased"  # metadata["privacy"] of a record whose keys are gone
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -88,12 +95,24 @@ def parse_identity(text: str) -> Subject:
 
 
 class Pseudonymizer:
-    """Keyed HMACs of subjects: the key store's lookup reference and the per-generation token."""
+    """Keyed HMACs of subjects: the key store's lookup reference and the per-generation token.
 
-    def __init__(self, key: bytes):
+    A placeholder value (``schemas.identities.is_placeholder``: a no-reply address, a phone of
+    repeated digits, a value of ``blocked``, THREADLINE_IDENTITY_BLOCKED added to the defaults)
+    gets a token of its own shape (``is_blocked_pseudonym``), so the identity rules, which see
+    tokens only, still refuse to link through it."""
+
+    def __init__(self, key: bytes, blocked: frozenset[str] = DEFAULT_BLOCKED):
         if len(key) < 16:
             raise ValueError("the pseudonym key must have at least 16 bytes")
         self._key = key
+        self.blocked = blocked
+
+    def placeholder(self, subject: Subject) -> bool:
+        kind = subject.kind
+        if kind.startswith("fact:"):
+            return subject.value.strip().lower() in self.blocked
+        return kind != "event" and is_placeholder(kind, subject.value, self.blocked)
 
     def _mac(self, *parts: str) -> bytes:
         return hmac.new(self._key, "\x00".join(parts).encode(), hashlib.sha256).digest()
@@ -104,11 +123,18 @@ class Pseudonymizer:
 
     def token(self, subject: Subject, generation: int) -> str:
         mac = self._mac("token", str(generation), subject.label)
+        b32 = base64.b32encode(mac[:15]).decode().lower()
+        blocked = self.placeholder(subject)
         if subject.kind == "email":
-            return base64.b32encode(mac[:15]).decode().lower() + "@" + EMAIL_PSEUDONYM_DOMAIN
+            return b32 + "@" + (BLOCKED_EMAIL_DOMAIN if blocked else EMAIL_PSEUDONYM_DOMAIN)
         if subject.kind == "phone":
-            return PHONE_PSEUDONYM_PREFIX + str(int.from_bytes(mac[:8], "big") % 10**12).zfill(12)
-        return OTHER_PSEUDONYM_PREFIX + base64.b32encode(mac[:15]).decode().lower()
+            prefix = BLOCKED_PHONE_PREFIX if blocked else PHONE_PSEUDONYM_PREFIX
+            return prefix + str(int.from_bytes(mac[:8], "big") % 10**12).zfill(12)
+        return (BLOCKED_OTHER_PREFIX if blocked else OTHER_PSEUDONYM_PREFIX) + b32
+
+
+def _phone_token(value: str, prefix: str) -> bool:
+    return value.startswith(prefix) and len(value) == 16 and value[1:].isdigit()
 
 
 def is_pseudonym(value: str | None) -> bool:
@@ -116,8 +142,21 @@ def is_pseudonym(value: str | None) -> bool:
         return False
     return (
         value.endswith("@" + EMAIL_PSEUDONYM_DOMAIN)
+        or value.endswith("@" + BLOCKED_EMAIL_DOMAIN)
         or value.startswith(OTHER_PSEUDONYM_PREFIX)
-        or (value.startswith(PHONE_PSEUDONYM_PREFIX) and len(value) == 16 and value[1:].isdigit())
+        or _phone_token(value, PHONE_PSEUDONYM_PREFIX)
+        or _phone_token(value, BLOCKED_PHONE_PREFIX)
+    )
+
+
+def is_blocked_pseudonym(value: str | None) -> bool:
+    """The token of a placeholder value (``Pseudonymizer.placeholder``): never an identity of anyone."""
+    if not value:
+        return False
+    return (
+        value.endswith("@" + BLOCKED_EMAIL_DOMAIN)
+        or value.startswith(BLOCKED_OTHER_PREFIX)
+        or _phone_token(value, BLOCKED_PHONE_PREFIX)
     )
 
 

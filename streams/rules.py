@@ -29,29 +29,11 @@ from datetime import time
 from types import MappingProxyType
 from typing import Mapping
 
+from schemas.identities import DEFAULT_BLOCKED, blocked_words
+
 DEFAULT_PRIORITY = ("account", "email", "phone", "fact", "social", "chat_visitor", "device", "cookie", "other")
 DEFAULT_LIMITS = MappingProxyType(
     {"account": 2, "email": 2, "phone": 2, "social": 6, "chat_visitor": 50, "device": 20, "cookie": 50, "other": 10}
-)
-DEFAULT_BLOCKED = frozenset(
-    {
-        "unknown",
-        "none",
-        "null",
-        "n/a",
-        "na",
-        "-",
-        "test",
-        "anonymous",
-        "test@test.com",
-        "test@example.com",
-        "noreply@example.com",
-        "no@email.com",
-        "0000000000",
-        "+0000000000",
-        "1234567890",
-        "+1234567890",
-    }
 )
 SOCIAL_CHANNELS = ("twitter", "facebook", "instagram", "review")
 DEFAULT_SLA_TARGETS = MappingProxyType(
@@ -177,7 +159,7 @@ def rules_from_env(env: Mapping[str, str] | None = None) -> Rules:
         link_fact_kinds=frozenset(_words(g("THREADLINE_IDENTITY_LINK_FACTS", ""))) or ident.link_fact_kinds,
         limits=MappingProxyType({**ident.limits, **_pairs(g("THREADLINE_IDENTITY_LIMITS", ""))}),
         priority=tuple(_words(g("THREADLINE_IDENTITY_PRIORITY", ""))) or ident.priority,
-        blocked_values=ident.blocked_values | {w.lower() for w in _words(g("THREADLINE_IDENTITY_BLOCKED", ""))},
+        blocked_values=ident.blocked_values | blocked_words(g("THREADLINE_IDENTITY_BLOCKED", "")),
     )
     hours = g("THREADLINE_SLA_BUSINESS_HOURS")
     stitch = StitchRules(

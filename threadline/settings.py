@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     privacy_pseudonym_key: SecretStr | None = None
     privacy_pseudonym_key_file: Path | None = None
     privacy_key_cache_seconds: float = Field(default=30.0, ge=0)
+    # THREADLINE_IDENTITY_BLOCKED, as the identity rules read it (streams/rules.py): with privacy on
+    # the sealing writers give these values blocked pseudonyms (schemas/privacy.py, Pseudonymizer)
+    identity_blocked: str = ""
 
     # Bearer tokens (threadline/auth.py): entries ``<name>[,<name>...]=<token>``, one per line
     # (``;`` between entries in a variable); ``*_file``: the whole file. Unset = every request 401.
