@@ -401,6 +401,15 @@ class OpeningCodec:
         return getattr(self.codec, name)
 
 
+def dlq_sealer(settings):
+    """The ``seal`` of ``threadline.dlq.DeadLetters`` (``schemas.privacy.seal_payload`` on the
+    settings' key store), None when privacy is off."""
+    from schemas.privacy import seal_payload
+
+    ring = make_store(settings)
+    return None if ring is None else lambda raw: seal_payload(raw, ring)
+
+
 def make_reader_codec(settings, codec=None):
     """The codec of readers of projected data (projectors, exports, the privacy tools): the
     settings' codec, opening sealed records when privacy is on."""

@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import json
 import os
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -384,6 +385,53 @@ def open_one(fullname: str, record: dict, ring: KeyRing) -> dict:
     """``open_record`` of one record, asking the ring for its tokens."""
     tokens = tokens_in(fullname, record)
     return open_record(fullname, record, ring.resolve(tokens) if tokens else {})
+
+
+# -- dead letters: raw payloads under a key of their own ------------------------------------------------
+
+SEALED_KEY_HEADER = "sealed_key"  # a sealed dead letter's header: the token of the key its value is sealed under
+
+
+def seal_payload(raw: bytes | None, ring: KeyRing) -> tuple[bytes | None, dict[str, str]]:
+    """A dead letter's raw payload sealed (AES-GCM) under a data key of its own (subject ``dlq``,
+    a random id: a rejected payload's identity is not known, that is why it was rejected), and
+    the header naming that key. Erasure destroys the key of every dead letter whose payload
+    mentions one of the customer's values (``mentions``; docs/privacy.md)."""
+    if raw is None:
+        return None, {}
+    subject = Subject("dlq", uuid.uuid4().hex)
+    key = ring.ensure([subject])[subject]
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key.key).encrypt(nonce, raw, key.token.encode()), {SEALED_KEY_HEADER: key.token}
+
+
+def open_payload(blob: bytes, token: str, keys: dict[str, Opened]) -> bytes | None:
+    """The raw payload of a sealed dead letter; None when its key is gone (or the bytes were changed)."""
+    hit = keys.get(token)
+    if hit is None:
+        return None
+    try:
+        return AESGCM(hit.key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], token.encode())
+    except (InvalidTag, ValueError):
+        return None
+
+
+def mentions(raw: bytes, subjects: Iterable[Subject]) -> bool:
+    """Whether a payload holds one of the subjects' values, as written, JSON-escaped or
+    URL-encoded, case-insensitively (a phone also without its ``+``)."""
+    from urllib.parse import quote, quote_plus
+
+    text = raw.lower()
+    for s in subjects:
+        value = s.value.strip().lower()
+        if not value:
+            continue
+        forms = {value, json.dumps(value)[1:-1], quote(value).lower(), quote_plus(value).lower()}
+        if s.kind == "phone":
+            forms.add(value.lstrip("+"))
+        if any(f.encode() in text for f in forms):
+            return True
+    return False
 
 
 # -- key wrapping: the master key (or a KMS) -------------------------------------------------------------

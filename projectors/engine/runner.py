@@ -52,7 +52,7 @@ from projectors.engine import schema as schemas_
 from projectors.engine.instruments import Instruments
 from projectors.engine.tracking import stored_offsets, write_offsets
 from schemas.codec import Codec
-from schemas.keystore import make_reader_codec
+from schemas.keystore import dlq_sealer, make_reader_codec
 from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
 from threadline.dlq import DeadLetters
 from threadline.errors import ConfigError, DecodeError, KafkaUnavailable, RetryableError
@@ -284,7 +284,11 @@ class Projector:
                         # every DLQ send and wait within THREADLINE_PRODUCE_DEADLINE_SECONDS (KafkaUnavailable)
                         producer = BoundedProducer.from_settings(self.settings, client_id=f"projector-{self.name}")
                         dead_letters = DeadLetters(
-                            producer, PROJECTIONS_DLQ.name, self.name, self.instruments.dead_lettered
+                            producer,
+                            PROJECTIONS_DLQ.name,
+                            self.name,
+                            self.instruments.dead_lettered,
+                            seal=dlq_sealer(self.settings),
                         )
                         tps = self._assign(consumer)
                     build = self._open(conn, consumer, tps)
