@@ -41,10 +41,11 @@ from projectors.erasure import run_export
 from projectors.export import export
 from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
-from threadline.catalog import PRIVACY_ERASURES
+from threadline.catalog import CUSTOMER_PROFILES, INGEST_DLQ, PRIVACY_ERASURES
 from tests.integration.streams.stream_helpers import REPO, settle, stream_run
 from tests.privacy_scan import scan, scan_tree
 from fixtures.projections import drop_projections
+from fixtures.providers import SECRETS, headers
 
 pytestmark = pytest.mark.e2e
 
@@ -112,20 +113,54 @@ def every_table_text(dsn: str) -> bytes:
     return b"\n".join(chunks)
 
 
-def project(settings, world, prefix: str):
+def project(settings, world, prefix: str, profiles: bool = False):
+    """The support and marketing projections under ``prefix``; with ``profiles`` the support
+    projector publishes customer-profiles.v1, as the live one does."""
     s = settings.model_copy(update={"projection_prefix": prefix})
     sources = Sources(
         contacts=world.topics.resolved, conversations=world.topics.conversations, identities=world.topics.identities
     )
     for projection in ("support", "marketing"):
-        read_model_projector(s, projection, sources=sources).run(stop_at=end_offsets(s, sources.topics()))
+        topic = CUSTOMER_PROFILES.name if profiles and projection == "support" else None
+        read_model_projector(s, projection, sources=sources, profiles_topic=topic).run(
+            stop_at=end_offsets(s, sources.topics())
+        )
     return s
+
+
+def rejected_x_event(tag: str, who: str, payload: dict) -> tuple[bytes, dict]:
+    """An X webhook the gateway cannot map (an event type it does not take): a dead letter."""
+    content = json.dumps({"for_user_id": "4711", f"{who}{tag}_events": [payload]}).encode()
+    return content, headers("x", content, "http://testserver/webhooks/x")
+
+
+def projection_rows(dsn: str, prefix: str, erased_ids: list[str]) -> dict[str, list[str]]:
+    """Every row of every table of the prefix's support and marketing schemas (but their build
+    metadata), as canonical JSON, without the rows that name an erased customer or contact."""
+    out = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for projection in ("support", "marketing"):
+            schema = f"{prefix}{projection}"
+            tables = conn.execute(
+                "select table_name from information_schema.tables where table_schema = %s"
+                " and table_type = 'BASE TABLE' and table_name <> 'meta' order by 1",
+                (schema,),
+            ).fetchall()
+            for (table,) in tables:
+                rows = [
+                    json.dumps(r[0], sort_keys=True)
+                    for r in conn.execute(f'select to_jsonb(t) from "{schema}"."{table}" t').fetchall()
+                ]
+                out[f"{projection}.{table}"] = sorted(r for r in rows if not any(i in r for i in erased_ids))
+    return out
 
 
 @pytest.fixture(scope="module")
 def story(services, catalog_topics, tmp_path_factory):
     tag = uuid.uuid4().hex[:8]
-    settings = services.settings.model_copy(update={**token_settings(), **PRIVACY})
+    settings = services.settings.model_copy(
+        update={**token_settings(), **PRIVACY, "x_consumer_secret": SecretStr(SECRETS["x_consumer_secret"])}
+    )
     g = {
         "email": f"giulia.{tag}@example.it",
         "handle": f"giuliar{tag}",
@@ -205,10 +240,20 @@ def story(services, catalog_topics, tmp_path_factory):
                 assert r.status_code == 202, r.text
                 accepted.append(r.json()["event_id"])
                 resolved.wait_for(lambda vs, e=accepted[-1]: e in {v["event_id"] for v in vs}, what="resolved")
+            # provider payloads the gateway cannot map, with Giulia's and Sanne's data: dead letters
+            rejected = {
+                "giulia": rejected_x_event(
+                    tag, "gfav", {"user": {"name": g["name"], "email": g["email"]}, "text": g["texts"][0]}
+                ),
+                "sanne": rejected_x_event(tag, "sfav", {"user": {"name": s["name"], "email": s["email"]}}),
+            }
+            for content, hdrs in rejected.values():
+                r = client.post("/webhooks/x", content=content, headers=hdrs)
+                assert r.status_code == 202 and r.json()["dead_lettered"] == 1, r.text
         identities.wait_for(lambda vs: any(v["event_type"] == "merged" for v in vs), what="merged")
         settle(conversations, quiet=6.0)
         prefixes.append(f"pv{world.run}a_")
-        before = project(settings, world, prefixes[-1])
+        before = project(settings, world, prefixes[-1], profiles=True)
         with TestClient(api_app(before), headers=bearer(API_TOKENS["admin"])) as api:
             found = api.get("/customers/by-identity", params={"kind": "email", "value": g["email"]})
             assert found.status_code == 200, found.text
@@ -310,8 +355,11 @@ def story(services, catalog_topics, tmp_path_factory):
         for r in (resolved, identities, conversations):
             r.close()
         topics = [*world.topics.specs()]
-        records = all_topic_records(services.settings, topics + [PRIVACY_ERASURES.name])
+        records = all_topic_records(
+            services.settings, topics + [PRIVACY_ERASURES.name, CUSTOMER_PROFILES.name, INGEST_DLQ.name]
+        )
         worker.stop()
+        erased_ids = [*report["customer_ids"], *accepted[:3], *api_erase["admin"].json()["customer_ids"], accepted[5]]
         yield {
             "g": g,
             "s": s,
@@ -339,6 +387,18 @@ def story(services, catalog_topics, tmp_path_factory):
             "sanne_segments": sanne_segments,
             "sanne_ledger": sanne_ledger,
             "emre_segments": emre_segments,
+            "sanne_id": sanne_id,
+            "settings": settings,
+            "dead_letters": {
+                who: [
+                    m
+                    for m in records[INGEST_DLQ.name]
+                    if f"{who}{tag}_events".encode() in dict(m.headers).get("reason", b"")
+                ]
+                for who in ("gfav", "sfav")
+            },
+            "rows_before_minus_erased": projection_rows(services.settings.effective_pg_dsn, prefixes[0], erased_ids),
+            "rows_rebuilt_minus_erased": projection_rows(services.settings.effective_pg_dsn, prefixes[1], erased_ids),
         }
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
@@ -471,3 +531,45 @@ def test_a_withdrawal_removes_sanne_from_marketing_segments_and_the_ledger_shows
     assert story["sanne_segments"]["segments"] == [] and story["sanne_segments"]["consent"] == "withdrawn"
     assert story["sanne_segments"]["signals"] is None
     assert "consent" not in story["emre_segments"] and story["emre_segments"]["signals"] is not None
+
+
+def test_the_profile_topic_carries_pseudonyms_that_the_reader_codec_opens(story):
+    from schemas.keystore import make_reader_codec
+
+    profiles = [m for m in story["records"][CUSTOMER_PROFILES.name] if m.key == story["sanne_id"].encode()]
+    assert profiles and all(m.value for m in profiles)
+    assert scan(b"".join(m.value for m in profiles), [story["s"]["email"]]) == []  # not in the clear
+    codec = make_reader_codec(story["settings"])
+    opened = codec.decode(profiles[-1].value).record
+    assert [i["value"] for i in opened["identities"]] == [story["s"]["email"]]
+    # Sanne withdrew marketing consent: the profile keeps the consent rows and no sentiment
+    assert [(c["purpose"], c["granted"]) for c in opened["consent"]] == [("marketing", False)]
+    assert opened["sentiment"]["latest"] is None and opened["sentiment"]["avg_30d"] is None
+    # Giulia's profiles: pseudonyms only, then tombstoned by the erasure
+    giulia = [m for m in story["records"][CUSTOMER_PROFILES.name] if m.key.decode() in story["report"]["customer_ids"]]
+    assert giulia and giulia[-1].value is None
+
+
+def test_dead_letters_are_sealed_and_the_erasure_destroyed_the_key_of_giulias_only(story):
+    from schemas.keystore import make_store
+    from schemas.privacy import SEALED_KEY_HEADER, open_payload
+
+    [giulia], [sanne] = story["dead_letters"]["gfav"], story["dead_letters"]["sfav"]
+    assert scan(giulia.value + sanne.value, giulia_values(story) + [story["s"]["email"], story["s"]["name"]]) == []
+    assert story["report"]["dead_letters"] >= 1
+    ring = make_store(story["settings"])
+    try:
+        tokens = {m.offset: dict(m.headers)[SEALED_KEY_HEADER].decode() for m in (giulia, sanne)}
+        keys = ring.resolve(tokens.values())
+    finally:
+        ring.close()
+    assert open_payload(giulia.value, tokens[giulia.offset], keys) is None
+    opened = open_payload(sanne.value, tokens[sanne.offset], keys)
+    assert opened is not None and story["s"]["email"].encode() in opened
+
+
+def test_a_rebuild_after_the_erasure_equals_the_projection_before_it_minus_the_erased_customers(story):
+    before, rebuilt = story["rows_before_minus_erased"], story["rows_rebuilt_minus_erased"]
+    assert set(before) == set(rebuilt) and sum(len(r) for r in before.values()) > 10
+    assert {t: (len(before[t]), len(rebuilt[t])) for t in before if before[t] != rebuilt[t]} == {}
+    assert any(story["s"]["email"] in row for row in before["support.customer_identities"])
