@@ -269,6 +269,10 @@ class CachedKeyRing:
             out.update(fetched)
         return out
 
+    @property
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        return getattr(self.ring, "pseudonymizer", None)
+
     def cached(self, subjects: Sequence[Subject]) -> bool:
         """Whether ``ensure`` of these answers without the store (the gateway then stays on its loop)."""
         now = self.clock()

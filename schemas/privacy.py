@@ -56,6 +56,8 @@ OTHER_PSEUDONYM_PREFIX = "~"
 BLOCKED_EMAIL_DOMAIN = "blocked." + EMAIL_PSEUDONYM_DOMAIN
 BLOCKED_PHONE_PREFIX = "+001"
 BLOCKED_OTHER_PREFIX = "~blocked."
+THREAD_HINT_PREFIX = "~t."
+HINT_FIELDS = ("message_id", "in_reply_to", "reply_to_id")  # thread hints that name a message (and references)
 ERASED = "erased"  # metadata["privacy"] of a record whose keys are gone
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -121,6 +123,11 @@ class Pseudonymizer:
     def lookup_ref(self, subject: Subject) -> str:
         """Which key-store rows belong to a subject, across generations."""
         return self._mac("lookup", subject.label).hex()
+
+    def hint(self, value: str) -> str:
+        """A thread hint's or provider id's keyed HMAC (``~t.`` + base32): equal values, equal
+        hints, so the stream worker still threads replies on them; the value is in ``sealed``."""
+        return THREAD_HINT_PREFIX + base64.b32encode(self._mac("hint", value)[:15]).decode().lower()
 
     def token(self, subject: Subject, generation: int) -> str:
         mac = self._mac("token", str(generation), subject.label)
@@ -235,6 +242,15 @@ def seal_contact(record: dict, ring: KeyRing) -> dict:
         "attachments": [[a.get("name"), a.get("url")] for a in attachments],
         "facts": [f["value"] for f in record.get("facts") or []],
     }  # as written (the key store has them normalized)
+    pseudonymizer = getattr(ring, "pseudonymizer", None)
+    thread = dict(record.get("thread") or {})
+    if pseudonymizer is not None:  # Message-IDs can hold a name or a domain: HMACs on the log, values sealed
+        body["provider_id"] = record.get("provider_id")
+        body["thread"] = {k: thread.get(k) for k in (*HINT_FIELDS, "references")}
+        for k in HINT_FIELDS:
+            if thread.get(k):
+                thread[k] = pseudonymizer.hint(thread[k])
+        thread["references"] = [pseudonymizer.hint(r) for r in thread.get("references") or []]
     blob = seal_value(
         body_key.key,
         json.dumps(body, ensure_ascii=False, separators=(",", ":")),
@@ -253,6 +269,10 @@ def seal_contact(record: dict, ring: KeyRing) -> dict:
         attachments=attachments,
         sealed={"key": body_key.token, "nonce": blob[:NONCE_BYTES], "ciphertext": blob[NONCE_BYTES:]},
     )
+    if pseudonymizer is not None:
+        out["thread"] = thread
+        if record.get("provider_id"):
+            out["provider_id"] = pseudonymizer.hint(str(record["provider_id"]))
     return out
 
 
@@ -355,6 +375,9 @@ def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
         return _erased(out)
     body = json.loads(text)
     out["subject"], out["text"] = body.get("subject"), body.get("text")
+    if "thread" in body:  # sealed with thread hints (older sealed contacts have them in the clear)
+        out["thread"] = {**(record.get("thread") or {}), **body["thread"]}
+        out["provider_id"] = body.get("provider_id") or record.get("provider_id")
     out["actor"] = dict(record.get("actor") or {}, display_name=body.get("display_name"))
     written = body.get("facts")
     if written is not None and len(written) == len(out.get("facts") or []):

@@ -1,6 +1,6 @@
 """Crypto-shredding end to end on the real broker and PostgreSQL (docs/privacy.md).
 
-Giulia tweets, emails (with her order number) and chats with both her address and her handle, so
+Giulia tweets, emails (with her order number, a Message-ID naming her) and chats with both her address and her handle, so
 identity merges her two customers; Sanne fills a web form. Contacts go through the gateway's
 ``POST /contacts`` with privacy on (sealed before producing), the stream worker resolves them
 (its own process, pseudonyms only), the support projector opens them into the read model. Then:
@@ -166,6 +166,7 @@ def story(services, catalog_topics, tmp_path_factory):
         "handle": f"giuliar{tag}",
         "order": f"ORD{tag.upper()}",
         "name": f"Giulia Rossi{tag}",
+        "message_id": f"<{tag}.giulia.rossi@posta.example.it>",  # a Message-ID naming her
         "texts": [
             f"Il mio ordine {tag} è arrivato rotto",
             f"Ecco la foto del pacco {tag}",
@@ -196,6 +197,7 @@ def story(services, catalog_topics, tmp_path_factory):
             facts=[{"kind": "order_number", "value": g["order"], "source": "text"}],
             attachments=[{"name": f"pacco-{tag}.jpg", "content_type": "image/jpeg", "size_bytes": 100}],
             consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "email"}],
+            thread={"message_id": g["message_id"]},
         ),
         contact(tag, "chat", "chat", [{**email, "primary": True}, handle], 20, text=g["texts"][2]),
         contact(
@@ -407,7 +409,16 @@ def story(services, catalog_topics, tmp_path_factory):
 
 def giulia_values(st) -> list[str]:
     g = st["g"]
-    return [g["email"], g["handle"], g["order"], g["name"], *g["texts"], f"Foto {st['tag']}", f"pacco-{st['tag']}.jpg"]
+    return [
+        g["email"],
+        g["handle"],
+        g["order"],
+        g["name"],
+        g["message_id"],
+        *g["texts"],
+        f"Foto {st['tag']}",
+        f"pacco-{st['tag']}.jpg",
+    ]
 
 
 def test_before_erasure_the_read_model_shows_giulia_in_the_clear_from_sealed_records(story):
