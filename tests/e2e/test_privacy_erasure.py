@@ -266,6 +266,8 @@ def story(services, catalog_topics, tmp_path_factory):
             ]
             sanne_segments = api.get(f"/marketing/customers/{sanne_id}/segments").json()
             sanne_ledger = api.get(f"/marketing/customers/{sanne_id}/consent-ledger").json()
+            engagement = api.get("/marketing/engagement").json()
+            reviews = api.get("/marketing/reviews").json()
             emre_segments = api.get(
                 "/marketing/customers/{}/segments".format(
                     api.get(
@@ -390,6 +392,8 @@ def story(services, catalog_topics, tmp_path_factory):
             "sanne_ledger": sanne_ledger,
             "emre_segments": emre_segments,
             "sanne_id": sanne_id,
+            "engagement": engagement,
+            "reviews": reviews,
             "settings": settings,
             "dead_letters": {
                 who: [
@@ -584,3 +588,10 @@ def test_a_rebuild_after_the_erasure_equals_the_projection_before_it_minus_the_e
     assert set(before) == set(rebuilt) and sum(len(r) for r in before.values()) > 10
     assert {t: (len(before[t]), len(rebuilt[t])) for t in before if before[t] != rebuilt[t]} == {}
     assert any(story["s"]["email"] in row for row in before["support.customer_identities"])
+
+
+def test_marketing_engagement_and_reviews_leave_out_the_customers_who_withdrew_marketing_consent(story):
+    # Giulia (by email) and Sanne (by chat, after her web form) withdrew; Emre's review gave no signal
+    rows = story["engagement"]["items"]
+    assert [(r["channel"], r["contacts"], r["customers"]) for r in rows] == [("review", 1, 1)]
+    assert [r["event_id"] for r in story["reviews"]["items"]] == [story["accepted"][5]]
