@@ -311,6 +311,12 @@ def register(groups: CommandGroups) -> None:
         to: str = typer.Option(None, "--to", help="event time, exclusive"),
         topic: list[str] = typer.Option(None, "--topic", help="repeat; default the event topics"),
         fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl"),
+        pseudonymize: bool = typer.Option(
+            False, "--pseudonymize", help="identities as pseudonyms, no display names (privacy on)"
+        ),
+        purpose: str = typer.Option(
+            None, "--purpose", help="e.g. marketing: leave out customers who withdrew consent for it"
+        ),
     ):
         """Events of an event-time window, decoded, to Parquet or JSON lines (pandas/DuckDB read them)."""
         from projectors.export import export
@@ -320,7 +326,7 @@ def register(groups: CommandGroups) -> None:
         try:
             start, end = parse_time(from_, "--from"), parse_time(to, "--to")
             topics = topic or [CONTACTS_RESOLVED.name, CONVERSATIONS.name, IDENTITIES.name]
-            result = export(s, topics, start, end, fmt, file)
+            result = export(s, topics, start, end, fmt, file, pseudonymize=pseudonymize, purpose=purpose)
         except ConfigError as exc:
             _fail(str(exc), 2)
         except (ThreadlineError, TimeoutError) as exc:

@@ -404,6 +404,19 @@ def _open_profile(record: dict, keys: dict[str, Opened]) -> dict:
     )
 
 
+def pseudonymized(opened: dict, sealed: dict) -> dict:
+    """An opened record with its identities as the log has them (``threadline export
+    --pseudonymize``): identity and fact values, provider id and thread hints from ``sealed``
+    (pseudonyms and HMACs), the actor's display name left out; texts and everything else opened."""
+    out = dict(opened)
+    for k in ("identities", "facts", "provider_id", "thread", "last_order"):
+        if k in sealed:
+            out[k] = sealed[k]
+    if isinstance(out.get("actor"), dict):
+        out["actor"] = dict(out["actor"], display_name=None)
+    return out
+
+
 def open_one(fullname: str, record: dict, ring: KeyRing) -> dict:
     """``open_record`` of one record, asking the ring for its tokens."""
     tokens = tokens_in(fullname, record)

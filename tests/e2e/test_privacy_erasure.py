@@ -343,6 +343,10 @@ def story(services, catalog_topics, tmp_path_factory):
             "jsonl",
             exported,
         )
+        analysts = {}  # --pseudonymize; --purpose marketing
+        for name, options in (("pseudonymized", {"pseudonymize": True}), ("marketing", {"purpose": "marketing"})):
+            analysts[name] = home / f"export-{name}.jsonl"
+            export(settings, [world.topics.resolved], None, None, "jsonl", analysts[name], **options)
 
         # The erased address writes again: a new customer (scanned above, before it is written)
         with TestClient(
@@ -388,6 +392,7 @@ def story(services, catalog_topics, tmp_path_factory):
             "emre_id": emre_id,
             "emre_card": emre_card,
             "exported": exported,
+            "analysts": analysts,
             "sanne_segments": sanne_segments,
             "sanne_ledger": sanne_ledger,
             "emre_segments": emre_segments,
@@ -595,3 +600,19 @@ def test_marketing_engagement_and_reviews_leave_out_the_customers_who_withdrew_m
     rows = story["engagement"]["items"]
     assert [(r["channel"], r["contacts"], r["customers"]) for r in rows] == [("review", 1, 1)]
     assert [r["event_id"] for r in story["reviews"]["items"]] == [story["accepted"][5]]
+
+
+def test_an_analysts_export_pseudonymized_has_no_identity_and_opened_texts(story):
+    rows = [json.loads(line) for line in story["analysts"]["pseudonymized"].read_text().splitlines()]
+    sanne = [r for r in rows if r["event_id"] == story["accepted"][3]]
+    assert sanne and sanne[0]["record"]["text"] == story["s"]["text"]
+    blob = story["analysts"]["pseudonymized"].read_bytes()
+    assert scan(blob, [story["s"]["email"], story["s"]["name"]]) == []
+    assert scan(blob, giulia_values(story)) == []
+
+
+def test_an_export_for_marketing_leaves_out_the_customers_who_withdrew(story):
+    rows = [json.loads(line) for line in story["analysts"]["marketing"].read_text().splitlines()]
+    assert story["sanne_id"] not in {r["customer_id"] for r in rows}
+    assert not {r["event_id"] for r in rows} & set(story["accepted"][:5])  # Giulia and Sanne withdrew
+    assert story["accepted"][5] in {r["event_id"] for r in rows}  # Emre gave no signal

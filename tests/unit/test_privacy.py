@@ -432,3 +432,15 @@ def identity_of(rec: dict) -> Subject:
 
     primary = next(i for i in rec["identities"] if i.get("primary"))
     return identity_subject(primary)
+
+
+def test_a_pseudonymised_record_keeps_the_logs_pseudonyms_and_opens_the_rest(ring):
+    from schemas.privacy import pseudonymized
+
+    plain = record(thread={"message_id": "<m1@giulia.example.it>"})
+    sealed = seal_contact(plain, ring)
+    out = pseudonymized(open_one(CONTACT_FULLNAME, sealed, ring), sealed)
+    assert out["text"] == plain["text"] and out["subject"] == plain["subject"]  # opened
+    assert out["identities"] == sealed["identities"] and out["facts"] == sealed["facts"]
+    assert out["actor"]["display_name"] is None and out["provider_id"] == sealed["provider_id"]
+    assert scan(json.dumps(out, default=str).encode(), ["giulia.rossi@example.it", "+393471234567", "giuliar"]) == []
