@@ -409,7 +409,7 @@ def test_erasure_finds_the_dead_letters_that_mention_the_customer_and_only_those
     assert dead_letters_of(comp, ring, pairs) == []  # nothing left to find
 
 
-def test_message_ids_travel_as_hmacs_that_still_thread_a_reply_and_open_to_the_originals(ring):
+def test_message_ids_travel_as_macs_that_still_thread_a_reply_and_open_to_the_originals(ring):
     from streams.conversations import view
 
     mid = "<CAF42.giulia.rossi@mail.example.it>"
@@ -417,12 +417,12 @@ def test_message_ids_travel_as_hmacs_that_still_thread_a_reply_and_open_to_the_o
     reply = record(provider_id="<r1@shop.example>", thread={"in_reply_to": mid, "references": [mid, "<x@y.it>"]})
     a, b = seal_contact(original, ring), seal_contact(reply, ring)
     assert scan(encoded(a) + encoded(b), [mid, "giulia.rossi", "r1@shop.example", "x@y.it"]) == []
-    # the stream worker threads the reply on the HMACs as it did on the values
+    # the stream worker threads the reply on the MACs as it did on the values
     assert view(b).refs[0] in view(a).message_ids and view(b).refs[0] != mid
     assert open_one(CONTACT_FULLNAME, a, ring)["thread"]["message_id"] == mid
     opened = open_one(CONTACT_FULLNAME, b, ring)
     assert opened["thread"]["references"] == [mid, "<x@y.it>"] and opened["provider_id"] == "<r1@shop.example>"
-    ring.destroy(ring.tokens_of(identity_of(reply)))  # erased: the HMACs stay, nothing to open them
+    ring.destroy(ring.tokens_of(identity_of(reply)))  # erased: the MACs stay, nothing to open them
     erased = open_one(CONTACT_FULLNAME, b, ring)
     assert erased["metadata"]["privacy"] == ERASED and erased["thread"] == b["thread"]
 
