@@ -339,7 +339,7 @@ class Projector:
         if outbox:  # what a crash (or a lost Kafka) left queued after its commit
             try:
                 outbox.publish(conn, producer)
-            except KafkaUnavailable as exc:  # stays queued: published after the next committed batch
+            except RetryableError as exc:  # Kafka or the key store: stays queued, published after the next batch
                 log.warning("outbox_unavailable", projector=self.name, error=str(exc)[:300])
         while not self.stop_event.is_set():
             self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
