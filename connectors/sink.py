@@ -5,8 +5,9 @@ identity, with ``connector`` and ``event_id`` headers. With a key ring (privacy 
 ``schemas.keystore.make_keyring``) every contact is sealed before it is encoded
 (``schemas.privacy.seal_contact``): pseudonyms for identity and fact values, the personal fields
 encrypted, and the record key the primary identity's pseudonym. What could not be mapped goes to
-ingest.dlq.v1 as the raw bytes, keyed by connector, with ``reason``, ``connector``,
-``component`` and (when known) ``where`` headers. Nothing here decides anything.
+ingest.dlq.v1 as the raw bytes (sealed under a key of their own with privacy on, named by a
+``sealed_key`` header), keyed by connector, with ``reason``, ``connector``, ``component`` and
+(when known) ``where`` headers. Nothing here decides anything.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 import schemas
 from connectors.base import Rejected
 from connectors.contact import ContactIn, partition_key, to_record
-from schemas.privacy import KeyRing, seal_contact, record_key, subjects_of
+from schemas.privacy import KeyRing, record_key, seal_contact, seal_payload, subjects_of
 from threadline.catalog import CONTACTS, INGEST_DLQ
 from threadline.dlq import rejected_headers
 from threadline.kafka import header_list
@@ -64,13 +65,20 @@ class Sink:
             return await asyncio.to_thread(lambda: [self.encode(c, now) for c in contacts])
         return [self.encode(c, now) for c in contacts]
 
-    def dlq_headers(self, connector: str, rejected: Rejected, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {
+    def dead_letter(
+        self, connector: str, rejected: Rejected, extra: dict[str, str] | None = None
+    ) -> tuple[bytes | None, dict[str, str]]:
+        """The value and headers of a rejected payload's dead letter: the raw bytes, sealed under a
+        key of their own when privacy is on (``schemas.privacy.seal_payload``; a ``sealed_key`` header)."""
+        value, sealed = seal_payload(rejected.raw, self.keyring) if self.keyring is not None else (rejected.raw, {})
+        headers = {
             **rejected_headers(
                 reason=rejected.reason, connector=connector, component=self.component, where=rejected.where
             ),
             **(extra or {}),
+            **sealed,
         }
+        return value, headers
 
     # -- asyncio (the gateway) --------------------------------------------------------------
 
@@ -86,14 +94,15 @@ class Sink:
         sends = []
         for key, value, headers in await self.encode_all(contacts, now):
             sends.append(self.producer.send(self.contacts_topic, key=key, value=value, headers=headers))
+
+        def letters_of():
+            return [self.dead_letter(connector, r, extra_headers) for r in rejected]
+
+        # sealed dead letters get a key of their own each: the key store is asked in a thread
+        letters = await asyncio.to_thread(letters_of) if rejected and self.keyring is not None else letters_of()
         dlq = [
-            self.producer.send(
-                self.dlq_topic,
-                key=connector.encode(),
-                value=r.raw,
-                headers=self.dlq_headers(connector, r, extra_headers),
-            )
-            for r in rejected
+            self.producer.send(self.dlq_topic, key=connector.encode(), value=value, headers=headers)
+            for value, headers in letters
         ]
         if len(sends) + len(dlq) == 1:  # one contact per request, the usual webhook: no task for a gather
             result = await (sends or dlq)[0]
@@ -108,9 +117,5 @@ class Sink:
         return self.producer.send(self.contacts_topic, key=key, value=value, headers=header_list(headers))
 
     def send_dead_letter(self, connector: str, rejected: Rejected, extra_headers: dict[str, str] | None = None):
-        return self.producer.send(
-            self.dlq_topic,
-            key=connector.encode(),
-            value=rejected.raw,
-            headers=header_list(self.dlq_headers(connector, rejected, extra_headers)),
-        )
+        value, headers = self.dead_letter(connector, rejected, extra_headers)
+        return self.producer.send(self.dlq_topic, key=connector.encode(), value=value, headers=header_list(headers))

@@ -307,6 +307,12 @@ def export_cmd(
     to: str = typer.Option(None, "--to", help="event time, exclusive"),
     topic: list[str] = typer.Option(None, "--topic", help="repeat; default the event topics"),
     fmt: str = typer.Option("parquet", "--format", help="parquet or jsonl"),
+    pseudonymize: bool = typer.Option(
+        False, "--pseudonymize", help="identities as pseudonyms, no display names (privacy on)"
+    ),
+    purpose: str = typer.Option(
+        None, "--purpose", help="e.g. marketing: leave out customers who withdrew consent for it"
+    ),
 ):
     """Events of an event-time window, decoded, to Parquet or JSON lines (pandas/DuckDB read them)."""
     from projectors.export import export
@@ -316,7 +322,7 @@ def export_cmd(
     try:
         start, end = parse_time(from_, "--from"), parse_time(to, "--to")
         topics = topic or [CONTACTS_RESOLVED.name, CONVERSATIONS.name, IDENTITIES.name]
-        result = export(s, topics, start, end, fmt, file)
+        result = export(s, topics, start, end, fmt, file, pseudonymize=pseudonymize, purpose=purpose)
     except ConfigError as exc:
         _fail(str(exc), 2)
     except (ThreadlineError, TimeoutError) as exc:
@@ -335,6 +341,7 @@ def publish_profiles(topic: str = typer.Option(None, "--topic", help="default cu
     from projectors.engine.schema import live_schema
     from projectors.profiles import Publisher
     from schemas.codec import make_codec
+    from schemas.keystore import make_store
     from threadline.catalog import CUSTOMER_PROFILES
     from threadline.kafka import BoundedProducer
 
@@ -345,7 +352,7 @@ def publish_profiles(topic: str = typer.Option(None, "--topic", help="default cu
         with psycopg.connect(s.effective_pg_dsn, autocommit=True, connect_timeout=5) as conn:
             # under the support projector's name: a live projector publishing the same ids meanwhile
             # is harmless (every record is the whole profile under its key, on a compacted topic)
-            pub = Publisher(schema, schema, make_codec(s), topic or CUSTOMER_PROFILES.name)
+            pub = Publisher(schema, schema, make_codec(s), topic or CUSTOMER_PROFILES.name, keyring=make_store(s))
             try:
                 pub.queue_all(conn)
             except psycopg.errors.UndefinedTable:

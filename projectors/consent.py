@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 MARKETING = "marketing"
+PURPOSES = (MARKETING, "profiling", "support")
 
 
 @dataclass(frozen=True)

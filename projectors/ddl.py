@@ -355,12 +355,27 @@ CONSENT_LATEST = """
 
 MARKETING = (
     """
+-- customers whose latest marketing consent signal (event time, then event id: projectors/consent.py)
+-- withdrew it: marketing's views leave their contacts out (docs/privacy.md, "Consent ledger")
+create view {s}.marketing_withdrawn as
+    select customer_id from (
+        select distinct on (c.customer_id) c.customer_id, (x->>'granted')::boolean as granted
+        from {s}.v_contacts c cross join lateral jsonb_array_elements(c.consent) x
+        where x->>'purpose' = 'marketing' and x ? 'granted'
+        order by c.customer_id, c.occurred_at desc, c.event_id desc, coalesce(x->>'channel', 'any') desc,
+                 (x->>'granted')::boolean desc) latest
+    where not granted;
+
+create view {s}.v_marketing_contacts as
+    select c.* from {s}.v_contacts c
+    where not exists (select 1 from {s}.marketing_withdrawn w where w.customer_id = c.customer_id);
+
 create view {s}.engagement_daily as
     select (occurred_at at time zone 'UTC')::date as day, channel, count(*) as contacts,
            count(*) filter (where direction = 'inbound') as inbound,
            count(*) filter (where direction = 'outbound') as outbound,
            count(distinct customer_id) as customers
-    from {s}.v_contacts group by 1, 2;
+    from {s}.v_marketing_contacts group by 1, 2;
 
 create view {s}.response_times as
     select channel, count(*) as responses,
@@ -379,7 +394,7 @@ create view {s}.response_times as
 
 create view {s}.reviews as
     select customer_id, event_id, occurred_at, platform, rating, sentiment, language, text
-    from {s}.v_contacts where channel = 'review';
+    from {s}.v_marketing_contacts where channel = 'review';
 
 create view {s}.consent_latest as
 """
@@ -412,7 +427,8 @@ PROJECTIONS = tuple(AUDIENCE)
 # they alter.
 # 2: conversation events v2 (version, state after each event), conversation_messages.
 # 3: conversation events v3 (sla_withdrawn; a clock's latest event decides in sla_breaches and response_times).
-DDL_VERSION = 3
+# 4: marketing's engagement_daily and reviews leave out customers who withdrew marketing consent.
+DDL_VERSION = 4
 
 # The tables a rebuild is compared on, with the columns that order them.
 TABLE_KEYS = {

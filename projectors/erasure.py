@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import psycopg
 
 import schemas
-from schemas.privacy import Subject, fact_subject
+from schemas.privacy import SEALED_KEY_HEADER, Subject, fact_subject, mentions, open_payload
 from threadline import catalog
 from threadline.logging import get_logger
 
@@ -33,6 +33,9 @@ CUSTOMER_COLUMNS = ("origin_customer_id", "customer_id", "survivor_id", "root_id
 CONVERSATION_COLUMNS = ("conversation_id",)
 CONTACT_COLUMNS = ("event_id", "contact_event_id", "source_event_id")
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "privacy", "pg_toast")
+# the DLQs whose records are sealed with privacy on (the stream worker holds no key: its DLQ keeps
+# contacts.v1's bytes as read, sealed by their writer; docs/privacy.md)
+SEALED_DLQS = (catalog.INGEST_DLQ.name, catalog.PROJECTIONS_DLQ.name)
 
 
 class NotFound(LookupError):
@@ -196,6 +199,57 @@ def erased_event(
     }
 
 
+def dead_letters_of(comp: Component, ring, letters: Iterable[tuple[bytes, str]]) -> list[str]:
+    """The keys of the sealed dead letters (``(value, sealed_key token)``) whose payload mentions
+    one of the component's identity or fact values (``schemas.privacy.mentions``), to destroy. A
+    payload whose key is already gone is not asked twice."""
+    letters = list(letters)
+    subjects = [*comp.identities, *comp.facts]
+    found: list[str] = []
+    for i in range(0, len(letters), 5000):
+        chunk = letters[i : i + 5000]
+        keys = ring.resolve({token for _, token in chunk})
+        for value, token in chunk:
+            raw = open_payload(value, token, keys)
+            if raw is not None and mentions(raw, subjects):
+                found.append(token)
+    return sorted(set(found))
+
+
+def sealed_dead_letters(settings, topics: Iterable[str], timeout: float = 60.0) -> list[tuple[bytes, str]]:
+    """``(value, sealed_key)`` of every sealed record of the DLQ ``topics``, read from the first
+    offset to the end offsets found at the start (a topic that does not exist has none)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, **settings.kafka.client_config())
+    out: list[tuple[bytes, str]] = []
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = consumer.end_offsets(tps) if tps else {}
+        todo = {tp for tp in tps if ends[tp] > 0}
+        if not todo:
+            return out
+        consumer.assign(list(todo))
+        consumer.seek_to_beginning(*todo)
+        deadline = time.monotonic() + timeout
+        while todo:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"erasure: {len(todo)} DLQ partitions not read to their end in {timeout:.0f} s")
+            for tp, messages in consumer.poll(timeout_ms=500).items():
+                for m in messages:
+                    if m.offset >= ends[tp]:
+                        break
+                    token = dict(m.headers or []).get(SEALED_KEY_HEADER)
+                    if token and m.value:
+                        out.append((m.value, token.decode()))
+                if consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+                    consumer.pause(tp)
+    finally:
+        consumer.close()
+    return out
+
+
 @dataclass
 class ErasureReport:
     customer_ids: list[str]
@@ -203,12 +257,14 @@ class ErasureReport:
     rows: dict[str, int] = field(default_factory=dict)
     tombstones: int = 0
     event_id: str = ""
+    dead_letters: int = 0
 
     def as_json(self) -> dict:
         return {
             "erased": True,
             "customer_ids": self.customer_ids,
             "keys_destroyed": self.keys_destroyed,
+            "dead_letters": self.dead_letters,
             "read_model_rows": sum(self.rows.values()),
             "tables": self.rows,
             "tombstones": self.tombstones,
@@ -227,14 +283,18 @@ def erase(
     requested_by: str = "cli",
     settle_seconds: float = 2.0,
     topic_prefix: str = "",
+    dead_letters: Iterable[tuple[bytes, str]] = (),
 ) -> ErasureReport:
     """Erase the customer holding ``subject`` (module doc). ``ring``: a ``schemas.keystore.PostgresKeyRing``;
-    ``producer``: a ``threadline.kafka.BoundedProducer``. The read-model purge runs again after
-    ``settle_seconds``, for rows a projector batch that opened its records before the keys were
-    destroyed committed after the first purge."""
+    ``producer``: a ``threadline.kafka.BoundedProducer``; ``dead_letters``: the sealed DLQ records
+    (``sealed_dead_letters``), whose keys are destroyed where the payload mentions the customer.
+    The read-model purge runs again after ``settle_seconds``, for rows a projector batch that
+    opened its records before the keys were destroyed committed after the first purge."""
     comp = component(conn, schema, subject, ring.current_token(subject))
     tokens = ring.tokens_of([*comp.identities, *comp.facts])
+    letters = dead_letters_of(comp, ring, dead_letters)  # opened before the identities' keys go: needs none of them
     destroyed = ring.destroy(tokens)
+    destroyed_letters = ring.destroy(letters)
     rows = purge(conn, comp)
     if settle_seconds > 0:
         time.sleep(settle_seconds)
@@ -262,9 +322,12 @@ def erase(
         keys_destroyed=destroyed,
         read_model_rows=sum(rows.values()),
         tombstones=len(stones),
+        dead_letters=destroyed_letters,
         event_id=event["event_id"],
     )
-    return ErasureReport(list(comp.customer_ids), destroyed, rows, len(stones), event["event_id"])
+    return ErasureReport(
+        list(comp.customer_ids), destroyed, rows, len(stones), event["event_id"], dead_letters=destroyed_letters
+    )
 
 
 # -- right of access ------------------------------------------------------------------------------------
@@ -397,6 +460,7 @@ def run_erase(
                 requested_by=requested_by,
                 settle_seconds=settle_seconds,
                 topic_prefix=topic_prefix,
+                dead_letters=sealed_dead_letters(settings, SEALED_DLQS),
             )
     finally:
         producer.close()

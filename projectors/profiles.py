@@ -30,9 +30,11 @@ import psycopg
 from psycopg.rows import dict_row
 
 import schemas
+from projectors import consent as consent_ledger
 from projectors import ddl, definitions
 from projectors.rows import Batch
 from schemas.codec import Codec
+from schemas.privacy import profile_subjects, pseudonymize_profile
 from threadline import metrics
 from threadline.logging import get_logger
 
@@ -151,6 +153,20 @@ def profile_record(c: dict, consent: list[dict], as_of: datetime) -> dict:
     }
 
 
+def without_marketing(record: dict, consent: list[dict]) -> dict:
+    """The profile as published for a customer whose latest marketing consent signal withdrew it
+    (``projectors/consent.py``): the sentiment, the signal marketing's segments are made of, is
+    left out (nulls, baseline neutral, trend unknown); the consent rows stay, so a consumer sees
+    why. Other customers' profiles are returned as they are."""
+    if not consent_ledger.withdrawn(consent_ledger.from_row(r) for r in consent):
+        return record
+    return dict(
+        record,
+        sentiment={"latest": None, "recent_7d": None, "prior_23d": None, "avg_30d": None}
+        | {"baseline": "neutral", "trend": "unknown"},
+    )
+
+
 def touched_ids(batch: Batch) -> list[str]:
     """The customer ids a batch's records name: their customers, merges' and unmerges' both sides."""
     ids = {r[0] for r in batch.customers}
@@ -160,9 +176,13 @@ def touched_ids(batch: Batch) -> list[str]:
 
 
 class Publisher:
-    """Publishes the profiles of the customers a projector touched, from ``schema``, to ``topic``."""
+    """Publishes the profiles of the customers a projector touched, from ``schema``, to ``topic``.
+    With a key store (``keyring``, privacy on: ``schemas.keystore.make_store``) the profiles carry
+    pseudonyms in place of identity and fact values (``schemas.privacy.pseudonymize_profile``);
+    readers open them with the reader codec (``schemas.keystore.make_reader_codec``)."""
 
-    def __init__(self, schema: str, projector: str, codec: Codec, topic: str):
+    def __init__(self, schema: str, projector: str, codec: Codec, topic: str, keyring=None):
+        self.keyring = keyring
         self.s = ddl.check_ident(schema)
         self.projector = projector
         self.codec = codec
@@ -210,8 +230,18 @@ class Publisher:
             if where[i] != i:
                 out.append((i, None))
             else:
-                out.append((i, profile_record(card(i, i, grouped.get(i, {})), consent.get(i, []), as_of)))
-        return out
+                record = profile_record(card(i, i, grouped.get(i, {})), consent.get(i, []), as_of)
+                out.append((i, without_marketing(record, consent.get(i, []))))
+        return self.pseudonymized(out)
+
+    def pseudonymized(self, records: list[tuple[str, dict | None]]) -> list[tuple[str, dict | None]]:
+        """``records`` with pseudonyms for their personal values (one key-store query), when
+        privacy is on; as they are when it is off."""
+        if self.keyring is None:
+            return records
+        subjects = {s: None for _, rec in records if rec is not None for s in profile_subjects(rec)}
+        tokens = self.keyring.current_tokens(list(subjects))
+        return [(key, None if rec is None else pseudonymize_profile(rec, tokens)) for key, rec in records]
 
     def queue_all(self, conn: psycopg.Connection) -> int:
         """Queue every customer id the schema knows (a merged-away id gets its tombstone): a

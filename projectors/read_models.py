@@ -29,6 +29,7 @@ from projectors.rows import (
     roots,
 )
 from schemas.codec import Codec, make_codec
+from schemas.keystore import make_store
 from threadline.errors import ConfigError
 from threadline.logging import get_logger
 from threadline.settings import Settings
@@ -222,7 +223,7 @@ def read_model_projector(
     schema = ddl.check_ident(schema or schemas_.live_schema(settings, projection))
     name = name or schema
     codec = codec or make_codec(settings)
-    outbox = Publisher(schema, name, codec, profiles_topic) if profiles_topic else None
+    outbox = Publisher(schema, name, codec, profiles_topic, keyring=make_store(settings)) if profiles_topic else None
     return Projector(
         settings,
         ReadModel(projection, schema, name, as_of=as_of, create=create, outbox=outbox),

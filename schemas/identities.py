@@ -65,3 +65,64 @@ def handle_norm(raw: str | None) -> str | None:
         return None
     value = raw.strip().lstrip("@").strip().lower()
     return value or None
+
+
+# -- placeholder values: never an identity of anyone ------------------------------------------------------
+# Part of the contract because two layers apply them: the identity rules of the stream worker
+# (``streams/identity.blocked``: such a value never links customers) and, with privacy on, the
+# sealing writers, which give a placeholder a pseudonym of its own shape (``schemas.privacy``) so
+# the worker, which sees pseudonyms only, still recognizes it.
+
+DEFAULT_BLOCKED = frozenset(
+    {
+        "unknown",
+        "none",
+        "null",
+        "n/a",
+        "na",
+        "-",
+        "test",
+        "anonymous",
+        "test@test.com",
+        "test@example.com",
+        "noreply@example.com",
+        "no@email.com",
+        "0000000000",
+        "+0000000000",
+        "1234567890",
+        "+1234567890",
+    }
+)
+NOREPLY_LOCALS = frozenset(
+    {
+        "noreply",
+        "no-reply",
+        "no_reply",
+        "donotreply",
+        "do-not-reply",
+        "mailer-daemon",
+        "postmaster",
+        "unknown",
+        "none",
+        "test",
+    }
+)
+
+
+def blocked_words(text: str | None) -> frozenset[str]:
+    """THREADLINE_IDENTITY_BLOCKED (comma separated) as the set of extra blocked values."""
+    return frozenset(p.strip().lower() for p in (text or "").split(",") if p.strip())
+
+
+def is_placeholder(kind: str, value: str, blocked: frozenset[str] = DEFAULT_BLOCKED) -> bool:
+    """A value of ``kind`` that must never link anyone: a blocked value, a no-reply address, a
+    phone of too few or repeated digits. Facts (``kind`` ``fact:…``) by the blocked values only."""
+    value = value.strip().lower()
+    if not value or value in blocked:
+        return True
+    if kind == "email":
+        return value.split("@", 1)[0] in NOREPLY_LOCALS or "@" not in value
+    if kind == "phone":
+        digits = "".join(ch for ch in value if ch.isdigit())
+        return len(digits) < 6 or len(set(digits)) == 1 or digits in ("1234567890", "0123456789")
+    return False

@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import psycopg
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from schemas.identities import DEFAULT_BLOCKED, blocked_words
 from schemas.privacy import (
     DataKey,
     KeyRing,
@@ -159,7 +161,10 @@ class PostgresKeyRing:
             ).fetchall()
             out = {}
             for token, wrapped, blob in rows:
-                key = self.wrapper.unwrap(bytes(wrapped), token.encode())
+                try:
+                    key = self.wrapper.unwrap(bytes(wrapped), token.encode())
+                except InvalidTag:  # wrapped by another master key (a token of another deployment): unopenable
+                    continue
                 value = open_value(key, bytes(blob), token.encode())
                 if value is not None:
                     out[token] = Opened(key, value)
@@ -180,6 +185,21 @@ class PostgresKeyRing:
                 ).fetchall()
             ]
         )
+
+    def current_tokens(self, subjects: Iterable[Subject]) -> dict[Subject, str]:
+        """The live token of each subject that has one (one query); never creates a key, so a
+        subject erased meanwhile is not given a new one."""
+        refs = {self.pseudonymizer.lookup_ref(s): s for s in subjects}
+        if not refs:
+            return {}
+        rows = self._run(
+            lambda conn: conn.execute(
+                f"select distinct on (lookup_ref) lookup_ref, token, wrapped_key is not null from {SCHEMA}.data_keys"
+                " where lookup_ref = any(%s) order by lookup_ref, generation desc",
+                (sorted(refs),),
+            ).fetchall()
+        )
+        return {refs[ref]: token for ref, token, live in rows if live}
 
     def current_token(self, subject: Subject) -> str | None:
         """The live token of a subject, None when it has none (never seen, or erased)."""
@@ -249,6 +269,10 @@ class CachedKeyRing:
             out.update(fetched)
         return out
 
+    @property
+    def pseudonymizer(self) -> Pseudonymizer | None:
+        return getattr(self.ring, "pseudonymizer", None)
+
     def cached(self, subjects: Sequence[Subject]) -> bool:
         """Whether ``ensure`` of these answers without the store (the gateway then stays on its loop)."""
         now = self.clock()
@@ -268,7 +292,10 @@ def pseudonymizer_from(settings) -> Pseudonymizer:
             "THREADLINE_PRIVACY_MASTER_KEY (docs/privacy.md)"
         )
     try:
-        return Pseudonymizer(decode_key(text, "THREADLINE_PRIVACY_PSEUDONYM_KEY"))
+        return Pseudonymizer(
+            decode_key(text, "THREADLINE_PRIVACY_PSEUDONYM_KEY"),
+            DEFAULT_BLOCKED | blocked_words(settings.streams.identity_blocked),
+        )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -380,6 +407,15 @@ class OpeningCodec:
 
     def __getattr__(self, name):  # schema_id, plan, registry ...: the wrapped codec's
         return getattr(self.codec, name)
+
+
+def dlq_sealer(settings):
+    """The ``seal`` of ``threadline.dlq.DeadLetters`` (``schemas.privacy.seal_payload`` on the
+    settings' key store), None when privacy is off."""
+    from schemas.privacy import seal_payload
+
+    ring = make_store(settings)
+    return None if ring is None else lambda raw: seal_payload(raw, ring)
 
 
 def make_reader_codec(settings, codec=None):

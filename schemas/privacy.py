@@ -33,12 +33,15 @@ import hashlib
 import hmac
 import json
 import os
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from schemas.identities import DEFAULT_BLOCKED, is_placeholder
 
 CONTACT_FULLNAME = "threadline.contact.Contact"
 IDENTITY_EVENT_FULLNAME = "threadline.identity.IdentityEvent"
@@ -48,6 +51,13 @@ CUSTOMER_PROFILE_FULLNAME = "threadline.profile.CustomerProfile"
 EMAIL_PSEUDONYM_DOMAIN = "pseudonym.invalid"
 PHONE_PSEUDONYM_PREFIX = "+000"
 OTHER_PSEUDONYM_PREFIX = "~"
+# tokens of placeholder values (no-reply addresses, repeated-digit phones, blocked values): a shape
+# of their own that the identity rules refuse (no country code starts with 0, b32 has no ".")
+BLOCKED_EMAIL_DOMAIN = "blocked." + EMAIL_PSEUDONYM_DOMAIN
+BLOCKED_PHONE_PREFIX = "+001"
+BLOCKED_OTHER_PREFIX = "~blocked."
+THREAD_HINT_PREFIX = "~t."
+HINT_FIELDS = ("message_id", "in_reply_to", "reply_to_id")  # thread hints that name a message (and references)
 ERASED = "erased"  # metadata["privacy"] of a record whose keys are gone
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -88,12 +98,24 @@ def parse_identity(text: str) -> Subject:
 
 
 class Pseudonymizer:
-    """Keyed HMACs of subjects: the key store's lookup reference and the per-generation token."""
+    """Keyed HMACs of subjects: the key store's lookup reference and the per-generation token.
 
-    def __init__(self, key: bytes):
+    A placeholder value (``schemas.identities.is_placeholder``: a no-reply address, a phone of
+    repeated digits, a value of ``blocked``, THREADLINE_IDENTITY_BLOCKED added to the defaults)
+    gets a token of its own shape (``is_blocked_pseudonym``), so the identity rules, which see
+    tokens only, still refuse to link through it."""
+
+    def __init__(self, key: bytes, blocked: frozenset[str] = DEFAULT_BLOCKED):
         if len(key) < 16:
             raise ValueError("the pseudonym key must have at least 16 bytes")
         self._key = key
+        self.blocked = blocked
+
+    def placeholder(self, subject: Subject) -> bool:
+        kind = subject.kind
+        if kind.startswith("fact:"):
+            return subject.value.strip().lower() in self.blocked
+        return kind != "event" and is_placeholder(kind, subject.value, self.blocked)
 
     def _mac(self, *parts: str) -> bytes:
         return hmac.new(self._key, "\x00".join(parts).encode(), hashlib.sha256).digest()
@@ -102,13 +124,28 @@ class Pseudonymizer:
         """Which key-store rows belong to a subject, across generations."""
         return self._mac("lookup", subject.label).hex()
 
+    def hint(self, value: str) -> str:
+        """A thread hint's or provider id's keyed MAC (``~t.`` + hex): equal values, equal
+        hints, so the stream worker still threads replies on them; the value is in ``sealed``."""
+        # keyed BLAKE2b (a MAC by design; a third of HMAC-SHA256's cost): a contact has a few hints,
+        # made on the gateway's hot path
+        mac = hashlib.blake2b(value.encode(), key=self._key[:64], digest_size=15, person=b"threadline-hint")
+        return THREAD_HINT_PREFIX + mac.hexdigest()
+
     def token(self, subject: Subject, generation: int) -> str:
         mac = self._mac("token", str(generation), subject.label)
+        b32 = base64.b32encode(mac[:15]).decode().lower()
+        blocked = self.placeholder(subject)
         if subject.kind == "email":
-            return base64.b32encode(mac[:15]).decode().lower() + "@" + EMAIL_PSEUDONYM_DOMAIN
+            return b32 + "@" + (BLOCKED_EMAIL_DOMAIN if blocked else EMAIL_PSEUDONYM_DOMAIN)
         if subject.kind == "phone":
-            return PHONE_PSEUDONYM_PREFIX + str(int.from_bytes(mac[:8], "big") % 10**12).zfill(12)
-        return OTHER_PSEUDONYM_PREFIX + base64.b32encode(mac[:15]).decode().lower()
+            prefix = BLOCKED_PHONE_PREFIX if blocked else PHONE_PSEUDONYM_PREFIX
+            return prefix + str(int.from_bytes(mac[:8], "big") % 10**12).zfill(12)
+        return (BLOCKED_OTHER_PREFIX if blocked else OTHER_PSEUDONYM_PREFIX) + b32
+
+
+def _phone_token(value: str, prefix: str) -> bool:
+    return value.startswith(prefix) and len(value) == 16 and value[1:].isdigit()
 
 
 def is_pseudonym(value: str | None) -> bool:
@@ -116,8 +153,21 @@ def is_pseudonym(value: str | None) -> bool:
         return False
     return (
         value.endswith("@" + EMAIL_PSEUDONYM_DOMAIN)
+        or value.endswith("@" + BLOCKED_EMAIL_DOMAIN)
         or value.startswith(OTHER_PSEUDONYM_PREFIX)
-        or (value.startswith(PHONE_PSEUDONYM_PREFIX) and len(value) == 16 and value[1:].isdigit())
+        or _phone_token(value, PHONE_PSEUDONYM_PREFIX)
+        or _phone_token(value, BLOCKED_PHONE_PREFIX)
+    )
+
+
+def is_blocked_pseudonym(value: str | None) -> bool:
+    """The token of a placeholder value (``Pseudonymizer.placeholder``): never an identity of anyone."""
+    if not value:
+        return False
+    return (
+        value.endswith("@" + BLOCKED_EMAIL_DOMAIN)
+        or value.startswith(BLOCKED_OTHER_PREFIX)
+        or _phone_token(value, BLOCKED_PHONE_PREFIX)
     )
 
 
@@ -195,6 +245,15 @@ def seal_contact(record: dict, ring: KeyRing) -> dict:
         "attachments": [[a.get("name"), a.get("url")] for a in attachments],
         "facts": [f["value"] for f in record.get("facts") or []],
     }  # as written (the key store has them normalized)
+    pseudonymizer = getattr(ring, "pseudonymizer", None)
+    thread = dict(record.get("thread") or {})
+    if pseudonymizer is not None:  # Message-IDs can hold a name or a domain: MACs on the log, values sealed
+        body["provider_id"] = record.get("provider_id")
+        body["thread"] = {k: thread.get(k) for k in (*HINT_FIELDS, "references")}
+        for k in HINT_FIELDS:
+            if thread.get(k):
+                thread[k] = pseudonymizer.hint(thread[k])
+        thread["references"] = [pseudonymizer.hint(r) for r in thread.get("references") or []]
     blob = seal_value(
         body_key.key,
         json.dumps(body, ensure_ascii=False, separators=(",", ":")),
@@ -213,12 +272,54 @@ def seal_contact(record: dict, ring: KeyRing) -> dict:
         attachments=attachments,
         sealed={"key": body_key.token, "nonce": blob[:NONCE_BYTES], "ciphertext": blob[NONCE_BYTES:]},
     )
+    if pseudonymizer is not None:
+        out["thread"] = thread
+        if record.get("provider_id"):
+            out["provider_id"] = pseudonymizer.hint(str(record["provider_id"]))
     return out
+
+
+def pseudonymize_profile(record: dict, tokens: dict[Subject, str]) -> dict:
+    """A customer_profile record (values in the clear, as the read model has them) for
+    customer-profiles.v1 with privacy on: identity and fact values, and ``last_order``, become the
+    live pseudonyms ``tokens`` gives for their subjects (a key ring's ``current_tokens``); an identity
+    or fact whose subject has no live key (erased meanwhile) is left out. Nothing else of a profile is
+    personal by the contract (ids, times, channels, counts, conversations, consent, sentiment)."""
+    identities = []
+    for i in record.get("identities") or []:
+        token = tokens.get(identity_subject(i))
+        if token is not None:
+            identities.append(dict(i, value=token))
+    facts = []
+    for f in record.get("facts") or []:
+        token = tokens.get(fact_subject(f))
+        if token is not None:
+            facts.append(dict(f, value=token))
+    last = record.get("last_order")
+    return dict(
+        record,
+        identities=identities,
+        facts=facts,
+        last_order=None if last is None else tokens.get(fact_subject({"kind": "order_number", "value": last})),
+    )
+
+
+def profile_subjects(record: dict) -> list[Subject]:
+    """The subjects whose pseudonyms ``pseudonymize_profile`` needs."""
+    out: dict[Subject, None] = {identity_subject(i): None for i in record.get("identities") or []}
+    out.update({fact_subject(f): None for f in record.get("facts") or []})
+    if record.get("last_order") is not None:
+        out[fact_subject({"kind": "order_number", "value": record["last_order"]})] = None
+    return list(out)
 
 
 def tokens_in(fullname: str, record: dict) -> set[str]:
     """The pseudonyms a record carries, to resolve in one call per batch."""
     found: set[str] = set()
+    if fullname == CUSTOMER_PROFILE_FULLNAME:
+        values = [i.get("value") for i in record.get("identities") or []]
+        values += [f.get("value") for f in record.get("facts") or []] + [record.get("last_order")]
+        return {v for v in values if is_pseudonym(v)}
     if fullname == CONTACT_FULLNAME and not record.get("sealed"):
         return found
     for ident in record.get("identities") or []:
@@ -240,6 +341,8 @@ def _erased(record: dict) -> dict:
 def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
     """A decoded record with its pseudonyms and sealed fields opened from ``keys`` (a key ring's
     ``resolve`` of ``tokens_in``); what has no key left keeps the placeholder (module doc)."""
+    if fullname == CUSTOMER_PROFILE_FULLNAME:
+        return _open_profile(record, keys)
     if fullname not in (CONTACT_FULLNAME, IDENTITY_EVENT_FULLNAME, CONVERSATION_EVENT_FULLNAME):
         return record
     if fullname == CONTACT_FULLNAME and not record.get("sealed"):
@@ -275,6 +378,9 @@ def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
         return _erased(out)
     body = json.loads(text)
     out["subject"], out["text"] = body.get("subject"), body.get("text")
+    if "thread" in body:  # sealed with thread hints (older sealed contacts have them in the clear)
+        out["thread"] = {**(record.get("thread") or {}), **body["thread"]}
+        out["provider_id"] = body.get("provider_id") or record.get("provider_id")
     out["actor"] = dict(record.get("actor") or {}, display_name=body.get("display_name"))
     written = body.get("facts")
     if written is not None and len(written) == len(out.get("facts") or []):
@@ -285,10 +391,86 @@ def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
     return _erased(out) if missing else out
 
 
+def _open_profile(record: dict, keys: dict[str, Opened]) -> dict:
+    """A profile's pseudonyms opened; one whose key is gone stays a pseudonym (its customer's
+    profile is tombstoned by the erasure, so only a reader of an older copy meets one)."""
+
+    def value(v: str | None) -> str | None:
+        hit = keys.get(v) if v is not None and is_pseudonym(v) else None
+        return v if hit is None else hit.value
+
+    return dict(
+        record,
+        identities=[dict(i, value=value(i["value"])) for i in record.get("identities") or []],
+        facts=[dict(f, value=value(f["value"])) for f in record.get("facts") or []],
+        last_order=value(record.get("last_order")),
+    )
+
+
+def pseudonymized(opened: dict, sealed: dict) -> dict:
+    """An opened record with its identities as the log has them (``threadline export
+    --pseudonymize``): identity and fact values, provider id and thread hints from ``sealed``
+    (pseudonyms and MACs), the actor's display name left out; texts and everything else opened."""
+    out = dict(opened)
+    for k in ("identities", "facts", "provider_id", "thread", "last_order"):
+        if k in sealed:
+            out[k] = sealed[k]
+    if isinstance(out.get("actor"), dict):
+        out["actor"] = dict(out["actor"], display_name=None)
+    return out
+
+
 def open_one(fullname: str, record: dict, ring: KeyRing) -> dict:
     """``open_record`` of one record, asking the ring for its tokens."""
     tokens = tokens_in(fullname, record)
     return open_record(fullname, record, ring.resolve(tokens) if tokens else {})
+
+
+# -- dead letters: raw payloads under a key of their own ------------------------------------------------
+
+SEALED_KEY_HEADER = "sealed_key"  # a sealed dead letter's header: the token of the key its value is sealed under
+
+
+def seal_payload(raw: bytes | None, ring: KeyRing) -> tuple[bytes | None, dict[str, str]]:
+    """A dead letter's raw payload sealed (AES-GCM) under a data key of its own (subject ``dlq``,
+    a random id: a rejected payload's identity is not known, that is why it was rejected), and
+    the header naming that key. Erasure destroys the key of every dead letter whose payload
+    mentions one of the customer's values (``mentions``; docs/privacy.md)."""
+    if raw is None:
+        return None, {}
+    subject = Subject("dlq", uuid.uuid4().hex)
+    key = ring.ensure([subject])[subject]
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key.key).encrypt(nonce, raw, key.token.encode()), {SEALED_KEY_HEADER: key.token}
+
+
+def open_payload(blob: bytes, token: str, keys: dict[str, Opened]) -> bytes | None:
+    """The raw payload of a sealed dead letter; None when its key is gone (or the bytes were changed)."""
+    hit = keys.get(token)
+    if hit is None:
+        return None
+    try:
+        return AESGCM(hit.key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], token.encode())
+    except (InvalidTag, ValueError):
+        return None
+
+
+def mentions(raw: bytes, subjects: Iterable[Subject]) -> bool:
+    """Whether a payload holds one of the subjects' values, as written, JSON-escaped or
+    URL-encoded, case-insensitively (a phone also without its ``+``)."""
+    from urllib.parse import quote, quote_plus
+
+    text = raw.lower()
+    for s in subjects:
+        value = s.value.strip().lower()
+        if not value:
+            continue
+        forms = {value, json.dumps(value)[1:-1], quote(value).lower(), quote_plus(value).lower()}
+        if s.kind == "phone":
+            forms.add(value.lstrip("+"))
+        if any(f.encode() in text for f in forms):
+            return True
+    return False
 
 
 # -- key wrapping: the master key (or a KMS) -------------------------------------------------------------
@@ -383,6 +565,15 @@ class MemoryKeyRing:
 
     def tokens_of(self, subject: Subject) -> list[str]:
         return [r.token for r in self.rows.get(self.pseudonymizer.lookup_ref(subject), [])]
+
+    def current_tokens(self, subjects: Iterable[Subject]) -> dict[Subject, str]:
+        """The live token of each subject that has one; never creates a key."""
+        out = {}
+        for s in subjects:
+            gens = self.rows.get(self.pseudonymizer.lookup_ref(s), [])
+            if gens and gens[-1].wrapped is not None:
+                out[s] = gens[-1].token
+        return out
 
     def destroy(self, tokens: Iterable[str]) -> int:
         wanted, n = set(tokens), 0

@@ -63,6 +63,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from schemas.identities import is_placeholder
+from schemas.privacy import is_blocked_pseudonym
 from streams.rules import IdentityRules
 
 CUSTOMER_NS = uuid.UUID("0c6f8a52-3f5e-5b7d-8e21-4d9a6b1c2e3f")
@@ -70,20 +72,6 @@ IDENTITY_EVENT_NS = uuid.UUID("7d1e4a9b-2c3f-5a6e-8b1d-9f0e2c4a6b8d")
 
 SAME_CONTACT, SHARED_FACT, HINT = "same_contact", "shared_fact", "hint"
 RULE_RANK = {SAME_CONTACT: 0, SHARED_FACT: 1, HINT: 2}
-NOREPLY_LOCALS = frozenset(
-    {
-        "noreply",
-        "no-reply",
-        "no_reply",
-        "donotreply",
-        "do-not-reply",
-        "mailer-daemon",
-        "postmaster",
-        "unknown",
-        "none",
-        "test",
-    }
-)
 
 
 def identity_key(identity: dict) -> str:
@@ -111,18 +99,11 @@ def to_millis(t) -> int:
 
 
 def blocked(identity: dict, rules: IdentityRules) -> bool:
-    """A placeholder value that must never link anyone."""
-    value = identity["value"].strip().lower()
-    if not value or value in rules.blocked_values:
-        return True
-    kind = identity["kind"]
-    if kind == "email":
-        local = value.split("@", 1)[0]
-        return local in NOREPLY_LOCALS or "@" not in value
-    if kind == "phone":
-        digits = "".join(ch for ch in value if ch.isdigit())
-        return len(digits) < 6 or len(set(digits)) == 1 or digits in ("1234567890", "0123456789")
-    return False
+    """A placeholder value that must never link anyone (``schemas.identities.is_placeholder``).
+    With privacy on the worker sees pseudonyms: the sealing writer gave a placeholder a pseudonym
+    of its own shape (``schemas.privacy.is_blocked_pseudonym``), so it is refused all the same."""
+    value = identity["value"]
+    return is_blocked_pseudonym(value) or is_placeholder(identity["kind"], value, rules.blocked_values)
 
 
 @dataclass(frozen=True)
@@ -160,7 +141,9 @@ def evidence(contact: dict, rules: IdentityRules) -> Evidence:
         if ident.get("primary") and rule != HINT:
             primary_key = key
     for fact in contact.get("facts") or []:
-        if fact["kind"] in rules.link_fact_kinds and fact["value"].strip().lower() not in rules.blocked_values:
+        if fact["kind"] in rules.link_fact_kinds and not (
+            is_blocked_pseudonym(fact["value"]) or fact["value"].strip().lower() in rules.blocked_values
+        ):
             key = fact_key(fact)
             nodes.setdefault(key, (key, "fact", SHARED_FACT))
     # The anchor is the strongest identity by kind priority (the primary breaks ties), so when a

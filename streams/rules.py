@@ -30,30 +30,11 @@ from types import MappingProxyType
 from typing import Mapping
 
 from threadline.settings import StreamsSettings
+from schemas.identities import DEFAULT_BLOCKED, blocked_words
 
 DEFAULT_PRIORITY = ("account", "email", "phone", "fact", "social", "chat_visitor", "device", "cookie", "other")
 DEFAULT_LIMITS = MappingProxyType(
     {"account": 2, "email": 2, "phone": 2, "social": 6, "chat_visitor": 50, "device": 20, "cookie": 50, "other": 10}
-)
-DEFAULT_BLOCKED = frozenset(
-    {
-        "unknown",
-        "none",
-        "null",
-        "n/a",
-        "na",
-        "-",
-        "test",
-        "anonymous",
-        "test@test.com",
-        "test@example.com",
-        "noreply@example.com",
-        "no@email.com",
-        "0000000000",
-        "+0000000000",
-        "1234567890",
-        "+1234567890",
-    }
 )
 SOCIAL_CHANNELS = ("twitter", "facebook", "instagram", "review")
 DEFAULT_SLA_TARGETS = MappingProxyType(
@@ -177,7 +158,7 @@ def rules_from_settings(settings: StreamsSettings) -> Rules:
         link_fact_kinds=frozenset(_words(s.identity_link_facts)) or ident.link_fact_kinds,
         limits=MappingProxyType({**ident.limits, **_pairs(s.identity_limits)}),
         priority=tuple(_words(s.identity_priority)) or ident.priority,
-        blocked_values=ident.blocked_values | {w.lower() for w in _words(s.identity_blocked)},
+        blocked_values=ident.blocked_values | blocked_words(s.identity_blocked),
     )
     stitch = StitchRules(
         windows=MappingProxyType({**stitch.windows, **_pairs(s.stitch_windows)}),

@@ -7,8 +7,9 @@ projectors: their DLQ topics): ``reason`` (one line, at most ``REASON_LIMIT`` ch
 was received. Reasons name the problem, never the personal data in it; logs carry only the reason's kind
 (``reason_kind``: the text before its first colon), since a reason may quote a value.
 
-``DeadLetters`` is the writer of records read from a topic: the raw bytes as read, keyed by the
-source topic, these headers, the DLQ metric and one log line per record.
+``DeadLetters`` is the writer of records read from a topic: the raw bytes as read (sealed when
+its caller gives a ``seal``: privacy on), keyed by the source topic, these headers, the DLQ
+metric and one log line per record.
 """
 
 from __future__ import annotations
@@ -68,11 +69,21 @@ class DeadLetters:
     and ``wait``): ``send`` returns the future, ``wait`` blocks until Kafka acknowledged them, so
     the caller decides when (before the offsets move past the records)."""
 
-    def __init__(self, producer: Any, dlq_topic: str, component: str, counted: Callable[[str], Any] | None = None):
+    def __init__(
+        self,
+        producer: Any,
+        dlq_topic: str,
+        component: str,
+        counted: Callable[[str], Any] | None = None,
+        seal: Callable[[bytes | None], tuple[bytes | None, dict[str, str]]] | None = None,
+    ):
         self.producer = producer
         self.dlq_topic = dlq_topic
         self.component = component
         self.counted = counted  # the DLQ counter child of a source topic (metrics.Labelled), or None
+        # privacy on: the raw bytes sealed under a key of their own, and the header naming it
+        # (schemas.privacy.seal_payload, given by the caller: the kernel knows no key store)
+        self.seal = seal
 
     def send(self, *, topic: str, partition: int, offset: int, value: bytes | None, reason: str):
         if self.counted is not None:
@@ -85,14 +96,11 @@ class DeadLetters:
             offset=offset,
             reason=reason_kind(reason),
         )
-        return self.producer.send(
-            self.dlq_topic,
-            key=topic.encode(),
-            value=value,
-            headers=header_list(
-                dlq_headers(reason=reason, topic=topic, partition=partition, offset=offset, component=self.component)
-            ),
-        )
+        headers = dlq_headers(reason=reason, topic=topic, partition=partition, offset=offset, component=self.component)
+        if self.seal is not None:
+            value, sealed = self.seal(value)
+            headers.update(sealed)
+        return self.producer.send(self.dlq_topic, key=topic.encode(), value=value, headers=header_list(headers))
 
     def wait(self, futures: list) -> None:
         """Every future acknowledged, within the producer's deadline (else KafkaUnavailable)."""

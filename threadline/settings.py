@@ -329,6 +329,8 @@ class StreamsSettings(Group):
     identity_link_facts: str = ""
     identity_limits: str = ""  # kind=n,...
     identity_priority: str = ""
+    # The gateway and importers read it too: with privacy on they give these values blocked
+    # pseudonyms (schemas/privacy.py, Pseudonymizer) that the identity rules refuse.
     identity_blocked: str = ""
     stitch_windows: str = ""  # channel=seconds,...
     stitch_reopen_seconds: int | None = Field(default=None, ge=0)

@@ -52,7 +52,7 @@ from projectors.engine import schema as schemas_
 from projectors.engine.instruments import Instruments
 from projectors.engine.tracking import stored_offsets, write_offsets
 from schemas.codec import Codec
-from schemas.keystore import make_reader_codec
+from schemas.keystore import dlq_sealer, make_reader_codec
 from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
 from threadline.dlq import DeadLetters
 from threadline.errors import ConfigError, DecodeError, KafkaUnavailable, RetryableError
@@ -284,7 +284,11 @@ class Projector:
                         # every DLQ send and wait within THREADLINE_PRODUCE_DEADLINE_SECONDS (KafkaUnavailable)
                         producer = BoundedProducer.from_settings(self.settings, client_id=f"projector-{self.name}")
                         dead_letters = DeadLetters(
-                            producer, PROJECTIONS_DLQ.name, self.name, self.instruments.dead_lettered
+                            producer,
+                            PROJECTIONS_DLQ.name,
+                            self.name,
+                            self.instruments.dead_lettered,
+                            seal=dlq_sealer(self.settings),
                         )
                         tps = self._assign(consumer)
                     build = self._open(conn, consumer, tps)
@@ -335,7 +339,7 @@ class Projector:
         if outbox:  # what a crash (or a lost Kafka) left queued after its commit
             try:
                 outbox.publish(conn, producer)
-            except KafkaUnavailable as exc:  # stays queued: published after the next committed batch
+            except RetryableError as exc:  # Kafka or the key store: stays queued, published after the next batch
                 log.warning("outbox_unavailable", projector=self.name, error=str(exc)[:300])
         while not self.stop_event.is_set():
             self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))

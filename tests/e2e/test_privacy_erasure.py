@@ -1,6 +1,6 @@
 """Crypto-shredding end to end on the real broker and PostgreSQL (docs/privacy.md).
 
-Giulia tweets, emails (with her order number) and chats with both her address and her handle, so
+Giulia tweets, emails (with her order number, a Message-ID naming her) and chats with both her address and her handle, so
 identity merges her two customers; Sanne fills a web form. Contacts go through the gateway's
 ``POST /contacts`` with privacy on (sealed before producing), the stream worker resolves them
 (its own process, pseudonyms only), the support projector opens them into the read model. Then:
@@ -41,10 +41,11 @@ from projectors.erasure import run_export
 from projectors.export import export
 from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
-from threadline.catalog import PRIVACY_ERASURES
+from threadline.catalog import CUSTOMER_PROFILES, INGEST_DLQ, PRIVACY_ERASURES
 from tests.integration.streams.stream_helpers import REPO, settle, stream_run
 from tests.privacy_scan import scan, scan_tree
 from fixtures.projections import drop_projections
+from fixtures.providers import SECRETS, headers
 
 pytestmark = pytest.mark.e2e
 
@@ -112,25 +113,60 @@ def every_table_text(dsn: str) -> bytes:
     return b"\n".join(chunks)
 
 
-def project(settings, world, prefix: str):
+def project(settings, world, prefix: str, profiles: bool = False):
+    """The support and marketing projections under ``prefix``; with ``profiles`` the support
+    projector publishes customer-profiles.v1, as the live one does."""
     s = settings.model_copy(update={"projection_prefix": prefix})
     sources = Sources(
         contacts=world.topics.resolved, conversations=world.topics.conversations, identities=world.topics.identities
     )
     for projection in ("support", "marketing"):
-        read_model_projector(s, projection, sources=sources).run(stop_at=end_offsets(s, sources.topics()))
+        topic = CUSTOMER_PROFILES.name if profiles and projection == "support" else None
+        read_model_projector(s, projection, sources=sources, profiles_topic=topic).run(
+            stop_at=end_offsets(s, sources.topics())
+        )
     return s
+
+
+def rejected_x_event(tag: str, who: str, payload: dict) -> tuple[bytes, dict]:
+    """An X webhook the gateway cannot map (an event type it does not take): a dead letter."""
+    content = json.dumps({"for_user_id": "4711", f"{who}{tag}_events": [payload]}).encode()
+    return content, headers("x", content, "http://testserver/webhooks/x")
+
+
+def projection_rows(dsn: str, prefix: str, erased_ids: list[str]) -> dict[str, list[str]]:
+    """Every row of every table of the prefix's support and marketing schemas (but their build
+    metadata), as canonical JSON, without the rows that name an erased customer or contact."""
+    out = {}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for projection in ("support", "marketing"):
+            schema = f"{prefix}{projection}"
+            tables = conn.execute(
+                "select table_name from information_schema.tables where table_schema = %s"
+                " and table_type = 'BASE TABLE' and table_name <> 'meta' order by 1",
+                (schema,),
+            ).fetchall()
+            for (table,) in tables:
+                rows = [
+                    json.dumps(r[0], sort_keys=True)
+                    for r in conn.execute(f'select to_jsonb(t) from "{schema}"."{table}" t').fetchall()
+                ]
+                out[f"{projection}.{table}"] = sorted(r for r in rows if not any(i in r for i in erased_ids))
+    return out
 
 
 @pytest.fixture(scope="module")
 def story(services, catalog_topics, tmp_path_factory):
     tag = uuid.uuid4().hex[:8]
-    settings = services.settings.model_copy(update={**token_settings(), **PRIVACY})
+    settings = services.settings.model_copy(
+        update={**token_settings(), **PRIVACY, "x_consumer_secret": SecretStr(SECRETS["x_consumer_secret"])}
+    )
     g = {
         "email": f"giulia.{tag}@example.it",
         "handle": f"giuliar{tag}",
         "order": f"ORD{tag.upper()}",
         "name": f"Giulia Rossi{tag}",
+        "message_id": f"<{tag}.giulia.rossi@posta.example.it>",  # a Message-ID naming her
         "texts": [
             f"Il mio ordine {tag} è arrivato rotto",
             f"Ecco la foto del pacco {tag}",
@@ -161,6 +197,7 @@ def story(services, catalog_topics, tmp_path_factory):
             facts=[{"kind": "order_number", "value": g["order"], "source": "text"}],
             attachments=[{"name": f"pacco-{tag}.jpg", "content_type": "image/jpeg", "size_bytes": 100}],
             consent=[{"purpose": "marketing", "channel": "email", "granted": False, "source": "email"}],
+            thread={"message_id": g["message_id"]},
         ),
         contact(tag, "chat", "chat", [{**email, "primary": True}, handle], 20, text=g["texts"][2]),
         contact(
@@ -205,10 +242,20 @@ def story(services, catalog_topics, tmp_path_factory):
                 assert r.status_code == 202, r.text
                 accepted.append(r.json()["event_id"])
                 resolved.wait_for(lambda vs, e=accepted[-1]: e in {v["event_id"] for v in vs}, what="resolved")
+            # provider payloads the gateway cannot map, with Giulia's and Sanne's data: dead letters
+            rejected = {
+                "giulia": rejected_x_event(
+                    tag, "gfav", {"user": {"name": g["name"], "email": g["email"]}, "text": g["texts"][0]}
+                ),
+                "sanne": rejected_x_event(tag, "sfav", {"user": {"name": s["name"], "email": s["email"]}}),
+            }
+            for content, hdrs in rejected.values():
+                r = client.post("/webhooks/x", content=content, headers=hdrs)
+                assert r.status_code == 202 and r.json()["dead_lettered"] == 1, r.text
         identities.wait_for(lambda vs: any(v["event_type"] == "merged" for v in vs), what="merged")
         settle(conversations, quiet=6.0)
         prefixes.append(f"pv{world.run}a_")
-        before = project(settings, world, prefixes[-1])
+        before = project(settings, world, prefixes[-1], profiles=True)
         with TestClient(api_app(before), headers=bearer(API_TOKENS["admin"])) as api:
             found = api.get("/customers/by-identity", params={"kind": "email", "value": g["email"]})
             assert found.status_code == 200, found.text
@@ -219,6 +266,8 @@ def story(services, catalog_topics, tmp_path_factory):
             ]
             sanne_segments = api.get(f"/marketing/customers/{sanne_id}/segments").json()
             sanne_ledger = api.get(f"/marketing/customers/{sanne_id}/consent-ledger").json()
+            engagement = api.get("/marketing/engagement").json()
+            reviews = api.get("/marketing/reviews").json()
             emre_segments = api.get(
                 "/marketing/customers/{}/segments".format(
                     api.get(
@@ -294,6 +343,10 @@ def story(services, catalog_topics, tmp_path_factory):
             "jsonl",
             exported,
         )
+        analysts = {}  # --pseudonymize; --purpose marketing
+        for name, options in (("pseudonymized", {"pseudonymize": True}), ("marketing", {"purpose": "marketing"})):
+            analysts[name] = home / f"export-{name}.jsonl"
+            export(settings, [world.topics.resolved], None, None, "jsonl", analysts[name], **options)
 
         # The erased address writes again: a new customer (scanned above, before it is written)
         with TestClient(
@@ -310,8 +363,11 @@ def story(services, catalog_topics, tmp_path_factory):
         for r in (resolved, identities, conversations):
             r.close()
         topics = [*world.topics.specs()]
-        records = all_topic_records(services.settings, topics + [PRIVACY_ERASURES.name])
+        records = all_topic_records(
+            services.settings, topics + [PRIVACY_ERASURES.name, CUSTOMER_PROFILES.name, INGEST_DLQ.name]
+        )
         worker.stop()
+        erased_ids = [*report["customer_ids"], *accepted[:3], *api_erase["admin"].json()["customer_ids"], accepted[5]]
         yield {
             "g": g,
             "s": s,
@@ -336,9 +392,24 @@ def story(services, catalog_topics, tmp_path_factory):
             "emre_id": emre_id,
             "emre_card": emre_card,
             "exported": exported,
+            "analysts": analysts,
             "sanne_segments": sanne_segments,
             "sanne_ledger": sanne_ledger,
             "emre_segments": emre_segments,
+            "sanne_id": sanne_id,
+            "engagement": engagement,
+            "reviews": reviews,
+            "settings": settings,
+            "dead_letters": {
+                who: [
+                    m
+                    for m in records[INGEST_DLQ.name]
+                    if f"{who}{tag}_events".encode() in dict(m.headers).get("reason", b"")
+                ]
+                for who in ("gfav", "sfav")
+            },
+            "rows_before_minus_erased": projection_rows(services.settings.effective_pg_dsn, prefixes[0], erased_ids),
+            "rows_rebuilt_minus_erased": projection_rows(services.settings.effective_pg_dsn, prefixes[1], erased_ids),
         }
     with psycopg.connect(services.settings.effective_pg_dsn, autocommit=True) as conn:
         for prefix in prefixes:
@@ -347,7 +418,16 @@ def story(services, catalog_topics, tmp_path_factory):
 
 def giulia_values(st) -> list[str]:
     g = st["g"]
-    return [g["email"], g["handle"], g["order"], g["name"], *g["texts"], f"Foto {st['tag']}", f"pacco-{st['tag']}.jpg"]
+    return [
+        g["email"],
+        g["handle"],
+        g["order"],
+        g["name"],
+        g["message_id"],
+        *g["texts"],
+        f"Foto {st['tag']}",
+        f"pacco-{st['tag']}.jpg",
+    ]
 
 
 def test_before_erasure_the_read_model_shows_giulia_in_the_clear_from_sealed_records(story):
@@ -471,3 +551,68 @@ def test_a_withdrawal_removes_sanne_from_marketing_segments_and_the_ledger_shows
     assert story["sanne_segments"]["segments"] == [] and story["sanne_segments"]["consent"] == "withdrawn"
     assert story["sanne_segments"]["signals"] is None
     assert "consent" not in story["emre_segments"] and story["emre_segments"]["signals"] is not None
+
+
+def test_the_profile_topic_carries_pseudonyms_that_the_reader_codec_opens(story):
+    from schemas.keystore import make_reader_codec
+
+    profiles = [m for m in story["records"][CUSTOMER_PROFILES.name] if m.key == story["sanne_id"].encode()]
+    assert profiles and all(m.value for m in profiles)
+    assert scan(b"".join(m.value for m in profiles), [story["s"]["email"]]) == []  # not in the clear
+    codec = make_reader_codec(story["settings"])
+    opened = codec.decode(profiles[-1].value).record
+    assert [i["value"] for i in opened["identities"]] == [story["s"]["email"]]
+    # Sanne withdrew marketing consent: the profile keeps the consent rows and no sentiment
+    assert [(c["purpose"], c["granted"]) for c in opened["consent"]] == [("marketing", False)]
+    assert opened["sentiment"]["latest"] is None and opened["sentiment"]["avg_30d"] is None
+    # Giulia's profiles: pseudonyms only, then tombstoned by the erasure
+    giulia = [m for m in story["records"][CUSTOMER_PROFILES.name] if m.key.decode() in story["report"]["customer_ids"]]
+    assert giulia and giulia[-1].value is None
+
+
+def test_dead_letters_are_sealed_and_the_erasure_destroyed_the_key_of_giulias_only(story):
+    from schemas.keystore import make_store
+    from schemas.privacy import SEALED_KEY_HEADER, open_payload
+
+    [giulia], [sanne] = story["dead_letters"]["gfav"], story["dead_letters"]["sfav"]
+    assert scan(giulia.value + sanne.value, giulia_values(story) + [story["s"]["email"], story["s"]["name"]]) == []
+    assert story["report"]["dead_letters"] >= 1
+    ring = make_store(story["settings"])
+    try:
+        tokens = {m.offset: dict(m.headers)[SEALED_KEY_HEADER].decode() for m in (giulia, sanne)}
+        keys = ring.resolve(tokens.values())
+    finally:
+        ring.close()
+    assert open_payload(giulia.value, tokens[giulia.offset], keys) is None
+    opened = open_payload(sanne.value, tokens[sanne.offset], keys)
+    assert opened is not None and story["s"]["email"].encode() in opened
+
+
+def test_a_rebuild_after_the_erasure_equals_the_projection_before_it_minus_the_erased_customers(story):
+    before, rebuilt = story["rows_before_minus_erased"], story["rows_rebuilt_minus_erased"]
+    assert set(before) == set(rebuilt) and sum(len(r) for r in before.values()) > 10
+    assert {t: (len(before[t]), len(rebuilt[t])) for t in before if before[t] != rebuilt[t]} == {}
+    assert any(story["s"]["email"] in row for row in before["support.customer_identities"])
+
+
+def test_marketing_engagement_and_reviews_leave_out_the_customers_who_withdrew_marketing_consent(story):
+    # Giulia (by email) and Sanne (by chat, after her web form) withdrew; Emre's review gave no signal
+    rows = story["engagement"]["items"]
+    assert [(r["channel"], r["contacts"], r["customers"]) for r in rows] == [("review", 1, 1)]
+    assert [r["event_id"] for r in story["reviews"]["items"]] == [story["accepted"][5]]
+
+
+def test_an_analysts_export_pseudonymized_has_no_identity_and_opened_texts(story):
+    rows = [json.loads(line) for line in story["analysts"]["pseudonymized"].read_text().splitlines()]
+    sanne = [r for r in rows if r["event_id"] == story["accepted"][3]]
+    assert sanne and sanne[0]["record"]["text"] == story["s"]["text"]
+    blob = story["analysts"]["pseudonymized"].read_bytes()
+    assert scan(blob, [story["s"]["email"], story["s"]["name"]]) == []
+    assert scan(blob, giulia_values(story)) == []
+
+
+def test_an_export_for_marketing_leaves_out_the_customers_who_withdrew(story):
+    rows = [json.loads(line) for line in story["analysts"]["marketing"].read_text().splitlines()]
+    assert story["sanne_id"] not in {r["customer_id"] for r in rows}
+    assert not {r["event_id"] for r in rows} & set(story["accepted"][:5])  # Giulia and Sanne withdrew
+    assert story["accepted"][5] in {r["event_id"] for r in rows}  # Emre gave no signal

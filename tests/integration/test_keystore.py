@@ -82,3 +82,15 @@ def test_commands_naming_identities_get_their_live_pseudonym(settings):
     finally:
         store.close()
     assert pseudonymous(on, f"email:{value}") == f"email:{token}" != never_seen
+
+
+def test_a_key_wrapped_by_another_master_key_is_unopenable_not_an_error(rings, settings):
+    """Deployments (or test runs) sharing one database: a token of another master key opens nothing."""
+    subject = Subject("dlq", uuid.uuid4().hex)
+    theirs = rings[0].ensure([subject])[subject]
+    other = PostgresKeyRing(settings.effective_pg_dsn, MasterKeyWrapper(os.urandom(32)), rings[0].pseudonymizer)
+    try:
+        assert other.resolve([theirs.token]) == {}
+    finally:
+        other.close()
+    assert rings[0].resolve([theirs.token])[theirs.token].value == subject.value

@@ -306,7 +306,7 @@ def test_the_opening_codec_prefetches_a_batch_in_one_query_and_forgets_keys_afte
     assert opening.decode(values[0]).record["text"] is None
 
 
-def test_privacy_commands_name_bad_input_and_privacy_off_with_exit_2(monkeypatch):
+def test_privacy_commands_name_bad_input_and_privacy_off_with_exit_2(monkeypatch, restore_logging):
     from typer.testing import CliRunner
 
     from threadline.tools.cli import app
@@ -322,3 +322,125 @@ def test_privacy_commands_name_bad_input_and_privacy_off_with_exit_2(monkeypatch
     monkeypatch.setenv("THREADLINE_PRIVACY_PSEUDONYM_KEY", base64.b64encode(os.urandom(32)).decode())
     wrong = runner.invoke(app, ["privacy", "erase", "--identity", "email:a@b.it"])
     assert wrong.exit_code == 2 and "32 random bytes" in wrong.output
+
+
+# -- dead letters --------------------------------------------------------------------------------------
+
+REJECTED = json.dumps({"favorite_events": [{"user": {"name": "Giulia", "email": "giulia.rossi@example.it"}}]}).encode()
+
+
+def test_a_rejected_payload_goes_to_the_dlq_sealed_under_a_key_of_its_own(ring):
+    import asyncio
+
+    from connectors.base import Rejected
+    from schemas.privacy import SEALED_KEY_HEADER, open_payload
+
+    producer = FakeProducer()
+    sink = Sink_(producer, ring)
+    sink.send_dead_letter("x", Rejected("unsupported x event: favorite_events", REJECTED, "favorite_events"))
+    [(topic, key, value, headers)] = producer.sent
+    headers = {k: v.decode() for k, v in headers}
+    assert topic == "ingest.dlq.v1" and key == b"x" and headers["reason"].startswith("unsupported")
+    assert scan(value, PERSONAL) == [] and scan(repr(headers).encode(), PERSONAL) == []
+    token = headers[SEALED_KEY_HEADER]
+    assert open_payload(value, token, ring.resolve([token])) == REJECTED
+
+    class Async:
+        def __init__(self):
+            self.sent = []
+
+        async def send(self, topic, key=None, value=None, headers=None):
+            self.sent.append((value, headers))
+            return topic
+
+    gateway = Sink_(Async(), ring)
+    asyncio.run(gateway.publish("x", [], [Rejected("no *_events in the payload", REJECTED)]))
+    [(value, headers)] = gateway.producer.sent
+    assert scan(value, PERSONAL) == []
+    assert open_payload(value, headers[SEALED_KEY_HEADER], ring.resolve([headers[SEALED_KEY_HEADER]])) == REJECTED
+    # privacy off: the raw bytes as they came
+    plain = FakeProducer()
+    Sink_(plain, None).send_dead_letter("x", Rejected("r", REJECTED))
+    assert plain.sent[0][2] == REJECTED and "sealed_key" not in dict(plain.sent[0][3])
+
+
+def Sink_(producer, keyring):
+    from connectors.sink import Sink
+
+    return Sink(producer, SingleObjectCodec(), keyring=keyring, component="gateway")
+
+
+def test_a_record_read_from_a_topic_is_dead_lettered_sealed_when_a_seal_is_given(ring):
+    from schemas.privacy import SEALED_KEY_HEADER, open_payload, seal_payload
+    from threadline.dlq import DeadLetters
+
+    producer = FakeProducer()
+    DeadLetters(producer, "projections.dlq.v1", "support", seal=lambda raw: seal_payload(raw, ring)).send(
+        topic="contacts.resolved.v1", partition=0, offset=7, value=REJECTED, reason="bad: x"
+    )
+    [(_, _, value, headers)] = producer.sent
+    token = dict(headers)[SEALED_KEY_HEADER].decode()
+    assert scan(value, PERSONAL) == [] and open_payload(value, token, ring.resolve([token])) == REJECTED
+
+
+def test_erasure_finds_the_dead_letters_that_mention_the_customer_and_only_those(ring):
+    from projectors.erasure import Component, dead_letters_of
+    from schemas.privacy import open_payload, seal_payload
+
+    theirs = [
+        REJECTED,  # JSON, as written
+        b"From=%2B393471234567&Body=ciao",  # a form post: the phone URL-encoded
+        b'{"orders": ["ORD-9"]}',  # the order number, in another case than the key store's
+    ]
+    other = b'{"email": "sanne@example.nl"}'
+    letters = [seal_payload(raw, ring) for raw in [*theirs, other]]
+    pairs = [(v, h["sealed_key"]) for v, h in letters]
+    comp = Component(
+        ("c1",),
+        (Subject("email", "giulia.rossi@example.it"), Subject("phone", "+393471234567")),
+        (Subject("fact:order_number", "ord-9"),),
+        (),
+        (),
+    )
+    found = dead_letters_of(comp, ring, pairs)
+    assert found == sorted(t for _, t in pairs[:3])
+    ring.destroy(found)
+    assert [open_payload(v, t, ring.resolve([t])) for v, t in pairs] == [None, None, None, other]
+    assert dead_letters_of(comp, ring, pairs) == []  # nothing left to find
+
+
+def test_message_ids_travel_as_macs_that_still_thread_a_reply_and_open_to_the_originals(ring):
+    from streams.conversations import view
+
+    mid = "<CAF42.giulia.rossi@mail.example.it>"
+    original = record(provider_id=mid, thread={"message_id": mid})
+    reply = record(provider_id="<r1@shop.example>", thread={"in_reply_to": mid, "references": [mid, "<x@y.it>"]})
+    a, b = seal_contact(original, ring), seal_contact(reply, ring)
+    assert scan(encoded(a) + encoded(b), [mid, "giulia.rossi", "r1@shop.example", "x@y.it"]) == []
+    # the stream worker threads the reply on the MACs as it did on the values
+    assert view(b).refs[0] in view(a).message_ids and view(b).refs[0] != mid
+    assert open_one(CONTACT_FULLNAME, a, ring)["thread"]["message_id"] == mid
+    opened = open_one(CONTACT_FULLNAME, b, ring)
+    assert opened["thread"]["references"] == [mid, "<x@y.it>"] and opened["provider_id"] == "<r1@shop.example>"
+    ring.destroy(ring.tokens_of(identity_of(reply)))  # erased: the MACs stay, nothing to open them
+    erased = open_one(CONTACT_FULLNAME, b, ring)
+    assert erased["metadata"]["privacy"] == ERASED and erased["thread"] == b["thread"]
+
+
+def identity_of(rec: dict) -> Subject:
+    from schemas.privacy import identity_subject
+
+    primary = next(i for i in rec["identities"] if i.get("primary"))
+    return identity_subject(primary)
+
+
+def test_a_pseudonymised_record_keeps_the_logs_pseudonyms_and_opens_the_rest(ring):
+    from schemas.privacy import pseudonymized
+
+    plain = record(thread={"message_id": "<m1@giulia.example.it>"})
+    sealed = seal_contact(plain, ring)
+    out = pseudonymized(open_one(CONTACT_FULLNAME, sealed, ring), sealed)
+    assert out["text"] == plain["text"] and out["subject"] == plain["subject"]  # opened
+    assert out["identities"] == sealed["identities"] and out["facts"] == sealed["facts"]
+    assert out["actor"]["display_name"] is None and out["provider_id"] == sealed["provider_id"]
+    assert scan(json.dumps(out, default=str).encode(), ["giulia.rossi@example.it", "+393471234567", "giuliar"]) == []

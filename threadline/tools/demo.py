@@ -13,11 +13,15 @@ then read back through the read API and printed.
 read API the settings name (THREADLINE_GATEWAY_HOST/PORT, THREADLINE_API_HOST/PORT), signed
 with the configured secrets. Each audience reads with its own token of THREADLINE_API_TOKENS
 (support, sales, marketing; an admin token stands in for any): the local demo makes them in the
-state folder (``threadline.tools.stack.apps.with_local_tokens``).
+state folder (``threadline.tools.stack.apps.with_local_tokens``). The local demo runs with privacy
+on: unless configured, the privacy keys are random ones in the state folder too
+(``secrets/privacy_master_key``, ``secrets/privacy_pseudonym_key``; docs/privacy.md).
 """
 
 from __future__ import annotations
 
+import base64
+import os
 import secrets as pysecrets
 import time
 from dataclasses import replace
@@ -45,21 +49,26 @@ SECRET_FIELDS = (
 )
 
 
+# The demo runs with privacy on (docs/privacy.md): the keys of crypto-shredding, 32 random bytes
+# each as base64, unless configured.
+PRIVACY_FIELDS = ("privacy_master_key", "privacy_pseudonym_key")
+
+
 def with_demo_secrets(settings: Settings) -> Settings:
-    """Signing secrets for the local gateway: the configured ones, else random ones kept in the
-    state folder (files only the demo and the gateway read; values never printed)."""
+    """Signing secrets for the local gateway and the privacy keys of every component: the
+    configured ones, else random ones kept in the state folder (files only the demo and the
+    components read; values never printed)."""
     folder = settings.state_dir / "secrets"
     folder.mkdir(parents=True, exist_ok=True)
     updates = {}
-    for name in SECRET_FIELDS:
-        if (
-            getattr(settings.connectors, name, None) is not None
-            or getattr(settings.connectors, f"{name}_file", None) is not None
-        ):
+    given = settings.flat()  # by the variables' names: the connectors' secrets and the privacy keys
+    for name in (*SECRET_FIELDS, *PRIVACY_FIELDS):
+        if given[name] is not None or given[f"{name}_file"] is not None:
             continue
         path = folder / name
         if not path.exists():
-            path.write_text(pysecrets.token_hex(24) + "\n")
+            made = base64.b64encode(os.urandom(32)).decode() if name in PRIVACY_FIELDS else pysecrets.token_hex(24)
+            path.write_text(made + "\n")
             path.chmod(0o600)
         updates[f"{name}_file"] = path
     return apps.with_local_tokens(settings.model_copy(update=updates))

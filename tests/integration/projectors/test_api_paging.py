@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import story as st
+from projector_events import contact
 from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projectors.api import create_app
 from projectors.contacts import contacts_projector
@@ -22,6 +23,18 @@ from projectors.replay import end_offsets
 @pytest.fixture
 def built(prefixed, sources, codec, unique, pg):
     s = st.build(unique)
+    # Emre withdrew marketing consent, so marketing's lists leave his review out: Giulia reviews too
+    s.contacts.append(
+        contact(
+            s.giulia,
+            f"{unique}-giulia-review",
+            "review",
+            s.now - timedelta(hours=4),
+            text="Alla fine tutto bene",
+            metadata={"rating": "4"},
+            identities=[{"kind": "email", "value": f"giulia.{unique}@example.it"}],
+        )
+    )
     st.publish(prefixed, codec, sources, s)
     st.project(prefixed, sources, codec=codec)
     name = f"{prefixed.projections.prefix}contacts"  # the prefixed fixture removes its tracking rows

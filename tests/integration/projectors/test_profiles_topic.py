@@ -24,6 +24,7 @@ import story as st
 from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projector_events import produce
 from projectors.api import create_app
+from projectors.profiles import without_marketing
 from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 
@@ -106,34 +107,41 @@ def instants(value):
 
 
 def api_view(client: TestClient, customer_id: str) -> dict:
-    """The same customer through the read API: the card (support) and its consent (marketing)."""
+    """The same customer through the read API: the card (support) and its consent (marketing);
+    no sentiment when the consent withdrew marketing (the topic honours the ledger, as marketing does)."""
     card = client.get(f"/customers/{customer_id}", headers=bearer(API_TOKENS["support"]))
     assert card.status_code == 200, card.text
     consent = client.get(f"/marketing/customers/{customer_id}/consent", headers=bearer(API_TOKENS["marketing"]))
     assert consent.status_code == 200, consent.text
     c = card.json()
     return instants(
-        {
-            "customer_id": c["customer_id"],
-            "merged_ids": c["merged_ids"],
-            "first_contact_at": c["first_contact_at"],
-            "last_contact_at": c["last_contact_at"],
-            "contacts": c["contacts"],
-            "channels": c["channels"],
-            "language": c["language"],
-            "identities": c["identities"],
-            "facts": c["facts"],
-            "open_conversations": [
-                {k: o[k] for k in ("conversation_id", "channel", "channels", "opened_at", "last_event_at", "sla_state")}
-                for o in c["open_conversations"]
-            ],
-            "last_order": c["last_order"],
-            "consent": [
-                {k: x[k] for k in ("channel", "purpose", "granted", "source", "signal_at")}
-                for x in consent.json()["items"]
-            ],
-            "sentiment": c["sentiment"],
-        }
+        without_marketing(
+            {
+                "customer_id": c["customer_id"],
+                "merged_ids": c["merged_ids"],
+                "first_contact_at": c["first_contact_at"],
+                "last_contact_at": c["last_contact_at"],
+                "contacts": c["contacts"],
+                "channels": c["channels"],
+                "language": c["language"],
+                "identities": c["identities"],
+                "facts": c["facts"],
+                "open_conversations": [
+                    {
+                        k: o[k]
+                        for k in ("conversation_id", "channel", "channels", "opened_at", "last_event_at", "sla_state")
+                    }
+                    for o in c["open_conversations"]
+                ],
+                "last_order": c["last_order"],
+                "consent": [
+                    {k: x[k] for k in ("channel", "purpose", "granted", "source", "signal_at")}
+                    for x in consent.json()["items"]
+                ],
+                "sentiment": c["sentiment"],
+            },
+            consent.json()["items"],
+        )
     )
 
 

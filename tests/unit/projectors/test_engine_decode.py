@@ -160,3 +160,15 @@ def test_a_prefetched_batch_is_decoded_once(ring):
     out = decode_batch(OpeningCodec(CountingCodec(), ring), polled_of([*values, b"not a record"]))
     assert CountingCodec.decodes == 5 + 2  # the record that does not decode is tried again, to pair its error
     assert all(d.record["text"].startswith("Il mio ordine") for _, d, f in out if f is None)
+
+
+def test_an_outbox_the_key_store_could_not_pseudonymize_at_start_stays_queued_and_the_projector_runs():
+    projector = Projector(Settings(), Contacts(), codec=SingleObjectCodec())
+
+    class Outbox:
+        def publish(self, conn, producer):
+            raise KeyStoreUnavailable("key store (PostgreSQL) did not answer")
+
+    projector.projection.outbox = Outbox()
+    projector.stop_event.set()  # the loop itself: nothing to poll
+    projector._loop(None, None, None, None, [], None, None, None, None)  # no exception: published later

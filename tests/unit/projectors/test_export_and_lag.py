@@ -66,3 +66,38 @@ def test_a_caught_up_projector_has_no_lag():
 def test_build_schemas_are_named_after_the_live_one():
     assert build_schema_name("support", "20261122090000abcdef", None) == "support__b20261122090000abcdef"
     assert build_schema_name("sales", "20261122090000abcdef", T0) == "sales_asof_20261122090000_abcdef"
+
+
+def test_an_export_for_a_purpose_leaves_out_the_customers_whose_latest_signal_withdrew_it():
+    from projectors.export import consent_signals, withdrawn_customers
+    from schemas.privacy import CONTACT_FULLNAME
+
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def contact(eid, cid, minutes, *consent):
+        return {
+            "event_id": eid,
+            "customer_id": cid,
+            "occurred_at": t0 + timedelta(minutes=minutes),
+            "consent": [{"purpose": p, "channel": ch, "granted": g, "source": None} for p, ch, g in consent],
+        }
+
+    records = [
+        contact("a1", "anna", 10, ("marketing", "email", True)),
+        contact("a2", "anna", 20, ("marketing", "sms", False)),  # later: withdrawn on every channel
+        contact("b2", "bart", 5, ("marketing", "email", True)),  # a late-arriving older withdrawal does not win
+        contact("b1", "bart", 1, ("marketing", "email", False)),
+        contact("c1", "cleo", 1, ("support", None, False)),  # another purpose
+    ]
+    signals = [s for r in records for s in consent_signals(CONTACT_FULLNAME, r)]
+    assert consent_signals("threadline.identity.IdentityEvent", records[1]) == []
+    assert withdrawn_customers(signals, "marketing") == {"anna"}
+    assert withdrawn_customers(signals, "support") == {"cleo"}
+
+
+def test_an_unknown_purpose_is_refused(tmp_path):
+    from projectors.export import export
+    from threadline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--purpose"):
+        export(None, [], None, None, "jsonl", tmp_path / "x.jsonl", purpose="spam")

@@ -138,3 +138,67 @@ def test_a_batch_touches_its_customers_and_both_sides_of_a_merge():
 def test_every_query_reads_the_given_schema_for_the_given_customers():
     for sql in [*queries("t1_support").values(), consent_query("t1_support")]:
         assert "t1_support." in sql and "any(%(ids)s)" in sql
+
+
+def _ring():
+    import os
+
+    from schemas.privacy import MasterKeyWrapper, MemoryKeyRing, Pseudonymizer
+
+    return MemoryKeyRing(Pseudonymizer(b"p" * 32), MasterKeyWrapper(os.urandom(32)))
+
+
+def test_with_privacy_on_a_profile_carries_pseudonyms_and_the_reader_codec_opens_them():
+    from projectors.profiles import Publisher
+    from schemas.privacy import CUSTOMER_PROFILE_FULLNAME, fact_subject, identity_subject, open_one, tokens_in
+    from tests.privacy_scan import scan
+
+    ring = _ring()
+    record = profile_record(card("c1", "c1", by_customer(rows())["c1"]), CONSENT[:1], T0)
+    ident, fact = record["identities"][0], record["facts"][0]
+    ring.ensure([identity_subject(ident), fact_subject(fact)])  # as the gateway made them when sealing
+    pub = Publisher("support", "support", None, "customer-profiles.v1", keyring=ring)
+    [(key, sealed)] = pub.pseudonymized([("c1", record)])
+    assert key == "c1" and roundtrip(sealed) == sealed
+    assert scan(repr(sealed).encode(), ["g@example.it", "4711"]) == []
+    assert len(tokens_in(CUSTOMER_PROFILE_FULLNAME, sealed)) == 2
+    assert open_one(CUSTOMER_PROFILE_FULLNAME, sealed, ring) == record
+    # privacy off: published as the read model has it
+    assert Publisher("support", "support", None, "t").pseudonymized([("c1", record)]) == [("c1", record)]
+
+
+def test_a_profile_leaves_out_what_has_no_live_key_and_never_creates_one():
+    from projectors.profiles import Publisher
+    from schemas.privacy import identity_subject
+
+    ring = _ring()
+    record = profile_record(card("c1", "c1", by_customer(rows())["c1"]), [], T0)
+    ring.ensure([identity_subject(record["identities"][0])])
+    ring.destroy(ring.tokens_of(identity_subject(record["identities"][0])))  # erased meanwhile
+    [(_, sealed), merged] = Publisher("s", "s", None, "t", keyring=ring).pseudonymized([("c1", record), ("c0", None)])
+    assert merged == ("c0", None)  # a tombstone stays one
+    assert sealed["identities"] == [] and sealed["facts"] == [] and sealed["last_order"] is None
+    assert len(ring.rows) == 1  # no key made for the fact, none again for the erased address
+
+
+def test_a_customer_who_withdrew_marketing_consent_has_no_sentiment_in_the_profile():
+    from projectors.profiles import without_marketing
+
+    withdrawal = {**CONSENT[0], "purpose": "marketing", "granted": False, "signal_at": T0 + timedelta(hours=1)}
+    grant = {**CONSENT[0], "channel": "sms", "purpose": "marketing", "granted": True, "event_id": "e0"}
+    record = profile_record(card("c1", "c1", by_customer(rows())["c1"]), [grant, withdrawal], T0)
+    assert record["sentiment"]["latest"] == -0.5
+    out = without_marketing(record, [grant, withdrawal])
+    assert out["sentiment"] == {
+        "latest": None,
+        "recent_7d": None,
+        "prior_23d": None,
+        "avg_30d": None,
+        "baseline": "neutral",
+        "trend": "unknown",
+    }
+    assert roundtrip(out) == out and out["consent"] == record["consent"]
+    # a later grant (event time) brings it back; other purposes do not count
+    regrant = {**grant, "signal_at": T0 + timedelta(hours=2)}
+    assert without_marketing(record, [regrant, withdrawal]) == record
+    assert without_marketing(record, [CONSENT[0] | {"granted": False}]) == record

@@ -209,6 +209,58 @@ def test_a_blocked_placeholder_value_links_no_one_and_the_refusal_is_an_event(pl
     assert rejected[0]["customer_id"] == g.customer_of("a")
 
 
+def _sealed(contacts, blocked=None):
+    """The contacts as a sealing writer produces them with privacy on: pseudonyms only."""
+    import os
+
+    from schemas.identities import DEFAULT_BLOCKED
+    from schemas.privacy import MasterKeyWrapper, MemoryKeyRing, Pseudonymizer, seal_contact
+
+    ring = MemoryKeyRing(Pseudonymizer(b"p" * 32, blocked or DEFAULT_BLOCKED), MasterKeyWrapper(os.urandom(32)))
+    return [seal_contact(c, ring) for c in contacts]
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        "email:noreply@shop.example",
+        "email:unknown",
+        "phone:+3333333333",
+        "email:test@test.com",
+        "social:twitter:unknown",
+    ],
+)
+def test_with_privacy_on_a_blocked_value_seen_as_a_pseudonym_still_links_no_one(placeholder):
+    sealed = _sealed(
+        [
+            contact("a", "email:anna@example.com", placeholder, facts=[("order_number", "N/A")]),
+            contact("b", "email:bart@example.com", placeholder, t=1, facts=[("order_number", "n/a ")]),
+        ]
+    )
+    assert sealed[0]["identities"][1]["value"] == sealed[1]["identities"][1]["value"]  # one pseudonym, as before
+    assert "example" not in json.dumps(sealed[0]["identities"])
+    g, changes = feed(sealed)
+    assert g.customer_of("a") != g.customer_of("b")
+    assert [r["reason"] for r in events(changes, "link_rejected")] == ["blocked_value", "blocked_value"]
+
+
+def test_with_privacy_on_configured_blocked_values_get_blocked_pseudonyms_too():
+    rules = rules_from_env({"THREADLINE_IDENTITY_BLOCKED": "Shared@Family.example"}).identity
+    a, b = _sealed(
+        [
+            contact("a", "email:anna@example.com", "email:shared@family.example"),
+            contact("b", "email:bart@example.com", "email:shared@family.example", t=1),
+        ],
+        rules.blocked_values,
+    )
+    g, _ = feed([a, b], rules)
+    assert g.customer_of("a") != g.customer_of("b")
+    # a real shared address still links, through its ordinary pseudonym
+    c, d = _sealed([contact("c", "email:cleo@example.com"), contact("d", "email:cleo@example.com", t=1)])
+    g, _ = feed([c, d])
+    assert g.customer_of("c") == g.customer_of("d")
+
+
 def test_configured_blocked_values_are_added_to_the_defaults():
     rules = rules_from_env({"THREADLINE_IDENTITY_BLOCKED": "Shared@Family.example"}).identity
     g, _ = feed(
