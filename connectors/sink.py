@@ -20,7 +20,7 @@ from connectors.base import Rejected
 from connectors.contact import ContactIn, partition_key, to_record
 from schemas.privacy import KeyRing, record_key, seal_contact, seal_payload, subjects_of
 from threadline.catalog import CONTACTS, INGEST_DLQ
-from threadline.dlq import rejected_headers
+from threadline.dlq import DeadLetter, of_rejected_payload
 from threadline.kafka import header_list
 
 
@@ -65,20 +65,19 @@ class Sink:
             return await asyncio.to_thread(lambda: [self.encode(c, now) for c in contacts])
         return [self.encode(c, now) for c in contacts]
 
-    def dead_letter(
-        self, connector: str, rejected: Rejected, extra: dict[str, str] | None = None
-    ) -> tuple[bytes | None, dict[str, str]]:
-        """The value and headers of a rejected payload's dead letter: the raw bytes, sealed under a
-        key of their own when privacy is on (``schemas.privacy.seal_payload``; a ``sealed_key`` header)."""
-        value, sealed = seal_payload(rejected.raw, self.keyring) if self.keyring is not None else (rejected.raw, {})
-        headers = {
-            **rejected_headers(
-                reason=rejected.reason, connector=connector, component=self.component, where=rejected.where
-            ),
-            **(extra or {}),
-            **sealed,
-        }
-        return value, headers
+    def dead_letter(self, connector: str, rejected: Rejected, extra: dict[str, str] | None = None) -> DeadLetter:
+        """A rejected payload's dead letter: the raw bytes, sealed under a key of their own when
+        privacy is on (``schemas.privacy.seal_payload``; a ``sealed_key`` header)."""
+        keyring = self.keyring
+        return of_rejected_payload(
+            connector=connector,
+            raw=rejected.raw,
+            reason=rejected.reason,
+            component=self.component,
+            where=rejected.where,
+            extra=extra,
+            seal=None if keyring is None else (lambda raw: seal_payload(raw, keyring)),
+        )
 
     # -- asyncio (the gateway) --------------------------------------------------------------
 
@@ -100,10 +99,7 @@ class Sink:
 
         # sealed dead letters get a key of their own each: the key store is asked in a thread
         letters = await asyncio.to_thread(letters_of) if rejected and self.keyring is not None else letters_of()
-        dlq = [
-            self.producer.send(self.dlq_topic, key=connector.encode(), value=value, headers=headers)
-            for value, headers in letters
-        ]
+        dlq = [self.producer.send(self.dlq_topic, key=d.key, value=d.value, headers=d.headers) for d in letters]
         if len(sends) + len(dlq) == 1:  # one contact per request, the usual webhook: no task for a gather
             result = await (sends or dlq)[0]
             return ([result], []) if sends else ([], [result])
@@ -117,5 +113,5 @@ class Sink:
         return self.producer.send(self.contacts_topic, key=key, value=value, headers=header_list(headers))
 
     def send_dead_letter(self, connector: str, rejected: Rejected, extra_headers: dict[str, str] | None = None):
-        value, headers = self.dead_letter(connector, rejected, extra_headers)
-        return self.producer.send(self.dlq_topic, key=connector.encode(), value=value, headers=header_list(headers))
+        d = self.dead_letter(connector, rejected, extra_headers)
+        return self.producer.send(self.dlq_topic, key=d.key, value=d.value, headers=header_list(d.headers))

@@ -25,7 +25,7 @@ from faust.streams import _current_event  # the record a table write belongs to 
 from faust.types import TP
 
 from threadline import metrics
-from threadline.dlq import dlq_headers, reason_kind
+from threadline.dlq import of_read_record
 from threadline.errors import FatalError
 from threadline.kafka import header_list
 from threadline.logging import get_logger
@@ -141,22 +141,15 @@ class StageContext:
     def to_dlq(self, outputs: Outputs, event: Any, reason: str) -> None:
         msg = event.message
         self.dead_lettered(msg.topic).inc()
-        outputs.add(
-            self.dlq_topic,
-            msg.topic.encode(),
-            event.value,
-            dlq_headers(
-                reason=reason, topic=msg.topic, partition=msg.partition, offset=msg.offset, component=self.app_id
-            ),
-        )
-        log.warning(
-            "record_to_dlq",
-            component=self.app_id,
+        letter = of_read_record(
             topic=msg.topic,
             partition=msg.partition,
             offset=msg.offset,
-            reason=reason_kind(reason),
+            value=event.value,
+            reason=reason,
+            component=self.app_id,
         )
+        outputs.add(self.dlq_topic, letter.key, letter.value, letter.headers)
 
     def batches(self, stream: faust.StreamT, stage: str):
         """The stream's events in batches, each counted per topic; each batch timed from its
