@@ -654,83 +654,15 @@ class Stitcher:
     def _diff(
         self, state: dict, conv: Conversation, p: dict | None, views: dict, recorded: int | None, facts: list[dict]
     ) -> list[dict]:
+        """The events that take what was published of ``conv`` (``p``) to what it is now, each with
+        the next version; the new published record goes to ``state["pub"]``."""
         new = p is None
-        p = p or {
-            "v": 0,
-            "c": [],
-            "sw": [],
-            "ro": [],
-            "st": "open",
-            "ra": None,
-            "w": ["nobody", None],
-            "k": {},
-            "e": [],
-            "o": conv.opened_at,
-            "la": conv.last_at,
-        }
-        out: list[tuple] = []  # (type, subject, at, contact, extras)
-        first = views[conv.contacts[0]]
-        if new:
-            out.append(("opened", first.event_id, conv.opened_at, first, {}))
-        elif p["st"] == "merged_into":
-            out.append(("reopened", f"back:{first.event_id}", conv.opened_at, first, {}))
-        was = set(p["c"])
-        for eid, prev, ch in conv.switches:
-            if eid not in p["sw"]:
-                out.append(("channel_switched", eid, views[eid].t, views[eid], {"previous_channel": prev}))
-        for eid in conv.reopens:
-            if eid not in p["ro"]:
-                out.append(("reopened", eid, views[eid].t, views[eid], {}))
-        if p["st"] == "resolved" and conv.status == "open" and not (set(conv.reopens) - set(p["ro"])):
-            last = views[conv.contacts[-1]]
-            out.append(("reopened", f"late:{last.event_id}", last.t, last, {}))
-        for eid in conv.contacts:
-            if eid not in was:
-                out.append(("message_appended", eid, views[eid].t, views[eid], {}))
-        now = set(conv.contacts)
-        for eid in p["c"]:
-            if eid not in now:
-                v = views.get(eid)
-                out.append(("message_removed", eid, v.t if v else conv.last_at, v, {}))
-        if [conv.waiting_on, conv.waiting_by] != p["w"] and not (
-            conv.status == "resolved" and conv.waiting_on == "nobody"
-        ):
-            by = views.get(conv.waiting_by) if conv.waiting_by else None
-            at = by.t if by else (conv.resolved_at or conv.last_at)
-            out.append(("waiting_changed", f"{conv.waiting_on}:{conv.waiting_by}", at, by, {}))
+        p = p or self._unpublished(conv)
         keys = clock_keys(conv.clocks)
-        # back from merged_into: every clock is announced again, and those published before the
-        # merge that are gone now are withdrawn
-        known, gone = ({}, p.get("kx", {})) if p["st"] == "merged_into" else (p["k"], p["k"])
-        for key, clock in zip(keys, conv.clocks):
-            before, before_end = published_clock(known.get(key))
-            # announced when it starts, and again when a late contact takes back its stop (a reply or
-            # a pause before its due time): it runs (or is paused) again
-            if before is None or (before in ("hit", "breached") and clock.state not in ("hit", "breached")):
-                out.append(
-                    ("sla_started", key, clock.started, views.get(self._starter(conv, clock, views)), {"clock": clock})
-                )
-            # a stopped clock is (re)announced when it stops, and again when a late contact moves
-            # the time it stopped at (an earlier reply, a pause), so the event that stands says when
-            if clock.state in ("hit", "breached") and (
-                before != clock.state or (before_end is not None and before_end != clock.end)
-            ):
-                out.append(
-                    ("sla_" + ("hit" if clock.state == "hit" else "breached"), key, clock.end, None, {"clock": clock})
-                )
-        for key, entry in sorted(gone.items()):
-            if key not in keys:  # taken back by a late contact: its earlier events no longer stand
-                kind, started = key.split("#", 1)[0].rsplit(":", 1)
-                last, end = published_clock(entry)
-                out.append(
-                    (
-                        "sla_withdrawn",
-                        key,
-                        int(started),
-                        None,
-                        {"clock": withdrawn_clock(kind, int(started), last, end, entry)},
-                    )
-                )
+        out = [
+            *self._lifecycle_changes(conv, p, views, new),
+            *self._clock_changes(conv, p, views, keys),
+        ]
         if conv.status == "resolved" and (p["st"] != "resolved" or p["ra"] != conv.resolved_at):
             by = views.get(conv.resolved_by) if conv.resolved_by != "inactivity" else None
             out.append(("resolved", f"{conv.resolved_at}:{conv.resolved_by}", conv.resolved_at, by, {}))
@@ -769,8 +701,31 @@ class Stitcher:
                     facts=facts,
                 )
             )
-        state["pub"][conv.id] = {
-            "v": v,
+        state["pub"][conv.id] = self._published(conv, keys, v, emitted, snapshot)
+        return events
+
+    @staticmethod
+    def _unpublished(conv: Conversation) -> dict:
+        """The published record of a conversation nothing was published of yet."""
+        return {
+            "v": 0,
+            "c": [],
+            "sw": [],
+            "ro": [],
+            "st": "open",
+            "ra": None,
+            "w": ["nobody", None],
+            "k": {},
+            "e": [],
+            "o": conv.opened_at,
+            "la": conv.last_at,
+        }
+
+    @staticmethod
+    def _published(conv: Conversation, keys: list[str], version: int, emitted: set[str], snapshot: dict) -> dict:
+        """What is remembered of a conversation once its events are out: the next diff's base."""
+        return {
+            "v": version,
             "c": list(conv.contacts),
             "sw": [s[0] for s in conv.switches],
             "ro": list(conv.reopens),
@@ -786,7 +741,79 @@ class Stitcher:
             "ch": conv.channel,
             "s": snapshot,
         }
-        return events
+
+    @staticmethod
+    def _lifecycle_changes(conv: Conversation, p: dict, views: dict, new: bool) -> list[tuple]:
+        """Opened or back, channel switches, reopenings, messages added and removed, and who it
+        waits on: (type, subject, at, contact, extras), in that order."""
+        out: list[tuple] = []
+        first = views[conv.contacts[0]]
+        if new:
+            out.append(("opened", first.event_id, conv.opened_at, first, {}))
+        elif p["st"] == "merged_into":
+            out.append(("reopened", f"back:{first.event_id}", conv.opened_at, first, {}))
+        was = set(p["c"])
+        for eid, prev, ch in conv.switches:
+            if eid not in p["sw"]:
+                out.append(("channel_switched", eid, views[eid].t, views[eid], {"previous_channel": prev}))
+        for eid in conv.reopens:
+            if eid not in p["ro"]:
+                out.append(("reopened", eid, views[eid].t, views[eid], {}))
+        if p["st"] == "resolved" and conv.status == "open" and not (set(conv.reopens) - set(p["ro"])):
+            last = views[conv.contacts[-1]]
+            out.append(("reopened", f"late:{last.event_id}", last.t, last, {}))
+        for eid in conv.contacts:
+            if eid not in was:
+                out.append(("message_appended", eid, views[eid].t, views[eid], {}))
+        now = set(conv.contacts)
+        for eid in p["c"]:
+            if eid not in now:
+                v = views.get(eid)
+                out.append(("message_removed", eid, v.t if v else conv.last_at, v, {}))
+        if [conv.waiting_on, conv.waiting_by] != p["w"] and not (
+            conv.status == "resolved" and conv.waiting_on == "nobody"
+        ):
+            by = views.get(conv.waiting_by) if conv.waiting_by else None
+            at = by.t if by else (conv.resolved_at or conv.last_at)
+            out.append(("waiting_changed", f"{conv.waiting_on}:{conv.waiting_by}", at, by, {}))
+        return out
+
+    def _clock_changes(self, conv: Conversation, p: dict, views: dict, keys: list[str]) -> list[tuple]:
+        """SLA clocks started, stopped (hit or breached) and withdrawn since ``p``."""
+        out: list[tuple] = []
+        # back from merged_into: every clock is announced again, and those published before the
+        # merge that are gone now are withdrawn
+        known, gone = ({}, p.get("kx", {})) if p["st"] == "merged_into" else (p["k"], p["k"])
+        for key, clock in zip(keys, conv.clocks):
+            before, before_end = published_clock(known.get(key))
+            # announced when it starts, and again when a late contact takes back its stop (a reply or
+            # a pause before its due time): it runs (or is paused) again
+            if before is None or (before in ("hit", "breached") and clock.state not in ("hit", "breached")):
+                out.append(
+                    ("sla_started", key, clock.started, views.get(self._starter(conv, clock, views)), {"clock": clock})
+                )
+            # a stopped clock is (re)announced when it stops, and again when a late contact moves
+            # the time it stopped at (an earlier reply, a pause), so the event that stands says when
+            if clock.state in ("hit", "breached") and (
+                before != clock.state or (before_end is not None and before_end != clock.end)
+            ):
+                out.append(
+                    ("sla_" + ("hit" if clock.state == "hit" else "breached"), key, clock.end, None, {"clock": clock})
+                )
+        for key, entry in sorted(gone.items()):
+            if key not in keys:  # taken back by a late contact: its earlier events no longer stand
+                kind, started = key.split("#", 1)[0].rsplit(":", 1)
+                last, end = published_clock(entry)
+                out.append(
+                    (
+                        "sla_withdrawn",
+                        key,
+                        int(started),
+                        None,
+                        {"clock": withdrawn_clock(kind, int(started), last, end, entry)},
+                    )
+                )
+        return out
 
     @staticmethod
     def _starter(conv: Conversation, clock: Clock, views: dict) -> str | None:
