@@ -62,7 +62,10 @@ class MapContext:
 
     def language(self, text: str | None, stated: str | None = None) -> str | None:
         """The provider's stated language, else the detected one (None for a short text)."""
-        return (self.detector or shared_detector(self.languages))(text, stated)
+        return self.language_detector()(text, stated)
+
+    def language_detector(self) -> LanguageDetector:
+        return self.detector or shared_detector(self.languages)
 
 
 @dataclass(frozen=True)

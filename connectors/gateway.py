@@ -109,8 +109,9 @@ def create_app(
             dlq_topic=dlq_topic,
             keyring=make_keyring(settings, cached=True),
         )
-        # Register the writer schema before the first request, not during it.
+        # Register the writer schema and load the language models before the first request, not during it.
         app.state.codec.encode(contacts_topic, schemas.CONTACT, _probe_record())
+        base_ctx.language_detector().warm()
         if unsigned:
             log.warning(
                 "connectors_without_secret",

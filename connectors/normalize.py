@@ -134,7 +134,10 @@ def _detector(languages: tuple[str, ...]):
     from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
     langs = [Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper())) for c in languages]
-    return LanguageDetectorBuilder.from_languages(*langs).with_minimum_relative_distance(0.05).build()
+    # Every model loaded here, once: left to lingua, each is loaded the first time a text needs it,
+    # seconds of CPU spread over the first texts examined (a gateway's first requests).
+    builder = LanguageDetectorBuilder.from_languages(*langs).with_minimum_relative_distance(0.05)
+    return builder.with_preloaded_language_models().build()
 
 
 def lingua_detect(languages: tuple[str, ...]) -> Detect:
@@ -184,6 +187,7 @@ class LanguageDetector:
     def __init__(self, languages: tuple[str, ...], detect: Detect | None = None, cache_size: int = CACHE_SIZE):
         self.languages = tuple(languages)
         self.detect = detect if detect is not None else lingua_detect(self.languages)
+        self._lingua = detect is None
         # keyed by the sample: a text seen before is neither examined nor detected again
         self._cached = lru_cache(maxsize=cache_size)(self._decide)
 
@@ -192,6 +196,11 @@ class LanguageDetector:
         if lang:
             return lang
         return self._cached(_blanked(text)) if text else None
+
+    def warm(self) -> None:
+        """Load lingua's models now (the gateway's start-up) rather than in the first request."""
+        if self._lingua:
+            _detector(self.languages)
 
     def _decide(self, sample: str) -> str | None:
         return self.detect(sample) if _tells(sample) else None

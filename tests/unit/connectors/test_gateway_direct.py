@@ -89,6 +89,19 @@ def test_a_webhook_post_is_answered_without_fastapis_router(gw, monkeypatch):
     assert r.headers["content-type"] == "application/json"
 
 
+def test_the_language_models_are_loaded_during_start_up_not_in_the_first_request(tmp_path, monkeypatch):
+    from connectors import normalize
+    from schemas.codec import SingleObjectCodec
+
+    loaded: list[tuple[str, ...]] = []
+    monkeypatch.setattr(normalize, "_detector", lambda languages: loaded.append(languages))
+    settings = Settings(_env_file=None, home=tmp_path, codec=CodecKind.SINGLE_OBJECT, languages="it,nl")
+    app = create_app(settings, producer_factory=FakeProducer, codec_factory=SingleObjectCodec)
+    assert loaded == []
+    with TestClient(app):
+        assert loaded == [("it", "nl")]
+
+
 def test_everything_but_webhook_posts_is_still_routed_by_fastapi(gw):
     assert gw.client.get("/healthz").json() == {"status": "ok"}
     r = gw.client.get("/webhooks/chat")
