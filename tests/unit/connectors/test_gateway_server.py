@@ -111,6 +111,17 @@ def test_once_started_the_served_gateways_objects_are_frozen_and_the_young_thres
     assert gc.get_threshold()[0] == server.GC_GEN0_THRESHOLD > 700
 
 
+def test_the_bench_primes_a_gateway_with_one_signed_request_per_language_before_measuring(served):
+    url = f"{served.base}/webhooks/chat"
+    before = len(served.producer.sent)
+    gateway_bench.prime(url, SECRET, "prime-test")
+    sent = served.producer.sent[before:]
+    assert len(sent) == len(gateway_bench.chat_templates()) == 5
+    assert len({headers["event_id"] for _, _, _, headers in sent}) == 5
+    with pytest.raises(RuntimeError, match="401"):
+        gateway_bench.prime(url, "not-the-secret", "prime-test-2")
+
+
 def test_keep_alive_requests_on_one_connection_each_get_their_answer(served):
     url = f"{served.base}/webhooks/chat"
     with httpx.Client() as client:
