@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from functools import lru_cache
-from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
@@ -29,7 +28,7 @@ import orjson
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette._utils import get_route_path
@@ -233,7 +232,7 @@ def create_app(
             received_at=now,
             query=dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {},
         )
-        outcome = handle(req, secrets, replace(base_ctx, received_at=now), settings.max_body_bytes)
+        outcome = handle(req, secrets, base_ctx.at(now), settings.max_body_bytes)
         if outcome.status != 202:
             if connector in CONNECTORS:  # an unknown connector's name is not a label value
                 contacts_by(connector, "rejected").inc()

@@ -71,14 +71,17 @@ def dedupe_identities(idents: list[IdentityIn | None]) -> list[IdentityIn]:
 # ------------------------------------------------------------------------------------ time
 
 
-def parse_time(value: str | int | float | None, field_name: str = "timestamp") -> datetime:
+def parse_time(value: str | int | float | datetime | None, field_name: str = "timestamp") -> datetime:
     """A provider's timestamp as an aware UTC datetime.
 
     Accepts epoch seconds or milliseconds (number or digit string; > 10^11 means milliseconds),
     RFC 2822 (``Tue, 21 Nov 2026 10:00:00 +0000``, Twilio, email ``Date``), X's
-    ``Wed Oct 10 20:19:24 +0000 2018`` and ISO 8601 with an offset. A time without a zone
-    is rejected: guessing it would shift the SLA clock.
+    ``Wed Oct 10 20:19:24 +0000 2018`` and ISO 8601 with an offset, and a datetime a payload's
+    model parsed already (not written out and read again). A time without a zone is rejected:
+    guessing it would shift the SLA clock.
     """
+    if isinstance(value, datetime):
+        return _aware_utc(value, field_name)
     if value is None or value == "":
         raise MalformedPayload(field_name, "missing timestamp")
     if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d{9,14}(\.\d+)?", value.strip())):
@@ -104,7 +107,11 @@ def parse_time(value: str | int | float | None, field_name: str = "timestamp") -
             dt = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
             raise MalformedPayload(field_name, f"not a timestamp: {text[:40]!r}") from None
-    if dt.tzinfo is None:
+    return _aware_utc(dt, field_name)
+
+
+def _aware_utc(dt: datetime, field_name: str) -> datetime:
+    if dt.tzinfo is None or dt.utcoffset() is None:
         raise MalformedPayload(field_name, "timestamp without a time zone")
     try:
         return dt.astimezone(UTC)
