@@ -112,40 +112,46 @@ def test_the_gateways_partitioner_puts_every_key_where_the_default_one_does():
     assert aiokafka_producer_config(Settings(_env_file=None))["partitioner"] is keyed_partitioner
 
 
-def test_the_deadlines_of_sends_in_flight_share_one_timer_not_one_each():
+def with_started(*modes: str, deadline: float, body) -> None:
+    """``body(producer, made)`` in an event loop with a started DeadlineProducer, closed afterwards."""
+
     async def run():
-        p, _ = producer("ack", deadline=5.0)
+        p, made = producer(*modes, deadline=deadline)
         await p.start()
+        try:
+            await body(p, made)
+        finally:
+            await p.close()
+
+    asyncio.run(run())
+
+
+def test_the_deadlines_of_sends_in_flight_share_one_timer_not_one_each():
+    async def body(p, _made):
         loop = asyncio.get_running_loop()
         timers = []  # every timer of asyncio's loop goes through call_at (call_later too)
         real_at = loop.call_at
         loop.call_at = lambda *a, **kw: timers.append(a) or real_at(*a, **kw)  # type: ignore[method-assign]
         metas = await asyncio.gather(*(p.send("t", key=None, value=b"v") for _ in range(50)))
         assert len(metas) == 50 and len(timers) <= 1, timers
-        await p.close()
 
-    asyncio.run(run())
+    with_started("ack", deadline=5.0, body=body)
 
 
 def test_a_send_cancelled_by_its_caller_is_cancelled_not_kafka_unavailable():
-    async def run():
-        p, _ = producer("hang_ack", deadline=5.0)
-        await p.start()
+    async def body(p, _made):
         task = asyncio.ensure_future(p.send("t", key=None, value=b"v"))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert p.replaced == 0
-        await p.close()
 
-    asyncio.run(run())
+    with_started("hang_ack", deadline=5.0, body=body)
 
 
 def test_a_send_past_its_deadline_beside_sends_that_are_acknowledged_fails_alone():
-    async def run():
-        p, made = producer("ack", deadline=0.2)
-        await p.start()
+    async def body(p, made):
         made[0].mode = "hang_ack"
         hanging = asyncio.ensure_future(p.send("t", key=None, value=b"late"))
         await asyncio.sleep(0)
@@ -154,7 +160,6 @@ def test_a_send_past_its_deadline_beside_sends_that_are_acknowledged_fails_alone
         with pytest.raises(KafkaUnavailable, match="not acknowledged within"):
             await hanging
         assert [m.offset for m in acked] == [1, 2, 3]
-        await p.close()
 
     with capture_logs():
-        asyncio.run(run())
+        with_started("ack", deadline=0.2, body=body)
