@@ -729,6 +729,9 @@ def gateway_section(
     ]
     if single is not None:
         notes += [
+            f"before each wrk run: one request per language of the load, one after the other (what a gateway "
+            f"loads on its first requests is loaded before anything is measured), then a {WRK_WARMUP_SECONDS} s "
+            "wrk warm-up, not counted.",
             f"wrk: {single.requests:,} requests in {single.seconds:.1f} s, p90 {single.p90_ms:.1f} ms, "
             f"max {single.max_ms:.1f} ms; wrk's own CPU {single.loadgen_cpu_us:.0f} µs/request "
             "(signing included).",
