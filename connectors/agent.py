@@ -71,7 +71,7 @@ def to_contact(r: AgentReply, ctx: MapContext):
             "connector": NAME,
             "channel": r.channel,
             "direction": "outbound",
-            "occurred_at": parse_time(r.sent_at.isoformat(), "sent_at"),
+            "occurred_at": parse_time(r.sent_at, "sent_at"),
             "actor": {"role": "agent", "department": r.department, "id": r.agent_id, "display_name": r.agent_name},
             "identities": [ident],
             "subject": r.subject,

@@ -60,9 +60,19 @@ class MapContext:
             cdr_timezone=settings.connectors.cdr_timezone,
         )
 
+    def at(self, received_at: datetime) -> MapContext:
+        """This context for a request received at ``received_at``: ``dataclasses.replace``'s
+        result, without its walk over the fields (the gateway asks for every request)."""
+        ctx = object.__new__(MapContext)
+        ctx.__dict__.update(self.__dict__, received_at=received_at)
+        return ctx
+
     def language(self, text: str | None, stated: str | None = None) -> str | None:
         """The provider's stated language, else the detected one (None for a short text)."""
-        return (self.detector or shared_detector(self.languages))(text, stated)
+        return self.language_detector()(text, stated)
+
+    def language_detector(self) -> LanguageDetector:
+        return self.detector or shared_detector(self.languages)
 
 
 @dataclass(frozen=True)

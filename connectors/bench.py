@@ -355,14 +355,7 @@ def gateway_records(settings, n: int, run: str, topic: str) -> tuple[list[bytes]
     templates = chat_templates()
     keys, values = [], []
     for i in range(n):
-        body = templates[i % len(templates)]
-        for k, v in (
-            ("@mid@", f"{run}-{i}"),
-            ("@n@", str(100000 + i)),
-            ("@session@", str(i // 5)),
-            ("@visitor@", str(i % 997)),
-        ):
-            body = body.replace(k, v)
+        body = fill_template(templates[i % len(templates)], f"{run}-{i}", i)
         req = WebhookRequest(
             "chat", "http://bench/webhooks/chat", {"content-type": "application/json"}, body.encode(), now
         )
@@ -506,8 +499,36 @@ def gateway_suite(ctx: BenchContext) -> list[Section]:
     return [gateway_section(single, raw, batched, batched_cpu_us, fallback, compared)]
 
 
+def prime(url: str, secret: str, run: str, timeout: float = 120.0) -> None:
+    """One request per language of the load, one after the other, before the warm-up: what a
+    gateway loads on its first requests (a tree whose language detector loads its models lazily)
+    is loaded before anything is measured, whatever the machine's load; RuntimeError on a non-202."""
+    import httpx
+
+    from connectors.signatures import signed_headers
+
+    for i, template in enumerate(chat_templates()):
+        body = fill_template(template, f"{run}-prime-{i}", i).encode()
+        r = httpx.post(url, content=body, headers=signed_headers("chat", body, url, secret), timeout=timeout)
+        if r.status_code != 202:
+            raise RuntimeError(f"gateway answered {r.status_code} to a priming request: {r.text[:200]}")
+
+
+def fill_template(template: str, message_id: str, i: int) -> str:
+    """A chat template of ``chat_templates`` with its placeholders filled as the wrk script fills them."""
+    for k, v in (
+        ("@mid@", message_id),
+        ("@n@", str(100000 + i)),
+        ("@session@", str(i // 5)),
+        ("@visitor@", str(i % 997)),
+    ):
+        template = template.replace(k, v)
+    return template
+
+
 def _measure(proc: subprocess.Popen, url: str, secret: str, run: str) -> LoadResult:
-    """A warm-up (not counted), then the measured wrk run; RuntimeError on any non-2xx."""
+    """Priming and a warm-up (not counted), then the measured wrk run; RuntimeError on any non-2xx."""
+    prime(url, secret, run)
     warm = run_wrk(url, secret, seconds=WRK_WARMUP_SECONDS, run=f"{run}-warm")
     if warm.failed:
         raise RuntimeError(f"gateway warm-up: {warm.errors} (non-2xx or socket errors)")
@@ -708,6 +729,9 @@ def gateway_section(
     ]
     if single is not None:
         notes += [
+            f"before each wrk run: one request per language of the load, one after the other (what a gateway "
+            f"loads on its first requests is loaded before anything is measured), then a {WRK_WARMUP_SECONDS} s "
+            "wrk warm-up, not counted.",
             f"wrk: {single.requests:,} requests in {single.seconds:.1f} s, p90 {single.p90_ms:.1f} ms, "
             f"max {single.max_ms:.1f} ms; wrk's own CPU {single.loadgen_cpu_us:.0f} µs/request "
             "(signing included).",

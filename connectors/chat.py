@@ -63,7 +63,7 @@ def to_contact(m: ChatMessage, ctx: MapContext):
             "connector": NAME,
             "channel": "chat",
             "direction": "inbound" if visitor else "outbound",
-            "occurred_at": parse_time(m.sent_at.isoformat(), "sent_at"),
+            "occurred_at": parse_time(m.sent_at, "sent_at"),
             "actor": {
                 "role": "customer" if visitor else m.sender,
                 "department": m.department,

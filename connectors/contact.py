@@ -6,10 +6,12 @@ Pure functions, no I/O: every connector maps its provider's payload to ``Contact
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -40,8 +42,29 @@ MIN_YEAR, MAX_YEAR = 1900, 2999  # of an event time: what lies outside is a mist
 @lru_cache(maxsize=1024)
 def event_id(connector: str, provider_id: str) -> str:
     """Deterministic: the same provider message through the same connector, the same id.
-    Remembered for the last contacts: the record, its headers and the gateway's answer ask for it."""
-    return str(uuid.uuid5(THREADLINE_NS, f"{connector}:{provider_id}"))
+    Remembered for the last contacts: the record, its headers and the gateway's answer ask for it.
+
+    ``str(uuid.uuid5(THREADLINE_NS, "<connector>:<provider id>"))`` (RFC 4122 §4.3: SHA-1 of the
+    namespace and the name, version 5, variant RFC 4122), written out without the two UUID
+    objects ``uuid5`` builds: a quarter of the time."""
+    digest = bytearray(hashlib.sha1(_NS_BYTES + f"{connector}:{provider_id}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_NS_BYTES = THREADLINE_NS.bytes
+
+
+def _fresh(factory: Callable[[], Any]) -> Any:
+    """A mutable default built anew by ``factory`` for each model that leaves the field out, and
+    documented (JSON Schema, OpenAPI) as that value, as a plain ``= []`` default is. pydantic
+    deep-copies an unhashable default on every validation that uses it (``copy.deepcopy``: about
+    a fifth of a chat contact's validation time, three copies per contact)."""
+    empty = factory()
+    documented = empty.model_dump(mode="json") if isinstance(empty, BaseModel) else empty
+    return Field(default_factory=factory, json_schema_extra={"default": documented})
 
 
 def _integral(value):
@@ -94,7 +117,7 @@ class ThreadIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     message_id: str | None = None
     in_reply_to: str | None = None
-    references: list[str] = []
+    references: list[str] = _fresh(list)
     reply_to_id: str | None = None
     call_id: str | None = None
     session_id: str | None = None
@@ -112,16 +135,16 @@ class ContactIn(BaseModel):
         json_schema_extra={"pattern": r"^(19|2[0-9])[0-9]{2}-"},
         description="with a time zone; a year from 1900 to 2999",
     )
-    actor: ActorIn = ActorIn()
+    actor: ActorIn = _fresh(ActorIn)
     identities: list[IdentityIn] = Field(min_length=1)
     subject: str | None = None
     text: str | None = None
     language: str | None = None
-    attachments: list[AttachmentIn] = []
-    thread: ThreadIn = ThreadIn()
-    facts: list[FactIn] = []
-    consent: list[ConsentIn] = []
-    metadata: dict[str, str] = {}
+    attachments: list[AttachmentIn] = _fresh(list)
+    thread: ThreadIn = _fresh(ThreadIn)
+    facts: list[FactIn] = _fresh(list)
+    consent: list[ConsentIn] = _fresh(list)
+    metadata: dict[str, str] = _fresh(dict)
     event_type: str = "contact.received"
 
     @field_validator("occurred_at")

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from functools import lru_cache
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
+import orjson
+
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette._utils import get_route_path
@@ -109,8 +111,9 @@ def create_app(
             dlq_topic=dlq_topic,
             keyring=make_keyring(settings, cached=True),
         )
-        # Register the writer schema before the first request, not during it.
+        # Register the writer schema and load the language models before the first request, not during it.
         app.state.codec.encode(contacts_topic, schemas.CONTACT, _probe_record())
+        base_ctx.language_detector().warm()
         if unsigned:
             log.warning(
                 "connectors_without_secret",
@@ -229,7 +232,7 @@ def create_app(
             received_at=now,
             query=dict(parse_qsl(qs.decode("latin-1"), keep_blank_values=True)) if qs else {},
         )
-        outcome = handle(req, secrets, replace(base_ctx, received_at=now), settings.connectors.max_body_bytes)
+        outcome = handle(req, secrets, base_ctx.at(now), settings.connectors.max_body_bytes)
         if outcome.status != 202:
             if connector in CONNECTORS:  # an unknown connector's name is not a label value
                 contacts_by(connector, "rejected").inc()
@@ -276,7 +279,7 @@ def create_app(
                 topic=meta.topic,
                 offset=meta.offset,
             )
-        return JSONResponse({"accepted": accepted, "dead_lettered": len(dlq)}, status_code=202)
+        return Accepted({"accepted": accepted, "dead_lettered": len(dlq)})
 
     @app.post(
         "/webhooks/{connector}",
@@ -395,6 +398,20 @@ ACCEPTED_SCHEMA = {
 }
 
 
+class Accepted(Response):
+    """A webhook's 202: the JSON body and the headers of ``JSONResponse(content, 202)``, byte for
+    byte (orjson writes the same compact JSON for these bodies: strings, integers, lists), built
+    without Starlette's generic rendering and header assembly."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: dict) -> None:
+        self.status_code = 202
+        self.background = None
+        self.body = orjson.dumps(content)
+        self.raw_headers = [(b"content-length", b"%d" % len(self.body)), (b"content-type", b"application/json")]
+
+
 class GatewayApp(FastAPI):
     """The gateway's FastAPI app, with ``POST /webhooks/<connector>`` answered before FastAPI's
     own machinery: the route is documented in ``/docs`` as any other, but a request that
@@ -473,9 +490,47 @@ async def _read_limited(receive, limit: int) -> bytes:
 def scope_public_url(scope, forwarded: dict[str, str], urls: PublicUrls, connector: str) -> str:
     """The URL the provider called (``connectors.public_url``): the connector's configured public
     URL, else X-Forwarded-* from a trusted proxy, else ``public_base_url`` + path + query, else
-    the URL as received. The peer is the direct one: uvicorn runs without ``proxy_headers``."""
+    the URL as received. The peer is the direct one: uvicorn runs without ``proxy_headers``.
+
+    Remembered for what it depends on (the same path, host and query come back on every request):
+    the peer only counts with X-Forwarded-* headers and trusted proxies configured."""
     client = scope.get("client")
-    return public_url(urls, connector, url=str(URL(scope=scope)), peer=client[0] if client else None, headers=forwarded)
+    peer = client[0] if client and forwarded and urls.trusted_proxies else None
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    server = scope.get("server")
+    return _public_url_of(
+        urls,
+        connector,
+        scope.get("scheme", "http"),
+        tuple(server) if server is not None else None,  # a list from some servers (Starlette's test client)
+        scope["path"],
+        scope.get("query_string", b""),
+        host,
+        tuple(forwarded.items()),
+        peer,
+    )
+
+
+@lru_cache(maxsize=1024)
+def _public_url_of(
+    urls: PublicUrls,
+    connector: str,
+    scheme: str,
+    server: tuple[str, int | None] | None,
+    path: str,
+    query: bytes,
+    host: bytes | None,
+    forwarded: tuple[tuple[str, str], ...],
+    peer: str | None,
+) -> str:
+    scope = {
+        "scheme": scheme,
+        "server": server,
+        "path": path,
+        "query_string": query,
+        "headers": [(b"host", host)] if host is not None else [],
+    }
+    return public_url(urls, connector, url=str(URL(scope=scope)), peer=peer, headers=dict(forwarded))
 
 
 def _public_url(request: Request, settings: Settings, connector: str) -> str:

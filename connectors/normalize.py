@@ -71,14 +71,17 @@ def dedupe_identities(idents: list[IdentityIn | None]) -> list[IdentityIn]:
 # ------------------------------------------------------------------------------------ time
 
 
-def parse_time(value: str | int | float | None, field_name: str = "timestamp") -> datetime:
+def parse_time(value: str | int | float | datetime | None, field_name: str = "timestamp") -> datetime:
     """A provider's timestamp as an aware UTC datetime.
 
     Accepts epoch seconds or milliseconds (number or digit string; > 10^11 means milliseconds),
     RFC 2822 (``Tue, 21 Nov 2026 10:00:00 +0000``, Twilio, email ``Date``), X's
-    ``Wed Oct 10 20:19:24 +0000 2018`` and ISO 8601 with an offset. A time without a zone
-    is rejected: guessing it would shift the SLA clock.
+    ``Wed Oct 10 20:19:24 +0000 2018`` and ISO 8601 with an offset, and a datetime a payload's
+    model parsed already (not written out and read again). A time without a zone is rejected:
+    guessing it would shift the SLA clock.
     """
+    if isinstance(value, datetime):
+        return _aware_utc(value, field_name)
     if value is None or value == "":
         raise MalformedPayload(field_name, "missing timestamp")
     if isinstance(value, (int, float)) or (isinstance(value, str) and re.fullmatch(r"\d{9,14}(\.\d+)?", value.strip())):
@@ -104,7 +107,11 @@ def parse_time(value: str | int | float | None, field_name: str = "timestamp") -
             dt = parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):
             raise MalformedPayload(field_name, f"not a timestamp: {text[:40]!r}") from None
-    if dt.tzinfo is None:
+    return _aware_utc(dt, field_name)
+
+
+def _aware_utc(dt: datetime, field_name: str) -> datetime:
+    if dt.tzinfo is None or dt.utcoffset() is None:
         raise MalformedPayload(field_name, "timestamp without a time zone")
     try:
         return dt.astimezone(UTC)
@@ -134,7 +141,10 @@ def _detector(languages: tuple[str, ...]):
     from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
 
     langs = [Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper())) for c in languages]
-    return LanguageDetectorBuilder.from_languages(*langs).with_minimum_relative_distance(0.05).build()
+    # Every model loaded here, once: left to lingua, each is loaded the first time a text needs it,
+    # seconds of CPU spread over the first texts examined (a gateway's first requests).
+    builder = LanguageDetectorBuilder.from_languages(*langs).with_minimum_relative_distance(0.05)
+    return builder.with_preloaded_language_models().build()
 
 
 def lingua_detect(languages: tuple[str, ...]) -> Detect:
@@ -184,6 +194,7 @@ class LanguageDetector:
     def __init__(self, languages: tuple[str, ...], detect: Detect | None = None, cache_size: int = CACHE_SIZE):
         self.languages = tuple(languages)
         self.detect = detect if detect is not None else lingua_detect(self.languages)
+        self._lingua = detect is None
         # keyed by the sample: a text seen before is neither examined nor detected again
         self._cached = lru_cache(maxsize=cache_size)(self._decide)
 
@@ -192,6 +203,11 @@ class LanguageDetector:
         if lang:
             return lang
         return self._cached(_blanked(text)) if text else None
+
+    def warm(self) -> None:
+        """Load lingua's models now (the gateway's start-up) rather than in the first request."""
+        if self._lingua:
+            _detector(self.languages)
 
     def _decide(self, sample: str) -> str | None:
         return self.detect(sample) if _tells(sample) else None

@@ -35,7 +35,7 @@ FORWARDED_HEADERS = ("x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefi
 _PREFIX = re.compile(r"^(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: the gateway remembers URLs per configuration
 class PublicUrls:
     per_connector: Mapping[str, str] = field(default_factory=dict)  # connector -> URL given to the provider
     base_url: str | None = None  # THREADLINE_PUBLIC_BASE_URL

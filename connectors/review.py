@@ -55,7 +55,7 @@ def to_contact(r: Review, ctx: MapContext):
             "connector": NAME,
             "channel": "review",
             "direction": "inbound",
-            "occurred_at": parse_time(r.created_at.isoformat(), "created_at"),
+            "occurred_at": parse_time(r.created_at, "created_at"),
             "actor": {"role": "customer", "department": "marketing"},
             "identities": idents,
             "subject": r.title,

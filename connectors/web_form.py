@@ -78,7 +78,7 @@ def to_contact(s: Submission, ctx: MapContext):
             "connector": NAME,
             "channel": "web_form",
             "direction": "inbound",
-            "occurred_at": parse_time(s.submitted_at.isoformat(), "submitted_at"),
+            "occurred_at": parse_time(s.submitted_at, "submitted_at"),
             "actor": {"role": "customer", "display_name": name},
             "identities": idents,
             "subject": s.form_id,

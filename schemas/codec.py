@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
@@ -30,6 +31,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 import schemas
+from schemas.avro_writer import Unsupported, compile_writer
 from schemas.registry import RegistryClient
 from threadline.errors import DecodeError, SchemaError
 
@@ -53,12 +55,32 @@ class Codec(Protocol):
 
 
 def _write(parsed: dict, record: dict) -> bytes:
-    buf = io.BytesIO()
+    """The Avro body of ``record``: with the schema's compiled writer (``schemas.avro_writer``,
+    the same bytes in two fifths of the time), else fastavro."""
+    writer = _compiled(parsed)
     try:
+        if writer is not None:
+            return writer(record)
+        buf = io.BytesIO()
         fastavro.schemaless_writer(buf, parsed, record)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise SchemaError(f"record does not match schema {parsed.get('name')}: {exc}") from exc
     return buf.getvalue()
+
+
+# id of a parsed schema -> (the schema, kept alive so that its id is not reused; its writer or None)
+_WRITERS: dict[int, tuple[dict, Callable[[dict], bytes] | None]] = {}
+
+
+def _compiled(parsed: dict) -> Callable[[dict], bytes] | None:
+    hit = _WRITERS.get(id(parsed))
+    if hit is None:
+        try:
+            writer: Callable[[dict], bytes] | None = compile_writer(parsed)
+        except Unsupported:
+            writer = None
+        hit = _WRITERS[id(parsed)] = (parsed, writer)
+    return hit[1]
 
 
 def _read(body: bytes, writer: dict, reader: dict | None) -> dict:

@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import json
+
+import orjson
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -66,12 +68,7 @@ class BadJson(ValueError):
 def load_json(raw: bytes | str) -> Any:
     """Parsed JSON, or BadJson naming the field: not JSON, nested deeper than MAX_JSON_DEPTH,
     or a lone surrogate in a key or string."""
-    try:
-        obj = json.loads(raw)
-    except RecursionError:
-        raise BadJson("<body>", f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadJson("<body>", f"not JSON: {exc}") from None
+    obj = _loads(raw)
     data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
     surrogates = bool(_ESCAPED_SURROGATE.search(data))
     if not surrogates and data.count(b"{") + data.count(b"[") <= MAX_JSON_DEPTH:
@@ -90,6 +87,31 @@ def load_json(raw: bytes | str) -> Any:
         elif surrogates and isinstance(node, str) and _SURROGATE.search(node):
             raise BadJson(_path(path), "a lone surrogate (not encodable as UTF-8)")
     return obj
+
+
+# 19 digits in a row: maybe an integer orjson would read as a float (beyond 64 bits), json exactly.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _loads(raw: bytes | str) -> Any:
+    """``json.loads(raw)``'s object or error (BadJson). A body in bytes is read by orjson first, in a
+    fifth of the time; what orjson refuses (a lone surrogate, NaN, UTF-16, a byte order mark,
+    more than 1,024 levels) is read by json as before, and a body with 19 digits in a row too."""
+    if isinstance(raw, bytes) and not _LONG_DIGITS.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return _std_loads(raw)
+
+
+def _std_loads(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise BadJson("<body>", f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadJson("<body>", f"not JSON: {exc}") from None
 
 
 def _path(path: tuple) -> str:

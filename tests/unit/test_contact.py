@@ -163,3 +163,47 @@ def test_partition_key_does_not_depend_on_where_the_primary_identity_is_listed(f
         full_contact_payload(identities=list(reversed(full_contact_payload()["identities"])))
     )
     assert partition_key(reordered) == partition_key(full_contact)
+
+
+def _contact_models():
+    import connectors.contact as contact
+    from pydantic import BaseModel
+
+    return [
+        m for m in vars(contact).values() if isinstance(m, type) and issubclass(m, BaseModel) and m is not BaseModel
+    ]
+
+
+def test_no_contact_model_has_a_shared_mutable_default():
+    """pydantic deep-copies an unhashable default on every validation that uses it: the contact
+    models build theirs with a factory instead."""
+    from pydantic_core import PydanticUndefined
+
+    shared = []
+    for model in _contact_models():
+        for name, field in model.model_fields.items():
+            if field.default is not PydanticUndefined and field.default is not None:
+                try:
+                    hash(field.default)
+                except TypeError:
+                    shared.append(f"{model.__name__}.{name}")
+    assert shared == []
+
+
+def test_factory_defaults_are_documented_and_fresh_per_contact():
+    schema = ContactIn.model_json_schema()
+    props = schema["properties"]
+    assert props["attachments"]["default"] == [] and props["metadata"]["default"] == {}
+    assert props["actor"]["default"] == {"role": "customer", "department": None, "id": None, "display_name": None}
+    assert schema["$defs"]["ThreadIn"]["properties"]["references"]["default"] == []
+    assert "actor" not in schema.get("required", []) and "thread" not in schema.get("required", [])
+    minimal = {
+        "provider_id": "p",
+        "channel": "chat",
+        "occurred_at": OCCURRED_AT,
+        "identities": [{"kind": "other", "value": "v"}],
+    }
+    a, b = ContactIn.model_validate(minimal), ContactIn.model_validate(minimal)
+    a.facts.append(a.identities[0])  # type: ignore[arg-type]
+    a.thread.references.append("x")
+    assert b.facts == [] and b.thread.references == [] and a.actor is not b.actor

@@ -110,3 +110,56 @@ def test_the_gateways_partitioner_puts_every_key_where_the_default_one_does():
         assert [keyed_partitioner(k, parts, parts) for k in keys * 2] == [default(k, parts, parts) for k in keys * 2]
     assert keyed_partitioner(None, [0, 1, 2], [1]) == 1  # no key: an available partition, as before
     assert aiokafka_producer_config(Settings(_env_file=None))["partitioner"] is keyed_partitioner
+
+
+def with_started(*modes: str, deadline: float, body) -> None:
+    """``body(producer, made)`` in an event loop with a started DeadlineProducer, closed afterwards."""
+
+    async def run():
+        p, made = producer(*modes, deadline=deadline)
+        await p.start()
+        try:
+            await body(p, made)
+        finally:
+            await p.close()
+
+    asyncio.run(run())
+
+
+def test_the_deadlines_of_sends_in_flight_share_one_timer_not_one_each():
+    async def body(p, _made):
+        loop = asyncio.get_running_loop()
+        timers = []  # every timer of asyncio's loop goes through call_at (call_later too)
+        real_at = loop.call_at
+        loop.call_at = lambda *a, **kw: timers.append(a) or real_at(*a, **kw)  # type: ignore[method-assign]
+        metas = await asyncio.gather(*(p.send("t", key=None, value=b"v") for _ in range(50)))
+        assert len(metas) == 50 and len(timers) <= 1, timers
+
+    with_started("ack", deadline=5.0, body=body)
+
+
+def test_a_send_cancelled_by_its_caller_is_cancelled_not_kafka_unavailable():
+    async def body(p, _made):
+        task = asyncio.ensure_future(p.send("t", key=None, value=b"v"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert p.replaced == 0
+
+    with_started("hang_ack", deadline=5.0, body=body)
+
+
+def test_a_send_past_its_deadline_beside_sends_that_are_acknowledged_fails_alone():
+    async def body(p, made):
+        made[0].mode = "hang_ack"
+        hanging = asyncio.ensure_future(p.send("t", key=None, value=b"late"))
+        await asyncio.sleep(0)
+        made[0].mode = "ack"
+        acked = [await p.send("t", key=None, value=b"v") for _ in range(3)]
+        with pytest.raises(KafkaUnavailable, match="not acknowledged within"):
+            await hanging
+        assert [m.offset for m in acked] == [1, 2, 3]
+
+    with capture_logs():
+        with_started("ack", deadline=0.2, body=body)

@@ -56,3 +56,60 @@ def test_an_error_about_the_whole_body_is_named_body():
 def test_a_metadata_key_named_like_a_request_location_keeps_its_place_in_the_path():
     # metadata keys come from the sender; "path" or "query" is a plausible one.
     assert _fields_of(full_contact_payload(metadata={"path": 5})) == ["metadata.path"]
+
+
+# -- load_json reads what json.loads reads, to the same objects ---------------------------------
+
+from hypothesis import given, settings as hsettings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@hsettings(max_examples=300)
+@given(_JSON)
+def test_load_json_gives_what_json_loads_gives(value):
+    import json
+
+    from threadline.http import load_json
+
+    raw = json.dumps(value, ensure_ascii=False).encode()
+    expected = json.loads(raw)
+    got = load_json(raw)
+    assert got == expected and repr(got) == repr(expected)  # big integers stay integers, -0.0 stays -0.0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": NaN}',
+        b'{"a": 123456789012345678901234567890, "b": -9223372036854775809}',
+        b'\xef\xbb\xbf{"a": 1}',
+        '{"a": 1}'.encode("utf-16"),
+        b'{"a": 1e400}',
+        b'{"a": "x", "a": "y"}',
+    ],
+)
+def test_load_json_reads_what_orjson_refuses_or_reads_otherwise_as_json_does(raw):
+    import json
+
+    from threadline.http import load_json
+
+    assert repr(load_json(raw)) == repr(json.loads(raw))
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b'{"a": 1} x', b"[1,]", b'{"a": "\xff"}', b"{'a': 1}"])
+def test_load_json_refuses_what_json_refuses(raw):
+    from threadline.http import BadJson, load_json
+
+    with pytest.raises(BadJson) as exc:
+        load_json(raw)
+    assert exc.value.field == "<body>" and exc.value.problem.startswith("not JSON")

@@ -89,6 +89,42 @@ def test_a_webhook_post_is_answered_without_fastapis_router(gw, monkeypatch):
     assert r.headers["content-type"] == "application/json"
 
 
+def test_the_language_models_are_loaded_during_start_up_not_in_the_first_request(tmp_path, monkeypatch):
+    from connectors import normalize
+    from schemas.codec import SingleObjectCodec
+
+    loaded: list[tuple[str, ...]] = []
+    monkeypatch.setattr(normalize, "_detector", lambda languages: loaded.append(languages))
+    settings = Settings(_env_file=None, home=tmp_path, codec=CodecKind.SINGLE_OBJECT, languages="it,nl")
+    app = create_app(settings, producer_factory=FakeProducer, codec_factory=SingleObjectCodec)
+    assert loaded == []
+    with TestClient(app):
+        assert loaded == [("it", "nl")]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {
+            "accepted": [{"event_id": event_id("chat", "m-1"), "partition": 5, "offset": 1234567890123}],
+            "dead_lettered": 0,
+        },
+        {"accepted": [], "dead_lettered": 3},
+        {
+            "accepted": [{"event_id": event_id("meta", str(i)), "partition": i, "offset": 0} for i in range(50)],
+            "dead_lettered": 1,
+        },
+    ],
+)
+def test_a_webhooks_202_is_byte_for_byte_what_jsonresponse_made(content):
+    from fastapi.responses import JSONResponse
+
+    from connectors.gateway import Accepted
+
+    mine, theirs = Accepted(content), JSONResponse(content, status_code=202)
+    assert (mine.status_code, mine.raw_headers, mine.body) == (theirs.status_code, theirs.raw_headers, theirs.body)
+
+
 def test_everything_but_webhook_posts_is_still_routed_by_fastapi(gw):
     assert gw.client.get("/healthz").json() == {"status": "ok"}
     r = gw.client.get("/webhooks/chat")

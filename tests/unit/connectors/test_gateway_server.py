@@ -7,6 +7,7 @@ one. No timing is asserted anywhere."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import time
@@ -35,8 +36,6 @@ def served(tmp_path_factory):
     from schemas.codec import SingleObjectCodec
     from connectors.gateway import create_app
 
-    import uvicorn
-
     settings = Settings(
         home=tmp_path_factory.mktemp("gateway-server"),
         codec=CodecKind.SINGLE_OBJECT,
@@ -52,8 +51,8 @@ def served(tmp_path_factory):
         contacts_topic="test.gateway-server.contacts",
         dlq_topic="test.gateway-server.dlq",
     )
-    config = uvicorn.Config(app, **server.uvicorn_options(settings, timeout_graceful_shutdown=2))
-    srv = uvicorn.Server(config)
+    gc_threshold = gc.get_threshold()
+    srv = server.make_server(app, settings, timeout_graceful_shutdown=2)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{settings.endpoints.gateway_port}"
@@ -65,6 +64,8 @@ def served(tmp_path_factory):
     yield SimpleNamespace(base=base, producer=producer, server=srv, settings=settings)
     srv.should_exit = True
     thread.join(15)
+    gc.unfreeze()  # what the served gateway's start-up did to this test process (server.tune_gc)
+    gc.set_threshold(*gc_threshold)
 
 
 def chat_body(mid: str) -> bytes:
@@ -102,6 +103,23 @@ def test_a_signed_webhook_is_accepted_under_httptools(served):
     topic, key, _, headers = served.producer.sent[-1]
     assert topic == "test.gateway-server.contacts" and key == b"chat_visitor:v-42"
     assert headers["event_id"] == accepted[0]["event_id"]
+
+
+def test_once_started_the_served_gateways_objects_are_frozen_and_the_young_threshold_raised(served):
+    assert served.server.started
+    assert gc.get_freeze_count() > 10_000  # FastAPI, pydantic, the schemas: out of the collector's sight
+    assert gc.get_threshold()[0] == server.GC_GEN0_THRESHOLD > 700
+
+
+def test_the_bench_primes_a_gateway_with_one_signed_request_per_language_before_measuring(served):
+    url = f"{served.base}/webhooks/chat"
+    before = len(served.producer.sent)
+    gateway_bench.prime(url, SECRET, "prime-test")
+    sent = served.producer.sent[before:]
+    assert len(sent) == len(gateway_bench.chat_templates()) == 5
+    assert len({headers["event_id"] for _, _, _, headers in sent}) == 5
+    with pytest.raises(RuntimeError, match="401"):
+        gateway_bench.prime(url, "not-the-secret", "prime-test-2")
 
 
 def test_keep_alive_requests_on_one_connection_each_get_their_answer(served):

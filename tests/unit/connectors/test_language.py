@@ -174,3 +174,13 @@ def test_a_text_seen_before_is_answered_from_the_cache_without_being_examined_ag
         detector(text)
     assert fake.asked == ["first text to detect here"]
     assert detector.cache_info().hits == 2  # the short text's repeat too: not measured again
+
+
+def test_warm_loads_linguas_models_once_and_a_given_detector_is_left_alone(monkeypatch):
+    from connectors import normalize
+
+    built: list[tuple[str, ...]] = []
+    monkeypatch.setattr(normalize, "_detector", lambda languages: built.append(languages))
+    LanguageDetector(("en", "pl")).warm()
+    LanguageDetector(("en", "pl"), detect=lambda text: "en").warm()
+    assert built == [("en", "pl")]

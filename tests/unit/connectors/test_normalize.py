@@ -183,3 +183,26 @@ def test_account_numbers_are_facts_and_dates_are_not_orders():
 def test_fact_patterns_are_configurable():
     patterns = FactPatterns.from_json(json.dumps({"ticket": r"\bT-(\d{3,})"}))
     assert [(f.kind, f.value) for f in extract_facts("see T-4242 and order 100234", patterns)] == [("ticket", "4242")]
+
+
+def test_a_datetime_a_model_parsed_is_taken_as_its_iso_form_was():
+    from connectors.normalize import parse_time
+
+    for dt in (
+        datetime(2026, 11, 22, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        datetime(2026, 11, 22, 10, 0, tzinfo=UTC),
+    ):
+        got = parse_time(dt, "sent_at")
+        assert got == parse_time(dt.isoformat(), "sent_at") and got.tzinfo is UTC
+    with pytest.raises(MalformedPayload, match="without a time zone"):
+        parse_time(datetime(2026, 11, 22, 10, 0), "sent_at")
+
+
+def test_a_context_at_a_time_is_the_context_with_that_time():
+    from dataclasses import replace
+
+    from connectors.base import MapContext
+
+    base = MapContext(region="NL", languages=("nl", "en"))
+    now = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+    assert base.at(now) == replace(base, received_at=now) and base.received_at is None

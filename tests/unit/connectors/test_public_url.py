@@ -189,3 +189,27 @@ def test_the_settings_come_from_the_environment(monkeypatch):
         "https://hooks.example.org/twilio/voice",
     )
     assert PublicUrls.from_settings(s).trusts("fd00::1")
+
+
+def test_the_url_is_worked_out_once_for_the_same_request_line_host_and_forwarded_headers(monkeypatch):
+    from connectors import gateway
+
+    calls: list[str] = []
+    real = gateway.public_url
+
+    def counting(*args, **kw):
+        calls.append(kw["url"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(gateway, "public_url", counting)
+    s = settings(trusted_proxies=PROXY, public_base_url="https://gw.example.org")
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.org"}
+    first = [_public_url(incoming("/webhooks/twilio", query="a=1"), s, "twilio") for _ in range(3)]
+    assert first == ["https://gw.example.org/webhooks/twilio?a=1"] * 3 and len(calls) == 1
+    # what the URL depends on is part of what is remembered: the path, the query, the forwarded
+    # headers and (with those headers) whether the peer is a trusted proxy
+    assert _public_url(incoming("/webhooks/twilio", query="a=2"), s, "twilio").endswith("?a=2")
+    assert _public_url(incoming(extra=forwarded), s, "twilio") == "https://hooks.example.org/webhooks/twilio"
+    assert _public_url(incoming(extra=forwarded, peer=CLIENT), s, "twilio") == "https://gw.example.org/webhooks/twilio"
+    assert _public_url(incoming("/webhooks/twilio-voice"), s, "twilio-voice").endswith("/webhooks/twilio-voice")
+    assert len(calls) == 5
