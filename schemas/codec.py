@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
@@ -30,6 +31,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 import schemas
+from schemas.avro_writer import Fallback, compile_writer
 from schemas.registry import RegistryClient
 from threadline.errors import DecodeError, SchemaError
 
@@ -52,7 +54,27 @@ class Codec(Protocol):
         """Decode a framed record; raises DecodeError for anything that is not one."""
 
 
+_WRITERS: dict[int, tuple[dict, Callable[[dict], bytes] | None]] = {}
+
+
+def _compiled(parsed: dict) -> Callable[[dict], bytes] | None:
+    """The compiled writer of a parsed schema (``schemas.avro_writer``), once per schema object."""
+    hit = _WRITERS.get(id(parsed))
+    if hit is None or hit[0] is not parsed:
+        hit = (parsed, compile_writer(parsed))
+        _WRITERS[id(parsed)] = hit
+    return hit[1]
+
+
 def _write(parsed: dict, record: dict) -> bytes:
+    """Avro binary of ``record``: the compiled writer when it takes the record, else fastavro
+    (whose errors, as SchemaError, are the answer for a record that does not match)."""
+    write = _compiled(parsed)
+    if write is not None:
+        try:
+            return write(record)
+        except Fallback:
+            pass
     buf = io.BytesIO()
     try:
         fastavro.schemaless_writer(buf, parsed, record)
