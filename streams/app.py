@@ -38,6 +38,7 @@ from streams.topology import StreamTopics, build_topology
 from streams.worker import add_lag_metric
 from streams.worker import run_worker as _run_worker
 from threadline import catalog
+from threadline.async_producer import keyed_partitioner
 from threadline.kafka import broker_credentials
 from threadline.settings import Settings
 
@@ -99,6 +100,7 @@ def make_app(settings: Settings, app_id: str = APP_ID) -> faust.App:
         # worker a socket write that the profile showed as its largest single cost.
         producer_linger_ms=20,
         producer_max_batch_size=256 * 1024,
+        producer_partitioner=keyed_partitioner,  # murmur2 as aiokafka, each key hashed once
         # How soon the group gives a dead worker's partitions to the others (THREADLINE_STREAMS_SESSION_TIMEOUT).
         broker_session_timeout=float(os.environ.get("THREADLINE_STREAMS_SESSION_TIMEOUT", "30")),
     )

@@ -25,6 +25,7 @@ from faust.streams import _current_event  # the record a table write belongs to 
 from faust.types import TP
 
 from threadline import metrics
+from threadline.async_producer import keyed_partitioner
 from threadline.dlq import dlq_headers, reason_kind
 from threadline.errors import FatalError
 from threadline.kafka import header_list
@@ -99,14 +100,46 @@ def write_table(out: Outputs, table: Any, items: dict, source_topic: str, partit
             out.changelog.append((table, partition, kb, vb))
 
 
-def _persist_offset(table: Any):
+def _persist_offset(table: Any, relative: int):
+    """Once the batch holding a table partition's last changelog record of a stage batch is
+    acknowledged, the store remembers that record's offset (``relative``: its place in the
+    producer batch) as the changelog position it holds."""
+
     def done(fut: asyncio.Future) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return  # not acknowledged: the store keeps the offset it had; recovery reads from there
         meta = fut.result()
-        table.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)
+        table.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset + relative)
 
     return done
+
+
+class _Batches:
+    """A stage batch's records as producer batches, one list per topic partition, in order."""
+
+    def __init__(self, producer: Any):
+        self.producer = producer
+        self.builders: dict[tuple[str, int], list[Any]] = {}
+
+    def append(self, topic: str, partition: int, key: bytes | None, value: bytes, headers: list) -> tuple[int, int]:
+        """(index of the producer batch, place of the record in it)."""
+        builders = self.builders.setdefault((topic, partition), [])
+        meta = builders[-1].append(timestamp=None, key=key, value=value, headers=headers) if builders else None
+        if meta is None:  # none yet, or full: a new one (a record always fits an empty one)
+            builders.append(self.producer.create_batch())
+            meta = builders[-1].append(timestamp=None, key=key, value=value, headers=headers)
+        return len(builders) - 1, meta.offset
+
+    async def send(self) -> dict[tuple[str, int], list[asyncio.Future]]:
+        """Hand every producer batch to the producer, each partition's in order, the partitions
+        side by side; the futures of their acknowledgments."""
+
+        async def one(tp: tuple[str, int], builders: list) -> list[asyncio.Future]:
+            return [await self.producer.send_batch(b, tp[0], partition=tp[1]) for b in builders]
+
+        tps = list(self.builders)
+        sent = await asyncio.gather(*(one(tp, self.builders[tp]) for tp in tps))
+        return dict(zip(tps, sent, strict=True))
 
 
 class StageContext:
@@ -119,24 +152,49 @@ class StageContext:
         self.consumed = metrics.Labelled(metrics.EVENTS_CONSUMED, COMPONENT)
         self.produced = metrics.Labelled(metrics.EVENTS_PRODUCED, COMPONENT)
         self.dead_lettered = metrics.Labelled(metrics.DLQ, COMPONENT)
+        self._partitions: dict[str, list[int]] = {}  # a topic's partitions, looked up once
 
     async def produce(self, outputs: Outputs) -> None:
-        """Hand a batch's records to the producer, in order (faust flushes the producer before it
-        commits the inputs' offsets)."""
-        send = self.app.producer.send
-        counts: dict[str, int] = {}
-        last: dict[tuple[Any, int], asyncio.Future] = {}
+        """Hand a batch's records to the producer, in order within each topic partition (faust
+        flushes the producer before it commits the inputs' offsets).
+
+        The records go as producer batches (aiokafka's ``create_batch``/``send_batch``), not one
+        ``send`` each: no future, metadata wait and accumulator step per record. A record without
+        a partition goes where aiokafka's default partitioner would put its key
+        (``keyed_partitioner``: Java's murmur2, each key's hash remembered)."""
+        producer = self.app.producer._ensure_producer()
+        batches = _Batches(producer)
+        last: dict[tuple[Any, int], tuple[str, int, int, int]] = {}  # (table, partition) -> where its last record is
         for table, partition, kb, vb in outputs.changelog:
-            last[(table, partition)] = await send(table.changelog_topic.get_topic_name(), kb, vb, partition, None, [])
-        for (table, partition), fut in last.items():
-            fut.add_done_callback(_persist_offset(table))
+            topic = table.changelog_topic.get_topic_name()
+            at = batches.append(topic, partition, kb, vb, [])
+            last[(table, partition)] = (topic, partition, *at)
         outputs.changelog.clear()
+        counts: dict[str, int] = {}
         for topic, key, value, headers, partition in outputs.records:
-            await send(topic, key, value, partition, None, header_list(headers))
+            if partition is None:
+                partition = await self._partition(producer, topic, key)
+            batches.append(topic, partition, key, value, header_list(headers))
             counts[topic] = counts.get(topic, 0) + 1
+        outputs.records.clear()
+        futures = await batches.send()
+        for (table, _p), (topic, partition, index, relative) in last.items():
+            futures[(topic, partition)][index].add_done_callback(_persist_offset(table, relative))
         for topic, n in counts.items():
             self.produced(topic).inc(n)
-        outputs.records.clear()
+
+    async def _partition(self, producer: Any, topic: str, key: bytes | None) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            await producer.client._wait_on_metadata(topic)
+            partitions = sorted(producer.client.cluster.partitions_for_topic(topic) or ())
+            if not partitions:
+                raise FatalError(f"no partitions known for topic {topic}")
+            self._partitions[topic] = partitions
+        if key is None:
+            available = sorted(producer.client.cluster.available_partitions_for_topic(topic) or partitions)
+            return keyed_partitioner(None, partitions, available)
+        return keyed_partitioner(key, partitions, partitions)
 
     def to_dlq(self, outputs: Outputs, event: Any, reason: str) -> None:
         msg = event.message
