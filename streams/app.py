@@ -123,7 +123,9 @@ def create_app(
         app.agent(topo.contacts, name=f"{app_id}.route")(route_stage(ctx, codec, topo.names.graph))
     if "identity" in stages:
         assert topo.graph_table is not None and topo.contacts_table is not None
-        graph = IdentityGraph(GraphCache(topo.graph_table, lambda: app.consumer_generation_id), rules.identity)
+        graph = IdentityGraph(
+            GraphCache(topo.graph_table, lambda: app.consumer_generation_id, topic=topo.names.graph), rules.identity
+        )
         app.agent(topo.graph_in, name=f"{app_id}.identity")(identity_stage(ctx, codec, topo, graph))
     if "conversations" in stages:
         scheduler = ClockScheduler(

@@ -17,11 +17,13 @@ import base64
 import json
 
 import faust
+import orjson
+from faust.stores.base import SerializedStore
 
 import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
 from streams.identity import Change, IdentityGraph, resolve
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, write_table
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, write_table, writing_for
 from streams.topology import Topology
 
 
@@ -100,8 +102,8 @@ class GraphCache:
     and when it holds ``limit`` keys. Writes are kept (``dirty``) until the stage writes them to
     the table, once per batch (``streams.stage.write_table``: store and changelog)."""
 
-    def __init__(self, table, generation, limit: int = 500_000):
-        self.table, self.generation, self.limit = table, generation, limit
+    def __init__(self, table, generation, limit: int = 500_000, topic: str = ""):
+        self.table, self.generation, self.limit, self.topic = table, generation, limit, topic
         self.values: dict = {}
         self.dirty: dict = {}
         self.seen_generation = None
@@ -120,9 +122,19 @@ class GraphCache:
     def get(self, key, default=None):
         value = self.values.get(key, _ABSENT)
         if value is _ABSENT:
-            value = self.table.get(key)
+            value = self._read(key)
             self.values[key] = value
         return default if value is None else value
+
+    def _read(self, key):
+        """The table's value of ``key``: from a RocksDB store, one read of the JSON bytes
+        ``write_table`` wrote (the table's ``get`` reads a present key twice)."""
+        store = self.table.data
+        if not isinstance(store, SerializedStore):
+            return self.table.get(key)
+        with writing_for(self.topic, 0):  # the graph's one partition
+            raw = store._get(orjson.dumps(key))
+        return None if raw is None else orjson.loads(raw)
 
     def __getitem__(self, key):
         value = self.get(key)

@@ -104,3 +104,35 @@ def test_table_writes_of_a_batch_are_the_bytes_faust_itself_writes_and_reads(app
     assert kb == app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
     assert app.serializers.loads_value(table.value_type, vb, serializer=table.value_serializer) == value
     assert app.serializers.loads_key(table.key_type, kb, serializer=table.key_serializer) == key
+
+
+def test_the_graph_cache_reads_a_rocksdb_graph_table_once_per_key_and_reads_back_write_table(tmp_path):
+    """On the RocksDB store the cache reads a key's JSON bytes with one store read (the table's
+    own ``get`` asks the store whether the key is there, then reads it: two reads) and gets back
+    what ``write_table`` wrote."""
+    pytest.importorskip("rocksdict")
+    from streams.identity_stage import GraphCache
+    from streams.stage import Outputs, write_table
+
+    app = create_app(
+        Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT), app_id="graph-read-test", stages=("identity",)
+    )
+    topic = StreamTopics().graph
+    table = app.tables["identity-graph"]
+    store = table.data
+    assert store_url() == "rocksdb://" and type(store).__module__ == "faust.stores.rocksdb"
+    write_table(Outputs(), table, {"n:a": {"contacts": ["e1"], "customer_id": "c-1"}}, topic, 0)
+    reads = []
+    for name in ("_get", "_contains"):
+        real = getattr(store, name)
+
+        def counting(key, _real=real, _name=name):
+            reads.append(_name)
+            return _real(key)
+
+        setattr(store, name, counting)
+    cache = GraphCache(table, lambda: 1, topic=topic)
+    cache.check()
+    assert cache.get("n:a") == {"contacts": ["e1"], "customer_id": "c-1"}
+    assert cache.get("n:missing") is None
+    assert reads == ["_get", "_get"]
