@@ -70,7 +70,7 @@ def writing_for(topic: str, partition: int) -> Iterator[None]:
 @dataclass
 class Outputs:
     """A batch's records to produce, in order: (topic, key, value, headers, partition), and the
-    changelog records of its table writes, produced first (``write_table``)."""
+    changelog records of its table writes (``write_table``); each topic partition's in order."""
 
     records: list[tuple[str, bytes, bytes, dict[str, str] | None, int | None]] = field(default_factory=list)
     changelog: list[tuple[Any, int, bytes, bytes]] = field(default_factory=list)  # (table, partition, key, value)
@@ -81,14 +81,25 @@ class Outputs:
 
 def write_table(out: Outputs, table: Any, items: dict, source_topic: str, partition: int) -> None:
     """A batch's changed keys of a faust table, each written once: into the table's store as faust
-    writes it (RocksDB: the JSON bytes, serialized once here; memory: the value), and as changelog
-    records on ``partition`` that ``StageContext.produce`` sends before the batch's outputs. This is
+    writes it (RocksDB: the JSON bytes, serialized once here, one write batch per partition; memory:
+    the value), and as changelog records on ``partition`` that ``StageContext.produce`` sends. This is
     ``Table.__setitem__`` without its per-record changelog machinery: the same keys and values on
     the same changelog partition, so faust's recovery reads them as its own; the store's persisted
     changelog offset is set once per batch, when the last record is acknowledged."""
     if not items:
         return
     store = table.data
+    changelog = out.changelog
+    batch = _rocksdb_batch(store)
+    if batch is not None:  # RocksDB: the partition's keys in one write batch
+        index = store._key_index
+        for key, value in items.items():
+            kb, vb = orjson.dumps(key), orjson.dumps(value)
+            batch.put(kb, vb)
+            index[kb] = partition
+            changelog.append((table, partition, kb, vb))
+        store._db_for_partition(partition).write(batch)
+        return
     serialized = isinstance(store, SerializedStore)
     with writing_for(source_topic, partition):
         for key, value in items.items():
@@ -97,7 +108,17 @@ def write_table(out: Outputs, table: Any, items: dict, source_topic: str, partit
                 store._set(kb, vb)
             else:
                 store[key] = value
-            out.changelog.append((table, partition, kb, vb))
+            changelog.append((table, partition, kb, vb))
+
+
+def _rocksdb_batch(store: Any) -> Any:
+    """An empty write batch when ``store`` is faust's RocksDB store on rocksdict (what its own
+    changelog recovery writes with, ``apply_changelog_batch``), else None."""
+    if type(store).__module__ != "faust.stores.rocksdb" or not getattr(store, "use_rocksdict", False):
+        return None
+    import rocksdict
+
+    return rocksdict.WriteBatch(raw_mode=True)
 
 
 def _persist_offset(table: Any, relative: int):

@@ -136,3 +136,26 @@ def test_the_graph_cache_reads_a_rocksdb_graph_table_once_per_key_and_reads_back
     assert cache.get("n:a") == {"contacts": ["e1"], "customer_id": "c-1"}
     assert cache.get("n:missing") is None
     assert reads == ["_get", "_get"]
+
+
+def test_a_batch_of_table_writes_is_one_rocksdb_write_batch_that_faust_reads_back(tmp_path):
+    """write_table on the RocksDB store: one write batch for the partition (not a put per key),
+    the keys indexed to that partition, and faust's own reads give the values back."""
+    pytest.importorskip("rocksdict")
+    from streams.stage import Outputs, write_table, writing_for
+
+    app = create_app(Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT), app_id="batch-write-test")
+    table = app.tables["conversations"]
+    store = table.data
+
+    def no_put(*_a):
+        raise AssertionError("a put per key")
+
+    store._set = no_put
+    items = {f"cust-{i}": {"customer_id": f"cust-{i}", "p": 3, "n": i} for i in range(5)}
+    out = Outputs()
+    write_table(out, table, items, StreamTopics().resolved, 3)
+    assert [(p, kb) for _t, p, kb, _vb in out.changelog] == [(3, f'"cust-{i}"'.encode()) for i in range(5)]
+    with writing_for(StreamTopics().resolved, 3):
+        assert {k: store[k] for k in items} == items
+    assert {store._key_index[f'"cust-{i}"'.encode()] for i in range(5)} == {3}
