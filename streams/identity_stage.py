@@ -129,7 +129,7 @@ class GraphCache:
     def _read(self, key):
         """The table's value of ``key``: from a RocksDB store, one read of the JSON bytes
         ``write_table`` wrote (the table's ``get`` reads a present key twice)."""
-        store = self.table.data
+        store = getattr(self.table, "data", None)
         if not isinstance(store, SerializedStore):
             return self.table.get(key)
         with writing_for(self.topic, 0):  # the graph's one partition
