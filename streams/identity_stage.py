@@ -17,13 +17,11 @@ import base64
 import json
 
 import faust
-import orjson
-from faust.stores.base import SerializedStore
 
 import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
 from streams.identity import Change, IdentityGraph, resolve
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, write_table, writing_for
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, read_table, write_table
 from streams.topology import Topology
 
 
@@ -122,19 +120,9 @@ class GraphCache:
     def get(self, key, default=None):
         value = self.values.get(key, _ABSENT)
         if value is _ABSENT:
-            value = self._read(key)
+            value = read_table(self.table, key, self.topic, 0)  # the graph's one partition
             self.values[key] = value
         return default if value is None else value
-
-    def _read(self, key):
-        """The table's value of ``key``: from a RocksDB store, one read of the JSON bytes
-        ``write_table`` wrote (the table's ``get`` reads a present key twice)."""
-        store = getattr(self.table, "data", None)
-        if not isinstance(store, SerializedStore):
-            return self.table.get(key)
-        with writing_for(self.topic, 0):  # the graph's one partition
-            raw = store._get(orjson.dumps(key))
-        return None if raw is None else orjson.loads(raw)
 
     def __getitem__(self, key):
         value = self.get(key)

@@ -111,6 +111,19 @@ def write_table(out: Outputs, table: Any, items: dict, source_topic: str, partit
             changelog.append((table, partition, kb, vb))
 
 
+def read_table(table: Any, key: Any, source_topic: str, partition: int) -> Any:
+    """The value of ``key`` in a faust table, None when absent: from the RocksDB store, one read
+    of the JSON bytes ``write_table`` wrote, in ``partition``'s database (the table's own ``get``
+    asks whether the key is there, then reads it, in every partition's database when no record is
+    being processed); from any other store, the table's ``get``."""
+    store = getattr(table, "data", None)
+    if not isinstance(store, SerializedStore):
+        return table.get(key)
+    with writing_for(source_topic, partition):
+        raw = store._get(orjson.dumps(key))
+    return None if raw is None else orjson.loads(raw)
+
+
 def _rocksdb_batch(store: Any) -> Any:
     """An empty write batch when ``store`` is faust's RocksDB store on rocksdict (what its own
     changelog recovery writes with, ``apply_changelog_batch``), else None."""

@@ -142,7 +142,7 @@ def test_a_batch_of_table_writes_is_one_rocksdb_write_batch_that_faust_reads_bac
     """write_table on the RocksDB store: one write batch for the partition (not a put per key),
     the keys indexed to that partition, and faust's own reads give the values back."""
     pytest.importorskip("rocksdict")
-    from streams.stage import Outputs, write_table, writing_for
+    from streams.stage import Outputs, read_table, write_table, writing_for
 
     app = create_app(Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT), app_id="batch-write-test")
     table = app.tables["conversations"]
@@ -159,3 +159,11 @@ def test_a_batch_of_table_writes_is_one_rocksdb_write_batch_that_faust_reads_bac
     with writing_for(StreamTopics().resolved, 3):
         assert {k: store[k] for k in items} == items
     assert {store._key_index[f'"cust-{i}"'.encode()] for i in range(5)} == {3}
+    # read_table: one read in the partition's database, what write_table wrote, None when absent
+    reads = []
+    real_get, real_contains = store._get, store._contains
+    store._get = lambda kb: reads.append("_get") or real_get(kb)
+    store._contains = lambda kb: reads.append("_contains") or real_contains(kb)
+    assert read_table(table, "cust-2", StreamTopics().resolved, 3) == items["cust-2"]
+    assert read_table(table, "nobody", StreamTopics().resolved, 3) is None
+    assert reads == ["_get", "_get"]
