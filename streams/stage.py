@@ -22,6 +22,7 @@ import faust
 import orjson
 from faust.stores.base import SerializedStore
 from faust.streams import _current_event  # the record a table write belongs to (its partition)
+from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from threadline import metrics
@@ -149,15 +150,29 @@ def _persist_offset(table: Any, relative: int):
 
 
 class _Batches:
-    """A stage batch's records as producer batches, one list per topic partition, in order."""
+    """A stage batch's records as producer batches, one list per topic partition, in order.
+
+    A partition whose previous producer batch is still waiting in the producer (lingering, or
+    behind a request in flight) gets its records through the producer's ``send``, appended to that
+    batch: ``send_batch`` would wait until it leaves, and the stage with it."""
 
     def __init__(self, producer: Any):
         self.producer = producer
         self.builders: dict[tuple[str, int], list[Any]] = {}
+        self.singles: dict[tuple[str, int], list[tuple[bytes | None, bytes, list]]] = {}
+        self.waiting = getattr(getattr(producer, "_message_accumulator", None), "_batches", {})
 
     def append(self, topic: str, partition: int, key: bytes | None, value: bytes, headers: list) -> tuple[int, int]:
-        """(index of the producer batch, place of the record in it)."""
-        builders = self.builders.setdefault((topic, partition), [])
+        """Where the record's acknowledgment will be: (index in its partition's futures, place of
+        the record in that producer batch)."""
+        tp = (topic, partition)
+        singles = self.singles.get(tp)
+        if singles is None and tp not in self.builders and self.waiting.get(TopicPartition(topic, partition)):
+            singles = self.singles[tp] = []
+        if singles is not None:
+            singles.append((key, value, headers))
+            return len(singles) - 1, 0
+        builders = self.builders.setdefault(tp, [])
         meta = builders[-1].append(timestamp=None, key=key, value=value, headers=headers) if builders else None
         if meta is None:  # none yet, or full: a new one (a record always fits an empty one)
             builders.append(self.producer.create_batch())
@@ -165,14 +180,25 @@ class _Batches:
         return len(builders) - 1, meta.offset
 
     async def send(self) -> dict[tuple[str, int], list[asyncio.Future]]:
-        """Hand every producer batch to the producer, each partition's in order, the partitions
-        side by side; the futures of their acknowledgments."""
+        """Hand every record to the producer, each partition's in order, the partitions side by
+        side; the futures of their acknowledgments (one per producer batch, or per record sent
+        alone)."""
+        producer = self.producer
 
-        async def one(tp: tuple[str, int], builders: list) -> list[asyncio.Future]:
-            return [await self.producer.send_batch(b, tp[0], partition=tp[1]) for b in builders]
+        async def batches(tp: tuple[str, int], builders: list) -> list[asyncio.Future]:
+            return [await producer.send_batch(b, tp[0], partition=tp[1]) for b in builders]
 
-        tps = list(self.builders)
-        sent = await asyncio.gather(*(one(tp, self.builders[tp]) for tp in tps))
+        async def singles(tp: tuple[str, int], records: list) -> list[asyncio.Future]:
+            return [
+                await producer.send(tp[0], value, key=key, partition=tp[1], headers=headers)
+                for key, value, headers in records
+            ]
+
+        tps = [*self.builders, *self.singles]
+        sent = await asyncio.gather(
+            *(batches(tp, b) for tp, b in self.builders.items()),
+            *(singles(tp, r) for tp, r in self.singles.items()),
+        )
         return dict(zip(tps, sent, strict=True))
 
 

@@ -34,13 +34,20 @@ class FakeAiokafka:
             return None
 
         self.client = SimpleNamespace(cluster=cluster, _wait_on_metadata=wait_on_metadata)
+        self._message_accumulator = SimpleNamespace(_batches={})  # topic partition -> batches not yet sent
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(self.batch_size, 0)
 
-    async def send(self, *a, **k):  # the per-record path: not to be used
+    async def send(self, topic, value, *, key, partition, headers):  # the per-record path
         self.send_calls += 1
-        raise AssertionError("one send per record")
+        if (topic, partition) not in self._message_accumulator._batches:
+            raise AssertionError("one send per record where no producer batch is waiting")
+        self.sent.append((topic, partition, [(key, value, list(headers))]))
+        fut = asyncio.get_running_loop().create_future()
+        offset = 200 + self.send_calls
+        fut.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), offset, -1, 0, 0))
+        return fut
 
     async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> asyncio.Future:
         buf = batch._build()
@@ -115,3 +122,25 @@ def test_records_beyond_one_producer_batch_go_in_more_batches_in_order():
     assert len(aio.sent) > 1
     assert all(t == "out" and p == 4 for t, p, _ in aio.sent)
     assert [v for _t, _p, records in aio.sent for _k, v, _h in records] == values
+
+
+def test_a_partition_whose_last_producer_batch_still_waits_gets_its_records_appended_one_by_one():
+    """send_batch would wait for that batch to leave (linger, a request in flight), and the stage
+    with it; the records go through send instead, in order, the other partitions as batches."""
+    aio = FakeAiokafka()
+    aio._message_accumulator._batches[TopicPartition("tbl-changelog", 1)] = ["a batch lingering"]
+    out, table = Outputs(), _table()
+    for i in range(3):
+        out.changelog.append((table, 1, f"k{i}".encode(), b"x"))
+    out.records.append(("out", b"k", b"v", None, 0))
+
+    async def run():
+        await _ctx(aio).produce(out)
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    assert aio.send_calls == 3
+    singles = [records for t, p, records in aio.sent if (t, p) == ("tbl-changelog", 1)]
+    assert singles == [[(f"k{i}".encode(), b"x", [])] for i in range(3)]
+    assert [(t, p) for t, p, _ in aio.sent if t == "out"] == [("out", 0)]
+    assert table.data.persisted == {("tbl-changelog", 1): 203}  # the third record's own offset
