@@ -33,7 +33,6 @@ import resource
 import secrets as pysecrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from pathlib import Path
 
 from threadline.benchkit import (
     BASELINE_PRODUCE_KP,
+    PYTHON,
     RATE_COLUMNS,
     BenchContext,
     Rate,
@@ -50,6 +50,7 @@ from threadline.benchkit import (
     fmt_rate,
     fmt_ratio,
     rate_row,
+    tree_path,
 )
 from threadline.process import free_port
 
@@ -110,18 +111,6 @@ def _start_gateway(
             time.sleep(0.2)
     proc.kill()
     raise TimeoutError("gateway did not answer /healthz within 60 s")
-
-
-# ``-P``: the working directory is not put first on the path (a bench started in a checkout would
-# otherwise run that checkout's code whatever PYTHONPATH says).
-PYTHON = (sys.executable, "-P")
-
-
-def tree_path(tree: Path | None) -> dict[str, str]:
-    """The environment under which ``PYTHON`` imports the project from ``tree`` (none: as installed)."""
-    if tree is None:
-        return {}
-    return {"PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def _chat_bodies(n: int, run: str) -> list[bytes]:

@@ -6,7 +6,6 @@ Pure functions, no I/O: every connector maps its provider's payload to ``Contact
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,6 +13,8 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from threadline.ids import uuid5_str
 
 # Namespace of every Threadline event id: uuid5(THREADLINE_NS, "<connector>:<provider id>").
 THREADLINE_NS = uuid.UUID("5b0f3c9e-6f1a-5d8e-9c4b-7a1e2d3f4b5c")
@@ -44,17 +45,9 @@ def event_id(connector: str, provider_id: str) -> str:
     """Deterministic: the same provider message through the same connector, the same id.
     Remembered for the last contacts: the record, its headers and the gateway's answer ask for it.
 
-    ``str(uuid.uuid5(THREADLINE_NS, "<connector>:<provider id>"))`` (RFC 4122 §4.3: SHA-1 of the
-    namespace and the name, version 5, variant RFC 4122), written out without the two UUID
-    objects ``uuid5`` builds: a quarter of the time."""
-    digest = bytearray(hashlib.sha1(_NS_BYTES + f"{connector}:{provider_id}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-_NS_BYTES = THREADLINE_NS.bytes
+    ``str(uuid.uuid5(THREADLINE_NS, "<connector>:<provider id>"))``, written out by
+    ``threadline.ids.uuid5_str`` without the UUID objects ``uuid5`` builds."""
+    return uuid5_str(THREADLINE_NS, f"{connector}:{provider_id}")
 
 
 def _fresh(factory: Callable[[], Any]) -> Any:

@@ -1,213 +1,329 @@
-"""Avro binary encoding compiled once per schema: the bytes ``fastavro.schemaless_writer`` writes,
-in about two fifths of its time, for the schemas the project writes.
+"""Avro binary encoding of one record schema, compiled once into a Python function.
 
-fastavro walks the schema for every record and picks each union's branch by validating the value
-against the branches in turn; a contact (22 unions, 6 enums) took ~21 µs there, a tenth of the
-gateway's CPU per request. ``compile_writer`` turns a parsed schema into nested closures once: a
-``["null", X]`` union writes null for None and X otherwise, an enum looks its symbol up in a dict.
+fastavro's ``schemaless_writer`` resolves the schema's named types on every call and picks each
+union's branch by validating the value against every branch: for a conversation event (14
+unions, two nested records) that is ~40-80 µs an event, the largest single cost of the stream
+worker. ``compile_writer`` turns a parsed schema into straight-line code once: each field read
+from the record, each ``["null", X]`` union chosen by ``is None``, each value checked by its
+exact Python type and written. The bytes are the Avro binary encoding, the same fastavro writes
+(property-tested against it over every schema in ``schemas/avro``).
 
-What it compiles: records, enums, arrays, maps, unions of null and one other type, string, bytes,
-boolean, int, long and long ``timestamp-millis``. Anything else (float, double, fixed, other
-unions and logical types) raises ``Unsupported`` and the codec keeps fastavro for that schema.
+What it does not handle, it leaves to fastavro, so the caller's behaviour (its errors above all)
+stays fastavro's:
 
-Records are written as fastavro writes them, invalid ones included as far as the codec can tell:
-a missing field takes its default (ValueError without one, unless the type admits null), a value
-of the wrong type raises TypeError, AttributeError, KeyError or ValueError (the codec's
-SchemaError), a long beyond 64 bits OverflowError, and booleans and floats are taken as integers.
+* at compile time, a schema with a union that is not ``["null", X]`` / ``[X, "null"]`` or a
+  logical type other than the integer ones and ``uuid`` compiles to ``None``;
+* at run time, any value outside the fast path (a missing field, a datetime for a timestamp, a
+  float for a long, a value of the wrong type) raises ``Fallback``, and the caller writes the
+  whole record with fastavro instead.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-Write = Callable[[list, Any], None]
+PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+# Logical types whose values this writer takes only as the underlying int or str (fastavro would
+# convert a datetime, a UUID: those values go back to fastavro).
+INT_LOGICAL = {
+    "timestamp-millis",
+    "timestamp-micros",
+    "local-timestamp-millis",
+    "local-timestamp-micros",
+    "date",
+    "time-millis",
+    "time-micros",
+}
+STR_LOGICAL = {"uuid"}
+TIMESTAMPS = {"timestamp-millis", "timestamp-micros"}  # an aware datetime is converted as fastavro does
+_MIN64, _MAX64 = -(1 << 63), (1 << 63) - 1
+_MIN32, _MAX32 = -(1 << 31), (1 << 31) - 1
 
-_MIN_LONG, _MAX_LONG = -(2**63), 2**63 - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_NAIVE = datetime(1970, 1, 1)
+
+class Fallback(Exception):
+    """A value this writer does not encode itself: write the record with fastavro."""
 
 
-class Unsupported(ValueError):
-    """A construct this writer does not compile (fastavro writes that schema)."""
+class Unsupported(Exception):
+    """A schema shape this writer does not compile."""
 
 
-def _zigzag(n: int) -> bytes:
-    if not _MIN_LONG <= n <= _MAX_LONG:
-        raise OverflowError("Python int too large to convert to C long")
+def _long(n: int, out: bytearray) -> None:
+    if type(n) is not int or n < _MIN64 or n > _MAX64:
+        raise Fallback
     n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
+    while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
-    return bytes(out)
 
 
-_SMALL = [_zigzag(i) for i in range(1024)]  # 0..1023: lengths, counts, enum indexes
+def _int(n: int, out: bytearray) -> None:
+    if type(n) is not int or n < _MIN32 or n > _MAX32:
+        raise Fallback
+    _long(n, out)
 
 
-def _long(value: Any) -> bytes:
-    if value.__class__ is int and 0 <= value < 1024:
-        return _SMALL[value]
-    if isinstance(value, (int, float)):  # bool is an int; a float is truncated, as fastavro's C conversion does
-        return _zigzag(int(value))
-    raise TypeError(f"an integer is required, not {type(value).__name__}")
+def _str(s: str, out: bytearray) -> None:
+    if type(s) is not str:
+        raise Fallback
+    b = s.encode()
+    n = len(b)
+    if n < 64:
+        out.append(n << 1)
+    else:
+        _long(n, out)
+    out += b
 
 
-def _write_long(out: list, value: Any) -> None:
-    out.append(_long(value))
+def _bytes(b: bytes, out: bytearray) -> None:
+    if type(b) is not bytes:
+        raise Fallback
+    _long(len(b), out)
+    out += b
 
 
-def _write_string(out: list, value: Any) -> None:
-    try:
-        data = value.encode()
-    except AttributeError:
-        raise TypeError("must be string") from None
-    out.append(_long(len(data)))
-    out.append(data)
+def _bool(v: bool, out: bytearray) -> None:
+    if type(v) is not bool:
+        raise Fallback
+    out.append(1 if v else 0)
 
 
-def _write_bytes(out: list, value: Any) -> None:
-    out.append(_long(len(value)))
-    out.append(value)
+def _null(v: None, out: bytearray) -> None:
+    if v is not None:
+        raise Fallback
 
 
-def _write_boolean(out: list, value: Any) -> None:
-    out.append(b"\x01" if value else b"\x00")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _write_null(out: list, value: Any) -> None:
-    pass  # nothing to write, and fastavro checks nothing
+def _timestamp_millis(v: int | datetime, out: bytearray) -> None:
+    """An int as it is; an aware datetime as fastavro converts it (a naive one: Fallback)."""
+    if type(v) is datetime and v.tzinfo is not None:
+        delta = v - _EPOCH
+        v = (delta.days * 86400 + delta.seconds) * 1000 + int(delta.microseconds / 1000)
+    _long(v, out)
 
 
-def _write_timestamp_millis(out: list, value: Any) -> None:
-    if isinstance(value, datetime):
-        delta = value - (_EPOCH if value.tzinfo is not None else _EPOCH_NAIVE)
-        value = (delta.days * 86400 + delta.seconds) * 1000 + int(delta.microseconds / 1000)
-    out.append(_long(value))
+def _timestamp_micros(v: int | datetime, out: bytearray) -> None:
+    if type(v) is datetime and v.tzinfo is not None:
+        delta = v - _EPOCH
+        v = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    _long(v, out)
 
 
-_PRIMITIVES: dict[str, Write] = {
-    "null": _write_null,
-    "boolean": _write_boolean,
-    "int": _write_long,
-    "long": _write_long,
-    "string": _write_string,
-    "bytes": _write_bytes,
+_DOUBLE, _FLOAT = struct.Struct("<d").pack, struct.Struct("<f").pack
+
+
+def _double(v: float, out: bytearray) -> None:
+    if type(v) is not float:
+        raise Fallback
+    out += _DOUBLE(v)
+
+
+def _float(v: float, out: bytearray) -> None:
+    if type(v) is not float:
+        raise Fallback
+    out += _FLOAT(v)
+
+
+_PRIMITIVE_WRITERS: dict[str, Callable[[Any, bytearray], None]] = {
+    "null": _null,
+    "boolean": _bool,
+    "int": _int,
+    "long": _long,
+    "float": _float,
+    "double": _double,
+    "bytes": _bytes,
+    "string": _str,
 }
 
 
-def compile_writer(schema: Any) -> Callable[[Any], bytes]:
-    """``schema`` (parsed by fastavro, or its JSON) as a function from a record to its Avro body."""
-    write = _compile(schema, {})
+class _Compiler:
+    def __init__(self, named: dict[str, Any]):
+        self.named = named
+        self.ns: dict[str, Any] = {
+            "Fallback": Fallback,
+            "MISSING": _MISSING,
+            "w_timestamp_millis": _timestamp_millis,
+            "w_timestamp_micros": _timestamp_micros,
+            **{f"w_{k}": v for k, v in _PRIMITIVE_WRITERS.items()},
+        }
+        self.records: dict[str, str] = {}  # record full name -> function name
+        self.sources: list[str] = []
+        self.counter = 0
 
-    def encode(record: Any) -> bytes:
-        out: list[bytes] = []
-        write(out, record)
-        return b"".join(out)
+    def name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
 
-    return encode
+    def writer(self, schema: Any) -> str:
+        """The name (in ``self.ns``) of a function ``(value, out)`` writing ``schema``."""
+        if isinstance(schema, str):
+            if schema in _PRIMITIVE_WRITERS:
+                return f"w_{schema}"
+            if schema not in self.named:
+                raise Unsupported(f"unknown named type {schema}")
+            return self.writer(self.named[schema])
+        if isinstance(schema, list):
+            return self.union(schema)
+        if not isinstance(schema, dict):
+            raise Unsupported(f"schema {schema!r}")
+        logical = schema.get("logicalType")
+        kind = schema["type"]
+        if logical is not None:
+            if kind == "long" and logical == "timestamp-millis":
+                return "w_timestamp_millis"
+            if kind == "long" and logical == "timestamp-micros":
+                return "w_timestamp_micros"
+            if kind in ("int", "long") and logical in INT_LOGICAL:
+                return f"w_{kind}"
+            if kind == "string" and logical in STR_LOGICAL:
+                return "w_string"
+            raise Unsupported(f"logical type {logical} on {kind}")
+        if kind in _PRIMITIVE_WRITERS:
+            return f"w_{kind}"
+        if kind == "record":
+            return self.record(schema)
+        if kind == "enum":
+            fn = self.name("enum")
+            self.ns[fn + "_index"] = {s: i for i, s in enumerate(schema["symbols"])}
+            self.sources.append(
+                f"def {fn}(v, out):\n"
+                f"    i = {fn}_index.get(v) if type(v) is str else None\n"
+                "    if i is None:\n        raise Fallback\n"
+                "    w_long(i, out)\n"
+            )
+            return fn
+        if kind == "array":
+            item = self.writer(schema["items"])
+            fn = self.name("array")
+            self.sources.append(
+                f"def {fn}(v, out):\n"
+                "    if type(v) is not list and type(v) is not tuple:\n        raise Fallback\n"
+                "    if v:\n"
+                "        w_long(len(v), out)\n"
+                f"        for x in v:\n            {item}(x, out)\n"
+                "    out.append(0)\n"
+            )
+            return fn
+        if kind == "map":
+            value = self.writer(schema["values"])
+            fn = self.name("map")
+            self.sources.append(
+                f"def {fn}(v, out):\n"
+                "    if type(v) is not dict:\n        raise Fallback\n"
+                "    if v:\n"
+                "        w_long(len(v), out)\n"
+                f"        for k, x in v.items():\n            w_string(k, out)\n            {value}(x, out)\n"
+                "    out.append(0)\n"
+            )
+            return fn
+        if kind == "fixed":
+            fn = self.name("fixed")
+            self.sources.append(
+                f"def {fn}(v, out):\n"
+                f"    if type(v) is not bytes or len(v) != {int(schema['size'])}:\n        raise Fallback\n"
+                "    out += v\n"
+            )
+            return fn
+        raise Unsupported(f"type {kind}")
 
-
-def _compile(schema: Any, named: dict[str, Write]) -> Write:
-    if isinstance(schema, str):
-        if schema in _PRIMITIVES:
-            return _PRIMITIVES[schema]
-        if schema in named:
-            return named[schema]
-        raise Unsupported(f"type {schema!r}")
-    if isinstance(schema, list):
-        return _union(schema, named)
-    if not isinstance(schema, dict):
-        raise Unsupported(f"schema {schema!r}")
-    kind = schema.get("type")
-    logical = schema.get("logicalType")
-    if logical is not None:
-        if kind == "long" and logical == "timestamp-millis":
-            return _write_timestamp_millis
-        raise Unsupported(f"logical type {logical!r} of {kind!r}")
-    if kind == "record" or kind == "error":
-        return _record(schema, named)
-    if kind == "enum":
-        return _enum(schema, named)
-    if kind == "array":
-        return _array(_compile(schema["items"], named))
-    if kind == "map":
-        return _map(_compile(schema["values"], named))
-    return _compile(kind, named)
-
-
-def _union(branches: list, named: dict[str, Write]) -> Write:
-    if len(branches) != 2 or branches[0] != "null" or branches[1] == "null":
-        raise Unsupported(f"union {branches!r}")
-    other = _compile(branches[1], named)
-
-    def write(out: list, value: Any) -> None:
-        if value is None:
-            out.append(b"\x00")
-        else:
-            out.append(b"\x02")
-            other(out, value)
-
-    return write
-
-
-def _record(schema: dict, named: dict[str, Write]) -> Write:
-    fields: list[tuple[str, Write, bool, Any]] = []
-
-    def write(out: list, record: Any) -> None:
-        for name, field_write, required, default in fields:
-            if name in record:
-                field_write(out, record[name])
-            elif required:
-                raise ValueError(f"no value and no default for {name}")
-            else:
-                field_write(out, default)
-
-    named[schema["name"]] = write  # before the fields: a record may refer to itself
-    for field in schema["fields"]:
-        ftype = field["type"]
-        # fastavro: a missing field takes its default, else None where the type's "null" test passes
-        nullable = isinstance(ftype, (list, str)) and "null" in ftype
-        fields.append(
-            (field["name"], _compile(ftype, named), "default" not in field and not nullable, field.get("default"))
+    def union(self, branches: list) -> str:
+        if len(branches) != 2 or "null" not in branches:
+            raise Unsupported("a union other than null and one type")
+        null_at = branches.index("null")
+        other = self.writer(branches[1 - null_at])
+        fn = self.name("union")
+        self.sources.append(
+            f"def {fn}(v, out):\n"
+            "    if v is None:\n"
+            f"        out.append({2 * null_at})\n"
+            "    else:\n"
+            f"        out.append({2 * (1 - null_at)})\n"
+            f"        {other}(v, out)\n"
         )
-    return write
+        return fn
+
+    def inline(self, schema: Any, null_at: int | None = None) -> list[str] | None:
+        """Code writing ``v`` in place, for the common field shapes (a string, a long, either of
+        them or null); None for the others. Any other value raises Fallback (MISSING too)."""
+        if isinstance(schema, dict) and schema.get("type") in ("string", "long"):
+            logical = schema.get("logicalType")
+            if logical is None or (schema["type"] == "long" and logical in INT_LOGICAL - TIMESTAMPS):
+                schema = schema["type"]
+        if schema == "string":
+            body = [
+                "if type(v) is str:",
+                "    b = v.encode()",
+                "    if len(b) < 64:",
+                "        out.append(len(b) << 1)",
+                "    else:",
+                "        w_long(len(b), out)",
+                "    out += b",
+            ]
+        elif schema == "long":
+            body = ["if type(v) is int:", "    w_long(v, out)"]
+        else:
+            return None
+        if null_at is not None:
+            body[0] = body[0].replace("if ", "elif ", 1)
+            body[1:1] = [f"    out.append({2 * (1 - null_at)})"]
+            body = ["if v is None:", f"    out.append({2 * null_at})", *body]
+        return [*body, "else:", "    raise Fallback"]
+
+    def field_code(self, schema: Any) -> list[str]:
+        if isinstance(schema, list) and len(schema) == 2 and "null" in schema:
+            null_at = schema.index("null")
+            code = self.inline(schema[1 - null_at], null_at)
+            if code is not None:
+                return code
+        code = self.inline(schema)
+        if code is not None:
+            return code
+        return ["if v is MISSING:", "    raise Fallback", f"{self.writer(schema)}(v, out)"]
+
+    def record(self, schema: dict) -> str:
+        full = schema["name"]
+        if full in self.records:
+            return self.records[full]
+        fn = self.name("record")
+        self.records[full] = fn
+        lines = [f"def {fn}(d, out):", "    if type(d) is not dict:", "        raise Fallback", "    get = d.get"]
+        for i, field in enumerate(schema["fields"]):
+            key = f"{fn}_f{i}"
+            self.ns[key] = field["name"]
+            # a missing field raises Fallback: fastavro fills defaults (and words the errors)
+            lines.append(f"    v = get({key}, MISSING)")
+            lines += ["    " + line for line in self.field_code(field["type"])]
+        self.sources.append("\n".join(lines) + "\n")
+        return fn
 
 
-def _enum(schema: dict, named: dict[str, Write]) -> Write:
-    index = {symbol: _long(i) for i, symbol in enumerate(schema["symbols"])}
-
-    def write(out: list, value: Any) -> None:
-        try:
-            out.append(index[value])
-        except (KeyError, TypeError):
-            raise ValueError(f"{value!r} is not in list") from None
-
-    named[schema["name"]] = write
-    return write
+_MISSING = object()
 
 
-def _array(items: Write) -> Write:
-    def write(out: list, value: Any) -> None:
-        if len(value) > 0:
-            out.append(_long(len(value)))
-            for item in value:
-                items(out, item)
-        out.append(b"\x00")
+def compile_writer(parsed: dict) -> Callable[[dict], bytes] | None:
+    """A function writing a record of ``parsed`` (a schema from ``fastavro.parse_schema``) as Avro
+    binary, raising ``Fallback`` for a value it leaves to fastavro; None when the schema has a
+    shape it does not compile."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return None
+    compiler = _Compiler(dict(parsed.get("__named_schemas", {})))
+    try:
+        top = compiler.record(parsed)
+    except (Unsupported, KeyError, TypeError, ValueError):
+        return None
+    ns = compiler.ns
+    exec("\n".join(compiler.sources), ns)  # noqa: S102 - code generated above from the schema alone
+    write_record = ns[top]
 
-    return write
-
-
-def _map(values: Write) -> Write:
-    def write(out: list, value: Any) -> None:
-        if len(value) > 0:
-            out.append(_long(len(value)))
-            for key, item in value.items():
-                _write_string(out, key)
-                values(out, item)
-        out.append(b"\x00")
+    def write(record: dict) -> bytes:
+        out = bytearray()
+        write_record(record, out)
+        return bytes(out)
 
     return write

@@ -31,7 +31,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 import schemas
-from schemas.avro_writer import Unsupported, compile_writer
+from schemas.avro_writer import Fallback, compile_writer
 from schemas.registry import RegistryClient
 from threadline.errors import DecodeError, SchemaError
 
@@ -54,33 +54,33 @@ class Codec(Protocol):
         """Decode a framed record; raises DecodeError for anything that is not one."""
 
 
-def _write(parsed: dict, record: dict) -> bytes:
-    """The Avro body of ``record``: with the schema's compiled writer (``schemas.avro_writer``,
-    the same bytes in two fifths of the time), else fastavro."""
-    writer = _compiled(parsed)
-    try:
-        if writer is not None:
-            return writer(record)
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, parsed, record)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise SchemaError(f"record does not match schema {parsed.get('name')}: {exc}") from exc
-    return buf.getvalue()
-
-
-# id of a parsed schema -> (the schema, kept alive so that its id is not reused; its writer or None)
 _WRITERS: dict[int, tuple[dict, Callable[[dict], bytes] | None]] = {}
 
 
 def _compiled(parsed: dict) -> Callable[[dict], bytes] | None:
+    """The compiled writer of a parsed schema (``schemas.avro_writer``), once per schema object."""
     hit = _WRITERS.get(id(parsed))
-    if hit is None:
-        try:
-            writer: Callable[[dict], bytes] | None = compile_writer(parsed)
-        except Unsupported:
-            writer = None
-        hit = _WRITERS[id(parsed)] = (parsed, writer)
+    if hit is None or hit[0] is not parsed:
+        hit = (parsed, compile_writer(parsed))
+        _WRITERS[id(parsed)] = hit
     return hit[1]
+
+
+def _write(parsed: dict, record: dict) -> bytes:
+    """Avro binary of ``record``: the compiled writer when it takes the record, else fastavro
+    (whose errors, as SchemaError, are the answer for a record that does not match)."""
+    write = _compiled(parsed)
+    if write is not None:
+        try:
+            return write(record)
+        except Fallback:
+            pass
+    buf = io.BytesIO()
+    try:
+        fastavro.schemaless_writer(buf, parsed, record)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise SchemaError(f"record does not match schema {parsed.get('name')}: {exc}") from exc
+    return buf.getvalue()
 
 
 def _read(body: bytes, writer: dict, reader: dict | None) -> dict:

@@ -37,6 +37,7 @@ from streams.topology import StreamTopics, build_topology
 from streams.worker import add_lag_metric
 from streams.worker import run_worker as _run_worker
 from threadline import catalog
+from threadline.async_producer import keyed_partitioner
 from threadline.kafka import broker_credentials
 from threadline.settings import Settings
 
@@ -98,6 +99,7 @@ def make_app(settings: Settings, app_id: str = APP_ID) -> faust.App:
         # worker a socket write that the profile showed as its largest single cost.
         producer_linger_ms=20,
         producer_max_batch_size=256 * 1024,
+        producer_partitioner=keyed_partitioner,  # murmur2 as aiokafka, each key hashed once
         # How soon the group gives a dead worker's partitions to the others (THREADLINE_STREAMS_SESSION_TIMEOUT).
         broker_session_timeout=settings.streams.session_timeout,
     )
@@ -120,7 +122,9 @@ def create_app(
         app.agent(topo.contacts, name=f"{app_id}.route")(route_stage(ctx, codec, topo.names.graph))
     if "identity" in stages:
         assert topo.graph_table is not None and topo.contacts_table is not None
-        graph = IdentityGraph(GraphCache(topo.graph_table, lambda: app.consumer_generation_id), rules.identity)
+        graph = IdentityGraph(
+            GraphCache(topo.graph_table, lambda: app.consumer_generation_id, topic=topo.names.graph), rules.identity
+        )
         app.agent(topo.graph_in, name=f"{app_id}.identity")(identity_stage(ctx, codec, topo, graph))
     if "conversations" in stages:
         scheduler = ClockScheduler(

@@ -19,16 +19,17 @@ import math
 import os
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.app import StreamTopics
 from threadline.benchkit import (
     RATE_COLUMNS,
+    PYTHON,
     BenchContext,
     Rate,
     Section,
@@ -36,12 +37,49 @@ from threadline.benchkit import (
     fmt_ratio,
     produce_kafka_python,
     rate_row,
+    tree_path,
 )
 from threadline.process import terminate_tree
 
 BASELINE_COPY_AIO = "consume+produce.aiokafka"
 PIPELINE_TIMEOUT = 600.0
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]
+COMPARE_ROUNDS = 2  # with --compare: the other tree, this one, the other, this one (the load drifts alike)
+
+
+def compared_runs(ctx: BenchContext, what: str, run) -> list[tuple[str, Rate]]:
+    """With ``ctx.compare``: ``run(tree)`` for the other tree and for this one, alternately,
+    ``COMPARE_ROUNDS`` times each; labelled rows. Without: nothing."""
+    if ctx.compare is None:
+        return []
+    label, tree = ctx.compare
+    rows = []
+    for rnd in range(1, COMPARE_ROUNDS + 1):
+        for name, t in ((label, tree), ("this tree", None)):
+            with ctx.console.status(f"{what}: {name}, round {rnd} ..."):
+                rows.append((f"{what}, {name} (round {rnd})", run(t, f"{'cmp' if t else 'cur'}{rnd}")))
+    return rows
+
+
+def compare_note(rows: list[tuple[str, Rate]]) -> list[str]:
+    """The medians of each side of a comparison: rate and CPU per contact, and their ratio."""
+    if not rows:
+        return []
+    import statistics
+
+    def side(mine: bool) -> tuple[float, float]:
+        rates = [r for label, r in rows if label.split(", ")[-1].startswith("this tree") == mine]
+        return (
+            statistics.median(r.per_second for r in rates),
+            statistics.median(r.cpu_seconds / r.events * 1e6 for r in rates),
+        )
+
+    (rate, cpu), (rate0, cpu0) = side(True), side(False)
+    return [
+        f"compared: this tree {rate:,.0f} contacts/s at {cpu:,.0f} µs CPU/contact against {rate0:,.0f}/s at "
+        f"{cpu0:,.0f} µs (medians of {COMPARE_ROUNDS} rounds each): rate ×{rate / rate0:.2f}, CPU per contact "
+        f"{(cpu / cpu0 - 1) * 100:+.0f}%."
+    ]
 
 
 def copy_aiokafka(settings, src: str, dst: str, events: int, timeout: float = 300.0) -> Rate:
@@ -168,11 +206,13 @@ def run_pipeline(
     stages: str = "route,identity,conversations",
     source: str = "contacts",
     inspect: Callable[[StreamTopics], None] | None = None,
+    tree: Path | None = None,
 ) -> tuple[Rate, StreamTopics]:
     """``workers`` worker processes running ``stages``; the batch is produced to the ``source``
     topic (``contacts``: the whole pipeline; ``graph``: the identity stage alone, records as the
     route stage forwards them). Rate.cpu_seconds: the workers' CPU in the timed window.
-    ``inspect``: called with the run's topics once the batch is processed, before they go."""
+    ``inspect``: called with the run's topics once the batch is processed, before they go.
+    ``tree``: the workers run the code of that tree of the project (``--compare``)."""
     from threadline.topics import admin_client
 
     s, n = ctx.settings, ctx.events
@@ -191,13 +231,14 @@ def run_pipeline(
             "THREADLINE_LOG_FORMAT": "json",
             "THREADLINE_HOME": str(s.state_dir / "bench" / app_id),
             "THREADLINE_WORKER_OPS_PORT": "0",
+            **tree_path(tree),
         }  # several workers on one machine: no /metrics
         for i in range(workers):
             log = open(s.state_dir / "logs" / f"{app_id}-{i}.log", "ab")
             procs.append(
                 subprocess.Popen(
                     [
-                        sys.executable,
+                        *PYTHON,
                         "-m",
                         "threadline.tools.cli",
                         "worker",
@@ -328,6 +369,11 @@ def identity_plain(ctx: BenchContext) -> Rate:
 def identity_suite(ctx: BenchContext) -> list[Section]:
     """The identity stage alone: the graph's single writer is the ceiling of the whole pipeline."""
     plain = identity_plain(ctx)
+    compared = compared_runs(
+        ctx,
+        "identity stage",
+        lambda tree, tag: run_pipeline(ctx, 1, f"identity-{tag}", stages="identity", source="graph", tree=tree)[0],
+    )
     with ctx.console.status("identity stage alone, one worker ..."):
         stage, _ = run_pipeline(ctx, 1, "identity1", stages="identity", source="graph")
     ctx.rates["streams.identity-stage"], ctx.rates["streams.identity-plain"] = stage, plain
@@ -338,6 +384,7 @@ def identity_suite(ctx: BenchContext) -> list[Section]:
             [
                 rate_row("IdentityGraph.observe on a dict (rules only)", plain),
                 rate_row("identity stage in `threadline worker --stages identity`", stage, plain),
+                *(rate_row(label, rate, plain) for label, rate in compared),
             ],
             text=[
                 "The bench batch written to the identity graph topic as the route stage forwards it, processed "
@@ -348,6 +395,7 @@ def identity_suite(ctx: BenchContext) -> list[Section]:
             notes=[
                 "ratio: the stage's contacts/s ÷ the rules' contacts/s on a dict.",
                 "CPU µs/event: the worker process's CPU (user + system) ÷ contacts; for the dict, this process's.",
+                *compare_note(compared),
             ],
         )
     ]
@@ -369,6 +417,7 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
         admin.delete_topics([src, dst])
         admin.close()
     ctx.rates[BASELINE_COPY_AIO] = base
+    compared = compared_runs(ctx, "worker ×1", lambda tree, tag: run_pipeline(ctx, 1, f"streams1-{tag}", tree=tree)[0])
     with ctx.console.status("identity + stitching, one worker ..."):
         one, _ = run_pipeline(ctx, 1, "streams1")
     with ctx.console.status("identity + stitching, two workers ..."):
@@ -382,6 +431,7 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
                 rate_row("aiokafka consume + produce (baseline)", base),
                 rate_row("threadline worker ×1", one, base),
                 rate_row("threadline worker ×2", two, base),
+                *(rate_row(label, rate, base) for label, rate in compared),
             ],
             text=[
                 "CPU µs/event of a worker row: the worker processes' CPU (user + system, summed) ÷ contacts; of the "
@@ -396,6 +446,7 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
                 "ratio: contacts/s through the worker(s) ÷ aiokafka consume-and-produce records/s.",
                 f"two workers ÷ one worker: {fmt_ratio(two.ratio(one))} (the identity graph has a single "
                 "writer; stitching is spread over the customer partitions).",
+                *compare_note(compared),
             ],
         )
     ]

@@ -79,6 +79,7 @@ import orjson
 from streams import sla
 from streams.identity import to_millis
 from streams.rules import StitchRules
+from threadline.ids import uuid5_str
 
 CONVERSATION_NS = uuid.UUID("3a9c1e7f-5b2d-5c4e-9a8f-1d6b3e2c7a90")
 RESOLVING_TYPES = frozenset({"contact.resolved", "conversation.resolved"})
@@ -319,7 +320,7 @@ def withdrawn_clock(kind: str, started: int, state: str | None, end: int | None,
 
 
 def conversation_id(customer_id: str, first_event_id: str) -> str:
-    return str(uuid.uuid5(CONVERSATION_NS, f"{customer_id}:{first_event_id}"))
+    return uuid5_str(CONVERSATION_NS, f"{customer_id}:{first_event_id}")
 
 
 def segment(customer_id: str, contacts: list[ContactView], rules: StitchRules) -> list[Conversation]:
@@ -676,8 +677,8 @@ class Stitcher:
         v = p["v"]
         for etype, subject, at, contact, extra in out:
             v += 1
-            base = str(uuid.uuid5(CONVERSATION_NS, f"{conv.id}:{etype}:{subject}"))
-            eid = base if _short(base) not in emitted else str(uuid.uuid5(CONVERSATION_NS, f"{base}:{v}"))
+            base = uuid5_str(CONVERSATION_NS, f"{conv.id}:{etype}:{subject}")
+            eid = base if _short(base) not in emitted else uuid5_str(CONVERSATION_NS, f"{base}:{v}")
             emitted.add(_short(base))
             clock = extra.get("clock")
             if etype in ("sla_hit", "sla_breached"):
@@ -835,8 +836,8 @@ class Stitcher:
     ) -> list[dict]:
         v = p["v"] + 1
         subject = f"{target or ''}:{to_customer or ''}"
-        base = str(uuid.uuid5(CONVERSATION_NS, f"{cid}:merged_into:{subject}"))
-        eid = base if _short(base) not in p["e"] else str(uuid.uuid5(CONVERSATION_NS, f"{base}:{v}"))
+        base = uuid5_str(CONVERSATION_NS, f"{cid}:merged_into:{subject}")
+        eid = base if _short(base) not in p["e"] else uuid5_str(CONVERSATION_NS, f"{base}:{v}")
         at = p["la"]
         snapshot = {
             "status": "merged_into",
@@ -963,7 +964,7 @@ class Stitcher:
             "waiting_on": "nobody",
             "open_sla": None,
         }
-        eid = str(uuid.uuid5(CONVERSATION_NS, f"{holder['id']}:message_appended:{c.event_id}"))
+        eid = uuid5_str(CONVERSATION_NS, f"{holder['id']}:message_appended:{c.event_id}")
         return [
             self._event(
                 state,

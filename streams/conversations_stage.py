@@ -24,7 +24,7 @@ from schemas.codec import Codec
 from streams.clocks import ClockScheduler
 from streams.conversations import Stitcher
 from streams.identity import to_millis
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, write_table
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, read_table, write_table
 from streams.topology import Topology
 from threadline import metrics
 
@@ -50,7 +50,7 @@ class ConversationsStage:
         stitcher = self.stitcher
 
         def state_of(c: str) -> dict | None:
-            return states[c] if c in states else self.table.get(c)
+            return states[c] if c in states else read_table(self.table, c, msg.topic, msg.partition)
 
         if msg.topic == self.names.commands:
             cmd = json.loads(event.value)
@@ -144,7 +144,7 @@ class ConversationsStage:
         states: dict[str, dict | None] = {}
         changed: dict[str, int] = {}
         for cid, wm, partition in due:
-            state = self.table.get(cid)
+            state = read_table(self.table, cid, self.names.resolved, partition)
             if state is None:
                 continue
             new, events = self.stitcher.advance(state, wm)

@@ -66,6 +66,7 @@ from datetime import datetime
 from schemas.identities import is_placeholder
 from schemas.privacy import is_blocked_pseudonym
 from streams.rules import IdentityRules
+from threadline.ids import uuid5_str
 
 CUSTOMER_NS = uuid.UUID("0c6f8a52-3f5e-5b7d-8e21-4d9a6b1c2e3f")
 IDENTITY_EVENT_NS = uuid.UUID("7d1e4a9b-2c3f-5a6e-8b1d-9f0e2c4a6b8d")
@@ -160,12 +161,12 @@ def evidence(contact: dict, rules: IdentityRules) -> Evidence:
 
 
 def customer_id_for(anchor_event_id: str) -> str:
-    return str(uuid.uuid5(CUSTOMER_NS, anchor_event_id))
+    return uuid5_str(CUSTOMER_NS, anchor_event_id)
 
 
 def isolated_customer_id(event_id: str) -> str:
     """The customer of a contact with no usable identity at all (every one blocked)."""
-    return str(uuid.uuid5(CUSTOMER_NS, f"contact:{event_id}"))
+    return uuid5_str(CUSTOMER_NS, f"contact:{event_id}")
 
 
 @dataclass
@@ -578,7 +579,7 @@ class IdentityGraph:
         name = (
             f"{e['event_type']}:{e['customer_id']}:{e['source_event_id']}:{','.join(e['related_customer_ids'])}:{ids}"
         )
-        return str(uuid.uuid5(IDENTITY_EVENT_NS, name))
+        return uuid5_str(IDENTITY_EVENT_NS, name)
 
 
 def resolve(contact: dict, customer_id: str) -> dict:

@@ -21,7 +21,7 @@ import faust
 import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
 from streams.identity import Change, IdentityGraph, resolve
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, write_table
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, read_table, write_table
 from streams.topology import Topology
 
 
@@ -100,8 +100,8 @@ class GraphCache:
     and when it holds ``limit`` keys. Writes are kept (``dirty``) until the stage writes them to
     the table, once per batch (``streams.stage.write_table``: store and changelog)."""
 
-    def __init__(self, table, generation, limit: int = 500_000):
-        self.table, self.generation, self.limit = table, generation, limit
+    def __init__(self, table, generation, limit: int = 500_000, topic: str = ""):
+        self.table, self.generation, self.limit, self.topic = table, generation, limit, topic
         self.values: dict = {}
         self.dirty: dict = {}
         self.seen_generation = None
@@ -120,7 +120,7 @@ class GraphCache:
     def get(self, key, default=None):
         value = self.values.get(key, _ABSENT)
         if value is _ABSENT:
-            value = self.table.get(key)
+            value = read_table(self.table, key, self.topic, 0)  # the graph's one partition
             self.values[key] = value
         return default if value is None else value
 

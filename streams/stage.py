@@ -22,9 +22,11 @@ import faust
 import orjson
 from faust.stores.base import SerializedStore
 from faust.streams import _current_event  # the record a table write belongs to (its partition)
+from aiokafka.structs import TopicPartition
 from faust.types import TP
 
 from threadline import metrics
+from threadline.async_producer import keyed_partitioner
 from threadline.dlq import of_read_record
 from threadline.errors import FatalError
 from threadline.kafka import header_list
@@ -69,7 +71,7 @@ def writing_for(topic: str, partition: int) -> Iterator[None]:
 @dataclass
 class Outputs:
     """A batch's records to produce, in order: (topic, key, value, headers, partition), and the
-    changelog records of its table writes, produced first (``write_table``)."""
+    changelog records of its table writes (``write_table``); each topic partition's in order."""
 
     records: list[tuple[str, bytes, bytes, dict[str, str] | None, int | None]] = field(default_factory=list)
     changelog: list[tuple[Any, int, bytes, bytes]] = field(default_factory=list)  # (table, partition, key, value)
@@ -80,14 +82,25 @@ class Outputs:
 
 def write_table(out: Outputs, table: Any, items: dict, source_topic: str, partition: int) -> None:
     """A batch's changed keys of a faust table, each written once: into the table's store as faust
-    writes it (RocksDB: the JSON bytes, serialized once here; memory: the value), and as changelog
-    records on ``partition`` that ``StageContext.produce`` sends before the batch's outputs. This is
+    writes it (RocksDB: the JSON bytes, serialized once here, one write batch per partition; memory:
+    the value), and as changelog records on ``partition`` that ``StageContext.produce`` sends. This is
     ``Table.__setitem__`` without its per-record changelog machinery: the same keys and values on
     the same changelog partition, so faust's recovery reads them as its own; the store's persisted
     changelog offset is set once per batch, when the last record is acknowledged."""
     if not items:
         return
     store = table.data
+    changelog = out.changelog
+    batch = _rocksdb_batch(store)
+    if batch is not None:  # RocksDB: the partition's keys in one write batch
+        index = store._key_index
+        for key, value in items.items():
+            kb, vb = orjson.dumps(key), orjson.dumps(value)
+            batch.put(kb, vb)
+            index[kb] = partition
+            changelog.append((table, partition, kb, vb))
+        store._db_for_partition(partition).write(batch)
+        return
     serialized = isinstance(store, SerializedStore)
     with writing_for(source_topic, partition):
         for key, value in items.items():
@@ -96,17 +109,97 @@ def write_table(out: Outputs, table: Any, items: dict, source_topic: str, partit
                 store._set(kb, vb)
             else:
                 store[key] = value
-            out.changelog.append((table, partition, kb, vb))
+            changelog.append((table, partition, kb, vb))
 
 
-def _persist_offset(table: Any):
+def read_table(table: Any, key: Any, source_topic: str, partition: int) -> Any:
+    """The value of ``key`` in a faust table, None when absent: from the RocksDB store, one read
+    of the JSON bytes ``write_table`` wrote, in ``partition``'s database (the table's own ``get``
+    asks whether the key is there, then reads it, in every partition's database when no record is
+    being processed); from any other store, the table's ``get``."""
+    store = getattr(table, "data", None)
+    if not isinstance(store, SerializedStore):
+        return table.get(key)
+    with writing_for(source_topic, partition):
+        raw = store._get(orjson.dumps(key))
+    return None if raw is None else orjson.loads(raw)
+
+
+def _rocksdb_batch(store: Any) -> Any:
+    """An empty write batch when ``store`` is faust's RocksDB store on rocksdict (what its own
+    changelog recovery writes with, ``apply_changelog_batch``), else None."""
+    if type(store).__module__ != "faust.stores.rocksdb" or not getattr(store, "use_rocksdict", False):
+        return None
+    import rocksdict
+
+    return rocksdict.WriteBatch(raw_mode=True)
+
+
+def _persist_offset(table: Any, relative: int):
+    """Once the batch holding a table partition's last changelog record of a stage batch is
+    acknowledged, the store remembers that record's offset (``relative``: its place in the
+    producer batch) as the changelog position it holds."""
+
     def done(fut: asyncio.Future) -> None:
         if fut.cancelled() or fut.exception() is not None:
             return  # not acknowledged: the store keeps the offset it had; recovery reads from there
         meta = fut.result()
-        table.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset)
+        table.data.set_persisted_offset(TP(meta.topic, meta.partition), meta.offset + relative)
 
     return done
+
+
+class _Batches:
+    """A stage batch's records as producer batches, one list per topic partition, in order.
+
+    A partition whose previous producer batch is still waiting in the producer (lingering, or
+    behind a request in flight) gets its records through the producer's ``send``, appended to that
+    batch: ``send_batch`` would wait until it leaves, and the stage with it."""
+
+    def __init__(self, producer: Any):
+        self.producer = producer
+        self.builders: dict[tuple[str, int], list[Any]] = {}
+        self.singles: dict[tuple[str, int], list[tuple[bytes | None, bytes, list]]] = {}
+        self.waiting = getattr(getattr(producer, "_message_accumulator", None), "_batches", {})
+
+    def append(self, topic: str, partition: int, key: bytes | None, value: bytes, headers: list) -> tuple[int, int]:
+        """Where the record's acknowledgment will be: (index in its partition's futures, place of
+        the record in that producer batch)."""
+        tp = (topic, partition)
+        singles = self.singles.get(tp)
+        if singles is None and tp not in self.builders and self.waiting.get(TopicPartition(topic, partition)):
+            singles = self.singles[tp] = []
+        if singles is not None:
+            singles.append((key, value, headers))
+            return len(singles) - 1, 0
+        builders = self.builders.setdefault(tp, [])
+        meta = builders[-1].append(timestamp=None, key=key, value=value, headers=headers) if builders else None
+        if meta is None:  # none yet, or full: a new one (a record always fits an empty one)
+            builders.append(self.producer.create_batch())
+            meta = builders[-1].append(timestamp=None, key=key, value=value, headers=headers)
+        return len(builders) - 1, meta.offset
+
+    async def send(self) -> dict[tuple[str, int], list[asyncio.Future]]:
+        """Hand every record to the producer, each partition's in order, the partitions side by
+        side; the futures of their acknowledgments (one per producer batch, or per record sent
+        alone)."""
+        producer = self.producer
+
+        async def batches(tp: tuple[str, int], builders: list) -> list[asyncio.Future]:
+            return [await producer.send_batch(b, tp[0], partition=tp[1]) for b in builders]
+
+        async def singles(tp: tuple[str, int], records: list) -> list[asyncio.Future]:
+            return [
+                await producer.send(tp[0], value, key=key, partition=tp[1], headers=headers)
+                for key, value, headers in records
+            ]
+
+        tps = [*self.builders, *self.singles]
+        sent = await asyncio.gather(
+            *(batches(tp, b) for tp, b in self.builders.items()),
+            *(singles(tp, r) for tp, r in self.singles.items()),
+        )
+        return dict(zip(tps, sent, strict=True))
 
 
 class StageContext:
@@ -119,24 +212,49 @@ class StageContext:
         self.consumed = metrics.Labelled(metrics.EVENTS_CONSUMED, COMPONENT)
         self.produced = metrics.Labelled(metrics.EVENTS_PRODUCED, COMPONENT)
         self.dead_lettered = metrics.Labelled(metrics.DLQ, COMPONENT)
+        self._partitions: dict[str, list[int]] = {}  # a topic's partitions, looked up once
 
     async def produce(self, outputs: Outputs) -> None:
-        """Hand a batch's records to the producer, in order (faust flushes the producer before it
-        commits the inputs' offsets)."""
-        send = self.app.producer.send
-        counts: dict[str, int] = {}
-        last: dict[tuple[Any, int], asyncio.Future] = {}
+        """Hand a batch's records to the producer, in order within each topic partition (faust
+        flushes the producer before it commits the inputs' offsets).
+
+        The records go as producer batches (aiokafka's ``create_batch``/``send_batch``), not one
+        ``send`` each: no future, metadata wait and accumulator step per record. A record without
+        a partition goes where aiokafka's default partitioner would put its key
+        (``keyed_partitioner``: Java's murmur2, each key's hash remembered)."""
+        producer = self.app.producer._ensure_producer()
+        batches = _Batches(producer)
+        last: dict[tuple[Any, int], tuple[str, int, int, int]] = {}  # (table, partition) -> where its last record is
         for table, partition, kb, vb in outputs.changelog:
-            last[(table, partition)] = await send(table.changelog_topic.get_topic_name(), kb, vb, partition, None, [])
-        for (table, partition), fut in last.items():
-            fut.add_done_callback(_persist_offset(table))
+            topic = table.changelog_topic.get_topic_name()
+            at = batches.append(topic, partition, kb, vb, [])
+            last[(table, partition)] = (topic, partition, *at)
         outputs.changelog.clear()
+        counts: dict[str, int] = {}
         for topic, key, value, headers, partition in outputs.records:
-            await send(topic, key, value, partition, None, header_list(headers))
+            if partition is None:
+                partition = await self._partition(producer, topic, key)
+            batches.append(topic, partition, key, value, header_list(headers))
             counts[topic] = counts.get(topic, 0) + 1
+        outputs.records.clear()
+        futures = await batches.send()
+        for (table, _p), (topic, partition, index, relative) in last.items():
+            futures[(topic, partition)][index].add_done_callback(_persist_offset(table, relative))
         for topic, n in counts.items():
             self.produced(topic).inc(n)
-        outputs.records.clear()
+
+    async def _partition(self, producer: Any, topic: str, key: bytes | None) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            await producer.client._wait_on_metadata(topic)
+            partitions = sorted(producer.client.cluster.partitions_for_topic(topic) or ())
+            if not partitions:
+                raise FatalError(f"no partitions known for topic {topic}")
+            self._partitions[topic] = partitions
+        if key is None:
+            available = sorted(producer.client.cluster.available_partitions_for_topic(topic) or partitions)
+            return keyed_partitioner(None, partitions, available)
+        return keyed_partitioner(key, partitions, partitions)
 
     def to_dlq(self, outputs: Outputs, event: Any, reason: str) -> None:
         msg = event.message

@@ -15,6 +15,8 @@ asserts a timing; every loop is bounded and fails loudly instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -541,3 +543,15 @@ class BenchContext:
 
     def progress(self) -> Progress:
         return progress_bar(self.console)
+
+
+# ``-P``: the working directory is not put first on the path (a bench started in a checkout would
+# otherwise run that checkout's code whatever PYTHONPATH says).
+PYTHON = (sys.executable, "-P")
+
+
+def tree_path(tree: Path | None) -> dict[str, str]:
+    """The environment under which ``PYTHON`` imports the project from ``tree`` (none: as installed)."""
+    if tree is None:
+        return {}
+    return {"PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}

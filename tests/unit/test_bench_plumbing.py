@@ -149,3 +149,34 @@ def test_state_sizes_are_summarized_by_nearest_rank():
     assert size_summary([7]) == {"count": 1, "mean": 7.0, "p50": 7, "p99": 7, "max": 7}
     assert size_summary([])["count"] == 0
     assert size_row("x", [1000, 3000]) == ["x", "2", "2,000", "1,000", "3,000", "3,000"]
+
+
+def test_stream_workers_of_another_tree_alternate_with_this_ones_and_the_note_gives_both_medians(tmp_path):
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from streams import bench as streams_bench
+
+    calls = []
+
+    def run(tree, tag):
+        calls.append((tree, tag))
+        cpu = 2.0 if tree else 1.0  # this tree: half the CPU per contact
+        return Rate(1000, 4.0 if tree else 2.0, cpu_seconds=cpu)
+
+    ctx = SimpleNamespace(compare=("main", tmp_path), console=Console(file=io.StringIO()))
+    rows = streams_bench.compared_runs(ctx, "worker ×1", run)
+    assert calls == [(tmp_path, "cmp1"), (None, "cur1"), (tmp_path, "cmp2"), (None, "cur2")]
+    assert [label for label, _ in rows] == [
+        "worker ×1, main (round 1)",
+        "worker ×1, this tree (round 1)",
+        "worker ×1, main (round 2)",
+        "worker ×1, this tree (round 2)",
+    ]
+    [note] = streams_bench.compare_note(rows)
+    assert "this tree 500 contacts/s at 1,000 µs CPU/contact against 250/s at 2,000 µs" in note
+    assert "rate ×2.00, CPU per contact -50%" in note
+    assert streams_bench.compared_runs(SimpleNamespace(compare=None), "x", run) == []
+    assert streams_bench.compare_note([]) == []

@@ -335,7 +335,7 @@ def bench(
     compare: str = typer.Option(
         None,
         "--compare",
-        help="a git revision whose gateway is measured beside this tree's, in the same run (gateway suite)",
+        help="a git revision whose gateway (gateway suite) and stream workers (streams, identity) are measured beside this tree's, alternating, in the same run",
     ),
 ):
     """Benchmarks on the local stack; writes docs/benchmarks.md."""

@@ -105,3 +105,65 @@ def test_table_writes_of_a_batch_are_the_bytes_faust_itself_writes_and_reads(app
     assert kb == app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
     assert app.serializers.loads_value(table.value_type, vb, serializer=table.value_serializer) == value
     assert app.serializers.loads_key(table.key_type, kb, serializer=table.key_serializer) == key
+
+
+def test_the_graph_cache_reads_a_rocksdb_graph_table_once_per_key_and_reads_back_write_table(tmp_path):
+    """On the RocksDB store the cache reads a key's JSON bytes with one store read (the table's
+    own ``get`` asks the store whether the key is there, then reads it: two reads) and gets back
+    what ``write_table`` wrote."""
+    pytest.importorskip("rocksdict")
+    from streams.identity_stage import GraphCache
+    from streams.stage import Outputs, write_table
+
+    settings = Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT)
+    app = create_app(settings, app_id="graph-read-test", stages=("identity",))
+    topic = StreamTopics().graph
+    table = app.tables["identity-graph"]
+    store = table.data
+    assert store_url(settings) == "rocksdb://" and type(store).__module__ == "faust.stores.rocksdb"
+    write_table(Outputs(), table, {"n:a": {"contacts": ["e1"], "customer_id": "c-1"}}, topic, 0)
+    reads = []
+    for name in ("_get", "_contains"):
+        real = getattr(store, name)
+
+        def counting(key, _real=real, _name=name):
+            reads.append(_name)
+            return _real(key)
+
+        setattr(store, name, counting)
+    cache = GraphCache(table, lambda: 1, topic=topic)
+    cache.check()
+    assert cache.get("n:a") == {"contacts": ["e1"], "customer_id": "c-1"}
+    assert cache.get("n:missing") is None
+    assert reads == ["_get", "_get"]
+
+
+def test_a_batch_of_table_writes_is_one_rocksdb_write_batch_that_faust_reads_back(tmp_path):
+    """write_table on the RocksDB store: one write batch for the partition (not a put per key),
+    the keys indexed to that partition, and faust's own reads give the values back."""
+    pytest.importorskip("rocksdict")
+    from streams.stage import Outputs, read_table, write_table, writing_for
+
+    app = create_app(Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT), app_id="batch-write-test")
+    table = app.tables["conversations"]
+    store = table.data
+
+    def no_put(*_a):
+        raise AssertionError("a put per key")
+
+    store._set = no_put
+    items = {f"cust-{i}": {"customer_id": f"cust-{i}", "p": 3, "n": i} for i in range(5)}
+    out = Outputs()
+    write_table(out, table, items, StreamTopics().resolved, 3)
+    assert [(p, kb) for _t, p, kb, _vb in out.changelog] == [(3, f'"cust-{i}"'.encode()) for i in range(5)]
+    with writing_for(StreamTopics().resolved, 3):
+        assert {k: store[k] for k in items} == items
+    assert {store._key_index[f'"cust-{i}"'.encode()] for i in range(5)} == {3}
+    # read_table: one read in the partition's database, what write_table wrote, None when absent
+    reads = []
+    real_get, real_contains = store._get, store._contains
+    store._get = lambda kb: reads.append("_get") or real_get(kb)
+    store._contains = lambda kb: reads.append("_contains") or real_contains(kb)
+    assert read_table(table, "cust-2", StreamTopics().resolved, 3) == items["cust-2"]
+    assert read_table(table, "nobody", StreamTopics().resolved, 3) is None
+    assert reads == ["_get", "_get"]

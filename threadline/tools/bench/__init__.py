@@ -135,8 +135,8 @@ def run_bench(
 ) -> Path:
     """Bring the stack up, run the suites (``only``: those named; ``suites``: these), print the
     tables and write the report to ``out``: the whole report, or with ``only`` its sections merged
-    into the report already there. ``compare``: a git revision whose gateway is measured beside
-    this tree's."""
+    into the report already there. ``compare``: a git revision whose gateway and stream workers
+    are measured beside this tree's."""
     import tempfile
 
     from threadline.tools import stack
