@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from projectors import definitions
+from projectors import aggregates, definitions
 from threadline.errors import ConfigError
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -28,7 +28,8 @@ def check_ident(name: str) -> str:
     return name
 
 
-TABLES = """
+TABLES = (
+    """
 create schema {s};
 create table {s}.meta (
     only_row   boolean primary key default true check (only_row),
@@ -116,6 +117,8 @@ create table {s}.conversation_messages (
 );
 create index conversation_messages_contact on {s}.conversation_messages (contact_event_id);
 """
+    + aggregates.TABLES
+)
 
 # Views over the tables every projection has; re-created with the audience's views when the
 # schema's ``meta.ddl_version`` is older than DDL_VERSION (``views_sql``).
@@ -284,13 +287,15 @@ on conflict (conversation_id) do update set
 )
 
 SUPPORT = """
-create view {s}.inbox as
-    select cs.conversation_id, cs.customer_id, cs.channel, cs.channels, cs.waiting_on, cs.sla_kind,
-           cs.sla_due_at, cs.sla_state, cs.opened_at, cs.last_event_at, cs.messages,
-           cs.last_message_at, lc.channel as last_message_channel, lc.text as last_message_text
-    from {s}.conversation_state cs
-    left join {s}.contacts lc on lc.event_id::text = cs.last_contact_event_id
-    where cs.state = 'open';
+create view {s}.inbox as  -- inbox_items: kept per batch (projectors/aggregates.py)
+    select i.conversation_id, m.customer_id, i.channel, i.channels, i.waiting_on, i.sla_kind, i.sla_due_at,
+           case when i.last_sla_event = 'sla_breached' then 'breached'
+                when i.last_sla_event = 'sla_hit' then 'met'
+                when i.last_sla_event = 'sla_started' and i.sla_due_at < (select now from {s}.clock) then 'breached'
+                when i.last_sla_event = 'sla_started' then 'running'
+                else 'none' end as sla_state,
+           i.opened_at, i.last_event_at, i.messages, i.last_message_at, i.last_message_channel, i.last_message_text
+    from {s}.inbox_items i join {s}.customers m using (origin_customer_id);
 
 create view {s}.timeline as
     select c.customer_id, c.event_id, c.occurred_at, c.channel, c.direction, c.actor_role, c.subject, c.text,
@@ -353,12 +358,8 @@ CONSENT_LATEST = """
 
 MARKETING = (
     """
-create view {s}.engagement_daily as
-    select (occurred_at at time zone 'UTC')::date as day, channel, count(*) as contacts,
-           count(*) filter (where direction = 'inbound') as inbound,
-           count(*) filter (where direction = 'outbound') as outbound,
-           count(distinct customer_id) as customers
-    from {s}.v_contacts group by 1, 2;
+create view {s}.engagement_daily as  -- engagement_days: kept per batch (projectors/aggregates.py)
+    select day, channel, contacts, inbound, outbound, customers from {s}.engagement_days;
 
 create view {s}.response_times as
     select channel, count(*) as responses,
@@ -410,7 +411,8 @@ PROJECTIONS = tuple(AUDIENCE)
 # they alter.
 # 2: conversation events v2 (version, state after each event), conversation_messages.
 # 3: conversation events v3 (sla_withdrawn; a clock's latest event decides in sla_breaches and response_times).
-DDL_VERSION = 3
+# 4: aggregates kept per batch (projectors/aggregates.py): sla_breaches, inbox and engagement_daily read them.
+DDL_VERSION = 4
 
 # The tables a rebuild is compared on, with the columns that order them.
 TABLE_KEYS = {
@@ -422,6 +424,7 @@ TABLE_KEYS = {
     "customers": "origin_customer_id",
     "conversations": "conversation_id",
     "conversation_messages": "conversation_id, contact_event_id",
+    **aggregates.TABLE_KEYS,
 }
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import psycopg
 
-from projectors import ddl
+from projectors import aggregates, ddl
 from projectors.engine import schema as schemas_
 from projectors.engine.runner import DEFAULT_BATCH, Projector, Sources
 from projectors.profiles import Publisher
@@ -88,16 +88,28 @@ class Store:
                 f" on conflict (origin_customer_id) do update set"
                 f" first_seen_at = least({s}.customers.first_seen_at, excluded.first_seen_at)"
             )
-        if batch.alias_ops:
-            self._repoint(cur, batch)
+        moved = self._repoint(cur, batch) if batch.alias_ops else set()
         if batch.conversations:
             ids = sorted({r[2] for r in batch.conversations})
             for sql in ddl.RECOMPUTE_MESSAGES:
                 cur.execute(sql.format(s=s), {"ids": ids})
             cur.execute(ddl.RECOMPUTE_CONVERSATIONS.format(s=s), {"ids": ids})
+            aggregates.conversations_changed(cur, s, ids)
+        if batch.contacts:
+            aggregates.contacts_arrived(cur, s, [r[0] for r in batch.contacts])
+            origins = sorted({r[1] for r in batch.contacts})
+            moved |= {
+                cid
+                for (cid,) in cur.execute(
+                    f"select distinct customer_id from {s}.customers where origin_customer_id = any(%s)", (origins,)
+                )
+            }
+        aggregates.customers_changed(cur, s, moved)
 
-    def _repoint(self, cur, batch: Batch) -> None:
-        """Apply merges and unmerges in log order, then point every affected id at its root."""
+    def _repoint(self, cur, batch: Batch) -> set[str]:
+        """Apply merges and unmerges in log order, then point every affected id at its root.
+        Returns the customer ids whose contacts changed hands (each re-pointed id's customer before
+        and after)."""
         s = self.s
         before = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
         for op in batch.alias_ops:
@@ -120,11 +132,16 @@ class Store:
             f" where a.customer_id = u.n and a.root_id is distinct from u.r",
             (affected, targets),
         )
-        cur.execute(
-            f"update {s}.customers c set customer_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r)"
-            f" where c.origin_customer_id = u.n and c.customer_id is distinct from u.r",
-            (affected, targets),
-        )
+        moved = {
+            cid
+            for pair in cur.execute(
+                f"update {s}.customers c set customer_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r),"
+                f" {s}.customers before where c.origin_customer_id = u.n and c.customer_id is distinct from u.r"
+                f" and before.origin_customer_id = c.origin_customer_id returning before.customer_id, c.customer_id",
+                (affected, targets),
+            )
+            for cid in pair
+        }
         log.info(
             "customers_repointed",
             schema=s,
@@ -132,6 +149,7 @@ class Store:
             merges=sum(op.action == "add" for op in batch.alias_ops),
             unmerges=sum(op.action == "remove" for op in batch.alias_ops),
         )
+        return moved
 
 
 class ReadModel:

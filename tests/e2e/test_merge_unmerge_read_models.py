@@ -22,22 +22,25 @@ from fastapi.testclient import TestClient
 
 from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projectors.api import create_app
-from projectors.engine.runner import Sources
+from projectors.engine.runner import DEFAULT_BATCH, Sources
 from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 from streams.identity import customer_id_for
 from tests.integration.streams.stream_helpers import REPO, make_contact, settle, stream_run
 from fixtures.projections import drop_projections
+from tests.integration.projectors.compare import assert_aggregates_match
 
 BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
 
 
-def project(services, world, prefix: str):
+def project(services, world, prefix: str, batch_size: int = DEFAULT_BATCH):
     settings = services.settings.model_copy(update={"projection_prefix": prefix, **token_settings()})
     sources = Sources(
         contacts=world.topics.resolved, conversations=world.topics.conversations, identities=world.topics.identities
     )
-    read_model_projector(settings, "support", sources=sources).run(stop_at=end_offsets(settings, sources.topics()))
+    read_model_projector(settings, "support", sources=sources, batch_size=batch_size).run(
+        stop_at=end_offsets(settings, sources.topics())
+    )
     return settings
 
 
@@ -102,11 +105,14 @@ def story(services, catalog_topics, tmp_path_factory):
         settle(conversations, quiet=8.0)
         prefixes.append(f"mu{world.run}u_")
         unmerged = project(services, world, prefixes[-1])
+        prefixes.append(f"mu{world.run}o_")
+        one_by_one = project(services, world, prefixes[-1], batch_size=1)  # merge and unmerge in batches of their own
         for r in (resolved, conversations, identities):
             r.close()
     yield {
         "merged": merged,
         "unmerged": unmerged,
+        "one_by_one": one_by_one,
         "tweet": tweet,
         "mail": mail,
         "chat": chat,
@@ -147,3 +153,11 @@ def test_after_the_unmerge_each_customer_has_one_conversation_with_its_own_conta
         assert [c["event_id"] for c in conv["contacts"]] == [s["mail"], s["chat"]] and conv["messages"] == 2
         inbox = [r["customer_id"] for r in api.get("/support/inbox", params={"limit": 500}).json()["items"]]
         assert inbox.count(s["survivor"]) == 1 and inbox.count(s["split_off"]) == 1
+
+
+def test_the_kept_aggregates_are_what_the_rows_give_after_merges_and_unmerges_in_any_batches(story):
+    """Inbox rows, SLA clocks and engagement per day are kept per batch: after the merge, after the
+    unmerge, and with every record a batch of its own, they equal the computation from every row."""
+    with psycopg.connect(story["merged"].effective_pg_dsn) as conn:
+        for name in ("merged", "unmerged", "one_by_one"):
+            assert_aggregates_match(conn, f"{story[name].projection_prefix}support")
