@@ -11,10 +11,12 @@ tables that each batch maintains for what it touched:
 * ``inbox_items``: the open conversations with their last message's channel and text; recomputed
   for the conversations of the batch, and refreshed when the last message's contact arrives after
   the conversation event that names it (contacts and conversations come from different topics).
+* ``customer_stats``: per customer, first and last contact, contacts, language, channels (the part
+  of the card that does not depend on the clock; the sentiment windows are read per customer);
 * ``engagement_members`` (day, channel, customer: counts) and ``engagement_days`` (day, channel:
-  totals and distinct customers): the members of the customers a batch touched (its contacts'
-  customers, the customers a merge or unmerge re-pointed, before and after) are recomputed, and
-  the day totals move by the difference — no day is re-read.
+  totals and distinct customers): the stats and members of the customers a batch touched (its
+  contacts' customers, the customers a merge or unmerge re-pointed, before and after) are
+  recomputed, and the day totals move by the difference — no day is re-read.
 
 Every table has its from-scratch query (``FROM_SCRATCH``): ``refresh`` rebuilds a schema's tables
 with them (the upgrade of a schema made before them, the read benchmark's loading), and the tests
@@ -48,6 +50,10 @@ create table {s}.engagement_members (
     contacts bigint not null, inbound bigint not null, outbound bigint not null,
     primary key (customer_id, day, channel)
 );
+create table {s}.customer_stats (
+    customer_id text primary key, first_contact_at timestamptz not null, last_contact_at timestamptz not null,
+    contacts bigint not null, language text, channels text[] not null
+);
 create table {s}.engagement_days (
     day date not null, channel text not null, contacts bigint not null, inbound bigint not null,
     outbound bigint not null, customers bigint not null, primary key (day, channel)
@@ -60,6 +66,7 @@ TABLE_KEYS = {
     "inbox_items": "conversation_id",
     "engagement_members": "customer_id, day, channel",
     "engagement_days": "day, channel",
+    "customer_stats": "customer_id",
 }
 
 _LATEST = "array_agg(event_type order by version desc, occurred_at desc, event_id desc))[1]"
@@ -100,6 +107,12 @@ select m.customer_id, (c.occurred_at at time zone 'UTC')::date, c.channel, count
 from {s}.contacts c join {s}.customers m using (origin_customer_id) {where}
 group by 1, 2, 3"""
 
+_STATS = """
+select customer_id, min(occurred_at), max(occurred_at), count(*),
+       (array_agg(language order by occurred_at desc, event_id desc) filter (where language is not null))[1],
+       array_agg(distinct channel)
+from {s}.v_contacts {where} group by customer_id"""
+
 FROM_SCRATCH = {
     "sla_clocks": _CLOCKS.replace("{where}", ""),
     "inbox_items": _INBOX.replace("{where}", ""),
@@ -109,6 +122,7 @@ select day, channel, sum(contacts)::bigint, sum(inbound)::bigint, sum(outbound):
 from ({members}) x(customer_id, day, channel, contacts, inbound, outbound) group by day, channel""".replace(
         "{members}", _MEMBERS.replace("{where}", "")
     ),
+    "customer_stats": _STATS.replace("{where}", ""),
 }
 
 
@@ -151,11 +165,16 @@ def _is_uuid(value: str) -> bool:
 
 def customers_changed(cur, s: str, customer_ids: Iterable[str]) -> None:
     """The contacts of ``customer_ids`` changed (new ones, or re-pointed by a merge or an unmerge:
-    pass the ids before and after): recompute their engagement members and move the day totals by
-    the difference."""
+    pass the ids before and after): recompute their stats and engagement members, and move the day
+    totals by the difference."""
     ids = sorted(set(customer_ids))
     if not ids:
         return
+    cur.execute(f"delete from {s}.customer_stats where customer_id = any(%(ids)s)", {"ids": ids})
+    cur.execute(
+        f"insert into {s}.customer_stats " + _STATS.format(s=s, where="where customer_id = any(%(ids)s)"),
+        {"ids": ids},
+    )
     cur.execute(
         "create temp table if not exists _engagement_delta (day date, channel text, contacts bigint,"
         " inbound bigint, outbound bigint, customers bigint) on commit delete rows"

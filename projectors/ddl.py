@@ -142,15 +142,14 @@ create view {s}.conversation_state as
 SUMMARY = (
     definitions.views_sql()
     + """
-create view {s}.customer_summary as
-    select a.*, st.latest as sentiment_latest, st.avg_30d as sentiment_30d,
+create view {s}.customer_summary as  -- customer_stats: kept per batch; sentiment: per customer, at read time
+    select a.customer_id, a.first_contact_at, a.last_contact_at, a.contacts, a.language, a.channels,
+           st.latest as sentiment_latest, st.avg_30d as sentiment_30d,
            st.recent_7d as sentiment_7d, st.prior_23d as sentiment_prior_23d
-    from (select customer_id, min(occurred_at) as first_contact_at, max(occurred_at) as last_contact_at,
-                 count(*) as contacts,
-                 (array_agg(language order by occurred_at desc, event_id desc) filter (where language is not null))[1] as language,
-                 array_agg(distinct channel) as channels
-          from {s}.v_contacts group by customer_id) a
-    left join {s}.customer_sentiment st using (customer_id);
+    from {s}.customer_stats a
+    -- one row at most (grouped by customer); the limit keeps the subquery per customer (not flattened
+    -- into a join that would aggregate every customer's sentiment)
+    left join lateral (select * from {s}.customer_sentiment x where x.customer_id = a.customer_id limit 1) st on true;
 """
 )
 
@@ -411,7 +410,8 @@ PROJECTIONS = tuple(AUDIENCE)
 # they alter.
 # 2: conversation events v2 (version, state after each event), conversation_messages.
 # 3: conversation events v3 (sla_withdrawn; a clock's latest event decides in sla_breaches and response_times).
-# 4: aggregates kept per batch (projectors/aggregates.py): sla_breaches, inbox and engagement_daily read them.
+# 4: aggregates kept per batch (projectors/aggregates.py): sla_breaches, inbox, customer_summary and
+#    engagement_daily read them.
 DDL_VERSION = 4
 
 # The tables a rebuild is compared on, with the columns that order them.

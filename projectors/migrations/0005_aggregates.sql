@@ -29,6 +29,10 @@ begin
                        ' customer_id text not null, day date not null, channel text not null,'
                        ' contacts bigint not null, inbound bigint not null, outbound bigint not null,'
                        ' primary key (customer_id, day, channel))', s);
+        execute format('create table if not exists %I.customer_stats ('
+                       ' customer_id text primary key, first_contact_at timestamptz not null,'
+                       ' last_contact_at timestamptz not null, contacts bigint not null, language text,'
+                       ' channels text[] not null)', s);
         execute format('create table if not exists %I.engagement_days ('
                        ' day date not null, channel text not null, contacts bigint not null, inbound bigint not null,'
                        ' outbound bigint not null, customers bigint not null, primary key (day, channel))', s);
