@@ -1,5 +1,4 @@
-"""Benchmark suites for ``threadline bench``: projection rebuild against a plain COPY, with privacy
-on, and the read API at a million contacts (``read``: projectors/read_bench.py)."""
+"""Benchmark suite for ``threadline bench``: projection rebuild against a plain COPY."""
 
 from __future__ import annotations
 
@@ -16,10 +15,6 @@ from threadline.benchkit import (
     produce_kafka_python,
     rate_row,
 )
-
-from projectors.read_bench import read_suite
-
-__all__ = ["privacy_rebuild_suite", "projection_rebuild_suite", "read_suite"]
 
 BASELINE_COPY = "projection.copy"
 REBUILD = "projection.rebuild"

@@ -37,7 +37,7 @@ from pathlib import Path
 from rich.console import Console
 
 from connectors.bench import gateway_suite, importer_suite, privacy_suite
-from projectors.bench import privacy_rebuild_suite, projection_rebuild_suite, read_suite
+from projectors.bench import privacy_rebuild_suite, projection_rebuild_suite
 from streams.bench import identity_suite, streams_suite
 from threadline.benchkit import (
     BASELINE_CONSUME_AIO,
@@ -66,6 +66,7 @@ from threadline.benchkit import (
 from threadline.errors import ConfigError
 from threadline.settings import Settings
 from threadline.tools.freshness import freshness_suite
+from threadline.tools.read_bench import read_suite
 
 HOW_TO_READ = (
     "All figures come from one run of `threadline bench` on one machine, measured side by side "
@@ -513,7 +514,7 @@ SUITES: dict[str, Callable[[BenchContext], list[Section]]] = {
     "privacy": privacy_suite,  # sealing cost per contact at the gateway, opening at the projector
     "projection-rebuild": projection_rebuild_suite,  # rebuild rate against the COPY baseline (projectors/bench.py)
     "privacy-rebuild": privacy_rebuild_suite,  # the rebuild from sealed contacts, the batch hook on and off
-    "read": read_suite,  # read API p50/p99 at 1,000,000 contacts, aggregates kept vs views (projectors/read_bench.py)
+    "read": read_suite,  # read API p50/p99 at 1,000,000 contacts, aggregates kept vs views (tools/read_bench.py)
     "freshness": freshness_suite,  # gateway ack → read API latency, every component a process
     "streams": streams_suite,  # identity + stitching contacts/s, one and two workers
     "identity": identity_suite,  # the identity stage alone against its rules on a dict

@@ -1,4 +1,5 @@
-"""Benchmark suite ``read`` of ``threadline bench``: the read API at a million contacts.
+"""Benchmark suite ``read`` of ``threadline bench``: the read API at a million contacts (a tool: it
+starts the read API as a process, as the freshness suite does).
 
 The projection tables are filled in PostgreSQL from generated rows (``insert ... select`` over
 ``generate_series``: no Kafka, no projector), once, in a data schema. Two sets of projection
