@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from projectors import definitions
+from projectors import aggregates, definitions
 from threadline.errors import ConfigError
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -28,7 +28,8 @@ def check_ident(name: str) -> str:
     return name
 
 
-TABLES = """
+TABLES = (
+    """
 create schema {s};
 create table {s}.meta (
     only_row   boolean primary key default true check (only_row),
@@ -118,6 +119,8 @@ create table {s}.conversation_messages (
 );
 create index conversation_messages_contact on {s}.conversation_messages (contact_event_id);
 """
+    + aggregates.TABLES
+)
 
 # Views over the tables every projection has; re-created with the audience's views when the
 # schema's ``meta.ddl_version`` is older than DDL_VERSION (``views_sql``).
@@ -141,15 +144,14 @@ create view {s}.conversation_state as
 SUMMARY = (
     definitions.views_sql()
     + """
-create view {s}.customer_summary as
-    select a.*, st.latest as sentiment_latest, st.avg_30d as sentiment_30d,
+create view {s}.customer_summary as  -- customer_stats: kept per batch; sentiment: per customer, at read time
+    select a.customer_id, a.first_contact_at, a.last_contact_at, a.contacts, a.language, a.channels,
+           st.latest as sentiment_latest, st.avg_30d as sentiment_30d,
            st.recent_7d as sentiment_7d, st.prior_23d as sentiment_prior_23d
-    from (select customer_id, min(occurred_at) as first_contact_at, max(occurred_at) as last_contact_at,
-                 count(*) as contacts,
-                 (array_agg(language order by occurred_at desc, event_id desc) filter (where language is not null))[1] as language,
-                 array_agg(distinct channel) as channels
-          from {s}.v_contacts group by customer_id) a
-    left join {s}.customer_sentiment st using (customer_id);
+    from {s}.customer_stats a
+    -- one row at most (grouped by customer); the limit keeps the subquery per customer (not flattened
+    -- into a join that would aggregate every customer's sentiment)
+    left join lateral (select * from {s}.customer_sentiment x where x.customer_id = a.customer_id limit 1) st on true;
 """
 )
 
@@ -286,13 +288,15 @@ on conflict (conversation_id) do update set
 )
 
 SUPPORT = """
-create view {s}.inbox as
-    select cs.conversation_id, cs.customer_id, cs.channel, cs.channels, cs.waiting_on, cs.sla_kind,
-           cs.sla_due_at, cs.sla_state, cs.opened_at, cs.last_event_at, cs.messages,
-           cs.last_message_at, lc.channel as last_message_channel, lc.text as last_message_text
-    from {s}.conversation_state cs
-    left join {s}.contacts lc on lc.event_id::text = cs.last_contact_event_id
-    where cs.state = 'open';
+create view {s}.inbox as  -- inbox_items: kept per batch (projectors/aggregates.py)
+    select i.conversation_id, m.customer_id, i.channel, i.channels, i.waiting_on, i.sla_kind, i.sla_due_at,
+           case when i.last_sla_event = 'sla_breached' then 'breached'
+                when i.last_sla_event = 'sla_hit' then 'met'
+                when i.last_sla_event = 'sla_started' and i.sla_due_at < (select now from {s}.clock) then 'breached'
+                when i.last_sla_event = 'sla_started' then 'running'
+                else 'none' end as sla_state,
+           i.opened_at, i.last_event_at, i.messages, i.last_message_at, i.last_message_channel, i.last_message_text
+    from {s}.inbox_items i join {s}.customers m using (origin_customer_id);
 
 create view {s}.timeline as
     select c.customer_id, c.event_id, c.occurred_at, c.channel, c.direction, c.actor_role, c.subject, c.text,
@@ -356,26 +360,19 @@ CONSENT_LATEST = """
 MARKETING = (
     """
 -- customers whose latest marketing consent signal (event time, then event id: projectors/consent.py)
--- withdrew it: marketing's views leave their contacts out (docs/privacy.md, "Consent ledger")
+-- withdrew it: marketing's views leave their contacts out (docs/privacy.md, "Consent ledger"); the flag
+-- is kept per batch in customer_stats (projectors/aggregates.py, _WITHDRAWN)
 create view {s}.marketing_withdrawn as
-    select customer_id from (
-        select distinct on (c.customer_id) c.customer_id, (x->>'granted')::boolean as granted
-        from {s}.v_contacts c cross join lateral jsonb_array_elements(c.consent) x
-        where x->>'purpose' = 'marketing' and x ? 'granted'
-        order by c.customer_id, c.occurred_at desc, c.event_id desc, coalesce(x->>'channel', 'any') desc,
-                 (x->>'granted')::boolean desc) latest
-    where not granted;
+    select customer_id from {s}.customer_stats where marketing_withdrawn;
 
 create view {s}.v_marketing_contacts as
     select c.* from {s}.v_contacts c
     where not exists (select 1 from {s}.marketing_withdrawn w where w.customer_id = c.customer_id);
 
+-- engagement_days: kept per batch (projectors/aggregates.py), without the customers who withdrew
+-- marketing consent (their engagement members are empty)
 create view {s}.engagement_daily as
-    select (occurred_at at time zone 'UTC')::date as day, channel, count(*) as contacts,
-           count(*) filter (where direction = 'inbound') as inbound,
-           count(*) filter (where direction = 'outbound') as outbound,
-           count(distinct customer_id) as customers
-    from {s}.v_marketing_contacts group by 1, 2;
+    select day, channel, contacts, inbound, outbound, customers from {s}.engagement_days;
 
 create view {s}.response_times as
     select channel, count(*) as responses,
@@ -425,10 +422,13 @@ PROJECTIONS = tuple(AUDIENCE)
 # its views re-created by the projector (projectors/engine/schema.py, ensure_live); the tables are
 # altered by the migrations (projectors/migrations), which leave ddl_version at 1 on the schemas
 # they alter.
+# 1: the projection schemas as first made (migration 0002).
 # 2: conversation events v2 (version, state after each event), conversation_messages.
 # 3: conversation events v3 (sla_withdrawn; a clock's latest event decides in sla_breaches and response_times).
 # 4: marketing's engagement_daily and reviews leave out customers who withdrew marketing consent.
-DDL_VERSION = 4
+# 5: aggregates kept per batch (projectors/aggregates.py, migration 0006): sla_breaches, inbox,
+#    customer_summary, engagement_daily and marketing_withdrawn (so reviews) read them.
+DDL_VERSION = 5
 
 # The tables a rebuild is compared on, with the columns that order them.
 TABLE_KEYS = {
@@ -440,6 +440,7 @@ TABLE_KEYS = {
     "customers": "origin_customer_id",
     "conversations": "conversation_id",
     "conversation_messages": "conversation_id, contact_event_id",
+    **aggregates.TABLE_KEYS,
 }
 
 

@@ -191,27 +191,10 @@ create view {{s}}.support_contacts as
     from {{s}}.v_contacts c where {support_contact_sql("c")};
 
 create view {{s}}.sla_breaches as
-    with clocks as (
-        select conversation_id, sla_kind, sla_started_at, max(sla_due_at) as due_at,
-               -- v2 (version > 0): the clock's latest event by version decides (a late reply turns a
-               -- breach into a hit); v1: any breach event
-               case when max(version) > 0
-                    then (array_agg(event_type order by version desc, occurred_at desc, event_id desc))[1] = 'sla_breached'
-                    else bool_or(event_type = 'sla_breached') end as reported_breach,
-               -- v2: stopped while its latest event is a hit or a breach (a late contact can take a
-               -- stop back, sla_started again); withdrawn: a late contact took the clock back
-               case when max(version) > 0
-                    then (array_agg(event_type order by version desc, occurred_at desc, event_id desc))[1]
-                         in ('sla_hit', 'sla_breached')
-                    else bool_or(event_type in ('sla_hit', 'sla_breached')) end as stopped,
-               (array_agg(event_type order by version desc, occurred_at desc, event_id desc))[1] = 'sla_withdrawn'
-                   as withdrawn
-        from {{s}}.conversation_events
-        where sla_kind is not null and event_type in ('sla_started', 'sla_hit', 'sla_breached', 'sla_withdrawn')
-        group by conversation_id, sla_kind, sla_started_at)
+    -- the clocks and what their events say: projectors/aggregates.py (sla_clocks, kept per batch)
     select cs.customer_id, k.conversation_id, k.sla_kind, k.sla_started_at, k.due_at as breached_at,
            k.reported_breach as reported
-    from clocks k join {{s}}.conversation_state cs using (conversation_id)
+    from {{s}}.sla_clocks k join {{s}}.conversation_state cs using (conversation_id)
     where k.due_at is not null and not k.withdrawn and cs.state <> 'merged_into'  -- a merged-away conversation's clocks count once, where its contacts are
       and (k.reported_breach or (not k.stopped and cs.state = 'open' and k.due_at < (select now from {{s}}.clock)));
 

@@ -62,35 +62,108 @@ def projection_lag(settings: Settings, projectors: list[str] | None = None, dsn:
         enable_auto_commit=False, group_id=None, request_timeout_ms=10_000, **settings.kafka.client_config()
     )
     try:
-        topics = {t for s in stored.values() for t, _ in s}
-        tps = [TopicPartition(t, p) for t in sorted(topics) for p in sorted(consumer.partitions_for_topic(t) or ())]
-        ends = {(tp.topic, tp.partition): o for tp, o in consumer.end_offsets(tps).items()}
-        starts = {(tp.topic, tp.partition): o for tp, o in consumer.beginning_offsets(tps).items()}
-        out = []
-        for name in sorted(stored):
-            mine = {k: v for k, v in ends.items() if k[0] in {t for t, _ in stored[name]}}
-            positions = {k: stored[name].get(k, starts.get(k, 0)) for k in mine}
-            oldest = _timestamps_at(consumer, {k: positions[k] for k, end in mine.items() if end > positions[k]})
-            out.append(summarize(name, positions, mine, oldest, datetime.now(UTC), updated.get(name)))
-        return out
+        return lags_from(consumer, stored, updated, datetime.now(UTC))
     finally:
         consumer.close()
 
 
-def _timestamps_at(consumer: KafkaConsumer, offsets: dict[tuple[str, int], int]) -> dict[tuple[str, int], datetime]:
-    """The Kafka timestamp of the record at each (topic, partition) offset: one fetch each."""
-    if not offsets:
-        return {}
-    tps = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
-    consumer.assign(list(tps))
-    for tp, o in tps.items():
-        consumer.seek(tp, o)
-    out: dict[tuple[str, int], datetime] = {}
-    for _ in range(20):
-        for tp, messages in consumer.poll(timeout_ms=250, max_records=500).items():
-            if messages and (tp.topic, tp.partition) not in out:
-                out[(tp.topic, tp.partition)] = datetime.fromtimestamp(messages[0].timestamp / 1000, UTC)
-                consumer.pause(tp)
-        if len(out) == len(tps):
-            break
+# The record fetches of one lag computation, whatever the number of projectors: a stack with many
+# left-over projectors (builds, benchmarks, tests) must not make GET /projections take seconds each.
+TIMESTAMP_POLLS = 12
+POLL_MS = 250
+
+
+def lags_from(
+    consumer,
+    stored: dict[str, dict[tuple[str, int], int]],
+    updated: dict[str, datetime],
+    now: datetime,
+) -> list[Lag]:
+    """The lag of every projector in ``stored`` (its next offset per topic partition) with one
+    metadata request, one request of end offsets, one of start offsets, and at most
+    ``TIMESTAMP_POLLS`` fetches for the ages: projectors at the same position share a fetch, topics
+    that no longer exist (a left-over projector's) are not asked about."""
+    existing = set(consumer.topics())
+    topics = {t for s in stored.values() for t, _ in s} & existing
+    tps = [TopicPartition(t, p) for t in sorted(topics) for p in sorted(consumer.partitions_for_topic(t) or ())]
+    ends = {(tp.topic, tp.partition): o for tp, o in consumer.end_offsets(tps).items()} if tps else {}
+    starts = {(tp.topic, tp.partition): o for tp, o in consumer.beginning_offsets(tps).items()} if tps else {}
+    positions: dict[str, dict[tuple[str, int], int]] = {}
+    wanted: set[tuple[tuple[str, int], int]] = set()
+    for name in sorted(stored):
+        mine_topics = {t for t, _ in stored[name]}
+        positions[name] = {k: stored[name].get(k, starts.get(k, 0)) for k in ends if k[0] in mine_topics}
+        wanted |= {(k, o) for k, o in positions[name].items() if ends[k] > o}
+    stamps = _timestamps_at(consumer, wanted)
+    out = []
+    for name in sorted(stored):
+        pos = positions[name]
+        mine = {k: ends[k] for k in pos}
+        oldest = {k: stamps[(k, o)] for k, o in pos.items() if (k, o) in stamps}
+        out.append(summarize(name, pos, mine, oldest, now, updated.get(name)))
     return out
+
+
+def _timestamps_at(consumer, wanted: set[tuple[tuple[str, int], int]]) -> dict[tuple[tuple[str, int], int], datetime]:
+    """The Kafka timestamp of the record at each wanted ((topic, partition), offset), in at most
+    ``TIMESTAMP_POLLS`` polls: each round seeks every partition to its lowest offset still wanted,
+    and one fetch answers every wanted offset it covers. What the budget does not reach is left out
+    (its projector's age then counts only the partitions found)."""
+    pending = set(wanted)
+    out: dict[tuple[tuple[str, int], int], datetime] = {}
+    polls = 0
+    while pending and polls < TIMESTAMP_POLLS:
+        lowest: dict[tuple[str, int], int] = {}
+        for k, o in pending:
+            lowest[k] = min(o, lowest.get(k, o))
+        tps = {TopicPartition(*k): o for k, o in lowest.items()}
+        consumer.assign(list(tps))
+        consumer.resume(*tps)
+        for tp, o in tps.items():
+            consumer.seek(tp, o)
+        answered: set[tuple[str, int]] = set()
+        while polls < TIMESTAMP_POLLS and len(answered) < len(tps):
+            polls += 1
+            for tp, messages in consumer.poll(timeout_ms=POLL_MS, max_records=500).items():
+                k = (tp.topic, tp.partition)
+                if not messages or k in answered:
+                    continue
+                answered.add(k)
+                consumer.pause(tp)
+                first = messages[0].offset
+                for m in messages:
+                    if (k, m.offset) in pending:
+                        out[(k, m.offset)] = datetime.fromtimestamp(m.timestamp / 1000, UTC)
+                # a wanted offset below the first record returned (compacted or deleted away): the
+                # first record after it is the oldest not projected
+                for key in [x for x in pending if x[0] == k and x[1] < first]:
+                    out[key] = datetime.fromtimestamp(messages[0].timestamp / 1000, UTC)
+                pending -= {x for x in pending if x[0] == k and x[1] <= messages[-1].offset}
+        if not answered:
+            break  # nothing comes back (an unreachable or empty partition): do not spend the rest
+    return out
+
+
+class LagCache:
+    """The last lag report, reused for ``ttl`` seconds: GET /projections called by every dashboard
+    and health probe costs one computation per ``ttl``, and concurrent callers wait for the one
+    running instead of starting their own (``compute`` is called with no lock held by the caller)."""
+
+    def __init__(self, compute, ttl: float = 2.0, clock=None):
+        import threading
+        import time
+
+        self.compute = compute
+        self.ttl = ttl
+        self.clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._at: float | None = None
+        self._value: list[Lag] = []
+
+    def get(self) -> tuple[list[Lag], float]:
+        """(the report, its age in seconds)."""
+        with self._lock:
+            now = self.clock()
+            if self._at is None or now - self._at >= self.ttl:
+                self._value, self._at = self.compute(), self.clock()
+            return self._value, max(0.0, self.clock() - self._at)

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import psycopg
 
-from projectors import ddl
+from projectors import aggregates, ddl
 from projectors.engine import schema as schemas_
 from projectors.engine.runner import DEFAULT_BATCH, Projector, Sources
 from projectors.profiles import Publisher
@@ -63,15 +63,23 @@ class Store:
             f" order by event_id, source_partition, source_offset on conflict (event_id) do nothing"
         )
 
-    def _contacts(self, cur, rows: list[tuple]) -> None:
+    def _contacts(self, cur, rows: list[tuple]) -> set[str]:
         """A contact's row is the one of its latest resolution (``rows.supersedes``: by the identity
         graph's position, then customer id), whatever order its resolutions are read in: a contact
-        that a merge or an unmerge moved is listed under the customer it belongs to now."""
+        that a merge or an unmerge moved is listed under the customer it belongs to now. Returns the
+        origin customer ids that rows left (their aggregates change)."""
         if not rows:
-            return
+            return set()
         s = self.s
         self._copy(cur, "contacts", CONTACT_COLUMNS, latest_resolutions(rows), like="contacts")
         cols = ", ".join(CONTACT_COLUMNS)
+        left = {
+            origin
+            for (origin,) in cur.execute(
+                f"select distinct c.origin_customer_id from {s}.contacts c join _stage_contacts st using (event_id)"
+                " where (c.resolved_gen, c.origin_customer_id) < (st.resolved_gen, st.origin_customer_id)"
+            )
+        }
         cur.execute(
             f"insert into {s}.contacts ({cols}) select {cols} from _stage_contacts on conflict (event_id) do update set"
             " origin_customer_id = excluded.origin_customer_id, resolved_gen = excluded.resolved_gen,"
@@ -79,10 +87,11 @@ class Store:
             f" where ({s}.contacts.resolved_gen, {s}.contacts.origin_customer_id)"
             " < (excluded.resolved_gen, excluded.origin_customer_id)"
         )
+        return left
 
     def write(self, cur, batch: Batch) -> None:
         s = self.s
-        self._contacts(cur, batch.contacts)
+        left = self._contacts(cur, batch.contacts)
         self._facts(cur, "conversation_events", CONVERSATION_COLUMNS, batch.conversations)
         self._facts(cur, "identity_events", IDENTITY_EVENT_COLUMNS, batch.identity_events)
         if batch.identities:
@@ -109,16 +118,28 @@ class Store:
                 f" on conflict (origin_customer_id) do update set"
                 f" first_seen_at = least({s}.customers.first_seen_at, excluded.first_seen_at)"
             )
-        if batch.alias_ops:
-            self._repoint(cur, batch)
+        moved = self._repoint(cur, batch) if batch.alias_ops else set()
         if batch.conversations:
             ids = sorted({r[2] for r in batch.conversations})
             for sql in ddl.RECOMPUTE_MESSAGES:
                 cur.execute(sql.format(s=s), {"ids": ids})
             cur.execute(ddl.RECOMPUTE_CONVERSATIONS.format(s=s), {"ids": ids})
+            aggregates.conversations_changed(cur, s, ids)
+        if batch.contacts:
+            aggregates.contacts_arrived(cur, s, [r[0] for r in batch.contacts])
+            origins = sorted({r[1] for r in batch.contacts} | left)
+            moved |= {
+                cid
+                for (cid,) in cur.execute(
+                    f"select distinct customer_id from {s}.customers where origin_customer_id = any(%s)", (origins,)
+                )
+            }
+        aggregates.customers_changed(cur, s, moved)
 
-    def _repoint(self, cur, batch: Batch) -> None:
-        """Apply merges and unmerges in log order, then point every affected id at its root."""
+    def _repoint(self, cur, batch: Batch) -> set[str]:
+        """Apply merges and unmerges in log order, then point every affected id at its root.
+        Returns the customer ids whose contacts changed hands (each re-pointed id's customer before
+        and after)."""
         s = self.s
         before = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
         for op in batch.alias_ops:
@@ -141,11 +162,16 @@ class Store:
             f" where a.customer_id = u.n and a.root_id is distinct from u.r",
             (affected, targets),
         )
-        cur.execute(
-            f"update {s}.customers c set customer_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r)"
-            f" where c.origin_customer_id = u.n and c.customer_id is distinct from u.r",
-            (affected, targets),
-        )
+        moved = {
+            cid
+            for pair in cur.execute(
+                f"update {s}.customers c set customer_id = u.r from unnest(%s::text[], %s::text[]) as u(n, r),"
+                f" {s}.customers before where c.origin_customer_id = u.n and c.customer_id is distinct from u.r"
+                f" and before.origin_customer_id = c.origin_customer_id returning before.customer_id, c.customer_id",
+                (affected, targets),
+            )
+            for cid in pair
+        }
         log.info(
             "customers_repointed",
             schema=s,
@@ -153,6 +179,7 @@ class Store:
             merges=sum(op.action == "add" for op in batch.alias_ops),
             unmerges=sum(op.action == "remove" for op in batch.alias_ops),
         )
+        return moved
 
 
 class ReadModel:

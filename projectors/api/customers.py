@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from projectors import lookup, profiles
 from projectors.api import queries
 from projectors.api.paging import Cursor, Limit, Offset
-from projectors.api.reads import NotFound, listed, one, resolve, rows, schema
+from projectors.api.reads import NotFound, listed, one, resolve, rows, rows_each, schema
 from threadline.http import error_response
 
 IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
@@ -64,10 +64,7 @@ async def list_contacts(request: Request, limit: int = Limit, offset: int = Offs
 
 async def card(request: Request, requested: str, customer_id: str, include_merged: bool = False) -> dict:
     """The card of projectors/profiles.py: the same queries and shape as customer-profiles.v1."""
-    params = {"ids": [customer_id]}
-    parts = {
-        name: await rows(request, sql, params) for name, sql in profiles.queries(schema(request, "support")).items()
-    }
+    parts = await rows_each(request, profiles.queries(schema(request, "support")), {"ids": [customer_id]})
     return profiles.card(customer_id, requested, profiles.by_customer(parts).get(customer_id, {}), include_merged)
 
 

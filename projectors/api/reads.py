@@ -28,6 +28,15 @@ async def rows(request: Request, sql: str, params=()) -> list[dict]:
         return [jsonable(r) for r in await (await conn.execute(sql, params)).fetchall()]
 
 
+async def rows_each(request: Request, queries: dict[str, str], params) -> dict[str, list[dict]]:
+    """Several queries with the same parameters on one connection of the pool, sent in one
+    pipeline (one round trip, one checkout): the rows of each by name."""
+    async with request.app.state.pool.connection() as conn:
+        async with conn.pipeline():
+            cursors = {name: await conn.execute(sql, params) for name, sql in queries.items()}
+        return {name: [jsonable(r) for r in await cur.fetchall()] for name, cur in cursors.items()}
+
+
 async def one(request: Request, sql: str, params=()) -> dict | None:
     found = await rows(request, sql, params)
     return found[0] if found else None

@@ -13,7 +13,7 @@ from datetime import datetime
 
 import psycopg
 
-from projectors import ddl
+from projectors import aggregates, ddl
 from projectors.migrate import migrate
 from threadline.logging import get_logger
 from threadline.settings import Settings
@@ -74,7 +74,7 @@ def ensure_live(conn: psycopg.Connection, projection: str, schema: str) -> None:
 
 def upgrade_views(conn: psycopg.Connection, projection: str, schema: str) -> bool:
     """Re-create the views of a schema made by an older ``ddl`` (its tables were altered by the
-    migrations); ``clock`` stays. Returns whether it did. Call inside a transaction."""
+    migrations) and fill the aggregate tables it did not keep; ``clock`` stays. Returns whether it did. Call inside a transaction."""
     (version,) = conn.execute(f"select ddl_version from {schema}.meta").fetchone()
     if version >= ddl.DDL_VERSION:
         return False
@@ -87,6 +87,8 @@ def upgrade_views(conn: psycopg.Connection, projection: str, schema: str) -> boo
     if views:
         conn.execute("drop view if exists " + ", ".join(f"{schema}.{ddl.check_ident(v)}" for v in views) + " cascade")
     conn.execute(ddl.views_sql(projection, schema))
+    if version < 5:  # the aggregate tables (migration 0006) are filled from the rows
+        aggregates.refresh(conn, schema)
     conn.execute(f"update {schema}.meta set ddl_version = %s", (ddl.DDL_VERSION,))
     log.info("projection_views_upgraded", schema=schema, ddl_version=ddl.DDL_VERSION, views=len(views))
     return True

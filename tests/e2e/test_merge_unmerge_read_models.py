@@ -26,22 +26,25 @@ from fastapi.testclient import TestClient
 from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projectors.api import create_app
 from projectors.contacts import contacts_projector
-from projectors.engine.runner import Sources
+from projectors.engine.runner import DEFAULT_BATCH, Sources
 from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
 from streams.identity import customer_id_for
 from tests.integration.streams.stream_helpers import REPO, make_contact, settle, stream_run
 from fixtures.projections import drop_projections
+from tests.integration.projectors.compare import assert_aggregates_match
 
 BASE = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
 
 
-def project(services, world, prefix: str):
+def project(services, world, prefix: str, batch_size: int = DEFAULT_BATCH):
     settings = services.settings.model_copy(update={"projection_prefix": prefix, **token_settings()})
     sources = Sources(
         contacts=world.topics.resolved, conversations=world.topics.conversations, identities=world.topics.identities
     )
-    read_model_projector(settings, "support", sources=sources).run(stop_at=end_offsets(settings, sources.topics()))
+    read_model_projector(settings, "support", sources=sources, batch_size=batch_size).run(
+        stop_at=end_offsets(settings, sources.topics())
+    )
     contacts_projector(settings, name=f"{prefix}contacts", topic=world.topics.resolved).run(
         stop_at=end_offsets(settings, [world.topics.resolved])
     )
@@ -120,11 +123,14 @@ def story(services, catalog_topics, tmp_path_factory):
         prefixes.append(f"mu{world.run}u_")
         unmerged = project(services, world, prefixes[-1])
         unmerged_rows = skeleton_customers(services, [r["event_id"] for r in records])
+        prefixes.append(f"mu{world.run}o_")
+        one_by_one = project(services, world, prefixes[-1], batch_size=1)  # merge and unmerge in batches of their own
         for r in (resolved, conversations, identities):
             r.close()
     yield {
         "merged": merged,
         "unmerged": unmerged,
+        "one_by_one": one_by_one,
         "tweet": tweet,
         "mail": mail,
         "chat": chat,
@@ -194,3 +200,11 @@ def test_after_the_unmerge_each_customer_lists_only_its_own_contacts(story):
         assert timeline_of(api, s["split_off"]) == [s["mail"], s["chat"]]
     split_off = s["split_off"]
     assert s["unmerged_rows"] == {s["tweet"]: s["survivor"], s["mail"]: split_off, s["chat"]: split_off}
+
+
+def test_the_kept_aggregates_are_what_the_rows_give_after_merges_and_unmerges_in_any_batches(story):
+    """Inbox rows, SLA clocks and engagement per day are kept per batch: after the merge, after the
+    unmerge, and with every record a batch of its own, they equal the computation from every row."""
+    with psycopg.connect(story["merged"].effective_pg_dsn) as conn:
+        for name in ("merged", "unmerged", "one_by_one"):
+            assert_aggregates_match(conn, f"{story[name].projections.prefix}support")

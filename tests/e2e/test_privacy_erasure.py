@@ -134,9 +134,21 @@ def rejected_x_event(tag: str, who: str, payload: dict) -> tuple[bytes, dict]:
     return content, headers("x", content, "http://testserver/webhooks/x")
 
 
+def erased_conversations(dsn: str, prefix: str, erased_ids: list[str]) -> list[str]:
+    """The conversations of the erased customers in the prefix's support schema (a rebuild projects
+    their conversation events again: ids and times, no personal data)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            f'select conversation_id from "{prefix}support".conversations where origin_customer_id = any(%s)',
+            (erased_ids,),
+        )
+        return [r[0] for r in rows.fetchall()]
+
+
 def projection_rows(dsn: str, prefix: str, erased_ids: list[str]) -> dict[str, list[str]]:
     """Every row of every table of the prefix's support and marketing schemas (but their build
-    metadata), as canonical JSON, without the rows that name an erased customer or contact."""
+    metadata), as canonical JSON, without the rows that name an erased customer, contact or
+    conversation (the kept SLA clocks name only their conversation)."""
     out = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         for projection in ("support", "marketing"):
@@ -368,6 +380,7 @@ def story(services, catalog_topics, tmp_path_factory):
         )
         worker.stop()
         erased_ids = [*report["customer_ids"], *accepted[:3], *api_erase["admin"].json()["customer_ids"], accepted[5]]
+        erased_ids += erased_conversations(services.settings.effective_pg_dsn, prefixes[1], erased_ids)
         yield {
             "g": g,
             "s": s,

@@ -47,6 +47,7 @@ from threadline.benchkit import (
 from threadline.errors import ConfigError
 from threadline.settings import Settings
 from threadline.tools.freshness import freshness_suite
+from threadline.tools.read_bench import read_suite
 from threadline.tools.bench.data import build_records
 from threadline.tools.bench.report import crc32c_status, machine_info, merge_report, versions_section, write_report
 from threadline.tools.bench.suites import codec_suite, measure_codec, raw_clients_suite
@@ -60,6 +61,7 @@ SUITES: dict[str, Callable[[BenchContext], list[Section]]] = {
     "privacy": privacy_suite,  # sealing cost per contact at the gateway, opening at the projector
     "projection-rebuild": projection_rebuild_suite,  # rebuild rate against the COPY baseline (projectors/bench.py)
     "privacy-rebuild": privacy_rebuild_suite,  # the rebuild from sealed contacts, the batch hook on and off
+    "read": read_suite,  # read API p50/p99 at 1,000,000 contacts, aggregates kept vs views (tools/read_bench.py)
     "freshness": freshness_suite,  # gateway ack → read API latency, every component a process
     "streams": streams_suite,  # identity + stitching contacts/s, one and two workers
     "identity": identity_suite,  # the identity stage alone against its rules on a dict
