@@ -119,7 +119,7 @@ def test_the_language_models_are_loaded_during_start_up_not_in_the_first_request
 def test_a_webhooks_202_is_byte_for_byte_what_jsonresponse_made(content):
     from fastapi.responses import JSONResponse
 
-    from connectors.gateway import Accepted
+    from connectors.intake import Accepted
 
     mine, theirs = Accepted(content), JSONResponse(content, status_code=202)
     assert (mine.status_code, mine.raw_headers, mine.body) == (theirs.status_code, theirs.raw_headers, theirs.body)
@@ -205,16 +205,16 @@ def test_request_metrics_carry_the_route_template_as_before(gw):
 
 
 def test_the_query_string_and_repeated_forwarded_headers_reach_the_mapping(gw, monkeypatch):
-    from connectors import gateway
+    from connectors import intake
 
     seen = {}
-    real = gateway.handle
+    real = intake.handle
 
     def spy(req, *a, **kw):
         seen["req"] = req
         return real(req, *a, **kw)
 
-    monkeypatch.setattr(gateway, "handle", spy)
+    monkeypatch.setattr(intake, "handle", spy)
     body = chat_body("m-direct-q")
     url = f"{BASE}/webhooks/chat?tenant=a&x=1&x=2"
     r = gw.client.post(url, content=body, headers={**signed_headers("chat", body, url, SECRET), "X-Custom": "v"})

@@ -192,16 +192,16 @@ def test_the_settings_come_from_the_environment(monkeypatch):
 
 
 def test_the_url_is_worked_out_once_for_the_same_request_line_host_and_forwarded_headers(monkeypatch):
-    from connectors import gateway
+    from connectors import intake
 
     calls: list[str] = []
-    real = gateway.public_url
+    real = intake.public_url
 
     def counting(*args, **kw):
         calls.append(kw["url"])
         return real(*args, **kw)
 
-    monkeypatch.setattr(gateway, "public_url", counting)
+    monkeypatch.setattr(intake, "public_url", counting)
     s = settings(trusted_proxies=PROXY, public_base_url="https://gw.example.org")
     forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "hooks.example.org"}
     first = [_public_url(incoming("/webhooks/twilio", query="a=1"), s, "twilio") for _ in range(3)]
