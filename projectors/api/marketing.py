@@ -14,7 +14,7 @@ from projectors import consent as consent_ledger
 from projectors import judgements
 from projectors.api import queries
 from projectors.api.paging import Cursor, Limit, Offset
-from projectors.api.reads import NotFound, listed, one, page, resolve, rows, schema
+from projectors.api.reads import NotFound, one, paged, resolve, rows, schema
 from threadline.http import error_response
 
 
@@ -54,7 +54,7 @@ async def engagement(
         return error_response(
             400, "invalid_parameters", "to must be after from", [{"field": "to", "problem": "not after from"}]
         )
-    items, after = await listed(
+    return await paged(
         request,
         queries.engagement(schema(request, "marketing")),
         queries.ENGAGEMENT,
@@ -63,7 +63,6 @@ async def engagement(
         offset=offset,
         cursor=cursor,
     )
-    return page(items, limit, offset, after, cursor)
 
 
 @router.get("/marketing/response-times", tags=["marketing"])
@@ -84,7 +83,7 @@ async def reviews(
 ):
     s = schema(request, "marketing")
     cid = await resolve(request, s, customer_id) if customer_id else None
-    items, after = await listed(
+    return await paged(
         request,
         queries.reviews(s),
         queries.REVIEWS,
@@ -93,7 +92,6 @@ async def reviews(
         offset=offset,
         cursor=cursor,
     )
-    return page(items, limit, offset, after, cursor)
 
 
 @router.get("/marketing/customers/{customer_id}/consent", tags=["marketing"])

@@ -59,6 +59,14 @@ async def listed(
     return paging.split_keys(order, found, limit)
 
 
+async def paged(
+    request: Request, sql: str, order: Order, params: dict, *, limit: int, offset: int, cursor: str | None, **extra
+) -> dict:
+    """One page of a list as the API answers it: ``listed`` then ``page``."""
+    items, after = await listed(request, sql, order, params, limit=limit, offset=offset, cursor=cursor)
+    return page(items, limit, offset, after, cursor, **extra)
+
+
 def page(
     items: list[dict], limit: int, offset: int, next_cursor: str | None, cursor: str | None = None, **extra
 ) -> dict:

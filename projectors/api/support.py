@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from projectors.api import queries
 from projectors.api.paging import Cursor, Limit, Offset
-from projectors.api.reads import NotFound, listed, one, page, resolve, rows, schema
+from projectors.api.reads import NotFound, one, paged, resolve, rows, schema
 
 SlaState = Literal["running", "breached", "met", "none"]
 ConversationState = Literal["open", "resolved", "merged_into"]
@@ -36,7 +36,7 @@ async def timeline(
     """Every contact across channels in event-time order; ``channel_switch`` marks a change."""
     s = schema(request, "support")
     cid = await resolve(request, s, customer_id)
-    items, after = await listed(
+    return await paged(
         request,
         queries.timeline(s),
         queries.TIMELINE,
@@ -44,8 +44,8 @@ async def timeline(
         limit=limit,
         offset=offset,
         cursor=cursor,
+        customer_id=cid,
     )
-    return page(items, limit, offset, after, cursor, customer_id=cid)
 
 
 @router.get("/customers/{customer_id}/conversations", tags=["support"])
@@ -59,7 +59,7 @@ async def customer_conversations(
 ):
     s = schema(request, "support")
     cid = await resolve(request, s, customer_id)
-    items, after = await listed(
+    return await paged(
         request,
         queries.customer_conversations(s),
         queries.CONVERSATIONS,
@@ -67,8 +67,8 @@ async def customer_conversations(
         limit=limit,
         offset=offset,
         cursor=cursor,
+        customer_id=cid,
     )
-    return page(items, limit, offset, after, cursor, customer_id=cid)
 
 
 @router.get("/conversations/{conversation_id}", tags=["support"])
@@ -94,7 +94,7 @@ async def inbox(
     cursor: str | None = Cursor,
 ):
     """Open conversations, the most urgent SLA first."""
-    items, after = await listed(
+    return await paged(
         request,
         queries.inbox(schema(request, "support")),
         queries.INBOX,
@@ -103,4 +103,3 @@ async def inbox(
         offset=offset,
         cursor=cursor,
     )
-    return page(items, limit, offset, after, cursor)
