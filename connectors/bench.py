@@ -58,7 +58,6 @@ CONCURRENCY = 32
 BATCH = 50
 WRK_SCRIPT = Path(__file__).with_name("wrk_chat.lua")
 WRK_WARMUP_SECONDS = 3
-WRK_SECONDS = int(os.environ.get("THREADLINE_BENCH_WRK_SECONDS", "15"))
 COMPARE_ROUNDS = 3
 FALLBACK_SERVER = {"loop": "asyncio", "http": "h11"}
 WRK_MISSING = (
@@ -465,9 +464,9 @@ def gateway_suite(ctx: BenchContext) -> list[Section]:
         try:
             if wrk is not None:
                 with ctx.console.status(
-                    f"gateway: wrk, {CONCURRENCY} connections, {WRK_WARMUP_SECONDS} s warm-up + {WRK_SECONDS} s ..."
+                    f"gateway: wrk, {CONCURRENCY} connections, {WRK_WARMUP_SECONDS} s warm-up + {ctx.settings.bench.wrk_seconds} s ..."
                 ):
-                    single = _measure(proc, url, keys["webhook_secret"], ctx.run_id)
+                    single = _measure(proc, url, keys["webhook_secret"], ctx.run_id, ctx.settings.bench.wrk_seconds)
             with ctx.console.status("gateway: batched requests ..."):
                 bodies = _messenger_bodies(n_batched, ctx.run_id)
                 cpu0 = gateway_cpu_seconds(proc)
@@ -515,13 +514,13 @@ def fill_template(template: str, message_id: str, i: int) -> str:
     return template
 
 
-def _measure(proc: subprocess.Popen, url: str, secret: str, run: str) -> LoadResult:
+def _measure(proc: subprocess.Popen, url: str, secret: str, run: str, seconds: int) -> LoadResult:
     """Priming and a warm-up (not counted), then the measured wrk run; RuntimeError on any non-2xx."""
     prime(url, secret, run)
     warm = run_wrk(url, secret, seconds=WRK_WARMUP_SECONDS, run=f"{run}-warm")
     if warm.failed:
         raise RuntimeError(f"gateway warm-up: {warm.errors} (non-2xx or socket errors)")
-    result = measure_gateway(proc, url, secret, seconds=WRK_SECONDS, run=run)
+    result = measure_gateway(proc, url, secret, seconds=seconds, run=run)
     if result.failed:
         raise RuntimeError(f"gateway answered {result.errors} (non-2xx or socket errors) of {result.requests} requests")
     return result
@@ -543,7 +542,11 @@ def _wrk_gateway(
     try:
         with ctx.console.status(f"gateway ({what}): wrk ..."):
             return _measure(
-                proc, f"http://127.0.0.1:{port}/webhooks/chat", keys["webhook_secret"], f"{ctx.run_id}-{tag}"
+                proc,
+                f"http://127.0.0.1:{port}/webhooks/chat",
+                keys["webhook_secret"],
+                f"{ctx.run_id}-{tag}",
+                ctx.settings.bench.wrk_seconds,
             )
     finally:
         _stop(proc)

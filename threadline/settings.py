@@ -17,6 +17,7 @@ configuration at all. Code reads the settings by group, each a typed model of it
     settings.privacy      PrivacySettings     the master and pseudonym keys of crypto-shredding
     settings.streams      StreamsSettings     the worker's store and group timing; identity, stitching
                                               and SLA rules (streams/rules.py parses them)
+    settings.bench        BenchSettings       how long ``threadline bench`` drives the gateway
 
 ``Settings(**flat)`` and ``settings.model_copy(update=flat)`` take the variables' own names
 without the prefix (``kafka_bootstrap``, ``pg_port``, ``projection_prefix``); a bad value is a
@@ -355,6 +356,12 @@ class StreamsSettings(Group):
         return value.lower()
 
 
+class BenchSettings(Group):
+    """``threadline bench``: how long the gateway's measured wrk run lasts."""
+
+    wrk_seconds: int = Field(default=15, ge=1, validation_alias="THREADLINE_BENCH_WRK_SECONDS")
+
+
 GROUPS: dict[str, type[Group]] = {
     "kafka": KafkaConnection,
     "registry": SchemaRegistry,
@@ -366,6 +373,7 @@ GROUPS: dict[str, type[Group]] = {
     "projections": Projections,
     "privacy": PrivacySettings,
     "streams": StreamsSettings,
+    "bench": BenchSettings,
 }
 
 
@@ -414,6 +422,7 @@ class Settings(BaseModel):
     projections: Projections = Field(default_factory=Projections)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
+    bench: BenchSettings = Field(default_factory=BenchSettings)
 
     @model_validator(mode="before")
     @classmethod
