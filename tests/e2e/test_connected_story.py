@@ -90,3 +90,31 @@ def test_marketing_sees_emres_review_and_consent(told):
     assert review["rating"] == 1 + cast["emre"].n % 5 and review["sentiment"] is not None
     consent = http.get(f"/marketing/customers/{card['customer_id']}/consent").json()["items"]
     assert [(c["purpose"], c["granted"]) for c in consent] == [("marketing", cast["emre"].n % 3 == 0)]
+
+
+def test_giulias_access_bundle_holds_each_of_her_contacts_conversations_and_identities_and_nobody_elses(told):
+    """Right of access for the demo's Giulia (privacy is on in the demo): the bundle the read API
+    gives an admin holds what support sees of her and nothing of the rest of the cast."""
+    import json
+
+    cast, _, http = told
+    giulia = cast["giulia"]
+    card = _wait_for(http, "phone", giulia.phone, contacts=6, what="Giulia's contacts")
+    cid = card["customer_id"]
+    timeline = http.get(f"/customers/{cid}/timeline", params={"limit": 200}).json()["items"]
+    conversations = http.get(f"/customers/{cid}/conversations", params={"limit": 200}).json()["items"]
+    answer = http.get("/privacy/access", params={"identity": f"phone:{giulia.phone}"})
+    assert answer.status_code == 200, answer.text
+    bundle = answer.json()
+    assert cid in bundle["customer_ids"]
+    assert {c["event_id"] for c in bundle["contacts"]} == {t["event_id"] for t in timeline} and len(timeline) >= 6
+    assert {c["conversation_id"] for c in conversations} <= {c["conversation_id"] for c in bundle["conversations"]}
+    held = {(i["kind"], i["value"]) for i in bundle["identities"]}
+    assert {(i["kind"], i["value"]) for i in card["identities"]} <= held
+    assert ("email", giulia.email) in held and ("phone", giulia.phone) in held
+    text = json.dumps(bundle, ensure_ascii=False)
+    for name, other in cast.items():
+        if name == "giulia":
+            continue
+        for value in (other.email, other.phone, other.handle, other.visitor):
+            assert value not in text, f"{name}'s {value!r} is in Giulia's access bundle"
