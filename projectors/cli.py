@@ -98,6 +98,13 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:,.0f} events/s" if task.speed else "— events/s", style="cyan")
 
 
+def progress_bar(label: str) -> Progress:
+    """The progress display of a long command on stderr: label, bar, done of total, rate, time."""
+    return Progress(
+        TextColumn(label), BarColumn(), MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), console=err
+    )
+
+
 def serve_api():
     """The read API."""
     import uvicorn
@@ -268,14 +275,7 @@ def replay(
         when = parse_time(as_of, "--as-of")
         if projection not in PROJECTIONS:
             raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(PROJECTIONS)}")
-        with Progress(
-            TextColumn(f"rebuild {projection}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            RateColumn(),
-            TimeElapsedColumn(),
-            console=err,
-        ) as progress:
+        with progress_bar(f"rebuild {projection}") as progress:
             task = progress.add_task(projection, total=None)
 
             def on_progress(done: int, total: int) -> None:
@@ -358,14 +358,7 @@ def publish_profiles(topic: str = typer.Option(None, "--topic", help="default cu
             except psycopg.errors.UndefinedTable:
                 _fail(f"no support projection in {s.pg_display} (schema {schema}): run `threadline project` first", 2)
             total = pub.queued(conn)
-            with Progress(
-                TextColumn("customer profiles"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                RateColumn(),
-                TimeElapsedColumn(),
-                console=err,
-            ) as progress:
+            with progress_bar("customer profiles") as progress:
                 task = progress.add_task("profiles", total=total)
                 pub.publish(conn, producer, on_progress=lambda done: progress.update(task, completed=done))
     except psycopg.OperationalError as exc:
