@@ -2,7 +2,10 @@
 (``projectors/engine/runner.py``): shaped ``rows.Batch`` es written into one projection schema.
 
 ``Store`` writes a batch: COPY into staging tables and upsert from there (no round trip per row),
-re-point merged customers, recompute the conversations the batch touched. ``ReadModel`` adds the
+re-point merged customers, recompute the conversations the batch touched and the aggregates of
+what it touched. A rebuild's first pass into its own schema (which nobody reads until the swap)
+defers that derived part: the batches write the rows only, and ``Store.finish`` computes the
+conversations and the aggregates once, set-based, from every row (``deferred``). ``ReadModel`` adds the
 schema's lifecycle (the live schema made on first use, the build checked under the swap lock in
 every batch's transaction) and, for the live support projection, the customer-profiles outbox.
 """
@@ -38,10 +41,28 @@ log = get_logger("threadline.projector")
 
 
 class Store:
-    """Writes a shaped Batch into one projection schema, inside the caller's transaction."""
+    """Writes a shaped Batch into one projection schema, inside the caller's transaction.
 
-    def __init__(self, schema: str):
+    ``deferred``: the batches write the rows (contacts, events, identities, customers, aliases)
+    but not what is derived from them (conversations, their messages, the aggregate tables);
+    ``finish`` computes those once from every row, then the store goes on incrementally. Only for
+    a schema nobody reads before ``finish`` (a rebuild's build)."""
+
+    def __init__(self, schema: str, *, deferred: bool = False):
         self.s = ddl.check_ident(schema)
+        self.deferred = deferred
+
+    def finish(self, cur) -> None:
+        """The derived tables from every row (the conversations of every conversation event, then
+        every aggregate: ``aggregates.refresh``); the store writes incrementally from now on."""
+        s = self.s
+        ids = [cid for (cid,) in cur.execute(f"select distinct conversation_id from {s}.conversation_events")]
+        if ids:
+            for sql in ddl.RECOMPUTE_MESSAGES:
+                cur.execute(sql.format(s=s), {"ids": ids})
+            cur.execute(ddl.RECOMPUTE_CONVERSATIONS.format(s=s), {"ids": ids})
+        aggregates.refresh(cur, s)
+        self.deferred = False
 
     def _copy(self, cur, table: str, columns: tuple[str, ...], rows: list[tuple], *, like: str | None = None) -> None:
         stage = f"_stage_{table}"
@@ -73,13 +94,17 @@ class Store:
         s = self.s
         self._copy(cur, "contacts", CONTACT_COLUMNS, latest_resolutions(rows), like="contacts")
         cols = ", ".join(CONTACT_COLUMNS)
-        left = {
-            origin
-            for (origin,) in cur.execute(
-                f"select distinct c.origin_customer_id from {s}.contacts c join _stage_contacts st using (event_id)"
-                " where (c.resolved_gen, c.origin_customer_id) < (st.resolved_gen, st.origin_customer_id)"
-            )
-        }
+        left = (
+            set()
+            if self.deferred  # no aggregate is kept yet
+            else {
+                origin
+                for (origin,) in cur.execute(
+                    f"select distinct c.origin_customer_id from {s}.contacts c join _stage_contacts st using (event_id)"
+                    " where (c.resolved_gen, c.origin_customer_id) < (st.resolved_gen, st.origin_customer_id)"
+                )
+            }
+        )
         cur.execute(
             f"insert into {s}.contacts ({cols}) select {cols} from _stage_contacts on conflict (event_id) do update set"
             " origin_customer_id = excluded.origin_customer_id, resolved_gen = excluded.resolved_gen,"
@@ -119,6 +144,8 @@ class Store:
                 f" first_seen_at = least({s}.customers.first_seen_at, excluded.first_seen_at)"
             )
         moved = self._repoint(cur, batch) if batch.alias_ops else set()
+        if self.deferred:  # conversations and aggregates: once, in finish()
+            return
         if batch.conversations:
             ids = sorted({r[2] for r in batch.conversations})
             for sql in ddl.RECOMPUTE_MESSAGES:
@@ -185,7 +212,8 @@ class Store:
 class ReadModel:
     """The ``projection`` (support, sales, marketing) written into ``schema``, tracked as ``name``.
     ``create``: make the live schema on first use (a rebuild makes its own). ``as_of``: only
-    events that happened by then (a time-travel snapshot). ``outbox``: the profiles publisher."""
+    events that happened by then (a time-travel snapshot). ``outbox``: the profiles publisher.
+    ``deferred``: derived tables once, in ``finish`` (``Store``; a rebuild's first pass)."""
 
     def __init__(
         self,
@@ -196,6 +224,7 @@ class ReadModel:
         as_of: datetime | None = None,
         create: bool = True,
         outbox: Publisher | None = None,
+        deferred: bool = False,
     ):
         if projection not in ddl.PROJECTIONS:
             raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(ddl.PROJECTIONS)}")
@@ -205,7 +234,7 @@ class ReadModel:
         self.as_of = as_of
         self.create = create
         self.outbox = outbox
-        self.store = Store(self.schema)
+        self.store = Store(self.schema, deferred=deferred)
 
     def prepare(self, conn: psycopg.Connection) -> None:
         if self.create:
@@ -230,6 +259,11 @@ class ReadModel:
     def write(self, cur, batch: Batch) -> None:
         self.store.write(cur, batch)
 
+    def finish(self, conn: psycopg.Connection) -> None:
+        """After a deferred pass: the derived tables from every row, in one transaction."""
+        with conn.transaction(), conn.cursor() as cur:
+            self.store.finish(cur)
+
 
 def read_model_projector(
     settings: Settings,
@@ -243,6 +277,7 @@ def read_model_projector(
     batch_size: int = DEFAULT_BATCH,
     create: bool = True,
     profiles_topic: str | None = None,
+    deferred: bool = False,
 ) -> Projector:
     """A projector of ``projection`` into ``schema`` (default: its live schema), tracking its
     offsets under ``name`` (default: the schema name); with ``profiles_topic`` it publishes the
@@ -253,7 +288,7 @@ def read_model_projector(
     outbox = Publisher(schema, name, codec, profiles_topic, keyring=make_store(settings)) if profiles_topic else None
     return Projector(
         settings,
-        ReadModel(projection, schema, name, as_of=as_of, create=create, outbox=outbox),
+        ReadModel(projection, schema, name, as_of=as_of, create=create, outbox=outbox, deferred=deferred),
         sources=sources,
         codec=codec,
         batch_size=batch_size,
