@@ -33,3 +33,79 @@ def test_only_canonical_uuids_are_looked_up_as_contacts():
     assert aggregates._is_uuid("0f8fad5b-d9cb-469f-a165-70867728950e")
     assert not aggregates._is_uuid("0F8FAD5B-D9CB-469F-A165-70867728950E")
     assert not aggregates._is_uuid("not-a-uuid")
+
+
+class RecordingCursor:
+    """Records every statement; COPY and queries take anything and return no rows."""
+
+    def __init__(self):
+        self.sql: list[str] = []
+
+    def execute(self, sql, params=None):
+        self.sql.append(sql)
+        return iter(())
+
+    def copy(self, sql):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def writer():
+            class W:
+                def write_row(self, row):
+                    pass
+
+            self.sql.append(sql)
+            yield W()
+
+        return writer()
+
+
+def a_batch():
+    from datetime import UTC, datetime
+
+    from projectors.rows import CONTACT, CONVERSATION_EVENT, Batch
+
+    at = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+    batch = Batch()
+    contact = {
+        "event_id": "2f1c1a2e-0000-5000-8000-000000000001",
+        "customer_id": "c-1",
+        "occurred_at": at,
+        "recorded_at": at,
+        "connector": "meta",
+        "channel": "chat",
+        "direction": "inbound",
+        "identities": [{"kind": "email", "value": "a@example.it", "primary": True}],
+    }
+    batch.add(CONTACT, contact, 0, 0)
+    event = {
+        "event_id": "e-1",
+        "customer_id": "c-1",
+        "conversation_id": "conv-1",
+        "event_type": "opened",
+        "occurred_at": at,
+        "recorded_at": at,
+    }
+    batch.add(CONVERSATION_EVENT, event, 0, 1)
+    return batch
+
+
+DERIVED = ("customer_stats", "engagement_", "sla_clocks", "inbox_items", ".conversations ", "conversation_messages")
+
+
+def test_a_deferred_store_writes_rows_only_and_computes_what_derives_from_them_once_in_finish():
+    from projectors.read_models import Store
+
+    live, deferred = RecordingCursor(), RecordingCursor()
+    Store("x").write(live, a_batch())
+    Store("x", deferred=True).write(deferred, a_batch())
+    assert any(d in sql for sql in live.sql for d in DERIVED)  # a live batch keeps them
+    assert not [sql for sql in deferred.sql if any(d in sql for d in DERIVED)]
+    assert any("x.contacts" in sql for sql in deferred.sql) and any(
+        "x.conversation_events" in sql for sql in deferred.sql
+    )
+
+    store, finished = Store("x", deferred=True), RecordingCursor()
+    store.finish(finished)
+    assert [t for t in aggregates.TABLE_KEYS if not any(f"insert into x.{t} " in sql for sql in finished.sql)] == []
+    assert not store.deferred  # the batches after it keep them
