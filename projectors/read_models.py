@@ -39,6 +39,9 @@ from threadline.settings import Settings
 
 log = get_logger("threadline.projector")
 
+# The tables a batch writes rows into (the rest derive from them).
+ROW_TABLES = ("contacts", "conversation_events", "identity_events", "customer_identities", "customers")
+
 
 class Store:
     """Writes a shaped Batch into one projection schema, inside the caller's transaction.
@@ -51,11 +54,34 @@ class Store:
     def __init__(self, schema: str, *, deferred: bool = False):
         self.s = ddl.check_ident(schema)
         self.deferred = deferred
+        self._unindexed: list[str] | None = None  # the indexes a deferred pass dropped, as created
+
+    def _drop_lookup_indexes(self, cur) -> None:
+        """A deferred pass writes into tables without their lookup indexes (each made once, from
+        every row, in ``finish``: a sort, not a b-tree insert per row). Kept: the unique ones,
+        which the upserts' conflicts need."""
+        self._unindexed = [
+            definition
+            for name, definition in cur.execute(
+                "select i.indexname, i.indexdef from pg_indexes i join pg_class c on c.relname = i.indexname"
+                " join pg_namespace n on n.oid = c.relnamespace and n.nspname = i.schemaname"
+                " join pg_index x on x.indexrelid = c.oid where i.schemaname = %s and i.tablename = any(%s)"
+                " and not x.indisunique order by i.indexname",
+                (self.s, list(ROW_TABLES)),
+            )
+        ]
+        for definition in self._unindexed:
+            name = definition.split(" INDEX ", 1)[1].split(" ON ", 1)[0]
+            cur.execute(f"drop index {self.s}.{ddl.check_ident(name)}")
 
     def finish(self, cur) -> None:
-        """The derived tables from every row (the conversations of every conversation event, then
-        every aggregate: ``aggregates.refresh``); the store writes incrementally from now on."""
+        """The lookup indexes a deferred pass left out, then the derived tables from every row
+        (the conversations of every conversation event, then every aggregate:
+        ``aggregates.refresh``); the store writes incrementally from now on."""
         s = self.s
+        for definition in self._unindexed or ():
+            cur.execute(definition)
+        self._unindexed = None
         ids = [cid for (cid,) in cur.execute(f"select distinct conversation_id from {s}.conversation_events")]
         if ids:
             for sql in ddl.RECOMPUTE_MESSAGES:
@@ -116,6 +142,8 @@ class Store:
 
     def write(self, cur, batch: Batch) -> None:
         s = self.s
+        if self.deferred and self._unindexed is None:
+            self._drop_lookup_indexes(cur)
         left = self._contacts(cur, batch.contacts)
         self._facts(cur, "conversation_events", CONVERSATION_COLUMNS, batch.conversations)
         self._facts(cur, "identity_events", IDENTITY_EVENT_COLUMNS, batch.identity_events)

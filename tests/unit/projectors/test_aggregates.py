@@ -38,12 +38,13 @@ def test_only_canonical_uuids_are_looked_up_as_contacts():
 class RecordingCursor:
     """Records every statement; COPY and queries take anything and return no rows."""
 
-    def __init__(self):
+    def __init__(self, answers: dict[str, list[tuple]] | None = None):
         self.sql: list[str] = []
+        self.answers = answers or {}
 
     def execute(self, sql, params=None):
         self.sql.append(sql)
-        return iter(())
+        return iter(next((rows for part, rows in self.answers.items() if part in sql), ()))
 
     def copy(self, sql):
         from contextlib import contextmanager
@@ -109,3 +110,35 @@ def test_a_deferred_store_writes_rows_only_and_computes_what_derives_from_them_o
     store.finish(finished)
     assert [t for t in aggregates.TABLE_KEYS if not any(f"insert into x.{t} " in sql for sql in finished.sql)] == []
     assert not store.deferred  # the batches after it keep them
+
+
+def test_a_deferred_pass_writes_without_the_lookup_indexes_and_finish_makes_them_before_the_aggregates():
+    from projectors.read_models import Store
+
+    index = "CREATE INDEX contacts_occurred_at_idx ON x.contacts USING btree (occurred_at)"
+    cur = RecordingCursor({"from pg_indexes": [("contacts_occurred_at_idx", index)]})
+    store = Store("x", deferred=True)
+    store.write(cur, a_batch())
+    store.write(cur, a_batch())
+    assert cur.sql.count("drop index x.contacts_occurred_at_idx") == 1  # once, before the first rows
+    assert cur.sql.index("drop index x.contacts_occurred_at_idx") < min(
+        i for i, sql in enumerate(cur.sql) if "x.contacts" in sql and "insert" in sql
+    )
+    [indexes] = [sql for sql in cur.sql if "from pg_indexes" in sql]
+    assert "not x.indisunique" in indexes  # the upserts' conflict targets stay
+    finished = RecordingCursor()
+    store.finish(finished)
+    assert finished.sql[0] == index
+    assert finished.sql.index(index) < min(i for i, sql in enumerate(finished.sql) if "customer_stats" in sql)
+
+
+def test_a_refresh_reads_each_aggregate_it_made_instead_of_computing_it_again():
+    cur = RecordingCursor()
+    aggregates.refresh(cur, "x")
+    inserts = [sql for sql in cur.sql if sql.startswith("insert")]
+    assert sum("jsonb_array_elements" in sql for sql in inserts) == 1  # consent walked once, for customer_stats
+    [days] = [sql for sql in inserts if sql.startswith("insert into x.engagement_days")]
+    assert "from x.engagement_members" in days
+    assert [sql.split()[2] for sql in inserts].index("x.customer_stats") < [sql.split()[2] for sql in inserts].index(
+        "x.engagement_members"
+    )
