@@ -142,8 +142,9 @@ def projection_rebuild_suite(ctx: BenchContext) -> list[Section]:
             ],
             text=[
                 "`threadline replay support` on a topic of N resolved contacts: consume from offset 0, decode, shape "
-                "(sentiment included), COPY into staging tables and upsert, offsets in the same transaction, then the "
-                "blue/green swap. The baseline is a plain COPY of the same rows (shaped beforehand, not timed) into "
+                "(sentiment included; the next batch while one is written), COPY into staging tables and upsert, "
+                "offsets in the same transaction; at the end of the pass the lookup indexes, the conversations and the "
+                "aggregate tables once from every row; then the blue/green swap. The baseline is a plain COPY of the same rows (shaped beforehand, not timed) into "
                 "the same tables (contacts, customer_identities, customers) of an empty schema, in one transaction."
             ],
             notes=[
