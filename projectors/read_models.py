@@ -43,6 +43,32 @@ log = get_logger("threadline.projector")
 ROW_TABLES = ("contacts", "conversation_events", "identity_events", "customer_identities", "customers")
 
 
+def seen_spans(identities: list[tuple]) -> list[tuple]:
+    """One identity row per (customer, kind, platform, value): first seen the earliest, last seen
+    the latest (what the upsert's grouping makes of them; a customer's contacts repeat them)."""
+    out: dict[tuple, list] = {}
+    for cid, kind, platform, value, first, last in identities:
+        key = (cid, kind, platform, value)
+        span = out.get(key)
+        if span is None:
+            out[key] = [first, last]
+        else:
+            if first < span[0]:
+                span[0] = first
+            if last > span[1]:
+                span[1] = last
+    return [(*key, first, last) for key, (first, last) in out.items()]
+
+
+def first_seen(customers: list[tuple]) -> list[tuple]:
+    """One row per customer id, with the earliest time it was seen."""
+    out: dict[str, datetime] = {}
+    for cid, at in customers:
+        if cid not in out or at < out[cid]:
+            out[cid] = at
+    return list(out.items())
+
+
 class Store:
     """Writes a shaped Batch into one projection schema, inside the caller's transaction.
 
@@ -148,7 +174,9 @@ class Store:
         self._facts(cur, "conversation_events", CONVERSATION_COLUMNS, batch.conversations)
         self._facts(cur, "identity_events", IDENTITY_EVENT_COLUMNS, batch.identity_events)
         if batch.identities:
-            self._copy(cur, "customer_identities", IDENTITY_COLUMNS, batch.identities, like="customer_identities")
+            self._copy(
+                cur, "customer_identities", IDENTITY_COLUMNS, seen_spans(batch.identities), like="customer_identities"
+            )
             cur.execute(
                 f"insert into {s}.customer_identities select origin_customer_id, kind, platform, value,"
                 f" min(first_seen_at), max(last_seen_at) from _stage_customer_identities"
@@ -162,7 +190,7 @@ class Store:
                 "create temp table if not exists _stage_customers"
                 " (origin_customer_id text, first_seen_at timestamptz) on commit delete rows"
             )
-            self._copy(cur, "customers", ("origin_customer_id", "first_seen_at"), batch.customers)
+            self._copy(cur, "customers", ("origin_customer_id", "first_seen_at"), first_seen(batch.customers))
             cur.execute(
                 f"insert into {s}.customers select st.origin_customer_id,"
                 f" coalesce((select a.root_id from {s}.customer_alias a where a.customer_id = st.origin_customer_id"

@@ -142,3 +142,29 @@ def test_a_refresh_reads_each_aggregate_it_made_instead_of_computing_it_again():
     assert [sql.split()[2] for sql in inserts].index("x.customer_stats") < [sql.split()[2] for sql in inserts].index(
         "x.engagement_members"
     )
+
+
+def test_a_batch_copies_each_identity_and_customer_once_with_the_span_the_upsert_would_group():
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from projectors.read_models import first_seen, seen_spans
+
+    rnd = random.Random(7)
+    t0 = datetime(2026, 11, 22, tzinfo=UTC)
+    identities, customers = [], []
+    for _ in range(400):
+        at = t0 + timedelta(minutes=rnd.randrange(1000))
+        cid = f"c{rnd.randrange(20)}"
+        identities.append((cid, "email", rnd.choice(["", "x"]), f"v{rnd.randrange(5)}", at, at))
+        customers.append((cid, at))
+    grouped: dict = {}
+    for cid, kind, platform, value, first, last in identities:  # what the upsert's group by makes
+        f, la = grouped.get((cid, kind, platform, value), (first, last))
+        grouped[(cid, kind, platform, value)] = (min(f, first), max(la, last))
+    assert sorted(seen_spans(identities)) == sorted((*k, f, la) for k, (f, la) in grouped.items())
+    assert len(seen_spans(identities)) < len(identities)
+    earliest: dict = {}
+    for cid, at in customers:
+        earliest[cid] = min(earliest.get(cid, at), at)
+    assert sorted(first_seen(customers)) == sorted(earliest.items())
