@@ -348,4 +348,5 @@ def read_model_projector(
         sources=sources,
         codec=codec,
         batch_size=batch_size,
+        shape_ahead=deferred,  # a rebuild: full batches, the next shaped while one is written
     )

@@ -17,11 +17,11 @@ Commit order of one batch:
      (``Projection.shape``: pure); what does not decode or shape is produced to projections.dlq.v1
      (``threadline.dlq.DeadLetters``) and acknowledged before step 3; a codec whose dependency
      does not answer (RetryableError: the registry, the key store) dead-letters nothing: the
-     batch is read again from the tracking rows after a backoff. A projection without an outbox
-     has the next batch polled (what is already fetched) and decoded and shaped on a thread of
-     its own while this one is written (steps 3-4): pure work beside PostgreSQL's; a batch
-     shaped ahead and not written (a swap, a retry, the end of a run) is forgotten and read
-     again from the tracking rows;
+     batch is read again from the tracking rows after a backoff. With ``shape_ahead`` (a
+     rebuild's projector; never with an outbox) the next batch is polled (what is already
+     fetched) and decoded and shaped on a thread of its own while this one is written (steps
+     3-4): pure work beside PostgreSQL's; a batch shaped ahead and not written (a swap, a retry,
+     the end of a run) is forgotten and read again from the tracking rows;
   3. in ONE PostgreSQL transaction:
        a. check that the schema written is still the build the runner opened (a replay may have
           swapped a new one in: then the batch is dropped and the runner re-seeks);
@@ -237,6 +237,7 @@ class Projector:
         sources: Sources = Sources(),
         codec: Codec | None = None,
         batch_size: int = DEFAULT_BATCH,
+        shape_ahead: bool = False,
     ):
         if not sources.topics():
             raise ConfigError(f"projector {projection.name}: no source topic")
@@ -247,6 +248,9 @@ class Projector:
         # the one codec of every projection: opens sealed records when privacy is on (docs/privacy.md)
         self.codec = make_reader_codec(settings, codec)
         self.batch_size = batch_size
+        # the next batch shaped on a thread while one is written: for a rebuild, where every batch
+        # is full (a live projector with its batches of a few records keeps one thread)
+        self.shape_ahead = shape_ahead
         self.stop_event = threading.Event()
         self.stats = RunStats()
         self.instruments = Instruments(f"projector:{self.name}")
@@ -368,10 +372,14 @@ class Projector:
                 outbox.publish(conn, producer)
             except RetryableError as exc:  # Kafka or the key store: stays queued, published after the next batch
                 log.warning("outbox_unavailable", projector=self.name, error=str(exc)[:300])
-        # The next batch is decoded and shaped while this one is written (``_ahead``); without an
-        # outbox only (the outbox's publisher encodes and seals with codecs of its own, after each
+        # With shape_ahead the next batch is decoded and shaped while this one is written; never
+        # with an outbox (its publisher encodes and seals with codecs of its own after each
         # commit: it is kept off the shaping thread's).
-        ahead = ThreadPoolExecutor(1, thread_name_prefix=f"shape-{self.name}") if outbox is None else None
+        ahead = (
+            ThreadPoolExecutor(1, thread_name_prefix=f"shape-{self.name}")
+            if self.shape_ahead and outbox is None
+            else None
+        )
         pending: tuple[dict, Future] | None = None
         try:
             while not self.stop_event.is_set():

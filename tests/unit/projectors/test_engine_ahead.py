@@ -52,7 +52,7 @@ def first_offset(polled) -> int:
 
 def projector_over(consumer: Consumer) -> tuple[Projector, list]:
     """A projector whose writes record (first offset of the batch, first offset it was shaped from)."""
-    projector = Projector(Settings(), Contacts(), codec=SingleObjectCodec())
+    projector = Projector(Settings(), Contacts(), codec=SingleObjectCodec(), shape_ahead=True)
     written: list = []
     projector._shape = lambda polled: Shaped(batch=first_offset(polled))  # type: ignore[method-assign]
 
@@ -118,6 +118,25 @@ def test_a_batch_shaped_ahead_is_dropped_when_the_batch_before_it_is_read_again(
     run(projector, consumer, {(TOPIC, 0): 30})
     assert failed == [10]
     assert written == [(0, 0), (10, 10), (20, 20)]  # each batch once, in order, with its own rows
+
+
+def test_a_live_projector_shapes_its_batches_on_its_own_thread_and_a_rebuild_ahead():
+    from projectors.read_models import read_model_projector
+
+    consumer = Consumer(size=20, per_poll=10)
+    projector, written = projector_over(consumer)
+    projector.shape_ahead = False
+    shaped_on: list[str] = []
+    projector._shape = lambda polled: (
+        shaped_on.append(threading.current_thread().name)
+        or Shaped(  # type: ignore[method-assign]
+            batch=first_offset(polled)
+        )
+    )
+    run(projector, consumer, {(TOPIC, 0): 20})
+    assert written == [(0, 0), (10, 10)] and shaped_on == [threading.current_thread().name] * 2
+    assert not read_model_projector(Settings(), "support", codec=SingleObjectCodec()).shape_ahead
+    assert read_model_projector(Settings(), "support", codec=SingleObjectCodec(), deferred=True).shape_ahead
 
 
 def test_the_batch_that_ends_a_run_has_nothing_shaped_after_it():
