@@ -444,7 +444,7 @@ def run_erase(
     from threadline.kafka import BoundedProducer
 
     subject = parse_identity(identity)
-    ring = make_store(settings)
+    ring = make_store(settings, owner=True)  # destroys keys, then VACUUMs the table: the owner's
     if ring is None:
         raise PrivacyOff("erasure needs THREADLINE_PRIVACY_MASTER_KEY: records written in the clear cannot be shredded")
     producer = BoundedProducer.from_settings(settings, client_id="threadline-privacy")

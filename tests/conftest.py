@@ -122,12 +122,13 @@ def services(request) -> Services:
     # The embedded server's generated passwords live in the state folder: named as files here, so
     # tests that give their components a state folder of their own (model_copy(home=...)) still
     # reach the same server with them.
-    s.effective_pg_dsn, s.effective_pg_api_dsn  # made on first use
+    s.effective_pg_dsn, s.effective_pg_api_dsn, s.effective_keystore_dsn  # made on first use
     secrets = s.state_dir / "secrets"
     explicit = s.model_copy(
         update={
             "pg_password_file": secrets / "postgres-threadline",
             "pg_api_password_file": secrets / "postgres-threadline_reader",
+            "pg_keystore_password_file": secrets / "postgres-threadline_keystore",
         }
     )
     try:
