@@ -114,6 +114,11 @@ class PostgresKeyRing:
                     self._conn.close()
                 self._conn = None
                 raise KeyStoreUnavailable(f"key store (PostgreSQL) failed: {exc}") from exc
+            except psycopg.errors.InsufficientPrivilege as exc:  # grants being fixed: retried, never a 500
+                raise KeyStoreUnavailable(
+                    f"this role may not use the key store {SCHEMA}.data_keys (docs/operations.md, "
+                    f'"Database roles"): {exc}'
+                ) from exc
 
     def ensure(self, subjects: Sequence[Subject]) -> dict[Subject, DataKey]:
         refs = {s: self.pseudonymizer.lookup_ref(s) for s in subjects}

@@ -41,6 +41,7 @@ class Services:
             "THREADLINE_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
             "THREADLINE_PG_DSN": s.effective_pg_dsn,
             "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn,
+            "THREADLINE_PG_KEYSTORE_DSN": s.effective_keystore_dsn,
             "THREADLINE_REGISTRY_URL": s.registry.url,
             "THREADLINE_CODEC": s.registry.codec.value,
             "THREADLINE_LOG_FORMAT": "json",

@@ -18,7 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import story as st
 from projectors.engine.schema import live_schema
-from schemas.keystore import PostgresKeyRing, create_store
+from schemas.keystore import KeyStoreUnavailable, PostgresKeyRing, create_store
 from schemas.privacy import MasterKeyWrapper, Pseudonymizer, Subject
 from threadline.settings import PG_KEYSTORE, PG_READER
 from threadline.process import free_port
@@ -91,6 +91,13 @@ def _keystore_role_reaches_the_key_store_only(keystore_dsn: str, reader_dsn: str
     with psycopg.connect(reader_dsn, autocommit=True) as reader:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             reader.execute("select count(*) from privacy.data_keys")
+    # through the code: a role the key store is not for gets the retryable error (503), not a 500
+    other = PostgresKeyRing(reader_dsn, MasterKeyWrapper(os.urandom(32)), Pseudonymizer(os.urandom(32)))
+    try:
+        with pytest.raises(KeyStoreUnavailable, match="may not"):
+            other.ensure([Subject("email", "nobody@example.it")])
+    finally:
+        other.close()
 
 
 def test_the_key_store_role_reaches_the_key_store_and_no_read_model(embedded, prefixed, sources, codec, unique):
@@ -144,6 +151,13 @@ def test_the_roles_script_of_compose_and_k8s_grants_as_the_local_stack(services,
     try:
         r = subprocess.run(["bash", str(ROLES_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
+        # the gateway before the projector's first start: no table yet, and its role may not make it
+        early = PostgresKeyRing(dsn(keystore), MasterKeyWrapper(os.urandom(32)), Pseudonymizer(os.urandom(32)))
+        try:
+            with pytest.raises(KeyStoreUnavailable, match="the projector"):
+                early.ensure([Subject("email", "early@example.it")])
+        finally:
+            early.close()
         projector = s.model_copy(update={"pg_dsn": dsn(owner), "pg_password_file": None, "pg_password": None})
         projector = projector.model_copy(
             update={"privacy_master_key": "A" * 43 + "=", "privacy_pseudonym_key": "B" * 43 + "="}
