@@ -189,6 +189,24 @@ CONVERSATIONS_TOPIC = typer.Option(None, "--conversations-topic", help="default 
 IDENTITIES_TOPIC = typer.Option(None, "--identities-topic", help="default identities.v1")
 
 
+def _create_key_store(s, wait_seconds: float = 60.0) -> None:
+    """Privacy on: the key store's table, made as the database's owner before the first contact,
+    since the gateway's and the worker's key-store role may not make it (docs/privacy.md)."""
+    from schemas.keystore import KeyStoreUnavailable, create_store
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            create_store(s)
+            return
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+        except KeyStoreUnavailable as exc:
+            if time.monotonic() > deadline:
+                _fail(f"{exc} (waited {wait_seconds:.0f} s)", 1)
+            time.sleep(2)
+
+
 def project(
     projection: list[str] = typer.Option(
         list(PROJECTIONS), "--projection", "-p", help="support, sales, marketing (repeat)"
@@ -210,6 +228,7 @@ def project(
 
     s = _settings()
     claim(s, "projector")  # threadline stop / down find it, however it was started
+    _create_key_store(s)
     try:
         # the card's projection publishes the profiles (projectors/profiles.py: after each commit)
         sources = _sources(contacts_topic, conversations_topic, identities_topic)

@@ -41,7 +41,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from schemas.identities import DEFAULT_BLOCKED, is_placeholder
+from schemas.identities import DEFAULT_BLOCKED, is_placeholder, phones_in_text
 
 CONTACT_FULLNAME = "threadline.contact.Contact"
 IDENTITY_EVENT_FULLNAME = "threadline.identity.IdentityEvent"
@@ -455,11 +455,14 @@ def open_payload(blob: bytes, token: str, keys: dict[str, Opened]) -> bytes | No
         return None
 
 
-def mentions(raw: bytes, subjects: Iterable[Subject]) -> bool:
+def mentions(raw: bytes, subjects: Iterable[Subject], region: str = "IT") -> bool:
     """Whether a payload holds one of the subjects' values, as written, JSON-escaped or
-    URL-encoded, case-insensitively (a phone also without its ``+``)."""
+    URL-encoded, case-insensitively (a phone also without its ``+``), or, for a phone, written
+    any other way ingest reads as that number (spaces, dashes, national format in ``region``:
+    ``schemas.identities.phones_in_text``, the function ingest finds phones in text with)."""
     from urllib.parse import quote, quote_plus
 
+    subjects = list(subjects)
     text = raw.lower()
     for s in subjects:
         value = s.value.strip().lower()
@@ -470,7 +473,22 @@ def mentions(raw: bytes, subjects: Iterable[Subject]) -> bool:
             forms.add(value.lstrip("+"))
         if any(f.encode() in text for f in forms):
             return True
-    return False
+    phones = {s.value.strip() for s in subjects if s.kind == "phone" and s.value.strip()}
+    return bool(phones) and not phones.isdisjoint(phones_written(raw, region))
+
+
+def phones_written(raw: bytes, region: str = "IT") -> set[str]:
+    """Every phone number ``raw`` holds, E.164, as ingest normalizes them: in the text as it is,
+    URL-decoded and JSON-unescaped (a form post, a JSON body)."""
+    from urllib.parse import unquote, unquote_plus
+
+    text = raw.decode("utf-8", errors="replace")
+    forms = {text, unquote(text), unquote_plus(text)}
+    try:
+        forms.add(json.dumps(json.loads(text), ensure_ascii=False))
+    except ValueError:
+        pass
+    return {p for form in forms for p in phones_in_text(form, region)}
 
 
 # -- key wrapping: the master key (or a KMS) -------------------------------------------------------------

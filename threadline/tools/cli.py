@@ -329,7 +329,7 @@ def bench(
         "--only",
         help="only these suites (codec, raw-clients, gateway, "
         "importer, privacy, projection-rebuild, privacy-rebuild, freshness, streams, "
-        "identity, read); their sections "
+        "identity, streams-privacy, read); their sections "
         "replace those of the report already written",
     ),
     compare: str = typer.Option(
