@@ -23,7 +23,9 @@ from projectors.rows import (
     CONVERSATION_COLUMNS,
     IDENTITY_COLUMNS,
     IDENTITY_EVENT_COLUMNS,
+    OWNER_COLUMNS,
     Batch,
+    latest_owners,
     latest_resolutions,
     resolution_gen,
     roots,
@@ -94,16 +96,7 @@ class Store:
         left = self._contacts(cur, batch.contacts)
         self._facts(cur, "conversation_events", CONVERSATION_COLUMNS, batch.conversations)
         self._facts(cur, "identity_events", IDENTITY_EVENT_COLUMNS, batch.identity_events)
-        if batch.identities:
-            self._copy(cur, "customer_identities", IDENTITY_COLUMNS, batch.identities, like="customer_identities")
-            cur.execute(
-                f"insert into {s}.customer_identities select origin_customer_id, kind, platform, value,"
-                f" min(first_seen_at), max(last_seen_at) from _stage_customer_identities"
-                f" group by kind, platform, value, origin_customer_id"
-                f" on conflict (kind, platform, value, origin_customer_id) do update set"
-                f" first_seen_at = least({s}.customer_identities.first_seen_at, excluded.first_seen_at),"
-                f" last_seen_at = greatest({s}.customer_identities.last_seen_at, excluded.last_seen_at)"
-            )
+        self._identities(cur, batch)
         if batch.customers:
             cur.execute(
                 "create temp table if not exists _stage_customers"
@@ -135,6 +128,54 @@ class Store:
                 )
             }
         aggregates.customers_changed(cur, s, moved)
+
+    _MERGE_SEEN = (
+        " on conflict (kind, platform, value, origin_customer_id) do update set"
+        " first_seen_at = least({s}.customer_identities.first_seen_at, excluded.first_seen_at),"
+        " last_seen_at = greatest({s}.customer_identities.last_seen_at, excluded.last_seen_at)"
+    )
+
+    def _identities(self, cur, batch: Batch) -> None:
+        """Owners first (``rows.identity_owners``: the latest graph position wins, whatever order
+        they are read in, so a redelivered or late event never moves an identity back), then the
+        batch's identity rows, each under the owner of its identity if it has one (else the
+        customer its record names), then the rows of the identities whose owner the batch named that
+        sit under another customer are folded into the owner's row (first and last seen kept).
+        The customers an identity left or joined go to ``batch.touched``."""
+        s = self.s
+        if batch.owners:
+            self._copy(cur, "identity_owners", OWNER_COLUMNS, latest_owners(batch.owners), like="identity_owners")
+            cur.execute(
+                f"insert into {s}.identity_owners ({', '.join(OWNER_COLUMNS)})"
+                f" select {', '.join(OWNER_COLUMNS)} from _stage_identity_owners"
+                " on conflict (kind, platform, value) do update set customer_id = excluded.customer_id, gen = excluded.gen"
+                f" where ({s}.identity_owners.gen, {s}.identity_owners.customer_id) < (excluded.gen, excluded.customer_id)"
+            )
+        if batch.identities:
+            self._copy(cur, "customer_identities", IDENTITY_COLUMNS, batch.identities, like="customer_identities")
+            batch.touched |= {
+                owner
+                for (owner,) in cur.execute(
+                    f"insert into {s}.customer_identities select coalesce(o.customer_id, st.origin_customer_id),"
+                    " st.kind, st.platform, st.value, min(st.first_seen_at), max(st.last_seen_at)"
+                    f" from _stage_customer_identities st left join {s}.identity_owners o using (kind, platform, value)"
+                    " group by 1, 2, 3, 4" + self._MERGE_SEEN.format(s=s) + " returning origin_customer_id"
+                )
+            }
+        if batch.owners:
+            for left, owner in cur.execute(
+                f"with gone as (delete from {s}.customer_identities i using {s}.identity_owners o"
+                " where (o.kind, o.platform, o.value) in (select kind, platform, value from _stage_identity_owners)"
+                " and i.kind = o.kind and i.platform = o.platform and i.value = o.value"
+                " and i.origin_customer_id <> o.customer_id"
+                " returning i.origin_customer_id, o.customer_id as owner, i.kind, i.platform, i.value,"
+                " i.first_seen_at, i.last_seen_at),"
+                f" kept as (insert into {s}.customer_identities select owner, kind, platform, value,"
+                " min(first_seen_at), max(last_seen_at) from gone group by 1, 2, 3, 4"
+                + self._MERGE_SEEN.format(s=s)
+                + ") select distinct origin_customer_id, owner from gone"
+            ):
+                batch.touched |= {left, owner}
 
     def _repoint(self, cur, batch: Batch) -> set[str]:
         """Apply merges and unmerges in log order, then point every affected id at its root.
