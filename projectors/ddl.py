@@ -95,9 +95,12 @@ create table {s}.identity_owners (
 create index on {s}.identity_owners (customer_id);
 
 -- Merges as edges absorbed → survivor; root_id is where the chain ends (projectors.rows.roots).
+-- gen: the identity graph's position of the edge's latest merge or unmerge (0: an event without
+-- one); an unmerge leaves the edge inactive, so an older merge read later does not bring it back.
 create table {s}.customer_alias (
     customer_id text not null, survivor_id text not null, root_id text not null,
     event_id text not null, occurred_at timestamptz not null,
+    gen bigint not null default 0, active boolean not null default true,
     primary key (customer_id, survivor_id)
 );
 

@@ -24,7 +24,9 @@ from projectors.rows import (
     IDENTITY_COLUMNS,
     IDENTITY_EVENT_COLUMNS,
     OWNER_COLUMNS,
+    AliasOp,
     Batch,
+    alias_op_applies,
     latest_owners,
     latest_resolutions,
     resolution_gen,
@@ -105,7 +107,7 @@ class Store:
             self._copy(cur, "customers", ("origin_customer_id", "first_seen_at"), batch.customers)
             cur.execute(
                 f"insert into {s}.customers select st.origin_customer_id,"
-                f" coalesce((select a.root_id from {s}.customer_alias a where a.customer_id = st.origin_customer_id"
+                f" coalesce((select a.root_id from {s}.customer_alias a where a.customer_id = st.origin_customer_id and a.active"
                 f" order by a.survivor_id limit 1), st.origin_customer_id), min(st.first_seen_at)"
                 f" from _stage_customers st group by st.origin_customer_id"
                 f" on conflict (origin_customer_id) do update set"
@@ -178,23 +180,33 @@ class Store:
                 batch.touched |= {left, owner}
 
     def _repoint(self, cur, batch: Batch) -> set[str]:
-        """Apply merges and unmerges in log order, then point every affected id at its root.
+        """Apply merges and unmerges in log order where ``rows.alias_op_applies`` (a later graph
+        position wins; an unmerge leaves its edge inactive), then point every affected id at its root.
         Returns the customer ids whose contacts changed hands (each re-pointed id's customer before
         and after)."""
         s = self.s
-        before = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
-        for op in batch.alias_ops:
-            if op.action == "add":
-                cur.execute(
-                    f"insert into {s}.customer_alias values (%s, %s, %s, %s, %s) on conflict do nothing",
-                    (op.absorbed, op.survivor, op.survivor, op.event_id, op.occurred_at),
-                )
-            else:
-                cur.execute(
-                    f"delete from {s}.customer_alias where customer_id = %s and survivor_id = %s",
-                    (op.absorbed, op.survivor),
-                )
-        after = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
+        state = {
+            (a, b): (gen, active)
+            for a, b, gen, active in cur.execute(
+                f"select customer_id, survivor_id, gen, active from {s}.customer_alias"
+            )
+        }
+        before = {edge for edge, (_, active) in state.items() if active}
+        changed: dict[tuple[str, str], AliasOp] = {}
+        for op in batch.alias_ops:  # in log order
+            edge = (op.absorbed, op.survivor)
+            if alias_op_applies(op, state.get(edge)):
+                state[edge] = (op.gen, op.action == "add")
+                changed[edge] = op
+        for (absorbed, survivor), op in changed.items():
+            cur.execute(
+                f"insert into {s}.customer_alias (customer_id, survivor_id, root_id, event_id, occurred_at, gen, active)"
+                " values (%s, %s, %s, %s, %s, %s, %s) on conflict (customer_id, survivor_id) do update set"
+                " event_id = excluded.event_id, occurred_at = excluded.occurred_at, gen = excluded.gen,"
+                " active = excluded.active",
+                (absorbed, survivor, survivor, op.event_id, op.occurred_at, op.gen, op.action == "add"),
+            )
+        after = {edge for edge, (_, active) in state.items() if active}
         root = roots(after)
         affected = sorted({n for e in before | after for n in e})
         targets = [root.get(n, n) for n in affected]

@@ -335,6 +335,19 @@ class AliasOp:
     survivor: str
     event_id: str
     occurred_at: datetime
+    gen: int = 0  # the identity graph's position (identities.v1 v2); 0: an event without one
+
+
+def alias_op_applies(op: AliasOp, edge: tuple[int, bool] | None) -> bool:
+    """Whether merge or unmerge ``op`` changes an edge whose latest operation was at graph position
+    ``edge[0]`` and left it active or not (``edge[1]``; None: no edge yet). A later position wins,
+    so an older event read late (from another partition, or a contact's events sent again on its
+    redelivery) changes nothing; operations without a position (0) apply in the order they are
+    read, as long as none with a position touched the edge."""
+    if edge is None:
+        return True
+    gen, active = edge
+    return op.gen > gen or (op.gen == gen == 0 and active != (op.action == "add"))
 
 
 # The reason the identity graph gives the events of an operator's unlink. The split-off customer's
@@ -351,7 +364,7 @@ def alias_ops(r: dict) -> list[AliasOp]:
         return []
     action = "add" if kind == "merged" else "remove"
     return [
-        AliasOp(action, other, r["customer_id"], r["event_id"], r["occurred_at"])
+        AliasOp(action, other, r["customer_id"], r["event_id"], r["occurred_at"], r.get("gen") or 0)
         for other in r.get("related_customer_ids") or []
         if other != r["customer_id"]
     ]

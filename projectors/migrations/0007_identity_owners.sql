@@ -4,7 +4,9 @@
 -- its customer_identities row under that customer (projectors/read_models.py). Every projection
 -- schema that exists already (live, builds, as-of snapshots) gets the table, empty: events from
 -- before v2 name no position, so their rows stay where they are; `threadline replay <projection>`
--- rebuilds a projection from the log.
+-- rebuilds a projection from the log. customer_alias keeps the position of an edge's latest merge
+-- or unmerge (gen) and whether it stands (active): an unmerge leaves the edge inactive instead of
+-- deleting it, so a merge of an earlier position read after it does not bring it back.
 do $$
 declare
     s text;
@@ -17,5 +19,7 @@ begin
                        ' kind text not null, platform text not null, value text not null, customer_id text not null,'
                        ' gen bigint not null, primary key (kind, platform, value))', s);
         execute format('create index if not exists identity_owners_customer_id_idx on %I.identity_owners (customer_id)', s);
+        execute format('alter table %I.customer_alias add column if not exists gen bigint not null default 0,'
+                       ' add column if not exists active boolean not null default true', s);
     end loop;
 end $$;

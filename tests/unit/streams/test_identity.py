@@ -151,21 +151,35 @@ contact_strategy = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None)
-@given(
+# A world of contacts and operator unlinks: the contacts, a random source, whether hints link, the
+# unlinks (pairs of identities); ``world_steps`` turns one into ("c", contact) and ("u", (a, b)) steps.
+graph_worlds = (
     st.lists(contact_strategy, min_size=1, max_size=12),
     st.randoms(use_true_random=False),
     st.booleans(),
     st.lists(st.tuples(st.sampled_from(IDENTS[:9]), st.sampled_from(IDENTS[:9])), max_size=2),
 )
-def test_the_same_contacts_in_any_arrival_order_give_the_same_customers(specs, rnd, hints, unlinks):
-    rules = IdentityRules(hint_links=hints, limits={"email": 2, "phone": 2})
-    contacts = [contact(f"e{i}", *idents, t=t, facts=facts) for i, (idents, t, facts) in enumerate(specs)]
-    unlinks = [
-        (identity_key(contact("x", a)["identities"][0]), identity_key(contact("x", b)["identities"][0]))
+
+
+def world_rules(hints: bool) -> IdentityRules:
+    return IdentityRules(hint_links=hints, limits={"email": 2, "phone": 2})
+
+
+def world_steps(specs, unlinks) -> list[tuple[str, object]]:
+    contacts = [("c", contact(f"e{i}", *idents, t=t, facts=facts)) for i, (idents, t, facts) in enumerate(specs)]
+    return contacts + [
+        ("u", (identity_key(contact("x", a)["identities"][0]), identity_key(contact("x", b)["identities"][0])))
         for a, b in unlinks
         if a != b
     ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(*graph_worlds)
+def test_the_same_contacts_in_any_arrival_order_give_the_same_customers(specs, rnd, hints, unlinks):
+    rules = world_rules(hints)
+    in_order = world_steps(specs, unlinks)
+    contacts = [item for kind, item in in_order if kind == "c"]
 
     def run(steps):
         g = IdentityGraph({}, rules)
@@ -173,7 +187,6 @@ def test_the_same_contacts_in_any_arrival_order_give_the_same_customers(specs, r
             g.observe(item) if kind == "c" else g.unlink(*item, command_id=f"{item}", at_ms=T0)
         return {c["event_id"]: g.customer_of(c["event_id"]) for c in contacts}
 
-    in_order = [("c", c) for c in contacts] + [("u", u) for u in unlinks]
     shuffled = list(in_order)
     rnd.shuffle(shuffled)  # contacts and unlink commands interleaved in any order
     assert run(shuffled) == run(in_order)
