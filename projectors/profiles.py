@@ -168,8 +168,9 @@ def without_marketing(record: dict, consent: list[dict]) -> dict:
 
 
 def touched_ids(batch: Batch) -> list[str]:
-    """The customer ids a batch's records name: their customers, merges' and unmerges' both sides."""
-    ids = {r[0] for r in batch.customers}
+    """The customer ids a batch's records name: their customers, merges' and unmerges' both sides,
+    and the customers an identity was moved from or to while the batch was written."""
+    ids = {r[0] for r in batch.customers} | batch.touched
     for op in batch.alias_ops:
         ids |= {op.absorbed, op.survivor}
     return sorted(ids)

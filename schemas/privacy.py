@@ -322,7 +322,7 @@ def tokens_in(fullname: str, record: dict) -> set[str]:
         return {v for v in values if is_pseudonym(v)}
     if fullname == CONTACT_FULLNAME and not record.get("sealed"):
         return found
-    for ident in record.get("identities") or []:
+    for ident in [*(record.get("identities") or []), *(record.get("moved_identities") or [])]:
         if is_pseudonym(ident.get("value")):
             found.add(ident["value"])
     for fact in record.get("facts") or []:
@@ -360,8 +360,9 @@ def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
         return hit.value
 
     out = dict(record)
-    if "identities" in record:
-        out["identities"] = [dict(i, value=value(i["value"])) for i in record.get("identities") or []]
+    for k in ("identities", "moved_identities"):
+        if k in record:
+            out[k] = [dict(i, value=value(i["value"])) for i in record.get(k) or []]
     if "facts" in record:
         out["facts"] = [dict(f, value=value(f["value"])) for f in record.get("facts") or []]
     sealed = record.get("sealed")
@@ -412,7 +413,7 @@ def pseudonymized(opened: dict, sealed: dict) -> dict:
     --pseudonymize``): identity and fact values, provider id and thread hints from ``sealed``
     (pseudonyms and MACs), the actor's display name left out; texts and everything else opened."""
     out = dict(opened)
-    for k in ("identities", "facts", "provider_id", "thread", "last_order"):
+    for k in ("identities", "moved_identities", "facts", "provider_id", "thread", "last_order"):
         if k in sealed:
             out[k] = sealed[k]
     if isinstance(out.get("actor"), dict):

@@ -129,7 +129,9 @@ def create_app(
         app.agent(topo.graph_in, name=f"{app_id}.identity")(identity_stage(ctx, codec, topo, graph))
     if "conversations" in stages:
         scheduler = ClockScheduler(
-            lateness_ms=rules.stitch.timer_grace_seconds * 1000, idle_seconds=rules.stitch.idle_seconds
+            lateness_ms=rules.stitch.timer_grace_seconds * 1000,
+            idle_seconds=rules.stitch.idle_seconds,
+            hold_seconds=rules.stitch.idle_hold_seconds,
         )
         stage = ConversationsStage(ctx, codec, topo, Stitcher(rules.stitch), scheduler)
         app.agent(topo.stitch_in, name=f"{app_id}.conversations")(stage.agent)

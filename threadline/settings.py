@@ -331,6 +331,7 @@ class StreamsSettings(Group):
     store: str = Field(default="", validation_alias="THREADLINE_STREAMS_STORE")  # memory | rocksdb | "" (auto)
     session_timeout: float = Field(default=30.0, gt=0, validation_alias="THREADLINE_STREAMS_SESSION_TIMEOUT")
     idle_seconds: int | None = Field(default=None, ge=0, validation_alias="THREADLINE_STREAMS_IDLE_SECONDS")
+    idle_hold_seconds: int | None = Field(default=None, ge=0, validation_alias="THREADLINE_STREAMS_IDLE_HOLD_SECONDS")
     identity_hint_links: bool = False
     identity_link_facts: str = ""
     identity_limits: str = ""  # kind=n,...
