@@ -251,10 +251,11 @@ class _UnionFind:
     def refusal(self, a: str, b: str, limits) -> str | None:
         if len(self.members[a]) > len(self.members[b]):
             a, b = b, a
-        for x in self.members[a]:
-            for y in self.withdrawn.get(x, ()):
-                if y in self.parent and self.find(y) == b:
-                    return "unlinked_by_operator"
+        if self.withdrawn:  # an operator's unlinks in the region: none in most regions
+            for x in self.members[a]:
+                for y in self.withdrawn.get(x, ()):
+                    if y in self.parent and self.find(y) == b:
+                        return "unlinked_by_operator"
         for kind, n in self.counts[a].items():
             limit = limits.get(kind)
             if limit is not None and n + self.counts[b].get(kind, 0) > limit:
