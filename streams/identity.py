@@ -485,7 +485,8 @@ class IdentityGraph:
             root = uf.find(anchor)
             at = (contacts[eid].occurred_ms, eid)
             first[root] = min(first.get(root, at), at)
-        new = {k: (customer_id_for(first[uf.find(k)][1]) if uf.find(k) in first else None) for k in kinds}
+        customer = {root: customer_id_for(at[1]) for root, at in first.items()}  # once per component
+        new = {k: customer.get(uf.find(k)) for k in kinds}
         old = {k: rec.customer_id for k, rec in nodes.items()}
         self._emit_diff(
             old, new, change, source=source, times=times, rule=",".join(sorted(used_rules)) or None, reason=reason
