@@ -23,9 +23,10 @@ moved out of the collector's sight (``gc.freeze``) and the young generation's th
 
 from __future__ import annotations
 
-import gc
 import sys
 from typing import Any
+
+from threadline import collector
 
 LOOP = "uvloop"
 HTTP = "httptools"
@@ -40,11 +41,8 @@ GC_GEN0_THRESHOLD = 20_000
 
 
 def tune_gc() -> None:
-    """Once the app has started: collect, move every object that survived out of the collector's
-    sight (they live as long as the process) and raise the young generation's threshold."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    """Once the app has started: ``threadline.collector.tune_gc`` with the gateway's threshold."""
+    collector.tune_gc(GC_GEN0_THRESHOLD)
 
 
 class OneWritePerTurn:

@@ -271,10 +271,11 @@ class _UnionFind:
     def refusal(self, a: str, b: str, limits) -> str | None:
         if len(self.members[a]) > len(self.members[b]):
             a, b = b, a
-        for x in self.members[a]:
-            for y in self.withdrawn.get(x, ()):
-                if y in self.parent and self.find(y) == b:
-                    return "unlinked_by_operator"
+        if self.withdrawn:  # an operator's unlinks in the region: none in most regions
+            for x in self.members[a]:
+                for y in self.withdrawn.get(x, ()):
+                    if y in self.parent and self.find(y) == b:
+                        return "unlinked_by_operator"
         for kind, n in self.counts[a].items():
             limit = limits.get(kind)
             if limit is not None and n + self.counts[b].get(kind, 0) > limit:
@@ -515,7 +516,8 @@ class IdentityGraph:
             root = uf.find(anchor)
             at = (contacts[eid].occurred_ms, eid)
             first[root] = min(first.get(root, at), at)
-        new = {k: (customer_id_for(first[uf.find(k)][1]) if uf.find(k) in first else None) for k in kinds}
+        customer = {root: customer_id_for(at[1]) for root, at in first.items()}  # once per component
+        new = {k: customer.get(uf.find(k)) for k in kinds}
         old = {k: rec.customer_id for k, rec in nodes.items()}
         self._emit_diff(
             old,

@@ -121,15 +121,26 @@ def read_table(table: Any, key: Any, source_topic: str, partition: int) -> Any:
     store = getattr(table, "data", None)
     if not isinstance(store, SerializedStore):
         return table.get(key)
-    with writing_for(source_topic, partition):
-        raw = store._get(orjson.dumps(key))
+    kb = orjson.dumps(key)
+    if _is_rocksdict(store):  # what faust's ``_get`` does for a record of ``partition``, without the event
+        raw = store._db_for_partition(partition).get(kb)
+        if raw is not None:
+            store._key_index[kb] = partition
+    else:
+        with writing_for(source_topic, partition):
+            raw = store._get(kb)
     return None if raw is None else orjson.loads(raw)
+
+
+def _is_rocksdict(store: Any) -> bool:
+    """Whether ``store`` is faust's RocksDB store on rocksdict (the worker's ``store=rocksdb://``)."""
+    return type(store).__module__ == "faust.stores.rocksdb" and bool(getattr(store, "use_rocksdict", False))
 
 
 def _rocksdb_batch(store: Any) -> Any:
     """An empty write batch when ``store`` is faust's RocksDB store on rocksdict (what its own
     changelog recovery writes with, ``apply_changelog_batch``), else None."""
-    if type(store).__module__ != "faust.stores.rocksdb" or not getattr(store, "use_rocksdict", False):
+    if not _is_rocksdict(store):
         return None
     import rocksdict
 
@@ -190,10 +201,16 @@ class _Batches:
             return [await producer.send_batch(b, tp[0], partition=tp[1]) for b in builders]
 
         async def singles(tp: tuple[str, int], records: list) -> list[asyncio.Future]:
-            return [
-                await producer.send(tp[0], value, key=key, partition=tp[1], headers=headers)
-                for key, value, headers in records
-            ]
+            if producer._txn_manager is not None:  # a transactional producer: its own checks per record
+                return [
+                    await producer.send(tp[0], value, key=key, partition=tp[1], headers=headers)
+                    for key, value, headers in records
+                ]
+            # what ``send`` does once the partition is known and the record is bytes: the records go
+            # straight to the partition's waiting batch (no metadata wait, serializer, partitioner)
+            add, where = producer._message_accumulator.add_message, TopicPartition(*tp)
+            timeout = producer._request_timeout_ms / 1000
+            return [await add(where, key, value, timeout, headers=headers) for key, value, headers in records]
 
         tps = [*self.builders, *self.singles]
         sent = await asyncio.gather(
