@@ -79,7 +79,9 @@ def create_app(settings: Settings, served: bool = False) -> FastAPI:
     async def lifespan(app: FastAPI):
         pool = AsyncConnectionPool(
             settings.effective_pg_api_dsn,
-            min_size=1,
+            # every connection opened at start: a pool that grows on demand makes the first requests of
+            # a burst wait for new connections (past POOL_TIMEOUT on a busy machine: 503s)
+            min_size=settings.endpoints.api_pool_size,
             max_size=settings.endpoints.api_pool_size,
             open=False,
             timeout=POOL_TIMEOUT,

@@ -12,7 +12,13 @@ schemas read them through views, side by side in one run:
 
 For each, the read API runs as its own process (``threadline serve api``) and 16 concurrent clients
 ask it for customer cards, sales contexts, inbox pages, identity lookups and engagement pages of
-random customers; p50/p99 per endpoint.
+random customers; p50/p99 per endpoint. The clients are wrk (one thread, 16 connections, a Lua
+script making the same requests as ``endpoints``): a C client takes little of the CPU that the API
+and PostgreSQL share with it on one machine (httpx clients in this process, the fallback without
+wrk, took more CPU per request than the API itself). On the kept schemas this tree's API runs with
+1 and 2 worker processes and, with ``--compare REF``, REF's API (its code, the same schemas and
+settings) in alternating rounds. Beside each latency: the CPU of the API's processes and of the
+local PostgreSQL server per request, and the load average.
 """
 
 from __future__ import annotations
@@ -245,9 +251,13 @@ class Run:
     requests: int
     statuses: Counter  # the answers that were not 200, by status (0: no answer)
     api_cpu: float  # CPU seconds of the API's processes over the run
+    pg_cpu: float = float("nan")  # CPU seconds of the local PostgreSQL server's processes (nan: not local)
 
     def cpu_ms_per_request(self) -> float:
         return self.api_cpu / max(1, self.requests) * 1000
+
+    def pg_ms_per_request(self) -> float:
+        return self.pg_cpu / max(1, self.requests) * 1000
 
     @classmethod
     def of(cls, runs: list[Run]) -> Run:
@@ -260,6 +270,7 @@ class Run:
             sum(r.requests for r in runs),
             sum((r.statuses for r in runs), Counter()),
             sum(r.api_cpu for r in runs),
+            sum(r.pg_cpu for r in runs),
         )
 
 
@@ -288,7 +299,15 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 def measure_wrk(
-    wrk: str, base: str, token: str, name: str, seconds: float, clients: int, pid: int | None, customers: int
+    wrk: str,
+    base: str,
+    token: str,
+    name: str,
+    seconds: float,
+    clients: int,
+    pid: int | None,
+    customers: int,
+    pg_pid: int | None = None,
 ) -> Run:
     """wrk (one thread, ``clients`` connections, each sending its next request when the last is
     answered) for ``seconds`` on endpoint ``name``: p50/p99 of wrk's histogram, the API's CPU."""
@@ -299,18 +318,18 @@ def measure_wrk(
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="threadline-read-") as f:
         f.write(script)
         f.flush()
-        c0 = cpu_seconds(pid)
+        c0, g0 = cpu_seconds(pid), cpu_seconds(pg_pid)
         out = subprocess.run(
             [wrk, "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "60s", "-s", f.name, base],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        cpu = cpu_seconds(pid) - c0
+        cpu, pg = cpu_seconds(pid) - c0, cpu_seconds(pg_pid) - g0
     line = next(x for x in out.splitlines() if x.startswith("RESULT "))
     n, p50, p99, busy, other = (int(x) for x in line.split()[1:])
     statuses = Counter({k: v for k, v in ((503, busy), (0, other)) if v})
-    return Run(p50 / 1000, p99 / 1000, n, statuses, cpu)
+    return Run(p50 / 1000, p99 / 1000, n, statuses, cpu, pg if pg_pid else float("nan"))
 
 
 def measure(base: str, token: str, make, requests: int, clients: int, pid: int | None) -> Run:
@@ -353,7 +372,7 @@ def pct(xs: list[float], p: float) -> float:
 
 
 # wrk seconds per endpoint: warm-up, one client alone, CLIENTS clients (kept); the views take seconds a request.
-SECONDS = {"kept": (2, 4, 8), "views": (0, 6, 12)}
+SECONDS = {"kept": (2, 4, 8), "views": (0, 10, 20)}
 COMPARE_ROUNDS = 2  # kept schemas: the trees' APIs alternate, round after round
 WORKERS = (1, 2)  # this tree's API with 1 and 2 worker processes (THREADLINE_API_WORKERS)
 
@@ -417,7 +436,19 @@ def start_api(settings, tree=None) -> Api:
     return Api(base, token, proc.pid, stop)
 
 
-def measure_api(api: Api, variant: str, wrk: str | None) -> dict[str, tuple[Run, Run, float]]:
+def postgres_pid(settings) -> int | None:
+    """The local stack's PostgreSQL server (its backends are its children), None when not local."""
+    from threadline.tools.stack.postgres import pgdata
+
+    if settings.postgres.dsn is not None:
+        return None
+    try:
+        return int((pgdata(settings) / "postmaster.pid").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def measure_api(api: Api, variant: str, wrk: str | None, pg_pid: int | None) -> dict[str, tuple[Run, Run, float]]:
     """Per endpoint: (one client alone, CLIENTS clients, the 1-minute load average before them)."""
     import os
 
@@ -429,8 +460,8 @@ def measure_api(api: Api, variant: str, wrk: str | None) -> dict[str, tuple[Run,
         if wrk is not None:
             if warm:
                 measure_wrk(wrk, api.base, api.token, name, warm, CLIENTS, api.pid, CUSTOMERS)
-            alone = measure_wrk(wrk, api.base, api.token, name, alone_s, 1, api.pid, CUSTOMERS)
-            many = measure_wrk(wrk, api.base, api.token, name, load_s, CLIENTS, api.pid, CUSTOMERS)
+            alone = measure_wrk(wrk, api.base, api.token, name, alone_s, 1, api.pid, CUSTOMERS, pg_pid)
+            many = measure_wrk(wrk, api.base, api.token, name, load_s, CLIENTS, api.pid, CUSTOMERS, pg_pid)
         else:
             if warm:
                 measure(api.base, api.token, make, 64, CLIENTS, api.pid)
@@ -454,6 +485,7 @@ def read_suite(ctx: BenchContext) -> list[Section]:
     from threadline.process import free_port
 
     wrk = shutil.which("wrk")
+    pg_pid = postgres_pid(ctx.settings)
     prefix = re.sub(r"[^a-z0-9_]", "_", f"br{ctx.run_id}_".lower())[:24]
     data = f"{prefix}data"
     home = Path(tempfile.mkdtemp(prefix="threadline-read-"))
@@ -479,7 +511,7 @@ def read_suite(ctx: BenchContext) -> list[Section]:
         with ctx.console.status(f"read API: {label} ..."):
             api = start_api(settings, tree)
             try:
-                results.setdefault(label, []).append(measure_api(api, variant, wrk))
+                results.setdefault(label, []).append(measure_api(api, variant, wrk, pg_pid))
             finally:
                 api.stop()
 
@@ -514,12 +546,13 @@ def read_suite(ctx: BenchContext) -> list[Section]:
                 [
                     name,
                     label,
-                    f"{alone.p50:,.1f}",
-                    f"{alone.p99:,.1f}",
-                    f"{many.p50:,.1f}",
-                    f"{many.p99:,.1f}",
+                    *(
+                        f"{ms:,.1f}" if run.requests else "— (none answered)"
+                        for run in (alone, many)
+                        for ms in (run.p50, run.p99)
+                    ),
                     f"{many.cpu_ms_per_request():,.2f}",
-                    f"{alone.cpu_ms_per_request():,.2f}",
+                    f"{many.pg_ms_per_request():,.2f}",
                     f"{many.requests:,}",
                     ", ".join(f"{n} × {code or 'no answer'}" for code, n in sorted(refused.items())) or "0",
                     " / ".join(f"{r[name][2]:.1f}" for r in rounds),
@@ -545,7 +578,7 @@ def read_suite(ctx: BenchContext) -> list[Section]:
                 f"{CLIENTS} clients p50 ms",
                 f"{CLIENTS} clients p99 ms",
                 f"API CPU ms/request ({CLIENTS} clients)",
-                "API CPU ms/request (1 client)",
+                f"PostgreSQL CPU ms/request ({CLIENTS} clients)",
                 f"requests ({CLIENTS} clients)",
                 "not 200",
                 "load average (1 min) before, per round",
@@ -582,7 +615,8 @@ def read_suite(ctx: BenchContext) -> list[Section]:
                 "other work on it shows in the load average. The API: uvicorn (uvloop, httptools), "
                 "THREADLINE_API_WORKERS processes, each with a pool of THREADLINE_API_POOL_SIZE connections "
                 "(1 s to get one: 503 past it). API CPU ms/request: the user + system CPU of the API's processes "
-                "over the run ÷ requests (PostgreSQL's not counted).",
+                "over the run ÷ requests; PostgreSQL CPU ms/request: the same of the local server's processes "
+                "(its backends, and its own background work).",
             ],
         )
     ]

@@ -118,3 +118,40 @@ def test_the_pool_checks_a_connection_only_when_it_was_idle():
         assert conn.round_trips == 2
 
     asyncio.run(run())
+
+
+def test_rows_are_converted_by_column_type_as_jsonable_converts_each_value():
+    import uuid
+    from datetime import date
+    from types import SimpleNamespace
+
+    from projectors.api.reads import jsonable, jsonable_rows
+
+    def column(name, oid):
+        return SimpleNamespace(name=name, type_code=oid)
+
+    description = [
+        column("at", 1184),
+        column("naive", 1114),
+        column("day", 1082),
+        column("id", 2950),
+        column("score", 1700),
+        column("text", 25),
+        column("tags", 1009),
+    ]
+    at = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    rows = [
+        {
+            "at": at,
+            "naive": datetime(2026, 1, 2, 3, 4, 5, 6),
+            "day": date(2026, 11, 30),
+            "id": uuid.UUID(int=7),
+            "score": Decimal("-0.25"),
+            "text": "x",
+            "tags": ["a"],
+        },
+        {"at": None, "naive": None, "day": None, "id": None, "score": None, "text": None, "tags": None},
+    ]
+    expected = [jsonable(dict(r)) for r in rows]
+    assert jsonable_rows(description, rows) == expected
+    assert expected[0]["at"] == at.isoformat() and expected[0]["score"] == -0.25
