@@ -106,15 +106,29 @@ def progress_bar(label: str) -> Progress:
 
 
 def serve_api():
-    """The read API."""
+    """The read API: THREADLINE_API_WORKERS processes on one port."""
     import uvicorn
 
     from projectors.api import create_app
+    from threadline import serving
     from threadline.process import claim
 
     s = _settings()
     claim(s, "api")  # threadline stop / down find it, however it was started
-    uvicorn.run(create_app(s), host=s.endpoints.api_host, port=s.endpoints.api_port, log_config=None, access_log=False)
+    options = dict(
+        host=s.endpoints.api_host,
+        port=s.endpoints.api_port,
+        loop=serving.LOOP,
+        http=serving.HTTP_PROTOCOL,  # one write per response (by name: worker processes import it)
+        timeout_keep_alive=serving.KEEP_ALIVE_SECONDS,
+        server_header=False,
+        log_config=None,
+        access_log=False,
+    )
+    if s.endpoints.api_workers == 1:
+        uvicorn.run(create_app(s, served=True), **options)
+    else:  # each worker process makes the app from the same environment (--home is in it)
+        uvicorn.run("projectors.api:app_from_environment", factory=True, workers=s.endpoints.api_workers, **options)
 
 
 privacy_app = typer.Typer(no_args_is_help=True, help="Erasure and right of access (docs/privacy.md).")

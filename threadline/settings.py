@@ -229,6 +229,12 @@ class Endpoints(Group):
     gateway_port: int = 18000
     api_host: str = "127.0.0.1"
     api_port: int = 18001
+    # The read API's processes (uvicorn workers sharing the port) and each one's PostgreSQL pool:
+    # a process answers ~one request per ms of CPU, so on N cores N workers; each request holds a
+    # connection for its queries only, so a pool as large as the concurrent requests expected of
+    # one process never makes one wait (a wait past 1 s answers 503).
+    api_workers: int = Field(default=1, ge=1, le=64)
+    api_pool_size: int = Field(default=16, ge=1, le=256)
     ops_host: str = "127.0.0.1"  # 0.0.0.0 in containers
     worker_ops_port: int = 18002
     projector_ops_port: int = 18003

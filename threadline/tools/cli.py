@@ -335,7 +335,7 @@ def bench(
     compare: str = typer.Option(
         None,
         "--compare",
-        help="a git revision whose gateway (gateway suite) and stream workers (streams, identity) are measured beside this tree's, alternating, in the same run",
+        help="a git revision whose gateway (gateway suite), stream workers (streams, identity) and read API (read) are measured beside this tree's, alternating, in the same run",
     ),
 ):
     """Benchmarks on the local stack; writes docs/benchmarks.md."""
