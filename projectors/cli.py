@@ -106,15 +106,29 @@ def progress_bar(label: str) -> Progress:
 
 
 def serve_api():
-    """The read API."""
+    """The read API: THREADLINE_API_WORKERS processes on one port."""
     import uvicorn
 
     from projectors.api import create_app
+    from threadline import serving
     from threadline.process import claim
 
     s = _settings()
     claim(s, "api")  # threadline stop / down find it, however it was started
-    uvicorn.run(create_app(s), host=s.endpoints.api_host, port=s.endpoints.api_port, log_config=None, access_log=False)
+    options = dict(
+        host=s.endpoints.api_host,
+        port=s.endpoints.api_port,
+        loop=serving.LOOP,
+        http=serving.HTTP_PROTOCOL,  # one write per response (by name: worker processes import it)
+        timeout_keep_alive=serving.KEEP_ALIVE_SECONDS,
+        server_header=False,
+        log_config=None,
+        access_log=False,
+    )
+    if s.endpoints.api_workers == 1:
+        uvicorn.run(create_app(s, served=True), **options)
+    else:  # each worker process makes the app from the same environment (--home is in it)
+        uvicorn.run("projectors.api:app_from_environment", factory=True, workers=s.endpoints.api_workers, **options)
 
 
 privacy_app = typer.Typer(no_args_is_help=True, help="Erasure and right of access (docs/privacy.md).")
@@ -189,6 +203,24 @@ CONVERSATIONS_TOPIC = typer.Option(None, "--conversations-topic", help="default 
 IDENTITIES_TOPIC = typer.Option(None, "--identities-topic", help="default identities.v1")
 
 
+def _create_key_store(s, wait_seconds: float = 60.0) -> None:
+    """Privacy on: the key store's table, made as the database's owner before the first contact,
+    since the gateway's and the worker's key-store role may not make it (docs/privacy.md)."""
+    from schemas.keystore import KeyStoreUnavailable, create_store
+
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            create_store(s)
+            return
+        except ConfigError as exc:
+            _fail(str(exc), 2)
+        except KeyStoreUnavailable as exc:
+            if time.monotonic() > deadline:
+                _fail(f"{exc} (waited {wait_seconds:.0f} s)", 1)
+            time.sleep(2)
+
+
 def project(
     projection: list[str] = typer.Option(
         list(PROJECTIONS), "--projection", "-p", help="support, sales, marketing (repeat)"
@@ -210,6 +242,7 @@ def project(
 
     s = _settings()
     claim(s, "projector")  # threadline stop / down find it, however it was started
+    _create_key_store(s)
     try:
         # the card's projection publishes the profiles (projectors/profiles.py: after each commit)
         sources = _sources(contacts_topic, conversations_topic, identities_topic)

@@ -85,10 +85,22 @@ create table {s}.customer_identities (
 create index on {s}.customer_identities (origin_customer_id);
 create index on {s}.customer_identities (kind, lower(value));  -- lookups by any written form (projectors/lookup.py)
 
+-- The customer the identity graph gives each identity now: of the positions (gen) identities.v1
+-- v2 events name it at (observed, linked, merged, and the moved_identities of merged and
+-- unmerged), the latest. An identity with an owner has its customer_identities row under it.
+create table {s}.identity_owners (
+    kind text not null, platform text not null, value text not null, customer_id text not null,
+    gen bigint not null, primary key (kind, platform, value)
+);
+create index on {s}.identity_owners (customer_id);
+
 -- Merges as edges absorbed → survivor; root_id is where the chain ends (projectors.rows.roots).
+-- gen: the identity graph's position of the edge's latest merge or unmerge (0: an event without
+-- one); an unmerge leaves the edge inactive, so an older merge read later does not bring it back.
 create table {s}.customer_alias (
     customer_id text not null, survivor_id text not null, root_id text not null,
     event_id text not null, occurred_at timestamptz not null,
+    gen bigint not null default 0, active boolean not null default true,
     primary key (customer_id, survivor_id)
 );
 
@@ -436,6 +448,7 @@ TABLE_KEYS = {
     "conversation_events": "event_id",
     "identity_events": "event_id",
     "customer_identities": "kind, platform, value, origin_customer_id",
+    "identity_owners": "kind, platform, value",
     "customer_alias": "customer_id, survivor_id",
     "customers": "origin_customer_id",
     "conversations": "conversation_id",

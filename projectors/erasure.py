@@ -33,9 +33,14 @@ CUSTOMER_COLUMNS = ("origin_customer_id", "customer_id", "survivor_id", "root_id
 CONVERSATION_COLUMNS = ("conversation_id",)
 CONTACT_COLUMNS = ("event_id", "contact_event_id", "source_event_id")
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "privacy", "pg_toast")
-# the DLQs whose records are sealed with privacy on (the stream worker holds no key: its DLQ keeps
-# contacts.v1's bytes as read, sealed by their writer; docs/privacy.md)
-SEALED_DLQS = (catalog.INGEST_DLQ.name, catalog.PROJECTIONS_DLQ.name)
+# the DLQs whose records are sealed with privacy on (docs/privacy.md, "Dead letters")
+SEALED_DLQS = (catalog.INGEST_DLQ.name, catalog.STREAMS_DLQ.name, catalog.PROJECTIONS_DLQ.name)
+
+
+def sealed_dlqs(topic_prefix: str = "") -> tuple[str, ...]:
+    """The sealed DLQs erasure reads: the worker's under ``<prefix>.`` as its other topics."""
+    streams = f"{topic_prefix}.{catalog.STREAMS_DLQ.name}" if topic_prefix else catalog.STREAMS_DLQ.name
+    return tuple(streams if name == catalog.STREAMS_DLQ.name else name for name in SEALED_DLQS)
 
 
 class NotFound(LookupError):
@@ -199,19 +204,27 @@ def erased_event(
     }
 
 
-def dead_letters_of(comp: Component, ring, letters: Iterable[tuple[bytes, str]]) -> list[str]:
+def dead_letters_of(
+    comp: Component,
+    ring,
+    letters: Iterable[tuple[bytes, str]],
+    tokens: Iterable[str] = (),
+    region: str = "IT",
+) -> list[str]:
     """The keys of the sealed dead letters (``(value, sealed_key token)``) whose payload mentions
-    one of the component's identity or fact values (``schemas.privacy.mentions``), to destroy. A
+    one of the component's identity or fact values (``schemas.privacy.mentions``; phones in any
+    way ingest reads them in ``region``) or one of its pseudonyms (``tokens``: a contact the
+    gateway sealed that the worker dead-lettered holds those, not the values), to destroy. A
     payload whose key is already gone is not asked twice."""
     letters = list(letters)
-    subjects = [*comp.identities, *comp.facts]
+    subjects = [*comp.identities, *comp.facts, *(Subject("pseudonym", t) for t in tokens)]
     found: list[str] = []
     for i in range(0, len(letters), 5000):
         chunk = letters[i : i + 5000]
         keys = ring.resolve({token for _, token in chunk})
         for value, token in chunk:
             raw = open_payload(value, token, keys)
-            if raw is not None and mentions(raw, subjects):
+            if raw is not None and mentions(raw, subjects, region):
                 found.append(token)
     return sorted(set(found))
 
@@ -284,15 +297,18 @@ def erase(
     settle_seconds: float = 2.0,
     topic_prefix: str = "",
     dead_letters: Iterable[tuple[bytes, str]] = (),
+    region: str = "IT",
 ) -> ErasureReport:
     """Erase the customer holding ``subject`` (module doc). ``ring``: a ``schemas.keystore.PostgresKeyRing``;
     ``producer``: a ``threadline.kafka.BoundedProducer``; ``dead_letters``: the sealed DLQ records
-    (``sealed_dead_letters``), whose keys are destroyed where the payload mentions the customer.
+    (``sealed_dead_letters``), whose keys are destroyed where the payload mentions the customer
+    (``region``: of phones written without a country code, THREADLINE_DEFAULT_PHONE_REGION as ingest).
     The read-model purge runs again after ``settle_seconds``, for rows a projector batch that
     opened its records before the keys were destroyed committed after the first purge."""
     comp = component(conn, schema, subject, ring.current_token(subject))
     tokens = ring.tokens_of([*comp.identities, *comp.facts])
-    letters = dead_letters_of(comp, ring, dead_letters)  # opened before the identities' keys go: needs none of them
+    # opened before the identities' keys go: needs none of them
+    letters = dead_letters_of(comp, ring, dead_letters, tokens, region)
     destroyed = ring.destroy(tokens)
     destroyed_letters = ring.destroy(letters)
     rows = purge(conn, comp)
@@ -444,7 +460,7 @@ def run_erase(
     from threadline.kafka import BoundedProducer
 
     subject = parse_identity(identity)
-    ring = make_store(settings)
+    ring = make_store(settings, owner=True)  # destroys keys, then VACUUMs the table: the owner's
     if ring is None:
         raise PrivacyOff("erasure needs THREADLINE_PRIVACY_MASTER_KEY: records written in the clear cannot be shredded")
     producer = BoundedProducer.from_settings(settings, client_id="threadline-privacy")
@@ -460,7 +476,8 @@ def run_erase(
                 requested_by=requested_by,
                 settle_seconds=settle_seconds,
                 topic_prefix=topic_prefix,
-                dead_letters=sealed_dead_letters(settings, SEALED_DLQS),
+                dead_letters=sealed_dead_letters(settings, sealed_dlqs(topic_prefix)),
+                region=settings.connectors.default_phone_region,
             )
     finally:
         producer.close()

@@ -43,21 +43,22 @@ log = get_logger("threadline.profiles")
 CHUNK = 2000  # customers read and produced per round of a publication
 
 
-def queries(s: str) -> dict[str, str]:
-    """The card's queries over schema ``s``, for the customers ``%(ids)s`` (each row names its customer)."""
+def queries(s: str, ids: str = "%(ids)s") -> dict[str, str]:
+    """The card's queries over schema ``s``, for the customers of the array ``ids`` (an SQL
+    expression; by default the parameter ``%(ids)s``), each row naming its customer."""
     s = ddl.check_ident(s)
     return {
-        "summary": f"select * from {s}.customer_summary where customer_id = any(%(ids)s)",
-        "merged": f"select customer_id, origin_customer_id from {s}.customers where customer_id = any(%(ids)s)"
+        "summary": f"select * from {s}.customer_summary where customer_id = any({ids})",
+        "merged": f"select customer_id, origin_customer_id from {s}.customers where customer_id = any({ids})"
         " and origin_customer_id <> customer_id order by customer_id, origin_customer_id",
         "identities": f"select customer_id, kind, platform, value, first_seen_at, last_seen_at"
-        f" from {s}.customer_identity_list where customer_id = any(%(ids)s)"
+        f" from {s}.customer_identity_list where customer_id = any({ids})"
         " order by customer_id, kind, platform nulls first, value",
         "facts": f"select customer_id, kind, value, first_given_at, last_given_at from {s}.customer_facts"
-        " where customer_id = any(%(ids)s) order by customer_id, last_given_at desc, kind, value",
+        f" where customer_id = any({ids}) order by customer_id, last_given_at desc, kind, value",
         "conversations": f"select customer_id, conversation_id, state, channel, channels, opened_at, last_event_at,"
         f" sla_state, merged_into, merged_into_customer_id from {s}.conversation_state"
-        " where customer_id = any(%(ids)s) order by customer_id, last_event_at desc, conversation_id",
+        f" where customer_id = any({ids}) order by customer_id, last_event_at desc, conversation_id",
     }
 
 
@@ -168,8 +169,9 @@ def without_marketing(record: dict, consent: list[dict]) -> dict:
 
 
 def touched_ids(batch: Batch) -> list[str]:
-    """The customer ids a batch's records name: their customers, merges' and unmerges' both sides."""
-    ids = {r[0] for r in batch.customers}
+    """The customer ids a batch's records name: their customers, merges' and unmerges' both sides,
+    and the customers an identity was moved from or to while the batch was written."""
+    ids = {r[0] for r in batch.customers} | batch.touched
     for op in batch.alias_ops:
         ids |= {op.absorbed, op.survivor}
     return sorted(ids)

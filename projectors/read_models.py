@@ -26,7 +26,11 @@ from projectors.rows import (
     CONVERSATION_COLUMNS,
     IDENTITY_COLUMNS,
     IDENTITY_EVENT_COLUMNS,
+    OWNER_COLUMNS,
+    AliasOp,
     Batch,
+    alias_op_applies,
+    latest_owners,
     latest_resolutions,
     resolution_gen,
     roots,
@@ -173,18 +177,7 @@ class Store:
         left = self._contacts(cur, batch.contacts)
         self._facts(cur, "conversation_events", CONVERSATION_COLUMNS, batch.conversations)
         self._facts(cur, "identity_events", IDENTITY_EVENT_COLUMNS, batch.identity_events)
-        if batch.identities:
-            self._copy(
-                cur, "customer_identities", IDENTITY_COLUMNS, seen_spans(batch.identities), like="customer_identities"
-            )
-            cur.execute(
-                f"insert into {s}.customer_identities select origin_customer_id, kind, platform, value,"
-                f" min(first_seen_at), max(last_seen_at) from _stage_customer_identities"
-                f" group by kind, platform, value, origin_customer_id"
-                f" on conflict (kind, platform, value, origin_customer_id) do update set"
-                f" first_seen_at = least({s}.customer_identities.first_seen_at, excluded.first_seen_at),"
-                f" last_seen_at = greatest({s}.customer_identities.last_seen_at, excluded.last_seen_at)"
-            )
+        self._identities(cur, batch)
         if batch.customers:
             cur.execute(
                 "create temp table if not exists _stage_customers"
@@ -193,7 +186,7 @@ class Store:
             self._copy(cur, "customers", ("origin_customer_id", "first_seen_at"), first_seen(batch.customers))
             cur.execute(
                 f"insert into {s}.customers select st.origin_customer_id,"
-                f" coalesce((select a.root_id from {s}.customer_alias a where a.customer_id = st.origin_customer_id"
+                f" coalesce((select a.root_id from {s}.customer_alias a where a.customer_id = st.origin_customer_id and a.active"
                 f" order by a.survivor_id limit 1), st.origin_customer_id), min(st.first_seen_at)"
                 f" from _stage_customers st group by st.origin_customer_id"
                 f" on conflict (origin_customer_id) do update set"
@@ -219,24 +212,84 @@ class Store:
             }
         aggregates.customers_changed(cur, s, moved)
 
+    _MERGE_SEEN = (
+        " on conflict (kind, platform, value, origin_customer_id) do update set"
+        " first_seen_at = least({s}.customer_identities.first_seen_at, excluded.first_seen_at),"
+        " last_seen_at = greatest({s}.customer_identities.last_seen_at, excluded.last_seen_at)"
+    )
+
+    def _identities(self, cur, batch: Batch) -> None:
+        """Owners first (``rows.identity_owners``: the latest graph position wins, whatever order
+        they are read in, so a redelivered or late event never moves an identity back), then the
+        batch's identity rows, each under the owner of its identity if it has one (else the
+        customer its record names), then the rows of the identities whose owner the batch named that
+        sit under another customer are folded into the owner's row (first and last seen kept).
+        The customers an identity left or joined go to ``batch.touched``."""
+        s = self.s
+        if batch.owners:
+            self._copy(cur, "identity_owners", OWNER_COLUMNS, latest_owners(batch.owners), like="identity_owners")
+            cur.execute(
+                f"insert into {s}.identity_owners ({', '.join(OWNER_COLUMNS)})"
+                f" select {', '.join(OWNER_COLUMNS)} from _stage_identity_owners"
+                " on conflict (kind, platform, value) do update set customer_id = excluded.customer_id, gen = excluded.gen"
+                f" where ({s}.identity_owners.gen, {s}.identity_owners.customer_id) < (excluded.gen, excluded.customer_id)"
+            )
+        if batch.identities:
+            self._copy(
+                cur, "customer_identities", IDENTITY_COLUMNS, seen_spans(batch.identities), like="customer_identities"
+            )
+            batch.touched |= {
+                owner
+                for (owner,) in cur.execute(
+                    f"insert into {s}.customer_identities select coalesce(o.customer_id, st.origin_customer_id),"
+                    " st.kind, st.platform, st.value, min(st.first_seen_at), max(st.last_seen_at)"
+                    f" from _stage_customer_identities st left join {s}.identity_owners o using (kind, platform, value)"
+                    " group by 1, 2, 3, 4" + self._MERGE_SEEN.format(s=s) + " returning origin_customer_id"
+                )
+            }
+        if batch.owners:
+            for left, owner in cur.execute(
+                f"with gone as (delete from {s}.customer_identities i using {s}.identity_owners o"
+                " where (o.kind, o.platform, o.value) in (select kind, platform, value from _stage_identity_owners)"
+                " and i.kind = o.kind and i.platform = o.platform and i.value = o.value"
+                " and i.origin_customer_id <> o.customer_id"
+                " returning i.origin_customer_id, o.customer_id as owner, i.kind, i.platform, i.value,"
+                " i.first_seen_at, i.last_seen_at),"
+                f" kept as (insert into {s}.customer_identities select owner, kind, platform, value,"
+                " min(first_seen_at), max(last_seen_at) from gone group by 1, 2, 3, 4"
+                + self._MERGE_SEEN.format(s=s)
+                + ") select distinct origin_customer_id, owner from gone"
+            ):
+                batch.touched |= {left, owner}
+
     def _repoint(self, cur, batch: Batch) -> set[str]:
-        """Apply merges and unmerges in log order, then point every affected id at its root.
+        """Apply merges and unmerges in log order where ``rows.alias_op_applies`` (a later graph
+        position wins; an unmerge leaves its edge inactive), then point every affected id at its root.
         Returns the customer ids whose contacts changed hands (each re-pointed id's customer before
         and after)."""
         s = self.s
-        before = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
-        for op in batch.alias_ops:
-            if op.action == "add":
-                cur.execute(
-                    f"insert into {s}.customer_alias values (%s, %s, %s, %s, %s) on conflict do nothing",
-                    (op.absorbed, op.survivor, op.survivor, op.event_id, op.occurred_at),
-                )
-            else:
-                cur.execute(
-                    f"delete from {s}.customer_alias where customer_id = %s and survivor_id = %s",
-                    (op.absorbed, op.survivor),
-                )
-        after = {(a, b) for a, b in cur.execute(f"select customer_id, survivor_id from {s}.customer_alias")}
+        state = {
+            (a, b): (gen, active)
+            for a, b, gen, active in cur.execute(
+                f"select customer_id, survivor_id, gen, active from {s}.customer_alias"
+            )
+        }
+        before = {edge for edge, (_, active) in state.items() if active}
+        changed: dict[tuple[str, str], AliasOp] = {}
+        for op in batch.alias_ops:  # in log order
+            edge = (op.absorbed, op.survivor)
+            if alias_op_applies(op, state.get(edge)):
+                state[edge] = (op.gen, op.action == "add")
+                changed[edge] = op
+        for (absorbed, survivor), op in changed.items():
+            cur.execute(
+                f"insert into {s}.customer_alias (customer_id, survivor_id, root_id, event_id, occurred_at, gen, active)"
+                " values (%s, %s, %s, %s, %s, %s, %s) on conflict (customer_id, survivor_id) do update set"
+                " event_id = excluded.event_id, occurred_at = excluded.occurred_at, gen = excluded.gen,"
+                " active = excluded.active",
+                (absorbed, survivor, survivor, op.event_id, op.occurred_at, op.gen, op.action == "add"),
+            )
+        after = {edge for edge, (_, active) in state.items() if active}
         root = roots(after)
         affected = sorted({n for e in before | after for n in e})
         targets = [root.get(n, n) for n in affected]

@@ -93,6 +93,7 @@ IDENTITY_EVENT_COLUMNS = (
     "source_offset",
 )
 IDENTITY_COLUMNS = ("origin_customer_id", "kind", "platform", "value", "first_seen_at", "last_seen_at")
+OWNER_COLUMNS = ("kind", "platform", "value", "customer_id", "gen")
 CUSTOMER_COLUMNS = ("origin_customer_id", "first_seen_at")
 
 
@@ -311,6 +312,47 @@ def identity_rows(customer_id: str, identities: list[dict], at: datetime) -> lis
     return [(customer_id, i["kind"], i.get("platform") or "", i["value"], at, at) for i in identities]
 
 
+# The events whose ``identities`` the graph gave their customer at their position: the new nodes
+# of a customer (observed, linked, merged). link_rejected names identities that were refused.
+OWNING_EVENTS = frozenset({"observed", "linked", "merged"})
+
+
+def identity_owners(r: dict) -> list[tuple]:
+    """(kind, platform, value, customer, graph position): which customer each identity an
+    identities.v1 event names belongs to as of the event's position ``gen`` (v2): the identities it
+    gave its customer, and the ``moved_identities`` of a merge or an unmerge (to the customer they
+    joined). An event without a position (v1) says nothing about owners."""
+    gen = r.get("gen")
+    if gen is None:
+        return []
+    out = []
+    if r["event_type"] in OWNING_EVENTS:
+        out = [
+            (i["kind"], i.get("platform") or "", i["value"], r["customer_id"], gen) for i in r.get("identities") or []
+        ]
+    for m in r.get("moved_identities") or []:
+        out.append((m["kind"], m.get("platform") or "", m["value"], m["to_customer_id"], gen))
+    return out
+
+
+def owner_supersedes(new: tuple, old: tuple) -> bool:
+    """Whether owner row ``new`` replaces ``old`` (of one identity): the later graph position wins,
+    then the greater customer id (one position gives an identity one customer; the tie-break only
+    makes the order of reading irrelevant). The store applies the same comparison in SQL."""
+    return (new[4], new[3]) > (old[4], old[3])
+
+
+def latest_owners(rows: list[tuple]) -> list[tuple]:
+    """One owner row per identity: the one no other row of that identity supersedes."""
+    out: dict[tuple, tuple] = {}
+    for row in rows:
+        key = row[:3]
+        old = out.get(key)
+        if old is None or owner_supersedes(row, old):
+            out[key] = row
+    return list(out.values())
+
+
 @dataclass(frozen=True)
 class AliasOp:
     """``add``: ``absorbed`` now points to ``survivor`` (merge); ``remove``: the edge is gone (unmerge)."""
@@ -320,6 +362,19 @@ class AliasOp:
     survivor: str
     event_id: str
     occurred_at: datetime
+    gen: int = 0  # the identity graph's position (identities.v1 v2); 0: an event without one
+
+
+def alias_op_applies(op: AliasOp, edge: tuple[int, bool] | None) -> bool:
+    """Whether merge or unmerge ``op`` changes an edge whose latest operation was at graph position
+    ``edge[0]`` and left it active or not (``edge[1]``; None: no edge yet). A later position wins,
+    so an older event read late (from another partition, or a contact's events sent again on its
+    redelivery) changes nothing; operations without a position (0) apply in the order they are
+    read, as long as none with a position touched the edge."""
+    if edge is None:
+        return True
+    gen, active = edge
+    return op.gen > gen or (op.gen == gen == 0 and active != (op.action == "add"))
 
 
 # The reason the identity graph gives the events of an operator's unlink. The split-off customer's
@@ -336,7 +391,7 @@ def alias_ops(r: dict) -> list[AliasOp]:
         return []
     action = "add" if kind == "merged" else "remove"
     return [
-        AliasOp(action, other, r["customer_id"], r["event_id"], r["occurred_at"])
+        AliasOp(action, other, r["customer_id"], r["event_id"], r["occurred_at"], r.get("gen") or 0)
         for other in r.get("related_customer_ids") or []
         if other != r["customer_id"]
     ]
@@ -380,8 +435,11 @@ class Batch:
     conversations: list[tuple] = field(default_factory=list)
     identity_events: list[tuple] = field(default_factory=list)
     identities: list[tuple] = field(default_factory=list)
+    owners: list[tuple] = field(default_factory=list)
     customers: list[tuple] = field(default_factory=list)
     alias_ops: list[AliasOp] = field(default_factory=list)
+    # customers whose identities the store moved while writing the batch (their profiles change)
+    touched: set[str] = field(default_factory=set)
     skipped_as_of: int = 0
 
     def __len__(self) -> int:
@@ -389,8 +447,9 @@ class Batch:
 
     def extend(self, other: Batch) -> None:
         """Append ``other``'s rows after this batch's own (log order is kept)."""
-        for name in ("contacts", "conversations", "identity_events", "identities", "customers", "alias_ops"):
+        for name in ("contacts", "conversations", "identity_events", "identities", "owners", "customers", "alias_ops"):
             getattr(self, name).extend(getattr(other, name))
+        self.touched |= other.touched
         self.skipped_as_of += other.skipped_as_of
 
     def add(
@@ -420,6 +479,7 @@ class Batch:
             self.identity_events.append(identity_event_row(record, partition, offset))
             cid = record["customer_id"]
             self.identities += identity_rows(cid, record.get("identities") or [], record["occurred_at"])
+            self.owners += identity_owners(record)
             self.customers.append((cid, record["occurred_at"]))
             for other in record.get("related_customer_ids") or []:
                 self.customers.append((other, record["occurred_at"]))

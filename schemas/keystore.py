@@ -8,8 +8,9 @@ data key. Destroying a key blanks ``wrapped_key`` and ``sealed_value`` (then VAC
 (a new pseudonym: a new customer). Why PostgreSQL and not a compacted topic: docs/privacy.md.
 
 ``make_keyring(settings)`` is the wiring: None when THREADLINE_PRIVACY_MASTER_KEY is unset
-(contacts are written in the clear, as contact v1 was), else a ``PostgresKeyRing`` on
-THREADLINE_PG_DSN, with the gateway's cache in front (``CachedKeyRing``).
+(contacts are written in the clear, as contact v1 was), else a ``PostgresKeyRing`` on the
+key-store role (THREADLINE_PG_KEYSTORE_DSN; unset, THREADLINE_PG_DSN), with the gateway's cache
+in front (``CachedKeyRing``). The owner makes the table (``create_store``, the projector at start).
 """
 
 from __future__ import annotations
@@ -80,13 +81,29 @@ class PostgresKeyRing:
             except psycopg.OperationalError as exc:
                 raise KeyStoreUnavailable(f"key store (PostgreSQL) did not answer: {exc}") from exc
             if self._create:
-                # "if not exists" is not safe against a concurrent create: the first users of a
-                # fresh database (gateway threads, projectors) take turns
-                with self._conn.transaction():
-                    self._conn.execute("select pg_advisory_xact_lock(hashtext('threadline:privacy-ddl'))")
-                    self._conn.execute(DDL)
+                self._create_table(self._conn)
                 self._create = False
         return self._conn
+
+    def _create_table(self, conn: psycopg.Connection) -> None:
+        """The table, unless it is there: the key-store role of the gateway and the worker may not
+        create it (least privilege), the owner (the projector, at start: ``create_store``) does."""
+        try:
+            row = conn.execute(f"select to_regclass('{SCHEMA}.data_keys') is not null").fetchone()
+            if row is not None and row[0]:
+                return
+            # "if not exists" is not safe against a concurrent create: the first users of a
+            # fresh database (gateway threads, projectors) take turns
+            with conn.transaction():
+                conn.execute("select pg_advisory_xact_lock(hashtext('threadline:privacy-ddl'))")
+                conn.execute(DDL)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.close()
+            self._conn = None
+            raise KeyStoreUnavailable(
+                f"the key store {SCHEMA}.data_keys does not exist yet or this role may not use it: "
+                "the projector (the database's owner) creates it when it starts (docs/privacy.md)"
+            ) from exc
 
     def _run(self, fn: Callable[[psycopg.Connection], object]):
         with self._lock:
@@ -97,6 +114,11 @@ class PostgresKeyRing:
                     self._conn.close()
                 self._conn = None
                 raise KeyStoreUnavailable(f"key store (PostgreSQL) failed: {exc}") from exc
+            except psycopg.errors.InsufficientPrivilege as exc:  # grants being fixed: retried, never a 500
+                raise KeyStoreUnavailable(
+                    f"this role may not use the key store {SCHEMA}.data_keys (docs/operations.md, "
+                    f'"Database roles"): {exc}'
+                ) from exc
 
     def ensure(self, subjects: Sequence[Subject]) -> dict[Subject, DataKey]:
         refs = {s: self.pseudonymizer.lookup_ref(s) for s in subjects}
@@ -312,12 +334,29 @@ def wrapper_from(settings) -> KeyWrapper | None:
         raise ConfigError(str(exc)) from exc
 
 
-def make_store(settings) -> PostgresKeyRing | None:
-    """The key store the settings ask for; None when privacy (sealing) is off."""
+def make_store(settings, *, owner: bool = False) -> PostgresKeyRing | None:
+    """The key store the settings ask for; None when privacy (sealing) is off. On the key-store
+    role (THREADLINE_PG_KEYSTORE_DSN: SELECT, INSERT on the table, nothing else), or with
+    ``owner`` on the projections' owner (THREADLINE_PG_DSN): erasure, which VACUUMs the table."""
     wrapper = wrapper_from(settings)
     if wrapper is None:
         return None
-    return PostgresKeyRing(settings.effective_pg_dsn, wrapper, pseudonymizer_from(settings))
+    dsn = settings.effective_pg_dsn if owner else settings.effective_keystore_dsn
+    return PostgresKeyRing(dsn, wrapper, pseudonymizer_from(settings))
+
+
+def create_store(settings) -> bool:
+    """Make ``privacy.data_keys`` as the owner when privacy is on (the projector at start), so the
+    key-store role of the gateway and the worker, which may not create it, finds it. False when
+    privacy is off. KeyStoreUnavailable: PostgreSQL did not answer."""
+    ring = make_store(settings, owner=True)
+    if ring is None:
+        return False
+    try:
+        ring._run(lambda conn: None)
+    finally:
+        ring.close()
+    return True
 
 
 def make_keyring(settings, *, cached: bool = False) -> KeyRing | None:

@@ -41,7 +41,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from schemas.identities import DEFAULT_BLOCKED, is_placeholder
+from schemas.identities import DEFAULT_BLOCKED, is_placeholder, phones_in_text
 
 CONTACT_FULLNAME = "threadline.contact.Contact"
 IDENTITY_EVENT_FULLNAME = "threadline.identity.IdentityEvent"
@@ -322,7 +322,7 @@ def tokens_in(fullname: str, record: dict) -> set[str]:
         return {v for v in values if is_pseudonym(v)}
     if fullname == CONTACT_FULLNAME and not record.get("sealed"):
         return found
-    for ident in record.get("identities") or []:
+    for ident in [*(record.get("identities") or []), *(record.get("moved_identities") or [])]:
         if is_pseudonym(ident.get("value")):
             found.add(ident["value"])
     for fact in record.get("facts") or []:
@@ -360,8 +360,9 @@ def open_record(fullname: str, record: dict, keys: dict[str, Opened]) -> dict:
         return hit.value
 
     out = dict(record)
-    if "identities" in record:
-        out["identities"] = [dict(i, value=value(i["value"])) for i in record.get("identities") or []]
+    for k in ("identities", "moved_identities"):
+        if k in record:
+            out[k] = [dict(i, value=value(i["value"])) for i in record.get(k) or []]
     if "facts" in record:
         out["facts"] = [dict(f, value=value(f["value"])) for f in record.get("facts") or []]
     sealed = record.get("sealed")
@@ -412,7 +413,7 @@ def pseudonymized(opened: dict, sealed: dict) -> dict:
     --pseudonymize``): identity and fact values, provider id and thread hints from ``sealed``
     (pseudonyms and MACs), the actor's display name left out; texts and everything else opened."""
     out = dict(opened)
-    for k in ("identities", "facts", "provider_id", "thread", "last_order"):
+    for k in ("identities", "moved_identities", "facts", "provider_id", "thread", "last_order"):
         if k in sealed:
             out[k] = sealed[k]
     if isinstance(out.get("actor"), dict):
@@ -455,11 +456,14 @@ def open_payload(blob: bytes, token: str, keys: dict[str, Opened]) -> bytes | No
         return None
 
 
-def mentions(raw: bytes, subjects: Iterable[Subject]) -> bool:
+def mentions(raw: bytes, subjects: Iterable[Subject], region: str = "IT") -> bool:
     """Whether a payload holds one of the subjects' values, as written, JSON-escaped or
-    URL-encoded, case-insensitively (a phone also without its ``+``)."""
+    URL-encoded, case-insensitively (a phone also without its ``+``), or, for a phone, written
+    any other way ingest reads as that number (spaces, dashes, national format in ``region``:
+    ``schemas.identities.phones_in_text``, the function ingest finds phones in text with)."""
     from urllib.parse import quote, quote_plus
 
+    subjects = list(subjects)
     text = raw.lower()
     for s in subjects:
         value = s.value.strip().lower()
@@ -470,7 +474,22 @@ def mentions(raw: bytes, subjects: Iterable[Subject]) -> bool:
             forms.add(value.lstrip("+"))
         if any(f.encode() in text for f in forms):
             return True
-    return False
+    phones = {s.value.strip() for s in subjects if s.kind == "phone" and s.value.strip()}
+    return bool(phones) and not phones.isdisjoint(phones_written(raw, region))
+
+
+def phones_written(raw: bytes, region: str = "IT") -> set[str]:
+    """Every phone number ``raw`` holds, E.164, as ingest normalizes them: in the text as it is,
+    URL-decoded and JSON-unescaped (a form post, a JSON body)."""
+    from urllib.parse import unquote, unquote_plus
+
+    text = raw.decode("utf-8", errors="replace")
+    forms = {text, unquote(text), unquote_plus(text)}
+    try:
+        forms.add(json.dumps(json.loads(text), ensure_ascii=False))
+    except ValueError:
+        pass
+    return {p for form in forms for p in phones_in_text(form, region)}
 
 
 # -- key wrapping: the master key (or a KMS) -------------------------------------------------------------

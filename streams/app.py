@@ -24,6 +24,7 @@ import time
 import faust
 
 from schemas.codec import make_codec
+from schemas.keystore import dlq_sealer
 from streams.clocks import ClockScheduler
 from streams.conversations import Stitcher
 from streams.conversations_stage import ConversationsStage
@@ -117,7 +118,7 @@ def create_app(
     app = make_app(settings, app_id)
     topo = build_topology(app, topics or StreamTopics(), stages)
     codec = make_codec(settings)
-    ctx = StageContext(app, app_id, topo.names.dlq)
+    ctx = StageContext(app, app_id, topo.names.dlq, seal=dlq_sealer(settings))
     if "route" in stages:
         app.agent(topo.contacts, name=f"{app_id}.route")(route_stage(ctx, codec, topo.names.graph))
     if "identity" in stages:
@@ -128,7 +129,9 @@ def create_app(
         app.agent(topo.graph_in, name=f"{app_id}.identity")(identity_stage(ctx, codec, topo, graph))
     if "conversations" in stages:
         scheduler = ClockScheduler(
-            lateness_ms=rules.stitch.timer_grace_seconds * 1000, idle_seconds=rules.stitch.idle_seconds
+            lateness_ms=rules.stitch.timer_grace_seconds * 1000,
+            idle_seconds=rules.stitch.idle_seconds,
+            hold_seconds=rules.stitch.idle_hold_seconds,
         )
         stage = ConversationsStage(ctx, codec, topo, Stitcher(rules.stitch), scheduler)
         app.agent(topo.stitch_in, name=f"{app_id}.conversations")(stage.agent)

@@ -173,15 +173,19 @@ def run_pipeline(
     source: str = "contacts",
     inspect: Callable[[StreamTopics], None] | None = None,
     tree: Path | None = None,
+    batch: tuple[list[bytes], list[bytes]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[Rate, StreamTopics]:
     """``workers`` worker processes running ``stages``; the batch is produced to the ``source``
     topic (``contacts``: the whole pipeline; ``graph``: the identity stage alone, records as the
     route stage forwards them). Rate.cpu_seconds: the workers' CPU in the timed window.
     ``inspect``: called with the run's topics once the batch is processed, before they go.
-    ``tree``: the workers run the code of that tree of the project (``--compare``)."""
+    ``tree``: the workers run the code of that tree of the project (``--compare``). ``batch``:
+    ``(values, keys)`` to produce instead of the bench batch; ``env``: more settings of the workers."""
     from threadline.topics import admin_client
 
     s, n = ctx.settings, ctx.events
+    values, keys = batch or (ctx.batch.values, ctx.batch.keys)
     prefix = ctx.topic(label)
     topics = StreamTopics.prefixed(prefix)
     app_id = f"bench-{ctx.run_id}-{label}"
@@ -198,6 +202,7 @@ def run_pipeline(
             "THREADLINE_HOME": str(s.state_dir / "bench" / app_id),
             "THREADLINE_WORKER_OPS_PORT": "0",
             **tree_path(tree),
+            **(env or {}),
         }  # several workers on one machine: no /metrics
         for i in range(workers):
             log = open(s.state_dir / "logs" / f"{app_id}-{i}.log", "ab")
@@ -230,12 +235,10 @@ def run_pipeline(
         pids = [p.pid for p in procs]
         cpu0 = _tree_cpu(pids)
         if source == "graph":  # as the route stage forwards them: the same bytes, one partition
-            produce_kafka_python(
-                s, topics.graph, ctx.batch.values[:n], ctx.batch.keys[:n], headers=[("kind", b"contact")]
-            )
+            produce_kafka_python(s, topics.graph, values[:n], keys[:n], headers=[("kind", b"contact")])
             done = [topics.graph]
         else:
-            produce_kafka_python(s, topics.contacts, ctx.batch.values[:n], ctx.batch.keys[:n])
+            produce_kafka_python(s, topics.contacts, values[:n], keys[:n])
             done = [topics.contacts, topics.resolved]
         deadline = time.monotonic() + PIPELINE_TIMEOUT
         while not all(_committed_all(admin, consumer, app_id, t, n) for t in done):
@@ -247,7 +250,8 @@ def run_pipeline(
         t1 = _last_timestamp(consumer, topics.resolved if source == "graph" else topics.conversations)
         if inspect is not None:
             inspect(topics)
-        return Rate(n, (t1 - t0) / 1000, ctx.batch.payload_bytes * n // len(ctx.batch.values), cpu_seconds=cpu), topics
+        size = sum(map(len, values[:n])) + sum(map(len, keys[:n]))
+        return Rate(n, (t1 - t0) / 1000, size, cpu_seconds=cpu), topics
     finally:
         consumer.close()
         for p in procs:
@@ -413,6 +417,83 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
                 f"two workers ÷ one worker: {fmt_ratio(two.ratio(one))} (the identity graph has a single "
                 "writer; stitching is spread over the customer partitions).",
                 *compare_note(compared),
+            ],
+        )
+    ]
+
+
+def sealed_batch(ctx: BenchContext) -> tuple[list[bytes], list[bytes]]:
+    """The bench batch as the gateway writes it with privacy on: each contact sealed
+    (``schemas.privacy.seal_contact``: pseudonyms, MACs, the personal fields in ``sealed``) and
+    keyed by its primary identity's pseudonym. Keys from an in-memory key ring: the worker never
+    asks the key store for a contact it can process."""
+    import schemas
+    from schemas.codec import make_codec
+    from schemas.privacy import MasterKeyWrapper, MemoryKeyRing, Pseudonymizer, record_key, seal_contact
+    from threadline.catalog import CONTACTS
+
+    codec = make_codec(ctx.settings)
+    ring = MemoryKeyRing(Pseudonymizer(os.urandom(32)), MasterKeyWrapper(os.urandom(32)))
+    values, keys = [], []
+    for value in ctx.batch.values[: ctx.events]:
+        record = seal_contact(codec.decode(value).record, ring)
+        values.append(codec.encode(CONTACTS.name, schemas.CONTACT, record))
+        keys.append(record_key(record))
+    return values, keys
+
+
+PRIVACY_ROUNDS = 2
+
+
+def privacy_streams_suite(ctx: BenchContext) -> list[Section]:
+    """One worker over the bench batch in the clear (privacy off) and sealed as the gateway seals
+    it (privacy on: the worker has the keys and the key store's role, for its dead letters),
+    alternately, ``PRIVACY_ROUNDS`` rounds each, so the machine's load drifts alike for both."""
+    import base64
+
+    with ctx.console.status("sealing the bench batch as the gateway would ..."):
+        sealed = sealed_batch(ctx)
+    keys_env = {
+        "THREADLINE_PRIVACY_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "THREADLINE_PRIVACY_PSEUDONYM_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    rows: list[tuple[str, Rate]] = []
+    for rnd in range(1, PRIVACY_ROUNDS + 1):
+        with ctx.console.status(f"one worker, contacts in the clear, round {rnd} ..."):
+            rows.append((f"worker ×1, in the clear (round {rnd})", run_pipeline(ctx, 1, f"clear{rnd}")[0]))
+        with ctx.console.status(f"one worker, sealed contacts, round {rnd} ..."):
+            rate = run_pipeline(ctx, 1, f"sealed{rnd}", batch=sealed, env=keys_env)[0]
+            rows.append((f"worker ×1, sealed, privacy on (round {rnd})", rate))
+
+    def median(sealed_side: bool) -> tuple[float, float, float]:
+        rates = [r for label, r in rows if ("sealed" in label) == sealed_side]
+        return (
+            statistics.median(r.per_second for r in rates),
+            statistics.median(r.cpu_seconds / r.events * 1e6 for r in rates),  # type: ignore[operator]
+            statistics.median(r.bytes / r.events for r in rates),
+        )
+
+    (rate_on, cpu_on, size_on), (rate_off, cpu_off, size_off) = median(True), median(False)
+    ctx.rates["streams.privacy-on"] = next(r for label, r in rows if "sealed" in label)
+    clear = rows[0][1]
+    return [
+        Section(
+            "Stream processors with privacy on: CPU per contact, sealed against in the clear",
+            RATE_COLUMNS,
+            [rate_row(label, rate, clear) for label, rate in rows],
+            text=[
+                "One `threadline worker` (route → identity → conversations), the bench batch produced to its "
+                "contacts topic in the clear, then sealed as the gateway seals it (pseudonyms for identity and "
+                "fact values, MACs for provider ids and thread hints, the personal fields AES-GCM sealed in "
+                "`sealed`, keyed by the primary identity's pseudonym); the worker with privacy on has the keys "
+                "and the key store's role (it would seal a dead letter; the batch has none). Alternately, "
+                f"{PRIVACY_ROUNDS} rounds each, in one run."
+            ],
+            notes=[
+                "ratio: contacts/s ÷ the first row's.",
+                f"medians: privacy on {rate_on:,.0f} contacts/s at {cpu_on:,.0f} µs CPU/contact "
+                f"({size_on:,.0f} bytes/contact), off {rate_off:,.0f}/s at {cpu_off:,.0f} µs ({size_off:,.0f} "
+                f"bytes): CPU per contact {(cpu_on / cpu_off - 1) * 100:+.0f}%, rate ×{rate_on / rate_off:.2f}.",
             ],
         )
     ]

@@ -12,6 +12,14 @@ between batches, which customers must be advanced to which watermark.
   from offset 0, a restart, a rebalance) is not idle yet, so the records on their way to it are
   placed in their own event time, not behind a wall-clock watermark that would breach every
   clock of the past on arrival.
+* With a hold (``THREADLINE_STREAMS_IDLE_HOLD_SECONDS``, ``hold_seconds`` > 0; 0, the default,
+  turns it off), an idle partition's watermark first advances from its latest event time at the
+  wall clock's pace (the time it has been idle), never past the wall clock, and follows the wall
+  clock only once the partition has been idle for the hold. For contacts that arrive as they
+  happen that is the wall clock, as without a hold; for contacts that arrive late (a story of
+  yesterday told at live pace, a backlog), a clock of the past is breached only if nothing came
+  for the hold: the contact that would take it away (a DM that merges the customer, a reply) has
+  the hold to arrive, as it has in a replay, where no partition is idle.
 * A customer is due when its next deadline (a clock's due time, a conversation's window end) is
   behind its partition's watermark and the worker owns that partition. It is handed out once per
   deadline: the stage advances it and reports its new deadline (``remember``).
@@ -32,7 +40,9 @@ from dataclasses import dataclass, field
 class ClockScheduler:
     lateness_ms: int
     idle_seconds: float
+    hold_seconds: float = 0.0  # 0: an idle partition follows the wall clock at once
     watermarks: dict[int, int] = field(default_factory=dict)  # partition -> watermark (ms, event time)
+    event_marks: dict[int, int] = field(default_factory=dict)  # partition -> latest event time less the lateness
     idle_since: dict[int, float] = field(default_factory=dict)  # partition -> monotonic time of its last record
     due_index: dict[str, tuple[int, int]] = field(default_factory=dict)  # customer -> (next deadline ms, partition)
     ticked: dict[str, int] = field(default_factory=dict)  # customer -> the deadline it was handed out for
@@ -44,9 +54,21 @@ class ClockScheduler:
         self.idle_since[partition] = mono
         if event_ms is not None:
             wm = event_ms - self.lateness_ms
+            if wm > self.event_marks.get(partition, wm - 1):
+                self.event_marks[partition] = wm
             if wm > self.watermarks.get(partition, wm - 1):
                 self.watermarks[partition] = wm
         return self.watermarks.get(partition)
+
+    def idle_watermark(self, partition: int, idle: float, now_ms: int) -> int | None:
+        """Where wall time takes the watermark of ``partition``, idle for ``idle`` seconds: the wall
+        clock less the lateness; within the hold, its latest event time advanced by the idle time,
+        not past the wall clock (None: no event time to advance yet)."""
+        wall = now_ms - self.lateness_ms
+        if idle >= self.hold_seconds:
+            return wall
+        base = self.event_marks.get(partition, self.watermarks.get(partition))
+        return None if base is None else min(wall, base + int(idle * 1000))
 
     def watermark(self, partition: int) -> int | None:
         return self.watermarks.get(partition)
@@ -85,10 +107,11 @@ class ClockScheduler:
         the watermark passed and that was not handed out for that deadline yet; idle partitions'
         watermarks follow the wall clock first."""
         for p in active:
-            if mono - self.idle_since.setdefault(p, mono) >= self.idle_seconds:
-                wall = now_ms - self.lateness_ms
-                if wall > self.watermarks.get(p, wall - 1):
-                    self.watermarks[p] = wall
+            idle = mono - self.idle_since.setdefault(p, mono)
+            if idle >= self.idle_seconds:
+                wm = self.idle_watermark(p, idle, now_ms)
+                if wm is not None and wm > self.watermarks.get(p, wm - 1):
+                    self.watermarks[p] = wm
         out = []
         for cid, (deadline, partition) in self.due_index.items():
             wm = self.watermarks.get(partition)

@@ -31,6 +31,10 @@ customer grows and the same whatever the arrival order. Comparing the region's a
 before and after gives the events: ``observed`` (a new customer), ``linked`` (new identities on a
 customer), ``merged`` (two customers became one; the survivor is the one whose first contact is
 earliest), ``unmerged`` (a customer was split), and ``rekeyed`` past contacts whose customer changed.
+A ``merged`` or ``unmerged`` event names the identities that moved (``moved_identities``: each with
+the customer it left and the one it joined), and every event carries the graph position of the
+change (``gen``, the offset of its record on the graph topic), so a reader can tell which customer
+holds an identity now whatever order it reads the events in: the one of its latest position.
 
 Correct across partitions: one writer per customer
 --------------------------------------------------
@@ -169,6 +173,22 @@ def isolated_customer_id(event_id: str) -> str:
     return uuid5_str(CUSTOMER_NS, f"contact:{event_id}")
 
 
+def moved_identities(
+    old: Mapping[str, str | None], new: Mapping[str, str | None], *, to: str | None = None, origin: str | None = None
+) -> list[dict]:
+    """The identities (fact nodes left out) whose customer went from one to another between the
+    assignments ``old`` and ``new`` of a region: those that moved into ``to``, or out of ``origin``;
+    each with both customers, sorted by node key (identities.v1 v2: ``moved_identities``)."""
+    out = []
+    for k in sorted(new):
+        was, now = old.get(k), new[k]
+        if was is None or now is None or was == now or k.startswith("fact:"):
+            continue
+        if (to is None or now == to) and (origin is None or was == origin):
+            out.append({**parse_identity_key(k), "from_customer_id": was, "to_customer_id": now})
+    return out
+
+
 @dataclass
 class Change:
     """What one contact or command did to the graph."""
@@ -251,10 +271,11 @@ class _UnionFind:
     def refusal(self, a: str, b: str, limits) -> str | None:
         if len(self.members[a]) > len(self.members[b]):
             a, b = b, a
-        for x in self.members[a]:
-            for y in self.withdrawn.get(x, ()):
-                if y in self.parent and self.find(y) == b:
-                    return "unlinked_by_operator"
+        if self.withdrawn:  # an operator's unlinks in the region: none in most regions
+            for x in self.members[a]:
+                for y in self.withdrawn.get(x, ()):
+                    if y in self.parent and self.find(y) == b:
+                        return "unlinked_by_operator"
         for kind, n in self.counts[a].items():
             limit = limits.get(kind)
             if limit is not None and n + self.counts[b].get(kind, 0) > limit:
@@ -349,14 +370,16 @@ class IdentityGraph:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def observe(self, contact: dict) -> Change:
-        """Add one contact's evidence; its customer, the graph events and the re-keyed contacts."""
+    def observe(self, contact: dict, *, gen: int | None = None) -> Change:
+        """Add one contact's evidence; its customer, the graph events and the re-keyed contacts.
+        ``gen``: the graph's position of the contact (its offset on the graph topic), carried by
+        the events it causes (a duplicate gets the events of the first time, position included)."""
         try:
-            return self._observe(contact)
+            return self._observe(contact, gen)
         finally:
             self._flush()
 
-    def _observe(self, contact: dict) -> Change:
+    def _observe(self, contact: dict, gen: int | None) -> Change:
         eid = contact["event_id"]
         known = self._find_contact(eid)
         if known is not None:  # a duplicate: nothing changes, the same answer again
@@ -374,7 +397,7 @@ class IdentityGraph:
             self._put_contact(eid, record.with_customer(cust))
             change.customer_id = cust
         else:
-            self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times)
+            self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times, gen=gen)
             change.customer_id = self._contact(eid).customer_id
         for key, reason in ev.rejected:
             change.events.append(
@@ -386,6 +409,7 @@ class IdentityGraph:
                     identities=[key],
                     rule="guardrail",
                     reason=reason,
+                    gen=gen,
                 )
             )
         change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
@@ -395,15 +419,15 @@ class IdentityGraph:
         )
         return change
 
-    def unlink(self, a: str, b: str, command_id: str, at_ms: int) -> Change:
+    def unlink(self, a: str, b: str, command_id: str, at_ms: int, *, gen: int | None = None) -> Change:
         """Withdraw the link between identities ``a`` and ``b`` (node keys): they are never one
-        customer again. Splits the customer they share, if any."""
+        customer again. Splits the customer they share, if any. ``gen``: the command's graph position."""
         try:
-            return self._unlink(a, b, command_id, at_ms)
+            return self._unlink(a, b, command_id, at_ms, gen)
         finally:
             self._flush()
 
-    def _unlink(self, a: str, b: str, command_id: str, at_ms: int) -> Change:
+    def _unlink(self, a: str, b: str, command_id: str, at_ms: int, gen: int | None) -> Change:
         if a == b:
             raise ValueError("an identity cannot be unlinked from itself")
         for x, y in ((a, b), (b, a)):
@@ -411,7 +435,7 @@ class IdentityGraph:
             if y not in rec.unlinked:
                 self._put_node(x, NodeRecord(rec.contacts, rec.customer_id, tuple(sorted([*rec.unlinked, y]))))
         change = Change(None)
-        self._recompute([a, b], change, source=command_id, times=(at_ms, at_ms), reason="unlinked_by_operator")
+        self._recompute([a, b], change, source=command_id, times=(at_ms, at_ms), reason="unlinked_by_operator", gen=gen)
         return change
 
     # -- the canonical recomputation ---------------------------------------------------------
@@ -436,7 +460,14 @@ class IdentityGraph:
         return nodes, contacts
 
     def _recompute(
-        self, start: list[str], change: Change, *, source: str, times: tuple[int, int], reason: str | None = None
+        self,
+        start: list[str],
+        change: Change,
+        *,
+        source: str,
+        times: tuple[int, int],
+        reason: str | None = None,
+        gen: int | None = None,
     ) -> None:
         nodes, contacts = self._region(start)
         kinds = {}
@@ -476,6 +507,7 @@ class IdentityGraph:
                         identities=[anchors[eid], key],
                         rule=rule,
                         reason=refused,
+                        gen=gen,
                     )
                 )
         # Each component's customer: its earliest contact (event time, then event id).
@@ -484,10 +516,18 @@ class IdentityGraph:
             root = uf.find(anchor)
             at = (contacts[eid].occurred_ms, eid)
             first[root] = min(first.get(root, at), at)
-        new = {k: (customer_id_for(first[uf.find(k)][1]) if uf.find(k) in first else None) for k in kinds}
+        customer = {root: customer_id_for(at[1]) for root, at in first.items()}  # once per component
+        new = {k: customer.get(uf.find(k)) for k in kinds}
         old = {k: rec.customer_id for k, rec in nodes.items()}
         self._emit_diff(
-            old, new, change, source=source, times=times, rule=",".join(sorted(used_rules)) or None, reason=reason
+            old,
+            new,
+            change,
+            source=source,
+            times=times,
+            rule=",".join(sorted(used_rules)) or None,
+            reason=reason,
+            gen=gen,
         )
         for k, cust in new.items():
             if old.get(k) != cust:
@@ -508,32 +548,33 @@ class IdentityGraph:
             if e["event_type"] == "link_rejected":
                 e["event_id"] = self._event_id(e)
 
-    def _emit_diff(self, old: dict, new: dict, change: Change, *, source: str, times, rule, reason) -> None:
+    def _emit_diff(self, old: dict, new: dict, change: Change, *, source: str, times, rule, reason, gen) -> None:
         groups: dict[str, list[str]] = {}
         for k, cust in new.items():
             if cust is not None:
                 groups.setdefault(cust, []).append(k)
+        common = {"source": source, "rule": rule, "gen": gen}
         for cust in sorted(groups):
             members = sorted(groups[cust])
             before = {old.get(k) for k in members} - {None}
             added = [k for k in members if old.get(k) is None and not k.startswith("fact:")]
             if not before:
-                change.events.append(self._event("observed", cust, times, source=source, identities=added, rule=rule))
+                change.events.append(self._event("observed", cust, times, identities=added, **common))
             elif before - {cust}:
                 change.events.append(
                     self._event(
                         "merged",
                         cust,
                         times,
-                        source=source,
                         identities=added,
                         related=sorted(before - {cust}),
-                        rule=rule,
                         reason=reason,
+                        moved=moved_identities(old, new, to=cust),
+                        **common,
                     )
                 )
             elif added:
-                change.events.append(self._event("linked", cust, times, source=source, identities=added, rule=rule))
+                change.events.append(self._event("linked", cust, times, identities=added, **common))
         parts: dict[str, set[str]] = {}
         for k, was in old.items():
             if was is not None:
@@ -543,7 +584,14 @@ class IdentityGraph:
             if len(now) > 1:
                 change.events.append(
                     self._event(
-                        "unmerged", was, times, source=source, related=sorted(now - {was}), reason=reason or "guardrail"
+                        "unmerged",
+                        was,
+                        times,
+                        source=source,
+                        related=sorted(now - {was}),
+                        reason=reason or "guardrail",
+                        moved=moved_identities(old, new, origin=was),
+                        gen=gen,
                     )
                 )
 
@@ -558,6 +606,8 @@ class IdentityGraph:
         related=(),
         rule=None,
         reason=None,
+        moved=(),
+        gen: int | None = None,
     ) -> dict:
         e = {
             "event_type": event_type,
@@ -569,6 +619,8 @@ class IdentityGraph:
             "rule": rule,
             "reason": reason,
             "source_event_id": source,
+            "gen": gen,
+            "moved_identities": list(moved),
         }
         e["event_id"] = self._event_id(e)
         return e

@@ -202,7 +202,9 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
                 if headers.get("kind") == b"unlink":
                     try:
                         cmd = json.loads(event.value)
-                        change = graph.unlink(cmd["a"], cmd["b"], command_id=cmd["command_id"], at_ms=int(cmd["at_ms"]))
+                        change = graph.unlink(
+                            cmd["a"], cmd["b"], command_id=cmd["command_id"], at_ms=int(cmd["at_ms"]), gen=msg.offset
+                        )
                     except (ValueError, KeyError, TypeError) as exc:
                         ctx.to_dlq(out, event, f"{type(exc).__name__}: {exc}")
                         continue
@@ -210,7 +212,7 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
                     continue
                 try:
                     record = codec.decode(event.value).record
-                    change = graph.observe(record)
+                    change = graph.observe(record, gen=msg.offset)
                     value = resolved.value(event.value, record, change.customer_id)
                 except DECODE_ERRORS as exc:
                     ctx.to_dlq(out, event, f"{type(exc).__name__}: {exc}")

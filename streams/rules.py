@@ -20,6 +20,8 @@ windows, targets, limits or blocked values without touching code:
     THREADLINE_SLA_TIMER_GRACE_SECONDS    allowed lateness: the watermark trails the latest event time by this much
     THREADLINE_STREAMS_IDLE_SECONDS       a partition with no record for this long (and no lag) is idle: its
                                           watermark follows the wall clock
+    THREADLINE_STREAMS_IDLE_HOLD_SECONDS  0 (off) or how long an idle partition's watermark first advances from
+                                          its latest event time at the wall clock's pace (streams/clocks.py)
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ class StitchRules:
     business_hours: BusinessHours | None = None
     timer_grace_seconds: int = 2  # allowed lateness: the watermark trails the latest event time by this
     idle_seconds: int = 5
+    idle_hold_seconds: int = 0  # 0: an idle partition's watermark follows the wall clock at once
     max_seen_ids: int = 2000
     outbox: int = 4  # contacts per customer whose events a redelivery may ask for again
 
@@ -169,6 +172,7 @@ def rules_from_settings(settings: StreamsSettings) -> Rules:
         business_hours=BusinessHours.parse(s.sla_business_hours) if s.sla_business_hours else None,
         timer_grace_seconds=_or(s.sla_timer_grace_seconds, stitch.timer_grace_seconds),
         idle_seconds=_or(s.idle_seconds, stitch.idle_seconds),
+        idle_hold_seconds=_or(s.idle_hold_seconds, stitch.idle_hold_seconds),
     )
     return Rules(ident, stitch)
 

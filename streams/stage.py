@@ -27,8 +27,8 @@ from faust.types import TP
 
 from threadline import metrics
 from threadline.async_producer import keyed_partitioner
-from threadline.dlq import of_read_record
-from threadline.errors import FatalError
+from threadline.dlq import Seal, of_read_record
+from threadline.errors import FatalError, RetryableError
 from threadline.kafka import header_list
 from threadline.logging import get_logger
 
@@ -75,6 +75,7 @@ class Outputs:
 
     records: list[tuple[str, bytes, bytes, dict[str, str] | None, int | None]] = field(default_factory=list)
     changelog: list[tuple[Any, int, bytes, bytes]] = field(default_factory=list)  # (table, partition, key, value)
+    unsealed: list[int] = field(default_factory=list)  # indexes in ``records`` of dead letters to seal before sending
 
     def add(self, topic: str, key: bytes, value: bytes, headers: dict[str, str] | None = None) -> None:
         self.records.append((topic, key, value, headers, None))
@@ -120,15 +121,26 @@ def read_table(table: Any, key: Any, source_topic: str, partition: int) -> Any:
     store = getattr(table, "data", None)
     if not isinstance(store, SerializedStore):
         return table.get(key)
-    with writing_for(source_topic, partition):
-        raw = store._get(orjson.dumps(key))
+    kb = orjson.dumps(key)
+    if _is_rocksdict(store):  # what faust's ``_get`` does for a record of ``partition``, without the event
+        raw = store._db_for_partition(partition).get(kb)
+        if raw is not None:
+            store._key_index[kb] = partition
+    else:
+        with writing_for(source_topic, partition):
+            raw = store._get(kb)
     return None if raw is None else orjson.loads(raw)
+
+
+def _is_rocksdict(store: Any) -> bool:
+    """Whether ``store`` is faust's RocksDB store on rocksdict (the worker's ``store=rocksdb://``)."""
+    return type(store).__module__ == "faust.stores.rocksdb" and bool(getattr(store, "use_rocksdict", False))
 
 
 def _rocksdb_batch(store: Any) -> Any:
     """An empty write batch when ``store`` is faust's RocksDB store on rocksdict (what its own
     changelog recovery writes with, ``apply_changelog_batch``), else None."""
-    if type(store).__module__ != "faust.stores.rocksdb" or not getattr(store, "use_rocksdict", False):
+    if not _is_rocksdict(store):
         return None
     import rocksdict
 
@@ -189,10 +201,16 @@ class _Batches:
             return [await producer.send_batch(b, tp[0], partition=tp[1]) for b in builders]
 
         async def singles(tp: tuple[str, int], records: list) -> list[asyncio.Future]:
-            return [
-                await producer.send(tp[0], value, key=key, partition=tp[1], headers=headers)
-                for key, value, headers in records
-            ]
+            if producer._txn_manager is not None:  # a transactional producer: its own checks per record
+                return [
+                    await producer.send(tp[0], value, key=key, partition=tp[1], headers=headers)
+                    for key, value, headers in records
+                ]
+            # what ``send`` does once the partition is known and the record is bytes: the records go
+            # straight to the partition's waiting batch (no metadata wait, serializer, partitioner)
+            add, where = producer._message_accumulator.add_message, TopicPartition(*tp)
+            timeout = producer._request_timeout_ms / 1000
+            return [await add(where, key, value, timeout, headers=headers) for key, value, headers in records]
 
         tps = [*self.builders, *self.singles]
         sent = await asyncio.gather(
@@ -205,10 +223,13 @@ class _Batches:
 class StageContext:
     """The app, its producer and the worker's metrics, as the stages use them."""
 
-    def __init__(self, app: faust.App, app_id: str, dlq_topic: str):
+    def __init__(self, app: faust.App, app_id: str, dlq_topic: str, seal: Seal | None = None):
         self.app = app
         self.app_id = app_id
         self.dlq_topic = dlq_topic
+        # privacy on: dead letters sealed under keys of their own, as ingest.dlq.v1's
+        # (schemas.keystore.dlq_sealer), in ``produce``, off the event loop
+        self.seal = seal
         self.consumed = metrics.Labelled(metrics.EVENTS_CONSUMED, COMPONENT)
         self.produced = metrics.Labelled(metrics.EVENTS_PRODUCED, COMPONENT)
         self.dead_lettered = metrics.Labelled(metrics.DLQ, COMPONENT)
@@ -222,6 +243,8 @@ class StageContext:
         ``send`` each: no future, metadata wait and accumulator step per record. A record without
         a partition goes where aiokafka's default partitioner would put its key
         (``keyed_partitioner``: Java's murmur2, each key's hash remembered)."""
+        if outputs.unsealed:
+            await self._seal(outputs)
         producer = self.app.producer._ensure_producer()
         batches = _Batches(producer)
         last: dict[tuple[Any, int], tuple[str, int, int, int]] = {}  # (table, partition) -> where its last record is
@@ -257,6 +280,8 @@ class StageContext:
         return keyed_partitioner(key, partitions, partitions)
 
     def to_dlq(self, outputs: Outputs, event: Any, reason: str) -> None:
+        """A record that cannot be processed, to the DLQ with the batch's records (sealed in
+        ``produce`` when privacy is on: the stages are synchronous, the key store is not)."""
         msg = event.message
         self.dead_lettered(msg.topic).inc()
         letter = of_read_record(
@@ -267,7 +292,29 @@ class StageContext:
             reason=reason,
             component=self.app_id,
         )
+        if self.seal is not None:
+            outputs.unsealed.append(len(outputs.records))
         outputs.add(self.dlq_topic, letter.key, letter.value, letter.headers)
+
+    async def _seal(self, outputs: Outputs, max_delay: float = 10.0) -> None:
+        """Seal the batch's dead letters (the key store asked in a thread). The key store down:
+        asked again with backoff, the batch not produced meanwhile (its offsets do not move), as
+        with Kafka down; never an unsealed dead letter, never a stopped consumer."""
+        assert self.seal is not None
+        seal, records = self.seal, outputs.records
+        for index in outputs.unsealed:
+            topic, key, value, headers, partition = records[index]
+            delay = 0.5
+            while True:
+                try:
+                    sealed, named = await asyncio.to_thread(seal, value)
+                    break
+                except RetryableError as exc:
+                    log.warning("dlq_seal_waiting", topic=topic, error=type(exc).__name__, retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, max_delay)
+            records[index] = (topic, key, sealed, {**(headers or {}), **named}, partition)
+        outputs.unsealed.clear()
 
     def batches(self, stream: faust.StreamT, stage: str):
         """The stream's events in batches, each counted per topic; each batch timed from its

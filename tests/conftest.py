@@ -41,6 +41,7 @@ class Services:
             "THREADLINE_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
             "THREADLINE_PG_DSN": s.effective_pg_dsn,
             "THREADLINE_PG_API_DSN": s.effective_pg_api_dsn,
+            "THREADLINE_PG_KEYSTORE_DSN": s.effective_keystore_dsn,
             "THREADLINE_REGISTRY_URL": s.registry.url,
             "THREADLINE_CODEC": s.registry.codec.value,
             "THREADLINE_LOG_FORMAT": "json",
@@ -122,12 +123,13 @@ def services(request) -> Services:
     # The embedded server's generated passwords live in the state folder: named as files here, so
     # tests that give their components a state folder of their own (model_copy(home=...)) still
     # reach the same server with them.
-    s.effective_pg_dsn, s.effective_pg_api_dsn  # made on first use
+    s.effective_pg_dsn, s.effective_pg_api_dsn, s.effective_keystore_dsn  # made on first use
     secrets = s.state_dir / "secrets"
     explicit = s.model_copy(
         update={
             "pg_password_file": secrets / "postgres-threadline",
             "pg_api_password_file": secrets / "postgres-threadline_reader",
+            "pg_keystore_password_file": secrets / "postgres-threadline_keystore",
         }
     )
     try:

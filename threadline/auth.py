@@ -179,7 +179,7 @@ def install(app: FastAPI, tokens: Tokens, route_scopes: Mapping[str, str], error
     if unknown:
         raise ValueError(f"unknown scopes {unknown}")
 
-    def scoped(request: Request) -> None:
+    async def scoped(request: Request) -> None:  # a coroutine: FastAPI runs a plain function in a thread
         route = getattr(request.scope.get("route"), "path", None)
         if route in OPEN:
             return

@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 MAX_FIELDS = 20
@@ -41,6 +41,39 @@ def error_response(
         if len(fields) > MAX_FIELDS:
             body["fields_omitted"] = len(fields) - MAX_FIELDS
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+class FastJson(Response):
+    """A JSON answer encoded by orjson (the bytes Starlette's ``JSONResponse`` writes, in a tenth of
+    the time, and without FastAPI's ``jsonable_encoder`` walk before it); what orjson cannot encode
+    itself (a Decimal, a set, a pydantic model) goes through ``jsonable_encoder``."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_encodable, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _encodable(value: Any) -> Any:
+    from fastapi.encoders import jsonable_encoder
+
+    out = jsonable_encoder(value)
+    if out is value:
+        raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    return out
+
+
+def answers_json(endpoint):
+    """``endpoint`` (a coroutine function) answering ``FastJson`` of what it returns, unless that is
+    a Response already. FastAPI reads the parameters of the wrapped function (``__wrapped__``)."""
+    import functools
+
+    @functools.wraps(endpoint)
+    async def answering(*args, **kwargs):
+        out = await endpoint(*args, **kwargs)
+        return out if isinstance(out, Response) else FastJson(out)
+
+    return answering
 
 
 def _cut(text: str) -> str:
@@ -229,9 +262,10 @@ def extend_openapi(app, change) -> None:
     app.openapi = openapi
 
 
-def no_nul_parameters(request: Request) -> None:
+async def no_nul_parameters(request: Request) -> None:
     """FastAPI dependency: 400 naming the parameter whose value holds a NUL (``%00``), which
-    PostgreSQL cannot take in text."""
+    PostgreSQL cannot take in text. A coroutine: FastAPI runs a plain function in its thread pool
+    (a thread hand-off per request for a check of microseconds)."""
     for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
         if isinstance(value, str) and "\x00" in value:
             raise ParameterError(name, "holds a NUL character (%00)")

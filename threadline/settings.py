@@ -201,9 +201,11 @@ class LocalStack(Group):
 
 
 class PostgresConnection(Group):
-    """PostgreSQL: the projectors' and migrations' role, and the read API's role (SELECT on the
-    projections, nothing else). Unset DSNs = the embedded server of the local stack; unset
-    passwords there = random ones kept in <home>/secrets/ (files only, never printed)."""
+    """PostgreSQL: the projectors' and migrations' role, the read API's role (SELECT on the
+    projections, nothing else) and the key store's role (the gateway, importers and worker:
+    SELECT, INSERT on privacy.data_keys, nothing else). Unset DSNs = the embedded server
+    of the local stack; unset passwords there = random ones kept in <home>/secrets/ (files only,
+    never printed)."""
 
     model_config = SettingsConfigDict(env_prefix="THREADLINE_PG_")
 
@@ -213,6 +215,9 @@ class PostgresConnection(Group):
     api_dsn: str | None = None
     api_password: SecretStr | None = None
     api_password_file: Path | None = None
+    keystore_dsn: str | None = None
+    keystore_password: SecretStr | None = None
+    keystore_password_file: Path | None = None
 
 
 class Endpoints(Group):
@@ -224,6 +229,12 @@ class Endpoints(Group):
     gateway_port: int = 18000
     api_host: str = "127.0.0.1"
     api_port: int = 18001
+    # The read API's processes (uvicorn workers sharing the port) and each one's PostgreSQL pool:
+    # a process answers ~one request per ms of CPU, so on N cores N workers; each request holds a
+    # connection for its queries only, so a pool as large as the concurrent requests expected of
+    # one process never makes one wait (a wait past 1 s answers 503).
+    api_workers: int = Field(default=1, ge=1, le=64)
+    api_pool_size: int = Field(default=16, ge=1, le=256)
     ops_host: str = "127.0.0.1"  # 0.0.0.0 in containers
     worker_ops_port: int = 18002
     projector_ops_port: int = 18003
@@ -326,6 +337,7 @@ class StreamsSettings(Group):
     store: str = Field(default="", validation_alias="THREADLINE_STREAMS_STORE")  # memory | rocksdb | "" (auto)
     session_timeout: float = Field(default=30.0, gt=0, validation_alias="THREADLINE_STREAMS_SESSION_TIMEOUT")
     idle_seconds: int | None = Field(default=None, ge=0, validation_alias="THREADLINE_STREAMS_IDLE_SECONDS")
+    idle_hold_seconds: int | None = Field(default=None, ge=0, validation_alias="THREADLINE_STREAMS_IDLE_HOLD_SECONDS")
     identity_hint_links: bool = False
     identity_link_facts: str = ""
     identity_limits: str = ""  # kind=n,...
@@ -517,6 +529,20 @@ class Settings(BaseModel):
         )
 
     @property
+    def effective_keystore_dsn(self) -> str:
+        """The key store's connection string (privacy.data_keys: the gateway, importers and worker
+        seal under it, the projectors open with it): THREADLINE_PG_KEYSTORE_DSN; unset, the
+        embedded server's key-store role, or else THREADLINE_PG_DSN as it is."""
+        if self.postgres.keystore_dsn:
+            return _with_password(self.postgres.keystore_dsn, self.pg_secret("keystore_password", None))
+        if self.postgres.dsn:
+            return self.effective_pg_dsn
+        return _with_password(
+            f"postgresql://{PG_KEYSTORE}@127.0.0.1:{self.stack.pg_port}/threadline",
+            self.pg_secret("keystore_password", PG_KEYSTORE),
+        )
+
+    @property
     def pg_display(self) -> str:
         """Where PostgreSQL is, for messages and status: host, port, database, user; no password."""
         from psycopg.conninfo import conninfo_to_dict
@@ -587,6 +613,7 @@ def parse_proxies(value: str | None, name: str = "trusted_proxies") -> tuple[Net
 
 PG_OWNER = "threadline"  # the embedded server's role of the projectors and migrations (owns the database)
 PG_READER = "threadline_reader"  # the embedded server's role of the read API (SELECT only)
+PG_KEYSTORE = "threadline_keystore"  # the embedded server's role of the key store (privacy.data_keys only)
 
 
 def _with_password(dsn: str, password: str | None) -> str:

@@ -22,6 +22,8 @@ A merged customer's old id answers with the survivor (``customer_id``) and says 
 
 from __future__ import annotations
 
+import time
+import weakref
 from contextlib import asynccontextmanager
 
 import psycopg
@@ -35,16 +37,21 @@ from projectors.api import customers, marketing, operations, rights, sales, supp
 from projectors.api.paging import MAX_OFFSET, BadCursor
 from projectors.api.reads import NotFound
 from projectors.engine.schema import live_schema
-from threadline import auth, ops
-from threadline.http import error_response, guard, validation_fields
+from threadline import auth, ops, serving
+from threadline.http import answers_json, error_response, guard, validation_fields
 from threadline.settings import Settings
 
-__all__ = ["MAX_OFFSET", "POOL_TIMEOUT", "ROUTE_SCOPES", "create_app"]
+__all__ = ["MAX_OFFSET", "POOL_TIMEOUT", "ROUTE_SCOPES", "app_from_environment", "create_app"]
 
 # PostgreSQL down: a request waits at most this long for a connection, then answers 503 with
 # Retry-After (a client's or a provider's timeout is longer); the pool reconnects in the background.
 POOL_TIMEOUT = 1.0
 RETRY_AFTER = "5"
+# A connection idle longer than this is checked (a round trip) before a request gets it; one in use
+# moments ago is handed out as is (under load: every request, and the check was a quarter of the
+# API's CPU). A connection broken meanwhile fails its request (503 postgres_unavailable) and is
+# closed, as the check would have found.
+CHECK_IDLE_SECONDS = 1.0
 
 ROUTERS = (customers, support, sales, marketing, operations, rights)  # in this order: by-identity before {customer_id}
 
@@ -55,20 +62,37 @@ ROUTERS = (customers, support, sales, marketing, operations, rights)  # in this 
 ROUTE_SCOPES = {path: scope for r in ROUTERS for path, scope in r.SCOPES.items()}
 
 
-def create_app(settings: Settings) -> FastAPI:
+def app_from_environment() -> FastAPI:
+    """The app of the settings of the environment (``threadline serve api`` with several workers:
+    uvicorn's factory, called in each worker process)."""
+    from threadline.commands import load_settings
+
+    return create_app(load_settings(), served=True)
+
+
+def create_app(settings: Settings, served: bool = False) -> FastAPI:
+    """The read API on ``settings``; ``served``: in a server process of its own (``threadline
+    serve api``), whose collector it tunes once started (threadline/serving.py)."""
+    idle = IdleCheck(CHECK_IDLE_SECONDS)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         pool = AsyncConnectionPool(
             settings.effective_pg_api_dsn,
-            min_size=1,
-            max_size=8,
+            # every connection opened at start: a pool that grows on demand makes the first requests of
+            # a burst wait for new connections (past POOL_TIMEOUT on a busy machine: 503s)
+            min_size=settings.endpoints.api_pool_size,
+            max_size=settings.endpoints.api_pool_size,
             open=False,
             timeout=POOL_TIMEOUT,
-            check=AsyncConnectionPool.check_connection,
+            check=idle.check,
+            reset=idle.returned,
             kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": 3},
         )
         await pool.open(wait=True, timeout=30)
         app.state.pool = pool
+        if served:
+            serving.tune_gc()
         yield
         await pool.close()
 
@@ -98,15 +122,33 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+class IdleCheck:
+    """The pool's ``check`` and ``reset`` callbacks: a connection returned less than ``seconds``
+    ago is not checked again; one idle longer (or never returned) gets the pool's round trip."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._returned: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    async def returned(self, conn) -> None:
+        self._returned[conn] = time.monotonic()
+
+    async def check(self, conn) -> None:
+        at = self._returned.get(conn)
+        if at is None or time.monotonic() - at > self.seconds:
+            await AsyncConnectionPool.check_connection(conn)
+
+
 def declare(app: FastAPI, router: APIRouter) -> None:
     """Declare ``router``'s routes on ``app`` itself, in order, as if written there: each gets the
     app's dependencies (the scope check, the NUL guard) and is one of ``app.routes``; the error
-    answers a route documents (``responses``) stay documented."""
+    answers a route documents (``responses``) stay documented. What a route returns is encoded by
+    orjson (``answers_json``), not walked by FastAPI's ``jsonable_encoder`` first."""
     for route in router.routes:
         assert isinstance(route, APIRoute), route
         app.add_api_route(
             route.path,
-            route.endpoint,
+            answers_json(route.endpoint),
             methods=sorted(route.methods),
             tags=route.tags,
             name=route.name,

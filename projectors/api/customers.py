@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from projectors import lookup, profiles
 from projectors.api import queries
 from projectors.api.paging import Cursor, Limit, Offset
-from projectors.api.reads import NotFound, listed, one, resolve, rows, rows_each, schema
+from projectors.api.reads import NotFound, listed, one, rows_each, schema
 from threadline.http import error_response
 
 IdentityKind = Literal["email", "phone", "social", "account", "cookie", "device", "chat_visitor", "other"]
@@ -62,10 +62,21 @@ async def list_contacts(request: Request, limit: int = Limit, offset: int = Offs
     return {"items": items, "limit": limit, "offset": offset, "next_cursor": after}
 
 
-async def card(request: Request, requested: str, customer_id: str, include_merged: bool = False) -> dict:
-    """The card of projectors/profiles.py: the same queries and shape as customer-profiles.v1."""
-    parts = await rows_each(request, profiles.queries(schema(request, "support")), {"ids": [customer_id]})
-    return profiles.card(customer_id, requested, profiles.by_customer(parts).get(customer_id, {}), include_merged)
+async def card_of(
+    request: Request, first: str, ids: str, params, requested: str | None, include_merged: bool = False
+) -> tuple[list[dict], dict | None]:
+    """The rows of query ``first`` and the card (projectors/profiles.py: the same queries and shape as
+    customer-profiles.v1) of the customer the SQL array ``ids`` names (the first ``customer_id`` of
+    ``first``'s rows), all in one pipeline: one checkout, one round trip. The card is None when
+    ``first`` finds nobody; ``requested`` None: the id the card is for."""
+    s = schema(request, "support")
+    parts = await rows_each(request, {"first": first, **profiles.queries(s, ids)}, params)
+    found = parts.pop("first")
+    if not found:
+        return found, None
+    cid = found[0]["customer_id"]
+    rows = profiles.by_customer(parts).get(cid, {})
+    return found, profiles.card(cid, cid if requested is None else requested, rows, include_merged)
 
 
 @router.get("/customers/by-identity", tags=["customers"])
@@ -88,11 +99,10 @@ async def customer_by_identity(
             [{"field": exc.field, "problem": exc.problem}],
         )
     sql, params = lookup.lookup_sql(schema(request, "support"), look)
-    found = await rows(request, sql, params)
-    if not found:
+    found, out = await card_of(request, sql, f"array(select customer_id from ({sql}) l limit 1)", params, None)
+    if out is None:
         raise NotFound(f"customer with {look.describe()}")
     best = found[0]
-    out = await card(request, best["customer_id"], best["customer_id"])
     out["matched"] = {k: best[k] for k in ("kind", "platform", "value")}
     out["looked_up"] = {"kind": look.kind, "value": look.value, "platform": look.platform}
     out["also_matching"] = list(
@@ -107,7 +117,12 @@ async def get_customer(
     request: Request,
     include_merged: bool = Query(False, description="also list merged-away conversations"),
 ):
-    """The context card: identities, facts, language, last order, conversations, sentiment."""
-    return await card(
-        request, customer_id, await resolve(request, schema(request, "support"), customer_id), include_merged
+    """The context card: identities, facts, language, last order, conversations, sentiment. The
+    merged id is resolved in the same pipeline as the card's queries (one checkout, one round trip)."""
+    s = schema(request, "support")
+    _, out = await card_of(
+        request, queries.resolve(s), queries.resolved(s), {"customer_id": customer_id}, customer_id, include_merged
     )
+    if out is None:
+        raise NotFound(f"customer {customer_id}")
+    return out

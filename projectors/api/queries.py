@@ -70,6 +70,12 @@ def resolve(s: str) -> str:
     return f"select customer_id from {s}.customers where origin_customer_id = %(customer_id)s"
 
 
+def resolved(s: str) -> str:
+    """The customer ``%(customer_id)s`` stands for today, as an array for ``= any(...)``: a read
+    resolves a merged id in the same statement, not in a round trip of its own."""
+    return f"array({resolve(s)})"
+
+
 # -- support --------------------------------------------------------------------------------
 def timeline(s: str) -> str:
     return (
@@ -114,7 +120,8 @@ def inbox(s: str) -> str:
 
 # -- sales ----------------------------------------------------------------------------------
 def customer_360(s: str) -> str:
-    return f"select * from {s}.customer_360 where customer_id = %(customer_id)s"
+    """The 360 row of the customer ``%(customer_id)s`` stands for today (a merged id: its survivor's)."""
+    return f"select * from {s}.customer_360 where customer_id = any({resolved(s)})"
 
 
 # -- marketing ------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ def schema(request: Request, projection: str) -> str:
 
 async def rows(request: Request, sql: str, params=()) -> list[dict]:
     async with request.app.state.pool.connection() as conn:
-        return [jsonable(r) for r in await (await conn.execute(sql, params)).fetchall()]
+        cur = await conn.execute(sql, params)
+        return jsonable_rows(cur.description, await cur.fetchall())
 
 
 async def rows_each(request: Request, queries: dict[str, str], params) -> dict[str, list[dict]]:
@@ -34,7 +35,7 @@ async def rows_each(request: Request, queries: dict[str, str], params) -> dict[s
     async with request.app.state.pool.connection() as conn:
         async with conn.pipeline():
             cursors = {name: await conn.execute(sql, params) for name, sql in queries.items()}
-        return {name: [jsonable(r) for r in await cur.fetchall()] for name, cur in cursors.items()}
+        return {name: jsonable_rows(cur.description, await cur.fetchall()) for name, cur in cursors.items()}
 
 
 async def one(request: Request, sql: str, params=()) -> dict | None:
@@ -78,6 +79,29 @@ def page(
         "next_offset": offset + limit if len(items) == limit and cursor is None else None,
         "next_cursor": next_cursor,
     }
+
+
+def _iso(value: datetime | date) -> str:
+    return value.isoformat()
+
+
+# The column types whose values ``jsonable`` converts, by type OID: timestamptz, timestamp, date,
+# uuid, numeric (what PostgreSQL returns as datetime, date, UUID, Decimal).
+CONVERTED_TYPES = {1184: _iso, 1114: _iso, 1082: _iso, 2950: str, 1700: float}
+
+
+def jsonable_rows(description, found: list[dict]) -> list[dict]:
+    """``jsonable`` of each of ``found`` (fresh rows of ``dict_row``, converted in place), converting
+    only the columns whose type needs it (``description``: the cursor's): a page of 50 rows of 20
+    columns is not 1,000 type checks."""
+    convert = [(c.name, f) for c in description or () if (f := CONVERTED_TYPES.get(c.type_code))]
+    if convert:
+        for r in found:
+            for name, f in convert:
+                v = r[name]
+                if v is not None:
+                    r[name] = f(v)
+    return found
 
 
 def jsonable(row: dict) -> dict:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from projectors import definitions, judgements
 from projectors.api import queries
-from projectors.api.reads import NotFound, one, resolve, schema
+from projectors.api.reads import NotFound, one, schema
 
 SCOPES = {"/sales/customers/{customer_id}": "sales"}
 
@@ -16,9 +16,7 @@ router = APIRouter()
 @router.get("/sales/customers/{customer_id}", tags=["sales"])
 async def sales_context(customer_id: str, request: Request):
     """Customer 360 for account work, with the sentiment trend and "talk to support first"."""
-    s = schema(request, "sales")
-    cid = await resolve(request, s, customer_id)
-    row = await one(request, queries.customer_360(s), {"customer_id": cid})
+    row = await one(request, queries.customer_360(schema(request, "sales")), {"customer_id": customer_id})
     if row is None:
         raise NotFound(f"customer {customer_id}")
     flag = judgements.talk_to_support_first(

@@ -30,7 +30,7 @@ from rich.console import Console
 from connectors.table import SECRET_NAMES
 from threadline.secrets import secret
 from threadline.errors import ConfigError
-from threadline.settings import PG_OWNER, PG_READER, Settings
+from threadline.settings import PG_KEYSTORE, PG_OWNER, PG_READER, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "deploy" / "compose"
@@ -43,6 +43,11 @@ if not THREADLINE.exists():  # a venv elsewhere: the console script beside this 
     THREADLINE = Path(sys.executable).with_name("threadline")
 
 ONE_SHOTS = {"secrets", "topics", "demo"}
+# Privacy on (docs/privacy.md): who seals (the gateway: contacts and ingest.dlq.v1; the worker:
+# streams.dlq.v1) reaches the key store as its own role; who opens (the projector) as the owner.
+PRIVACY_KEYS = ("privacy_master_key", "privacy_pseudonym_key")
+KEYSTORE_USERS = {"gateway", "worker"}
+PRIVACY_COMPONENTS = KEYSTORE_USERS | {"projector"}
 COMPONENTS = {"gateway", "worker", "projector", "api"}
 INFRA = {"kafka", "postgres", "registry"}
 # The image's state folder (deploy/docker/Dockerfile: THREADLINE_HOME).
@@ -226,6 +231,8 @@ def test_each_component_connects_to_postgres_with_its_own_role_and_none_as_the_s
     for name in (COMPONENTS | ONE_SHOTS) - {"projector", "api"}:
         env = svc[name]["environment"]
         assert not {"THREADLINE_PG_DSN", "THREADLINE_PG_API_DSN"} & set(env), name
+    for name in (COMPONENTS | ONE_SHOTS) - KEYSTORE_USERS:
+        assert "THREADLINE_PG_KEYSTORE_DSN" not in svc[name]["environment"], name
     for name, s in svc.items():
         dsns = [_dsn(v) for v in (s.get("environment") or {}).values() if str(v).startswith("postgresql://")]
         assert all(d["user"] != superuser for d in dsns), name
@@ -251,6 +258,91 @@ def test_the_postgres_init_scripts_make_the_roles(model):
     assert "$DB_OWNER_PASSWORD" not in text.split("<<'SQL'")[1]
     r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+
+
+def _local(env: dict, home: Path) -> Settings:
+    """A component's settings as the code reads them, its files under ``home`` instead of the image's."""
+    flat = {}
+    for k, v in env.items():
+        if k.startswith("THREADLINE_"):
+            if k.endswith("_FILE") and str(v).startswith(str(IMAGE_HOME)):
+                v = str(home / Path(v).relative_to(IMAGE_HOME))
+            flat[k.removeprefix("THREADLINE_").lower()] = v
+    return Settings(**flat)
+
+
+def test_every_component_that_seals_or_opens_gets_the_privacy_keys_from_the_secrets_volume(model, tmp_path):
+    """Privacy is on in compose: the gateway, the worker and the projector read the same master and
+    pseudonym keys from files of the `secrets` volume (mounted read-only, written by the one-shot
+    `secrets` before they start), never from a value in the environment; nobody else holds them."""
+    from schemas.keystore import pseudonymizer_from, wrapper_from
+
+    svc = model["services"]
+    holders = {n for n, s in svc.items() if "THREADLINE_PRIVACY_MASTER_KEY_FILE" in (s.get("environment") or {})}
+    assert holders == PRIVACY_COMPONENTS
+    home = tmp_path / "home"
+    (home / "secrets").mkdir(parents=True)
+    r = subprocess.run([sys.executable, "-c", svc["secrets"]["command"][0]], capture_output=True, text=True, timeout=60,
+                       env={"PATH": os.environ["PATH"], "THREADLINE_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    masters = set()
+    for name in PRIVACY_COMPONENTS:
+        env = svc[name]["environment"]
+        assert not {"THREADLINE_PRIVACY_MASTER_KEY", "THREADLINE_PRIVACY_PSEUDONYM_KEY"} & set(env), name
+        mounts = {v["target"]: v for v in svc[name].get("volumes", [])}
+        for key in ("THREADLINE_PRIVACY_MASTER_KEY_FILE", "THREADLINE_PRIVACY_PSEUDONYM_KEY_FILE"):
+            folder = str(Path(env[key]).parent)
+            assert mounts[folder]["source"] == "secrets" and mounts[folder]["read_only"], (name, key)
+        assert svc[name]["depends_on"]["secrets"]["condition"] == "service_completed_successfully", name
+        settings = _local(env, home)
+        wrapper = wrapper_from(settings)
+        assert wrapper is not None, f"{name}: privacy is off"
+        pseudonymizer_from(settings)  # 32 bytes, or ConfigError
+        masters.add((env["THREADLINE_PRIVACY_MASTER_KEY_FILE"], env["THREADLINE_PRIVACY_PSEUDONYM_KEY_FILE"]))
+        assert settings.privacy.master_key_file.read_text() == (home / "secrets" / "privacy_master_key").read_text()
+    assert len(masters) == 1, "one master key: what the gateway seals the projector opens"
+    # .env's keys are written as given, and kept
+    given = base64.b64encode(os.urandom(32)).decode()
+    r = subprocess.run([sys.executable, "-c", svc["secrets"]["command"][0]], capture_output=True, text=True, timeout=60,
+                       env={"PATH": os.environ["PATH"], "THREADLINE_HOME": str(home), "PRIVACY_MASTER_KEY": given})
+    assert r.returncode == 0 and (home / "secrets" / "privacy_master_key").read_text() == given + "\n"
+
+
+def test_the_sealing_components_reach_postgres_as_the_key_store_role_only(model):
+    """The gateway and the worker reach PostgreSQL as the key store's role, the one the roles script
+    lets use privacy.data_keys (SELECT, INSERT) and nothing else; the code's key store resolves to
+    that role for them, and to the owner for the projector (which makes the table at start)."""
+    from schemas.keystore import make_keyring, make_store
+
+    svc = model["services"]
+    pg_env = svc["postgres"]["environment"]
+    keystore = pg_env["DB_KEYSTORE"]
+    assert keystore == PG_KEYSTORE, "the local stack's role name"
+    assert len({pg_env["POSTGRES_USER"], pg_env["DB_OWNER"], pg_env["DB_READER"], keystore}) == 4
+    for name in KEYSTORE_USERS:
+        env = svc[name]["environment"]
+        assert _dsn(env["THREADLINE_PG_KEYSTORE_DSN"]) == {
+            "user": keystore, "password": pg_env["DB_KEYSTORE_PASSWORD"], "host": "postgres", "port": "5432",
+            "dbname": pg_env["POSTGRES_DB"]}, name
+        settings = _local(env, Path("/nonexistent"))
+        settings = settings.model_copy(update={"privacy_master_key": "A" * 43 + "=", "privacy_pseudonym_key": "B" * 43 + "="})
+        ring = make_keyring(settings, cached=True)
+        assert _dsn(getattr(ring, "ring", ring).dsn)["user"] == keystore, name
+    projector = _local(svc["projector"]["environment"], Path("/nonexistent")).model_copy(
+        update={"privacy_master_key": "A" * 43 + "=", "privacy_pseudonym_key": "B" * 43 + "="})
+    assert _dsn(make_store(projector, owner=True).dsn)["user"] == pg_env["DB_OWNER"]
+    # The roles script: the key store's role gets CONNECT, USAGE on schema privacy and SELECT, INSERT
+    # on the tables the owner makes there; nothing else names it. The reader does not reach privacy.
+    text = (COMPOSE_DIR / "postgres" / "20-threadline-roles.sh").read_text().split("<<'SQL'")[1]
+    granted = sorted(line.strip() for line in text.splitlines() if ':"keystore"' in line)
+    assert granted == sorted([
+        "create role :\"keystore\" login nosuperuser nocreatedb nocreaterole noinherit password :'keystore_password';",
+        'grant connect on database :"db" to :"keystore";',
+        'grant usage on schema privacy to :"keystore";',
+        'alter default privileges for role :"owner" in schema privacy grant select, insert on tables to :"keystore";',
+    ])
+    assert 'create schema privacy authorization :"owner";' in text
+    assert 'revoke all on schema privacy from :"reader";' in text
 
 
 def test_named_volumes_hold_the_data(model):
@@ -379,7 +471,8 @@ def test_the_secrets_service_writes_what_the_gateway_and_the_demo_read(model, tm
     svc = model["services"]
     script = svc["secrets"]["command"]
     assert svc["secrets"]["entrypoint"] == ["python", "-c"] and len(script) == 1
-    assert set(svc["secrets"]["environment"]) == {n.upper() for n in SECRET_NAMES} | {"CONTACT_TOKENS", "API_TOKENS"}
+    assert set(svc["secrets"]["environment"]) == {n.upper() for n in SECRET_NAMES} | {"CONTACT_TOKENS", "API_TOKENS"} | {
+        n.upper() for n in PRIVACY_KEYS}
     home = tmp_path / "home"
     (home / "secrets").mkdir(parents=True)
     env = {"PATH": os.environ["PATH"], "THREADLINE_HOME": str(home), "WEBHOOK_SECRET": "from-dot-env",
@@ -387,7 +480,7 @@ def test_the_secrets_service_writes_what_the_gateway_and_the_demo_read(model, tm
     first = subprocess.run([sys.executable, "-c", script[0]], env=env, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     files = {p.name: p for p in (home / "secrets").iterdir()}
-    assert set(files) == set(SECRET_NAMES) | {"contact_tokens", "api_tokens"}
+    assert set(files) == set(SECRET_NAMES) | {"contact_tokens", "api_tokens"} | set(PRIVACY_KEYS)
     assert files["webhook_secret"].read_text() == "from-dot-env\n"
     assert re.fullmatch(r"[0-9a-f]{48}\n", files["twilio_auth_token"].read_text())
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
@@ -403,7 +496,7 @@ def test_the_secrets_service_writes_what_the_gateway_and_the_demo_read(model, tm
     tokens = {"gateway": {"THREADLINE_CONTACT_TOKENS_FILE"}, "demo": {"THREADLINE_API_TOKENS_FILE"}}
     for reader in ("gateway", "demo"):
         file_env = {k: v for k, v in svc[reader]["environment"].items()
-                    if k.endswith("_FILE") and k not in tokens[reader]}
+                    if k.endswith("_FILE") and k not in tokens[reader] and not k.startswith("THREADLINE_PRIVACY_")}
         assert set(file_env) == {f"THREADLINE_{n.upper()}_FILE" for n in SECRET_NAMES}, reader
         assert tokens[reader] <= set(svc[reader]["environment"]), reader
         local = {k.removeprefix("THREADLINE_").lower(): str(home / Path(v).relative_to(IMAGE_HOME)) for k, v in file_env.items()}

@@ -19,7 +19,7 @@ import pytest
 from tests.deploy.test_k8s_schemas import KUSTOMIZATIONS, REPO, rendered, source_documents, validate_document
 from threadline.catalog import CATALOG
 from threadline.tools.k8s import topic_resource
-from threadline.settings import PG_OWNER, PG_READER, Settings
+from threadline.settings import PG_KEYSTORE, PG_OWNER, PG_READER, Settings
 
 IMAGE = "ghcr.io/threadline/threadline"
 THREADLINE = Path(sys.executable).parent / "threadline"
@@ -319,9 +319,11 @@ def test_the_read_api_reads_postgres_as_its_read_only_role_and_the_projector_as_
     DSN that can write; the projector the owner's; no other component a DSN at all."""
     docs = rendered(name)
     dsn_settings = {"THREADLINE_PG_DSN", "THREADLINE_PG_API_DSN", "THREADLINE_PG_PASSWORD", "THREADLINE_PG_PASSWORD_FILE",
-                    "THREADLINE_PG_API_PASSWORD", "THREADLINE_PG_API_PASSWORD_FILE"}
+                    "THREADLINE_PG_API_PASSWORD", "THREADLINE_PG_API_PASSWORD_FILE", "THREADLINE_PG_KEYSTORE_DSN",
+                    "THREADLINE_PG_KEYSTORE_PASSWORD", "THREADLINE_PG_KEYSTORE_PASSWORD_FILE"}
     wanted = {"api": {"THREADLINE_PG_API_DSN": "pg-api-dsn"}, "projector": {"THREADLINE_PG_DSN": "pg-dsn"},
-              "gateway": {}, "worker": {}}
+              "gateway": {"THREADLINE_PG_KEYSTORE_DSN": "pg-keystore-dsn"},
+              "worker": {"THREADLINE_PG_KEYSTORE_DSN": "pg-keystore-dsn"}}
     for component, (kind, workload, _, _) in COMPONENTS.items():
         (container,) = pod_spec(of(docs, kind, workload))["containers"]
         env = _env(container)
@@ -334,8 +336,48 @@ def test_the_read_api_reads_postgres_as_its_read_only_role_and_the_projector_as_
     for secret in secrets:  # the example (base) and dev's values: two roles, the reader's in pg-api-dsn
         from psycopg.conninfo import conninfo_to_dict
 
-        users = {k: conninfo_to_dict(secret["stringData"][k])["user"] for k in ("pg-dsn", "pg-api-dsn")}
-        assert users == {"pg-dsn": PG_OWNER, "pg-api-dsn": PG_READER}, (name, users)
+        users = {k: conninfo_to_dict(secret["stringData"][k])["user"] for k in ("pg-dsn", "pg-api-dsn", "pg-keystore-dsn")}
+        assert users == {"pg-dsn": PG_OWNER, "pg-api-dsn": PG_READER, "pg-keystore-dsn": PG_KEYSTORE}, (name, users)
+
+
+PRIVACY_FILES = {"THREADLINE_PRIVACY_MASTER_KEY_FILE": "privacy-master-key",
+                 "THREADLINE_PRIVACY_PSEUDONYM_KEY_FILE": "privacy-pseudonym-key"}
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_every_component_that_seals_or_opens_gets_the_privacy_keys_from_the_secret(name):
+    """Privacy on (docs/privacy.md): the gateway (contacts, ingest.dlq.v1) and the worker
+    (streams.dlq.v1) seal, the projector opens; each reads the master and pseudonym keys as files
+    of the Secret threadline-secrets, never as values in the environment or the ConfigMap; the read
+    API holds no key. The gateway and the worker reach the key store as its own role."""
+    docs = rendered(name)
+    config = of(docs, "ConfigMap", "threadline-config")["data"]
+    assert not {k for k in config if k.startswith("THREADLINE_PRIVACY_")}, "keys are secrets, not config"
+    holders = set()
+    for component, (kind, workload, _, _) in COMPONENTS.items():
+        w = of(docs, kind, workload)
+        (container,) = pod_spec(w)["containers"]
+        env = _env(container)
+        assert not {"THREADLINE_PRIVACY_MASTER_KEY", "THREADLINE_PRIVACY_PSEUDONYM_KEY"} & set(env), component
+        if "THREADLINE_PRIVACY_MASTER_KEY_FILE" not in env:
+            continue
+        holders.add(component)
+        volumes = {v["name"]: v for v in pod_spec(w)["volumes"]}
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        for setting, key in PRIVACY_FILES.items():
+            folder, file = env[setting]["value"].rsplit("/", 1)
+            mount = mounts[folder]
+            secret = volumes[mount["name"]]["secret"]
+            assert mount.get("readOnly") and secret["secretName"] == "threadline-secrets", (component, setting)
+            assert {"key": key, "path": file} in secret["items"], (component, setting)
+    assert holders == {"gateway", "worker", "projector"}, (name, holders)
+    for secret in (d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "threadline-secrets"):
+        assert set(PRIVACY_FILES.values()) <= set(secret["stringData"]), name
+    if name == "dev":  # dev's keys are real keys: the components start with privacy on
+        from schemas.privacy import decode_key
+
+        values = of(docs, "Secret", "threadline-secrets")["stringData"]
+        assert all(len(decode_key(values[k], k)) == 32 for k in PRIVACY_FILES.values())
 
 
 def ref_names(container) -> set[str]:
@@ -348,7 +390,8 @@ def test_dev_postgres_makes_the_roles_with_the_compose_script_and_the_secrets_pa
     (container,) = pod_spec(postgres)["containers"]
     env = _env(container)
     assert env["POSTGRES_USER"]["value"] == "postgres", "the superuser is no role a component uses"
-    assert (env["DB_OWNER"]["value"], env["DB_READER"]["value"]) == (PG_OWNER, PG_READER)
+    assert (env["DB_OWNER"]["value"], env["DB_READER"]["value"], env["DB_KEYSTORE"]["value"]) == (
+        PG_OWNER, PG_READER, PG_KEYSTORE)
     # the init script: mounted where the image's entrypoint runs it on the first start
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod_spec(postgres)["volumes"]}
@@ -361,7 +404,8 @@ def test_dev_postgres_makes_the_roles_with_the_compose_script_and_the_secrets_pa
     pg_secret = of(docs, "Secret", "postgres")["stringData"]
     dsns = of(docs, "Secret", "threadline-secrets")["stringData"]
     for user_var, password_var, key in (("DB_OWNER", "DB_OWNER_PASSWORD", "pg-dsn"),
-                                        ("DB_READER", "DB_READER_PASSWORD", "pg-api-dsn")):
+                                        ("DB_READER", "DB_READER_PASSWORD", "pg-api-dsn"),
+                                        ("DB_KEYSTORE", "DB_KEYSTORE_PASSWORD", "pg-keystore-dsn")):
         dsn = conninfo_to_dict(dsns[key])
         assert dsn["user"] == env[user_var]["value"]
         assert dsn["password"] == pg_secret[_secret_key(env, password_var)], key
@@ -410,5 +454,6 @@ def test_production_is_persistent_larger_and_ships_no_placeholder_secret():
     assert "placeholder" in example["metadata"]["annotations"]["threadline.io/example"]
     tables = {k: example["stringData"].pop(k) for k in ("contact-tokens", "api-tokens")}
     assert set(example["stringData"].values()) - {"CHANGE-ME"} == {example["stringData"]["pg-dsn"],
-                                                                   example["stringData"]["pg-api-dsn"]}
+                                                                   example["stringData"]["pg-api-dsn"],
+                                                                   example["stringData"]["pg-keystore-dsn"]}
     assert {line.partition("=")[2] for t in tables.values() for line in t.splitlines()} == {"CHANGE-ME"}

@@ -244,7 +244,8 @@ def story(services, catalog_topics, tmp_path_factory):
     prefixes = []
     home = tmp_path_factory.mktemp("privacy")
     with stream_run(services, "pv", home) as world:
-        worker = world.worker(THREADLINE_STREAMS_STORE="rocksdb")  # state on disk: scanned below
+        # state on disk: scanned below; the keys and the key store's role: it seals its dead letters
+        worker = world.worker(THREADLINE_STREAMS_STORE="rocksdb", **PRIVACY_ENV)
         resolved, identities, conversations = (world.reader(n) for n in ("resolved", "identities", "conversations"))
         gw = gateway_app(settings, contacts_topic=world.topics.contacts)
         accepted = []
@@ -264,6 +265,18 @@ def story(services, catalog_topics, tmp_path_factory):
             for content, hdrs in rejected.values():
                 r = client.post("/webhooks/x", content=content, headers=hdrs)
                 assert r.status_code == 202 and r.json()["dead_lettered"] == 1, r.text
+        # records that are no contact, written to contacts.v1 past the gateway, naming Giulia and
+        # Sanne: the worker dead-letters them to streams.dlq.v1 (sealed, privacy on). On contacts.v1
+        # itself they stay as written: no erasure reaches what a producer put past the gateway
+        # (docs/privacy.md); the scan of contacts.v1 leaves out these two records, by their keys.
+        not_contacts = {
+            who: json.dumps({"note": f"not a contact {tag}", "from": v["email"], "name": v["name"]}).encode()
+            for who, v in (("giulia", g), ("sanne", s))
+        }
+        for who, raw in not_contacts.items():
+            world.producer.raw(world.topics.contacts, f"not-a-contact-{who}-{tag}".encode(), raw)
+        streams_dlq = world.reader("dlq", decode=False)
+        streams_dlq_before = streams_dlq.wait_for(lambda vs: len(vs) >= 2, what="the worker's dead letters")
         identities.wait_for(lambda vs: any(v["event_type"] == "merged" for v in vs), what="merged")
         settle(conversations, quiet=6.0)
         prefixes.append(f"pv{world.run}a_")
@@ -372,7 +385,7 @@ def story(services, catalog_topics, tmp_path_factory):
         again_id = again.json()["event_id"]
         rows = resolved.wait_for(lambda vs: again_id in {v["event_id"] for v in vs}, what="the new contact")
         again_customer = next(v["customer_id"] for v in rows if v["event_id"] == again_id)
-        for r in (resolved, identities, conversations):
+        for r in (resolved, identities, conversations, streams_dlq):
             r.close()
         topics = [*world.topics.specs()]
         records = all_topic_records(
@@ -413,6 +426,12 @@ def story(services, catalog_topics, tmp_path_factory):
             "engagement": engagement,
             "reviews": reviews,
             "settings": settings,
+            "streams_dlq": f"{world.prefix}.streams.dlq.v1",
+            "past_the_gateway": (
+                world.topics.contacts,
+                {f"not-a-contact-{who}-{tag}".encode() for who in not_contacts},
+            ),
+            "streams_dlq_count": len(streams_dlq_before),
             "dead_letters": {
                 who: [
                     m
@@ -477,7 +496,14 @@ def test_the_erased_event_carries_no_personal_data(story):
 
 
 def test_no_topic_holds_giulia_in_the_clear_or_encoded(story):
-    found = {topic: scan(raw_bytes(msgs), giulia_values(story)) for topic, msgs in story["records"].items()}
+    contacts, injected = story["past_the_gateway"]
+    records = {
+        topic: [m for m in msgs if topic != contacts or m.key not in injected]
+        for topic, msgs in story["records"].items()
+    }
+    assert len(records[contacts]) == len(story["records"][contacts]) - 2
+    assert story["streams_dlq"] in records  # the worker's dead letters are scanned too
+    found = {topic: scan(raw_bytes(msgs), giulia_values(story)) for topic, msgs in records.items()}
     assert {t: hits for t, hits in found.items() if hits} == {}
     # the scan sees what is there: Sanne's and Giulia's pseudonymous records are on the topics
     assert sum(len(m) for m in story["records"].values()) > 10
@@ -599,6 +625,30 @@ def test_dead_letters_are_sealed_and_the_erasure_destroyed_the_key_of_giulias_on
     assert open_payload(giulia.value, tokens[giulia.offset], keys) is None
     opened = open_payload(sanne.value, tokens[sanne.offset], keys)
     assert opened is not None and story["s"]["email"].encode() in opened
+
+
+def test_the_workers_dead_letters_are_sealed_and_the_erasure_destroyed_the_key_of_giulias_only(story):
+    """streams.dlq.v1: what the worker could not process is sealed under a key of its own, as
+    ingest.dlq.v1; erasure reads it (under the worker's topic prefix) and destroys the key of the
+    one that names Giulia; Sanne's still opens."""
+    from schemas.keystore import make_store
+    from schemas.privacy import SEALED_KEY_HEADER, open_payload
+
+    letters = story["records"][story["streams_dlq"]]
+    assert len(letters) == story["streams_dlq_count"] == 2
+    everyone = giulia_values(story) + [story["s"]["email"], story["s"]["name"]]
+    assert scan(b"".join(m.value for m in letters), everyone) == []
+    ring = make_store(story["settings"])
+    try:
+        tokens = {m.offset: dict(m.headers)[SEALED_KEY_HEADER].decode() for m in letters}
+        keys = ring.resolve(tokens.values())
+    finally:
+        ring.close()
+    opened = [open_payload(m.value, tokens[m.offset], keys) for m in letters]
+    assert sum(o is None for o in opened) == 1, "Giulia's key destroyed, Sanne's kept"
+    assert [o for o in opened if o is not None][0].startswith(b'{"note"')
+    assert story["s"]["email"].encode() in [o for o in opened if o is not None][0]
+    assert story["report"]["dead_letters"] >= 2  # hers on ingest.dlq.v1 and on streams.dlq.v1
 
 
 def test_a_rebuild_after_the_erasure_equals_the_projection_before_it_minus_the_erased_customers(story):

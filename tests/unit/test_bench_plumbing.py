@@ -180,3 +180,53 @@ def test_stream_workers_of_another_tree_alternate_with_this_ones_and_the_note_gi
     assert "rate ×2.00, CPU per contact -50%" in note
     assert streams_bench.compared_runs(SimpleNamespace(compare=None), "x", run) == []
     assert streams_bench.compare_note([]) == []
+
+
+def test_the_privacy_suite_of_the_worker_alternates_clear_and_sealed_batches_of_the_same_contacts(monkeypatch):
+    """``threadline bench --only streams-privacy``: the bench batch sealed as the gateway seals it
+    (no identity in the clear, keyed by pseudonyms), and one worker over each, alternately, the
+    sealed runs with privacy keys; the note gives the medians' CPU per contact. Nothing timed."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    import schemas
+    from schemas.codec import SingleObjectCodec
+    from streams import bench as streams_bench
+    from tests.privacy_scan import scan
+    from threadline.settings import Settings
+
+    from .conftest import RECORDED_AT, full_contact_payload
+    from connectors.contact import ContactIn, partition_key, to_record
+
+    contact = ContactIn.model_validate(full_contact_payload())
+    codec = SingleObjectCodec()
+    value = codec.encode("contacts.v1", schemas.CONTACT, to_record(contact, RECORDED_AT))
+    batch = SimpleNamespace(values=[value, value], keys=[partition_key(contact)] * 2)
+    ctx = SimpleNamespace(
+        settings=Settings(codec="single-object"), batch=batch, events=2, rates={}, console=Console(file=io.StringIO())
+    )
+    values, keys = streams_bench.sealed_batch(ctx)
+    assert len(values) == len(keys) == 2
+    assert scan(b"".join(values + keys), ["giulia.rossi@example.it", "+393471234567", "Il mio ordine"]) == []
+    assert codec.decode(values[0]).record["sealed"] is not None
+
+    runs = []
+
+    def run_pipeline(ctx_, workers, label, batch=None, env=None):
+        runs.append((label, batch is not None, sorted(env or {})))
+        sealed = batch is not None
+        return Rate(1000, 2.0, 1000 * (300 if sealed else 200), cpu_seconds=1.1 if sealed else 1.0), None
+
+    monkeypatch.setattr(streams_bench, "run_pipeline", run_pipeline)
+    [section] = streams_bench.privacy_streams_suite(ctx)
+    keys_env = ["THREADLINE_PRIVACY_MASTER_KEY", "THREADLINE_PRIVACY_PSEUDONYM_KEY"]
+    assert runs == [
+        ("clear1", False, []),
+        ("sealed1", True, keys_env),
+        ("clear2", False, []),
+        ("sealed2", True, keys_env),
+    ]
+    assert "privacy on 500 contacts/s at 1,100 µs CPU/contact" in section.notes[-1]
+    assert "CPU per contact +10%" in section.notes[-1]

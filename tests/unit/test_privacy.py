@@ -409,6 +409,106 @@ def test_erasure_finds_the_dead_letters_that_mention_the_customer_and_only_those
     assert dead_letters_of(comp, ring, pairs) == []  # nothing left to find
 
 
+def _giulia():
+    from projectors.erasure import Component
+
+    return Component(
+        ("c1",),
+        (Subject("email", "giulia.rossi@example.it"), Subject("phone", "+393471234567")),
+        (Subject("fact:order_number", "ord-9"),),
+        (),
+        (),
+    )
+
+
+def _letters(ring, raws):
+    from schemas.privacy import seal_payload
+
+    return [(v, h["sealed_key"]) for v, h in (seal_payload(raw, ring) for raw in raws)]
+
+
+def test_erasure_finds_dead_letters_that_write_the_customers_phone_another_way(ring):
+    """Phones as people and providers write them: spaces, dashes, national format (the ingest
+    region's), a 00 prefix, in a form post; normalized with ingest's phones_in_text."""
+    from projectors.erasure import dead_letters_of
+
+    theirs = [
+        b'{"from": "+39 347 123 4567", "text": "ciao"}',
+        b'{"note": "call me on 347-123-4567 please"}',  # national format, region IT
+        b"From=%2B39+347+123+4567&Body=ciao",  # a form post, spaced and URL-encoded
+        b'{"phone": "0039 347 1234567"}',
+        b'{"phone": "(347) 123.4567"}',
+    ]
+    others = [b'{"from": "+39 347 765 4321"}', b'{"note": "call 347 123 4568"}', b'{"id": 3471234567000}']
+    pairs = _letters(ring, [*theirs, *others])
+    assert dead_letters_of(_giulia(), ring, pairs) == sorted(t for _, t in pairs[: len(theirs)])
+    # another region reads the national form as another number
+    national = _letters(ring, [theirs[1]])
+    assert dead_letters_of(_giulia(), ring, national, region="NL") == []
+
+
+def test_erasure_finds_the_workers_dead_letters_of_sealed_contacts_by_their_pseudonyms(ring):
+    """streams.dlq.v1 holds contacts.v1's bytes as the worker read them: sealed by the gateway, so
+    pseudonyms, not values. Erasure matches those against the customer's tokens."""
+    from projectors.erasure import dead_letters_of
+
+    sealed = encoded(seal_contact(record(), ring))
+    other = encoded(seal_contact(record(identities=[{"kind": "email", "value": "sanne@example.nl"}]), ring))
+    pairs = _letters(ring, [sealed, other])
+    comp = _giulia()
+    assert dead_letters_of(comp, ring, pairs) == []  # by the values alone: not found
+    tokens = [t for s in comp.identities for t in ring.tokens_of(s)]
+    assert tokens and dead_letters_of(comp, ring, pairs, tokens) == [pairs[0][1]]
+
+
+class _Message:
+    def __init__(self, topic, partition, offset):
+        self.topic, self.partition, self.offset = topic, partition, offset
+
+
+class _Event:
+    def __init__(self, value, offset=5):
+        self.value, self.message = value, _Message("contacts.v1", 2, offset)
+
+
+def test_the_workers_dead_letters_are_sealed_like_ingests_when_privacy_is_on(ring):
+    """streams/stage.StageContext: a record the worker cannot process goes to streams.dlq.v1
+    sealed under a key of its own (schemas.privacy.seal_payload, the seal of ingest.dlq.v1), the
+    reason and where it was read in headers; the key store down is waited for, never skipped."""
+    import asyncio
+
+    from schemas.keystore import KeyStoreUnavailable
+    from schemas.privacy import SEALED_KEY_HEADER, open_payload, seal_payload
+    from streams.stage import Outputs, StageContext
+
+    raw = b'{"from": "giulia.rossi@example.it", "text": "Il mio ordine \xc3\xa8 arrivato rotto"}'
+    calls = []
+
+    def seal(value):
+        calls.append(value)
+        if len(calls) == 1:
+            raise KeyStoreUnavailable("down a moment")
+        return seal_payload(value, ring)
+
+    ctx = StageContext(None, "threadline-streams", "streams.dlq.v1", seal=seal)
+    out = Outputs()
+    out.add("contacts.resolved.v1", b"k", b"kept as is")
+    ctx.to_dlq(out, _Event(raw), "ValueError: a contact without identities cannot be resolved")
+    asyncio.run(ctx._seal(out))
+    assert out.records[0] == ("contacts.resolved.v1", b"k", b"kept as is", None, None)
+    topic, key, value, headers, _ = out.records[1]
+    assert (topic, key) == ("streams.dlq.v1", b"contacts.v1") and len(calls) == 2
+    assert scan(value, PERSONAL) == [] and scan(repr(headers).encode(), PERSONAL) == []
+    assert headers["source_offset"] == "5" and headers["reason"].startswith("ValueError")
+    token = headers[SEALED_KEY_HEADER]
+    assert open_payload(value, token, ring.resolve([token])) == raw
+    # privacy off: the bytes as read
+    plain = StageContext(None, "threadline-streams", "streams.dlq.v1")
+    out = Outputs()
+    plain.to_dlq(out, _Event(raw), "bad")
+    assert out.records[0][2] == raw and out.unsealed == [] and SEALED_KEY_HEADER not in out.records[0][3]
+
+
 def test_message_ids_travel_as_macs_that_still_thread_a_reply_and_open_to_the_originals(ring):
     from streams.conversations import view
 

@@ -329,13 +329,13 @@ def bench(
         "--only",
         help="only these suites (codec, raw-clients, gateway, "
         "importer, privacy, projection-rebuild, privacy-rebuild, freshness, streams, "
-        "identity, read); their sections "
+        "identity, streams-privacy, read); their sections "
         "replace those of the report already written",
     ),
     compare: str = typer.Option(
         None,
         "--compare",
-        help="a git revision whose gateway (gateway suite) and stream workers (streams, identity) are measured beside this tree's, alternating, in the same run",
+        help="a git revision whose gateway (gateway suite), stream workers (streams, identity) and read API (read) are measured beside this tree's, alternating, in the same run",
     ),
 ):
     """Benchmarks on the local stack; writes docs/benchmarks.md."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+import story as st
+
 from projectors.engine.runner import Sources
 from schemas.codec import make_codec
 from fixtures.projections import drop_projections
@@ -29,6 +31,15 @@ def sources(new_topic, catalog_topics) -> Sources:
     return Sources(
         contacts=new_topic(partitions=3), conversations=new_topic(partitions=3), identities=new_topic(partitions=3)
     )
+
+
+@pytest.fixture
+def built(prefixed, sources, codec, unique):
+    """The cast of story.py published and projected (a test file may build its own)."""
+    s = st.build(unique)
+    st.publish(prefixed, codec, sources, s)
+    st.project(prefixed, sources, codec=codec)
+    return s
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,10 @@ def sla(kind: str, started: datetime, target_seconds: int, elapsed: int | None =
     }
 
 
-def identity(event_type: str, customer_id: str, at: datetime, related: list[str] = (), identities=()) -> dict:
+def identity(
+    event_type: str, customer_id: str, at: datetime, related: list[str] = (), identities=(), gen: int | None = None
+) -> dict:
+    """An identities.v1 event; ``gen``: the identity graph's position (v2), None as a v1 event has none."""
     return {
         "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"id/{event_type}/{customer_id}/{related}/{at}")),
         "event_type": event_type,
@@ -77,6 +80,8 @@ def identity(event_type: str, customer_id: str, at: datetime, related: list[str]
         "rule": "test",
         "reason": None,
         "source_event_id": None,
+        "gen": gen,
+        "moved_identities": [],
     }
 
 

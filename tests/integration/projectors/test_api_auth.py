@@ -8,20 +8,11 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-import story as st
 from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projectors.api import MAX_OFFSET, ROUTE_SCOPES, create_app
 from threadline import auth
 
 OPEN_ROUTES = ["/healthz", "/livez", "/readyz", "/metrics", "/openapi.json"]
-
-
-@pytest.fixture
-def built(prefixed, sources, codec, unique):
-    s = st.build(unique)
-    st.publish(prefixed, codec, sources, s)
-    st.project(prefixed, sources, codec=codec)
-    return s
 
 
 @pytest.fixture

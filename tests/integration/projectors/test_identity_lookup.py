@@ -7,17 +7,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-import story as st
 from fixtures.tokens import API_TOKENS, bearer, token_settings
 from projectors.api import create_app
-
-
-@pytest.fixture
-def built(prefixed, sources, codec, unique):
-    s = st.build(unique)
-    st.publish(prefixed, codec, sources, s)
-    st.project(prefixed, sources, codec=codec)
-    return s
 
 
 @pytest.fixture

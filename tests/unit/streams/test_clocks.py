@@ -17,7 +17,9 @@ MIN = 60_000
 
 
 def sched(**kw) -> ClockScheduler:
-    return ClockScheduler(lateness_ms=kw.get("lateness", 1000), idle_seconds=kw.get("idle", 10.0))
+    return ClockScheduler(
+        lateness_ms=kw.get("lateness", 1000), idle_seconds=kw.get("idle", 10.0), hold_seconds=kw.get("hold", 0.0)
+    )
 
 
 def test_a_partitions_watermark_is_its_latest_event_time_less_the_lateness_and_never_goes_back():
@@ -41,6 +43,74 @@ def test_a_customer_is_due_once_per_deadline_when_its_partitions_watermark_passe
     assert s.due({0}, now_ms=0, mono=0.0) == [("a", 6_000, 0)]
     s.remember("a", None, 0)  # nothing left that can fall due
     assert s.due({0}, now_ms=0, mono=0.0) == []
+
+
+HOUR = 60 * MIN
+NOW = 1_800_000_000_000  # the wall clock, ms
+
+
+def yesterdays_tweet(hold: float) -> tuple[ClockScheduler, list]:
+    """A story of yesterday told at live pace (the demo): a tweet of 26 h ago (its first response
+    clock due 15 min after it) reaches partition 1; the DM that merges its customer away arrives
+    10 s later in wall time. What the scheduler hands out while it waits for the DM."""
+    tweet = NOW - 26 * HOUR
+    s = sched(lateness=2000, idle=5.0, hold=hold)
+    s.see(1, tweet, mono=0.0)
+    s.remember("twitter-customer", tweet + 15 * MIN, 1)
+    handed = []
+    for second in range(11):  # the clock timer, every second, until the DM's records arrive
+        handed += s.due({1}, now_ms=NOW + second * 1000, mono=float(second))
+    return s, handed
+
+
+def test_without_a_hold_an_idle_partition_breaches_yesterdays_clock_before_the_dm_arrives():
+    """The live-only transient: after 5 idle seconds the watermark is the wall clock, 25 h past the
+    clock's due time, so the clock is breached 5 s before the DM that merges it away."""
+    s, handed = yesterdays_tweet(hold=0.0)
+    assert [cid for cid, _, _ in handed] == ["twitter-customer"]
+    assert s.watermark(1) == NOW + 10_000 - 2000
+
+
+def test_within_the_hold_an_idle_partition_advances_from_its_event_time_at_the_wall_clocks_pace():
+    """With a 30 s hold the watermark is the tweet's time plus the idle seconds: nothing is due
+    before the DM arrives, as in a replay (where no partition is idle)."""
+    s, handed = yesterdays_tweet(hold=30.0)
+    assert handed == []
+    assert s.watermark(1) == NOW - 26 * HOUR - 2000 + 10_000
+    # the DM does not come: once idle for the hold, the partition follows the wall clock
+    assert s.due({1}, now_ms=NOW + 31_000, mono=31.0) == [("twitter-customer", NOW + 29_000, 1)]
+
+
+def test_contacts_that_arrive_as_they_happen_are_breached_on_time_with_or_without_a_hold():
+    """Live traffic: the event time is the wall clock less the ingest delay (300 ms), so within the
+    hold the watermark is where the wall clock puts it, less that delay: a 3 s clock nobody answers
+    is handed out in the same second as without a hold."""
+    when = {}
+    for hold in (0.0, 30.0):
+        s = sched(lateness=2000, idle=5.0, hold=hold)
+        s.see(0, NOW - 300, mono=0.0)
+        s.remember("chat", NOW + 3000, 0)
+        when[hold] = [
+            (second, cid) for second in range(10) for cid, _, _ in s.due({0}, now_ms=NOW + second * 1000, mono=second)
+        ]
+    assert when[0.0] == when[30.0] == [(6, "chat")]
+
+
+def test_a_partition_with_no_event_time_yet_waits_for_the_hold_before_the_wall_clock():
+    s = sched(lateness=0, idle=5.0, hold=30.0)
+    s.remember("recovered", NOW - HOUR, 4)
+    assert s.due({4}, now_ms=NOW, mono=0.0) == []
+    assert s.due({4}, now_ms=NOW + 10_000, mono=10.0) == []  # idle, but no event time to advance
+    assert s.due({4}, now_ms=NOW + 30_000, mono=30.0) == [("recovered", NOW + 30_000, 4)]
+
+
+def test_the_hold_is_read_from_the_environment_and_off_by_default():
+    from streams.rules import rules_from_settings
+    from threadline.settings import Settings
+
+    assert rules_from_settings(Settings().streams).stitch.idle_hold_seconds == 0
+    held = rules_from_settings(Settings(streams_idle_hold_seconds="30").streams).stitch
+    assert held.idle_hold_seconds == 30
 
 
 def test_only_customers_of_partitions_this_worker_owns_are_due():

