@@ -2,7 +2,10 @@
 (``projectors/engine/runner.py``): shaped ``rows.Batch`` es written into one projection schema.
 
 ``Store`` writes a batch: COPY into staging tables and upsert from there (no round trip per row),
-re-point merged customers, recompute the conversations the batch touched. ``ReadModel`` adds the
+re-point merged customers, recompute the conversations the batch touched and the aggregates of
+what it touched. A rebuild's first pass into its own schema (which nobody reads until the swap)
+defers that derived part: the batches write the rows only, and ``Store.finish`` computes the
+conversations and the aggregates once, set-based, from every row (``deferred``). ``ReadModel`` adds the
 schema's lifecycle (the live schema made on first use, the build checked under the swap lock in
 every batch's transaction) and, for the live support projection, the customer-profiles outbox.
 """
@@ -40,12 +43,82 @@ from threadline.settings import Settings
 
 log = get_logger("threadline.projector")
 
+# The tables a batch writes rows into (the rest derive from them).
+ROW_TABLES = ("contacts", "conversation_events", "identity_events", "customer_identities", "customers")
+
+
+def seen_spans(identities: list[tuple]) -> list[tuple]:
+    """One identity row per (customer, kind, platform, value): first seen the earliest, last seen
+    the latest (what the upsert's grouping makes of them; a customer's contacts repeat them)."""
+    out: dict[tuple, list] = {}
+    for cid, kind, platform, value, first, last in identities:
+        key = (cid, kind, platform, value)
+        span = out.get(key)
+        if span is None:
+            out[key] = [first, last]
+        else:
+            if first < span[0]:
+                span[0] = first
+            if last > span[1]:
+                span[1] = last
+    return [(*key, first, last) for key, (first, last) in out.items()]
+
+
+def first_seen(customers: list[tuple]) -> list[tuple]:
+    """One row per customer id, with the earliest time it was seen."""
+    out: dict[str, datetime] = {}
+    for cid, at in customers:
+        if cid not in out or at < out[cid]:
+            out[cid] = at
+    return list(out.items())
+
 
 class Store:
-    """Writes a shaped Batch into one projection schema, inside the caller's transaction."""
+    """Writes a shaped Batch into one projection schema, inside the caller's transaction.
 
-    def __init__(self, schema: str):
+    ``deferred``: the batches write the rows (contacts, events, identities, customers, aliases)
+    but not what is derived from them (conversations, their messages, the aggregate tables);
+    ``finish`` computes those once from every row, then the store goes on incrementally. Only for
+    a schema nobody reads before ``finish`` (a rebuild's build)."""
+
+    def __init__(self, schema: str, *, deferred: bool = False):
         self.s = ddl.check_ident(schema)
+        self.deferred = deferred
+        self._unindexed: list[str] | None = None  # the indexes a deferred pass dropped, as created
+
+    def _drop_lookup_indexes(self, cur) -> None:
+        """A deferred pass writes into tables without their lookup indexes (each made once, from
+        every row, in ``finish``: a sort, not a b-tree insert per row). Kept: the unique ones,
+        which the upserts' conflicts need."""
+        self._unindexed = [
+            definition
+            for name, definition in cur.execute(
+                "select i.indexname, i.indexdef from pg_indexes i join pg_class c on c.relname = i.indexname"
+                " join pg_namespace n on n.oid = c.relnamespace and n.nspname = i.schemaname"
+                " join pg_index x on x.indexrelid = c.oid where i.schemaname = %s and i.tablename = any(%s)"
+                " and not x.indisunique order by i.indexname",
+                (self.s, list(ROW_TABLES)),
+            )
+        ]
+        for definition in self._unindexed:
+            name = definition.split(" INDEX ", 1)[1].split(" ON ", 1)[0]
+            cur.execute(f"drop index {self.s}.{ddl.check_ident(name)}")
+
+    def finish(self, cur) -> None:
+        """The lookup indexes a deferred pass left out, then the derived tables from every row
+        (the conversations of every conversation event, then every aggregate:
+        ``aggregates.refresh``); the store writes incrementally from now on."""
+        s = self.s
+        for definition in self._unindexed or ():
+            cur.execute(definition)
+        self._unindexed = None
+        ids = [cid for (cid,) in cur.execute(f"select distinct conversation_id from {s}.conversation_events")]
+        if ids:
+            for sql in ddl.RECOMPUTE_MESSAGES:
+                cur.execute(sql.format(s=s), {"ids": ids})
+            cur.execute(ddl.RECOMPUTE_CONVERSATIONS.format(s=s), {"ids": ids})
+        aggregates.refresh(cur, s)
+        self.deferred = False
 
     def _copy(self, cur, table: str, columns: tuple[str, ...], rows: list[tuple], *, like: str | None = None) -> None:
         stage = f"_stage_{table}"
@@ -77,13 +150,17 @@ class Store:
         s = self.s
         self._copy(cur, "contacts", CONTACT_COLUMNS, latest_resolutions(rows), like="contacts")
         cols = ", ".join(CONTACT_COLUMNS)
-        left = {
-            origin
-            for (origin,) in cur.execute(
-                f"select distinct c.origin_customer_id from {s}.contacts c join _stage_contacts st using (event_id)"
-                " where (c.resolved_gen, c.origin_customer_id) < (st.resolved_gen, st.origin_customer_id)"
-            )
-        }
+        left = (
+            set()
+            if self.deferred  # no aggregate is kept yet
+            else {
+                origin
+                for (origin,) in cur.execute(
+                    f"select distinct c.origin_customer_id from {s}.contacts c join _stage_contacts st using (event_id)"
+                    " where (c.resolved_gen, c.origin_customer_id) < (st.resolved_gen, st.origin_customer_id)"
+                )
+            }
+        )
         cur.execute(
             f"insert into {s}.contacts ({cols}) select {cols} from _stage_contacts on conflict (event_id) do update set"
             " origin_customer_id = excluded.origin_customer_id, resolved_gen = excluded.resolved_gen,"
@@ -95,6 +172,8 @@ class Store:
 
     def write(self, cur, batch: Batch) -> None:
         s = self.s
+        if self.deferred and self._unindexed is None:
+            self._drop_lookup_indexes(cur)
         left = self._contacts(cur, batch.contacts)
         self._facts(cur, "conversation_events", CONVERSATION_COLUMNS, batch.conversations)
         self._facts(cur, "identity_events", IDENTITY_EVENT_COLUMNS, batch.identity_events)
@@ -104,7 +183,7 @@ class Store:
                 "create temp table if not exists _stage_customers"
                 " (origin_customer_id text, first_seen_at timestamptz) on commit delete rows"
             )
-            self._copy(cur, "customers", ("origin_customer_id", "first_seen_at"), batch.customers)
+            self._copy(cur, "customers", ("origin_customer_id", "first_seen_at"), first_seen(batch.customers))
             cur.execute(
                 f"insert into {s}.customers select st.origin_customer_id,"
                 f" coalesce((select a.root_id from {s}.customer_alias a where a.customer_id = st.origin_customer_id and a.active"
@@ -114,6 +193,8 @@ class Store:
                 f" first_seen_at = least({s}.customers.first_seen_at, excluded.first_seen_at)"
             )
         moved = self._repoint(cur, batch) if batch.alias_ops else set()
+        if self.deferred:  # conversations and aggregates: once, in finish()
+            return
         if batch.conversations:
             ids = sorted({r[2] for r in batch.conversations})
             for sql in ddl.RECOMPUTE_MESSAGES:
@@ -154,7 +235,9 @@ class Store:
                 f" where ({s}.identity_owners.gen, {s}.identity_owners.customer_id) < (excluded.gen, excluded.customer_id)"
             )
         if batch.identities:
-            self._copy(cur, "customer_identities", IDENTITY_COLUMNS, batch.identities, like="customer_identities")
+            self._copy(
+                cur, "customer_identities", IDENTITY_COLUMNS, seen_spans(batch.identities), like="customer_identities"
+            )
             batch.touched |= {
                 owner
                 for (owner,) in cur.execute(
@@ -238,7 +321,8 @@ class Store:
 class ReadModel:
     """The ``projection`` (support, sales, marketing) written into ``schema``, tracked as ``name``.
     ``create``: make the live schema on first use (a rebuild makes its own). ``as_of``: only
-    events that happened by then (a time-travel snapshot). ``outbox``: the profiles publisher."""
+    events that happened by then (a time-travel snapshot). ``outbox``: the profiles publisher.
+    ``deferred``: derived tables once, in ``finish`` (``Store``; a rebuild's first pass)."""
 
     def __init__(
         self,
@@ -249,6 +333,7 @@ class ReadModel:
         as_of: datetime | None = None,
         create: bool = True,
         outbox: Publisher | None = None,
+        deferred: bool = False,
     ):
         if projection not in ddl.PROJECTIONS:
             raise ConfigError(f"unknown projection {projection!r}: one of {', '.join(ddl.PROJECTIONS)}")
@@ -258,7 +343,7 @@ class ReadModel:
         self.as_of = as_of
         self.create = create
         self.outbox = outbox
-        self.store = Store(self.schema)
+        self.store = Store(self.schema, deferred=deferred)
 
     def prepare(self, conn: psycopg.Connection) -> None:
         if self.create:
@@ -283,6 +368,11 @@ class ReadModel:
     def write(self, cur, batch: Batch) -> None:
         self.store.write(cur, batch)
 
+    def finish(self, conn: psycopg.Connection) -> None:
+        """After a deferred pass: the derived tables from every row, in one transaction."""
+        with conn.transaction(), conn.cursor() as cur:
+            self.store.finish(cur)
+
 
 def read_model_projector(
     settings: Settings,
@@ -296,6 +386,7 @@ def read_model_projector(
     batch_size: int = DEFAULT_BATCH,
     create: bool = True,
     profiles_topic: str | None = None,
+    deferred: bool = False,
 ) -> Projector:
     """A projector of ``projection`` into ``schema`` (default: its live schema), tracking its
     offsets under ``name`` (default: the schema name); with ``profiles_topic`` it publishes the
@@ -306,8 +397,9 @@ def read_model_projector(
     outbox = Publisher(schema, name, codec, profiles_topic, keyring=make_store(settings)) if profiles_topic else None
     return Projector(
         settings,
-        ReadModel(projection, schema, name, as_of=as_of, create=create, outbox=outbox),
+        ReadModel(projection, schema, name, as_of=as_of, create=create, outbox=outbox, deferred=deferred),
         sources=sources,
         codec=codec,
         batch_size=batch_size,
+        shape_ahead=deferred,  # a rebuild: full batches, the next shaped while one is written
     )

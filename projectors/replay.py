@@ -1,7 +1,9 @@
 """Replay: rebuild a projection from offset 0 beside the live one, then swap (blue/green).
 
 ``rebuild`` creates a new schema (``<live>__b<build>``), projects every source topic into it
-from the beginning up to the end offsets it found at the start, then swaps:
+from the beginning up to the end offsets it found at the start (the rows only: the conversations
+and the aggregate tables are computed once from every row at the end of that pass,
+``read_models.Store.finish``, and kept per batch from then on), then swaps:
 
   1. in one transaction, holding the projection's swap lock exclusively (live batches take it
      shared, so none is half-way): if the live projector has stored offsets beyond the build's
@@ -31,7 +33,7 @@ from kafka import KafkaConsumer, TopicPartition
 from projectors.engine.runner import RunStats, Sources
 from projectors.engine.schema import connect, create_schema, live_schema, lock_key, migrate, schema_exists
 from projectors.engine.tracking import stored_offsets, write_offsets
-from projectors.read_models import read_model_projector
+from projectors.read_models import ReadModel, read_model_projector
 from schemas.codec import Codec
 from threadline.logging import get_logger
 from threadline.settings import Settings
@@ -114,6 +116,7 @@ def rebuild(
             as_of=as_of,
             batch_size=batch_size,
             create=False,
+            deferred=True,  # nobody reads the build before the swap: conversations and aggregates once
         )
         t0 = time.perf_counter()
 
@@ -122,6 +125,9 @@ def rebuild(
                 on_progress(min(stats.events, total), total)
 
         projector.run(stop_at=targets, on_batch=progress)
+        model = projector.projection
+        assert isinstance(model, ReadModel)
+        model.finish(conn)  # the derived tables once; the catch-up rounds keep them per batch
         swapped = False
         if swap:
             for _ in range(MAX_CATCH_UP_ROUNDS):

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import orjson
+
 from projectors.sentiment import sentiment
 from threadline.errors import DecodeError
 
@@ -128,19 +130,44 @@ def _clean(value):
     return value
 
 
+_dumps = orjson.dumps
+_NUL_ESCAPE = b"\\u0000"
+
+
+def _surely_storable(value) -> bool:
+    """A quick sufficient test (one C call instead of a walk in Python): orjson refuses a string
+    with an unpaired surrogate and writes NUL as the escape ``\\u0000``, so a value it writes
+    without that escape holds neither. False means "look closer" (``_unstorable``): the escape
+    may be a backslash followed by ``u0000`` in the text, or orjson may refuse the value for
+    another reason (a non-string key, an integer beyond 64 bits)."""
+    try:
+        return _NUL_ESCAPE not in _dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return False
+
+
 def storable(value):
     """``value`` with every string (keys too, at any depth) made storable in PostgreSQL text and
     jsonb: each character it rejects becomes U+FFFD, everything else is kept. A value that needs
     no change comes back as it is (no copy)."""
+    if _surely_storable(value):
+        return value
     return _clean(value) if _unstorable(value) else value
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 _encode = _ENCODER.encode  # one encoder for every row (json.dumps builds one per call with these options)
+# orjson writes what the json encoder writes for these values (jsonb columns: the text's layout is
+# not kept anyway); what it would write differently or not at all, it is told to refuse
+# (datetimes, dataclasses: the json encoder refuses them too), and the json encoder decides.
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def _json(v) -> str:
-    return _encode(v)
+    try:
+        return _dumps(v, option=_ORJSON).decode()
+    except TypeError:  # a non-string key, an integer beyond 64 bits, a value JSON has no form for
+        return _encode(v)
 
 
 def rating_of(metadata: dict[str, str] | None) -> int | None:

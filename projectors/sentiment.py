@@ -224,8 +224,20 @@ def _polarity(word: str, pos_exact, pos_stems, neg_exact, neg_stems) -> int:
     return 0
 
 
-def words(text: str) -> list[str]:
-    return [w.casefold() for w in _WORD.findall(text)]
+NEGATOR = 2  # a word's class (``_class_of``) besides the polarities 1, -1 and 0
+_KNOWN_MAX = 100_000  # words remembered per language (a word's class is computed once)
+
+
+@lru_cache(maxsize=None)
+def _known(lang: str) -> dict[str, int]:
+    return {}
+
+
+def _class_of(word: str, lang: str) -> int:
+    """NEGATOR, or the polarity of ``word`` as written (casefolded here)."""
+    pos_exact, pos_stems, neg_exact, neg_stems, negators = _compiled(lang)
+    w = word.casefold()
+    return NEGATOR if w in negators else _polarity(w, pos_exact, pos_stems, neg_exact, neg_stems)
 
 
 def sentiment(text: str | None, language: str | None) -> float | None:
@@ -233,14 +245,18 @@ def sentiment(text: str | None, language: str | None) -> float | None:
     lang = language_of(language)
     if not text or lang is None:
         return None
-    pos_exact, pos_stems, neg_exact, neg_stems, negators = _compiled(lang)
+    known = _known(lang)  # word as written → its class: texts repeat their words
     pos = neg = 0
     flip_left = 0
-    for w in words(text):
-        if w in negators:
+    for word in _WORD.findall(text):
+        p = known.get(word)
+        if p is None:
+            p = _class_of(word, lang)
+            if len(known) < _KNOWN_MAX:
+                known[word] = p
+        if p == NEGATOR:
             flip_left = NEGATION_REACH
             continue
-        p = _polarity(w, pos_exact, pos_stems, neg_exact, neg_stems)
         if flip_left:
             p = -p
             flip_left -= 1

@@ -15,6 +15,7 @@ asserts a timing; every loop is bounded and fails loudly instead of hanging.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import os
 import sys
 import time
@@ -555,3 +556,40 @@ def tree_path(tree: Path | None) -> dict[str, str]:
     if tree is None:
         return {}
     return {"PYTHONPATH": os.pathsep.join([str(tree), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+COMPARE_ROUNDS = 2  # with --compare: the other tree, this one, the other, this one (the load drifts alike)
+
+
+def compared_runs(ctx: BenchContext, what: str, run) -> list[tuple[str, Rate]]:
+    """With ``ctx.compare``: ``run(tree)`` for the other tree and for this one, alternately,
+    ``COMPARE_ROUNDS`` times each; labelled rows. Without: nothing."""
+    if ctx.compare is None:
+        return []
+    label, tree = ctx.compare
+    rows = []
+    for rnd in range(1, COMPARE_ROUNDS + 1):
+        for name, t in ((label, tree), ("this tree", None)):
+            with ctx.console.status(f"{what}: {name}, round {rnd} ..."):
+                rows.append((f"{what}, {name} (round {rnd})", run(t, f"{'cmp' if t else 'cur'}{rnd}")))
+    return rows
+
+
+def compare_note(rows: list[tuple[str, Rate]]) -> list[str]:
+    """The medians of each side of a comparison: rate and CPU per contact, and their ratio."""
+    if not rows:
+        return []
+
+    def side(mine: bool) -> tuple[float, float]:
+        rates = [r for label, r in rows if label.split(", ")[-1].startswith("this tree") == mine]
+        return (
+            statistics.median(r.per_second for r in rates),
+            statistics.median((r.cpu_seconds or 0.0) / r.events * 1e6 for r in rates),
+        )
+
+    (rate, cpu), (rate0, cpu0) = side(True), side(False)
+    return [
+        f"compared: this tree {rate:,.0f} contacts/s at {cpu:,.0f} µs CPU/contact against {rate0:,.0f}/s at "
+        f"{cpu0:,.0f} µs (medians of {COMPARE_ROUNDS} rounds each): rate ×{rate / rate0:.2f}, CPU per contact "
+        f"{(cpu / cpu0 - 1) * 100:+.0f}%."
+    ]

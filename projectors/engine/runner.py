@@ -17,7 +17,11 @@ Commit order of one batch:
      (``Projection.shape``: pure); what does not decode or shape is produced to projections.dlq.v1
      (``threadline.dlq.DeadLetters``) and acknowledged before step 3; a codec whose dependency
      does not answer (RetryableError: the registry, the key store) dead-letters nothing: the
-     batch is read again from the tracking rows after a backoff;
+     batch is read again from the tracking rows after a backoff. With ``shape_ahead`` (a
+     rebuild's projector; never with an outbox) the next batch is polled (what is already
+     fetched) and decoded and shaped on a thread of its own while this one is written (steps
+     3-4): pure work beside PostgreSQL's; a batch shaped ahead and not written (a swap, a retry,
+     the end of a run) is forgotten and read again from the tracking rows;
   3. in ONE PostgreSQL transaction:
        a. check that the schema written is still the build the runner opened (a replay may have
           swapped a new one in: then the batch is dropped and the runner re-seeks);
@@ -40,6 +44,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,6 +190,28 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+@dataclass
+class Shaped:
+    """A polled batch decoded and shaped (``Projector._shape``): its rows, each record's rows (to
+    find the record a failed write was about), what was refused and why, how many records."""
+
+    batch: Any
+    singles: list[tuple[Any, Any]] = field(default_factory=list)
+    refused: list[tuple[Any, str]] = field(default_factory=list)
+    count: int = 0
+
+
+def _reached(positions: dict[tuple[str, int], int], stop_at: dict[tuple[str, int], int]) -> bool:
+    return all(positions.get(k, 0) >= v for k, v in stop_at.items())
+
+
+def _dropped(pending: tuple[dict, Future] | None) -> None:
+    """Let a batch being shaped ahead finish and forget it (it is read again from the tracking rows)."""
+    if pending is not None:
+        wait([pending[1]])
+    return None
+
+
 class SchemaSwapped(Exception):
     """The schema was replaced by a rebuild since this projector looked: re-seek and go on."""
 
@@ -210,6 +237,7 @@ class Projector:
         sources: Sources = Sources(),
         codec: Codec | None = None,
         batch_size: int = DEFAULT_BATCH,
+        shape_ahead: bool = False,
     ):
         if not sources.topics():
             raise ConfigError(f"projector {projection.name}: no source topic")
@@ -220,6 +248,9 @@ class Projector:
         # the one codec of every projection: opens sealed records when privacy is on (docs/privacy.md)
         self.codec = make_reader_codec(settings, codec)
         self.batch_size = batch_size
+        # the next batch shaped on a thread while one is written: for a rebuild, where every batch
+        # is full (a live projector with its batches of a few records keeps one thread)
+        self.shape_ahead = shape_ahead
         self.stop_event = threading.Event()
         self.stats = RunStats()
         self.instruments = Instruments(f"projector:{self.name}")
@@ -341,77 +372,133 @@ class Projector:
                 outbox.publish(conn, producer)
             except RetryableError as exc:  # Kafka or the key store: stays queued, published after the next batch
                 log.warning("outbox_unavailable", projector=self.name, error=str(exc)[:300])
-        while not self.stop_event.is_set():
-            self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
-            if max_batches is not None and self.stats.batches >= max_batches:
-                return
-            if stop_at is not None and all(self.stats.positions.get(k, 0) >= v for k, v in stop_at.items()):
-                return
-            polled = consumer.poll(timeout_ms=500, max_records=self.batch_size)
-            if not polled:
-                continue
-            try:
-                self._project(conn, producer, dead_letters, polled, build)
-            except SchemaSwapped:
-                build = self.projection.current_build(conn)
-                self._seek_to_stored(conn, consumer, tps)
-                log.info(
-                    "projector_follows_swapped_schema", projector=self.name, target=self.projection.target, build=build
-                )
-                continue
-            except RetryableError as exc:
-                # A dead letter was not acknowledged in time (KafkaUnavailable), or the codec's
-                # registry or key store did not answer: the batch did not commit (its transaction
-                # rolled back, or it never began), so it is read again from the stored offsets
-                # once they answer. Nothing is skipped, nothing dead-lettered for it.
-                log.warning(
-                    "dlq_unavailable" if isinstance(exc, KafkaUnavailable) else "codec_unavailable",
-                    projector=self.name,
-                    error=str(exc)[:300],
-                    retry_in_s=kafka_delay,
-                )
-                self._seek_to_stored(conn, consumer, tps)
-                self.stop_event.wait(kafka_delay)
-                kafka_delay = min(kafka_delay * 2, RECONNECT_MAX)
-                continue
-            kafka_delay = RECONNECT_FIRST
-            if on_batch:
-                on_batch(self.stats)
+        # With shape_ahead the next batch is decoded and shaped while this one is written; never
+        # with an outbox (its publisher encodes and seals with codecs of its own after each
+        # commit: it is kept off the shaping thread's).
+        ahead = (
+            ThreadPoolExecutor(1, thread_name_prefix=f"shape-{self.name}")
+            if self.shape_ahead and outbox is None
+            else None
+        )
+        pending: tuple[dict, Future] | None = None
+        try:
+            while not self.stop_event.is_set():
+                self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
+                if max_batches is not None and self.stats.batches >= max_batches:
+                    return
+                if stop_at is not None and _reached(self.stats.positions, stop_at):
+                    return
+                if pending is None:
+                    polled = consumer.poll(timeout_ms=500, max_records=self.batch_size)
+                    if not polled:
+                        continue
+                    pending = (polled, self._shape_soon(ahead, polled))
+                polled, job = pending
+                pending = None
+                try:
+                    shaped = job.result()  # a RetryableError of the codec is raised here
+                    if ahead is not None and not self._last_batch(polled, max_batches, stop_at):
+                        upcoming = consumer.poll(timeout_ms=0, max_records=self.batch_size)
+                        if upcoming:
+                            pending = (upcoming, self._shape_soon(ahead, upcoming))
+                    self._project(conn, producer, dead_letters, polled, shaped, build)
+                except SchemaSwapped:
+                    pending = _dropped(pending)
+                    build = self.projection.current_build(conn)
+                    self._seek_to_stored(conn, consumer, tps)
+                    log.info(
+                        "projector_follows_swapped_schema",
+                        projector=self.name,
+                        target=self.projection.target,
+                        build=build,
+                    )
+                    continue
+                except RetryableError as exc:
+                    # A dead letter was not acknowledged in time (KafkaUnavailable), or the codec's
+                    # registry or key store did not answer: the batch did not commit (its transaction
+                    # rolled back, or it never began), so it is read again from the stored offsets
+                    # once they answer. Nothing is skipped, nothing dead-lettered for it.
+                    pending = _dropped(pending)
+                    log.warning(
+                        "dlq_unavailable" if isinstance(exc, KafkaUnavailable) else "codec_unavailable",
+                        projector=self.name,
+                        error=str(exc)[:300],
+                        retry_in_s=kafka_delay,
+                    )
+                    self._seek_to_stored(conn, consumer, tps)
+                    self.stop_event.wait(kafka_delay)
+                    kafka_delay = min(kafka_delay * 2, RECONNECT_MAX)
+                    continue
+                kafka_delay = RECONNECT_FIRST
+                if on_batch:
+                    on_batch(self.stats)
+        finally:  # a batch shaped ahead and not written is read again from the tracking rows
+            _dropped(pending)
+            if ahead is not None:
+                ahead.shutdown(wait=True)
 
-    def _project(self, conn, producer, dead_letters: DeadLetters, polled, build: str | None) -> None:
-        started = time.perf_counter()
+    def _shape_soon(self, ahead: ThreadPoolExecutor | None, polled) -> Future:
+        """``_shape(polled)`` on the shaping thread, or here and now (``ahead`` None)."""
+        if ahead is not None:
+            return ahead.submit(self._shape, polled)
+        done: Future = Future()
+        try:
+            done.set_result(self._shape(polled))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
+    def _last_batch(self, polled, max_batches: int | None, stop_at) -> bool:
+        """Whether writing ``polled`` ends the run (nothing to shape ahead then)."""
+        if max_batches is not None and self.stats.batches + 1 >= max_batches:
+            return True
+        if stop_at is None:
+            return False
+        after = dict(self.stats.positions)
+        for tp, messages in polled.items():
+            after[(tp.topic, tp.partition)] = messages[-1].offset + 1
+        return _reached(after, stop_at)
+
+    def _shape(self, polled) -> Shaped:
+        """Steps 1-2 for a polled batch: decode (the codec's batch hook first) and shape every
+        record. Pure but for the codec's lookups; what does not decode or shape is listed with the
+        reason, for the caller to dead-letter. A RetryableError of the codec is raised."""
         projection = self.projection
-        batch = projection.new_batch()
-        singles: list[tuple] = []  # (message, its rows): to find the record a failed write was about
-        next_offsets: dict[tuple[str, int], int] = {}
-        last_at: dict[tuple[str, int], datetime] = {}
-        dead = []
-        count = 0
-
-        def dead_letter(m, reason: str):
-            return dead_letters.send(
-                topic=m.topic, partition=m.partition, offset=m.offset, value=m.value, reason=reason
-            )
-
-        # 1-2. decode (the codec's batch hook first), shape; what does not decode or shape is dead-lettered
+        shaped = Shaped(projection.new_batch())
         with collector_paused():
             for m, decoded, failed in decode_batch(self.codec, polled):
-                count += 1
+                shaped.count += 1
                 one = projection.new_batch()
                 try:
                     if failed is not None:
                         raise failed
                     projection.shape(one, decoded, m)
                 except Exception as exc:  # shaping is pure: whatever it raises is this record's fault
-                    dead.append(dead_letter(m, shaping_failure(exc)))
+                    shaped.refused.append((m, shaping_failure(exc)))
                     continue
-                batch.extend(one)
-                singles.append((m, one))
-            for tp, messages in polled.items():
-                self.instruments.consumed(tp.topic).inc(len(messages))
-                key = (tp.topic, tp.partition)
-                next_offsets[key] = messages[-1].offset + 1
-                last_at[key] = datetime.fromtimestamp(messages[-1].timestamp / 1000).astimezone()
+                shaped.batch.extend(one)
+                shaped.singles.append((m, one))
+        return shaped
+
+    def _project(self, conn, producer, dead_letters: DeadLetters, polled, shaped: Shaped, build: str | None) -> None:
+        started = time.perf_counter()
+        projection = self.projection
+        batch, singles, count = shaped.batch, shaped.singles, shaped.count
+        next_offsets: dict[tuple[str, int], int] = {}
+        last_at: dict[tuple[str, int], datetime] = {}
+
+        def dead_letter(m, reason: str):
+            return dead_letters.send(
+                topic=m.topic, partition=m.partition, offset=m.offset, value=m.value, reason=reason
+            )
+
+        # what did not decode or shape is dead-lettered
+        dead = [dead_letter(m, reason) for m, reason in shaped.refused]
+        for tp, messages in polled.items():
+            self.instruments.consumed(tp.topic).inc(len(messages))
+            key = (tp.topic, tp.partition)
+            next_offsets[key] = messages[-1].offset + 1
+            last_at[key] = datetime.fromtimestamp(messages[-1].timestamp / 1000).astimezone()
         dead_letters.wait(dead)  # acknowledged before the offsets move past them
         written = len(batch)
         unwritable = []

@@ -265,3 +265,33 @@ def test_the_split_off_side_of_an_operator_unlink_absorbs_nobody():
 def test_a_record_of_an_unknown_schema_is_refused():
     with pytest.raises(DecodeError):
         Batch().add("threadline.other.Thing", {"occurred_at": T0}, 0, 0)
+
+
+def test_a_record_with_nothing_to_clean_is_checked_without_a_walk_in_python(monkeypatch):
+    from projectors import rows
+
+    walks = []
+    walk = rows._unstorable
+    monkeypatch.setattr(rows, "_unstorable", lambda v: walks.append(v) or walk(v))
+    clean = contact(text="Ciao è tutto ok \\u0000 (a backslash, not a NUL)", facts=[{"kind": "k", "value": "v"}])
+    assert rows.storable(clean) is clean
+    dirty = contact(text="rotto\x00", metadata={"k\x00": "\ud800"})
+    assert rows.storable(dirty)["text"] == "rotto\ufffd"
+    assert rows.storable(dirty)["metadata"] == {"k\ufffd": "\ufffd"}
+    records = [w for w in walks if w is clean or w is dirty]  # the walks begun from the top (not their recursion)
+    assert len(records) == 1 + 2  # only what orjson could not vouch for: the escape look-alike, then dirty twice
+    walks.clear()
+    assert rows.storable(contact(text="tutto ok")) is not None and walks == []
+    odd = {1: "x", "big": 2**70}  # orjson refuses both: the walk decides
+    assert rows.storable(odd) is odd
+
+
+def test_the_jsonb_columns_are_written_as_the_json_encoder_writes_them():
+    import json
+
+    from projectors import rows
+
+    for value in ([{"b": 1, "a": ["è", 1.5, None, True]}], {"z": {"y": "\u2028"}}, {1: "int key"}, {"n": 2**70}, []):
+        assert json.loads(rows._json(value)) == json.loads(rows._encode(value))
+    with pytest.raises(TypeError):  # what the json encoder refuses stays refused (the record is dead-lettered)
+        rows._json({"at": T0})

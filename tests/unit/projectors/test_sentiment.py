@@ -63,3 +63,19 @@ def test_language_tags_are_reduced_to_their_primary_subtag():
 def test_the_score_is_deterministic():
     text = "Paczka 123 przyszła uszkodzona, dziękuję za szybką odpowiedź"
     assert sentiment(text, "pl") == sentiment(text, "pl")
+
+
+def test_each_word_is_classified_once_and_the_cache_changes_no_score(monkeypatch):
+    from projectors import sentiment as module
+
+    text = "Non è perfetto, NON è Perfetto: il pacco è arrivato ROTTO e rotto"
+    # scored with empty caches first: what the text gives without anything remembered
+    monkeypatch.setattr(module, "_known", lambda lang, caches={}: caches.setdefault(lang, {}))
+    first = sentiment(text, "it")
+    calls = []
+    classify = module._class_of
+    monkeypatch.setattr(module, "_class_of", lambda word, lang: calls.append(word) or classify(word, lang))
+    assert sentiment(text, "it") == first  # every word remembered: none classified again
+    assert calls == []
+    assert sentiment("ottimo ottimo OTTIMO", "it") == 1.0 and calls == ["ottimo", "OTTIMO"]  # as written, once
+    assert sentiment("non ottimo", "it") == sentiment("NON OTTIMO", "it") == -1.0
