@@ -519,27 +519,25 @@ class Settings(BaseModel):
     def effective_pg_api_dsn(self) -> str:
         """The read API's connection string: THREADLINE_PG_API_DSN; unset, the embedded server's
         read-only role, or else THREADLINE_PG_DSN as it is."""
-        if self.postgres.api_dsn:
-            return _with_password(self.postgres.api_dsn, self.pg_secret("api_password", None))
-        if self.postgres.dsn:
-            return self.effective_pg_dsn
-        return _with_password(
-            f"postgresql://{PG_READER}@127.0.0.1:{self.stack.pg_port}/threadline",
-            self.pg_secret("api_password", PG_READER),
-        )
+        return self._role_dsn(self.postgres.api_dsn, "api_password", PG_READER)
 
     @property
     def effective_keystore_dsn(self) -> str:
         """The key store's connection string (privacy.data_keys: the gateway, importers and worker
         seal under it, the projectors open with it): THREADLINE_PG_KEYSTORE_DSN; unset, the
         embedded server's key-store role, or else THREADLINE_PG_DSN as it is."""
-        if self.postgres.keystore_dsn:
-            return _with_password(self.postgres.keystore_dsn, self.pg_secret("keystore_password", None))
+        return self._role_dsn(self.postgres.keystore_dsn, "keystore_password", PG_KEYSTORE)
+
+    def _role_dsn(self, dsn: str | None, password: str, role: str) -> str:
+        """A component's connection string: ``dsn`` with the ``password`` secret of the postgres
+        group added; unset, THREADLINE_PG_DSN as it is when that is set, or else the embedded
+        server's ``role`` with its password."""
+        if dsn:
+            return _with_password(dsn, self.pg_secret(password, None))
         if self.postgres.dsn:
             return self.effective_pg_dsn
         return _with_password(
-            f"postgresql://{PG_KEYSTORE}@127.0.0.1:{self.stack.pg_port}/threadline",
-            self.pg_secret("keystore_password", PG_KEYSTORE),
+            f"postgresql://{role}@127.0.0.1:{self.stack.pg_port}/threadline", self.pg_secret(password, role)
         )
 
     @property
