@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 import schemas
 from connectors.contact import ContactIn, to_record
+from projectors.read_models import Store
+from projectors.rows import Batch
 from threadline.kafka import make_producer
 
 
@@ -97,3 +99,13 @@ def produce(settings, codec, topic: str, subject: str, records: list[dict], raw:
         producer.send(topic, key=b"garbage", value=value)
     producer.flush(30)
     producer.close()
+
+
+def write_batch(pg, schema: str, records, first_offset: int = 0) -> None:
+    """Project ``records`` (``(name, record, *gen)``, as ``Batch.add`` takes them) into ``schema``
+    as one batch, at offsets from ``first_offset`` of partition 0, in one transaction."""
+    batch = Batch()
+    for j, (name, rec, *gen) in enumerate(records):
+        batch.add(name, rec, 0, first_offset + j, None, *gen)
+    with pg.transaction(), pg.cursor() as cur:
+        Store(schema).write(cur, batch)

@@ -11,12 +11,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from compare import aggregates_from_scratch, assert_aggregates_match
-from projector_events import contact, conversation, identity, sla
+from projector_events import contact, conversation, identity, sla, write_batch
 
 from projectors import aggregates
 from projectors.engine.schema import create_schema
-from projectors.read_models import Store
-from projectors.rows import CONTACT, CONVERSATION_EVENT, IDENTITY_EVENT, Batch
+from projectors.rows import CONTACT, CONVERSATION_EVENT, IDENTITY_EVENT
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
 CHANNELS = ("email", "chat", "twitter", "review", "store")
@@ -104,15 +103,10 @@ def test_kept_aggregates_equal_the_computation_from_every_row_whatever_the_batch
     create_schema(pg, "support", s, "test")
     try:
         records = world(rng)
-        store = Store(s)
         i = 0
         while i < len(records):
             n = rng.randint(1, 12)
-            batch = Batch()
-            for j, (name, rec, *gen) in enumerate(records[i : i + n]):
-                batch.add(name, rec, 0, i + j, None, *gen)
-            with pg.transaction(), pg.cursor() as cur:
-                store.write(cur, batch)
+            write_batch(pg, s, records[i : i + n], i)
             i += n
             if rng.random() < 0.2:  # now and then, mid-way: what is kept so far equals its rows
                 assert_aggregates_match(pg, s)
@@ -136,11 +130,7 @@ def test_the_random_worlds_have_withdrawn_customers_and_re_resolved_contacts():
 
 
 def write(pg, s: str, *records: tuple) -> None:
-    batch = Batch()
-    for j, (name, rec, *gen) in enumerate(records):
-        batch.add(name, rec, 0, j, None, *gen)
-    with pg.transaction(), pg.cursor() as cur:
-        Store(s).write(cur, batch)
+    write_batch(pg, s, records)
 
 
 def engagement(pg, s: str) -> tuple[list, list, list]:
@@ -211,11 +201,7 @@ def test_a_refresh_gives_what_the_batches_kept(pg, unique):
     s = f"t{unique}_aggr"
     create_schema(pg, "support", s, "test")
     try:
-        batch = Batch()
-        for j, (name, rec, *gen) in enumerate(world(rng)):
-            batch.add(name, rec, 0, j, None, *gen)
-        with pg.transaction(), pg.cursor() as cur:
-            Store(s).write(cur, batch)
+        write_batch(pg, s, world(rng))
         before, _ = aggregates_from_scratch(pg, s)
         with pg.transaction():
             aggregates.refresh(pg, s)
@@ -233,11 +219,7 @@ def test_a_schema_made_before_the_aggregates_is_migrated_and_filled_when_the_pro
     s = f"t{unique}_aggu"
     create_schema(pg, "support", s, "test")
     try:
-        batch = Batch()
-        for j, (name, rec, *gen) in enumerate(world(random.Random(5))):
-            batch.add(name, rec, 0, j, None, *gen)
-        with pg.transaction(), pg.cursor() as cur:
-            Store(s).write(cur, batch)
+        write_batch(pg, s, world(random.Random(5)))
         kept, _ = aggregates_from_scratch(pg, s)
         # the schema as DDL version 4 made it: no aggregate tables, its views computed at read time
         views = [

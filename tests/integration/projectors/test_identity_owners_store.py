@@ -13,11 +13,10 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from projector_events import contact
+from projector_events import contact, write_batch
 
 from projectors.engine.schema import create_schema
-from projectors.read_models import Store
-from projectors.rows import CONTACT, IDENTITY_EVENT, Batch
+from projectors.rows import CONTACT, IDENTITY_EVENT
 from streams.identity import IdentityGraph, customer_id_for
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
@@ -87,22 +86,14 @@ def test_each_customer_lists_only_its_own_identities_whatever_the_order_and_batc
         i = 0
         while i < len(records):
             n = rng.randint(1, 4)
-            batch = Batch()
-            for j, (name, rec, *gen) in enumerate(records[i : i + n]):
-                batch.add(name, rec, 0, i + j, None, *gen)
-            with pg.transaction(), pg.cursor() as cur:
-                Store(s).write(cur, batch)
+            write_batch(pg, s, records[i : i + n], i)
             i += n
         assert identity_lists(pg, s) == {
             survivor: [("social", "twitter", "sam_owner")],
             split_off: [("email", None, "sam.owner@example.nl")],
         }
         # the same tables as every record in the graph's order, one batch
-        batch = Batch()
-        for j, (name, rec, *gen) in enumerate(sams_records()[0]):
-            batch.add(name, rec, 0, j, None, *gen)
-        with pg.transaction(), pg.cursor() as cur:
-            Store(in_order).write(cur, batch)
+        write_batch(pg, in_order, sams_records()[0])
         for name, order in (("customer_identities", "1, 2, 3, 4"), ("identity_owners", "1, 2, 3")):
             assert table(pg, s, name, order) == table(pg, in_order, name, order), name
     finally:
