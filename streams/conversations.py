@@ -525,12 +525,20 @@ def _pack(events: list[dict]) -> list:
     prev: list | None = None
     for e in events:
         row = [e[k] for k in EVENT_KEYS]
-        if prev is None or len(prev) != len(row):
+        if prev is None:
             rows.append(row)
         else:
-            rows.append({str(i): v for i, (v, w) in enumerate(zip(row, prev)) if v != w or type(v) is not type(w)})
+            delta = {}
+            for i, v in enumerate(row):
+                w = prev[i]
+                if v is not w and (v != w or type(v) is not type(w)):
+                    delta[_INDEX[i]] = v
+            rows.append(delta)
         prev = row
     return [events[0]["facts"] if events else [], rows]
+
+
+_INDEX = tuple(str(i) for i in range(len(EVENT_KEYS)))  # a value's place in a compact outbox row
 
 
 def _unpack(entry: list) -> list[dict]:
