@@ -21,7 +21,7 @@ stays fastavro's:
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -292,8 +292,12 @@ class _Compiler:
             return self.records[full]
         fn = self.name("record")
         self.records[full] = fn
+        return self.fields(fn, schema["fields"])
+
+    def fields(self, fn: str, fields: list[dict]) -> str:
+        """A function ``fn(d, out)`` writing the values of ``fields`` of the dict ``d``, in order."""
         lines = [f"def {fn}(d, out):", "    if type(d) is not dict:", "        raise Fallback", "    get = d.get"]
-        for i, field in enumerate(schema["fields"]):
+        for i, field in enumerate(fields):
             key = f"{fn}_f{i}"
             self.ns[key] = field["name"]
             # a missing field raises Fallback: fastavro fills defaults (and words the errors)
@@ -327,3 +331,100 @@ def compile_writer(parsed: dict) -> Callable[[dict], bytes] | None:
         return bytes(out)
 
     return write
+
+
+def compile_fields(parsed: dict, names: Sequence[str]) -> Callable[[dict, bytearray], None] | None:
+    """A function appending the Avro binary of the fields ``names`` of a record of ``parsed`` to
+    ``out``, raising ``Fallback`` as ``compile_writer``'s does; None when the schema does not
+    compile or ``names`` are not consecutive fields in the schema's order. A record's encoding is
+    its fields' encodings one after the other, so writing consecutive runs of fields in turn gives
+    the bytes ``compile_writer`` gives."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return None
+    fields = parsed["fields"]
+    order = [f["name"] for f in fields]
+    if not names or names[0] not in order:
+        return None
+    start = order.index(names[0])
+    if order[start : start + len(names)] != list(names):
+        return None
+    compiler = _Compiler(dict(parsed.get("__named_schemas", {})))
+    try:
+        top = compiler.fields("fields", fields[start : start + len(names)])
+    except (Unsupported, KeyError, TypeError, ValueError):
+        return None
+    exec("\n".join(compiler.sources), compiler.ns)  # noqa: S102 - code generated above from the schema alone
+    return compiler.ns[top]
+
+
+class RunsWriter:
+    """Records of one schema, many at a time, when runs of their fields repeat from one record to
+    the next (the events of one change share the customer's facts and the conversation's
+    snapshot): the schema's fields cut into consecutive runs, and a run in ``shared`` whose values
+    are the very objects of the previous record's (``is``, not ``==``: ``1``, ``1.0`` and ``True``
+    are equal and encode differently) is not written again, the previous record's bytes of that run
+    are reused. The bytes equal ``compile_writer``'s; a record it does not take (``Fallback``) is
+    None in the answer, for the caller to write with fastavro.
+
+    The records must not change while ``write_all`` runs (nothing else runs meanwhile)."""
+
+    def __init__(self, parsed: dict, shared: Sequence[Sequence[str]]):
+        order = [f["name"] for f in parsed["fields"]]
+        cuts: list[tuple[tuple[str, ...], bool]] = []
+        at = 0
+        for run in sorted(shared, key=lambda r: order.index(r[0])):
+            start = order.index(run[0])
+            if start < at:
+                raise Unsupported(f"shared runs overlap at {run[0]}")
+            if start > at:
+                cuts.append((tuple(order[at:start]), False))
+            cuts.append((tuple(run), True))
+            at = start + len(run)
+        if at < len(order):
+            cuts.append((tuple(order[at:]), False))
+        self.runs: list[tuple[Callable[[dict, bytearray], None], Callable[[dict, dict], bool] | None]] = []
+        for names, is_shared in cuts:
+            write = compile_fields(parsed, names)
+            if write is None:
+                raise Unsupported(f"fields {names} do not compile")
+            self.runs.append((write, _same_values(names) if is_shared else None))
+
+    def write_all(self, records: Sequence[dict]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        runs = self.runs
+        previous: list[tuple[dict, bytes] | None] = [None] * len(runs)
+        for record in records:
+            if type(record) is not dict:
+                out.append(None)
+                continue
+            body = bytearray()
+            try:
+                for i, (write, same) in enumerate(runs):
+                    if same is None:
+                        write(record, body)
+                        continue
+                    prev = previous[i]
+                    if prev is not None and same(record, prev[0]):
+                        body += prev[1]
+                        continue
+                    part = bytearray()
+                    write(record, part)
+                    previous[i] = (record, bytes(part))
+                    body += part
+            except Fallback:
+                out.append(None)
+                continue
+            out.append(bytes(body))
+        return out
+
+
+def _same_values(names: tuple[str, ...]) -> Callable[[dict, dict], bool]:
+    """``same(d, p)``: whether each of ``names`` holds the same object in ``d`` as in ``p`` (a
+    field missing from both counts as the same)."""
+    ns: dict[str, Any] = {"MISSING": _MISSING}
+    terms = []
+    for i, name in enumerate(names):
+        ns[f"n{i}"] = name
+        terms.append(f"d.get(n{i}, MISSING) is p.get(n{i}, MISSING)")
+    exec(f"def same(d, p):\n    return {' and '.join(terms)}\n", ns)  # noqa: S102 - from the field names alone
+    return ns["same"]

@@ -516,9 +516,42 @@ EVENT_KEYS = (
 )
 
 
+def _pack(events: list[dict]) -> list:
+    """A change's events as the outbox keeps them: the customer's facts once, the first event's
+    values in ``EVENT_KEYS`` order, and each later event as the values that differ from the event
+    before it (``{"index": value}``: the events of a change share their conversation, contact and
+    snapshot, so these are mostly the id, the type and the version)."""
+    rows: list = []
+    prev: list | None = None
+    for e in events:
+        row = [e[k] for k in EVENT_KEYS]
+        if prev is None:
+            rows.append(row)
+        else:
+            delta = {}
+            for i, v in enumerate(row):
+                w = prev[i]
+                if v is not w and (v != w or type(v) is not type(w)):
+                    delta[_INDEX[i]] = v
+            rows.append(delta)
+        prev = row
+    return [events[0]["facts"] if events else [], rows]
+
+
+_INDEX = tuple(str(i) for i in range(len(EVENT_KEYS)))  # a value's place in a compact outbox row
+
+
 def _unpack(entry: list) -> list[dict]:
+    """The events ``_pack`` kept (and those of states written before it: every row whole)."""
     facts, rows = entry
-    return [{**dict(zip(EVENT_KEYS, _copy(row))), "facts": _copy(facts)} for row in rows]
+    out = []
+    prev: list = []
+    for row in rows:
+        if isinstance(row, dict):  # the values that differ from the row before
+            row = [row.get(str(i), v) for i, v in enumerate(prev)]
+        out.append({**dict(zip(EVENT_KEYS, _copy(row))), "facts": _copy(facts)})
+        prev = row
+    return out
 
 
 def _short(event_id: str) -> str:
@@ -540,7 +573,8 @@ class Stitcher:
         """One resolved contact (``gen``: the identity graph's position that assigned it here;
         ``wm``: the partition's watermark): the new state and the events of the difference."""
         c = view(contact, gen)
-        state = current(state) or new_state(contact["customer_id"])
+        known = current(state)
+        state = known or new_state(contact["customer_id"])
         rows = state["contacts"]
         key = f"{c.event_id}:{gen}"
         if key in state["outbox"]:
@@ -552,7 +586,8 @@ class Stitcher:
             return state, []
         if present is not None or c.event_id in state["old_ids"] or state["gone"].get(c.event_id, -1) >= gen:
             return state, []  # a duplicate, or an assignment older than the move that took it away
-        state = _copy(state)
+        if known is not None:  # the caller's state is left as it was (a new one is this call's own)
+            state = _copy(state)
         state["gone"].pop(c.event_id, None)
         if state["horizon"] is not None and c.t <= state["horizon"]:
             events = self._archive(state, c)
@@ -1023,10 +1058,11 @@ class Stitcher:
             del state["pub"][cid]
 
     def _remember(self, state: dict, key: str, events: list[dict]) -> None:
-        """Keep the events of the last few changes, compactly (values in EVENT_KEYS order, the
-        customer's facts once), so that a redelivery re-sends the same events and no new ones."""
+        """Keep the events of the last few changes, compactly (``_pack``: values in EVENT_KEYS
+        order, each event after the first as what differs from the one before, the customer's facts
+        once), so that a redelivery re-sends the same events and no new ones."""
         outbox = state["outbox"]
-        outbox[key] = [events[0]["facts"] if events else [], [[e[k] for k in EVENT_KEYS] for e in events]]
+        outbox[key] = _pack(events)
         while len(outbox) > self.rules.outbox:
             outbox.pop(next(iter(outbox)))
 

@@ -20,6 +20,7 @@ from typing import Any
 import faust
 
 import schemas
+from schemas.avro_writer import RunsWriter, Unsupported
 from schemas.codec import Codec
 from streams.clocks import ClockScheduler
 from streams.conversations import Stitcher
@@ -27,6 +28,58 @@ from streams.identity import to_millis
 from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, read_table, write_table
 from streams.topology import Topology
 from threadline import metrics
+
+
+# The conversation event's fields that the events of one change share (runs of the schema's fields):
+# the conversation and its contact, the customer's facts, the conversation's snapshot after the change.
+SHARED_RUNS = (
+    ("customer_id", "conversation_id", "channel", "previous_channel", "contact_event_id", "waiting_on"),
+    ("facts",),
+    ("status", "opened_at", "messages", "breaches", "open_sla", "merged_into", "merged_into_customer_id"),
+)
+
+
+class EventEncoder:
+    """conversations.v1 values for the events of a change, each run of fields the events share
+    (``SHARED_RUNS``: the facts, the snapshot) written once per change (``RunsWriter``: a run whose
+    values are the previous event's objects reuses its bytes) instead of once per event; the frame header (magic byte and schema id, or fingerprint) is the codec's.
+
+    The header is learnt once from the codec: the first event encoded by the codec, whose bytes
+    must be a header followed by exactly the body this writer writes; with any other codec (one
+    that writes something else) every event is the codec's. An event the writer does not take
+    (``Fallback``: a value of another type, a missing field) is the codec's too, so its errors stay
+    the codec's."""
+
+    def __init__(self, codec: Codec, topic: str, subject: str = schemas.CONVERSATION_EVENT):
+        self.codec, self.topic, self.subject = codec, topic, subject
+        try:
+            self.writer: RunsWriter | None = RunsWriter(schemas.latest(subject).parsed, SHARED_RUNS)
+        except (Unsupported, KeyError, ValueError):
+            self.writer = None
+        self.header: bytes | None = None  # None: not learnt yet (or the codec's bytes are not header + body)
+
+    def encode(self, events: list[dict]) -> list[bytes]:
+        writer = self.writer
+        if writer is None or not events:
+            return [self.codec.encode(self.topic, self.subject, e) for e in events]
+        header = self.header if self.header is not None else self._learn(events[0], writer)
+        if header is None:
+            return [self.codec.encode(self.topic, self.subject, e) for e in events]
+        return [
+            self.codec.encode(self.topic, self.subject, e) if body is None else header + body
+            for e, body in zip(events, writer.write_all(events), strict=True)
+        ]
+
+    def _learn(self, event: dict, writer: RunsWriter) -> bytes | None:
+        full = self.codec.encode(self.topic, self.subject, event)
+        (body,) = writer.write_all([event])
+        if body is None:
+            return None  # learnt from another event
+        if isinstance(full, bytes) and len(full) > len(body) and full.endswith(body):
+            self.header = full[: len(full) - len(body)]
+        else:
+            self.writer = None  # this codec writes something else: its bytes, always
+        return self.header
 
 
 class ConversationsStage:
@@ -37,6 +90,7 @@ class ConversationsStage:
         self.table = topo.conv_table
         self.lock = asyncio.Lock()
         self.sla_events = metrics.Labelled(metrics.SLA)
+        self.encoder = EventEncoder(codec, self.names.conversations)
 
     # -- one batch --------------------------------------------------------------------------
 
@@ -78,16 +132,14 @@ class ConversationsStage:
     def _publish(
         self, out: Outputs, cid: str, events: list[dict], contact_id: str | None, partition: int, offset: int | None
     ) -> None:
-        for e in events:
-            out.add(
-                self.names.conversations,
-                cid.encode(),
-                self.codec.encode(self.names.conversations, schemas.CONVERSATION_EVENT, e),
-                {"event_id": e["event_id"]},
-            )
+        if not events:
+            return
+        key, topic, info = cid.encode(), self.names.conversations, log.info  # the logger bound once
+        for e, value in zip(events, self.encoder.encode(events), strict=True):
+            out.add(topic, key, value, {"event_id": e["event_id"]})
             if e["event_type"] in metrics.SLA_EVENTS:
                 self.sla_events(metrics.SLA_EVENTS[e["event_type"]], e["channel"] or "other").inc()
-            log.info(
+            info(
                 "conversation_" + e["event_type"],
                 event_id=e["event_id"],
                 customer_id=cid,

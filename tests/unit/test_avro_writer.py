@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import schemas
 from schemas import codec as codec_module
-from schemas.avro_writer import Fallback, compile_writer
+from schemas.avro_writer import Fallback, RunsWriter, Unsupported, compile_fields, compile_writer
 from threadline.errors import SchemaError
 
 ALL_VERSIONS = [sv for subject in schemas.subjects() for sv in schemas.versions(subject)]
@@ -167,3 +167,88 @@ def test_a_union_of_two_types_is_left_to_fastavro():
     )
     assert compile_writer(parsed) is None
     assert codec_module._write(parsed, {"x": 5}) == _fastavro(parsed, {"x": 5})
+
+
+# -- runs of fields: compile_fields and RunsWriter ------------------------------------------------
+
+CONVERSATION_RUNS = (
+    ("customer_id", "conversation_id", "channel", "previous_channel", "contact_event_id", "waiting_on"),
+    ("facts",),
+    ("status", "opened_at", "messages", "breaches", "open_sla", "merged_into", "merged_into_customer_id"),
+)
+
+
+@pytest.mark.parametrize("sv", ALL_VERSIONS, ids=lambda sv: f"{sv.subject}-v{sv.version}")
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), cuts=st.lists(st.integers(min_value=1, max_value=30), max_size=4))
+def test_consecutive_runs_of_fields_written_in_turn_are_the_records_bytes(sv, data, cuts):
+    record = data.draw(values(sv.parsed, sv.parsed["__named_schemas"]))
+    names = [f["name"] for f in sv.parsed["fields"]]
+    bounds = sorted({0, len(names), *(c % len(names) for c in cuts)})
+    out = bytearray()
+    try:
+        for a, b in zip(bounds, bounds[1:]):
+            write = compile_fields(sv.parsed, names[a:b])
+            assert write is not None
+            write(record, out)
+    except Fallback:
+        return
+    assert bytes(out) == _fastavro(sv.parsed, record)
+
+
+def test_fields_that_are_not_consecutive_do_not_compile():
+    sv = schemas.latest(schemas.CONVERSATION_EVENT)
+    assert compile_fields(sv.parsed, ["event_id", "occurred_at"]) is None
+    assert compile_fields(sv.parsed, ["no_such_field"]) is None
+    with pytest.raises(Unsupported):
+        RunsWriter(sv.parsed, [("event_id", "event_type"), ("event_type", "occurred_at")])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_a_runs_writer_writes_each_record_as_fastavro_does(data):
+    """Events of one change sharing some objects (the facts, the snapshot) and not others, in any
+    mix: every record's bytes are its own, whatever the record before it held."""
+    sv = schemas.latest(schemas.CONVERSATION_EVENT)
+    named = sv.parsed["__named_schemas"]
+    first = data.draw(values(sv.parsed, named))
+    events = [first]
+    for _ in range(data.draw(st.integers(min_value=0, max_value=5))):
+        fresh = data.draw(values(sv.parsed, named))
+        keep = data.draw(st.sets(st.sampled_from([f["name"] for f in sv.parsed["fields"]])))
+        events.append({k: (events[-1][k] if k in keep else fresh[k]) for k in fresh})
+    got = RunsWriter(sv.parsed, CONVERSATION_RUNS).write_all(events)
+    for event, body in zip(events, got, strict=True):
+        try:
+            expected = compile_writer(sv.parsed)(event)
+        except Fallback:
+            assert body is None
+            continue
+        assert body == expected == _fastavro(sv.parsed, event)
+
+
+def test_equal_values_of_other_types_are_not_taken_for_the_previous_records():
+    """``1`` and ``True`` are equal and hash alike: a run is reused only for the very same objects
+    (with equality, the second record would have been written with the first's bytes)."""
+    sv = schemas.latest(schemas.CONVERSATION_EVENT)
+    a = _conversation_event()
+    a["recorded_at"] = 1
+    b = {**a, "messages": True, "facts": [dict(f) for f in a["facts"]]}
+    first, second = RunsWriter(sv.parsed, CONVERSATION_RUNS).write_all([a, b])
+    assert first == _fastavro(sv.parsed, a)
+    assert second is None  # a bool for a long: fastavro's to write (or refuse)
+    c = {**a, "open_sla": {**a["open_sla"], "due_at": 3}}  # an equal-shaped but other dict
+    assert RunsWriter(sv.parsed, CONVERSATION_RUNS).write_all([a, c])[1] == _fastavro(sv.parsed, c)
+
+
+def test_a_record_the_runs_writer_does_not_take_is_none_and_the_next_is_written():
+    sv = schemas.latest(schemas.CONVERSATION_EVENT)
+    a = {**_conversation_event(), "recorded_at": 5}
+    bad = {**a, "version": 1.5}
+    good = {**a, "version": 3}
+    assert RunsWriter(sv.parsed, CONVERSATION_RUNS).write_all([a, bad, good, "not a dict"]) == [
+        _fastavro(sv.parsed, a),
+        None,
+        _fastavro(sv.parsed, good),
+        None,
+    ]
