@@ -230,3 +230,32 @@ def test_the_privacy_suite_of_the_worker_alternates_clear_and_sealed_batches_of_
     ]
     assert "privacy on 500 contacts/s at 1,100 µs CPU/contact" in section.notes[-1]
     assert "CPU per contact +10%" in section.notes[-1]
+
+
+def test_process_cpu_seconds_counts_live_children_and_with_reaped_the_ended_ones():
+    """PostgreSQL's CPU in the rebuild bench: the server, its live backends, and with ``reaped``
+    the backends that closed during the measurement (their CPU lands in the server's cutime)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from threadline.benchkit import process_cpu_seconds
+
+    me = os.getpid()
+    before, before_reaped = process_cpu_seconds(me), process_cpu_seconds(me, reaped=True)
+    subprocess.run([sys.executable, "-c", "t = __import__('time').process_time\nwhile t() < 0.3: pass"], check=True)
+    # the child ended and was waited for: only the reaped figure holds its CPU
+    assert process_cpu_seconds(me, reaped=True) - before_reaped >= 0.25
+    assert process_cpu_seconds(me) - before < 0.25
+    child = subprocess.Popen([sys.executable, "-c", "t = __import__('time').process_time\nwhile t() < 5: pass"])
+    try:
+        deadline = time.monotonic() + 60
+        while process_cpu_seconds(child.pid) < 0.2:  # however loaded the machine, until it has run
+            assert time.monotonic() < deadline, "the child never ran"
+            time.sleep(0.05)
+        assert process_cpu_seconds(me) - before >= 0.2  # a live child counts as it runs
+    finally:
+        child.kill()
+        child.wait()
+    assert process_cpu_seconds(None) == 0.0
