@@ -174,22 +174,17 @@ def pg_note(pg_us: dict[str, float], copied: Rate, rebuilt: Rate, local: bool) -
     """PostgreSQL's own CPU per contact beside the client's, for the COPY and each rebuild."""
     if not local:
         return ["PostgreSQL's own CPU: not measured (the server does not run on this machine)."]
-    rounds = " · ".join(f"{pg_us[t]:,.1f}" for t in sorted(pg_us) if t.startswith(("cmp", "cur")))
-    both = [
-        (copied.cpu_us_per_event or 0.0) + pg_us["copy"],
-        (rebuilt.cpu_us_per_event or 0.0) + pg_us["rebuild"],
-    ]
+    rounds = " · ".join(f"{v:,.1f}" for t, v in pg_us.items() if t.startswith(("cmp", "cur")))  # in run order
+    copy = (copied.cpu_us_per_event or 0.0) + pg_us["copy"]
+    rebuild = (rebuilt.cpu_us_per_event or 0.0) + pg_us["rebuild"]
+    cores = os.cpu_count() or 1
     return [
-        f"PostgreSQL's own CPU per contact (the server's processes, summed; whatever else it did in those "
+        "PostgreSQL's own CPU per contact (the server's processes, summed; whatever else it did in those "
         f"seconds included): COPY {pg_us['copy']:,.1f} µs, rebuild {pg_us['rebuild']:,.1f} µs"
-        + (
-            f" (compared rounds, {', '.join(t for t in sorted(pg_us) if t.startswith(('cmp', 'cur')))}: {rounds})"
-            if rounds
-            else ""
-        )
-        + f". Client and server together: COPY {both[0]:,.1f} µs, rebuild {both[1]:,.1f} µs per contact; on "
-        f"{os.cpu_count()} cores a rebuild cannot run faster than {both[1] / (os.cpu_count() or 1):,.1f} µs per "
-        "contact of wall time."
+        + (f" (the compared rounds in the order they ran, the other tree first: {rounds})" if rounds else "")
+        + f". Client and server together: COPY {copy:,.1f} µs, rebuild {rebuild:,.1f} µs per contact; on "
+        f"{cores} cores the rebuild cannot take less than {rebuild / cores:,.1f} µs of wall time per contact, "
+        f"nor the COPY {copy / cores:,.1f} µs (the ratio of the two floors: {copy / rebuild:.2f}×)."
     ]
 
 

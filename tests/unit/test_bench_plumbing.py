@@ -259,3 +259,20 @@ def test_process_cpu_seconds_counts_live_children_and_with_reaped_the_ended_ones
         child.kill()
         child.wait()
     assert process_cpu_seconds(None) == 0.0
+
+
+def test_the_rebuild_note_adds_postgres_cpu_to_the_clients_and_gives_the_wall_time_floor(monkeypatch):
+    import os
+
+    from projectors.bench import pg_note
+    from threadline.benchkit import Rate
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    copy, rebuild = Rate(20000, 1.0, cpu_seconds=0.25), Rate(20000, 2.0, cpu_seconds=1.5)  # 12.5 and 75 µs
+    (note,) = pg_note({"rebuild": 60.0, "copy": 33.0, "cmp1": 57.5, "cur1": 54.5}, copy, rebuild, True)
+    assert "COPY 33.0 µs, rebuild 60.0 µs" in note and "other tree first: 57.5 · 54.5" in note
+    assert "COPY 45.5 µs, rebuild 135.0 µs per contact" in note
+    assert "less than 67.5 µs of wall time per contact, nor the COPY 22.8 µs" in note and "0.34×" in note
+    assert pg_note({}, copy, rebuild, False) == [
+        "PostgreSQL's own CPU: not measured (the server does not run on this machine)."
+    ]
