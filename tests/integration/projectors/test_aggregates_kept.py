@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from compare import aggregates_from_scratch, assert_aggregates_match
-from projector_events import contact, conversation, identity, sla, write_batch
+from projector_events import contact, conversation, identity, sla, write_batch, write_in_random_batches
 
 from projectors import aggregates
 from projectors.engine.schema import create_schema
@@ -276,11 +276,7 @@ def test_a_rebuilds_first_pass_and_finish_equal_the_store_batch_by_batch(pg, uni
     create_schema(pg, "support", live, "test")
     create_schema(pg, "support", built, "test")
     try:
-        i = 0
-        while i < len(records):
-            n = rng.randint(1, 12)
-            write_batch(pg, live, records[i : i + n], i)
-            i += n
+        write_in_random_batches(pg, live, records, rng, 12)
         store = Store(built, deferred=True)
         with pg.transaction(), pg.cursor() as cur:
             store.prepare(cur)
@@ -314,11 +310,7 @@ def test_the_live_stores_engagement_days_equal_their_rows_in_world_101(pg, uniqu
     s = f"t{unique}_w101"
     create_schema(pg, "support", s, "test")
     try:
-        i = 0
-        while i < len(records):
-            n = rng.randint(1, 12)
-            write_batch(pg, s, records[i : i + n], i)
-            i += n
+        write_in_random_batches(pg, s, records, rng, 12)
         assert_aggregates_match(pg, s)
     finally:
         pg.execute(f"drop schema {s} cascade")
