@@ -7,6 +7,7 @@ and this one alternately (``compared_runs``), each on the same topic into a sche
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -23,6 +24,8 @@ from threadline.benchkit import (
     compare_note,
     compared_runs,
     fmt_ratio,
+    postgres_server_pid,
+    process_cpu_seconds,
     produce_kafka_python,
     rate_row,
     tree_path,
@@ -51,7 +54,6 @@ open(sys.argv[3], "w").write(json.dumps({"events": r.events, "seconds": r.second
 def rebuild_in_process(topic: str, prefix: str, size: int, tree: Path | None) -> Rate:
     """``rebuild`` of support from ``topic`` in a new process importing the project from ``tree``
     (None: this one), into schemas named ``prefix``...; its rate and the process's CPU."""
-    import os
 
     with tempfile.TemporaryDirectory(prefix="threadline-rebuild-") as tmp:
         out = Path(tmp) / "result.json"
@@ -89,17 +91,25 @@ def projection_rebuild_suite(ctx: BenchContext) -> list[Section]:
     batch = Batch()
     for i, r in enumerate(records):
         batch.add(CONTACT, r, 0, i)
-    with bench_topics(settings, [topic], console=ctx.console):
-        produce_kafka_python(settings, topic, values, keys)
-        with ctx.console.status(f"rebuilding support from {n:,} events ..."):
-            # in a process of its own, as `threadline replay` runs (none of the bench's objects,
-            # threads or clients in it), with a codec of its own: writer schemas from the registry
-            rebuilt = rebuild_in_process(topic, prefix, sum(map(len, values)), None)
-        conn = connect(settings, "bench-copy")
-        try:
+    conn = connect(settings, "bench-copy")
+    server = postgres_server_pid(conn)  # PostgreSQL's own CPU, when it runs on this machine
+
+    def pg_cpu() -> float:
+        return process_cpu_seconds(server, reaped=True)  # the server and its backends, closed ones too
+
+    pg_us: dict[str, float] = {}  # PostgreSQL CPU µs per contact of each measurement
+    try:
+        with bench_topics(settings, [topic], console=ctx.console):
+            produce_kafka_python(settings, topic, values, keys)
+            with ctx.console.status(f"rebuilding support from {n:,} events ..."):
+                # in a process of its own, as `threadline replay` runs (none of the bench's objects,
+                # threads or clients in it), with a codec of its own: writer schemas from the registry
+                g0 = pg_cpu()
+                rebuilt = rebuild_in_process(topic, prefix, sum(map(len, values)), None)
+                pg_us["rebuild"] = (pg_cpu() - g0) / n * 1e6
             copy_schema = f"{prefix}copy"
             create_schema(conn, "support", copy_schema, "bench")
-            t0, c0 = time.perf_counter(), time.process_time()
+            t0, c0, g0 = time.perf_counter(), time.process_time(), pg_cpu()
             with conn.transaction(), conn.cursor() as cur:
                 for table, cols, rows in (
                     ("contacts", CONTACT_COLUMNS, batch.contacts),
@@ -114,18 +124,22 @@ def projection_rebuild_suite(ctx: BenchContext) -> list[Section]:
                         for row in rows:
                             cp.write_row(row)
             copied = Rate(n, time.perf_counter() - t0, rebuilt.bytes, cpu_seconds=time.process_time() - c0)
-            compared = compared_runs(
-                ctx,
-                "replay support",
-                lambda tree, tag: rebuild_in_process(topic, f"{prefix}{tag}_", rebuilt.bytes, tree),
-            )
-        finally:
-            for (name,) in conn.execute(
-                "select nspname from pg_namespace where nspname like %s", (prefix + "%",)
-            ).fetchall():
-                conn.execute(f"drop schema {name} cascade")
-            conn.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
-            conn.close()
+            pg_us["copy"] = (pg_cpu() - g0) / n * 1e6
+
+            def compared_rebuild(tree, tag: str) -> Rate:
+                g0 = pg_cpu()
+                rate = rebuild_in_process(topic, f"{prefix}{tag}_", rebuilt.bytes, tree)
+                pg_us[tag] = (pg_cpu() - g0) / n * 1e6
+                return rate
+
+            compared = compared_runs(ctx, "replay support", compared_rebuild)
+    finally:
+        for (name,) in conn.execute(
+            "select nspname from pg_namespace where nspname like %s", (prefix + "%",)
+        ).fetchall():
+            conn.execute(f"drop schema {name} cascade")
+        conn.execute("delete from projection_offsets where projector like %s", (prefix + "%",))
+        conn.close()
     ctx.rates.update({BASELINE_COPY: copied, REBUILD: rebuilt})
     return [
         Section(
@@ -142,16 +156,39 @@ def projection_rebuild_suite(ctx: BenchContext) -> list[Section]:
                 "offsets in the same transaction; at the end of the pass the lookup indexes, the conversations and the "
                 "aggregate tables once from every row; then the blue/green swap; in a process of its own, as `threadline "
                 "replay` runs. The baseline is a plain COPY of the same rows (shaped beforehand, not timed) into "
-                "the same tables (contacts, customer_identities, customers) of an empty schema, in one transaction."
+                "the same tables (contacts, customer_identities, customers) of an empty schema, in one transaction: "
+                "every contact row, one identity row per customer and identity, one row per customer, with the "
+                "tables' indexes in place. It measures writing the rows (psycopg's COPY formatting in the bench "
+                "process, PostgreSQL's parsing, inserts, indexes and WAL), not consuming, decoding or shaping them, "
+                "the upserts that keep a contact's latest resolution, the derived tables, nor a process's start-up."
             ],
             notes=[
                 f"ratio: rebuild events/s ÷ COPY rows/s = {fmt_ratio(rebuilt.ratio(copied))} (aim: 0.5 or more).",
                 "CPU µs/event: CPU time of the rebuild's process (of the bench process for the COPY; PostgreSQL's "
                 "own CPU is not counted) ÷ events.",
+                *pg_note(pg_us, copied, rebuilt, server is not None),
                 *compare_note(compared),
                 "Freshness through the whole pipeline has its own section.",
             ],
         )
+    ]
+
+
+def pg_note(pg_us: dict[str, float], copied: Rate, rebuilt: Rate, local: bool) -> list[str]:
+    """PostgreSQL's own CPU per contact beside the client's, for the COPY and each rebuild."""
+    if not local:
+        return ["PostgreSQL's own CPU: not measured (the server does not run on this machine)."]
+    rounds = " · ".join(f"{v:,.1f}" for t, v in pg_us.items() if t.startswith(("cmp", "cur")))  # in run order
+    copy = (copied.cpu_us_per_event or 0.0) + pg_us["copy"]
+    rebuild = (rebuilt.cpu_us_per_event or 0.0) + pg_us["rebuild"]
+    cores = os.cpu_count() or 1
+    return [
+        "PostgreSQL's own CPU per contact (the server's processes, summed; whatever else it did in those "
+        f"seconds included): COPY {pg_us['copy']:,.1f} µs, rebuild {pg_us['rebuild']:,.1f} µs"
+        + (f" (the compared rounds in the order they ran, the other tree first: {rounds})" if rounds else "")
+        + f". Client and server together: COPY {copy:,.1f} µs, rebuild {rebuild:,.1f} µs per contact; on "
+        f"{cores} cores the rebuild cannot take less than {rebuild / cores:,.1f} µs of wall time per contact, "
+        f"nor the COPY {copy / cores:,.1f} µs (the ratio of the two floors: {copy / rebuild:.2f}×)."
     ]
 
 

@@ -73,6 +73,12 @@ def first_seen(customers: list[tuple]) -> list[tuple]:
     return list(out.items())
 
 
+def copy_rows(cur, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    with cur.copy(f"copy {table} ({', '.join(columns)}) from stdin") as cp:
+        for row in rows:
+            cp.write_row(row)
+
+
 class Store:
     """Writes a shaped Batch into one projection schema, inside the caller's transaction.
 
@@ -85,11 +91,19 @@ class Store:
         self.s = ddl.check_ident(schema)
         self.deferred = deferred
         self._unindexed: list[str] | None = None  # the indexes a deferred pass dropped, as created
+        self._keyless = False  # a deferred pass copies contacts into the table without its primary key
+
+    def prepare(self, cur) -> None:
+        """Before a deferred pass's first batch, committed on its own (``ReadModel.prepare``): a
+        batch's write runs in a savepoint that a refused record rolls back, and what it undid
+        must not be taken as done. A deferred pass writes into tables without their lookup indexes
+        (each made once, from every row, in ``finish``: a sort, not a b-tree insert per row; kept:
+        the unique ones, which the upserts' conflicts need) and copies contacts straight into
+        their table without its primary key (``_keep_latest_resolutions`` in ``finish``)."""
+        if self.deferred and self._unindexed is None:
+            self._drop_lookup_indexes(cur)
 
     def _drop_lookup_indexes(self, cur) -> None:
-        """A deferred pass writes into tables without their lookup indexes (each made once, from
-        every row, in ``finish``: a sort, not a b-tree insert per row). Kept: the unique ones,
-        which the upserts' conflicts need."""
         self._unindexed = [
             definition
             for name, definition in cur.execute(
@@ -103,12 +117,31 @@ class Store:
         for definition in self._unindexed:
             name = definition.split(" INDEX ", 1)[1].split(" ON ", 1)[0]
             cur.execute(f"drop index {self.s}.{ddl.check_ident(name)}")
+        # contacts: copied straight into the table, each contact's latest resolution kept once in finish
+        cur.execute(f"alter table {self.s}.contacts drop constraint contacts_pkey")
+        self._keyless = True
+
+    def _keep_latest_resolutions(self, cur) -> None:
+        """After a deferred pass: of each contact's rows, the one ``rows.latest_resolutions`` keeps
+        (the highest resolution by ``rows.supersedes``; among equal ones the first read, which is
+        the lowest offset: a contact's resolutions to one customer share its partition), then the
+        primary key back."""
+        s = self.s
+        cur.execute(
+            f"delete from {s}.contacts c using (select ctid from (select ctid, row_number() over (partition by event_id"
+            " order by resolved_gen desc, origin_customer_id desc, source_partition, source_offset) as n"
+            f" from {s}.contacts) ranked where n > 1) later where c.ctid = later.ctid"
+        )
+        cur.execute(f"alter table {s}.contacts add constraint contacts_pkey primary key (event_id)")
+        self._keyless = False
 
     def finish(self, cur) -> None:
         """The lookup indexes a deferred pass left out, then the derived tables from every row
         (the conversations of every conversation event, then every aggregate:
         ``aggregates.refresh``); the store writes incrementally from now on."""
         s = self.s
+        if self._keyless:
+            self._keep_latest_resolutions(cur)
         for definition in self._unindexed or ():
             cur.execute(definition)
         self._unindexed = None
@@ -122,12 +155,9 @@ class Store:
 
     def _copy(self, cur, table: str, columns: tuple[str, ...], rows: list[tuple], *, like: str | None = None) -> None:
         stage = f"_stage_{table}"
-        cols = ", ".join(columns)
         if like:
             cur.execute(f"create temp table if not exists {stage} (like {self.s}.{like}) on commit delete rows")
-        with cur.copy(f"copy {stage} ({cols}) from stdin") as cp:
-            for row in rows:
-                cp.write_row(row)
+        copy_rows(cur, stage, columns, rows)
 
     def _facts(self, cur, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
         """Events are facts: written once, a duplicate delivery changes nothing."""
@@ -148,6 +178,9 @@ class Store:
         if not rows:
             return set()
         s = self.s
+        if self._keyless:  # a deferred pass: every row as it comes, the latest resolutions in finish
+            copy_rows(cur, f"{s}.contacts", CONTACT_COLUMNS, rows)
+            return set()
         self._copy(cur, "contacts", CONTACT_COLUMNS, latest_resolutions(rows), like="contacts")
         cols = ", ".join(CONTACT_COLUMNS)
         left = (
@@ -172,8 +205,6 @@ class Store:
 
     def write(self, cur, batch: Batch) -> None:
         s = self.s
-        if self.deferred and self._unindexed is None:
-            self._drop_lookup_indexes(cur)
         left = self._contacts(cur, batch.contacts)
         self._facts(cur, "conversation_events", CONVERSATION_COLUMNS, batch.conversations)
         self._facts(cur, "identity_events", IDENTITY_EVENT_COLUMNS, batch.identity_events)
@@ -348,6 +379,9 @@ class ReadModel:
     def prepare(self, conn: psycopg.Connection) -> None:
         if self.create:
             schemas_.ensure_live(conn, self.projection, self.schema)
+        if self.store.deferred:
+            with conn.transaction(), conn.cursor() as cur:
+                self.store.prepare(cur)
 
     def current_build(self, conn: psycopg.Connection) -> str:
         return schemas_.build_id(conn, self.schema)

@@ -92,6 +92,46 @@ class Rate:
         return self.per_second / other.per_second
 
 
+def process_cpu_seconds(pid: int | None, *, reaped: bool = False) -> float:
+    """User + system CPU seconds of process ``pid`` and of its live children (Linux /proc); with
+    ``reaped`` also of the children that ended and were waited for (a server's closed
+    connections). 0 when unknown."""
+    if pid is None:
+        return 0.0
+
+    def stat(p) -> list[str]:
+        return open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+
+    try:
+        pids = [pid] + [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        pids = [pid]
+    total = 0
+    for p in pids:
+        try:
+            fields = stat(p)
+            total += (
+                int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped and p == pid else 0)
+            )
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_server_pid(conn) -> int | None:
+    """The PostgreSQL server (postmaster) behind ``conn`` when it runs on this machine (its
+    backends are its children), else None."""
+    backend = conn.execute("select pg_backend_pid()").fetchone()[0]
+    try:
+        status = open(f"/proc/{backend}/status").read()
+    except OSError:
+        return None  # not on this machine
+    if "postgres" not in open(f"/proc/{backend}/cmdline", "rb").read().decode(errors="replace"):
+        return None  # a pid of this machine, not the server's backend
+    ppid = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("PPid:")), None)
+    return ppid or None
+
+
 def fmt_rate(x: float) -> str:
     return f"{x:,.0f}"
 

@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -68,6 +68,7 @@ from threadline.settings import Settings
 log = get_logger("threadline.projector")
 
 DEFAULT_BATCH = 2000
+REBUILD_COLLECT_EVERY = 10  # batches between two collections while a rebuild's collector is paused
 ASSIGN_TIMEOUT = 60.0
 RECONNECT_FIRST, RECONNECT_MAX = 0.5, 10.0  # backoff (seconds) while PostgreSQL does not answer
 
@@ -192,8 +193,9 @@ def collector_paused() -> Iterator[None]:
 
 @dataclass
 class Shaped:
-    """A polled batch decoded and shaped (``Projector._shape``): its rows, each record's rows (to
-    find the record a failed write was about), what was refused and why, how many records."""
+    """A polled batch decoded and shaped (``Projector._shape``): its rows, the records they came
+    from with what they decoded to (a failed write is retried record by record: each is shaped
+    again alone, ``Projector._single``), what was refused and why, how many records."""
 
     batch: Any
     singles: list[tuple[Any, Any]] = field(default_factory=list)
@@ -381,6 +383,12 @@ class Projector:
             else None
         )
         pending: tuple[dict, Future] | None = None
+        # A rebuild keeps two full batches alive at once (one written, the next shaped): with the
+        # collector on, each allocation-heavy step (COPY rows, the identities' spans) sets it off
+        # over those hundreds of thousands of objects. It stays paused for the whole run and
+        # collects every REBUILD_COLLECT_EVERY batches (what cycles the clients make is freed then).
+        paused = collector_paused() if ahead is not None else nullcontext()
+        paused.__enter__()
         try:
             while not self.stop_event.is_set():
                 self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
@@ -430,12 +438,15 @@ class Projector:
                     kafka_delay = min(kafka_delay * 2, RECONNECT_MAX)
                     continue
                 kafka_delay = RECONNECT_FIRST
+                if ahead is not None and self.stats.batches % REBUILD_COLLECT_EVERY == 0:
+                    gc.collect()
                 if on_batch:
                     on_batch(self.stats)
         finally:  # a batch shaped ahead and not written is read again from the tracking rows
             _dropped(pending)
             if ahead is not None:
                 ahead.shutdown(wait=True)
+            paused.__exit__(None, None, None)
 
     def _shape_soon(self, ahead: ThreadPoolExecutor | None, polled) -> Future:
         """``_shape(polled)`` on the shaping thread, or here and now (``ahead`` None)."""
@@ -465,20 +476,31 @@ class Projector:
         reason, for the caller to dead-letter. A RetryableError of the codec is raised."""
         projection = self.projection
         shaped = Shaped(projection.new_batch())
+        shape, batch, singles = projection.shape, shaped.batch, shaped.singles
         with collector_paused():
             for m, decoded, failed in decode_batch(self.codec, polled):
                 shaped.count += 1
-                one = projection.new_batch()
                 try:
                     if failed is not None:
                         raise failed
-                    projection.shape(one, decoded, m)
+                    shape(batch, decoded, m)
                 except Exception as exc:  # shaping is pure: whatever it raises is this record's fault
                     shaped.refused.append((m, shaping_failure(exc)))
                     continue
-                shaped.batch.extend(one)
-                shaped.singles.append((m, one))
+                singles.append((m, decoded))
+            if shaped.refused:
+                # a refused record may have added part of its rows before it raised: the batch is
+                # shaped again from the records that shaped (pure: the same rows, no error)
+                shaped.batch = batch = projection.new_batch()
+                for m, decoded in singles:
+                    shape(batch, decoded, m)
         return shaped
+
+    def _single(self, m, decoded) -> Any:
+        """One record's rows alone (a failed batch write is retried record by record)."""
+        one = self.projection.new_batch()
+        self.projection.shape(one, decoded, m)
+        return one
 
     def _project(self, conn, producer, dead_letters: DeadLetters, polled, shaped: Shaped, build: str | None) -> None:
         started = time.perf_counter()
@@ -521,7 +543,8 @@ class Projector:
                         action="retrying record by record",
                     )
                     written = 0
-                    for m, one in singles:
+                    for m, decoded in singles:
+                        one = self._single(m, decoded)
                         try:
                             with conn.transaction():
                                 projection.write(cur, one)

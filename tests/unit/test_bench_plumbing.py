@@ -230,3 +230,50 @@ def test_the_privacy_suite_of_the_worker_alternates_clear_and_sealed_batches_of_
     ]
     assert "privacy on 500 contacts/s at 1,100 µs CPU/contact" in section.notes[-1]
     assert "CPU per contact +10%" in section.notes[-1]
+
+
+def test_process_cpu_seconds_counts_live_children_and_with_reaped_the_ended_ones():
+    """PostgreSQL's CPU in the rebuild bench: the server, its live backends, and with ``reaped``
+    the backends that closed during the measurement (their CPU lands in the server's cutime)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from threadline.benchkit import process_cpu_seconds
+
+    me = os.getpid()
+    before, before_reaped = process_cpu_seconds(me), process_cpu_seconds(me, reaped=True)
+    subprocess.run([sys.executable, "-c", "t = __import__('time').process_time\nwhile t() < 0.3: pass"], check=True)
+    # the child ended and was waited for: only the reaped figure holds its CPU
+    assert process_cpu_seconds(me, reaped=True) - before_reaped >= 0.25
+    assert process_cpu_seconds(me) - before < 0.25
+    child = subprocess.Popen([sys.executable, "-c", "t = __import__('time').process_time\nwhile t() < 5: pass"])
+    try:
+        deadline = time.monotonic() + 60
+        while process_cpu_seconds(child.pid) < 0.2:  # however loaded the machine, until it has run
+            assert time.monotonic() < deadline, "the child never ran"
+            time.sleep(0.05)
+        ran = process_cpu_seconds(child.pid)
+        assert process_cpu_seconds(me) - before >= ran - 0.02  # a live child counts as it runs (ticks: 10 ms)
+    finally:
+        child.kill()
+        child.wait()
+    assert process_cpu_seconds(None) == 0.0
+
+
+def test_the_rebuild_note_adds_postgres_cpu_to_the_clients_and_gives_the_wall_time_floor(monkeypatch):
+    import os
+
+    from projectors.bench import pg_note
+    from threadline.benchkit import Rate
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    copy, rebuild = Rate(20000, 1.0, cpu_seconds=0.25), Rate(20000, 2.0, cpu_seconds=1.5)  # 12.5 and 75 µs
+    (note,) = pg_note({"rebuild": 60.0, "copy": 33.0, "cmp1": 57.5, "cur1": 54.5}, copy, rebuild, True)
+    assert "COPY 33.0 µs, rebuild 60.0 µs" in note and "other tree first: 57.5 · 54.5" in note
+    assert "COPY 45.5 µs, rebuild 135.0 µs per contact" in note
+    assert "less than 67.5 µs of wall time per contact, nor the COPY 22.8 µs" in note and "0.34×" in note
+    assert pg_note({}, copy, rebuild, False) == [
+        "PostgreSQL's own CPU: not measured (the server does not run on this machine)."
+    ]

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from threadline.benchkit import BenchContext, Section
+from threadline.benchkit import BenchContext, Section, process_cpu_seconds
 
 CONTACTS = 1_000_000
 CUSTOMERS = 200_000
@@ -275,27 +275,8 @@ class Run:
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU of process ``pid`` and of its children (uvicorn's workers) (Linux /proc),
-    0 when unknown."""
-    import os
-
-    def stat(p) -> list[str]:
-        return open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-
-    if pid is None:
-        return 0.0
-    total = 0
-    try:
-        pids = [pid] + [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
-    except OSError:
-        pids = [pid]
-    for p in pids:
-        try:
-            fields = stat(p)
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of process ``pid`` and of its children (uvicorn's workers), 0 when unknown."""
+    return process_cpu_seconds(pid)
 
 
 def measure_wrk(

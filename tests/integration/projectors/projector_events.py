@@ -109,3 +109,13 @@ def write_batch(pg, schema: str, records, first_offset: int = 0) -> None:
         batch.add(name, rec, 0, first_offset + j, None, *gen)
     with pg.transaction(), pg.cursor() as cur:
         Store(schema).write(cur, batch)
+
+
+def write_in_random_batches(pg, schema: str, records, rng, most: int) -> None:
+    """``records`` projected into ``schema`` in batches of 1 to ``most`` records (``rng``'s choice),
+    at offsets from 0, one transaction each (``write_batch``)."""
+    i = 0
+    while i < len(records):
+        n = rng.randint(1, most)
+        write_batch(pg, schema, records[i : i + n], i)
+        i += n

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from compare import aggregates_from_scratch, assert_aggregates_match
-from projector_events import contact, conversation, identity, sla, write_batch
+from projector_events import contact, conversation, identity, sla, write_batch, write_in_random_batches
 
 from projectors import aggregates
 from projectors.engine.schema import create_schema
@@ -239,5 +239,78 @@ def test_a_schema_made_before_the_aggregates_is_migrated_and_filled_when_the_pro
         assert_aggregates_match(pg, s)
         assert aggregates_from_scratch(pg, s)[0] == kept
         assert pg.execute(f"select count(*) from {s}.inbox").fetchone()[0] == len(kept["inbox_items"])
+    finally:
+        pg.execute(f"drop schema {s} cascade")
+
+
+ROW_TABLES = (
+    "contacts",
+    "customer_identities",
+    "customers",
+    "customer_alias",
+    "identity_owners",
+    "conversation_events",
+    "identity_events",
+    "conversations",
+    "conversation_messages",
+)
+
+
+def _rows(pg, s: str) -> dict[str, list[str]]:
+    return {t: [r for (r,) in pg.execute(f"select x::text from {s}.{t} x order by 1")] for t in ROW_TABLES}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_rebuilds_first_pass_and_finish_equal_the_store_batch_by_batch(pg, unique, seed):
+    """A rebuild's first pass (``Store(deferred=True)``: contacts copied as read without their
+    key, each contact's latest resolution kept in ``finish``, indexes and derived tables there)
+    gives the rows, conversations and messages the live store's batches give, re-resolutions and
+    redeliveries included, and aggregates equal to their computation from every row."""
+    from projectors.rows import Batch
+
+    from projectors.read_models import Store
+
+    rng = random.Random(100 + seed)
+    records = world(rng)
+    live, built = f"t{unique}_live{seed}", f"t{unique}_built{seed}"
+    create_schema(pg, "support", live, "test")
+    create_schema(pg, "support", built, "test")
+    try:
+        write_in_random_batches(pg, live, records, rng, 12)
+        store = Store(built, deferred=True)
+        with pg.transaction(), pg.cursor() as cur:
+            store.prepare(cur)
+        i = 0
+        while i < len(records):
+            n = rng.randint(1, 20)
+            batch = Batch()
+            for j, (name, rec, *gen) in enumerate(records[i : i + n]):
+                batch.add(name, rec, 0, i + j, None, *gen)
+            with pg.transaction(), pg.cursor() as cur:
+                store.write(cur, batch)
+            i += n
+        with pg.transaction(), pg.cursor() as cur:
+            store.finish(cur)
+        assert _rows(pg, built) == _rows(pg, live)
+        assert_aggregates_match(pg, built)
+        assert sum(gen != () for _, _, *gen in records)  # the world re-resolved contacts
+    finally:
+        pg.execute(f"drop schema {live} cascade")
+        pg.execute(f"drop schema {built} cascade")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the live store's engagement_days, moved by the difference of the members, count one "
+    "contact of this world as outbound where its rows say inbound (a rebuild's finish gets it right)",
+)
+def test_the_live_stores_engagement_days_equal_their_rows_in_world_101(pg, unique):
+    rng = random.Random(101)
+    records = world(rng)
+    s = f"t{unique}_w101"
+    create_schema(pg, "support", s, "test")
+    try:
+        write_in_random_batches(pg, s, records, rng, 12)
+        assert_aggregates_match(pg, s)
     finally:
         pg.execute(f"drop schema {s} cascade")

@@ -13,7 +13,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from projector_events import contact, write_batch
+from projector_events import contact, write_batch, write_in_random_batches
 
 from projectors.engine.schema import create_schema
 from projectors.rows import CONTACT, IDENTITY_EVENT
@@ -83,11 +83,7 @@ def test_each_customer_lists_only_its_own_identities_whatever_the_order_and_batc
     for schema in (s, in_order):
         create_schema(pg, "support", schema, "test")
     try:
-        i = 0
-        while i < len(records):
-            n = rng.randint(1, 4)
-            write_batch(pg, s, records[i : i + n], i)
-            i += n
+        write_in_random_batches(pg, s, records, rng, 4)
         assert identity_lists(pg, s) == {
             survivor: [("social", "twitter", "sam_owner")],
             split_off: [("email", None, "sam.owner@example.nl")],

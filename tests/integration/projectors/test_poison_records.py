@@ -213,3 +213,41 @@ def test_text_postgres_rejects_is_stored_with_the_rest_kept(pg, text):
     assert [c for c in text if c not in "\x00" and not 0xD800 <= ord(c) <= 0xDFFF] == [
         c for c in row[0] if c != "\ufffd"
     ]
+
+
+def test_a_rebuild_whose_first_batch_holds_a_refused_record_dead_letters_it_and_finishes(
+    prefixed, sources, codec, unique, pg
+):
+    """A rebuild's first pass writes without the lookup indexes and the contacts' primary key:
+    they are dropped before the first batch, on their own, not in the batch's transaction, whose
+    savepoint a refused record rolls back (the finish then made an index that was still there and
+    the rebuild failed). The contacts, copied as read (one twice), are each kept once."""
+    from projectors.replay import rebuild
+
+    cid = f"poison-rebuild-{unique}"
+    records, huge, bad_utf8 = _story(cid, unique)
+    dlq_start = _dlq_end(prefixed)
+    produce(prefixed, codec, sources.contacts, "contact", [records[0], huge, records[1], records[0]])
+    producer = make_producer(prefixed)
+    producer.send(sources.contacts, key=cid.encode(), value=_invalid_utf8(prefixed, codec, sources.contacts, bad_utf8))
+    producer.flush(30)
+    producer.close()
+    produce(prefixed, codec, sources.contacts, "contact", [records[-1]])
+
+    result = rebuild(prefixed, "support", sources=sources, codec=codec)
+
+    assert result.swapped and result.events == 6
+    schema = live_schema(prefixed, "support")
+    got = pg.execute(
+        f"select event_id::text, text from {schema}.contacts where origin_customer_id = %s order by 1", (cid,)
+    ).fetchall()
+    assert sorted(e for e, _ in got) == sorted(r["event_id"] for r in records)  # each once
+    assert dict(got)[records[1]["event_id"]] == "Ordine 4711\ufffd arrivato rotto"
+    (key,) = pg.execute(
+        "select count(*) from pg_constraint c join pg_namespace n on n.oid = c.connamespace"
+        " where n.nspname = %s and c.conname = 'contacts_pkey'",
+        (schema,),
+    ).fetchone()
+    assert key == 1  # the primary key is back for the live batches after the swap
+    dead = _dlq_from(prefixed, dlq_start, sources.contacts, want=2)
+    assert len(dead) == 2

@@ -145,3 +145,88 @@ def test_the_batch_that_ends_a_run_has_nothing_shaped_after_it():
     run(projector, consumer, {(TOPIC, 0): 20})
     assert written == [(0, 0), (10, 10)]
     assert consumer.position == 20  # nothing polled past the end of the run
+
+
+def test_a_rebuild_writes_with_the_collector_paused_and_collects_between_batches(monkeypatch):
+    """A rebuild keeps two full batches alive (one written, one shaped): the cyclic collector
+    would walk them on every allocation-heavy step of the write, so it stays off for the run and
+    collects every REBUILD_COLLECT_EVERY batches; a live projector leaves it alone."""
+    import gc
+
+    from projectors.engine import runner
+
+    collected: list[int] = []
+    monkeypatch.setattr(runner, "REBUILD_COLLECT_EVERY", 2)
+    monkeypatch.setattr(gc, "collect", lambda *a: collected.append(projector.stats.batches) or 0)
+    consumer = Consumer(size=50, per_poll=10)
+    projector, written = projector_over(consumer)
+    enabled_in_write: list[bool] = []
+    writes = projector._project
+
+    def project(*args):
+        enabled_in_write.append(gc.isenabled())
+        writes(*args)
+
+    projector._project = project  # type: ignore[method-assign]
+    assert gc.isenabled()
+    run(projector, consumer, {(TOPIC, 0): 50})
+    assert enabled_in_write == [False] * 5 and collected == [2, 4]
+    assert gc.isenabled()  # on again after the run
+
+    consumer = Consumer(size=20, per_poll=10)
+    live, _ = projector_over(consumer)
+    live.shape_ahead = False
+    live_writes = live._project
+
+    def live_project(*args):
+        enabled_in_write.append(gc.isenabled())
+        live_writes(*args)
+
+    live._project = live_project  # type: ignore[method-assign]
+    enabled_in_write.clear()
+    run(live, consumer, {(TOPIC, 0): 20})
+    assert enabled_in_write == [True, True]
+
+
+class Half:
+    """A projection whose shaping adds one row, then refuses records with an odd value: the
+    refused record's row was added before it raised."""
+
+    def new_batch(self) -> list:
+        return []
+
+    def shape(self, batch: list, decoded, message) -> None:
+        batch.append(decoded)
+        if decoded % 2:
+            raise ValueError(f"odd {decoded}")
+
+
+class IntCodec:
+    def decode(self, value):
+        return value
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    value: int
+
+
+def test_a_refused_records_rows_are_not_written_and_a_failed_write_reshapes_each_record_alone():
+    projector = Projector(Settings(), Contacts(), codec=SingleObjectCodec())
+    projector.projection = Half()  # type: ignore[assignment]
+    projector.codec = IntCodec()  # type: ignore[assignment]
+    records = [Rec(TOPIC, 0, o, v) for o, v in enumerate([2, 3, 4, 5])]
+    shaped = projector._shape({TP(TOPIC, 0): records})
+    assert shaped.batch == [2, 4]  # 3 and 5 added their row, then were refused: not in the batch
+    assert [(m.offset, reason) for m, reason in shaped.refused] == [
+        (1, "record does not fit: ValueError('odd 3')"),
+        (3, "record does not fit: ValueError('odd 5')"),
+    ]
+    assert shaped.count == 4 and [m.offset for m, _ in shaped.singles] == [0, 2]
+    assert [projector._single(m, d) for m, d in shaped.singles] == [[2], [4]]
+
+    clean = projector._shape({TP(TOPIC, 0): [Rec(TOPIC, 0, 0, 2), Rec(TOPIC, 0, 1, 6)]})
+    assert clean.batch == [2, 6] and not clean.refused
