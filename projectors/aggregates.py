@@ -244,7 +244,7 @@ def customers_changed(cur, s: str, customer_ids: Iterable[str]) -> None:
     cur.execute(
         f"insert into {s}.engagement_days as d select day, channel, sum(contacts), sum(inbound), sum(outbound),"
         " sum(customers) from _engagement_delta group by day, channel"
-        " having sum(contacts) <> 0 or sum(customers) <> 0"
+        " having sum(contacts) <> 0 or sum(inbound) <> 0 or sum(outbound) <> 0 or sum(customers) <> 0"
         " on conflict (day, channel) do update set contacts = d.contacts + excluded.contacts,"
         " inbound = d.inbound + excluded.inbound, outbound = d.outbound + excluded.outbound,"
         " customers = d.customers + excluded.customers"
