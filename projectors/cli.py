@@ -253,6 +253,7 @@ def project(
                 sources=sources,
                 batch_size=batch_size,
                 profiles_topic=CUSTOMER_PROFILES.name if profiles and p == "support" else None,
+                batch_wait=s.projections.batch_wait_ms / 1000,
             )
             for p in projection
         ]

@@ -421,10 +421,12 @@ def read_model_projector(
     create: bool = True,
     profiles_topic: str | None = None,
     deferred: bool = False,
+    batch_wait: float = 0.0,
 ) -> Projector:
     """A projector of ``projection`` into ``schema`` (default: its live schema), tracking its
     offsets under ``name`` (default: the schema name); with ``profiles_topic`` it publishes the
-    profiles of the customers it touched there (projectors/profiles.py)."""
+    profiles of the customers it touched there (projectors/profiles.py); ``batch_wait``: seconds a
+    batch waits for more records after its first ones (``engine.runner.gather``)."""
     schema = ddl.check_ident(schema or schemas_.live_schema(settings, projection))
     name = name or schema
     codec = codec or make_codec(settings)
@@ -436,4 +438,5 @@ def read_model_projector(
         codec=codec,
         batch_size=batch_size,
         shape_ahead=deferred,  # a rebuild: full batches, the next shaped while one is written
+        batch_wait=batch_wait,  # a live read model: a trickle of records gathered into one batch
     )

@@ -312,6 +312,9 @@ class Projections(Group):
         validation_alias="THREADLINE_PROJECTION_PREFIX",
         description="prefix of the projection schemas (support -> <prefix>support)",
     )
+    # a live read model's batch waits this long for more records after its first ones
+    # (projectors/engine/runner.py, gather); the contacts projection behind /contacts never waits
+    batch_wait_ms: int = Field(default=100, ge=0, le=10_000, validation_alias="THREADLINE_PROJECTION_BATCH_WAIT_MS")
 
 
 class PrivacySettings(Group):

@@ -11,7 +11,8 @@ nothing twice into the tables. One instance per projector name writes at a time 
 advisory lock); a second one waits as a standby.
 
 Commit order of one batch:
-  1. poll up to ``batch_size`` records from the assigned partitions;
+  1. poll up to ``batch_size`` records from the assigned partitions (with ``batch_wait``, and what
+     else arrives within it: ``gather``);
   2. decode the batch (``decode_batch``: the codec's batch hook ``prefetch`` first, so an opening
      codec asks the key store once per batch, docs/privacy.md), then shape each record
      (``Projection.shape``: pure); what does not decode or shape is produced to projections.dlq.v1
@@ -203,6 +204,25 @@ class Shaped:
     count: int = 0
 
 
+def gather(consumer: Any, polled: dict, wait: float, max_records: int, clock=time.monotonic) -> dict:
+    """``polled`` with what else arrives within ``wait`` seconds, up to ``max_records`` records in
+    all: a live projector's batch costs about the same for one record as for hundreds (a
+    transaction, the tracking rows, the aggregates and profiles of what it touched), so at a
+    trickle of records a short wait makes one batch where there would be many. Each partition's
+    records stay in order."""
+    count = sum(len(messages) for messages in polled.values())
+    deadline = clock() + wait
+    while count < max_records:
+        left = deadline - clock()
+        if left <= 0:
+            break
+        more = consumer.poll(timeout_ms=max(1, int(left * 1000)), max_records=max_records - count)
+        for tp, messages in more.items():
+            polled[tp] = [*polled.get(tp, ()), *messages]
+            count += len(messages)
+    return polled
+
+
 def _reached(positions: dict[tuple[str, int], int], stop_at: dict[tuple[str, int], int]) -> bool:
     return all(positions.get(k, 0) >= v for k, v in stop_at.items())
 
@@ -240,6 +260,7 @@ class Projector:
         codec: Codec | None = None,
         batch_size: int = DEFAULT_BATCH,
         shape_ahead: bool = False,
+        batch_wait: float = 0.0,
     ):
         if not sources.topics():
             raise ConfigError(f"projector {projection.name}: no source topic")
@@ -253,6 +274,9 @@ class Projector:
         # the next batch shaped on a thread while one is written: for a rebuild, where every batch
         # is full (a live projector with its batches of a few records keeps one thread)
         self.shape_ahead = shape_ahead
+        # seconds a batch waits for more records after its first ones (``gather``): live read
+        # models (THREADLINE_PROJECTION_BATCH_WAIT_MS); 0 for a rebuild, whose batches are full
+        self.batch_wait = batch_wait
         self.stop_event = threading.Event()
         self.stats = RunStats()
         self.instruments = Instruments(f"projector:{self.name}")
@@ -400,6 +424,8 @@ class Projector:
                     polled = consumer.poll(timeout_ms=500, max_records=self.batch_size)
                     if not polled:
                         continue
+                    if self.batch_wait > 0:
+                        polled = gather(consumer, polled, self.batch_wait, self.batch_size)
                     pending = (polled, self._shape_soon(ahead, polled))
                 polled, job = pending
                 pending = None
