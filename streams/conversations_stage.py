@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -37,6 +38,8 @@ SHARED_RUNS = (
     ("facts",),
     ("status", "opened_at", "messages", "breaches", "open_sla", "merged_into", "merged_into_customer_id"),
 )
+
+TICK_SLICE = 200  # due customers advanced per hold of the stage's lock (a batch waits for one slice at most)
 
 
 class EventEncoder:
@@ -189,13 +192,28 @@ class ConversationsStage:
     # -- the clocks -------------------------------------------------------------------------
 
     def tick(self, active: set[int], now_ms: int, mono: float, out: Outputs) -> int:
-        """Advance every due customer of the partitions in ``active`` to its partition's watermark;
-        the number advanced."""
+        """Advance every due customer of the partitions in ``active`` to its partition's watermark,
+        all at once; the number advanced (``on_timer`` does the same a slice at a time)."""
+        due = self.due(active, now_ms, mono)
+        self.advance(due, out, active)
+        return len(due)
+
+    def due(self, active: set[int], now_ms: int, mono: float) -> list[tuple[str, int, int]]:
+        """The customers of ``active`` whose clocks fell due: (customer, watermark, partition)."""
         self.clocks.index(active, lambda: list(self.table.items()), self.stitcher.next_deadline)
-        due = self.clocks.due(active, now_ms, mono)
+        return self.clocks.due(active, now_ms, mono)
+
+    def advance(self, due: list[tuple[str, int, int]], out: Outputs, active: set[int]) -> int:
+        """Advance these customers to their watermarks (those of a partition no longer in
+        ``active`` are left to its new owner); the number advanced."""
         states: dict[str, dict | None] = {}
         changed: dict[str, int] = {}
+        done = 0
         for cid, wm, partition in due:
+            if partition not in active:  # given away since it fell due: handed out again if it comes back
+                self.clocks.ticked.pop(cid, None)
+                continue
+            done += 1
             state = read_table(self.table, cid, self.names.resolved, partition)
             if state is None:
                 continue
@@ -206,10 +224,23 @@ class ConversationsStage:
             self.clocks.remember(cid, self.stitcher.next_deadline(new), partition)
             self._publish(out, cid, events, None, partition, None)
         self._write(out, states, changed)
-        return len(due)
+        return done
 
-    async def on_timer(self, active: set[int]) -> None:
-        out = Outputs()
+    async def on_timer(self, owned: set[int] | Callable[[], set[int]]) -> int:
+        """The clocks that fell due on the partitions this worker owns (``owned``: asked again for
+        each slice when it is a function), advanced ``TICK_SLICE`` customers per hold of the lock, each slice's records
+        produced before the lock is let go: a batch waits for one slice, not for every customer
+        that fell due (thousands at once when a partition goes idle and its watermark jumps to the
+        wall clock). The number advanced."""
+        if not callable(owned):
+            owned = (lambda fixed: lambda: fixed)(owned)
         async with self.lock:
-            self.tick(active, int(time.time() * 1000), time.monotonic(), out)
-            await self.ctx.produce(out)
+            due = self.due(owned(), int(time.time() * 1000), time.monotonic())
+        done = 0
+        for i in range(0, len(due), TICK_SLICE):
+            out = Outputs()
+            async with self.lock:
+                done += self.advance(due[i : i + TICK_SLICE], out, owned())
+                await self.ctx.produce(out)
+            await asyncio.sleep(0)  # the batches waiting for the lock go first
+        return done
