@@ -113,17 +113,39 @@ class ClockScheduler:
         """Index the customers of partitions assigned since the last call (``states``: every
         (customer, state) of the table, read only when there are such partitions); forget the
         partitions given away."""
-        fresh = active - self.indexed_for
+        fresh = self.fresh(active)
         if fresh:
             for cid, state in states():
                 if isinstance(state, dict) and state.get("p") in fresh:
-                    self.remember(cid, deadline_of(state), state["p"])
-                    if state.get("wm") is not None:
-                        p = state["p"]
-                        self.watermarks[p] = max(self.watermarks.get(p, state["wm"]), state["wm"])
+                    self._index_one(cid, state, deadline_of)
+            self.indexed_for |= fresh
+
+    def fresh(self, active: set[int]) -> set[int]:
+        """The partitions of ``active`` assigned since they were last indexed (``index_partition``
+        each); the partitions given away are forgotten."""
         for p in self.indexed_for - active:  # given away: idle counts afresh if it comes back
             self.idle_since.pop(p, None)
-        self.indexed_for = set(active)
+        self.indexed_for &= active
+        return active - self.indexed_for
+
+    def index_partition(
+        self, partition: int, states: Iterable[tuple[str, dict]], deadline_of: Callable[[dict], int | None]
+    ) -> int:
+        """Index the customers of one partition newly assigned (``states``: its (customer, state)
+        pairs; those of other partitions are skipped); the number read."""
+        n = 0
+        for cid, state in states:
+            n += 1
+            if isinstance(state, dict) and state.get("p") == partition:
+                self._index_one(cid, state, deadline_of)
+        self.indexed_for.add(partition)
+        return n
+
+    def _index_one(self, cid: str, state: dict, deadline_of: Callable[[dict], int | None]) -> None:
+        p = state["p"]
+        self.remember(cid, deadline_of(state), p)
+        if state.get("wm") is not None:
+            self.watermarks[p] = max(self.watermarks.get(p, state["wm"]), state["wm"])
 
     def due(self, active: set[int], now_ms: int, mono: float) -> list[tuple[str, int, int]]:
         """(customer, watermark, partition) of every customer of an owned partition whose deadline

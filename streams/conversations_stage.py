@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import faust
+import orjson
 
 import schemas
 from schemas.avro_writer import RunsWriter, Unsupported
@@ -26,7 +27,7 @@ from schemas.codec import Codec
 from streams.clocks import ClockScheduler
 from streams.conversations import Stitcher
 from streams.identity import to_millis
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, read_table, write_table
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, _is_rocksdict, log, read_table, write_table
 from streams.topology import Topology
 from threadline import metrics
 
@@ -203,6 +204,18 @@ class ConversationsStage:
         self.clocks.index(active, lambda: list(self.table.items()), self.stitcher.next_deadline)
         return self.clocks.due(active, now_ms, mono)
 
+    def _states_of(self, partition: int) -> Iterable[tuple[str, dict]]:
+        """The (customer, state) pairs of a partition of the table: on RocksDB its own database
+        read directly (the others not read); on any other store every pair of the table."""
+        store = getattr(self.table, "data", None)
+        if store is None or not _is_rocksdict(store):
+            yield from list(self.table.items())
+            return
+        skip = store.offset_key
+        for kb, vb in store._db_for_partition(partition).items():
+            if kb != skip:
+                yield orjson.loads(kb), orjson.loads(vb)
+
     def advance(self, due: list[tuple[str, int, int]], out: Outputs, active: set[int]) -> int:
         """Advance these customers to their watermarks (those of a partition no longer in
         ``active`` are left to its new owner); the number advanced."""
@@ -234,6 +247,13 @@ class ConversationsStage:
         wall clock). The number advanced."""
         if not callable(owned):
             owned = (lambda fixed: lambda: fixed)(owned)
+        async with self.lock:
+            fresh = self.clocks.fresh(owned())
+        for p in sorted(fresh):  # a partition assigned (a restart, a rebalance): its states read, one per hold
+            async with self.lock:
+                if p in owned():
+                    self.clocks.index_partition(p, self._states_of(p), self.stitcher.next_deadline)
+            await asyncio.sleep(0)
         async with self.lock:
             due = self.due(owned(), int(time.time() * 1000), time.monotonic())
         done = 0

@@ -344,3 +344,70 @@ def test_the_timer_lets_a_waiting_batch_in_between_slices_of_the_customers_that_
     done = asyncio.run(run())
     assert waited == [10]
     assert sum(advanced) == 25 and max(advanced) <= 10 and done == 25
+
+
+class _RocksStore:
+    """faust's RocksDB store on rocksdict as ``_states_of`` reads it: a database per partition."""
+
+    use_rocksdict = True
+    offset_key = b"__faust\x00offset__"
+
+    def __init__(self, dbs: dict[int, dict[bytes, bytes]]):
+        self.dbs, self.opened = dbs, []
+
+    def _db_for_partition(self, partition: int) -> dict[bytes, bytes]:
+        self.opened.append(partition)
+        return self.dbs[partition]
+
+
+_RocksStore.__module__ = "faust.stores.rocksdb"
+
+
+def test_a_fresh_worker_indexes_its_partitions_one_per_hold_of_the_lock_reading_only_that_partitions_states():
+    """A worker given partitions (a start, a rebalance) reads their customers' states to learn their
+    deadlines: a partition at a time, each from its own database, with the stage's lock let go in
+    between, not the whole table in one hold that stops every stage."""
+    import asyncio
+
+    import orjson
+
+    stage, _ = _stage(StitchRules())
+    dbs = {
+        p: {
+            orjson.dumps(f"cust{p}-{i}"): orjson.dumps({"pub": {}, "p": p, "deadline": 5_000 + i, "wm": 1_000})
+            for i in range(3)
+        }
+        for p in range(3)
+    }
+    for db in dbs.values():
+        db[_RocksStore.offset_key] = b"42"
+    store = _RocksStore(dbs)
+    stage.table = SimpleNamespace(data=store, items=lambda: [])
+
+    class CountingLock(asyncio.Lock):
+        holds = 0
+
+        async def acquire(self):
+            await super().acquire()
+            CountingLock.holds += 1
+            return True
+
+    opened_in: list[tuple[int, int]] = []  # (partition opened, hold of the lock it was opened in)
+    opened = store._db_for_partition
+
+    def db_for_partition(p):
+        assert stage.lock.locked()
+        opened_in.append((p, CountingLock.holds))
+        return opened(p)
+
+    store._db_for_partition = db_for_partition
+
+    async def run():
+        stage.lock = CountingLock()
+        await stage.on_timer({0, 1, 2})
+
+    asyncio.run(run())
+    assert [p for p, _ in opened_in] == [0, 1, 2]  # each partition's own database, once
+    assert len({hold for _, hold in opened_in}) == 3  # one per hold of the lock
+    assert stage.clocks.due_index == {f"cust{p}-{i}": (5_000 + i, p) for p in range(3) for i in range(3)}
+    assert stage.clocks.watermark(1) == 1_000
