@@ -139,8 +139,9 @@ def create_app(
         @app.timer(interval=CLOCK_INTERVAL)
         async def clocks() -> None:
             """Customers whose clocks fell due on the partitions this worker owns, advanced in the stage."""
-            active = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topo.names.resolved}
-            await stage.on_timer(active)
+            await stage.on_timer(
+                lambda: {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topo.names.resolved}
+            )
 
     add_lag_metric(app)
     return app

@@ -25,6 +25,11 @@ between batches, which customers must be advanced to which watermark.
   deadline: the stage advances it and reports its new deadline (``remember``).
 * Partitions newly assigned (a rebalance, a restart) are indexed from the recovered states: their
   customers' deadlines and the watermarks the states carry.
+* The deadlines are kept in a heap per partition as well, so a look at the clocks visits the
+  customers whose deadline its watermark passed and not every customer with a clock (a timer that
+  wakes every second would otherwise walk the whole index, however few are due). An entry whose
+  customer has another deadline since is dropped when it comes up; the heap is rebuilt from the
+  index when such entries outnumber the live ones.
 
 Time comes in as arguments (``now_ms`` wall clock, ``mono`` monotonic seconds), so the tests
 drive it without sleeping.
@@ -32,6 +37,7 @@ drive it without sleeping.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -47,6 +53,7 @@ class ClockScheduler:
     due_index: dict[str, tuple[int, int]] = field(default_factory=dict)  # customer -> (next deadline ms, partition)
     ticked: dict[str, int] = field(default_factory=dict)  # customer -> the deadline it was handed out for
     indexed_for: set[int] = field(default_factory=set)  # partitions whose customers are indexed
+    heaps: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # partition -> (deadline, customer)
 
     def see(self, partition: int, event_ms: int | None, mono: float) -> int | None:
         """A record arrived on ``partition`` (``event_ms``: its event time, None for a command):
@@ -79,7 +86,23 @@ class ClockScheduler:
             self.due_index.pop(customer_id, None)
             self.ticked.pop(customer_id, None)
         else:
+            if self.due_index.get(customer_id) == (deadline, partition):
+                return  # its entry is in the heap still, or it was handed out for that deadline
             self.due_index[customer_id] = (deadline, partition)
+            heap = self.heaps.setdefault(partition, [])
+            heapq.heappush(heap, (deadline, customer_id))
+            if len(heap) > 2 * len(self.due_index) + 1024:
+                self._rebuild()
+
+    def _rebuild(self) -> None:
+        """The heaps again from the index (entries of deadlines that changed dropped)."""
+        heaps: dict[int, list[tuple[int, str]]] = {}
+        for cid, (deadline, partition) in self.due_index.items():
+            if self.ticked.get(cid) != deadline:
+                heaps.setdefault(partition, []).append((deadline, cid))
+        for heap in heaps.values():
+            heapq.heapify(heap)
+        self.heaps = heaps
 
     def index(
         self,
@@ -90,17 +113,39 @@ class ClockScheduler:
         """Index the customers of partitions assigned since the last call (``states``: every
         (customer, state) of the table, read only when there are such partitions); forget the
         partitions given away."""
-        fresh = active - self.indexed_for
+        fresh = self.fresh(active)
         if fresh:
             for cid, state in states():
                 if isinstance(state, dict) and state.get("p") in fresh:
-                    self.remember(cid, deadline_of(state), state["p"])
-                    if state.get("wm") is not None:
-                        p = state["p"]
-                        self.watermarks[p] = max(self.watermarks.get(p, state["wm"]), state["wm"])
+                    self._index_one(cid, state, deadline_of)
+            self.indexed_for |= fresh
+
+    def fresh(self, active: set[int]) -> set[int]:
+        """The partitions of ``active`` assigned since they were last indexed (``index_partition``
+        each); the partitions given away are forgotten."""
         for p in self.indexed_for - active:  # given away: idle counts afresh if it comes back
             self.idle_since.pop(p, None)
-        self.indexed_for = set(active)
+        self.indexed_for &= active
+        return active - self.indexed_for
+
+    def index_partition(
+        self, partition: int, states: Iterable[tuple[str, dict]], deadline_of: Callable[[dict], int | None]
+    ) -> int:
+        """Index the customers of one partition newly assigned (``states``: its (customer, state)
+        pairs; those of other partitions are skipped); the number read."""
+        n = 0
+        for cid, state in states:
+            n += 1
+            if isinstance(state, dict) and state.get("p") == partition:
+                self._index_one(cid, state, deadline_of)
+        self.indexed_for.add(partition)
+        return n
+
+    def _index_one(self, cid: str, state: dict, deadline_of: Callable[[dict], int | None]) -> None:
+        p = state["p"]
+        self.remember(cid, deadline_of(state), p)
+        if state.get("wm") is not None:
+            self.watermarks[p] = max(self.watermarks.get(p, state["wm"]), state["wm"])
 
     def due(self, active: set[int], now_ms: int, mono: float) -> list[tuple[str, int, int]]:
         """(customer, watermark, partition) of every customer of an owned partition whose deadline
@@ -113,9 +158,15 @@ class ClockScheduler:
                 if wm is not None and wm > self.watermarks.get(p, wm - 1):
                     self.watermarks[p] = wm
         out = []
-        for cid, (deadline, partition) in self.due_index.items():
-            wm = self.watermarks.get(partition)
-            if wm is not None and deadline < wm and partition in active and self.ticked.get(cid) != deadline:
-                self.ticked[cid] = deadline
-                out.append((cid, wm, partition))
+        index, ticked = self.due_index, self.ticked
+        for p in active:
+            heap, wm = self.heaps.get(p), self.watermarks.get(p)
+            if not heap or wm is None:
+                continue
+            while heap and heap[0][0] < wm:
+                deadline, cid = heapq.heappop(heap)
+                if index.get(cid) != (deadline, p) or ticked.get(cid) == deadline:
+                    continue  # another deadline since, or handed out for this one already
+                ticked[cid] = deadline
+                out.append((cid, wm, p))
         return sorted(out)

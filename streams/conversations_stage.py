@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import faust
+import orjson
 
 import schemas
 from schemas.avro_writer import RunsWriter, Unsupported
@@ -25,7 +27,7 @@ from schemas.codec import Codec
 from streams.clocks import ClockScheduler
 from streams.conversations import Stitcher
 from streams.identity import to_millis
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, read_table, write_table
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, _is_rocksdict, log, read_table, write_table
 from streams.topology import Topology
 from threadline import metrics
 
@@ -37,6 +39,8 @@ SHARED_RUNS = (
     ("facts",),
     ("status", "opened_at", "messages", "breaches", "open_sla", "merged_into", "merged_into_customer_id"),
 )
+
+TICK_SLICE = 200  # due customers advanced per hold of the stage's lock (a batch waits for one slice at most)
 
 
 class EventEncoder:
@@ -189,13 +193,40 @@ class ConversationsStage:
     # -- the clocks -------------------------------------------------------------------------
 
     def tick(self, active: set[int], now_ms: int, mono: float, out: Outputs) -> int:
-        """Advance every due customer of the partitions in ``active`` to its partition's watermark;
-        the number advanced."""
+        """Advance every due customer of the partitions in ``active`` to its partition's watermark,
+        all at once; the number advanced (``on_timer`` does the same a slice at a time)."""
+        due = self.due(active, now_ms, mono)
+        self.advance(due, out, active)
+        return len(due)
+
+    def due(self, active: set[int], now_ms: int, mono: float) -> list[tuple[str, int, int]]:
+        """The customers of ``active`` whose clocks fell due: (customer, watermark, partition)."""
         self.clocks.index(active, lambda: list(self.table.items()), self.stitcher.next_deadline)
-        due = self.clocks.due(active, now_ms, mono)
+        return self.clocks.due(active, now_ms, mono)
+
+    def _states_of(self, partition: int) -> Iterable[tuple[str, dict]]:
+        """The (customer, state) pairs of a partition of the table: on RocksDB its own database
+        read directly (the others not read); on any other store every pair of the table."""
+        store = getattr(self.table, "data", None)
+        if store is None or not _is_rocksdict(store):
+            yield from list(self.table.items())
+            return
+        skip = store.offset_key
+        for kb, vb in store._db_for_partition(partition).items():
+            if kb != skip:
+                yield orjson.loads(kb), orjson.loads(vb)
+
+    def advance(self, due: list[tuple[str, int, int]], out: Outputs, active: set[int]) -> int:
+        """Advance these customers to their watermarks (those of a partition no longer in
+        ``active`` are left to its new owner); the number advanced."""
         states: dict[str, dict | None] = {}
         changed: dict[str, int] = {}
+        done = 0
         for cid, wm, partition in due:
+            if partition not in active:  # given away since it fell due: handed out again if it comes back
+                self.clocks.ticked.pop(cid, None)
+                continue
+            done += 1
             state = read_table(self.table, cid, self.names.resolved, partition)
             if state is None:
                 continue
@@ -206,10 +237,30 @@ class ConversationsStage:
             self.clocks.remember(cid, self.stitcher.next_deadline(new), partition)
             self._publish(out, cid, events, None, partition, None)
         self._write(out, states, changed)
-        return len(due)
+        return done
 
-    async def on_timer(self, active: set[int]) -> None:
-        out = Outputs()
+    async def on_timer(self, owned: set[int] | Callable[[], set[int]]) -> int:
+        """The clocks that fell due on the partitions this worker owns (``owned``: asked again for
+        each slice when it is a function), advanced ``TICK_SLICE`` customers per hold of the lock, each slice's records
+        produced before the lock is let go: a batch waits for one slice, not for every customer
+        that fell due (thousands at once when a partition goes idle and its watermark jumps to the
+        wall clock). The number advanced."""
+        if not callable(owned):
+            owned = (lambda fixed: lambda: fixed)(owned)
         async with self.lock:
-            self.tick(active, int(time.time() * 1000), time.monotonic(), out)
-            await self.ctx.produce(out)
+            fresh = self.clocks.fresh(owned())
+        for p in sorted(fresh):  # a partition assigned (a restart, a rebalance): its states read, one per hold
+            async with self.lock:
+                if p in owned():
+                    self.clocks.index_partition(p, self._states_of(p), self.stitcher.next_deadline)
+            await asyncio.sleep(0)
+        async with self.lock:
+            due = self.due(owned(), int(time.time() * 1000), time.monotonic())
+        done = 0
+        for i in range(0, len(due), TICK_SLICE):
+            out = Outputs()
+            async with self.lock:
+                done += self.advance(due[i : i + TICK_SLICE], out, owned())
+                await self.ctx.produce(out)
+            await asyncio.sleep(0)  # the batches waiting for the lock go first
+        return done

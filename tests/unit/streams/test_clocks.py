@@ -239,3 +239,175 @@ def test_a_partition_given_away_and_back_counts_its_idle_time_afresh():
     s.index({0, 1}, lambda: [], lambda st: None)  # and gave it back much later
     s.due({0, 1}, now_ms=5_000_000, mono=500.0)
     assert s.watermark(0) == 5_000_000 and s.watermark(1) is None
+
+
+class _CountingIndex(dict):
+    """A due index that counts the customers a look at the clocks reads from it."""
+
+    reads = 0
+
+    def items(self):
+        for kv in super().items():
+            self.reads += 1
+            yield kv
+
+    def get(self, key, default=None):
+        self.reads += 1
+        return super().get(key, default)
+
+
+def test_a_look_at_the_clocks_visits_the_customers_that_fell_due_not_every_customer_with_a_clock():
+    """The timer looks every second: with 5,000 customers whose deadlines are hours away and one
+    that fell due, it reads a handful of entries, not 5,000 (a fixed cost per second that a trickle
+    of contacts paid per contact)."""
+    s = sched(lateness=0)
+    s.due_index = _CountingIndex()
+    for i in range(5000):
+        s.remember(f"later-{i}", 10 * HOUR + i, i % 12)
+    s.remember("due", 1_000, 3)
+    for p in range(12):
+        s.see(p, 2_000, mono=0.0)
+    s.due_index.reads = 0
+    assert s.due(set(range(12)), now_ms=0, mono=0.0) == [("due", 2_000, 3)]
+    assert s.due_index.reads <= 12
+    s.due_index.reads = 0
+    assert s.due(set(range(12)), now_ms=0, mono=0.0) == []
+    assert s.due_index.reads == 0
+
+
+def test_a_deadline_moved_or_dropped_is_not_handed_out_and_the_heaps_stay_bounded():
+    s = sched(lateness=0)
+    s.remember("a", 1_000, 0)
+    s.remember("a", 50_000, 0)  # a contact moved its deadline later
+    s.remember("b", 1_000, 0)
+    s.remember("b", None, 0)  # nothing can fall due any more
+    s.see(0, 2_000, mono=0.0)
+    assert s.due({0}, now_ms=0, mono=0.0) == []
+    for i in range(10_000):  # deadlines moved again and again: stale entries do not pile up
+        s.remember("a", 100_000 + i, 0)
+    assert len(s.heaps[0]) <= 2 * len(s.due_index) + 1024
+    s.see(0, 200_000, mono=0.0)
+    assert s.due({0}, now_ms=0, mono=0.0) == [("a", 200_000, 0)]
+
+
+def test_the_timer_lets_a_waiting_batch_in_between_slices_of_the_customers_that_fell_due(monkeypatch):
+    """Thousands of customers fall due at once when an idle partition's watermark jumps to the
+    wall clock: the timer advances them a slice per hold of the stage's lock, so a batch waiting
+    for the lock goes after one slice, not after all of them."""
+    import asyncio
+
+    import streams.conversations_stage as cs
+
+    monkeypatch.setattr(cs, "TICK_SLICE", 10, raising=False)
+    stage, table = _stage(StitchRules())
+    t0 = 1_795_000_000_000
+    for i in range(25):
+        contact = {
+            "event_id": f"c{i}",
+            "customer_id": f"cust{i:02d}",
+            "occurred_at": t0,
+            "recorded_at": t0,
+            "channel": "chat",
+            "direction": "inbound",
+            "actor": {"role": "customer"},
+            "event_type": "contact.received",
+            "facts": [],
+            "thread": {},
+            "metadata": {},
+        }
+        state, _ = stage.stitcher.apply(None, contact, wm=t0)
+        state["p"] = 4
+        table[f"cust{i:02d}"] = state
+    advanced: list[int] = []  # customers advanced, per produce (one per hold of the lock)
+    waited: list[int] = []  # customers advanced before the waiting batch got the lock
+
+    async def batch() -> None:
+        async with stage.lock:
+            waited.append(sum(advanced))
+
+    async def produce(out: Outputs) -> None:
+        advanced.append(len({r[1] for r in out.records}))
+        if len(advanced) == 1:
+            tasks.append(asyncio.create_task(batch()))  # a batch arrives while the timer holds the lock
+        out.records.clear()
+
+    tasks: list = []
+    stage.ctx.produce = produce
+
+    async def run() -> int:
+        stage.tick({4}, now_ms=0, mono=0.0, out=Outputs())  # indexed; nothing due yet
+        stage.clocks.see(4, t0 + 10 * HOUR, mono=0.0)
+        done = await stage.on_timer({4})
+        await asyncio.gather(*tasks)
+        return done
+
+    done = asyncio.run(run())
+    assert waited == [10]
+    assert sum(advanced) == 25 and max(advanced) <= 10 and done == 25
+
+
+class _RocksStore:
+    """faust's RocksDB store on rocksdict as ``_states_of`` reads it: a database per partition."""
+
+    use_rocksdict = True
+    offset_key = b"__faust\x00offset__"
+
+    def __init__(self, dbs: dict[int, dict[bytes, bytes]]):
+        self.dbs, self.opened = dbs, []
+
+    def _db_for_partition(self, partition: int) -> dict[bytes, bytes]:
+        self.opened.append(partition)
+        return self.dbs[partition]
+
+
+_RocksStore.__module__ = "faust.stores.rocksdb"
+
+
+def test_a_fresh_worker_indexes_its_partitions_one_per_hold_of_the_lock_reading_only_that_partitions_states():
+    """A worker given partitions (a start, a rebalance) reads their customers' states to learn their
+    deadlines: a partition at a time, each from its own database, with the stage's lock let go in
+    between, not the whole table in one hold that stops every stage."""
+    import asyncio
+
+    import orjson
+
+    stage, _ = _stage(StitchRules())
+    dbs = {
+        p: {
+            orjson.dumps(f"cust{p}-{i}"): orjson.dumps({"pub": {}, "p": p, "deadline": 5_000 + i, "wm": 1_000})
+            for i in range(3)
+        }
+        for p in range(3)
+    }
+    for db in dbs.values():
+        db[_RocksStore.offset_key] = b"42"
+    store = _RocksStore(dbs)
+    stage.table = SimpleNamespace(data=store, items=lambda: [])
+
+    class CountingLock(asyncio.Lock):
+        holds = 0
+
+        async def acquire(self):
+            await super().acquire()
+            CountingLock.holds += 1
+            return True
+
+    opened_in: list[tuple[int, int]] = []  # (partition opened, hold of the lock it was opened in)
+    opened = store._db_for_partition
+
+    def db_for_partition(p):
+        assert stage.lock.locked()
+        opened_in.append((p, CountingLock.holds))
+        return opened(p)
+
+    store._db_for_partition = db_for_partition
+
+    async def run():
+        stage.lock = CountingLock()
+        await stage.on_timer({0, 1, 2})
+
+    asyncio.run(run())
+    assert [p for p, _ in opened_in] == [0, 1, 2]  # each partition's own database, once
+    assert len({hold for _, hold in opened_in}) == 3  # one per hold of the lock
+    assert stage.clocks.due_index == {f"cust{p}-{i}": (5_000 + i, p) for p in range(3) for i in range(3)}
+    assert stage.clocks.watermark(1) == 1_000
