@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import base64
 import json
-
-import faust
+from dataclasses import dataclass
+from typing import Any
 
 import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
 from streams.identity import Change, IdentityGraph, resolve
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, read_table, write_table
-from streams.topology import Topology
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, log
+from streams.topology import StreamTopics
 
 
 def _varint(n: int) -> bytes:
@@ -88,51 +88,39 @@ class ResolvedValues:
         return self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
 
 
-_ABSENT = object()
+class StateTable:
+    """One of the identity stage's tables (the graph: ``n:``/``e:`` records; the contacts: event
+    id -> the contact's bytes in base64), held in this process: key -> JSON value. What a batch
+    changed is kept in ``dirty`` until the runner (``streams.identity_runner``) writes it, once per
+    batch, to the table's changelog topic; the table is rebuilt from that topic when the graph's
+    partition is assigned to this worker, and dropped when it is revoked."""
 
-
-class GraphCache:
-    """The identity graph's table behind a read cache of its JSON values, misses included.
-
-    The identity stage is the one writer of the graph's one partition, so what it read or wrote
-    stays true until the partition leaves this worker: the cache is dropped whenever the consumer
-    group's generation changes (a rebalance, which may have moved the partition away and back)
-    and when it holds ``limit`` keys. Writes are kept (``dirty``) until the stage writes them to
-    the table, once per batch (``streams.stage.write_table``: store and changelog)."""
-
-    def __init__(self, table, generation, limit: int = 500_000, topic: str = ""):
-        self.table, self.generation, self.limit, self.topic = table, generation, limit, topic
+    def __init__(self, topic: str):
+        self.topic = topic
         self.values: dict = {}
         self.dirty: dict = {}
-        self.seen_generation = None
+
+    def get(self, key, default=None):
+        value = self.values.get(key)
+        return default if value is None else value
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    def __setitem__(self, key, value) -> None:
+        self.values[key] = value
+        self.dirty[key] = value
+
+    def __len__(self) -> int:
+        return len(self.values)
 
     def take_dirty(self) -> dict:
         dirty, self.dirty = self.dirty, {}
         return dirty
 
-    def check(self) -> None:
-        """Call at the start of every batch."""
-        gen = self.generation()
-        if gen != self.seen_generation or len(self.values) > self.limit:
-            self.values.clear()
-            self.seen_generation = gen
-
-    def get(self, key, default=None):
-        value = self.values.get(key, _ABSENT)
-        if value is _ABSENT:
-            value = read_table(self.table, key, self.topic, 0)  # the graph's one partition
-            self.values[key] = value
-        return default if value is None else value
-
-    def __getitem__(self, key):
-        value = self.get(key)
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def __setitem__(self, key, value) -> None:
-        self.values[key] = value
-        self.dirty[key] = value
+    def clear(self) -> None:
+        self.values.clear()
+        self.dirty.clear()
 
 
 def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
@@ -140,36 +128,50 @@ def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
     return json.dumps({"a": a, "b": b, "command_id": command_id, "at_ms": at_ms}).encode()
 
 
-def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: IdentityGraph):
-    """The stage's agent; ``graph`` works on a ``GraphCache`` of the graph table."""
-    names = topo.names
-    cache = graph.store
-    assert isinstance(cache, GraphCache), "the identity stage writes the graph through its GraphCache"
-    contacts_table = topo.contacts_table
-    assert contacts_table is not None, "the identity stage needs its tables"
-    resolved = ResolvedValues(codec, names.resolved)
+@dataclass(frozen=True)
+class _Letter:
+    """A graph topic record as ``StageContext.to_dlq`` takes it (faust's event: ``message`` and
+    ``value``)."""
+
+    message: Any
+    value: bytes
+
+
+class IdentityStage:
+    """The stage's rules over a batch of graph topic records (aiokafka's ``ConsumerRecord``:
+    ``topic``, ``partition``, ``offset``, ``headers``, ``value``): the graph works on ``graph``'s
+    ``StateTable``, the contacts' bytes are kept in ``contacts``; ``process`` adds the batch's
+    outputs to ``out`` and leaves each changed key of both tables in their ``dirty``."""
+
+    def __init__(
+        self, ctx: StageContext, codec: Codec, names: StreamTopics, graph: IdentityGraph, contacts: StateTable
+    ):
+        assert isinstance(graph.store, StateTable), "the identity stage writes the graph through a StateTable"
+        self.ctx, self.codec, self.names, self.graph, self.contacts = ctx, codec, names, graph, contacts
+        self.resolved = ResolvedValues(codec, names.resolved)
 
     def send_resolved(
-        out: Outputs, value: bytes, customer_id: str, event_id: str, gen: int, rekeyed_from: str | None = None
+        self, out: Outputs, value: bytes, customer_id: str, event_id: str, gen: int, rekeyed_from: str | None = None
     ) -> None:
         headers = {"event_id": event_id, "gen": str(gen), "customer_id": customer_id}
         if rekeyed_from:
             headers["rekeyed_from"] = rekeyed_from
-        out.add(names.resolved, customer_id.encode(), value, headers)
+        out.add(self.names.resolved, customer_id.encode(), value, headers)
 
-    def publish(out: Outputs, change: Change, offset: int, pending: dict[str, bytes]) -> None:
+    def publish(self, out: Outputs, change: Change, offset: int, pending: dict[str, bytes]) -> None:
         """identities.v1 events; every contact whose customer changed goes again to
         contacts.resolved.v1 under its new customer, and its old customer gets one ``moved`` command
         (per new customer) naming the contacts that left, both at graph position ``offset``."""
+        names, codec = self.names, self.codec
         moved: dict[tuple[str, str], list[str]] = {}
         for eid, new, old in change.rekeyed:
             raw = pending.get(eid)
             if raw is None:
-                stored = contacts_table.get(eid)
+                stored = self.contacts.get(eid)
                 raw = base64.b64decode(stored) if stored is not None else None
             if raw is not None:
                 record = codec.decode(raw).record
-                send_resolved(out, resolved.value(raw, record, new), new, eid, offset, rekeyed_from=old)
+                self.send_resolved(out, self.resolved.value(raw, record, new), new, eid, offset, rekeyed_from=old)
             moved.setdefault((old, new), []).append(eid)
         for (old, new), ids in sorted(moved.items()):
             out.add(
@@ -193,35 +195,38 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
                 reason=e["reason"],
             )
 
-    def process(events: list, out: Outputs) -> None:
+    def process(self, records: list, out: Outputs) -> None:
+        graph, codec, resolved = self.graph, self.codec, self.resolved
         pending: dict[str, bytes] = {}  # the batch's new contacts (event id -> bytes), written at its end
         with graph.batch():
-            for event in events:
-                msg = event.message
-                headers = dict(msg.headers or [])
+            for msg in records:
+                value = msg.value
+                headers = dict(msg.headers or ())
                 if headers.get("kind") == b"unlink":
                     try:
-                        cmd = json.loads(event.value)
+                        cmd = json.loads(value)
                         change = graph.unlink(
                             cmd["a"], cmd["b"], command_id=cmd["command_id"], at_ms=int(cmd["at_ms"]), gen=msg.offset
                         )
                     except (ValueError, KeyError, TypeError) as exc:
-                        ctx.to_dlq(out, event, f"{type(exc).__name__}: {exc}")
+                        self.ctx.to_dlq(out, _Letter(msg, value), f"{type(exc).__name__}: {exc}")
                         continue
-                    publish(out, change, msg.offset, pending)
+                    self.publish(out, change, msg.offset, pending)
                     continue
                 try:
-                    record = codec.decode(event.value).record
+                    if value is None:
+                        raise ValueError("a graph record without a value")
+                    record = codec.decode(value).record
                     change = graph.observe(record, gen=msg.offset)
-                    value = resolved.value(event.value, record, change.customer_id)
+                    out_value = resolved.value(value, record, change.customer_id)
                 except DECODE_ERRORS as exc:
-                    ctx.to_dlq(out, event, f"{type(exc).__name__}: {exc}")
+                    self.ctx.to_dlq(out, _Letter(msg, value), f"{type(exc).__name__}: {exc}")
                     continue
                 eid = record["event_id"]
                 if not change.duplicate:
-                    pending[eid] = event.value
-                publish(out, change, msg.offset, pending)
-                send_resolved(out, value, change.customer_id, eid, msg.offset)
+                    pending[eid] = value
+                self.publish(out, change, msg.offset, pending)
+                self.send_resolved(out, out_value, change.customer_id, eid, msg.offset)
                 log.info(
                     "contact_resolved",
                     event_id=eid,
@@ -229,16 +234,6 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
                     offset=msg.offset,
                     duplicate=change.duplicate,
                 )
-        write_table(out, cache.table, cache.take_dirty(), names.graph, 0)
-        write_table(
-            out, contacts_table, {eid: base64.b64encode(raw).decode() for eid, raw in pending.items()}, names.graph, 0
-        )
-
-    async def identity(stream: faust.StreamT) -> None:
-        async for events in ctx.batches(stream, "identity"):
-            cache.check()
-            out = Outputs()
-            process(events, out)
-            await ctx.produce(out)
-
-    return identity
+        contacts = self.contacts
+        for eid, raw in pending.items():
+            contacts[eid] = base64.b64encode(raw).decode()

@@ -1,0 +1,312 @@
+"""streams/identity_runner.py without a broker: the changelog's replay and its fences, and a
+batch's order (outputs and changelog produced, every acknowledgment awaited, then the offset
+committed), with a fake producer and consumer."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import orjson
+import pytest
+
+import schemas
+from connectors.contact import to_record
+from schemas.codec import SingleObjectCodec
+from streams.identity_runner import IdentityRunner, fence_key, identity_group, replay
+from streams.rules import IdentityRules
+from streams.stage import StageContext
+from streams.topology import StreamTopics
+from threadline.settings import CodecKind, Settings
+
+from ..conftest import RECORDED_AT
+
+A, B = b"member-a/1", b"member-b/2"
+
+
+def k(key) -> bytes:
+    return orjson.dumps(key)
+
+
+def v(value) -> bytes:
+    return orjson.dumps(value)
+
+
+# --- replay: the changelog read back, fenced ---------------------------------------------------
+
+
+def test_replay_applies_records_in_order_and_a_tombstone_deletes():
+    values: dict = {}
+    skipped = replay([(k("n:a"), v({"x": 1}), None), (k("n:b"), v({"y": 2}), None), (k("n:a"), None, None)], values)
+    assert values == {"n:b": {"y": 2}} and skipped == 0
+
+
+def test_after_a_fence_only_its_writer_and_unheaded_records_apply():
+    """A worker that lost the partition (writer A) and writes after the next owner's fence (B)
+    changes nothing that a replay gives; an erasure's tombstone (no writer header) still applies."""
+    values: dict = {}
+    skipped = replay(
+        [
+            (fence_key(A.decode()), v({}), A),
+            (k("n:a"), v({"by": "a"}), A),
+            (k("n:gone"), v({"by": "a"}), A),
+            (fence_key(B.decode()), v({}), B),
+            (k("n:a"), v({"by": "zombie a"}), A),  # A has not learnt yet that it lost the partition
+            (k("n:b"), v({"by": "b"}), B),
+            (k("n:gone"), None, None),  # erasure
+        ],
+        values,
+    )
+    assert values == {"n:a": {"by": "a"}, "n:b": {"by": "b"}}
+    assert skipped == 1
+
+
+def test_records_before_any_fence_apply_whoever_wrote_them():
+    """The changelogs faust's tables wrote (no fence, no writer header) and a writer's records
+    before its first fence are the state as it was."""
+    values: dict = {}
+    assert replay([(k("e:1"), v("x"), None), (k("e:2"), v("y"), A)], values) == 0
+    assert values == {"e:1": "x", "e:2": "y"}
+
+
+def test_fence_keys_are_not_graph_keys_and_each_writer_has_its_own():
+    assert fence_key("m/1") != fence_key("m/2")  # never compacted away by the next fence
+    assert not orjson.loads(fence_key("m/1"))[0].startswith(("n:", "e:"))
+    assert identity_group("threadline-streams") == "threadline-streams-identity"
+
+
+# --- a batch: order, redelivery, revocation ----------------------------------------------------
+
+
+@dataclass
+class Record:
+    """What aiokafka's getmany gives: a ConsumerRecord's fields the stage reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple = (("kind", b"contact"),)
+
+
+class FakeBuilder:
+    def __init__(self):
+        self.records: list = []
+        self.closed = False
+
+    def append(self, *, timestamp, key, value, headers):
+        self.records.append((key, value, headers))
+        return object()
+
+    def close(self):
+        self.closed = True
+
+    def record_count(self):
+        return len(self.records)
+
+
+class FakeProducer:
+    """Acknowledges a batch on the loop's next turns, logging what happened in order."""
+
+    def __init__(self, log: list):
+        self.log = log
+        self.sent: list[tuple[str, int, bytes | None, bytes | None, list]] = []
+        self.ends: dict[tuple[str, int], int] = {}  # the next offset of each topic partition
+
+    def create_batch(self):
+        return FakeBuilder()
+
+    async def send_batch(self, builder, topic, partition):
+        assert builder.closed, "a batch handed over lingering"
+        self.log.append(("send", topic))
+        self.sent += [(topic, partition, *r) for r in builder.records]
+        fut = asyncio.get_running_loop().create_future()
+        base = self.ends.get((topic, partition), 0)
+        self.ends[(topic, partition)] = base + len(builder.records)
+
+        def ack():
+            self.log.append(("ack", topic))
+            fut.set_result(type("RecordMetadata", (), {"offset": base})())
+
+        asyncio.get_running_loop().call_later(0.01, ack)
+        return fut
+
+
+class FakeConsumer:
+    def __init__(self, log: list, tp, fail: bool = False):
+        self.log, self.tp, self.fail = log, tp, fail
+        self.owned = {tp}
+
+    def assignment(self):
+        return set(self.owned)
+
+    async def commit(self, offsets):
+        from aiokafka.errors import CommitFailedError
+
+        if self.fail:
+            raise CommitFailedError("rebalanced")
+        self.log.append(("commit", {tp: o.offset for tp, o in offsets.items()}))
+
+
+@pytest.fixture
+def world(tmp_path):
+    from aiokafka.structs import TopicPartition
+
+    names = StreamTopics.prefixed("u")
+    codec = SingleObjectCodec()
+    ctx = StageContext(None, "unit", names.dlq)  # type: ignore[arg-type]
+    settings = Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT)
+    runner = IdentityRunner(settings, "unit", names, ctx, codec, IdentityRules())
+    runner._partitions = {t: list(range(6)) for t in (names.resolved, names.identities, names.commands, names.dlq)}
+    log: list = []
+    tp = TopicPartition(names.graph, 0)
+    runner.producer, runner.consumer, runner.writer = FakeProducer(log), FakeConsumer(log, tp), A
+    return runner, names, codec, tp, log
+
+
+def contacts(full_contact, codec, names, n: int = 4) -> list[Record]:
+    out = []
+    for i in range(n):
+        record = to_record(full_contact.model_copy(update={"provider_id": f"p-{i}"}), RECORDED_AT)
+        out.append(Record(names.graph, 0, 10 + i, b"k", codec.encode(names.contacts, schemas.CONTACT, record)))
+    return out
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_batch_is_produced_then_acknowledged_then_committed(world, full_contact):
+    runner, names, codec, tp, log = world
+    records = contacts(full_contact, codec, names)
+    run(runner._batch(tp, records))
+    kinds = [entry[0] for entry in log]
+    assert kinds[-1] == "commit" and log[-1][1] == {tp: 14}
+    assert kinds.count("commit") == 1
+    assert kinds.index("commit") > max(i for i, kind in enumerate(kinds) if kind == "ack")
+    assert kinds.count("ack") == kinds.count("send")
+    topics = {t for t, *_ in runner.producer.sent}
+    assert {names.resolved, names.graph_changelog, names.contacts_changelog} <= topics
+    # every changelog record carries this writer; the tables hold what the changelogs say
+    changelog = [(t, key, value, h) for t, _p, key, value, h in runner.producer.sent if t.endswith("changelog.v1")]
+    assert all(h == [("writer", A)] for *_, h in changelog)
+    graph: dict = {}
+    replay([(key, value, A) for t, key, value, _h in changelog if t == names.graph_changelog], graph)
+    assert graph == runner.graph_table.values and graph
+    assert len(runner.contacts_table) == 4
+
+
+def test_a_redelivered_batch_changes_no_state_and_gives_the_same_resolved_contacts(world, full_contact):
+    runner, names, codec, tp, log = world
+    records = contacts(full_contact, codec, names)
+    run(runner._batch(tp, records))
+    first = list(runner.producer.sent)
+    graph, stored = dict(runner.graph_table.values), dict(runner.contacts_table.values)
+    runner.producer.sent.clear()
+    run(runner._batch(tp, records))  # the same batch again: a crash before its commit
+    again = runner.producer.sent
+    assert not [r for r in again if r[0].endswith("changelog.v1")]  # no state written
+    assert runner.graph_table.values == graph and runner.contacts_table.values == stored
+
+    def resolved(rs):
+        return sorted((key, value) for t, _p, key, value, _h in rs if t == names.resolved)
+
+    assert resolved(again) == resolved(first)
+
+
+def test_a_revoked_partition_gets_no_write_and_no_commit(world, full_contact):
+    runner, names, codec, tp, log = world
+    run(runner.revoked())
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    assert log == [] and runner.producer.sent == []
+    assert len(runner.graph_table) == 0 and len(runner.contacts_table) == 0
+
+
+def test_a_partition_gone_from_the_assignment_gets_no_write(world, full_contact):
+    runner, names, codec, tp, log = world
+    runner.consumer.owned = set()  # the rebalance took it before its callback ran
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    assert log == [] and runner.producer.sent == []
+
+
+def test_a_failed_commit_stops_every_later_write(world, full_contact):
+    """The group moved on (CommitFailedError: another generation owns the partition): this worker
+    writes nothing more until it is assigned the partition again."""
+    runner, names, codec, tp, log = world
+    runner.consumer.fail = True
+    batch = contacts(full_contact, codec, names)
+    run(runner._batch(tp, batch[:2]))
+    assert runner.writer is None
+    sent = len(runner.producer.sent)
+    run(runner._batch(tp, batch[2:]))
+    assert len(runner.producer.sent) == sent
+
+
+def test_an_undecodable_graph_record_goes_to_the_dlq_and_the_batch_is_committed(world, full_contact):
+    runner, names, codec, tp, log = world
+    records = contacts(full_contact, codec, names, 2)
+    records.insert(1, Record(names.graph, 0, 99, b"k", b"\x00garbage"))
+    records[-1].offset = 100
+    run(runner._batch(tp, records))
+    dlq = [r for r in runner.producer.sent if r[0] == names.dlq]
+    assert len(dlq) == 1 and dlq[0][3] == b"\x00garbage"
+    assert log[-1] == ("commit", {tp: 101})
+
+
+class Assignment:
+    """The runner's rebalance callbacks with fences and recovery faked: a fence is the next offset
+    of its changelog (``FakeProducer.ends``); ``someone_wrote`` adds a record of another writer."""
+
+    def __init__(self, runner, monkeypatch):
+        self.runner, self.recovered = runner, []
+        coordinator = type("Coordinator", (), {"member_id": "m", "generation": 7})()
+        runner.consumer._coordinator = coordinator
+        ends = runner.producer.ends
+
+        async def fence(table, writer):
+            at = ends.get((table.topic, 0), 0)
+            ends[(table.topic, 0)] = at + 1
+            return at
+
+        async def recover(table, fence_offset):
+            self.recovered.append(table.topic)
+            return 0
+
+        monkeypatch.setattr(runner, "_fence", fence)
+        monkeypatch.setattr(runner, "_recover", recover)
+
+    def someone_wrote(self, topic):
+        ends = self.runner.producer.ends
+        ends[(topic, 0)] = ends.get((topic, 0), 0) + 1
+
+
+def test_given_the_partition_back_with_nobody_writing_since_the_tables_are_kept(world, full_contact, monkeypatch):
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))  # the first time: read from the changelogs
+    assert assignment.recovered == [names.graph_changelog, names.contacts_changelog]
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    graph = dict(runner.graph_table.values)
+    run(runner.revoked())
+    assert runner.writer is None
+    run(runner.assigned({tp}))  # back, and nobody wrote after this worker's last record
+    assert len(assignment.recovered) == 2 and runner.graph_table.values == graph and runner.writer is not None
+    run(runner.revoked())
+    assignment.someone_wrote(names.graph_changelog)
+    run(runner.assigned({tp}))  # back, but another worker wrote meanwhile: read again
+    assert len(assignment.recovered) == 4
+
+
+def test_tables_of_a_worker_whose_commit_failed_are_read_again(world, full_contact, monkeypatch):
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    runner.consumer.fail = True
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    run(runner.revoked())
+    assert len(runner.graph_table) == 0
+    run(runner.assigned({tp}))
+    assert len(assignment.recovered) == 4
