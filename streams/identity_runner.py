@@ -125,6 +125,7 @@ class IdentityRunner(Service):
         self._partitions: dict[str, list[int]] = {}
         self.batches = 0
         self.seconds = metrics.PROCESSING_SECONDS.labels(COMPONENT, "identity")
+        self.lag = metrics.LagGauge(COMPONENT)  # threadline_consumer_lag of the graph's partition, while owned
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -214,6 +215,7 @@ class IdentityRunner(Service):
             # tables kept only if they are exactly what this worker's changelog records say
             self.kept = self.writer is not None
             self.writer = None
+            self.lag.update({})
             if not self.kept:
                 self.graph_table.clear()
                 self.contacts_table.clear()
@@ -304,6 +306,9 @@ class IdentityRunner(Service):
                 self.contacts_table.clear()
                 return
             self.batches += 1
+            self.lag.update(
+                {(tp.topic, tp.partition): metrics.lag(self.consumer.highwater(tp), records[-1].offset + 1)}
+            )
             each = (time.perf_counter() - t0) / len(records)
             for _ in records:
                 self.seconds.observe(each)

@@ -141,6 +141,9 @@ class FakeConsumer:
     def assignment(self):
         return set(self.owned)
 
+    def highwater(self, tp):
+        return 120
+
     async def commit(self, offsets):
         from aiokafka.errors import CommitFailedError
 
@@ -195,6 +198,9 @@ def test_a_batch_is_produced_then_acknowledged_then_committed(world, full_contac
     replay([(key, value, A) for t, key, value, _h in changelog if t == names.graph_changelog], graph)
     assert graph == runner.graph_table.values and graph
     assert len(runner.contacts_table) == 4
+    from threadline.metrics import CONSUMER_LAG
+
+    assert CONSUMER_LAG.labels("worker", names.graph, "0")._value.get() == 120 - 14
 
 
 def test_a_redelivered_batch_changes_no_state_and_gives_the_same_resolved_contacts(world, full_contact):
