@@ -15,7 +15,7 @@ A batch (``getmany``, up to ``BATCH_MAX`` records) goes through the stage's rule
    producer, as producer batches, one per topic partition;
 2. every one of them is acknowledged by the broker (acks=all) — the runner waits for them;
 3. only then is the input's offset committed, with the group generation the batch was read in
-   (a worker that has lost the partition gets CommitFailedError, and its next batch is not read).
+   (a worker that has lost the partition gets CommitFailedError and writes nothing more).
 
 A crash anywhere before 3 redelivers the batch; the rules give the same outputs for the same
 inputs, and a contact the graph has seen is a duplicate that changes no state.
@@ -28,7 +28,12 @@ worker that lost the partition (a long pause past the session timeout) and write
 learns so cannot change the state the next owner, or any later one, recovers. Records without a
 ``writer`` header (the changelogs faust's tables wrote before, erasure's tombstones) always
 apply. The same worker stops writing as soon as the revocation reaches it: the rebalance waits
-for the batch in flight (``_lock``) and the tables are dropped.
+for the batch in flight (``_lock``). Given the partition back with nobody's changelog record after
+its own last one, a worker keeps its tables; otherwise it reads them again.
+
+Upgrading from the faust agent: the stage's group has no committed offset yet, so the runner
+starts where the worker's faust group (the app id) had committed the graph topic, not at its
+beginning (``start_offset``); the changelogs are the ones faust's tables wrote, read as they are.
 
 The tables are in memory: a restart reads the changelogs (compacted topics) from their
 beginning. A local store with a recorded changelog offset (faust's RocksDB tables' way) is not
@@ -123,6 +128,7 @@ class IdentityRunner(Service):
         self.kept = False
         self._lock = asyncio.Lock()  # held by a batch from its processing to its commit, and by a rebalance
         self._partitions: dict[str, list[int]] = {}
+        self._start_at: dict[Any, int] = {}  # partition -> offset taken over from the faust group
         self.batches = 0
         self.seconds = metrics.PROCESSING_SECONDS.labels(COMPONENT, "identity")
         self.lag = metrics.LagGauge(COMPONENT)  # threadline_consumer_lag of the graph's partition, while owned
@@ -185,6 +191,13 @@ class IdentityRunner(Service):
         async with self._lock:
             if not partitions:
                 return
+            self._start_at = {}
+            for tp in partitions:
+                offset = await self.start_offset(tp)
+                if offset is not None:
+                    # applied to the first batch (aiokafka resets a partition without a commit to
+                    # auto_offset_reset after this callback: a seek here does not hold)
+                    self._start_at[tp] = offset
             coordinator = self.consumer._coordinator
             writer = f"{coordinator.member_id}/{coordinator.generation}".encode()
             t0 = time.perf_counter()
@@ -210,11 +223,33 @@ class IdentityRunner(Service):
                 seconds=round(time.perf_counter() - t0, 3),
             )
 
+    async def start_offset(self, tp: Any) -> int | None:
+        """Where to start ``tp`` when this group has never committed it: the offset the faust group
+        of the same app id committed (the identity stage was a faust agent there), if any."""
+        if await self.consumer.committed(tp) is not None:
+            return None
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from threadline.kafka import aiokafka_config
+
+        admin = AIOKafkaAdminClient(**aiokafka_config(self.settings))
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self.app_id, partitions=[tp])
+        finally:
+            await admin.close()
+        meta = offsets.get(tp)
+        if meta is None or meta.offset < 0:
+            return None
+        log.info("identity_offset_taken_over", group=self.group, from_group=self.app_id, offset=meta.offset)
+        return meta.offset
+
     async def revoked(self) -> None:
         async with self._lock:  # a batch in flight finishes (commit included) before the partition goes
             # tables kept only if they are exactly what this worker's changelog records say
             self.kept = self.writer is not None
             self.writer = None
+            self._start_at = {}
             self.lag.update({})
             if not self.kept:
                 self.graph_table.clear()
@@ -289,6 +324,12 @@ class IdentityRunner(Service):
             writer = self.writer
             if writer is None or tp not in self.consumer.assignment():
                 return  # revoked since the fetch: the partition's next owner reads these again
+            start = self._start_at.pop(tp, None)
+            if start is not None:  # what the faust group had processed is not read again
+                if records[-1].offset < start:
+                    self.consumer.seek(tp, start)
+                    return
+                records = [r for r in records if r.offset >= start]
             t0 = time.perf_counter()
             self.ctx.consumed(tp.topic).inc(len(records))
             out = Outputs()

@@ -211,3 +211,26 @@ def test_a_worker_that_lost_the_partition_while_paused_changes_nothing_recovered
     assert recovered(services.settings, world.topics.graph_changelog) == graph
     assert recovered(services.settings, world.topics.contacts_changelog) == contacts
     assert any(line.get("event") == "identity_state_recovered" for line in other.log_lines())
+
+
+def test_upgraded_from_the_faust_agent_the_stage_starts_at_the_faust_groups_commit(world, services):
+    """The faust group (the app id) had committed the graph topic up to some offset: the stage's
+    new group starts there, not at the topic's beginning."""
+    from kafka.structs import OffsetAndMetadata
+
+    values = graph_values(world, 4)
+    produce(world, values)
+    done = 6  # what the faust agent had processed and committed
+    faust_group = KafkaConsumer(
+        group_id=world.app_id, enable_auto_commit=False, **services.settings.kafka.client_config()
+    )
+    try:
+        faust_group.commit({TopicPartition(world.topics.graph, 0): OffsetAndMetadata(done, "", -1)})
+    finally:
+        faust_group.close()
+    w = start_identity_worker(world, 1)
+    group = identity_group(world.app_id)
+    wait_for_members(world.admin, group, 1)
+    wait_committed(world, group, len(values))
+    resolved = [line["offset"] for line in w.log_lines() if line.get("event") == "contact_resolved"]
+    assert sorted(resolved) == list(range(done, len(values)))

@@ -144,6 +144,14 @@ class FakeConsumer:
     def highwater(self, tp):
         return 120
 
+    async def committed(self, tp):
+        return self.committed_offset
+
+    def seek(self, tp, offset):
+        self.log.append(("seek", offset))
+
+    committed_offset: int | None = 14
+
     async def commit(self, offsets):
         from aiokafka.errors import CommitFailedError
 
@@ -316,3 +324,56 @@ def test_tables_of_a_worker_whose_commit_failed_are_read_again(world, full_conta
     assert len(runner.graph_table) == 0
     run(runner.assigned({tp}))
     assert len(assignment.recovered) == 4
+
+
+class FakeAdmin:
+    """aiokafka's admin client as ``start_offset`` asks it: the faust group's committed offsets."""
+
+    offsets: dict = {}
+
+    def __init__(self, **_config):
+        pass
+
+    async def start(self):
+        pass
+
+    async def close(self):
+        pass
+
+    async def list_consumer_group_offsets(self, group_id, partitions=None):
+        return {tp: o for tp, o in self.offsets.get(group_id, {}).items() if tp in partitions}
+
+
+def test_a_stage_group_without_a_commit_starts_where_the_faust_group_had_committed(world, monkeypatch):
+    """Upgrading from the faust agent: the graph topic is not read again from its beginning."""
+    import aiokafka.admin
+    from aiokafka.structs import OffsetAndMetadata
+
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    Assignment(runner, monkeypatch)
+    monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", FakeAdmin)
+    monkeypatch.setattr(FakeAdmin, "offsets", {"unit": {tp: OffsetAndMetadata(4321, "")}})
+    runner.consumer.committed_offset = None
+    run(runner.assigned({tp}))
+    assert runner._start_at == {tp: 4321}
+    run(runner._batch(tp, [Record(names.graph, 0, 17, b"k", b"\x00garbage")]))  # read from the beginning
+    assert log == [("seek", 4321)] and runner.producer.sent == []  # skipped, not processed
+    log.clear()
+    runner.consumer.committed_offset = 4400  # the stage's own group has committed: that is where it goes on
+    run(runner.revoked())
+    run(runner.assigned({tp}))
+    assert runner._start_at == {}
+    runner.consumer.committed_offset = None
+    monkeypatch.setattr(FakeAdmin, "offsets", {})  # a new deployment: from the beginning (auto_offset_reset)
+    run(runner.revoked())
+    run(runner.assigned({tp}))
+    assert runner._start_at == {}
+
+
+def test_a_first_batch_across_the_taken_over_offset_is_processed_from_that_offset(world, full_contact):
+    runner, names, codec, tp, log = world
+    records = contacts(full_contact, codec, names)  # offsets 10-13
+    runner._start_at = {tp: 12}
+    run(runner._batch(tp, records))
+    assert len(runner.contacts_table) == 2 and log[-1] == ("commit", {tp: 14})
