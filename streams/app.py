@@ -14,13 +14,15 @@ scheduled by the pure ``streams.clocks``). Every stage takes its records in batc
   the events a contact produced are re-sent from the state's outbox (so a crash after the
   changelog write but before the offset commit loses nothing and adds nothing new).
 * Tables live in RocksDB (rocksdict) when it is importable, in memory otherwise
-  (``THREADLINE_STREAMS_STORE=memory|rocksdb`` forces one); changelogs are the catalog's topics,
-  with the partition counts of their sources.
+  (``THREADLINE_STREAMS_STORE=memory|rocksdb`` forces one), the identity stage's too
+  (``identity_store_dir``); changelogs are the catalog's topics, with the partition counts of
+  their sources.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import faust
 
@@ -80,8 +82,20 @@ def store_url(settings: Settings) -> str:
     return "rocksdb://"
 
 
+def app_datadir(settings: Settings, app_id: str = APP_ID) -> Path:
+    """The worker's data dir: faust's tables under ``v1/tables``, the identity stage's under
+    ``identity`` (``identity_store_dir``)."""
+    return settings.state_dir / "faust" / app_id
+
+
+def identity_store_dir(settings: Settings, app_id: str = APP_ID) -> Path | None:
+    """Where the identity stage's tables keep their RocksDB databases; None when tables are in
+    memory (``store_url``)."""
+    return app_datadir(settings, app_id) / "identity" if store_url(settings) == "rocksdb://" else None
+
+
 def make_app(settings: Settings, app_id: str = APP_ID) -> faust.App:
-    datadir = settings.state_dir / "faust" / app_id
+    datadir = app_datadir(settings, app_id)
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
@@ -123,7 +137,9 @@ def create_app(
     if "route" in stages:
         app.agent(topo.contacts, name=f"{app_id}.route")(route_stage(ctx, codec, topo.names.graph))
     if "identity" in stages:  # not a faust agent: a service of the app with its own consumer group
-        app.identity_runner = IdentityRunner(settings, app_id, topo.names, ctx, codec, rules.identity)  # type: ignore[attr-defined]
+        app.identity_runner = IdentityRunner(  # type: ignore[attr-defined]
+            settings, app_id, topo.names, ctx, codec, rules.identity, store_dir=identity_store_dir(settings, app_id)
+        )
         app.service(app.identity_runner)  # type: ignore[attr-defined]
     if "conversations" in stages:
         scheduler = ClockScheduler(
@@ -156,7 +172,15 @@ def identity_runner(
     rules = rules or rules_from_settings(settings.streams)
     names = topics or StreamTopics()
     ctx = StageContext(None, app_id, names.dlq, seal=dlq_sealer(settings))  # type: ignore[arg-type]
-    return IdentityRunner(settings, app_id, names, ctx, make_codec(settings), rules.identity)
+    return IdentityRunner(
+        settings,
+        app_id,
+        names,
+        ctx,
+        make_codec(settings),
+        rules.identity,
+        store_dir=identity_store_dir(settings, app_id),
+    )
 
 
 def run_worker(

@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -55,6 +57,7 @@ from mode import Service
 from schemas.codec import Codec
 from streams.identity import IdentityGraph
 from streams.identity_stage import IdentityStage, StateTable
+from streams.identity_store import FencedReplay, MemoryStore, Position, RocksStore, TableStore, is_fence
 from streams.rules import IdentityRules
 from streams.stage import BATCH_MAX, COMPONENT, Outputs, StageContext, log
 from streams.topology import StreamTopics
@@ -63,7 +66,6 @@ from threadline.async_producer import keyed_partitioner
 from threadline.settings import Settings
 
 WRITER_HEADER = "writer"
-FENCE_PREFIX = b'["fence",'
 POLL_MS = 200  # how long a getmany waits for records when there are none
 MAX_BATCH_BYTES = 1_000_000  # a producer batch (one topic partition's records of a stage batch) at most
 
@@ -79,23 +81,27 @@ def fence_key(writer: str) -> bytes:
 
 def replay(records: Iterable[tuple[bytes, bytes | None, bytes | None]], values: dict) -> int:
     """Apply a changelog's records, in offset order, to ``values`` (key -> JSON value): each
-    ``(key, value, writer)``, a None value deleting the key. A fence record names the one writer
-    from there on; a later record headed by another writer is skipped. Returns how many were."""
-    current: bytes | None = None
-    skipped = 0
-    for key, value, writer in records:
-        if key.startswith(FENCE_PREFIX):
-            current = orjson.loads(key)[1].encode()
-            continue
-        if writer is not None and current is not None and writer != current:
-            skipped += 1
-            continue
+    ``(key, value, writer)``, a None value deleting the key, with the fence rules
+    (``FencedReplay``). Returns how many records were skipped."""
+    fenced = FencedReplay()
+    for key, value in fenced.apply(records):
         k = orjson.loads(key)
         if value is None:
             values.pop(k, None)
         else:
             values[k] = orjson.loads(value)
-    return skipped
+    return fenced.skipped
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """One table's recovery: the first changelog offset read, how many records were read, how
+    many of them the fence rules skipped, whether the local store was rebuilt from nothing."""
+
+    from_offset: int
+    read: int
+    skipped: int
+    rebuilt: bool
 
 
 class IdentityRunner(Service):
@@ -110,22 +116,24 @@ class IdentityRunner(Service):
         ctx: StageContext,
         codec: Codec,
         rules: IdentityRules,
+        store_dir: Path | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.settings, self.app_id, self.names, self.ctx = settings, app_id, names, ctx
-        self.graph_table = StateTable(names.graph_changelog)
-        self.contacts_table = StateTable(names.contacts_changelog)
+        self.store_dir = store_dir  # None: the tables' stores are in memory
+
+        def store(topic: str) -> TableStore:
+            return RocksStore(store_dir / f"{topic}.db") if store_dir is not None else MemoryStore()
+
+        self.graph_table = StateTable(names.graph_changelog, store(names.graph_changelog))
+        self.contacts_table = StateTable(names.contacts_changelog, store(names.contacts_changelog))
+        self.tables = (self.graph_table, self.contacts_table)
         self.stage = IdentityStage(ctx, codec, names, IdentityGraph(self.graph_table, rules), self.contacts_table)
         self.group = identity_group(app_id)
         self.consumer: Any = None
         self.producer: Any = None
         self.writer: bytes | None = None  # set while this worker owns the partition and its tables are recovered
-        # The offset of the last changelog record this worker wrote, per changelog, while its tables
-        # are what those changelogs say (``kept``): given the partition back with nobody's record
-        # after its own, it keeps them instead of reading the changelogs again.
-        self.last_written: dict[str, int] = {}
-        self.kept = False
         self._lock = asyncio.Lock()  # held by a batch from its processing to its commit, and by a rebalance
         self._partitions: dict[str, list[int]] = {}
         self._start_at: dict[Any, int] = {}  # partition -> offset taken over from the faust group
@@ -174,6 +182,8 @@ class IdentityRunner(Service):
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
+        for table in self.tables:
+            table.store.close()
 
     @property
     def ready(self) -> str | None:
@@ -201,25 +211,24 @@ class IdentityRunner(Service):
             coordinator = self.consumer._coordinator
             writer = f"{coordinator.member_id}/{coordinator.generation}".encode()
             t0 = time.perf_counter()
-            skipped = 0
-            fences = {
-                table.topic: await self._fence(table, writer) for table in (self.graph_table, self.contacts_table)
-            }
-            kept = self.kept and all(self.last_written.get(topic, -1) == at - 1 for topic, at in fences.items())
-            if not kept:  # someone else wrote since (or this worker never had them): read them again
-                for table in (self.graph_table, self.contacts_table):
-                    table.clear()
-                    skipped += await self._recover(table, fences[table.topic])
-            self.last_written = dict(fences)
-            self.kept, self.writer = False, writer
+            fences = {table.topic: await self._fence(table, writer) for table in self.tables}
+            done = {}
+            for table in self.tables:
+                table.clear()
+                done[table.topic] = await self._recover(table, fences[table.topic], writer)
+            self.writer = writer
             log.info(
                 "identity_state_recovered",
                 group=self.group,
                 generation=coordinator.generation,
-                kept=kept,
                 graph_keys=len(self.graph_table),
                 contacts=len(self.contacts_table),
-                skipped_records=skipped,
+                # per changelog: the first offset read (what the local store had not), how many
+                # records were read up to this worker's fence, whether the store was rebuilt
+                from_offsets={topic: r.from_offset for topic, r in done.items()},
+                read_records=sum(r.read for r in done.values()),
+                rebuilt=[topic for topic, r in done.items() if r.rebuilt],
+                skipped_records=sum(r.skipped for r in done.values()),
                 seconds=round(time.perf_counter() - t0, 3),
             )
 
@@ -246,14 +255,11 @@ class IdentityRunner(Service):
 
     async def revoked(self) -> None:
         async with self._lock:  # a batch in flight finishes (commit included) before the partition goes
-            # tables kept only if they are exactly what this worker's changelog records say
-            self.kept = self.writer is not None
             self.writer = None
             self._start_at = {}
             self.lag.update({})
-            if not self.kept:
-                self.graph_table.clear()
-                self.contacts_table.clear()
+            for table in self.tables:  # the caches go; the stores stay, with their positions
+                table.clear()
 
     async def _fence(self, table: StateTable, writer: bytes) -> int:
         """Write this writer's fence to the table's changelog; its offset once acknowledged."""
@@ -268,8 +274,42 @@ class IdentityRunner(Service):
         )
         return meta.offset
 
-    async def _recover(self, table: StateTable, fence_offset: int) -> int:
-        """The table read from its changelog's beginning to this writer's fence (``replay``)."""
+    async def _recover(self, table: StateTable, fence_offset: int, writer: bytes) -> Recovered:
+        """The table's store brought to this writer's fence (at ``fence_offset``): the changelog read
+        from after the store's position (``Position``; from its beginning for a fresh store) up to the
+        fence, with the fence rules from the writer the store recorded (``FencedReplay``), written to
+        the store in one write per chunk read, with the offset of its last record."""
+        store = table.store
+        pos = store.position()
+        rebuilt = False
+        if pos.offset >= fence_offset:  # a store ahead of the changelog is not of this topic's changelog
+            rebuilt = True
+        read = 0
+        if not rebuilt and pos.verified < pos.offset:
+            # The store holds records past the last verified commit: if anyone's fence came before
+            # them, the store may hold writes every replay skips (this worker had lost the partition).
+            async for records in self._read(table.topic, pos.verified + 1, pos.offset):
+                read += len(records)
+                if any(is_fence(r.key) for r in records):
+                    rebuilt = True
+        if rebuilt:
+            log.warning("identity_store_rebuilt", table=table.topic, offset=pos.offset, verified=pos.verified)
+            store.reset()
+            pos = Position()
+        fenced = FencedReplay(pos.writer)
+        start = pos.offset + 1
+        if start == fence_offset:  # nothing but this writer's own fence since the store's last write
+            store.write((), fence_offset, writer, verified=True)
+            return Recovered(start, read, 0, rebuilt)
+        async for records in self._read(table.topic, start, fence_offset):
+            read += len(records)
+            items = list(fenced.apply((r.key, r.value, dict(r.headers or ()).get(WRITER_HEADER)) for r in records))
+            store.write(items, records[-1].offset, fenced.writer, verified=True)
+        return Recovered(start, read, fenced.skipped, rebuilt)
+
+    async def _read(self, topic: str, start: int, end: int) -> AsyncIterator[list]:
+        """The records of the changelog ``topic`` from offset ``start`` to ``end`` (included), a
+        chunk (one getmany) at a time."""
         from aiokafka import AIOKafkaConsumer
         from aiokafka.structs import TopicPartition
 
@@ -283,26 +323,14 @@ class IdentityRunner(Service):
         )
         await reader.start()
         try:
-            tp = TopicPartition(table.topic, 0)
+            tp = TopicPartition(topic, 0)
             reader.assign([tp])
-            await reader.seek_to_beginning(tp)
-            skipped = 0
-            done = False
-            while not done:
+            reader.seek(tp, start)
+            while await reader.position(tp) <= end:
                 got = await reader.getmany(tp, timeout_ms=1000, max_records=10_000)
-                records = []
-                for r in got.get(tp, ()):
-                    if r.offset > fence_offset:
-                        done = True
-                        break
-                    records.append((r.key, r.value, dict(r.headers or ()).get(WRITER_HEADER)))
-                    if r.offset == fence_offset:
-                        done = True
-                        break
-                skipped += replay(records, table.values)
-                if not done and await reader.position(tp) > fence_offset:
-                    done = True
-            return skipped
+                records = [r for r in got.get(tp, ()) if r.offset <= end]
+                if records:
+                    yield records
         finally:
             await reader.stop()
 
@@ -334,18 +362,37 @@ class IdentityRunner(Service):
             self.ctx.consumed(tp.topic).inc(len(records))
             out = Outputs()
             self.stage.process(records, out)
-            changelog = [(table.topic, table.take_dirty()) for table in (self.graph_table, self.contacts_table)]
+            changelog = [
+                (table, [(orjson.dumps(k), orjson.dumps(v)) for k, v in table.take_dirty().items()])
+                for table in self.tables
+            ]
             # 1. outputs and changelog records to the producer; 2. every acknowledgment awaited
-            await self._produce(out, changelog, writer)
-            # 3. only then the input's offset, with the generation of this assignment
+            last = await self._produce(out, changelog, writer)
+            # 3. the acknowledged changelog records to the local stores, each with the offset of its
+            # changelog's last one. 4. only then the input's offset, with the generation of this
+            # assignment. A crash between 3 and 4 redelivers the batch to a store that already holds
+            # its writes: the graph finds each contact it holds a duplicate (no state written, the
+            # same outputs again), so the writes are idempotent. A crash before 3 leaves the store
+            # behind its changelog: the next assignment reads the changelog from the store's offset.
+            for table, items in changelog:
+                if items:
+                    table.persist(items, last[table.topic], writer)
+                else:
+                    table.trim()
             try:
                 await self.consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "")})
             except (CommitFailedError, IllegalStateError) as exc:
                 log.warning("identity_commit_failed", group=self.group, error=type(exc).__name__)
-                self.writer = None  # a newer generation owns the partition: no further writes from here
-                self.graph_table.clear()
-                self.contacts_table.clear()
+                # a newer generation owns the partition: no further writes from here. The stores keep
+                # the batch unverified: the next assignment checks it against the changelog's fences.
+                self.writer = None
+                for table in self.tables:
+                    table.clear()
                 return
+            # 5. committed: the batch's changelog records came before any later owner's fence
+            for table, items in changelog:
+                if items:
+                    table.store.verify(last[table.topic])
             self.batches += 1
             self.lag.update(
                 {(tp.topic, tp.partition): metrics.lag(self.consumer.highwater(tp), records[-1].offset + 1)}
@@ -354,7 +401,11 @@ class IdentityRunner(Service):
             for _ in records:
                 self.seconds.observe(each)
 
-    async def _produce(self, out: Outputs, changelog: list[tuple[str, dict]], writer: bytes) -> None:
+    async def _produce(
+        self, out: Outputs, changelog: list[tuple[StateTable, list[tuple[bytes, bytes | None]]]], writer: bytes
+    ) -> dict[str, int]:
+        """Hand the outputs and the changelog records to the producer and await every
+        acknowledgment; the offset of the last record written to each changelog."""
         if out.unsealed:
             await self.ctx._seal(out)
         producer = self.producer
@@ -370,9 +421,9 @@ class IdentityRunner(Service):
                 tp_builders[-1].append(timestamp=None, key=key, value=value, headers=headers)
 
         writer_headers = [(WRITER_HEADER, writer)]
-        for topic, items in changelog:
-            for key, value in items.items():
-                append(topic, 0, orjson.dumps(key), orjson.dumps(value), writer_headers)
+        for table, items in changelog:
+            for key, value in items:
+                append(table.topic, 0, key, value, writer_headers)
         counts: dict[str, int] = {}
         for topic, key, value, headers, partition in out.records:
             if partition is None:
@@ -390,15 +441,17 @@ class IdentityRunner(Service):
         tps = list(builders)
         sent = await asyncio.gather(*(send(tp, builders[tp]) for tp in tps))
         acked = await asyncio.gather(*(f for futures in sent for f in futures))
-        changelogs = {topic for topic, _items in changelog}
+        changelogs = {table.topic for table, _items in changelog}
+        last: dict[str, int] = {}
         metas = iter(acked)
         for tp in tps:  # the last offset written to each changelog (a batch's base offset + its records)
             for b in builders[tp]:
                 meta = next(metas)
                 if tp[0] in changelogs:
-                    self.last_written[tp[0]] = meta.offset + b.record_count() - 1
+                    last[tp[0]] = meta.offset + b.record_count() - 1
         for topic, n in counts.items():
             self.ctx.produced(topic).inc(n)
+        return last
 
     async def _partition(self, topic: str, key: bytes | None) -> int:
         partitions = self._partitions.get(topic)

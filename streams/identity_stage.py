@@ -14,13 +14,17 @@ contacts whatever the order the two records arrive in.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
 from streams.identity import Change, IdentityGraph, resolve
+from streams.identity_store import MemoryStore, TableStore
 from streams.stage import DECODE_ERRORS, Outputs, StageContext, log
 from streams.topology import StreamTopics
 
@@ -90,35 +94,67 @@ class ResolvedValues:
 
 class StateTable:
     """One of the identity stage's tables (the graph: ``n:``/``e:`` records; the contacts: event
-    id -> the contact's bytes in base64), held in this process: key -> JSON value. What a batch
-    changed is kept in ``dirty`` until the runner (``streams.identity_runner``) writes it, once per
-    batch, to the table's changelog topic; the table is rebuilt from that topic when the graph's
-    partition is assigned to this worker, and dropped when it is revoked."""
+    id -> the contact's bytes in base64): key -> JSON value, kept in a local store
+    (``streams.identity_store``: RocksDB on disk in a worker, or memory) with a bounded cache of
+    parsed values in front (``values``: at most ``limit`` of them are kept after a batch). A read
+    the cache misses goes to the store. What a batch changed is kept in ``dirty`` until the runner
+    (``streams.identity_runner``) writes it, once per batch, to the table's changelog topic and,
+    once acknowledged, to the store (``persist``) with the changelog offset it brings the store to."""
 
-    def __init__(self, topic: str):
+    LIMIT = 100_000  # parsed values kept between batches at most
+
+    def __init__(self, topic: str, store: TableStore | None = None, limit: int = LIMIT):
         self.topic = topic
+        self.store: TableStore = store if store is not None else MemoryStore()
+        self.limit = limit
         self.values: dict = {}
         self.dirty: dict = {}
 
     def get(self, key, default=None):
         value = self.values.get(key)
-        return default if value is None else value
+        if value is None:
+            raw = self.store.get(orjson.dumps(key))
+            if raw is None:
+                return default
+            value = self.values[key] = orjson.loads(raw)
+        return value
 
     def __getitem__(self, key):
-        return self.values[key]
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def __setitem__(self, key, value) -> None:
         self.values[key] = value
         self.dirty[key] = value
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.store)
 
     def take_dirty(self) -> dict:
         dirty, self.dirty = self.dirty, {}
         return dirty
 
+    def persist(self, items: list[tuple[bytes, bytes | None]], offset: int, writer: bytes) -> None:
+        """A batch's changelog records (acknowledged, up to ``offset``) written to the store, in
+        one write with that offset and ``writer``; the cache trimmed to its limit, oldest first."""
+        self.store.write(items, offset, writer, verified=False)
+        self.trim()
+
+    def trim(self) -> None:
+        values = self.values
+        over = len(values) - self.limit
+        if over > 0:
+            for key in list(itertools.islice(values, over)):
+                del values[key]
+
+    def snapshot(self) -> dict:
+        """Every record of the table (key -> JSON value), read from its store."""
+        return {orjson.loads(k): orjson.loads(v) for k, v in self.store.items()}
+
     def clear(self) -> None:
+        """The cache dropped (the store is what the table holds)."""
         self.values.clear()
         self.dirty.clear()
 

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
@@ -23,14 +24,17 @@ from connectors.contact import to_record
 from streams.identity import IdentityGraph
 from streams.identity_runner import WRITER_HEADER, identity_group, replay
 from streams.identity_stage import IdentityStage, StateTable
+from streams.identity_store import RocksStore
 from streams.stage import Outputs, StageContext
 from tests.integration.streams.stream_helpers import REPO, Worker, person, stream_run, wait_for_members
 
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
-def start_identity_worker(world, n: int, **env) -> Worker:
-    home = world.home / f"home{n}"
+def start_identity_worker(world, n: int, home_of: int | None = None, **env) -> Worker:
+    """Worker ``n`` (its log ``identity<n>.log``) in the home of worker ``home_of`` (default its own:
+    a restarted worker on the same disk is given the home of the one it replaces)."""
+    home = world.home / f"home{home_of or n}"
     home.mkdir(parents=True, exist_ok=True)
     log_path = world.home / f"identity{n}.log"
     proc = subprocess.Popen(
@@ -134,6 +138,24 @@ def clean_run(world) -> tuple[dict, dict]:
     return graph.values, contacts.values
 
 
+def changelog_end(settings, topic: str) -> int:
+    consumer = KafkaConsumer(**settings.kafka.client_config())
+    try:
+        tp = TopicPartition(topic, 0)
+        return consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
+
+
+def local_store(world, n: int, topic: str) -> dict:
+    """What worker ``n``'s RocksDB store of ``topic`` holds (the worker stopped)."""
+    store = RocksStore(world.home / f"home{n}" / "faust" / world.app_id / "identity" / f"{topic}.db")
+    try:
+        return {orjson.loads(k): orjson.loads(v) for k, v in store.items()}
+    finally:
+        store.close()
+
+
 def owner_after_rebalance(workers: list[Worker], timeout: float = 60.0) -> tuple[Worker, Worker]:
     """The worker that recovered the tables in the group's latest generation, and the other."""
     deadline = time.monotonic() + timeout
@@ -184,6 +206,45 @@ def test_a_killed_identity_worker_restarts_to_the_graph_of_a_clean_run(world, se
 
     w2.proc.send_signal(signal.SIGTERM)
     w2.proc.wait(timeout=30)
+
+
+def test_a_killed_worker_on_its_disk_reads_only_the_changelogs_tail(world, services):
+    """With its RocksDB store (THREADLINE_STREAMS_STORE=rocksdb), a worker killed with SIGKILL and
+    restarted on the same disk reads the changelogs from the offsets its store recorded, not from
+    their beginnings, and its store ends as a clean run's tables."""
+    group = identity_group(world.app_id)
+    first = graph_values(world, 40)
+    w1 = start_identity_worker(world, 1, THREADLINE_STREAMS_STORE="rocksdb")
+    wait_for_members(world.admin, group, 1)
+    produce(world, first)
+    wait_committed(world, group, len(first))
+    os.killpg(w1.proc.pid, signal.SIGKILL)
+    w1.proc.wait(timeout=10)
+    settings = services.settings
+    names = world.topics
+    before = {t: changelog_end(settings, t) for t in (names.graph_changelog, names.contacts_changelog)}
+    assert sum(before.values()) > 100
+
+    second = graph_values(world, 20, start=40)
+    produce(world, first[:15] + second)  # redelivered contacts among new ones
+    w2 = start_identity_worker(world, 2, home_of=1, THREADLINE_STREAMS_STORE="rocksdb")
+    wait_for_members(world.admin, group, 1)
+    total = len(first) + 15 + len(second)
+    wait_committed(world, group, total)
+    [rec] = [line for line in w2.log_lines() if line.get("event") == "identity_state_recovered"]
+    # everything w1 wrote was committed and stored: read from its stores' offsets on, the new
+    # fence only (the memory tables read every record of both changelogs)
+    assert rec["read_records"] < sum(before.values()) / 10, rec
+    assert rec["from_offsets"] == {t: end for t, end in before.items()}, rec
+    assert rec["rebuilt"] == []
+    w2.proc.send_signal(signal.SIGTERM)
+    w2.proc.wait(timeout=30)
+
+    graph, contacts = clean_run(world)
+    assert local_store(world, 1, names.graph_changelog) == graph
+    assert local_store(world, 1, names.contacts_changelog) == contacts
+    assert recovered(settings, names.graph_changelog) == graph
+    assert len(contacts) == len(first) + len(second)
 
 
 def test_a_worker_that_lost_the_partition_while_paused_changes_nothing_recovered(world, services):

@@ -5,6 +5,7 @@ committed), with a fake producer and consumer."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import dataclass
 
 import orjson
@@ -14,6 +15,8 @@ import schemas
 from connectors.contact import to_record
 from schemas.codec import SingleObjectCodec
 from streams.identity_runner import IdentityRunner, fence_key, identity_group, replay
+from streams.identity_stage import StateTable
+from streams.identity_store import Position, RocksStore
 from streams.rules import IdentityRules
 from streams.stage import StageContext
 from streams.topology import StreamTopics
@@ -113,6 +116,7 @@ class FakeProducer:
         self.log = log
         self.sent: list[tuple[str, int, bytes | None, bytes | None, list]] = []
         self.ends: dict[tuple[str, int], int] = {}  # the next offset of each topic partition
+        self.logs: dict[str, list] = {}  # partition 0 of each topic: its records, offset = index
 
     def create_batch(self):
         return FakeBuilder()
@@ -124,6 +128,8 @@ class FakeProducer:
         fut = asyncio.get_running_loop().create_future()
         base = self.ends.get((topic, partition), 0)
         self.ends[(topic, partition)] = base + len(builder.records)
+        if partition == 0:
+            self.logs.setdefault(topic, []).extend(builder.records)
 
         def ack():
             self.log.append(("ack", topic))
@@ -204,7 +210,7 @@ def test_a_batch_is_produced_then_acknowledged_then_committed(world, full_contac
     assert all(h == [("writer", A)] for *_, h in changelog)
     graph: dict = {}
     replay([(key, value, A) for t, key, value, _h in changelog if t == names.graph_changelog], graph)
-    assert graph == runner.graph_table.values and graph
+    assert graph == runner.graph_table.snapshot() and graph
     assert len(runner.contacts_table) == 4
     from threadline.metrics import CONSUMER_LAG
 
@@ -216,12 +222,12 @@ def test_a_redelivered_batch_changes_no_state_and_gives_the_same_resolved_contac
     records = contacts(full_contact, codec, names)
     run(runner._batch(tp, records))
     first = list(runner.producer.sent)
-    graph, stored = dict(runner.graph_table.values), dict(runner.contacts_table.values)
+    graph, stored = runner.graph_table.snapshot(), runner.contacts_table.snapshot()
     runner.producer.sent.clear()
     run(runner._batch(tp, records))  # the same batch again: a crash before its commit
     again = runner.producer.sent
     assert not [r for r in again if r[0].endswith("changelog.v1")]  # no state written
-    assert runner.graph_table.values == graph and runner.contacts_table.values == stored
+    assert runner.graph_table.snapshot() == graph and runner.contacts_table.snapshot() == stored
 
     def resolved(rs):
         return sorted((key, value) for t, _p, key, value, _h in rs if t == names.resolved)
@@ -268,62 +274,230 @@ def test_an_undecodable_graph_record_goes_to_the_dlq_and_the_batch_is_committed(
     assert log[-1] == ("commit", {tp: 101})
 
 
-class Assignment:
-    """The runner's rebalance callbacks with fences and recovery faked: a fence is the next offset
-    of its changelog (``FakeProducer.ends``); ``someone_wrote`` adds a record of another writer."""
+@dataclass
+class Logged:
+    """A changelog record as the recovery's reader gives it."""
 
-    def __init__(self, runner, monkeypatch):
-        self.runner, self.recovered = runner, []
-        coordinator = type("Coordinator", (), {"member_id": "m", "generation": 7})()
-        runner.consumer._coordinator = coordinator
-        ends = runner.producer.ends
+    offset: int
+    key: bytes
+    value: bytes | None
+    headers: list
+
+
+class Assignment:
+    """The runner's rebalance callbacks on the fake producer's changelogs: a fence is appended to
+    its changelog; the recovery reads the records it asks for from there (``reads``: how many).
+    ``someone_fenced`` and ``someone_wrote`` add another writer's fence and records."""
+
+    def __init__(self, runner, monkeypatch, generation: int = 7):
+        self.runner, self.reads = runner, 0
+        runner.consumer._coordinator = type("Coordinator", (), {"member_id": "m", "generation": generation})()
+        logs = runner.producer.logs
 
         async def fence(table, writer):
-            at = ends.get((table.topic, 0), 0)
-            ends[(table.topic, 0)] = at + 1
-            return at
+            return self.append(table.topic, fence_key(writer.decode()), v({}), writer)
 
-        async def recover(table, fence_offset):
-            self.recovered.append(table.topic)
-            return 0
+        async def read(topic, start, end):
+            records = [Logged(o, *r) for o, r in enumerate(logs.get(topic, [])) if start <= o <= end]
+            self.reads += len(records)
+            if records:
+                yield records
 
         monkeypatch.setattr(runner, "_fence", fence)
-        monkeypatch.setattr(runner, "_recover", recover)
+        monkeypatch.setattr(runner, "_read", read)
 
-    def someone_wrote(self, topic):
-        ends = self.runner.producer.ends
-        ends[(topic, 0)] = ends.get((topic, 0), 0) + 1
+    def append(self, topic, key, value, writer) -> int:
+        log = self.runner.producer.logs.setdefault(topic, [])
+        log.append((key, value, [("writer", writer)]))
+        self.runner.producer.ends[(topic, 0)] = len(log)
+        return len(log) - 1
+
+    def someone_fenced(self, topic, writer=B):
+        self.append(topic, fence_key(writer.decode()), v({}), writer)
+
+    def someone_wrote(self, topic, key, value, writer=B):
+        self.append(topic, k(key), v(value), writer)
+
+    def replayed(self, topic) -> dict:
+        values: dict = {}
+        replay([(key, value, dict(h).get("writer")) for key, value, h in self.runner.producer.logs[topic]], values)
+        return values
 
 
-def test_given_the_partition_back_with_nobody_writing_since_the_tables_are_kept(world, full_contact, monkeypatch):
+def test_given_the_partition_back_with_nobody_writing_since_only_its_fence_is_new(world, full_contact, monkeypatch):
     runner, names, codec, tp, log = world
     runner.writer = None
     assignment = Assignment(runner, monkeypatch)
-    run(runner.assigned({tp}))  # the first time: read from the changelogs
-    assert assignment.recovered == [names.graph_changelog, names.contacts_changelog]
+    run(runner.assigned({tp}))  # the first time: a fresh store reads from the changelogs' beginnings
+    assert assignment.reads == 0  # nothing before its own fences
     run(runner._batch(tp, contacts(full_contact, codec, names)))
-    graph = dict(runner.graph_table.values)
+    graph = runner.graph_table.snapshot()
     run(runner.revoked())
     assert runner.writer is None
     run(runner.assigned({tp}))  # back, and nobody wrote after this worker's last record
-    assert len(assignment.recovered) == 2 and runner.graph_table.values == graph and runner.writer is not None
+    assert assignment.reads == 0 and runner.graph_table.snapshot() == graph and runner.writer is not None
     run(runner.revoked())
-    assignment.someone_wrote(names.graph_changelog)
-    run(runner.assigned({tp}))  # back, but another worker wrote meanwhile: read again
-    assert len(assignment.recovered) == 4
+    assignment.someone_fenced(names.graph_changelog)
+    assignment.someone_wrote(names.graph_changelog, "n:x", {"by": "b"})
+    run(runner.assigned({tp}))  # back, but another worker wrote meanwhile: only what came after is read
+    assert assignment.reads == 3  # its fence, its record, and this worker's new fence
+    assert runner.graph_table.snapshot() == assignment.replayed(names.graph_changelog)
+    assert runner.graph_table.get("n:x") == {"by": "b"}
 
 
-def test_tables_of_a_worker_whose_commit_failed_are_read_again(world, full_contact, monkeypatch):
+def test_a_batch_records_its_last_changelog_offset_and_writer_and_is_verified_once_committed(
+    world, full_contact, monkeypatch
+):
     runner, names, codec, tp, log = world
     runner.writer = None
+    Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    writer = runner.writer
+    seen: list = []
+    commit = runner.consumer.commit
+
+    async def spying_commit(offsets):  # what the store says when the input is committed
+        seen.append(runner.graph_table.store.position())
+        await commit(offsets)
+
+    runner.consumer.commit = spying_commit
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    end = len(runner.producer.logs[names.graph_changelog]) - 1
+    [at_commit] = seen
+    assert at_commit.offset == end and at_commit.writer == writer and at_commit.verified == 0  # its fence
+    assert runner.graph_table.store.position().verified == end
+    assert runner.contacts_table.store.position().offset == len(runner.producer.logs[names.contacts_changelog]) - 1
+
+
+def restarted(runner, names, codec, tmp_path):
+    """A new runner on the same data dir (the worker restarted), sharing the fake broker."""
+    again = IdentityRunner(
+        runner.settings, "unit", names, runner.ctx, codec, IdentityRules(), store_dir=tmp_path / "identity"
+    )
+    again._partitions = runner._partitions
+    again.producer, again.consumer = runner.producer, runner.consumer
+    return again
+
+
+@pytest.fixture
+def on_disk(world, tmp_path):
+    runner, names, codec, tp, log = world
+    runner = restarted(runner, names, codec, tmp_path)
+    return runner, names, codec, tp, log
+
+
+def test_a_restarted_worker_reads_only_the_changelog_after_its_stores_offset(
+    on_disk, full_contact, monkeypatch, tmp_path
+):
+    runner, names, codec, tp, log = on_disk
+    Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    graph, stored = runner.graph_table.snapshot(), runner.contacts_table.snapshot()
+    for table in runner.tables:
+        table.store.close()  # the process ends (RocksDB's write-ahead log survives a kill too)
+    again = restarted(runner, names, codec, tmp_path)
+    assignment = Assignment(again, monkeypatch, generation=8)
+    run(again.assigned({tp}))
+    assert assignment.reads == 0  # only each changelog's new fence came after: nothing read again
+    assert again.graph_table.snapshot() == graph == assignment.replayed(names.graph_changelog)
+    assert again.contacts_table.snapshot() == stored and again.contacts_table.get(next(iter(stored)))
+    run(again._batch(tp, contacts(full_contact, codec, names)))  # redelivered: duplicates, nothing written
+    assert again.graph_table.snapshot() == graph
+
+
+def test_a_fresh_store_reads_the_changelogs_from_their_beginnings(on_disk, full_contact, monkeypatch, tmp_path):
+    runner, names, codec, tp, log = on_disk
+    Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    total = sum(len(runner.producer.logs[t]) for t in (names.graph_changelog, names.contacts_changelog))
+    for table in runner.tables:
+        table.store.close()
+    shutil.rmtree(tmp_path / "identity")  # a new disk
+    again = restarted(runner, names, codec, tmp_path)
+    assignment = Assignment(again, monkeypatch, generation=8)
+    run(again.assigned({tp}))
+    assert assignment.reads == total + 2
+    assert again.graph_table.snapshot() == assignment.replayed(names.graph_changelog) != {}
+
+
+def test_a_batch_stored_but_not_committed_after_another_writers_fence_is_not_kept(
+    on_disk, full_contact, monkeypatch, tmp_path
+):
+    """This worker lost the partition (another writer fenced) and wrote a batch to its changelogs
+    and its store before its commit failed (or it died before committing): the store is rebuilt
+    to what every replay gives, without that batch."""
+    runner, names, codec, tp, log = on_disk
     assignment = Assignment(runner, monkeypatch)
     run(runner.assigned({tp}))
+    for topic in (names.graph_changelog, names.contacts_changelog):
+        assignment.someone_fenced(topic)
     runner.consumer.fail = True
+    run(runner._batch(tp, contacts(full_contact, codec, names)))  # the zombie's batch
+    position = runner.graph_table.store.position()
+    assert position.verified < position.offset
+    runner.consumer.fail = False
+    run(runner.assigned({tp}))
+    for table in runner.tables:
+        assert table.snapshot() == assignment.replayed(table.topic) == {}
+
+
+def test_a_batch_stored_but_not_committed_with_nobody_fenced_since_is_kept(
+    on_disk, full_contact, monkeypatch, tmp_path
+):
+    runner, names, codec, tp, log = on_disk
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    runner.consumer.fail = True  # e.g. a rebalance that gave the partition back to this worker
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    graph = runner.graph_table.snapshot()
+    runner.consumer.fail = False
+    before = assignment.reads
+    run(runner.assigned({tp}))
+    batch = len(runner.producer.logs[names.graph_changelog]) - 2  # between its two fences
+    # its batch checked for another writer's fence (none), nothing else read
+    assert assignment.reads - before == batch + (len(runner.producer.logs[names.contacts_changelog]) - 2)
+    assert runner.graph_table.snapshot() == graph == assignment.replayed(names.graph_changelog)
+
+
+def test_a_stale_writers_records_after_the_stores_offset_are_skipped_with_the_fence_it_recorded(
+    world, full_contact, monkeypatch
+):
+    runner, names, codec, tp, log = world
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
     run(runner._batch(tp, contacts(full_contact, codec, names)))
     run(runner.revoked())
-    assert len(runner.graph_table) == 0
+    assignment.someone_wrote(names.graph_changelog, "n:zombie", {"by": "b"})  # B lost the partition long ago
     run(runner.assigned({tp}))
-    assert len(assignment.recovered) == 4
+    assert runner.graph_table.get("n:zombie") is None
+    assert runner.graph_table.snapshot() == assignment.replayed(names.graph_changelog)
+
+
+def test_the_tables_cache_is_bounded_and_misses_read_the_store():
+    table = StateTable("t", limit=2)
+    for i in range(5):
+        table[f"e:{i}"] = f"v{i}"
+    items = [(k(key), v(value)) for key, value in table.take_dirty().items()]
+    table.persist(items, 4, A)
+    assert len(table.values) == 2 and len(table) == 5
+    assert table.get("e:0") == "v0" and table["e:1"] == "v1" and table.get("e:9") is None
+    assert table.store.position() == Position(4, A, -1)
+
+
+def test_a_rocksdb_store_keeps_its_records_and_position_across_opens(tmp_path):
+    store = RocksStore(tmp_path / "t.db")
+    assert store.position() == Position()
+    store.write([(k("a"), v(1)), (k("b"), v(2))], 10, A, verified=False)
+    store.write([(k("a"), None)], 11, A, verified=False)
+    store.verify(11)
+    store.close()
+    again = RocksStore(tmp_path / "t.db")
+    assert again.position() == Position(11, A, 11)
+    assert dict(again.items()) == {k("b"): v(2)} and again.get(k("a")) is None
+    again.reset()
+    assert again.position() == Position() and dict(again.items()) == {}
 
 
 class FakeAdmin:
