@@ -4,8 +4,10 @@ per-record consume path.
 The graph has one partition and one writer (``streams.identity``), so the stage needs none of
 faust's machinery for many partitions: it is a consumer of its own group (``identity_group``:
 the worker's app id + ``-identity``; every worker running the stage joins it, one of them is
-given the partition), a producer, and two tables held in the process (``StateTable``: the graph,
-and the contacts' bytes) with a changelog topic each, written by the runner itself.
+given the partition), a producer, and two tables (``StateTable``: the graph, and the contacts'
+bytes), each in a local store (``streams.identity_store``: RocksDB in the worker's data dir, as
+faust's tables; memory with ``THREADLINE_STREAMS_STORE=memory``) behind a bounded cache, with a
+changelog topic each, written by the runner itself.
 
 A batch (``getmany``, up to ``BATCH_MAX`` records) goes through the stage's rules
 (``IdentityStage.process``: the same rules, outputs and DLQ as before); then, in this order:
@@ -14,30 +16,37 @@ A batch (``getmany``, up to ``BATCH_MAX`` records) goes through the stage's rule
    each changed table key once (its changelog record, headed ``writer``) are handed to the
    producer, as producer batches, one per topic partition;
 2. every one of them is acknowledged by the broker (acks=all) — the runner waits for them;
-3. only then is the input's offset committed, with the group generation the batch was read in
-   (a worker that has lost the partition gets CommitFailedError and writes nothing more).
+3. the acknowledged changelog records go to each table's store, in one write batch with the
+   offset of the changelog's last one and the fence writer in force;
+4. only then is the input's offset committed, with the group generation the batch was read in
+   (a worker that has lost the partition gets CommitFailedError and writes nothing more);
+5. the stores mark that offset verified.
 
-A crash anywhere before 3 redelivers the batch; the rules give the same outputs for the same
-inputs, and a contact the graph has seen is a duplicate that changes no state.
+A crash anywhere before 4 redelivers the batch; the rules give the same outputs for the same
+inputs, and a contact the graph has seen is a duplicate that changes no state: a store that
+already holds the batch (a crash between 3 and 4) is not changed by it again, a store behind its
+changelog (a crash before 3) reads the rest at the next assignment.
 
 Recovery and fencing. When the partition is assigned, the runner writes a *fence* record to each
 changelog (key ``["fence", writer]``, writer = the group member id and generation), waits for
-its acknowledgment, then rebuilds the tables from the changelog's beginning up to that fence
-(``replay``). From a fence on, records headed by another writer are skipped on every replay: a
-worker that lost the partition (a long pause past the session timeout) and writes before it
-learns so cannot change the state the next owner, or any later one, recovers. Records without a
-``writer`` header (the changelogs faust's tables wrote before, erasure's tombstones) always
-apply. The same worker stops writing as soon as the revocation reaches it: the rebalance waits
-for the batch in flight (``_lock``). Given the partition back with nobody's changelog record after
-its own last one, a worker keeps its tables; otherwise it reads them again.
+its acknowledgment, then brings each store to that fence (``_recover``): the changelog read from
+after the offset the store recorded (a fresh store: from the beginning), with the fence rules
+(``FencedReplay``) from the writer the store recorded. From a fence on, records headed by another
+writer are skipped on every replay: a worker that lost the partition (a long pause past the
+session timeout) and writes before it learns so cannot change the state the next owner, or any
+later one, recovers. Records without a ``writer`` header (the changelogs faust's tables wrote
+before, erasure's tombstones) always apply. A store holding a batch past its verified offset (the
+worker died between 3 and 5, or its commit failed) is rebuilt from the changelog's beginning if
+any fence came among that batch's records (it may hold writes every replay skips), kept otherwise
+(``streams.identity_store`` explains why a successful commit verifies). The same worker stops
+writing as soon as the revocation reaches it: the rebalance waits for the batch in flight
+(``_lock``). Given the partition back with nobody's changelog record after its own last one, a
+worker reads nothing but its new fence.
 
 Upgrading from the faust agent: the stage's group has no committed offset yet, so the runner
 starts where the worker's faust group (the app id) had committed the graph topic, not at its
-beginning (``start_offset``); the changelogs are the ones faust's tables wrote, read as they are.
-
-The tables are in memory: a restart reads the changelogs (compacted topics) from their
-beginning. A local store with a recorded changelog offset (faust's RocksDB tables' way) is not
-built (docs/streams.md, Throughput).
+beginning (``start_offset``); the changelogs are the ones faust's tables wrote, read as they are
+into a fresh store.
 """
 
 from __future__ import annotations

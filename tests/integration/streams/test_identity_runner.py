@@ -1,7 +1,8 @@
 """The identity stage's runner (streams.identity_runner) on the real broker: `threadline worker
 --stages identity` killed with SIGKILL mid-stream and restarted rebuilds its tables from the
-changelogs it wrote (memory tables: nothing else could give them back) and ends with the graph a
-clean run over the same graph topic gives; a worker paused past its session timeout, whose
+changelogs it wrote (memory tables: from their beginning; its RocksDB stores on the same disk:
+only what came after the offsets they recorded) and ends with the graph a clean run over the
+same graph topic gives; a worker paused past its session timeout, whose
 partition went to another worker, changes nothing anyone recovers once it resumes."""
 
 from __future__ import annotations
