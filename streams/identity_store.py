@@ -95,8 +95,8 @@ class MemoryStore:
         for key, value in items:
             if value is None:
                 data.pop(key, None)
-            else:
-                data[key] = value
+            else:  # a copy of its own size: orjson's bytes keep the capacity of its output buffer
+                data[bytes(memoryview(key))] = bytes(memoryview(value))
         self._position = Position(offset, writer, offset if verified else self._position.verified)
 
     def verify(self, offset: int) -> None:
