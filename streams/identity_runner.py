@@ -76,6 +76,7 @@ from threadline.settings import Settings
 
 WRITER_HEADER = "writer"
 POLL_MS = 200  # how long a getmany waits for records when there are none
+CONTACTS_KEPT = 10_000  # the contacts table's cache: parsed values kept between batches at most
 MAX_BATCH_BYTES = 1_000_000  # a producer batch (one topic partition's records of a stage batch) at most
 
 
@@ -136,7 +137,8 @@ class IdentityRunner(Service):
             return RocksStore(store_dir / f"{topic}.db") if store_dir is not None else MemoryStore()
 
         self.graph_table = StateTable(names.graph_changelog, store(names.graph_changelog))
-        self.contacts_table = StateTable(names.contacts_changelog, store(names.contacts_changelog))
+        # a contact's bytes are read again only when a merge or an unmerge moves it: few kept
+        self.contacts_table = StateTable(names.contacts_changelog, store(names.contacts_changelog), CONTACTS_KEPT)
         self.tables = (self.graph_table, self.contacts_table)
         self.stage = IdentityStage(ctx, codec, names, IdentityGraph(self.graph_table, rules), self.contacts_table)
         self.group = identity_group(app_id)

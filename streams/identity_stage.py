@@ -96,12 +96,12 @@ class StateTable:
     """One of the identity stage's tables (the graph: ``n:``/``e:`` records; the contacts: event
     id -> the contact's bytes in base64): key -> JSON value, kept in a local store
     (``streams.identity_store``: RocksDB on disk in a worker, or memory) with a bounded cache of
-    parsed values in front (``values``: at most ``limit`` of them are kept after a batch). A read
+    parsed values in front (``values``: at most ``limit`` of them are kept after a batch, the least recently written dropped first). A read
     the cache misses goes to the store. What a batch changed is kept in ``dirty`` until the runner
     (``streams.identity_runner``) writes it, once per batch, to the table's changelog topic and,
     once acknowledged, to the store (``persist``) with the changelog offset it brings the store to."""
 
-    LIMIT = 100_000  # parsed values kept between batches at most
+    LIMIT = 100_000  # parsed values kept between batches at most (the graph's)
 
     def __init__(self, topic: str, store: TableStore | None = None, limit: int = LIMIT):
         self.topic = topic
@@ -126,7 +126,9 @@ class StateTable:
         return value
 
     def __setitem__(self, key, value) -> None:
-        self.values[key] = value
+        values = self.values
+        values.pop(key, None)  # to the end: the last written are the last dropped
+        values[key] = value
         self.dirty[key] = value
 
     def __len__(self) -> int:
