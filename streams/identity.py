@@ -291,38 +291,116 @@ class _UnionFind:
             self.counts[a][kind] = self.counts[a].get(kind, 0) + n
 
 
-class _Buffered:
-    """Reads through to the store, keeps writes until ``flush``: each key is written once per
-    contact, so a table's changelog gets one record per changed key, not one per step."""
+_ABSENT = object()
 
-    def __init__(self, store: MutableMapping):
+
+class GraphRecords:
+    """The graph's records, parsed, over a mapping of their JSON values (``e:<event id>``:
+    ``ContactRecord``, ``n:<node key>``: ``NodeRecord``).
+
+    A record is parsed from its JSON the first time it is read and then kept, absences included; a
+    write replaces the kept record and marks its key changed; ``flush`` writes each changed
+    record's JSON to the mapping once (a contact is written once per contact, or once per batch in
+    ``IdentityGraph.batch``, however many steps changed it). The kept records are what the mapping
+    holds as long as the graph is its only writer; ``forget`` drops them (the identity stage's
+    ``GraphCache`` does when its partition may have moved), and a flush drops them past ``limit``."""
+
+    def __init__(self, store: MutableMapping | None = None, limit: int = 200_000):
         self.base = store
-        self.writes: dict = {}
+        self.limit = limit
+        self.contacts: dict[str, ContactRecord | None] = {}
+        self.nodes: dict[str, NodeRecord | None] = {}
+        self.changed: dict[str, None] = {}  # stored keys, in the order of their first change
+        self.customer_ids: dict[str, str] = {}  # event id -> customer_id_for(event id)
 
-    def get(self, key, default=None):
-        return self.writes[key] if key in self.writes else self.base.get(key, default)
+    def _load(self, key: str):
+        """The stored JSON of ``key``, None when absent."""
+        assert self.base is not None
+        return self.base.get(key)
 
-    def __getitem__(self, key):
-        return self.writes[key] if key in self.writes else self.base[key]
+    def contact(self, event_id: str) -> ContactRecord | None:
+        rec = self.contacts.get(event_id, _ABSENT)
+        if rec is _ABSENT:
+            raw = self._load("e:" + event_id)
+            rec = self.contacts[event_id] = None if raw is None else ContactRecord.from_json(raw)
+        return rec  # type: ignore[return-value]
 
-    def __setitem__(self, key, value) -> None:
-        self.writes[key] = value
+    def node(self, key: str) -> NodeRecord | None:
+        rec = self.nodes.get(key, _ABSENT)
+        if rec is _ABSENT:
+            raw = self._load("n:" + key)
+            rec = self.nodes[key] = None if raw is None else NodeRecord.from_json(raw)
+        return rec  # type: ignore[return-value]
+
+    def put_contact(self, event_id: str, record: ContactRecord) -> None:
+        self.contacts[event_id] = record
+        self.changed["e:" + event_id] = None
+
+    def put_node(self, key: str, record: NodeRecord) -> None:
+        self.nodes[key] = record
+        self.changed["n:" + key] = None
+
+    def customer_id(self, event_id: str) -> str:
+        cid = self.customer_ids.get(event_id)
+        if cid is None:
+            cid = self.customer_ids[event_id] = customer_id_for(event_id)
+        return cid
+
+    def value(self, key: str):
+        """The JSON of the record at stored key ``key`` (named form), None when absent."""
+        kind, _, rest = key.partition(":")
+        rec: ContactRecord | NodeRecord | None
+        if kind == "e":
+            rec = self.contact(rest)
+        elif kind == "n":
+            rec = self.node(rest)
+        else:
+            return self._load(key)
+        return None if rec is None else rec.to_json()
+
+    def put_value(self, key: str, value) -> None:
+        """Store the JSON ``value`` (either form) at stored key ``key``."""
+        kind, _, rest = key.partition(":")
+        if kind == "e":
+            self.put_contact(rest, ContactRecord.from_json(value))
+        elif kind == "n":
+            self.put_node(rest, NodeRecord.from_json(value))
+        else:
+            raise KeyError(f"not a graph record key: {key!r}")
+
+    def take_changed(self) -> dict:
+        """The JSON of every record changed since the last call, by stored key."""
+        changed, self.changed = self.changed, {}
+        return {key: self.value(key) for key in changed}
 
     def flush(self) -> None:
-        for key, value in self.writes.items():
+        assert self.base is not None
+        for key, value in self.take_changed().items():
             self.base[key] = value
-        self.writes = {}
+        if len(self.contacts) + len(self.nodes) > self.limit:
+            self.forget()
+
+    def forget(self) -> None:
+        """Drop the kept records (those changed and not yet taken stay)."""
+        keep = self.changed
+        self.contacts = {k: r for k, r in self.contacts.items() if "e:" + k in keep} if keep else {}
+        self.nodes = {k: r for k, r in self.nodes.items() if "n:" + k in keep} if keep else {}
+        self.customer_ids = {}
 
 
 class IdentityGraph:
     """The identity graph on a mapping: ``n:<node>`` node records, ``e:<event id>`` evidence
-    (``NodeRecord`` and ``ContactRecord``, stored as JSON)."""
+    (``NodeRecord`` and ``ContactRecord``, stored as JSON), read and written through
+    ``GraphRecords`` (or the store itself when it is one)."""
 
     def __init__(self, store: MutableMapping, rules: IdentityRules | None = None):
         self.store = store
-        self._db = _Buffered(store)
+        # A plain mapping's parsed records are kept until the next flush only (limit 0): the
+        # mapping stays the state, read again by the next contact outside a batch.
+        self._db = store if isinstance(store, GraphRecords) else GraphRecords(store, limit=0)
         self.rules = rules or IdentityRules()
         self._holding = False
+        self._ranks: dict[str, int] = {}
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -339,34 +417,27 @@ class IdentityGraph:
         if not self._holding:
             self._db.flush()
 
+    def _rank(self, kind: str) -> int:
+        r = self._ranks.get(kind)
+        if r is None:
+            r = self._ranks[kind] = self.rules.rank(kind)
+        return r
+
     # -- reading ---------------------------------------------------------------------------
 
     def customer_of(self, event_id: str) -> str | None:
-        ev = self._find_contact(event_id)
-        return ev.customer_id if ev else None
+        try:
+            ev = self._db.contact(event_id)
+            return ev.customer_id if ev else None
+        finally:
+            self._flush()  # on a plain mapping, nothing kept past the call
 
     def node_customer(self, key: str) -> str | None:
-        rec = self._find_node(key)
-        return rec.customer_id if rec else None
-
-    # -- the stored records ----------------------------------------------------------------
-
-    def _find_contact(self, event_id: str) -> ContactRecord | None:
-        raw = self._db.get(f"e:{event_id}")
-        return ContactRecord.from_json(raw) if raw is not None else None
-
-    def _contact(self, event_id: str) -> ContactRecord:
-        return ContactRecord.from_json(self._db[f"e:{event_id}"])
-
-    def _put_contact(self, event_id: str, record: ContactRecord) -> None:
-        self._db[f"e:{event_id}"] = record.to_json()
-
-    def _find_node(self, key: str) -> NodeRecord | None:
-        raw = self._db.get(f"n:{key}")
-        return NodeRecord.from_json(raw) if raw is not None else None
-
-    def _put_node(self, key: str, record: NodeRecord) -> None:
-        self._db[f"n:{key}"] = record.to_json()
+        try:
+            rec = self._db.node(key)
+            return rec.customer_id if rec else None
+        finally:
+            self._flush()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -380,25 +451,27 @@ class IdentityGraph:
             self._flush()
 
     def _observe(self, contact: dict, gen: int | None) -> Change:
+        db = self._db
         eid = contact["event_id"]
-        known = self._find_contact(eid)
+        known = db.contact(eid)
         if known is not None:  # a duplicate: nothing changes, the same answer again
             return Change(known.customer_id, list(known.events), [], duplicate=True)
         ev = evidence(contact, self.rules)
-        times = (to_millis(contact["occurred_at"]), to_millis(contact.get("recorded_at") or contact["occurred_at"]))
+        times = (ev.occurred_ms, to_millis(contact.get("recorded_at") or contact["occurred_at"]))
         record = ContactRecord(ev.occurred_ms, ev.anchor, ev.nodes)
-        self._put_contact(eid, record)
+        db.put_contact(eid, record)
         for key, _kind, _rule in ev.nodes:
-            rec = self._find_node(key) or NodeRecord()
-            self._put_node(key, NodeRecord((*rec.contacts, eid), rec.customer_id, rec.unlinked))
+            rec = db.node(key)
+            db.put_node(
+                key,
+                NodeRecord((eid,)) if rec is None else NodeRecord((*rec.contacts, eid), rec.customer_id, rec.unlinked),
+            )
         change = Change(None)
         if ev.anchor is None:
-            cust = isolated_customer_id(eid)
-            self._put_contact(eid, record.with_customer(cust))
-            change.customer_id = cust
+            change.customer_id = isolated_customer_id(eid)
         else:
             self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times, gen=gen)
-            change.customer_id = self._contact(eid).customer_id
+            change.customer_id = db.contacts[eid].customer_id  # type: ignore[union-attr]
         for key, reason in ev.rejected:
             change.events.append(
                 self._event(
@@ -412,10 +485,12 @@ class IdentityGraph:
                     gen=gen,
                 )
             )
-        change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
-        done = self._contact(eid)
-        self._put_contact(
-            eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, done.customer_id, tuple(change.events))
+        if change.rekeyed:
+            change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
+        done = db.contacts[eid]
+        assert done is not None
+        db.put_contact(
+            eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, change.customer_id, tuple(change.events))
         )
         return change
 
@@ -431,9 +506,9 @@ class IdentityGraph:
         if a == b:
             raise ValueError("an identity cannot be unlinked from itself")
         for x, y in ((a, b), (b, a)):
-            rec = self._find_node(x) or NodeRecord()
+            rec = self._db.node(x) or NodeRecord()
             if y not in rec.unlinked:
-                self._put_node(x, NodeRecord(rec.contacts, rec.customer_id, tuple(sorted([*rec.unlinked, y]))))
+                self._db.put_node(x, NodeRecord(rec.contacts, rec.customer_id, tuple(sorted([*rec.unlinked, y]))))
         change = Change(None)
         self._recompute([a, b], change, source=command_id, times=(at_ms, at_ms), reason="unlinked_by_operator", gen=gen)
         return change
@@ -441,6 +516,7 @@ class IdentityGraph:
     # -- the canonical recomputation ---------------------------------------------------------
 
     def _region(self, start: list[str]) -> tuple[dict[str, NodeRecord], dict[str, ContactRecord]]:
+        node, contact = self._db.node, self._db.contact
         nodes: dict[str, NodeRecord] = {}
         contacts: dict[str, ContactRecord] = {}
         todo = list(start)
@@ -448,13 +524,14 @@ class IdentityGraph:
             key = todo.pop()
             if key in nodes:
                 continue
-            rec = self._find_node(key)
+            rec = node(key)
             if rec is None:
                 continue
             nodes[key] = rec
             for eid in rec.contacts:
                 if eid not in contacts:
-                    ev = self._contact(eid)
+                    ev = contact(eid)
+                    assert ev is not None, eid
                     contacts[eid] = ev
                     todo.extend(n[0] for n in ev.nodes if n[0] not in nodes)
         return nodes, contacts
@@ -469,24 +546,24 @@ class IdentityGraph:
         reason: str | None = None,
         gen: int | None = None,
     ) -> None:
+        db = self._db
         nodes, contacts = self._region(start)
+        rank = self._rank
         kinds = {}
-        for ev in contacts.values():
-            for key, kind, _rule in ev.nodes:
-                kinds[key] = kind
-        withdrawn = {k: set(rec.unlinked) for k, rec in nodes.items() if rec.unlinked}
-        uf = _UnionFind(kinds, withdrawn)
         edges = []
         anchors: dict[str, str] = {}  # contact → anchor, for the contacts that have one
         for eid, ev in contacts.items():
-            if ev.anchor is None:
-                continue
-            anchors[eid] = ev.anchor
+            anchor = ev.anchor
+            if anchor is not None:
+                anchors[eid] = anchor
             for key, kind, rule in ev.nodes:
-                if key != ev.anchor:
-                    edges.append((RULE_RANK[rule], self.rules.rank(kind), ev.occurred_ms, eid, key, rule))
+                kinds[key] = kind
+                if anchor is not None and key != anchor:
+                    edges.append((RULE_RANK[rule], rank(kind), ev.occurred_ms, eid, key, rule))
+        withdrawn = {k: set(rec.unlinked) for k, rec in nodes.items() if rec.unlinked}
+        uf = _UnionFind(kinds, withdrawn)
         edges.sort()
-        limits = dict(self.rules.limits)
+        limits = self.rules.limits
         used_rules: set[str] = set()
         for _r, _k, _t, eid, key, rule in edges:
             ra, rb = uf.find(anchors[eid]), uf.find(key)
@@ -515,33 +592,38 @@ class IdentityGraph:
         for eid, anchor in anchors.items():
             root = uf.find(anchor)
             at = (contacts[eid].occurred_ms, eid)
-            first[root] = min(first.get(root, at), at)
-        customer = {root: customer_id_for(at[1]) for root, at in first.items()}  # once per component
+            was = first.get(root)
+            if was is None or at < was:
+                first[root] = at
+        customer = {root: db.customer_id(at[1]) for root, at in first.items()}  # once per component
         new = {k: customer.get(uf.find(k)) for k in kinds}
         old = {k: rec.customer_id for k, rec in nodes.items()}
-        self._emit_diff(
-            old,
-            new,
-            change,
-            source=source,
-            times=times,
-            rule=",".join(sorted(used_rules)) or None,
-            reason=reason,
-            gen=gen,
-        )
+        if any(old.get(k) != cust for k, cust in new.items()):
+            self._emit_diff(
+                old,
+                new,
+                change,
+                source=source,
+                times=times,
+                rule=",".join(sorted(used_rules)) or None,
+                reason=reason,
+                gen=gen,
+            )
         for k, cust in new.items():
             if old.get(k) != cust:
-                self._put_node(k, nodes[k].with_customer(cust))  # as read: nothing wrote it since
+                db.put_node(k, nodes[k].with_customer(cust))  # as read: nothing wrote it since
         for eid, ev in contacts.items():
             cust = new[ev.anchor] if ev.anchor is not None else ev.customer_id
             if cust != ev.customer_id:
                 if ev.customer_id is not None:
                     assert cust is not None  # an anchored contact's group has a first contact: itself at least
                     change.rekeyed.append((eid, cust, ev.customer_id))
-                self._put_contact(eid, ev.with_customer(cust))
+                db.put_contact(eid, ev.with_customer(cust))
+        if not change.events:
+            return
         for e in change.events:
             if e["customer_id"] is None:  # a rejection on the source contact: its own customer
-                src = self._find_contact(source)
+                src = db.contact(source)
                 e["customer_id"] = new.get(src.anchor) if src and src.anchor else None
         change.events[:] = [e for e in change.events if e["customer_id"] is not None]
         for e in change.events:

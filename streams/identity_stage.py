@@ -20,7 +20,7 @@ import faust
 
 import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
-from streams.identity import Change, IdentityGraph, resolve
+from streams.identity import Change, GraphRecords, IdentityGraph, resolve
 from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, read_table, write_table
 from streams.topology import Topology
 
@@ -88,51 +88,51 @@ class ResolvedValues:
         return self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
 
 
-_ABSENT = object()
-
-
-class GraphCache:
-    """The identity graph's table behind a read cache of its JSON values, misses included.
+class GraphCache(GraphRecords):
+    """The identity graph's table behind a cache of its records, parsed (``GraphRecords``),
+    absences included.
 
     The identity stage is the one writer of the graph's one partition, so what it read or wrote
     stays true until the partition leaves this worker: the cache is dropped whenever the consumer
     group's generation changes (a rebalance, which may have moved the partition away and back)
-    and when it holds ``limit`` keys. Writes are kept (``dirty``) until the stage writes them to
-    the table, once per batch (``streams.stage.write_table``: store and changelog)."""
+    and when it holds ``limit`` records. A record is parsed once when it is read and kept parsed;
+    the graph's writes stay records, kept (changed) until the stage takes their JSON
+    (``take_dirty``) and writes it to the table, once per batch (``streams.stage.write_table``:
+    store and changelog). ``get`` and ``__setitem__`` take and give the records' JSON."""
 
     def __init__(self, table, generation, limit: int = 500_000, topic: str = ""):
-        self.table, self.generation, self.limit, self.topic = table, generation, limit, topic
-        self.values: dict = {}
-        self.dirty: dict = {}
+        super().__init__(None, limit)
+        self.table, self.generation, self.topic = table, generation, topic
         self.seen_generation = None
 
+    def _load(self, key: str):
+        return read_table(self.table, key, self.topic, 0)  # the graph's one partition
+
+    def flush(self) -> None:
+        """The graph's writes stay here until ``take_dirty``."""
+
     def take_dirty(self) -> dict:
-        dirty, self.dirty = self.dirty, {}
-        return dirty
+        return self.take_changed()
 
     def check(self) -> None:
         """Call at the start of every batch."""
         gen = self.generation()
-        if gen != self.seen_generation or len(self.values) > self.limit:
-            self.values.clear()
+        if gen != self.seen_generation or len(self.contacts) + len(self.nodes) > self.limit:
+            self.forget()
             self.seen_generation = gen
 
     def get(self, key, default=None):
-        value = self.values.get(key, _ABSENT)
-        if value is _ABSENT:
-            value = read_table(self.table, key, self.topic, 0)  # the graph's one partition
-            self.values[key] = value
+        value = self.value(key)
         return default if value is None else value
 
     def __getitem__(self, key):
-        value = self.get(key)
+        value = self.value(key)
         if value is None:
             raise KeyError(key)
         return value
 
     def __setitem__(self, key, value) -> None:
-        self.values[key] = value
-        self.dirty[key] = value
+        self.put_value(key, value)
 
 
 def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:

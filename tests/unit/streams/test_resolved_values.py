@@ -78,21 +78,24 @@ class CountingTable(dict):
 def test_the_graph_cache_reads_each_key_once_misses_included_and_keeps_writes_for_the_batch():
     from streams.identity_stage import GraphCache
 
+    def node(customer_id: str) -> dict:
+        return {"contacts": ["e1"], "customer_id": customer_id, "unlinked": []}
+
     table, gen = CountingTable(), [1]
     cache = GraphCache(table, lambda: gen[0])
     cache.check()
     assert cache.get("n:a") is None and cache.get("n:a") is None
     assert table.reads == 1
-    cache["n:a"] = {"x": 1}
-    assert cache["n:a"] == {"x": 1} and table.reads == 1
-    assert "n:a" not in table and cache.take_dirty() == {"n:a": {"x": 1}} and cache.take_dirty() == {}
-    dict.__setitem__(table, "n:b", {"y": 2})  # written elsewhere while the partition was away
+    cache["n:a"] = node("c-1")
+    assert cache["n:a"] == node("c-1") and table.reads == 1
+    assert "n:a" not in table and cache.take_dirty() == {"n:a": node("c-1")} and cache.take_dirty() == {}
+    dict.__setitem__(table, "n:b", node("c-2"))  # written elsewhere while the partition was away
     cache.check()
-    assert cache.get("n:b") == {"y": 2}  # not cached yet: read from the table
+    assert cache.get("n:b") == node("c-2")  # not cached yet: read from the table
     gen[0] = 2  # a rebalance: what was cached may be stale
-    dict.__setitem__(table, "n:a", {"x": 9})
+    dict.__setitem__(table, "n:a", node("c-9"))
     cache.check()
-    assert cache["n:a"] == {"x": 9}
+    assert cache["n:a"] == node("c-9")
 
 
 def test_the_identity_graph_over_the_cache_gives_what_it_gives_over_a_dict(full_contact):

@@ -112,6 +112,7 @@ def test_the_graph_cache_reads_a_rocksdb_graph_table_once_per_key_and_reads_back
     own ``get`` asks the store whether the key is there, then reads it: two reads) and gets back
     what ``write_table`` wrote."""
     pytest.importorskip("rocksdict")
+    from streams.identity import NodeRecord
     from streams.identity_stage import GraphCache
     from streams.stage import Outputs, write_table
 
@@ -121,13 +122,15 @@ def test_the_graph_cache_reads_a_rocksdb_graph_table_once_per_key_and_reads_back
     table = app.tables["identity-graph"]
     store = table.data
     assert store_url(settings) == "rocksdb://" and type(store).__module__ == "faust.stores.rocksdb"
-    write_table(Outputs(), table, {"n:a": {"contacts": ["e1"], "customer_id": "c-1"}}, topic, 0)
+    node = {"contacts": ["e1"], "customer_id": "c-1", "unlinked": []}
+    write_table(Outputs(), table, {"n:a": node}, topic, 0)
     reads = _counting_reads(store)
     cache = GraphCache(table, lambda: 1, topic=topic)
     cache.check()
-    assert cache.get("n:a") == {"contacts": ["e1"], "customer_id": "c-1"}
+    assert cache.get("n:a") == node
     assert cache.get("n:missing") is None
-    assert cache.get("n:a") == {"contacts": ["e1"], "customer_id": "c-1"}  # cached, no read
+    assert cache.get("n:a") == node  # cached, no read
+    assert cache.node("a") == NodeRecord(("e1",), "c-1")  # kept parsed
     assert reads == [(0, b'"n:a"'), (0, b'"n:missing"')]
 
 

@@ -1,0 +1,144 @@
+"""streams/identity_stage.py GraphCache and streams/identity.py GraphRecords: the identity graph's
+records parsed once and kept parsed, written back as JSON once per batch, with the same answers
+and the same stored JSON as the graph on a plain dict."""
+
+from __future__ import annotations
+
+import copy
+
+from hypothesis import given, settings
+
+from streams.identity import ContactRecord, IdentityGraph, NodeRecord
+from streams.identity_stage import GraphCache
+
+from .test_identity import GIULIA_DM, GIULIA_ORDER, GIULIA_TWEET, T0, contact, graph_worlds, world_rules, world_steps
+
+
+class Table(dict):
+    """A graph table as ``streams.stage.read_table`` reads one that is not a RocksDB store
+    (``table.get``), counting the reads."""
+
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.reads: list[str] = []
+
+    def get(self, key, default=None):
+        self.reads.append(key)
+        return super().get(key, default)
+
+
+def stage_batches(table: Table, graph: IdentityGraph, cache: GraphCache, batches, first: int = 0) -> list:
+    """What the identity stage does with a graph on its cache: each batch inside ``graph.batch``,
+    then the changed records' JSON written to the table; graph positions from ``first`` on."""
+    answers = []
+    for steps in batches:
+        cache.check()
+        with graph.batch():
+            for kind, item in steps:
+                if kind == "c":
+                    answers.append(graph.observe(item, gen=first + len(answers)))
+                else:
+                    answers.append(graph.unlink(*item, command_id=f"{item}", at_ms=T0, gen=first + len(answers)))
+        table.update(cache.take_dirty())
+    return answers
+
+
+def _summary(change) -> tuple:
+    return change.customer_id, change.events, change.rekeyed, change.duplicate
+
+
+@settings(max_examples=100, deadline=None)
+@given(*graph_worlds)
+def test_the_graph_on_its_cache_gives_the_answers_and_the_stored_json_of_the_graph_on_a_dict(
+    specs, rnd, hints, unlinks
+):
+    rules = world_rules(hints)
+    steps = world_steps(specs, unlinks)
+    rnd.shuffle(steps)
+    steps += steps[: len(steps) // 3]  # duplicates, in later batches
+    plain = IdentityGraph({}, rules)
+    want = [
+        plain.observe(item, gen=i) if kind == "c" else plain.unlink(*item, command_id=f"{item}", at_ms=T0, gen=i)
+        for i, (kind, item) in enumerate(copy.deepcopy(steps))
+    ]
+    table = Table()
+    generation = [1]
+    cache = GraphCache(table, lambda: generation[0])
+    graph = IdentityGraph(cache, rules)
+    cut = rnd.randrange(len(steps) + 1)
+    got = stage_batches(table, graph, cache, [steps[:cut]])
+    generation[0] = 2  # a rebalance between two batches: what is kept is read again
+    got += stage_batches(table, graph, cache, [steps[cut:]], first=cut)
+    assert [_summary(c) for c in got] == [_summary(c) for c in want]
+    assert dict(table) == plain.store
+
+
+def test_a_record_is_read_and_parsed_once_while_the_cache_holds_it(monkeypatch):
+    """Across batches the graph reads each stored record once and parses it once: it works on the
+    parsed records the cache keeps (the JSON it writes is never read back)."""
+    parsed: list[str] = []
+    for cls in (ContactRecord, NodeRecord):
+        real = cls.from_json.__func__
+
+        def counting(c, raw, real=real, name=cls.__name__):
+            parsed.append(name)
+            return real(c, raw)
+
+        monkeypatch.setattr(cls, "from_json", classmethod(counting))
+    stored = IdentityGraph({})
+    stored.observe(GIULIA_ORDER)  # a graph already in the table: the order, its three nodes
+    table = Table(stored.store)
+    cache = GraphCache(table, lambda: 1)
+    graph = IdentityGraph(cache)
+    parsed.clear()
+    stage_batches(table, graph, cache, [[("c", GIULIA_TWEET)], [("c", GIULIA_DM)], [("c", GIULIA_ORDER)]])
+    assert len(table.reads) == len(set(table.reads))
+    assert sorted(parsed) == ["ContactRecord"] + ["NodeRecord"] * 3  # what was in the table before
+    assert graph.customer_of("dm") == graph.customer_of("order") == stored.customer_of("order")
+
+
+def test_a_batch_writes_each_changed_record_once_in_the_named_form():
+    table = Table()
+    cache = GraphCache(table, lambda: 1)
+    graph = IdentityGraph(cache)
+    cache.check()
+    with graph.batch():
+        graph.observe(contact("a", "email:a@example.com", t=1))
+        graph.observe(contact("b", "email:a@example.com", "phone:+31611111111", t=0))  # re-keys a
+    dirty = cache.take_dirty()
+    assert sorted(dirty) == ["e:a", "e:b", "n:email:a@example.com", "n:phone:+31611111111"]
+    assert dirty["e:a"] == ContactRecord.from_json(dirty["e:a"]).to_json()
+    assert dirty["e:a"]["customer_id"] == dirty["e:b"]["customer_id"] == graph.customer_of("b")
+    assert cache.take_dirty() == {}  # taken once
+
+
+def test_a_new_generation_drops_the_kept_records_but_not_the_writes_not_yet_taken():
+    table = Table()
+    generation = [1]
+    cache = GraphCache(table, lambda: generation[0])
+    graph = IdentityGraph(cache)
+    cache.check()
+    graph.observe(contact("a", "email:a@example.com"))
+    table.update(cache.take_dirty())
+    graph.observe(contact("b", "phone:+31611111111"))  # changed, not yet taken
+    table["n:email:a@example.com"] = NodeRecord(("a",), "someone-else").to_json()  # another owner wrote it
+    assert graph.node_customer("email:a@example.com") != "someone-else"  # kept: not read again
+    generation[0] = 2
+    cache.check()
+    assert graph.node_customer("email:a@example.com") == "someone-else"
+    assert sorted(cache.take_dirty()) == ["e:b", "n:phone:+31611111111"]
+
+
+def test_records_over_a_plain_mapping_are_kept_until_its_flush_only():
+    """On a plain mapping the mapping stays the state: the next call reads it again."""
+    store: dict = {}
+    graph = IdentityGraph(store)
+    graph.observe(contact("a", "email:a@example.com"))
+
+    def customer_outside(customer_id: str) -> None:
+        store["e:a"] = ContactRecord.from_json(store["e:a"]).with_customer(customer_id).to_json()
+
+    customer_outside("changed-outside")
+    assert graph.customer_of("a") == "changed-outside"
+    customer_outside("changed-again")
+    assert graph.observe(contact("a", "email:a@example.com")).customer_id == "changed-again"  # a duplicate
