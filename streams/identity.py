@@ -51,26 +51,36 @@ that customer's partition of contacts.resolved.v1. The graph step is a few dicti
 contact; the work that scales with conversations (stitching, SLA clocks, timers) is spread over
 the six customer partitions and every worker.
 
-Storage: ``IdentityGraph`` works on any mutable mapping of JSON values (a dict in tests, a faust
-table in the worker); every change is a reassignment, so a table's changelog sees it. Two records:
-``e:<event id>`` a ``ContactRecord`` (what the graph keeps of a contact) and ``n:<node key>`` a
-``NodeRecord``. Both are stored by field name; the form with one-letter keys written before
-(``t``, ``a``, ``n``, ``cust``, ``out``; ``c``, ``cust``, ``x``) is still read, and a record read in
-that form is written back in the named form the next time it changes.
+Storage: ``IdentityGraph`` works on any mutable mapping of JSON values (a dict in tests, the
+identity stage's ``GraphCache`` of a faust table in the worker); every change is a reassignment,
+so a table's changelog sees it. Two records: ``e:<event id>`` a ``ContactRecord`` (what the graph
+keeps of a contact) and ``n:<node key>`` a ``NodeRecord``. Both are stored by field name; the form
+with one-letter keys written before (``t``, ``a``, ``n``, ``cust``, ``out``; ``c``, ``cust``,
+``x``) is still read, and a record read in that form is written back in the named form the next
+time it changes. A record's JSON gives its arrays as the record's tuples (the same JSON text;
+fewer objects for a dict to hold).
+
+Cost: the graph reads and writes parsed records (``GraphRecords``): each is parsed once when read
+and written as JSON once per contact (per batch in ``IdentityGraph.batch``); over the identity
+stage's ``GraphCache`` they stay parsed across batches. A contact none of whose identities the
+graph knew, within every limit (most contacts of a new customer), gets what the canonical
+recomputation would give without computing it (``IdentityGraph._fresh``, property-tested against
+the full path).
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from schemas.identities import is_placeholder
 from schemas.privacy import is_blocked_pseudonym
 from streams.rules import IdentityRules
-from threadline.ids import uuid5_str
 
 CUSTOMER_NS = uuid.UUID("0c6f8a52-3f5e-5b7d-8e21-4d9a6b1c2e3f")
 IDENTITY_EVENT_NS = uuid.UUID("7d1e4a9b-2c3f-5a6e-8b1d-9f0e2c4a6b8d")
@@ -165,12 +175,12 @@ def evidence(contact: dict, rules: IdentityRules) -> Evidence:
 
 
 def customer_id_for(anchor_event_id: str) -> str:
-    return uuid5_str(CUSTOMER_NS, anchor_event_id)
+    return _customer_uuid(anchor_event_id)
 
 
 def isolated_customer_id(event_id: str) -> str:
     """The customer of a contact with no usable identity at all (every one blocked)."""
-    return uuid5_str(CUSTOMER_NS, f"contact:{event_id}")
+    return _customer_uuid(f"contact:{event_id}")
 
 
 def moved_identities(
@@ -199,9 +209,9 @@ class Change:
     duplicate: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ContactRecord:
-    """What the graph stores of one contact (``e:<event id>``)."""
+class ContactRecord(NamedTuple):
+    """What the graph stores of one contact (``e:<event id>``). A named tuple: made and read
+    several times per contact, and one of only strings and tuples is left alone by the collector."""
 
     occurred_ms: int
     anchor: str | None  # its strongest identity; None when every one was blocked
@@ -216,9 +226,9 @@ class ContactRecord:
         return {
             "occurred_ms": self.occurred_ms,
             "anchor": self.anchor,
-            "nodes": [list(n) for n in self.nodes],
+            "nodes": self.nodes,
             "customer_id": self.customer_id,
-            "events": list(self.events),
+            "events": self.events,
         }
 
     @classmethod
@@ -230,8 +240,7 @@ class ContactRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class NodeRecord:
+class NodeRecord(NamedTuple):
     """What the graph stores of one node (``n:<node key>``)."""
 
     contacts: tuple[str, ...] = ()  # the event ids of the contacts that carry it, in arrival order
@@ -242,7 +251,7 @@ class NodeRecord:
         return NodeRecord(self.contacts, customer_id, self.unlinked)
 
     def to_json(self) -> dict:
-        return {"contacts": list(self.contacts), "customer_id": self.customer_id, "unlinked": list(self.unlinked)}
+        return {"contacts": self.contacts, "customer_id": self.customer_id, "unlinked": self.unlinked}
 
     @classmethod
     def from_json(cls, raw: Mapping) -> NodeRecord:
@@ -458,18 +467,18 @@ class IdentityGraph:
             return Change(known.customer_id, list(known.events), [], duplicate=True)
         ev = evidence(contact, self.rules)
         times = (ev.occurred_ms, to_millis(contact.get("recorded_at") or contact["occurred_at"]))
-        record = ContactRecord(ev.occurred_ms, ev.anchor, ev.nodes)
-        db.put_contact(eid, record)
-        for key, _kind, _rule in ev.nodes:
-            rec = db.node(key)
-            db.put_node(
-                key,
-                NodeRecord((eid,)) if rec is None else NodeRecord((*rec.contacts, eid), rec.customer_id, rec.unlinked),
-            )
+        db.put_contact(eid, ContactRecord(ev.occurred_ms, ev.anchor, ev.nodes))
+        known_nodes = [db.node(key) for key, _kind, _rule in ev.nodes]
         change = Change(None)
         if ev.anchor is None:
+            for (key, _kind, _rule), rec in zip(ev.nodes, known_nodes, strict=True):
+                db.put_node(key, _with_contact(rec, eid))
             change.customer_id = isolated_customer_id(eid)
+        elif not any(known_nodes) and self._within_limits(ev.nodes):
+            self._fresh(eid, ev, change, times, gen)
         else:
+            for (key, _kind, _rule), rec in zip(ev.nodes, known_nodes, strict=True):
+                db.put_node(key, _with_contact(rec, eid))
             self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times, gen=gen)
             change.customer_id = db.contacts[eid].customer_id  # type: ignore[union-attr]
         for key, reason in ev.rejected:
@@ -493,6 +502,33 @@ class IdentityGraph:
             eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, change.customer_id, tuple(change.events))
         )
         return change
+
+    def _within_limits(self, nodes: tuple[tuple[str, str, str], ...]) -> bool:
+        """Whether the nodes of each kind are no more than that kind's limit."""
+        limits = self.rules.limits
+        if len(nodes) == 1:
+            return limits.get(nodes[0][1], 1) >= 1
+        counts: dict[str, int] = {}
+        for _key, kind, _rule in nodes:
+            counts[kind] = counts.get(kind, 0) + 1
+        return all(n <= limits.get(kind, n) for kind, n in counts.items())
+
+    def _fresh(self, eid: str, ev: Evidence, change: Change, times: tuple[int, int], gen: int | None) -> None:
+        """A contact none of whose nodes the graph knew, within every limit: its region is itself and
+        no guardrail can refuse one of its links (no unlink names a node without a record; no
+        kind is over its limit even all together), so the canonical recomputation links every
+        node to its anchor: one new customer, named by this contact, and one ``observed`` event
+        naming its identities. What ``_recompute`` gives for that region, without computing it."""
+        cust = self._db.customer_id(eid)
+        put_node = self._db.put_node
+        for key, _kind, _rule in ev.nodes:
+            put_node(key, NodeRecord((eid,), cust))
+        used = sorted({rule for key, _kind, rule in ev.nodes if key != ev.anchor})
+        keys = [n[0] for n in ev.nodes]  # sorted: the nodes are
+        change.events.append(
+            self._event("observed", cust, times, source=eid, identities=keys, rule=",".join(used) or None, gen=gen)
+        )
+        change.customer_id = cust
 
     def unlink(self, a: str, b: str, command_id: str, at_ms: int, *, gen: int | None = None) -> Change:
         """Withdraw the link between identities ``a`` and ``b`` (node keys): they are never one
@@ -691,12 +727,13 @@ class IdentityGraph:
         moved=(),
         gen: int | None = None,
     ) -> dict:
+        keys = [k for k in identities if not k.startswith("fact:")]
         e = {
             "event_type": event_type,
             "occurred_at": times[0],
             "recorded_at": times[1],
             "customer_id": customer_id,
-            "identities": [parse_identity_key(k) for k in identities if not k.startswith("fact:")],
+            "identities": [parse_identity_key(k) for k in keys],
             "related_customer_ids": list(related),
             "rule": rule,
             "reason": reason,
@@ -704,16 +741,57 @@ class IdentityGraph:
             "gen": gen,
             "moved_identities": list(moved),
         }
-        e["event_id"] = self._event_id(e)
+        # a rejection without its customer yet gets its id once it has one (``_recompute``)
+        e["event_id"] = None if customer_id is None else self._event_id(e, [_key_again(k) for k in keys])
         return e
 
     @staticmethod
-    def _event_id(e: dict) -> str:
-        ids = ",".join(identity_key(i) for i in e["identities"])
+    def _event_id(e: dict, keys: list[str] | None = None) -> str:
+        """UUIDv5 of the event's type, customer, source, related customers and identities (their
+        keys as ``identity_key`` gives them from the event's ``identities``)."""
+        ids = ",".join(keys if keys is not None else (identity_key(i) for i in e["identities"]))
         name = (
             f"{e['event_type']}:{e['customer_id']}:{e['source_event_id']}:{','.join(e['related_customer_ids'])}:{ids}"
         )
-        return uuid5_str(IDENTITY_EVENT_NS, name)
+        return _identity_event_uuid(name)
+
+
+def _with_contact(rec: NodeRecord | None, event_id: str) -> NodeRecord:
+    """A node's record with one more contact carrying it."""
+    if rec is None:
+        return NodeRecord((event_id,))
+    return NodeRecord((*rec.contacts, event_id), rec.customer_id, rec.unlinked)
+
+
+def _key_again(key: str) -> str:
+    """``identity_key(parse_identity_key(key))`` without the record between: the key itself, but
+    for a social or account key with an empty platform (``social::x``), which reads back as
+    ``social:x``."""
+    i = key.find(":")
+    if i < 0 or key[i + 1 : i + 2] == ":":
+        return identity_key(parse_identity_key(key))
+    return key
+
+
+class _Uuid5:
+    """``threadline.ids.uuid5_str(namespace, name)`` with the namespace hashed once (two or
+    more ids a contact: its customer's, its events')."""
+
+    def __init__(self, namespace: uuid.UUID):
+        self._sha1 = hashlib.sha1(namespace.bytes, usedforsecurity=False)
+
+    def __call__(self, name: str) -> str:
+        h = self._sha1.copy()
+        h.update(name.encode())
+        b = bytearray(h.digest()[:16])
+        b[6] = (b[6] & 0x0F) | 0x50  # version 5
+        b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+        x = b.hex()
+        return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+_customer_uuid = _Uuid5(CUSTOMER_NS)
+_identity_event_uuid = _Uuid5(IDENTITY_EVENT_NS)
 
 
 def resolve(contact: dict, customer_id: str) -> dict:

@@ -79,7 +79,7 @@ def test_the_graph_cache_reads_each_key_once_misses_included_and_keeps_writes_fo
     from streams.identity_stage import GraphCache
 
     def node(customer_id: str) -> dict:
-        return {"contacts": ["e1"], "customer_id": customer_id, "unlinked": []}
+        return {"contacts": ("e1",), "customer_id": customer_id, "unlinked": ()}  # as NodeRecord.to_json gives it
 
     table, gen = CountingTable(), [1]
     cache = GraphCache(table, lambda: gen[0])

@@ -1,15 +1,30 @@
-"""streams/identity_stage.py GraphCache and streams/identity.py GraphRecords: the identity graph's
-records parsed once and kept parsed, written back as JSON once per batch, with the same answers
-and the same stored JSON as the graph on a plain dict."""
+"""The identity graph's cheaper rules (streams/identity.py) and its cache (streams/identity_stage.py
+GraphCache): records parsed once and kept parsed, written back as JSON once per batch, a contact of
+new identities without the full recomputation, ids with their namespace hashed once; each with
+the answers and the stored JSON of the full path."""
 
 from __future__ import annotations
 
 import copy
+import uuid
 
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streams.identity import ContactRecord, IdentityGraph, NodeRecord
+from streams.identity import (
+    CUSTOMER_NS,
+    IDENTITY_EVENT_NS,
+    ContactRecord,
+    IdentityGraph,
+    NodeRecord,
+    _key_again,
+    _Uuid5,
+    identity_key,
+    parse_identity_key,
+)
 from streams.identity_stage import GraphCache
+from streams.rules import IdentityRules
+from threadline.ids import uuid5_str
 
 from .test_identity import GIULIA_DM, GIULIA_ORDER, GIULIA_TWEET, T0, contact, graph_worlds, world_rules, world_steps
 
@@ -142,3 +157,53 @@ def test_records_over_a_plain_mapping_are_kept_until_its_flush_only():
     assert graph.customer_of("a") == "changed-outside"
     customer_outside("changed-again")
     assert graph.observe(contact("a", "email:a@example.com")).customer_id == "changed-again"  # a duplicate
+
+
+class FullGraph(IdentityGraph):
+    """The graph that recomputes the region of every contact, new identities or not."""
+
+    def _within_limits(self, nodes) -> bool:
+        return False
+
+    def _fresh(self, *args) -> None:
+        raise AssertionError("not a contact of new identities within limits")
+
+
+@settings(max_examples=100, deadline=None)
+@given(*graph_worlds)
+def test_a_contact_of_new_identities_gets_what_the_full_recomputation_gives(specs, rnd, hints, unlinks):
+    """``IdentityGraph._fresh`` (a contact none of whose nodes the graph knew) answers and stores
+    what ``_recompute`` does for the same contact."""
+    rules = world_rules(hints)
+    steps = world_steps(specs, unlinks)
+    rnd.shuffle(steps)
+
+    def run(graph: IdentityGraph) -> list:
+        return [
+            _summary(graph.observe(item, gen=i))
+            if kind == "c"
+            else _summary(graph.unlink(*item, command_id=f"{item}", at_ms=T0, gen=i))
+            for i, (kind, item) in enumerate(copy.deepcopy(steps))
+        ]
+
+    fast, full = IdentityGraph({}, rules), FullGraph({}, rules)
+    assert run(fast) == run(full)
+    assert fast.store == full.store
+
+
+def test_a_contact_over_a_limit_by_itself_is_recomputed_with_its_refusals():
+    rules = IdentityRules(limits={"email": 1})
+    g = IdentityGraph({}, rules)
+    change = g.observe(contact("a", "email:a@example.com", "email:b@example.com", "phone:+31611111111"))
+    assert [e["reason"] for e in change.events if e["event_type"] == "link_rejected"] == ["limit:email"]
+    assert g.node_customer("email:b@example.com") != g.node_customer("email:a@example.com")
+
+
+@given(st.text())
+def test_the_event_ids_key_of_a_node_key_is_the_key_read_back(key):
+    assert _key_again(key) == identity_key(parse_identity_key(key))
+
+
+@given(st.sampled_from([CUSTOMER_NS, IDENTITY_EVENT_NS]), st.text())
+def test_the_namespace_hashed_once_gives_uuid5(namespace, name):
+    assert _Uuid5(namespace)(name) == uuid5_str(namespace, name) == str(uuid.uuid5(namespace, name))
