@@ -121,8 +121,7 @@ def blocked(identity: dict, rules: IdentityRules) -> bool:
     return is_blocked_pseudonym(value) or is_placeholder(identity["kind"], value, rules.blocked_values)
 
 
-@dataclass(frozen=True)
-class Evidence:
+class Evidence(NamedTuple):
     """What the graph keeps of one contact: its time, anchor and nodes."""
 
     event_id: str
@@ -164,13 +163,18 @@ def evidence(contact: dict, rules: IdentityRules) -> Evidence:
     # The anchor is the strongest identity by kind priority (the primary breaks ties), so when a
     # limit refuses a link it is the weaker identity that is left out, never the contact.
     usable = [n for n in nodes.values() if n[1] != "fact" and n[2] != HINT]
-    anchor = min(usable, key=lambda n: (rules.rank(n[1]), n[0] != primary_key, n[0]))[0] if usable else None
+    if len(usable) == 1:
+        anchor: str | None = usable[0][0]
+    elif usable:
+        anchor = min(usable, key=lambda n: (rules.rank(n[1]), n[0] != primary_key, n[0]))[0]
+    else:
+        anchor = None
     return Evidence(
         contact["event_id"],
         to_millis(contact["occurred_at"]),
         anchor,
-        tuple(sorted(nodes.values())),
-        tuple(sorted(rejected)),
+        tuple(sorted(nodes.values())) if len(nodes) > 1 else tuple(nodes.values()),
+        tuple(sorted(rejected)) if rejected else (),
     )
 
 
@@ -383,9 +387,13 @@ class GraphRecords:
         return {key: self.value(key) for key in changed}
 
     def flush(self) -> None:
-        assert self.base is not None
-        for key, value in self.take_changed().items():
-            self.base[key] = value
+        base = self.base
+        assert base is not None
+        if self.changed:
+            value = self.value
+            for key in self.changed:
+                base[key] = value(key)
+            self.changed = {}
         if len(self.contacts) + len(self.nodes) > self.limit:
             self.forget()
 
