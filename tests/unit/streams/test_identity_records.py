@@ -6,7 +6,10 @@ the answers and the stored JSON of the full path."""
 from __future__ import annotations
 
 import copy
+import json
 import uuid
+
+import orjson
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -207,3 +210,27 @@ def test_the_event_ids_key_of_a_node_key_is_the_key_read_back(key):
 @given(st.sampled_from([CUSTOMER_NS, IDENTITY_EVENT_NS]), st.text())
 def test_the_namespace_hashed_once_gives_uuid5(namespace, name):
     assert _Uuid5(namespace)(name) == uuid5_str(namespace, name) == str(uuid.uuid5(namespace, name))
+
+
+def test_the_stored_json_text_is_the_named_form_with_arrays():
+    """A record's JSON holds its tuples: serialized, the same text as the named form with lists
+    (what the changelog held before, and what code before this change reads)."""
+    g = IdentityGraph({})
+    g.observe(GIULIA_ORDER)
+    g.unlink("email:giulia.rossi@example.it", "fact:order_number:100234", command_id="op-1", at_ms=T0)
+    node = g.store["n:email:giulia.rossi@example.it"]
+    assert (
+        orjson.dumps(node)
+        == json.dumps(
+            {"contacts": ["order"], "customer_id": g.customer_of("order"), "unlinked": ["fact:order_number:100234"]},
+            separators=(",", ":"),
+        ).encode()
+    )
+    stored = g.store["e:order"]
+    as_lists = {**stored, "nodes": [list(n) for n in stored["nodes"]], "events": list(stored["events"])}
+    assert orjson.dumps(stored) == orjson.dumps(as_lists)
+    assert json.loads(orjson.dumps(stored))["nodes"] == [
+        ["email:giulia.rossi@example.it", "email", "same_contact"],
+        ["fact:order_number:100234", "fact", "shared_fact"],
+        ["phone:+393471234567", "phone", "same_contact"],
+    ]
