@@ -4,8 +4,9 @@ per-record consume path.
 The graph has one partition and one writer (``streams.identity``), so the stage needs none of
 faust's machinery for many partitions: it is a consumer of its own group (``identity_group``:
 the worker's app id + ``-identity``; every worker running the stage joins it, one of them is
-given the partition), a producer, and two tables held in the process (``StateTable``: the graph,
-and the contacts' bytes) with a changelog topic each, written by the runner itself.
+given the partition), a producer, and two tables held in the process with a changelog topic each,
+written by the runner itself: the graph (``GraphTable``: its records held parsed, each changed
+record's JSON made once per batch for the changelog) and the contacts' bytes (``StateTable``).
 
 A batch (``getmany``, up to ``BATCH_MAX`` records) goes through the stage's rules
 (``IdentityStage.process``: the same rules, outputs and DLQ as before); then, in this order:
@@ -54,7 +55,7 @@ from mode import Service
 
 from schemas.codec import Codec
 from streams.identity import IdentityGraph
-from streams.identity_stage import IdentityStage, StateTable
+from streams.identity_stage import GraphTable, IdentityStage, StateTable
 from streams.rules import IdentityRules
 from streams.stage import BATCH_MAX, COMPONENT, Outputs, StageContext, log
 from streams.topology import StreamTopics
@@ -77,12 +78,14 @@ def fence_key(writer: str) -> bytes:
     return orjson.dumps(["fence", writer])
 
 
-def replay(records: Iterable[tuple[bytes, bytes | None, bytes | None]], values: dict) -> int:
-    """Apply a changelog's records, in offset order, to ``values`` (key -> JSON value): each
-    ``(key, value, writer)``, a None value deleting the key. A fence record names the one writer
-    from there on; a later record headed by another writer is skipped. Returns how many were."""
+def replay(records: Iterable[tuple[bytes, bytes | None, bytes | None]], table: StateTable | GraphTable) -> int:
+    """Apply a changelog's records, in offset order, to ``table`` (``restore``: the graph's table
+    parses each value into its record): each ``(key, value, writer)``, a None value deleting the
+    key. A fence record names the one writer from there on; a later record headed by another
+    writer is skipped, and so is a record the table has no place for. Returns how many were."""
     current: bytes | None = None
     skipped = 0
+    restore = table.restore
     for key, value, writer in records:
         if key.startswith(FENCE_PREFIX):
             current = orjson.loads(key)[1].encode()
@@ -90,11 +93,8 @@ def replay(records: Iterable[tuple[bytes, bytes | None, bytes | None]], values: 
         if writer is not None and current is not None and writer != current:
             skipped += 1
             continue
-        k = orjson.loads(key)
-        if value is None:
-            values.pop(k, None)
-        else:
-            values[k] = orjson.loads(value)
+        if not restore(orjson.loads(key), None if value is None else orjson.loads(value)):
+            skipped += 1
     return skipped
 
 
@@ -114,7 +114,7 @@ class IdentityRunner(Service):
     ):
         super().__init__(**kwargs)
         self.settings, self.app_id, self.names, self.ctx = settings, app_id, names, ctx
-        self.graph_table = StateTable(names.graph_changelog)
+        self.graph_table = GraphTable(names.graph_changelog)
         self.contacts_table = StateTable(names.contacts_changelog)
         self.stage = IdentityStage(ctx, codec, names, IdentityGraph(self.graph_table, rules), self.contacts_table)
         self.group = identity_group(app_id)
@@ -255,7 +255,7 @@ class IdentityRunner(Service):
                 self.graph_table.clear()
                 self.contacts_table.clear()
 
-    async def _fence(self, table: StateTable, writer: bytes) -> int:
+    async def _fence(self, table: StateTable | GraphTable, writer: bytes) -> int:
         """Write this writer's fence to the table's changelog; its offset once acknowledged."""
         meta = await (
             await self.producer.send(
@@ -268,7 +268,7 @@ class IdentityRunner(Service):
         )
         return meta.offset
 
-    async def _recover(self, table: StateTable, fence_offset: int) -> int:
+    async def _recover(self, table: StateTable | GraphTable, fence_offset: int) -> int:
         """The table read from its changelog's beginning to this writer's fence (``replay``)."""
         from aiokafka import AIOKafkaConsumer
         from aiokafka.structs import TopicPartition
@@ -299,7 +299,7 @@ class IdentityRunner(Service):
                     if r.offset == fence_offset:
                         done = True
                         break
-                skipped += replay(records, table.values)
+                skipped += replay(records, table)
                 if not done and await reader.position(tp) > fence_offset:
                     done = True
             return skipped

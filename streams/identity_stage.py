@@ -20,7 +20,7 @@ from typing import Any
 
 import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
-from streams.identity import Change, IdentityGraph, resolve
+from streams.identity import Change, ContactRecord, GraphRecords, IdentityGraph, NodeRecord, resolve
 from streams.stage import DECODE_ERRORS, Outputs, StageContext, log
 from streams.topology import StreamTopics
 
@@ -89,11 +89,12 @@ class ResolvedValues:
 
 
 class StateTable:
-    """One of the identity stage's tables (the graph: ``n:``/``e:`` records; the contacts: event
-    id -> the contact's bytes in base64), held in this process: key -> JSON value. What a batch
-    changed is kept in ``dirty`` until the runner (``streams.identity_runner``) writes it, once per
-    batch, to the table's changelog topic; the table is rebuilt from that topic when the graph's
-    partition is assigned to this worker, and dropped when it is revoked."""
+    """The identity stage's table of the contacts' bytes (event id -> the contact's bytes in
+    base64), held in this process: key -> JSON value. What a batch changed is kept in ``dirty``
+    until the runner (``streams.identity_runner``) writes it, once per batch, to the table's
+    changelog topic; the table is rebuilt from that topic (``restore``) when the graph's partition
+    is assigned to this worker, and dropped when it is revoked. The graph's table is a
+    ``GraphTable``: the same life, its values held as parsed records."""
 
     def __init__(self, topic: str):
         self.topic = topic
@@ -118,9 +119,78 @@ class StateTable:
         dirty, self.dirty = self.dirty, {}
         return dirty
 
+    def restore(self, key, value) -> bool:
+        """Apply one changelog record (its key and JSON value, None deleting); whether it applied."""
+        if value is None:
+            self.values.pop(key, None)
+        else:
+            self.values[key] = value
+        return True
+
     def clear(self) -> None:
         self.values.clear()
         self.dirty.clear()
+
+
+class GraphTable(GraphRecords):
+    """The identity graph's table, held in this process as parsed records (``GraphRecords``:
+    ``e:<event id>`` a ``ContactRecord``, ``n:<node key>`` a ``NodeRecord``), the whole graph: a
+    record not held is not in the graph, and nothing is read from anywhere else.
+
+    The graph reads and writes records and never JSON. What a batch changed stays marked until the
+    runner takes it (``take_dirty``): each changed record's JSON, made once per batch, for the
+    table's changelog topic. Recovery parses each changelog value into its record once
+    (``restore``); the table is dropped when the partition is revoked (``clear``)."""
+
+    CUSTOMER_IDS_KEPT = 100_000  # event id -> customer id answers kept between batches at most
+
+    def __init__(self, topic: str):
+        super().__init__(None)
+        self.topic = topic
+
+    def contact(self, event_id: str) -> ContactRecord | None:
+        return self.contacts.get(event_id)
+
+    def node(self, key: str) -> NodeRecord | None:
+        return self.nodes.get(key)
+
+    def _load(self, key: str):
+        return None  # every record is held: one not held is absent
+
+    def flush(self) -> None:
+        """The graph's writes stay held (and marked) until ``take_dirty``."""
+
+    def take_dirty(self) -> dict:
+        if len(self.customer_ids) > self.CUSTOMER_IDS_KEPT:
+            self.customer_ids = {}
+        return self.take_changed()
+
+    def restore(self, key, value) -> bool:
+        """Apply one changelog record (its key and JSON value, either form; None deleting), parsed
+        into its record; False for a key that is not a graph record's (nothing applied)."""
+        kind, _, rest = key.partition(":") if isinstance(key, str) else ("", "", "")
+        held: dict
+        if kind == "e":
+            held, parse = self.contacts, ContactRecord.from_json
+        elif kind == "n":
+            held, parse = self.nodes, NodeRecord.from_json
+        else:
+            return False
+        if value is None:
+            held.pop(rest, None)
+        else:
+            held[rest] = parse(value)
+        return True
+
+    def records(self) -> dict:
+        """Every record held, by stored key."""
+        return {**{"e:" + k: r for k, r in self.contacts.items()}, **{"n:" + k: r for k, r in self.nodes.items()}}
+
+    def __len__(self) -> int:
+        return len(self.contacts) + len(self.nodes)
+
+    def clear(self) -> None:
+        self.contacts, self.nodes, self.changed, self.customer_ids = {}, {}, {}, {}
 
 
 def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
@@ -139,14 +209,14 @@ class _Letter:
 
 class IdentityStage:
     """The stage's rules over a batch of graph topic records (aiokafka's ``ConsumerRecord``:
-    ``topic``, ``partition``, ``offset``, ``headers``, ``value``): the graph works on ``graph``'s
-    ``StateTable``, the contacts' bytes are kept in ``contacts``; ``process`` adds the batch's
-    outputs to ``out`` and leaves each changed key of both tables in their ``dirty``."""
+    ``topic``, ``partition``, ``offset``, ``headers``, ``value``): the graph works on its
+    ``GraphTable``, the contacts' bytes are kept in ``contacts``; ``process`` adds the batch's
+    outputs to ``out`` and leaves each changed key of both tables marked for ``take_dirty``."""
 
     def __init__(
         self, ctx: StageContext, codec: Codec, names: StreamTopics, graph: IdentityGraph, contacts: StateTable
     ):
-        assert isinstance(graph.store, StateTable), "the identity stage writes the graph through a StateTable"
+        assert isinstance(graph.store, GraphTable), "the identity stage writes the graph through a GraphTable"
         self.ctx, self.codec, self.names, self.graph, self.contacts = ctx, codec, names, graph, contacts
         self.resolved = ResolvedValues(codec, names.resolved)
 
