@@ -4,8 +4,9 @@ per-record consume path.
 The graph has one partition and one writer (``streams.identity``), so the stage needs none of
 faust's machinery for many partitions: it is a consumer of its own group (``identity_group``:
 the worker's app id + ``-identity``; every worker running the stage joins it, one of them is
-given the partition), a producer, and two tables (``StateTable``: the graph, and the contacts'
-bytes), each in a local store (``streams.identity_store``: RocksDB in the worker's data dir, as
+given the partition), a producer, and two tables (the graph: ``GraphTable``, its records held
+parsed, each changed record's JSON made once per batch; the contacts' bytes: ``StateTable``),
+each in a local store (``streams.identity_store``: RocksDB in the worker's data dir, as
 faust's tables; memory with ``THREADLINE_STREAMS_STORE=memory``) behind a bounded cache, with a
 changelog topic each, written by the runner itself.
 
@@ -65,7 +66,7 @@ from mode import Service
 
 from schemas.codec import Codec
 from streams.identity import IdentityGraph
-from streams.identity_stage import IdentityStage, StateTable
+from streams.identity_stage import GraphTable, IdentityStage, StateTable
 from streams.identity_store import FencedReplay, MemoryStore, Position, RocksStore, TableStore, is_fence
 from streams.rules import IdentityRules
 from streams.stage import BATCH_MAX, COMPONENT, Outputs, StageContext, log
@@ -89,18 +90,18 @@ def fence_key(writer: str) -> bytes:
     return orjson.dumps(["fence", writer])
 
 
-def replay(records: Iterable[tuple[bytes, bytes | None, bytes | None]], values: dict) -> int:
-    """Apply a changelog's records, in offset order, to ``values`` (key -> JSON value): each
-    ``(key, value, writer)``, a None value deleting the key, with the fence rules
-    (``FencedReplay``). Returns how many records were skipped."""
+def replay(records: Iterable[tuple[bytes, bytes | None, bytes | None]], table: StateTable | GraphTable) -> int:
+    """Apply a changelog's records, in offset order, to the records ``table`` holds (``restore``:
+    the graph's table parses each value into its record): each ``(key, value, writer)``, a None
+    value deleting the key, with the fence rules (``FencedReplay``); a record the table has no
+    place for is skipped too. Returns how many were. (The runner's recovery writes the stores.)"""
     fenced = FencedReplay()
+    restore = table.restore
+    skipped = 0
     for key, value in fenced.apply(records):
-        k = orjson.loads(key)
-        if value is None:
-            values.pop(k, None)
-        else:
-            values[k] = orjson.loads(value)
-    return fenced.skipped
+        if not restore(orjson.loads(key), None if value is None else orjson.loads(value)):
+            skipped += 1
+    return fenced.skipped + skipped
 
 
 @dataclass(frozen=True)
@@ -136,10 +137,10 @@ class IdentityRunner(Service):
         def store(topic: str) -> TableStore:
             return RocksStore(store_dir / f"{topic}.db") if store_dir is not None else MemoryStore()
 
-        self.graph_table = StateTable(names.graph_changelog, store(names.graph_changelog))
+        self.graph_table = GraphTable(names.graph_changelog, store(names.graph_changelog))
         # a contact's bytes are read again only when a merge or an unmerge moves it: few kept
         self.contacts_table = StateTable(names.contacts_changelog, store(names.contacts_changelog), CONTACTS_KEPT)
-        self.tables = (self.graph_table, self.contacts_table)
+        self.tables: tuple[GraphTable | StateTable, ...] = (self.graph_table, self.contacts_table)
         self.stage = IdentityStage(ctx, codec, names, IdentityGraph(self.graph_table, rules), self.contacts_table)
         self.group = identity_group(app_id)
         self.consumer: Any = None
@@ -272,7 +273,7 @@ class IdentityRunner(Service):
             for table in self.tables:  # the caches go; the stores stay, with their positions
                 table.clear()
 
-    async def _fence(self, table: StateTable, writer: bytes) -> int:
+    async def _fence(self, table: StateTable | GraphTable, writer: bytes) -> int:
         """Write this writer's fence to the table's changelog; its offset once acknowledged."""
         meta = await (
             await self.producer.send(
@@ -285,7 +286,7 @@ class IdentityRunner(Service):
         )
         return meta.offset
 
-    async def _recover(self, table: StateTable, fence_offset: int, writer: bytes) -> Recovered:
+    async def _recover(self, table: StateTable | GraphTable, fence_offset: int, writer: bytes) -> Recovered:
         """The table's store brought to this writer's fence (at ``fence_offset``): the changelog read
         from after the store's position (``Position``; from its beginning for a fresh store) up to the
         fence, with the fence rules from the writer the store recorded (``FencedReplay``), written to
@@ -413,7 +414,10 @@ class IdentityRunner(Service):
                 self.seconds.observe(each)
 
     async def _produce(
-        self, out: Outputs, changelog: list[tuple[StateTable, list[tuple[bytes, bytes | None]]]], writer: bytes
+        self,
+        out: Outputs,
+        changelog: list[tuple[StateTable | GraphTable, list[tuple[bytes, bytes | None]]]],
+        writer: bytes,
     ) -> dict[str, int]:
         """Hand the outputs and the changelog records to the producer and await every
         acknowledgment; the offset of the last record written to each changelog."""

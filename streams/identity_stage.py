@@ -23,7 +23,7 @@ import orjson
 
 import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
-from streams.identity import Change, IdentityGraph, resolve
+from streams.identity import Change, ContactRecord, GraphRecords, IdentityGraph, NodeRecord, resolve
 from streams.identity_store import MemoryStore, TableStore
 from streams.stage import DECODE_ERRORS, Outputs, StageContext, log
 from streams.topology import StreamTopics
@@ -93,13 +93,14 @@ class ResolvedValues:
 
 
 class StateTable:
-    """One of the identity stage's tables (the graph: ``n:``/``e:`` records; the contacts: event
-    id -> the contact's bytes in base64): key -> JSON value, kept in a local store
-    (``streams.identity_store``: RocksDB on disk in a worker, or memory) with a bounded cache of
-    parsed values in front (``values``: at most ``limit`` of them are kept after a batch, the least recently written dropped first). A read
-    the cache misses goes to the store. What a batch changed is kept in ``dirty`` until the runner
+    """The identity stage's table of the contacts' bytes (event id -> the contact's bytes in
+    base64): key -> JSON value, kept in a local store (``streams.identity_store``: RocksDB on disk
+    in a worker, or memory) with a bounded cache of parsed values in front (``values``: at most
+    ``limit`` of them are kept after a batch, the least recently written dropped first). A read the
+    cache misses goes to the store. What a batch changed is kept in ``dirty`` until the runner
     (``streams.identity_runner``) writes it, once per batch, to the table's changelog topic and,
-    once acknowledged, to the store (``persist``) with the changelog offset it brings the store to."""
+    once acknowledged, to the store (``persist``) with the changelog offset it brings the store to.
+    The graph's table is a ``GraphTable``: the same life, its values held as parsed records."""
 
     LIMIT = 100_000  # parsed values kept between batches at most (the graph's)
 
@@ -140,7 +141,7 @@ class StateTable:
 
     def persist(self, items: list[tuple[bytes, bytes | None]], offset: int, writer: bytes) -> None:
         """A batch's changelog records (acknowledged, up to ``offset``) written to the store, in
-        one write with that offset and ``writer``; the cache trimmed to its limit, oldest first."""
+        one write with that offset and ``writer``; the cache trimmed to its limit."""
         self.store.write(items, offset, writer, verified=False)
         self.trim()
 
@@ -155,10 +156,103 @@ class StateTable:
         """Every record of the table (key -> JSON value), read from its store."""
         return {orjson.loads(k): orjson.loads(v) for k, v in self.store.items()}
 
+    def restore(self, key, value) -> bool:
+        """Apply one changelog record (its key and JSON value, None deleting) to the values held
+        (a table replayed in this process, ``streams.identity_runner.replay``: tests, clean
+        runs; the runner's recovery writes the store itself); whether it applied."""
+        if value is None:
+            self.values.pop(key, None)
+        else:
+            self.values[key] = value
+        return True
+
     def clear(self) -> None:
         """The cache dropped (the store is what the table holds)."""
         self.values.clear()
         self.dirty.clear()
+
+
+class GraphTable(GraphRecords):
+    """The identity graph's table as parsed records (``GraphRecords``: ``e:<event id>`` a
+    ``ContactRecord``, ``n:<node key>`` a ``NodeRecord``) over a local store of their JSON (the
+    ``StateTable``'s: RocksDB in a worker, or memory). A record not held is read from the store and
+    parsed once (absences held too); past ``limit`` records held after a batch, they are dropped
+    (``GraphRecords.forget``) and read again as needed.
+
+    The graph reads and writes records and never JSON. What a batch changed stays marked until the
+    runner takes it (``take_dirty``): each changed record's JSON, made once per batch, for the
+    table's changelog topic and then the store (``persist``). Recovery writes the store; the
+    records held are dropped when the partition is assigned or revoked (``clear``). A table
+    replayed in this process (``restore``: tests, clean runs) holds its records without a store."""
+
+    CUSTOMER_IDS_KEPT = 100_000  # event id -> customer id answers kept between batches at most
+    LIMIT = 200_000  # records held between batches at most
+
+    def __init__(self, topic: str, store: TableStore | None = None, limit: int = LIMIT):
+        super().__init__(None, limit)
+        self.topic = topic
+        self.store: TableStore = store if store is not None else MemoryStore()
+
+    def _load(self, key: str):
+        raw = self.store.get(orjson.dumps(key))
+        return None if raw is None else orjson.loads(raw)
+
+    def flush(self) -> None:
+        """The graph's writes stay held (and marked) until ``take_dirty``."""
+
+    def take_dirty(self) -> dict:
+        if len(self.customer_ids) > self.CUSTOMER_IDS_KEPT:
+            self.customer_ids = {}
+        return self.take_changed()
+
+    def persist(self, items: list[tuple[bytes, bytes | None]], offset: int, writer: bytes) -> None:
+        """As ``StateTable.persist``: the batch's changelog records to the store with ``offset``."""
+        self.store.write(items, offset, writer, verified=False)
+        self.trim()
+
+    def trim(self) -> None:
+        if len(self.contacts) + len(self.nodes) > self.limit:
+            self.forget()
+
+    def snapshot(self) -> dict:
+        """Every record of the table's store (stored key -> JSON value)."""
+        return {orjson.loads(k): orjson.loads(v) for k, v in self.store.items()}
+
+    def restore(self, key, value) -> bool:
+        """Apply one changelog record (its key and JSON value, either form; None deleting) to the
+        records held, parsed; False for a key that is not a graph record's (nothing applied)."""
+        kind, _, rest = key.partition(":") if isinstance(key, str) else ("", "", "")
+        held: dict
+        if kind == "e":
+            held, parse = self.contacts, ContactRecord.from_json
+        elif kind == "n":
+            held, parse = self.nodes, NodeRecord.from_json
+        else:
+            return False
+        if value is None:
+            held.pop(rest, None)
+        else:
+            held[rest] = parse(value)
+        return True
+
+    def records(self) -> dict:
+        """Every record of the table, by stored key: its store's, parsed, and those held."""
+        out = {}
+        for key, value in self.snapshot().items():
+            if isinstance(key, str) and key[:2] in ("e:", "n:"):
+                out[key] = (ContactRecord if key[0] == "e" else NodeRecord).from_json(value)
+        out.update({"e:" + k: r for k, r in self.contacts.items() if r is not None})
+        out.update({"n:" + k: r for k, r in self.nodes.items() if r is not None})
+        return out
+
+    def __len__(self) -> int:
+        """The records of its store; of a table without one (``restore``), the records held."""
+        n = len(self.store)
+        return n or sum(r is not None for held in (self.contacts, self.nodes) for r in held.values())
+
+    def clear(self) -> None:
+        """The records held dropped (the store is what the table holds)."""
+        self.contacts, self.nodes, self.changed, self.customer_ids = {}, {}, {}, {}
 
 
 def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
@@ -177,14 +271,14 @@ class _Letter:
 
 class IdentityStage:
     """The stage's rules over a batch of graph topic records (aiokafka's ``ConsumerRecord``:
-    ``topic``, ``partition``, ``offset``, ``headers``, ``value``): the graph works on ``graph``'s
-    ``StateTable``, the contacts' bytes are kept in ``contacts``; ``process`` adds the batch's
-    outputs to ``out`` and leaves each changed key of both tables in their ``dirty``."""
+    ``topic``, ``partition``, ``offset``, ``headers``, ``value``): the graph works on its
+    ``GraphTable``, the contacts' bytes are kept in ``contacts``; ``process`` adds the batch's
+    outputs to ``out`` and leaves each changed key of both tables marked for ``take_dirty``."""
 
     def __init__(
         self, ctx: StageContext, codec: Codec, names: StreamTopics, graph: IdentityGraph, contacts: StateTable
     ):
-        assert isinstance(graph.store, StateTable), "the identity stage writes the graph through a StateTable"
+        assert isinstance(graph.store, GraphTable), "the identity stage writes the graph through a GraphTable"
         self.ctx, self.codec, self.names, self.graph, self.contacts = ctx, codec, names, graph, contacts
         self.resolved = ResolvedValues(codec, names.resolved)
 

@@ -15,7 +15,6 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
@@ -24,7 +23,7 @@ from schemas.codec import make_codec
 from connectors.contact import to_record
 from streams.identity import IdentityGraph
 from streams.identity_runner import WRITER_HEADER, identity_group, replay
-from streams.identity_stage import IdentityStage, StateTable
+from streams.identity_stage import GraphTable, IdentityStage, StateTable
 from streams.identity_store import RocksStore
 from streams.stage import Outputs, StageContext
 from tests.integration.streams.stream_helpers import REPO, Worker, person, stream_run, wait_for_members
@@ -120,23 +119,23 @@ def wait_committed(world, group: str, n: int, timeout: float = 120.0) -> None:
         time.sleep(0.3)
 
 
-def recovered(settings, topic: str) -> dict:
-    """A table as the runner recovers it: its changelog replayed with its fences."""
-    values: dict = {}
-    records = read_all(settings, topic)
-    replay([(r.key, r.value, dict(r.headers or ()).get(WRITER_HEADER)) for r in records], values)
-    return values
+def recovered(settings, table: StateTable | GraphTable) -> dict:
+    """A table as the runner recovers it: its changelog replayed with its fences (the graph's
+    records parsed, by stored key; the contacts' values)."""
+    records = read_all(settings, table.topic)
+    replay([(r.key, r.value, dict(r.headers or ()).get(WRITER_HEADER)) for r in records], table)
+    return table.records() if isinstance(table, GraphTable) else table.values
 
 
 def clean_run(world) -> tuple[dict, dict]:
     """The graph and contacts tables of one run of the stage, in this process, over the graph
     topic's records in their order."""
     names = world.topics
-    graph, contacts = StateTable(names.graph_changelog), StateTable(names.contacts_changelog)
+    graph, contacts = GraphTable(names.graph_changelog), StateTable(names.contacts_changelog)
     codec = make_codec(world.services.settings)
     stage = IdentityStage(StageContext(None, "clean", names.dlq), codec, names, IdentityGraph(graph), contacts)  # type: ignore[arg-type]
     stage.process(read_all(world.services.settings, names.graph), Outputs())
-    return graph.values, contacts.values
+    return graph.records(), contacts.values
 
 
 def changelog_end(settings, topic: str) -> int:
@@ -149,10 +148,13 @@ def changelog_end(settings, topic: str) -> int:
 
 
 def local_store(world, n: int, topic: str) -> dict:
-    """What worker ``n``'s RocksDB store of ``topic`` holds (the worker stopped)."""
+    """What worker ``n``'s RocksDB store of ``topic`` holds (the worker stopped): the graph's
+    records parsed, by stored key; the contacts' JSON values."""
     store = RocksStore(world.home / f"home{n}" / "faust" / world.app_id / "identity" / f"{topic}.db")
     try:
-        return {orjson.loads(k): orjson.loads(v) for k, v in store.items()}
+        if topic == world.topics.graph_changelog:
+            return GraphTable(topic, store).records()
+        return StateTable(topic, store).snapshot()
     finally:
         store.close()
 
@@ -199,8 +201,8 @@ def test_a_killed_identity_worker_restarts_to_the_graph_of_a_clean_run(world, se
     wait_committed(world, group, total)
 
     graph, contacts = clean_run(world)
-    assert recovered(services.settings, world.topics.graph_changelog) == graph
-    assert recovered(services.settings, world.topics.contacts_changelog) == contacts
+    assert recovered(services.settings, GraphTable(world.topics.graph_changelog)) == graph
+    assert recovered(services.settings, StateTable(world.topics.contacts_changelog)) == contacts
     assert len(contacts) == len(first) + len(second)
     [rec] = [line for line in w2.log_lines() if line.get("event") == "identity_state_recovered"]
     assert rec["graph_keys"] > 0 and rec["contacts"] >= 30  # rebuilt from the changelogs, not from nothing
@@ -244,7 +246,7 @@ def test_a_killed_worker_on_its_disk_reads_only_the_changelogs_tail(world, servi
     graph, contacts = clean_run(world)
     assert local_store(world, 1, names.graph_changelog) == graph
     assert local_store(world, 1, names.contacts_changelog) == contacts
-    assert recovered(settings, names.graph_changelog) == graph
+    assert recovered(settings, GraphTable(names.graph_changelog)) == graph
     assert len(contacts) == len(first) + len(second)
 
 
@@ -272,8 +274,8 @@ def test_a_worker_that_lost_the_partition_while_paused_changes_nothing_recovered
     produce(world, graph_values(world, 5, start=20))
     wait_committed(world, group, 75)
     graph, contacts = clean_run(world)
-    assert recovered(services.settings, world.topics.graph_changelog) == graph
-    assert recovered(services.settings, world.topics.contacts_changelog) == contacts
+    assert recovered(services.settings, GraphTable(world.topics.graph_changelog)) == graph
+    assert recovered(services.settings, StateTable(world.topics.contacts_changelog)) == contacts
     assert any(line.get("event") == "identity_state_recovered" for line in other.log_lines())
     if store == "rocksdb":  # the last owner's store is the clean run's tables, zombie writes or not
         last = {

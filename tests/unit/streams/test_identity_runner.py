@@ -15,7 +15,7 @@ import schemas
 from connectors.contact import to_record
 from schemas.codec import SingleObjectCodec
 from streams.identity_runner import IdentityRunner, fence_key, identity_group, replay
-from streams.identity_stage import StateTable
+from streams.identity_stage import GraphTable, StateTable
 from streams.identity_store import Position, RocksStore
 from streams.rules import IdentityRules
 from streams.stage import StageContext
@@ -39,15 +39,17 @@ def v(value) -> bytes:
 
 
 def test_replay_applies_records_in_order_and_a_tombstone_deletes():
-    values: dict = {}
-    skipped = replay([(k("n:a"), v({"x": 1}), None), (k("n:b"), v({"y": 2}), None), (k("n:a"), None, None)], values)
+    table = StateTable("c")
+    values = table.values
+    skipped = replay([(k("n:a"), v({"x": 1}), None), (k("n:b"), v({"y": 2}), None), (k("n:a"), None, None)], table)
     assert values == {"n:b": {"y": 2}} and skipped == 0
 
 
 def test_after_a_fence_only_its_writer_and_unheaded_records_apply():
     """A worker that lost the partition (writer A) and writes after the next owner's fence (B)
     changes nothing that a replay gives; an erasure's tombstone (no writer header) still applies."""
-    values: dict = {}
+    table = StateTable("c")
+    values = table.values
     skipped = replay(
         [
             (fence_key(A.decode()), v({}), A),
@@ -58,7 +60,7 @@ def test_after_a_fence_only_its_writer_and_unheaded_records_apply():
             (k("n:b"), v({"by": "b"}), B),
             (k("n:gone"), None, None),  # erasure
         ],
-        values,
+        table,
     )
     assert values == {"n:a": {"by": "a"}, "n:b": {"by": "b"}}
     assert skipped == 1
@@ -67,8 +69,9 @@ def test_after_a_fence_only_its_writer_and_unheaded_records_apply():
 def test_records_before_any_fence_apply_whoever_wrote_them():
     """The changelogs faust's tables wrote (no fence, no writer header) and a writer's records
     before its first fence are the state as it was."""
-    values: dict = {}
-    assert replay([(k("e:1"), v("x"), None), (k("e:2"), v("y"), A)], values) == 0
+    table = StateTable("c")
+    values = table.values
+    assert replay([(k("e:1"), v("x"), None), (k("e:2"), v("y"), A)], table) == 0
     assert values == {"e:1": "x", "e:2": "y"}
 
 
@@ -208,9 +211,10 @@ def test_a_batch_is_produced_then_acknowledged_then_committed(world, full_contac
     # every changelog record carries this writer; the tables hold what the changelogs say
     changelog = [(t, key, value, h) for t, _p, key, value, h in runner.producer.sent if t.endswith("changelog.v1")]
     assert all(h == [("writer", A)] for *_, h in changelog)
-    graph: dict = {}
-    replay([(key, value, A) for t, key, value, _h in changelog if t == names.graph_changelog], graph)
-    assert graph == runner.graph_table.snapshot() and graph
+    replayed = GraphTable(names.graph_changelog)
+    replay([(key, value, A) for t, key, value, _h in changelog if t == names.graph_changelog], replayed)
+    graph = replayed.records()
+    assert graph == runner.graph_table.records() and graph
     assert len(runner.contacts_table) == 4
     from threadline.metrics import CONSUMER_LAG
 
@@ -319,9 +323,10 @@ class Assignment:
         self.append(topic, k(key), v(value), writer)
 
     def replayed(self, topic) -> dict:
-        values: dict = {}
-        replay([(key, value, dict(h).get("writer")) for key, value, h in self.runner.producer.logs[topic]], values)
-        return values
+        """The changelog replayed with its fences: stored key -> JSON value."""
+        table = StateTable(topic)
+        replay([(key, value, dict(h).get("writer")) for key, value, h in self.runner.producer.logs[topic]], table)
+        return table.values
 
 
 def test_given_the_partition_back_with_nobody_writing_since_only_its_fence_is_new(world, full_contact, monkeypatch):
@@ -342,7 +347,7 @@ def test_given_the_partition_back_with_nobody_writing_since_only_its_fence_is_ne
     run(runner.assigned({tp}))  # back, but another worker wrote meanwhile: only what came after is read
     assert assignment.reads == 3  # its fence, its record, and this worker's new fence
     assert runner.graph_table.snapshot() == assignment.replayed(names.graph_changelog)
-    assert runner.graph_table.get("n:x") == {"by": "b"}
+    assert runner.graph_table.snapshot()["n:x"] == {"by": "b"}
 
 
 def test_a_batch_records_its_last_changelog_offset_and_writer_and_is_verified_once_committed(
@@ -471,7 +476,7 @@ def test_a_stale_writers_records_after_the_stores_offset_are_skipped_with_the_fe
     run(runner.revoked())
     assignment.someone_wrote(names.graph_changelog, "n:zombie", {"by": "b"})  # B lost the partition long ago
     run(runner.assigned({tp}))
-    assert runner.graph_table.get("n:zombie") is None
+    assert "n:zombie" not in runner.graph_table.snapshot()
     assert runner.graph_table.snapshot() == assignment.replayed(names.graph_changelog)
 
 
@@ -484,6 +489,18 @@ def test_the_tables_cache_is_bounded_and_misses_read_the_store():
     assert len(table.values) == 2 and len(table) == 5
     assert table.get("e:0") == "v0" and table["e:1"] == "v1" and table.get("e:9") is None
     assert table.store.position() == Position(4, A, -1)
+
+
+def test_the_graphs_records_held_are_bounded_and_misses_read_the_store():
+    from streams.identity import NodeRecord
+
+    table = GraphTable("g", limit=2)
+    for i in range(3):
+        table.put_node(f"email:{i}", NodeRecord((f"e{i}",), f"c-{i}", ()))
+    items = [(k(key), v(value)) for key, value in table.take_dirty().items()]
+    table.persist(items, 2, A)
+    assert len(table.nodes) + len(table.contacts) <= 2 and len(table) == 3
+    assert table.node("email:0") == NodeRecord(("e0",), "c-0", ()) and table.node("email:9") is None
 
 
 def test_a_rocksdb_store_keeps_its_records_and_position_across_opens(tmp_path):
@@ -551,3 +568,49 @@ def test_a_first_batch_across_the_taken_over_offset_is_processed_from_that_offse
     runner._start_at = {tp: 12}
     run(runner._batch(tp, records))
     assert len(runner.contacts_table) == 2 and log[-1] == ("commit", {tp: 14})
+
+
+# --- the graph's table: records parsed once, at recovery ---------------------------------------
+
+
+def test_the_graph_is_recovered_as_parsed_records_old_form_tombstones_and_fences_included():
+    """Recovery parses each changelog value into its record (the one-letter form faust's table
+    wrote too); a tombstone deletes it; a key that is no graph record's is skipped."""
+    from streams.identity import ContactRecord, NodeRecord
+
+    table = GraphTable("g.changelog")
+    node = {"c": ["e1"], "cust": "c-1", "x": []}
+    contact = {"t": 5, "a": "email:a", "n": [["email:a", "email", "same_contact"]], "cust": "c-1", "out": []}
+    skipped = replay(
+        [
+            (k("n:email:a"), v(node), None),
+            (k("e:e1"), v(contact), None),
+            (k("n:gone"), v({"contacts": ["e9"], "customer_id": "c-9", "unlinked": []}), None),
+            (fence_key(A.decode()), v({}), A),
+            (k("n:gone"), None, None),  # erasure
+            (k("x:what"), v({"y": 1}), A),
+            (k("n:b"), v({"contacts": ["e1"], "customer_id": "c-1", "unlinked": ["email:a"]}), B),  # fenced out
+        ],
+        table,
+    )
+    assert skipped == 2
+    assert table.records() == {
+        "n:email:a": NodeRecord(("e1",), "c-1", ()),
+        "e:e1": ContactRecord(5, "email:a", (("email:a", "email", "same_contact"),), "c-1", ()),
+    }
+    assert table.take_dirty() == {}  # recovered, not changed
+
+
+def test_a_batch_parses_no_graph_record_it_holds(world, full_contact, monkeypatch):
+    """The graph's records are parsed when the table is recovered and never by a batch: the second
+    batch reads the records the first one wrote (its contacts share their identities) as records."""
+    from .test_identity_records import count_parses
+
+    runner, names, codec, tp, log = world
+    batch = contacts(full_contact, codec, names, 6)
+    run(runner._batch(tp, batch[:3]))
+    parsed = count_parses(monkeypatch)
+    run(runner._batch(tp, batch[3:]))
+    assert parsed == []
+    customers = {r.customer_id for key, r in runner.graph_table.records().items() if key.startswith("e:")}
+    assert len(customers) == 1 and len(runner.contacts_table) == 6
