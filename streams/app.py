@@ -3,7 +3,8 @@
 ``make_app`` is the App (broker, store, guarantees, producer batching); ``create_app`` adds the
 topology (``streams.topology``: topics, tables and changelogs) and the stages, each in its own
 module: ``streams.route_stage`` (contacts.v1 → the graph topic, DLQ for what does not decode),
-``streams.identity_stage`` (the graph's single writer → contacts.resolved.v1, identities.v1),
+``streams.identity_stage`` (the graph's single writer → contacts.resolved.v1, identities.v1; run
+by ``streams.identity_runner`` on aiokafka's batch API, not as a faust agent),
 ``streams.conversations_stage`` (stitching and SLA clocks per customer → conversations.v1, clocks
 scheduled by the pure ``streams.clocks``). Every stage takes its records in batches
 (``streams.stage``). ``streams.worker`` runs the app as a process (probes, lag metric, bounded stop).
@@ -13,13 +14,15 @@ scheduled by the pure ``streams.clocks``). Every stage takes its records in batc
   the events a contact produced are re-sent from the state's outbox (so a crash after the
   changelog write but before the offset commit loses nothing and adds nothing new).
 * Tables live in RocksDB (rocksdict) when it is importable, in memory otherwise
-  (``THREADLINE_STREAMS_STORE=memory|rocksdb`` forces one); changelogs are the catalog's topics,
-  with the partition counts of their sources.
+  (``THREADLINE_STREAMS_STORE=memory|rocksdb`` forces one), the identity stage's too
+  (``identity_store_dir``); changelogs are the catalog's topics, with the partition counts of
+  their sources.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import faust
 
@@ -28,14 +31,14 @@ from schemas.keystore import dlq_sealer
 from streams.clocks import ClockScheduler
 from streams.conversations import Stitcher
 from streams.conversations_stage import ConversationsStage
-from streams.identity import IdentityGraph
-from streams.identity_stage import GraphCache, identity_stage
+from streams.identity_runner import IdentityRunner
 from streams.identity_stage import unlink_command as _unlink_command
 from streams.route_stage import route_stage
 from streams.rules import Rules, rules_from_settings
 from streams.stage import StageContext
 from streams.topology import StreamTopics, build_topology
 from streams.worker import add_lag_metric
+from streams.worker import run_runner as _run_runner
 from streams.worker import run_worker as _run_worker
 from threadline import catalog
 from threadline.async_producer import keyed_partitioner
@@ -79,8 +82,20 @@ def store_url(settings: Settings) -> str:
     return "rocksdb://"
 
 
+def app_datadir(settings: Settings, app_id: str = APP_ID) -> Path:
+    """The worker's data dir: faust's tables under ``v1/tables``, the identity stage's under
+    ``identity`` (``identity_store_dir``)."""
+    return settings.state_dir / "faust" / app_id
+
+
+def identity_store_dir(settings: Settings, app_id: str = APP_ID) -> Path | None:
+    """Where the identity stage's tables keep their RocksDB databases; None when tables are in
+    memory (``store_url``)."""
+    return app_datadir(settings, app_id) / "identity" if store_url(settings) == "rocksdb://" else None
+
+
 def make_app(settings: Settings, app_id: str = APP_ID) -> faust.App:
-    datadir = settings.state_dir / "faust" / app_id
+    datadir = app_datadir(settings, app_id)
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
@@ -121,12 +136,11 @@ def create_app(
     ctx = StageContext(app, app_id, topo.names.dlq, seal=dlq_sealer(settings))
     if "route" in stages:
         app.agent(topo.contacts, name=f"{app_id}.route")(route_stage(ctx, codec, topo.names.graph))
-    if "identity" in stages:
-        assert topo.graph_table is not None and topo.contacts_table is not None
-        graph = IdentityGraph(
-            GraphCache(topo.graph_table, lambda: app.consumer_generation_id, topic=topo.names.graph), rules.identity
+    if "identity" in stages:  # not a faust agent: a service of the app with its own consumer group
+        app.identity_runner = IdentityRunner(  # type: ignore[attr-defined]
+            settings, app_id, topo.names, ctx, codec, rules.identity, store_dir=identity_store_dir(settings, app_id)
         )
-        app.agent(topo.graph_in, name=f"{app_id}.identity")(identity_stage(ctx, codec, topo, graph))
+        app.service(app.identity_runner)  # type: ignore[attr-defined]
     if "conversations" in stages:
         scheduler = ClockScheduler(
             lateness_ms=rules.stitch.timer_grace_seconds * 1000,
@@ -152,7 +166,28 @@ def unlink_command(a: str, b: str, *, command_id: str, at_ms: int | None = None)
     return _unlink_command(a, b, command_id=command_id, at_ms=at_ms or int(time.time() * 1000))
 
 
+def identity_runner(
+    settings: Settings, app_id: str = APP_ID, topics: StreamTopics | None = None, rules: Rules | None = None
+) -> IdentityRunner:
+    """The identity stage alone, without a faust app (``threadline worker --stages identity``)."""
+    rules = rules or rules_from_settings(settings.streams)
+    names = topics or StreamTopics()
+    ctx = StageContext(None, app_id, names.dlq, seal=dlq_sealer(settings))  # type: ignore[arg-type]
+    return IdentityRunner(
+        settings,
+        app_id,
+        names,
+        ctx,
+        make_codec(settings),
+        rules.identity,
+        store_dir=identity_store_dir(settings, app_id),
+    )
+
+
 def run_worker(
     settings: Settings, app_id: str = APP_ID, topics: StreamTopics | None = None, stages: tuple[str, ...] = STAGES
 ) -> None:
+    if set(stages) == {"identity"}:  # faust would have nothing to consume
+        _run_runner(identity_runner(settings, app_id, topics), settings)
+        return
     _run_worker(create_app(settings, app_id=app_id, topics=topics, stages=stages), settings)

@@ -27,6 +27,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.app import StreamTopics
+from streams.identity_runner import identity_group
 from threadline.benchkit import (
     RATE_COLUMNS,
     PYTHON,
@@ -227,8 +228,16 @@ def run_pipeline(
                     start_new_session=True,
                 )
             )
+        # The groups the workers join: faust's (the route and conversations stages) and, in a tree
+        # whose identity stage has a runner of its own (``streams.identity_runner``), the stage's.
+        runs = set(stages.split(","))
+        own_group = (tree or REPO).joinpath("streams", "identity_runner.py").exists() and "identity" in runs
+        groups = [app_id] if runs - ({"identity"} if own_group else set()) else []
+        if own_group:
+            groups.append(identity_group(app_id))
+        committer = {topics.graph: identity_group(app_id) if own_group else app_id}
         deadline = time.monotonic() + 120
-        while not _group_stable(admin, app_id, workers):
+        while not all(_group_stable(admin, g, workers) for g in groups):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"{workers} stream worker(s) did not join group {app_id}")
             time.sleep(0.3)
@@ -241,7 +250,7 @@ def run_pipeline(
             produce_kafka_python(s, topics.contacts, values[:n], keys[:n])
             done = [topics.contacts, topics.resolved]
         deadline = time.monotonic() + PIPELINE_TIMEOUT
-        while not all(_committed_all(admin, consumer, app_id, t, n) for t in done):
+        while not all(_committed_all(admin, consumer, committer.get(t, app_id), t, n) for t in done):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"the pipeline did not process {n} contacts within {PIPELINE_TIMEOUT:.0f} s")
             time.sleep(0.5)

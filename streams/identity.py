@@ -42,35 +42,45 @@ contacts.v1 is keyed by the primary identity, so two identities of one customer 
 different partitions, and the graph component that joins them can span every partition. The
 graph is therefore one keyed state with a single writer: the ``route`` agent (every worker, all
 six contacts.v1 partitions) decodes, sends undecodable records to the DLQ and forwards each
-contact to the one-partition ``streams.identity-graph.v1`` topic; the ``identity`` agent that owns
-that partition (exactly one worker at a time, by Kafka's group assignment) updates the graph table
-(changelog ``threadline-streams-identity-graph-changelog``, one partition like its source) and
-writes identities.v1 and contacts.resolved.v1 keyed by customer_id. Everything after that is keyed
-by customer_id: each customer's conversation state has exactly one writer, the worker that owns
-that customer's partition of contacts.resolved.v1. The graph step is a few dictionary look-ups per
-contact; the work that scales with conversations (stitching, SLA clocks, timers) is spread over
-the six customer partitions and every worker.
+contact to the one-partition ``streams.identity-graph.v1`` topic; the identity stage that owns
+that partition (exactly one worker at a time, by its consumer group's assignment;
+``streams.identity_runner``) updates the graph (changelog ``streams.identity-graph.changelog.v1``,
+one partition like its source) and writes identities.v1 and contacts.resolved.v1 keyed by
+customer_id. Everything after that is keyed by customer_id: each customer's conversation state
+has exactly one writer, the worker that owns that customer's partition of contacts.resolved.v1.
+The graph step is a few dictionary look-ups per contact; the work that scales with conversations
+(stitching, SLA clocks, timers) is spread over the six customer partitions and every worker.
 
-Storage: ``IdentityGraph`` works on any mutable mapping of JSON values (a dict in tests, a faust
-table in the worker); every change is a reassignment, so a table's changelog sees it. Two records:
+Storage: ``IdentityGraph`` works on any mutable mapping of JSON values (a dict in tests), or on
+a ``GraphRecords`` of parsed records (the identity stage's ``GraphTable``, the whole graph held in
+the worker); every change is a reassignment, so a table's changelog sees it. Two records:
 ``e:<event id>`` a ``ContactRecord`` (what the graph keeps of a contact) and ``n:<node key>`` a
 ``NodeRecord``. Both are stored by field name; the form with one-letter keys written before
-(``t``, ``a``, ``n``, ``cust``, ``out``; ``c``, ``cust``, ``x``) is still read, and a record read in
-that form is written back in the named form the next time it changes.
+(``t``, ``a``, ``n``, ``cust``, ``out``; ``c``, ``cust``, ``x``) is still read, and a record read
+in that form is written back in the named form the next time it changes. A record's JSON gives
+its arrays as the record's tuples (the same JSON text; fewer objects for a dict to hold).
+
+Cost: the graph reads and writes parsed records (``GraphRecords``): each is parsed once when read
+and written as JSON once per contact (per batch in ``IdentityGraph.batch``); the identity stage's
+``GraphTable`` holds them parsed for good, the JSON made only for its changelog. A contact none of
+whose identities the graph knew, within every limit (most contacts of a new customer), gets what
+the canonical recomputation would give without computing it (``IdentityGraph._fresh``,
+property-tested against the full path).
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from schemas.identities import is_placeholder
 from schemas.privacy import is_blocked_pseudonym
 from streams.rules import IdentityRules
-from threadline.ids import uuid5_str
 
 CUSTOMER_NS = uuid.UUID("0c6f8a52-3f5e-5b7d-8e21-4d9a6b1c2e3f")
 IDENTITY_EVENT_NS = uuid.UUID("7d1e4a9b-2c3f-5a6e-8b1d-9f0e2c4a6b8d")
@@ -111,8 +121,7 @@ def blocked(identity: dict, rules: IdentityRules) -> bool:
     return is_blocked_pseudonym(value) or is_placeholder(identity["kind"], value, rules.blocked_values)
 
 
-@dataclass(frozen=True)
-class Evidence:
+class Evidence(NamedTuple):
     """What the graph keeps of one contact: its time, anchor and nodes."""
 
     event_id: str
@@ -154,23 +163,28 @@ def evidence(contact: dict, rules: IdentityRules) -> Evidence:
     # The anchor is the strongest identity by kind priority (the primary breaks ties), so when a
     # limit refuses a link it is the weaker identity that is left out, never the contact.
     usable = [n for n in nodes.values() if n[1] != "fact" and n[2] != HINT]
-    anchor = min(usable, key=lambda n: (rules.rank(n[1]), n[0] != primary_key, n[0]))[0] if usable else None
+    if len(usable) == 1:
+        anchor: str | None = usable[0][0]
+    elif usable:
+        anchor = min(usable, key=lambda n: (rules.rank(n[1]), n[0] != primary_key, n[0]))[0]
+    else:
+        anchor = None
     return Evidence(
         contact["event_id"],
         to_millis(contact["occurred_at"]),
         anchor,
-        tuple(sorted(nodes.values())),
-        tuple(sorted(rejected)),
+        tuple(sorted(nodes.values())) if len(nodes) > 1 else tuple(nodes.values()),
+        tuple(sorted(rejected)) if rejected else (),
     )
 
 
 def customer_id_for(anchor_event_id: str) -> str:
-    return uuid5_str(CUSTOMER_NS, anchor_event_id)
+    return _customer_uuid(anchor_event_id)
 
 
 def isolated_customer_id(event_id: str) -> str:
     """The customer of a contact with no usable identity at all (every one blocked)."""
-    return uuid5_str(CUSTOMER_NS, f"contact:{event_id}")
+    return _customer_uuid(f"contact:{event_id}")
 
 
 def moved_identities(
@@ -199,9 +213,9 @@ class Change:
     duplicate: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class ContactRecord:
-    """What the graph stores of one contact (``e:<event id>``)."""
+class ContactRecord(NamedTuple):
+    """What the graph stores of one contact (``e:<event id>``). A named tuple: made and read
+    several times per contact, and one of only strings and tuples is left alone by the collector."""
 
     occurred_ms: int
     anchor: str | None  # its strongest identity; None when every one was blocked
@@ -216,9 +230,9 @@ class ContactRecord:
         return {
             "occurred_ms": self.occurred_ms,
             "anchor": self.anchor,
-            "nodes": [list(n) for n in self.nodes],
+            "nodes": self.nodes,
             "customer_id": self.customer_id,
-            "events": list(self.events),
+            "events": self.events,
         }
 
     @classmethod
@@ -230,8 +244,7 @@ class ContactRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class NodeRecord:
+class NodeRecord(NamedTuple):
     """What the graph stores of one node (``n:<node key>``)."""
 
     contacts: tuple[str, ...] = ()  # the event ids of the contacts that carry it, in arrival order
@@ -242,7 +255,7 @@ class NodeRecord:
         return NodeRecord(self.contacts, customer_id, self.unlinked)
 
     def to_json(self) -> dict:
-        return {"contacts": list(self.contacts), "customer_id": self.customer_id, "unlinked": list(self.unlinked)}
+        return {"contacts": self.contacts, "customer_id": self.customer_id, "unlinked": self.unlinked}
 
     @classmethod
     def from_json(cls, raw: Mapping) -> NodeRecord:
@@ -291,38 +304,121 @@ class _UnionFind:
             self.counts[a][kind] = self.counts[a].get(kind, 0) + n
 
 
-class _Buffered:
-    """Reads through to the store, keeps writes until ``flush``: each key is written once per
-    contact, so a table's changelog gets one record per changed key, not one per step."""
+_ABSENT = object()
 
-    def __init__(self, store: MutableMapping):
+
+class GraphRecords:
+    """The graph's records, parsed, over a mapping of their JSON values (``e:<event id>``:
+    ``ContactRecord``, ``n:<node key>``: ``NodeRecord``).
+
+    A record is parsed from its JSON the first time it is read and then kept, absences included; a
+    write replaces the kept record and marks its key changed; ``flush`` writes each changed
+    record's JSON to the mapping once (a contact is written once per contact, or once per batch in
+    ``IdentityGraph.batch``, however many steps changed it). The kept records are what the mapping
+    holds as long as the graph is its only writer; ``forget`` drops them, and a flush drops them
+    past ``limit``. The identity stage's ``GraphTable`` is one without a mapping: the records it
+    holds are the whole graph."""
+
+    def __init__(self, store: MutableMapping | None = None, limit: int = 200_000):
         self.base = store
-        self.writes: dict = {}
+        self.limit = limit
+        self.contacts: dict[str, ContactRecord | None] = {}
+        self.nodes: dict[str, NodeRecord | None] = {}
+        self.changed: dict[str, None] = {}  # stored keys, in the order of their first change
+        self.customer_ids: dict[str, str] = {}  # event id -> customer_id_for(event id)
 
-    def get(self, key, default=None):
-        return self.writes[key] if key in self.writes else self.base.get(key, default)
+    def _load(self, key: str):
+        """The stored JSON of ``key``, None when absent."""
+        assert self.base is not None
+        return self.base.get(key)
 
-    def __getitem__(self, key):
-        return self.writes[key] if key in self.writes else self.base[key]
+    def contact(self, event_id: str) -> ContactRecord | None:
+        rec = self.contacts.get(event_id, _ABSENT)
+        if rec is _ABSENT:
+            raw = self._load("e:" + event_id)
+            rec = self.contacts[event_id] = None if raw is None else ContactRecord.from_json(raw)
+        return rec  # type: ignore[return-value]
 
-    def __setitem__(self, key, value) -> None:
-        self.writes[key] = value
+    def node(self, key: str) -> NodeRecord | None:
+        rec = self.nodes.get(key, _ABSENT)
+        if rec is _ABSENT:
+            raw = self._load("n:" + key)
+            rec = self.nodes[key] = None if raw is None else NodeRecord.from_json(raw)
+        return rec  # type: ignore[return-value]
+
+    def put_contact(self, event_id: str, record: ContactRecord) -> None:
+        self.contacts[event_id] = record
+        self.changed["e:" + event_id] = None
+
+    def put_node(self, key: str, record: NodeRecord) -> None:
+        self.nodes[key] = record
+        self.changed["n:" + key] = None
+
+    def customer_id(self, event_id: str) -> str:
+        cid = self.customer_ids.get(event_id)
+        if cid is None:
+            cid = self.customer_ids[event_id] = customer_id_for(event_id)
+        return cid
+
+    def value(self, key: str):
+        """The JSON of the record at stored key ``key`` (named form), None when absent."""
+        kind, _, rest = key.partition(":")
+        rec: ContactRecord | NodeRecord | None
+        if kind == "e":
+            rec = self.contact(rest)
+        elif kind == "n":
+            rec = self.node(rest)
+        else:
+            return self._load(key)
+        return None if rec is None else rec.to_json()
+
+    def put_value(self, key: str, value) -> None:
+        """Store the JSON ``value`` (either form) at stored key ``key``."""
+        kind, _, rest = key.partition(":")
+        if kind == "e":
+            self.put_contact(rest, ContactRecord.from_json(value))
+        elif kind == "n":
+            self.put_node(rest, NodeRecord.from_json(value))
+        else:
+            raise KeyError(f"not a graph record key: {key!r}")
+
+    def take_changed(self) -> dict:
+        """The JSON of every record changed since the last call, by stored key."""
+        changed, self.changed = self.changed, {}
+        return {key: self.value(key) for key in changed}
 
     def flush(self) -> None:
-        for key, value in self.writes.items():
-            self.base[key] = value
-        self.writes = {}
+        base = self.base
+        assert base is not None
+        if self.changed:
+            value = self.value
+            for key in self.changed:
+                base[key] = value(key)
+            self.changed = {}
+        if len(self.contacts) + len(self.nodes) > self.limit:
+            self.forget()
+
+    def forget(self) -> None:
+        """Drop the kept records (those changed and not yet taken stay)."""
+        keep = self.changed
+        self.contacts = {k: r for k, r in self.contacts.items() if "e:" + k in keep} if keep else {}
+        self.nodes = {k: r for k, r in self.nodes.items() if "n:" + k in keep} if keep else {}
+        self.customer_ids = {}
 
 
 class IdentityGraph:
     """The identity graph on a mapping: ``n:<node>`` node records, ``e:<event id>`` evidence
-    (``NodeRecord`` and ``ContactRecord``, stored as JSON)."""
+    (``NodeRecord`` and ``ContactRecord``, stored as JSON), read and written through
+    ``GraphRecords`` (or the store itself when it is one)."""
 
-    def __init__(self, store: MutableMapping, rules: IdentityRules | None = None):
+    def __init__(self, store: MutableMapping | GraphRecords, rules: IdentityRules | None = None):
         self.store = store
-        self._db = _Buffered(store)
+        # A plain mapping's parsed records are kept until the next flush only (limit 0): the
+        # mapping stays the state, read again by the next contact outside a batch.
+        self._db = store if isinstance(store, GraphRecords) else GraphRecords(store, limit=0)
         self.rules = rules or IdentityRules()
         self._holding = False
+        self._ranks: dict[str, int] = {}
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -339,34 +435,27 @@ class IdentityGraph:
         if not self._holding:
             self._db.flush()
 
+    def _rank(self, kind: str) -> int:
+        r = self._ranks.get(kind)
+        if r is None:
+            r = self._ranks[kind] = self.rules.rank(kind)
+        return r
+
     # -- reading ---------------------------------------------------------------------------
 
     def customer_of(self, event_id: str) -> str | None:
-        ev = self._find_contact(event_id)
-        return ev.customer_id if ev else None
+        try:
+            ev = self._db.contact(event_id)
+            return ev.customer_id if ev else None
+        finally:
+            self._flush()  # on a plain mapping, nothing kept past the call
 
     def node_customer(self, key: str) -> str | None:
-        rec = self._find_node(key)
-        return rec.customer_id if rec else None
-
-    # -- the stored records ----------------------------------------------------------------
-
-    def _find_contact(self, event_id: str) -> ContactRecord | None:
-        raw = self._db.get(f"e:{event_id}")
-        return ContactRecord.from_json(raw) if raw is not None else None
-
-    def _contact(self, event_id: str) -> ContactRecord:
-        return ContactRecord.from_json(self._db[f"e:{event_id}"])
-
-    def _put_contact(self, event_id: str, record: ContactRecord) -> None:
-        self._db[f"e:{event_id}"] = record.to_json()
-
-    def _find_node(self, key: str) -> NodeRecord | None:
-        raw = self._db.get(f"n:{key}")
-        return NodeRecord.from_json(raw) if raw is not None else None
-
-    def _put_node(self, key: str, record: NodeRecord) -> None:
-        self._db[f"n:{key}"] = record.to_json()
+        try:
+            rec = self._db.node(key)
+            return rec.customer_id if rec else None
+        finally:
+            self._flush()
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -380,25 +469,27 @@ class IdentityGraph:
             self._flush()
 
     def _observe(self, contact: dict, gen: int | None) -> Change:
+        db = self._db
         eid = contact["event_id"]
-        known = self._find_contact(eid)
+        known = db.contact(eid)
         if known is not None:  # a duplicate: nothing changes, the same answer again
             return Change(known.customer_id, list(known.events), [], duplicate=True)
         ev = evidence(contact, self.rules)
-        times = (to_millis(contact["occurred_at"]), to_millis(contact.get("recorded_at") or contact["occurred_at"]))
-        record = ContactRecord(ev.occurred_ms, ev.anchor, ev.nodes)
-        self._put_contact(eid, record)
-        for key, _kind, _rule in ev.nodes:
-            rec = self._find_node(key) or NodeRecord()
-            self._put_node(key, NodeRecord((*rec.contacts, eid), rec.customer_id, rec.unlinked))
+        times = (ev.occurred_ms, to_millis(contact.get("recorded_at") or contact["occurred_at"]))
+        db.put_contact(eid, ContactRecord(ev.occurred_ms, ev.anchor, ev.nodes))
+        known_nodes = [db.node(key) for key, _kind, _rule in ev.nodes]
         change = Change(None)
         if ev.anchor is None:
-            cust = isolated_customer_id(eid)
-            self._put_contact(eid, record.with_customer(cust))
-            change.customer_id = cust
+            for (key, _kind, _rule), rec in zip(ev.nodes, known_nodes, strict=True):
+                db.put_node(key, _with_contact(rec, eid))
+            change.customer_id = isolated_customer_id(eid)
+        elif not any(known_nodes) and self._within_limits(ev.nodes):
+            self._fresh(eid, ev, change, times, gen)
         else:
+            for (key, _kind, _rule), rec in zip(ev.nodes, known_nodes, strict=True):
+                db.put_node(key, _with_contact(rec, eid))
             self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times, gen=gen)
-            change.customer_id = self._contact(eid).customer_id
+            change.customer_id = db.contacts[eid].customer_id  # type: ignore[union-attr]
         for key, reason in ev.rejected:
             change.events.append(
                 self._event(
@@ -412,12 +503,41 @@ class IdentityGraph:
                     gen=gen,
                 )
             )
-        change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
-        done = self._contact(eid)
-        self._put_contact(
-            eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, done.customer_id, tuple(change.events))
+        if change.rekeyed:
+            change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
+        done = db.contacts[eid]
+        assert done is not None
+        db.put_contact(
+            eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, change.customer_id, tuple(change.events))
         )
         return change
+
+    def _within_limits(self, nodes: tuple[tuple[str, str, str], ...]) -> bool:
+        """Whether the nodes of each kind are no more than that kind's limit."""
+        limits = self.rules.limits
+        if len(nodes) == 1:
+            return limits.get(nodes[0][1], 1) >= 1
+        counts: dict[str, int] = {}
+        for _key, kind, _rule in nodes:
+            counts[kind] = counts.get(kind, 0) + 1
+        return all(n <= limits.get(kind, n) for kind, n in counts.items())
+
+    def _fresh(self, eid: str, ev: Evidence, change: Change, times: tuple[int, int], gen: int | None) -> None:
+        """A contact none of whose nodes the graph knew, within every limit: its region is itself and
+        no guardrail can refuse one of its links (no unlink names a node without a record; no
+        kind is over its limit even all together), so the canonical recomputation links every
+        node to its anchor: one new customer, named by this contact, and one ``observed`` event
+        naming its identities. What ``_recompute`` gives for that region, without computing it."""
+        cust = self._db.customer_id(eid)
+        put_node = self._db.put_node
+        for key, _kind, _rule in ev.nodes:
+            put_node(key, NodeRecord((eid,), cust))
+        used = sorted({rule for key, _kind, rule in ev.nodes if key != ev.anchor})
+        keys = [n[0] for n in ev.nodes]  # sorted: the nodes are
+        change.events.append(
+            self._event("observed", cust, times, source=eid, identities=keys, rule=",".join(used) or None, gen=gen)
+        )
+        change.customer_id = cust
 
     def unlink(self, a: str, b: str, command_id: str, at_ms: int, *, gen: int | None = None) -> Change:
         """Withdraw the link between identities ``a`` and ``b`` (node keys): they are never one
@@ -431,9 +551,9 @@ class IdentityGraph:
         if a == b:
             raise ValueError("an identity cannot be unlinked from itself")
         for x, y in ((a, b), (b, a)):
-            rec = self._find_node(x) or NodeRecord()
+            rec = self._db.node(x) or NodeRecord()
             if y not in rec.unlinked:
-                self._put_node(x, NodeRecord(rec.contacts, rec.customer_id, tuple(sorted([*rec.unlinked, y]))))
+                self._db.put_node(x, NodeRecord(rec.contacts, rec.customer_id, tuple(sorted([*rec.unlinked, y]))))
         change = Change(None)
         self._recompute([a, b], change, source=command_id, times=(at_ms, at_ms), reason="unlinked_by_operator", gen=gen)
         return change
@@ -441,6 +561,7 @@ class IdentityGraph:
     # -- the canonical recomputation ---------------------------------------------------------
 
     def _region(self, start: list[str]) -> tuple[dict[str, NodeRecord], dict[str, ContactRecord]]:
+        node, contact = self._db.node, self._db.contact
         nodes: dict[str, NodeRecord] = {}
         contacts: dict[str, ContactRecord] = {}
         todo = list(start)
@@ -448,13 +569,14 @@ class IdentityGraph:
             key = todo.pop()
             if key in nodes:
                 continue
-            rec = self._find_node(key)
+            rec = node(key)
             if rec is None:
                 continue
             nodes[key] = rec
             for eid in rec.contacts:
                 if eid not in contacts:
-                    ev = self._contact(eid)
+                    ev = contact(eid)
+                    assert ev is not None, eid
                     contacts[eid] = ev
                     todo.extend(n[0] for n in ev.nodes if n[0] not in nodes)
         return nodes, contacts
@@ -469,24 +591,24 @@ class IdentityGraph:
         reason: str | None = None,
         gen: int | None = None,
     ) -> None:
+        db = self._db
         nodes, contacts = self._region(start)
+        rank = self._rank
         kinds = {}
-        for ev in contacts.values():
-            for key, kind, _rule in ev.nodes:
-                kinds[key] = kind
-        withdrawn = {k: set(rec.unlinked) for k, rec in nodes.items() if rec.unlinked}
-        uf = _UnionFind(kinds, withdrawn)
         edges = []
         anchors: dict[str, str] = {}  # contact → anchor, for the contacts that have one
         for eid, ev in contacts.items():
-            if ev.anchor is None:
-                continue
-            anchors[eid] = ev.anchor
+            anchor = ev.anchor
+            if anchor is not None:
+                anchors[eid] = anchor
             for key, kind, rule in ev.nodes:
-                if key != ev.anchor:
-                    edges.append((RULE_RANK[rule], self.rules.rank(kind), ev.occurred_ms, eid, key, rule))
+                kinds[key] = kind
+                if anchor is not None and key != anchor:
+                    edges.append((RULE_RANK[rule], rank(kind), ev.occurred_ms, eid, key, rule))
+        withdrawn = {k: set(rec.unlinked) for k, rec in nodes.items() if rec.unlinked}
+        uf = _UnionFind(kinds, withdrawn)
         edges.sort()
-        limits = dict(self.rules.limits)
+        limits = self.rules.limits
         used_rules: set[str] = set()
         for _r, _k, _t, eid, key, rule in edges:
             ra, rb = uf.find(anchors[eid]), uf.find(key)
@@ -515,33 +637,38 @@ class IdentityGraph:
         for eid, anchor in anchors.items():
             root = uf.find(anchor)
             at = (contacts[eid].occurred_ms, eid)
-            first[root] = min(first.get(root, at), at)
-        customer = {root: customer_id_for(at[1]) for root, at in first.items()}  # once per component
+            was = first.get(root)
+            if was is None or at < was:
+                first[root] = at
+        customer = {root: db.customer_id(at[1]) for root, at in first.items()}  # once per component
         new = {k: customer.get(uf.find(k)) for k in kinds}
         old = {k: rec.customer_id for k, rec in nodes.items()}
-        self._emit_diff(
-            old,
-            new,
-            change,
-            source=source,
-            times=times,
-            rule=",".join(sorted(used_rules)) or None,
-            reason=reason,
-            gen=gen,
-        )
+        if any(old.get(k) != cust for k, cust in new.items()):
+            self._emit_diff(
+                old,
+                new,
+                change,
+                source=source,
+                times=times,
+                rule=",".join(sorted(used_rules)) or None,
+                reason=reason,
+                gen=gen,
+            )
         for k, cust in new.items():
             if old.get(k) != cust:
-                self._put_node(k, nodes[k].with_customer(cust))  # as read: nothing wrote it since
+                db.put_node(k, nodes[k].with_customer(cust))  # as read: nothing wrote it since
         for eid, ev in contacts.items():
             cust = new[ev.anchor] if ev.anchor is not None else ev.customer_id
             if cust != ev.customer_id:
                 if ev.customer_id is not None:
                     assert cust is not None  # an anchored contact's group has a first contact: itself at least
                     change.rekeyed.append((eid, cust, ev.customer_id))
-                self._put_contact(eid, ev.with_customer(cust))
+                db.put_contact(eid, ev.with_customer(cust))
+        if not change.events:
+            return
         for e in change.events:
             if e["customer_id"] is None:  # a rejection on the source contact: its own customer
-                src = self._find_contact(source)
+                src = db.contact(source)
                 e["customer_id"] = new.get(src.anchor) if src and src.anchor else None
         change.events[:] = [e for e in change.events if e["customer_id"] is not None]
         for e in change.events:
@@ -609,12 +736,13 @@ class IdentityGraph:
         moved=(),
         gen: int | None = None,
     ) -> dict:
+        keys = [k for k in identities if not k.startswith("fact:")]
         e = {
             "event_type": event_type,
             "occurred_at": times[0],
             "recorded_at": times[1],
             "customer_id": customer_id,
-            "identities": [parse_identity_key(k) for k in identities if not k.startswith("fact:")],
+            "identities": [parse_identity_key(k) for k in keys],
             "related_customer_ids": list(related),
             "rule": rule,
             "reason": reason,
@@ -622,16 +750,57 @@ class IdentityGraph:
             "gen": gen,
             "moved_identities": list(moved),
         }
-        e["event_id"] = self._event_id(e)
+        # a rejection without its customer yet gets its id once it has one (``_recompute``)
+        e["event_id"] = None if customer_id is None else self._event_id(e, [_key_again(k) for k in keys])
         return e
 
     @staticmethod
-    def _event_id(e: dict) -> str:
-        ids = ",".join(identity_key(i) for i in e["identities"])
+    def _event_id(e: dict, keys: list[str] | None = None) -> str:
+        """UUIDv5 of the event's type, customer, source, related customers and identities (their
+        keys as ``identity_key`` gives them from the event's ``identities``)."""
+        ids = ",".join(keys if keys is not None else (identity_key(i) for i in e["identities"]))
         name = (
             f"{e['event_type']}:{e['customer_id']}:{e['source_event_id']}:{','.join(e['related_customer_ids'])}:{ids}"
         )
-        return uuid5_str(IDENTITY_EVENT_NS, name)
+        return _identity_event_uuid(name)
+
+
+def _with_contact(rec: NodeRecord | None, event_id: str) -> NodeRecord:
+    """A node's record with one more contact carrying it."""
+    if rec is None:
+        return NodeRecord((event_id,))
+    return NodeRecord((*rec.contacts, event_id), rec.customer_id, rec.unlinked)
+
+
+def _key_again(key: str) -> str:
+    """``identity_key(parse_identity_key(key))`` without the record between: the key itself, but
+    for a social or account key with an empty platform (``social::x``), which reads back as
+    ``social:x``."""
+    i = key.find(":")
+    if i < 0 or key[i + 1 : i + 2] == ":":
+        return identity_key(parse_identity_key(key))
+    return key
+
+
+class _Uuid5:
+    """``threadline.ids.uuid5_str(namespace, name)`` with the namespace hashed once (two or
+    more ids a contact: its customer's, its events')."""
+
+    def __init__(self, namespace: uuid.UUID):
+        self._sha1 = hashlib.sha1(namespace.bytes, usedforsecurity=False)
+
+    def __call__(self, name: str) -> str:
+        h = self._sha1.copy()
+        h.update(name.encode())
+        b = bytearray(h.digest()[:16])
+        b[6] = (b[6] & 0x0F) | 0x50  # version 5
+        b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+        x = b.hex()
+        return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+_customer_uuid = _Uuid5(CUSTOMER_NS)
+_identity_event_uuid = _Uuid5(IDENTITY_EVENT_NS)
 
 
 def resolve(contact: dict, customer_id: str) -> dict:

@@ -14,15 +14,19 @@ contacts whatever the order the two records arrive in.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+from dataclasses import dataclass
+from typing import Any
 
-import faust
+import orjson
 
 import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
-from streams.identity import Change, IdentityGraph, resolve
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log, read_table, write_table
-from streams.topology import Topology
+from streams.identity import Change, ContactRecord, GraphRecords, IdentityGraph, NodeRecord, resolve
+from streams.identity_store import MemoryStore, TableStore
+from streams.stage import DECODE_ERRORS, Outputs, StageContext, log
+from streams.topology import StreamTopics
 
 
 def _varint(n: int) -> bytes:
@@ -88,41 +92,33 @@ class ResolvedValues:
         return self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
 
 
-_ABSENT = object()
+class StateTable:
+    """The identity stage's table of the contacts' bytes (event id -> the contact's bytes in
+    base64): key -> JSON value, kept in a local store (``streams.identity_store``: RocksDB on disk
+    in a worker, or memory) with a bounded cache of parsed values in front (``values``: at most
+    ``limit`` of them are kept after a batch, the least recently written dropped first). A read the
+    cache misses goes to the store. What a batch changed is kept in ``dirty`` until the runner
+    (``streams.identity_runner``) writes it, once per batch, to the table's changelog topic and,
+    once acknowledged, to the store (``persist``) with the changelog offset it brings the store to.
+    The graph's table is a ``GraphTable``: the same life, its values held as parsed records."""
 
+    LIMIT = 100_000  # parsed values kept between batches at most (the graph's)
 
-class GraphCache:
-    """The identity graph's table behind a read cache of its JSON values, misses included.
-
-    The identity stage is the one writer of the graph's one partition, so what it read or wrote
-    stays true until the partition leaves this worker: the cache is dropped whenever the consumer
-    group's generation changes (a rebalance, which may have moved the partition away and back)
-    and when it holds ``limit`` keys. Writes are kept (``dirty``) until the stage writes them to
-    the table, once per batch (``streams.stage.write_table``: store and changelog)."""
-
-    def __init__(self, table, generation, limit: int = 500_000, topic: str = ""):
-        self.table, self.generation, self.limit, self.topic = table, generation, limit, topic
+    def __init__(self, topic: str, store: TableStore | None = None, limit: int = LIMIT):
+        self.topic = topic
+        self.store: TableStore = store if store is not None else MemoryStore()
+        self.limit = limit
         self.values: dict = {}
         self.dirty: dict = {}
-        self.seen_generation = None
-
-    def take_dirty(self) -> dict:
-        dirty, self.dirty = self.dirty, {}
-        return dirty
-
-    def check(self) -> None:
-        """Call at the start of every batch."""
-        gen = self.generation()
-        if gen != self.seen_generation or len(self.values) > self.limit:
-            self.values.clear()
-            self.seen_generation = gen
 
     def get(self, key, default=None):
-        value = self.values.get(key, _ABSENT)
-        if value is _ABSENT:
-            value = read_table(self.table, key, self.topic, 0)  # the graph's one partition
-            self.values[key] = value
-        return default if value is None else value
+        value = self.values.get(key)
+        if value is None:
+            raw = self.store.get(orjson.dumps(key))
+            if raw is None:
+                return default
+            value = self.values[key] = orjson.loads(raw)
+        return value
 
     def __getitem__(self, key):
         value = self.get(key)
@@ -131,8 +127,132 @@ class GraphCache:
         return value
 
     def __setitem__(self, key, value) -> None:
-        self.values[key] = value
+        values = self.values
+        values.pop(key, None)  # to the end: the last written are the last dropped
+        values[key] = value
         self.dirty[key] = value
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def take_dirty(self) -> dict:
+        dirty, self.dirty = self.dirty, {}
+        return dirty
+
+    def persist(self, items: list[tuple[bytes, bytes | None]], offset: int, writer: bytes) -> None:
+        """A batch's changelog records (acknowledged, up to ``offset``) written to the store, in
+        one write with that offset and ``writer``; the cache trimmed to its limit."""
+        self.store.write(items, offset, writer, verified=False)
+        self.trim()
+
+    def trim(self) -> None:
+        values = self.values
+        over = len(values) - self.limit
+        if over > 0:
+            for key in list(itertools.islice(values, over)):
+                del values[key]
+
+    def snapshot(self) -> dict:
+        """Every record of the table (key -> JSON value), read from its store."""
+        return {orjson.loads(k): orjson.loads(v) for k, v in self.store.items()}
+
+    def restore(self, key, value) -> bool:
+        """Apply one changelog record (its key and JSON value, None deleting) to the values held
+        (a table replayed in this process, ``streams.identity_runner.replay``: tests, clean
+        runs; the runner's recovery writes the store itself); whether it applied."""
+        if value is None:
+            self.values.pop(key, None)
+        else:
+            self.values[key] = value
+        return True
+
+    def clear(self) -> None:
+        """The cache dropped (the store is what the table holds)."""
+        self.values.clear()
+        self.dirty.clear()
+
+
+class GraphTable(GraphRecords):
+    """The identity graph's table as parsed records (``GraphRecords``: ``e:<event id>`` a
+    ``ContactRecord``, ``n:<node key>`` a ``NodeRecord``) over a local store of their JSON (the
+    ``StateTable``'s: RocksDB in a worker, or memory). A record not held is read from the store and
+    parsed once (absences held too); past ``limit`` records held after a batch, they are dropped
+    (``GraphRecords.forget``) and read again as needed.
+
+    The graph reads and writes records and never JSON. What a batch changed stays marked until the
+    runner takes it (``take_dirty``): each changed record's JSON, made once per batch, for the
+    table's changelog topic and then the store (``persist``). Recovery writes the store; the
+    records held are dropped when the partition is assigned or revoked (``clear``). A table
+    replayed in this process (``restore``: tests, clean runs) holds its records without a store."""
+
+    CUSTOMER_IDS_KEPT = 100_000  # event id -> customer id answers kept between batches at most
+    LIMIT = 200_000  # records held between batches at most
+
+    def __init__(self, topic: str, store: TableStore | None = None, limit: int = LIMIT):
+        super().__init__(None, limit)
+        self.topic = topic
+        self.store: TableStore = store if store is not None else MemoryStore()
+
+    def _load(self, key: str):
+        raw = self.store.get(orjson.dumps(key))
+        return None if raw is None else orjson.loads(raw)
+
+    def flush(self) -> None:
+        """The graph's writes stay held (and marked) until ``take_dirty``."""
+
+    def take_dirty(self) -> dict:
+        if len(self.customer_ids) > self.CUSTOMER_IDS_KEPT:
+            self.customer_ids = {}
+        return self.take_changed()
+
+    def persist(self, items: list[tuple[bytes, bytes | None]], offset: int, writer: bytes) -> None:
+        """As ``StateTable.persist``: the batch's changelog records to the store with ``offset``."""
+        self.store.write(items, offset, writer, verified=False)
+        self.trim()
+
+    def trim(self) -> None:
+        if len(self.contacts) + len(self.nodes) > self.limit:
+            self.forget()
+
+    def snapshot(self) -> dict:
+        """Every record of the table's store (stored key -> JSON value)."""
+        return {orjson.loads(k): orjson.loads(v) for k, v in self.store.items()}
+
+    def restore(self, key, value) -> bool:
+        """Apply one changelog record (its key and JSON value, either form; None deleting) to the
+        records held, parsed; False for a key that is not a graph record's (nothing applied)."""
+        kind, _, rest = key.partition(":") if isinstance(key, str) else ("", "", "")
+        held: dict
+        if kind == "e":
+            held, parse = self.contacts, ContactRecord.from_json
+        elif kind == "n":
+            held, parse = self.nodes, NodeRecord.from_json
+        else:
+            return False
+        if value is None:
+            held.pop(rest, None)
+        else:
+            held[rest] = parse(value)
+        return True
+
+    def records(self) -> dict:
+        """Every record of the table, by stored key: its store's, parsed, and those held."""
+        out = {}
+        for key, value in self.snapshot().items():
+            if isinstance(key, str) and key[:2] in ("e:", "n:"):
+                out[key] = (ContactRecord if key[0] == "e" else NodeRecord).from_json(value)
+        out.update({"e:" + k: r for k, r in self.contacts.items() if r is not None})
+        out.update({"n:" + k: r for k, r in self.nodes.items() if r is not None})
+        return out
+
+    def __len__(self) -> int:
+        """The records of its store; of a table without one (``restore``), the records held."""
+        n = len(self.store)
+        return n or sum(r is not None for held in (self.contacts, self.nodes) for r in held.values())
+
+    def clear(self) -> None:
+        """The records held dropped (the store is what the table holds)."""
+        self.contacts, self.nodes, self.changed, self.customer_ids = {}, {}, {}, {}
 
 
 def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
@@ -140,36 +260,50 @@ def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
     return json.dumps({"a": a, "b": b, "command_id": command_id, "at_ms": at_ms}).encode()
 
 
-def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: IdentityGraph):
-    """The stage's agent; ``graph`` works on a ``GraphCache`` of the graph table."""
-    names = topo.names
-    cache = graph.store
-    assert isinstance(cache, GraphCache), "the identity stage writes the graph through its GraphCache"
-    contacts_table = topo.contacts_table
-    assert contacts_table is not None, "the identity stage needs its tables"
-    resolved = ResolvedValues(codec, names.resolved)
+@dataclass(frozen=True)
+class _Letter:
+    """A graph topic record as ``StageContext.to_dlq`` takes it (faust's event: ``message`` and
+    ``value``)."""
+
+    message: Any
+    value: bytes
+
+
+class IdentityStage:
+    """The stage's rules over a batch of graph topic records (aiokafka's ``ConsumerRecord``:
+    ``topic``, ``partition``, ``offset``, ``headers``, ``value``): the graph works on its
+    ``GraphTable``, the contacts' bytes are kept in ``contacts``; ``process`` adds the batch's
+    outputs to ``out`` and leaves each changed key of both tables marked for ``take_dirty``."""
+
+    def __init__(
+        self, ctx: StageContext, codec: Codec, names: StreamTopics, graph: IdentityGraph, contacts: StateTable
+    ):
+        assert isinstance(graph.store, GraphTable), "the identity stage writes the graph through a GraphTable"
+        self.ctx, self.codec, self.names, self.graph, self.contacts = ctx, codec, names, graph, contacts
+        self.resolved = ResolvedValues(codec, names.resolved)
 
     def send_resolved(
-        out: Outputs, value: bytes, customer_id: str, event_id: str, gen: int, rekeyed_from: str | None = None
+        self, out: Outputs, value: bytes, customer_id: str, event_id: str, gen: int, rekeyed_from: str | None = None
     ) -> None:
         headers = {"event_id": event_id, "gen": str(gen), "customer_id": customer_id}
         if rekeyed_from:
             headers["rekeyed_from"] = rekeyed_from
-        out.add(names.resolved, customer_id.encode(), value, headers)
+        out.add(self.names.resolved, customer_id.encode(), value, headers)
 
-    def publish(out: Outputs, change: Change, offset: int, pending: dict[str, bytes]) -> None:
+    def publish(self, out: Outputs, change: Change, offset: int, pending: dict[str, bytes]) -> None:
         """identities.v1 events; every contact whose customer changed goes again to
         contacts.resolved.v1 under its new customer, and its old customer gets one ``moved`` command
         (per new customer) naming the contacts that left, both at graph position ``offset``."""
+        names, codec = self.names, self.codec
         moved: dict[tuple[str, str], list[str]] = {}
         for eid, new, old in change.rekeyed:
             raw = pending.get(eid)
             if raw is None:
-                stored = contacts_table.get(eid)
+                stored = self.contacts.get(eid)
                 raw = base64.b64decode(stored) if stored is not None else None
             if raw is not None:
                 record = codec.decode(raw).record
-                send_resolved(out, resolved.value(raw, record, new), new, eid, offset, rekeyed_from=old)
+                self.send_resolved(out, self.resolved.value(raw, record, new), new, eid, offset, rekeyed_from=old)
             moved.setdefault((old, new), []).append(eid)
         for (old, new), ids in sorted(moved.items()):
             out.add(
@@ -193,35 +327,38 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
                 reason=e["reason"],
             )
 
-    def process(events: list, out: Outputs) -> None:
+    def process(self, records: list, out: Outputs) -> None:
+        graph, codec, resolved = self.graph, self.codec, self.resolved
         pending: dict[str, bytes] = {}  # the batch's new contacts (event id -> bytes), written at its end
         with graph.batch():
-            for event in events:
-                msg = event.message
-                headers = dict(msg.headers or [])
+            for msg in records:
+                value = msg.value
+                headers = dict(msg.headers or ())
                 if headers.get("kind") == b"unlink":
                     try:
-                        cmd = json.loads(event.value)
+                        cmd = json.loads(value)
                         change = graph.unlink(
                             cmd["a"], cmd["b"], command_id=cmd["command_id"], at_ms=int(cmd["at_ms"]), gen=msg.offset
                         )
                     except (ValueError, KeyError, TypeError) as exc:
-                        ctx.to_dlq(out, event, f"{type(exc).__name__}: {exc}")
+                        self.ctx.to_dlq(out, _Letter(msg, value), f"{type(exc).__name__}: {exc}")
                         continue
-                    publish(out, change, msg.offset, pending)
+                    self.publish(out, change, msg.offset, pending)
                     continue
                 try:
-                    record = codec.decode(event.value).record
+                    if value is None:
+                        raise ValueError("a graph record without a value")
+                    record = codec.decode(value).record
                     change = graph.observe(record, gen=msg.offset)
-                    value = resolved.value(event.value, record, change.customer_id)
+                    out_value = resolved.value(value, record, change.customer_id)
                 except DECODE_ERRORS as exc:
-                    ctx.to_dlq(out, event, f"{type(exc).__name__}: {exc}")
+                    self.ctx.to_dlq(out, _Letter(msg, value), f"{type(exc).__name__}: {exc}")
                     continue
                 eid = record["event_id"]
                 if not change.duplicate:
-                    pending[eid] = event.value
-                publish(out, change, msg.offset, pending)
-                send_resolved(out, value, change.customer_id, eid, msg.offset)
+                    pending[eid] = value
+                self.publish(out, change, msg.offset, pending)
+                self.send_resolved(out, out_value, change.customer_id, eid, msg.offset)
                 log.info(
                     "contact_resolved",
                     event_id=eid,
@@ -229,16 +366,6 @@ def identity_stage(ctx: StageContext, codec: Codec, topo: Topology, graph: Ident
                     offset=msg.offset,
                     duplicate=change.duplicate,
                 )
-        write_table(out, cache.table, cache.take_dirty(), names.graph, 0)
-        write_table(
-            out, contacts_table, {eid: base64.b64encode(raw).decode() for eid, raw in pending.items()}, names.graph, 0
-        )
-
-    async def identity(stream: faust.StreamT) -> None:
-        async for events in ctx.batches(stream, "identity"):
-            cache.check()
-            out = Outputs()
-            process(events, out)
-            await ctx.produce(out)
-
-    return identity
+        contacts = self.contacts
+        for eid, raw in pending.items():
+            contacts[eid] = base64.b64encode(raw).decode()

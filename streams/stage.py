@@ -221,9 +221,10 @@ class _Batches:
 
 
 class StageContext:
-    """The app, its producer and the worker's metrics, as the stages use them."""
+    """The app, its producer and the worker's metrics, as the stages use them (no app: the identity
+    stage's runner alone, which has a producer of its own)."""
 
-    def __init__(self, app: faust.App, app_id: str, dlq_topic: str, seal: Seal | None = None):
+    def __init__(self, app: faust.App | None, app_id: str, dlq_topic: str, seal: Seal | None = None):
         self.app = app
         self.app_id = app_id
         self.dlq_topic = dlq_topic
@@ -245,6 +246,7 @@ class StageContext:
         (``keyed_partitioner``: Java's murmur2, each key's hash remembered)."""
         if outputs.unsealed:
             await self._seal(outputs)
+        assert self.app is not None, "a stage without a faust app produces through its own producer"
         producer = self.app.producer._ensure_producer()
         batches = _Batches(producer)
         last: dict[tuple[Any, int], tuple[str, int, int, int]] = {}  # (table, partition) -> where its last record is

@@ -1,14 +1,15 @@
 """The stream app's topology: the topics it reads and writes, and its tables with their changelogs.
 
     contacts.v1 (6) ──route──► streams.identity-graph.v1 (1) ──identity──► identities.v1
-         │ undecodable ─► streams.dlq.v1                        tables: identity-graph,   ├─► contacts.resolved.v1 (6)
-                                                                identity-contacts        └─► commands: moved
+         │ undecodable ─► streams.dlq.v1                   changelogs: identity-graph, ├─► contacts.resolved.v1 (6)
+                                                           identity-contacts           └─► commands: moved
     contacts.resolved.v1 (6) + streams.conversation-commands.v1 (6) ──conversations──► conversations.v1
                                ▲ clocks: due customers advanced in the stage itself       table: conversations
 
 A table's changelog has the partitions of its source topic (faust raises PartitionsMismatch
 otherwise); the topics are the catalog's (``threadline topics apply`` creates them), the app
-never declares them.
+never declares them. The identity stage is not a faust agent: its runner
+(``streams.identity_runner``) reads the graph topic and writes its two changelogs itself.
 """
 
 from __future__ import annotations
@@ -65,10 +66,7 @@ class Topology:
 
     names: StreamTopics
     contacts: faust.TopicT  # contacts.v1: the route stage's input
-    graph_in: faust.TopicT  # the one-partition graph topic: the identity stage's input
     stitch_in: faust.TopicT  # contacts.resolved.v1 + commands: the conversations stage's input
-    graph_table: faust.Table | None  # the identity graph (node and contact records)
-    contacts_table: faust.Table | None  # event id -> the contact's bytes (base64), to re-send a re-keyed contact
     conv_table: faust.Table | None  # customer id -> conversation state
 
 
@@ -76,7 +74,7 @@ def build_topology(
     app: faust.App, names: StreamTopics, stages: tuple[str, ...] = ("route", "identity", "conversations")
 ) -> Topology:
     """The channels, and the tables of the ``stages`` this worker runs (a worker that runs no
-    identity stage declares, recovers and holds no graph)."""
+    conversations stage declares, recovers and holds no conversation state)."""
     json_schema = faust.Schema(key_type=str, key_serializer="json", value_serializer="json")
 
     def table(name: str, changelog: str, partitions: int) -> faust.Table:
@@ -90,10 +88,7 @@ def build_topology(
     return Topology(
         names=names,
         contacts=raw_topic(app, names.contacts),
-        graph_in=raw_topic(app, names.graph, partitions=1),
         stitch_in=raw_topic(app, names.resolved, names.commands),
-        graph_table=table("identity-graph", names.graph_changelog, 1) if "identity" in stages else None,
-        contacts_table=table("identity-contacts", names.contacts_changelog, 1) if "identity" in stages else None,
         conv_table=(
             table("conversations", names.conversations_changelog, catalog.EVENT_PARTITIONS)
             if "conversations" in stages

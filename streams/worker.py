@@ -10,6 +10,7 @@ import signal
 import threading
 
 import faust
+import mode
 
 from streams.stage import COMPONENT, log
 from threadline import collector, metrics, ops
@@ -62,6 +63,18 @@ class IdleStreamNotice(logging.Filter):
         return True
 
 
+def _exit_after_limit() -> None:
+    """Exit hard if the process is still there SHUTDOWN_LIMIT seconds from now."""
+
+    def hard_exit() -> None:
+        log.warning("worker_shutdown_forced", after_seconds=SHUTDOWN_LIMIT)
+        os._exit(0)
+
+    timer = threading.Timer(SHUTDOWN_LIMIT, hard_exit)
+    timer.daemon = True
+    timer.start()
+
+
 class StreamsWorker(faust.Worker):
     """A faust worker that is gone within SHUTDOWN_LIMIT seconds of SIGTERM, even if a component
     hangs while stopping (faust-streaming #324, #162)."""
@@ -80,13 +93,22 @@ class StreamsWorker(faust.Worker):
         collector.tune_gc(GC_GEN0_THRESHOLD)
 
     def _on_sigterm(self) -> None:
-        def hard_exit() -> None:
-            log.warning("worker_shutdown_forced", after_seconds=SHUTDOWN_LIMIT)
-            os._exit(0)
+        _exit_after_limit()
+        super()._on_sigterm()
 
-        timer = threading.Timer(SHUTDOWN_LIMIT, hard_exit)
-        timer.daemon = True
-        timer.start()
+
+class RunnerWorker(mode.Worker):
+    """The process of a worker that runs only the identity stage: its runner
+    (``streams.identity_runner``, a consumer group of its own) without a faust app, which would
+    have nothing to consume. Stops within SHUTDOWN_LIMIT seconds of SIGTERM like StreamsWorker;
+    the collector tuned once the runner has started."""
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        collector.tune_gc(GC_GEN0_THRESHOLD)
+
+    def _on_sigterm(self) -> None:
+        _exit_after_limit()
         super()._on_sigterm()
 
 
@@ -125,19 +147,50 @@ def loop_liveness(loop: asyncio.AbstractEventLoop, limit: float = LOOP_ANSWER_LI
 def streams_running(app: faust.App, loop: asyncio.AbstractEventLoop):
     """The readiness probe of the worker's own state: started, joined its consumer group (faust's
     own aiokafka consumer, not only some client of ours, reached the brokers and was given a
-    generation), not rebalancing, tables recovered."""
+    generation), not rebalancing, tables recovered; with the identity stage, its runner's
+    consumer joined the stage's group too."""
+
+    runner = getattr(app, "identity_runner", None)  # the identity stage: a consumer group of its own
 
     def probe() -> None:
         if not loop.is_running():
             raise RuntimeError("the worker is starting")
-        if app.consumer_generation_id <= 0:
-            raise RuntimeError(f"the consumer has not joined group {app.conf.id} yet")
-        if app.rebalancing:
-            raise RuntimeError("the consumer group is rebalancing")
-        if getattr(app, "in_recovery", False):
-            raise RuntimeError("tables are being recovered from their changelogs")
+        if app.agents:  # faust consumes for some stage of this worker
+            if app.consumer_generation_id <= 0:
+                raise RuntimeError(f"the consumer has not joined group {app.conf.id} yet")
+            if app.rebalancing:
+                raise RuntimeError("the consumer group is rebalancing")
+            if getattr(app, "in_recovery", False):
+                raise RuntimeError("tables are being recovered from their changelogs")
+        if runner is not None and (why := runner.ready) is not None:
+            raise RuntimeError(why)
 
     return probe
+
+
+def run_runner(runner, settings: Settings) -> None:
+    """``threadline worker --stages identity``: the identity stage's runner as the process, with
+    the same probes as a faust worker's (ready once its consumer has joined the stage's group)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    loop = uvloop_loop()
+    worker = RunnerWorker(runner, loglevel=settings.log_level, quiet=True, loop=loop)
+
+    def joined() -> None:
+        if not loop.is_running():
+            raise RuntimeError("the worker is starting")
+        if (why := runner.ready) is not None:
+            raise RuntimeError(why)
+
+    readiness = ops.Readiness(COMPONENT, [*ops.kafka_checks(settings), ops.Check("streams", joined)])
+    ops.serve(
+        settings.endpoints.ops_host,
+        settings.endpoints.worker_ops_port,
+        component=COMPONENT,
+        liveness=loop_liveness(loop),
+        readiness=readiness,
+        variable="THREADLINE_WORKER_OPS_PORT",
+    )
+    worker.execute_from_commandline()
 
 
 def run_worker(app: faust.App, settings: Settings) -> None:

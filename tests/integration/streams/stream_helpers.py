@@ -22,6 +22,7 @@ import schemas
 from connectors.contact import ContactIn, partition_key, to_record
 from schemas.codec import make_codec
 from streams.app import StreamTopics
+from streams.identity_runner import identity_group
 from threadline.kafka import make_producer
 from threadline.process import terminate_tree
 
@@ -117,6 +118,24 @@ def make_contact(
     }
     body.update(extra)
     return ContactIn.model_validate(body)
+
+
+def person(i: int, run: str, base: datetime) -> list[ContactIn]:
+    """Person ``i``: a tweet, an email, then a chat where she logs in with both (the chat merges
+    the two customers the first two made)."""
+    handle = {"kind": "social", "value": f"p{i}_{run}", "platform": "twitter"}
+    email = {"kind": "email", "value": f"p{i}.{run}@example.pl"}
+    return [
+        make_contact(f"tw-{i}-{run}", "twitter", [{**handle, "primary": True}], base=base),
+        make_contact(f"mail-{i}-{run}", "email", [{**email, "primary": True}], base=base, minutes=5),
+        make_contact(
+            f"chat-{i}-{run}",
+            "chat",
+            [{"kind": "chat_visitor", "value": f"v{i}-{run}", "primary": True}, email, handle],
+            base=base,
+            minutes=10,
+        ),
+    ]
 
 
 class Producer:
@@ -232,6 +251,7 @@ class StreamRun:
         )
         self.workers.append(w)
         wait_for_members(self.admin, self.app_id, members)
+        wait_for_members(self.admin, identity_group(self.app_id), members)  # the identity stage's own group
         return w
 
     def reader(self, name: str, **kw) -> Reader:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from streams.identity import customer_id_for
-from tests.integration.streams.stream_helpers import REPO, make_contact, settle, stream_run
+from tests.integration.streams.stream_helpers import REPO, person, settle, stream_run
 
 CUSTOMERS = 10
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
@@ -34,24 +34,7 @@ def cluster(services, tmp_path_factory):
 
 def people(run):
     """Each person: a tweet, an email, then a chat where she logs in with both."""
-    out = []
-    for i in range(CUSTOMERS):
-        handle = {"kind": "social", "value": f"p{i}_{run}", "platform": "twitter"}
-        email = {"kind": "email", "value": f"p{i}.{run}@example.pl"}
-        out.append(
-            [
-                make_contact(f"tw-{i}-{run}", "twitter", [{**handle, "primary": True}], base=BASE),
-                make_contact(f"mail-{i}-{run}", "email", [{**email, "primary": True}], base=BASE, minutes=5),
-                make_contact(
-                    f"chat-{i}-{run}",
-                    "chat",
-                    [{"kind": "chat_visitor", "value": f"v{i}-{run}", "primary": True}, email, handle],
-                    base=BASE,
-                    minutes=10,
-                ),
-            ]
-        )
-    return out
+    return [person(i, run, BASE) for i in range(CUSTOMERS)]
 
 
 def latest_customer(resolved_values):

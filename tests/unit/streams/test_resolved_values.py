@@ -57,47 +57,27 @@ def test_a_contact_that_already_has_a_customer_id_is_encoded_the_long_way(full_c
     assert codec.encodes == 1
 
 
-# --- GraphCache: the graph table behind a read cache -------------------------------------------
+# --- StateTable: the identity stage's tables, held in the process --------------------------------
 
 
-class CountingTable(dict):
-    def __init__(self):
-        super().__init__()
-        self.reads = 0
-        self.writes = 0
+def test_a_state_table_keeps_what_a_batch_changed_until_taken_and_forgets_everything_when_cleared():
+    from streams.identity_stage import StateTable
 
-    def get(self, key, default=None):
-        self.reads += 1
-        return super().get(key, default)
-
-    def __setitem__(self, key, value):
-        self.writes += 1
-        super().__setitem__(key, value)
-
-
-def test_the_graph_cache_reads_each_key_once_misses_included_and_keeps_writes_for_the_batch():
-    from streams.identity_stage import GraphCache
-
-    table, gen = CountingTable(), [1]
-    cache = GraphCache(table, lambda: gen[0])
-    cache.check()
-    assert cache.get("n:a") is None and cache.get("n:a") is None
-    assert table.reads == 1
-    cache["n:a"] = {"x": 1}
-    assert cache["n:a"] == {"x": 1} and table.reads == 1
-    assert "n:a" not in table and cache.take_dirty() == {"n:a": {"x": 1}} and cache.take_dirty() == {}
-    dict.__setitem__(table, "n:b", {"y": 2})  # written elsewhere while the partition was away
-    cache.check()
-    assert cache.get("n:b") == {"y": 2}  # not cached yet: read from the table
-    gen[0] = 2  # a rebalance: what was cached may be stale
-    dict.__setitem__(table, "n:a", {"x": 9})
-    cache.check()
-    assert cache["n:a"] == {"x": 9}
+    table = StateTable("g.changelog")
+    assert table.get("n:a") is None and table.get("n:a", {}) == {}
+    with pytest.raises(KeyError):
+        table["n:a"]
+    table["n:a"] = {"x": 1}
+    assert table["n:a"] == {"x": 1} and table.take_dirty() == {"n:a": {"x": 1}} and table.take_dirty() == {}
+    assert table.get("n:a") == {"x": 1}
+    table["n:b"] = {"y": 2}
+    table.clear()
+    assert len(table) == 0 and table.take_dirty() == {}
 
 
-def test_the_identity_graph_over_the_cache_gives_what_it_gives_over_a_dict(full_contact):
+def test_the_identity_graph_over_its_graph_table_gives_what_it_gives_over_a_dict(full_contact):
     from streams.identity import IdentityGraph
-    from streams.identity_stage import GraphCache
+    from streams.identity_stage import GraphTable
 
     contacts = []
     for i in range(6):
@@ -106,12 +86,11 @@ def test_the_identity_graph_over_the_cache_gives_what_it_gives_over_a_dict(full_
             dict(x, value=x["value"].replace("@", f"+{i % 3}@")) if x["kind"] == "email" else x for x in c["identities"]
         ]
         contacts.append(c)
-    plain, table = IdentityGraph({}), CountingTable()
-    cache = GraphCache(table, lambda: 1)
-    cached = IdentityGraph(cache)
-    with cached.batch():
-        got = [cached.observe(c) for c in contacts]
+    plain, table = IdentityGraph({}), GraphTable("g.changelog")
+    held = IdentityGraph(table)
+    with held.batch():
+        got = [held.observe(c) for c in contacts]
     want = [plain.observe(c) for c in contacts]
     assert [(g.customer_id, g.events, g.rekeyed) for g in got] == [(w.customer_id, w.events, w.rekeyed) for w in want]
-    table.update(cache.take_dirty())
-    assert dict(table) == plain.store
+    held_json = {key: record.to_json() for key, record in table.records().items()}
+    assert table.take_dirty() == plain.store == held_json

@@ -25,16 +25,8 @@ def test_the_default_topics_are_the_catalogs():
 
 def test_every_table_changelog_has_the_partitions_of_its_source(app):
     topics = StreamTopics()
-    source = {
-        "identity-graph": catalog.IDENTITY_GRAPH,
-        "identity-contacts": catalog.IDENTITY_GRAPH,
-        "conversations": catalog.CONTACTS_RESOLVED,
-    }
-    changelog = {
-        "identity-graph": topics.graph_changelog,
-        "identity-contacts": topics.contacts_changelog,
-        "conversations": topics.conversations_changelog,
-    }
+    source = {"conversations": catalog.CONTACTS_RESOLVED}
+    changelog = {"conversations": topics.conversations_changelog}
     assert set(app.tables) == set(source)
     for name, table in app.tables.items():
         assert table.changelog_topic.get_topic_name() == changelog[name]
@@ -44,14 +36,24 @@ def test_every_table_changelog_has_the_partitions_of_its_source(app):
 @pytest.mark.parametrize(
     "stages, tables",
     [
-        (("identity",), {"identity-graph", "identity-contacts"}),
+        (("identity",), set()),
         (("route", "conversations"), {"conversations"}),
+        (("route", "identity", "conversations"), {"conversations"}),
     ],
 )
 def test_a_worker_declares_only_the_tables_of_the_stages_it_runs(tmp_path, stages, tables):
+    """The identity stage is no faust agent and has no faust table: its runner, a service of the
+    app, reads the graph topic and keeps its tables (streams.identity_runner)."""
+    from streams.identity_runner import IdentityRunner
+
     app = create_app(Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT), app_id="wiring-stages", stages=stages)
     assert set(app.tables) == tables
-    assert {a.split(".")[-1] for a in app.agents} == set(stages)
+    assert {a.split(".")[-1] for a in app.agents} == set(stages) - {"identity"}
+    runner = getattr(app, "identity_runner", None)
+    assert (runner is not None) == ("identity" in stages)
+    if runner is not None:
+        assert isinstance(runner, IdentityRunner) and runner in app._extra_services
+        assert runner.group == "wiring-stages-identity"
 
 
 def test_prefixed_topics_keep_their_shape_under_a_prefix():
@@ -67,6 +69,13 @@ def test_tables_use_rocksdb_when_rocksdict_is_there_unless_told_otherwise(monkey
     assert store_url(Settings()) == want
 
 
+class _JoinedConsumer:
+    """An aiokafka consumer as the identity runner's readiness reads it: its group generation."""
+
+    def __init__(self, generation: int):
+        self._coordinator = type("Coordinator", (), {"generation": generation})()
+
+
 class _RunningLoop:
     def is_running(self) -> bool:
         return True
@@ -79,6 +88,12 @@ def test_the_worker_is_not_ready_until_its_own_consumer_has_joined_the_group(app
     with pytest.raises(RuntimeError, match="has not joined group wiring-test"):
         probe()
     app.consumer_generation_id = 3  # what faust's aiokafka driver sets when the group assigns partitions
+    with pytest.raises(RuntimeError, match="identity stage is starting"):
+        probe()
+    app.identity_runner.consumer = _JoinedConsumer(-1)
+    with pytest.raises(RuntimeError, match="has not joined group wiring-test-identity"):
+        probe()
+    app.identity_runner.consumer = _JoinedConsumer(1)
     assert probe() is None
     app.rebalancing = True
     with pytest.raises(RuntimeError, match="rebalancing"):
@@ -105,30 +120,6 @@ def test_table_writes_of_a_batch_are_the_bytes_faust_itself_writes_and_reads(app
     assert kb == app.serializers.dumps_key(table.key_type, key, serializer=table.key_serializer)
     assert app.serializers.loads_value(table.value_type, vb, serializer=table.value_serializer) == value
     assert app.serializers.loads_key(table.key_type, kb, serializer=table.key_serializer) == key
-
-
-def test_the_graph_cache_reads_a_rocksdb_graph_table_once_per_key_and_reads_back_write_table(tmp_path):
-    """On the RocksDB store the cache reads a key's JSON bytes with one store read (the table's
-    own ``get`` asks the store whether the key is there, then reads it: two reads) and gets back
-    what ``write_table`` wrote."""
-    pytest.importorskip("rocksdict")
-    from streams.identity_stage import GraphCache
-    from streams.stage import Outputs, write_table
-
-    settings = Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT)
-    app = create_app(settings, app_id="graph-read-test", stages=("identity",))
-    topic = StreamTopics().graph
-    table = app.tables["identity-graph"]
-    store = table.data
-    assert store_url(settings) == "rocksdb://" and type(store).__module__ == "faust.stores.rocksdb"
-    write_table(Outputs(), table, {"n:a": {"contacts": ["e1"], "customer_id": "c-1"}}, topic, 0)
-    reads = _counting_reads(store)
-    cache = GraphCache(table, lambda: 1, topic=topic)
-    cache.check()
-    assert cache.get("n:a") == {"contacts": ["e1"], "customer_id": "c-1"}
-    assert cache.get("n:missing") is None
-    assert cache.get("n:a") == {"contacts": ["e1"], "customer_id": "c-1"}  # cached, no read
-    assert reads == [(0, b'"n:a"'), (0, b'"n:missing"')]
 
 
 class _CountingDB:

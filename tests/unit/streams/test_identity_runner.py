@@ -1,0 +1,616 @@
+"""streams/identity_runner.py without a broker: the changelog's replay and its fences, and a
+batch's order (outputs and changelog produced, every acknowledgment awaited, then the offset
+committed), with a fake producer and consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from dataclasses import dataclass
+
+import orjson
+import pytest
+
+import schemas
+from connectors.contact import to_record
+from schemas.codec import SingleObjectCodec
+from streams.identity_runner import IdentityRunner, fence_key, identity_group, replay
+from streams.identity_stage import GraphTable, StateTable
+from streams.identity_store import Position, RocksStore
+from streams.rules import IdentityRules
+from streams.stage import StageContext
+from streams.topology import StreamTopics
+from threadline.settings import CodecKind, Settings
+
+from ..conftest import RECORDED_AT
+
+A, B = b"member-a/1", b"member-b/2"
+
+
+def k(key) -> bytes:
+    return orjson.dumps(key)
+
+
+def v(value) -> bytes:
+    return orjson.dumps(value)
+
+
+# --- replay: the changelog read back, fenced ---------------------------------------------------
+
+
+def test_replay_applies_records_in_order_and_a_tombstone_deletes():
+    table = StateTable("c")
+    values = table.values
+    skipped = replay([(k("n:a"), v({"x": 1}), None), (k("n:b"), v({"y": 2}), None), (k("n:a"), None, None)], table)
+    assert values == {"n:b": {"y": 2}} and skipped == 0
+
+
+def test_after_a_fence_only_its_writer_and_unheaded_records_apply():
+    """A worker that lost the partition (writer A) and writes after the next owner's fence (B)
+    changes nothing that a replay gives; an erasure's tombstone (no writer header) still applies."""
+    table = StateTable("c")
+    values = table.values
+    skipped = replay(
+        [
+            (fence_key(A.decode()), v({}), A),
+            (k("n:a"), v({"by": "a"}), A),
+            (k("n:gone"), v({"by": "a"}), A),
+            (fence_key(B.decode()), v({}), B),
+            (k("n:a"), v({"by": "zombie a"}), A),  # A has not learnt yet that it lost the partition
+            (k("n:b"), v({"by": "b"}), B),
+            (k("n:gone"), None, None),  # erasure
+        ],
+        table,
+    )
+    assert values == {"n:a": {"by": "a"}, "n:b": {"by": "b"}}
+    assert skipped == 1
+
+
+def test_records_before_any_fence_apply_whoever_wrote_them():
+    """The changelogs faust's tables wrote (no fence, no writer header) and a writer's records
+    before its first fence are the state as it was."""
+    table = StateTable("c")
+    values = table.values
+    assert replay([(k("e:1"), v("x"), None), (k("e:2"), v("y"), A)], table) == 0
+    assert values == {"e:1": "x", "e:2": "y"}
+
+
+def test_fence_keys_are_not_graph_keys_and_each_writer_has_its_own():
+    assert fence_key("m/1") != fence_key("m/2")  # never compacted away by the next fence
+    assert not orjson.loads(fence_key("m/1"))[0].startswith(("n:", "e:"))
+    assert identity_group("threadline-streams") == "threadline-streams-identity"
+
+
+# --- a batch: order, redelivery, revocation ----------------------------------------------------
+
+
+@dataclass
+class Record:
+    """What aiokafka's getmany gives: a ConsumerRecord's fields the stage reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple = (("kind", b"contact"),)
+
+
+class FakeBuilder:
+    def __init__(self):
+        self.records: list = []
+        self.closed = False
+
+    def append(self, *, timestamp, key, value, headers):
+        self.records.append((key, value, headers))
+        return object()
+
+    def close(self):
+        self.closed = True
+
+    def record_count(self):
+        return len(self.records)
+
+
+class FakeProducer:
+    """Acknowledges a batch on the loop's next turns, logging what happened in order."""
+
+    def __init__(self, log: list):
+        self.log = log
+        self.sent: list[tuple[str, int, bytes | None, bytes | None, list]] = []
+        self.ends: dict[tuple[str, int], int] = {}  # the next offset of each topic partition
+        self.logs: dict[str, list] = {}  # partition 0 of each topic: its records, offset = index
+
+    def create_batch(self):
+        return FakeBuilder()
+
+    async def send_batch(self, builder, topic, partition):
+        assert builder.closed, "a batch handed over lingering"
+        self.log.append(("send", topic))
+        self.sent += [(topic, partition, *r) for r in builder.records]
+        fut = asyncio.get_running_loop().create_future()
+        base = self.ends.get((topic, partition), 0)
+        self.ends[(topic, partition)] = base + len(builder.records)
+        if partition == 0:
+            self.logs.setdefault(topic, []).extend(builder.records)
+
+        def ack():
+            self.log.append(("ack", topic))
+            fut.set_result(type("RecordMetadata", (), {"offset": base})())
+
+        asyncio.get_running_loop().call_later(0.01, ack)
+        return fut
+
+
+class FakeConsumer:
+    def __init__(self, log: list, tp, fail: bool = False):
+        self.log, self.tp, self.fail = log, tp, fail
+        self.owned = {tp}
+
+    def assignment(self):
+        return set(self.owned)
+
+    def highwater(self, tp):
+        return 120
+
+    async def committed(self, tp):
+        return self.committed_offset
+
+    def seek(self, tp, offset):
+        self.log.append(("seek", offset))
+
+    committed_offset: int | None = 14
+
+    async def commit(self, offsets):
+        from aiokafka.errors import CommitFailedError
+
+        if self.fail:
+            raise CommitFailedError("rebalanced")
+        self.log.append(("commit", {tp: o.offset for tp, o in offsets.items()}))
+
+
+@pytest.fixture
+def world(tmp_path):
+    from aiokafka.structs import TopicPartition
+
+    names = StreamTopics.prefixed("u")
+    codec = SingleObjectCodec()
+    ctx = StageContext(None, "unit", names.dlq)  # type: ignore[arg-type]
+    settings = Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT)
+    runner = IdentityRunner(settings, "unit", names, ctx, codec, IdentityRules())
+    runner._partitions = {t: list(range(6)) for t in (names.resolved, names.identities, names.commands, names.dlq)}
+    log: list = []
+    tp = TopicPartition(names.graph, 0)
+    runner.producer, runner.consumer, runner.writer = FakeProducer(log), FakeConsumer(log, tp), A
+    return runner, names, codec, tp, log
+
+
+def contacts(full_contact, codec, names, n: int = 4) -> list[Record]:
+    out = []
+    for i in range(n):
+        record = to_record(full_contact.model_copy(update={"provider_id": f"p-{i}"}), RECORDED_AT)
+        out.append(Record(names.graph, 0, 10 + i, b"k", codec.encode(names.contacts, schemas.CONTACT, record)))
+    return out
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_batch_is_produced_then_acknowledged_then_committed(world, full_contact):
+    runner, names, codec, tp, log = world
+    records = contacts(full_contact, codec, names)
+    run(runner._batch(tp, records))
+    kinds = [entry[0] for entry in log]
+    assert kinds[-1] == "commit" and log[-1][1] == {tp: 14}
+    assert kinds.count("commit") == 1
+    assert kinds.index("commit") > max(i for i, kind in enumerate(kinds) if kind == "ack")
+    assert kinds.count("ack") == kinds.count("send")
+    topics = {t for t, *_ in runner.producer.sent}
+    assert {names.resolved, names.graph_changelog, names.contacts_changelog} <= topics
+    # every changelog record carries this writer; the tables hold what the changelogs say
+    changelog = [(t, key, value, h) for t, _p, key, value, h in runner.producer.sent if t.endswith("changelog.v1")]
+    assert all(h == [("writer", A)] for *_, h in changelog)
+    replayed = GraphTable(names.graph_changelog)
+    replay([(key, value, A) for t, key, value, _h in changelog if t == names.graph_changelog], replayed)
+    graph = replayed.records()
+    assert graph == runner.graph_table.records() and graph
+    assert len(runner.contacts_table) == 4
+    from threadline.metrics import CONSUMER_LAG
+
+    assert CONSUMER_LAG.labels("worker", names.graph, "0")._value.get() == 120 - 14
+
+
+def test_a_redelivered_batch_changes_no_state_and_gives_the_same_resolved_contacts(world, full_contact):
+    runner, names, codec, tp, log = world
+    records = contacts(full_contact, codec, names)
+    run(runner._batch(tp, records))
+    first = list(runner.producer.sent)
+    graph, stored = runner.graph_table.snapshot(), runner.contacts_table.snapshot()
+    runner.producer.sent.clear()
+    run(runner._batch(tp, records))  # the same batch again: a crash before its commit
+    again = runner.producer.sent
+    assert not [r for r in again if r[0].endswith("changelog.v1")]  # no state written
+    assert runner.graph_table.snapshot() == graph and runner.contacts_table.snapshot() == stored
+
+    def resolved(rs):
+        return sorted((key, value) for t, _p, key, value, _h in rs if t == names.resolved)
+
+    assert resolved(again) == resolved(first)
+
+
+def test_a_revoked_partition_gets_no_write_and_no_commit(world, full_contact):
+    runner, names, codec, tp, log = world
+    run(runner.revoked())
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    assert log == [] and runner.producer.sent == []
+    assert len(runner.graph_table) == 0 and len(runner.contacts_table) == 0
+
+
+def test_a_partition_gone_from_the_assignment_gets_no_write(world, full_contact):
+    runner, names, codec, tp, log = world
+    runner.consumer.owned = set()  # the rebalance took it before its callback ran
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    assert log == [] and runner.producer.sent == []
+
+
+def test_a_failed_commit_stops_every_later_write(world, full_contact):
+    """The group moved on (CommitFailedError: another generation owns the partition): this worker
+    writes nothing more until it is assigned the partition again."""
+    runner, names, codec, tp, log = world
+    runner.consumer.fail = True
+    batch = contacts(full_contact, codec, names)
+    run(runner._batch(tp, batch[:2]))
+    assert runner.writer is None
+    sent = len(runner.producer.sent)
+    run(runner._batch(tp, batch[2:]))
+    assert len(runner.producer.sent) == sent
+
+
+def test_an_undecodable_graph_record_goes_to_the_dlq_and_the_batch_is_committed(world, full_contact):
+    runner, names, codec, tp, log = world
+    records = contacts(full_contact, codec, names, 2)
+    records.insert(1, Record(names.graph, 0, 99, b"k", b"\x00garbage"))
+    records[-1].offset = 100
+    run(runner._batch(tp, records))
+    dlq = [r for r in runner.producer.sent if r[0] == names.dlq]
+    assert len(dlq) == 1 and dlq[0][3] == b"\x00garbage"
+    assert log[-1] == ("commit", {tp: 101})
+
+
+@dataclass
+class Logged:
+    """A changelog record as the recovery's reader gives it."""
+
+    offset: int
+    key: bytes
+    value: bytes | None
+    headers: list
+
+
+class Assignment:
+    """The runner's rebalance callbacks on the fake producer's changelogs: a fence is appended to
+    its changelog; the recovery reads the records it asks for from there (``reads``: how many).
+    ``someone_fenced`` and ``someone_wrote`` add another writer's fence and records."""
+
+    def __init__(self, runner, monkeypatch, generation: int = 7):
+        self.runner, self.reads = runner, 0
+        runner.consumer._coordinator = type("Coordinator", (), {"member_id": "m", "generation": generation})()
+        logs = runner.producer.logs
+
+        async def fence(table, writer):
+            return self.append(table.topic, fence_key(writer.decode()), v({}), writer)
+
+        async def read(topic, start, end):
+            records = [Logged(o, *r) for o, r in enumerate(logs.get(topic, [])) if start <= o <= end]
+            self.reads += len(records)
+            if records:
+                yield records
+
+        monkeypatch.setattr(runner, "_fence", fence)
+        monkeypatch.setattr(runner, "_read", read)
+
+    def append(self, topic, key, value, writer) -> int:
+        log = self.runner.producer.logs.setdefault(topic, [])
+        log.append((key, value, [("writer", writer)]))
+        self.runner.producer.ends[(topic, 0)] = len(log)
+        return len(log) - 1
+
+    def someone_fenced(self, topic, writer=B):
+        self.append(topic, fence_key(writer.decode()), v({}), writer)
+
+    def someone_wrote(self, topic, key, value, writer=B):
+        self.append(topic, k(key), v(value), writer)
+
+    def replayed(self, topic) -> dict:
+        """The changelog replayed with its fences: stored key -> JSON value."""
+        table = StateTable(topic)
+        replay([(key, value, dict(h).get("writer")) for key, value, h in self.runner.producer.logs[topic]], table)
+        return table.values
+
+
+def test_given_the_partition_back_with_nobody_writing_since_only_its_fence_is_new(world, full_contact, monkeypatch):
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))  # the first time: a fresh store reads from the changelogs' beginnings
+    assert assignment.reads == 0  # nothing before its own fences
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    graph = runner.graph_table.snapshot()
+    run(runner.revoked())
+    assert runner.writer is None
+    run(runner.assigned({tp}))  # back, and nobody wrote after this worker's last record
+    assert assignment.reads == 0 and runner.graph_table.snapshot() == graph and runner.writer is not None
+    run(runner.revoked())
+    assignment.someone_fenced(names.graph_changelog)
+    assignment.someone_wrote(names.graph_changelog, "n:x", {"by": "b"})
+    run(runner.assigned({tp}))  # back, but another worker wrote meanwhile: only what came after is read
+    assert assignment.reads == 3  # its fence, its record, and this worker's new fence
+    assert runner.graph_table.snapshot() == assignment.replayed(names.graph_changelog)
+    assert runner.graph_table.snapshot()["n:x"] == {"by": "b"}
+
+
+def test_a_batch_records_its_last_changelog_offset_and_writer_and_is_verified_once_committed(
+    world, full_contact, monkeypatch
+):
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    writer = runner.writer
+    seen: list = []
+    commit = runner.consumer.commit
+
+    async def spying_commit(offsets):  # what the store says when the input is committed
+        seen.append(runner.graph_table.store.position())
+        await commit(offsets)
+
+    runner.consumer.commit = spying_commit
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    end = len(runner.producer.logs[names.graph_changelog]) - 1
+    [at_commit] = seen
+    assert at_commit.offset == end and at_commit.writer == writer and at_commit.verified == 0  # its fence
+    assert runner.graph_table.store.position().verified == end
+    assert runner.contacts_table.store.position().offset == len(runner.producer.logs[names.contacts_changelog]) - 1
+
+
+def restarted(runner, names, codec, tmp_path):
+    """A new runner on the same data dir (the worker restarted), sharing the fake broker."""
+    again = IdentityRunner(
+        runner.settings, "unit", names, runner.ctx, codec, IdentityRules(), store_dir=tmp_path / "identity"
+    )
+    again._partitions = runner._partitions
+    again.producer, again.consumer = runner.producer, runner.consumer
+    return again
+
+
+@pytest.fixture
+def on_disk(world, tmp_path):
+    runner, names, codec, tp, log = world
+    runner = restarted(runner, names, codec, tmp_path)
+    return runner, names, codec, tp, log
+
+
+def test_a_restarted_worker_reads_only_the_changelog_after_its_stores_offset(
+    on_disk, full_contact, monkeypatch, tmp_path
+):
+    runner, names, codec, tp, log = on_disk
+    Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    graph, stored = runner.graph_table.snapshot(), runner.contacts_table.snapshot()
+    for table in runner.tables:
+        table.store.close()  # the process ends (RocksDB's write-ahead log survives a kill too)
+    again = restarted(runner, names, codec, tmp_path)
+    assignment = Assignment(again, monkeypatch, generation=8)
+    run(again.assigned({tp}))
+    assert assignment.reads == 0  # only each changelog's new fence came after: nothing read again
+    assert again.graph_table.snapshot() == graph == assignment.replayed(names.graph_changelog)
+    assert again.contacts_table.snapshot() == stored and again.contacts_table.get(next(iter(stored)))
+    run(again._batch(tp, contacts(full_contact, codec, names)))  # redelivered: duplicates, nothing written
+    assert again.graph_table.snapshot() == graph
+
+
+def test_a_fresh_store_reads_the_changelogs_from_their_beginnings(on_disk, full_contact, monkeypatch, tmp_path):
+    runner, names, codec, tp, log = on_disk
+    Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    total = sum(len(runner.producer.logs[t]) for t in (names.graph_changelog, names.contacts_changelog))
+    for table in runner.tables:
+        table.store.close()
+    shutil.rmtree(tmp_path / "identity")  # a new disk
+    again = restarted(runner, names, codec, tmp_path)
+    assignment = Assignment(again, monkeypatch, generation=8)
+    run(again.assigned({tp}))
+    assert assignment.reads == total + 2
+    assert again.graph_table.snapshot() == assignment.replayed(names.graph_changelog) != {}
+
+
+def test_a_batch_stored_but_not_committed_after_another_writers_fence_is_not_kept(
+    on_disk, full_contact, monkeypatch, tmp_path
+):
+    """This worker lost the partition (another writer fenced) and wrote a batch to its changelogs
+    and its store before its commit failed (or it died before committing): the store is rebuilt
+    to what every replay gives, without that batch."""
+    runner, names, codec, tp, log = on_disk
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    for topic in (names.graph_changelog, names.contacts_changelog):
+        assignment.someone_fenced(topic)
+    runner.consumer.fail = True
+    run(runner._batch(tp, contacts(full_contact, codec, names)))  # the zombie's batch
+    position = runner.graph_table.store.position()
+    assert position.verified < position.offset
+    runner.consumer.fail = False
+    run(runner.assigned({tp}))
+    for table in runner.tables:
+        assert table.snapshot() == assignment.replayed(table.topic) == {}
+
+
+def test_a_batch_stored_but_not_committed_with_nobody_fenced_since_is_kept(
+    on_disk, full_contact, monkeypatch, tmp_path
+):
+    runner, names, codec, tp, log = on_disk
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    runner.consumer.fail = True  # e.g. a rebalance that gave the partition back to this worker
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    graph = runner.graph_table.snapshot()
+    runner.consumer.fail = False
+    before = assignment.reads
+    run(runner.assigned({tp}))
+    batch = len(runner.producer.logs[names.graph_changelog]) - 2  # between its two fences
+    # its batch checked for another writer's fence (none), nothing else read
+    assert assignment.reads - before == batch + (len(runner.producer.logs[names.contacts_changelog]) - 2)
+    assert runner.graph_table.snapshot() == graph == assignment.replayed(names.graph_changelog)
+
+
+def test_a_stale_writers_records_after_the_stores_offset_are_skipped_with_the_fence_it_recorded(
+    world, full_contact, monkeypatch
+):
+    runner, names, codec, tp, log = world
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    run(runner.revoked())
+    assignment.someone_wrote(names.graph_changelog, "n:zombie", {"by": "b"})  # B lost the partition long ago
+    run(runner.assigned({tp}))
+    assert "n:zombie" not in runner.graph_table.snapshot()
+    assert runner.graph_table.snapshot() == assignment.replayed(names.graph_changelog)
+
+
+def test_the_tables_cache_is_bounded_and_misses_read_the_store():
+    table = StateTable("t", limit=2)
+    for i in range(5):
+        table[f"e:{i}"] = f"v{i}"
+    items = [(k(key), v(value)) for key, value in table.take_dirty().items()]
+    table.persist(items, 4, A)
+    assert len(table.values) == 2 and len(table) == 5
+    assert table.get("e:0") == "v0" and table["e:1"] == "v1" and table.get("e:9") is None
+    assert table.store.position() == Position(4, A, -1)
+
+
+def test_the_graphs_records_held_are_bounded_and_misses_read_the_store():
+    from streams.identity import NodeRecord
+
+    table = GraphTable("g", limit=2)
+    for i in range(3):
+        table.put_node(f"email:{i}", NodeRecord((f"e{i}",), f"c-{i}", ()))
+    items = [(k(key), v(value)) for key, value in table.take_dirty().items()]
+    table.persist(items, 2, A)
+    assert len(table.nodes) + len(table.contacts) <= 2 and len(table) == 3
+    assert table.node("email:0") == NodeRecord(("e0",), "c-0", ()) and table.node("email:9") is None
+
+
+def test_a_rocksdb_store_keeps_its_records_and_position_across_opens(tmp_path):
+    store = RocksStore(tmp_path / "t.db")
+    assert store.position() == Position()
+    store.write([(k("a"), v(1)), (k("b"), v(2))], 10, A, verified=False)
+    store.write([(k("a"), None)], 11, A, verified=False)
+    store.verify(11)
+    store.close()
+    again = RocksStore(tmp_path / "t.db")
+    assert again.position() == Position(11, A, 11)
+    assert dict(again.items()) == {k("b"): v(2)} and again.get(k("a")) is None
+    again.reset()
+    assert again.position() == Position() and dict(again.items()) == {}
+
+
+class FakeAdmin:
+    """aiokafka's admin client as ``start_offset`` asks it: the faust group's committed offsets."""
+
+    offsets: dict = {}
+
+    def __init__(self, **_config):
+        pass
+
+    async def start(self):
+        pass
+
+    async def close(self):
+        pass
+
+    async def list_consumer_group_offsets(self, group_id, partitions=None):
+        return {tp: o for tp, o in self.offsets.get(group_id, {}).items() if tp in partitions}
+
+
+def test_a_stage_group_without_a_commit_starts_where_the_faust_group_had_committed(world, monkeypatch):
+    """Upgrading from the faust agent: the graph topic is not read again from its beginning."""
+    import aiokafka.admin
+    from aiokafka.structs import OffsetAndMetadata
+
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    Assignment(runner, monkeypatch)
+    monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", FakeAdmin)
+    monkeypatch.setattr(FakeAdmin, "offsets", {"unit": {tp: OffsetAndMetadata(4321, "")}})
+    runner.consumer.committed_offset = None
+    run(runner.assigned({tp}))
+    assert runner._start_at == {tp: 4321}
+    run(runner._batch(tp, [Record(names.graph, 0, 17, b"k", b"\x00garbage")]))  # read from the beginning
+    assert log == [("seek", 4321)] and runner.producer.sent == []  # skipped, not processed
+    log.clear()
+    runner.consumer.committed_offset = 4400  # the stage's own group has committed: that is where it goes on
+    run(runner.revoked())
+    run(runner.assigned({tp}))
+    assert runner._start_at == {}
+    runner.consumer.committed_offset = None
+    monkeypatch.setattr(FakeAdmin, "offsets", {})  # a new deployment: from the beginning (auto_offset_reset)
+    run(runner.revoked())
+    run(runner.assigned({tp}))
+    assert runner._start_at == {}
+
+
+def test_a_first_batch_across_the_taken_over_offset_is_processed_from_that_offset(world, full_contact):
+    runner, names, codec, tp, log = world
+    records = contacts(full_contact, codec, names)  # offsets 10-13
+    runner._start_at = {tp: 12}
+    run(runner._batch(tp, records))
+    assert len(runner.contacts_table) == 2 and log[-1] == ("commit", {tp: 14})
+
+
+# --- the graph's table: records parsed once, at recovery ---------------------------------------
+
+
+def test_the_graph_is_recovered_as_parsed_records_old_form_tombstones_and_fences_included():
+    """Recovery parses each changelog value into its record (the one-letter form faust's table
+    wrote too); a tombstone deletes it; a key that is no graph record's is skipped."""
+    from streams.identity import ContactRecord, NodeRecord
+
+    table = GraphTable("g.changelog")
+    node = {"c": ["e1"], "cust": "c-1", "x": []}
+    contact = {"t": 5, "a": "email:a", "n": [["email:a", "email", "same_contact"]], "cust": "c-1", "out": []}
+    skipped = replay(
+        [
+            (k("n:email:a"), v(node), None),
+            (k("e:e1"), v(contact), None),
+            (k("n:gone"), v({"contacts": ["e9"], "customer_id": "c-9", "unlinked": []}), None),
+            (fence_key(A.decode()), v({}), A),
+            (k("n:gone"), None, None),  # erasure
+            (k("x:what"), v({"y": 1}), A),
+            (k("n:b"), v({"contacts": ["e1"], "customer_id": "c-1", "unlinked": ["email:a"]}), B),  # fenced out
+        ],
+        table,
+    )
+    assert skipped == 2
+    assert table.records() == {
+        "n:email:a": NodeRecord(("e1",), "c-1", ()),
+        "e:e1": ContactRecord(5, "email:a", (("email:a", "email", "same_contact"),), "c-1", ()),
+    }
+    assert table.take_dirty() == {}  # recovered, not changed
+
+
+def test_a_batch_parses_no_graph_record_it_holds(world, full_contact, monkeypatch):
+    """The graph's records are parsed when the table is recovered and never by a batch: the second
+    batch reads the records the first one wrote (its contacts share their identities) as records."""
+    from .test_identity_records import count_parses
+
+    runner, names, codec, tp, log = world
+    batch = contacts(full_contact, codec, names, 6)
+    run(runner._batch(tp, batch[:3]))
+    parsed = count_parses(monkeypatch)
+    run(runner._batch(tp, batch[3:]))
+    assert parsed == []
+    customers = {r.customer_id for key, r in runner.graph_table.records().items() if key.startswith("e:")}
+    assert len(customers) == 1 and len(runner.contacts_table) == 6
