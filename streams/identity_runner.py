@@ -26,7 +26,11 @@ A batch (``getmany``, up to ``BATCH_MAX`` records) goes through the stage's rule
 A crash anywhere before 4 redelivers the batch; the rules give the same outputs for the same
 inputs, and a contact the graph has seen is a duplicate that changes no state: a store that
 already holds the batch (a crash between 3 and 4) is not changed by it again, a store behind its
-changelog (a crash before 3) reads the rest at the next assignment.
+changelog (a crash before 3) reads the rest at the next assignment. The broker not taking the
+batch at 1-2 (down, unreachable, a timeout) stops neither the stage nor the worker: the tables'
+caches, which hold the batch's changes, are dropped (the stores hold the state before it), and the
+batch is read again from its first record after a pause that doubles up to ``RETRY_MOST``
+seconds (``_produce_failed``).
 
 Recovery and fencing. When the partition is assigned, the runner writes a *fence* record to each
 changelog (key ``["fence", writer]``, writer = the group member id and generation), waits for
@@ -61,6 +65,7 @@ from typing import Any
 
 import orjson
 from aiokafka import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from mode import Service
 
@@ -77,6 +82,7 @@ from threadline.settings import Settings
 
 WRITER_HEADER = "writer"
 POLL_MS = 200  # how long a getmany waits for records when there are none
+RETRY_FIRST, RETRY_MOST = 0.5, 10.0  # seconds before a batch the broker did not take is read again
 CONTACTS_KEPT = 10_000  # the contacts table's cache: parsed values kept between batches at most
 MAX_BATCH_BYTES = 1_000_000  # a producer batch (one topic partition's records of a stage batch) at most
 
@@ -150,6 +156,8 @@ class IdentityRunner(Service):
         self._partitions: dict[str, list[int]] = {}
         self._start_at: dict[Any, int] = {}  # partition -> offset taken over from the faust group
         self.batches = 0
+        self._retry_in = RETRY_FIRST
+        self.pause = 0.0  # seconds to wait before the next fetch (a batch the broker did not take)
         self.seconds = metrics.PROCESSING_SECONDS.labels(COMPONENT, "identity")
         self.lag = metrics.LagGauge(COMPONENT)  # threadline_consumer_lag of the graph's partition, while owned
 
@@ -355,6 +363,9 @@ class IdentityRunner(Service):
             for tp, records in got.items():
                 if records:
                     await self._batch(tp, records)
+                if self.pause:
+                    await asyncio.sleep(self.pause)
+                    self.pause = 0.0
 
     async def _batch(self, tp: Any, records: list) -> None:
         from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -379,7 +390,12 @@ class IdentityRunner(Service):
                 for table in self.tables
             ]
             # 1. outputs and changelog records to the producer; 2. every acknowledgment awaited
-            last = await self._produce(out, changelog, writer)
+            try:
+                last = await self._produce(out, changelog, writer)
+            except (KafkaError, asyncio.TimeoutError) as exc:
+                self._produce_failed(tp, records, exc)
+                return
+            self._retry_in = RETRY_FIRST
             # 3. the acknowledged changelog records to the local stores, each with the offset of its
             # changelog's last one. 4. only then the input's offset, with the generation of this
             # assignment. A crash between 3 and 4 redelivers the batch to a store that already holds
@@ -412,6 +428,28 @@ class IdentityRunner(Service):
             each = (time.perf_counter() - t0) / len(records)
             for _ in records:
                 self.seconds.observe(each)
+
+    def _produce_failed(self, tp: Any, records: list, exc: BaseException) -> None:
+        """The batch's outputs were not all acknowledged (the broker down or unreachable): nothing
+        of it is in the stores nor committed, so the tables' caches, which hold its changes, are
+        dropped (the stores hold the state before it), the partition is read again from the batch's
+        first record, after a pause (``pause``, taken by ``_run`` outside the batch lock so that a
+        rebalance does not wait for it) that doubles up to ``RETRY_MOST`` seconds. Records of it
+        that the broker did take are sent again: at-least-once, the same records."""
+        for table in self.tables:
+            table.clear()
+        self.consumer.seek(tp, records[0].offset)
+        log.warning(
+            "identity_produce_failed",
+            group=self.group,
+            offset=records[0].offset,
+            records=len(records),
+            error=type(exc).__name__,
+            retry_in=self._retry_in,
+            exc_info=True,
+        )
+        self.pause = self._retry_in
+        self._retry_in = min(self._retry_in * 2, RETRY_MOST)
 
     async def _produce(
         self,

@@ -239,6 +239,46 @@ def test_a_redelivered_batch_changes_no_state_and_gives_the_same_resolved_contac
     assert resolved(again) == resolved(first)
 
 
+class BrokerDownProducer(FakeProducer):
+    """The broker unreachable: every batch handed over fails to be acknowledged."""
+
+    async def send_batch(self, builder, topic, partition):
+        from aiokafka.errors import KafkaTimeoutError
+
+        self.log.append(("send", topic))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_exception(KafkaTimeoutError())
+        return fut
+
+
+def test_a_batch_the_broker_did_not_take_is_read_again_with_nothing_of_it_kept(world, full_contact):
+    """The broker down during a batch: the runner keeps running (no exception out of the batch, so
+    the stage is not stopped), commits nothing, drops what its tables hold of the batch and reads
+    it again from its first record after a pause; with the broker back, the same batch is processed
+    as new (not as duplicates of contacts the failed attempt had put in the tables)."""
+    runner, names, codec, tp, log = world
+    records = contacts(full_contact, codec, names)
+    working = runner.producer
+    runner.producer = BrokerDownProducer(log)
+    run(runner._batch(tp, records))
+    assert ("seek", records[0].offset) in log
+    assert not [entry for entry in log if entry[0] == "commit"]
+    assert runner.pause > 0 and runner.writer == A
+    assert runner.graph_table.records() == {} and len(runner.contacts_table) == 0
+    assert runner.graph_table.snapshot() == {} and runner.contacts_table.snapshot() == {}
+
+    runner.producer = working
+    run(runner._batch(tp, records))
+    assert log[-1] == ("commit", {tp: 14})
+    resolved = [r for r in working.sent if r[0] == names.resolved]
+    changelog = [r for r in working.sent if r[0] == names.graph_changelog]
+    assert len(resolved) == 4 and changelog
+    replayed = GraphTable(names.graph_changelog)
+    replay([(key, value, A) for _t, _p, key, value, _h in changelog], replayed)
+    assert replayed.records() == runner.graph_table.records()
+    assert len(runner.contacts_table.snapshot()) == 4
+
+
 def test_a_revoked_partition_gets_no_write_and_no_commit(world, full_contact):
     runner, names, codec, tp, log = world
     run(runner.revoked())
