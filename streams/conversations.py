@@ -815,27 +815,18 @@ class Stitcher:
         return out
 
     def _clock_changes(self, conv: Conversation, p: dict, views: dict, keys: list[str]) -> list[tuple]:
-        """SLA clocks started, stopped (hit or breached) and withdrawn since ``p``."""
-        out: list[tuple] = []
+        """SLA clocks withdrawn, started and stopped (hit or breached) since ``p``.
+
+        A reader knows a clock by kind and start alone (the event's ``sla``), so two clocks of one
+        kind and start (``kind:start`` and ``kind:start#2``: resolved and reopened in the same
+        instant) are one clock to it, and a late contact that moves one of them renumbers the other
+        (``#2`` becomes the first). The withdrawals come first, and every kind and start this
+        change touches ends with an event of the last clock that has it (re-sent if it did not
+        change), so a withdrawn ``#n`` never stands over a clock that is still there."""
         # back from merged_into: every clock is announced again, and those published before the
         # merge that are gone now are withdrawn
         known, gone = ({}, p.get("kx", {})) if p["st"] == "merged_into" else (p["k"], p["k"])
-        for key, clock in zip(keys, conv.clocks):
-            before, before_end = published_clock(known.get(key))
-            # announced when it starts, and again when a late contact takes back its stop (a reply or
-            # a pause before its due time): it runs (or is paused) again
-            if before is None or (before in ("hit", "breached") and clock.state not in ("hit", "breached")):
-                out.append(
-                    ("sla_started", key, clock.started, views.get(self._starter(conv, clock, views)), {"clock": clock})
-                )
-            # a stopped clock is (re)announced when it stops, and again when a late contact moves
-            # the time it stopped at (an earlier reply, a pause), so the event that stands says when
-            if clock.state in ("hit", "breached") and (
-                before != clock.state or (before_end is not None and before_end != clock.end)
-            ):
-                out.append(
-                    ("sla_" + ("hit" if clock.state == "hit" else "breached"), key, clock.end, None, {"clock": clock})
-                )
+        out: list[tuple] = []
         for key, entry in sorted(gone.items()):
             if key not in keys:  # taken back by a late contact: its earlier events no longer stand
                 kind, started = key.split("#", 1)[0].rsplit(":", 1)
@@ -849,7 +840,36 @@ class Stitcher:
                         {"clock": withdrawn_clock(kind, int(started), last, end, entry)},
                     )
                 )
+        for key, clock in zip(keys, conv.clocks):
+            before, before_end = published_clock(known.get(key))
+            # announced when it starts, and again when a late contact takes back its stop (a reply or
+            # a pause before its due time): it runs (or is paused) again
+            if before is None or (before in ("hit", "breached") and clock.state not in ("hit", "breached")):
+                out.append(self._started(conv, key, clock, views))
+            # a stopped clock is (re)announced when it stops, and again when a late contact moves
+            # the time it stopped at (an earlier reply, a pause), so the event that stands says when
+            if clock.state in ("hit", "breached") and (
+                before != clock.state or (before_end is not None and before_end != clock.end)
+            ):
+                out.append(self._stopped(key, clock))
+        standing = {(c.kind, c.started): (key, c) for key, c in zip(keys, conv.clocks)}  # the last one wins
+        said = {(e[4]["clock"].kind, e[4]["clock"].started): e[4]["clock"] for e in out}
+        for named, clock in said.items():
+            if named in standing and standing[named][1] is not clock:
+                name, stands = standing[named]
+                out.append(
+                    self._stopped(name, stands)
+                    if stands.state in ("hit", "breached")
+                    else self._started(conv, name, stands, views)
+                )
         return out
+
+    def _started(self, conv: Conversation, key: str, clock: Clock, views: dict) -> tuple:
+        return ("sla_started", key, clock.started, views.get(self._starter(conv, clock, views)), {"clock": clock})
+
+    @staticmethod
+    def _stopped(key: str, clock: Clock) -> tuple:
+        return ("sla_" + ("hit" if clock.state == "hit" else "breached"), key, clock.end, None, {"clock": clock})
 
     @staticmethod
     def _starter(conv: Conversation, clock: Clock, views: dict) -> str | None:

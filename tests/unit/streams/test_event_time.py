@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streams.conversations import Stitcher, conversations_of, fold, snapshots, view
@@ -393,8 +393,68 @@ def breached_clocks(convs) -> dict[tuple, int]:
     return {(cv.id, k.kind, k.started): k.end for cv in convs for k in cv.clocks if k.state == "breached"}
 
 
+def same_minute_reopen() -> tuple[dict, ...]:
+    """An agent's hello at 10:00; a question, its resolution and a new question at 10:01 (resolved
+    and reopened in the same minute: two resolution clocks start at 10:01); a question of 10:00."""
+    return (
+        agent("a-hello", "chat", 0, cust="A"),
+        contact("b-question", "chat", MIN, cust="A"),
+        agent("c-done", "chat", MIN, cust="A", event_type="conversation.resolved"),
+        contact("d-again", "chat", MIN, cust="A"),
+        contact("e-early", "chat", 0, cust="A"),
+    )
+
+
+class AsGiven(random.Random):
+    """The arrival order as written (an ``@example``'s random: its shuffle keeps the order)."""
+
+    def shuffle(self, x) -> None:  # type: ignore[override]
+        return None
+
+
+def test_a_late_contact_that_renumbers_two_clocks_of_one_start_leaves_the_breach_standing():
+    """Resolved and reopened in the same minute: two resolution clocks start at 10:01, the first hit
+    (``resolution:10:01``), the second breached by a watermark that jumped ahead while the partition
+    was idle (``resolution:10:01#2``). A customer message of 10:00 arrives late: the first clock now
+    starts at 10:00 and the breached one is the only clock of 10:01 (its key loses the ``#2``). A
+    reader knows a clock by kind and start alone, so the withdrawal of ``#2`` must not be the latest
+    event of the breached clock: its breach stands, at its due time, with the in-order pass's id."""
+    hello, question, done, again, early = same_minute_reopen()
+    idle_wm = T0 + 2 * 24 * HOUR
+    s, state, events = Stitcher(RULES), None, []
+    for c in (hello, question, done, again):
+        state, out = s.apply(state, c, wm=c["occurred_at"])
+        events += out
+    state, out = s.advance(state, idle_wm)
+    events += out
+    state, out = s.apply(state, early, wm=idle_wm)
+    events += out
+    [conv] = s.conversations(state)
+    due = T0 + MIN + RULES.resolution_seconds * 1000
+    assert breached_clocks([conv]) == {
+        (conv.id, "next_response", T0 + MIN): T0 + MIN + RULES.target("chat") * 1000,
+        (conv.id, "resolution", T0 + MIN): due,
+    }
+    got = standing_breaches(events)
+    assert {k: e["occurred_at"] for k, e in got.items()} == breached_clocks([conv])
+    in_order = feed([("add", c, 0) for c in (hello, early, question, done, again)], final_wm=idle_wm)[2]
+    want = standing_breaches(in_order)
+    assert {k: e["event_id"] for k, e in got.items()} == {k: e["event_id"] for k, e in want.items()}
+    assert fold(events) == fold(in_order)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(journeys(), st.randoms(use_true_random=False), st.integers(0, 3), st.integers(0, 3))
+@example(  # the three of 10:01, the idle timer, then the hello and the question of 10:00
+    journey=(
+        list(same_minute_reopen()),
+        [("add", r, 0) for r in (*same_minute_reopen()[1:4], same_minute_reopen()[0], same_minute_reopen()[4])],
+        {r["event_id"]: "A" for r in same_minute_reopen()},
+    ),
+    rnd=AsGiven(),
+    dups=0,
+    idle=3,
+)
 def test_every_arrival_order_emits_one_standing_breach_event_per_breached_clock_with_the_same_id_and_time(
     journey, rnd, dups, idle
 ):
