@@ -16,8 +16,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -25,7 +23,7 @@ import schemas
 from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
 from streams.identity import Change, ContactRecord, GraphRecords, IdentityGraph, NodeRecord, resolve
 from streams.identity_store import MemoryStore, TableStore
-from streams.stage import DECODE_ERRORS, Outputs, StageContext, log
+from streams.stage import DECODE_ERRORS, Letter, Outputs, StageContext, log
 from streams.topology import StreamTopics
 
 
@@ -260,15 +258,6 @@ def unlink_command(a: str, b: str, *, command_id: str, at_ms: int) -> bytes:
     return json.dumps({"a": a, "b": b, "command_id": command_id, "at_ms": at_ms}).encode()
 
 
-@dataclass(frozen=True)
-class _Letter:
-    """A graph topic record as ``StageContext.to_dlq`` takes it (faust's event: ``message`` and
-    ``value``)."""
-
-    message: Any
-    value: bytes
-
-
 class IdentityStage:
     """The stage's rules over a batch of graph topic records (aiokafka's ``ConsumerRecord``:
     ``topic``, ``partition``, ``offset``, ``headers``, ``value``): the graph works on its
@@ -341,7 +330,7 @@ class IdentityStage:
                             cmd["a"], cmd["b"], command_id=cmd["command_id"], at_ms=int(cmd["at_ms"]), gen=msg.offset
                         )
                     except (ValueError, KeyError, TypeError) as exc:
-                        self.ctx.to_dlq(out, _Letter(msg, value), f"{type(exc).__name__}: {exc}")
+                        self.ctx.to_dlq(out, Letter(msg, value), f"{type(exc).__name__}: {exc}")
                         continue
                     self.publish(out, change, msg.offset, pending)
                     continue
@@ -352,7 +341,7 @@ class IdentityStage:
                     change = graph.observe(record, gen=msg.offset)
                     out_value = resolved.value(value, record, change.customer_id)
                 except DECODE_ERRORS as exc:
-                    self.ctx.to_dlq(out, _Letter(msg, value), f"{type(exc).__name__}: {exc}")
+                    self.ctx.to_dlq(out, Letter(msg, value), f"{type(exc).__name__}: {exc}")
                     continue
                 eid = record["event_id"]
                 if not change.duplicate:

@@ -68,6 +68,15 @@ def writing_for(topic: str, partition: int) -> Iterator[None]:
         _current_event.reset(token)
 
 
+@dataclass(frozen=True)
+class Letter:
+    """A record a runner read (aiokafka's ``ConsumerRecord``: ``message``) as ``StageContext.to_dlq``
+    takes it (faust's event: ``message`` and ``value``)."""
+
+    message: Any
+    value: bytes | None
+
+
 @dataclass
 class Outputs:
     """A batch's records to produce, in order: (topic, key, value, headers, partition), and the
