@@ -2,9 +2,10 @@
 
 ``make_app`` is the App (broker, store, guarantees, producer batching); ``create_app`` adds the
 topology (``streams.topology``: topics, tables and changelogs) and the stages, each in its own
-module: ``streams.route_stage`` (contacts.v1 → the graph topic, DLQ for what does not decode),
+module: ``streams.route_runner`` (contacts.v1 → the graph topic, DLQ for what does not decode),
 ``streams.identity_stage`` (the graph's single writer → contacts.resolved.v1, identities.v1; run
-by ``streams.identity_runner`` on aiokafka's batch API, not as a faust agent),
+by ``streams.identity_runner``), both on aiokafka's batch API (``streams.batch_runner``), not as faust
+agents,
 ``streams.conversations_stage`` (stitching and SLA clocks per customer → conversations.v1, clocks
 scheduled by the pure ``streams.clocks``). Every stage takes its records in batches
 (``streams.stage``). ``streams.worker`` runs the app as a process (probes, lag metric, bounded stop).
@@ -33,12 +34,13 @@ from streams.conversations import Stitcher
 from streams.conversations_stage import ConversationsStage
 from streams.identity_runner import IdentityRunner
 from streams.identity_stage import unlink_command as _unlink_command
-from streams.route_stage import route_stage
+from streams.route_runner import RouteRunner
+from streams.batch_runner import BatchRunner
 from streams.rules import Rules, rules_from_settings
 from streams.stage import StageContext
 from streams.topology import StreamTopics, build_topology
 from streams.worker import add_lag_metric
-from streams.worker import run_runner as _run_runner
+from streams.worker import run_runners as _run_runners
 from streams.worker import run_worker as _run_worker
 from threadline import catalog
 from threadline.async_producer import keyed_partitioner
@@ -47,6 +49,7 @@ from threadline.settings import Settings
 
 APP_ID = "threadline-streams"
 STAGES = ("route", "identity", "conversations")
+FAUST_STAGES = ("conversations",)  # the stages that are faust agents (the others: ``runners``)
 CLOCK_INTERVAL = 1.0  # seconds between two looks at the clocks that fell due
 
 __all__ = [
@@ -134,13 +137,10 @@ def create_app(
     topo = build_topology(app, topics or StreamTopics(), stages)
     codec = make_codec(settings)
     ctx = StageContext(app, app_id, topo.names.dlq, seal=dlq_sealer(settings))
-    if "route" in stages:
-        app.agent(topo.contacts, name=f"{app_id}.route")(route_stage(ctx, codec, topo.names.graph))
-    if "identity" in stages:  # not a faust agent: a service of the app with its own consumer group
-        app.identity_runner = IdentityRunner(  # type: ignore[attr-defined]
-            settings, app_id, topo.names, ctx, codec, rules.identity, store_dir=identity_store_dir(settings, app_id)
-        )
-        app.service(app.identity_runner)  # type: ignore[attr-defined]
+    # route and identity are no faust agents: services of the app, each with its own consumer group
+    app.runners = runners(settings, app_id, topo.names, ctx, rules, stages)  # type: ignore[attr-defined]
+    for runner in app.runners:  # type: ignore[attr-defined]
+        app.service(runner)
     if "conversations" in stages:
         scheduler = ClockScheduler(
             lateness_ms=rules.stitch.timer_grace_seconds * 1000,
@@ -166,28 +166,31 @@ def unlink_command(a: str, b: str, *, command_id: str, at_ms: int | None = None)
     return _unlink_command(a, b, command_id=command_id, at_ms=at_ms or int(time.time() * 1000))
 
 
-def identity_runner(
-    settings: Settings, app_id: str = APP_ID, topics: StreamTopics | None = None, rules: Rules | None = None
-) -> IdentityRunner:
-    """The identity stage alone, without a faust app (``threadline worker --stages identity``)."""
-    rules = rules or rules_from_settings(settings.streams)
-    names = topics or StreamTopics()
-    ctx = StageContext(None, app_id, names.dlq, seal=dlq_sealer(settings))  # type: ignore[arg-type]
-    return IdentityRunner(
-        settings,
-        app_id,
-        names,
-        ctx,
-        make_codec(settings),
-        rules.identity,
-        store_dir=identity_store_dir(settings, app_id),
-    )
+def runners(
+    settings: Settings,
+    app_id: str,
+    names: StreamTopics,
+    ctx: StageContext,
+    rules: Rules,
+    stages: tuple[str, ...] = STAGES,
+) -> list[BatchRunner]:
+    """The runners of the ``stages`` this worker runs that are not faust agents: route, identity."""
+    out: list[BatchRunner] = []
+    codec = make_codec(settings)
+    if "route" in stages:
+        out.append(RouteRunner(settings, app_id, names.contacts, names.graph, ctx, codec))
+    if "identity" in stages:
+        store_dir = identity_store_dir(settings, app_id)
+        out.append(IdentityRunner(settings, app_id, names, ctx, codec, rules.identity, store_dir=store_dir))
+    return out
 
 
 def run_worker(
     settings: Settings, app_id: str = APP_ID, topics: StreamTopics | None = None, stages: tuple[str, ...] = STAGES
 ) -> None:
-    if set(stages) == {"identity"}:  # faust would have nothing to consume
-        _run_runner(identity_runner(settings, app_id, topics), settings)
+    if not set(stages) & set(FAUST_STAGES):  # faust would have nothing to consume: the runners alone
+        names = topics or StreamTopics()
+        ctx = StageContext(None, app_id, names.dlq, seal=dlq_sealer(settings))  # type: ignore[arg-type]
+        _run_runners(runners(settings, app_id, names, ctx, rules_from_settings(settings.streams), stages), settings)
         return
     _run_worker(create_app(settings, app_id=app_id, topics=topics, stages=stages), settings)

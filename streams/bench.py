@@ -27,7 +27,7 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from streams.app import StreamTopics
-from streams.identity_runner import identity_group
+from streams.batch_runner import stage_group
 from threadline.benchkit import (
     RATE_COLUMNS,
     PYTHON,
@@ -228,14 +228,14 @@ def run_pipeline(
                     start_new_session=True,
                 )
             )
-        # The groups the workers join: faust's (the route and conversations stages) and, in a tree
-        # whose identity stage has a runner of its own (``streams.identity_runner``), the stage's.
-        runs = set(stages.split(","))
-        own_group = (tree or REPO).joinpath("streams", "identity_runner.py").exists() and "identity" in runs
-        groups = [app_id] if runs - ({"identity"} if own_group else set()) else []
-        if own_group:
-            groups.append(identity_group(app_id))
-        committer = {topics.graph: identity_group(app_id) if own_group else app_id}
+        # The groups the workers join: faust's (the stages that are faust agents) and, in a tree
+        # whose route or identity stage has a runner of its own (``streams.batch_runner``), the stage's.
+        runs, code = set(stages.split(",")), (tree or REPO) / "streams"
+        own = {s for s in ("route", "identity") if s in runs and (code / f"{s}_runner.py").exists()}
+        groups = [app_id] if runs - own else []
+        groups += [stage_group(app_id, s) for s in sorted(own)]
+        committer = {t: stage_group(app_id, s) for s, t in (("route", topics.contacts), ("identity", topics.graph))}
+        committer = {t: g for t, g in committer.items() if g in groups}
         deadline = time.monotonic() + 120
         while not all(_group_stable(admin, g, workers) for g in groups):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -380,6 +380,9 @@ def identity_suite(ctx: BenchContext) -> list[Section]:
     ]
 
 
+WORKER_ROUNDS = 2  # one worker and two workers, alternately, this many rounds each
+
+
 def streams_suite(ctx: BenchContext) -> list[Section]:
     from threadline.topics import admin_client
 
@@ -397,10 +400,15 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
         admin.close()
     ctx.rates[BASELINE_COPY_AIO] = base
     compared = compared_runs(ctx, "worker ×1", lambda tree, tag: run_pipeline(ctx, 1, f"streams1-{tag}", tree=tree)[0])
-    with ctx.console.status("identity + stitching, one worker ..."):
-        one, _ = run_pipeline(ctx, 1, "streams1")
-    with ctx.console.status("identity + stitching, two workers ..."):
-        two, _ = run_pipeline(ctx, 2, "streams2")
+    ones: list[Rate] = []
+    twos: list[Rate] = []
+    for rnd in range(1, WORKER_ROUNDS + 1):  # alternately: the machine's load drifts alike for both
+        with ctx.console.status(f"identity + stitching, one worker (round {rnd}) ..."):
+            ones.append(run_pipeline(ctx, 1, f"streams1-r{rnd}")[0])
+        with ctx.console.status(f"identity + stitching, two workers (round {rnd}) ..."):
+            twos.append(run_pipeline(ctx, 2, f"streams2-r{rnd}")[0])
+    ratios = [two.ratio(one) for one, two in zip(ones, twos, strict=True)]
+    one, two = ones[0], twos[0]
     ctx.rates["streams.one-worker"], ctx.rates["streams.two-workers"] = one, two
     return [
         Section(
@@ -408,8 +416,11 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
             RATE_COLUMNS,
             [
                 rate_row("aiokafka consume + produce (baseline)", base),
-                rate_row("threadline worker ×1", one, base),
-                rate_row("threadline worker ×2", two, base),
+                *(
+                    rate_row(f"threadline worker ×{n}, round {rnd}", rate, base)
+                    for rnd, pair in enumerate(zip(ones, twos, strict=True), 1)
+                    for n, rate in zip((1, 2), pair, strict=True)
+                ),
                 *(rate_row(label, rate, base) for label, rate in compared),
             ],
             text=[
@@ -423,8 +434,10 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
             ],
             notes=[
                 "ratio: contacts/s through the worker(s) ÷ aiokafka consume-and-produce records/s.",
-                f"two workers ÷ one worker: {fmt_ratio(two.ratio(one))} (the identity graph has a single "
-                "writer; stitching is spread over the customer partitions).",
+                "two workers ÷ one worker, each round's against the one worker of its round: "
+                f"{', '.join(fmt_ratio(r) for r in ratios)}; median {fmt_ratio(statistics.median(ratios))} "
+                "(the identity graph has a single writer; routing and stitching are spread over the "
+                "partitions).",
                 *compare_note(compared),
             ],
         )

@@ -8,8 +8,9 @@
 
 A table's changelog has the partitions of its source topic (faust raises PartitionsMismatch
 otherwise); the topics are the catalog's (``threadline topics apply`` creates them), the app
-never declares them. The identity stage is not a faust agent: its runner
-(``streams.identity_runner``) reads the graph topic and writes its two changelogs itself.
+never declares them. The route and identity stages are not faust agents: their runners
+(``streams.route_runner``, ``streams.identity_runner``) read contacts.v1 and the graph topic,
+and the identity runner writes its two changelogs itself.
 """
 
 from __future__ import annotations
@@ -65,7 +66,6 @@ class Topology:
     """The app's channels and tables."""
 
     names: StreamTopics
-    contacts: faust.TopicT  # contacts.v1: the route stage's input
     stitch_in: faust.TopicT  # contacts.resolved.v1 + commands: the conversations stage's input
     conv_table: faust.Table | None  # customer id -> conversation state
 
@@ -87,7 +87,6 @@ def build_topology(
 
     return Topology(
         names=names,
-        contacts=raw_topic(app, names.contacts),
         stitch_in=raw_topic(app, names.resolved, names.commands),
         conv_table=(
             table("conversations", names.conversations_changelog, catalog.EVENT_PARTITIONS)

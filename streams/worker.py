@@ -98,9 +98,9 @@ class StreamsWorker(faust.Worker):
 
 
 class RunnerWorker(mode.Worker):
-    """The process of a worker that runs only the identity stage: its runner
-    (``streams.identity_runner``, a consumer group of its own) without a faust app, which would
-    have nothing to consume. Stops within SHUTDOWN_LIMIT seconds of SIGTERM like StreamsWorker;
+    """The process of a worker that runs only stages of runners (``streams.batch_runner``: route,
+    identity, each a consumer group of its own) without a faust app, which would have nothing to
+    consume. Stops within SHUTDOWN_LIMIT seconds of SIGTERM like StreamsWorker;
     the collector tuned once the runner has started."""
 
     async def on_first_start(self) -> None:
@@ -147,10 +147,10 @@ def loop_liveness(loop: asyncio.AbstractEventLoop, limit: float = LOOP_ANSWER_LI
 def streams_running(app: faust.App, loop: asyncio.AbstractEventLoop):
     """The readiness probe of the worker's own state: started, joined its consumer group (faust's
     own aiokafka consumer, not only some client of ours, reached the brokers and was given a
-    generation), not rebalancing, tables recovered; with the identity stage, its runner's
-    consumer joined the stage's group too."""
+    generation), not rebalancing, tables recovered; and each stage runner's consumer (route,
+    identity: ``streams.batch_runner``) joined its stage's group."""
 
-    runner = getattr(app, "identity_runner", None)  # the identity stage: a consumer group of its own
+    runners = getattr(app, "runners", ())  # the stages with a consumer group of their own
 
     def probe() -> None:
         if not loop.is_running():
@@ -162,24 +162,27 @@ def streams_running(app: faust.App, loop: asyncio.AbstractEventLoop):
                 raise RuntimeError("the consumer group is rebalancing")
             if getattr(app, "in_recovery", False):
                 raise RuntimeError("tables are being recovered from their changelogs")
-        if runner is not None and (why := runner.ready) is not None:
-            raise RuntimeError(why)
+        for runner in runners:
+            if (why := runner.ready) is not None:
+                raise RuntimeError(why)
 
     return probe
 
 
-def run_runner(runner, settings: Settings) -> None:
-    """``threadline worker --stages identity``: the identity stage's runner as the process, with
-    the same probes as a faust worker's (ready once its consumer has joined the stage's group)."""
+def run_runners(runners: list, settings: Settings) -> None:
+    """``threadline worker --stages identity`` (or ``route``, or both): the stages' runners as the
+    process, with the same probes as a faust worker's (ready once each consumer has joined its
+    stage's group)."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     loop = uvloop_loop()
-    worker = RunnerWorker(runner, loglevel=settings.log_level, quiet=True, loop=loop)
+    worker = RunnerWorker(*runners, loglevel=settings.log_level, quiet=True, loop=loop)
 
     def joined() -> None:
         if not loop.is_running():
             raise RuntimeError("the worker is starting")
-        if (why := runner.ready) is not None:
-            raise RuntimeError(why)
+        for runner in runners:
+            if (why := runner.ready) is not None:
+                raise RuntimeError(why)
 
     readiness = ops.Readiness(COMPONENT, [*ops.kafka_checks(settings), ops.Check("streams", joined)])
     ops.serve(

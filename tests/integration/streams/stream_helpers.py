@@ -23,6 +23,7 @@ from connectors.contact import ContactIn, partition_key, to_record
 from schemas.codec import make_codec
 from streams.app import StreamTopics
 from streams.identity_runner import identity_group
+from streams.route_runner import route_group
 from threadline.kafka import make_producer
 from threadline.process import terminate_tree
 
@@ -251,7 +252,8 @@ class StreamRun:
         )
         self.workers.append(w)
         wait_for_members(self.admin, self.app_id, members)
-        wait_for_members(self.admin, identity_group(self.app_id), members)  # the identity stage's own group
+        for group in (route_group(self.app_id), identity_group(self.app_id)):  # the runners' own groups
+            wait_for_members(self.admin, group, members)
         return w
 
     def reader(self, name: str, **kw) -> Reader:

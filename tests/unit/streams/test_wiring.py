@@ -42,18 +42,22 @@ def test_every_table_changelog_has_the_partitions_of_its_source(app):
     ],
 )
 def test_a_worker_declares_only_the_tables_of_the_stages_it_runs(tmp_path, stages, tables):
-    """The identity stage is no faust agent and has no faust table: its runner, a service of the
-    app, reads the graph topic and keeps its tables (streams.identity_runner)."""
+    """The route and identity stages are no faust agents and have no faust table: their runners,
+    services of the app, read contacts.v1 and the graph topic, each in a consumer group of its own
+    (streams.batch_runner), and the identity runner keeps its tables (streams.identity_runner)."""
     from streams.identity_runner import IdentityRunner
+    from streams.route_runner import RouteRunner
 
     app = create_app(Settings(home=tmp_path, codec=CodecKind.SINGLE_OBJECT), app_id="wiring-stages", stages=stages)
     assert set(app.tables) == tables
-    assert {a.split(".")[-1] for a in app.agents} == set(stages) - {"identity"}
-    runner = getattr(app, "identity_runner", None)
-    assert (runner is not None) == ("identity" in stages)
-    if runner is not None:
-        assert isinstance(runner, IdentityRunner) and runner in app._extra_services
-        assert runner.group == "wiring-stages-identity"
+    assert {a.split(".")[-1] for a in app.agents} == set(stages) - {"identity", "route"}
+    kinds = {"route": RouteRunner, "identity": IdentityRunner}
+    assert [type(r) for r in app.runners] == [kinds[s] for s in stages if s in kinds]
+    for runner in app.runners:
+        assert runner in app._extra_services
+        assert runner.group == f"wiring-stages-{runner.stage}"
+    faust_reads = {t for agent in app.agents.values() for t in agent.channel.topics}
+    assert faust_reads == ({"contacts.resolved.v1", "streams.conversation-commands.v1"} if tables else set())
 
 
 def test_prefixed_topics_keep_their_shape_under_a_prefix():
@@ -88,12 +92,16 @@ def test_the_worker_is_not_ready_until_its_own_consumer_has_joined_the_group(app
     with pytest.raises(RuntimeError, match="has not joined group wiring-test"):
         probe()
     app.consumer_generation_id = 3  # what faust's aiokafka driver sets when the group assigns partitions
+    with pytest.raises(RuntimeError, match="route stage is starting"):
+        probe()
+    route, identity = app.runners
+    route.consumer = _JoinedConsumer(1)
     with pytest.raises(RuntimeError, match="identity stage is starting"):
         probe()
-    app.identity_runner.consumer = _JoinedConsumer(-1)
+    identity.consumer = _JoinedConsumer(-1)
     with pytest.raises(RuntimeError, match="has not joined group wiring-test-identity"):
         probe()
-    app.identity_runner.consumer = _JoinedConsumer(1)
+    identity.consumer = _JoinedConsumer(1)
     assert probe() is None
     app.rebalancing = True
     with pytest.raises(RuntimeError, match="rebalancing"):
