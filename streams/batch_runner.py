@@ -95,11 +95,13 @@ class BatchRunner(Service):
         """Records produced before the batch's outputs (a table's changelog records)."""
         return []
 
-    def acknowledged(self, written: Any, last: dict[str, int]) -> None:
-        """Step 3: every record of the batch acknowledged; ``last``: the offset of the last record
-        written to each topic of ``leading``'s records."""
+    async def acknowledged(self, written: Any, spans: dict[str, list[int]]) -> bool:
+        """Step 3: every record of the batch acknowledged; ``spans``: the offsets of the first and
+        the last record written to each topic of ``leading``'s records. False: this worker must not
+        commit the batch (it learnt it lost the partition)."""
+        return True
 
-    def committed(self, written: Any, last: dict[str, int]) -> None:
+    def committed(self, written: Any, spans: dict[str, list[int]]) -> None:
         """Step 5: the batch's input offset committed."""
 
     def commit_failed(self) -> None:
@@ -246,19 +248,20 @@ class BatchRunner(Service):
             out = Outputs()
             written = self.process(records, out)  # 1.
             try:  # 2. the outputs to the producer, every acknowledgment awaited
-                last = await self._produce(out, self.leading(written))
+                spans = await self._produce(out, self.leading(written))
+                if not await self.acknowledged(written, spans):  # 3.
+                    return
             except (KafkaError, asyncio.TimeoutError) as exc:
                 self._produce_failed(tp, records, exc)
                 return
             self._retry_in = RETRY_FIRST
-            self.acknowledged(written, last)  # 3.
             try:  # 4. only then the input's offset, with the generation of this assignment
                 await self.consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, "")})
             except (CommitFailedError, IllegalStateError) as exc:
                 log.warning(f"{self.stage}_commit_failed", group=self.group, error=type(exc).__name__)
                 self.commit_failed()
                 return
-            self.committed(written, last)  # 5.
+            self.committed(written, spans)  # 5.
             self.batches += 1
             self._lag(tp, records[-1].offset + 1)
             each = (time.perf_counter() - t0) / len(records)
@@ -292,9 +295,10 @@ class BatchRunner(Service):
         self.pause = self._retry_in
         self._retry_in = min(self._retry_in * 2, RETRY_MOST)
 
-    async def _produce(self, out: Outputs, leading: list[Leading]) -> dict[str, int]:
+    async def _produce(self, out: Outputs, leading: list[Leading]) -> dict[str, list[int]]:
         """Hand ``leading`` and the outputs to the producer as closed producer batches and await
-        every acknowledgment; the offset of the last record written to each topic of ``leading``."""
+        every acknowledgment; the offsets of the first and the last record written to each topic
+        of ``leading`` (one partition each)."""
         if out.unsealed:
             await self.ctx._seal(out)
         producer = self.producer
@@ -329,16 +333,17 @@ class BatchRunner(Service):
         sent = await asyncio.gather(*(send(tp, builders[tp]) for tp in tps))
         acked = await asyncio.gather(*(f for futures in sent for f in futures))
         firsts = {topic for topic, *_ in leading}
-        last: dict[str, int] = {}
+        spans: dict[str, list[int]] = {}
         metas = iter(acked)
-        for tp in tps:  # the last offset written to each leading topic (a batch's base offset + its records)
+        for tp in tps:  # the offsets written to each leading topic (a batch's base offset + its records)
             for b in builders[tp]:
                 meta = next(metas)
                 if tp[0] in firsts:
-                    last[tp[0]] = meta.offset + b.record_count() - 1
+                    span = spans.setdefault(tp[0], [meta.offset, meta.offset])
+                    span[1] = meta.offset + b.record_count() - 1
         for topic, n in counts.items():
             self.ctx.produced(topic).inc(n)
-        return last
+        return spans
 
     async def _partition(self, topic: str, key: bytes | None) -> int:
         partitions = self._partitions.get(topic)

@@ -48,6 +48,12 @@ writing as soon as the revocation reaches it: the rebalance waits for the batch 
 (``_lock``). Given the partition back with nobody's changelog record after its own last one, a
 worker reads nothing but its new fence.
 
+What others write to a changelog: a key whose latest record is one every replay skips would lose
+its value to log compaction, so a recovery writes such keys again after its fence
+(``_write_again``), and a batch whose changelog records land later than expected reads what came
+between (``_others``): another owner's fence stops this worker, an earlier writer's record is
+written over, an erasure's tombstone is applied to the store.
+
 Upgrading from the faust agent: the stage's group has no committed offset yet, so the runner
 starts where the worker's faust group (the app id) had committed the graph topic, not at its
 beginning (``start_offset``); the changelogs are the ones faust's tables wrote, read as they are
@@ -111,6 +117,7 @@ class Recovered:
     read: int
     skipped: int
     rebuilt: bool
+    written_again: int = 0
 
 
 class IdentityRunner(BatchRunner):
@@ -145,6 +152,7 @@ class IdentityRunner(BatchRunner):
         self.tables: tuple[GraphTable | StateTable, ...] = (self.graph_table, self.contacts_table)
         self.stage_rules = IdentityStage(ctx, codec, names, IdentityGraph(self.graph_table, rules), self.contacts_table)
         self.writer: bytes | None = None  # set while this worker owns the partition and its tables are recovered
+        self._expect: dict[str, int] = {}  # per changelog: the offset of its next record, if nobody else writes
 
     async def on_stop(self) -> None:
         self.writer = None
@@ -159,6 +167,7 @@ class IdentityRunner(BatchRunner):
         writer = f"{coordinator.member_id}/{coordinator.generation}".encode()
         t0 = time.perf_counter()
         fences = {table.topic: await self._fence(table, writer) for table in self.tables}
+        self._expect = {topic: offset + 1 for topic, offset in fences.items()}
         done = {}
         for table in self.tables:
             table.clear()
@@ -176,6 +185,7 @@ class IdentityRunner(BatchRunner):
             read_records=sum(r.read for r in done.values()),
             rebuilt=[topic for topic, r in done.items() if r.rebuilt],
             skipped_records=sum(r.skipped for r in done.values()),
+            written_again=sum(r.written_again for r in done.values()),
             seconds=round(time.perf_counter() - t0, 3),
         )
 
@@ -228,7 +238,25 @@ class IdentityRunner(BatchRunner):
             read += len(records)
             items = list(fenced.apply((r.key, r.value, dict(r.headers or ()).get(WRITER_HEADER)) for r in records))
             store.write(items, records[-1].offset, fenced.writer, verified=True)
-        return Recovered(start, read, fenced.skipped, rebuilt)
+        again = await self._write_again(table, fenced.dangling, writer) if fenced.dangling else 0
+        return Recovered(start, read, fenced.skipped, rebuilt, again)
+
+    async def _write_again(
+        self, table: StateTable | GraphTable, keys: set[bytes], writer: bytes, *, verified: bool = True
+    ) -> int:
+        """Write this worker's value of each of ``keys`` (a tombstone where it holds none) to the
+        table's changelog again, after the records of them every replay skips (an earlier writer's,
+        after a fence): log compaction keeps a key's latest record only, and without this one it
+        would keep the skipped record and drop the value that applies. The store notes the offsets
+        (``verified``: at recovery; in a batch, the batch's commit verifies them)."""
+        store = table.store
+        ours = [(key, store.get(key)) for key in sorted(keys)]
+        headers = [(WRITER_HEADER, writer)]
+        spans = await self._produce(Outputs(), [(table.topic, 0, key, value, headers) for key, value in ours])
+        last = spans[table.topic][1]
+        store.write(ours, last, writer, verified=verified)
+        self._expect[table.topic] = last + 1
+        return len(ours)
 
     async def _read(self, topic: str, start: int, end: int) -> AsyncIterator[list]:
         """The records of the changelog ``topic`` from offset ``start`` to ``end`` (included), a
@@ -276,24 +304,83 @@ class IdentityRunner(BatchRunner):
         headers = [(WRITER_HEADER, self.writer)]
         return [(table.topic, 0, key, value, headers) for table, items in written for key, value in items]
 
-    def acknowledged(self, written: list[tuple[GraphTable | StateTable, list]], last: dict[str, int]) -> None:
+    async def acknowledged(
+        self, written: list[tuple[GraphTable | StateTable, list]], spans: dict[str, list[int]]
+    ) -> bool:
         """3. The acknowledged changelog records to the local stores, each with the offset of its
         changelog's last one. A crash between this and the commit redelivers the batch to a store
         that already holds its writes: the graph finds each contact it holds a duplicate (no state
         written, the same outputs again), so the writes are idempotent. A crash before it leaves the
-        store behind its changelog: the next assignment reads the changelog from the store's offset."""
+        store behind its changelog: the next assignment reads the changelog from the store's offset.
+
+        Then what others wrote to a changelog since this worker's last record of it (``_others``):
+        False when that is another writer's fence (this worker lost the partition: no commit)."""
         assert self.writer is not None
         for table, items in written:
             if items:
-                table.persist(items, last[table.topic], self.writer)
+                table.persist(items, spans[table.topic][1], self.writer)
             else:
                 table.trim()
+        for table, items in written:
+            if items and not await self._others(table, items, spans[table.topic]):
+                return False
+        return True
 
-    def committed(self, written: list[tuple[GraphTable | StateTable, list]], last: dict[str, int]) -> None:
+    async def _others(self, table: GraphTable | StateTable, items: list, span: list[int]) -> bool:
+        """The records others wrote to ``table``'s changelog between this worker's previous record
+        of it and this batch's first (``span``: this batch's first and last offsets; the span's
+        last is moved past what is written here). Each is one of:
+
+        * another writer's fence: this worker lost the partition; it writes nothing more (False);
+        * a record of an earlier writer after this worker's fence (a worker paused past its session
+          timeout, writing the batch it was processing): every replay skips it, but a compacted
+          changelog keeps only the latest record of a key, which would be that one; so this
+          worker writes its own value of each such key again, after it;
+        * a record without a writer (erasure's tombstones): applied to the store, unless this batch
+          wrote the key after it; the table's cache is dropped."""
+        expected = self._expect.get(table.topic)
+        first, last = span
+        self._expect[table.topic] = last + 1
+        if expected is None or first <= expected:
+            return True
+        assert self.writer is not None
+        store, mine = table.store, self.writer
+        written_now = {key for key, _value in items}
+        again: set[bytes] = set()
+        erased: list[tuple[bytes, bytes | None]] = []
+        async for records in self._read(table.topic, expected, first - 1):
+            for r in records:
+                writer = dict(r.headers or ()).get(WRITER_HEADER)
+                if is_fence(r.key) and writer != mine:
+                    log.warning("identity_fenced_out", group=self.group, table=table.topic, offset=r.offset)
+                    self.commit_failed()
+                    return False
+                if writer is None:
+                    if r.key not in written_now:
+                        erased.append((r.key, r.value))
+                elif writer != mine and r.key not in written_now:
+                    again.add(r.key)
+        if erased:
+            store.write(erased, last, mine, verified=False)
+            table.clear()
+        if again:
+            await self._write_again(table, again, mine, verified=False)
+            span[1] = self._expect[table.topic] - 1
+        log.info(
+            "identity_changelog_others",
+            table=table.topic,
+            from_offset=expected,
+            to_offset=first - 1,
+            written_again=len(again),
+            erased=len(erased),
+        )
+        return True
+
+    def committed(self, written: list[tuple[GraphTable | StateTable, list]], spans: dict[str, list[int]]) -> None:
         """5. Committed: the batch's changelog records came before any later owner's fence."""
         for table, items in written:
             if items:
-                table.store.verify(last[table.topic])
+                table.store.verify(spans[table.topic][1])
 
     def commit_failed(self) -> None:
         """A newer generation owns the partition: no further writes from here. The stores keep the

@@ -58,6 +58,9 @@ class FencedReplay:
     def __init__(self, writer: bytes | None = None):
         self.writer = writer
         self.skipped = 0
+        # keys whose latest record so far was skipped: log compaction, which keeps a key's latest
+        # record only, would leave that record and drop the one before it that applied
+        self.dangling: set[bytes] = set()
 
     def apply(
         self, records: Iterable[tuple[bytes, bytes | None, bytes | None]]
@@ -69,7 +72,9 @@ class FencedReplay:
                 continue
             if writer is not None and self.writer is not None and writer != self.writer:
                 self.skipped += 1
+                self.dangling.add(key)
                 continue
+            self.dangling.discard(key)
             yield key, value
 
 

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 import schemas
-from connectors.contact import to_record
+from connectors.contact import IdentityIn, to_record
 from schemas.codec import SingleObjectCodec
 from streams.identity_runner import IdentityRunner, fence_key, identity_group, replay
 from streams.identity_stage import GraphTable, StateTable
@@ -540,3 +540,121 @@ def test_a_batch_parses_no_graph_record_it_holds(world, full_contact, monkeypatc
     assert parsed == []
     customers = {r.customer_id for key, r in runner.graph_table.records().items() if key.startswith("e:")}
     assert len(customers) == 1 and len(runner.contacts_table) == 6
+
+
+# --- what others write to a changelog while this worker owns it ----------------------------------
+
+
+def compacted_replay(runner, topic) -> dict:
+    """The changelog as compaction leaves it (each key's latest record only, in offset order),
+    replayed with its fences: stored key -> JSON value, what a worker with no store recovers."""
+    latest: dict = {}
+    for offset, (key, value, headers) in enumerate(runner.producer.logs[topic]):
+        latest[key] = (offset, key, value, dict(headers).get("writer"))
+    records = [r[1:] for r in sorted(latest.values(), key=lambda r: r[0])]
+    table = StateTable(topic)
+    replay(records, table)
+    return table.values
+
+
+def later_contacts(full_contact, codec, names, first: int, n: int = 2) -> list[Record]:
+    """Contacts of other people than ``contacts``' (no identity nor fact in common)."""
+    out = []
+    for i in range(n):
+        contact = full_contact.model_copy(
+            update={
+                "provider_id": f"later-{first}-{i}",
+                "identities": [IdentityIn(kind="email", value=f"someone.{first}.{i}@example.com", primary=True)],
+                "facts": [],
+            }
+        )
+        value = codec.encode(names.contacts, schemas.CONTACT, to_record(contact, RECORDED_AT))
+        out.append(Record(names.graph, 0, first + i, b"k", value))
+    return out
+
+
+def test_a_paused_workers_write_after_the_fence_is_written_over_so_compaction_keeps_the_owners_value(
+    world, full_contact, monkeypatch
+):
+    """A worker paused past its session timeout writes a key after the next owner's fence. Every
+    replay skips that record, but compaction keeps only the latest record of a key: the owner
+    writes its own value of the key again after it, so a worker recovering the compacted changelog
+    with no store gets the owner's value, not nothing."""
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    owned = runner.graph_table.snapshot()
+    key = next(k for k in owned if k.startswith("n:"))
+    Z = b"member-z/6"  # the generation before this worker's
+    assignment.someone_wrote(names.graph_changelog, key, {"c": ["zombie"], "cust": "z", "x": []}, writer=Z)
+    run(runner._batch(tp, later_contacts(full_contact, codec, names, 20)))
+    assert log[-1] == ("commit", {tp: 22})
+    store = runner.graph_table.snapshot()
+    assert store[key] == owned[key]
+    assert compacted_replay(runner, names.graph_changelog) == store
+    assert runner.graph_table.store.position().verified == len(runner.producer.logs[names.graph_changelog]) - 1
+
+
+def test_an_erasure_tombstone_reaches_the_owners_store_at_its_next_write(world, full_contact, monkeypatch):
+    """Erasure writes tombstones (no writer) to the changelogs of the graph the owner holds: the
+    owner applies them to its store and drops its cache when it next writes to that changelog."""
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    erased = [k for k in runner.contacts_table.snapshot()][:2]
+    topic = names.contacts_changelog
+    for key in erased:
+        runner.producer.logs[topic].append((k(key), None, []))
+        runner.producer.ends[(topic, 0)] = len(runner.producer.logs[topic])
+    assert all(runner.contacts_table.get(key) for key in erased)  # held before
+    run(runner._batch(tp, later_contacts(full_contact, codec, names, 20)))
+    store = runner.contacts_table.snapshot()
+    assert not set(erased) & set(store) and len(store) == 4
+    assert all(runner.contacts_table.get(key) is None for key in erased)
+    assert compacted_replay(runner, topic) == store
+    assert assignment.replayed(topic) == store
+
+
+def test_another_owners_fence_found_after_a_batch_stops_the_commit_and_every_write(world, full_contact, monkeypatch):
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    assignment = Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    assignment.someone_fenced(names.graph_changelog, writer=B)  # the group moved on without this worker knowing
+    commits = [e for e in log if e[0] == "commit"]
+    run(runner._batch(tp, later_contacts(full_contact, codec, names, 20)))
+    assert [e for e in log if e[0] == "commit"] == commits and runner.writer is None
+    sent = len(runner.producer.sent)
+    run(runner._batch(tp, later_contacts(full_contact, codec, names, 30)))
+    assert len(runner.producer.sent) == sent
+
+
+def test_a_recovery_writes_again_the_keys_whose_latest_record_every_replay_skips(world, monkeypatch):
+    """Before this worker's fence, a paused worker (X) wrote a key after the next owner's fence (Y):
+    every replay skips that record, and it is the key's latest, so compaction would drop the value
+    that applies. The recovering worker writes that value again after its own fence."""
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    assignment = Assignment(runner, monkeypatch)
+    X, Y = b"member-x/1", b"member-y/2"
+    topic = names.graph_changelog
+    node = {"c": ["e1"], "cust": "c-1", "x": []}
+    assignment.someone_fenced(topic, writer=X)
+    assignment.someone_wrote(topic, "n:email:a", node, writer=X)
+    assignment.someone_wrote(topic, "n:email:b", node, writer=X)
+    assignment.someone_fenced(topic, writer=Y)
+    assignment.someone_wrote(topic, "n:email:b", {**node, "cust": "c-y"}, writer=Y)
+    assignment.someone_wrote(topic, "n:email:a", {**node, "cust": "zombie"}, writer=X)  # after Y's fence
+    assignment.someone_wrote(topic, "n:email:b", {**node, "cust": "zombie"}, writer=X)
+    assignment.someone_wrote(topic, "n:email:b", {**node, "cust": "c-y2"}, writer=Y)  # applies again: not dangling
+    run(runner.assigned({tp}))
+    store = runner.graph_table.snapshot()
+    assert store == {"n:email:a": node, "n:email:b": {**node, "cust": "c-y2"}}
+    assert compacted_replay(runner, topic) == store
+    mine = [(key, h) for key, _v, h in runner.producer.logs[topic] if dict(h)["writer"] == runner.writer]
+    assert [key for key, _h in mine[1:]] == [k("n:email:a")]  # after its fence: only the dangling key
