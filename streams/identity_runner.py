@@ -62,6 +62,7 @@ into a fresh store.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from collections.abc import AsyncIterator, Iterable
@@ -69,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
 from schemas.codec import Codec
@@ -83,6 +85,7 @@ from threadline.settings import Settings
 
 WRITER_HEADER = "writer"
 CONTACTS_KEPT = 10_000  # the contacts table's cache: parsed values kept between batches at most
+LOOK_EVERY = 5.0  # seconds between two looks at the changelogs' ends while the partition is owned
 
 
 def identity_group(app_id: str) -> str:
@@ -153,12 +156,55 @@ class IdentityRunner(BatchRunner):
         self.stage_rules = IdentityStage(ctx, codec, names, IdentityGraph(self.graph_table, rules), self.contacts_table)
         self.writer: bytes | None = None  # set while this worker owns the partition and its tables are recovered
         self._expect: dict[str, int] = {}  # per changelog: the offset of its next record, if nobody else writes
+        self.ends_reader: Any = None
+
+    async def on_start(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        from threadline.kafka import aiokafka_config
+
+        await super().on_start()
+        # asks the changelogs' end offsets (``look_at_changelogs``); belongs to no group
+        self.ends_reader = AIOKafkaConsumer(
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"{self.app_id}-identity-ends",
+            **aiokafka_config(self.settings),
+        )
+        await self.ends_reader.start()
 
     async def on_stop(self) -> None:
         self.writer = None
+        if self.ends_reader is not None:
+            await self.ends_reader.stop()
         await super().on_stop()
         for table in self.tables:
             table.store.close()
+
+    @BatchRunner.timer(LOOK_EVERY)
+    async def _look(self) -> None:
+        try:
+            await self.look_at_changelogs()
+        except (KafkaError, asyncio.TimeoutError) as exc:  # looked at again at the next turn
+            log.warning("identity_changelog_look_failed", group=self.group, error=type(exc).__name__)
+
+    async def look_at_changelogs(self) -> None:
+        """While this worker owns the partition, what others wrote to its changelogs since its last
+        record of them (``_others``), even when no contact comes: an erasure's tombstones reach
+        the store within ``LOOK_EVERY`` seconds, an earlier writer's record is written over."""
+        if self.writer is None or self.ends_reader is None:
+            return
+        from aiokafka.structs import TopicPartition
+
+        tps = {TopicPartition(table.topic, 0): table for table in self.tables}
+        ends = await self.ends_reader.end_offsets(list(tps))
+        async with self._lock:
+            for tp, table in tps.items():
+                end = ends[tp]
+                if self.writer is None:
+                    return
+                if end > self._expect.get(table.topic, end):
+                    await self._others(table, [], [end, end - 1], verified=True)
 
     # -- the partition assigned and revoked -------------------------------------------------
 
@@ -326,7 +372,9 @@ class IdentityRunner(BatchRunner):
                 return False
         return True
 
-    async def _others(self, table: GraphTable | StateTable, items: list, span: list[int]) -> bool:
+    async def _others(
+        self, table: GraphTable | StateTable, items: list, span: list[int], *, verified: bool = False
+    ) -> bool:
         """The records others wrote to ``table``'s changelog between this worker's previous record
         of it and this batch's first (``span``: this batch's first and last offsets; the span's
         last is moved past what is written here). Each is one of:
@@ -361,10 +409,10 @@ class IdentityRunner(BatchRunner):
                 elif writer != mine and r.key not in written_now:
                     again.add(r.key)
         if erased:
-            store.write(erased, last, mine, verified=False)
+            store.write(erased, max(last, store.position().offset), mine, verified=verified)
             table.clear()
         if again:
-            await self._write_again(table, again, mine, verified=False)
+            await self._write_again(table, again, mine, verified=verified)
             span[1] = self._expect[table.topic] - 1
         log.info(
             "identity_changelog_others",

@@ -41,6 +41,8 @@ from projectors.erasure import run_export
 from projectors.export import export
 from projectors.read_models import read_model_projector
 from projectors.replay import end_offsets
+from streams.identity_stage import StateTable
+from streams.identity_store import RocksStore
 from threadline.catalog import CUSTOMER_PROFILES, INGEST_DLQ, PRIVACY_ERASURES
 from tests.integration.streams.stream_helpers import REPO, settle, stream_run
 from tests.privacy_scan import scan, scan_tree
@@ -392,6 +394,13 @@ def story(services, catalog_topics, tmp_path_factory):
             services.settings, topics + [PRIVACY_ERASURES.name, CUSTOMER_PROFILES.name, INGEST_DLQ.name]
         )
         worker.stop()
+        identity_stores = {  # the worker's local stores of the identity stage's tables, as it left them
+            t: StateTable(t, RocksStore(home / "home1" / "faust" / world.app_id / "identity" / f"{t}.db"))
+            for t in (world.topics.graph_changelog, world.topics.contacts_changelog)
+        }
+        identity_store_keys = {t: set(table.snapshot()) for t, table in identity_stores.items()}
+        for table in identity_stores.values():
+            table.store.close()
         erased_ids = [*report["customer_ids"], *accepted[:3], *api_erase["admin"].json()["customer_ids"], accepted[5]]
         erased_ids += erased_conversations(services.settings.effective_pg_dsn, prefixes[1], erased_ids)
         yield {
@@ -411,6 +420,7 @@ def story(services, catalog_topics, tmp_path_factory):
             "records": records,
             "home": home,
             "worker_log": worker.log_path,
+            "identity_store_keys": identity_store_keys,
             "dsn": services.settings.effective_pg_dsn,
             "tables_after": tables_after,
             "access": access,
@@ -679,3 +689,19 @@ def test_an_export_for_marketing_leaves_out_the_customers_who_withdrew(story):
     assert story["sanne_id"] not in {r["customer_id"] for r in rows}
     assert not {r["event_id"] for r in rows} & set(story["accepted"][:5])  # Giulia and Sanne withdrew
     assert story["accepted"][5] in {r["event_id"] for r in rows}  # Emre gave no signal
+
+
+def test_the_identity_stage_applied_the_erasures_tombstones_to_its_own_store(story):
+    """The worker that owns the graph holds its tables in local stores; the erasure's tombstones on
+    their changelogs reach those stores while it runs (docs/streams.md, "What others write to a
+    changelog"): no key the erasure tombstoned is left in them."""
+    import orjson
+
+    for topic, keys in story["identity_store_keys"].items():
+        tombstoned = {
+            orjson.loads(r.key)
+            for r in story["records"][topic]
+            if r.value is None and "writer" not in dict(r.headers or ())
+        }
+        assert tombstoned, topic
+        assert keys and not tombstoned & keys, (topic, sorted(tombstoned & keys)[:3])

@@ -658,3 +658,40 @@ def test_a_recovery_writes_again_the_keys_whose_latest_record_every_replay_skips
     assert compacted_replay(runner, topic) == store
     mine = [(key, h) for key, _v, h in runner.producer.logs[topic] if dict(h)["writer"] == runner.writer]
     assert [key for key, _h in mine[1:]] == [k("n:email:a")]  # after its fence: only the dangling key
+
+
+class Ends:
+    """The end offsets of the fake producer's changelogs, as the runner's ``ends_reader`` asks them."""
+
+    def __init__(self, producer):
+        self.producer = producer
+
+    async def end_offsets(self, tps):
+        return {tp: len(self.producer.logs.get(tp.topic, [])) for tp in tps}
+
+
+def test_with_no_contact_coming_an_erasure_tombstone_reaches_the_store_at_the_next_look(
+    world, full_contact, monkeypatch
+):
+    runner, names, codec, tp, log = world
+    runner.writer = None
+    Assignment(runner, monkeypatch)
+    run(runner.assigned({tp}))
+    run(runner._batch(tp, contacts(full_contact, codec, names)))
+    runner.ends_reader = Ends(runner.producer)
+    run(runner.look_at_changelogs())  # nothing new: nothing read, nothing written
+    sent = len(runner.producer.sent)
+    topic = names.contacts_changelog
+    erased = next(iter(runner.contacts_table.snapshot()))
+    runner.producer.logs[topic].append((k(erased), None, []))
+    runner.producer.ends[(topic, 0)] = len(runner.producer.logs[topic])
+    run(runner.look_at_changelogs())
+    assert erased not in runner.contacts_table.snapshot() and runner.contacts_table.get(erased) is None
+    assert len(runner.producer.sent) == sent  # a tombstone is applied, not answered
+    position = runner.contacts_table.store.position()
+    assert position.offset == position.verified == len(runner.producer.logs[topic]) - 1
+    run(runner.revoked())
+    runner.producer.logs[topic].append((k(next(iter(runner.contacts_table.snapshot()))), None, []))
+    before = runner.contacts_table.snapshot()
+    run(runner.look_at_changelogs())  # no longer the owner: it does not look
+    assert runner.contacts_table.snapshot() == before
