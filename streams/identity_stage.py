@@ -154,16 +154,6 @@ class StateTable:
         """Every record of the table (key -> JSON value), read from its store."""
         return {orjson.loads(k): orjson.loads(v) for k, v in self.store.items()}
 
-    def restore(self, key, value) -> bool:
-        """Apply one changelog record (its key and JSON value, None deleting) to the values held
-        (a table replayed in this process, ``streams.identity_runner.replay``: tests, clean
-        runs; the runner's recovery writes the store itself); whether it applied."""
-        if value is None:
-            self.values.pop(key, None)
-        else:
-            self.values[key] = value
-        return True
-
     def clear(self) -> None:
         """The cache dropped (the store is what the table holds)."""
         self.values.clear()
@@ -180,8 +170,7 @@ class GraphTable(GraphRecords):
     The graph reads and writes records and never JSON. What a batch changed stays marked until the
     runner takes it (``take_dirty``): each changed record's JSON, made once per batch, for the
     table's changelog topic and then the store (``persist``). Recovery writes the store; the
-    records held are dropped when the partition is assigned or revoked (``clear``). A table
-    replayed in this process (``restore``: tests, clean runs) holds its records without a store."""
+    records held are dropped when the partition is assigned or revoked (``clear``)."""
 
     CUSTOMER_IDS_KEPT = 100_000  # event id -> customer id answers kept between batches at most
     LIMIT = 200_000  # records held between batches at most
@@ -216,23 +205,6 @@ class GraphTable(GraphRecords):
         """Every record of the table's store (stored key -> JSON value)."""
         return {orjson.loads(k): orjson.loads(v) for k, v in self.store.items()}
 
-    def restore(self, key, value) -> bool:
-        """Apply one changelog record (its key and JSON value, either form; None deleting) to the
-        records held, parsed; False for a key that is not a graph record's (nothing applied)."""
-        kind, _, rest = key.partition(":") if isinstance(key, str) else ("", "", "")
-        held: dict
-        if kind == "e":
-            held, parse = self.contacts, ContactRecord.from_json
-        elif kind == "n":
-            held, parse = self.nodes, NodeRecord.from_json
-        else:
-            return False
-        if value is None:
-            held.pop(rest, None)
-        else:
-            held[rest] = parse(value)
-        return True
-
     def records(self) -> dict:
         """Every record of the table, by stored key: its store's, parsed, and those held."""
         out = {}
@@ -244,9 +216,8 @@ class GraphTable(GraphRecords):
         return out
 
     def __len__(self) -> int:
-        """The records of its store; of a table without one (``restore``), the records held."""
-        n = len(self.store)
-        return n or sum(r is not None for held in (self.contacts, self.nodes) for r in held.values())
+        """The records of its store."""
+        return len(self.store)
 
     def clear(self) -> None:
         """The records held dropped (the store is what the table holds)."""

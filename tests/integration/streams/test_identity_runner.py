@@ -128,7 +128,7 @@ def recovered(settings, table: StateTable | GraphTable, compacted: bool = False)
         latest = {r.key: r for r in records}
         records = sorted(latest.values(), key=lambda r: r.offset)
     replay([(r.key, r.value, dict(r.headers or ()).get(WRITER_HEADER)) for r in records], table)
-    return table.records() if isinstance(table, GraphTable) else table.values
+    return table.records() if isinstance(table, GraphTable) else table.snapshot()
 
 
 def clean_run(world) -> tuple[dict, dict]:
