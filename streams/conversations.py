@@ -71,8 +71,11 @@ holds its time (else the latest frozen one that opened before it, else the first
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import NamedTuple
 
 import orjson
 
@@ -95,9 +98,9 @@ MAX_FROZEN_MSG_IDS = 50  # message ids per frozen conversation (for nothing but 
 # -- contacts -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ContactView:
-    """What the rules need of a contact (a compact row in the state)."""
+class ContactView(NamedTuple):
+    """What the rules need of a contact (a compact row in the state); a named tuple, as every
+    change of a customer makes one per contact of its state."""
 
     event_id: str
     t: int
@@ -182,7 +185,7 @@ def order(c: ContactView) -> tuple[int, str]:
 # -- conversations --------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Clock:
     kind: str
     target: int  # seconds
@@ -199,7 +202,8 @@ class Clock:
     def due(self, hours) -> int | None:
         if self.state != "running" or self.since is None:
             return None
-        return sla.add_ms(self.since, max(0, self.target * 1000 - self.acc), hours)
+        left = max(0, self.target * 1000 - self.acc)
+        return self.since + left if hours is None else sla.add_ms(self.since, left, hours)
 
     def elapsed(self, at: int, hours) -> int:
         return self.acc + (sla.elapsed_ms(self.since, at, hours) if self.since is not None else 0)
@@ -250,7 +254,7 @@ class Clock:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Conversation:
     id: str
     customer_id: str
@@ -319,6 +323,7 @@ def withdrawn_clock(kind: str, started: int, state: str | None, end: int | None,
     return clock
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every change of a customer names each of its conversations again
 def conversation_id(customer_id: str, first_event_id: str) -> str:
     return uuid5_str(CONVERSATION_NS, f"{customer_id}:{first_event_id}")
 
@@ -493,6 +498,20 @@ def _copy(state: dict) -> dict:
     return orjson.loads(orjson.dumps(state))
 
 
+def _fork(state: dict) -> dict:
+    """A state a change may work on, leaving ``state`` as it was: a new copy of each container the
+    rules change in place (the contact list, the maps of published records, facts, moved contacts
+    and outbox, the frozen summaries), the values inside shared, as the rules only replace those
+    (a published record, a fact, a contact row: never changed in place; ``apply`` changes a row
+    on a deep ``_copy``). The same JSON as ``_copy``, without serializing the whole state twice."""
+    new = dict(state)
+    new["contacts"] = list(state["contacts"])
+    new["frozen"] = [dict(f) for f in state["frozen"]]
+    for key in ("pub", "gone", "facts", "outbox"):
+        new[key] = dict(state[key])
+    return new
+
+
 EVENT_KEYS = (
     "event_id",
     "event_type",
@@ -522,23 +541,25 @@ def _pack(events: list[dict]) -> list:
     before it (``{"index": value}``: the events of a change share their conversation, contact and
     snapshot, so these are mostly the id, the type and the version)."""
     rows: list = []
-    prev: list | None = None
+    prev: tuple | None = None
     for e in events:
-        row = [e[k] for k in EVENT_KEYS]
+        row = _event_values(e)
         if prev is None:
-            rows.append(row)
+            rows.append(list(row))
         else:
-            delta = {}
-            for i, v in enumerate(row):
-                w = prev[i]
-                if v is not w and (v != w or type(v) is not type(w)):
-                    delta[_INDEX[i]] = v
-            rows.append(delta)
+            rows.append(
+                {
+                    index: v
+                    for index, v, w in zip(_INDEX, row, prev)
+                    if v is not w and (v != w or type(v) is not type(w))
+                }
+            )
         prev = row
     return [events[0]["facts"] if events else [], rows]
 
 
 _INDEX = tuple(str(i) for i in range(len(EVENT_KEYS)))  # a value's place in a compact outbox row
+_event_values = itemgetter(*EVENT_KEYS)  # an event's values in EVENT_KEYS order
 
 
 def _unpack(entry: list) -> list[dict]:
@@ -587,7 +608,7 @@ class Stitcher:
         if present is not None or c.event_id in state["old_ids"] or state["gone"].get(c.event_id, -1) >= gen:
             return state, []  # a duplicate, or an assignment older than the move that took it away
         if known is not None:  # the caller's state is left as it was (a new one is this call's own)
-            state = _copy(state)
+            state = _fork(state)
         state["gone"].pop(c.event_id, None)
         if state["horizon"] is not None and c.t <= state["horizon"]:
             events = self._archive(state, c)
@@ -612,7 +633,7 @@ class Stitcher:
         position ``gen``: the conversations are recomputed without them; a conversation left
         with none ends ``merged_into``."""
         now = current(state)
-        state = _copy(now) if now else new_state(to_customer or "")
+        state = _fork(now) if now else new_state(to_customer or "")
         key = f"rm:{gen}"
         if key in state["outbox"]:
             return state, _unpack(state["outbox"][key])
@@ -638,7 +659,7 @@ class Stitcher:
         """The watermark moved (the timer): breaches and inactivity that fell due."""
         if current(state) is None or (state["wm"] is not None and wm <= state["wm"]):
             return state, []
-        state = _copy(state)
+        state = _fork(state)
         return state, self._recompute(state, wm=wm, recorded=None, cause=None)
 
     def conversations(self, state: dict | None) -> list[Conversation]:
@@ -713,8 +734,9 @@ class Stitcher:
         for etype, subject, at, contact, extra in out:
             v += 1
             base = uuid5_str(CONVERSATION_NS, f"{conv.id}:{etype}:{subject}")
-            eid = base if _short(base) not in emitted else uuid5_str(CONVERSATION_NS, f"{base}:{v}")
-            emitted.add(_short(base))
+            short = _short(base)
+            eid = base if short not in emitted else uuid5_str(CONVERSATION_NS, f"{base}:{v}")
+            emitted.add(short)
             clock = extra.get("clock")
             if etype in ("sla_hit", "sla_breached"):
                 rec_at = at
