@@ -141,7 +141,7 @@ class ContactView(NamedTuple):
             tuple(r[6]),
             tuple(r[7]),
             r[8],
-            tuple(tuple(f) for f in r[9]),
+            tuple(map(tuple, r[9])),
             r[10],
         )
 
@@ -297,8 +297,9 @@ def clock_keys(clocks: list[Clock]) -> list[str]:
     seen: dict[str, int] = {}
     keys = []
     for c in clocks:
-        n = seen[c.key] = seen.get(c.key, 0) + 1
-        keys.append(c.key if n == 1 else f"{c.key}#{n}")
+        key = c.key
+        n = seen[key] = seen.get(key, 0) + 1
+        keys.append(key if n == 1 else f"{key}#{n}")
     return keys
 
 
@@ -694,14 +695,16 @@ class Stitcher:
         facts = self._facts(state, contacts)
         events: list[dict] = []
         pub = state["pub"]
-        where = {eid: conv.id for conv in convs for eid in conv.contacts}
         for conv in sorted(convs, key=lambda cv: (cv.opened_at, cv.id)):
             events += self._diff(state, conv, pub.get(conv.id), views, recorded, facts)
         live = {conv.id for conv in convs}
+        where: dict[str, str] | None = None  # contact -> its conversation, when one ended
         for cid in sorted(pub):
             p = pub[cid]
             if cid in live or p["st"] == "merged_into":
                 continue
+            if where is None:
+                where = {eid: conv.id for conv in convs for eid in conv.contacts}
             target = next((where[e] for e in p["c"] if e in where), None)
             events += self._ended(state, cid, p, target, None if target else moved_to, facts)
         self._freeze(state, convs, views)
@@ -874,6 +877,8 @@ class Stitcher:
                 before != clock.state or (before_end is not None and before_end != clock.end)
             ):
                 out.append(self._stopped(key, clock))
+        if not out:
+            return out
         standing = {(c.kind, c.started): (key, c) for key, c in zip(keys, conv.clocks)}  # the last one wins
         said = {(e[4]["clock"].kind, e[4]["clock"].started): e[4]["clock"] for e in out}
         for named, clock in said.items():

@@ -13,8 +13,9 @@ this process, and written to a file; each measured run replays them in a fresh p
 
 - ``apply`` per contact with the watermark of the worker's clock (latest event time less the
   timer grace, one partition), and ``remove`` for each moved command;
-- every ``--tick`` contacts, the timer: every customer whose ``next_deadline`` is at or before the
-  watermark is advanced (``advance``), in deadline order, as ``ConversationsStage.advance`` does.
+- every ``--tick`` contacts, the timer: every customer whose ``next_deadline`` is before the
+  watermark and was not handed out for that deadline yet is advanced (``advance``), in customer
+  order, as ``streams.clocks.ClockScheduler.due`` and ``ConversationsStage.advance`` do.
 
 Only the Stitcher calls are timed (process CPU, ``time.process_time``); the states live as JSON
 bytes between calls, as in the worker's table, and the deadline index is kept outside the timed
@@ -69,9 +70,10 @@ def operations(events: int) -> list[tuple]:
     return ops
 
 
-def replay(ops: list[tuple], tick: int, sink) -> tuple[float, int, int, dict[str, bytes]]:
+def replay(ops: list[tuple], tick: int, sink) -> tuple[float, dict[str, int], dict[str, bytes]]:
     """Run the operations through this process's ``streams.conversations``: (CPU seconds of the
-    Stitcher calls, contacts applied, events, the final states as orjson bytes). Each call's events
+    Stitcher calls, the number of contacts applied, timed advances and events, the final states
+    as orjson bytes). Each call's events
     go to ``sink`` as orjson bytes. As in the worker, a state is read from its table (JSON bytes,
     ``orjson.loads``) before a call and written back after it (with its partition ``p``), outside
     the timed calls, and no event is kept in memory."""
@@ -83,7 +85,8 @@ def replay(ops: list[tuple], tick: int, sink) -> tuple[float, int, int, dict[str
     table: dict[str, bytes] = {}
     due: list[tuple[int, str]] = []  # (deadline, customer), stale entries skipped
     deadlines: dict[str, int | None] = {}
-    cpu, contacts, n_events, wm = 0.0, 0, 0, None
+    ticked: dict[str, int] = {}  # handed out for this deadline already
+    cpu, contacts, n_events, advances, wm = 0.0, 0, 0, 0, None
 
     def read(cid: str) -> dict | None:
         raw = table.get(cid)
@@ -94,9 +97,10 @@ def replay(ops: list[tuple], tick: int, sink) -> tuple[float, int, int, dict[str
         if new is not state:
             new["p"] = 0
             table[cid] = orjson.dumps(new)
-        d = deadlines[cid] = st.next_deadline(new)
-        if d is not None:
+        d = st.next_deadline(new)
+        if d is not None and deadlines.get(cid) != d:
             heapq.heappush(due, (d, cid))
+        deadlines[cid] = d
         if out:
             sink(orjson.dumps(out))
             n_events += len(out)
@@ -118,15 +122,20 @@ def replay(ops: list[tuple], tick: int, sink) -> tuple[float, int, int, dict[str
             new["customer_id"] = cid  # as the conversations stage does
         write(cid, state, new, out)
         if kind == "apply" and contacts % tick == 0 and wm is not None:
-            while due and due[0][0] <= wm:
+            fell: list[str] = []
+            while due and due[0][0] < wm:
                 d, c = heapq.heappop(due)
-                if deadlines.get(c) != d:
+                if deadlines.get(c) != d or ticked.get(c) == d:
                     continue
+                ticked[c] = d
+                fell.append(c)
+            for c in sorted(fell):
                 state = read(c)
                 assert state is not None
                 t0 = time.process_time()
                 new, out = st.advance(state, wm)
                 cpu += time.process_time() - t0
+                advances += 1
                 write(c, state, new, out)
     end = (wm or 0) + 40 * 24 * 3_600_000
     for c in sorted(table):
@@ -134,7 +143,7 @@ def replay(ops: list[tuple], tick: int, sink) -> tuple[float, int, int, dict[str
         assert state is not None
         new, out = st.advance(state, end)
         write(c, state, new, out)
-    return cpu, contacts, n_events, table
+    return cpu, {"contacts": contacts, "advances": advances, "events": n_events}, table
 
 
 def run_one(ops_file: str, tick: int, dump: str | None) -> None:
@@ -152,7 +161,7 @@ def run_one(ops_file: str, tick: int, dump: str | None) -> None:
         if sink:
             sink.write(blob + b"\n")
 
-    cpu, contacts, events, table = replay(ops, tick, take)
+    cpu, counts, table = replay(ops, tick, take)
     for cid in sorted(table):
         take(cid.encode() + b" " + table[cid])
     if sink:
@@ -161,8 +170,7 @@ def run_one(ops_file: str, tick: int, dump: str | None) -> None:
         orjson.dumps(
             {
                 "cpu": cpu,
-                "contacts": contacts,
-                "events": events,
+                **counts,
                 "sha256": digest.hexdigest(),
                 "module": streams.conversations.__file__,
             }
@@ -217,7 +225,9 @@ def main() -> None:
                 us = res["cpu"] / res["contacts"] * 1e6
                 per[name].append(us)
                 digests[name].add(res["sha256"])
-                print(f"round {rnd + 1} {name} ({tree}): {us:.1f} µs CPU per contact, {res['events']:,} events")
+                print(
+                    f"round {rnd + 1} {name} ({tree}): {us:.1f} µs CPU per contact ({res['advances']:,} advances, {res['events']:,} events)"
+                )
         for name in trees:
             print(f"{name}: median {statistics.median(per[name]):.1f} µs CPU per contact ({per[name]})")
         if args.compare:
