@@ -74,7 +74,8 @@ from __future__ import annotations
 import functools
 import uuid
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import compress
+from operator import is_not, itemgetter
 from typing import NamedTuple
 
 import orjson
@@ -283,11 +284,15 @@ class Conversation:
 
     def next_clock(self, hours) -> Clock | None:
         """The running clock that falls due first (what an inbox shows)."""
-        running = [(c.due(hours), c.kind) for c in self.clocks if c.state == "running"]
-        running = [r for r in running if r[0] is not None]
-        if not running:
+        first: tuple[int, str] | None = None  # the least (due time, kind) of the running clocks
+        for c in self.clocks:
+            if c.state == "running":
+                due = c.due(hours)
+                if due is not None and (first is None or (due, c.kind) < first):
+                    first = (due, c.kind)
+        if first is None:
             return None
-        due, kind = min(running)
+        kind = first[1]
         return next(c for c in self.clocks if c.kind == kind and c.state == "running")
 
 
@@ -547,19 +552,19 @@ def _pack(events: list[dict]) -> list:
         row = _event_values(e)
         if prev is None:
             rows.append(list(row))
-        else:
-            rows.append(
-                {
-                    index: v
-                    for index, v, w in zip(_INDEX, row, prev)
-                    if v is not w and (v != w or type(v) is not type(w))
-                }
-            )
+        else:  # of the values that are not the very same object, those that differ
+            delta = {}
+            for i in compress(_PLACES, map(is_not, row, prev)):
+                v, w = row[i], prev[i]
+                if v != w or type(v) is not type(w):
+                    delta[_INDEX[i]] = v
+            rows.append(delta)
         prev = row
     return [events[0]["facts"] if events else [], rows]
 
 
-_INDEX = tuple(str(i) for i in range(len(EVENT_KEYS)))  # a value's place in a compact outbox row
+_PLACES = range(len(EVENT_KEYS))
+_INDEX = tuple(str(i) for i in _PLACES)  # a value's place in a compact outbox row
 _event_values = itemgetter(*EVENT_KEYS)  # an event's values in EVENT_KEYS order
 
 
