@@ -132,18 +132,20 @@ class ContactView(NamedTuple):
 
     @classmethod
     def from_row(cls, r: list) -> ContactView:
-        return cls(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            bool(r[5]),
-            tuple(r[6]),
-            tuple(r[7]),
-            r[8],
-            tuple(map(tuple, r[9])),
-            r[10],
+        return cls._make(
+            (
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                bool(r[5]),
+                tuple(r[6]),
+                tuple(r[7]),
+                r[8],
+                tuple(map(tuple, r[9])),
+                r[10],
+            )
         )
 
 
@@ -882,8 +884,8 @@ class Stitcher:
                 before != clock.state or (before_end is not None and before_end != clock.end)
             ):
                 out.append(self._stopped(key, clock))
-        if not out:
-            return out
+        if not any(e[0] == "sla_withdrawn" for e in out) and not any("#" in key for key in keys):
+            return out  # one clock per kind and start, each event naming it: none to re-send
         standing = {(c.kind, c.started): (key, c) for key, c in zip(keys, conv.clocks)}  # the last one wins
         said = {(e[4]["clock"].kind, e[4]["clock"].started): e[4]["clock"] for e in out}
         for named, clock in said.items():
@@ -1026,8 +1028,8 @@ class Stitcher:
                     or (kind != "language" and cand[:2] < have[:2])
                 ):
                     known[k] = cand
-        ordered = sorted(known.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]))
-        return [{"kind": k[0], "value": v[2], "source": v[3]} for k, v in ordered]
+        ordered = sorted((t, eid, k, value, source) for k, (t, eid, value, source) in known.items())  # keys unique
+        return [{"kind": k[0], "value": value, "source": source} for _t, _eid, k, value, source in ordered]
 
     def _archive(self, state: dict, c: ContactView) -> list[dict]:
         """A contact at or before the frozen horizon: appended to a frozen conversation (the one
