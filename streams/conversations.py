@@ -331,7 +331,7 @@ def withdrawn_clock(kind: str, started: int, state: str | None, end: int | None,
     return clock
 
 
-@functools.lru_cache(maxsize=1 << 16)  # every change of a customer names each of its conversations again
+@functools.lru_cache(maxsize=1 << 14)  # every change of a customer names each of its conversations again
 def conversation_id(customer_id: str, first_event_id: str) -> str:
     return uuid5_str(CONVERSATION_NS, f"{customer_id}:{first_event_id}")
 
