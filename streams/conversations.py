@@ -71,8 +71,12 @@ holds its time (else the latest frozen one that opened before it, else the first
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import is_not, itemgetter
+from typing import NamedTuple
 
 import orjson
 
@@ -95,9 +99,9 @@ MAX_FROZEN_MSG_IDS = 50  # message ids per frozen conversation (for nothing but 
 # -- contacts -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ContactView:
-    """What the rules need of a contact (a compact row in the state)."""
+class ContactView(NamedTuple):
+    """What the rules need of a contact (a compact row in the state); a named tuple, as every
+    change of a customer makes one per contact of its state."""
 
     event_id: str
     t: int
@@ -128,18 +132,20 @@ class ContactView:
 
     @classmethod
     def from_row(cls, r: list) -> ContactView:
-        return cls(
-            r[0],
-            r[1],
-            r[2],
-            r[3],
-            r[4],
-            bool(r[5]),
-            tuple(r[6]),
-            tuple(r[7]),
-            r[8],
-            tuple(tuple(f) for f in r[9]),
-            r[10],
+        return cls._make(
+            (
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                bool(r[5]),
+                tuple(r[6]),
+                tuple(r[7]),
+                r[8],
+                tuple(map(tuple, r[9])),
+                r[10],
+            )
         )
 
 
@@ -182,7 +188,7 @@ def order(c: ContactView) -> tuple[int, str]:
 # -- conversations --------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Clock:
     kind: str
     target: int  # seconds
@@ -199,7 +205,8 @@ class Clock:
     def due(self, hours) -> int | None:
         if self.state != "running" or self.since is None:
             return None
-        return sla.add_ms(self.since, max(0, self.target * 1000 - self.acc), hours)
+        left = max(0, self.target * 1000 - self.acc)
+        return self.since + left if hours is None else sla.add_ms(self.since, left, hours)
 
     def elapsed(self, at: int, hours) -> int:
         return self.acc + (sla.elapsed_ms(self.since, at, hours) if self.since is not None else 0)
@@ -250,7 +257,7 @@ class Clock:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Conversation:
     id: str
     customer_id: str
@@ -279,11 +286,15 @@ class Conversation:
 
     def next_clock(self, hours) -> Clock | None:
         """The running clock that falls due first (what an inbox shows)."""
-        running = [(c.due(hours), c.kind) for c in self.clocks if c.state == "running"]
-        running = [r for r in running if r[0] is not None]
-        if not running:
+        first: tuple[int, str] | None = None  # the least (due time, kind) of the running clocks
+        for c in self.clocks:
+            if c.state == "running":
+                due = c.due(hours)
+                if due is not None and (first is None or (due, c.kind) < first):
+                    first = (due, c.kind)
+        if first is None:
             return None
-        due, kind = min(running)
+        kind = first[1]
         return next(c for c in self.clocks if c.kind == kind and c.state == "running")
 
 
@@ -293,8 +304,9 @@ def clock_keys(clocks: list[Clock]) -> list[str]:
     seen: dict[str, int] = {}
     keys = []
     for c in clocks:
-        n = seen[c.key] = seen.get(c.key, 0) + 1
-        keys.append(c.key if n == 1 else f"{c.key}#{n}")
+        key = c.key
+        n = seen[key] = seen.get(key, 0) + 1
+        keys.append(key if n == 1 else f"{key}#{n}")
     return keys
 
 
@@ -319,6 +331,7 @@ def withdrawn_clock(kind: str, started: int, state: str | None, end: int | None,
     return clock
 
 
+@functools.lru_cache(maxsize=1 << 14)  # every change of a customer names each of its conversations again
 def conversation_id(customer_id: str, first_event_id: str) -> str:
     return uuid5_str(CONVERSATION_NS, f"{customer_id}:{first_event_id}")
 
@@ -493,6 +506,20 @@ def _copy(state: dict) -> dict:
     return orjson.loads(orjson.dumps(state))
 
 
+def _fork(state: dict) -> dict:
+    """A state a change may work on, leaving ``state`` as it was: a new copy of each container the
+    rules change in place (the contact list, the maps of published records, facts, moved contacts
+    and outbox, the frozen summaries), the values inside shared, as the rules only replace those
+    (a published record, a fact, a contact row: never changed in place; ``apply`` changes a row
+    on a deep ``_copy``). The same JSON as ``_copy``, without serializing the whole state twice."""
+    new = dict(state)
+    new["contacts"] = list(state["contacts"])
+    new["frozen"] = [dict(f) for f in state["frozen"]]
+    for key in ("pub", "gone", "facts", "outbox"):
+        new[key] = dict(state[key])
+    return new
+
+
 EVENT_KEYS = (
     "event_id",
     "event_type",
@@ -522,23 +549,25 @@ def _pack(events: list[dict]) -> list:
     before it (``{"index": value}``: the events of a change share their conversation, contact and
     snapshot, so these are mostly the id, the type and the version)."""
     rows: list = []
-    prev: list | None = None
+    prev: tuple | None = None
     for e in events:
-        row = [e[k] for k in EVENT_KEYS]
+        row = _event_values(e)
         if prev is None:
-            rows.append(row)
-        else:
+            rows.append(list(row))
+        else:  # of the values that are not the very same object, those that differ
             delta = {}
-            for i, v in enumerate(row):
-                w = prev[i]
-                if v is not w and (v != w or type(v) is not type(w)):
+            for i in compress(_PLACES, map(is_not, row, prev)):
+                v, w = row[i], prev[i]
+                if v != w or type(v) is not type(w):
                     delta[_INDEX[i]] = v
             rows.append(delta)
         prev = row
     return [events[0]["facts"] if events else [], rows]
 
 
-_INDEX = tuple(str(i) for i in range(len(EVENT_KEYS)))  # a value's place in a compact outbox row
+_PLACES = range(len(EVENT_KEYS))
+_INDEX = tuple(str(i) for i in _PLACES)  # a value's place in a compact outbox row
+_event_values = itemgetter(*EVENT_KEYS)  # an event's values in EVENT_KEYS order
 
 
 def _unpack(entry: list) -> list[dict]:
@@ -587,7 +616,7 @@ class Stitcher:
         if present is not None or c.event_id in state["old_ids"] or state["gone"].get(c.event_id, -1) >= gen:
             return state, []  # a duplicate, or an assignment older than the move that took it away
         if known is not None:  # the caller's state is left as it was (a new one is this call's own)
-            state = _copy(state)
+            state = _fork(state)
         state["gone"].pop(c.event_id, None)
         if state["horizon"] is not None and c.t <= state["horizon"]:
             events = self._archive(state, c)
@@ -612,7 +641,7 @@ class Stitcher:
         position ``gen``: the conversations are recomputed without them; a conversation left
         with none ends ``merged_into``."""
         now = current(state)
-        state = _copy(now) if now else new_state(to_customer or "")
+        state = _fork(now) if now else new_state(to_customer or "")
         key = f"rm:{gen}"
         if key in state["outbox"]:
             return state, _unpack(state["outbox"][key])
@@ -638,7 +667,7 @@ class Stitcher:
         """The watermark moved (the timer): breaches and inactivity that fell due."""
         if current(state) is None or (state["wm"] is not None and wm <= state["wm"]):
             return state, []
-        state = _copy(state)
+        state = _fork(state)
         return state, self._recompute(state, wm=wm, recorded=None, cause=None)
 
     def conversations(self, state: dict | None) -> list[Conversation]:
@@ -673,14 +702,16 @@ class Stitcher:
         facts = self._facts(state, contacts)
         events: list[dict] = []
         pub = state["pub"]
-        where = {eid: conv.id for conv in convs for eid in conv.contacts}
         for conv in sorted(convs, key=lambda cv: (cv.opened_at, cv.id)):
             events += self._diff(state, conv, pub.get(conv.id), views, recorded, facts)
         live = {conv.id for conv in convs}
+        where: dict[str, str] | None = None  # contact -> its conversation, when one ended
         for cid in sorted(pub):
             p = pub[cid]
             if cid in live or p["st"] == "merged_into":
                 continue
+            if where is None:
+                where = {eid: conv.id for conv in convs for eid in conv.contacts}
             target = next((where[e] for e in p["c"] if e in where), None)
             events += self._ended(state, cid, p, target, None if target else moved_to, facts)
         self._freeze(state, convs, views)
@@ -713,8 +744,9 @@ class Stitcher:
         for etype, subject, at, contact, extra in out:
             v += 1
             base = uuid5_str(CONVERSATION_NS, f"{conv.id}:{etype}:{subject}")
-            eid = base if _short(base) not in emitted else uuid5_str(CONVERSATION_NS, f"{base}:{v}")
-            emitted.add(_short(base))
+            short = _short(base)
+            eid = base if short not in emitted else uuid5_str(CONVERSATION_NS, f"{base}:{v}")
+            emitted.add(short)
             clock = extra.get("clock")
             if etype in ("sla_hit", "sla_breached"):
                 rec_at = at
@@ -852,6 +884,8 @@ class Stitcher:
                 before != clock.state or (before_end is not None and before_end != clock.end)
             ):
                 out.append(self._stopped(key, clock))
+        if not any(e[0] == "sla_withdrawn" for e in out) and not any("#" in key for key in keys):
+            return out  # one clock per kind and start, each event naming it: none to re-send
         standing = {(c.kind, c.started): (key, c) for key, c in zip(keys, conv.clocks)}  # the last one wins
         said = {(e[4]["clock"].kind, e[4]["clock"].started): e[4]["clock"] for e in out}
         for named, clock in said.items():
@@ -994,8 +1028,8 @@ class Stitcher:
                     or (kind != "language" and cand[:2] < have[:2])
                 ):
                     known[k] = cand
-        ordered = sorted(known.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[0]))
-        return [{"kind": k[0], "value": v[2], "source": v[3]} for k, v in ordered]
+        ordered = sorted((t, eid, k, value, source) for k, (t, eid, value, source) in known.items())  # keys unique
+        return [{"kind": k[0], "value": value, "source": source} for _t, _eid, k, value, source in ordered]
 
     def _archive(self, state: dict, c: ContactView) -> list[dict]:
         """A contact at or before the frozen horizon: appended to a frozen conversation (the one

@@ -8,9 +8,17 @@ import hashlib
 import uuid
 
 
+_NAMESPACE_BYTES: dict[uuid.UUID, bytes] = {}  # a namespace's 16 bytes (``UUID.bytes`` builds them per call)
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}  # the variant bits set on a hex digit
+
+
 def uuid5_str(namespace: uuid.UUID, name: str) -> str:
     """``str(uuid.uuid5(namespace, name))`` (RFC 4122 §4.3: SHA-1 of namespace + name, version
-    and variant bits set), ~3× faster."""
-    h = hashlib.sha1(namespace.bytes + name.encode(), usedforsecurity=False).digest()
-    x = (h[:6] + bytes(((h[6] & 0x0F) | 0x50,)) + h[7:8] + bytes(((h[8] & 0x3F) | 0x80,)) + h[9:16]).hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    and variant bits set), ~4× faster: the version (5) and the variant are set on the hex digits."""
+    ns = _NAMESPACE_BYTES.get(namespace)
+    if ns is None:
+        ns = namespace.bytes
+        if len(_NAMESPACE_BYTES) < 64:  # the project's few namespaces, not every one a caller makes up
+            _NAMESPACE_BYTES[namespace] = ns
+    h = hashlib.sha1(ns + name.encode(), usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
