@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 
 import schemas
-from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
+from schemas.avro_reader import Unreadable, compile_projection
+from schemas.codec import SINGLE_OBJECT_MAGIC, Codec, plan_of
 from streams.identity import Change, ContactRecord, GraphRecords, IdentityGraph, NodeRecord, resolve
 from streams.identity_store import MemoryStore, TableStore
 from streams.stage import DECODE_ERRORS, Outputs, StageContext, log
@@ -36,6 +37,67 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+# The fields of a contact the identity stage reads (``IdentityGraph.observe``, ``ResolvedValues``)
+CONTACT_FIELDS = ("event_id", "occurred_at", "recorded_at", "identities", "facts", "customer_id", "sealed")
+# Epoch millis a datetime holds (years 1 to 9999): outside them the codec's decode fails
+_FIRST_MS, _LAST_MS = -62_135_596_800_000, 253_402_300_799_999
+
+
+def millis_as_decoded(ms: int) -> int:
+    """``streams.identity.to_millis`` of the datetime the codec decodes a ``timestamp-millis`` of
+    ``ms`` into (fastavro: the epoch + ``ms`` × 1000 µs; ``timestamp()`` divides the microseconds
+    by 10**6, ``to_millis`` multiplies by 1000 and truncates): ``ms`` itself for most values, one
+    less for some (the float's rounding). The graph's times have always been these."""
+    return int(ms * 1000 / 10**6 * 1000)
+
+
+class ContactReader:
+    """The fields of a contacts.v1 record the identity stage uses (``CONTACT_FIELDS``), read from
+    its bytes without decoding the rest (``schemas.avro_reader.compile_projection``: the text,
+    attachments, thread, consent and metadata are skipped), with its times as the full decode gives
+    them to the graph (``millis_as_decoded``).
+
+    ``read`` gives ``(record, complete)``: the projection (complete False) when the frame's writer
+    schema is read directly (the reader's own layout) and the projection reads the body whole;
+    otherwise the codec's full decode (complete True: an older writer schema, another record, a
+    sealed contact, a time outside the datetime range or not after the epoch, a body the projection
+    cannot read — whose ``DecodeError`` is then the codec's own). Decided once per frame header."""
+
+    def __init__(self, codec: Codec):
+        self.codec = codec
+        self.fullname = schemas.latest(schemas.CONTACT).fullname
+        self.readers: dict[bytes, tuple[int, Any] | None] = {}  # frame header -> (its length, projection)
+
+    def _reader(self, raw: bytes) -> tuple[int, Any] | None:
+        found = plan_of(self.codec, raw)
+        if found is None:
+            return None
+        n, plan = found
+        if not plan.direct or plan.fullname != self.fullname:
+            return None
+        project = compile_projection(plan.schema, CONTACT_FIELDS)
+        return None if project is None else (n, project)
+
+    def read(self, raw: bytes) -> tuple[dict, bool]:
+        head = raw[:10] if raw[:2] == SINGLE_OBJECT_MAGIC else raw[:5]
+        try:
+            hit = self.readers[head]
+        except KeyError:
+            hit = self.readers[head] = self._reader(raw)
+        if hit is not None:
+            try:
+                record = hit[1](raw, hit[0])
+            except Unreadable:
+                pass
+            else:
+                occurred, recorded = record["occurred_at"], record["recorded_at"]
+                if record["sealed"] is None and 0 < occurred <= _LAST_MS and 0 < recorded <= _LAST_MS:
+                    record["occurred_at"] = millis_as_decoded(occurred)
+                    record["recorded_at"] = millis_as_decoded(recorded)  # >= 1: as truthy as the datetime
+                    return record, False
+        return self.codec.decode(raw).record, True
 
 
 class ResolvedValues:
@@ -69,7 +131,9 @@ class ResolvedValues:
         cid = customer_id.encode()
         return b"\x02" + _varint(len(cid) << 1) + cid
 
-    def value(self, raw: bytes, record: dict, customer_id: str) -> bytes:
+    def value(self, raw: bytes, record: dict, customer_id: str, complete: bool = True) -> bytes:
+        """``raw`` with ``customer_id`` set; ``record``: its decoded fields (only
+        ``ContactReader``'s when not ``complete``: the whole record is then decoded when needed)."""
         n = self._header_length(raw)
         after = b"\x00" * len(self.AFTER)
         if (
@@ -81,6 +145,8 @@ class ResolvedValues:
             head = raw[:n]
             cut = len(raw) - 1 - len(after)
             if head not in self.patchable:
+                if not complete:
+                    record = self.codec.decode(raw).record
                 full = self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
                 out_head = full[: self._header_length(full)]
                 same = out_head and full == out_head + raw[n:cut] + self._tail(customer_id) + after
@@ -89,6 +155,8 @@ class ResolvedValues:
             out_head = self.patchable[head]
             if out_head is not None:
                 return out_head + raw[n:cut] + self._tail(customer_id) + after
+        if not complete:
+            record = self.codec.decode(raw).record
         return self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
 
 
@@ -281,6 +349,7 @@ class IdentityStage:
         assert isinstance(graph.store, GraphTable), "the identity stage writes the graph through a GraphTable"
         self.ctx, self.codec, self.names, self.graph, self.contacts = ctx, codec, names, graph, contacts
         self.resolved = ResolvedValues(codec, names.resolved)
+        self.reader = ContactReader(codec)
 
     def send_resolved(
         self, out: Outputs, value: bytes, customer_id: str, event_id: str, gen: int, rekeyed_from: str | None = None
@@ -328,7 +397,7 @@ class IdentityStage:
             )
 
     def process(self, records: list, out: Outputs) -> None:
-        graph, codec, resolved = self.graph, self.codec, self.resolved
+        graph, read, resolved = self.graph, self.reader.read, self.resolved
         pending: dict[str, bytes] = {}  # the batch's new contacts (event id -> bytes), written at its end
         with graph.batch():
             for msg in records:
@@ -348,9 +417,9 @@ class IdentityStage:
                 try:
                     if value is None:
                         raise ValueError("a graph record without a value")
-                    record = codec.decode(value).record
+                    record, complete = read(value)
                     change = graph.observe(record, gen=msg.offset)
-                    out_value = resolved.value(value, record, change.customer_id)
+                    out_value = resolved.value(value, record, change.customer_id, complete)
                 except DECODE_ERRORS as exc:
                     self.ctx.to_dlq(out, _Letter(msg, value), f"{type(exc).__name__}: {exc}")
                     continue
