@@ -70,13 +70,14 @@ property-tested against the full path).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 from schemas.identities import is_placeholder
 from schemas.privacy import is_blocked_pseudonym
@@ -238,10 +239,23 @@ class ContactRecord(NamedTuple):
     @classmethod
     def from_json(cls, raw: Mapping) -> ContactRecord:
         if "t" in raw:  # the form with one-letter keys
-            return cls(raw["t"], raw["a"], _node_triples(raw["n"]), raw["cust"], tuple(raw.get("out", ())))
+            return cls(raw["t"], raw["a"], _node_triples(raw["n"]), raw["cust"], _frozen(raw.get("out", ())))
         return cls(
-            raw["occurred_ms"], raw["anchor"], _node_triples(raw["nodes"]), raw["customer_id"], tuple(raw["events"])
+            raw["occurred_ms"], raw["anchor"], _node_triples(raw["nodes"]), raw["customer_id"], _frozen(raw["events"])
         )
+
+
+def _frozen(events) -> tuple[dict, ...]:
+    """A contact's events as ``ContactRecord`` keeps them: each event's arrays as tuples (the same
+    JSON). Held for good by the graph's table, they are then left alone by the garbage collector
+    (a dict of strings, numbers and such tuples is untracked by its first full collection), which
+    otherwise goes over every list of every event held, again and again as the graph grows."""
+    return tuple({k: tuple(v) if type(v) is list else v for k, v in e.items()} for e in events)
+
+
+def _thawed(events: tuple[dict, ...]) -> list[dict]:
+    """The events of ``_frozen`` as the graph first made them (arrays as lists)."""
+    return [{k: list(v) if type(v) is tuple else v for k, v in e.items()} for e in events]
 
 
 class NodeRecord(NamedTuple):
@@ -305,6 +319,11 @@ class _UnionFind:
 
 
 _ABSENT = object()
+# A record from the row (a plain tuple of its fields) the graph's records keep it as: a named tuple
+# is a tuple subclass, which the garbage collector never untracks; a plain tuple of strings, numbers
+# and plain tuples it untracks at its first collection.
+_as_contact = cast(Callable[[Any], ContactRecord], functools.partial(tuple.__new__, ContactRecord))
+_as_node = cast(Callable[[Any], NodeRecord], functools.partial(tuple.__new__, NodeRecord))
 
 
 class GraphRecords:
@@ -322,8 +341,9 @@ class GraphRecords:
     def __init__(self, store: MutableMapping | None = None, limit: int = 200_000):
         self.base = store
         self.limit = limit
-        self.contacts: dict[str, ContactRecord | None] = {}
-        self.nodes: dict[str, NodeRecord | None] = {}
+        # records by event id and node key, each kept as its row (a plain tuple: ``_as_contact``)
+        self.contacts: dict[str, tuple | None] = {}
+        self.nodes: dict[str, tuple | None] = {}
         self.changed: dict[str, None] = {}  # stored keys, in the order of their first change
         self.customer_ids: dict[str, str] = {}  # event id -> customer_id_for(event id)
 
@@ -336,22 +356,23 @@ class GraphRecords:
         rec = self.contacts.get(event_id, _ABSENT)
         if rec is _ABSENT:
             raw = self._load("e:" + event_id)
-            rec = self.contacts[event_id] = None if raw is None else ContactRecord.from_json(raw)
-        return rec  # type: ignore[return-value]
+            rec = self.contacts[event_id] = None if raw is None else tuple(ContactRecord.from_json(raw))
+        return None if rec is None else _as_contact(rec)
 
     def node(self, key: str) -> NodeRecord | None:
         rec = self.nodes.get(key, _ABSENT)
         if rec is _ABSENT:
             raw = self._load("n:" + key)
-            rec = self.nodes[key] = None if raw is None else NodeRecord.from_json(raw)
-        return rec  # type: ignore[return-value]
+            rec = self.nodes[key] = None if raw is None else tuple(NodeRecord.from_json(raw))
+        return None if rec is None else _as_node(rec)
 
     def put_contact(self, event_id: str, record: ContactRecord) -> None:
-        self.contacts[event_id] = record
+        """Keep ``record`` (its events ``_frozen``, as ``ContactRecord.from_json`` gives them)."""
+        self.contacts[event_id] = tuple(record)
         self.changed["e:" + event_id] = None
 
     def put_node(self, key: str, record: NodeRecord) -> None:
-        self.nodes[key] = record
+        self.nodes[key] = tuple(record)
         self.changed["n:" + key] = None
 
     def customer_id(self, event_id: str) -> str:
@@ -473,7 +494,7 @@ class IdentityGraph:
         eid = contact["event_id"]
         known = db.contact(eid)
         if known is not None:  # a duplicate: nothing changes, the same answer again
-            return Change(known.customer_id, list(known.events), [], duplicate=True)
+            return Change(known.customer_id, _thawed(known.events), [], duplicate=True)
         ev = evidence(contact, self.rules)
         times = (ev.occurred_ms, to_millis(contact.get("recorded_at") or contact["occurred_at"]))
         db.put_contact(eid, ContactRecord(ev.occurred_ms, ev.anchor, ev.nodes))
@@ -489,7 +510,7 @@ class IdentityGraph:
             for (key, _kind, _rule), rec in zip(ev.nodes, known_nodes, strict=True):
                 db.put_node(key, _with_contact(rec, eid))
             self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times, gen=gen)
-            change.customer_id = db.contacts[eid].customer_id  # type: ignore[union-attr]
+            change.customer_id = db.contact(eid).customer_id  # type: ignore[union-attr]
         for key, reason in ev.rejected:
             change.events.append(
                 self._event(
@@ -505,10 +526,10 @@ class IdentityGraph:
             )
         if change.rekeyed:
             change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
-        done = db.contacts[eid]
+        done = db.contact(eid)
         assert done is not None
         db.put_contact(
-            eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, change.customer_id, tuple(change.events))
+            eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, change.customer_id, _frozen(change.events))
         )
         return change
 

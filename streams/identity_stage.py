@@ -300,7 +300,7 @@ class GraphTable(GraphRecords):
         if value is None:
             held.pop(rest, None)
         else:
-            held[rest] = parse(value)
+            held[rest] = tuple(parse(value))  # as ``GraphRecords`` keeps a record: its row
         return True
 
     def records(self) -> dict:
@@ -309,8 +309,8 @@ class GraphTable(GraphRecords):
         for key, value in self.snapshot().items():
             if isinstance(key, str) and key[:2] in ("e:", "n:"):
                 out[key] = (ContactRecord if key[0] == "e" else NodeRecord).from_json(value)
-        out.update({"e:" + k: r for k, r in self.contacts.items() if r is not None})
-        out.update({"n:" + k: r for k, r in self.nodes.items() if r is not None})
+        out.update({"e:" + k: ContactRecord._make(r) for k, r in self.contacts.items() if r is not None})
+        out.update({"n:" + k: NodeRecord._make(r) for k, r in self.nodes.items() if r is not None})
         return out
 
     def __len__(self) -> int:
