@@ -82,6 +82,7 @@ from typing import Any, NamedTuple, cast
 from schemas.identities import is_placeholder
 from schemas.privacy import is_blocked_pseudonym
 from streams.rules import IdentityRules
+from threadline.ids import VARIANT_DIGIT
 
 CUSTOMER_NS = uuid.UUID("0c6f8a52-3f5e-5b7d-8e21-4d9a6b1c2e3f")
 IDENTITY_EVENT_NS = uuid.UUID("7d1e4a9b-2c3f-5a6e-8b1d-9f0e2c4a6b8d")
@@ -813,11 +814,9 @@ class _Uuid5:
     def __call__(self, name: str) -> str:
         h = self._sha1.copy()
         h.update(name.encode())
-        b = bytearray(h.digest()[:16])
-        b[6] = (b[6] & 0x0F) | 0x50  # version 5
-        b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
-        x = b.hex()
-        return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+        x = h.hexdigest()
+        # the version nibble (digit 12) is 5; the variant's two bits (digit 16) are 10
+        return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{VARIANT_DIGIT[x[16]]}{x[17:20]}-{x[20:32]}"
 
 
 _customer_uuid = _Uuid5(CUSTOMER_NS)

@@ -8,9 +8,13 @@ import hashlib
 import uuid
 
 
+# A hex digit of the hash with the RFC 4122 variant set (its two high bits 10): 8, 9, a or b
+VARIANT_DIGIT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
 def uuid5_str(namespace: uuid.UUID, name: str) -> str:
     """``str(uuid.uuid5(namespace, name))`` (RFC 4122 §4.3: SHA-1 of namespace + name, version
-    and variant bits set), ~3× faster."""
-    h = hashlib.sha1(namespace.bytes + name.encode(), usedforsecurity=False).digest()
-    x = (h[:6] + bytes(((h[6] & 0x0F) | 0x50,)) + h[7:8] + bytes(((h[8] & 0x3F) | 0x80,)) + h[9:16]).hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    and variant bits set), ~3× faster: the hash's hex digits, the version digit (12) made 5 and
+    the variant digit (16) ``VARIANT_DIGIT``'s."""
+    x = hashlib.sha1(namespace.bytes + name.encode(), usedforsecurity=False).hexdigest()
+    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{VARIANT_DIGIT[x[16]]}{x[17:20]}-{x[20:32]}"
