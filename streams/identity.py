@@ -216,8 +216,8 @@ class Change:
 
 
 class ContactRecord(NamedTuple):
-    """What the graph stores of one contact (``e:<event id>``). A named tuple: made and read
-    several times per contact, and one of only strings and tuples is left alone by the collector."""
+    """What the graph stores of one contact (``e:<event id>``). A named tuple, made and read several
+    times per contact; ``GraphRecords`` holds it as its row, a plain tuple (``_as_contact``)."""
 
     occurred_ms: int
     anchor: str | None  # its strongest identity; None when every one was blocked
@@ -240,23 +240,10 @@ class ContactRecord(NamedTuple):
     @classmethod
     def from_json(cls, raw: Mapping) -> ContactRecord:
         if "t" in raw:  # the form with one-letter keys
-            return cls(raw["t"], raw["a"], _node_triples(raw["n"]), raw["cust"], _frozen(raw.get("out", ())))
+            return cls(raw["t"], raw["a"], _node_triples(raw["n"]), raw["cust"], tuple(raw.get("out", ())))
         return cls(
-            raw["occurred_ms"], raw["anchor"], _node_triples(raw["nodes"]), raw["customer_id"], _frozen(raw["events"])
+            raw["occurred_ms"], raw["anchor"], _node_triples(raw["nodes"]), raw["customer_id"], tuple(raw["events"])
         )
-
-
-def _frozen(events) -> tuple[dict, ...]:
-    """A contact's events as ``ContactRecord`` keeps them: each event's arrays as tuples (the same
-    JSON). Held for good by the graph's table, they are then left alone by the garbage collector
-    (a dict of strings, numbers and such tuples is untracked by its first full collection), which
-    otherwise goes over every list of every event held, again and again as the graph grows."""
-    return tuple({k: tuple(v) if type(v) is list else v for k, v in e.items()} for e in events)
-
-
-def _thawed(events: tuple[dict, ...]) -> list[dict]:
-    """The events of ``_frozen`` as the graph first made them (arrays as lists)."""
-    return [{k: list(v) if type(v) is tuple else v for k, v in e.items()} for e in events]
 
 
 class NodeRecord(NamedTuple):
@@ -368,7 +355,6 @@ class GraphRecords:
         return None if rec is None else _as_node(rec)
 
     def put_contact(self, event_id: str, record: ContactRecord) -> None:
-        """Keep ``record`` (its events ``_frozen``, as ``ContactRecord.from_json`` gives them)."""
         self.contacts[event_id] = tuple(record)
         self.changed["e:" + event_id] = None
 
@@ -495,7 +481,7 @@ class IdentityGraph:
         eid = contact["event_id"]
         known = db.contact(eid)
         if known is not None:  # a duplicate: nothing changes, the same answer again
-            return Change(known.customer_id, _thawed(known.events), [], duplicate=True)
+            return Change(known.customer_id, list(known.events), [], duplicate=True)
         ev = evidence(contact, self.rules)
         times = (ev.occurred_ms, to_millis(contact.get("recorded_at") or contact["occurred_at"]))
         db.put_contact(eid, ContactRecord(ev.occurred_ms, ev.anchor, ev.nodes))
@@ -530,7 +516,7 @@ class IdentityGraph:
         done = db.contact(eid)
         assert done is not None
         db.put_contact(
-            eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, change.customer_id, _frozen(change.events))
+            eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, change.customer_id, tuple(change.events))
         )
         return change
 
