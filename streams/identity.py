@@ -391,9 +391,26 @@ class GraphRecords:
             raise KeyError(f"not a graph record key: {key!r}")
 
     def take_changed(self) -> dict:
-        """The JSON of every record changed since the last call, by stored key."""
+        """The JSON of every record changed since the last call, by stored key (``to_json`` of
+        each, made from the rows held: a changed record is held until taken)."""
         changed, self.changed = self.changed, {}
-        return {key: self.value(key) for key in changed}
+        contacts, nodes = self.contacts, self.nodes
+        out = {}
+        for key in changed:
+            row = (contacts if key[0] == "e" else nodes).get(key[2:])
+            if row is None:  # not held (never so for a record the graph wrote): as ``value`` reads it
+                out[key] = self.value(key)
+            elif key[0] == "e":
+                out[key] = {
+                    "occurred_ms": row[0],
+                    "anchor": row[1],
+                    "nodes": row[2],
+                    "customer_id": row[3],
+                    "events": row[4],
+                }
+            else:
+                out[key] = {"contacts": row[0], "customer_id": row[1], "unlinked": row[2]}
+        return out
 
     def flush(self) -> None:
         base = self.base

@@ -115,6 +115,8 @@ class ResolvedValues:
     encoded the long way."""
 
     AFTER = ("sealed",)  # the contact schema's fields after customer_id, each null when absent
+    _AFTER_NULLS = b"\x00" * len(AFTER)
+    _ENDS = b"\x00" + _AFTER_NULLS  # a contact without a customer id and the fields after it
 
     def __init__(self, codec: Codec, topic: str):
         self.codec, self.topic = codec, topic
@@ -135,12 +137,12 @@ class ResolvedValues:
         """``raw`` with ``customer_id`` set; ``record``: its decoded fields (only
         ``ContactReader``'s when not ``complete``: the whole record is then decoded when needed)."""
         n = self._header_length(raw)
-        after = b"\x00" * len(self.AFTER)
+        after = self._AFTER_NULLS
         if (
             n
             and record.get("customer_id") is None
             and all(record.get(f) is None for f in self.AFTER)
-            and raw.endswith(b"\x00" + after)
+            and raw.endswith(self._ENDS)
         ):
             head = raw[:n]
             cut = len(raw) - 1 - len(after)
