@@ -63,29 +63,31 @@ class ContactReader:
     schema is read directly (the reader's own layout) and the projection reads the body whole;
     otherwise the codec's full decode (complete True: an older writer schema, another record, a
     sealed contact, a time outside the datetime range or not after the epoch, a body the projection
-    cannot read — whose ``DecodeError`` is then the codec's own). Decided once per frame header."""
+    cannot read — whose ``DecodeError`` is then the codec's own). Decided once per frame header of
+    a schema the codec knows (a header it does not know is not kept: garbage does not grow it)."""
 
     def __init__(self, codec: Codec):
         self.codec = codec
         self.fullname = schemas.latest(schemas.CONTACT).fullname
         self.readers: dict[bytes, tuple[int, Any] | None] = {}  # frame header -> (its length, projection)
 
-    def _reader(self, raw: bytes) -> tuple[int, Any] | None:
+    def _reader(self, raw: bytes, head: bytes) -> tuple[int, Any] | None:
         found = plan_of(self.codec, raw)
-        if found is None:
+        if found is None:  # not a frame of a schema the codec knows: nothing kept
             return None
         n, plan = found
-        if not plan.direct or plan.fullname != self.fullname:
-            return None
-        project = compile_projection(plan.schema, CONTACT_FIELDS)
-        return None if project is None else (n, project)
+        project = None
+        if plan.direct and plan.fullname == self.fullname:
+            project = compile_projection(plan.schema, CONTACT_FIELDS)
+        hit = self.readers[head] = None if project is None else (n, project)
+        return hit
 
     def read(self, raw: bytes) -> tuple[dict, bool]:
         head = raw[:10] if raw[:2] == SINGLE_OBJECT_MAGIC else raw[:5]
         try:
             hit = self.readers[head]
         except KeyError:
-            hit = self.readers[head] = self._reader(raw)
+            hit = self._reader(raw, head)
         if hit is not None:
             try:
                 record = hit[1](raw, hit[0])

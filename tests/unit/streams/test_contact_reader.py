@@ -16,6 +16,7 @@ import schemas
 from schemas.codec import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, ConfluentCodec, SingleObjectCodec
 from streams.identity import IdentityGraph, to_millis
 from streams.identity_stage import CONTACT_FIELDS, ContactReader, ResolvedValues, millis_as_decoded
+from threadline.errors import DecodeError
 
 from ..test_avro_writer import values
 from ..test_codec import FakeRegistry
@@ -120,3 +121,22 @@ def test_millis_as_decoded_is_what_the_graph_made_of_the_decoded_datetime():
         assert millis_as_decoded(ms) == to_millis(dt)
         differ += to_millis(dt) != ms
     assert differ  # the float's rounding: why the reader does not give the long itself
+
+
+@pytest.mark.parametrize("make", [lambda: ConfluentCodec(FakeRegistry()), SingleObjectCodec], ids=["confluent", "so"])
+def test_frames_of_no_known_schema_are_decoded_the_long_way_and_not_remembered(make, full_contact):
+    """Whatever reaches the graph topic, the reader keeps one entry per header of a known schema:
+    garbage with headers of every kind gets the codec's error and leaves nothing behind."""
+    from connectors.contact import to_record
+
+    from ..conftest import RECORDED_AT
+
+    codec = make()
+    reader = ContactReader(codec)
+    good = codec.encode("contacts.v1", schemas.CONTACT, to_record(full_contact, RECORDED_AT))
+    rng = random.Random(11)
+    for i in range(50):
+        junk = bytes([0]) + rng.randbytes(4) + good[5:] if i % 2 else SINGLE_OBJECT_MAGIC + rng.randbytes(8) + good[10:]
+        with pytest.raises(DecodeError):
+            reader.read(junk)
+    assert reader.read(good)[1] is False and len(reader.readers) == 1
