@@ -227,3 +227,21 @@ def make_codec(settings) -> Codec:
     if settings.registry.codec is CodecKind.CONFLUENT:
         return ConfluentCodec(RegistryClient(settings.registry.url))
     return SingleObjectCodec()
+
+
+def plan_of(codec: Codec, data: bytes) -> tuple[int, ReadPlan] | None:
+    """How ``codec`` reads the frame ``data``: the length of its header and the plan of its writer
+    schema; None when it has no plan for it (not a frame it reads, an unknown schema)."""
+    try:
+        if data[:2] == SINGLE_OBJECT_MAGIC and isinstance(codec, ConfluentCodec | SingleObjectCodec):
+            if isinstance(codec, ConfluentCodec):  # the one its decode makes for these frames
+                codec._single_object = codec._single_object or SingleObjectCodec()
+            single = codec if isinstance(codec, SingleObjectCodec) else codec._single_object
+            assert single is not None
+            plan = single._by_fp.get(data[2:10])
+            return None if plan is None or len(data) < 10 else (10, plan)
+        if isinstance(codec, ConfluentCodec) and len(data) >= 5 and data[:1] == CONFLUENT_MAGIC:
+            return 5, codec.plan(_SCHEMA_ID.unpack_from(data, 1)[0])
+    except DecodeError:
+        return None
+    return None

@@ -70,17 +70,19 @@ property-tested against the full path).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 from schemas.identities import is_placeholder
 from schemas.privacy import is_blocked_pseudonym
 from streams.rules import IdentityRules
+from threadline.ids import VARIANT_DIGIT
 
 CUSTOMER_NS = uuid.UUID("0c6f8a52-3f5e-5b7d-8e21-4d9a6b1c2e3f")
 IDENTITY_EVENT_NS = uuid.UUID("7d1e4a9b-2c3f-5a6e-8b1d-9f0e2c4a6b8d")
@@ -214,8 +216,8 @@ class Change:
 
 
 class ContactRecord(NamedTuple):
-    """What the graph stores of one contact (``e:<event id>``). A named tuple: made and read
-    several times per contact, and one of only strings and tuples is left alone by the collector."""
+    """What the graph stores of one contact (``e:<event id>``). A named tuple, made and read several
+    times per contact; ``GraphRecords`` holds it as its row, a plain tuple (``_as_contact``)."""
 
     occurred_ms: int
     anchor: str | None  # its strongest identity; None when every one was blocked
@@ -305,6 +307,11 @@ class _UnionFind:
 
 
 _ABSENT = object()
+# A record from the row (a plain tuple of its fields) the graph's records keep it as: a named tuple
+# is a tuple subclass, which the garbage collector never untracks; a plain tuple of strings, numbers
+# and plain tuples it untracks at its first collection.
+_as_contact = cast(Callable[[Any], ContactRecord], functools.partial(tuple.__new__, ContactRecord))
+_as_node = cast(Callable[[Any], NodeRecord], functools.partial(tuple.__new__, NodeRecord))
 
 
 class GraphRecords:
@@ -322,8 +329,9 @@ class GraphRecords:
     def __init__(self, store: MutableMapping | None = None, limit: int = 200_000):
         self.base = store
         self.limit = limit
-        self.contacts: dict[str, ContactRecord | None] = {}
-        self.nodes: dict[str, NodeRecord | None] = {}
+        # records by event id and node key, each kept as its row (a plain tuple: ``_as_contact``)
+        self.contacts: dict[str, tuple | None] = {}
+        self.nodes: dict[str, tuple | None] = {}
         self.changed: dict[str, None] = {}  # stored keys, in the order of their first change
         self.customer_ids: dict[str, str] = {}  # event id -> customer_id_for(event id)
 
@@ -336,22 +344,22 @@ class GraphRecords:
         rec = self.contacts.get(event_id, _ABSENT)
         if rec is _ABSENT:
             raw = self._load("e:" + event_id)
-            rec = self.contacts[event_id] = None if raw is None else ContactRecord.from_json(raw)
-        return rec  # type: ignore[return-value]
+            rec = self.contacts[event_id] = None if raw is None else tuple(ContactRecord.from_json(raw))
+        return None if rec is None else _as_contact(rec)
 
     def node(self, key: str) -> NodeRecord | None:
         rec = self.nodes.get(key, _ABSENT)
         if rec is _ABSENT:
             raw = self._load("n:" + key)
-            rec = self.nodes[key] = None if raw is None else NodeRecord.from_json(raw)
-        return rec  # type: ignore[return-value]
+            rec = self.nodes[key] = None if raw is None else tuple(NodeRecord.from_json(raw))
+        return None if rec is None else _as_node(rec)
 
     def put_contact(self, event_id: str, record: ContactRecord) -> None:
-        self.contacts[event_id] = record
+        self.contacts[event_id] = tuple(record)
         self.changed["e:" + event_id] = None
 
     def put_node(self, key: str, record: NodeRecord) -> None:
-        self.nodes[key] = record
+        self.nodes[key] = tuple(record)
         self.changed["n:" + key] = None
 
     def customer_id(self, event_id: str) -> str:
@@ -383,9 +391,26 @@ class GraphRecords:
             raise KeyError(f"not a graph record key: {key!r}")
 
     def take_changed(self) -> dict:
-        """The JSON of every record changed since the last call, by stored key."""
+        """The JSON of every record changed since the last call, by stored key (``to_json`` of
+        each, made from the rows held: a changed record is held until taken)."""
         changed, self.changed = self.changed, {}
-        return {key: self.value(key) for key in changed}
+        contacts, nodes = self.contacts, self.nodes
+        out = {}
+        for key in changed:
+            row = (contacts if key[0] == "e" else nodes).get(key[2:])
+            if row is None:  # not held (never so for a record the graph wrote): as ``value`` reads it
+                out[key] = self.value(key)
+            elif key[0] == "e":
+                out[key] = {
+                    "occurred_ms": row[0],
+                    "anchor": row[1],
+                    "nodes": row[2],
+                    "customer_id": row[3],
+                    "events": row[4],
+                }
+            else:
+                out[key] = {"contacts": row[0], "customer_id": row[1], "unlinked": row[2]}
+        return out
 
     def flush(self) -> None:
         base = self.base
@@ -489,7 +514,7 @@ class IdentityGraph:
             for (key, _kind, _rule), rec in zip(ev.nodes, known_nodes, strict=True):
                 db.put_node(key, _with_contact(rec, eid))
             self._recompute([n[0] for n in ev.nodes], change, source=eid, times=times, gen=gen)
-            change.customer_id = db.contacts[eid].customer_id  # type: ignore[union-attr]
+            change.customer_id = db.contact(eid).customer_id  # type: ignore[union-attr]
         for key, reason in ev.rejected:
             change.events.append(
                 self._event(
@@ -505,7 +530,7 @@ class IdentityGraph:
             )
         if change.rekeyed:
             change.rekeyed = [r for r in change.rekeyed if r[0] != eid]
-        done = db.contacts[eid]
+        done = db.contact(eid)
         assert done is not None
         db.put_contact(
             eid, ContactRecord(done.occurred_ms, done.anchor, done.nodes, change.customer_id, tuple(change.events))
@@ -792,11 +817,9 @@ class _Uuid5:
     def __call__(self, name: str) -> str:
         h = self._sha1.copy()
         h.update(name.encode())
-        b = bytearray(h.digest()[:16])
-        b[6] = (b[6] & 0x0F) | 0x50  # version 5
-        b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
-        x = b.hex()
-        return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+        x = h.hexdigest()
+        # the version nibble (digit 12) is 5; the variant's two bits (digit 16) are 10
+        return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{VARIANT_DIGIT[x[16]]}{x[17:20]}-{x[20:32]}"
 
 
 _customer_uuid = _Uuid5(CUSTOMER_NS)

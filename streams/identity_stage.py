@@ -16,11 +16,13 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+from typing import Any
 
 import orjson
 
 import schemas
-from schemas.codec import SINGLE_OBJECT_MAGIC, Codec
+from schemas.avro_reader import Unreadable, compile_projection
+from schemas.codec import SINGLE_OBJECT_MAGIC, Codec, plan_of
 from streams.identity import Change, ContactRecord, GraphRecords, IdentityGraph, NodeRecord, resolve
 from streams.identity_store import MemoryStore, TableStore
 from streams.stage import DECODE_ERRORS, Letter, Outputs, StageContext, log
@@ -34,6 +36,69 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+# The fields of a contact the identity stage reads (``IdentityGraph.observe``, ``ResolvedValues``)
+CONTACT_FIELDS = ("event_id", "occurred_at", "recorded_at", "identities", "facts", "customer_id", "sealed")
+# Epoch millis a datetime holds (years 1 to 9999): outside them the codec's decode fails
+_FIRST_MS, _LAST_MS = -62_135_596_800_000, 253_402_300_799_999
+
+
+def millis_as_decoded(ms: int) -> int:
+    """``streams.identity.to_millis`` of the datetime the codec decodes a ``timestamp-millis`` of
+    ``ms`` into (fastavro: the epoch + ``ms`` × 1000 µs; ``timestamp()`` divides the microseconds
+    by 10**6, ``to_millis`` multiplies by 1000 and truncates): ``ms`` itself for most values, one
+    less for some (the float's rounding). The graph's times have always been these."""
+    return int(ms * 1000 / 10**6 * 1000)
+
+
+class ContactReader:
+    """The fields of a contacts.v1 record the identity stage uses (``CONTACT_FIELDS``), read from
+    its bytes without decoding the rest (``schemas.avro_reader.compile_projection``: the text,
+    attachments, thread, consent and metadata are skipped), with its times as the full decode gives
+    them to the graph (``millis_as_decoded``).
+
+    ``read`` gives ``(record, complete)``: the projection (complete False) when the frame's writer
+    schema is read directly (the reader's own layout) and the projection reads the body whole;
+    otherwise the codec's full decode (complete True: an older writer schema, another record, a
+    sealed contact, a time outside the datetime range or not after the epoch, a body the projection
+    cannot read — whose ``DecodeError`` is then the codec's own). Decided once per frame header of
+    a schema the codec knows (a header it does not know is not kept: garbage does not grow it)."""
+
+    def __init__(self, codec: Codec):
+        self.codec = codec
+        self.fullname = schemas.latest(schemas.CONTACT).fullname
+        self.readers: dict[bytes, tuple[int, Any] | None] = {}  # frame header -> (its length, projection)
+
+    def _reader(self, raw: bytes, head: bytes) -> tuple[int, Any] | None:
+        found = plan_of(self.codec, raw)
+        if found is None:  # not a frame of a schema the codec knows: nothing kept
+            return None
+        n, plan = found
+        project = None
+        if plan.direct and plan.fullname == self.fullname:
+            project = compile_projection(plan.schema, CONTACT_FIELDS)
+        hit = self.readers[head] = None if project is None else (n, project)
+        return hit
+
+    def read(self, raw: bytes) -> tuple[dict, bool]:
+        head = raw[:10] if raw[:2] == SINGLE_OBJECT_MAGIC else raw[:5]
+        try:
+            hit = self.readers[head]
+        except KeyError:
+            hit = self._reader(raw, head)
+        if hit is not None:
+            try:
+                record = hit[1](raw, hit[0])
+            except Unreadable:
+                pass
+            else:
+                occurred, recorded = record["occurred_at"], record["recorded_at"]
+                if record["sealed"] is None and 0 < occurred <= _LAST_MS and 0 < recorded <= _LAST_MS:
+                    record["occurred_at"] = millis_as_decoded(occurred)
+                    record["recorded_at"] = millis_as_decoded(recorded)  # >= 1: as truthy as the datetime
+                    return record, False
+        return self.codec.decode(raw).record, True
 
 
 class ResolvedValues:
@@ -51,6 +116,8 @@ class ResolvedValues:
     encoded the long way."""
 
     AFTER = ("sealed",)  # the contact schema's fields after customer_id, each null when absent
+    _AFTER_NULLS = b"\x00" * len(AFTER)
+    _ENDS = b"\x00" + _AFTER_NULLS  # a contact without a customer id and the fields after it
 
     def __init__(self, codec: Codec, topic: str):
         self.codec, self.topic = codec, topic
@@ -67,18 +134,22 @@ class ResolvedValues:
         cid = customer_id.encode()
         return b"\x02" + _varint(len(cid) << 1) + cid
 
-    def value(self, raw: bytes, record: dict, customer_id: str) -> bytes:
+    def value(self, raw: bytes, record: dict, customer_id: str, complete: bool = True) -> bytes:
+        """``raw`` with ``customer_id`` set; ``record``: its decoded fields (only
+        ``ContactReader``'s when not ``complete``: the whole record is then decoded when needed)."""
         n = self._header_length(raw)
-        after = b"\x00" * len(self.AFTER)
+        after = self._AFTER_NULLS
         if (
             n
             and record.get("customer_id") is None
             and all(record.get(f) is None for f in self.AFTER)
-            and raw.endswith(b"\x00" + after)
+            and raw.endswith(self._ENDS)
         ):
             head = raw[:n]
             cut = len(raw) - 1 - len(after)
             if head not in self.patchable:
+                if not complete:
+                    record = self.codec.decode(raw).record
                 full = self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
                 out_head = full[: self._header_length(full)]
                 same = out_head and full == out_head + raw[n:cut] + self._tail(customer_id) + after
@@ -87,6 +158,8 @@ class ResolvedValues:
             out_head = self.patchable[head]
             if out_head is not None:
                 return out_head + raw[n:cut] + self._tail(customer_id) + after
+        if not complete:
+            record = self.codec.decode(raw).record
         return self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
 
 
@@ -211,8 +284,8 @@ class GraphTable(GraphRecords):
         for key, value in self.snapshot().items():
             if isinstance(key, str) and key[:2] in ("e:", "n:"):
                 out[key] = (ContactRecord if key[0] == "e" else NodeRecord).from_json(value)
-        out.update({"e:" + k: r for k, r in self.contacts.items() if r is not None})
-        out.update({"n:" + k: r for k, r in self.nodes.items() if r is not None})
+        out.update({"e:" + k: ContactRecord._make(r) for k, r in self.contacts.items() if r is not None})
+        out.update({"n:" + k: NodeRecord._make(r) for k, r in self.nodes.items() if r is not None})
         return out
 
     def __len__(self) -> int:
@@ -241,6 +314,7 @@ class IdentityStage:
         assert isinstance(graph.store, GraphTable), "the identity stage writes the graph through a GraphTable"
         self.ctx, self.codec, self.names, self.graph, self.contacts = ctx, codec, names, graph, contacts
         self.resolved = ResolvedValues(codec, names.resolved)
+        self.reader = ContactReader(codec)
 
     def send_resolved(
         self, out: Outputs, value: bytes, customer_id: str, event_id: str, gen: int, rekeyed_from: str | None = None
@@ -288,7 +362,7 @@ class IdentityStage:
             )
 
     def process(self, records: list, out: Outputs) -> None:
-        graph, codec, resolved = self.graph, self.codec, self.resolved
+        graph, read, resolved = self.graph, self.reader.read, self.resolved
         pending: dict[str, bytes] = {}  # the batch's new contacts (event id -> bytes), written at its end
         with graph.batch():
             for msg in records:
@@ -308,9 +382,9 @@ class IdentityStage:
                 try:
                     if value is None:
                         raise ValueError("a graph record without a value")
-                    record = codec.decode(value).record
+                    record, complete = read(value)
                     change = graph.observe(record, gen=msg.offset)
-                    out_value = resolved.value(value, record, change.customer_id)
+                    out_value = resolved.value(value, record, change.customer_id, complete)
                 except DECODE_ERRORS as exc:
                     self.ctx.to_dlq(out, Letter(msg, value), f"{type(exc).__name__}: {exc}")
                     continue

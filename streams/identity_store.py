@@ -36,6 +36,10 @@ _META = (_OFFSET, _WRITER, _VERIFIED)
 # RocksDB's memory per table, at most: two write buffers of 16 MiB and a block cache of 32 MiB
 # (faust's defaults, for many partitions' tables, are three of 64 MiB and 2 GiB)
 WRITE_BUFFER_BYTES, WRITE_BUFFERS, BLOCK_CACHE_BYTES = 16 * 1024**2, 2, 32 * 1024**2
+# Bloom filters, for reads of absent keys: 10 bits a key in the files (~1% false positives; faust's
+# default is 3, ~15%), and a tenth of each write buffer on its keys. A get of an absent key in a
+# graph store of 80,000 keys: ~5 µs without, ~1 µs with (most of it the search of the buffers).
+BLOOM_BITS_PER_KEY, MEMTABLE_BLOOM_RATIO = 10, 0.1
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,7 @@ class RocksStore:
     @property
     def db(self) -> Any:
         if self._db is None:
+            import rocksdict
             from faust.stores.rocksdb import RocksDBOptions
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,9 +148,16 @@ class RocksStore:
                 write_buffer_size=WRITE_BUFFER_BYTES,
                 max_write_buffer_number=WRITE_BUFFERS,
                 block_cache_size=BLOCK_CACHE_BYTES,
+                bloom_filter_size=BLOOM_BITS_PER_KEY,
                 use_rocksdict=True,
-            )
-            self._db = options.open(self.path)
+            ).as_options()
+            # most reads of the graph are of keys it has never held (a new contact, its new
+            # identities): a bloom filter on the write buffers too answers them without a search
+            options.set_memtable_prefix_bloom_ratio(MEMTABLE_BLOOM_RATIO)
+            options.set_memtable_whole_key_filtering(True)
+            # as faust's RocksDBOptions.open, with these options
+            self._db = rocksdict.Rdict(str(self.path), options=options, access_type=rocksdict.AccessType.read_write())
+            self._db.set_read_options(rocksdict.ReadOptions())
         return self._db
 
     def position(self) -> Position:

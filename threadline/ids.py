@@ -9,7 +9,8 @@ import uuid
 
 
 _NAMESPACE_BYTES: dict[uuid.UUID, bytes] = {}  # a namespace's 16 bytes (``UUID.bytes`` builds them per call)
-_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}  # the variant bits set on a hex digit
+# A hex digit of the hash with the RFC 4122 variant set (its two high bits 10): 8, 9, a or b
+VARIANT_DIGIT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def uuid5_str(namespace: uuid.UUID, name: str) -> str:
@@ -21,4 +22,4 @@ def uuid5_str(namespace: uuid.UUID, name: str) -> str:
         if len(_NAMESPACE_BYTES) < 64:  # the project's few namespaces, not every one a caller makes up
             _NAMESPACE_BYTES[namespace] = ns
     h = hashlib.sha1(ns + name.encode(), usedforsecurity=False).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"

@@ -248,3 +248,20 @@ def test_the_stored_json_text_is_the_named_form_with_arrays():
         ["fact:order_number:100234", "fact", "shared_fact"],
         ["phone:+393471234567", "phone", "same_contact"],
     ]
+
+
+def test_the_records_held_are_left_alone_by_the_garbage_collector_and_a_duplicate_gets_its_events_again():
+    """The graph's table holds its records for good: as plain tuples the collector untracks
+    (a named tuple it never does) and stops going over at every full collection."""
+    import gc
+
+    cache = GraphTable("graph.changelog")
+    graph = IdentityGraph(cache)
+    with graph.batch():
+        first = [graph.observe(c) for c in (GIULIA_ORDER, GIULIA_TWEET, GIULIA_DM)]
+    gc.collect()
+    gc.collect()  # a tuple is untracked once what it holds is: its inner tuples first
+    assert cache.nodes and not any(gc.is_tracked(row) for row in cache.nodes.values())
+    again = graph.observe(GIULIA_DM)
+    assert again.duplicate and again.events == first[2].events and again.customer_id == first[2].customer_id
+    assert all(type(v) is list for e in again.events for v in e.values() if isinstance(v, list | tuple))

@@ -1,0 +1,142 @@
+"""streams/identity_stage.py ContactReader: the identity stage reads a contact's fields without
+decoding the rest, and what it reads gives the graph, the resolved bytes and the dead letters
+exactly what the codec's full decode gives them, for any contact of any writer schema."""
+
+from __future__ import annotations
+
+import io
+import random
+
+import fastavro
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import schemas
+from schemas.codec import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, ConfluentCodec, SingleObjectCodec
+from streams.identity import IdentityGraph, to_millis
+from streams.identity_stage import CONTACT_FIELDS, ContactReader, ResolvedValues, millis_as_decoded
+from threadline.errors import DecodeError
+
+from ..test_avro_writer import values
+from ..test_codec import FakeRegistry
+
+CID = "0c6f8a52-3f5e-5b7d-8e21-4d9a6b1c2e3f"
+CONTACT_VERSIONS = schemas.versions(schemas.CONTACT)
+
+
+def _body(parsed: dict, record: dict) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, record)
+    return buf.getvalue()
+
+
+def _frame(codec, sv, body: bytes) -> bytes:
+    """``body`` framed as ``codec`` frames what ``sv`` wrote."""
+    if isinstance(codec, SingleObjectCodec):
+        return SINGLE_OBJECT_MAGIC + codec.fingerprint(sv.parsed) + body
+    schema_id = codec.registry.register("contacts.v1-value", sv.text)
+    return CONFLUENT_MAGIC + schema_id.to_bytes(4, "big") + body
+
+
+def _outcome(f):
+    try:
+        return f()
+    except Exception as exc:  # the same failure, or the same answer
+        return ("raised", type(exc).__name__, str(exc))
+
+
+def _observed(record: dict):
+    change = IdentityGraph({}).observe(record, gen=7)
+    return change.customer_id, change.events, change.rekeyed, change.duplicate
+
+
+@pytest.mark.parametrize("make", [lambda: ConfluentCodec(FakeRegistry()), SingleObjectCodec], ids=["confluent", "so"])
+@pytest.mark.parametrize("sv", CONTACT_VERSIONS, ids=lambda sv: f"contact-v{sv.version}")
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_what_the_reader_gives_the_graph_and_the_resolved_topic_is_what_the_full_decode_gives(make, sv, data):
+    codec = make()
+    record = data.draw(values(sv.parsed, sv.parsed["__named_schemas"]))
+    if data.draw(st.booleans()):  # identities the graph links, often
+        record["identities"] = [
+            {"kind": "email", "value": "a@example.it", "platform": None, "strength": "asserted", "primary": True},
+            *record["identities"],
+        ]
+    for at in ("occurred_at", "recorded_at"):  # often times in the datetime range, some that round
+        record[at] = data.draw(st.sampled_from([record[at], 542_506_294_550, 1, 0, -1]) | st.integers(1, 1 << 42))
+    body = bytearray(_body(sv.parsed, record))
+    if data.draw(st.integers(0, 9)) == 0 and body:  # now and then a body that may not decode
+        body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
+    raw = _frame(codec, sv, bytes(body))
+    reader = ContactReader(codec)
+    full = _outcome(lambda: codec.decode(raw).record)
+    got = _outcome(lambda: reader.read(raw))
+    if isinstance(full, tuple):  # not decodable: the reader raises the codec's own error
+        assert got == full
+        return
+    view, complete = got
+    if complete:
+        assert view == full
+    else:
+        assert set(view) == set(CONTACT_FIELDS) and sv.version == CONTACT_VERSIONS[-1].version
+        assert {k: view[k] for k in CONTACT_FIELDS if not k.endswith("_at")} == {
+            k: full[k] for k in CONTACT_FIELDS if not k.endswith("_at")
+        }
+        assert to_millis(view["occurred_at"]) == to_millis(full["occurred_at"])
+        assert to_millis(view.get("recorded_at") or view["occurred_at"]) == to_millis(
+            full.get("recorded_at") or full["occurred_at"]
+        )
+    assert _outcome(lambda: _observed(view)) == _outcome(lambda: _observed(full))
+    slow, fast = ResolvedValues(codec, "contacts.resolved.v1"), ResolvedValues(codec, "contacts.resolved.v1")
+    for _ in range(2):  # the first: the long way (and the check of the header); the second patched
+        assert _outcome(lambda: fast.value(raw, view, CID, complete)) == _outcome(lambda: slow.value(raw, full, CID))
+
+
+def test_a_contact_of_the_current_schema_is_read_without_decoding_the_rest(full_contact):
+    from connectors.contact import to_record
+
+    from ..conftest import RECORDED_AT
+
+    codec = SingleObjectCodec()
+    raw = codec.encode("contacts.v1", schemas.CONTACT, to_record(full_contact, RECORDED_AT))
+    view, complete = ContactReader(codec).read(raw)
+    assert not complete and set(view) == set(CONTACT_FIELDS)
+    assert view["occurred_at"] == to_millis(codec.decode(raw).record["occurred_at"])
+
+
+def test_millis_as_decoded_is_what_the_graph_made_of_the_decoded_datetime():
+    sv = fastavro.parse_schema(
+        {
+            "type": "record",
+            "name": "T",
+            "fields": [{"name": "t", "type": {"type": "long", "logicalType": "timestamp-millis"}}],
+        }
+    )
+    rng = random.Random(5)
+    samples = [rng.randrange(1, 253_402_300_799_999) for _ in range(20_000)] + [1, 2, 999, 253_402_300_799_999]
+    differ = 0
+    for ms in samples:
+        dt = fastavro.schemaless_reader(io.BytesIO(_body(sv, {"t": ms})), sv, None)["t"]
+        assert millis_as_decoded(ms) == to_millis(dt)
+        differ += to_millis(dt) != ms
+    assert differ  # the float's rounding: why the reader does not give the long itself
+
+
+@pytest.mark.parametrize("make", [lambda: ConfluentCodec(FakeRegistry()), SingleObjectCodec], ids=["confluent", "so"])
+def test_frames_of_no_known_schema_are_decoded_the_long_way_and_not_remembered(make, full_contact):
+    """Whatever reaches the graph topic, the reader keeps one entry per header of a known schema:
+    garbage with headers of every kind gets the codec's error and leaves nothing behind."""
+    from connectors.contact import to_record
+
+    from ..conftest import RECORDED_AT
+
+    codec = make()
+    reader = ContactReader(codec)
+    good = codec.encode("contacts.v1", schemas.CONTACT, to_record(full_contact, RECORDED_AT))
+    rng = random.Random(11)
+    for i in range(50):
+        junk = bytes([0]) + rng.randbytes(4) + good[5:] if i % 2 else SINGLE_OBJECT_MAGIC + rng.randbytes(8) + good[10:]
+        with pytest.raises(DecodeError):
+            reader.read(junk)
+    assert reader.read(good)[1] is False and len(reader.readers) == 1
