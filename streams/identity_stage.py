@@ -44,19 +44,11 @@ CONTACT_FIELDS = ("event_id", "occurred_at", "recorded_at", "identities", "facts
 _FIRST_MS, _LAST_MS = -62_135_596_800_000, 253_402_300_799_999
 
 
-def millis_as_decoded(ms: int) -> int:
-    """``streams.identity.to_millis`` of the datetime the codec decodes a ``timestamp-millis`` of
-    ``ms`` into (fastavro: the epoch + ``ms`` × 1000 µs; ``timestamp()`` divides the microseconds
-    by 10**6, ``to_millis`` multiplies by 1000 and truncates): ``ms`` itself for most values, one
-    less for some (the float's rounding). The graph's times have always been these."""
-    return int(ms * 1000 / 10**6 * 1000)
-
-
 class ContactReader:
     """The fields of a contacts.v1 record the identity stage uses (``CONTACT_FIELDS``), read from
     its bytes without decoding the rest (``schemas.avro_reader.compile_projection``: the text,
-    attachments, thread, consent and metadata are skipped), with its times as the full decode gives
-    them to the graph (``millis_as_decoded``).
+    attachments, thread, consent and metadata are skipped), its times the millisecond longs
+    themselves (what ``streams.identity.to_millis`` makes of the decoded datetimes).
 
     ``read`` gives ``(record, complete)``: the projection (complete False) when the frame's writer
     schema is read directly (the reader's own layout) and the projection reads the body whole;
@@ -95,9 +87,7 @@ class ContactReader:
             else:
                 occurred, recorded = record["occurred_at"], record["recorded_at"]
                 if record["sealed"] is None and 0 < occurred <= _LAST_MS and 0 < recorded <= _LAST_MS:
-                    record["occurred_at"] = millis_as_decoded(occurred)
-                    record["recorded_at"] = millis_as_decoded(recorded)  # >= 1: as truthy as the datetime
-                    return record, False
+                    return record, False  # times >= 1: as truthy as the datetimes
         return self.codec.decode(raw).record, True
 
 
