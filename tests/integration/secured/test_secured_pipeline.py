@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from streams.app import APP_ID
+from streams.route_runner import route_group
 from tests.e2e.test_walking_skeleton import contact
 from tests.integration.secured.test_secured_kafka import cli, text
 from tests.integration.streams.stream_helpers import Reader
@@ -156,14 +157,18 @@ def test_a_contact_posted_to_the_gateway_is_resolved_and_stitched_by_the_worker_
     assert total(samples, "threadline_ready", component="worker", dependency="kafka") == 1
     assert total(scrape(gateway_url), "threadline_events_produced_total", component="gateway", topic=CONTACTS.name) >= 1
 
-    # faust's consumer group is on the secured broker, with the worker as its member, and it
-    # committed the contact's offset (what `threadline groups` reports).
-    def committed() -> GroupLag | None:
-        [group] = group_lags(settings, groups=[APP_ID])
-        contacts_lag = {t.topic: t for t in group.topics}.get(CONTACTS.name)
-        return group if contacts_lag and contacts_lag.end >= 1 and contacts_lag.lag == 0 else None
+    # The worker's consumer groups are on the secured broker, each with the worker as its member,
+    # and each committed the contact's offset on its topic (what `threadline groups` reports): the
+    # route stage's group on contacts.v1, faust's (the conversations stage) on contacts.resolved.v1.
+    def committed(group_id: str, topic: str) -> GroupLag | None:
+        [group] = group_lags(settings, groups=[group_id])
+        lag = {t.topic: t for t in group.topics}.get(topic)
+        return group if lag and lag.end >= 1 and lag.lag == 0 else None
 
-    wait_until(committed, 20, interval=0.5, what=f"the commit of {APP_ID} on {CONTACTS.name}")
-    group = committed()
-    assert (group.state, group.members) == ("Stable", 1)
+    for group_id, topic in ((route_group(APP_ID), CONTACTS.name), (APP_ID, CONTACTS_RESOLVED.name)):
+        wait_until(
+            lambda g=group_id, t=topic: committed(g, t), 20, interval=0.5, what=f"the commit of {group_id} on {topic}"
+        )
+        group = committed(group_id, topic)
+        assert group is not None and (group.state, group.members) == ("Stable", 1)
     print(f"\nsecured pipeline: contact posted, resolved and stitched in {time.monotonic() - started:.1f} s")
