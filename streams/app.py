@@ -27,7 +27,7 @@ from pathlib import Path
 
 import faust
 
-from schemas.codec import make_codec
+from schemas.codec import Codec, make_codec
 from schemas.keystore import dlq_sealer
 from streams.clocks import ClockScheduler
 from streams.conversations import Stitcher
@@ -138,7 +138,7 @@ def create_app(
     codec = make_codec(settings)
     ctx = StageContext(app, app_id, topo.names.dlq, seal=dlq_sealer(settings))
     # route and identity are no faust agents: services of the app, each with its own consumer group
-    app.runners = runners(settings, app_id, topo.names, ctx, rules, stages)  # type: ignore[attr-defined]
+    app.runners = runners(settings, app_id, topo.names, ctx, codec, rules, stages)  # type: ignore[attr-defined]
     for runner in app.runners:  # type: ignore[attr-defined]
         app.service(runner)
     if "conversations" in stages:
@@ -171,12 +171,13 @@ def runners(
     app_id: str,
     names: StreamTopics,
     ctx: StageContext,
+    codec: Codec,
     rules: Rules,
     stages: tuple[str, ...] = STAGES,
 ) -> list[BatchRunner]:
-    """The runners of the ``stages`` this worker runs that are not faust agents: route, identity."""
+    """The runners of the ``stages`` this worker runs that are not faust agents: route, identity;
+    ``codec``: the worker's one codec (its registry client and schema plans), shared by its stages."""
     out: list[BatchRunner] = []
-    codec = make_codec(settings)
     if "route" in stages:
         out.append(RouteRunner(settings, app_id, names.contacts, names.graph, ctx, codec))
     if "identity" in stages:
@@ -191,6 +192,7 @@ def run_worker(
     if not set(stages) & set(FAUST_STAGES):  # faust would have nothing to consume: the runners alone
         names = topics or StreamTopics()
         ctx = StageContext(None, app_id, names.dlq, seal=dlq_sealer(settings))  # type: ignore[arg-type]
-        _run_runners(runners(settings, app_id, names, ctx, rules_from_settings(settings.streams), stages), settings)
+        rules = rules_from_settings(settings.streams)
+        _run_runners(runners(settings, app_id, names, ctx, make_codec(settings), rules, stages), settings)
         return
     _run_worker(create_app(settings, app_id=app_id, topics=topics, stages=stages), settings)

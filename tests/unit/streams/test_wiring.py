@@ -56,6 +56,9 @@ def test_a_worker_declares_only_the_tables_of_the_stages_it_runs(tmp_path, stage
     for runner in app.runners:
         assert runner in app._extra_services
         assert runner.group == f"wiring-stages-{runner.stage}"
+    codecs = {id(r.codec if isinstance(r, RouteRunner) else r.stage_rules.codec) for r in app.runners}
+    codecs |= {id(agent.fun.__self__.codec) for agent in app.agents.values()}  # the conversations stage's
+    assert len(codecs) == 1  # one codec (registry client, schema plans) for the worker's stages
     faust_reads = {t for agent in app.agents.values() for t in agent.channel.topics}
     assert faust_reads == ({"contacts.resolved.v1", "streams.conversation-commands.v1"} if tables else set())
 
