@@ -172,6 +172,23 @@ class _Table(dict):
         return self
 
 
+def chat_contact(event_id: str, customer_id: str, t0: int) -> dict:
+    """An inbound chat of a customer at ``t0`` (epoch ms), as the stage reads a resolved contact."""
+    return {
+        "event_id": event_id,
+        "customer_id": customer_id,
+        "occurred_at": t0,
+        "recorded_at": t0,
+        "channel": "chat",
+        "direction": "inbound",
+        "actor": {"role": "customer"},
+        "event_type": "contact.received",
+        "facts": [],
+        "thread": {},
+        "metadata": {},
+    }
+
+
 def _stage(rules: StitchRules) -> tuple[ConversationsStage, dict]:
     table = _Table()
     names = StreamTopics.prefixed("t")
@@ -184,19 +201,7 @@ def test_a_due_clock_is_advanced_in_the_stage_and_its_events_go_to_conversations
     rules = StitchRules()
     stage, table = _stage(rules)
     t0 = 1_795_000_000_000
-    contact = {
-        "event_id": "c1",
-        "customer_id": "cust",
-        "occurred_at": t0,
-        "recorded_at": t0,
-        "channel": "chat",
-        "direction": "inbound",
-        "actor": {"role": "customer"},
-        "event_type": "contact.received",
-        "facts": [],
-        "thread": {},
-        "metadata": {},
-    }
+    contact = chat_contact("c1", "cust", t0)
     state, _ = stage.stitcher.apply(None, contact, wm=t0)
     state["p"] = 4
     table["cust"] = state
@@ -302,19 +307,7 @@ def test_the_timer_lets_a_waiting_batch_in_between_slices_of_the_customers_that_
     stage, table = _stage(StitchRules())
     t0 = 1_795_000_000_000
     for i in range(25):
-        contact = {
-            "event_id": f"c{i}",
-            "customer_id": f"cust{i:02d}",
-            "occurred_at": t0,
-            "recorded_at": t0,
-            "channel": "chat",
-            "direction": "inbound",
-            "actor": {"role": "customer"},
-            "event_type": "contact.received",
-            "facts": [],
-            "thread": {},
-            "metadata": {},
-        }
+        contact = chat_contact(f"c{i}", f"cust{i:02d}", t0)
         state, _ = stage.stitcher.apply(None, contact, wm=t0)
         state["p"] = 4
         table[f"cust{i:02d}"] = state
