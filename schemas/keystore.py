@@ -153,10 +153,12 @@ class PostgresKeyRing:
                             )
                         )
                     # two writers creating the same generation at once: the first insert wins, both read it back
+                    # (no arbiter: the token, made from the subject and generation, is unique too, and a
+                    # racing insert may meet its index first)
                     cur.executemany(
                         f"insert into {SCHEMA}.data_keys (lookup_ref, generation, token, kind, wrapper_key_id,"
                         " wrapped_key, sealed_value) values (%s, %s, %s, %s, %s, %s, %s)"
-                        " on conflict (lookup_ref, generation) do nothing",
+                        " on conflict do nothing",
                         rows,
                     )
                 have = latest(conn)
