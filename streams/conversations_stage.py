@@ -27,6 +27,7 @@ from schemas.codec import Codec
 from streams.clocks import ClockScheduler
 from streams.conversations import Stitcher
 from streams.identity import to_millis
+from streams.identity_stage import RESOLVED_FIELDS, ContactReader
 from streams.stage import DECODE_ERRORS, Outputs, StageContext, _is_rocksdict, log, read_table, write_table
 from streams.topology import Topology
 from threadline import metrics
@@ -95,6 +96,9 @@ class ConversationsStage:
         self.lock = asyncio.Lock()
         self.sla_events = metrics.Labelled(metrics.SLA)
         self.encoder = EventEncoder(codec, self.names.conversations)
+        # a resolved contact's fields the rules use, the rest not decoded (the full decode for
+        # anything the projection does not read: its errors, its dead letters)
+        self.reader = ContactReader(codec, RESOLVED_FIELDS)
 
     # -- one batch --------------------------------------------------------------------------
 
@@ -122,7 +126,7 @@ class ConversationsStage:
             else:  # "retire" of earlier versions: the moved contacts' commands do its work now
                 return None
             return cid, state, new, events, None
-        record = self.codec.decode(event.value).record
+        record = self.reader.read(event.value)[0]
         headers = dict(msg.headers or [])
         if not record.get("customer_id"):
             raise ValueError("a resolved contact without customer_id")

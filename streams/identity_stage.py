@@ -40,12 +40,33 @@ def _varint(n: int) -> bytes:
 
 # The fields of a contact the identity stage reads (``IdentityGraph.observe``, ``ResolvedValues``)
 CONTACT_FIELDS = ("event_id", "occurred_at", "recorded_at", "identities", "facts", "customer_id", "sealed")
+# What the route stage checks: that the contact decodes (its times in range) and has identities
+ROUTE_FIELDS = ("identities", "occurred_at", "recorded_at", "sealed")
+# What the conversations stage reads of a resolved contact (``streams.conversations.view``, the
+# customer, the clock's event time)
+RESOLVED_FIELDS = (
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "recorded_at",
+    "channel",
+    "direction",
+    "actor",
+    "language",
+    "thread",
+    "facts",
+    "provider_id",
+    "metadata",
+    "customer_id",
+    "sealed",
+)
 # Epoch millis a datetime holds (years 1 to 9999): outside them the codec's decode fails
 _FIRST_MS, _LAST_MS = -62_135_596_800_000, 253_402_300_799_999
 
 
 class ContactReader:
-    """The fields of a contacts.v1 record the identity stage uses (``CONTACT_FIELDS``), read from
+    """The fields of a contact a stage uses (``fields``, every one with ``occurred_at``,
+    ``recorded_at`` and ``sealed``; the identity stage's: ``CONTACT_FIELDS``), read from
     its bytes without decoding the rest (``schemas.avro_reader.compile_projection``: the text,
     attachments, thread, consent and metadata are skipped), its times the millisecond longs
     themselves (what ``streams.identity.to_millis`` makes of the decoded datetimes).
@@ -57,8 +78,9 @@ class ContactReader:
     cannot read — whose ``DecodeError`` is then the codec's own). Decided once per frame header of
     a schema the codec knows (a header it does not know is not kept: garbage does not grow it)."""
 
-    def __init__(self, codec: Codec):
-        self.codec = codec
+    def __init__(self, codec: Codec, fields: tuple[str, ...] = CONTACT_FIELDS):
+        assert {"occurred_at", "recorded_at", "sealed"} <= set(fields), "the checks need them"
+        self.codec, self.fields = codec, fields
         self.fullname = schemas.latest(schemas.CONTACT).fullname
         self.readers: dict[bytes, tuple[int, Any] | None] = {}  # frame header -> (its length, projection)
 
@@ -69,7 +91,7 @@ class ContactReader:
         n, plan = found
         project = None
         if plan.direct and plan.fullname == self.fullname:
-            project = compile_projection(plan.schema, CONTACT_FIELDS)
+            project = compile_projection(plan.schema, self.fields)
         hit = self.readers[head] = None if project is None else (n, project)
         return hit
 
