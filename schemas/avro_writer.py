@@ -61,6 +61,13 @@ def _long(n: int, out: bytearray) -> None:
     out.append(n)
 
 
+def _varint(i: int) -> bytes:
+    """The Avro bytes of the long ``i``."""
+    out = bytearray()
+    _long(i, out)
+    return bytes(out)
+
+
 def _int(n: int, out: bytearray) -> None:
     if type(n) is not int or n < _MIN32 or n > _MAX32:
         raise Fallback
@@ -98,10 +105,23 @@ def _null(v: None, out: bytearray) -> None:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TIMES: dict[int, bytes] = {}  # epoch-millis ints -> their Avro bytes, the last ones written
+_TIMES_KEPT = 4096
 
 
 def _timestamp_millis(v: int | datetime, out: bytearray) -> None:
-    """An int as it is; an aware datetime as fastavro converts it (a naive one: Fallback)."""
+    """An int as it is (its bytes remembered: the events of a change repeat their times); an aware
+    datetime as fastavro converts it (a naive one: Fallback)."""
+    if type(v) is int:
+        b = _TIMES.get(v)
+        if b is None:
+            part = bytearray()
+            _long(v, part)  # Fallback out of range: nothing remembered
+            if len(_TIMES) >= _TIMES_KEPT:
+                _TIMES.clear()
+            b = _TIMES[v] = bytes(part)
+        out += b
+        return
     if type(v) is datetime and v.tzinfo is not None:
         delta = v - _EPOCH
         v = (delta.days * 86400 + delta.seconds) * 1000 + int(delta.microseconds / 1000)
@@ -190,12 +210,12 @@ class _Compiler:
             return self.record(schema)
         if kind == "enum":
             fn = self.name("enum")
-            self.ns[fn + "_index"] = {s: i for i, s in enumerate(schema["symbols"])}
+            self.ns[fn + "_index"] = {s: _varint(i) for i, s in enumerate(schema["symbols"])}
             self.sources.append(
                 f"def {fn}(v, out):\n"
-                f"    i = {fn}_index.get(v) if type(v) is str else None\n"
-                "    if i is None:\n        raise Fallback\n"
-                "    w_long(i, out)\n"
+                f"    b = {fn}_index.get(v) if type(v) is str else None\n"
+                "    if b is None:\n        raise Fallback\n"
+                "    out += b\n"
             )
             return fn
         if kind == "array":
@@ -205,7 +225,8 @@ class _Compiler:
                 f"def {fn}(v, out):\n"
                 "    if type(v) is not list and type(v) is not tuple:\n        raise Fallback\n"
                 "    if v:\n"
-                "        w_long(len(v), out)\n"
+                "        n = len(v)\n"
+                "        if n < 64:\n            out.append(n << 1)\n        else:\n            w_long(n, out)\n"
                 f"        for x in v:\n            {item}(x, out)\n"
                 "    out.append(0)\n"
             )
@@ -217,7 +238,8 @@ class _Compiler:
                 f"def {fn}(v, out):\n"
                 "    if type(v) is not dict:\n        raise Fallback\n"
                 "    if v:\n"
-                "        w_long(len(v), out)\n"
+                "        n = len(v)\n"
+                "        if n < 64:\n            out.append(n << 1)\n        else:\n            w_long(n, out)\n"
                 f"        for k, x in v.items():\n            w_string(k, out)\n            {value}(x, out)\n"
                 "    out.append(0)\n"
             )
@@ -249,8 +271,8 @@ class _Compiler:
         return fn
 
     def inline(self, schema: Any, null_at: int | None = None) -> list[str] | None:
-        """Code writing ``v`` in place, for the common field shapes (a string, a long, either of
-        them or null); None for the others. Any other value raises Fallback (MISSING too)."""
+        """Code writing ``v`` in place, for the common field shapes (a string, a long, a
+        timestamp-millis, either of them or null); None for the others. Any other value raises Fallback (MISSING too)."""
         if isinstance(schema, dict) and schema.get("type") in ("string", "long"):
             logical = schema.get("logicalType")
             if logical is None or (schema["type"] == "long" and logical in INT_LOGICAL - TIMESTAMPS):
@@ -266,7 +288,19 @@ class _Compiler:
                 "    out += b",
             ]
         elif schema == "long":
-            body = ["if type(v) is int:", "    w_long(v, out)"]
+            body = [
+                "if type(v) is int:",
+                "    if 0 <= v < 64:",
+                "        out.append(v << 1)",
+                "    else:",
+                "        w_long(v, out)",
+            ]
+        elif (
+            isinstance(schema, dict)
+            and schema.get("type") == "long"
+            and schema.get("logicalType") == "timestamp-millis"
+        ):
+            body = ["if v is not MISSING:", "    w_timestamp_millis(v, out)"]
         else:
             return None
         if null_at is not None:
