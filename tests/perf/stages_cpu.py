@@ -14,14 +14,15 @@ run replays them in a fresh process, in batches of ``--batch`` records:
 
 - ``route``: ``RouteRunner.process`` of each batch of contacts;
 - ``conversations``: ``ConversationsStage.process`` of each batch, and after each batch the timer
-  (``ConversationsStage.tick`` on every partition); the table holds each state as its JSON bytes
-  (orjson), read and written through ``streams.stage.read_table``/``write_table`` as a store that
-  is not RocksDB.
+  (``ConversationsStage.tick`` on every partition); the table is the worker's (``create_app``'s
+  conversations table, faust's RocksDB store in a temporary folder), read and written as the stage
+  does in a worker.
 
 Only those calls are timed (process CPU). Every output record (topic, key, value, headers) and
-changelog record, in order, goes into a sha256; ``--compare TREE`` runs this tree and ``TREE``
+changelog record, in order, and at the end every state in the table go into a sha256; ``--compare TREE`` runs this tree and ``TREE``
 alternately (``PYTHONPATH``), ``--rounds`` each, prints the medians and fails when a digest differs.
-The stages log as the bench's workers do (structlog JSON at WARNING, to a discarded stderr).
+The stages log as the bench's workers do (structlog JSON at WARNING, to a discarded stderr), and
+the garbage collector is tuned as a started worker's (``streams.worker.GC_GEN0_THRESHOLD``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,53 +75,28 @@ def records(events: int) -> dict:
     return {"contacts": contacts, "resolved": resolved, "n": len(raw)}
 
 
-class _Store(dict):
-    """A table's memory store holding each value as its JSON bytes (the worker's RocksDB holds them
-    so): the stage writes values (``streams.stage.write_table`` makes their JSON for the
-    changelog), the harness puts that JSON in their place (``hold``, not timed), the stage reads
-    them back parsed."""
-
-    def hold(self, key, raw: bytes) -> None:
-        super().__setitem__(key, raw)
-
-
-class _Table:
-    def __init__(self) -> None:
-        self.data = _Store()
-
-    def get(self, key, default=None):
-        import orjson
-
-        raw = self.data.get(key)
-        return default if raw is None else orjson.loads(raw)
-
-    def items(self):
-        import orjson
-
-        return [(k, orjson.loads(v)) for k, v in self.data.items()]
-
-
 def run_one(file: str, batch: int) -> dict:
     from types import SimpleNamespace
 
-    import orjson
-
     from schemas.codec import SingleObjectCodec
+    from streams.app import create_app
     from streams.clocks import ClockScheduler
     from streams.conversations import Stitcher
     from streams.conversations_stage import ConversationsStage
     from streams.route_runner import RouteRunner
     from streams.stage import Outputs, StageContext
     from streams.topology import StreamTopics
+    from streams.worker import GC_GEN0_THRESHOLD
+    from threadline import collector
     from threadline.logging import configure_logging
     from threadline.settings import CodecKind, LogFormat, Settings
 
     with open(file, "rb") as f:
         data = pickle.load(f)
-    with tempfile.TemporaryDirectory() as home:
-        settings = Settings(
-            _env_file=None, home=home, codec=CodecKind.SINGLE_OBJECT, log_format=LogFormat.JSON, log_level="WARNING"
-        )
+    home = tempfile.mkdtemp(prefix="stages-cpu-")  # the table's RocksDB databases (removed by the caller)
+    settings = Settings(
+        _env_file=None, home=home, codec=CodecKind.SINGLE_OBJECT, log_format=LogFormat.JSON, log_level="WARNING"
+    )
     configure_logging(settings, force=True)
     names = StreamTopics.prefixed("t")
     codec = SingleObjectCodec()
@@ -143,14 +120,8 @@ def run_one(file: str, batch: int) -> dict:
         SimpleNamespace(topic=t, partition=p, offset=o, key=k, value=v, headers=())
         for t, p, o, k, v in data["contacts"]
     ]
-    for i in range(0, len(recs), batch):
-        out = Outputs()
-        t0 = time.process_time()
-        runner.process(recs[i : i + batch], out)
-        cpu["route"] += time.process_time() - t0
-        take("route", out)
 
-    table = _Table()
+    table = create_app(settings, app_id="stages-cpu", topics=names).tables["conversations"]
     stage = ConversationsStage(
         ctx,
         codec,
@@ -167,6 +138,13 @@ def run_one(file: str, batch: int) -> dict:
         for t, p, o, k, v, h in data["resolved"]
     ]
     active = set(range(PARTITIONS))
+    collector.tune_gc(GC_GEN0_THRESHOLD)  # as the worker once started: what exists frozen, young collections rarer
+    for i in range(0, len(recs), batch):
+        out = Outputs()
+        t0 = time.process_time()
+        runner.process(recs[i : i + batch], out)
+        cpu["route"] += time.process_time() - t0
+        take("route", out)
     for i in range(0, len(events), batch):
         for step in (
             lambda out: stage.process(events[i : i + batch], out),
@@ -176,11 +154,12 @@ def run_one(file: str, batch: int) -> dict:
             t0 = time.process_time()
             step(out)
             cpu["conversations"] += time.process_time() - t0
-            for _table, _p, kb, vb in out.changelog:  # the store holds the JSON the stage wrote
-                table.data.hold(orjson.loads(kb), vb)
             take("conversations", out)
-    for cid in sorted(table.data):
-        digest["conversations"].update(cid.encode() + b" " + table.data[cid])
+    store = table.data
+    for kb, vb in sorted(kv for p in range(PARTITIONS) for kv in store._db_for_partition(p).items()):
+        if kb != store.offset_key:
+            digest["conversations"].update(kb + b" " + vb)
+    shutil.rmtree(home, ignore_errors=True)
     import streams.conversations_stage as mod
 
     return {
