@@ -23,7 +23,7 @@ import io
 import json
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
 
@@ -31,6 +31,7 @@ import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 import schemas
+from schemas.avro_reader import Unreadable, compile_reader
 from schemas.avro_writer import Fallback, compile_writer
 from schemas.registry import RegistryClient
 from threadline.errors import DecodeError, SchemaError
@@ -99,18 +100,30 @@ def _fullname(raw: dict) -> str:
 class ReadPlan:
     """How to read the bodies one writer schema wrote: with ``schema``, resolved to ``reader``
     unless ``reader`` is None (the direct path: the writer is today's reader, or no reader
-    schema of that name exists here)."""
+    schema of that name exists here). A direct plan reads with ``schema``'s compiled reader
+    (``schemas.avro_reader.compile_reader``) and asks fastavro only for a body that reader
+    refuses, so fastavro's answer (the record, or the error) is the one that counts."""
 
     fullname: str
     schema: dict
     reader: dict | None
+    compiled: Callable[[bytes, int], dict] | None = field(default=None, compare=False, repr=False)
 
     @property
     def direct(self) -> bool:
         return self.reader is None
 
     def read(self, body: bytes) -> Decoded:
-        return Decoded(self.fullname, _read(body, self.schema, self.reader))
+        return self.read_at(body, 0)
+
+    def read_at(self, data: bytes, start: int) -> Decoded:
+        """The record whose body starts at ``start`` of ``data`` and runs to its end."""
+        if self.compiled is not None:
+            try:
+                return Decoded(self.fullname, self.compiled(data, start))
+            except Unreadable:
+                pass
+        return Decoded(self.fullname, _read(data[start:] if start else data, self.schema, self.reader))
 
 
 @lru_cache(maxsize=None)
@@ -123,10 +136,22 @@ def read_plan(fullname: str, writer: dict) -> ReadPlan:
     """Decide once per writer schema (``writer`` parsed) how to read what it wrote."""
     reader = schemas.latest_by_fullname().get(fullname)
     if reader is None:
-        return ReadPlan(fullname, writer, None)
+        return ReadPlan(fullname, writer, None, _compiled_reader(writer))
     if writer is reader.parsed or to_parsing_canonical_form(writer) == _canonical_of_reader(fullname):
-        return ReadPlan(fullname, reader.parsed, None)
+        return ReadPlan(fullname, reader.parsed, None, _compiled_reader(reader.parsed))
     return ReadPlan(fullname, writer, reader.parsed)
+
+
+_READERS: dict[int, tuple[dict, Callable[[bytes, int], dict] | None]] = {}
+
+
+def _compiled_reader(parsed: dict) -> Callable[[bytes, int], dict] | None:
+    """The compiled reader of one of this tree's parsed schemas, once per schema object."""
+    hit = _READERS.get(id(parsed))
+    if hit is None or hit[0] is not parsed:
+        hit = (parsed, compile_reader(parsed))
+        _READERS[id(parsed)] = hit
+    return hit[1]
 
 
 @lru_cache(maxsize=None)
@@ -174,7 +199,7 @@ class ConfluentCodec:
         plan = self._plans.get(schema_id)
         if plan is None:
             plan = self.plan(schema_id)
-        return plan.read(data[5:])
+        return plan.read_at(data, 5)
 
     def plan(self, schema_id: int) -> ReadPlan:
         """How this codec reads the bodies of ``schema_id`` (fetched from the registry once)."""
@@ -218,7 +243,7 @@ class SingleObjectCodec:
         plan = self._by_fp.get(data[2:10])
         if plan is None:
             raise DecodeError(f"unknown schema fingerprint {data[2:10].hex()}")
-        return plan.read(data[10:])
+        return plan.read_at(data, 10)
 
 
 def make_codec(settings) -> Codec:

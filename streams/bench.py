@@ -38,6 +38,7 @@ from threadline.benchkit import (
     compare_note,
     compared_runs,
     fmt_ratio,
+    machine_busy_seconds,
     produce_kafka_python,
     rate_row,
     tree_path,
@@ -242,7 +243,7 @@ def run_pipeline(
                 raise RuntimeError(f"{workers} stream worker(s) did not join group {app_id}")
             time.sleep(0.3)
         pids = [p.pid for p in procs]
-        cpu0 = _tree_cpu(pids)
+        cpu0, busy0 = _tree_cpu(pids), machine_busy_seconds()
         if source == "graph":  # as the route stage forwards them: the same bytes, one partition
             produce_kafka_python(s, topics.graph, values[:n], keys[:n], headers=[("kind", b"contact")])
             done = [topics.graph]
@@ -254,13 +255,13 @@ def run_pipeline(
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"the pipeline did not process {n} contacts within {PIPELINE_TIMEOUT:.0f} s")
             time.sleep(0.5)
-        cpu = _tree_cpu(pids) - cpu0
+        cpu, busy = _tree_cpu(pids) - cpu0, machine_busy_seconds() - busy0
         t0 = _first_timestamp(consumer, topics.graph)
         t1 = _last_timestamp(consumer, topics.resolved if source == "graph" else topics.conversations)
         if inspect is not None:
             inspect(topics)
         size = sum(map(len, values[:n])) + sum(map(len, keys[:n]))
-        return Rate(n, (t1 - t0) / 1000, size, cpu_seconds=cpu), topics
+        return Rate(n, (t1 - t0) / 1000, size, cpu_seconds=cpu, machine_cpu_seconds=busy), topics
     finally:
         consumer.close()
         for p in procs:
@@ -438,10 +439,32 @@ def streams_suite(ctx: BenchContext) -> list[Section]:
                 f"{', '.join(fmt_ratio(r) for r in ratios)}; median {fmt_ratio(statistics.median(ratios))} "
                 "(the identity graph has a single writer; routing and stitching are spread over the "
                 "partitions).",
+                machine_note(ones, twos),
                 *compare_note(compared),
             ],
         )
     ]
+
+
+def machine_note(ones: list[Rate], twos: list[Rate]) -> str:
+    """The whole machine's busy CPU per contact in each round (workers, Kafka, PostgreSQL, the
+    registry, the bench producing and watching), and the rate this machine's cores could give at
+    that cost: the ceiling the workers share with everything else."""
+    cores = os.cpu_count() or 1
+
+    def one(rate: Rate) -> str:
+        if not rate.machine_cpu_seconds or not rate.events:
+            return "not measured"
+        per = rate.machine_cpu_seconds / rate.events * 1e6
+        return f"{per:,.0f} µs ({cores * 1e6 / per:,.0f}/s at {cores} busy cores)"
+
+    rounds = "; ".join(
+        f"round {i}: one worker {one(a)}, two workers {one(b)}" for i, (a, b) in enumerate(zip(ones, twos), 1)
+    )
+    return (
+        "the machine's busy CPU per contact in the timed window, every process on it (workers, Kafka, "
+        f"PostgreSQL, the registry, the bench), and the rate all its cores give at that cost: {rounds}."
+    )
 
 
 def sealed_batch(ctx: BenchContext) -> tuple[list[bytes], list[bytes]]:

@@ -68,6 +68,9 @@ class Rate:
     bytes: int = 0
     startup_seconds: float | None = None  # set-up outside the timed window (e.g. group join)
     cpu_seconds: float | None = None  # CPU time of the measuring process in the timed window
+    # the whole machine's busy CPU time in the timed window (every process: the measured ones,
+    # Kafka, PostgreSQL, the registry, the bench itself, whatever else ran), where measured
+    machine_cpu_seconds: float | None = None
 
     @property
     def cpu_us_per_event(self) -> float | None:
@@ -90,6 +93,14 @@ class Rate:
     def ratio(self, other: Rate) -> float:
         """How many times this rate's events/s is ``other``'s."""
         return self.per_second / other.per_second
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of this machine has spent busy since boot (all but idle and I/O wait)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 def process_cpu_seconds(pid: int | None, *, reaped: bool = False) -> float:

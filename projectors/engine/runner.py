@@ -42,6 +42,7 @@ batch back: it is read again from the tracking rows once Kafka takes writes.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -70,6 +71,9 @@ log = get_logger("threadline.projector")
 
 DEFAULT_BATCH = 2000
 REBUILD_COLLECT_EVERY = 10  # batches between two collections while a rebuild's collector is paused
+# The interpreter's switch interval while a shaping thread runs beside the writing one
+# (``switching_often``); Python's default is 5 ms.
+SHAPE_AHEAD_SWITCH_S = 0.001
 ASSIGN_TIMEOUT = 60.0
 RECONNECT_FIRST, RECONNECT_MAX = 0.5, 10.0  # backoff (seconds) while PostgreSQL does not answer
 
@@ -190,6 +194,22 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+@contextmanager
+def switching_often(seconds: float = SHAPE_AHEAD_SWITCH_S) -> Iterator[None]:
+    """The GIL handed on every ``seconds`` instead of every 5 ms (the default), for the while.
+
+    With a thread shaping the next batch beside it, the writing thread waits for the GIL after
+    each answer from PostgreSQL until the shaping thread is made to let go: up to a switch
+    interval per statement, and a batch makes about ten of them. Measured on 100,000 bench
+    contacts (docs/benchmarks.md, "Rebuild: the switch interval")."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 @dataclass
@@ -412,7 +432,9 @@ class Projector:
         # over those hundreds of thousands of objects. It stays paused for the whole run and
         # collects every REBUILD_COLLECT_EVERY batches (what cycles the clients make is freed then).
         paused = collector_paused() if ahead is not None else nullcontext()
+        switching = switching_often() if ahead is not None else nullcontext()
         paused.__enter__()
+        switching.__enter__()
         try:
             while not self.stop_event.is_set():
                 self.instruments.beat(consumer, tps, lambda tp: self.stats.positions.get((tp.topic, tp.partition)))
@@ -472,6 +494,7 @@ class Projector:
             _dropped(pending)
             if ahead is not None:
                 ahead.shutdown(wait=True)
+            switching.__exit__(None, None, None)
             paused.__exit__(None, None, None)
 
     def _shape_soon(self, ahead: ThreadPoolExecutor | None, polled) -> Future:

@@ -277,3 +277,30 @@ def test_the_rebuild_note_adds_postgres_cpu_to_the_clients_and_gives_the_wall_ti
     assert pg_note({}, copy, rebuild, False) == [
         "PostgreSQL's own CPU: not measured (the server does not run on this machine)."
     ]
+
+
+def test_the_machines_busy_time_grows_with_a_process_burning_cpu():
+    import subprocess
+    import sys
+
+    from threadline.benchkit import machine_busy_seconds
+
+    before = machine_busy_seconds()
+    subprocess.run([sys.executable, "-c", "t = __import__('time').process_time\nwhile t() < 0.3: pass"], check=True)
+    assert machine_busy_seconds() - before >= 0.25  # at least the child's CPU (ticks: 10 ms)
+
+
+def test_the_streams_machine_note_gives_each_rounds_cpu_per_contact_and_the_cores_rate(monkeypatch):
+    import os
+
+    from streams.bench import machine_note
+    from threadline.benchkit import Rate
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    ones = [Rate(10000, 5.0, machine_cpu_seconds=8.0)]  # 800 µs a contact: 2 cores give 2,500/s
+    twos = [Rate(10000, 4.0, machine_cpu_seconds=10.0)]  # 1,000 µs: 2,000/s
+    note = machine_note(ones, twos)
+    assert (
+        "round 1: one worker 800 µs (2,500/s at 2 busy cores), two workers 1,000 µs (2,000/s at 2 busy cores)" in note
+    )
+    assert "not measured" in machine_note([Rate(10, 1.0)], [Rate(10, 1.0)])

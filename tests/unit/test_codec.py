@@ -260,8 +260,21 @@ def test_a_writer_equal_to_the_reader_is_read_directly_with_no_resolution(record
     plan = fresh.plan(schema_id)
     latest = schemas.latest(schemas.CONTACT).parsed
     assert plan.direct and plan.schema is latest  # the reader's own parsed schema, parsed once
+    assert plan.compiled is not None  # read by the schema's compiled reader (schemas.avro_reader)
     assert fresh.decode(frame) == Decoded(CONTACT_FULLNAME, record)
+    assert reads == []  # fastavro not asked
+
+
+def test_a_body_the_compiled_reader_refuses_is_fastavros_to_answer(record, reads):
+    registry = FakeRegistry()
+    frame = ConfluentCodec(registry).encode(TOPIC, schemas.CONTACT, record)
+    latest = schemas.latest(schemas.CONTACT).parsed
+    # bytes after the record: fastavro reads the record and ignores them, the compiled reader refuses
+    assert ConfluentCodec(registry).decode(frame + b"\x00") == Decoded(CONTACT_FULLNAME, record)
     assert reads == [(latest, None)]
+    with pytest.raises(DecodeError):  # cut short: fastavro's error is the answer
+        ConfluentCodec(registry).decode(frame[:-3])
+    assert len(reads) == 2
 
 
 def test_the_plan_of_a_schema_id_is_made_once(record, monkeypatch):

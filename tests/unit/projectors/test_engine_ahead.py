@@ -230,3 +230,39 @@ def test_a_refused_records_rows_are_not_written_and_a_failed_write_reshapes_each
 
     clean = projector._shape({TP(TOPIC, 0): [Rec(TOPIC, 0, 0, 2), Rec(TOPIC, 0, 1, 6)]})
     assert clean.batch == [2, 6] and not clean.refused
+
+
+def test_a_rebuild_writes_with_the_gil_handed_on_often_and_restores_the_interval():
+    """While the shaping thread runs beside the writing one, the switch interval is
+    SHAPE_AHEAD_SWITCH_S (the writer gets the GIL back soon after each answer from PostgreSQL);
+    after the run it is what it was; a live projector leaves it alone."""
+    import sys
+
+    from projectors.engine import runner
+
+    before = sys.getswitchinterval()
+    assert before != runner.SHAPE_AHEAD_SWITCH_S
+    seen: list[float] = []
+
+    def watched(projector):
+        writes = projector._project
+
+        def project(*args):
+            seen.append(sys.getswitchinterval())
+            writes(*args)
+
+        projector._project = project  # type: ignore[method-assign]
+        return projector
+
+    consumer = Consumer(size=30, per_poll=10)
+    projector, _ = projector_over(consumer)
+    run(watched(projector), consumer, {(TOPIC, 0): 30})
+    assert seen == [runner.SHAPE_AHEAD_SWITCH_S] * 3
+    assert sys.getswitchinterval() == before
+
+    consumer = Consumer(size=20, per_poll=10)
+    live, _ = projector_over(consumer)
+    live.shape_ahead = False
+    seen.clear()
+    run(watched(live), consumer, {(TOPIC, 0): 20})
+    assert seen == [before, before]
