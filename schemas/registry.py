@@ -44,7 +44,12 @@ class RegistryClient:
         return self._call("GET", f"/schemas/ids/{schema_id}")["schema"]
 
     def subjects(self) -> list[str]:
+        """The registry's subjects (Apicurio lists at most 1,000: ``versions`` asks for one)."""
         return list(self._call("GET", "/subjects"))
+
+    def versions(self, subject: str) -> list[int]:
+        """The versions registered under ``subject`` (SchemaError when it has none)."""
+        return [int(v) for v in self._call("GET", f"/subjects/{subject}/versions")]
 
     def set_compatibility(self, subject: str, level: str = "BACKWARD_TRANSITIVE") -> None:
         self._call("PUT", f"/config/{subject}", {"compatibility": level})

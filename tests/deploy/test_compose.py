@@ -46,9 +46,9 @@ ONE_SHOTS = {"secrets", "topics", "demo"}
 # Privacy on (docs/privacy.md): who seals (the gateway: contacts and ingest.dlq.v1; the worker:
 # streams.dlq.v1) reaches the key store as its own role; who opens (the projector) as the owner.
 PRIVACY_KEYS = ("privacy_master_key", "privacy_pseudonym_key")
-KEYSTORE_USERS = {"gateway", "worker"}
+KEYSTORE_USERS = {"gateway", "worker", "identity"}
 PRIVACY_COMPONENTS = KEYSTORE_USERS | {"projector"}
-COMPONENTS = {"gateway", "worker", "projector", "api"}
+COMPONENTS = {"gateway", "worker", "identity", "projector", "api"}
 INFRA = {"kafka", "postgres", "registry"}
 # The image's state folder (deploy/docker/Dockerfile: THREADLINE_HOME).
 IMAGE_HOME = Path("/var/lib/threadline")
@@ -362,8 +362,9 @@ def test_named_volumes_hold_the_data(model):
         assert mounts(reader)[secrets_dir]["source"] == "secrets" and mounts(reader)[secrets_dir]["read_only"], reader
 
 
-def test_worker_scales_without_sharing_ports_or_state(model):
-    worker = model["services"]["worker"]
+@pytest.mark.parametrize("service", ["worker", "identity"])
+def test_worker_scales_without_sharing_ports_or_state(model, service):
+    worker = model["services"][service]
     assert "ports" not in worker and "container_name" not in worker
     # RocksDB tables live in each replica's own anonymous volume, at the faust state folder.
     faust_dir = str(Settings(home=IMAGE_HOME).state_dir / "faust")
@@ -371,9 +372,29 @@ def test_worker_scales_without_sharing_ports_or_state(model):
     assert state["type"] == "volume" and not state.get("source")
 
 
+def test_the_workers_run_every_stage_once_the_identity_graph_in_a_service_of_its_own(model):
+    """`--scale worker=N` scales routing and stitching; the identity graph (a single writer) is the
+    `identity` service; together they run every stage of the worker once, in one app."""
+    from streams.app import STAGES
+
+    stages: dict[str, str] = {}
+    for name, svc in model["services"].items():
+        command = svc.get("command") or []
+        if command[:1] == ["worker"]:
+            assert command[1] == "--stages" and "--app-id" not in command, (name, command)
+            for stage in command[2].split(","):
+                assert stage not in stages, f"{stage} runs in {stages[stage]} and {name}"
+                stages[stage] = name
+    assert stages == {"route": "worker", "conversations": "worker", "identity": "identity"}
+    assert set(stages) == set(STAGES)
+    worker, identity = model["services"]["worker"], model["services"]["identity"]
+    assert worker["environment"] == identity["environment"]
+
+
 def test_published_ports_and_health_checks_use_the_components_ports(model):
     s = Settings()
-    ports = {"gateway": s.endpoints.gateway_port, "api": s.endpoints.api_port, "worker": s.endpoints.worker_ops_port, "projector": s.endpoints.projector_ops_port}
+    ports = {"gateway": s.endpoints.gateway_port, "api": s.endpoints.api_port, "worker": s.endpoints.worker_ops_port,
+             "identity": s.endpoints.worker_ops_port, "projector": s.endpoints.projector_ops_port}
     for name, port in ports.items():
         test = " ".join(model["services"][name]["healthcheck"]["test"])
         assert f"http://127.0.0.1:{port}/readyz" in test, name
@@ -381,7 +402,7 @@ def test_published_ports_and_health_checks_use_the_components_ports(model):
         (published,) = model["services"][name]["ports"]
         assert published["target"] == ports[name] and published["published"] == str(ports[name])
         assert published["host_ip"] == "127.0.0.1", "published on the loopback unless BIND_ADDRESS says otherwise"
-    for name in ("worker", "projector") + tuple(ONE_SHOTS):
+    for name in ("worker", "identity", "projector") + tuple(ONE_SHOTS):
         assert not model["services"][name].get("ports"), name
 
 

@@ -28,7 +28,8 @@ RENDERS = tuple(KUSTOMIZATIONS)
 COMPONENTS = {
     "gateway": ("Deployment", "threadline-gateway", ["serve", "gateway"], 18000),
     "api": ("Deployment", "threadline-api", ["serve", "api"], 18001),
-    "worker": ("StatefulSet", "threadline-worker", ["worker"], 18002),
+    "worker": ("StatefulSet", "threadline-worker", ["worker", "--stages", "route,conversations"], 18002),
+    "identity": ("StatefulSet", "threadline-identity", ["worker", "--stages", "identity"], 18002),
     "projector": ("Deployment", "threadline-projector", ["project"], 18003),
 }
 # Secrets the Strimzi operators write: the KafkaUsers' credentials and the cluster CA certificate.
@@ -194,7 +195,8 @@ def test_probes_ports_and_scrape_annotations_agree_with_the_settings(name, compo
     assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
     data = of(docs, "ConfigMap", "threadline-config")["data"]
     setting = {"gateway": "THREADLINE_GATEWAY_PORT", "api": "THREADLINE_API_PORT",
-               "worker": "THREADLINE_WORKER_OPS_PORT", "projector": "THREADLINE_PROJECTOR_OPS_PORT"}[component]
+               "worker": "THREADLINE_WORKER_OPS_PORT", "identity": "THREADLINE_WORKER_OPS_PORT",
+               "projector": "THREADLINE_PROJECTOR_OPS_PORT"}[component]
     assert data[setting] == str(port) == str(Settings.flat_defaults()[setting.removeprefix("THREADLINE_").lower()])
     assert data["THREADLINE_OPS_HOST"] == data["THREADLINE_GATEWAY_HOST"] == data["THREADLINE_API_HOST"] == "0.0.0.0"
     assert {"name": "threadline-config"} in [e.get("configMapRef") for e in container["envFrom"]]
@@ -254,9 +256,10 @@ def test_every_container_is_non_root_read_only_with_tmp_and_resources(name):
 
 
 @pytest.mark.parametrize("name", RENDERS)
-def test_the_worker_keeps_its_tables_on_its_own_volume_behind_a_headless_service(name):
+@pytest.mark.parametrize("workload", ["threadline-worker", "threadline-identity"])
+def test_the_worker_keeps_its_tables_on_its_own_volume_behind_a_headless_service(name, workload):
     docs = rendered(name)
-    worker = of(docs, "StatefulSet", "threadline-worker")
+    worker = of(docs, "StatefulSet", workload)
     home = of(docs, "ConfigMap", "threadline-config")["data"]["THREADLINE_HOME"]
     claims = {c["metadata"]["name"]: c for c in worker["spec"]["volumeClaimTemplates"]}
     mounts = {m["mountPath"]: m["name"] for m in pod_spec(worker)["containers"][0]["volumeMounts"]}
@@ -323,7 +326,8 @@ def test_the_read_api_reads_postgres_as_its_read_only_role_and_the_projector_as_
                     "THREADLINE_PG_KEYSTORE_PASSWORD", "THREADLINE_PG_KEYSTORE_PASSWORD_FILE"}
     wanted = {"api": {"THREADLINE_PG_API_DSN": "pg-api-dsn"}, "projector": {"THREADLINE_PG_DSN": "pg-dsn"},
               "gateway": {"THREADLINE_PG_KEYSTORE_DSN": "pg-keystore-dsn"},
-              "worker": {"THREADLINE_PG_KEYSTORE_DSN": "pg-keystore-dsn"}}
+              "worker": {"THREADLINE_PG_KEYSTORE_DSN": "pg-keystore-dsn"},
+              "identity": {"THREADLINE_PG_KEYSTORE_DSN": "pg-keystore-dsn"}}
     for component, (kind, workload, _, _) in COMPONENTS.items():
         (container,) = pod_spec(of(docs, kind, workload))["containers"]
         env = _env(container)
@@ -370,7 +374,7 @@ def test_every_component_that_seals_or_opens_gets_the_privacy_keys_from_the_secr
             secret = volumes[mount["name"]]["secret"]
             assert mount.get("readOnly") and secret["secretName"] == "threadline-secrets", (component, setting)
             assert {"key": key, "path": file} in secret["items"], (component, setting)
-    assert holders == {"gateway", "worker", "projector"}, (name, holders)
+    assert holders == {"gateway", "worker", "identity", "projector"}, (name, holders)
     for secret in (d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "threadline-secrets"):
         assert set(PRIVACY_FILES.values()) <= set(secret["stringData"]), name
     if name == "dev":  # dev's keys are real keys: the components start with privacy on
@@ -457,3 +461,27 @@ def test_production_is_persistent_larger_and_ships_no_placeholder_secret():
                                                                    example["stringData"]["pg-api-dsn"],
                                                                    example["stringData"]["pg-keystore-dsn"]}
     assert {line.partition("=")[2] for t in tables.values() for line in t.splitlines()} == {"CHANGE-ME"}
+
+
+@pytest.mark.parametrize("name", RENDERS)
+def test_the_stream_workloads_run_every_stage_once_the_identity_graph_apart(name):
+    """The workers run the route and conversations stages; the identity stage (the graph's single
+    writer) runs in a StatefulSet of its own; together they run every stage of the worker, each
+    in one workload, all of them in one app (the consumer groups) with the same settings."""
+    from streams.app import STAGES
+
+    docs = rendered(name)
+    stages: dict[str, str] = {}
+    for workload, container in containers(docs):
+        args = container.get("args", [])
+        if container["image"].startswith(IMAGE) and args[:1] == ["worker"]:
+            assert args[1] == "--stages" and "--app-id" not in args, (name, args)
+            for stage in args[2].split(","):
+                assert stage not in stages, f"{name}: {stage} runs in {stages[stage]} and {workload['metadata']['name']}"
+                stages[stage] = workload["metadata"]["name"]
+    assert stages == {"route": "threadline-worker", "conversations": "threadline-worker", "identity": "threadline-identity"}
+    assert set(stages) == set(STAGES), "every stage the worker has runs somewhere"
+    worker, identity = of(docs, "StatefulSet", "threadline-worker"), of(docs, "StatefulSet", "threadline-identity")
+    assert identity["spec"]["replicas"] == 1
+    assert pod_spec(worker)["containers"][0]["envFrom"] == pod_spec(identity)["containers"][0]["envFrom"]
+    assert pod_spec(worker)["containers"][0]["env"] == pod_spec(identity)["containers"][0]["env"]

@@ -49,6 +49,7 @@ def delete_topics(admin, names: list[str]) -> None:
 class Worker:
     proc: subprocess.Popen
     log_path: Path
+    stages: str | None = None  # what it runs (comma-separated); None: every stage
 
     def log_lines(self) -> list[dict]:
         out = []
@@ -66,7 +67,10 @@ class Worker:
         self.proc.wait(timeout=10)
 
 
-def start_worker(services, *, app_id: str, prefix: str, home: Path, log_path: Path, **env) -> Worker:
+def start_worker(
+    services, *, app_id: str, prefix: str, home: Path, log_path: Path, stages: str | None = None, **env
+) -> Worker:
+    """A worker process of ``app_id`` running ``stages`` (comma-separated; None: all of them)."""
     home.mkdir(parents=True, exist_ok=True)
     full_env = {
         **os.environ,
@@ -79,14 +83,15 @@ def start_worker(services, *, app_id: str, prefix: str, home: Path, log_path: Pa
     }
     log = open(log_path, "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "threadline.tools.cli", "worker", "--app-id", app_id, "--topic-prefix", prefix],
+        [sys.executable, "-m", "threadline.tools.cli", "worker", "--app-id", app_id, "--topic-prefix", prefix]
+        + (["--stages", stages] if stages else []),
         env=full_env,
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO,
         start_new_session=True,
     )
-    return Worker(proc, log_path)
+    return Worker(proc, log_path, stages)
 
 
 def wait_for_members(admin, group: str, n: int, timeout: float = 120.0) -> None:
@@ -239,8 +244,9 @@ class StreamRun:
     home: Path
     workers: list[Worker] = field(default_factory=list)
 
-    def worker(self, members: int = 1, **env) -> Worker:
-        """Start one more worker and wait until the group is stable with ``members`` members."""
+    def worker(self, members: int = 1, stages: str | None = None, **env) -> Worker:
+        """Start one more worker running ``stages`` (None: every stage) and wait until the groups
+        of those stages are stable with ``members`` members."""
         n = len(self.workers) + 1
         w = start_worker(
             self.services,
@@ -248,12 +254,19 @@ class StreamRun:
             prefix=self.prefix,
             home=self.home / f"home{n}",
             log_path=self.home / f"worker{n}.log",
+            stages=stages,
             **env,
         )
         self.workers.append(w)
-        wait_for_members(self.admin, self.app_id, members)
-        for group in (route_group(self.app_id), identity_group(self.app_id)):  # the runners' own groups
-            wait_for_members(self.admin, group, members)
+        runs = set(stages.split(",")) if stages else {"route", "identity", "conversations"}
+        groups = {
+            "conversations": self.app_id,
+            "route": route_group(self.app_id),
+            "identity": identity_group(self.app_id),
+        }
+        for stage, group in groups.items():  # faust's group, and the runners' own
+            if stage in runs:
+                wait_for_members(self.admin, group, members)
         return w
 
     def reader(self, name: str, **kw) -> Reader:

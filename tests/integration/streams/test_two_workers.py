@@ -1,6 +1,8 @@
 """Two stream workers on six partitions: identities of one customer on different partitions give
 one customer; each customer's conversation has one writer; merges and an operator's unlink are
-events downstream, with the affected contacts re-keyed."""
+events downstream, with the affected contacts re-keyed. In two layouts: two workers running every
+stage, and the deployments' (deploy/): one worker running the identity stage alone, the other
+the route and conversations stages."""
 
 from __future__ import annotations
 
@@ -19,12 +21,21 @@ CUSTOMERS = 10
 BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
 
 
-@pytest.fixture(scope="module")
-def cluster(services, tmp_path_factory):
+# worker → the stages it runs (None: every stage), in start order
+LAYOUTS = {"combined": [None, None], "split": ["identity", "route,conversations"]}
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def cluster(services, tmp_path_factory, request):
+    layout = LAYOUTS[request.param]
     with stream_run(services, "two", tmp_path_factory.mktemp("two-workers")) as world:
         readers = {name: world.reader(name) for name in ("resolved", "identities", "conversations")}
-        world.worker()
-        world.worker(members=2)
+        if request.param == "combined":
+            world.worker()
+            world.worker(members=2)
+        else:
+            for stages in layout:
+                world.worker(stages=stages)
         try:
             yield world.run, world.prefix, world.topics, world.workers, world.producer, readers
         finally:
@@ -101,6 +112,9 @@ def test_each_customer_is_one_conversation_written_by_one_worker(cluster, sent):
     assert set(writers) == survivors
     assert all(len(w) == 1 for w in writers.values()), dict(writers)
     assert len(graph_writers) == 1  # the identity graph has a single writer
+    stages = {n: w.stages for n, w in enumerate(workers)}
+    if stages[0] == "identity":  # split: the graph in the identity worker, stitching in the other
+        assert graph_writers == {0} and set().union(*writers.values()) == {1}
 
 
 def test_a_merge_is_an_event_and_the_absorbed_contacts_are_rekeyed_to_the_survivor(cluster, sent):

@@ -89,6 +89,7 @@ def codec_suite(ctx: BenchContext) -> list[Section]:
         ],
     )
     fresh = _fresh_decode(ctx)
+    plain = _fastavro_decode(ctx)
     codec = Section(
         "Codec (pure CPU)",
         RATE_COLUMNS,
@@ -96,6 +97,7 @@ def codec_suite(ctx: BenchContext) -> list[Section]:
             rate_row("encode", enc),
             rate_row("decode (the encoding codec)", dec, enc),
             *([rate_row("decode (a new codec: writer schema from the registry)", fresh, enc)] if fresh else []),
+            *([rate_row("decode with fastavro instead of the compiled reader", plain, enc)] if plain else []),
         ],
         text=[f"{b.codec_name}, one record at a time, as the gateway and the workers call it."],
         notes=[
@@ -103,7 +105,10 @@ def codec_suite(ctx: BenchContext) -> list[Section]:
             "process CPU time ÷ events.",
             "A new codec is what a consumer in another process has: it fetches the writer schema by id. "
             "A writer schema equal to today's reader (parsing canonical form, compared once per schema id) "
-            "is read directly with the reader's parsed schema; an older writer is resolved to the reader.",
+            "is read directly with the reader's parsed schema, by its compiled reader "
+            "(`schemas.avro_reader.compile_reader`); an older writer is resolved to the reader by fastavro.",
+            "decode with fastavro: the new codec's reads with fastavro's `schemaless_reader` where the compiled "
+            "reader reads (as the codec read before it had one), in this run, for comparison.",
         ],
     )
     return [event, codec]
@@ -118,6 +123,29 @@ def _fresh_decode(ctx: BenchContext) -> Rate | None:
     if type(codec).__name__ != "ConfluentCodec":
         return None
     return measure_decode(codec, ctx.batch.values, ctx.batch.records, warmup=ctx.warmup)
+
+
+def _fastavro_decode(ctx: BenchContext) -> Rate | None:
+    """The new codec's decode with each plan's compiled reader left out (fastavro reads)."""
+    import dataclasses
+    import struct
+
+    from schemas.codec import make_codec
+
+    codec = make_codec(ctx.settings)
+    if type(codec).__name__ != "ConfluentCodec":
+        return None
+    plans: dict[int, object] = {}
+
+    class Fastavro:
+        def decode(self, data: bytes):
+            (schema_id,) = struct.unpack_from(">I", data, 1)
+            plan = plans.get(schema_id)
+            if plan is None:
+                plan = plans[schema_id] = dataclasses.replace(codec.plan(schema_id), compiled=None)
+            return plan.read_at(data, 5)
+
+    return measure_decode(Fastavro(), ctx.batch.values, ctx.batch.records, warmup=ctx.warmup)
 
 
 def _partitions() -> int:
