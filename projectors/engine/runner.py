@@ -203,7 +203,7 @@ def switching_often(seconds: float = SHAPE_AHEAD_SWITCH_S) -> Iterator[None]:
     With a thread shaping the next batch beside it, the writing thread waits for the GIL after
     each answer from PostgreSQL until the shaping thread is made to let go: up to a switch
     interval per statement, and a batch makes about ten of them. Measured on 100,000 bench
-    contacts (docs/benchmarks.md, "Rebuild: the switch interval")."""
+    contacts (docs/benchmarks.md, "Rebuild: a compiled reader, the GIL handed on sooner")."""
     before = sys.getswitchinterval()
     sys.setswitchinterval(seconds)
     try:
