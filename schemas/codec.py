@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -55,16 +55,28 @@ class Codec(Protocol):
         """Decode a framed record; raises DecodeError for anything that is not one."""
 
 
-_WRITERS: dict[int, tuple[dict, Callable[[dict], bytes] | None]] = {}
+_WRITERS: dict[int, tuple[dict, Any]] = {}
+_READERS: dict[int, tuple[dict, Any]] = {}
+
+
+def _once(cache: dict[int, tuple[dict, Any]], make: Callable[[dict], Any], parsed: dict) -> Any:
+    """``make(parsed)``, once per parsed schema object (kept beside it: an id is not reused while
+    the object lives)."""
+    hit = cache.get(id(parsed))
+    if hit is None or hit[0] is not parsed:
+        hit = (parsed, make(parsed))
+        cache[id(parsed)] = hit
+    return hit[1]
 
 
 def _compiled(parsed: dict) -> Callable[[dict], bytes] | None:
     """The compiled writer of a parsed schema (``schemas.avro_writer``), once per schema object."""
-    hit = _WRITERS.get(id(parsed))
-    if hit is None or hit[0] is not parsed:
-        hit = (parsed, compile_writer(parsed))
-        _WRITERS[id(parsed)] = hit
-    return hit[1]
+    return _once(_WRITERS, compile_writer, parsed)
+
+
+def _compiled_reader(parsed: dict) -> Callable[[bytes, int], dict] | None:
+    """The compiled reader of a parsed schema (``schemas.avro_reader``), once per schema object."""
+    return _once(_READERS, compile_reader, parsed)
 
 
 def _write(parsed: dict, record: dict) -> bytes:
@@ -140,18 +152,6 @@ def read_plan(fullname: str, writer: dict) -> ReadPlan:
     if writer is reader.parsed or to_parsing_canonical_form(writer) == _canonical_of_reader(fullname):
         return ReadPlan(fullname, reader.parsed, None, _compiled_reader(reader.parsed))
     return ReadPlan(fullname, writer, reader.parsed)
-
-
-_READERS: dict[int, tuple[dict, Callable[[bytes, int], dict] | None]] = {}
-
-
-def _compiled_reader(parsed: dict) -> Callable[[bytes, int], dict] | None:
-    """The compiled reader of one of this tree's parsed schemas, once per schema object."""
-    hit = _READERS.get(id(parsed))
-    if hit is None or hit[0] is not parsed:
-        hit = (parsed, compile_reader(parsed))
-        _READERS[id(parsed)] = hit
-    return hit[1]
 
 
 @lru_cache(maxsize=None)
