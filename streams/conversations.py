@@ -570,9 +570,10 @@ _INDEX = tuple(str(i) for i in _PLACES)  # a value's place in a compact outbox r
 _event_values = itemgetter(*EVENT_KEYS)  # an event's values in EVENT_KEYS order
 
 
-def _unpack(entry: list) -> list[dict]:
-    """The events ``_pack`` kept (and those of states written before it: every row whole)."""
-    facts, rows = entry
+def _unpack(entry: str | list) -> list[dict]:
+    """The events an outbox entry kept: ``_pack``'s rows as JSON text (what ``_remember`` stores),
+    or, in states written before it, those rows themselves, or every row whole."""
+    facts, rows = orjson.loads(entry) if isinstance(entry, str) else entry
     out = []
     prev: list = []
     for row in rows:
@@ -1114,9 +1115,11 @@ class Stitcher:
     def _remember(self, state: dict, key: str, events: list[dict]) -> None:
         """Keep the events of the last few changes, compactly (``_pack``: values in EVENT_KEYS
         order, each event after the first as what differs from the one before, the customer's facts
-        once), so that a redelivery re-sends the same events and no new ones."""
+        once), so that a redelivery re-sends the same events and no new ones. Each entry is kept as
+        its JSON text: half of a state's bytes, read back only by a redelivery, so reading and
+        writing the state parse and build a few strings instead of every value of every entry."""
         outbox = state["outbox"]
-        outbox[key] = _pack(events)
+        outbox[key] = orjson.dumps(_pack(events)).decode()
         while len(outbox) > self.rules.outbox:
             outbox.pop(next(iter(outbox)))
 

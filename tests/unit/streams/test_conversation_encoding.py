@@ -1,6 +1,7 @@
 """The conversations stage's output and state, made cheaper without changing what they say:
 conversation events encoded a change at a time (``EventEncoder``) are the codec's bytes, and the
-outbox's compact rows (``_pack``) give back the very events, old states' rows included."""
+outbox's compact rows (``_pack``, kept as JSON text) give back the very events, old states' rows
+included."""
 
 from __future__ import annotations
 
@@ -104,6 +105,39 @@ def test_a_redelivery_to_a_state_written_before_the_compact_outbox_resends_the_s
     key = f"{last['event_id']}:0"
     old["outbox"][key] = _full_rows(events)
     again_state, again = s.apply(old, last)
+    assert again == events and again_state is old
+
+
+def _state_after_the_story() -> tuple[dict, dict, list[dict]]:
+    """The state after the story's first four contacts, the fourth contact and its events."""
+    s, state = Stitcher(), None
+    for c in story()[:3]:
+        state, _ = s.apply(state, c)
+    last = story()[3]
+    state, events = s.apply(state, last)
+    return state, last, events
+
+
+def test_the_outbox_keeps_each_change_as_json_text_that_reading_the_state_leaves_unparsed():
+    """Half of a state's bytes are its outbox, which only a redelivery reads: each entry is kept
+    as its JSON text, so reading the state (orjson) builds one string per entry instead of every
+    value of every event, and a redelivery parses the entry it asks for."""
+    state, last, events = _state_after_the_story()
+    stored = orjson.loads(orjson.dumps(state))  # as the table keeps it
+    assert len(stored["outbox"]) == 4
+    assert all(isinstance(entry, str) for entry in stored["outbox"].values())
+    entry = stored["outbox"][f"{last['event_id']}:0"]
+    assert orjson.loads(entry) == orjson.loads(orjson.dumps(_pack(events)))
+    again_state, again = Stitcher().apply(stored, last)
+    assert again == events and again_state is stored
+
+
+def test_a_redelivery_to_a_state_written_with_the_outbox_rows_as_json_values_resends_the_same_events():
+    state, last, events = _state_after_the_story()
+    old = orjson.loads(orjson.dumps(state))
+    key = f"{last['event_id']}:0"
+    old["outbox"][key] = orjson.loads(orjson.dumps(_pack(events)))  # the entry as the previous version stored it
+    again_state, again = Stitcher().apply(old, last)
     assert again == events and again_state is old
 
 
