@@ -10,6 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from threadline.async_producer import DeadlineProducer
@@ -110,6 +112,38 @@ def test_the_gateways_partitioner_puts_every_key_where_the_default_one_does():
         assert [keyed_partitioner(k, parts, parts) for k in keys * 2] == [default(k, parts, parts) for k in keys * 2]
     assert keyed_partitioner(None, [0, 1, 2], [1]) == 1  # no key: an available partition, as before
     assert aiokafka_producer_config(Settings(_env_file=None))["partitioner"] is keyed_partitioner
+
+
+# Java's Utils.murmur2 of these keys (Kafka's own UtilsTest), as signed 32-bit ints
+JAVA_MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+def test_the_fast_murmur2_is_javas_and_aiokafkas():
+    from aiokafka.partitioner import murmur2
+
+    from threadline.async_producer import murmur2_fast
+
+    for key, signed in JAVA_MURMUR2.items():
+        assert murmur2_fast(key) == signed & 0xFFFFFFFF
+    for n in range(70):  # every tail length, keys of 0 to 69 bytes, each byte value
+        for data in (bytes(range(n)), bytes(255 - i for i in range(n)), bytes((i * 37 + n) % 256 for i in range(n))):
+            assert murmur2_fast(data) == murmur2(data)
+
+
+@given(st.binary(max_size=300))
+def test_the_fast_murmur2_gives_aiokafkas_hash_of_any_bytes(data):
+    from aiokafka.partitioner import murmur2
+
+    from threadline.async_producer import murmur2_fast
+
+    assert murmur2_fast(data) == murmur2(data)
 
 
 def with_started(*modes: str, deadline: float, body) -> None:
