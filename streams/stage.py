@@ -216,10 +216,24 @@ class _Batches:
                     for key, value, headers in records
                 ]
             # what ``send`` does once the partition is known and the record is bytes: the records go
-            # straight to the partition's waiting batch (no metadata wait, serializer, partitioner)
-            add, where = producer._message_accumulator.add_message, TopicPartition(*tp)
+            # straight to the partition's waiting batch (no metadata wait, serializer, partitioner),
+            # appended there as ``add_message`` appends them, with the loop's own future (aiokafka's
+            # ``create_future`` looks the loop up again for each record); ``add_message`` itself
+            # when there is no such batch or it is full (it waits for room), or the accumulator is
+            # closed or failed (it raises)
+            acc, where = producer._message_accumulator, TopicPartition(*tp)
             timeout = producer._request_timeout_ms / 1000
-            return [await add(where, key, value, timeout, headers=headers) for key, value, headers in records]
+            create = asyncio.get_running_loop().create_future
+            futures = []
+            for key, value, headers in records:
+                pending = acc._batches.get(where)
+                future = None
+                if pending and not acc._closed and acc._exception is None:
+                    future = pending[-1].append(key, value, None, _create_future=create, headers=headers)
+                if future is None:
+                    future = await acc.add_message(where, key, value, timeout, headers=headers)
+                futures.append(future)
+            return futures
 
         tps = [*self.builders, *self.singles]
         sent = await asyncio.gather(
