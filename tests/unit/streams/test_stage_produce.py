@@ -42,12 +42,24 @@ class FakeAiokafka:
         class Accumulator:
             def __init__(self):
                 self._batches: dict = {}  # topic partition -> batches not yet sent
+                self._closed, self._exception = False, None
 
             async def add_message(self, tp, key, value, timeout, timestamp_ms=None, headers=()):
                 """What send hands a record to once its partition is known."""
                 return producer._append(tp.topic, value, key=key, partition=tp.partition, headers=headers)
 
         self._message_accumulator = Accumulator()
+
+    def waiting_batch(self, topic: str, partition: int):
+        """A producer batch of the accumulator still waiting to be sent (linger, a request in
+        flight): ``append`` as aiokafka's ``MessageBatch.append``, a future per record."""
+        producer = self
+
+        class Waiting:
+            def append(self, key, value, timestamp_ms, _create_future, headers=()):
+                return producer._append(topic, value, key=key, partition=partition, headers=headers)
+
+        return Waiting()
 
     def create_batch(self) -> BatchBuilder:
         return BatchBuilder(self.batch_size, 0)
@@ -145,11 +157,11 @@ def test_records_beyond_one_producer_batch_go_in_more_batches_in_order():
 
 def test_a_partition_whose_last_producer_batch_still_waits_gets_its_records_appended_one_by_one():
     """send_batch would wait for that batch to leave (linger, a request in flight), and the stage
-    with it; the records are appended to it one by one instead (the accumulator's add_message, not
-    send: the partition is known and the records are bytes), in order, the other partitions as
+    with it; the records are appended to it one by one instead (the waiting batch's own append,
+    not send: the partition is known and the records are bytes), in order, the other partitions as
     batches."""
     aio = FakeAiokafka()
-    aio._message_accumulator._batches[TopicPartition("tbl-changelog", 1)] = ["a batch lingering"]
+    aio._message_accumulator._batches[TopicPartition("tbl-changelog", 1)] = [aio.waiting_batch("tbl-changelog", 1)]
     out, table = Outputs(), _table()
     for i in range(3):
         out.changelog.append((table, 1, f"k{i}".encode(), b"x"))
