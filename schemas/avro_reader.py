@@ -48,8 +48,12 @@ def _more(b: bytes, p: int, v: int) -> tuple[int, int]:
         if x < 0x80:
             return n, p
         shift += 7
-        if shift > 63:
-            raise Unreadable("varint too long")
+        if shift == 63:  # the tenth byte: fastavro keeps the low 64 bits, of it bit 0 only
+            x = b[p]
+            p += 1
+            if x >= 0x80:
+                raise Unreadable("varint too long")
+            return n | (x & 1) << 63, p
 
 
 def _utf8(b: bytes, p: int, e: int) -> None:

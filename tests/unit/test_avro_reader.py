@@ -180,3 +180,20 @@ def test_a_full_reader_is_not_made_for_a_logical_type_it_does_not_apply():
     parsed = fastavro.parse_schema({"type": "record", "name": "D", "fields": [{"name": "d", "type": decimal}]})
     assert compile_reader(parsed) is None
     assert compile_projection(parsed, ["d"]) is not None  # a projection leaves logical types unapplied
+
+
+@pytest.mark.parametrize("first", [0x80, 0x81, 0xFF])
+def test_a_ten_byte_long_keeps_its_low_64_bits_as_fastavro_reads_it(first):
+    """A long's varint of ten bytes whose tenth has bits above its lowest (a value past 64 bits:
+    a corrupt body, as the fuzzing above made one) reads as fastavro reads it, the low 64 bits
+    kept, never as a number outside a long's range; one of eleven bytes is refused."""
+    parsed = fastavro.parse_schema({"type": "record", "name": "R", "fields": [{"name": "n", "type": "long"}]})
+    project, full = compile_projection(parsed, ["n"]), compile_reader(parsed)
+    assert project is not None and full is not None
+    for tenth in range(0x80):
+        body = bytes([first] * 9 + [tenth])
+        want = fastavro.schemaless_reader(io.BytesIO(body), parsed, None)
+        assert project(body, 0) == want == full(body, 0), hex(tenth)
+        assert -(2**63) <= want["n"] < 2**63
+    with pytest.raises(Unreadable):
+        project(bytes([first] * 10 + [0x01]), 0)
