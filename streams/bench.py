@@ -561,9 +561,7 @@ def state_suite(ctx: BenchContext) -> list[Section]:
         size_row("conversations: state per customer", [len(v) for v in conv.values()]),
         size_row("identity graph: contact record", [len(v) for k, v in graph.items() if k.startswith(b'"e:')]),
         size_row("identity graph: node record", [len(v) for k, v in graph.items() if k.startswith(b'"n:')]),
-        size_row(
-            "identity contacts: bytes of a contact (base64)", [len(v) for v in found["contacts_changelog"].values()]
-        ),
+        size_row("identity contacts: bytes of a contact", [len(v) for v in found["contacts_changelog"].values()]),
     ]
     total = sum(map(len, conv.values()))
     return [

@@ -5,7 +5,7 @@ The graph has one partition and one writer (``streams.identity``), so the stage 
 faust's machinery for many partitions: it is a consumer of its own group (``identity_group``:
 the worker's app id + ``-identity``; every worker running the stage joins it, one of them is
 given the partition), a producer, and two tables (the graph: ``GraphTable``, its records held
-parsed, each changed record's JSON made once per batch; the contacts' bytes: ``StateTable``),
+parsed, each changed record's JSON made once per batch; the contacts' bytes, kept as they are: ``StateTable``),
 each in a local store (``streams.identity_store``: RocksDB in the worker's data dir, as
 faust's tables; memory with ``THREADLINE_STREAMS_STORE=memory``) behind a bounded cache, with a
 changelog topic each, written by the runner itself.
@@ -338,10 +338,7 @@ class IdentityRunner(BatchRunner):
     def process(self, records: list, out: Outputs) -> list[tuple[GraphTable | StateTable, list]]:
         """The rules over the batch; each table's changed keys, once each, as changelog records."""
         self.stage_rules.process(records, out)
-        return [
-            (table, [(orjson.dumps(k), orjson.dumps(v)) for k, v in table.take_dirty().items()])
-            for table in self.tables
-        ]
+        return [(table, table.changelog_items()) for table in self.tables]
 
     def leading(self, written: list[tuple[GraphTable | StateTable, list]]) -> list[Leading]:
         """The changelog records, each headed with this worker's ``writer``, before the outputs."""

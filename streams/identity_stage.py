@@ -175,17 +175,26 @@ class ResolvedValues:
         return self.codec.encode(self.topic, schemas.CONTACT, resolve(record, customer_id))
 
 
-class StateTable:
-    """The identity stage's table of the contacts' bytes (event id -> the contact's bytes in
-    base64): key -> JSON value, kept in a local store (``streams.identity_store``: RocksDB on disk
-    in a worker, or memory) with a bounded cache of parsed values in front (``values``: at most
-    ``limit`` of them are kept after a batch, the least recently written dropped first). A read the
-    cache misses goes to the store. What a batch changed is kept in ``dirty`` until the runner
-    (``streams.identity_runner``) writes it, once per batch, to the table's changelog topic and,
-    once acknowledged, to the store (``persist``) with the changelog offset it brings the store to.
-    The graph's table is a ``GraphTable``: the same life, its values held as parsed records."""
+def contact_bytes(stored: bytes) -> bytes:
+    """A contact's bytes from a record of the contacts' table: the bytes themselves, or, as older
+    changelogs and stores hold them, a JSON string of their base64 (a framed contact, Confluent's
+    or the single-object one, never begins with ``"``)."""
+    return base64.b64decode(orjson.loads(stored)) if stored[:1] == b'"' else stored
 
-    LIMIT = 100_000  # parsed values kept between batches at most (the graph's)
+
+class StateTable:
+    """The identity stage's table of the contacts' bytes (event id -> the contact's bytes, as the
+    graph topic gave them), kept in a local store (``streams.identity_store``: RocksDB on disk in a
+    worker, or memory) with a bounded cache in front (``values``: at most ``limit`` of them are kept
+    after a batch, the least recently written dropped first). A read the cache misses goes to the
+    store. What a batch changed is kept in ``dirty`` until the runner (``streams.identity_runner``)
+    writes it, once per batch, to the table's changelog topic (``changelog_items``: the key's JSON,
+    the bytes themselves as the value) and, once acknowledged, to the store (``persist``) with the
+    changelog offset it brings the store to. Records of the older form, the bytes' base64 in a JSON
+    string, are read as well (``contact_bytes``). The graph's table is a ``GraphTable``: the same
+    life, its values held as parsed records."""
+
+    LIMIT = 100_000  # values kept between batches at most (the graph's)
 
     def __init__(self, topic: str, store: TableStore | None = None, limit: int = LIMIT):
         self.topic = topic
@@ -200,7 +209,7 @@ class StateTable:
             raw = self.store.get(orjson.dumps(key))
             if raw is None:
                 return default
-            value = self.values[key] = orjson.loads(raw)
+            value = self.values[key] = contact_bytes(raw)
         return value
 
     def __getitem__(self, key):
@@ -222,6 +231,11 @@ class StateTable:
         dirty, self.dirty = self.dirty, {}
         return dirty
 
+    def changelog_items(self) -> list[tuple[bytes, bytes]]:
+        """What changed since the last call, as changelog records: (the key's JSON, the bytes)."""
+        dumps = orjson.dumps
+        return [(dumps(key), value) for key, value in self.take_dirty().items()]
+
     def persist(self, items: list[tuple[bytes, bytes | None]], offset: int, writer: bytes) -> None:
         """A batch's changelog records (acknowledged, up to ``offset``) written to the store, in
         one write with that offset and ``writer``; the cache trimmed to its limit."""
@@ -236,8 +250,8 @@ class StateTable:
                 del values[key]
 
     def snapshot(self) -> dict:
-        """Every record of the table (key -> JSON value), read from its store."""
-        return {orjson.loads(k): orjson.loads(v) for k, v in self.store.items()}
+        """Every record of the table (key -> the contact's bytes), read from its store."""
+        return {orjson.loads(k): contact_bytes(v) for k, v in self.store.items()}
 
     def clear(self) -> None:
         """The cache dropped (the store is what the table holds)."""
@@ -276,6 +290,11 @@ class GraphTable(GraphRecords):
         if len(self.customer_ids) > self.CUSTOMER_IDS_KEPT:
             self.customer_ids = {}
         return self.take_changed()
+
+    def changelog_items(self) -> list[tuple[bytes, bytes]]:
+        """Each record changed since the last call, as a changelog record: (key, value) as JSON."""
+        dumps = orjson.dumps
+        return [(dumps(key), dumps(value)) for key, value in self.take_dirty().items()]
 
     def persist(self, items: list[tuple[bytes, bytes | None]], offset: int, writer: bytes) -> None:
         """As ``StateTable.persist``: the batch's changelog records to the store with ``offset``."""
@@ -345,8 +364,7 @@ class IdentityStage:
         for eid, new, old in change.rekeyed:
             raw = pending.get(eid)
             if raw is None:
-                stored = self.contacts.get(eid)
-                raw = base64.b64decode(stored) if stored is not None else None
+                raw = self.contacts.get(eid)
             if raw is not None:
                 record = codec.decode(raw).record
                 self.send_resolved(out, self.resolved.value(raw, record, new), new, eid, offset, rekeyed_from=old)
@@ -414,4 +432,4 @@ class IdentityStage:
                 )
         contacts = self.contacts
         for eid, raw in pending.items():
-            contacts[eid] = base64.b64encode(raw).decode()
+            contacts[eid] = raw

@@ -20,12 +20,18 @@ from streams.identity_store import Position, RocksStore
 from streams.rules import IdentityRules
 from streams.stage import StageContext
 from streams.topology import StreamTopics
+from threadline.catalog import IDENTITY_CONTACTS_CHANGELOG
 from threadline.settings import CodecKind, Settings
 
 from ..conftest import RECORDED_AT
 from .fake_kafka import BrokerDownProducer, FakeAdmin, FakeConsumer, FakeProducer, Record
 
 A, B = b"member-a/1", b"member-b/2"
+
+
+def table_of(topic: str) -> GraphTable | StateTable:
+    """An empty table of the kind the runner keeps ``topic``'s records in."""
+    return StateTable(topic) if topic.endswith(IDENTITY_CONTACTS_CHANGELOG.name) else GraphTable(topic)
 
 
 def k(key) -> bytes:
@@ -40,7 +46,7 @@ def v(value) -> bytes:
 
 
 def test_replay_applies_records_in_order_and_a_tombstone_deletes():
-    table = StateTable("c")
+    table = GraphTable("c")  # JSON values: the graph's table
     skipped = replay([(k("n:a"), v({"x": 1}), None), (k("n:b"), v({"y": 2}), None), (k("n:a"), None, None)], table)
     assert table.snapshot() == {"n:b": {"y": 2}} and skipped == 0
 
@@ -48,7 +54,7 @@ def test_replay_applies_records_in_order_and_a_tombstone_deletes():
 def test_after_a_fence_only_its_writer_and_unheaded_records_apply():
     """A worker that lost the partition (writer A) and writes after the next owner's fence (B)
     changes nothing that a replay gives; an erasure's tombstone (no writer header) still applies."""
-    table = StateTable("c")
+    table = GraphTable("c")  # JSON values: the graph's table
     skipped = replay(
         [
             (fence_key(A.decode()), v({}), A),
@@ -68,7 +74,7 @@ def test_after_a_fence_only_its_writer_and_unheaded_records_apply():
 def test_records_before_any_fence_apply_whoever_wrote_them():
     """The changelogs faust's tables wrote (no fence, no writer header) and a writer's records
     before its first fence are the state as it was."""
-    table = StateTable("c")
+    table = GraphTable("c")  # JSON values: the graph's table
     assert replay([(k("e:1"), v("x"), None), (k("e:2"), v("y"), A)], table) == 0
     assert table.snapshot() == {"e:1": "x", "e:2": "y"}
 
@@ -265,7 +271,7 @@ class Assignment:
 
     def replayed(self, topic) -> dict:
         """The changelog replayed with its fences: stored key -> JSON value."""
-        table = StateTable(topic)
+        table = table_of(topic)
         replay([(key, value, dict(h).get("writer")) for key, value, h in self.runner.producer.logs[topic]], table)
         return table.snapshot()
 
@@ -424,11 +430,10 @@ def test_a_stale_writers_records_after_the_stores_offset_are_skipped_with_the_fe
 def test_the_tables_cache_is_bounded_and_misses_read_the_store():
     table = StateTable("t", limit=2)
     for i in range(5):
-        table[f"e:{i}"] = f"v{i}"
-    items = [(k(key), v(value)) for key, value in table.take_dirty().items()]
-    table.persist(items, 4, A)
+        table[f"e:{i}"] = b"\x00v%d" % i
+    table.persist(table.changelog_items(), 4, A)
     assert len(table.values) == 2 and len(table) == 5
-    assert table.get("e:0") == "v0" and table["e:1"] == "v1" and table.get("e:9") is None
+    assert table.get("e:0") == b"\x00v0" and table["e:1"] == b"\x00v1" and table.get("e:9") is None
     assert table.store.position() == Position(4, A, -1)
 
 
@@ -549,7 +554,7 @@ def compacted_replay(runner, topic) -> dict:
     for offset, (key, value, headers) in enumerate(runner.producer.logs[topic]):
         latest[key] = (offset, key, value, dict(headers).get("writer"))
     records = [r[1:] for r in sorted(latest.values(), key=lambda r: r[0])]
-    table = StateTable(topic)
+    table = table_of(topic)
     replay(records, table)
     return table.snapshot()
 
