@@ -166,6 +166,16 @@ def _tree_cpu(pids: list[int]) -> float:
     return total
 
 
+def _stages_args(tree: Path | None, stages: str) -> list[str]:
+    """The worker's ``--stages`` option; none for a tree from before workers could choose their
+    stages (e322e28, the commit before the stream throughput work), whose worker runs all three."""
+    if "stages" in ((tree or REPO) / "streams" / "cli.py").read_text():
+        return ["--stages", stages]
+    if set(stages.split(",")) != {"route", "identity", "conversations"}:
+        raise RuntimeError(f"the workers of {tree} run every stage: they cannot run --stages {stages}")
+    return []
+
+
 def run_pipeline(
     ctx: BenchContext,
     workers: int,
@@ -219,8 +229,7 @@ def run_pipeline(
                         app_id,
                         "--topic-prefix",
                         prefix,
-                        "--stages",
-                        stages,
+                        *_stages_args(tree, stages),
                     ],
                     env=env,
                     stdout=log,
@@ -349,10 +358,16 @@ def identity_plain(ctx: BenchContext) -> Rate:
 def identity_suite(ctx: BenchContext) -> list[Section]:
     """The identity stage alone: the graph's single writer is the ceiling of the whole pipeline."""
     plain = identity_plain(ctx)
-    compared = compared_runs(
-        ctx,
-        "identity stage",
-        lambda tree, tag: run_pipeline(ctx, 1, f"identity-{tag}", stages="identity", source="graph", tree=tree)[0],
+    other = ctx.compare[1] if ctx.compare is not None else None
+    skipped = other is not None and not _stages_args(other, "route,identity,conversations")
+    compared = (
+        []
+        if skipped  # a tree whose worker cannot run the stage alone
+        else compared_runs(
+            ctx,
+            "identity stage",
+            lambda tree, tag: run_pipeline(ctx, 1, f"identity-{tag}", stages="identity", source="graph", tree=tree)[0],
+        )
     )
     with ctx.console.status("identity stage alone, one worker ..."):
         stage, _ = run_pipeline(ctx, 1, "identity1", stages="identity", source="graph")
@@ -376,6 +391,11 @@ def identity_suite(ctx: BenchContext) -> list[Section]:
                 "ratio: the stage's contacts/s ÷ the rules' contacts/s on a dict.",
                 "CPU µs/event: the worker process's CPU (user + system) ÷ contacts; for the dict, this process's.",
                 *compare_note(compared),
+                *(
+                    [f"not compared: the worker of {ctx.compare[0]} cannot run the identity stage alone (no --stages)."]
+                    if skipped and ctx.compare is not None
+                    else []
+                ),
             ],
         )
     ]

@@ -304,3 +304,20 @@ def test_the_streams_machine_note_gives_each_rounds_cpu_per_contact_and_the_core
         "round 1: one worker 800 µs (2,500/s at 2 busy cores), two workers 1,000 µs (2,000/s at 2 busy cores)" in note
     )
     assert "not measured" in machine_note([Rate(10, 1.0)], [Rate(10, 1.0)])
+
+
+def test_the_workers_of_a_tree_from_before_the_stages_option_run_without_it(tmp_path):
+    """``--compare e322e28`` (the commit before the stream throughput work, whose worker has no
+    ``--stages``) runs that tree's workers with every stage, so one run gives its rate beside this
+    tree's; the identity stage alone cannot be asked of such a tree."""
+    from streams.bench import _stages_args
+
+    assert _stages_args(None, "route,identity,conversations") == ["--stages", "route,identity,conversations"]
+    old = tmp_path / "e322e28"  # its worker command, as that commit had it
+    (old / "streams").mkdir(parents=True)
+    (old / "streams" / "cli.py").write_text(
+        'def worker(app_id: str = typer.Option(None), topic_prefix: str = ""): ...\n'
+    )
+    assert _stages_args(old, "route,identity,conversations") == []
+    with pytest.raises(RuntimeError, match="cannot run --stages identity"):
+        _stages_args(old, "identity")
