@@ -27,7 +27,6 @@ import os
 import pickle
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -122,17 +121,6 @@ def run_one(file: str, batch: int) -> dict:
     }
 
 
-def measure(tree: Path, file: str, batch: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run", file, "--batch", str(batch)]
-    done = subprocess.run(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=True, cwd=tree
-    )
-    res = json.loads(done.stdout.strip().splitlines()[-1])
-    assert Path(res["module"]).resolve().is_relative_to(tree.resolve()), (res["module"], tree)
-    return res
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=20000)
@@ -145,6 +133,8 @@ def main() -> None:
         print(json.dumps(run_one(args.run, args.batch)))
         return
     sys.path.insert(0, str(HERE))
+    from tests.perf.stages_cpu import measure
+
     trees = {"this tree": HERE} | ({"compared": args.compare.resolve()} if args.compare else {})
     with tempfile.TemporaryDirectory(prefix="identity-cpu-") as tmp:
         file = os.path.join(tmp, "records.pickle")
@@ -154,7 +144,7 @@ def main() -> None:
         digests: dict[str, set[str]] = {n: set() for n in trees}
         for rnd in range(args.rounds):
             for name, tree in trees.items():
-                res = measure(tree, file, args.batch)
+                res = measure(tree, file, args.batch, script=__file__)
                 us = {k: v / res["contacts"] * 1e6 for k, v in res["cpu"].items()}
                 us["both"] = us["rules"] + us["stores"]
                 for k, v in us.items():

@@ -171,9 +171,11 @@ def run_one(file: str, batch: int) -> dict:
     }
 
 
-def measure(tree: Path, file: str, batch: int) -> dict:
+def measure(tree: Path, file: str, batch: int, script: str = __file__) -> dict:
+    """``script --run file`` in a process of its own importing the project from ``tree``: its
+    result (the last line of its output, JSON), checked to come from that tree's code."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--run", file, "--batch", str(batch)]
+    cmd = [sys.executable, str(Path(script).resolve()), "--run", file, "--batch", str(batch)]
     done = subprocess.run(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=True, cwd=tree
     )
