@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from kafka import KafkaConsumer
-
 from threadline import metrics
+from threadline.batch_consumer import BatchConsumer
 from threadline.catalog import PROJECTIONS_DLQ
 
 LAG_INTERVAL = 1.0  # seconds between updates of threadline_consumer_lag
@@ -28,7 +27,7 @@ class Instruments:
         self.heartbeat = time.monotonic()
         self._lag_at = 0.0
 
-    def beat(self, consumer: KafkaConsumer, tps, position: Callable) -> None:
+    def beat(self, consumer: BatchConsumer, tps, position: Callable) -> None:
         """A turn of the loop: the heartbeat, and at most every LAG_INTERVAL the lag of ``tps``
         (the consumer's last seen end offsets minus ``position(tp)``)."""
         self.heartbeat = now = time.monotonic()

@@ -53,13 +53,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from projectors.engine import schema as schemas_
 from projectors.engine.instruments import Instruments
 from projectors.engine.tracking import stored_offsets, write_offsets
 from schemas.codec import Codec
 from schemas.keystore import dlq_sealer, make_reader_codec
+from threadline.batch_consumer import BatchConsumer
 from threadline.catalog import CONTACTS_RESOLVED, CONVERSATIONS, IDENTITIES, PROJECTIONS_DLQ
 from threadline.dlq import DeadLetters
 from threadline.errors import ConfigError, DecodeError, KafkaUnavailable, RetryableError
@@ -302,7 +303,7 @@ class Projector:
         self.instruments = Instruments(f"projector:{self.name}")
 
     # -- set-up -------------------------------------------------------------------------------
-    def _assign(self, consumer: KafkaConsumer) -> list[TopicPartition]:
+    def _assign(self, consumer: BatchConsumer) -> list[TopicPartition]:
         tps = []
         deadline = time.monotonic() + ASSIGN_TIMEOUT
         for topic in self.sources.topics():
@@ -316,7 +317,7 @@ class Projector:
         consumer.assign(tps)
         return tps
 
-    def _seek_to_stored(self, conn, consumer: KafkaConsumer, tps: list[TopicPartition]) -> None:
+    def _seek_to_stored(self, conn, consumer: BatchConsumer, tps: list[TopicPartition]) -> None:
         stored = stored_offsets(conn, self.name)
         for tp in tps:
             if (tp.topic, tp.partition) in stored:
@@ -350,13 +351,10 @@ class Projector:
                     schemas_.migrate(conn)
                     self.projection.prepare(conn)
                     if consumer is None:
-                        consumer = KafkaConsumer(
-                            enable_auto_commit=False,
-                            group_id=None,
-                            auto_offset_reset="earliest",
-                            max_poll_records=self.batch_size,
-                            client_id=f"projector-{self.name}",
-                            **self.settings.kafka.client_config(),
+                        # aiokafka's C record parser, fetching on a thread of its own (no group:
+                        # the offsets are the tracking rows)
+                        consumer = BatchConsumer(
+                            self.settings, client_id=f"projector-{self.name}", max_poll_records=self.batch_size
                         )
                         # every DLQ send and wait within THREADLINE_PRODUCE_DEADLINE_SECONDS (KafkaUnavailable)
                         producer = BoundedProducer.from_settings(self.settings, client_id=f"projector-{self.name}")
@@ -394,7 +392,7 @@ class Projector:
             if producer is not None:
                 producer.close(10)
 
-    def _open(self, conn, consumer: KafkaConsumer, tps: list[TopicPartition]) -> str | None:
+    def _open(self, conn, consumer: BatchConsumer, tps: list[TopicPartition]) -> str | None:
         """On a (new) connection, after the migrations and the projection's schema: the writer
         lock (a standby waits here), then seek to the tracking rows. Returns the build written."""
         conn.execute("select pg_advisory_lock(hashtext(%s))", (schemas_.lock_key("writer", self.name),))
