@@ -7,12 +7,14 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
 from tests.integration.secured.conftest import PASSWORD_256, USER_256, clean_environ
+from threadline.batch_consumer import BatchConsumer
 from threadline.catalog import CATALOG
 from threadline.groups import group_lags
 from threadline.kafka import aiokafka_config, make_producer
@@ -206,6 +208,23 @@ def test_produce_and_consume_round_trip_over_sasl_ssl_with_a_committed_group(sec
         )
     )
     assert aiokafka_values(sha256, topic, 10) == [f"v{i}".encode() for i in range(10)]
+    # and through the projectors' consumer, from where it is told to start
+    assert batch_consumer_values(sha256, topic, 3, 7) == [f"v{i}".encode() for i in range(3, 10)]
+
+
+def batch_consumer_values(settings, topic: str, start: int, n: int) -> list[bytes]:
+    consumer = BatchConsumer(settings, client_id="secured-projector")
+    try:
+        assert consumer.partitions_for_topic(topic) == {0}
+        consumer.assign([TopicPartition(topic, 0)])
+        consumer.seek(TopicPartition(topic, 0), start)
+        values: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while len(values) < n and time.monotonic() < deadline:
+            values += [r.value for rs in consumer.poll(timeout_ms=1000).values() for r in rs]
+        return values
+    finally:
+        consumer.close()
 
 
 def aiokafka_values(settings, topic: str, n: int) -> list[bytes]:
