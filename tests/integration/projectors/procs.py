@@ -17,6 +17,14 @@ def stored(pg, name) -> dict:
     }
 
 
+def contact_rows(pg, ids: list[str]) -> list[tuple[str, int]]:
+    """(event id, rows) of skeleton.contacts for the contacts ``ids`` that have any."""
+    return pg.execute(
+        "select event_id::text, count(*) from skeleton.contacts where event_id = any(%s::uuid[]) group by event_id",
+        (ids,),
+    ).fetchall()
+
+
 def wait(condition, what: str, proc=None, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import schemas
 from connectors.contact import ContactIn, to_record
@@ -119,3 +119,13 @@ def write_in_random_batches(pg, schema: str, records, rng, most: int) -> None:
         n = rng.randint(1, most)
         write_batch(pg, schema, records[i : i + n], i)
         i += n
+
+
+def chats(unique: str, n: int, start: int = 0) -> list[dict]:
+    """Chat contacts ``start`` .. ``start + n - 1`` of seven customers of run ``unique``, a second
+    apart back from now."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return [
+        contact(f"c-{unique}-{i % 7}", f"{unique}-{i}", "chat", now - timedelta(seconds=i), text=f"hallo {i}")
+        for i in range(start, start + n)
+    ]

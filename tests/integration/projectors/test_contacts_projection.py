@@ -10,15 +10,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from procs import contact_rows
 from procs import stop as _stop
 from procs import stored as _stored
 from procs import wait as _wait
 from procs import waiting_on_a_lock
-from projector_events import contact, produce
+from projector_events import chats, produce
 from projectors.replay import end_offsets
 
 RUN = textwrap.dedent("""
@@ -40,37 +40,22 @@ def _start(services, name: str, topic: str, log_path, batch_size: int = 200) -> 
     )
 
 
-def _contacts(unique: str, n: int, start: int = 0) -> list[dict]:
-    now = datetime.now(UTC).replace(microsecond=0)
-    return [
-        contact(f"c-{unique}-{i % 7}", f"{unique}-{i}", "chat", now - timedelta(seconds=i), text=f"hallo {i}")
-        for i in range(start, start + n)
-    ]
-
-
-def _rows(pg, ids: list[str]) -> list[tuple[str, int]]:
-    return pg.execute(
-        "select event_id::text, count(*) from skeleton.contacts where event_id = any(%s::uuid[]) group by event_id",
-        (ids,),
-    ).fetchall()
-
-
 def test_contacts_rows_survive_a_sigkill_inside_a_batch_exactly_once_through_the_tracking_rows(
     services, settings, new_topic, catalog_topics, codec, unique, pg, tmp_path
 ):
     topic = new_topic(partitions=3)
     name = f"test-contacts-crash-{unique}"
-    first = _contacts(unique, 30)
+    first = chats(unique, 30)
     produce(settings, codec, topic, "contact", first)
     log = tmp_path / "contacts.log"
     proc = _start(services, name, topic, log)
     try:
         at_first = {k: v for k, v in end_offsets(settings, [topic]).items() if v}
         _wait(lambda: _stored(pg, name) == at_first, "first contacts projected", proc)
-        assert sorted(_rows(pg, [c["event_id"] for c in first])) == sorted((c["event_id"], 1) for c in first)
+        assert sorted(contact_rows(pg, [c["event_id"] for c in first])) == sorted((c["event_id"], 1) for c in first)
 
         # Hold the projector's tracking rows: its next batch writes its rows, then blocks on them.
-        more = _contacts(unique, 400, start=30)
+        more = chats(unique, 400, start=30)
         with psycopg.connect(settings.effective_pg_dsn) as blocker:
             blocker.execute("select * from projection_offsets where projector = %s for update", (name,))
             produce(settings, codec, topic, "contact", more)
@@ -83,7 +68,7 @@ def test_contacts_rows_survive_a_sigkill_inside_a_batch_exactly_once_through_the
             proc.wait(30)
             blocker.rollback()
         assert _stored(pg, name) == at_first  # the half-written batch left nothing behind: no rows, no offsets
-        assert _rows(pg, [c["event_id"] for c in more]) == []
+        assert contact_rows(pg, [c["event_id"] for c in more]) == []
 
         proc = _start(services, name, topic, log)
         final = {k: v for k, v in end_offsets(settings, [topic]).items() if v}
@@ -91,7 +76,7 @@ def test_contacts_rows_survive_a_sigkill_inside_a_batch_exactly_once_through_the
     finally:
         _stop(proc)
     every = first + more
-    assert sorted(_rows(pg, [c["event_id"] for c in every])) == sorted((c["event_id"], 1) for c in every)
+    assert sorted(contact_rows(pg, [c["event_id"] for c in every])) == sorted((c["event_id"], 1) for c in every)
     assert sum(final.values()) == len(every)
     pg.execute("delete from projection_offsets where projector = %s", (name,))
 
@@ -101,7 +86,7 @@ def test_a_second_contacts_projector_of_the_same_name_waits_as_a_standby_and_tak
 ):
     topic = new_topic(partitions=3)
     name = f"test-contacts-standby-{unique}"
-    first = _contacts(unique, 20)
+    first = chats(unique, 20)
     produce(settings, codec, topic, "contact", first)
     active = _start(services, name, topic, tmp_path / "active.log")
     standby = None
@@ -112,14 +97,14 @@ def test_a_second_contacts_projector_of_the_same_name_waits_as_a_standby_and_tak
         _wait(
             lambda: waiting_on_a_lock(pg, f"projector:{name}"), "the second instance waits for the writer lock", standby
         )
-        more = _contacts(unique, 20, start=20)
+        more = chats(unique, 20, start=20)
         produce(settings, codec, topic, "contact", more)
         final = {k: v for k, v in end_offsets(settings, [topic]).items() if v}
         _wait(lambda: _stored(pg, name) == final, "the active instance projects every partition", active)
         assert standby.poll() is None  # still waiting, never consuming
 
         _stop(active)  # the standby takes over where the active one stopped
-        latest = _contacts(unique, 10, start=40)
+        latest = chats(unique, 10, start=40)
         produce(settings, codec, topic, "contact", latest)
         final = {k: v for k, v in end_offsets(settings, [topic]).items() if v}
         _wait(lambda: _stored(pg, name) == final, "the standby took over", standby)
@@ -128,5 +113,5 @@ def test_a_second_contacts_projector_of_the_same_name_waits_as_a_standby_and_tak
         if standby is not None:
             _stop(standby)
     every = first + more + latest
-    assert sorted(_rows(pg, [c["event_id"] for c in every])) == sorted((c["event_id"], 1) for c in every)
+    assert sorted(contact_rows(pg, [c["event_id"] for c in every])) == sorted((c["event_id"], 1) for c in every)
     pg.execute("delete from projection_offsets where projector = %s", (name,))

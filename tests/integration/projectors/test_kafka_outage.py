@@ -12,23 +12,14 @@ import os
 import signal
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 
-from procs import stored, wait
-from projector_events import contact, produce
+from procs import contact_rows, stored, wait
+from projector_events import chats, produce
 from projectors.contacts import contacts_projector
 from projectors.replay import end_offsets
 from tests.integration.connectors.test_gateway_outage import private_kafka  # noqa: F401 (a fixture)
 
 PAUSE_SECONDS = 45  # longer than aiokafka's request timeout (40 s): its fetch requests time out
-
-
-def _contacts(unique: str, n: int, start: int = 0) -> list[dict]:
-    now = datetime.now(UTC).replace(microsecond=0)
-    return [
-        contact(f"c-{unique}-{i % 5}", f"{unique}-{i}", "chat", now - timedelta(seconds=i), text=f"hallo {i}")
-        for i in range(start, start + n)
-    ]
 
 
 def test_a_projector_goes_on_after_the_broker_was_paused_and_projects_every_contact_once(
@@ -55,7 +46,7 @@ def test_a_projector_goes_on_after_the_broker_was_paused_and_projects_every_cont
             failures.append(exc)
 
     thread = threading.Thread(target=run, name="outage-projector", daemon=True)
-    first = _contacts(unique, 20)
+    first = chats(unique, 20)
     produce(s, codec, topic, "contact", first)
     thread.start()
     try:
@@ -70,7 +61,7 @@ def test_a_projector_goes_on_after_the_broker_was_paused_and_projects_every_cont
         finally:
             os.kill(pid, signal.SIGCONT)
 
-        more = _contacts(unique, 30, start=20)
+        more = chats(unique, 30, start=20)
         produce(s, codec, topic, "contact", more)
         final = {k: v for k, v in end_offsets(s, [topic]).items() if v}
         wait(lambda: stored(pg, name) == final, "the contacts after the outage projected", timeout=180)
@@ -79,11 +70,7 @@ def test_a_projector_goes_on_after_the_broker_was_paused_and_projects_every_cont
         projector.stop_event.set()
         thread.join(60)
     every = [c["event_id"] for c in first + more]
-    rows = pg.execute(
-        "select event_id::text, count(*) from skeleton.contacts where event_id = any(%s::uuid[]) group by event_id",
-        (every,),
-    ).fetchall()
-    assert sorted(rows) == sorted((e, 1) for e in every)
+    assert sorted(contact_rows(pg, every)) == sorted((e, 1) for e in every)
     assert sum(final.values()) == len(every)
     assert not thread.is_alive()
     pg.execute("delete from projection_offsets where projector = %s", (name,))
