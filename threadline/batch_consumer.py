@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from threadline.kafka import aiokafka_config
@@ -69,6 +69,14 @@ class BatchConsumer:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(None if timeout is None else timeout + CALL_MARGIN)
 
+    def _on_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """A plain call of the consumer's, made on its loop's thread (aiokafka's state is that loop's)."""
+
+        async def run() -> T:
+            return fn(*args)
+
+        return self._call(run())
+
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
@@ -94,20 +102,10 @@ class BatchConsumer:
         return self._call(ask())
 
     def assign(self, partitions: Iterable[Any]) -> None:
-        tps = [self._tp(tp) for tp in partitions]
-
-        async def assign() -> None:
-            self._consumer.assign(tps)
-
-        self._call(assign())
+        self._on_loop(self._consumer.assign, [self._tp(tp) for tp in partitions])
 
     def seek(self, partition: Any, offset: int) -> None:
-        tp = self._tp(partition)
-
-        async def seek() -> None:
-            self._consumer.seek(tp, offset)
-
-        self._call(seek())
+        self._on_loop(self._consumer.seek, self._tp(partition), offset)
 
     def seek_to_beginning(self, *partitions: Any) -> None:
         self._call(self._consumer.seek_to_beginning(*(self._tp(tp) for tp in partitions)))
