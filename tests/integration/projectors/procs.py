@@ -17,6 +17,14 @@ def stored(pg, name) -> dict:
     }
 
 
+def filled_ends(settings, topics: list[str]) -> dict:
+    """The end offsets of the partitions of ``topics`` that hold records: {(topic, partition): end},
+    what ``stored`` reaches once the projector has read them all."""
+    from projectors.replay import end_offsets
+
+    return {k: v for k, v in end_offsets(settings, topics).items() if v}
+
+
 def contact_rows(pg, ids: list[str]) -> list[tuple[str, int]]:
     """(event id, rows) of skeleton.contacts for the contacts ``ids`` that have any."""
     return pg.execute(

@@ -13,13 +13,12 @@ import textwrap
 
 import psycopg
 
-from procs import contact_rows
+from procs import contact_rows, filled_ends
 from procs import stop as _stop
 from procs import stored as _stored
 from procs import wait as _wait
 from procs import waiting_on_a_lock
 from projector_events import chats, produce
-from projectors.replay import end_offsets
 
 RUN = textwrap.dedent("""
     import signal, sys
@@ -50,7 +49,7 @@ def test_contacts_rows_survive_a_sigkill_inside_a_batch_exactly_once_through_the
     log = tmp_path / "contacts.log"
     proc = _start(services, name, topic, log)
     try:
-        at_first = {k: v for k, v in end_offsets(settings, [topic]).items() if v}
+        at_first = filled_ends(settings, [topic])
         _wait(lambda: _stored(pg, name) == at_first, "first contacts projected", proc)
         assert sorted(contact_rows(pg, [c["event_id"] for c in first])) == sorted((c["event_id"], 1) for c in first)
 
@@ -71,7 +70,7 @@ def test_contacts_rows_survive_a_sigkill_inside_a_batch_exactly_once_through_the
         assert contact_rows(pg, [c["event_id"] for c in more]) == []
 
         proc = _start(services, name, topic, log)
-        final = {k: v for k, v in end_offsets(settings, [topic]).items() if v}
+        final = filled_ends(settings, [topic])
         _wait(lambda: _stored(pg, name) == final, "restarted projector caught up", proc)
     finally:
         _stop(proc)
@@ -91,7 +90,7 @@ def test_a_second_contacts_projector_of_the_same_name_waits_as_a_standby_and_tak
     active = _start(services, name, topic, tmp_path / "active.log")
     standby = None
     try:
-        at_first = {k: v for k, v in end_offsets(settings, [topic]).items() if v}
+        at_first = filled_ends(settings, [topic])
         _wait(lambda: _stored(pg, name) == at_first, "first contacts projected", active)
         standby = _start(services, name, topic, tmp_path / "standby.log")
         _wait(
@@ -99,14 +98,14 @@ def test_a_second_contacts_projector_of_the_same_name_waits_as_a_standby_and_tak
         )
         more = chats(unique, 20, start=20)
         produce(settings, codec, topic, "contact", more)
-        final = {k: v for k, v in end_offsets(settings, [topic]).items() if v}
+        final = filled_ends(settings, [topic])
         _wait(lambda: _stored(pg, name) == final, "the active instance projects every partition", active)
         assert standby.poll() is None  # still waiting, never consuming
 
         _stop(active)  # the standby takes over where the active one stopped
         latest = chats(unique, 10, start=40)
         produce(settings, codec, topic, "contact", latest)
-        final = {k: v for k, v in end_offsets(settings, [topic]).items() if v}
+        final = filled_ends(settings, [topic])
         _wait(lambda: _stored(pg, name) == final, "the standby took over", standby)
     finally:
         _stop(active)

@@ -13,10 +13,9 @@ import signal
 import threading
 import time
 
-from procs import contact_rows, stored, wait
+from procs import contact_rows, filled_ends, stored, wait
 from projector_events import chats, produce
 from projectors.contacts import contacts_projector
-from projectors.replay import end_offsets
 from tests.integration.connectors.test_gateway_outage import private_kafka  # noqa: F401 (a fixture)
 
 PAUSE_SECONDS = 45  # longer than aiokafka's request timeout (40 s): its fetch requests time out
@@ -50,7 +49,7 @@ def test_a_projector_goes_on_after_the_broker_was_paused_and_projects_every_cont
     produce(s, codec, topic, "contact", first)
     thread.start()
     try:
-        at_first = {k: v for k, v in end_offsets(s, [topic]).items() if v}
+        at_first = filled_ends(s, [topic])
         wait(lambda: stored(pg, name) == at_first, "first contacts projected")
 
         pid = broker.managed().pid()
@@ -63,7 +62,7 @@ def test_a_projector_goes_on_after_the_broker_was_paused_and_projects_every_cont
 
         more = chats(unique, 30, start=20)
         produce(s, codec, topic, "contact", more)
-        final = {k: v for k, v in end_offsets(s, [topic]).items() if v}
+        final = filled_ends(s, [topic])
         wait(lambda: stored(pg, name) == final, "the contacts after the outage projected", timeout=180)
         assert thread.is_alive() and not failures, f"the projector stopped after the outage: {failures}"
     finally:

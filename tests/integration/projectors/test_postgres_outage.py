@@ -27,10 +27,11 @@ import pytest
 
 import story as st
 from compare import same_rows
+from procs import filled_ends
 from projector_events import contact, produce
 from projectors.contacts import contacts_projector
 from projectors.engine.schema import live_schema
-from projectors.replay import end_offsets, rebuild
+from projectors.replay import rebuild
 from threadline.process import free_port, terminate_tree
 
 REPO = Path(__file__).resolve().parents[3]
@@ -138,7 +139,7 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(
     procs, threads = [projector, api], [skel_thread]
     base = f"http://127.0.0.1:{api_port}"
     try:
-        first = {k: v for k, v in end_offsets(s, sources.topics()).items() if v}
+        first = filled_ends(s, sources.topics())
         _wait(lambda: _stored(s, schema) == first, "first events projected", procs, threads)
         contacts_first = {k: v for k, v in first.items() if k[0] == sources.contacts}
         _wait(lambda: _stored(s, skel_name) == contacts_first, "contacts projected", procs, threads)
@@ -175,7 +176,7 @@ def test_projectors_and_the_read_api_ride_out_a_postgres_restart(
         assert projector.poll() is None and skel_thread.is_alive()
 
         postgres.start(s)
-        final = {k: v for k, v in end_offsets(s, sources.topics()).items() if v}
+        final = filled_ends(s, sources.topics())
         _wait(lambda: _stored(s, schema) == final, "the projector resumed by itself", procs, threads)
         contacts_final = {k: v for k, v in final.items() if k[0] == sources.contacts}
         _wait(lambda: _stored(s, skel_name) == contacts_final, "the contacts projector resumed", procs, threads)

@@ -13,12 +13,12 @@ import psycopg
 
 import story as st
 from compare import same_rows
-from procs import stop, waiting_on_a_lock
+from procs import filled_ends, stop, waiting_on_a_lock
 from procs import stored as _stored
 from procs import wait as _wait
 from projector_events import contact, produce
 from projectors.engine.schema import live_schema
-from projectors.replay import end_offsets, rebuild
+from projectors.replay import rebuild
 
 
 def _start(services, prefixed, sources, log_path):
@@ -56,7 +56,7 @@ def test_a_projector_killed_mid_batch_and_restarted_gives_the_rows_of_a_clean_re
     log = tmp_path / "projector.log"
     proc = _start(services, prefixed, sources, log)
     try:
-        first = {k: v for k, v in end_offsets(prefixed, sources.topics()).items() if v}
+        first = filled_ends(prefixed, sources.topics())
         _wait(lambda: _stored(pg, schema) == first, "first events projected", proc)
 
         # Hold the projector's offset rows: its next batch writes its rows, then blocks on them.
@@ -79,7 +79,7 @@ def test_a_projector_killed_mid_batch_and_restarted_gives_the_rows_of_a_clean_re
         assert _stored(pg, schema) == first  # the half-written batch left nothing behind
 
         proc = _start(services, prefixed, sources, log)
-        final = {k: v for k, v in end_offsets(prefixed, sources.topics()).items() if v}
+        final = filled_ends(prefixed, sources.topics())
         _wait(lambda: _stored(pg, schema) == final, "restarted projector caught up", proc)
     finally:
         stop(proc)
